@@ -1,0 +1,17 @@
+"""``healthai info``: what was built (CPU, CUDA + version, ONNX Runtime custom-op library)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _info(_: argparse.Namespace) -> int:
+    from healthai import _native
+
+    print(json.dumps(_native.build_info(), indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("info", help="what was built (CPU, CUDA, ONNX Runtime op library)").set_defaults(func=_info)

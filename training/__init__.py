@@ -1,0 +1,1 @@
+"""Offline training (differential privacy, graph forecasting) and export to ONNX."""
