@@ -20,17 +20,24 @@ $(STAMP): requirements-runtime.txt requirements-dev.txt $(SOURCES)
 
 build: setup
 
-run: setup
-	$(BIN)/healthai serve
+run: setup var/pseudonym.key
+	$(BIN)/healthai serve --pseudonym-key-file var/pseudonym.key
+
+# A local HMAC key for pseudonyms, made once (0600). Production passes its own key (file or env).
+var/pseudonym.key:
+	mkdir -p var
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $@
 
 test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check server training clients tests benchmarks
+	$(BIN)/ruff check server training clients tests benchmarks deploy
 
 bench: setup
 	$(BIN)/python benchmarks/aggregate.py --quick
+	$(BIN)/python benchmarks/ingest.py --quick
+	$(BIN)/python benchmarks/serve.py --quick
 
 clean:
 	rm -rf build $(VENV) server/v1 server/*.so

@@ -68,14 +68,21 @@ class CMakeBuild(build_ext):
 
 
 def packages() -> list[str]:
-    server = ["healthai"] + [f"healthai.{p}" for p in find_packages("server")]
+    # healthai.v1 holds the generated stubs: named explicitly, it may not exist yet on a clean tree
+    server = ["healthai", "healthai.v1"] + [f"healthai.{p}" for p in find_packages("server") if p != "v1"]
     training = ["healthai.training"] + [f"healthai.training.{p}" for p in find_packages("training")]
-    return server + training
+    sdk = "clients/python/healthai_client"
+    client = ["healthai_client"] + [f"healthai_client.{p}" for p in find_packages(sdk)]
+    return server + training + client
 
 
 setup(
     packages=packages(),
-    package_dir={"healthai": "server", "healthai.training": "training"},
+    package_dir={
+        "healthai": "server",
+        "healthai.training": "training",
+        "healthai_client": "clients/python/healthai_client",
+    },
     package_data={"healthai": ["*.so", "*.pyi", "py.typed", "v1/*.pyi", "data/**/*"]},
     ext_modules=[CMakeExtension("healthai._native")],
     cmdclass={"build_ext": CMakeBuild, "build_py": GenerateProtosThenBuildPy},

@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = (
     "healthai.ops.cli",  # info
     "healthai.app.cli",  # serve
     "healthai.training.cli",  # train
+    "healthai.security.cli",  # keys
 )
 
 

@@ -7,11 +7,12 @@ import json
 
 
 def _info(_: argparse.Namespace) -> int:
-    from healthai import _native
+    from healthai.ops import build_info
 
-    print(json.dumps(_native.build_info(), indent=2))
+    print(json.dumps(build_info(), indent=2))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("info", help="what was built (CPU, CUDA, ONNX Runtime op library)").set_defaults(func=_info)
+    parser = sub.add_parser("info", help="what was built (CPU, CUDA, ONNX Runtime op library)")
+    parser.set_defaults(func=_info)

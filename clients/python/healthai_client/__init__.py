@@ -1,0 +1,31 @@
+"""Python SDK for the healthai gRPC service (uses only the generated stubs in ``healthai.v1``).
+
+    from healthai_client import Client
+    with Client("127.0.0.1:50051") as c:
+        print(c.health())
+"""
+
+from healthai_client.client import Client
+from healthai_client.errors import HealthAIClientError
+from healthai_client.results import (
+    ForecastResult,
+    IngestResult,
+    PatientScore,
+    RecordIssue,
+    RecordOutcome,
+    ScoreResult,
+)
+from healthai_client.retry import NO_RETRY, RetryPolicy
+
+__all__ = [
+    "NO_RETRY",
+    "Client",
+    "ForecastResult",
+    "HealthAIClientError",
+    "IngestResult",
+    "PatientScore",
+    "RecordIssue",
+    "RecordOutcome",
+    "RetryPolicy",
+    "ScoreResult",
+]

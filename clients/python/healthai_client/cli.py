@@ -1,0 +1,125 @@
+"""``healthai-client``: ingest, score, forecast, health and load-test from the shell.
+
+Exit codes: 0 success; 1 partial (some records rejected, the rest stored); 2 usage or unreadable local
+input; 3 server unavailable or failed (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED,
+NOT_SERVING health, ...); 4 request refused (INVALID_ARGUMENT, NOT_FOUND, ...); 5 UNAUTHENTICATED or
+PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from healthai_client.errors import HealthAIClientError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_SERVER, EXIT_REFUSED, EXIT_AUTH = 0, 1, 2, 3, 4, 5
+_REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
+_AUTH = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def exit_code_for(code: grpc.StatusCode) -> int:
+    if code in _AUTH:
+        return EXIT_AUTH
+    if code in _REFUSED:
+        return EXIT_REFUSED
+    return EXIT_SERVER
+
+
+def _connection_flags(p: argparse.ArgumentParser, retries: int) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--address", "-a", default=os.environ.get("HEALTHAI_ADDRESS", "127.0.0.1:50051"),
+                   help="host:port, or several comma-separated for round-robin (env HEALTHAI_ADDRESS)")
+    g.add_argument("--tls", action="store_true", help="use TLS (implied by --root-cert/--client-cert)")
+    g.add_argument("--root-cert", type=Path, help="PEM CA bundle that signed the server certificate")
+    g.add_argument("--client-cert", type=Path, help="PEM client certificate (mutual TLS)")
+    g.add_argument("--client-key", type=Path, help="PEM client key (mutual TLS)")
+    g.add_argument("--server-name", help="TLS server name override")
+    g.add_argument("--api-key", default=os.environ.get("HEALTHAI_API_KEY"),
+                   help="API key (env HEALTHAI_API_KEY); sent as 'authorization: Bearer <key>'")
+    g.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds, retries "
+                   "included (default 30)")
+    g.add_argument("--retries", type=int, default=retries,
+                   help=f"retries on UNAVAILABLE, on the next address (default {retries})")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from healthai_client import cli_commands as cmd
+    from healthai_client.loadtest.cli import add_load_parser
+
+    parser = argparse.ArgumentParser(prog="healthai-client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("health", help="gRPC health status of the server (or one service)")
+    p.add_argument("--service", default="", help="e.g. healthai.v1.Risk (default: the whole server)")
+    p.set_defaults(func=cmd.health)
+
+    p = sub.add_parser("ingest", help="send FHIR JSON/NDJSON, or CSV/Parquet/Arrow flat records")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--source", default="healthai-client", help="sending system (idempotency key part)")
+    p.add_argument("--kind", help="record kind of tabular files (patient, encounter, condition, "
+                   "observation); default: from the file name, e.g. patients.csv")
+    p.add_argument("--show", type=int, default=20, help="rejected records listed per file (default 20)")
+    p.add_argument("--stream", action="store_true", help="send all files in one IngestStream call "
+                   "(one batch id and receipt) instead of one IngestBatch call per file")
+    p.add_argument("--issues-only", action="store_true", help="ask for full outcomes only of records "
+                   "with warnings or rejections (bulk files; counts stay complete)")
+    p.set_defaults(func=cmd.ingest)
+
+    p = sub.add_parser("score", help="risk scores for patients from a JSON/CSV file or --set values")
+    p.add_argument("--model", "-m", required=True, help="e.g. risk_readmission")
+    p.add_argument("--model-version", type=int, default=0, help="pin a version (default newest)")
+    p.add_argument("--input", "-i", type=Path, help="JSON list of {feature: value} or CSV with a header"
+                   " (an optional 'diagnoses' column holds ';'-separated codes)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="one patient's feature (repeat); instead of --input")
+    p.add_argument("--top", type=int, help="top contributing features per patient")
+    p.set_defaults(func=cmd.score)
+
+    p = sub.add_parser("forecast", help="regional forecast from stored counts or a history file")
+    p.add_argument("--graph", "-g", help="named region graph, e.g. japan")
+    p.add_argument("--model", "-m", help="model name (instead of --graph)")
+    p.add_argument("--model-version", type=int, default=0)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stored", nargs="?", const="ili", metavar="SYNDROME",
+                     help="use the stored surveillance counts (default syndrome ili)")
+    src.add_argument("--history", type=Path, help="CSV (header: region ids; rows: steps, oldest first) "
+                     "or JSON {region: [counts...]}")
+    p.add_argument("--end-date", help="last period of the stored window (ISO date)")
+    p.add_argument("--regions", default="", help="comma-separated region ids to report")
+    p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")
+    p.add_argument("--quantiles", default="", help="comma-separated levels in (0,1), e.g. 0.05,0.5,0.95")
+    p.set_defaults(func=cmd.forecast)
+
+    add_load_parser(sub)
+    for name, child in sub.choices.items():
+        _connection_flags(child, retries=0 if name == "load" else 4)  # load measures raw errors
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help is 0, a usage error 2
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except HealthAIClientError as e:
+        print(f"healthai-client: {e}", file=sys.stderr)
+        return exit_code_for(e.code)
+    except (ValueError, OSError) as e:
+        print(f"healthai-client: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The handlers of ``healthai-client`` subcommands: build a Client, call, print text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from healthai_client.client import Client
+from healthai_client.requests import KINDS, load_json
+from healthai_client.results import ForecastResult, IngestResult, ScoreResult
+from healthai_client.retry import RetryPolicy
+
+TABULAR = {".csv", ".parquet", ".arrow", ".arrows", ".ipc", ".feather"}
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    return Client(args.address, tls=args.tls, root_cert=args.root_cert, client_cert=args.client_cert,
+                  client_key=args.client_key, server_name=args.server_name, api_key=args.api_key,
+                  timeout=args.timeout, retry=RetryPolicy(max_attempts=args.retries + 1))
+
+
+def _to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.name.startswith("_")}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | list):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(_to_jsonable(value), indent=2))
+
+
+# -- health -----------------------------------------------------------------------------------------
+
+def health(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        status = client.health(args.service)
+    if args.json:
+        print_json({"service": args.service, "status": status})
+    else:
+        print(f"{args.service or 'server'}: {status}")
+    return 0 if status == "SERVING" else 3
+
+
+# -- ingest -----------------------------------------------------------------------------------------
+
+def _kind_for(path: Path, given: str | None) -> str:
+    if given:
+        return given
+    stem = path.stem.lower()
+    for kind in KINDS:
+        if stem.startswith(kind) or stem.endswith(kind) or stem.endswith(kind + "s"):
+            return kind
+    raise ValueError(f"{str(path)!r}: cannot tell the record kind from the name; pass --kind "
+                     f"({', '.join(KINDS)})")
+
+
+def _read_table(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        # every column as text: the server parses ids, codes and dates itself
+        with path.open(newline="") as f:
+            names = next(csv.reader(f), [])
+        types = {n: pa.string() for n in names if n != "value"}
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+    if suffix == ".parquet":
+        return pq.read_table(path)
+    with pa.OSFile(str(path), "rb") as f:
+        try:
+            return pa.ipc.open_stream(f).read_all()
+        except pa.ArrowInvalid:
+            f.seek(0)
+            return pa.ipc.open_file(f).read_all()
+
+
+def _stream_item(path: Path, args: argparse.Namespace) -> Path | tuple[Any, str]:
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r}: no such file")
+    if path.suffix.lower() in TABULAR:
+        return _read_table(path), _kind_for(path, args.kind)
+    return path
+
+
+def _ingest_one(client: Client, path: Path, args: argparse.Namespace) -> IngestResult:
+    detail = "issues" if args.issues_only else "all"
+    item = _stream_item(path, args)
+    if isinstance(item, tuple):
+        return client.ingest_arrow(item[0], item[1], source=args.source, outcome_detail=detail)
+    return client.ingest_fhir(item, source=args.source, outcome_detail=detail)
+
+
+def _print_ingest(path: Path, r: IngestResult, show: int) -> None:
+    stored = ", ".join(f"{k}={v}" for k, v in sorted(r.stored.items())) or "nothing new"
+    print(f"{path}: {r.accepted} accepted, {r.rejected} rejected; stored {stored}; "
+          f"{r.duplicates} duplicates; batch {r.batch_id} seq {r.sequence}")
+    warned = sum(s == "accepted_with_warnings" for s in r.statuses)
+    if warned:
+        codes = Counter(i.code for o in r.outcomes if o.status == "accepted_with_warnings" for i in o.issues)
+        top = ", ".join(f"{code} {n}" for code, n in codes.most_common(5))
+        print(f"  {warned} accepted with warnings" + (f" ({top})" if top else ""))
+    for o in r.rejected_outcomes()[:show]:
+        for issue in o.issues or ():
+            print(f"  rejected #{o.index} {o.resource_type}: {issue.code} at {issue.field_path}: "
+                  f"{issue.message}")
+    if r.rejected > show:
+        print(f"  ... {r.rejected - show} more rejected (use --json for all)")
+
+
+def _ingest_stream(args: argparse.Namespace) -> int:
+    items = [_stream_item(path, args) for path in args.files]
+    with make_client(args) as client:
+        r = client.ingest_stream(items, source=args.source,
+                                 outcome_detail="issues" if args.issues_only else "all")
+    if args.json:
+        print_json(r)
+    else:
+        _print_ingest(Path(f"{len(items)} files in one stream"), r, args.show)
+        rejected = Counter(o.request_index for o in r.rejected_outcomes())
+        for i, n in sorted(rejected.items()):
+            print(f"  {args.files[i]}: {n} rejected")
+    return 1 if r.rejected else 0
+
+
+def ingest(args: argparse.Namespace) -> int:
+    if args.stream:
+        return _ingest_stream(args)
+    results: dict[str, IngestResult] = {}
+    with make_client(args) as client:
+        for path in args.files:
+            results[str(path)] = r = _ingest_one(client, path, args)
+            if not args.json:
+                _print_ingest(path, r, args.show)
+    if args.json:
+        print_json(results)
+    return 1 if any(r.rejected for r in results.values()) else 0
+
+
+# -- score ------------------------------------------------------------------------------------------
+
+def _score_input(args: argparse.Namespace) -> tuple[list[dict[str, float]], list[list[str]] | None]:
+    if args.input and args.set:
+        raise ValueError("give --input or --set, not both")
+    if args.set:
+        row = {}
+        for item in args.set:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r} must be NAME=VALUE")
+            row[name.strip()] = float(value)
+        return [row], None
+    if not args.input:
+        raise ValueError("give --input FILE or --set NAME=VALUE")
+    if args.input.suffix.lower() == ".csv":
+        with args.input.open(newline="") as f:
+            raw = list(csv.DictReader(f))
+    else:
+        raw = load_json(args.input)
+        if isinstance(raw, dict):
+            raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, dict) for r in raw):
+        raise ValueError(f"{str(args.input)!r} must hold patients: a list of {{feature: value}} objects")
+    diagnoses = None
+    if any("diagnoses" in r for r in raw):
+        diagnoses = [_codes(r.pop("diagnoses", "")) for r in raw]
+    rows = [{k: float(v) for k, v in r.items()} for r in raw]
+    return rows, diagnoses
+
+
+def _codes(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(c) for c in value]
+    return [c.strip() for c in str(value or "").split(";") if c.strip()]
+
+
+def _print_score(r: ScoreResult) -> None:
+    print(f"model {r.model_name} v{r.model_version}")
+    print(f"{'patient':>7}  {'probability':>11}  {'band':<8} {'charlson':>8}  top features")
+    for i, p in enumerate(r.patients):
+        charlson = "n/a" if p.charlson_index is None else str(p.charlson_index)
+        top = ", ".join(f"{n} {c:+.3f}" for n, c in p.top_features)
+        print(f"{i:>7}  {p.probability:>11.4f}  {p.risk_band:<8} {charlson:>8}  {top}")
+
+
+def score(args: argparse.Namespace) -> int:
+    rows, diagnoses = _score_input(args)
+    with make_client(args) as client:
+        r = client.score(args.model, rows, diagnoses=diagnoses, top_features=args.top,
+                         model_version=args.model_version)
+    print_json(r) if args.json else _print_score(r)
+    return 0
+
+
+# -- forecast ---------------------------------------------------------------------------------------
+
+def _csv_list(text: str, cast: type) -> list[Any]:
+    try:
+        return [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise ValueError(f"cannot parse {text!r} as a comma-separated list of {cast.__name__}") from e
+
+
+def _history(path: Path) -> dict[str, list[float]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = [[float(x) for x in row] for row in reader if row]
+        return {rid: [row[j] for row in rows] for j, rid in enumerate(header)}
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{str(path)!r} must be a JSON object {{region: [counts, ...]}}")
+    return {str(k): [float(x) for x in v] for k, v in raw.items()}
+
+
+def _print_forecast(r: ForecastResult) -> None:
+    start = f"; horizon 1 = {r.first_forecast_period}" if r.first_forecast_period else ""
+    print(f"model {r.model_name} v{r.model_version}; step {r.step or '?'}{start}")
+    levels = "  ".join(f"q{lvl:g}" for lvl in r.quantile_levels)
+    print(f"{'region':<12} {'h':>3} {'point':>10}  {levels}")
+    for ri, region in enumerate(r.region_ids):
+        for hi, h in enumerate(r.horizons):
+            qs = "  ".join(f"{v:.2f}" for v in r.quantiles[hi, ri])
+            print(f"{region:<12} {h:>3} {r.point[hi, ri]:>10.2f}  {qs}")
+
+
+def forecast(args: argparse.Namespace) -> int:
+    history = _history(args.history) if args.history else None
+    with make_client(args) as client:
+        r = client.forecast(args.graph, model=args.model, history=history,
+                            stored=args.stored if history is None else None, end_date=args.end_date,
+                            regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),
+                            quantile_levels=_csv_list(args.quantiles, float),
+                            model_version=args.model_version)
+    print_json(r) if args.json else _print_forecast(r)
+    return 0

@@ -1,0 +1,226 @@
+"""The synchronous SDK client: typed methods over the generated ``healthai.v1`` stubs.
+
+    with Client("127.0.0.1:50051", api_key=key) as c:
+        receipt = c.ingest_fhir(Path("bundle.json"))
+        scores = c.score("risk_readmission", [{"age": 71, ...}])
+
+Every call has a deadline (``timeout``; retries included). UNAVAILABLE is retried with exponential
+backoff and jitter (see ``retry.py``), moving round-robin to the next address: with several addresses
+a dead replica costs one failed attempt, not the call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from healthai.v1 import (
+    diagnostics_pb2,
+    diagnostics_pb2_grpc,
+    forecast_pb2_grpc,
+    ingest_pb2_grpc,
+    risk_pb2_grpc,
+)
+from healthai_client.connection import DEFAULT_MAX_MESSAGE_BYTES, ConnectionConfig, as_addresses
+from healthai_client.errors import HealthAIClientError
+from healthai_client.requests import (
+    arrow_request,
+    fhir_request,
+    flat_request,
+    forecast_request,
+    score_request,
+    stream_item_request,
+)
+from healthai_client.results import ForecastResult, IngestResult, ScoreResult
+from healthai_client.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_SOURCE = "healthai-client"
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.ingest = ingest_pb2_grpc.IngestStub(channel)
+        self.risk = risk_pb2_grpc.RiskStub(channel)
+        self.forecast = forecast_pb2_grpc.ForecastStub(channel)
+        self.diagnostics = diagnostics_pb2_grpc.DiagnosticsStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+
+
+class Client:
+    """A connection to one or more healthai servers (thread-safe; share one per process)."""
+
+    def __init__(self, address: str | Sequence[str] | None = None, *, addresses: Sequence[str] | None = None,
+                 tls: bool = False, root_cert: str | Path | None = None,
+                 client_cert: str | Path | None = None, client_key: str | Path | None = None,
+                 server_name: str | None = None, api_key: str | None = None, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None, source: str = DEFAULT_SOURCE,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, seed: int | None = None) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.config = ConnectionConfig(as_addresses(address, addresses), tls=tls, root_cert=root_cert,
+                                       client_cert=client_cert, client_key=client_key,
+                                       server_name=server_name, api_key=api_key,
+                                       max_message_bytes=max_message_bytes)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.source = source
+        self._channels = [self.config.channel(a) for a in self.config.addresses]
+        self._stubs = [_Stubs(ch) for ch in self._channels]
+        self._rotation = itertools.count()
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.config.addresses
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _next_index(self) -> int:
+        with self._lock:
+            return next(self._rotation) % len(self._stubs)
+
+    def _invoke(self, method: Callable[[_Stubs], Callable[..., T]], request: Any, *,
+                timeout: float | None = None, request_id: str | None = None) -> T:
+        """One logical call: attempts round-robin over the addresses until success, a final status,
+        ``retry.max_attempts`` or the deadline. Addresses not yet tried by this call are tried at once;
+        once all were tried, each retry waits the policy's jittered backoff."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        metadata = self.config.metadata(request_id)
+        tried: set[int] = set()
+        backoffs = 0
+        start = self._next_index()  # this call's first address; its retries walk on from there
+        for attempt in itertools.count(1):
+            i = (start + attempt - 1) % len(self._stubs)
+            remaining = deadline - time.monotonic()
+            address = self.config.addresses[i]
+            try:
+                if remaining <= 0:
+                    raise HealthAIClientError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while "
+                                              "retrying", address=address, attempts=attempt - 1)
+                return method(self._stubs[i])(request, timeout=remaining, metadata=metadata)
+            except grpc.RpcError as e:
+                err = HealthAIClientError.from_rpc_error(e, address=address, attempts=attempt)
+            tried.add(i)
+            if not err.retryable or attempt >= self.retry.max_attempts:
+                raise err
+            pause = 0.0
+            if len(tried) == len(self._stubs):  # every address failed at least once: back off
+                backoffs += 1
+                pause = self.retry.backoff_s(backoffs, self._rng)
+            if time.monotonic() + pause >= deadline:
+                raise err
+            log.info("%s (attempt %d); retrying in %.3fs", err, attempt, pause)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    # -- Ingest -----------------------------------------------------------------------------------
+
+    def ingest_fhir(self, data: bytes | str | Path, *, source: str | None = None,
+                    outcome_detail: str = "all", timeout: float | None = None) -> IngestResult:
+        """FHIR R4 JSON: a Bundle, a resource or a JSON array (``bytes``), or a path to such a file.
+
+        ``outcome_detail="issues"`` asks for full outcomes only of records with warnings or
+        rejections (bulk senders); ``IngestResult.statuses`` always has every record's status."""
+        request = fhir_request(data, source or self.source, outcome_detail)
+        return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request, timeout=timeout))
+
+    def ingest_flat(self, *, patients: Sequence[Mapping[str, Any] | Any] = (),
+                    encounters: Sequence[Mapping[str, Any] | Any] = (),
+                    conditions: Sequence[Mapping[str, Any] | Any] = (),
+                    observations: Sequence[Mapping[str, Any] | Any] = (),
+                    source: str | None = None, outcome_detail: str = "all",
+                    timeout: float | None = None) -> IngestResult:
+        """Typed flat records: dicts with the proto's field names, or the messages themselves."""
+        request = flat_request(source or self.source, outcome_detail, patients=patients,
+                               encounters=encounters, conditions=conditions, observations=observations)
+        return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request, timeout=timeout))
+
+    def ingest_arrow(self, table: Any, kind: str, *, source: str | None = None,
+                     outcome_detail: str = "all", timeout: float | None = None) -> IngestResult:
+        """A ``pyarrow.Table``/``RecordBatch`` of one record kind (patient, encounter, condition,
+        observation); columns named like the flat record's fields."""
+        request = arrow_request(table, kind, source or self.source, outcome_detail)
+        return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request, timeout=timeout))
+
+    def ingest_stream(self, items: Iterable[bytes | str | Path | tuple[Any, str] | Mapping[str, Any]], *,
+                      source: str | None = None, outcome_detail: str = "all",
+                      timeout: float | None = None) -> IngestResult:
+        """Several payloads in one client stream (one response, one batch id): FHIR bytes or paths,
+        ``(pyarrow table, kind)`` pairs, or flat-record dicts (``{"patients": [...], ...}``).
+        ``RecordOutcome.request_index`` is the item's position. The requests are built up front so
+        an UNAVAILABLE retry can resend them all (safe: ingest is idempotent)."""
+        requests = [stream_item_request(item, source or self.source, outcome_detail) for item in items]
+        if not requests:
+            raise ValueError("items: nothing to send")
+
+        def method(stubs: _Stubs) -> Callable[..., Any]:
+            return lambda reqs, **kw: stubs.ingest.IngestStream(iter(reqs), **kw)
+
+        return IngestResult.from_proto(self._invoke(method, requests, timeout=timeout))
+
+    # -- Risk and Forecast ------------------------------------------------------------------------
+
+    def score(self, model: str,
+              features: Sequence[Mapping[str, float]] | np.ndarray | Sequence[Sequence[float]], *,
+              feature_names: Sequence[str] | None = None,
+              diagnoses: Sequence[Sequence[str] | Mapping[str, Any]] | None = None,
+              top_features: int | None = None, model_version: int = 0,
+              timeout: float | None = None) -> ScoreResult:
+        """Risk scores for a batch of patients: a list of {feature: value} dicts, or a 2-D array with
+        ``feature_names`` (None = the model card's order)."""
+        request = score_request(model, features, feature_names=feature_names, diagnoses=diagnoses,
+                                top_features=top_features, model_version=model_version)
+        return ScoreResult.from_proto(self._invoke(lambda s: s.risk.Score, request, timeout=timeout))
+
+    def forecast(self, graph: str | None = None, *, model: str | None = None,
+                 history: Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | None = None,
+                 stored: str | bool | None = None, end_date: str | None = None,
+                 regions: Sequence[str] = (), horizons: Sequence[int] = (),
+                 quantile_levels: Sequence[float] = (), model_version: int = 0,
+                 timeout: float | None = None) -> ForecastResult:
+        """Forecast from an explicit ``history`` ({region: counts oldest first}, or (region_ids,
+        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome)."""
+        request = forecast_request(graph, model=model, history=history, stored=stored, end_date=end_date,
+                                   regions=regions, horizons=horizons, quantile_levels=quantile_levels,
+                                   model_version=model_version)
+        reply = self._invoke(lambda s: s.forecast.Forecast, request, timeout=timeout)
+        return ForecastResult.from_proto(reply)
+
+    # -- Diagnostics ------------------------------------------------------------------------------
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The gRPC health status of ``service`` ("" = the whole server): SERVING, NOT_SERVING, ..."""
+        reply = self._invoke(lambda s: s.health.Check, health_pb2.HealthCheckRequest(service=service),
+                             timeout=timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def echo(self, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        reply = self._invoke(lambda s: s.diagnostics.Echo, diagnostics_pb2.EchoRequest(payload=payload),
+                             timeout=timeout)
+        return bytes(reply.payload)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for ch in self._channels:
+            ch.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

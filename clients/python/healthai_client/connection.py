@@ -1,0 +1,110 @@
+"""How the SDK (and the load harness) connects: addresses, TLS / mutual TLS, API key, channel options.
+
+One channel per address. A DNS name that resolves to several hosts (a headless Kubernetes Service)
+is balanced by gRPC itself (``round_robin`` policy); several addresses are rotated by the SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+API_KEY_HEADER = "authorization"  # "Bearer <key>"; healthai.security also accepts "x-api-key"
+REQUEST_ID_HEADER = "x-request-id"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _read(path: str | Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r}: {e.strerror}") from e
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Where and how to connect. ``tls`` is implied by any certificate file."""
+
+    addresses: tuple[str, ...]
+    tls: bool = False
+    root_cert: str | Path | None = None  # PEM CA bundle; None = the system roots
+    client_cert: str | Path | None = None  # PEM, for mutual TLS (with client_key)
+    client_key: str | Path | None = None
+    server_name: str | None = None  # TLS name override (when dialing an IP the cert does not name)
+    api_key: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    extra_options: tuple[tuple[str, int | str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            raise ValueError("addresses: at least one host:port is required")
+        for a in self.addresses:
+            if ":" not in a or a.startswith(":"):
+                raise ValueError(f"address {a!r} must be host:port (or a gRPC target such as dns:///h:p)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key must be given together (mutual TLS)")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(p is not None for p in (self.root_cert, self.client_cert))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.root_cert, "root_cert"),
+            private_key=_read(self.client_key, "client_key"),
+            certificate_chain=_read(self.client_cert, "client_cert"),
+        )
+
+    def options(self) -> list[tuple[str, int | str]]:
+        opts: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.lb_policy_name", "round_robin"),
+            # Fail fast on a dead address (the SDK retries elsewhere) instead of backing off for ~1 s.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.enable_retries", 0),  # retries are the SDK's (UNAVAILABLE only, with jitter)
+        ]
+        if self.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.server_name))
+        return [*opts, *self.extra_options]
+
+    def metadata(self, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
+        md: list[tuple[str, str]] = []
+        if self.api_key:
+            md.append((API_KEY_HEADER, f"Bearer {self.api_key}"))
+        if request_id:
+            md.append((REQUEST_ID_HEADER, request_id))
+        return tuple(md)
+
+    def channel(self, address: str) -> grpc.Channel:
+        if self.uses_tls:
+            return grpc.secure_channel(address, self.credentials(), options=self.options())
+        return grpc.insecure_channel(address, options=self.options())
+
+    def aio_channel(self, address: str) -> grpc.aio.Channel:
+        if self.uses_tls:
+            return grpc.aio.secure_channel(address, self.credentials(), options=self.options())
+        return grpc.aio.insecure_channel(address, options=self.options())
+
+
+def as_addresses(address: str | Sequence[str] | None, addresses: Sequence[str] | None) -> tuple[str, ...]:
+    """``Client("h:1")``, ``Client(addresses=[...])`` or ``Client("h:1,h:2")`` -> a tuple."""
+    if address is not None and addresses is not None:
+        raise ValueError("give address or addresses, not both")
+    raw: Sequence[str]
+    if addresses is not None:
+        raw = addresses
+    elif isinstance(address, str):
+        raw = address.split(",")
+    elif address is not None:
+        raw = address
+    else:
+        raise ValueError("address: required (host:port)")
+    return tuple(a.strip() for a in raw if a.strip())

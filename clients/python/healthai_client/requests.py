@@ -1,0 +1,204 @@
+"""Request builders: Python values -> ``healthai.v1`` request messages (shared by the SDK, the CLI and
+the load harness). Bad arguments raise ValueError naming the argument and the value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from healthai.v1 import common_pb2, forecast_pb2, ingest_pb2, risk_pb2
+
+KINDS = ("patient", "encounter", "condition", "observation")
+_FLAT_TYPES = {
+    "patients": ingest_pb2.PatientRecord,
+    "encounters": ingest_pb2.EncounterRecord,
+    "conditions": ingest_pb2.ConditionRecord,
+    "observations": ingest_pb2.ObservationRecord,
+}
+
+
+def record_kind(kind: str) -> int:
+    k = kind.strip().lower().removesuffix("s")
+    if k not in KINDS:
+        raise ValueError(f"kind {kind!r} must be one of {', '.join(KINDS)}")
+    return int(common_pb2.RecordKind.Value(f"RECORD_KIND_{k.upper()}"))
+
+
+def outcome_detail(detail: str) -> int:
+    """"all" (a RecordOutcome for every record) or "issues" (only records with warnings/rejections)."""
+    if detail not in ("all", "issues"):
+        raise ValueError(f"outcome_detail {detail!r} must be 'all' or 'issues'")
+    return int(ingest_pb2.OutcomeDetail.Value(f"OUTCOME_DETAIL_{detail.upper()}"))
+
+
+def fhir_request(data: bytes | str | Path, source: str, detail: str = "all") -> ingest_pb2.IngestRequest:
+    if isinstance(data, str | Path):
+        path = Path(data)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"FHIR file {str(path)!r}: {e.strerror}") from e
+        if path.suffix == ".ndjson":  # FHIR bulk export: one resource per line -> a JSON array
+            lines = [ln for ln in data.splitlines() if ln.strip()]
+            data = b"[" + b",".join(lines) + b"]"
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ValueError(f"data must be bytes or a path, got {type(data).__name__}")
+    return ingest_pb2.IngestRequest(source=source, fhir=ingest_pb2.FhirPayload(json=bytes(data)),
+                                    outcome_detail=outcome_detail(detail))  # type: ignore[arg-type]
+
+
+def _record(cls: Any, item: Mapping[str, Any] | Any, where: str) -> Any:
+    if isinstance(item, cls):
+        return item
+    if not isinstance(item, Mapping):
+        raise ValueError(f"{where} must be a dict or {cls.__name__}, got {type(item).__name__}")
+    fields = cls.DESCRIPTOR.fields_by_name
+    clean = {}
+    for key, value in item.items():
+        if key not in fields:
+            raise ValueError(f"{where}.{key}: not a field of {cls.__name__} ({', '.join(fields)})")
+        if value is None:
+            continue
+        if isinstance(value, float) and np.isnan(value) and key != "value":
+            continue
+        clean[key] = value if fields[key].type in (1, 8) else str(value)  # double, bool stay typed
+    return cls(**clean)
+
+
+def flat_request(source: str, detail: str = "all",
+                 **lists: Sequence[Mapping[str, Any] | Any]) -> ingest_pb2.IngestRequest:
+    flat = ingest_pb2.FlatRecords()
+    for name, items in lists.items():
+        cls = _FLAT_TYPES[name]
+        getattr(flat, name).extend(_record(cls, it, f"{name}[{i}]") for i, it in enumerate(items))
+    if not any(len(getattr(flat, n)) for n in _FLAT_TYPES):
+        raise ValueError("no records: give patients, encounters, conditions or observations")
+    return ingest_pb2.IngestRequest(source=source, flat=flat,
+                                    outcome_detail=outcome_detail(detail))  # type: ignore[arg-type]
+
+
+def arrow_request(table: Any, kind: str, source: str, detail: str = "all") -> ingest_pb2.IngestRequest:
+    import pyarrow as pa
+
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if not isinstance(table, pa.Table):
+        raise ValueError(f"table must be a pyarrow Table or RecordBatch, got {type(table).__name__}")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    payload = ingest_pb2.ArrowRecords(kind=record_kind(kind), ipc_stream=sink.getvalue().to_pybytes())  # type: ignore[arg-type]
+    return ingest_pb2.IngestRequest(source=source, arrow=payload,
+                                    outcome_detail=outcome_detail(detail))  # type: ignore[arg-type]
+
+
+def stream_item_request(item: Any, source: str, detail: str) -> ingest_pb2.IngestRequest:
+    """One IngestStream item: FHIR bytes/path, a (pyarrow table, kind) pair, or flat-record lists."""
+    if isinstance(item, bytes | str | Path):
+        return fhir_request(item, source, detail)
+    if isinstance(item, tuple) and len(item) == 2:
+        return arrow_request(item[0], item[1], source, detail)
+    if isinstance(item, Mapping):
+        unknown = set(item) - set(_FLAT_TYPES)
+        if unknown:
+            raise ValueError(f"flat item keys {sorted(unknown)} must be among {list(_FLAT_TYPES)}")
+        return flat_request(source, detail, **item)
+    raise ValueError(f"stream item must be FHIR bytes/path, (table, kind) or a flat-record dict, "
+                     f"got {type(item).__name__}")
+
+
+def _diagnoses(items: Sequence[Sequence[str] | Mapping[str, Any]],
+               patients: int) -> list[risk_pb2.DiagnosisCodes]:
+    if len(items) != patients:
+        raise ValueError(f"diagnoses has {len(items)} entries; one per patient ({patients}) is required")
+    out = []
+    for i, d in enumerate(items):
+        if isinstance(d, Mapping):
+            out.append(risk_pb2.DiagnosisCodes(codes=list(d.get("codes", ())),
+                                               system=str(d.get("system", ""))))
+        elif isinstance(d, str):
+            raise ValueError(f"diagnoses[{i}] must be a list of codes, got the string {d!r}")
+        else:
+            out.append(risk_pb2.DiagnosisCodes(codes=list(d)))
+    return out
+
+
+def score_request(model: str, features: Any, *, feature_names: Sequence[str] | None = None,
+                  diagnoses: Sequence[Sequence[str] | Mapping[str, Any]] | None = None,
+                  top_features: int | None = None, model_version: int = 0) -> risk_pb2.ScoreRequest:
+    if not model:
+        raise ValueError("model: required (e.g. 'risk_readmission')")
+    names = list(feature_names or ())
+    if isinstance(features, Sequence) and features and isinstance(features[0], Mapping):
+        names = names or list(features[0])
+        rows = []
+        for i, row in enumerate(features):
+            missing = [n for n in names if n not in row]
+            extra = [k for k in row if k not in names]
+            if missing or extra:
+                raise ValueError(f"features[{i}]: missing {missing} / unexpected {extra} "
+                                 f"(every patient needs the same features)")
+            rows.append([float(row[n]) for n in names])
+        matrix = np.asarray(rows, dtype=np.float32)
+    else:
+        matrix = np.asarray(features, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise ValueError(f"features must be [patients x features] with at least one patient, got shape "
+                         f"{list(matrix.shape)}")
+    if names and len(names) != matrix.shape[1]:
+        raise ValueError(f"feature_names has {len(names)} names but features have {matrix.shape[1]} columns")
+    request = risk_pb2.ScoreRequest(model_name=model, model_version=model_version, feature_names=names,
+                                    features=matrix.ravel().tolist())
+    if diagnoses is not None:
+        request.diagnoses.extend(_diagnoses(diagnoses, matrix.shape[0]))
+    if top_features is not None:
+        request.top_features = int(top_features)
+    return request
+
+
+def forecast_request(graph: str | None, *, model: str | None = None,
+                     history: Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | None = None,
+                     stored: str | bool | None = None, end_date: str | None = None,
+                     regions: Sequence[str] = (), horizons: Sequence[int] = (),
+                     quantile_levels: Sequence[float] = (),
+                     model_version: int = 0) -> forecast_pb2.ForecastRequest:
+    if not graph and not model:
+        raise ValueError("give graph (e.g. 'japan') or model")
+    if (history is None) == (not stored):
+        raise ValueError("give exactly one of history (explicit counts) or stored (stored counts)")
+    request = forecast_pb2.ForecastRequest(graph=graph or "", model_name=model or "",
+                                           model_version=model_version, region_ids=list(regions),
+                                           horizons=[int(h) for h in horizons],
+                                           quantile_levels=[float(q) for q in quantile_levels])
+    if history is not None:
+        if isinstance(history, Mapping):
+            ids = list(history)
+            series = [np.asarray(history[r], dtype=np.float32) for r in ids]
+            if len({len(s) for s in series}) > 1:
+                raise ValueError("history: every region needs the same number of steps")
+            counts = np.stack(series, axis=1) if series else np.zeros((0, 0), np.float32)
+        else:
+            ids, raw = list(history[0]), history[1]
+            counts = np.asarray(raw, dtype=np.float32)
+        if counts.ndim != 2 or counts.shape[1] != len(ids):
+            raise ValueError(f"history counts must be [steps x {len(ids)} regions], got {list(counts.shape)}")
+        request.history.CopyFrom(forecast_pb2.History(region_ids=ids, counts=counts.ravel().tolist()))
+    else:
+        syndrome = stored if isinstance(stored, str) else ""
+        request.stored.CopyFrom(forecast_pb2.StoredHistory(syndrome=syndrome, end_date=end_date or ""))
+    return request
+
+
+def load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"{str(path)!r}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not JSON: {e}") from e

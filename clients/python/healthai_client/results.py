@@ -1,0 +1,143 @@
+"""Typed results: plain dataclasses built from the generated response messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from healthai.v1 import common_pb2, forecast_pb2, ingest_pb2, risk_pb2
+
+
+def _enum_label(enum: Any, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+@dataclass(frozen=True)
+class RecordIssue:
+    code: str
+    message: str
+    field_path: str
+    severity: str  # info | warning | error
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    index: int
+    kind: str  # patient | encounter | condition | observation | other
+    resource_type: str
+    source_id: str
+    status: str  # accepted | accepted_with_warnings | rejected
+    issues: tuple[RecordIssue, ...]
+    request_index: int = 0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    rejected: int
+    outcomes: tuple[RecordOutcome, ...]  # every record, or only those with issues (outcome_detail)
+    statuses: tuple[str, ...]  # every record's status, always complete
+    batch_id: str
+    sequence: int
+    stored: dict[str, int]
+    duplicates: int
+    files: tuple[str, ...]
+
+    @property
+    def partial(self) -> bool:
+        """Some records were rejected (the rest were stored)."""
+        return self.rejected > 0
+
+    def rejected_outcomes(self) -> list[RecordOutcome]:
+        return [o for o in self.outcomes if o.status == "rejected"]
+
+    @classmethod
+    def from_proto(cls, r: ingest_pb2.IngestResponse) -> IngestResult:
+        outcomes = tuple(
+            RecordOutcome(
+                index=o.index,
+                kind=_enum_label(common_pb2.RecordKind, o.kind, "RECORD_KIND_"),
+                resource_type=o.resource_type,
+                source_id=o.source_id,
+                status=_enum_label(common_pb2.RecordStatus, o.status, "RECORD_STATUS_"),
+                issues=tuple(RecordIssue(i.code, i.message, i.field_path,
+                                         _enum_label(common_pb2.Severity, i.severity, "SEVERITY_"))
+                             for i in o.issues),
+                request_index=o.request_index,
+            )
+            for o in r.outcomes)
+        rc = r.receipt
+        statuses = tuple(_enum_label(common_pb2.RecordStatus, s, "RECORD_STATUS_") for s in r.statuses)
+        return cls(accepted=r.accepted, rejected=r.rejected, outcomes=outcomes, statuses=statuses,
+                   batch_id=rc.batch_id, sequence=rc.sequence, stored=dict(rc.stored),
+                   duplicates=rc.duplicates, files=tuple(rc.files))
+
+
+@dataclass(frozen=True)
+class PatientScore:
+    probability: float
+    risk_band: str
+    charlson_index: int | None  # None when unavailable (no codes, or codes that could not be mapped)
+    top_features: tuple[tuple[str, float], ...]  # (feature name, contribution), largest first
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model_name: str
+    model_version: int
+    patients: tuple[PatientScore, ...]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return np.array([p.probability for p in self.patients], dtype=np.float32)
+
+    @classmethod
+    def from_proto(cls, r: risk_pb2.ScoreResponse) -> ScoreResult:
+        n, k = len(r.probability), r.top_k
+        names, contrib = list(r.top_feature_name), list(r.top_feature_contribution)
+        patients = []
+        for i in range(n):
+            top = tuple((names[i * k + j], float(contrib[i * k + j])) for j in range(k))
+            available = r.charlson_available[i] if i < len(r.charlson_available) else False
+            charlson = int(r.charlson_index[i]) if available and i < len(r.charlson_index) else None
+            band = r.risk_band[i] if i < len(r.risk_band) else ""
+            patients.append(PatientScore(float(r.probability[i]), band, charlson, top))
+        return cls(r.model_name, r.model_version, tuple(patients))
+
+
+@dataclass(frozen=True)
+class ForecastResult:
+    model_name: str
+    model_version: int
+    region_ids: tuple[str, ...]
+    horizons: tuple[int, ...]
+    quantile_levels: tuple[float, ...]
+    point: np.ndarray  # [horizons, regions]
+    quantiles: np.ndarray  # [horizons, regions, quantile_levels]
+    first_forecast_period: str = ""
+    step: str = ""
+    _region_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def at(self, region: str, horizon: int) -> tuple[float, dict[float, float]]:
+        """(point, {level: value}) for one region and horizon."""
+        try:
+            r = self._region_index[region]
+        except KeyError:
+            raise KeyError(f"region {region!r} is not in this forecast") from None
+        if horizon not in self.horizons:
+            raise KeyError(f"horizon {horizon} is not in this forecast {list(self.horizons)}")
+        h = self.horizons.index(horizon)
+        q = {lvl: float(v) for lvl, v in zip(self.quantile_levels, self.quantiles[h, r], strict=True)}
+        return float(self.point[h, r]), q
+
+    @classmethod
+    def from_proto(cls, r: forecast_pb2.ForecastResponse) -> ForecastResult:
+        h, n, q = len(r.horizons), len(r.region_ids), len(r.quantile_levels)
+        point = np.asarray(r.point, dtype=np.float32).reshape(h, n)
+        quantiles = np.asarray(r.quantiles, dtype=np.float32).reshape(h, n, q)
+        regions = tuple(r.region_ids)
+        return cls(r.model_name, r.model_version, regions, tuple(r.horizons),
+                   tuple(round(float(x), 6) for x in r.quantile_levels), point, quantiles,
+                   r.first_forecast_period, r.step, {rid: i for i, rid in enumerate(regions)})

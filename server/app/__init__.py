@@ -1,0 +1,1 @@
+"""The server process: settings, gRPC server assembly, the Ingest service and the ``serve`` command."""

@@ -1,0 +1,84 @@
+"""``healthai serve``: parse settings (flags > env > file > defaults) and run the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from healthai.errors import HealthAIError
+
+log = logging.getLogger(__name__)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags the user gave (argparse defaults are None), as Settings fields."""
+    names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
+             "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
+             "shutdown_grace_s", "log_level")
+    flags: dict[str, Any] = {name: getattr(args, name) for name in names}
+    if args.dev:
+        flags["dev_mode"] = True
+    security = {k: v for k, v in (("tls_cert_file", args.tls_cert), ("tls_key_file", args.tls_key),
+                                  ("tls_client_ca_file", args.tls_client_ca),
+                                  ("api_keys_file", args.api_keys)) if v is not None}
+    if args.require_client_cert:
+        security["require_client_cert"] = True
+    if security:
+        flags["security"] = security
+    if args.metrics_port is not None:
+        flags["observability"] = {"metrics_port": args.metrics_port}
+    if args.serving is not None:
+        flags["serving"] = {"enabled": args.serving}
+    return flags
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from healthai.app.main import serve
+    from healthai.app.settings import load_settings
+
+    try:
+        settings = load_settings(config=args.config, flags=_flags(args))
+    except ValidationError as e:
+        print(f"healthai serve: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    except HealthAIError as e:
+        print(f"healthai serve: {e.message}", file=sys.stderr)
+        return 2
+    try:
+        return serve(settings, port_file=args.port_file)
+    except HealthAIError as e:  # start-up refused (no pseudonym key, unreadable map, port in use)
+        log.error("cannot start: %s", e.message)
+        return 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gRPC server (Ingest + serving plugins, health, reflection)")
+    p.add_argument("--config", type=Path, help="settings file (TOML, or YAML with PyYAML)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="bind port (default 50051; 0 picks a free one)")
+    p.add_argument("--health-port", type=int, help="extra plaintext port serving only grpc.health.v1")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.add_argument("--max-message-bytes", type=int)
+    p.add_argument("--max-records-per-request", type=int)
+    p.add_argument("--store-uri", help="store root: a directory or a pyarrow filesystem URI")
+    p.add_argument("--pseudonym-key-file", type=Path, help="HMAC key file (or env HEALTHAI_PSEUDONYM_KEY)")
+    p.add_argument("--dev", action="store_true", help="development: random pseudonym key if none is set")
+    p.add_argument("--snomed-map-nlm", type=Path, help="NLM SNOMED CT -> ICD-10-CM map release file")
+    p.add_argument("--omop-concept", type=Path, help="OMOP CONCEPT file")
+    p.add_argument("--omop-concept-relationship", type=Path, help="OMOP CONCEPT_RELATIONSHIP file")
+    p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--serving", action=argparse.BooleanOptionalAction, default=None,
+                   help="mount the Risk/Forecast/KServe services (default: settings.serving.enabled)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, help="CA bundle for client certificates (mTLS)")
+    p.add_argument("--require-client-cert", action="store_true", help="mTLS: refuse clients without one")
+    p.add_argument("--api-keys", type=Path, help="API key file (hashed; `healthai keys create`)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.set_defaults(func=_serve)

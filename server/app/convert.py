@@ -1,0 +1,163 @@
+"""Proto <-> domain conversions for the Ingest service (no logic beyond shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from healthai.errors import InvalidInput
+from healthai.normalize import records
+from healthai.store import CommitResult
+from healthai.v1 import common_pb2, ingest_pb2
+
+# flat-record kind -> (FlatRecords field, message fields by type: strings, optional doubles, optional bools).
+# Field names equal healthai.normalize.flat.INPUT_COLUMNS (asserted in tests).
+_LOCATION = ("state", "country", "region")
+FLAT_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    records.PATIENT: ("patients", ("patient_id", "sex", "birth_date", "deceased_date", *_LOCATION), (),
+                      ("deceased",)),
+    records.ENCOUNTER: ("encounters", ("encounter_id", "patient_id", "status", "class_code", "start", "end",
+                                       *_LOCATION), (), ()),
+    records.CONDITION: ("conditions", ("condition_id", "patient_id", "code", "code_system", "encounter_id",
+                                       "clinical_status", "onset", "recorded", *_LOCATION), (), ()),
+    records.OBSERVATION: ("observations", ("observation_id", "patient_id", "loinc", "unit", "panel_loinc",
+                                           "encounter_id", "status", "category", "effective", *_LOCATION),
+                          ("value",), ()),
+}
+
+PROTO_KIND: dict[str, int] = {
+    records.PATIENT: common_pb2.RECORD_KIND_PATIENT,
+    records.ENCOUNTER: common_pb2.RECORD_KIND_ENCOUNTER,
+    records.CONDITION: common_pb2.RECORD_KIND_CONDITION,
+    records.OBSERVATION: common_pb2.RECORD_KIND_OBSERVATION,
+}
+KIND_OF_PROTO = {v: k for k, v in PROTO_KIND.items()}
+
+_STATUS = {
+    records.Status.ACCEPTED: common_pb2.RECORD_STATUS_ACCEPTED,
+    records.Status.ACCEPTED_WITH_WARNINGS: common_pb2.RECORD_STATUS_ACCEPTED_WITH_WARNINGS,
+    records.Status.REJECTED: common_pb2.RECORD_STATUS_REJECTED,
+}
+_SEVERITY = {
+    records.Severity.WARNING: common_pb2.SEVERITY_WARNING,
+    records.Severity.ERROR: common_pb2.SEVERITY_ERROR,
+}
+
+
+def flat_table(kind: str, messages: Sequence[object]) -> pa.Table:
+    """Repeated flat-record messages of one kind -> a pa.Table (empty strings / unset become nulls)."""
+    _, strings, doubles, bools = FLAT_KINDS[kind]
+    columns: dict[str, pa.Array] = {}
+    if messages:
+        by_field = zip(*map(attrgetter(*strings), messages), strict=True)  # one C call per message
+        for name, values in zip(strings, by_field, strict=True):
+            columns[name] = pa.array(values, pa.string())
+    else:
+        columns = {name: pa.array([], pa.string()) for name in strings}
+    for name, arr in columns.items():  # "" means absent
+        columns[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    for names, arrow_type in ((doubles, pa.float64()), (bools, pa.bool_())):
+        for name in names:
+            values = [getattr(m, name) if m.HasField(name) else None for m in messages]
+            columns[name] = pa.array(values, arrow_type)
+    return pa.table(columns)
+
+
+def flat_tables(flat: ingest_pb2.FlatRecords) -> dict[str, pa.Table]:
+    """Non-empty kinds of a FlatRecords message, each as a pa.Table."""
+    out: dict[str, pa.Table] = {}
+    for kind, (attr, *_) in FLAT_KINDS.items():
+        messages = getattr(flat, attr)
+        if len(messages):
+            out[kind] = flat_table(kind, messages)
+    return out
+
+
+def arrow_table(arrow: ingest_pb2.ArrowRecords) -> tuple[str, pa.Table]:
+    """Decode an ArrowRecords payload: (kind, table). Bad kind or bytes -> InvalidInput."""
+    kind = KIND_OF_PROTO.get(arrow.kind)
+    if kind is None:
+        names = ", ".join(common_pb2.RecordKind.Name(v) for v in PROTO_KIND.values())
+        raise InvalidInput(f"arrow.kind {arrow.kind} is not one of {names}", field="arrow.kind")
+    if not arrow.ipc_stream:
+        raise InvalidInput("arrow.ipc_stream is empty", field="arrow.ipc_stream")
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(arrow.ipc_stream)) as reader:
+            table = reader.read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InvalidInput(f"arrow.ipc_stream is not a valid Arrow IPC stream: {e}",
+                           field="arrow.ipc_stream") from e
+    return kind, table
+
+
+def path_prefix(request: ingest_pb2.IngestRequest, kind: str) -> str:
+    """Where a record's relative field paths ("[3].value") live in the request."""
+    payload = request.WhichOneof("payload")
+    if payload == "flat" and kind in FLAT_KINDS:
+        return f"flat.{FLAT_KINDS[kind][0]}"
+    if payload == "arrow":
+        return "arrow.rows"
+    return ""
+
+
+def add_outcomes(target: Any, request: ingest_pb2.IngestRequest, outcomes: Sequence[records.RecordOutcome],
+                 request_index: int = 0) -> list[int]:
+    """Append RecordOutcome messages (per the request's outcome_detail) to ``target`` (a response's
+    ``outcomes``); return the status of every record. Built in place: this runs once per record."""
+    everything = request.outcome_detail == ingest_pb2.OUTCOME_DETAIL_ALL
+    per_type: dict[str, tuple[int, str]] = {}  # resource_type -> (proto kind, field path prefix)
+    add = target.add
+    statuses = []
+    for o in outcomes:
+        status = _STATUS[o.status]
+        statuses.append(status)
+        if not (everything or o.issues):
+            continue
+        meta = per_type.get(o.resource_type)
+        if meta is None:
+            kind = o.kind
+            proto_kind = PROTO_KIND.get(kind, common_pb2.RECORD_KIND_OTHER if kind else
+                                        common_pb2.RECORD_KIND_UNSPECIFIED)
+            meta = per_type[o.resource_type] = (proto_kind, path_prefix(request, kind))
+        message = add(index=o.index, kind=meta[0], resource_type=o.resource_type, source_id=o.source_id or "",
+                      status=status, request_index=request_index)
+        if o.issues:
+            message.issues.extend(
+                common_pb2.Issue(code=str(i.code), message=i.message, field_path=meta[1] + i.field_path,
+                                 severity=_SEVERITY.get(i.severity, common_pb2.SEVERITY_UNSPECIFIED))
+                for i in o.issues)
+    return statuses
+
+
+def receipt_to_proto(batch_id: str, commits: Sequence[CommitResult]) -> ingest_pb2.Receipt:
+    stored: dict[str, int] = {}
+    for c in commits:
+        for kind, n in c.stored.items():
+            stored[kind] = stored.get(kind, 0) + n
+    sequences = [c.sequence for c in commits if c.sequence]
+    return ingest_pb2.Receipt(
+        batch_id=batch_id,
+        sequence=max(sequences, default=0),
+        first_sequence=min(sequences, default=0),
+        stored=stored,
+        duplicates=sum(c.duplicates for c in commits),
+        files=[f for c in commits for f in c.files],
+    )
+
+
+def mark_already_stored(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
+    """Add an INFO issue ALREADY_STORED to non-rejected outcomes whose rows were skipped as duplicates
+    (same source + record key stored before): idempotent re-sends are visible per record."""
+    skipped = {PROTO_KIND[k]: set(t["resource_id"].to_pylist()) for k, t in commit.skipped.items()
+               if k in PROTO_KIND and "resource_id" in t.column_names}
+    if not skipped:
+        return
+    for o in outcomes:
+        if o.status != common_pb2.RECORD_STATUS_REJECTED and o.source_id in skipped.get(o.kind, ()):
+            o.issues.append(common_pb2.Issue(
+                code="ALREADY_STORED", severity=common_pb2.SEVERITY_INFO,
+                message="already stored from this source (same record key); not stored again"))

@@ -1,0 +1,145 @@
+"""Assemble the grpc.aio server: plugins, the error-mapping interceptor, health and reflection.
+
+A plugin is anything with ``service_names``, ``add_to_server(server)`` and async ``start``/``stop``
+(the Ingest service here; Risk/Forecast/KServe from ``healthai.serving``). Life cycle::
+
+    running = build_server(settings, plugins)   # creates, registers, binds -> running.port
+    await running.start()                        # plugins start, server starts, health SERVING
+    await running.stop()                         # health NOT_SERVING, drain (grace), plugins stop
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from healthai.app.interceptors import ErrorMappingInterceptor
+from healthai.app.settings import Settings
+from healthai.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+OVERALL = ""  # the health service name that stands for the whole server
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@runtime_checkable
+class ServicePlugin(Protocol):
+    service_names: Sequence[str]  # full gRPC service names, e.g. "healthai.v1.Ingest"
+
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    plugins: list[ServicePlugin]
+    settings: Settings
+    health_server: grpc.aio.Server | None = None  # plaintext health-only port (settings.health_port)
+    _started: list[ServicePlugin] = field(default_factory=list)
+
+    @property
+    def service_names(self) -> list[str]:
+        return [name for p in self.plugins for name in p.service_names]
+
+    async def start(self) -> None:
+        """Start plugins (in order), then the server; then mark every service SERVING."""
+        try:
+            for plugin in self.plugins:
+                await plugin.start()
+                self._started.append(plugin)
+        except BaseException:
+            await self._stop_plugins()
+            await self.server.stop(None)
+            raise
+        await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+        for name in [*self.service_names, OVERALL]:
+            await self.health.set(name, SERVING)
+        log.info("serving %s on %s:%d", ", ".join(self.service_names), self.settings.host, self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, stop accepting calls and drain in-flight ones, then stop plugins."""
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        for name in [*self.service_names, OVERALL]:
+            await self.health.set(name, NOT_SERVING)
+        log.info("shutting down: draining in-flight calls (grace %.1fs)", grace)
+        await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
+        await self._stop_plugins()
+        log.info("stopped")
+
+    async def _stop_plugins(self) -> None:
+        while self._started:
+            plugin = self._started.pop()
+            try:
+                await plugin.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop cleanly", type(plugin).__name__)
+
+
+def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                 add_port: Callable[[grpc.aio.Server, str], int] | None = None) -> RunningServer:
+    """Create the server with the interceptor, plugins, health and reflection; bind host:port.
+
+    ``interceptors`` (e.g. metrics, authentication) run before the error-mapping one, which is always
+    last so it sees every domain error raised by a handler. ``add_port(server, address) -> port``
+    replaces the plain-text bind (e.g. for TLS). Port 0 picks a free port; ``RunningServer.port`` is
+    the bound one. Must run inside an event loop.
+    """
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names: list[str] = []
+    for plugin in plugins:
+        plugin.add_to_server(server)
+        names.extend(plugin.service_names)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = add_port(server, address) if add_port else server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise InvalidInput(f"cannot bind {address}: {e}", field="port") from e
+    if port == 0:
+        raise InvalidInput(f"cannot bind {address}", field="port")
+    return RunningServer(server=server, port=port, health=health, plugins=list(plugins), settings=settings,
+                         health_server=_health_only_server(settings, health))
+
+
+def _health_only_server(settings: Settings, health: health_aio.HealthServicer) -> grpc.aio.Server | None:
+    """A plaintext server with only the health service, for probes that cannot speak TLS (kubelet)."""
+    if settings.health_port is None:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = f"{settings.host}:{settings.health_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise InvalidInput(f"cannot bind health_port {address}: {e}", field="health_port") from e
+    if port == 0:
+        raise InvalidInput(f"cannot bind health_port {address}", field="health_port")
+    return server

@@ -1,0 +1,186 @@
+"""Code systems: ICD-10-CM validation, ICD-9-CM recognition, LOINC check digits, system URIs.
+
+- ICD-10-CM: validated against the official code set shipped by ``simple-icd-10-cm`` (CMS/NCHS
+  April 2026 release, read from the package's code list file once per process — the package's own
+  import parses the 20 MB XML and is not needed). Input may be dotted or undotted, any case;
+  :func:`canonical_icd10` returns the dotted form (``E11.9``). Categories that have children are
+  valid codes but not billable; :meth:`Icd10Codes.is_billable` says which.
+- ICD-9-CM: recognised by format (``250.01``, ``V45.81``, ``E880.9``); no code set ships with the
+  package, so format is all that is checked.
+- LOINC: ``NNNNN-C`` with the LOINC mod-10 check digit.
+- SNOMED CT ↔ ICD-10-CM: :class:`healthai.normalize.maps.SnomedIcd10Map` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from healthai.normalize.maps import SnomedIcd10Map
+
+__all__ = [
+    "ICD9_SYSTEMS",
+    "ICD10_SYSTEMS",
+    "LOINC_SYSTEM",
+    "SNOMED_SYSTEM",
+    "SYSTEM_NAMES",
+    "Icd10Codes",
+    "SnomedIcd10Map",
+    "canonical_icd9",
+    "canonical_icd10",
+    "icd10_codes",
+    "is_icd9_format",
+    "loinc_check_digit",
+    "loinc_valid",
+    "system_name",
+]
+
+ICD10CM_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10_SYSTEMS = frozenset(
+    {ICD10CM_SYSTEM, "http://hl7.org/fhir/sid/icd-10", "urn:oid:2.16.840.1.113883.6.90"}
+)
+ICD9_SYSTEMS = frozenset(
+    {"http://hl7.org/fhir/sid/icd-9-cm", "http://hl7.org/fhir/sid/icd-9", "urn:oid:2.16.840.1.113883.6.103"}
+)
+SNOMED_SYSTEM = "http://snomed.info/sct"
+LOINC_SYSTEM = "http://loinc.org"
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+
+# Short names used in rows and in flat records' ``code_system`` column.
+ICD10CM, ICD9CM, SNOMED, LOINC, OTHER = "ICD10CM", "ICD9CM", "SNOMED", "LOINC", "OTHER"
+SYSTEM_NAMES: dict[str, str] = {
+    **dict.fromkeys(ICD10_SYSTEMS, ICD10CM),
+    **dict.fromkeys(ICD9_SYSTEMS, ICD9CM),
+    SNOMED_SYSTEM: SNOMED,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    LOINC_SYSTEM: LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+}
+
+
+def system_name(uri: object) -> str:
+    """Short name (ICD10CM, ICD9CM, SNOMED, LOINC) of a FHIR system URI; OTHER when unknown or not text."""
+    return SYSTEM_NAMES.get(uri, OTHER) if isinstance(uri, str) else OTHER
+
+
+# ---------------------------------------------------------------- ICD-10-CM
+_ICD10_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](?:[0-9A-Z]{1,4})?$")
+
+
+class Icd10Codes:
+    """The ICD-10-CM code set (categories and subcategories, undotted upper case)."""
+
+    def __init__(self, codes: set[str], billable: set[str], release: str) -> None:
+        self.codes = frozenset(codes)
+        self.billable = frozenset(billable)
+        self.release = release
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Icd10Codes:
+        """Read a code list (one code per line, as in ``simple_icd_10_cm/data/code-list-*.txt``)."""
+        if path is None:
+            spec = importlib.util.find_spec("simple_icd_10_cm")
+            if spec is None or not spec.submodule_search_locations:
+                raise RuntimeError("simple-icd-10-cm is not installed")
+            data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
+            lists = sorted(data_dir.glob("code-list-*.txt"))
+            if not lists:
+                raise RuntimeError(f"no ICD-10-CM code list in {data_dir}")
+            path = lists[-1]
+        path = Path(path)
+        lines = [ln.strip().upper() for ln in path.read_text(encoding="utf-8").splitlines()]
+        codes = [c for c in lines if c and c[0].isalpha() and "-" not in c]
+        ordered = sorted(codes)
+        billable = {c for c, nxt in zip(ordered, [*ordered[1:], ""], strict=True) if not nxt.startswith(c)}
+        release = path.stem.removeprefix("code-list-")
+        return cls(set(codes), billable, release)
+
+    def __contains__(self, code: str) -> bool:
+        return code in self.codes
+
+    def is_valid(self, code: str) -> bool:
+        """True when ``code`` (dotted or not, any case) is in the code set."""
+        return _undot10(code) in self.codes
+
+    def is_billable(self, code: str) -> bool:
+        return _undot10(code) in self.billable
+
+
+def _undot10(code: str) -> str:
+    return code.strip().replace(".", "").upper()
+
+
+def canonical_icd10(code: str, codes: Icd10Codes | None = None) -> str | None:
+    """Dotted upper-case ICD-10-CM (``e119`` → ``E11.9``), or None when malformed / not in the set."""
+    c = _undot10(code)
+    if not _ICD10_SHAPE.match(c):
+        return None
+    if codes is not None and c not in codes.codes:
+        return None
+    return c if len(c) <= 3 else f"{c[:3]}.{c[3:]}"
+
+
+@lru_cache(maxsize=1)
+def icd10_codes() -> Icd10Codes:
+    """The process-wide ICD-10-CM code set (loaded on first use, ~0.2 s)."""
+    return Icd10Codes.load()
+
+
+# ---------------------------------------------------------------- ICD-9-CM
+_ICD9 = re.compile(r"^(?:(\d{3})(?:\.(\d{1,2}))?|(V\d{2})(?:\.(\d{1,2}))?|(E\d{3})(?:\.(\d))?)$")
+_ICD9_UNDOTTED = re.compile(r"^(?:\d{3,5}|V\d{2,4}|E\d{3,4})$")
+
+
+def is_icd9_format(code: str) -> bool:
+    """ICD-9-CM diagnosis code shape: ``ddd[.d[d]]``, ``Vdd[.d[d]]`` or ``Eddd[.d]`` (dotted or undotted)."""
+    return canonical_icd9(code) is not None
+
+
+def canonical_icd9(code: str) -> str | None:
+    """Dotted upper-case ICD-9-CM (``25001`` → ``250.01``, ``v4581`` → ``V45.81``) or None.
+
+    Numeric codes with fewer than 3 digits before the dot are zero-padded (``38`` → ``038``), as
+    exported spreadsheets (e.g. the Diabetes 130 data) drop the leading zeros.
+    """
+    c = code.strip().upper()
+    head, dot, tail = c.partition(".")
+    if head.isdigit() and 1 <= len(head) < 3:  # spreadsheets drop leading zeros: "38" is 038
+        c = head.zfill(3) + dot + tail
+    if _ICD9.match(c):
+        return c
+    if _ICD9_UNDOTTED.match(c):
+        head = 4 if c[0] == "E" else 3
+        return c if len(c) == head else f"{c[:head]}.{c[head:]}"
+    return None
+
+
+# ---------------------------------------------------------------- LOINC
+_LOINC = re.compile(r"^(\d{1,7})-(\d)$")
+
+
+def loinc_check_digit(body: str) -> int:
+    """LOINC mod-10 check digit of the part before the hyphen (LOINC Users' Guide, appendix).
+
+    Starting from the rightmost digit, every other digit (1st, 3rd, ...) is doubled and the doubled
+    numbers are written out; all resulting digits plus the non-doubled digits are summed; the check
+    digit brings the sum up to the next multiple of 10.
+    """
+    if not body.isdigit():
+        raise ValueError("LOINC code body must be digits")
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            total += d // 10 + d % 10
+        else:
+            total += d
+    return (10 - total % 10) % 10
+
+
+@lru_cache(maxsize=8192)
+def loinc_valid(code: str) -> bool:
+    m = _LOINC.match(code.strip())
+    return bool(m) and loinc_check_digit(m.group(1)) == int(m.group(2))

@@ -1,0 +1,120 @@
+"""FHIR Condition → condition rows: ICD-10-CM / ICD-9-CM / SNOMED CT coding, mapped when a map is loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healthai.normalize import codes
+from healthai.normalize.fhir_resources import Rec
+from healthai.normalize.fhir_types import first_code
+from healthai.normalize.records import IssueCode
+from healthai.normalize.redact import Syntax, describe
+
+
+# ---------------------------------------------------------------------------- Condition
+def normalize_condition(rec: Rec, res: dict) -> list[dict]:
+    patient = rec.linked_id(res, "subject", "Patient", required=True)
+    encounter = rec.linked_id(res, "encounter", "Encounter", required=False)
+    concept = res.get("code")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings):
+        rec.reject(
+            IssueCode.MISSING_FIELD, "code.coding with at least one code is required", rec.path("code.coding")
+        )
+    row = code_condition(
+        rec,
+        [
+            (j, c.get("system"), str(c["code"]))
+            for j, c in enumerate(codings)
+            if isinstance(c, dict) and c.get("code")
+        ],
+    )
+    _, clinical = first_code(res.get("clinicalStatus"))
+    _, verification = first_code(res.get("verificationStatus"))
+    onset = (
+        rec.time(res, "onsetDateTime")
+        if "onsetDateTime" in res
+        else rec.time(res, "onsetPeriod", sub="start")
+    )
+    abatement = (
+        rec.time(res, "abatementDateTime")
+        if "abatementDateTime" in res
+        else rec.time(res, "abatementPeriod", sub="end")
+    )
+    row.update(
+        {
+            "source": rec.source,
+            "record_key": rec.pid,
+            "resource_id": rec.pid,
+            "patient_id": patient,
+            "encounter_id": encounter,
+            "region": rec.patient_region(res, "subject"),
+            "clinical_status": clinical,
+            "verification_status": verification,
+            "onset": onset,
+            "abatement": abatement,
+            "recorded": rec.time(res, "recordedDate"),
+        }
+    )
+    return [row]
+
+
+def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict:
+    """Diagnosis columns from (position, system URI, code) codings; flags invalid/unmapped codes."""
+    ctx = rec.ctx
+    out: dict[str, Any] = {
+        "code_system": None,
+        "code": None,
+        "icd10_code": None,
+        "icd10_mapped": False,
+        "icd9_code": None,
+        "snomed_code": None,
+        "snomed_mapped": False,
+    }
+    for j, system, code in codings:
+        name = codes.system_name(system)
+        where = rec.path(f"code.coding[{j}].code")
+        if name == codes.ICD10CM:
+            canon = codes.canonical_icd10(code, ctx.icd10)
+            if canon is None:
+                problem = f"is not in ICD-10-CM ({ctx.icd10.release})"
+                rec.warn(IssueCode.ICD10_INVALID, describe("code", code, problem, Syntax.ICD10), where)
+            elif out["icd10_code"] is None or out["icd10_mapped"]:
+                out["icd10_code"], out["icd10_mapped"] = canon, False
+            value = canon or code.strip().upper()
+        elif name == codes.ICD9CM:
+            canon = codes.canonical_icd9(code)
+            if canon is None:
+                problem = "is not an ICD-9-CM code"
+                rec.warn(IssueCode.ICD9_INVALID, describe("code", code, problem, Syntax.ICD9), where)
+            elif out["icd9_code"] is None:
+                out["icd9_code"] = canon
+            value = canon or code.strip().upper()
+        elif name == codes.SNOMED:
+            value = code.strip()
+            out["snomed_code"] = out["snomed_code"] or value
+        else:
+            value = f"{system or ''}|{code}"
+        if out["code"] is None:
+            out["code_system"], out["code"] = name, value
+    if out["icd10_code"] is None and out["icd9_code"] is None:
+        snomed = out["snomed_code"]
+        targets = ctx.snomed_map.snomed_to_icd10(snomed) if ctx.snomed_map and snomed else []
+        if targets:
+            out["icd10_code"], out["icd10_mapped"] = targets[0], True
+        elif snomed:
+            why = (
+                "no SNOMED CT → ICD-10-CM map is loaded"
+                if ctx.snomed_map is None
+                else "not in the loaded map"
+            )
+            message = describe("SNOMED CT code", snomed, f"has no ICD-10-CM code: {why}", Syntax.SNOMED)
+            rec.warn(IssueCode.CODE_UNMAPPED, message, rec.path("code"))
+        elif out["code_system"] == codes.OTHER:
+            rec.warn(
+                IssueCode.CODE_SYSTEM_UNKNOWN, "no ICD-10-CM, ICD-9-CM or SNOMED CT coding", rec.path("code")
+            )
+    elif out["snomed_code"] is None and out["icd10_code"] and ctx.snomed_map is not None:
+        out["snomed_code"] = ctx.snomed_map.unique_snomed(out["icd10_code"])
+        out["snomed_mapped"] = out["snomed_code"] is not None
+    return out

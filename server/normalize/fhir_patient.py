@@ -1,0 +1,123 @@
+"""FHIR Patient and Encounter → patient and encounter rows (identity policy: :mod:`.identity`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healthai.normalize import codes
+from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec
+from healthai.normalize.fhir_types import first_code, parse_datetime
+from healthai.normalize.identity import generalize_date, region_code
+from healthai.normalize.records import IssueCode
+
+
+# ---------------------------------------------------------------------------- Patient
+def normalize_patient(rec: Rec, res: dict) -> list[dict]:
+    sex = rec.code_str(res, "gender", GENDERS, required=False)
+    birth = res.get("birthDate")
+    by = bm = None
+    if birth is not None:
+        try:
+            t = parse_datetime(birth)
+            if not isinstance(birth, str) or "T" in birth:
+                raise ValueError("birthDate has a time")
+            by, bm = generalize_date(birth)
+        except ValueError:  # never say more: a birth date identifies
+            rec.reject(
+                IssueCode.INVALID_FIELD,
+                "birthDate is not an ISO 8601 date (FHIR date: YYYY, YYYY-MM or YYYY-MM-DD)",
+                rec.path("birthDate"),
+            )
+        if t.date() > rec.ctx.today() or t.year < rec.ctx.min_birth_year:
+            rec.reject(
+                IssueCode.DATE_IMPOSSIBLE,
+                f"birthDate is in the future or before {rec.ctx.min_birth_year}",
+                rec.path("birthDate"),
+            )
+    deceased = res.get("deceasedBoolean")
+    dy = dm = None
+    if "deceasedDateTime" in res:
+        t_death = rec.time(res, "deceasedDateTime")
+        if t_death is not None:
+            deceased = True
+            dy, dm = t_death.year, t_death.month
+            if by is not None and (dy, dm or 12) < (by, bm or 1):
+                rec.reject(
+                    IssueCode.DATE_IMPOSSIBLE,
+                    "deceasedDateTime is before birthDate",
+                    rec.path("deceasedDateTime"),
+                )
+    elif deceased is not None and not isinstance(deceased, bool):
+        rec.reject(
+            IssueCode.INVALID_FIELD, "deceasedBoolean must be true or false", rec.path("deceasedBoolean")
+        )
+    region = _region(rec, res.get("address"))
+    rec.refs.patient_region[rec.index] = region
+    idents: list[str] = []
+    raw = res.get("identifier") or []
+    if not isinstance(raw, list):
+        rec.reject(IssueCode.INVALID_FIELD, "identifier must be an array", rec.path("identifier"))
+    for ident in raw:
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            idents.append(rec.ctx.pseudonymizer.pseudonym(str(ident.get("system") or ""), ident["value"]))
+    return [
+        {
+            "source": rec.source,
+            "record_key": rec.pid,
+            "resource_id": rec.pid,
+            "patient_id": rec.pid,
+            "sex": sex,
+            "birth_year": by,
+            "birth_month": bm,
+            "deceased": bool(deceased) if deceased is not None else None,
+            "deceased_year": dy,
+            "deceased_month": dm,
+            "region": region,
+            "identifier_pseudonyms": idents,
+        }
+    ]
+
+
+def _region(rec: Rec, addresses: Any) -> str | None:
+    if addresses is None:
+        return None
+    if not isinstance(addresses, list):
+        rec.reject(IssueCode.INVALID_FIELD, "address must be an array", rec.path("address"))
+    usable = [a for a in addresses if isinstance(a, dict) and a.get("use") not in ("old", "billing")]
+    usable.sort(key=lambda a: a.get("use") != "home")
+    for a in usable:
+        state, country = a.get("state"), a.get("country")
+        if isinstance(state, str):
+            return region_code(state, country if isinstance(country, str) else None)
+    return None
+
+
+# ---------------------------------------------------------------------------- Encounter
+def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
+    status = rec.code_str(res, "status", ENCOUNTER_STATUS, required=True)
+    cls = res.get("class")
+    if not isinstance(cls, dict) or not isinstance(cls.get("code"), str):
+        code = IssueCode.MISSING_FIELD if cls is None else IssueCode.INVALID_FIELD
+        rec.reject(code, "class is required: a Coding with a code (R4)", rec.path("class"))
+    patient = rec.linked_id(res, "subject", "Patient", required=True)
+    start = rec.time(res, "period", sub="start")
+    end = rec.time(res, "period", sub="end")
+    if start is not None and end is not None and end < start:
+        rec.reject(IssueCode.INVALID_FIELD, "period.end is before period.start", rec.path("period.end"))
+    types = res.get("type")
+    tsys, tcode = first_code(types[0]) if isinstance(types, list) and types else (None, None)
+    return [
+        {
+            "source": rec.source,
+            "record_key": rec.pid,
+            "resource_id": rec.pid,
+            "patient_id": patient,
+            "region": rec.patient_region(res, "subject"),
+            "status": status,
+            "class_code": cls["code"],
+            "type_system": codes.system_name(tsys) if tsys else None,
+            "type_code": tcode,
+            "start": start,
+            "end": end,
+        }
+    ]

@@ -1,0 +1,231 @@
+"""Shared machinery of the per-resource FHIR normalizers: the payload's reference index and the
+per-record state :class:`Rec`.
+
+Each normalizer (``fhir_patient``, ``fhir_condition``, ``fhir_observation``) reads only the fields
+it uses, checks their FHIR R4 types/cardinalities and values, and returns row dicts in the schemas
+of :mod:`healthai.normalize.records`. Problems go into ``Rec.issues``: ``rec.warn`` keeps the record,
+``rec.reject`` raises :class:`Reject`. Messages quote input values only through :mod:`.redact`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from healthai.normalize.context import NormalizeContext
+from healthai.normalize.fhir_types import parse_datetime
+from healthai.normalize.identity import record_system
+from healthai.normalize.records import Issue, IssueCode, Severity
+from healthai.normalize.redact import describe, field_key
+
+GENDERS = frozenset({"male", "female", "other", "unknown"})
+ENCOUNTER_STATUS = frozenset(
+    {
+        "planned",
+        "arrived",
+        "triaged",
+        "in-progress",
+        "onleave",
+        "finished",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
+OBSERVATION_STATUS = frozenset(
+    {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+)
+
+
+class Reject(Exception):
+    """Raised by ``Rec.reject`` after recording the error issue."""
+
+
+class RefIndex:
+    """Where each resource of the payload is: by fullUrl and by ``Type/id``."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, int] = {}
+        self._info: dict[int, tuple[str, str | None, dict]] = {}
+        self.patient_region: dict[int, str | None] = {}
+        self.latest = dt.datetime.max.replace(tzinfo=dt.UTC)  # events after this are impossible
+
+    def add(self, i: int, rtype: str, rid: str | None, full_url: str | None, res: dict) -> int | None:
+        keys = [k for k in (full_url, f"{rtype}/{rid}" if rid else None) if k]
+        for k in keys:
+            if k in self._by_key:
+                return self._by_key[k]
+        for k in keys:
+            self._by_key[k] = i
+        self._info[i] = (rtype, rid, res)
+        return None
+
+    def id_of(self, i: int) -> str | None:
+        return self._info[i][1]
+
+    def type_of(self, i: int) -> str:
+        return self._info[i][0]
+
+    def resolve(self, ref: str) -> int | None:
+        hit = self._by_key.get(ref)
+        if hit is not None or "/" not in ref:
+            return hit
+        parts = ref.rstrip("/").split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        return self._by_key.get("/".join(parts[-2:])) if len(parts) >= 2 else None
+
+
+class Rec:
+    """Normalization state of one record: where it is, its pseudonym, its issues."""
+
+    __slots__ = ("base", "ctx", "index", "issues", "pid", "refs", "source")
+
+    def __init__(
+        self, index: int, base: str, source: str, pid: str, ctx: NormalizeContext, refs: RefIndex
+    ) -> None:
+        self.index, self.base, self.source, self.pid, self.ctx, self.refs = (
+            index,
+            base,
+            source,
+            pid,
+            ctx,
+            refs,
+        )
+        self.issues: list[Issue] = []
+
+    def warn(self, code: str, message: str, field: str) -> None:
+        self.issues.append(Issue(code, message, field, Severity.WARNING))
+
+    def reject(self, code: str, message: str, field: str) -> None:
+        self.issues.append(Issue(code, message, field, Severity.ERROR))
+        raise Reject
+
+    def path(self, field: str) -> str:
+        return f"{self.base}.{field}" if self.base else field
+
+    # ------------------------------------------------------------ references
+    def check_references(self, res: dict) -> None:
+        """Flag every ``reference`` string in the resource that does not resolve in the payload."""
+        if _all_resolve(res, self.refs):
+            return
+        for path, ref in _references(res, ""):
+            if not _resolves(ref, self.refs, res):
+                kind = "urn:uuid" if ref.startswith("urn:") else "reference"
+                self.warn(
+                    IssueCode.REFERENCE_UNRESOLVED,
+                    f"{kind} does not resolve inside this payload",
+                    self.path(f"{path}.reference"),
+                )
+
+    def linked_id(self, res: dict, field: str, rtype: str, *, required: bool) -> str | None:
+        """Pseudonym of the resource that ``res[field]`` references (must be of ``rtype``)."""
+        value = res.get(field)
+        if value is None:
+            if required:
+                self.reject(IssueCode.MISSING_FIELD, f"{field} is required", self.path(field))
+            return None
+        ref = value.get("reference") if isinstance(value, dict) else None
+        if not isinstance(ref, str) or not ref:
+            self.reject(
+                IssueCode.INVALID_FIELD,
+                f"{field} must be a Reference with a reference string",
+                self.path(f"{field}.reference"),
+            )
+        target = self.refs.resolve(ref)
+        if target is not None:
+            if self.refs.type_of(target) != rtype:
+                self.reject(
+                    IssueCode.INVALID_FIELD,
+                    f"{field} must reference a {rtype}",
+                    self.path(f"{field}.reference"),
+                )
+            rid = self.refs.id_of(target) or ""
+        else:
+            stem = ref.rstrip("/").split("/")
+            if len(stem) >= 2 and stem[-2] != rtype and not ref.startswith("urn:"):
+                self.reject(
+                    IssueCode.INVALID_FIELD,
+                    f"{field} must reference a {rtype}",
+                    self.path(f"{field}.reference"),
+                )
+            rid = ref.rsplit(":", 1)[-1] if ref.startswith("urn:") else stem[-1]
+        return self.ctx.pseudonymizer.pseudonym(record_system(self.source, rtype), rid)
+
+    def patient_region(self, res: dict, field: str) -> str | None:
+        value = res.get(field)
+        ref = value.get("reference") if isinstance(value, dict) else None
+        target = self.refs.resolve(ref) if isinstance(ref, str) else None
+        return self.refs.patient_region.get(target) if target is not None else None
+
+    # ------------------------------------------------------------ values
+    def time(self, res: dict, field: str, *, sub: str | None = None) -> Any:
+        value = res.get(field)
+        path = field
+        if sub is not None and value is not None:
+            if not isinstance(value, dict):
+                self.reject(IssueCode.INVALID_FIELD, f"{field} must be a Period object", self.path(field))
+            value, path = value.get(sub), f"{field}.{sub}"
+        if value is None:
+            return None
+        try:
+            t = parse_datetime(value)
+        except ValueError as e:  # the message never quotes the value: dates identify
+            self.reject(IssueCode.INVALID_FIELD, f"{path}: {e}", self.path(path))
+        if t > self.refs.latest:
+            self.reject(IssueCode.DATE_IMPOSSIBLE, f"{path} is in the future", self.path(path))
+        return t
+
+    def code_str(
+        self, res: dict, field: str, allowed: frozenset[str] | None, *, required: bool
+    ) -> str | None:
+        value = res.get(field)
+        if value is None:
+            if required:
+                self.reject(IssueCode.MISSING_FIELD, f"{field} is required", self.path(field))
+            return None
+        if not isinstance(value, str) or (allowed is not None and value not in allowed):
+            self.reject(
+                IssueCode.INVALID_FIELD,
+                describe(field, value, f"is not one of {'|'.join(sorted(allowed or ()))}", allowed or ()),
+                self.path(field),
+            )
+        return value
+
+
+def _references(node: Any, path: str):
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str):
+            yield path, ref
+        for k, v in node.items():
+            if isinstance(v, dict | list):
+                key = field_key(k)  # a sender's own key may be a name or an MRN
+                yield from _references(v, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for j, v in enumerate(node):
+            if isinstance(v, dict | list):
+                yield from _references(v, f"{path}[{j}]")
+
+
+def _resolves(ref: str, refs: RefIndex, res: dict) -> bool:
+    if ref.startswith("#"):
+        return ref == "#" or any(
+            isinstance(c, dict) and c.get("id") == ref[1:] for c in res.get("contained") or ()
+        )
+    return refs.resolve(ref) is not None
+
+
+REFERENCE_PATTERN = re.compile(r'"reference"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def reference_strings(text: str) -> set[str]:
+    """Every ``"reference": "..."`` string value in a JSON text (unescaped)."""
+    return {json.loads(f'"{r}"') if "\\" in r else r for r in REFERENCE_PATTERN.findall(text)}
+
+
+def _all_resolve(res: dict, refs: RefIndex) -> bool:
+    """Fast check without field paths (C-speed dump + regex): True when every reference resolves."""
+    return all(_resolves(r, refs, res) for r in reference_strings(json.dumps(res)))

@@ -1,0 +1,124 @@
+"""Identity handling: keyed pseudonyms, generalized dates, region codes.
+
+Policy (what leaves the normalizer):
+- identifiers (resource ids, MRN, SSN, licence, passport, ...) → ``Pseudonymizer.pseudonym`` =
+  hex HMAC-SHA-256 over ``system + "|" + value`` with the operator's secret key. Same key, same
+  input → same pseudonym (so the store can deduplicate and join); without the key it cannot be
+  reversed or recomputed. The key is never logged, printed or put in an error.
+- names, telecom, addresses, contact, photo, birth place, mother's maiden name, narrative text and
+  every other free text → dropped (never copied).
+- birth date → generalized to year and month (day dropped); that keeps age exact to about two weeks,
+  enough for the age features (:func:`healthai.normalize.features.age_years` uses the 15th).
+  Death dates are generalized the same way.
+- location → region code at state level, ISO 3166-2 (``US-MA``) from ``address.state`` (full
+  name or postal abbreviation) and ``address.country`` (US assumed when absent). Surveillance
+  counts group by this code. City, postal code, lines and geolocation are dropped.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+from healthai.errors import InvalidInput
+
+MIN_KEY_BYTES = 16
+
+US_STATES: dict[str, str] = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA",
+    "colorado": "CO", "connecticut": "CT", "delaware": "DE", "district of columbia": "DC",
+    "florida": "FL", "georgia": "GA", "hawaii": "HI", "idaho": "ID", "illinois": "IL",
+    "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY", "louisiana": "LA",
+    "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI", "minnesota": "MN",
+    "mississippi": "MS", "missouri": "MO", "montana": "MT", "nebraska": "NE", "nevada": "NV",
+    "new hampshire": "NH", "new jersey": "NJ", "new mexico": "NM", "new york": "NY",
+    "north carolina": "NC", "north dakota": "ND", "ohio": "OH", "oklahoma": "OK", "oregon": "OR",
+    "pennsylvania": "PA", "rhode island": "RI", "south carolina": "SC", "south dakota": "SD",
+    "tennessee": "TN", "texas": "TX", "utah": "UT", "vermont": "VT", "virginia": "VA",
+    "washington": "WA", "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY",
+    "puerto rico": "PR", "guam": "GU", "american samoa": "AS", "u.s. virgin islands": "VI",
+    "northern mariana islands": "MP",
+}  # fmt: skip
+_US_ABBREV = frozenset(US_STATES.values())
+_US_NAMES = frozenset({"us", "usa", "united states", "united states of america", "u.s.", "u.s.a."})
+
+
+class Pseudonymizer:
+    """HMAC-SHA-256 keyed pseudonyms. Build once at start-up; thread-safe (no mutable state)."""
+
+    __slots__ = ("_cache", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
+            raise InvalidInput(f"pseudonymization key must be at least {MIN_KEY_BYTES} bytes")
+        self._key = bytes(key)
+        self._cache: dict[str, str] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Pseudonymizer:
+        p = Path(path)
+        try:
+            key = p.read_bytes().strip()
+        except OSError as e:
+            raise InvalidInput(f"cannot read pseudonymization key file {p}: {e.strerror}") from None
+        return cls(key)
+
+    @classmethod
+    def from_env(cls, var: str = "HEALTHAI_PSEUDONYM_KEY") -> Pseudonymizer:
+        value = os.environ.get(var)
+        if not value:
+            raise InvalidInput(f"environment variable {var} with the pseudonymization key is not set")
+        return cls(value.encode())
+
+    def __repr__(self) -> str:  # never show the key
+        return "Pseudonymizer(key=<hidden>)"
+
+    def pseudonym(self, system: str, value: str) -> str:
+        msg = f"{system}|{value}"
+        hit = self._cache.get(msg)
+        if hit is not None:
+            return hit
+        out = hmac.digest(self._key, msg.encode(), "sha256").hex()
+        if len(self._cache) >= 200_000:  # bounded: ids repeat a lot inside one payload
+            self._cache.clear()
+        self._cache[msg] = out
+        return out
+
+    def many(self, system: str, values: list[str | None]) -> list[str | None]:
+        """Pseudonyms of distinct values (no cache); None stays None."""
+        key, prefix, digest = self._key, f"{system}|", hmac.digest
+        return [None if v is None else digest(key, (prefix + v).encode(), "sha256").hex() for v in values]
+
+
+def record_system(source: str, resource_type: str) -> str:
+    """The HMAC 'system' of a resource id: ids are only unique per source and resource type."""
+    return f"{source}/{resource_type}"
+
+
+def region_code(state: str | None, country: str | None = None) -> str | None:
+    """ISO 3166-2 subdivision code from a free-form state and country, or None when unknown."""
+    if not state:
+        return None
+    c = (country or "US").strip().lower()
+    if c not in _US_NAMES:
+        return None  # only US subdivisions are tabulated; unknown stays unknown, never guessed
+    s = state.strip()
+    if s.upper() in _US_ABBREV:
+        return f"US-{s.upper()}"
+    abbr = US_STATES.get(s.lower())
+    return f"US-{abbr}" if abbr else None
+
+
+def generalize_date(text: str | None) -> tuple[int | None, int | None]:
+    """FHIR date/dateTime → (year, month); the day and time are dropped. Raises ValueError."""
+    if not text:
+        return None, None
+    if len(text) < 4 or not text[:4].isdigit():
+        raise ValueError("not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)")
+    year = int(text[:4])
+    if len(text) >= 7:
+        if text[4] != "-" or not text[5:7].isdigit() or not 1 <= int(text[5:7]) <= 12:
+            raise ValueError("not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD...)")
+        return year, int(text[5:7])
+    return year, None

@@ -1,0 +1,191 @@
+"""Units: UCUM canonical unit per LOINC code, conversions, non-UCUM spellings, plausible ranges.
+
+``convert(loinc, value, unit)`` returns the value in the code's canonical UCUM unit. Units are
+first mapped from the spellings seen in real exports (``mmHg``, ``C``, ``F``, ``beats/minute``,
+``lbs``, ...) to UCUM; then converted with a linear factor/offset within a dimension, or with the
+analyte's molar mass between mass and molar concentrations (glucose, creatinine, cholesterol, ...).
+A value outside the code's physiologically possible range (after conversion) is impossible: the
+ranges are deliberately wide (they catch unit mix-ups and typos, not abnormal results).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from healthai.normalize.redact import number, withheld
+
+# Non-UCUM spellings → UCUM. Keys are compared case-sensitively first, then lower-cased.
+UNIT_ALIASES: dict[str, str] = {
+    "mm[Hg]": "mm[Hg]", "mmHg": "mm[Hg]", "mm Hg": "mm[Hg]", "mmhg": "mm[Hg]",
+    "millimeter of mercury": "mm[Hg]",
+    "Cel": "Cel", "C": "Cel", "°C": "Cel", "degC": "Cel", "deg C": "Cel", "celsius": "Cel", "℃": "Cel",
+    "[degF]": "[degF]", "F": "[degF]", "°F": "[degF]", "degF": "[degF]", "deg F": "[degF]",
+    "fahrenheit": "[degF]",
+    "/min": "/min", "1/min": "/min", "{beats}/min": "/min", "beats/minute": "/min", "beats/min": "/min",
+    "bpm": "/min", "{breaths}/min": "/min", "breaths/minute": "/min", "breaths/min": "/min",
+    "per minute": "/min",
+    "kg": "kg", "g": "g", "[lb_av]": "[lb_av]", "lb": "[lb_av]", "lbs": "[lb_av]", "pound": "[lb_av]",
+    "pounds": "[lb_av]", "[oz_av]": "[oz_av]", "oz": "[oz_av]",
+    "cm": "cm", "m": "m", "mm": "mm", "[in_i]": "[in_i]", "in": "[in_i]", "inch": "[in_i]",
+    "inches": "[in_i]",
+    "[ft_i]": "[ft_i]", "ft": "[ft_i]",
+    "kg/m2": "kg/m2", "kg/m^2": "kg/m2", "kg/m²": "kg/m2",
+    "mg/dL": "mg/dL", "mg/dl": "mg/dL", "mmol/L": "mmol/L", "mmol/l": "mmol/L", "mM": "mmol/L",
+    "umol/L": "umol/L", "µmol/L": "umol/L", "μmol/L": "umol/L", "umol/l": "umol/L", "µmol/l": "umol/L",
+    "g/dL": "g/dL", "g/dl": "g/dL", "g/L": "g/L", "g/l": "g/L",
+    "%": "%", "percent": "%", "mmol/mol": "mmol/mol",
+    "mL/min/{1.73_m2}": "mL/min/{1.73_m2}", "mL/min/1.73m2": "mL/min/{1.73_m2}",
+    "ml/min/1.73m2": "mL/min/{1.73_m2}",
+    "mL/min/1.73 m2": "mL/min/{1.73_m2}",
+    "{score}": "{score}", "score": "{score}",
+    "meq/L": "mmol/L", "mEq/L": "mmol/L", "meq/l": "mmol/L",
+}  # fmt: skip
+_ALIASES_LOWER = {k.lower(): v for k, v in UNIT_ALIASES.items()}
+
+# Linear conversions to a dimension's canonical unit: unit -> (canonical, factor, offset);
+# canonical_value = value * factor + offset.
+_LINEAR: dict[str, tuple[str, float, float]] = {
+    "mm[Hg]": ("mm[Hg]", 1.0, 0.0),
+    "Cel": ("Cel", 1.0, 0.0),
+    "[degF]": ("Cel", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+    "/min": ("/min", 1.0, 0.0),
+    "kg": ("kg", 1.0, 0.0),
+    "g": ("kg", 1e-3, 0.0),
+    "[lb_av]": ("kg", 0.45359237, 0.0),
+    "[oz_av]": ("kg", 0.028349523125, 0.0),
+    "cm": ("cm", 1.0, 0.0),
+    "m": ("cm", 100.0, 0.0),
+    "mm": ("cm", 0.1, 0.0),
+    "[in_i]": ("cm", 2.54, 0.0),
+    "[ft_i]": ("cm", 30.48, 0.0),
+    "kg/m2": ("kg/m2", 1.0, 0.0),
+    "mg/dL": ("mg/dL", 1.0, 0.0),
+    "g/dL": ("g/dL", 1.0, 0.0),
+    "g/L": ("g/dL", 0.1, 0.0),
+    "mmol/L": ("mmol/L", 1.0, 0.0),
+    "umol/L": ("mmol/L", 1e-3, 0.0),
+    "%": ("%", 1.0, 0.0),
+    "mL/min/{1.73_m2}": ("mL/min/{1.73_m2}", 1.0, 0.0),
+    "{score}": ("{score}", 1.0, 0.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CodeUnit:
+    """Canonical unit and possible range of one LOINC code. ``mg_per_mmol`` converts mmol/L → mg/dL."""
+
+    name: str
+    unit: str
+    low: float
+    high: float
+    mg_dl_per_mmol_l: float | None = None
+    lax_units: tuple[str, ...] = ()  # units exports use for this code that mean the canonical one
+
+
+SBP, DBP = "8480-6", "8462-4"
+BP_PANELS = frozenset({"55284-4", "85354-9"})  # Synthea/older panel, US Core/newer panel
+
+CANONICAL: dict[str, CodeUnit] = {
+    SBP: CodeUnit("systolic_bp", "mm[Hg]", 30.0, 350.0),
+    DBP: CodeUnit("diastolic_bp", "mm[Hg]", 10.0, 250.0),
+    "8867-4": CodeUnit("heart_rate", "/min", 10.0, 350.0),
+    "9279-1": CodeUnit("respiratory_rate", "/min", 2.0, 120.0),
+    "8310-5": CodeUnit("body_temperature", "Cel", 24.0, 46.0),
+    "8331-1": CodeUnit("oral_temperature", "Cel", 24.0, 46.0),
+    "29463-7": CodeUnit("body_weight", "kg", 0.2, 700.0),
+    "3141-9": CodeUnit("body_weight_measured", "kg", 0.2, 700.0),
+    "8302-2": CodeUnit("body_height", "cm", 20.0, 280.0),
+    "8306-3": CodeUnit("body_height_lying", "cm", 20.0, 280.0),
+    "39156-5": CodeUnit("bmi", "kg/m2", 5.0, 250.0),
+    "2708-6": CodeUnit("oxygen_saturation_arterial", "%", 10.0, 100.0),
+    "59408-5": CodeUnit("oxygen_saturation_pulse_ox", "%", 10.0, 100.0),
+    "72514-3": CodeUnit("pain_severity", "{score}", 0.0, 10.0),
+    "2339-0": CodeUnit("glucose_blood", "mg/dL", 5.0, 3000.0, 18.016),
+    "2345-7": CodeUnit("glucose_serum", "mg/dL", 5.0, 3000.0, 18.016),
+    "4548-4": CodeUnit("hba1c", "%", 2.0, 25.0),
+    "38483-4": CodeUnit("creatinine_blood", "mg/dL", 0.05, 40.0, 11.312),
+    "2160-0": CodeUnit("creatinine_serum", "mg/dL", 0.05, 40.0, 11.312),
+    "6299-2": CodeUnit("urea_nitrogen", "mg/dL", 0.5, 300.0, 2.8014),
+    "3094-0": CodeUnit("urea_nitrogen_serum", "mg/dL", 0.5, 300.0, 2.8014),
+    "49765-1": CodeUnit("calcium", "mg/dL", 1.0, 25.0, 4.008),
+    "17861-6": CodeUnit("calcium_serum", "mg/dL", 1.0, 25.0, 4.008),
+    "2947-0": CodeUnit("sodium", "mmol/L", 80.0, 220.0),
+    "2951-2": CodeUnit("sodium_serum", "mmol/L", 80.0, 220.0),
+    "6298-4": CodeUnit("potassium", "mmol/L", 0.5, 15.0),
+    "2823-3": CodeUnit("potassium_serum", "mmol/L", 0.5, 15.0),
+    "2069-3": CodeUnit("chloride", "mmol/L", 40.0, 180.0),
+    "20565-8": CodeUnit("carbon_dioxide", "mmol/L", 1.0, 80.0),
+    "2093-3": CodeUnit("cholesterol_total", "mg/dL", 20.0, 2000.0, 38.67),
+    "2571-8": CodeUnit("triglycerides", "mg/dL", 5.0, 20000.0, 88.57),
+    "2085-9": CodeUnit("cholesterol_hdl", "mg/dL", 2.0, 300.0, 38.67),
+    "18262-6": CodeUnit("cholesterol_ldl", "mg/dL", 2.0, 1500.0, 38.67),
+    # eGFR is "per 1.73 m2" by definition; Synthea (and many labs) send plain mL/min.
+    "33914-3": CodeUnit("egfr", "mL/min/{1.73_m2}", 0.0, 300.0, lax_units=("mL/min", "ml/min")),
+    "718-7": CodeUnit("hemoglobin", "g/dL", 1.0, 30.0),
+}
+
+
+class UnitError(ValueError):
+    """``code`` is an IssueCode value: UNIT_UNKNOWN, UNIT_INCOMPATIBLE or VALUE_IMPOSSIBLE."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def ucum(unit: str | None) -> str | None:
+    """UCUM spelling of a unit as sent (``mmHg`` → ``mm[Hg]``); None when not recognised."""
+    if unit is None:
+        return None
+    u = unit.strip()
+    return UNIT_ALIASES.get(u) or _ALIASES_LOWER.get(u.lower())
+
+
+def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
+    """(canonical unit, factor, offset) converting ``unit`` to the code's canonical unit.
+
+    Raises UnitError(UNIT_UNKNOWN) for a unit we cannot read and UnitError(UNIT_INCOMPATIBLE) for a
+    unit of another dimension. For LOINC codes without a canonical entry the unit is only respelled.
+    """
+    u = ucum(unit)
+    spec = CANONICAL.get(loinc)
+    if spec is not None and unit is not None and unit.strip() in spec.lax_units:
+        return spec.unit, 1.0, 0.0
+    if u is None:
+        if spec is None and unit:
+            return unit.strip(), 1.0, 0.0  # unknown code and unit: kept as sent
+        if unit is None:
+            raise UnitError("UNIT_UNKNOWN", "unit is missing (not a UCUM unit or spelling)")
+        raise UnitError("UNIT_UNKNOWN", f"unit is not a recognised UCUM unit or spelling {withheld(unit)}")
+    if spec is None:
+        return u, 1.0, 0.0
+    lin = _LINEAR.get(u)
+    if lin is not None and lin[0] == spec.unit:
+        return spec.unit, lin[1], lin[2]
+    if lin is not None and spec.mg_dl_per_mmol_l and spec.unit == "mg/dL" and lin[0] == "mmol/L":
+        return spec.unit, lin[1] * spec.mg_dl_per_mmol_l, 0.0
+    # u is a UCUM unit of our table and loinc a key of CANONICAL: neither is free text
+    raise UnitError("UNIT_INCOMPATIBLE", f"unit {u!r} cannot be converted to {spec.unit!r} for LOINC {loinc}")
+
+
+def convert(loinc: str, value: float, unit: str | None) -> tuple[float, str]:
+    """Value in canonical unit, checked against the possible range. Raises UnitError."""
+    target, factor, offset = conversion(loinc, unit)
+    out = value * factor + offset
+    check_range(loinc, out)
+    return out, target
+
+
+def check_range(loinc: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise UnitError("VALUE_IMPOSSIBLE", "value is not a finite number")
+    spec = CANONICAL.get(loinc)
+    if spec is not None and not spec.low <= value <= spec.high:
+        raise UnitError("VALUE_IMPOSSIBLE", out_of_range(spec, value))
+
+
+def out_of_range(spec: CodeUnit, value: float) -> str:
+    """Message for a value outside the code's possible range (the value at 4 significant digits)."""
+    bounds = f"[{spec.low:g}, {spec.high:g}]"
+    return f"{spec.name} {number(value)} {spec.unit} is outside the possible range {bounds}"

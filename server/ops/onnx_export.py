@@ -1,0 +1,183 @@
+"""Export models containing ``GraphAggregation`` (``torch.ops.healthai.csr_aggregate``) to ONNX.
+
+Two variants of the aggregation node:
+
+- ``variant="custom"``: one ``healthai.CsrAggregate`` node (domain ``healthai``, opset 1) served by
+  our ONNX Runtime library; run it with::
+
+      so = onnxruntime.SessionOptions()
+      so.register_custom_ops_library(str(healthai.ops.ort_library_path()))
+      sess = onnxruntime.InferenceSession(path, so)
+
+- ``variant="standard"``: standard ONNX ops only (opset 18: Gather, Mul, ScatterND with
+  reduction add/max, CumSum, ...), sparse — memory is O(edges x features), never a dense N x N
+  matrix — so any ONNX runtime can serve it, at the cost of per-edge intermediates.
+
+The graph (indptr/indices/weights) becomes initializers of the model. Custom node semantics:
+inputs ``(indptr int64[R+1], indices int64[E], weights T[E] (optional, empty = unweighted),
+x T[N, F] or T[B, N, F])``, attribute ``reduce`` (``sum``/``mean``/``max``), output ``out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import onnxscript
+import torch
+from onnx.defs import OpSchema
+from onnxscript import opset18 as op
+
+import healthai.ops.torch_ops  # noqa: F401  (registers torch.ops.healthai.csr_aggregate)
+
+__all__ = ["CUSTOM_DOMAIN", "CUSTOM_OPSET_VERSION", "OP_NAME", "STANDARD_OPSET", "export_onnx"]
+
+OP_NAME = "CsrAggregate"
+CUSTOM_DOMAIN = "healthai"
+CUSTOM_OPSET_VERSION = 1
+STANDARD_OPSET = 18
+Variant = Literal["custom", "standard"]
+
+
+def _register_schema() -> None:
+    """Declare healthai.CsrAggregate to onnx (shape/type checks, and onnxscript needs a schema)."""
+    if onnx.defs.has(OP_NAME, CUSTOM_DOMAIN):
+        return
+    param = OpSchema.FormalParameter
+    optional = OpSchema.FormalParameterOption.Optional
+    onnx.defs.register_schema(
+        OpSchema(
+            OP_NAME,
+            CUSTOM_DOMAIN,
+            CUSTOM_OPSET_VERSION,
+            doc="out[..., i, :] = reduce over e in indptr[i]:indptr[i+1] of w[e] * x[..., indices[e], :]",
+            inputs=[
+                param("indptr", "tensor(int64)", "[n_rows + 1] row starts"),
+                param("indices", "tensor(int64)", "[nnz] source node of each edge"),
+                param("weights", "T", "[nnz] edge weights; empty/omitted: all 1", param_option=optional),
+                param("x", "T", "[N, F] or [B, N, F] node features"),
+            ],
+            outputs=[param("out", "T", "[n_rows, F] or [B, n_rows, F]")],
+            type_constraints=[("T", ["tensor(float)", "tensor(double)"], "feature type")],
+            attributes=[
+                OpSchema.Attribute("reduce", onnx.helper.make_attribute("reduce", "sum"), "sum | mean | max")
+            ],
+        )
+    )
+
+
+_register_schema()
+_healthai = onnxscript.values.Opset(CUSTOM_DOMAIN, CUSTOM_OPSET_VERSION)
+
+
+def _custom_translation(
+    indptr: Any,
+    indices: Any,
+    weights: Any,
+    x: Any,
+    reduce: str,
+    t_indptr: Any = None,
+    t_indices: Any = None,
+    t_edge_ids: Any = None,
+    num_threads: int = 0,
+) -> tuple[Any, Any]:
+    indptr64 = op.Cast(indptr, to=onnx.TensorProto.INT64)
+    indices64 = op.Cast(indices, to=onnx.TensorProto.INT64)
+    out = _healthai.CsrAggregate(indptr64, indices64, weights, x, reduce=reduce)
+    return out, op.Constant(value_ints=[0])  # argmax only matters for training
+
+
+def _scalar_like(value: float, like: Any) -> Any:
+    return op.CastLike(op.Constant(value_float=value), like)
+
+
+def _standard_translation(
+    indptr: Any,
+    indices: Any,
+    weights: Any,
+    x: Any,
+    reduce: str,
+    t_indptr: Any = None,
+    t_indices: Any = None,
+    t_edge_ids: Any = None,
+    num_threads: int = 0,
+) -> tuple[Any, Any]:
+    batched = len(x.shape) == 3
+    indptr64 = op.Cast(indptr, to=onnx.TensorProto.INT64)
+    indices64 = op.Cast(indices, to=onnx.TensorProto.INT64)
+    zero, one, minus_one = (op.Constant(value_ints=[v]) for v in (0, 1, -1))
+    nnz = op.Shape(indices64)
+    # row of every edge: cumulative count of the row starts indptr[1:-1] at or before the edge
+    starts = op.Slice(indptr64, one, minus_one)
+    marks = op.ScatterElements(
+        op.Expand(op.Constant(value_int=0), op.Add(nnz, one)),
+        starts,
+        op.Add(op.Mul(starts, zero), one),
+        axis=0,
+        reduction="add",
+    )
+    rows = op.Slice(op.CumSum(marks, op.Constant(value_int=0)), zero, nnz)
+    counts = op.Sub(op.Slice(indptr64, one, op.Shape(indptr64)), op.Slice(indptr64, zero, minus_one))
+    xt = op.Transpose(x, perm=[1, 0, 2]) if batched else x  # nodes first: [N, (B,) F]
+    msgs = op.Gather(xt, indices64, axis=0)  # [E, (B,) F] per-edge messages
+    trailing = op.Constant(value_ints=[1, 2] if batched else [1])
+    if weights is not None:
+        msgs = op.Mul(msgs, op.Unsqueeze(weights, trailing))
+    out_shape = op.Concat(op.Shape(counts), op.Slice(op.Shape(xt), one, op.Constant(value_ints=[3])), axis=0)
+    cnt = op.Unsqueeze(op.CastLike(counts, x), trailing)  # [R, 1(, 1)]
+    where = op.Unsqueeze(rows, one)  # [E, 1]
+    if reduce == "max":
+        lowest = op.Expand(_scalar_like(float("-inf"), x), out_shape)
+        agg = op.ScatterND(lowest, where, msgs, reduction="max")
+        agg = op.Where(op.Greater(cnt, _scalar_like(0.0, x)), agg, _scalar_like(0.0, x))
+    else:
+        agg = op.ScatterND(op.Expand(_scalar_like(0.0, x), out_shape), where, msgs, reduction="add")
+        if reduce == "mean":
+            agg = op.Div(agg, op.Max(cnt, _scalar_like(1.0, x)))
+    out = op.Transpose(agg, perm=[1, 0, 2]) if batched else agg
+    return out, op.Constant(value_ints=[0])
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    example_args: Sequence[Any],
+    path: str | Path,
+    *,
+    variant: Variant = "custom",
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_shapes: Any = None,
+    dynamic_axes: Mapping[str, Any] | None = None,
+    opset_version: int = STANDARD_OPSET,
+) -> Path:
+    """Export ``model`` (which may contain ``GraphAggregation``) to ``path``; returns the path.
+
+    Uses the dynamo exporter of ``torch.onnx.export`` with a translation of
+    ``torch.ops.healthai.csr_aggregate`` chosen by ``variant`` ("custom": one ``healthai.CsrAggregate``
+    node; "standard": standard opset-18 ops only). ``input_names``, ``output_names``,
+    ``dynamic_shapes`` (``torch.export`` style) or ``dynamic_axes`` (legacy style) are passed through.
+    """
+    if variant not in ("custom", "standard"):
+        raise ValueError(f"variant must be 'custom' or 'standard', got {variant!r}")
+    if opset_version < STANDARD_OPSET:
+        raise ValueError(f"opset_version must be >= {STANDARD_OPSET} (ScatterND max), got {opset_version}")
+    translation = _custom_translation if variant == "custom" else _standard_translation
+    program = torch.onnx.export(
+        model,
+        tuple(example_args),
+        dynamo=True,
+        custom_translation_table={torch.ops.healthai.csr_aggregate.default: translation},
+        opset_version=opset_version,
+        input_names=list(input_names) if input_names is not None else None,
+        output_names=list(output_names) if output_names is not None else None,
+        dynamic_shapes=dynamic_shapes,
+        dynamic_axes=dict(dynamic_axes) if dynamic_axes is not None else None,
+        verbose=False,
+    )
+    if program is None:  # pragma: no cover - only without dynamo
+        raise RuntimeError("torch.onnx.export returned no program")
+    path = Path(path)
+    program.save(str(path))
+    return path

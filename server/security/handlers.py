@@ -1,0 +1,107 @@
+"""Wrapping grpc.aio method handlers: shared by the auth and the observability interceptors.
+
+A server interceptor only sees the call's method and metadata; to act around the call itself
+(time it, see its outcome, set per-call context) it returns a new handler whose behavior wraps the
+original. Handlers may be coroutines, async generators or the reader/writer style (coroutine that
+calls ``context.write``); all four RPC shapes are kept, with the same (de)serializers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+State = TypeVar("State")
+
+
+class CallHooks(Protocol[State]):
+    """``start`` runs before the servicer, ``finish`` after it with the exception it raised (or None)."""
+
+    def start(self, context: grpc.aio.ServicerContext) -> State: ...
+
+    def finish(
+        self, state: State, context: grpc.aio.ServicerContext, error: BaseException | None
+    ) -> None: ...
+
+
+def handler_kind(handler: grpc.RpcMethodHandler) -> tuple[str, Callable[..., Any]]:
+    """('unary_unary' | 'unary_stream' | 'stream_unary' | 'stream_stream', behavior)."""
+    if handler.request_streaming and handler.response_streaming:
+        return "stream_stream", handler.stream_stream
+    if handler.request_streaming:
+        return "stream_unary", handler.stream_unary
+    if handler.response_streaming:
+        return "unary_stream", handler.unary_stream
+    return "unary_unary", handler.unary_unary
+
+
+_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _rebuild(
+    handler: grpc.RpcMethodHandler, kind: str, behavior: Callable[..., Any]
+) -> grpc.RpcMethodHandler:
+    return _FACTORIES[kind](
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, hooks: CallHooks[Any]) -> grpc.RpcMethodHandler:
+    """The same RPC with ``hooks.start``/``hooks.finish`` run around every call."""
+    kind, inner = handler_kind(handler)
+    if handler.response_streaming:
+
+        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            state = hooks.start(context)
+            try:
+                result = inner(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                elif inspect.isawaitable(result):
+                    await result  # reader/writer style: responses went out through context.write
+                elif result is not None:
+                    for item in result:
+                        yield item
+            except BaseException as exc:
+                hooks.finish(state, context, exc)
+                raise
+            hooks.finish(state, context, None)
+
+        return _rebuild(handler, kind, stream_behavior)
+
+    async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        state = hooks.start(context)
+        try:
+            result = inner(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            hooks.finish(state, context, exc)
+            raise
+        hooks.finish(state, context, None)
+        return result
+
+    return _rebuild(handler, kind, unary_behavior)
+
+
+def aborting_handler(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str
+) -> grpc.RpcMethodHandler:
+    """The same RPC shape, ending every call with ``code``/``details`` without running the servicer."""
+    kind, _ = handler_kind(handler)
+
+    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, details)
+
+    return _rebuild(handler, kind, abort)

@@ -1,0 +1,253 @@
+"""Append-only Parquet dataset, partitioned by record kind and ingest date, written atomically.
+
+Layout under the store root (hive-style, readable by ``pyarrow.dataset`` / Spark / DuckDB)::
+
+    kind=<kind>/ingest_date=<YYYY-MM-DD>/part-<sequence:012d>-<batch_id>.parquet
+
+A commit writes one file per kind. On a local filesystem each file is written to a dot-prefixed
+temporary name, fsynced, renamed into place and its directory fsynced — all before ``commit``
+returns, so an acknowledged record survives ``kill -9`` or a power cut. Object stores (S3, GCS) get a
+direct write (an object appears atomically on close); other pyarrow filesystems write a temporary
+name and move it. A crash between two files of one commit can leave part of an unacknowledged
+commit on disk; the sender retries and idempotency drops what is already there.
+
+Idempotency: every row carries ``source`` and ``record_key``; a (kind, source, record_key) stored once
+is never stored again, within a commit or across restarts (the key index is rebuilt from the dataset
+when the store opens).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from healthai.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+SOURCE_COLUMN = "source"
+ID_COLUMN = "record_key"
+_PART = re.compile(r"^part-(\d{12})-([0-9a-f]{32})\.parquet$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    batch_id: str
+    sequence: int  # 0 when nothing new was written
+    stored: dict[str, int] = field(default_factory=dict)  # new rows per kind
+    duplicates: int = 0  # rows dropped because (kind, source, record_key) was already stored
+    files: list[str] = field(default_factory=list)  # relative to the store root
+    skipped: dict[str, pa.Table] = field(default_factory=dict)  # the duplicate rows per kind (not written)
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+        raise InvalidInput(f"store_uri {uri!r}: {e}", field="store_uri") from e
+    return filesystem, root.rstrip("/")
+
+
+def _check_keys(kind: str, table: pa.Table) -> None:
+    for col in (SOURCE_COLUMN, ID_COLUMN):
+        if col not in table.column_names:
+            raise InvalidInput(f"table lacks the idempotency column {col!r}", field=col)
+        if table[col].null_count:
+            raise ValueError(f"{kind} rows: {table[col].null_count} null {col!r} value(s); every stored row "
+                             "needs a key (normalizer contract)")
+
+
+def _keys(table: pa.Table) -> list[str]:
+    source = pc.cast(table[SOURCE_COLUMN], pa.string())
+    ident = pc.cast(table[ID_COLUMN], pa.string())
+    return pc.binary_join_element_wise(source, ident, _SEP).to_pylist()
+
+
+class ParquetStore:
+    """Thread-safe; ``open()`` before use (rebuilds the key index), ``close()`` to flush."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.filesystem, self.root = _open_filesystem(uri)
+        self._local = self.filesystem.type_name == "local"
+        self._direct = self.filesystem.type_name in ("s3", "gcs")
+        self._lock = threading.Lock()
+        self._index: dict[str, set[str]] = {}
+        self._sequence = 0
+        self._open = False
+
+    @property
+    def sequence(self) -> int:
+        """Sequence of the last commit that wrote something (changes whenever the data does)."""
+        return self._sequence
+
+    def open(self) -> ParquetStore:
+        with self._lock:
+            self.filesystem.create_dir(self.root, recursive=True)
+            self._index.clear()
+            rows = 0
+            for kind, path in self._part_files():
+                name = path.rsplit("/", 1)[-1]
+                match = _PART.match(name)
+                assert match is not None
+                self._sequence = max(self._sequence, int(match.group(1)))
+                table = pq.read_table(path, columns=[SOURCE_COLUMN, ID_COLUMN], filesystem=self.filesystem)
+                self._index.setdefault(kind, set()).update(_keys(table))
+                rows += table.num_rows
+            self._open = True
+        log.info("store %s opened: %d rows indexed, sequence %d", self.uri, rows, self._sequence)
+        return self
+
+    def close(self) -> None:
+        """Wait for an in-flight commit; every acknowledged commit is already durable."""
+        with self._lock:
+            self._open = False
+
+    def kinds(self) -> list[str]:
+        return sorted({kind for kind, _ in self._part_files()})
+
+    def count(self, kind: str) -> int:
+        return len(self._index.get(kind, ()))
+
+    def contains(self, kind: str, source: str, source_id: str) -> bool:
+        return f"{source}{_SEP}{source_id}" in self._index.get(kind, ())
+
+    def commit(self, tables: dict[str, pa.Table], *, batch_id: str | None = None,
+               now: dt.datetime | None = None) -> CommitResult:
+        """Durably append ``tables`` (kind -> rows), skipping rows already stored. Returns after fsync.
+
+        ``batch_id`` (32 hex digits; new if None) names the files; several commits may share one.
+        """
+        batch_id = batch_id or new_batch_id()
+        if not re.fullmatch(r"[0-9a-f]{32}", batch_id):
+            raise InvalidInput(f"batch_id {batch_id!r} is not 32 lower-case hex digits", field="batch_id")
+        today = (now or dt.datetime.now(dt.UTC)).date().isoformat()
+        with self._lock:
+            if not self._open:
+                raise RuntimeError("store is not open")
+            for kind, table in tables.items():  # validate everything before writing anything
+                if not _KIND.match(kind):
+                    raise InvalidInput(f"record kind {kind!r} is not a valid partition name", field="kind")
+                _check_keys(kind, table)
+            fresh: dict[str, tuple[pa.Table, list[str]]] = {}
+            skipped: dict[str, pa.Table] = {}
+            for kind, table in tables.items():
+                keep, new_keys = self._new_rows(kind, table)
+                if len(new_keys) < table.num_rows:
+                    mask = pa.array(keep)
+                    skipped[kind] = table.filter(pc.invert(mask))
+                    table = table.filter(mask)
+                if new_keys:
+                    fresh[kind] = (table, new_keys)
+            duplicates = sum(t.num_rows for t in skipped.values())
+            if not fresh:
+                return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates, skipped=skipped)
+            sequence = self._sequence + 1
+            files = [self._write(kind, today, sequence, batch_id, table)
+                     for kind, (table, _) in fresh.items()]
+            self._sequence = sequence
+            for kind, (_, new_keys) in fresh.items():
+                self._index.setdefault(kind, set()).update(new_keys)
+        return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
+                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped)
+
+    def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
+        """All stored rows of one kind (schemas of older files are unified); empty table if none."""
+        return self.read_files(self.files(kind), columns)
+
+    def files(self, kind: str) -> list[str]:
+        """Paths (filesystem paths, in commit order) of the committed part files of one kind."""
+        return [path for _, path in self._part_files(f"kind={kind}")]
+
+    def read_files(self, paths: list[str], columns: list[str] | None = None) -> pa.Table:
+        tables = [pq.read_table(path, columns=columns, filesystem=self.filesystem) for path in paths]
+        if not tables:
+            return pa.table({c: pa.array([], pa.string()) for c in columns or []})
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def _new_rows(self, kind: str, table: pa.Table) -> tuple[list[bool], list[str]]:
+        seen = self._index.get(kind, set())
+        keys = _keys(table)
+        unique = set(keys)
+        if len(unique) == len(keys) and seen.isdisjoint(unique):  # the common case, in C
+            return [True] * len(keys), keys
+        batch: set[str] = set()
+        keep: list[bool] = []
+        new_keys: list[str] = []
+        for key in keys:
+            is_new = key not in seen and key not in batch
+            keep.append(is_new)
+            if is_new:
+                batch.add(key)
+                new_keys.append(key)
+        return keep, new_keys
+
+    def _part_files(self, under: str = "") -> Iterable[tuple[str, str]]:
+        """(kind, path) of every committed part file (below ``under``), in sequence order."""
+        base = f"{self.root}/{under}" if under else self.root
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        found: list[tuple[str, str, str]] = []
+        for info in self.filesystem.get_file_info(selector):
+            if info.type != pafs.FileType.File or not _PART.match(info.base_name):
+                continue
+            kind_dir = info.path[len(self.root):].lstrip("/").split("/", 1)[0]
+            if kind_dir.startswith("kind="):
+                found.append((info.base_name, kind_dir[len("kind="):], info.path))
+        return [(kind, path) for _, kind, path in sorted(found)]
+
+    def _write(self, kind: str, day: str, sequence: int, batch_id: str, table: pa.Table) -> str:
+        rel_dir = f"kind={kind}/ingest_date={day}"
+        name = f"part-{sequence:012d}-{batch_id}.parquet"
+        directory = f"{self.root}/{rel_dir}"
+        if self._local:
+            _write_local_durably(Path(directory), name, table)
+        else:
+            self.filesystem.create_dir(directory, recursive=True)
+            if self._direct:
+                pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
+            else:
+                tmp = f"{directory}/.tmp-{name}"
+                pq.write_table(table, tmp, filesystem=self.filesystem)
+                self.filesystem.move(tmp, f"{directory}/{name}")
+        return f"{rel_dir}/{name}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:
+    created = [p for p in (directory.parent, directory) if not p.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    for p in created:  # make the new directory entries themselves durable
+        _fsync_dir(p.parent)
+    tmp = directory / f".tmp-{name}"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / name)
+    _fsync_dir(directory)

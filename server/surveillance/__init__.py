@@ -1,0 +1,10 @@
+"""Syndromic surveillance counts (region × day/week) from the stored condition records.
+
+See :mod:`healthai.surveillance.counts` for the query API and :mod:`healthai.surveillance.syndromes`
+for the documented code lists.
+"""
+
+from healthai.surveillance.counts import SurveillanceCounts
+from healthai.surveillance.syndromes import ILI, SYNDROMES, Syndrome
+
+__all__ = ["ILI", "SYNDROMES", "SurveillanceCounts", "Syndrome"]

@@ -1,0 +1,47 @@
+"""Syndrome definitions: which diagnosis codes count as a case.
+
+Influenza-like illness (``ili``) — a condition counts when either
+
+- its ICD-10-CM code (sent, or mapped from SNOMED CT by the operator's map) is in
+  **J09** (influenza due to identified zoonotic or pandemic influenza virus),
+  **J10** (influenza due to other identified influenza virus) or
+  **J11** (influenza due to unidentified influenza virus), any subcode: the influenza categories of
+  the ICD-10-CM block "Influenza and pneumonia" (J09-J18; the pneumonia codes J12-J18 are not
+  counted); or
+- its SNOMED CT code is one of: 6142004 Influenza (disorder); 95891005 Influenza-like illness
+  (finding); 442438000 Influenza caused by Influenza A virus; 442696006 Influenza caused by
+  Influenza A virus subtype H1N1; 24662006 Influenza caused by Influenza B virus; 719590007
+  Influenza caused by seasonal influenza virus; 772810003 Influenza caused by Influenza A virus
+  subtype H3N2; 772828001 Influenza caused by Influenza A virus subtype H5N1.
+
+Symptom-only definitions (fever plus cough or sore throat) need chief-complaint text, which the
+ingest path drops for privacy; they are out of scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Syndrome:
+    name: str
+    description: str
+    icd10_prefixes: tuple[str, ...]  # dotted ICD-10-CM categories/prefixes, upper case
+    snomed_codes: frozenset[str]
+
+    def matches(self, icd10_code: str | None, snomed_code: str | None) -> bool:
+        if icd10_code and icd10_code.upper().startswith(self.icd10_prefixes):
+            return True
+        return bool(snomed_code) and snomed_code in self.snomed_codes
+
+
+ILI = Syndrome(
+    name="ili",
+    description="influenza-like illness: ICD-10-CM J09-J11 or the listed SNOMED CT influenza concepts",
+    icd10_prefixes=("J09", "J10", "J11"),
+    snomed_codes=frozenset({"6142004", "95891005", "442438000", "442696006", "24662006", "719590007",
+                            "772810003", "772828001"}),
+)
+
+SYNDROMES: dict[str, Syndrome] = {ILI.name: ILI}

@@ -1,0 +1,96 @@
+"""``healthai-client`` against a real server: readable output, --json, and exit codes
+(0 ok, 1 partial rejection, 2 usage, 3 server unavailable, 4 request refused)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from healthai_client.cli import main
+from tests.conftest import free_port
+
+from .model_repo import FORECAST_MODEL, REGIONS, RISK_MODEL, expected_forecast, expected_probability
+
+
+def test_health(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["health", "--address", server]) == 0
+    assert capsys.readouterr().out.strip() == "server: SERVING"
+
+
+def test_unavailable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    assert main(["health", "--address", dead, "--retries", "1", "--timeout", "5"]) == 3
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_ingest_fhir_ok_then_csv_with_a_bad_row_is_partial(server: str, fhir_bundle: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(fhir_bundle), "--address", server, "--source", "cli-test"]) == 0
+    out = capsys.readouterr().out
+    assert f"{fhir_bundle}:" in out and " 0 rejected" in out
+    csv = tmp_path / "observations.csv"
+    csv.write_text("observation_id,patient_id,loinc,value,unit\n"
+                   "cli-o1,cli-p1,8480-6,120,mmHg\n"
+                   "cli-o2,cli-p1,8480-6,999,mmHg\n")
+    assert main(["ingest", str(csv), "--address", server, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)[str(csv)]
+    assert (result["accepted"], result["rejected"]) == (1, 1)
+    assert result["outcomes"][1]["issues"][0]["field_path"].endswith("[1].value")
+
+
+def test_ingest_stream_reports_rejections_per_file(server: str, fhir_bundle: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "observations.csv"
+    csv.write_text("observation_id,patient_id,loinc,value,unit\ncli-s1,cli-p9,8480-6,-3,mmHg\n")
+    assert main(["ingest", "--stream", str(fhir_bundle), str(csv), "--address", server]) == 1
+    out = capsys.readouterr().out
+    assert "2 files in one stream" in out and f"{csv}: 1 rejected" in out
+
+
+def test_usage_errors_exit_2(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["ingest", str(tmp_path / "missing.json"), "--address", server]) == 2
+    assert "no such file" in capsys.readouterr().err
+    table = tmp_path / "things.csv"
+    table.write_text("a,b\n1,2\n")
+    assert main(["ingest", str(table), "--address", server]) == 2
+    assert "--kind" in capsys.readouterr().err
+    assert main(["score", "--model", RISK_MODEL, "--set", "age", "--address", server]) == 2
+
+
+def test_score_text_and_refusal(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    patients = tmp_path / "patients.json"
+    rows = [{"age": 70, "bmi": 28, "systolic_bp": 140, "hba1c": 7.5, "diagnoses": ["I21.0"]},
+            {"age": 30, "bmi": 22, "systolic_bp": 110, "hba1c": 5.0}]
+    patients.write_text(json.dumps(rows))
+    assert main(["score", "-m", RISK_MODEL, "-i", str(patients), "--address", server, "--json"]) == 0
+    got = [p["probability"] for p in json.loads(capsys.readouterr().out)["patients"]]
+    np.testing.assert_allclose(got, expected_probability([[70, 28, 140, 7.5], [30, 22, 110, 5.0]]), rtol=1e-5)
+    assert main(["score", "-m", RISK_MODEL, "--set", "age=70", "--set", "bmi=28", "--set", "systolic_bp=140",
+                 "--set", "hba1c=7.5", "--address", server]) == 0
+    assert f"model {RISK_MODEL} v1" in capsys.readouterr().out
+    assert main(["score", "-m", RISK_MODEL, "--set", "age=70", "--address", server]) == 4
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_forecast_from_history_csv(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    history = np.arange(12, dtype=np.float32).reshape(4, 3) + 5
+    csv = tmp_path / "history.csv"
+    csv.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in history))
+    assert main(["forecast", "-m", FORECAST_MODEL, "--history", str(csv), "--address", server, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(history), rtol=1e-5)
+    assert main(["forecast", "-m", FORECAST_MODEL, "--history", str(csv), "--quantiles", "0.999",
+                 "--address", server]) == 4
+
+
+def test_console_script_runs(server: str) -> None:
+    cmd = [sys.executable, "-m", "healthai_client.cli", "health", "--address", server, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"service": "", "status": "SERVING"}

@@ -1,0 +1,54 @@
+"""The Node.js client (@grpc/grpc-js + the repository's protos) runs ingest -> score -> forecast
+against a real server; its answers are checked here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .pki import Secure
+from .polyglot import check_demo_output, demo_args, tls_args
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
+pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                                reason="Node.js (node + npm) is not installed")
+
+
+@pytest.fixture(scope="module")
+def node_client() -> Path:
+    """clients/node with its pinned dependencies installed (npm ci from package-lock.json)."""
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300,
+                       capture_output=True)
+    return NODE_DIR
+
+
+def test_node_ingest_score_forecast(node_client: Path, server: str, fhir_bundle: Path) -> None:
+    proc = subprocess.run(["node", "demo.js", *demo_args(server, fhir_bundle, "node-test")], cwd=node_client,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    check_demo_output(proc.stdout, fhir_bundle)
+
+
+def test_node_reports_status_of_a_refused_call(node_client: Path, server: str) -> None:
+    proc = subprocess.run(["node", "demo.js", "--address", server, "--risk-model", "no_such_model",
+                           "--features", "1"], cwd=node_client, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 3
+    assert "NOT_FOUND" in proc.stderr and "no_such_model" in proc.stderr
+
+
+def test_node_over_mutual_tls_with_api_key(node_client: Path, secure_server: Secure,
+                                           fhir_bundle: Path) -> None:
+    run = ["node", "demo.js", "--fhir", str(fhir_bundle), "--source", "node-tls"]
+    proc = subprocess.run([*run, *tls_args(secure_server, secure_server[2]["ingest"])], cwd=node_client,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ingest"]["accepted"] > 0
+    proc = subprocess.run([*run, *tls_args(secure_server, None)], cwd=node_client, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 3 and "UNAUTHENTICATED" in proc.stderr

@@ -1,0 +1,140 @@
+"""The ONNX Runtime custom op against the reference, and export of a model with GraphAggregation in
+both variants (custom node served by our library; standard opset-18 ops only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import scipy.sparse as sp
+import torch
+from onnx import TensorProto, helper
+
+from healthai.ops import GraphAggregation, build_info, ort_library_path
+from healthai.ops.onnx_export import export_onnx
+
+from .reference import random_graph, reference_forward
+
+pytestmark = [
+    pytest.mark.skipif(
+        not build_info()["ort_ops"], reason="ONNX Runtime op library not built (no ORT headers)"
+    ),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),  # torch.onnx internals (treespec deprecations)
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+
+def _session(model: onnx.ModelProto | str | Path, custom: bool = True) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    if custom:
+        so.register_custom_ops_library(str(ort_library_path()))
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def _custom_model(reduce: str, elem: int, weighted: bool) -> onnx.ModelProto:
+    node = helper.make_node(
+        "CsrAggregate",
+        ["indptr", "indices", "weights" if weighted else "", "x"],
+        ["out"],
+        domain="healthai",
+        reduce=reduce,
+    )
+    inputs = [
+        helper.make_tensor_value_info("indptr", TensorProto.INT64, ["r1"]),
+        helper.make_tensor_value_info("indices", TensorProto.INT64, ["e"]),
+        helper.make_tensor_value_info("x", elem, None),
+    ]
+    if weighted:
+        inputs.insert(2, helper.make_tensor_value_info("weights", elem, ["e"]))
+    graph = helper.make_graph([node], "csr", inputs, [helper.make_tensor_value_info("out", elem, None)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("healthai", 1)]
+    )
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+def test_custom_op_matches_reference(reduce, dtype, weighted, batched) -> None:
+    rng = np.random.default_rng(1)
+    indptr, indices = random_graph(rng, 60, 50, 400, power_law=True, empty_rows=5)
+    w = rng.standard_normal(len(indices)).astype(dtype)
+    x = rng.standard_normal((*((3,) if batched else ()), 50, 20)).astype(dtype)
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    feeds = {"indptr": indptr, "indices": indices, "x": x}
+    if weighted:
+        feeds["weights"] = w
+    (out,) = _session(_custom_model(reduce, elem, weighted)).run(None, feeds)
+    ref, _ = reference_forward(indptr, indices, w if weighted else None, x, reduce)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_custom_op_empty_weights_mean_unweighted() -> None:
+    indptr, indices = np.array([0, 2, 3], np.int64), np.array([0, 1, 1], np.int64)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    sess = _session(_custom_model("sum", TensorProto.FLOAT, True))
+    (out,) = sess.run(
+        None, {"indptr": indptr, "indices": indices, "weights": np.zeros(0, np.float32), "x": x}
+    )
+    np.testing.assert_array_equal(out, [[3, 5, 7], [3, 4, 5]])
+
+
+class _Forecaster(torch.nn.Module):
+    """A small model with one GraphAggregation per reduction."""
+
+    def __init__(self, a: sp.csr_matrix) -> None:
+        super().__init__()
+        self.aggs = torch.nn.ModuleList(
+            [
+                GraphAggregation.from_adjacency(a, reduce="sum", normalize=True),
+                GraphAggregation(a.indptr, a.indices, reduce="mean"),  # unweighted: no weights input
+                GraphAggregation.from_adjacency(a, reduce="max"),
+            ]
+        )
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.relu(sum(agg(x) for agg in self.aggs)))
+
+
+@pytest.mark.parametrize("variant", ["custom", "standard"])
+def test_export_model_with_graph_aggregation(variant, tmp_path: Path) -> None:
+    a = sp.random(40, 40, density=0.1, format="lil", random_state=0)
+    a[3, :] = 0  # an empty row
+    model = _Forecaster(a.tocsr()).eval()
+    x = torch.randn(2, 40, 4)
+    path = export_onnx(
+        model,
+        (x,),
+        tmp_path / "m.onnx",
+        variant=variant,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_shapes=({0: torch.export.Dim("batch", max=64)},),
+    )
+    proto = onnx.load(str(path))
+    ops = [(n.domain, n.op_type) for n in proto.graph.node]
+    if variant == "custom":
+        assert ops.count(("healthai", "CsrAggregate")) == 3
+    else:
+        assert all(domain in ("", "ai.onnx") for domain, _ in ops)
+        assert ops.count(("", "ScatterND")) == 3
+        # sparse: no N x N tensor anywhere in the initializers
+        assert not [i.name for i in proto.graph.initializer if list(i.dims).count(40) >= 2]
+    sess = _session(path, custom=variant == "custom")
+    for batch in (2, 5):
+        xb = torch.randn(batch, 40, 4)
+        (got,) = sess.run(None, {"x": xb.numpy()})
+        ref = model(xb).detach().numpy()
+        assert np.max(np.abs(got - ref)) / np.max(np.abs(ref)) < 1e-4
+
+
+def test_export_rejects_unknown_variant(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="variant must be 'custom' or 'standard', got 'dense'"):
+        export_onnx(torch.nn.Identity(), (torch.ones(1),), tmp_path / "m.onnx", variant="dense")  # type: ignore[arg-type]

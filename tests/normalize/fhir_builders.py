@@ -1,0 +1,96 @@
+"""Small hand-written FHIR R4 resources for the bad-input and unit tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PATIENT_URL = "urn:uuid:11111111-1111-4111-8111-111111111111"
+ENCOUNTER_URL = "urn:uuid:22222222-2222-4222-8222-222222222222"
+
+
+def patient(**extra: Any) -> dict:
+    return {
+        "resourceType": "Patient",
+        "id": "11111111-1111-4111-8111-111111111111",
+        "gender": "female",
+        "birthDate": "1960-05-17",
+        "name": [{"family": "Testperson", "given": ["Alice"]}],
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": "999-11-2222"}],
+        "address": [{"line": ["1 Main St"], "city": "Springfield", "state": "IL", "country": "US"}],
+        **extra,
+    }
+
+
+def encounter(**extra: Any) -> dict:
+    return {
+        "resourceType": "Encounter",
+        "id": "22222222-2222-4222-8222-222222222222",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": PATIENT_URL},
+        "period": {"start": "2020-01-01T10:00:00+00:00", "end": "2020-01-03T10:00:00+00:00"},
+        **extra,
+    }
+
+
+def condition(system: str, code: str, rid: str = "c1", **extra: Any) -> dict:
+    return {
+        "resourceType": "Condition",
+        "id": rid,
+        "subject": {"reference": PATIENT_URL},
+        "code": {"coding": [{"system": system, "code": code}]},
+        "onsetDateTime": "2020-01-01T10:00:00+00:00",
+        **extra,
+    }
+
+
+def observation(
+    loinc: str, value: float | None, unit: str, rid: str = "o1", *, ucum: bool = True, **extra: Any
+) -> dict:
+    q: dict[str, Any] = {"unit": unit}
+    if value is not None:
+        q["value"] = value
+    if ucum:
+        q.update(system="http://unitsofmeasure.org", code=unit)
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+        "subject": {"reference": PATIENT_URL},
+        "effectiveDateTime": "2020-01-02T10:00:00+00:00",
+        "valueQuantity": q,
+        **extra,
+    }
+
+
+def bp_panel(panel: str, sbp: float, dbp: float, unit: str = "mm[Hg]", rid: str = "bp1") -> dict:
+    def comp(code: str, v: float) -> dict:
+        return {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {"value": v, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+        }
+
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": panel}]},
+        "subject": {"reference": PATIENT_URL},
+        "effectiveDateTime": "2020-01-02T10:00:00+00:00",
+        "component": [comp("8480-6", sbp), comp("8462-4", dbp)],
+    }
+
+
+def bundle(*resources: dict, btype: str = "transaction") -> dict:
+    entries = []
+    for r in resources:
+        r = copy.deepcopy(r)
+        url = {"Patient": PATIENT_URL, "Encounter": ENCOUNTER_URL}.get(
+            r["resourceType"], f"urn:uuid:{r.get('id')}"
+        )
+        entries.append(
+            {"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+        )
+    return {"resourceType": "Bundle", "type": btype, "entry": entries}

@@ -1,0 +1,70 @@
+"""``healthai serve`` (a real subprocess, the CLI's own settings path) on the package's default model
+repository answers Risk, Forecast and KServe v2 calls for every default model."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+
+from healthai.app.testing import start_server_process, stop_server_process
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.v1 import forecast_pb2, forecast_pb2_grpc, risk_pb2, risk_pb2_grpc
+
+RISK_MODELS = ["risk_readmission", "risk_heart"]
+FORECAST_GRAPHS = {"japan": "forecast_japan", "us_states": "forecast_us_states"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, port = start_server_process(["--dev", "--store-uri", str(tmp_path_factory.mktemp("store"))],
+                                      env={"HEALTHAI_LOG_LEVEL": "WARNING"}, timeout=120)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield port, channel
+    channel.close()
+    assert stop_server_process(proc) == 0
+
+
+def _card(name: str) -> dict:
+    path = DEFAULT_MODEL_REPOSITORY / name / "1" / "model_card.json"
+    if not path.is_file():
+        pytest.fail(f"default model {name} is missing from {DEFAULT_MODEL_REPOSITORY}")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", RISK_MODELS)
+def test_risk_and_kserve_on_default_models(server, name):
+    port, channel = server
+    features = _card(name)["features"]
+    baseline = np.array([f["baseline"] for f in features], np.float32)
+    x = np.stack([baseline, baseline * 1.5 + 1]).astype(np.float32)
+    r = risk_pb2_grpc.RiskStub(channel).Score(
+        risk_pb2.ScoreRequest(model_name=name, features=x.reshape(-1).tolist()), timeout=30)
+    assert r.model_name == name and r.model_version >= 1
+    assert len(r.probability) == 2 and all(0 <= p <= 1 for p in r.probability)
+    assert len(r.risk_band) == 2 and len(r.top_feature_name) == 2 * r.top_k == 6
+    with triton.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        assert client.is_model_ready(name)
+        inp = triton.InferInput("features", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer(name, [inp]).as_numpy("probability")
+    np.testing.assert_allclose(got.reshape(-1), r.probability, rtol=1e-5)
+
+
+@pytest.mark.parametrize("graph", sorted(FORECAST_GRAPHS))
+def test_forecast_on_default_models(server, graph):
+    _, channel = server
+    name = FORECAST_GRAPHS[graph]
+    card = _card(name)
+    regions = json.loads((DEFAULT_MODEL_REPOSITORY / name / "1" / "graph.json").read_text())["region_ids"]
+    counts = np.random.default_rng(0).uniform(0, 300, size=(card["window"], len(regions)))
+    r = forecast_pb2_grpc.ForecastStub(channel).Forecast(forecast_pb2.ForecastRequest(
+        graph=graph, history=forecast_pb2.History(region_ids=regions, counts=counts.reshape(-1).tolist())),
+        timeout=30)
+    h, n, q = len(r.horizons), len(r.region_ids), len(r.quantile_levels)
+    assert (r.model_name, n, q) == (name, len(regions), len(card["quantile_levels"]))
+    quantiles = np.array(r.quantiles).reshape(h, n, q)
+    assert np.isfinite(quantiles).all() and (np.diff(quantiles, axis=-1) >= 0).all()

@@ -1,0 +1,184 @@
+"""Forecast over gRPC: explicit history, stored surveillance counts (real Parquet store), quantile
+interpolation, the standard-opset fallback, and every bad-input status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from healthai.serving import runtime
+from healthai.store import ParquetStore
+from healthai.surveillance import SurveillanceCounts
+from healthai.v1 import forecast_pb2, forecast_pb2_grpc
+
+from .tiny_models import QUANTILES, forecast_factors, write_forecast_version
+
+REGIONS = ["US-MA", "US-NY", "US-CT"]
+W, S = 4, 3
+
+
+@pytest.fixture
+def repo(tmp_path):
+    write_forecast_version(tmp_path / "models", "forecast_tiny", 1, REGIONS, window=W, steps=S)
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def stub(repo, make_server):
+    server = make_server(repo, forecast_graphs={"tiny": "forecast_tiny"})
+    return forecast_pb2_grpc.ForecastStub(server.channel)
+
+
+def history(counts: np.ndarray, regions=REGIONS) -> forecast_pb2.History:
+    values = np.asarray(counts, np.float32).reshape(-1).tolist()
+    return forecast_pb2.History(region_ids=regions, counts=values)
+
+
+def test_explicit_history_point_and_quantiles(stub):
+    counts = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)  # 6 steps; the last W=4 are used
+    r = stub.Forecast(forecast_pb2.ForecastRequest(graph="tiny", history=history(counts),
+                                                   quantile_levels=QUANTILES), timeout=10)  # float32 wire
+    assert (r.model_name, r.model_version, r.step) == ("forecast_tiny", 1, "W")
+    assert list(r.region_ids) == REGIONS and list(r.horizons) == [1, 2, 3]
+    np.testing.assert_allclose(r.quantile_levels, QUANTILES, rtol=1e-6)
+    mean = counts[-W:].mean(axis=0)  # [N]
+    expected = mean[None, :, None] * forecast_factors(S)[:, None, :]  # [S, N, Q]
+    np.testing.assert_allclose(np.array(r.quantiles).reshape(S, 3, 5), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected[..., 2], rtol=1e-5)
+
+
+def test_subsets_reordering_and_interpolated_levels(stub):
+    counts = np.random.default_rng(0).uniform(0, 100, size=(W, 3)).astype(np.float32)
+    order = [2, 0, 1]
+    r = stub.Forecast(forecast_pb2.ForecastRequest(
+        model_name="forecast_tiny", history=history(counts[:, order], [REGIONS[i] for i in order]),
+        region_ids=["US-CT", "US-MA"], horizons=[3, 1], quantile_levels=[0.3, 0.9]), timeout=10)
+    assert list(r.region_ids) == ["US-CT", "US-MA"] and list(r.horizons) == [3, 1]
+    mean = counts.mean(axis=0)[[2, 0]]
+    step = np.array([1.2, 1.0])[:, None, None]
+    expected = mean[None, :, None] * step * (0.5 + np.array([0.3, 0.9]))[None, None, :]  # linear in level
+    np.testing.assert_allclose(np.array(r.quantiles).reshape(2, 2, 2), expected, rtol=1e-5)
+
+
+def _conditions(rows: list[tuple[str, str, dt.date]]) -> pa.Table:
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table({
+        "source": pa.array(["test"] * len(rows)),
+        "record_key": pa.array([f"c{i}" for i in range(len(rows))]),
+        "patient_id": pa.array([f"p{i}" for i in range(len(rows))]),
+        "region": pa.array([r for r, _, _ in rows]),
+        "icd10_code": pa.array([c for _, c, _ in rows]),
+        "snomed_code": pa.array([None] * len(rows), pa.string()),
+        "onset": pa.array([dt.datetime.combine(d, dt.time(9), dt.UTC) for _, _, d in rows], ts),
+        "recorded": pa.array([None] * len(rows), ts),
+    })
+
+
+def test_stored_surveillance_counts_weekly(tmp_path, repo, make_server):
+    monday = dt.date(2026, 1, 5)
+    rows = []
+    weekly = np.zeros((5, 3), np.float32)
+    rng = np.random.default_rng(1)
+    for week in range(5):
+        for j, region in enumerate(REGIONS):
+            for _ in range(int(rng.integers(0, 4))):
+                rows.append((region, "J10.1", monday + dt.timedelta(days=7 * week + int(rng.integers(0, 7)))))
+                weekly[week, j] += 1
+    rows.append(("US-MA", "J06.9", monday))  # not ILI: not counted
+    store = ParquetStore(str(tmp_path / "store")).open()
+    store.commit({"condition": _conditions(rows)})
+    server = make_server(repo, surveillance=SurveillanceCounts(store),
+                         forecast_graphs={"tiny": "forecast_tiny"})
+    stub = forecast_pb2_grpc.ForecastStub(server.channel)
+    r = stub.Forecast(forecast_pb2.ForecastRequest(graph="tiny", stored=forecast_pb2.StoredHistory()),
+                      timeout=10)
+    expected = weekly[-W:].mean(axis=0)[None, :] * forecast_factors(S)[:, 2:3]
+    np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected, rtol=1e-5)
+    assert r.first_forecast_period == (monday + dt.timedelta(weeks=5)).isoformat()
+    with pytest.raises(grpc.RpcError) as err:  # the window ending in week 2 has only 3 weeks before it
+        stub.Forecast(forecast_pb2.ForecastRequest(
+            graph="tiny", stored=forecast_pb2.StoredHistory(end_date=str(monday + dt.timedelta(days=15)))))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stored: 3 W periods of stored counts; the model needs at least 4" in err.value.details()
+
+
+def test_standard_variant_serves_when_the_op_library_is_missing(tmp_path, make_server, monkeypatch, caplog):
+    write_forecast_version(tmp_path / "m", "forecast_tiny", 1, REGIONS, window=W, steps=S,
+                           custom_variant=True)
+    monkeypatch.setattr(runtime, "custom_ops_library", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="healthai.serving.runtime"):
+        server = make_server(tmp_path / "m")
+    assert any("custom-op library not available; serving the standard-opset variant model.standard.onnx"
+               in r.getMessage() for r in caplog.records)
+    stub = forecast_pb2_grpc.ForecastStub(server.channel)
+    r = stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_tiny",
+                                                   history=history(np.ones((W, 3)))))
+    np.testing.assert_allclose(np.array(r.point).reshape(S, 3)[:, 0], [1.0, 1.1, 1.2], rtol=1e-5)
+    loaded = server.plugin.manager.resolve("forecast_tiny")
+    assert loaded.runtime.model_file.name == "model.standard.onnx" and not loaded.runtime.uses_custom_ops
+
+
+def test_custom_op_variant_runs_in_our_kernel_when_the_library_is_present(tmp_path, make_server):
+    if runtime.custom_ops_library() is None:
+        pytest.fail("the healthai ONNX Runtime op library is not built (pip install -e . builds it)")
+    weights = np.array([1.0, 0.5, 2.0], np.float32)
+    path_graph = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], np.float32) * weights
+    write_forecast_version(tmp_path / "m", "forecast_tiny", 1, REGIONS, window=W, steps=S,
+                           custom_variant=True, adjacency=path_graph)
+    server = make_server(tmp_path / "m")
+    loaded = server.plugin.manager.resolve("forecast_tiny")
+    assert loaded.runtime.model_file.name == "model.onnx" and loaded.runtime.uses_custom_ops
+    counts = np.random.default_rng(2).uniform(0, 50, size=(W, 3)).astype(np.float32)
+    r = forecast_pb2_grpc.ForecastStub(server.channel).Forecast(
+        forecast_pb2.ForecastRequest(model_name="forecast_tiny", history=history(counts)), timeout=10)
+    expected = (counts @ path_graph.T).mean(axis=0)[None, :] * forecast_factors(S)[:, 2:3]
+    np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected, rtol=1e-5)
+
+
+OK = np.ones((W, 3))
+
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(("kw", "code", "message"), [
+    ({"graph": "mars", "history": history(OK)}, NOT_FOUND, "graph 'mars' is not served"),
+    ({"model_name": "forecast_x", "history": history(OK)}, NOT_FOUND, "'forecast_x'"),
+    ({"graph": "tiny", "model_version": 9, "history": history(OK)}, NOT_FOUND, "no version 9"),
+    ({"history": history(OK)}, INVALID, "graph or model_name: one is required"),
+    ({"graph": "tiny"}, INVALID, "history or stored: one is required"),
+    ({"graph": "tiny", "history": history(np.ones((3, 3)))}, INVALID,
+     "history.counts: 3 steps of history; the model needs at least 4"),
+    ({"graph": "tiny", "history": history(np.ones(13))}, INVALID,
+     "history.counts: 13 values is not a multiple of 3 regions"),
+    ({"graph": "tiny", "history": history(OK, ["US-MA", "US-XX", "US-CT"])}, INVALID,
+     "history.region_ids[1]: unknown region 'US-XX'"),
+    ({"graph": "tiny", "history": history(np.ones((W, 2)), ["US-MA", "US-CT"])},
+     INVALID, "history.region_ids: missing 1 of the graph's regions, e.g. ['US-NY']"),
+    ({"graph": "tiny", "history": history(np.where(np.eye(W, 3) > 0, np.nan, 1))},
+     INVALID, "history.counts[0][US-MA]: value nan is not a finite count"),
+    ({"graph": "tiny", "history": history(-OK)}, INVALID, "value -1.0 is not a finite"),
+    ({"graph": "tiny", "history": history(OK), "region_ids": ["US-TX"]}, INVALID,
+     "region_ids[0]: unknown region 'US-TX'"),
+    ({"graph": "tiny", "history": history(OK), "quantile_levels": [0.5, 1.5]}, INVALID,
+     "quantile_levels[1]: 1.5 is outside (0, 1)"),
+    ({"graph": "tiny", "history": history(OK), "quantile_levels": [0.0]}, INVALID,
+     "quantile_levels[0]: 0 is outside (0, 1)"),
+    ({"graph": "tiny", "history": history(OK), "quantile_levels": [0.05]}, INVALID,
+     "outside the model's range [0.1, 0.9]"),
+    ({"graph": "tiny", "history": history(OK), "horizons": [4]}, INVALID,
+     "horizons[0]: 4 is not one of the model's horizons [1, 2, 3]"),
+    ({"graph": "tiny", "stored": forecast_pb2.StoredHistory()}, INVALID,
+     "stored: this server keeps no surveillance counts"),
+], ids=["unknown-graph", "unknown-model", "unknown-version", "no-model", "no-history", "too-few-steps",
+        "ragged", "unknown-history-region", "missing-region", "nan", "negative", "unknown-region",
+        "level-above-1", "level-0", "level-out-of-model-range", "unknown-horizon", "no-store"])
+def test_bad_input_status(stub, kw, code, message):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Forecast(forecast_pb2.ForecastRequest(**kw), timeout=10)
+    assert err.value.code() == code
+    assert message in err.value.details()

@@ -1,0 +1,168 @@
+"""Forecaster: tiny training runs, DP accounting, ONNX export parity for both variants, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from healthai.training.epi.data import load_epi, make_epi_data
+from healthai.training.errors import PrivacyBudgetError, TrainingInputError
+from healthai.training.export import CARD_FIELDS
+from healthai.training.forecast.build import build_forecaster
+from healthai.training.forecast.export import export_forecaster
+from healthai.training.forecast.graph import RegionGraph
+from healthai.training.forecast.model import FLUSIGHT_QUANTILES
+from healthai.training.forecast.train import ForecastConfig, train_forecaster
+from healthai.training.privacy import PrivacySettings
+from healthai.training.runs import run_forecast
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+def _ring_graph(n: int) -> RegionGraph:
+    adj = np.zeros((n, n))
+    for i in range(n):
+        adj[i, (i + 1) % n] = adj[(i + 1) % n, i] = 1.0
+    return RegionGraph.from_adjacency(adj, [f"r{i}" for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def japan(shared_data: Path):
+    return load_epi("japan", data_root=shared_data)
+
+
+def test_quantiles_never_cross_and_shapes() -> None:
+    graph = _ring_graph(6)
+    model = build_forecaster(
+        graph, window=54, steps=4, seasonal=True, hidden=8, scale_min=np.zeros(6), scale_max=np.full(6, 100.0)
+    )
+    _randomize(model)
+    out = model(torch.rand(5, 54, 6) * 100).detach().numpy()
+    assert out.shape == (5, 4, 6, len(FLUSIGHT_QUANTILES))
+    assert np.all(np.diff(out, axis=-1) >= 0)
+    assert np.all(out >= 0)
+
+
+@pytest.mark.parametrize("seasonal", [False, True])
+def test_export_parity_both_variants(tmp_path: Path, seasonal: bool) -> None:
+    graph = _ring_graph(12)
+    window = 54 if seasonal else 20
+    model = build_forecaster(
+        graph,
+        window=window,
+        steps=5,
+        seasonal=seasonal,
+        hidden=16,
+        scale_min=np.full(12, 3.0),
+        scale_max=np.full(12, 500.0),
+    )
+    _randomize(model, seed=1)
+    errors = export_forecaster(model, graph, tmp_path / "fc", variants=("custom", "standard"))
+    assert set(errors) == {"custom", "standard"}
+    assert max(errors.values()) < 1e-4
+    custom = onnx.load(str(tmp_path / "fc/1/model.onnx"))
+    standard = onnx.load(str(tmp_path / "fc/1/model.standard.onnx"))
+    assert any(n.domain == "healthai" and n.op_type == "CsrAggregate" for n in custom.graph.node)
+    assert all(n.domain in ("", "ai.onnx") for n in standard.graph.node)
+    assert [i.name for i in custom.graph.input] == ["history"]
+    assert [o.name for o in custom.graph.output] == ["forecast"]
+    card = json.loads((tmp_path / "fc/1/model_card.json").read_text())
+    assert card["window"] == window and card["output_steps"] == 5
+    assert card["quantile_levels"] == list(FLUSIGHT_QUANTILES)
+    saved = RegionGraph.load(tmp_path / "fc/1/graph.json")
+    assert saved.region_ids == graph.region_ids and np.array_equal(saved.indptr, graph.indptr)
+    assert "dims: [ 5, 12, 23 ]" in (tmp_path / "fc/config.pbtxt").read_text()
+
+
+def test_tiny_run_loss_falls_exports_with_full_card(shared_data: Path, tmp_path: Path) -> None:
+    cfg = ForecastConfig(seasonal=False, epochs=8, hidden=8, steps=5, horizons=(2, 5), seed=0)
+    run_dir, summary = run_forecast(
+        dataset="japan",
+        data_root=shared_data,
+        config=cfg,
+        runs_dir=tmp_path / "runs",
+        export_repo=tmp_path / "repo",
+    )
+    curve = json.loads((run_dir / "curve.json").read_text())["curve"]
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"]
+    for name in ("metrics.json", "training_curve.png", "forecast_h2.png", "model_state.pt"):
+        assert (run_dir / name).is_file()
+    test = summary["test"]
+    assert set(test) == {"2", "5"}
+    assert {"rmse", "mae", "pcc", "wis", "coverage50", "coverage95", "baselines"} <= set(test["2"])
+    assert test["2"]["baselines"]["lag52"]["rmse"] == pytest.approx(839.2, abs=0.1)
+    card = json.loads((tmp_path / "repo/forecast_japan/1/model_card.json").read_text())
+    assert set(CARD_FIELDS) <= set(card)
+    assert {"window", "output_steps", "quantile_levels", "n_regions", "variants"} <= set(card)
+    assert card["privacy"]["private"] is False and card["privacy"]["privacy_unit"].startswith(
+        "one training window"
+    )
+    assert max(card["onnx_parity_max_rel_err"].values()) < 1e-4
+    assert set(card["onnx_parity_max_rel_err"]) == {"custom", "standard"}
+    for name in ("model.onnx", "model.standard.onnx", "graph.json"):
+        assert (tmp_path / "repo/forecast_japan/1" / name).is_file()
+
+
+def test_dp_training_epsilon_within_target(japan) -> None:
+    cfg = ForecastConfig(
+        seasonal=False,
+        epochs=3,
+        hidden=8,
+        steps=3,
+        horizons=(2,),
+        batch_size=16,
+        privacy=PrivacySettings(epsilon=8.0),
+    )
+    result = train_forecaster(data=japan, config=cfg)
+    assert result.privacy["private"] is True
+    assert 0 < result.privacy["epsilon"] <= 8.0
+    assert result.privacy["privacy_unit"].startswith("one training window")
+
+
+def test_bad_inputs_are_refused_before_training() -> None:
+    rng = np.random.default_rng(0)
+    series = rng.uniform(0, 10, size=(100, 4))
+    adj = np.eye(4)
+    with pytest.raises(TrainingInputError, match="square"):
+        make_epi_data("x", series, np.ones((4, 3)), window=20, horizon=5)
+    asym = np.eye(4)
+    asym[0, 1] = 1.0
+    with pytest.raises(TrainingInputError, match="symmetric"):
+        make_epi_data("x", series, asym, window=20, horizon=5)
+    with pytest.raises(TrainingInputError, match="3x3 but the series has 4"):
+        make_epi_data("x", series, np.eye(3), window=20, horizon=5)
+    with pytest.raises(TrainingInputError, match="too short"):
+        make_epi_data("x", series[:40], adj, window=20, horizon=5)
+    bad = series.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(TrainingInputError, match="non-finite value at week 7, region 2"):
+        make_epi_data("x", bad, adj, window=20, horizon=5)
+    bad[7, 2] = -1
+    with pytest.raises(TrainingInputError, match="negative count"):
+        make_epi_data("x", bad, adj, window=20, horizon=5)
+    data = make_epi_data("x", series, adj, window=20, horizon=5)
+    with pytest.raises(TrainingInputError, match="too short"):
+        train_forecaster(data=data, config=ForecastConfig(seasonal=True, steps=5, horizons=(2,)))
+    with pytest.raises(TrainingInputError, match="at most 50 steps"):
+        train_forecaster(data=data, config=ForecastConfig(seasonal=True, steps=51, horizons=(2,)))
+    with pytest.raises(TrainingInputError, match="horizons"):
+        train_forecaster(data=data, config=ForecastConfig(steps=5, horizons=(6,)))
+    with pytest.raises(PrivacyBudgetError, match=r"cannot be reached|noise multiplier"):
+        train_forecaster(
+            data=data,
+            config=ForecastConfig(
+                steps=5, horizons=(2,), epochs=500, batch_size=64, privacy=PrivacySettings(epsilon=0.01)
+            ),
+        )

@@ -1,0 +1,182 @@
+"""``healthai train risk ...`` and ``healthai train forecast ...``.
+
+Examples::
+
+    healthai train risk --dataset heart --epsilon 1.2
+    healthai train risk --dataset diabetes130 --non-private --export-to server/data/models
+    healthai train forecast --dataset japan --mode seasonal --seeds 0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from healthai.training.errors import TrainingInputError
+
+logger = logging.getLogger(__name__)
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from exc
+
+
+def _privacy_args(p: argparse.ArgumentParser, *, default_epsilon: float | None) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--epsilon",
+        type=float,
+        default=default_epsilon,
+        help=f"target epsilon for DP-SGD (default {default_epsilon})",
+    )
+    g.add_argument("--non-private", action="store_true", help="train without differential privacy")
+    p.add_argument("--delta", type=float, default=1e-5)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding risk/ and epi/")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        help="model repository to (over)write, e.g. server/data/models",
+    )
+    p.add_argument("--model-name", default=None)
+    p.add_argument("--seeds", type=_seeds, default=[0])
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--hidden", type=int, default=None)
+
+
+def _privacy(args: argparse.Namespace):
+    from healthai.training.privacy import PrivacySettings
+
+    eps = None if args.non_private else args.epsilon
+    return PrivacySettings(epsilon=eps, delta=args.delta, max_grad_norm=args.max_grad_norm)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = ("epochs", "batch_size", "lr", "hidden")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def _train_risk(args: argparse.Namespace) -> int:
+    from healthai.training.risk.train import RiskConfig
+    from healthai.training.runs import run_risk
+
+    defaults = {
+        "heart": {"epochs": 20, "batch_size": 64, "lr": 1e-2},
+        "diabetes130": {"epochs": 15, "batch_size": 2048, "lr": 0.5, "hidden": 0, "optimizer": "sgd"},
+    }[args.dataset]
+    for seed in args.seeds:
+        cfg = RiskConfig(
+            **{**defaults, **_overrides(args)}, seed=seed, device=args.device, privacy=_privacy(args)
+        )
+        run_dir, result = run_risk(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            config=cfg,
+            runs_dir=args.runs_dir,
+            export_repo=args.export_to,
+            model_name=args.model_name,
+        )
+        print(
+            json.dumps(
+                {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
+            )
+        )
+    return 0
+
+
+def _train_forecast(args: argparse.Namespace) -> int:
+    from healthai.training.forecast.train import ForecastConfig
+    from healthai.training.runs import run_forecast
+
+    for seed in args.seeds:
+        cfg = ForecastConfig(
+            seasonal=args.mode == "seasonal",
+            **_overrides(args),
+            seed=seed,
+            device=args.device,
+            privacy=_privacy(args),
+        )
+        run_dir, result = run_forecast(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            config=cfg,
+            runs_dir=args.runs_dir,
+            export_repo=args.export_to,
+            model_name=args.model_name,
+            variants=tuple(args.variants.split(",")),
+        )
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(run_dir),
+                    "rmse": {h: r["rmse"] for h, r in result["test"].items()},
+                    "epsilon": result["privacy"]["epsilon"],
+                }
+            )
+        )
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from healthai.training.report import main_tables
+
+    return main_tables(args)
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("healthai").setLevel(logging.INFO)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        try:
+            return func(args)
+        except TrainingInputError as exc:
+            print(f"error: {exc.message}")
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train models offline (DP-SGD) and export them to ONNX")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (the models are small)")
+    kinds = train.add_subparsers(dest="kind", required=True)
+    risk = kinds.add_parser("risk", help="patient risk model (readmission, heart disease)")
+    risk.add_argument("--dataset", choices=("diabetes130", "heart"), default="diabetes130")
+    _common(risk)
+    _privacy_args(risk, default_epsilon=1.2)
+    risk.set_defaults(func=_guard(_train_risk))
+    fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")
+    fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")
+    fc.add_argument(
+        "--mode",
+        choices=("window20", "seasonal"),
+        default="seasonal",
+        help="window20: the papers' 20-week window; seasonal: also season-ago weeks (production)",
+    )
+    fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
+    _common(fc)
+    _privacy_args(fc, default_epsilon=None)
+    fc.set_defaults(func=_guard(_train_forecast))
+    tables = kinds.add_parser("tables", help="metric tables over seeds (risk + forecaster, DP and not)")
+    tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    tables.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    tables.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4])
+    tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs (default 200)")
+    tables.set_defaults(func=_guard(_tables))

@@ -1,0 +1,1 @@
+"""Spatio-temporal GNN forecaster: weekly counts on a region graph → multi-step quantile forecasts."""

@@ -1,0 +1,159 @@
+"""ST-GNN forecaster: per-region temporal encoder → graph aggregation (``healthai.ops``) → quantile head.
+
+Input ``history`` [B, W, N] raw weekly counts; output ``forecast`` [B, S, N, Q] counts for steps
+1..S ahead at Q quantile levels. Min-max scaling (fitted on training rows) is inside the module, so
+the exported ONNX graph takes and returns the original count scale. Quantiles cannot cross: the
+median is predicted directly and the other levels as cumulative softplus offsets from it.
+
+Two modes: ``seasonal=False`` sees only the last ``recent`` weeks (the papers' 20-week window);
+``seasonal=True`` also reads, for every step, the same week one season (52 weeks) earlier and the
+mean of the five weeks around it, so the window must be at least 54 weeks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+FLUSIGHT_QUANTILES = (
+    0.01,
+    0.025,
+    0.05,
+    0.10,
+    0.15,
+    0.20,
+    0.25,
+    0.30,
+    0.35,
+    0.40,
+    0.45,
+    0.50,
+    0.55,
+    0.60,
+    0.65,
+    0.70,
+    0.75,
+    0.80,
+    0.85,
+    0.90,
+    0.95,
+    0.975,
+    0.99,
+)
+SEASON = 52
+SEASON_HALF_WIDTH = 2
+
+
+MAX_SEASONAL_STEPS = SEASON - SEASON_HALF_WIDTH  # week t+s-52+2 must already be observed
+
+
+def seasonal_window(steps: int) -> int:
+    """Smallest window that holds week ``t + s - 52 ± 2`` for every step s = 1..steps (step 1 reaches
+    furthest back, so it does not depend on ``steps`` as long as ``steps <= MAX_SEASONAL_STEPS``)."""
+    if steps > MAX_SEASONAL_STEPS:
+        raise ValueError(f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {steps}")
+    return SEASON + SEASON_HALF_WIDTH
+
+
+class STGNNForecaster(nn.Module):
+    def __init__(
+        self,
+        *,
+        spatial: nn.Module,
+        n_nodes: int,
+        window: int,
+        steps: int,
+        quantiles: tuple[float, ...] = FLUSIGHT_QUANTILES,
+        hidden: int = 32,
+        recent: int = 20,
+        seasonal: bool = False,
+        scale_min: np.ndarray | None = None,
+        scale_max: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        levels = np.asarray(quantiles, dtype=np.float64)
+        if (
+            levels.ndim != 1
+            or levels.size < 1
+            or np.any(np.diff(levels) <= 0)
+            or levels[0] <= 0
+            or levels[-1] >= 1
+        ):
+            raise ValueError(f"quantiles must be strictly increasing in (0, 1), got {list(quantiles)}")
+        if recent > window:
+            raise ValueError(f"recent={recent} exceeds window={window}")
+        if seasonal and window < seasonal_window(steps):
+            raise ValueError(f"seasonal mode needs window >= {seasonal_window(steps)}, got {window}")
+        self.n_nodes, self.window, self.steps, self.recent, self.seasonal = (
+            n_nodes,
+            window,
+            steps,
+            recent,
+            seasonal,
+        )
+        self.quantiles = tuple(float(q) for q in levels)
+        n_q = len(self.quantiles)
+        self.median_index = int(np.argmin(np.abs(levels - 0.5)))
+        lo = np.zeros(n_nodes) if scale_min is None else np.asarray(scale_min, float)
+        hi = np.ones(n_nodes) if scale_max is None else np.asarray(scale_max, float)
+        self.register_buffer("scale_min", torch.tensor(lo, dtype=torch.float32))
+        self.register_buffer("scale_range", torch.tensor(np.maximum(hi - lo, 1e-6), dtype=torch.float32))
+        if seasonal:  # window positions of week t+s-52+d for s = 1..S, d = -2..2  → [S, 5]
+            s = np.arange(1, steps + 1)[:, None]
+            d = np.arange(-SEASON_HALF_WIDTH, SEASON_HALF_WIDTH + 1)[None, :]
+            self.register_buffer("season_index", torch.tensor(window - 1 + s - SEASON + d, dtype=torch.long))
+        n_feat = recent + (2 * steps if seasonal else 0)
+        self.temporal = nn.Sequential(
+            nn.Linear(n_feat, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.spatial = spatial
+        self.mix = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, steps * n_q)
+        self.highway = nn.Linear(n_feat, steps)  # linear autoregressive part (as in LSTNet / Cola-GNN)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.highway.weight)
+        nn.init.zeros_(self.highway.bias)
+        # offsets[k] = sum of increments between the median and level k (signed): a fixed [Q-1, Q] matrix
+        m = self.median_index
+        cum = np.zeros((n_q - 1, n_q), dtype=np.float32)
+        inc_levels = [k for k in range(n_q) if k != m]  # increment j belongs to level inc_levels[j]
+        for j, lvl in enumerate(inc_levels):
+            for k in range(n_q):
+                if lvl > m and m < lvl <= k:
+                    cum[j, k] = 1.0
+                elif lvl < m and k <= lvl < m:
+                    cum[j, k] = -1.0
+        self.register_buffer("offset_matrix", torch.tensor(cum))
+        self.hidden = hidden
+
+    def features(self, xs: torch.Tensor) -> torch.Tensor:
+        """Scaled window [B, W, N] → per-node features [B, N, F]."""
+        recent = xs[:, self.window - self.recent :, :].transpose(1, 2)
+        if not self.seasonal:
+            return recent
+        lagged = xs[:, self.season_index.reshape(-1), :]  # [B, S*5, N]
+        lagged = lagged.reshape(xs.shape[0], self.steps, 2 * SEASON_HALF_WIDTH + 1, self.n_nodes)
+        same_week = lagged[:, :, SEASON_HALF_WIDTH, :]
+        around = lagged.mean(dim=2)
+        return torch.cat([recent, same_week.transpose(1, 2), around.transpose(1, 2)], dim=2)
+
+    def forward_scaled(self, history: torch.Tensor) -> torch.Tensor:
+        """Quantiles on the min-max scale [B, S, N, Q] (what the loss sees; no clamp at zero)."""
+        xs = (history - self.scale_min) / self.scale_range
+        feats = self.features(xs)  # [B, N, F]
+        h = self.temporal(feats)
+        z = self.mix(torch.cat([h, self.spatial(h)], dim=2))
+        raw = self.head(z).reshape(xs.shape[0], self.n_nodes, self.steps, len(self.quantiles))
+        m = self.median_index
+        naive = feats[:, :, self.recent - 1 : self.recent]  # residual over the last observed week
+        median = naive + raw[..., m] + self.highway(feats)  # [B, N, S]
+        increments = nn.functional.softplus(torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=3))
+        q = median.unsqueeze(-1) + increments @ self.offset_matrix  # [B, N, S, Q]
+        return q.permute(0, 2, 1, 3)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        q = self.forward_scaled(history)
+        counts = q * self.scale_range[None, None, :, None] + self.scale_min[None, None, :, None]
+        return torch.clamp(counts, min=0.0)

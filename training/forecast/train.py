@@ -1,0 +1,264 @@
+"""Train the ST-GNN forecaster on the benchmark protocol (non-private or DP-SGD) and evaluate it.
+
+One model covers every step 1..S; horizon h is read from step h. Loss: pinball over the quantile
+levels plus squared error of the median (scaled space). The checkpoint with the lowest validation
+RMSE of the median is kept. DP-SGD privacy unit: one training window.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from healthai.training.common import resolve_device, seed_everything
+from healthai.training.epi import baselines, metrics
+from healthai.training.epi import data as epi_data
+from healthai.training.errors import TrainingInputError
+from healthai.training.forecast.build import build_forecaster
+from healthai.training.forecast.graph import RegionGraph
+from healthai.training.forecast.model import (
+    FLUSIGHT_QUANTILES,
+    MAX_SEASONAL_STEPS,
+    STGNNForecaster,
+    seasonal_window,
+)
+from healthai.training.privacy import PrivacySettings, make_private, privacy_report, validate_privacy
+
+logger = logging.getLogger(__name__)
+HORIZONS = (2, 3, 5, 10, 15)
+PRIVACY_UNIT = "one training window (W input weeks x all regions + its S target weeks)"
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    seasonal: bool = False
+    window: int | None = None  # default: 20 (standard) or seasonal_window(steps) (seasonal)
+    recent: int = 20
+    steps: int = 15
+    horizons: tuple[int, ...] = HORIZONS
+    quantiles: tuple[float, ...] = FLUSIGHT_QUANTILES
+    hidden: int = 32
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    point_weight: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    privacy: PrivacySettings = field(default_factory=lambda: PrivacySettings(epsilon=None))
+
+    @property
+    def effective_window(self) -> int:
+        if self.window is not None:
+            return self.window
+        return seasonal_window(self.steps) if self.seasonal else self.recent
+
+
+@dataclass
+class ForecastResult:
+    model: STGNNForecaster
+    graph: RegionGraph
+    metrics: dict[str, object]
+    curve: list[dict[str, float]]
+    privacy: dict[str, object]
+    predictions: dict[str, np.ndarray]
+
+
+def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
+    if cfg.steps < 1 or any(h < 1 or h > cfg.steps for h in cfg.horizons):
+        raise TrainingInputError(
+            f"horizons {cfg.horizons} must lie in 1..steps={cfg.steps}", field="horizons"
+        )
+    if cfg.seasonal and cfg.steps > MAX_SEASONAL_STEPS:
+        raise TrainingInputError(
+            f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {cfg.steps}", field="steps"
+        )
+    if cfg.recent < 1 or cfg.effective_window < cfg.recent:
+        raise TrainingInputError(
+            f"window {cfg.effective_window} must be >= recent {cfg.recent} >= 1", field="window"
+        )
+    if cfg.seasonal and cfg.effective_window < seasonal_window(cfg.steps):
+        raise TrainingInputError(
+            f"seasonal mode needs window >= {seasonal_window(cfg.steps)}, got {cfg.effective_window}",
+            field="window",
+        )
+    if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.hidden < 1:
+        raise TrainingInputError("batch_size, lr and hidden must be positive", field="config")
+    epi_data.validate_series(data.series, window=cfg.effective_window, horizon=cfg.steps)
+
+
+def _split_tensors(
+    data: epi_data.EpiData, window: int, steps: int, lo: np.ndarray, hi: np.ndarray, split: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Windows whose step-1 target lies in ``split``; targets outside the split are masked out."""
+    targets = epi_data.target_weeks(data, split)
+    ends = targets[targets - window >= 0]
+    first, last = targets[0], targets[-1]
+    x = epi_data.windows(data.series, ends, window)
+    tgt_idx = ends[:, None] + np.arange(steps)[None, :]
+    mask = (tgt_idx >= first) & (tgt_idx <= last)
+    y = data.series[np.minimum(tgt_idx, data.n_weeks - 1)]  # [B, S, N]
+    y_scaled = (y - lo) / np.maximum(hi - lo, 1e-6)
+    as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_t(x), as_t(y_scaled), as_t(np.broadcast_to(mask[:, :, None], y.shape).copy())
+
+
+class _ScaledForecaster(nn.Module):
+    """Exposes ``forward_scaled`` as ``forward`` so Opacus can wrap the training view."""
+
+    def __init__(self, model: STGNNForecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_scaled(history)
+
+
+def quantile_loss(
+    q: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    levels: torch.Tensor,
+    median_index: int,
+    point_weight: float,
+) -> torch.Tensor:
+    """Masked mean pinball loss over levels + ``point_weight`` × masked MSE of the median."""
+    diff = y.unsqueeze(-1) - q
+    pin = torch.maximum(levels * diff, (levels - 1) * diff).mean(dim=-1)
+    sq = (y - q[..., median_index]) ** 2
+    denom = mask.sum().clamp(min=1.0)
+    return ((pin + point_weight * sq) * mask).sum() / denom
+
+
+def evaluate(model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int, ...]) -> tuple[dict, dict]:
+    """Per-horizon RMSE/MAE/PCC (median), WIS, 50%/95% coverage on test weeks, next to the baselines."""
+    model.eval()
+    levels = np.asarray(model.quantiles)
+    targets = epi_data.target_weeks(data, "test")
+    out, preds = {}, {}
+    with torch.no_grad():
+        for h in horizons:
+            ends = targets - h + 1
+            x = torch.tensor(epi_data.windows(data.series, ends, model.window), dtype=torch.float32)
+            q = model(x.to(model.scale_min.device)).cpu().numpy()[:, h - 1]  # [B, N, Q]
+            y = data.series[targets]
+            point = q[..., model.median_index]
+            row = metrics.point_metrics(y, point)
+            row["wis"] = metrics.weighted_interval_score(y, q, levels)
+            row["coverage50"] = metrics.coverage(y, q, levels, 0.5)
+            row["coverage95"] = metrics.coverage(y, q, levels, 0.95)
+            row["baselines"] = {
+                name: metrics.point_metrics(y, b)
+                for name, b in baselines.all_baselines(data.series, targets, h).items()
+            }
+            out[str(h)] = row
+            preds[str(h)] = q
+    return out, preds
+
+
+def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> ForecastResult:
+    """Validate everything, then train and evaluate. Raises TrainingInputError before any training."""
+    _validate(config, data)
+    cfg = config
+    window = cfg.effective_window
+    a, _ = data.split_points
+    lo, hi = epi_data.minmax_fit(data.series, a)
+    x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train")
+    x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val")
+    if len(x_tr) < 2:
+        raise TrainingInputError(f"only {len(x_tr)} training windows; need a longer series", field="series")
+    sample_rate = min(1.0, cfg.batch_size / len(x_tr))
+    validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)
+
+    device = resolve_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+    graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
+    model = build_forecaster(
+        graph,
+        window=window,
+        steps=cfg.steps,
+        quantiles=cfg.quantiles,
+        hidden=cfg.hidden,
+        recent=cfg.recent,
+        seasonal=cfg.seasonal,
+        scale_min=lo,
+        scale_max=hi,
+    ).to(device)
+    levels = torch.tensor(cfg.quantiles, dtype=torch.float32, device=device)
+    train_view: nn.Module = _ScaledForecaster(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(
+        TensorDataset(x_tr, y_tr, m_tr), batch_size=cfg.batch_size, shuffle=True, generator=gen
+    )
+    engine = None
+    if cfg.privacy.private:
+        train_view, optimizer, loader, engine = make_private(
+            model=train_view,
+            optimizer=optimizer,
+            loader=loader,
+            settings=cfg.privacy,
+            epochs=cfg.epochs,
+            generator=gen,
+        )
+
+    best_state, best_val, curve = None, float("inf"), []
+    for epoch in tqdm(range(cfg.epochs), desc=f"forecast {data.name}", leave=False, disable=None):
+        train_view.train()
+        total, count = 0.0, 0
+        for xb, yb, mb in loader:
+            if len(xb) == 0:
+                continue
+            xb, yb, mb = xb.to(device), yb.to(device), mb.to(device)
+            optimizer.zero_grad()
+            loss = quantile_loss(train_view(xb), yb, mb, levels, model.median_index, cfg.point_weight)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(xb), count + len(xb)
+        model.eval()
+        with torch.no_grad():
+            q_va = model.forward_scaled(x_va.to(device))
+            val_loss = float(
+                quantile_loss(q_va, y_va.to(device), m_va.to(device), levels, model.median_index, 0.0)
+            )
+            err = (q_va[..., model.median_index] - y_va.to(device)) * m_va.to(device)
+            val_rmse = float(torch.sqrt((err**2).sum() / m_va.sum()))
+        curve.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                "val_pinball": val_loss,
+                "val_rmse_scaled": val_rmse,
+            }
+        )
+        if val_rmse < best_val:
+            best_val, best_state = val_rmse, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    test, preds = evaluate(model, data, cfg.horizons)
+    privacy = privacy_report(
+        settings=cfg.privacy,
+        engine=engine,
+        optimizer=optimizer if engine else None,
+        sample_rate=sample_rate,
+        epochs=cfg.epochs,
+        unit=PRIVACY_UNIT,
+    )
+    summary = {
+        "dataset": data.name,
+        "mode": "seasonal" if cfg.seasonal else "window20",
+        "window": window,
+        "best_val_rmse_scaled": best_val,
+        "test": test,
+        "n_train_windows": len(x_tr),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "privacy"},
+    }
+    return ForecastResult(
+        model=model, graph=graph, metrics=summary, curve=curve, privacy=privacy, predictions=preds
+    )

@@ -1,0 +1,1 @@
+"""Patient risk models (30-day readmission, heart disease): features, DP training, calibration."""

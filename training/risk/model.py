@@ -1,0 +1,54 @@
+"""Small MLP risk model with standardisation and Platt calibration inside the module (and the ONNX)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RiskNet(nn.Module):
+    """Raw features [B, F] → logit [B, 1]; standardisation constants are buffers."""
+
+    def __init__(self, *, mean: np.ndarray, std: np.ndarray, hidden: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
+        n = len(mean)
+        self.body = (
+            nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            if hidden
+            else nn.Linear(n, 1)
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body((features - self.mean) / self.std)
+
+
+class CalibratedRisk(nn.Module):
+    """``probability = sigmoid(a * logit + b)`` with (a, b) fitted on the validation split (Platt)."""
+
+    def __init__(self, net: RiskNet, a: float = 1.0, b: float = 0.0) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("platt", torch.tensor([a, b], dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.platt[0] * self.net(features) + self.platt[1])
+
+
+def fit_platt(logits: torch.Tensor, labels: torch.Tensor, *, steps: int = 200) -> tuple[float, float]:
+    """Minimise the validation log-loss of ``sigmoid(a * logit + b)`` over (a, b)."""
+    ab = torch.tensor([1.0, 0.0], requires_grad=True)
+    opt = torch.optim.LBFGS([ab], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+    z, y = logits.detach().reshape(-1), labels.reshape(-1)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(ab[0] * z + ab[1], y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a, b = (float(v) for v in ab.detach())
+    return a, b
