@@ -335,12 +335,37 @@ def forecast_speed(name: str, graph, work: Path, args: argparse.Namespace) -> li
     with torch.inference_mode():
         xt = torch.from_numpy(x)
         ms["torch"] = timed(lambda: model(xt), args.budget)
+    agg = aggregation_alone(model.spatial, graph.n_nodes, work, args)
     print(f"  forecast {name}: built, exported and timed in {time.perf_counter() - t0:.0f} s", flush=True)
     ratio = ms["standard"] / ms["custom"]
     needs = graph.n_nodes > 1000
     return [name, f"{graph.n_nodes:,}", f"{graph.n_edges:,}", f"{ms['custom']:.2f}", f"{ms['standard']:.2f}",
             f"{ms['torch']:.2f}", f"{ratio:.1f}×", "≥ 3×" if needs else "",
-            verdict(ratio >= 3) if needs else ""]
+            verdict(ratio >= 3) if needs else "",
+            f"{agg['custom']:.3f} / {agg['standard']:.3f} ({agg['standard'] / agg['custom']:.1f}×)"]
+
+
+def aggregation_alone(layer, n: int, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The forecaster's graph-aggregation node by itself on [1, N, 32] (its hidden width), both variants."""
+    import torch
+
+    from healthai.ops import ort_library_path
+    from healthai.ops.onnx_export import export_onnx
+
+    x = np.random.default_rng(1).normal(size=(1, n, 32)).astype(np.float32)
+    ms = {}
+    for variant in ("custom", "standard"):
+        path = work / f"agg-{n}-{variant}.onnx"
+        export_onnx(layer, (torch.from_numpy(x),), path, variant=variant, input_names=["x"],
+                    output_names=["y"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        if variant == "custom":
+            opts.register_custom_ops_library(str(ort_library_path()))
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ms[variant] = timed(lambda s=sess: s.run(None, {"x": x}), args.budget)
+        path.unlink()
+    return ms
 
 
 def forecast_rpc(repo: Path, work: Path, args: argparse.Namespace) -> list[list[object]]:
@@ -374,7 +399,8 @@ def forecast_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[st
     out = [table(f"Forecast model, one window of 20 steps → 15 steps × 23 quantiles (ms, median; "
                  f"{args.threads} threads)",
                  ["graph", "nodes", "edges (CSR, incl. self-loops)", "custom-op ONNX", "standard-opset ONNX",
-                  "torch eager", "standard / custom", "target", "verdict"], rows)]
+                  "torch eager", "standard / custom", "target", "verdict",
+                  "aggregation node alone: custom / standard ms"], rows)]
     out.append(table("Forecast RPC latency, concurrency 1 (ms)", ["RPC", "p50", "p99", "target", "verdict"],
                      forecast_rpc(repo, work, args)))
     return out

@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES = (
     "healthai.app.cli",  # serve
     "healthai.training.cli",  # train
     "healthai.security.cli",  # keys
+    "healthai.triton.cli",  # triton prepare
 )
 
 

@@ -66,18 +66,16 @@ def _privacy(args: argparse.Namespace):
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    names = ("epochs", "batch_size", "lr", "hidden")
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    names = ("epochs", "batch_size", "lr", "hidden", "optimizer")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def _train_risk(args: argparse.Namespace) -> int:
+    from healthai.training.report import risk_defaults
     from healthai.training.risk.train import RiskConfig
     from healthai.training.runs import run_risk
 
-    defaults = {
-        "heart": {"epochs": 20, "batch_size": 64, "lr": 1e-2},
-        "diabetes130": {"epochs": 15, "batch_size": 2048, "lr": 0.5, "hidden": 0, "optimizer": "sgd"},
-    }[args.dataset]
+    defaults = risk_defaults(args.dataset, private=not args.non_private)
     for seed in args.seeds:
         cfg = RiskConfig(
             **{**defaults, **_overrides(args)}, seed=seed, device=args.device, privacy=_privacy(args)
@@ -89,6 +87,7 @@ def _train_risk(args: argparse.Namespace) -> int:
             runs_dir=args.runs_dir,
             export_repo=args.export_to,
             model_name=args.model_name,
+            export=not args.no_export,
         )
         print(
             json.dumps(
@@ -161,6 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     risk.add_argument("--dataset", choices=("diabetes130", "heart"), default="diabetes130")
     _common(risk)
     _privacy_args(risk, default_epsilon=1.2)
+    risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    risk.add_argument("--no-export", action="store_true", help="skip the ONNX export into the run folder")
     risk.set_defaults(func=_guard(_train_risk))
     fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")
     fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")
@@ -179,4 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tables.add_argument("--runs-dir", type=Path, default=Path("runs"))
     tables.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4])
     tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs (default 200)")
+    tables.add_argument("--from-runs", action="store_true", help="only rebuild the tables from --runs-dir")
+    tables.add_argument("--only", default="risk,forecast", help="which tables: risk, forecast or both")
+    tables.add_argument("--dp-seeds", type=int, default=2, help="seeds for the DP forecaster runs")
     tables.set_defaults(func=_guard(_tables))

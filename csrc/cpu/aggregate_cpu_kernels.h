@@ -24,20 +24,45 @@ inline void prefetch_block(const T* p, int64_t n) {
 inline bool take_max(double v, double best) { return v > best || (std::isnan(v) && !std::isnan(best)); }
 inline bool take_max(float v, float best) { return v > best || (std::isnan(v) && !std::isnan(best)); }
 
-// out[f0:f0+B] = scale * sum_e w[e] * x[idx[e], f0:f0+B] for one row; B is a compile-time block.
+// 32-byte SIMD vectors (GCC/Clang vector extensions): ymm registers with -mavx2, xmm pairs without.
+template <typename T>
+struct Vec32;
+template <>
+struct Vec32<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vec32<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+
+// out[f0:f0+B] = scale * sum_e w[e] * x[idx[e], f0:f0+B] for one row; the B accumulators stay in
+// registers (B / lanes vectors) while the row's edges stream by.
 template <typename T, typename I, bool kWeighted, int B>
 inline void sum_block(const I* idx, const T* w, int64_t e0, int64_t e1, int64_t e_end, const T* x, int64_t F,
                       int64_t f0, T scale, T* out) {
-  T acc[B];
-  for (int f = 0; f < B; ++f) acc[f] = T(0);
+  using V = typename Vec32<T>::type;
+  constexpr int kLanes = 32 / sizeof(T);
+  constexpr int kVecs = B / kLanes;
+  V acc[kVecs];
+#pragma GCC unroll 16
+  for (int k = 0; k < kVecs; ++k) acc[k] = V{};
   for (int64_t e = e0; e < e1; ++e) {
     if (e + kPrefetchEdges < e_end) prefetch_block(x + static_cast<int64_t>(idx[e + kPrefetchEdges]) * F + f0, B);
     const T* xr = x + static_cast<int64_t>(idx[e]) * F + f0;
     const T wv = kWeighted ? w[e] : T(1);
-#pragma GCC unroll 64
-    for (int f = 0; f < B; ++f) acc[f] += wv * xr[f];
+#pragma GCC unroll 16
+    for (int k = 0; k < kVecs; ++k) {
+      V xv;
+      std::memcpy(&xv, xr + k * kLanes, sizeof(V));  // unaligned load
+      acc[k] += wv * xv;
+    }
   }
-  for (int f = 0; f < B; ++f) out[f0 + f] = acc[f] * scale;
+#pragma GCC unroll 16
+  for (int k = 0; k < kVecs; ++k) {
+    const V r = acc[k] * scale;
+    std::memcpy(out + f0 + k * kLanes, &r, sizeof(V));
+  }
 }
 
 template <typename T, typename I, bool kWeighted>

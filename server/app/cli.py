@@ -17,7 +17,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags the user gave (argparse defaults are None), as Settings fields."""
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
-             "shutdown_grace_s", "log_level")
+             "shutdown_grace_s", "max_concurrent_rpcs", "log_level")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
     if args.dev:
         flags["dev_mode"] = True
@@ -30,8 +30,13 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["security"] = security
     if args.metrics_port is not None:
         flags["observability"] = {"metrics_port": args.metrics_port}
+    serving: dict[str, Any] = {}
     if args.serving is not None:
-        flags["serving"] = {"enabled": args.serving}
+        serving["enabled"] = args.serving
+    if args.model_repository is not None:
+        serving["model_repository"] = args.model_repository
+    if serving:
+        flags["serving"] = serving
     return flags
 
 
@@ -72,9 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--omop-concept", type=Path, help="OMOP CONCEPT file")
     p.add_argument("--omop-concept-relationship", type=Path, help="OMOP CONCEPT_RELATIONSHIP file")
     p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
+    p.add_argument("--max-concurrent-rpcs", type=int,
+                   help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--serving", action=argparse.BooleanOptionalAction, default=None,
                    help="mount the Risk/Forecast/KServe services (default: settings.serving.enabled)")
+    p.add_argument("--model-repository", type=Path, help="model repository (Triton layout) to serve")
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA bundle for client certificates (mTLS)")

@@ -109,7 +109,8 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options)
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options,
+                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names: list[str] = []

@@ -48,6 +48,9 @@ class Settings(BaseModel):
     omop_concept: Path | None = None  # OMOP CONCEPT.csv (with omop_concept_relationship)
     omop_concept_relationship: Path | None = None
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # Admission control: RPCs in progress at once; beyond it a call is answered RESOURCE_EXHAUSTED at
+    # once instead of queueing without bound. None = no limit.
+    max_concurrent_rpcs: int | None = Field(None, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

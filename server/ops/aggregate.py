@@ -167,10 +167,11 @@ def aggregate_backward(
 
 
 class CsrGraph:
-    """A static CSR graph with its transpose built on first use and cached (NumPy arrays).
+    """A static CSR graph (NumPy arrays) whose transpose is built on first use and cached.
 
-    ``forward(x)`` and ``backward(x, grad_out)`` call the kernel with the stored arrays, so a training
-    loop over a fixed graph builds the transpose once.
+    The transpose includes its values: for ``"sum"``/``"mean"`` the backward product
+    ``grad_x = A^T grad_out`` is then one forward pass over the cached transposed graph. The arrays
+    (weights included) must not change after construction; build a new ``CsrGraph`` instead.
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class CsrGraph:
         self.n_cols = int(n_cols)
         self.weights = weights
         self._transpose: CsrTranspose | None = None
+        self._t_weights: dict[tuple[str, Any], np.ndarray | None] = {}
 
     @property
     def n_rows(self) -> int:
@@ -191,6 +193,18 @@ class CsrGraph:
         if self._transpose is None:
             self._transpose = csr_transpose(self.indptr, self.indices, self.n_cols)
         return self._transpose
+
+    def transposed_weights(self, reduce: Reduce, dtype: Any) -> np.ndarray | None:
+        """Values of ``A^T`` for the sum/mean backward (``w[e] / row count`` for mean), cached."""
+        key = (reduce, np.dtype(dtype))
+        if key not in self._t_weights:
+            _, t_rows, t_edges = self.transpose
+            w = None if self.weights is None else self.weights[t_edges].astype(dtype, copy=False)
+            if reduce == "mean":
+                counts = np.diff(self.indptr)[t_rows]
+                w = (np.ones(len(t_edges), dtype) if w is None else w) / counts.astype(dtype)
+            self._t_weights[key] = None if w is None else np.ascontiguousarray(w, dtype=dtype)
+        return self._t_weights[key]
 
     def forward(self, x: np.ndarray, reduce: Reduce = "sum", *, num_threads: int | None = None) -> Any:
         return aggregate(self.indptr, self.indices, x, self.weights, reduce, num_threads=num_threads)
@@ -205,18 +219,43 @@ class CsrGraph:
         need_grad_w: bool = False,
         num_threads: int | None = None,
     ) -> tuple[Any, Any]:
-        return aggregate_backward(
-            self.indptr,
-            self.indices,
-            x,
+        """``(grad_x, grad_weights or None)``; see ``aggregate_backward``."""
+        if reduce == "max" or _is_torch(x):
+            return aggregate_backward(
+                self.indptr,
+                self.indices,
+                x,
+                grad_out,
+                self.weights,
+                reduce,
+                argmax=argmax,
+                transpose=self.transpose,
+                need_grad_w=need_grad_w,
+                num_threads=num_threads,
+            )
+        t = self.transpose
+        grad_x = aggregate(
+            t.indptr,
+            t.indices,
             grad_out,
-            self.weights,
-            reduce,
-            argmax=argmax,
-            transpose=self.transpose,
-            need_grad_w=need_grad_w,
+            self.transposed_weights(reduce, x.dtype),
+            "sum",
             num_threads=num_threads,
         )
+        grad_w = None
+        if need_grad_w:
+            _, grad_w = aggregate_backward(
+                self.indptr,
+                self.indices,
+                x,
+                grad_out,
+                self.weights,
+                reduce,
+                need_grad_x=False,
+                need_grad_w=True,
+                num_threads=num_threads,
+            )
+        return grad_x, grad_w
 
 
 def set_num_threads(n: int) -> None:

@@ -1,14 +1,15 @@
-"""Charlson comorbidity index per patient from request codes, through the shared normalization code
-(``healthai.normalize.codes`` to validate, ``healthai.normalize.charlson`` to group and weigh) —
-the same functions training uses, never reimplemented here."""
+"""Charlson comorbidity index per patient from request codes, through the shared feature code
+(``healthai.normalize.codes`` validates each code, ``healthai.normalize.features.charlson_features``
+groups and weighs them) — the same functions training uses, never reimplemented here."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 
 from healthai.errors import InvalidInput
-from healthai.normalize import charlson, codes
+from healthai.normalize import codes, features
 from healthai.v1 import risk_pb2
 
 SYSTEMS = {"": "icd10", "icd10": "icd10", "icd10cm": "icd10", "icd-10-cm": "icd10", "icd9": "icd9",
@@ -30,17 +31,15 @@ def patient_index(diagnosis: risk_pb2.DiagnosisCodes, field: str) -> int | None:
                            field=f"{field}.system")
     if not diagnosis.codes:
         return None
-    valid, unmapped = [], 0
+    rows = []  # normalized condition rows, as the feature code takes them; invalid codes stay unmapped
     for code in diagnosis.codes:
-        canonical = (codes.canonical_icd10(code, codes.icd10_codes()) if system == "icd10"
-                     else codes.canonical_icd9(code))
-        if canonical is None:
-            unmapped += 1
+        if system == "icd10":
+            rows.append({"icd10_code": codes.canonical_icd10(code, codes.icd10_codes())})
         else:
-            valid.append(canonical)
-    groups = charlson.comorbidities(**{system: valid}, unmapped=unmapped)
-    value = charlson.charlson_index(groups)
-    return None if math.isnan(value) else int(value)
+            rows.append({"icd9_code": codes.canonical_icd9(code)})
+    out = features.charlson_features(rows, at=dt.datetime.now(dt.UTC))
+    value = out["charlson_index"]
+    return None if not out["charlson_available"] or math.isnan(value) else int(value)
 
 
 def charlson_indices(diagnoses: Sequence[risk_pb2.DiagnosisCodes], n: int) -> tuple[list[int], list[bool]]:

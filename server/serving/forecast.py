@@ -75,10 +75,15 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
                            f"at least {card.window}", field="stored")
     frame = frame.iloc[-card.window:]
     window = np.zeros((card.window, card.n_regions), np.float32)
+    matched = 0
     for code in frame.columns:
         col = card.region_aliases.get(str(code))
         if col is not None:
             window[:, col] += frame[code].to_numpy(dtype=np.float32)
+            matched += 1
+    if len(frame.columns) and not matched:
+        raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
+                           f"of this model's graph (e.g. {list(card.region_ids[:3])})", field="stored")
     step = pd.Timedelta(days=7 if card.step == "W" else 1)
     return window, (frame.index[-1] + step).date().isoformat()
 

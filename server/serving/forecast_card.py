@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from healthai.serving.manager import LoadedVersion
+from healthai.serving.regions import iso_alias
 from healthai.serving.repository import RepositoryError
 
 FORECAST_INPUT = "history"
@@ -47,6 +48,7 @@ def parse_forecast_card(card: dict[str, Any], graph: dict[str, Any], dims: tuple
         raise RepositoryError(f"{where}: {GRAPH_FILE} lists {len(region_ids)} regions but the model "
                               f"input takes {dims[1]}")
     aliases = {r: i for i, r in enumerate(region_ids)}
+    aliases.update({iso: i for i, r in enumerate(region_ids) if (iso := iso_alias(r)) and iso not in aliases})
     for key in ("iso_codes", "region_codes", "codes"):
         codes = graph.get(key) or card.get(key)
         if isinstance(codes, list) and len(codes) == len(region_ids):

@@ -21,6 +21,7 @@ from healthai.serving.batcher import Scheduler
 from healthai.serving.repository import RepositoryError, VersionDir, read_config, scan_models, scan_versions
 from healthai.serving.runtime import OnnxModel
 from healthai.serving.settings import ServingSettings
+from healthai.serving.triton_backend import TritonModel, TritonNotReachable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class LoadedVersion:
     """A ready model version: its runtime, its scheduler, its card, and what inspectors derived."""
 
-    runtime: OnnxModel
+    runtime: OnnxModel | TritonModel
     scheduler: Scheduler
     card: dict[str, Any]
     fingerprint: tuple[tuple[str, int, int], ...]
@@ -188,8 +189,7 @@ class ModelManager:
             del self._loaded[name]
 
     async def _load(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> LoadedVersion | None:
-        runtime = OnnxModel(vdir, config, intra_op_threads=self.settings.intra_op_threads,
-                            use_cuda=self.settings.use_cuda)
+        runtime = self._runtime(vdir, config)
 
         def load_and_warm() -> dict[str, Any]:
             runtime.load()
@@ -200,7 +200,7 @@ class ModelManager:
             card = await asyncio.to_thread(load_and_warm)
             scheduler = Scheduler(runtime, max_queue=self.settings.max_queue_requests,
                                   batching=self.settings.dynamic_batching,
-                                  instances=_instances(config))
+                                  instances=self._instances(config))
             loaded = LoadedVersion(runtime, scheduler, card, vdir.fingerprint)
             try:
                 for inspect in self.inspectors:
@@ -210,10 +210,25 @@ class ModelManager:
                 raise
         except RepositoryError as exc:
             runtime.unload()
-            self._refuse(vdir.model, vdir.version, vdir.fingerprint, str(exc))
+            # Triton unreachable or not ready yet: no fingerprint, so the next scan tries again
+            fingerprint = () if isinstance(exc, TritonNotReachable) else vdir.fingerprint
+            self._refuse(vdir.model, vdir.version, fingerprint, str(exc))
             return None
         self._refused.pop((vdir.model, vdir.version), None)
         return loaded
+
+    def _runtime(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> OnnxModel | TritonModel:
+        if self.settings.backend == "triton":
+            return TritonModel(vdir, config, url=self.settings.triton_url,
+                               timeout_s=self.settings.triton_timeout_s)
+        return OnnxModel(vdir, config, intra_op_threads=self.settings.intra_op_threads,
+                         use_cuda=self.settings.use_cuda)
+
+    def _instances(self, config: model_config_pb2.ModelConfig) -> int:
+        """Worker threads of a version's scheduler: Triton's remote calls overlap, ORT's use cores."""
+        if self.settings.backend == "triton":
+            return self.settings.triton_max_inflight
+        return _instances(config)
 
     def _refuse(self, name: str, version: int, fingerprint: tuple[Any, ...], reason: str) -> None:
         serving = sorted(self._loaded.get(name, {}))

@@ -20,12 +20,15 @@ from healthai.serving.runtime import InferRequest, InferResult
 TOP_K = "top_k"
 
 
-def with_occlusions(x: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """[n*F, F]: for each patient F copies of its row, copy j with feature j at baseline."""
+def with_occlusions(x: np.ndarray, baseline: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    """[n + n*F, F]: the patients, then for each patient F copies, copy j with feature j at baseline."""
     n, f = x.shape
-    occluded = np.repeat(x, f, axis=0).reshape(n, f, f)
-    occluded[:, np.arange(f), np.arange(f)] = baseline
-    return occluded.reshape(n * f, f)
+    feed = np.empty((n * (f + 1), f), np.float32)
+    feed[:n] = x
+    occluded = feed[n:].reshape(n, f, f)
+    occluded[:] = x[:, None, :]
+    occluded[:, diagonal, diagonal] = baseline
+    return feed
 
 
 def top_features(p: np.ndarray, occluded_p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +43,7 @@ class RiskTask:
 
     def __init__(self, card: RiskCard) -> None:
         self.card = card
+        self._diagonal = np.arange(card.n_features)
 
     def request(self, x: np.ndarray, top_k: int) -> InferRequest:
         return InferRequest({RISK_INPUT: x}, batch_size=len(x), task=self, params={TOP_K: top_k})
@@ -47,25 +51,38 @@ class RiskTask:
     def run(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
             requests: Sequence[InferRequest]) -> list[InferResult | HealthAIError]:
         xs = [r.inputs[RISK_INPUT] for r in requests]
-        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        ks = [r.params.get(TOP_K, 0) for r in requests]
+        explained: np.ndarray | None = None  # patients whose request wants top features (None = all)
+        if len(xs) == 1:
+            x = xs[0]
+        else:
+            x = np.concatenate(xs)
+            if min(ks) == 0 < max(ks):
+                explained = np.repeat(np.array(ks) > 0, [len(a) for a in xs])
         n, f = x.shape
-        counts = [len(a) for a in xs]
-        ks = [min(int(r.params.get(TOP_K, 0)), f) for r in requests]
-        explained = np.repeat(np.array(ks) > 0, counts)  # patients whose request wants top features
-        feed = x if not explained.any() else np.concatenate(
-            [x, with_occlusions(x[explained], self.card.baseline)])
+        k_max = max(ks)
+        if not k_max:
+            feed = x
+        else:
+            chosen = x if explained is None else x[explained]
+            feed = with_occlusions(chosen, self.card.baseline, self._diagonal)
+            if explained is not None:
+                feed = np.concatenate([x, feed[int(explained.sum()):]])
         out = run({RISK_INPUT: feed})[0].reshape(-1)
         p = out[:n]
         bands = np.minimum(np.searchsorted(self.card.band_uppers, p, side="left"),
                            len(self.card.band_names) - 1)
-        k_max = max(ks)
         if k_max:
-            idx, contribution = top_features(p[explained], out[n:].reshape(-1, f), k_max)
-            rank = np.cumsum(explained) - 1  # row of each explained patient in idx/contribution
+            m = n if explained is None else int(explained.sum())
+            idx, contribution = top_features(p if explained is None else p[explained],
+                                             out[n:n + m * f].reshape(m, f), k_max)
+            if len(xs) == 1:
+                return [{"probability": p, "band": bands, "top_index": idx, "top_contribution": contribution}]
+            rank = np.arange(n) if explained is None else np.cumsum(explained) - 1
         results: list[InferResult | HealthAIError] = []
         start = 0
-        for count, k in zip(counts, ks, strict=True):
-            stop = start + count
+        for a, k in zip(xs, ks, strict=True):
+            stop = start + len(a)
             result = {"probability": p[start:stop], "band": bands[start:stop]}
             if k:
                 rows = rank[start:stop]

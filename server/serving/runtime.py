@@ -9,7 +9,6 @@ name -> array) or one :class:`HealthAIError` per request, so one bad request nev
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +114,7 @@ class OnnxModel:
         self.model_file: Path | None = None
         self.uses_custom_ops = False
         self._session: ort.InferenceSession | None = None
-        self._lock = threading.Lock()
+        self._output_names: list[str] = []
 
     # -- contract -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -150,14 +149,14 @@ class OnnxModel:
                 self.config.output.add().CopyFrom(spec.to_output_config())
         self.model_file = path
         self.uses_custom_ops = library is not None
+        self._output_names = [s.name for s in self.outputs]
         self._session = session
 
     def is_ready(self) -> bool:
         return self._session is not None
 
     def unload(self) -> None:
-        with self._lock:
-            self._session = None
+        self._session = None  # running executions keep their reference; ORT frees it after them
 
     def execute(self, batch: Sequence[InferRequest]) -> list[InferResult | HealthAIError]:
         session = self._session
@@ -169,7 +168,7 @@ class OnnxModel:
             return [self._run_one(session, batch[0])]
         try:
             feeds = {s.name: np.concatenate([r.inputs[s.name] for r in batch]) for s in self.inputs}
-            outputs = session.run(None, feeds)
+            outputs = session.run(self._output_names, feeds)
         except Exception as exc:  # the batch failed as a whole: find the request(s) at fault
             log.info("batch of %d on %s v%d failed (%s); running its requests one by one",
                      len(batch), self.name, self.version, type(exc).__name__)
@@ -196,7 +195,7 @@ class OnnxModel:
                 outs = self.execute(group)
             else:
                 def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-                    return session.run(None, feeds)
+                    return session.run(self._output_names, feeds)
 
                 try:
                     outs = task.run(run, group)
@@ -242,7 +241,7 @@ class OnnxModel:
 
     def _run_one(self, session: ort.InferenceSession, request: InferRequest) -> InferResult | HealthAIError:
         try:
-            outputs = session.run(None, {s.name: request.inputs[s.name] for s in self.inputs})
+            outputs = session.run(self._output_names, {s.name: request.inputs[s.name] for s in self.inputs})
         except Exception as exc:
             log.warning("%s v%d: execution failed: %s", self.name, self.version, type(exc).__name__)
             return InvalidInput(f"model {self.name!r} rejected the input: {str(exc)[:300]}")
@@ -257,6 +256,9 @@ class OnnxModel:
 
 def _check_compatible(kind: str, want: list[TensorSpec], got: list[TensorSpec], path: Path) -> None:
     got_by_name = {s.name: s for s in got}
+    unlisted = sorted(set(got_by_name) - {s.name for s in want})
+    if kind == "input" and unlisted:
+        raise RepositoryError(f"{path}: model inputs {unlisted} are not in config.pbtxt")
     for spec in want:
         actual = got_by_name.get(spec.name)
         if actual is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,13 @@ class ServingSettings(BaseModel):
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
     # ONNX Runtime threads per session; inference runs on a thread pool, never on the event loop.
     intra_op_threads: int = Field(default=1, ge=1)
+    # Where models execute: in this process (ONNX Runtime) or on a Triton Inference Server over its
+    # gRPC protocol (``healthai triton prepare``; this process still reads the same repository).
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    triton_url: str = "127.0.0.1:8001"  # host:port of Triton's gRPC endpoint
+    triton_timeout_s: float = Field(default=30.0, gt=0)
+    # Requests in flight to Triton per model version (the scheduler's worker threads).
+    triton_max_inflight: int = Field(default=4, ge=1)
     # CUDA provider when onnxruntime-gpu and a GPU are present (falls back to CPU otherwise).
     use_cuda: bool = True
     # Poll interval of the hot-reload watcher; 0 disables watching (models load once at start).

@@ -35,9 +35,9 @@ def demo_args(address: str, fhir: Path, source: str) -> list[str]:
 
 
 def tls_args(secure: Secure, key: str | None) -> list[str]:
-    """Demo arguments for the mutual-TLS server: CA, client certificate and key, API key."""
-    address, pki, _ = secure
-    args = ["--address", address, "--root-cert", str(pki["ca.crt"]), "--client-cert", str(pki["client.crt"]),
+    """Demo arguments for the mutual-TLS server (after demo_args): CA, client certificate + key, API key."""
+    _, pki, _ = secure
+    args = ["--root-cert", str(pki["ca.crt"]), "--client-cert", str(pki["client.crt"]),
             "--client-key", str(pki["client.key"])]
     return args + (["--api-key", key] if key else [])
 

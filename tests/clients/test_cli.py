@@ -61,6 +61,10 @@ def test_usage_errors_exit_2(server: str, tmp_path: Path, capsys: pytest.Capture
     assert main(["ingest", str(table), "--address", server]) == 2
     assert "--kind" in capsys.readouterr().err
     assert main(["score", "--model", RISK_MODEL, "--set", "age", "--address", server]) == 2
+    patients = tmp_path / "patients.csv"
+    patients.write_text("age,bmi,systolic_bp,hba1c\n70,28,140,7.5\n71,n/a,150,8\n")
+    assert main(["score", "--model", RISK_MODEL, "-i", str(patients), "--address", server]) == 2
+    assert "patient 1, feature 'bmi': 'n/a' is not a number" in capsys.readouterr().err
 
 
 def test_score_text_and_refusal(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from healthai_client import RetryPolicy
 from healthai_client.cli import main
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest import LoadConfig, LogLinearHistogram, run_load
+from healthai_client.loadtest.multiproc import child_configs, run_load_processes
+from healthai_client.loadtest.rss import RssSampler, summarize
 from healthai_client.loadtest.workloads import Workload, echo, forecast, ingest, score
 from tests.conftest import free_port
 
@@ -88,6 +92,18 @@ def test_closed_loop_echo_against_server_writes_json_and_png(server: str, tmp_pa
     assert "echo closed-loop" in capsys.readouterr().out
 
 
+def test_concurrency_sweep_prints_a_table(server: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sweep"
+    assert main(["load", "--address", server, "-c", "1,4", "-n", "80", "--out", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert table[0].split()[:2] == ["concurrency", "ok/s"]
+    assert [row.split()[0] for row in table[1:]] == ["1", "4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-c1.json", "sweep-c1.png", "sweep-c4.json",
+                                                          "sweep-c4.png"]
+    assert main(["load", "--address", server, "-c", "1,x"]) == 2
+
+
 def test_open_loop_score_and_ingest_against_server(server: str) -> None:
     conn = ConnectionConfig((server,))
     features = dict(zip(RISK_FEATURES, [70.0, 28.0, 140.0, 7.5], strict=True))
@@ -120,6 +136,7 @@ def test_spawned_server_open_loop_poisson(capsys: pytest.CaptureFixture[str]) ->
     report = json.loads(capsys.readouterr().out)
     assert report["arrivals"] == "poisson" and report["succeeded"] == 100
     assert report["achieved_send_rate_per_s"] == pytest.approx(200, rel=0.5)  # 100 exponential gaps
+    assert report["server_rss"]["samples"] >= 1 and report["server_rss"]["max_mb"] > 10  # a real process
 
 
 def test_dead_address_counts_unavailable_unless_retried(server: str) -> None:
@@ -129,3 +146,32 @@ def test_dead_address_counts_unavailable_unless_retried(server: str) -> None:
     retried = run_load(conn, echo(), LoadConfig(concurrency=2, max_requests=40,
                                                 retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01)))
     assert retried.errors == {} and retried.succeeded == 40
+
+
+def test_child_configs_split_the_load() -> None:
+    closed = child_configs(LoadConfig(concurrency=5, max_requests=11), 2)
+    assert [(c.concurrency, c.max_requests, d) for c, d in closed] == [(3, 6, 0.0), (2, 5, 0.0)]
+    opened = child_configs(LoadConfig(mode="open", rate=100, max_requests=None, duration_s=2), 4)
+    assert [c.rate for c, _ in opened] == [25] * 4
+    assert [d for _, d in opened] == pytest.approx([0, 0.01, 0.02, 0.03])  # merged gaps stay 10 ms
+    with pytest.raises(ValueError, match="concurrency"):
+        child_configs(LoadConfig(concurrency=2), 3)
+
+
+def test_two_processes_merge_into_one_report(server: str) -> None:
+    conn = ConnectionConfig((server,))
+    res = run_load_processes(conn, partial(echo, 8), LoadConfig(concurrency=4, max_requests=200), 2)
+    d = res.to_dict()
+    assert (d["processes"], d["requests"], d["succeeded"], d["errors"]) == (2, 200, 200, {})
+    assert res.histogram.total == 200 and len(res.send_offsets_s) == 200
+
+
+def test_rss_sampler_and_growth_summary() -> None:
+    with RssSampler(os.getpid(), interval_s=0.01) as sampler:
+        pass  # the sampler always takes its first sample, however short the run
+    assert len(sampler.samples) >= 1 and all(b > 10 * 2**20 for _, b in sampler.samples)
+    mib = 2**20
+    summary = summarize([(0.0, 100 * mib), (1.0, 200 * mib), (5.0, 210 * mib)])
+    assert summary["after_warmup_mb"] == 200 and summary["growth_after_warmup_pct"] == 5.0
+    with pytest.raises(ValueError, match="cannot read the memory"):
+        RssSampler(2**22 + 12345)

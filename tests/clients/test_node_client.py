@@ -3,7 +3,6 @@ against a real server; its answers are checked here."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,11 +43,11 @@ def test_node_reports_status_of_a_refused_call(node_client: Path, server: str) -
 
 def test_node_over_mutual_tls_with_api_key(node_client: Path, secure_server: Secure,
                                            fhir_bundle: Path) -> None:
-    run = ["node", "demo.js", "--fhir", str(fhir_bundle), "--source", "node-tls"]
-    proc = subprocess.run([*run, *tls_args(secure_server, secure_server[2]["ingest"])], cwd=node_client,
+    run = ["node", "demo.js", *demo_args(secure_server[0], fhir_bundle, "node-tls")]
+    proc = subprocess.run([*run, *tls_args(secure_server, secure_server[2]["all"])], cwd=node_client,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["ingest"]["accepted"] > 0
+    check_demo_output(proc.stdout, fhir_bundle)
     proc = subprocess.run([*run, *tls_args(secure_server, None)], cwd=node_client, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 3 and "UNAUTHENTICATED" in proc.stderr

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from healthai_client import Client, HealthAIClientError, RetryPolicy
+from healthai_client.requests import score_request
 from tests.conftest import free_port
 
 from .model_repo import (
@@ -104,6 +105,17 @@ def test_score_matches_the_model(server: str) -> None:
     assert [p.risk_band for p in r.patients] == ["high", "medium", "high"]
     assert r.patients[0].charlson_index is not None and r.patients[1].charlson_index is None
     assert all(len(p.top_features) == 2 and p.top_features[0][0] in RISK_FEATURES for p in r.patients)
+
+
+def test_score_large_batch_travels_raw_with_the_same_answers(server: str) -> None:
+    x = np.random.default_rng(3).uniform([20, 18, 90, 4], [90, 40, 180, 12], size=(500, 4)).astype(np.float32)
+    assert score_request(RISK_MODEL, x).features_raw and not score_request(RISK_MODEL, x[:2]).features_raw
+    with Client(server) as c:
+        raw = c.score(RISK_MODEL, x, top_features=0)
+        packed = c.score(RISK_MODEL, x[:40], top_features=0)
+    np.testing.assert_allclose(raw.probabilities, expected_probability(x), rtol=1e-5)
+    np.testing.assert_array_equal(raw.probabilities[:40], packed.probabilities)
+    assert all(p.top_features == () for p in raw.patients)
 
 
 def test_forecast_matches_the_model(server: str) -> None:

@@ -4,6 +4,8 @@ receipt's store sequence tells which one answered."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -69,6 +71,16 @@ def test_dead_replica_mid_run_is_retried_on_the_other(
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
 
 
+def test_resource_exhausted_is_not_retried(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "store").model_copy(update={"max_message_bytes": 4096})
+    with serve_in_thread(settings, build_plugins(settings)) as running, \
+            Client(f"127.0.0.1:{running.port}", retry=RetryPolicy(max_attempts=5)) as c:
+        with pytest.raises(HealthAIClientError) as info:
+            c.ingest_flat(patients=[{"patient_id": f"big-{i}", "region": "US-MA"} for i in range(1000)])
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.attempts == 1
+        assert c.ingest_flat(patients=[{"patient_id": "small", "region": "US-MA"}]).accepted == 1
+
+
 def test_address_forms() -> None:
     with Client("127.0.0.1:1, 127.0.0.1:2") as c:
         assert c.addresses == ("127.0.0.1:1", "127.0.0.1:2")
@@ -78,3 +90,41 @@ def test_address_forms() -> None:
         Client("127.0.0.1:1", addresses=["127.0.0.1:2"])
     with pytest.raises(ValueError, match="client_cert and client_key"):
         Client("127.0.0.1:1", client_cert="c.pem")
+
+
+def test_dead_replica_is_passed_over_until_it_is_back(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    settings0, settings1 = _settings(tmp_path / "s0"), _settings(tmp_path / "s1")
+    with ExitStack() as stack1:
+        replica1 = stack1.enter_context(serve_in_thread(settings1, build_plugins(settings1)))
+        stack0 = ExitStack()
+        replica0 = stack0.enter_context(serve_in_thread(settings0, build_plugins(settings0)))
+        addresses = [f"127.0.0.1:{replica0.port}", f"127.0.0.1:{replica1.port}"]
+        down, up = threading.Event(), threading.Event()
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                down.set()
+            elif state is grpc.ChannelConnectivity.READY:
+                up.set()
+
+        policy = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+        with Client(addresses=addresses, retry=policy, timeout=20) as c:
+            assert [_ingest_one(c, i) for i in range(2)] == [1, 1]
+            stack0.close()  # replica 0 goes away
+            c._channels[0].subscribe(watch)  # after the client's own watcher: it has seen the state first
+            try:
+                assert down.wait(20), "the client never saw replica 0 fail"
+                assert c.down_addresses == (addresses[0],)
+                caplog.set_level(logging.INFO, logger="healthai_client.client")
+                assert [_ingest_one(c, 10 + i) for i in range(4)] == [2, 3, 4, 5]  # all on replica 1
+                assert not [r for r in caplog.records if "retrying" in r.getMessage()]  # no wasted attempt
+                up.clear()
+                restarted = _settings(tmp_path / "s0").model_copy(update={"port": replica0.port})
+                with serve_in_thread(restarted, build_plugins(restarted)):
+                    assert up.wait(20), "the client never reconnected to replica 0"
+                    assert c.down_addresses == ()
+                    sequences = [_ingest_one(c, 20 + i) for i in range(4)]
+                assert sorted(sequences) == [2, 3, 6, 7]  # replica 0 (same store) is back in the rotation
+            finally:
+                c._channels[0].unsubscribe(watch)

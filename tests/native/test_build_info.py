@@ -47,28 +47,34 @@ def test_healthai_info_command() -> None:
 
 
 def test_gil_released_during_kernel() -> None:
+    """Another Python thread keeps running during one long kernel call."""
     import threading
+    import time
 
     from healthai.ops import aggregate
 
     n = 200_000
     indptr = np.arange(n + 1, dtype=np.int64) * 8
     indices = np.random.default_rng(0).integers(0, n, size=8 * n)
-    x = np.ones((n, 16), np.float32)
-    ticks = []
+    x = np.ones((n, 64), np.float32)
+    ticks: list[float] = []
     stop = threading.Event()
 
     def ticker() -> None:
         while not stop.is_set():
-            ticks.append(1)
-            stop.wait(0.001)
+            ticks.append(time.perf_counter())
+            time.sleep(0.0005)
 
     t = threading.Thread(target=ticker)
     t.start()
     try:
-        for _ in range(3):
-            aggregate(indptr, indices, x, num_threads=1)
+        time.sleep(0.01)
+        t0 = time.perf_counter()
+        aggregate(indptr, indices, x, num_threads=1)
+        t1 = time.perf_counter()
     finally:
         stop.set()
         t.join()
-    assert len(ticks) > 3  # the other thread ran while the kernel worked
+    during = [tick for tick in ticks if t0 < tick < t1]
+    # with the GIL held the ticker could not run at all inside the call
+    assert len(during) >= 2, f"{len(during)} ticks during a {1e3 * (t1 - t0):.1f} ms call"

@@ -22,8 +22,7 @@ pytestmark = [
     pytest.mark.skipif(
         not build_info()["ort_ops"], reason="ONNX Runtime op library not built (no ORT headers)"
     ),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),  # torch.onnx internals (treespec deprecations)
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning"),  # torch.onnx internals (pytree)
 ]
 
 

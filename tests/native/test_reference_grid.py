@@ -119,3 +119,28 @@ def test_random_graphs_hypothesis(n_rows, n_cols, nnz, feat, reduce, seed, power
         np.testing.assert_array_equal(got[1], ref_arg)
         got = got[0]
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_csr_graph_caches_its_transpose(reduce, weighted) -> None:
+    from healthai.ops import CsrGraph
+
+    rng = np.random.default_rng(5)
+    indptr, indices = random_graph(rng, 50, 40, 300, empty_rows=5)
+    w = rng.standard_normal(len(indices)) if weighted else None
+    graph = CsrGraph(indptr, indices, 40, w)
+    assert graph.n_rows == 50 and graph.transpose is graph.transpose  # built once
+    x, g = rng.standard_normal((2, 40, 6)), rng.standard_normal((2, 50, 6))
+    res = graph.forward(x, reduce)
+    out, argmax = res if reduce == "max" else (res, None)
+    gx, gw = graph.backward(x, g, reduce, argmax=argmax, need_grad_w=weighted)
+    rgx, rgw = reference_backward(indptr, indices, w, x, reduce, g, argmax)
+    np.testing.assert_allclose(
+        out, reference_forward(indptr, indices, w, x, reduce)[0], rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(gx, rgx, rtol=1e-12, atol=1e-12)
+    if weighted:
+        np.testing.assert_allclose(gw, rgw, rtol=1e-12, atol=1e-12)
+    else:
+        assert gw is None

@@ -79,7 +79,11 @@ def _conditions(rows: list[tuple[str, str, dt.date]]) -> pa.Table:
     })
 
 
-def test_stored_surveillance_counts_weekly(tmp_path, repo, make_server):
+@pytest.mark.parametrize("graph_ids", [REGIONS, ["Massachusetts", "New York", "Connecticut"]],
+                         ids=["iso-codes", "state-names"])
+def test_stored_surveillance_counts_weekly(tmp_path, make_server, graph_ids):
+    repo = tmp_path / "models"  # stored counts are keyed by ISO 3166-2; graphs may name states instead
+    write_forecast_version(repo, "forecast_tiny", 1, graph_ids, window=W, steps=S)
     monday = dt.date(2026, 1, 5)
     rows = []
     weekly = np.zeros((5, 3), np.float32)
@@ -100,6 +104,16 @@ def test_stored_surveillance_counts_weekly(tmp_path, repo, make_server):
     expected = weekly[-W:].mean(axis=0)[None, :] * forecast_factors(S)[:, 2:3]
     np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected, rtol=1e-5)
     assert r.first_forecast_period == (monday + dt.timedelta(weeks=5)).isoformat()
+    assert list(r.region_ids) == graph_ids
+    other = tmp_path / "other"  # a graph none of whose regions has stored counts: refused, not zeros
+    write_forecast_version(other, "forecast_tiny", 1, ["JP-col00", "JP-col01"], window=W, steps=S)
+    other_server = make_server(other, surveillance=SurveillanceCounts(store))
+    unmatched = forecast_pb2_grpc.ForecastStub(other_server.channel)
+    with pytest.raises(grpc.RpcError) as err:
+        unmatched.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_tiny",
+                                                        stored=forecast_pb2.StoredHistory()))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "none of the stored regions (e.g. ['US-CT', 'US-MA', 'US-NY'])" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:  # the window ending in week 2 has only 3 weeks before it
         stub.Forecast(forecast_pb2.ForecastRequest(
             graph="tiny", stored=forecast_pb2.StoredHistory(end_date=str(monday + dt.timedelta(days=15)))))

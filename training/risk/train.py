@@ -29,6 +29,7 @@ class RiskConfig:
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adam"  # or "sgd" (momentum 0.9)
+    shrink_inputs: bool = False  # divide standardised features by sqrt(F) (see train_risk)
     seed: int = 0
     device: str = "auto"
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
@@ -88,7 +89,10 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     device = resolve_device(cfg.device)
     gen = seed_everything(cfg.seed)
     mean, std = data.x[tr].mean(axis=0), data.x[tr].std(axis=0)
-    net = RiskNet(mean=mean, std=std, hidden=cfg.hidden).to(device)
+    # Optionally divide standardised inputs by sqrt(F): per-example gradient norms then sit near the
+    # clipping norm instead of ~sqrt(F) times above it (less clipping bias under DP-SGD).
+    spread = std * np.sqrt(len(mean)) if cfg.shrink_inputs else std
+    net = RiskNet(mean=mean, std=spread, hidden=cfg.hidden).to(device)
     x, y = torch.tensor(data.x), torch.tensor(data.y).reshape(-1, 1)
     loader = DataLoader(TensorDataset(x[tr], y[tr]), batch_size=cfg.batch_size, shuffle=True, generator=gen)
     if cfg.optimizer == "sgd":

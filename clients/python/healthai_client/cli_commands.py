@@ -181,7 +181,15 @@ def _score_input(args: argparse.Namespace) -> tuple[list[dict[str, float]], list
     diagnoses = None
     if any("diagnoses" in r for r in raw):
         diagnoses = [_codes(r.pop("diagnoses", "")) for r in raw]
-    rows = [{k: float(v) for k, v in r.items()} for r in raw]
+    rows = []
+    for i, r in enumerate(raw):
+        row = {}
+        for k, v in r.items():
+            try:
+                row[k] = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{args.input}: patient {i}, feature {k!r}: {v!r} is not a number") from None
+        rows.append(row)
     return rows, diagnoses
 
 

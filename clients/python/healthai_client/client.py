@@ -11,6 +11,7 @@ a dead replica costs one failed attempt, not the call.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -81,6 +82,14 @@ class Client:
         self._rotation = itertools.count()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+        # With several addresses, a channel seen in TRANSIENT_FAILURE is "down" until it is READY
+        # again (gRPC keeps reconnecting in the background): calls start on the others meanwhile.
+        self._down = [False] * len(self._channels)
+        self._watchers: list[Callable[[grpc.ChannelConnectivity], None]] = []
+        if len(self._channels) > 1:
+            for i, ch in enumerate(self._channels):
+                self._watchers.append(functools.partial(self._on_connectivity, i))
+                ch.subscribe(self._watchers[-1], try_to_connect=True)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -88,17 +97,29 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
+    def _on_connectivity(self, i: int, state: grpc.ChannelConnectivity) -> None:
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            self._down[i] = True
+        elif state is grpc.ChannelConnectivity.READY:
+            self._down[i] = False
+
     def _next_index(self) -> int:
+        """Round-robin, passing over addresses known to be down (unless every one is)."""
         with self._lock:
-            return next(self._rotation) % len(self._stubs)
+            n = len(self._stubs)
+            for _ in range(n):
+                i = next(self._rotation) % n
+                if not self._down[i]:
+                    return i
+            return i
 
     def _invoke(self, method: Callable[[_Stubs], Callable[..., T]], request: Any, *,
-                timeout: float | None = None, request_id: str | None = None) -> T:
+                timeout: float | None = None) -> T:
         """One logical call: attempts round-robin over the addresses until success, a final status,
         ``retry.max_attempts`` or the deadline. Addresses not yet tried by this call are tried at once;
         once all were tried, each retry waits the policy's jittered backoff."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        metadata = self.config.metadata(request_id)
+        metadata = self.config.metadata()
         tried: set[int] = set()
         backoffs = 0
         start = self._next_index()  # this call's first address; its retries walk on from there
@@ -214,7 +235,14 @@ class Client:
 
     # -- life cycle -------------------------------------------------------------------------------
 
+    @property
+    def down_addresses(self) -> tuple[str, ...]:
+        """Addresses whose connection is failing now (tracked only with several addresses)."""
+        return tuple(a for a, down in zip(self.config.addresses, self._down, strict=True) if down)
+
     def close(self) -> None:
+        for ch, watcher in zip(self._channels, self._watchers, strict=False):
+            ch.unsubscribe(watcher)
         for ch in self._channels:
             ch.close()
 

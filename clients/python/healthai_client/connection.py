@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 
 API_KEY_HEADER = "authorization"  # "Bearer <key>"; healthai.security also accepts "x-api-key"
-REQUEST_ID_HEADER = "x-request-id"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -75,13 +74,8 @@ class ConnectionConfig:
             opts.append(("grpc.ssl_target_name_override", self.server_name))
         return [*opts, *self.extra_options]
 
-    def metadata(self, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
-        md: list[tuple[str, str]] = []
-        if self.api_key:
-            md.append((API_KEY_HEADER, f"Bearer {self.api_key}"))
-        if request_id:
-            md.append((REQUEST_ID_HEADER, request_id))
-        return tuple(md)
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((API_KEY_HEADER, f"Bearer {self.api_key}"),) if self.api_key else ()
 
     def channel(self, address: str) -> grpc.Channel:
         if self.uses_tls:

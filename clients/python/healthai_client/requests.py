@@ -13,6 +13,7 @@ import numpy as np
 from healthai.v1 import common_pb2, forecast_pb2, ingest_pb2, risk_pb2
 
 KINDS = ("patient", "encounter", "condition", "observation")
+RAW_FEATURES_FROM = 256  # score_request: values from which features travel as raw bytes
 _FLAT_TYPES = {
     "patients": ingest_pb2.PatientRecord,
     "encounters": ingest_pb2.EncounterRecord,
@@ -129,7 +130,10 @@ def _diagnoses(items: Sequence[Sequence[str] | Mapping[str, Any]],
 
 def score_request(model: str, features: Any, *, feature_names: Sequence[str] | None = None,
                   diagnoses: Sequence[Sequence[str] | Mapping[str, Any]] | None = None,
-                  top_features: int | None = None, model_version: int = 0) -> risk_pb2.ScoreRequest:
+                  top_features: int | None = None, model_version: int = 0,
+                  raw: bool | None = None) -> risk_pb2.ScoreRequest:
+    """``raw``: send ``features_raw`` (little-endian float32 bytes) instead of the packed ``features``
+    list; None = raw from RAW_FEATURES_FROM values on (it is much cheaper to build for big batches)."""
     if not model:
         raise ValueError("model: required (e.g. 'risk_readmission')")
     names = list(feature_names or ())
@@ -153,8 +157,11 @@ def score_request(model: str, features: Any, *, feature_names: Sequence[str] | N
                          f"{list(matrix.shape)}")
     if names and len(names) != matrix.shape[1]:
         raise ValueError(f"feature_names has {len(names)} names but features have {matrix.shape[1]} columns")
-    request = risk_pb2.ScoreRequest(model_name=model, model_version=model_version, feature_names=names,
-                                    features=matrix.ravel().tolist())
+    request = risk_pb2.ScoreRequest(model_name=model, model_version=model_version, feature_names=names)
+    if raw if raw is not None else matrix.size >= RAW_FEATURES_FROM:
+        request.features_raw = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+    else:
+        request.features.extend(matrix.ravel().tolist())
     if diagnoses is not None:
         request.diagnoses.extend(_diagnoses(diagnoses, matrix.shape[0]))
     if top_features is not None:

@@ -9,6 +9,8 @@ import numpy as np
 
 from healthai_client.loadtest.runner import LoadResult
 
+MAX_POINTS = 50_000  # calls drawn in the latency-over-time scatter
+
 
 def write_json(result: LoadResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +28,9 @@ def write_png(result: LoadResult, path: Path) -> None:
     t = np.asarray(result.send_offsets_s)
     lat_ms = np.asarray(result.latencies_us) / 1000
     ok = np.asarray(result.ok, dtype=bool)
+    if t.size > MAX_POINTS:  # a readable scatter: an even sample of the calls (percentiles use all)
+        keep = np.random.default_rng(0).choice(t.size, MAX_POINTS, replace=False)
+        t, lat_ms, ok = t[keep], lat_ms[keep], ok[keep]
     ax_t.scatter(t[ok], lat_ms[ok], s=3, alpha=0.4, label="ok")
     if (~ok).any():
         ax_t.scatter(t[~ok], lat_ms[~ok], s=6, color="red", marker="x", label="error")
@@ -39,6 +44,11 @@ def write_png(result: LoadResult, path: Path) -> None:
                 mids.append((edges[w - 1] + edges[w]) / 2)
                 p99.append(np.percentile(sel, 99))
         ax_t.plot(mids, p99, color="black", lw=1, label="p99 per window")
+    if result.rss_samples:
+        ax_m = ax_t.twinx()
+        ax_m.plot([t for t, _ in result.rss_samples], [b / 2**20 for _, b in result.rss_samples],
+                  color="green", lw=1)
+        ax_m.set_ylabel("server resident memory (MiB)", color="green")
     ax_t.set_xlabel("send time (s; scheduled time in open loop)")
     ax_t.set_ylabel("latency (ms)")
     ax_t.set_yscale("log")
@@ -71,13 +81,18 @@ def text_summary(result: LoadResult) -> str:
     load = (f"concurrency {d['concurrency']}" if result.config.mode == "closed"
             else f"rate {d['target_rate_per_s']:g}/s ({d['arrivals']}), achieved send rate "
                  f"{d['achieved_send_rate_per_s']:g}/s, max schedule lag {d['max_schedule_lag_ms']:.1f} ms")
+    procs = f" from {result.processes} processes" if result.processes > 1 else ""
     lines = [
-        f"{result.rpc} {result.config.mode}-loop against {', '.join(result.addresses)}: {load}",
+        f"{result.rpc} {result.config.mode}-loop against {', '.join(result.addresses)}{procs}: {load}",
         f"  {d['requests']} requests in {d['elapsed_s']:.2f}s: {d['succeeded']} ok, "
         f"{d['throughput_per_s']:.1f} ok/s" + (f" ({d['records_per_s']:.0f} records/s)"
                                               if result.records_per_request > 1 else ""),
         "  latency ms: " + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
     ]
+    if result.rss_samples:
+        m = d["server_rss"]
+        lines.append(f"  server RSS MiB: start {m['start_mb']}, after warm-up {m['after_warmup_mb']}, end "
+                     f"{m['end_mb']}, max {m['max_mb']} ({m['growth_after_warmup_pct']:+.1f}% after warm-up)")
     if result.errors:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import numpy as np
 
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest.histogram import LogLinearHistogram
+from healthai_client.loadtest.rss import summarize
 from healthai_client.loadtest.workloads import Workload
 from healthai_client.retry import RetryPolicy
 
@@ -65,6 +66,7 @@ class LoadResult:
     addresses: tuple[str, ...]
     histogram: LogLinearHistogram  # latency of successful calls, microseconds
     errors: Counter[str] = field(default_factory=Counter)  # status code name -> count
+    error_examples: dict[str, str] = field(default_factory=dict)  # status code name -> a message
     send_offsets_s: list[float] = field(default_factory=list)  # per call: scheduled/sent time
     latencies_us: list[float] = field(default_factory=list)  # per call (errors included)
     ok: list[bool] = field(default_factory=list)
@@ -72,6 +74,8 @@ class LoadResult:
     max_lag_ms: float = 0.0  # open loop: how far behind schedule a send was made
     send_window_s: float = 0.0  # first to last send (open loop: the last send, not the last answer)
     records_per_request: int = 1
+    processes: int = 1  # load generator processes merged into this result
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)  # server (s, bytes), if watched
 
     @property
     def requests(self) -> int:
@@ -88,7 +92,7 @@ class LoadResult:
         lat = {k: (v / 1000 if k != "count" else int(v)) for k, v in self.histogram.summary().items()}
         c = self.config
         out: dict[str, Any] = {
-            "rpc": self.rpc, "mode": c.mode, "addresses": list(self.addresses),
+            "rpc": self.rpc, "mode": c.mode, "addresses": list(self.addresses), "processes": self.processes,
             "concurrency": c.concurrency if c.mode == "closed" else None,
             "target_rate_per_s": c.rate if c.mode == "open" else None,
             "arrivals": ("poisson" if c.poisson else "fixed") if c.mode == "open" else None,
@@ -100,11 +104,14 @@ class LoadResult:
             "latency_ms": {k.replace("count", "samples"): (round(v, 4) if isinstance(v, float) else v)
                            for k, v in lat.items()},
             "errors": dict(self.errors),
+            "error_examples": {k: v[:300] for k, v in self.error_examples.items()},
             "histogram": {"kind": "log-linear (HDR-style)", "significant_digits":
                           self.histogram.significant_digits, "unit": "us"},
         }
         if c.mode == "open":
             out["max_schedule_lag_ms"] = round(self.max_lag_ms, 3)
+        if self.rss_samples:
+            out["server_rss"] = summarize(self.rss_samples)
         return out
 
 
@@ -119,6 +126,7 @@ class _Target:
         self.retry = retry
         self.rng = random.Random(seed)
         self.i = 0
+        self.examples: dict[str, str] = {}  # status code -> first message seen
 
     async def call(self, request: Any, deadline: float) -> str:
         """Returns "OK" or the final status code name."""
@@ -135,6 +143,7 @@ class _Target:
                 return "OK"
             except grpc.aio.AioRpcError as e:
                 code = e.code()
+                self.examples.setdefault(code.name, e.details() or "")
                 if (self.retry is None or code != grpc.StatusCode.UNAVAILABLE
                         or attempt >= self.retry.max_attempts):
                     return code.name
@@ -200,11 +209,16 @@ def _record(res: LoadResult, offset_s: float, latency_us: float, status: str) ->
         res.errors[status] += 1
 
 
-async def run_load_async(conn: ConnectionConfig, workload: Workload, cfg: LoadConfig) -> LoadResult:
+async def run_load_async(conn: ConnectionConfig, workload: Workload, cfg: LoadConfig, *,
+                         start_at: float | None = None) -> LoadResult:
+    """Run one load test; ``start_at`` (a ``time.time()`` value) delays the start so that several
+    processes begin together."""
     target = _Target(conn, workload, cfg.retry, cfg.seed)
     res = LoadResult(cfg, workload.name, conn.addresses, LogLinearHistogram(),
                      records_per_request=workload.records_per_request)
     try:
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
         t0 = time.perf_counter()
         await (_closed if cfg.mode == "closed" else _open)(cfg, target, workload, res, t0)
         res.elapsed_s = time.perf_counter() - t0
@@ -212,9 +226,11 @@ async def run_load_async(conn: ConnectionConfig, workload: Workload, cfg: LoadCo
         ok = np.asarray(res.ok, dtype=bool)
         res.histogram.record_many(np.asarray(res.latencies_us, dtype=np.float64)[ok])
     finally:
+        res.error_examples = dict(target.examples)
         await target.close()
     return res
 
 
-def run_load(conn: ConnectionConfig, workload: Workload, cfg: LoadConfig) -> LoadResult:
-    return asyncio.run(run_load_async(conn, workload, cfg))
+def run_load(conn: ConnectionConfig, workload: Workload, cfg: LoadConfig, *,
+             start_at: float | None = None) -> LoadResult:
+    return asyncio.run(run_load_async(conn, workload, cfg, start_at=start_at))

@@ -53,21 +53,27 @@ def wait_serving(address: str, proc: subprocess.Popen[bytes], timeout: float = 6
 
 
 @contextlib.contextmanager
-def spawned_server(extra_args: Sequence[str] = ()) -> Iterator[str]:
-    """Yields the address of a fresh dev server; SIGTERM + wait on exit."""
+def spawned_server(extra_args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """Yields (address, pid) of a fresh dev server; SIGTERM + wait on exit."""
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="healthai-load-") as store:
+    with tempfile.TemporaryDirectory(prefix="healthai-load-") as tmp:
         cmd = [*_healthai_command(), "serve", "--dev", "--host", "127.0.0.1", "--port", str(port),
-               "--store-uri", store, "--log-level", "WARNING", *extra_args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=dict(os.environ))
-        try:
-            wait_serving(f"127.0.0.1:{port}", proc)
-            yield f"127.0.0.1:{port}"
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+               "--store-uri", str(Path(tmp) / "store"), "--log-level", "WARNING", *extra_args]
+        log_path = Path(tmp) / "server.log"  # the server's logs (audit lines too) stay out of the report
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+            try:
                 try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    wait_serving(f"127.0.0.1:{port}", proc)
+                except (RuntimeError, TimeoutError) as e:
+                    tail = log_path.read_bytes()[-2000:].decode(errors="replace")
+                    raise RuntimeError(f"{e}; its log ends with:\n{tail}") from e
+                yield f"127.0.0.1:{port}", proc.pid
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
