@@ -109,6 +109,9 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_pending_rpcs is not None:  # gRPC core refuses calls beyond its pending queue
+        options += [("grpc.server.max_pending_requests", settings.max_pending_rpcs),
+                    ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs)]
     server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options,
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
     health = health_aio.HealthServicer()

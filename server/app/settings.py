@@ -51,6 +51,9 @@ class Settings(BaseModel):
     # Admission control: RPCs in progress at once; beyond it a call is answered RESOURCE_EXHAUSTED at
     # once instead of queueing without bound. None = no limit.
     max_concurrent_rpcs: int | None = Field(None, ge=1)
+    # Calls that arrived but that the server has not yet picked up (gRPC core's pending queue);
+    # beyond it a new call is refused RESOURCE_EXHAUSTED by gRPC core itself. None = gRPC's default.
+    max_pending_rpcs: int | None = Field(None, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

@@ -7,6 +7,12 @@ is never held back for company that cannot come, and a request that finds the mo
 other arrival within the delay, executes at once without queueing.
 Batches form from everything that queued while the previous batch ran.
 
+A lone one-row request on an idle ONNX Runtime model whose one-row executions are measured to take
+at most ``inline_max_us`` (moving average) runs right on the event loop: on a small model the hand-off
+to a worker thread and back costs more (CPU and latency) than the run itself, and the loop is held for
+no longer than that hand-off would take. Everything else — batches, large or slow models, other
+runtimes — executes on the scheduler's threads, never on the loop.
+
 A full queue answers RESOURCE_EXHAUSTED at once; a request whose deadline passed is not executed; a
 cancelled request leaves the queue immediately. Execution runs on the scheduler's own threads.
 """
@@ -27,7 +33,7 @@ from typing import Any
 import grpc
 
 from healthai.errors import HealthAIError, NotReady, Overloaded
-from healthai.serving.runtime import InferRequest, InferResult, ModelRuntime
+from healthai.serving.runtime import InferRequest, InferResult, ModelRuntime, OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +119,11 @@ class _Pending:
 class Scheduler:
     """Queues requests for one runtime and executes them in batches on worker threads."""
 
+    INLINE_MIN_SAMPLES = 8  # one-row executions measured on the threads before any runs inline
+    EWMA_WEIGHT = 0.2
+
     def __init__(self, runtime: ModelRuntime, *, max_queue: int, batching: bool = True,
-                 instances: int = 1) -> None:
+                 instances: int = 1, inline_max_us: float = 0.0) -> None:
         cfg = runtime.config
         self.runtime = runtime
         self.batching = batching and cfg.HasField("dynamic_batching") and cfg.max_batch_size > 0
@@ -129,6 +138,9 @@ class Scheduler:
         self._free = instances  # execution slots not in use
         self._arrivals = 0
         self._last_arrival = float("-inf")
+        self._inline_max_ns = inline_max_us * 1000 if isinstance(runtime, OnnxModel) else 0.0
+        self._one_row_ns = 0.0  # moving average of one-row execute times (worker or loop)
+        self._one_row_samples = 0
         self._threads = ExecutionThreads(asyncio.get_running_loop(), instances,
                                          f"{runtime.name}-v{runtime.version}")
         self._workers = [asyncio.get_running_loop().create_task(self._work()) for _ in range(instances)]
@@ -151,7 +163,7 @@ class Scheduler:
         if quiet and not self._queue and self._free > 0:  # idle: execute now, no hop through a worker
             self._free -= 1
             try:  # if the caller is cancelled mid-run, the instance threads still serialize runs
-                await self._execute(loop, [pending])
+                await self._execute(loop, [pending], inline=request.batch_size == 1 and self._inline_ok())
             finally:
                 self._release()
             return pending.future.result()
@@ -236,11 +248,31 @@ class Scheduler:
             finally:
                 self._release()
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    def _inline_ok(self) -> bool:
+        """Whether a one-row run may execute on the loop: measured cheap, and our own ONNX Runtime
+        execute (a wrapped or replaced one may block for any time)."""
+        return (self._one_row_samples >= self.INLINE_MIN_SAMPLES and self._one_row_ns <= self._inline_max_ns
+                and getattr(self.runtime.execute, "__func__", None) is OnnxModel.execute)
+
+    def _timed_execute(self, requests: list[InferRequest]) -> list[InferResult | HealthAIError]:
+        start = time.perf_counter_ns()
+        results = self.runtime.execute(requests)
+        if self._inline_max_ns and len(requests) == 1 and requests[0].batch_size == 1:
+            ns = time.perf_counter_ns() - start  # races between instance threads only blur the average
+            w = self.EWMA_WEIGHT if self._one_row_samples else 1.0
+            self._one_row_ns += w * (ns - self._one_row_ns)
+            self._one_row_samples += 1
+        return results
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *,
+                       inline: bool = False) -> None:
         start = time.perf_counter_ns()
         requests = [p.request for p in batch]
         try:
-            results = await self._threads.run(self.runtime.execute, requests)
+            if inline:
+                results = self._timed_execute(requests)
+            else:
+                results = await self._threads.run(self._timed_execute, requests)
         except Exception as exc:  # a runtime bug: fail this batch, keep serving
             log.exception("%s v%d: execute raised", self.runtime.name, self.runtime.version)
             results = [HealthAIError(f"model execution failed ({type(exc).__name__})")] * len(batch)

@@ -200,7 +200,8 @@ class ModelManager:
             card = await asyncio.to_thread(load_and_warm)
             scheduler = Scheduler(runtime, max_queue=self.settings.max_queue_requests,
                                   batching=self.settings.dynamic_batching,
-                                  instances=self._instances(config))
+                                  instances=self._instances(config),
+                                  inline_max_us=self.settings.inline_execute_max_us)
             loaded = LoadedVersion(runtime, scheduler, card, vdir.fingerprint)
             try:
                 for inspect in self.inspectors:

@@ -162,6 +162,8 @@ class OnnxModel:
         session = self._session
         if session is None:
             return [NotReady(f"model {self.name!r} version {self.version} is not loaded")] * len(batch)
+        if len(batch) == 1 and batch[0].task is not None:  # the common lone request: no grouping
+            return self._run_task(session, batch)
         if any(r.task is not None for r in batch):
             return self._execute_tasks(session, batch)
         if len(batch) == 1:
@@ -191,24 +193,26 @@ class OnnxModel:
         for indices in groups.values():
             group = [batch[i] for i in indices]
             task = group[0].task
-            if task is None:
-                outs = self.execute(group)
-            else:
-                def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-                    return session.run(self._output_names, feeds)
-
-                try:
-                    outs = task.run(run, group)
-                except Exception as exc:  # find the request(s) at fault
-                    if len(group) == 1:
-                        log.warning("%s v%d: execution failed: %s", self.name, self.version,
-                                    type(exc).__name__)
-                        outs = [InvalidInput(f"model {self.name!r} rejected the input: {str(exc)[:300]}")]
-                    else:
-                        outs = [self._execute_tasks(session, [r])[0] for r in group]
+            outs = self.execute(group) if task is None else self._run_task(session, group)
             for i, out in zip(indices, outs, strict=True):
                 results[i] = out
         return results
+
+    def _run_task(self, session: ort.InferenceSession,
+                  group: Sequence[InferRequest]) -> list[InferResult | HealthAIError]:
+        """One run of the group's (shared) task; on failure, its requests one by one to find the culprit."""
+        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return session.run(self._output_names, feeds)
+
+        task = group[0].task
+        assert task is not None
+        try:
+            return task.run(run, group)
+        except Exception as exc:  # find the request(s) at fault
+            if len(group) == 1:
+                log.warning("%s v%d: execution failed: %s", self.name, self.version, type(exc).__name__)
+                return [InvalidInput(f"model {self.name!r} rejected the input: {str(exc)[:300]}")]
+            return [self._run_task(session, [r])[0] for r in group]
 
     def warm(self) -> None:
         """One execution on zeros (every dynamic dim = 1) so the first real call is not slow."""

@@ -32,6 +32,9 @@ class ServingSettings(BaseModel):
     max_queue_requests: int = Field(default=1024, ge=1)
     # Turns every model's ``dynamic_batching`` block off (one request per execution) — for comparison.
     dynamic_batching: bool = True
+    # A lone one-row request on an idle ONNX Runtime model runs on the event loop when the model's
+    # one-row executions average at most this many µs (cheaper than the thread hand-off); 0 = never.
+    inline_execute_max_us: float = Field(default=250.0, ge=0.0)
     # Patients per Risk.Score call; larger batches run alone (not coalesced) but must stay under this.
     max_patients_per_request: int = Field(default=10_000, ge=1)
     # Top contributing features returned when a Risk request does not say.

@@ -68,7 +68,8 @@ def measure_capacity(address: str, make_workload: Callable[[], Workload], *, con
                     statistics.median(r.histogram.percentile(50) / 1000 for r in results), concurrency)
 
 
-def open_loop(address: str, workload: Workload, rate: float, duration_s: float, timeout_s: float) -> LoadResult:
+def open_loop(address: str, workload: Workload, rate: float, duration_s: float,
+              timeout_s: float) -> LoadResult:
     return run_load(ConnectionConfig((address,)), workload,
                     LoadConfig(mode="open", rate=rate, max_requests=None, duration_s=duration_s,
                                timeout_s=timeout_s))

@@ -5,6 +5,7 @@ answers health afterwards (no crash). Derandomized and bounded, so CI runs the s
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from healthai.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -23,7 +24,7 @@ from .serverkit import ServerProcess, log_problems, server_process
 
 CALL_DEADLINE_S = 10.0
 CLEAN = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.NOT_FOUND}
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
+FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -39,14 +40,19 @@ def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
         yield ch
 
 
-def _call(server: ServerProcess, method: Callable[..., Any], request: Any, seen: Counter[str]) -> Any:
+def _call(server: ServerProcess, method: Callable[..., Any], request: Any, seen: Counter[str],
+          known_bug: bool = False) -> Any:
     """The reply, or None after a clean refusal; anything else fails with the server's log.
-    ``seen`` counts the outcomes (status code names)."""
+    ``seen`` counts the outcomes (status code names). ``known_bug``: this request hits a bug that
+    has its own strict-xfail test; its INTERNAL is counted, not failed, so the fuzz goes on."""
     try:
         reply = method(request, timeout=CALL_DEADLINE_S)
         seen["OK"] += 1
         return reply
     except grpc.RpcError as e:
+        if known_bug and e.code() == grpc.StatusCode.INTERNAL:
+            seen["INTERNAL (known bug)"] += 1
+            return None
         seen[e.code().name] += 1
         assert e.code() in CLEAN, (f"{e.code()} {e.details()!r} for request {str(request)[:600]}\n"
                                    f"{log_problems(server)}")
@@ -87,7 +93,7 @@ def test_fuzz_fhir_json(server: ServerProcess, channel: grpc.Channel, shared_dat
 
     one()
     _assert_alive(server, channel)
-    _assert_varied(seen, "OK", "records accepted", "records rejected")
+    _assert_varied(seen, "OK", "INVALID_ARGUMENT", "records accepted")
 
 
 @pytest.mark.slow
@@ -98,7 +104,8 @@ def test_fuzz_flat_records(server: ServerProcess, channel: grpc.Channel) -> None
     @FUZZ
     @given(flat_records)
     def one(flat: ingest_pb2.FlatRecords) -> None:
-        _check_ingest_reply(_call(server, ingest, ingest_pb2.IngestRequest(source="fuzz/flat", flat=flat), seen), seen)
+        request = ingest_pb2.IngestRequest(source="fuzz/flat", flat=flat)
+        _check_ingest_reply(_call(server, ingest, request, seen), seen)
 
     one()
     _assert_alive(server, channel)
@@ -113,12 +120,32 @@ def test_fuzz_arrow_ipc(server: ServerProcess, channel: grpc.Channel) -> None:
     @FUZZ
     @given(arrow_streams())
     def one(arrow: ingest_pb2.ArrowRecords) -> None:
-        _check_ingest_reply(_call(server, ingest, ingest_pb2.IngestRequest(source="fuzz/arrow", arrow=arrow), seen),
-                            seen)
+        request = ingest_pb2.IngestRequest(source="fuzz/arrow", arrow=arrow)
+        _check_ingest_reply(_call(server, ingest, request, seen), seen)
 
     one()
     _assert_alive(server, channel)
     _assert_varied(seen, "OK", "INVALID_ARGUMENT", "records accepted")
+
+
+def _huge_shape(request: Any) -> bool:
+    """A shape whose element count numpy cannot hold (or that overflows int64): see the xfail below."""
+    return any(math.prod(d for d in t.shape if d > 0) * 16 >= 2**63 for t in request.inputs)
+
+
+@pytest.mark.xfail(strict=True, reason="kserve.decode_inputs: a shape with a 0 dim and a huge dim (or an "
+                   "int64-overflowing product) passes the count check, then numpy's reshape raises "
+                   "ValueError -> INTERNAL instead of INVALID_ARGUMENT")
+@pytest.mark.parametrize("shape", [[0, 2**62], [2**62, 4]])
+@pytest.mark.parametrize("raw", [False, True])
+def test_kserve_huge_shape_is_invalid_argument(channel: grpc.Channel, shape: list[int], raw: bool) -> None:
+    request = service_pb2.ModelInferRequest(model_name="forecast_japan")
+    request.inputs.add(name="history", datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"")
+    with pytest.raises(grpc.RpcError) as caught:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=CALL_DEADLINE_S)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
 
 
 @pytest.mark.slow
@@ -126,10 +153,10 @@ def test_fuzz_kserve_model_infer(server: ServerProcess, channel: grpc.Channel) -
     infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
     seen: Counter[str] = Counter()
 
-    @settings(FUZZ, max_examples=150)
-    @given(infer_requests())
+    @settings(FUZZ, max_examples=400)
+    @given(infer_requests)
     def one(request: Any) -> None:
-        _call(server, infer, request, seen)
+        _call(server, infer, request, seen, known_bug=_huge_shape(request))
 
     one()
     _assert_alive(server, channel)

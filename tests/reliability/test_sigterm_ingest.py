@@ -41,8 +41,8 @@ class Sender(threading.Thread):
         with grpc.insecure_channel(self.address) as channel:
             stub = ingest_pb2_grpc.IngestStub(channel)
             for call in range(10_000):
-                patients = [{"patient_id": f"{self.source}-{call}-{i}", "sex": "female", "birth_date": "1960-05",
-                             "region": "US-MA"} for i in range(RECORDS_PER_CALL)]
+                patients = [{"patient_id": f"{self.source}-{call}-{i}", "sex": "female",
+                             "birth_date": "1960-05", "region": "US-MA"} for i in range(RECORDS_PER_CALL)]
                 try:
                     reply = stub.IngestBatch(flat_request(self.source, patients=patients), timeout=20)
                 except grpc.RpcError as e:
@@ -98,4 +98,4 @@ def test_sigterm_during_ingest_keeps_every_acknowledged_record(tmp_path: Path) -
     missing = acked - set(keys)
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged records are not in the store"
     print(f"{len(acked)} acknowledged records in {sum(s.calls for s in senders)} calls; "
-          f"{len(keys)} stored in {len(parquet)} files; senders ended with {[s.final_error for s in senders]}")
+          f"{len(keys)} stored in {len(parquet)} files; senders ended {[s.final_error for s in senders]}")

@@ -19,16 +19,25 @@ MAX_RSS_GROWTH = 0.10
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sustained_80_percent_of_capacity_no_errors_flat_memory(tmp_path: Path) -> None:
-    with server_process(tmp_path) as server:
+    # gRPC core refuses (CANCELLED) calls beyond ~1000 waiting to be picked up; a stall of a second
+    # or two caused by the machine's other tenants reaches that at this rate. Let the queue absorb
+    # such stalls here: the deadline still bounds every call, and any refusal still fails the test.
+    with server_process(tmp_path, ["--max-pending-rpcs", "20000"]) as server:
         capacity = measure_capacity(server.address, risk_workload, concurrency=8)
         rate = LOAD_FRACTION * capacity.floor  # the conservative estimate on a shared machine
         with RssSampler(server.proc.pid) as rss:
             # A generous deadline: a burst from the machine's other tenants may queue calls for a
             # moment; what must not happen is a call that fails.
             res = open_loop(server.address, risk_workload(), rate, DURATION_S, timeout_s=10.0)
-        print(f"capacity {capacity.floor:.0f}/s (runs {[round(r) for r in capacity.runs]}); "
-              f"offered {rate:.0f}/s for {DURATION_S:.0f}s: {res.to_dict()}")
-        assert res.errors == {}, f"{dict(res.errors)}: {res.error_examples}\n{log_problems(server)}"
+        d = res.to_dict()
+        summary = (f"capacity {capacity.floor:.0f}/s (closed-loop runs {[round(r) for r in capacity.runs]}); "
+                   f"offered {rate:.0f}/s for {DURATION_S:.0f}s: {d['requests']} calls, "
+                   f"{d['throughput_per_s']}/s, latency ms {d['latency_ms']}, errors {d['errors']}, "
+                   f"max send lag {d['max_schedule_lag_ms']} ms")
+        print(summary)
+        failed_at = sorted({int(t) for t, ok in zip(res.send_offsets_s, res.ok, strict=True) if not ok})
+        assert res.errors == {}, (f"{summary}; failures sent in seconds {failed_at}: {res.error_examples}\n"
+                                  f"{log_problems(server)}")
         assert res.succeeded == res.requests >= 0.9 * rate * DURATION_S  # the load really ran
         warm = rss.between(WARMUP_S - 2, WARMUP_S + 2)
         late = rss.between(DURATION_S - 10, DURATION_S + 5)
