@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pyarrow as pa
 
+from healthai import observability
 from healthai.app import convert
 from healthai.errors import HealthAIError, InvalidInput, TooLarge
 from healthai.normalize.context import NormalizeContext
@@ -107,6 +109,10 @@ def _finish(response: ingest_pb2.IngestResponse, commits: list[CommitResult], ba
     response.receipt.CopyFrom(convert.receipt_to_proto(batch_id, commits))
     response.rejected = sum(1 for s in response.statuses if s == common_pb2.RECORD_STATUS_REJECTED)
     response.accepted = len(response.statuses) - response.rejected
+    stored = response.receipt.stored
+    observability.note(records=len(response.statuses), accepted=response.accepted,
+                       rejected=response.rejected, stored=sum(stored.values()),
+                       patients=int(stored.get("patient", 0)))
     if response.ByteSize() > max_bytes:
         log.warning("response of batch %s exceeds %d bytes: sending outcomes with issues only", batch_id,
                     max_bytes)
@@ -114,6 +120,18 @@ def _finish(response: ingest_pb2.IngestResponse, commits: list[CommitResult], ba
         del response.outcomes[:]
         response.outcomes.extend(kept)
     return response
+
+
+_OUTCOME_LABELS = {common_pb2.RECORD_STATUS_ACCEPTED: "accepted",
+                   common_pb2.RECORD_STATUS_ACCEPTED_WITH_WARNINGS: "accepted_with_warnings",
+                   common_pb2.RECORD_STATUS_REJECTED: "rejected"}
+
+
+def _count_records(request: ingest_pb2.IngestRequest, statuses: Sequence[int]) -> None:
+    """Prometheus: ingest records by input format and outcome."""
+    fmt = request.WhichOneof("payload") or "none"
+    for status, n in Counter(statuses).items():
+        observability.count_ingest_records(fmt, _OUTCOME_LABELS.get(status, "unknown"), n)
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
@@ -129,6 +147,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             commit = self.core.commit(batch.tables, batch_id)
             response = ingest_pb2.IngestResponse()
             response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
+            _count_records(request, response.statuses)
             log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
                      commit.stored, commit.duplicates)
             return _finish(response, [commit], batch_id, self.core.max_response_bytes)
@@ -147,8 +166,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 batch = self.core.normalize(request)
             except HealthAIError as e:  # name the offending request of the stream
                 raise type(e)(f"request {request_index}: {e.message}", field=e.field) from e
+            start = len(response.statuses)
             response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes,
                                                           request_index))
+            _count_records(request, response.statuses[start:])
             pending.append(batch)
             if sum(b.rows() for b in pending) >= self.core.max_records:
                 flush()

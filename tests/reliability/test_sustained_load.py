@@ -3,12 +3,14 @@ against a real ``healthai serve``: no call fails and resident memory stays flat 
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 import pytest
 
 from .loadkit import measure_capacity, open_loop, risk_workload
-from .serverkit import RssSampler, log_problems, server_process
+from .serverkit import RssSampler, log_problems, rss_kib, server_process
 
 LOAD_FRACTION = 0.8
 DURATION_S = 60.0
@@ -39,10 +41,17 @@ def test_sustained_80_percent_of_capacity_no_errors_flat_memory(tmp_path: Path) 
         assert res.errors == {}, (f"{summary}; failures sent in seconds {failed_at}: {res.error_examples}\n"
                                   f"{log_problems(server)}")
         assert res.succeeded == res.requests >= 0.9 * rate * DURATION_S  # the load really ran
+        # Medians, not peaks: a moment of backlog (requests buffered while the machine's other tenants
+        # hold the CPU) is not a leak; a leak moves the median of the last 10 s and the idle value.
+        time.sleep(1.0)
+        after = rss_kib(server.proc.pid)  # the load is over and drained
         warm = rss.between(WARMUP_S - 2, WARMUP_S + 2)
         late = rss.between(DURATION_S - 10, DURATION_S + 5)
         assert warm and late, rss.samples
-        baseline, peak = sorted(warm)[len(warm) // 2], max(late)
-        print(f"RSS after warm-up {baseline} KiB, peak in the last 10 s {peak} KiB "
-              f"({100 * (peak / baseline - 1):+.1f}%)")
-        assert peak < baseline * (1 + MAX_RSS_GROWTH), rss.samples
+        baseline, late_median = statistics.median(warm), statistics.median(late)
+        print(f"RSS after warm-up {baseline:.0f} KiB; median of the last 10 s {late_median:.0f} KiB "
+              f"({100 * (late_median / baseline - 1):+.1f}%), peak {max(late)} KiB, "
+              f"after the load {after} KiB "
+              f"({100 * (after / baseline - 1):+.1f}%)")
+        assert late_median < baseline * (1 + MAX_RSS_GROWTH), rss.samples
+        assert after < baseline * (1 + MAX_RSS_GROWTH), (after, rss.samples)
