@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from healthai.errors import InvalidInput
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
+from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
 from healthai.normalize.identity import record_system
 from healthai.normalize.records import (
     CONDITION,
@@ -237,7 +238,7 @@ def _encounter(t: fc.Cols, ctx: NormalizeContext) -> dict[str, Any]:
     status = t.string("status")
     if status is not None:
         bad = pc.and_kleene(
-            pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(sorted(fc.ENCOUNTER_STATUS))))
+            pc.is_valid(status), pc.invert(pc.is_in(status, pa.array(sorted(ENCOUNTER_STATUS))))
         )
         t.flags.add(
             fc.np_mask(bad),

@@ -33,19 +33,6 @@ SEX_VALUES = {
     "o": "other",
     "u": "unknown",
 }
-ENCOUNTER_STATUS = frozenset(
-    {
-        "planned",
-        "arrived",
-        "triaged",
-        "in-progress",
-        "onleave",
-        "finished",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    }
-)
 _TS = pa.timestamp("us", tz="UTC")
 
 

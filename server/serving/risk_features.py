@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,7 @@ def _plan(card: tuple[str, ...], given: tuple[str, ...]) -> _Plan:
         hints = [f"{n}: give it, or give an '{AGE_INPUT}' column" if n == "age_risk" else f"{n}: give it"
                  for n in not_derivable]
         if diag_names:
-            hints.append(f"{_shorten(diag_names)}: give them, or give {DIAGNOSES}")
+            hints.append(f"{', '.join(diag_names)}: give them, or give {DIAGNOSES}")
         raise InvalidInput(f"feature_names: missing model features ({'; '.join(hints)})",
                            field="feature_names")
     return _Plan(
@@ -121,10 +122,6 @@ def _plan(card: tuple[str, ...], given: tuple[str, ...]) -> _Plan:
         charlson_index=index,
         diagnosis_features=diag_names,
     )
-
-
-def _shorten(names: Sequence[str]) -> str:
-    return ", ".join(names if len(names) <= 4 else [*names[:3], f"... ({len(names)} in all)"])
 
 
 def derive_features(
@@ -168,28 +165,35 @@ def derive_features(
 def _fill_diagnosis_features(out: np.ndarray, plan: _Plan, diagnoses: Sequence[Diagnosis] | None,
                              n: int) -> None:
     if not diagnoses:
-        raise InvalidInput(f"feature_names: missing {_shorten(plan.diagnosis_features)}: give them, or give "
-                           f"{DIAGNOSES} "
-                           "(one entry of codes per patient) to derive them", field="feature_names")
+        missing = ", ".join(plan.diagnosis_features)
+        raise InvalidInput(f"feature_names: missing {missing}: give them, or give {DIAGNOSES} (one entry "
+                           "of codes per patient, primary first) to derive them", field="feature_names")
     if len(diagnoses) != n:
         raise InvalidInput(f"{DIAGNOSES}: {len(diagnoses)} entries for {n} patients", field=DIAGNOSES)
     flat, owner, systems = _flatten(diagnoses, need_primary=bool(plan.primary))
     if plan.primary:
-        firsts = np.searchsorted(owner, np.arange(n))  # every patient has >= 1 code (checked)
-        group = diag_groups.diag_groups(flat[firsts])
+        group = diag_groups.diag_groups(flat[np.searchsorted(owner, np.arange(n))])  # first codes
         for dst, name in plan.primary:
             out[:, dst] = group == name
     if plan.charlson_groups or plan.charlson_index is not None:
-        present = np.zeros((n, len(charlson.GROUPS)), dtype=bool)
-        for system in ("icd9", "icd10"):
-            rows = systems[owner] == (system == "icd9")
+        hits = np.zeros((len(flat), len(charlson.GROUPS)), dtype=bool)
+        code_icd9 = systems[owner]
+        for system, rows in (("icd9", code_icd9), ("icd10", ~code_icd9)):
             if rows.any():
-                hits = charlson.groups_matrix(flat[rows], system)
-                np.logical_or.at(present, owner[rows], hits)
+                hits[rows] = charlson.groups_matrix(flat[rows], system)
+        starts = np.searchsorted(owner, np.arange(n))  # codes of a patient are contiguous, >= 1 each
+        present = np.logical_or.reduceat(hits, starts, axis=0)
         for dst, j in plan.charlson_groups:
             out[:, dst] = present[:, j]
         if plan.charlson_index is not None:
             out[:, plan.charlson_index] = charlson.index_from_matrix(present)
+
+
+@lru_cache(maxsize=65536)
+def _valid_code(code: str, system: str) -> bool:
+    if system == "icd9":
+        return codes.canonical_icd9(code) is not None
+    return codes.canonical_icd10(code, codes.icd10_codes()) is not None
 
 
 def _system(raw: str, field: str) -> str:
@@ -202,28 +206,36 @@ def _system(raw: str, field: str) -> str:
     return system
 
 
-def _flatten(diagnoses: Sequence[Diagnosis], *, need_primary: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, owning patient per code, is-ICD-9 per patient); each code validated."""
-    flat: list[str] = []
-    owner: list[int] = []
-    is_icd9 = np.zeros(len(diagnoses), dtype=bool)
-    for i, entry in enumerate(diagnoses):
-        field = f"{DIAGNOSES}[{i}]"
-        entry_codes, raw_system = (entry.codes, entry.system) if hasattr(entry, "codes") else entry
-        system = _system(raw_system or "", field)
-        is_icd9[i] = system == "icd9"
-        if not entry_codes:
-            raise InvalidInput(f"{field}.codes: empty; the model's diagnosis features need the patient's "
-                               "codes (primary first), or send those features", field=f"{field}.codes")
-        if need_primary and system != "icd9":
-            raise InvalidInput(f"{field}.system: primary_dx_* (Strack 2014 groups) are defined on ICD-9-CM "
-                               "only; give primary_dx_* or ICD-9-CM codes", field=f"{field}.system")
-        for j, code in enumerate(entry_codes):
-            valid = (codes.canonical_icd9(code) if system == "icd9"
-                     else codes.canonical_icd10(code, codes.icd10_codes()))
-            if valid is None:
-                kind = "ICD-9-CM" if system == "icd9" else "ICD-10-CM"
-                raise InvalidInput(f"{field}.codes[{j}]: not a valid {kind} code", field=f"{field}.codes[{j}]")
-        flat.extend(entry_codes)
-        owner.extend([i] * len(entry_codes))
-    return np.array(flat, dtype=object), np.array(owner, dtype=np.intp), is_icd9
+def _flatten(
+    diagnoses: Sequence[Diagnosis], *, need_primary: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, owning patient per code, is-ICD-9 per patient); each distinct code validated once."""
+    entries = [(e.codes, e.system) if hasattr(e, "codes") else e for e in diagnoses]
+    raw_systems = [system or "" for _, system in entries]
+    resolved: dict[str, str] = {}
+    for i, raw in enumerate(raw_systems):
+        if raw not in resolved:
+            resolved[raw] = _system(raw, f"{DIAGNOSES}[{i}]")
+    is_icd9 = np.fromiter((resolved[raw] == "icd9" for raw in raw_systems), dtype=bool, count=len(entries))
+    lengths = np.fromiter((len(c) for c, _ in entries), dtype=np.intp, count=len(entries))
+    if not lengths.all():
+        i = int(np.argmin(lengths))
+        raise InvalidInput(f"{DIAGNOSES}[{i}].codes: empty; the model's diagnosis features need the "
+                           "patient's codes (primary first), or send those features",
+                           field=f"{DIAGNOSES}[{i}].codes")
+    if need_primary and not is_icd9.all():
+        i = int(np.argmin(is_icd9))
+        raise InvalidInput(f"{DIAGNOSES}[{i}].system: primary_dx_* (Strack 2014 groups) are defined on "
+                           "ICD-9-CM only; give primary_dx_* or ICD-9-CM codes",
+                           field=f"{DIAGNOSES}[{i}].system")
+    flat = np.array(list(chain.from_iterable(c for c, _ in entries)), dtype=object)
+    owner = np.repeat(np.arange(len(entries), dtype=np.intp), lengths)
+    code_icd9 = is_icd9[owner]
+    for system, mask in (("icd9", code_icd9), ("icd10", ~code_icd9)):
+        if any(not _valid_code(c, system) for c in set(flat[mask].tolist())):
+            k = next(k for k in np.flatnonzero(mask) if not _valid_code(flat[k], system))
+            i, j = int(owner[k]), int(k - np.searchsorted(owner, owner[k]))
+            kind = "ICD-9-CM" if system == "icd9" else "ICD-10-CM"
+            raise InvalidInput(f"{DIAGNOSES}[{i}].codes[{j}]: not a valid {kind} code",
+                               field=f"{DIAGNOSES}[{i}].codes[{j}]")
+    return flat, owner, is_icd9

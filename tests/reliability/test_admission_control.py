@@ -1,7 +1,7 @@
 """Admission control (``max_concurrent_rpcs``, ``max_pending_rpcs``): the settings from flag, env and
-file, and the effect of the first
-on a real server — with the limit's worth of calls in progress, the next call is refused
-RESOURCE_EXHAUSTED at once (not queued), and calls are admitted again once those finish."""
+file, and the first one's effect on a real server — with the limit's worth of calls in progress, the
+next call is refused RESOURCE_EXHAUSTED at once (not queued), and calls are admitted again once those
+finish. (``max_pending_rpcs`` under load: test_overload.py.)"""
 
 from __future__ import annotations
 
