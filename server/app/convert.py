@@ -52,17 +52,17 @@ def flat_table(kind: str, messages: Sequence[object]) -> pa.Table:
     """Repeated flat-record messages of one kind -> a pa.Table (empty strings / unset become nulls)."""
     _, strings, doubles, bools = FLAT_KINDS[kind]
     columns: dict[str, pa.Array] = {}
-    if messages:
-        by_field = zip(*map(attrgetter(*strings), messages), strict=True)  # one C call per message
-        for name, values in zip(strings, by_field, strict=True):
-            columns[name] = pa.array(values, pa.string())
-    else:
-        columns = {name: pa.array([], pa.string()) for name in strings}
-    for name, arr in columns.items():  # "" means absent
-        columns[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    messages = list(messages)  # iterating a repeated field builds new wrappers each time: once only
+    for name in strings:
+        values = list(map(attrgetter(name), messages))  # ~2x faster than transposing per-message tuples
+        if any(values):  # "" means absent; a column nobody filled is all nulls (no conversion)
+            arr = pa.array(values, pa.string())
+            columns[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+        else:
+            columns[name] = pa.nulls(len(values), pa.string())
     for names, arrow_type in ((doubles, pa.float64()), (bools, pa.bool_())):
         for name in names:
-            values = [getattr(m, name) if m.HasField(name) else None for m in messages]
+            values = [getattr(m, name) if m.HasField(name) else None for m in messages]  # optional
             columns[name] = pa.array(values, arrow_type)
     return pa.table(columns)
 
