@@ -14,7 +14,6 @@ from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 VERSION = "0.1.0"
@@ -27,12 +26,6 @@ def generate_protos() -> None:
     generate()
 
 
-class GenerateProtosThenBuildPy(build_py):
-    def run(self) -> None:
-        generate_protos()
-        super().run()
-
-
 class CMakeExtension(Extension):
     def __init__(self, name: str) -> None:
         super().__init__(name, sources=[])
@@ -42,7 +35,6 @@ class CMakeBuild(build_ext):
     """Configure + build the whole CMake project once; outputs go to the extension's folder."""
 
     def build_extension(self, ext: Extension) -> None:
-        generate_protos()
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_dir = Path(os.environ.get("HEALTHAI_CMAKE_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +59,10 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", str(build_dir), "-j", jobs], check=True)
 
 
+# Stubs first: every build step (metadata, build_py, editable) then sees the package healthai.v1.
+generate_protos()
+
+
 def packages() -> list[str]:
     # healthai.v1 holds the generated stubs: named explicitly, it may not exist yet on a clean tree
     server = ["healthai", "healthai.v1"] + [f"healthai.{p}" for p in find_packages("server") if p != "v1"]
@@ -85,5 +81,5 @@ setup(
     },
     package_data={"healthai": ["*.so", "*.pyi", "py.typed", "v1/*.pyi", "data/**/*"]},
     ext_modules=[CMakeExtension("healthai._native")],
-    cmdclass={"build_ext": CMakeBuild, "build_py": GenerateProtosThenBuildPy},
+    cmdclass={"build_ext": CMakeBuild},
 )

@@ -5,10 +5,14 @@
 //   attr   : reduce = "sum" | "mean" | "max"  (default "sum")
 //   output : out T[R, F] or T[B, R, F]
 // Bad input returns an ORT_INVALID_ARGUMENT status whose message names the argument and the value.
+// On the CPU the op runs on ONNX Runtime's intra-op thread pool (KernelContext::ParallelFor), so
+// SessionOptions.intra_op_num_threads governs it like every other node; healthai's own pool (a
+// separate copy in this library, all hardware threads) is never used here.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -52,6 +56,77 @@ ArrayView view_of(const OrtValue* value, Device device) {
   return v;
 }
 
+constexpr int64_t kWorkPerTask = 1 << 16;  // multiply-adds below which another task is not worth it
+constexpr int64_t kMaxTasks = 256;
+
+// One ParallelFor task: rows [r0, r1) of one batch item, run as a batch-1 sub-problem whose indptr
+// starts at r0 (edge offsets stay absolute, so indices/weights are shared) on the calling thread.
+struct RowChunks {
+  const healthai::CsrProblem* p = nullptr;
+  const char* x = nullptr;
+  char* out = nullptr;
+  int64_t elem = 0;  // bytes per scalar
+  std::vector<int64_t> bounds;  // row boundaries, size n_chunks + 1
+  bool failed = false;
+
+  static void run(void* self, size_t task) {
+    auto* c = static_cast<RowChunks*>(self);
+    const healthai::CsrProblem& p = *c->p;
+    const int64_t n_chunks = static_cast<int64_t>(c->bounds.size()) - 1;
+    const int64_t b = static_cast<int64_t>(task) / n_chunks, k = static_cast<int64_t>(task) % n_chunks;
+    const int64_t r0 = c->bounds[k], r1 = c->bounds[k + 1];
+    if (r0 == r1) return;
+    healthai::CsrProblem sub = p;
+    sub.indptr = static_cast<const int64_t*>(p.indptr) + r0;
+    sub.n_rows = r1 - r0;
+    sub.batch = 1;
+    try {
+      healthai::aggregate_forward(sub, c->x + b * p.n_cols * p.feat * c->elem,
+                                  c->out + (b * p.n_rows + r0) * p.feat * c->elem, nullptr, 1, nullptr);
+    } catch (...) {
+      c->failed = true;  // not reachable after check_structure/check_values; reported by the caller
+    }
+  }
+};
+
+// Edge-balanced row boundaries: rows [0, r) cost indptr[r] + r units.
+std::vector<int64_t> balanced_rows(const healthai::CsrProblem& p, int64_t n_chunks) {
+  const auto* indptr = static_cast<const int64_t*>(p.indptr);
+  const int64_t total = p.nnz + p.n_rows;
+  std::vector<int64_t> bounds(n_chunks + 1, p.n_rows);
+  bounds[0] = 0;
+  for (int64_t k = 1; k < n_chunks; ++k) {
+    const int64_t target = total * k / n_chunks;
+    int64_t lo = bounds[k - 1], hi = p.n_rows;  // first r with indptr[r] + r >= target
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (indptr[mid] + mid < target) lo = mid + 1; else hi = mid;
+    }
+    bounds[k] = lo;
+  }
+  return bounds;
+}
+
+void forward_on_ort_threads(Ort::KernelContext& ctx, const healthai::CsrProblem& p, const void* x, void* out,
+                            int64_t elem) {
+  if (p.n_rows == 0 || p.feat == 0 || p.batch == 0) return;
+  const int64_t work = (p.nnz + p.n_rows) * p.feat * p.batch;
+  const int64_t tasks = std::clamp<int64_t>(work / kWorkPerTask, 1, kMaxTasks);
+  if (tasks == 1 || p.index_type != DType::kInt64) {  // the op declares int64 indices; be safe anyway
+    healthai::aggregate_forward(p, x, out, nullptr, 1, nullptr);
+    return;
+  }
+  RowChunks chunks;
+  chunks.p = &p;
+  chunks.x = static_cast<const char*>(x);
+  chunks.out = static_cast<char*>(out);
+  chunks.elem = elem;
+  chunks.bounds = balanced_rows(p, std::clamp<int64_t>(tasks / p.batch, 1, p.n_rows));
+  const size_t n = static_cast<size_t>(p.batch) * (chunks.bounds.size() - 1);
+  ctx.ParallelFor(&RowChunks::run, n, 0, &chunks);
+  if (chunks.failed) throw std::runtime_error("a row chunk failed");
+}
+
 template <typename T>
 struct CsrAggregateKernel {
   CsrAggregateKernel(const OrtApi& api, const OrtKernelInfo* info, Device device) : api_(api), device_(device) {
@@ -81,11 +156,15 @@ struct CsrAggregateKernel {
       }
       const healthai::CsrProblem p =
           healthai::check_structure(indptr, indices, weights, x, healthai::parse_reduce(reduce_));
-      healthai::check_values(p, 0, stream);
+      healthai::check_values(p, 1, stream);
       std::vector<int64_t> out_shape(x.shape, x.shape + x.ndim);
       out_shape[x.ndim - 2] = p.n_rows;
       Ort::UnownedValue out = ctx.GetOutput(0, out_shape);
-      healthai::aggregate_forward(p, x.data, out.GetTensorMutableData<T>(), nullptr, 0, stream);
+      if (device_ == Device::kCPU) {
+        forward_on_ort_threads(ctx, p, x.data, out.GetTensorMutableData<T>(), sizeof(T));
+      } else {
+        healthai::aggregate_forward(p, x.data, out.GetTensorMutableData<T>(), nullptr, 0, stream);
+      }
       return nullptr;
     } catch (const std::invalid_argument& e) {
       return api_.CreateStatus(ORT_INVALID_ARGUMENT, (std::string("CsrAggregate: ") + e.what()).c_str());

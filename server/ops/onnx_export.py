@@ -31,6 +31,7 @@ from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 
 import healthai.ops.torch_ops  # noqa: F401  (registers torch.ops.healthai.csr_aggregate)
+from healthai.ops.onnx_passes import rewrite_softplus
 
 __all__ = ["CUSTOM_DOMAIN", "CUSTOM_OPSET_VERSION", "OP_NAME", "STANDARD_OPSET", "export_onnx"]
 
@@ -151,6 +152,7 @@ def export_onnx(
     dynamic_shapes: Any = None,
     dynamic_axes: Mapping[str, Any] | None = None,
     opset_version: int = STANDARD_OPSET,
+    fast_softplus: bool = True,
 ) -> Path:
     """Export ``model`` (which may contain ``GraphAggregation``) to ``path``; returns the path.
 
@@ -158,6 +160,8 @@ def export_onnx(
     ``torch.ops.healthai.csr_aggregate`` chosen by ``variant`` ("custom": one ``healthai.CsrAggregate``
     node; "standard": standard opset-18 ops only). ``input_names``, ``output_names``,
     ``dynamic_shapes`` (``torch.export`` style) or ``dynamic_axes`` (legacy style) are passed through.
+    With ``fast_softplus`` (default) the saved graph goes through ``onnx_passes.rewrite_softplus``
+    (same function, vectorised ops; ONNX Runtime's Softplus kernel is scalar).
     """
     if variant not in ("custom", "standard"):
         raise ValueError(f"variant must be 'custom' or 'standard', got {variant!r}")
@@ -180,4 +184,8 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     path = Path(path)
     program.save(str(path))
+    if fast_softplus:
+        proto = onnx.load(str(path))
+        if rewrite_softplus(proto):
+            onnx.save(proto, str(path))
     return path

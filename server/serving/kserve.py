@@ -7,6 +7,8 @@ raised and mapped to statuses by the server's interceptor.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -19,6 +21,7 @@ from healthai.serving.tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 EXTENSIONS = ["model_repository", "statistics", "model_configuration"]
+MAX_DIM = 2**31 - 1  # no real tensor dim is larger; bigger ones are refused before any arithmetic
 
 # KServe v2 datatype -> the typed ``contents`` field that carries it.
 CONTENTS_FIELD = {
@@ -60,7 +63,9 @@ def decode_inputs(request: service_pb2.ModelInferRequest, specs: list[TensorSpec
         shape = tuple(tensor.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"{field}: negative dim in shape {list(shape)}", field=field)
-        count = int(np.prod(shape, dtype=np.int64))
+        if any(d > MAX_DIM for d in shape):
+            raise InvalidInput(f"{field}: a dim of shape {list(shape)} is over {MAX_DIM}", field=field)
+        count = math.prod(shape)  # Python ints: no int64 overflow
         if request.raw_input_contents:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"{field}: both contents and raw_input_contents given", field=field)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import grpc
@@ -36,8 +35,6 @@ class ServingPlugin:
         diagnostics_pb2_grpc.add_DiagnosticsServicer_to_server(diagnostics.DiagnosticsServicer(), server)
 
     async def start(self) -> None:
-        if self.settings.gil_switch_interval_ms > 0:
-            sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000)
         await asyncio.to_thread(charlson.warm)
         await self.manager.start()
         log.info("model repository %s: %s", self.settings.model_repository,

@@ -13,6 +13,7 @@ from healthai.errors import InvalidInput
 from healthai.serving.charlson import charlson_indices
 from healthai.serving.manager import LoadedVersion, ModelManager
 from healthai.serving.risk_batch import RiskTask
+from healthai.serving.risk_features import derive_features
 from healthai.serving.settings import ServingSettings
 from healthai.serving.wire import packed_float32
 from healthai.v1 import risk_pb2, risk_pb2_grpc
@@ -47,8 +48,14 @@ def _order(names: tuple[str, ...], task: RiskTask) -> np.ndarray:
 def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients: int) -> np.ndarray:
     """[patients x F] float32 in the card's order, checked; InvalidInput naming the field otherwise."""
     card = task.card
-    f = card.n_features
-    order = _order(tuple(request.feature_names), task) if request.feature_names else None
+    names = tuple(request.feature_names)
+    order = task.cached_order(names) if names else None
+    # feature_names that leave out card features: the server derives them (age_risk, primary_dx_*,
+    # charlson_*) with the training code, from the given columns and `diagnoses`
+    derive = bool(names) and order is None and not set(card.feature_names) <= set(names)
+    if names and order is None and not derive:
+        order = _order(names, task)
+    f = len(names) if derive else card.n_features
     raw = request.features_raw
     packed = len(request.features)
     if raw and packed:
@@ -60,7 +67,7 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
     if count == 0:
         raise InvalidInput("features: empty; give patients x features values", field="features")
     if count % f:
-        raise InvalidInput(f"features: {count} values is not a multiple of the model's {f} features",
+        raise InvalidInput(f"features: {count} values is not a multiple of the {f} features per patient",
                            field="features")
     n = count // f
     if n > max_patients:
@@ -72,7 +79,9 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         x = packed_float32(request, "features", count).reshape(n, f)
     else:
         x = np.fromiter(request.features, dtype=np.float32, count=count).reshape(n, f)
-    if order is not None:
+    if derive:
+        x = derive_features(card.feature_names, names, x, diagnoses=request.diagnoses)
+    elif order is not None:
         x = x[:, order]
     if not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from healthai.ops import GraphAggregation, build_info, ort_library_path
 from healthai.ops.onnx_export import export_onnx
+from healthai.ops.onnx_passes import rewrite_softplus
 
 from .reference import random_graph, reference_forward
 
@@ -82,6 +83,77 @@ def test_custom_op_empty_weights_mean_unweighted() -> None:
         None, {"indptr": indptr, "indices": indices, "weights": np.zeros(0, np.float32), "x": x}
     )
     np.testing.assert_array_equal(out, [[3, 5, 7], [3, 4, 5]])
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_custom_op_on_ort_threads_matches_reference(reduce) -> None:
+    # big enough to be split into many row chunks on ORT's pool; empty and heavy rows included
+    rng = np.random.default_rng(7)
+    indptr, indices = random_graph(rng, 3000, 2500, 30000, power_law=True, empty_rows=50)
+    w = rng.standard_normal(len(indices)).astype(np.float32)
+    x = rng.standard_normal((3, 2500, 16)).astype(np.float32)
+    ref, _ = reference_forward(indptr, indices, w, x, reduce)
+    outs = []
+    for threads in (1, 3):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.register_custom_ops_library(str(ort_library_path()))
+        model = _custom_model(reduce, TensorProto.FLOAT, True).SerializeToString()
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        (out,) = sess.run(None, {"indptr": indptr, "indices": indices, "weights": w, "x": x})
+        # float32 sums over power-law rows of ~1,000 edges: compare on the output's scale
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])  # every row is computed the same way on any thread
+
+
+class _Softplus(torch.nn.Module):
+    def __init__(self, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(x, threshold=self.threshold) * 2.0
+
+
+def _export_plain(module: torch.nn.Module, x: torch.Tensor, path: Path, fast: bool) -> onnx.ModelProto:
+    export_onnx(module.eval(), (x,), path, variant="standard", input_names=["x"], output_names=["y"],
+                fast_softplus=fast)
+    return onnx.load(str(path))
+
+
+def test_rewrite_softplus_is_the_same_function(tmp_path: Path) -> None:
+    grid = np.concatenate([np.linspace(-120, 120, 4001), [0.0, -0.0, 16.6, 17.0, 19.99, 20.0, 20.01, 1e30,
+                                                          -1e30, np.inf, -np.inf]])
+    x = torch.tensor(grid, dtype=torch.float32)
+    fast = _export_plain(_Softplus(), x, tmp_path / "fast.onnx", fast=True)
+    slow = _export_plain(_Softplus(), x, tmp_path / "slow.onnx", fast=False)
+    assert [n.op_type for n in slow.graph.node].count("Softplus") == 1
+    ops = [n.op_type for n in fast.graph.node]
+    assert "Softplus" not in ops and "Where" not in ops and "Greater" not in ops  # guard folded in
+    onnx.checker.check_model(fast, full_check=True)
+    (got,) = _session(fast, custom=False).run(None, {"x": x.numpy()})
+    (old,) = _session(slow, custom=False).run(None, {"x": x.numpy()})
+    exact = 2.0 * np.logaddexp(0.0, x.numpy().astype(np.float64))
+    assert not np.isnan(got).any()
+    assert np.array_equal(np.isinf(got), np.isinf(exact))
+    finite = np.isfinite(exact)
+    # a few ulp of the exact value; below 6e-8 (e^x under half an ulp of 1) the value may flush to 0
+    np.testing.assert_allclose(got[finite], exact[finite], rtol=3e-7, atol=1.2e-7)
+    # at least as close to the exact function as ONNX Runtime's own Softplus kernel
+    assert np.abs(got[finite] - exact[finite]).max() <= np.abs(old[finite] - exact[finite]).max()
+
+
+def test_rewrite_softplus_keeps_a_low_threshold_guard(tmp_path: Path) -> None:
+    x = torch.linspace(-30, 30, 601)
+    proto = _export_plain(_Softplus(threshold=5.0), x, tmp_path / "t5.onnx", fast=False)
+    assert rewrite_softplus(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Softplus" not in ops and ops.count("Where") == 1  # x > 5 still returns x itself
+    (got,) = _session(proto, custom=False).run(None, {"x": x.numpy()})
+    # values under 6e-8 may flush to 0 (as in ONNX Runtime's Softplus kernel); here doubled
+    np.testing.assert_allclose(got, _Softplus(threshold=5.0)(x).numpy(), rtol=1e-6, atol=1.2e-7)
+    assert rewrite_softplus(proto) == 0  # idempotent
 
 
 class _Forecaster(torch.nn.Module):

@@ -75,6 +75,8 @@ def test_export_parity_both_variants(tmp_path: Path, seasonal: bool) -> None:
     custom = onnx.load(str(tmp_path / "fc/1/model.onnx"))
     standard = onnx.load(str(tmp_path / "fc/1/model.standard.onnx"))
     assert any(n.domain == "healthai" and n.op_type == "CsrAggregate" for n in custom.graph.node)
+    # the quantile head's softplus is exported as vectorised ops (ORT's Softplus kernel is scalar)
+    assert not [n for m in (custom, standard) for n in m.graph.node if n.op_type == "Softplus"]
     assert all(n.domain in ("", "ai.onnx") for n in standard.graph.node)
     assert [i.name for i in custom.graph.input] == ["history"]
     assert [o.name for o in custom.graph.output] == ["forecast"]
@@ -166,3 +168,25 @@ def test_bad_inputs_are_refused_before_training() -> None:
                 steps=5, horizons=(2,), epochs=500, batch_size=64, privacy=PrivacySettings(epsilon=0.01)
             ),
         )
+
+
+DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "server" / "data" / "models"
+
+
+@pytest.mark.parametrize("name", ["forecast_japan", "forecast_us_states"])
+def test_default_forecasters_variants_agree_without_softplus(name: str) -> None:
+    from healthai.ops import build_info, ort_library_path
+    from healthai.training.export import max_relative_error, run_onnx
+
+    vdir = DEFAULT_MODELS / name / "1"
+    card = json.loads((vdir / "model_card.json").read_text())
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 5000, size=(4, card["window"], card["n_regions"])).astype(np.float32)
+    x[1] = 0.0
+    standard = run_onnx(vdir / "model.standard.onnx", {"history": x})
+    assert standard.shape == (4, card["output_steps"], card["n_regions"], len(card["quantile_levels"]))
+    assert np.all(np.isfinite(standard)) and np.all(np.diff(standard, axis=-1) >= 0)
+    assert not [n for n in onnx.load(str(vdir / "model.standard.onnx")).graph.node if n.op_type == "Softplus"]
+    if build_info()["ort_ops"]:
+        custom = run_onnx(vdir / "model.onnx", {"history": x}, custom_op_library=str(ort_library_path()))
+        assert max_relative_error(standard, custom) < 1e-4  # float32 summation order differs
