@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import grpc
+
 from healthai.observability.audit import AUDIT_LOGGER_NAME, close_audit_handlers, configure_audit_logger
 from healthai.observability.context import note, request_id
 from healthai.observability.interceptor import ObservabilityInterceptor

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+
 from healthai.errors import HealthAIError
 from healthai.observability import metrics
 from healthai.observability.audit import audit_line

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from healthai.observability.settings import ObservabilitySettings
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from healthai.observability.settings import ObservabilitySettings
 
 # Server-side codes that mean the server failed (OpenTelemetry semantic conventions for gRPC).
 _SERVER_ERRORS = frozenset(

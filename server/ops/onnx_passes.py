@@ -18,6 +18,8 @@ from onnx import helper, numpy_helper
 
 __all__ = ["rewrite_softplus"]
 
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list[onnx.NodeProto]] = {}
@@ -86,19 +88,28 @@ def _decomposition(x: str, out: str, tag: str) -> list[onnx.NodeProto]:
 
 
 def rewrite_softplus(model: onnx.ModelProto) -> int:
-    """Replace every main-graph ``Softplus`` (with its exporter ``Where``/``Greater`` threshold guard,
-    when the threshold is ≥ 15) by ``Relu(x) + log1p(Exp(-|x|))`` in place; returns how many."""
+    """Replace every main-graph float/double ``Softplus`` (with its exporter ``Where``/``Greater``
+    threshold guard, when the threshold is ≥ 15) by ``Relu(x) + log1p(Exp(-|x|))`` in place; returns
+    how many. A Softplus whose input type the graph does not record is left alone."""
     graph = model.graph
     consumers = _consumers(graph)
     outputs = _graph_outputs(graph)
     drop: set[int] = set()
     replace: dict[int, list[onnx.NodeProto]] = {}
     count = 0
+    names = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
     for node in graph.node:
         if node.op_type != "Softplus" or node.domain not in ("", "ai.onnx"):
             continue
         x, sp_out = node.input[0], node.output[0]
-        tag = f"softplus_rw{count}"
+        if types.get(x) not in _FLOAT_TYPES:
+            continue  # unknown or float16/bfloat16 type: the 1e-30 floor below is not representable
+        k = count
+        while f"softplus_rw{k}_relu" in names:
+            k += 1
+        tag = f"softplus_rw{k}"
+        names.add(f"{tag}_relu")
         target = sp_out
         guard = _threshold_guard(graph, consumers, outputs, x, sp_out)
         if guard is not None:

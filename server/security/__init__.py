@@ -12,6 +12,7 @@ The servicer of an authenticated call reads its caller with ``security.current_c
 from __future__ import annotations
 
 import grpc
+
 from healthai.security.identity import current_client
 from healthai.security.interceptor import AuthInterceptor
 from healthai.security.keys import ApiKeyStore, ClientIdentity, new_key

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+
 from healthai.errors import Unauthenticated
 from healthai.security.handlers import aborting_handler, wrap_handler
 from healthai.security.identity import set_current_client

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
 from healthai.security.settings import SecuritySettings
 
 log = logging.getLogger(__name__)

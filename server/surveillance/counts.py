@@ -30,6 +30,7 @@ from datetime import date
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
 from healthai.surveillance.syndromes import SYNDROMES, Syndrome

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from healthai import errors
 
 SERVICE = "healthai.test.Probe"

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+
 from healthai.app import cli
 from healthai.app.settings import load_settings
 

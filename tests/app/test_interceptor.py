@@ -7,6 +7,7 @@ import logging
 
 import grpc
 import pytest
+
 from healthai.app.settings import Settings
 from healthai.app.testing import running_server
 

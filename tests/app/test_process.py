@@ -16,6 +16,7 @@ import grpc
 import pyarrow.parquet as pq
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.v1 import ingest_pb2, ingest_pb2_grpc
 

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from healthai.app.server import OVERALL, ServicePlugin, build_server
 from healthai.app.settings import Settings
 from healthai.errors import InvalidInput

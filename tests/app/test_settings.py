@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from healthai.app.settings import Settings, load_settings
 from healthai.errors import InvalidInput
-from pydantic import ValidationError
 
 
 def test_defaults_bind_loopback() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.settings import Settings
 from healthai.app.testing import serve_in_thread

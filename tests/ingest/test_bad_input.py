@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from healthai.v1 import common_pb2, ingest_pb2
 
 from .conftest import IngestServer

@@ -11,11 +11,12 @@ from pathlib import Path
 import grpc
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from healthai.app import convert
 from healthai.normalize.flat import INPUT_COLUMNS
 from healthai.v1 import common_pb2, ingest_pb2
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import IngestServer, serve
 

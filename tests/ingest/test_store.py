@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
 

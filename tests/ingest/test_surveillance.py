@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
 from healthai.surveillance import ILI, SurveillanceCounts

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.maps import SnomedIcd10Map
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from healthai.errors import InvalidInput
 from healthai.normalize import codes
 from healthai.normalize.maps import SnomedIcd10Map
-
 from tests.normalize.conftest import NLM_MAP, OMOP_CONCEPT, OMOP_RELATIONSHIP
 
 

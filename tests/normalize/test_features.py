@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from healthai.normalize import charlson, diag_groups, features
 from healthai.normalize.fhir import normalize_fhir
-
 from tests.normalize.fhir_builders import bp_panel, bundle, condition, observation, patient
 
 UTC = dt.UTC
@@ -253,6 +253,7 @@ def test_patient_features_snomed_only_is_unavailable_until_mapped(ctx, ctx_with_
 
 def test_features_frame_agrees_with_patient_features_on_synthea(bundle_paths, ctx_with_map) -> None:
     import pyarrow as pa
+
     from healthai.normalize.features_batch import features_frame
 
     batches = [normalize_fhir(p.read_bytes(), ctx=ctx_with_map, source="synthea") for p in bundle_paths[:12]]
@@ -286,6 +287,7 @@ def test_features_frame_agrees_with_patient_features_on_synthea(bundle_paths, ct
 
 def test_features_frame_without_clinical_rows() -> None:
     import pyarrow as pa
+
     from healthai.normalize.features_batch import features_frame
     from healthai.normalize.records import SCHEMAS
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from healthai.normalize.fhir import normalize_fhir
-from healthai.normalize.records import Status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from healthai.normalize.fhir import normalize_fhir
+from healthai.normalize.records import Status
 from tests.normalize.fhir_builders import bp_panel, bundle, condition, encounter, observation, patient
 
 _SCALARS = st.one_of(

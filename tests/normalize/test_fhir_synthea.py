@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from healthai.normalize.fhir import normalize_fhir
 from healthai.normalize.records import SCHEMAS, Status
 

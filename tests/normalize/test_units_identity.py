@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from healthai.errors import InvalidInput
 from healthai.normalize import identity, units
 from healthai.normalize.context import NormalizeContext

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
+
 from healthai import observability, security
 from healthai.errors import HealthAIError, InvalidInput
 from healthai.observability import ObservabilitySettings

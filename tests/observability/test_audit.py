@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from healthai.observability import AUDIT_LOGGER_NAME, ObservabilitySettings, note
 from healthai.security import SecuritySettings, new_key
 

@@ -8,6 +8,8 @@ import urllib.request
 import grpc
 import pytest
 from conftest import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
 from healthai.observability import (
     ObservabilitySettings,
     count_ingest_records,
@@ -16,7 +18,6 @@ from healthai.observability import (
     set_queue_depth,
     track_queue_depth,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from .obs_testkit import serving, unary
 

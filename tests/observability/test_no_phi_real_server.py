@@ -15,6 +15,8 @@ import urllib.request
 import grpc
 import pytest
 from conftest import free_port
+from tritonclient.grpc import service_pb2 as kserve_pb2
+
 from healthai import observability, security
 from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.server import build_server
@@ -33,7 +35,6 @@ from healthai.v1 import (
     risk_pb2,
     risk_pb2_grpc,
 )
-from tritonclient.grpc import service_pb2 as kserve_pb2
 
 FAMILY, GIVEN = "Quixbury", "Zebulon"
 MRN, SSN = "MRN88317731", "999-41-5678"

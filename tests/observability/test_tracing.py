@@ -11,6 +11,7 @@ from concurrent import futures
 import grpc
 import pytest
 from conftest import free_port
+
 from healthai.observability import ObservabilitySettings
 
 from .obs_testkit import serving, unary

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+
 from healthai.security import SecuritySettings, new_key
 
 from .rpc_testkit import call, health_check, serving

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from healthai.errors import Unauthenticated
 from healthai.security import ApiKeyStore, new_key
 from healthai.security.cli import main as keys_cli

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+
 from healthai.security import SecuritySettings, server_credentials
 
 from .certs import CertificateAuthority, Pem

@@ -190,3 +190,44 @@ def test_default_forecasters_variants_agree_without_softplus(name: str) -> None:
     if build_info()["ort_ops"]:
         custom = run_onnx(vdir / "model.onnx", {"history": x}, custom_op_library=str(ort_library_path()))
         assert max_relative_error(standard, custom) < 1e-4  # float32 summation order differs
+
+
+# Outputs of the committed default forecasters before their Softplus was rewritten (git 1bfb3f3,
+# model.standard.onnx) at out[0, step, region, level 0 / 11 / 22] for the input below.
+_PREVIOUS = {
+    "forecast_japan": [
+        [400.0256, 435.6526, 476.8714],
+        [3004.3953, 3014.697, 3025.0085],
+        [462.7945, 502.853, 570.1912],
+        [0.0, 0.0, 8969.6592],
+        [1670.4175, 1675.874, 1763.7732],
+        [0.0, 556.0289, 3152.3484],
+    ],
+    "forecast_us_states": [
+        [2293.3262, 2357.8284, 2445.5986],
+        [1257.833, 1257.833, 1257.833],
+        [0.0, 0.0, 0.0],
+        [1769.1709, 1774.2544, 1789.4832],
+        [0.0, 0.0, 0.0],
+        [1250.8781, 1250.8781, 1250.8781],
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PREVIOUS))
+def test_default_forecasters_match_their_previous_outputs(name: str) -> None:
+    from healthai.ops import build_info, ort_library_path
+    from healthai.training.export import run_onnx
+
+    vdir = DEFAULT_MODELS / name / "1"
+    card = json.loads((vdir / "model_card.json").read_text())
+    n = card["n_regions"]
+    x = np.random.default_rng(0).uniform(0, 5000, size=(1, card["window"], n)).astype(np.float32)
+    steps, regions = np.array([0, 0, 4, 14, 14, 7]), np.array([0, n - 1, 5, 2, n - 1, 10])
+    variants = [("model.standard.onnx", None, 1e-5)]
+    if build_info()["ort_ops"]:
+        variants.append(("model.onnx", str(ort_library_path()), 1e-4))
+    for fname, lib, rtol in variants:
+        out = run_onnx(vdir / fname, {"history": x}, custom_op_library=lib)
+        got = out[0][steps, regions][:, [0, 11, 22]]
+        np.testing.assert_allclose(got, _PREVIOUS[name], rtol=rtol, atol=1e-2, err_msg=fname)
