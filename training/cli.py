@@ -104,6 +104,8 @@ def _train_forecast(args: argparse.Namespace) -> int:
     for seed in args.seeds:
         cfg = ForecastConfig(
             seasonal=args.mode == "seasonal",
+            base=args.base,
+            refit=args.refit,
             **_overrides(args),
             seed=seed,
             device=args.device,
@@ -170,6 +172,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("window20", "seasonal"),
         default="seasonal",
         help="window20: the papers' 20-week window; seasonal: also season-ago weeks (production)",
+    )
+    fc.add_argument(
+        "--base",
+        choices=("last", "seasonal_mix", "lag52"),
+        default="last",
+        help="what the median is a residual over (seasonal_mix / lag52 need --mode seasonal)",
+    )
+    fc.add_argument(
+        "--refit",
+        action="store_true",
+        help="after selecting the epoch on validation, retrain on train+validation (non-private only)",
     )
     fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
     _common(fc)

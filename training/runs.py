@@ -123,7 +123,7 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
             "dataset": data.name,
             "weeks": data.n_weeks,
             "regions": data.n_regions,
-            "source": "amy-deng/colagnn data files (see /work/shared/data/epi READMEs)",
+            "source": "amy-deng/colagnn data files (see ../shared/data/epi READMEs)",
         },
         split={
             "method": "chronological 50/20/30",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from healthai.training.export import CARD_FIELDS
 from healthai.training.forecast.build import build_forecaster
 from healthai.training.forecast.export import export_forecaster
 from healthai.training.forecast.graph import RegionGraph
-from healthai.training.forecast.model import FLUSIGHT_QUANTILES
+from healthai.training.forecast.model import FLUSIGHT_QUANTILES, SEASONAL_MIX_INIT
 from healthai.training.forecast.train import ForecastConfig, train_forecaster
 from healthai.training.privacy import PrivacySettings
 from healthai.training.runs import run_forecast
@@ -55,8 +56,10 @@ def test_quantiles_never_cross_and_shapes() -> None:
     assert np.all(out >= 0)
 
 
-@pytest.mark.parametrize("seasonal", [False, True])
-def test_export_parity_both_variants(tmp_path: Path, seasonal: bool) -> None:
+@pytest.mark.parametrize(
+    ("seasonal", "base"), [(False, "last"), (True, "last"), (True, "seasonal_mix"), (True, "lag52")]
+)
+def test_export_parity_both_variants(tmp_path: Path, seasonal: bool, base: str) -> None:
     graph = _ring_graph(12)
     window = 54 if seasonal else 20
     model = build_forecaster(
@@ -64,6 +67,7 @@ def test_export_parity_both_variants(tmp_path: Path, seasonal: bool) -> None:
         window=window,
         steps=5,
         seasonal=seasonal,
+        base=base,
         hidden=16,
         scale_min=np.full(12, 3.0),
         scale_max=np.full(12, 500.0),
@@ -86,6 +90,45 @@ def test_export_parity_both_variants(tmp_path: Path, seasonal: bool) -> None:
     saved = RegionGraph.load(tmp_path / "fc/1/graph.json")
     assert saved.region_ids == graph.region_ids and np.array_equal(saved.indptr, graph.indptr)
     assert "dims: [ 5, 12, 23 ]" in (tmp_path / "fc/config.pbtxt").read_text()
+
+
+def test_seasonal_bases_start_from_their_seasonal_term() -> None:
+    """Untrained (zero head and highway), the median is exactly the base: lag 52, or the initial
+    convex mix of last week / lag 52 / seasonal mean (softmax of SEASONAL_MIX_INIT)."""
+    graph = _ring_graph(5)
+    x = torch.rand(3, 54, 5, generator=torch.Generator().manual_seed(0)) * 100
+    steps, mid = 4, FLUSIGHT_QUANTILES.index(0.5)
+    lag = build_forecaster(graph, window=54, steps=steps, seasonal=True, base="lag52", hidden=8)
+    median = lag(x).detach()[..., mid]  # [B, S, N]
+    for s in range(1, steps + 1):  # week t + s - 52 sits at window position 53 + s - 52
+        assert torch.allclose(median[:, s - 1], x[:, 1 + s], atol=1e-4)
+    mix = build_forecaster(graph, window=54, steps=steps, seasonal=True, base="seasonal_mix", hidden=8)
+    w = torch.softmax(torch.tensor(SEASONAL_MIX_INIT), dim=0)
+    median = mix(x).detach()[..., mid]
+    for s in range(1, steps + 1):
+        around = x[:, s - 1 : s + 4].mean(dim=1)
+        expected = w[0] * x[:, -1] + w[1] * x[:, 1 + s] + w[2] * around
+        assert torch.allclose(median[:, s - 1], expected, atol=1e-3)
+    with pytest.raises(ValueError, match="needs seasonal=True"):
+        build_forecaster(graph, window=20, steps=steps, base="lag52")
+    with pytest.raises(ValueError, match="base must be one of"):
+        build_forecaster(graph, window=54, steps=steps, seasonal=True, base="lag53")
+
+
+def test_refit_on_train_and_validation_uses_selected_epochs(japan) -> None:
+    cfg = ForecastConfig(
+        seasonal=True, base="seasonal_mix", refit=True, epochs=4, hidden=8, steps=3, horizons=(2,)
+    )
+    summary = train_forecaster(data=japan, config=cfg).metrics
+    assert summary["refit_on_train_val_epochs"] == summary["best_epoch"] + 1
+    assert set(summary["val"]) == set(summary["test"]) == set(summary["test_before_refit"]) == {"2"}
+    assert summary["test"]["2"]["rmse"] != summary["test_before_refit"]["2"]["rmse"]
+    with pytest.raises(TrainingInputError, match="refit is for non-private runs"):
+        train_forecaster(data=japan, config=replace(cfg, privacy=PrivacySettings(epsilon=8.0)))
+    with pytest.raises(TrainingInputError, match="need the seasonal mode"):
+        train_forecaster(data=japan, config=replace(cfg, seasonal=False))
+    with pytest.raises(TrainingInputError, match="loss_steps"):
+        train_forecaster(data=japan, config=replace(cfg, loss_steps=(4,)))
 
 
 def test_tiny_run_loss_falls_exports_with_full_card(shared_data: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ def build_forecaster(
     hidden: int = 32,
     recent: int = 20,
     seasonal: bool = False,
+    base: str = "last",
     scale_min: np.ndarray | None = None,
     scale_max: np.ndarray | None = None,
 ) -> STGNNForecaster:
@@ -39,6 +40,7 @@ def build_forecaster(
         hidden=hidden,
         recent=min(recent, window),
         seasonal=seasonal,
+        base=base,
         scale_min=scale_min,
         scale_max=scale_max,
     )

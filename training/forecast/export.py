@@ -111,6 +111,7 @@ def export_forecaster(
         "window": model.window,
         "recent": model.recent,
         "seasonal": model.seasonal,
+        "base": model.base,
         "output_steps": model.steps,
         "quantile_levels": list(model.quantiles),
         "n_regions": model.n_nodes,

@@ -8,6 +8,12 @@ median is predicted directly and the other levels as cumulative softplus offsets
 Two modes: ``seasonal=False`` sees only the last ``recent`` weeks (the papers' 20-week window);
 ``seasonal=True`` also reads, for every step, the same week one season (52 weeks) earlier and the
 mean of the five weeks around it, so the window must be at least 54 weeks.
+
+Base of the median (``base``): ``"last"`` — residual over the last observed week (default);
+``"seasonal_mix"`` (seasonal mode only) — residual over a learned convex mix, per step, of the last
+observed week, the same week a season ago (lag 52) and the mean of the five weeks around it,
+initialised towards lag 52; ``"lag52"`` (seasonal mode only) — residual over the same week a
+season ago (fixed seasonal-naive residual: the network predicts y[t+h] - y[t+h-52]).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ FLUSIGHT_QUANTILES = (
 )
 SEASON = 52
 SEASON_HALF_WIDTH = 2
+BASES = ("last", "seasonal_mix", "lag52")
+SEASONAL_MIX_INIT = (0.0, 2.0, 0.0)  # softmax logits for (last week, lag 52, seasonal mean)
 
 
 MAX_SEASONAL_STEPS = SEASON - SEASON_HALF_WIDTH  # week t+s-52+2 must already be observed
@@ -68,10 +76,15 @@ class STGNNForecaster(nn.Module):
         hidden: int = 32,
         recent: int = 20,
         seasonal: bool = False,
+        base: str = "last",
         scale_min: np.ndarray | None = None,
         scale_max: np.ndarray | None = None,
     ) -> None:
         super().__init__()
+        if base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {base!r}")
+        if base != "last" and not seasonal:
+            raise ValueError(f"base={base!r} needs seasonal=True")
         levels = np.asarray(quantiles, dtype=np.float64)
         if (
             levels.ndim != 1
@@ -127,6 +140,14 @@ class STGNNForecaster(nn.Module):
                     cum[j, k] = -1.0
         self.register_buffer("offset_matrix", torch.tensor(cum))
         self.hidden = hidden
+        self.base = base
+        if base == "seasonal_mix":
+            # Per-step mixing logits as the bias of a Linear on a constant input, so Opacus (which
+            # needs per-sample gradients of every layer) and ONNX export handle it as a plain layer.
+            self.base_mix = nn.Linear(1, steps * len(SEASONAL_MIX_INIT))
+            nn.init.zeros_(self.base_mix.weight)
+            with torch.no_grad():
+                self.base_mix.bias.copy_(torch.tensor(SEASONAL_MIX_INIT).repeat(steps))
 
     def features(self, xs: torch.Tensor) -> torch.Tensor:
         """Scaled window [B, W, N] → per-node features [B, N, F]."""
@@ -139,6 +160,21 @@ class STGNNForecaster(nn.Module):
         around = lagged.mean(dim=2)
         return torch.cat([recent, same_week.transpose(1, 2), around.transpose(1, 2)], dim=2)
 
+    def base_term(self, feats: torch.Tensor) -> torch.Tensor:
+        """What the median is a residual over, [B, N, S] (scaled)."""
+        last = feats[:, :, self.recent - 1 : self.recent]
+        if self.base == "last":
+            return last
+        r, s = self.recent, self.steps
+        if self.base == "lag52":
+            return feats[:, :, r : r + s]
+        ones = feats.new_ones(feats.shape[0], 1)
+        w = torch.softmax(self.base_mix(ones).reshape(-1, 1, s, len(SEASONAL_MIX_INIT)), dim=-1)
+        candidates = torch.stack(
+            [last.expand(-1, -1, s), feats[:, :, r : r + s], feats[:, :, r + s : r + 2 * s]], dim=-1
+        )
+        return (w * candidates).sum(dim=-1)
+
     def forward_scaled(self, history: torch.Tensor) -> torch.Tensor:
         """Quantiles on the min-max scale [B, S, N, Q] (what the loss sees; no clamp at zero)."""
         xs = (history - self.scale_min) / self.scale_range
@@ -147,8 +183,7 @@ class STGNNForecaster(nn.Module):
         z = self.mix(torch.cat([h, self.spatial(h)], dim=2))
         raw = self.head(z).reshape(xs.shape[0], self.n_nodes, self.steps, len(self.quantiles))
         m = self.median_index
-        naive = feats[:, :, self.recent - 1 : self.recent]  # residual over the last observed week
-        median = naive + raw[..., m] + self.highway(feats)  # [B, N, S]
+        median = self.base_term(feats) + raw[..., m] + self.highway(feats)  # [B, N, S]
         increments = nn.functional.softplus(torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=3))
         q = median.unsqueeze(-1) + increments @ self.offset_matrix  # [B, N, S, Q]
         return q.permute(0, 2, 1, 3)

@@ -3,6 +3,10 @@
 One model covers every step 1..S; horizon h is read from step h. Loss: pinball over the quantile
 levels plus squared error of the median (scaled space). The checkpoint with the lowest validation
 RMSE of the median is kept. DP-SGD privacy unit: one training window.
+
+``refit=True`` (non-private only): after selecting the epoch count on validation, a fresh model with
+the same seed and hyperparameters is trained on train + validation windows for that many epochs and
+evaluated on test (scaling stays fitted on training rows; no checkpoint selection in the refit).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from healthai.training.errors import TrainingInputError
 from healthai.training.forecast.build import build_forecaster
 from healthai.training.forecast.graph import RegionGraph
 from healthai.training.forecast.model import (
+    BASES,
     FLUSIGHT_QUANTILES,
     MAX_SEASONAL_STEPS,
     STGNNForecaster,
@@ -39,6 +44,9 @@ PRIVACY_UNIT = "one training window (W input weeks x all regions + its S target 
 @dataclass(frozen=True)
 class ForecastConfig:
     seasonal: bool = False
+    base: str = "last"  # "last", "seasonal_mix" or "lag52" (the last two: seasonal mode only)
+    refit: bool = False
+    loss_steps: tuple[int, ...] = ()  # steps (1-based) the loss and selection see; () = all
     window: int | None = None  # default: 20 (standard) or seasonal_window(steps) (seasonal)
     recent: int = 20
     steps: int = 15
@@ -89,21 +97,44 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
             f"seasonal mode needs window >= {seasonal_window(cfg.steps)}, got {cfg.effective_window}",
             field="window",
         )
+    if cfg.base not in BASES or (cfg.base != "last" and not cfg.seasonal):
+        raise TrainingInputError(
+            f"base {cfg.base!r} must be one of {BASES} (all but 'last' need the seasonal mode)",
+            field="base",
+        )
+    if any(k < 1 or k > cfg.steps for k in cfg.loss_steps):
+        raise TrainingInputError(
+            f"loss_steps {cfg.loss_steps} must lie in 1..{cfg.steps}", field="loss_steps"
+        )
+    if cfg.refit and cfg.privacy.private:
+        raise TrainingInputError("refit is for non-private runs (it would spend budget twice)", field="refit")
     if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.hidden < 1:
         raise TrainingInputError("batch_size, lr and hidden must be positive", field="config")
     epi_data.validate_series(data.series, window=cfg.effective_window, horizon=cfg.steps)
 
 
 def _split_tensors(
-    data: epi_data.EpiData, window: int, steps: int, lo: np.ndarray, hi: np.ndarray, split: str
+    data: epi_data.EpiData,
+    window: int,
+    steps: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    split: str,
+    loss_steps: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Windows whose step-1 target lies in ``split``; targets outside the split are masked out."""
-    targets = epi_data.target_weeks(data, split)
+    """Windows whose step-1 target lies in ``split`` (train / val / trainval); targets outside the
+    split are masked out."""
+    if split == "trainval":  # refit
+        targets = np.concatenate([epi_data.target_weeks(data, "train"), epi_data.target_weeks(data, "val")])
+    else:
+        targets = epi_data.target_weeks(data, split)
     ends = targets[targets - window >= 0]
     first, last = targets[0], targets[-1]
     x = epi_data.windows(data.series, ends, window)
     tgt_idx = ends[:, None] + np.arange(steps)[None, :]
     mask = (tgt_idx >= first) & (tgt_idx <= last)
+    if loss_steps:
+        mask &= np.isin(np.arange(1, steps + 1), loss_steps)[None, :]
     y = data.series[np.minimum(tgt_idx, data.n_weeks - 1)]  # [B, S, N]
     y_scaled = (y - lo) / np.maximum(hi - lo, 1e-6)
     as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
@@ -137,11 +168,14 @@ def quantile_loss(
     return ((pin + point_weight * sq) * mask).sum() / denom
 
 
-def evaluate(model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int, ...]) -> tuple[dict, dict]:
-    """Per-horizon RMSE/MAE/PCC (median), WIS, 50%/95% coverage on test weeks, next to the baselines."""
+def evaluate(
+    model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int, ...], split: str = "test"
+) -> tuple[dict, dict]:
+    """Per-horizon RMSE/MAE/PCC (median), WIS, 50%/95% coverage on ``split`` weeks, next to the
+    baselines."""
     model.eval()
     levels = np.asarray(model.quantiles)
-    targets = epi_data.target_weeks(data, "test")
+    targets = epi_data.target_weeks(data, split)
     out, preds = {}, {}
     with torch.no_grad():
         for h in horizons:
@@ -163,6 +197,68 @@ def evaluate(model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int
     return out, preds
 
 
+def _new_model(graph: RegionGraph, cfg: ForecastConfig, lo: np.ndarray, hi: np.ndarray) -> STGNNForecaster:
+    return build_forecaster(
+        graph,
+        window=cfg.effective_window,
+        steps=cfg.steps,
+        quantiles=cfg.quantiles,
+        hidden=cfg.hidden,
+        recent=cfg.recent,
+        seasonal=cfg.seasonal,
+        base=cfg.base,
+        scale_min=lo,
+        scale_max=hi,
+    )
+
+
+def _train_epoch(
+    train_view: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    levels: torch.Tensor,
+    median_index: int,
+    cfg: ForecastConfig,
+    device: torch.device,
+) -> tuple[float, int]:
+    """One pass over ``loader``; returns (summed loss × batch size, sample count)."""
+    train_view.train()
+    total, count = 0.0, 0
+    for xb, yb, mb in loader:
+        if len(xb) == 0:
+            continue
+        xb, yb, mb = xb.to(device), yb.to(device), mb.to(device)
+        optimizer.zero_grad()
+        loss = quantile_loss(train_view(xb), yb, mb, levels, median_index, cfg.point_weight)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(xb), count + len(xb)
+    return total, count
+
+
+def _refit(
+    data: epi_data.EpiData,
+    graph: RegionGraph,
+    cfg: ForecastConfig,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    levels: torch.Tensor,
+    *,
+    epochs: int,
+    device: torch.device,
+) -> STGNNForecaster:
+    """Fresh model, same seed and hyperparameters, trained on train + validation for ``epochs``."""
+    x, y, m = _split_tensors(data, cfg.effective_window, cfg.steps, lo, hi, "trainval", cfg.loss_steps)
+    gen = seed_everything(cfg.seed)
+    model = _new_model(graph, cfg, lo, hi).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(TensorDataset(x, y, m), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    view = _ScaledForecaster(model)
+    for _ in tqdm(range(epochs), desc=f"refit {data.name}", leave=False, disable=None):
+        _train_epoch(view, loader, optimizer, levels, model.median_index, cfg, device)
+    return model.cpu().eval()
+
+
 def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> ForecastResult:
     """Validate everything, then train and evaluate. Raises TrainingInputError before any training."""
     _validate(config, data)
@@ -170,8 +266,8 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     window = cfg.effective_window
     a, _ = data.split_points
     lo, hi = epi_data.minmax_fit(data.series, a)
-    x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train")
-    x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val")
+    x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train", cfg.loss_steps)
+    x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val", cfg.loss_steps)
     if len(x_tr) < 2:
         raise TrainingInputError(f"only {len(x_tr)} training windows; need a longer series", field="series")
     sample_rate = min(1.0, cfg.batch_size / len(x_tr))
@@ -180,17 +276,7 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     device = resolve_device(cfg.device)
     gen = seed_everything(cfg.seed)
     graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
-    model = build_forecaster(
-        graph,
-        window=window,
-        steps=cfg.steps,
-        quantiles=cfg.quantiles,
-        hidden=cfg.hidden,
-        recent=cfg.recent,
-        seasonal=cfg.seasonal,
-        scale_min=lo,
-        scale_max=hi,
-    ).to(device)
+    model = _new_model(graph, cfg, lo, hi).to(device)
     levels = torch.tensor(cfg.quantiles, dtype=torch.float32, device=device)
     train_view: nn.Module = _ScaledForecaster(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -208,19 +294,9 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
             generator=gen,
         )
 
-    best_state, best_val, curve = None, float("inf"), []
+    best_state, best_val, best_epoch, curve = None, float("inf"), 0, []
     for epoch in tqdm(range(cfg.epochs), desc=f"forecast {data.name}", leave=False, disable=None):
-        train_view.train()
-        total, count = 0.0, 0
-        for xb, yb, mb in loader:
-            if len(xb) == 0:
-                continue
-            xb, yb, mb = xb.to(device), yb.to(device), mb.to(device)
-            optimizer.zero_grad()
-            loss = quantile_loss(train_view(xb), yb, mb, levels, model.median_index, cfg.point_weight)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(xb), count + len(xb)
+        total, count = _train_epoch(train_view, loader, optimizer, levels, model.median_index, cfg, device)
         model.eval()
         with torch.no_grad():
             q_va = model.forward_scaled(x_va.to(device))
@@ -238,9 +314,14 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
             }
         )
         if val_rmse < best_val:
-            best_val, best_state = val_rmse, copy.deepcopy(model.state_dict())
+            best_val, best_state, best_epoch = val_rmse, copy.deepcopy(model.state_dict()), epoch
     model.load_state_dict(best_state)
     model = model.cpu().eval()
+    val_metrics, _ = evaluate(model, data, cfg.horizons, split="val")
+    before_refit = None
+    if cfg.refit:
+        before_refit, _ = evaluate(model, data, cfg.horizons)
+        model = _refit(data, graph, cfg, lo, hi, levels, epochs=best_epoch + 1, device=device)
     test, preds = evaluate(model, data, cfg.horizons)
     privacy = privacy_report(
         settings=cfg.privacy,
@@ -255,6 +336,10 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
         "mode": "seasonal" if cfg.seasonal else "window20",
         "window": window,
         "best_val_rmse_scaled": best_val,
+        "best_epoch": best_epoch,
+        "val": val_metrics,
+        "refit_on_train_val_epochs": best_epoch + 1 if cfg.refit else None,
+        "test_before_refit": before_refit,
         "test": test,
         "n_train_windows": len(x_tr),
         "config": {k: v for k, v in asdict(cfg).items() if k != "privacy"},
