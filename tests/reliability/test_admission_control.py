@@ -52,10 +52,22 @@ def test_call_beyond_the_limit_is_refused_at_once_then_admitted_again(tmp_path: 
         stub = ingest_pb2_grpc.IngestStub(channel)
         request = flat_request("reliability/probe", patients=[{"patient_id": "probe-1"}])
         release = threading.Event()
-        held = [stub.IngestStream.future(_held_open(release), timeout=30) for _ in range(limit)]
+        held: list[grpc.Future] = []
+        refused_at_admission: list[grpc.Future] = []
+
+        def top_up() -> None:
+            """Keep `limit` streams in progress. A held stream that reached the server while a probe
+            held a slot was itself refused (correctly): it holds nothing, so replace it."""
+            for f in [f for f in held if f.done()]:
+                held.remove(f)
+                refused_at_admission.append(f)
+            while len(held) < limit:
+                held.append(stub.IngestStream.future(_held_open(release), timeout=30))
+
         try:
             deadline = time.monotonic() + 10
             while True:  # the held streams reach the server asynchronously; wait until they fill it
+                top_up()
                 t0 = time.perf_counter()
                 try:
                     stub.IngestBatch(request, timeout=5)
@@ -71,4 +83,6 @@ def test_call_beyond_the_limit_is_refused_at_once_then_admitted_again(tmp_path: 
             release.set()
         replies = [f.result(timeout=20) for f in held]
         assert all(r.accepted == 1 for r in replies)
+        for f in refused_at_admission:
+            assert f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED, f.exception()
         assert stub.IngestBatch(request, timeout=10).accepted == 1  # admitted again
