@@ -80,3 +80,15 @@ bool built_with_cuda();
 std::string cuda_version();  // "" without CUDA
 
 }  // namespace healthai
+
+// Calls FN<scalar, index>(args...) for the problem's dtypes: the one dispatch shared by CPU and CUDA.
+#define HEALTHAI_DISPATCH_TYPES(p, FN, ...)                                                   \
+  do {                                                                                        \
+    const bool f32 = (p).scalar_type == ::healthai::DType::kFloat32;                          \
+    const bool i32 = (p).index_type == ::healthai::DType::kInt32;                             \
+    if (f32 && i32) FN<float, int32_t>(__VA_ARGS__);                                          \
+    else if (f32) FN<float, int64_t>(__VA_ARGS__);                                            \
+    else if (i32) FN<double, int32_t>(__VA_ARGS__);                                           \
+    else FN<double, int64_t>(__VA_ARGS__);                                                    \
+  } while (0)
+

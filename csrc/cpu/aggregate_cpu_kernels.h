@@ -226,14 +226,6 @@ void max_grad_x_t(const CsrProblem& p, const CsrTranspose& t, const void* grad_o
 
 }  // namespace
 
-#define HEALTHAI_DISPATCH_TYPES(p, FN, ...)                                                   \
-  do {                                                                                        \
-    const bool f32 = (p).scalar_type == DType::kFloat32, i32 = (p).index_type == DType::kInt32; \
-    if (f32 && i32) FN<float, int32_t>(__VA_ARGS__);                                          \
-    else if (f32) FN<float, int64_t>(__VA_ARGS__);                                            \
-    else if (i32) FN<double, int32_t>(__VA_ARGS__);                                           \
-    else FN<double, int64_t>(__VA_ARGS__);                                                    \
-  } while (0)
 
 void forward_rows(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0, int64_t r1) {
   HEALTHAI_DISPATCH_TYPES(p, forward_rows_t, p, x, out, argmax, r0, r1);
@@ -255,6 +247,5 @@ void grad_w(const CsrProblem& p, const void* grad_out, const void* x, const int6
   HEALTHAI_DISPATCH_TYPES(p, grad_w_t, p, grad_out, x, argmax, grad_w_out, r0, r1);
 }
 
-#undef HEALTHAI_DISPATCH_TYPES
 
 }  // namespace healthai::cpu::HEALTHAI_ISA

@@ -94,22 +94,14 @@ void transpose_t(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_e
 
 }  // namespace
 
-#define HEALTHAI_CUDA_DISPATCH(p, FN, ...)                                                      \
-  do {                                                                                          \
-    const bool f32 = (p).scalar_type == DType::kFloat32, i32 = (p).index_type == DType::kInt32; \
-    if (f32 && i32) FN<float, int32_t>(__VA_ARGS__);                                            \
-    else if (f32) FN<float, int64_t>(__VA_ARGS__);                                              \
-    else if (i32) FN<double, int32_t>(__VA_ARGS__);                                             \
-    else FN<double, int64_t>(__VA_ARGS__);                                                      \
-  } while (0)
 
 void aggregate_forward_cuda(const CsrProblem& p, const void* x, void* out, int64_t* argmax, void* stream) {
-  HEALTHAI_CUDA_DISPATCH(p, forward_t, p, x, out, argmax, static_cast<cudaStream_t>(stream));
+  HEALTHAI_DISPATCH_TYPES(p, forward_t, p, x, out, argmax, static_cast<cudaStream_t>(stream));
 }
 
 void aggregate_backward_cuda(const CsrProblem& p, const CsrTranspose& t, const void* grad_out, const void* x,
                              const int64_t* argmax, void* grad_x, void* grad_w, void* stream) {
-  HEALTHAI_CUDA_DISPATCH(p, backward_t, p, t, grad_out, x, argmax, grad_x, grad_w, static_cast<cudaStream_t>(stream));
+  HEALTHAI_DISPATCH_TYPES(p, backward_t, p, t, grad_out, x, argmax, grad_x, grad_w, static_cast<cudaStream_t>(stream));
 }
 
 void check_values_cuda(const CsrProblem& p, void* stream) {
