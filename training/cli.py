@@ -99,14 +99,20 @@ def _train_risk(args: argparse.Namespace) -> int:
 
 def _train_forecast(args: argparse.Namespace) -> int:
     from healthai.training.forecast.train import ForecastConfig
+    from healthai.training.report import forecast_defaults
     from healthai.training.runs import run_forecast
 
-    for seed in args.seeds:
+    private = not args.non_private and args.epsilon is not None
+    settings = {**forecast_defaults(args.dataset, args.mode, private=private), **_overrides(args)}
+    names = ("base", "seasonal_inputs", "anomaly_lags", "recent", "point_weight", "region_weighting")
+    for name in (*names, "quantile_init_gap"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    for seed in args.seeds[:1] if args.ensemble else args.seeds:
         cfg = ForecastConfig(
             seasonal=args.mode == "seasonal",
-            base=args.base,
             refit=args.refit,
-            **_overrides(args),
+            **settings,
             seed=seed,
             device=args.device,
             privacy=_privacy(args),
@@ -119,6 +125,7 @@ def _train_forecast(args: argparse.Namespace) -> int:
             export_repo=args.export_to,
             model_name=args.model_name,
             variants=tuple(args.variants.split(",")),
+            ensemble_seeds=tuple(args.seeds) if args.ensemble else (),
         )
         print(
             json.dumps(
@@ -176,13 +183,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     fc.add_argument(
         "--base",
         choices=("last", "seasonal_mix", "lag52"),
-        default="last",
-        help="what the median is a residual over (seasonal_mix / lag52 need --mode seasonal)",
+        default=None,
+        help="what the median is a residual over (seasonal_mix / lag52 need --mode seasonal); "
+        "default per dataset and mode (healthai.training.report.FORECAST_DEFAULTS)",
+    )
+    fc.add_argument(
+        "--seasonal-inputs",
+        choices=("levels", "anomalies"),
+        default=None,
+        help="seasonal mode: networks see all levels, or recent weeks + seasonal differences only",
+    )
+    fc.add_argument("--anomaly-lags", type=int, default=None, help="seasonal differences of the last K weeks")
+    fc.add_argument("--recent", type=int, default=None, help="recent weeks the networks see")
+    fc.add_argument(
+        "--quantile-init-gap",
+        type=float,
+        default=None,
+        help="initial gap between neighbouring quantile levels (scaled); default 0.02 under DP",
+    )
+    fc.add_argument("--point-weight", type=float, default=None, help="weight of the median's squared error")
+    fc.add_argument(
+        "--region-weighting",
+        choices=("equal", "scale"),
+        default=None,
+        help="scale: weight each region's loss by its squared training range (count-scale MSE)",
     )
     fc.add_argument(
         "--refit",
         action="store_true",
         help="after selecting the epoch on validation, retrain on train+validation (non-private only)",
+    )
+    fc.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="train one member per --seeds value and export their mean as one model (non-private)",
     )
     fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
     _common(fc)
@@ -192,7 +226,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     tables.add_argument("--runs-dir", type=Path, default=Path("runs"))
     tables.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4])
-    tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs (default 200)")
+    tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs")
     tables.add_argument("--from-runs", action="store_true", help="only rebuild the tables from --runs-dir")
     tables.add_argument("--only", default="risk,forecast", help="which tables: risk, forecast or both")
     tables.add_argument("--dp-seeds", type=int, default=2, help="seeds for the DP forecaster runs")

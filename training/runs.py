@@ -141,7 +141,8 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
             }
         ],
         mode="seasonal" if cfg.seasonal else "window20",
-        training={k: v for k, v in asdict(cfg).items() if k != "privacy"},
+        training={k: v for k, v in asdict(cfg).items() if k != "privacy"}
+        | {k: v for k, v in result.metrics.items() if k == "ensemble_seeds"},
     )
 
 
@@ -154,14 +155,23 @@ def run_forecast(
     export_repo: Path | None = None,
     model_name: str | None = None,
     variants: tuple[str, ...] = ("custom", "standard"),
+    ensemble_seeds: tuple[int, ...] = (),
 ) -> tuple[Path, dict[str, Any]]:
+    """Train one forecaster (or, with ``ensemble_seeds``, one member per seed and their mean)."""
     data = epi_data.load_epi(
         dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
     )
-    result = train_forecaster(data=data, config=config)
+    if ensemble_seeds:
+        from healthai.training.forecast.ensemble import train_ensemble
+
+        result = train_ensemble(data=data, config=config, seeds=tuple(ensemble_seeds))
+        seed_tag = "ens" + "-".join(str(s) for s in ensemble_seeds)
+    else:
+        result = train_forecaster(data=data, config=config)
+        seed_tag = f"seed{config.seed}"
     mode = "seasonal" if config.seasonal else "window20"
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
-    run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-seed{config.seed}")
+    run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
     name = model_name or FORECAST_MODEL_NAMES[dataset]
     write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy})
     write_json(run_dir / "curve.json", {"curve": result.curve})

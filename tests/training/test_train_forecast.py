@@ -18,7 +18,7 @@ from healthai.training.forecast.build import build_forecaster
 from healthai.training.forecast.export import export_forecaster
 from healthai.training.forecast.graph import RegionGraph
 from healthai.training.forecast.model import FLUSIGHT_QUANTILES, SEASONAL_MIX_INIT
-from healthai.training.forecast.train import ForecastConfig, train_forecaster
+from healthai.training.forecast.train import ForecastConfig, region_weights, train_forecaster
 from healthai.training.privacy import PrivacySettings
 from healthai.training.runs import run_forecast
 
@@ -57,9 +57,16 @@ def test_quantiles_never_cross_and_shapes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seasonal", "base"), [(False, "last"), (True, "last"), (True, "seasonal_mix"), (True, "lag52")]
+    ("seasonal", "base", "inputs"),
+    [
+        (False, "last", "levels"),
+        (True, "last", "levels"),
+        (True, "seasonal_mix", "levels"),
+        (True, "lag52", "levels"),
+        (True, "lag52", "anomalies"),
+    ],
 )
-def test_export_parity_both_variants(tmp_path: Path, seasonal: bool, base: str) -> None:
+def test_export_parity_both_variants(tmp_path: Path, seasonal: bool, base: str, inputs: str) -> None:
     graph = _ring_graph(12)
     window = 54 if seasonal else 20
     model = build_forecaster(
@@ -68,6 +75,9 @@ def test_export_parity_both_variants(tmp_path: Path, seasonal: bool, base: str) 
         steps=5,
         seasonal=seasonal,
         base=base,
+        seasonal_inputs=inputs,
+        anomaly_lags=2 if inputs == "anomalies" else 0,
+        recent=1 if inputs == "anomalies" else 20,
         hidden=16,
         scale_min=np.full(12, 3.0),
         scale_max=np.full(12, 500.0),
@@ -109,6 +119,27 @@ def test_seasonal_bases_start_from_their_seasonal_term() -> None:
         around = x[:, s - 1 : s + 4].mean(dim=1)
         expected = w[0] * x[:, -1] + w[1] * x[:, 1 + s] + w[2] * around
         assert torch.allclose(median[:, s - 1], expected, atol=1e-3)
+    anomalies = build_forecaster(
+        graph,
+        window=54,
+        steps=steps,
+        seasonal=True,
+        base="lag52",
+        seasonal_inputs="anomalies",
+        anomaly_lags=2,
+        recent=1,
+        hidden=8,
+    )
+    assert torch.allclose(anomalies(x).detach()[..., mid], lag(x).detach()[..., mid], atol=1e-4)
+    # the networks see the last week and the two seasonal differences y[t-k] - y[t-k-52] only
+    feats = anomalies.learned_features(anomalies.features((x - anomalies.scale_min) / anomalies.scale_range))
+    assert feats.shape == (3, 5, 1 + 2)
+    assert torch.allclose(feats[:, :, 1], x[:, 52] - x[:, 0], atol=1e-5)
+    assert torch.allclose(feats[:, :, 2], (x[:, 53] - x[:, 1]), atol=1e-5)
+    with pytest.raises(ValueError, match="needs anomaly_lags >= 1"):
+        build_forecaster(graph, window=54, steps=steps, seasonal=True, seasonal_inputs="anomalies")
+    with pytest.raises(ValueError, match="needs window >= 56"):
+        build_forecaster(graph, window=54, steps=steps, seasonal=True, anomaly_lags=4)
     with pytest.raises(ValueError, match="needs seasonal=True"):
         build_forecaster(graph, window=20, steps=steps, base="lag52")
     with pytest.raises(ValueError, match="base must be one of"):
@@ -204,6 +235,12 @@ def test_bad_inputs_are_refused_before_training() -> None:
         train_forecaster(data=data, config=ForecastConfig(seasonal=True, steps=51, horizons=(2,)))
     with pytest.raises(TrainingInputError, match="horizons"):
         train_forecaster(data=data, config=ForecastConfig(steps=5, horizons=(6,)))
+    with pytest.raises(TrainingInputError, match="anomalies' needs"):
+        train_forecaster(data=data, config=ForecastConfig(seasonal=True, seasonal_inputs="anomalies"))
+    with pytest.raises(TrainingInputError, match="quantile_init_gap"):
+        train_forecaster(data=data, config=ForecastConfig(steps=5, horizons=(2,), quantile_init_gap=0.0))
+    with pytest.raises(TrainingInputError, match="region_weighting"):
+        train_forecaster(data=data, config=ForecastConfig(steps=5, horizons=(2,), region_weighting="size"))
     with pytest.raises(PrivacyBudgetError, match=r"cannot be reached|noise multiplier"):
         train_forecaster(
             data=data,
@@ -235,42 +272,41 @@ def test_default_forecasters_variants_agree_without_softplus(name: str) -> None:
         assert max_relative_error(standard, custom) < 1e-4  # float32 summation order differs
 
 
-# Outputs of the committed default forecasters before their Softplus was rewritten (git 1bfb3f3,
-# model.standard.onnx) at out[0, step, region, level 0 / 11 / 22] for the input below.
-_PREVIOUS = {
-    "forecast_japan": [
-        [400.0256, 435.6526, 476.8714],
-        [3004.3953, 3014.697, 3025.0085],
-        [462.7945, 502.853, 570.1912],
-        [0.0, 0.0, 8969.6592],
-        [1670.4175, 1675.874, 1763.7732],
-        [0.0, 556.0289, 3152.3484],
-    ],
-    "forecast_us_states": [
-        [2293.3262, 2357.8284, 2445.5986],
-        [1257.833, 1257.833, 1257.833],
-        [0.0, 0.0, 0.0],
-        [1769.1709, 1774.2544, 1789.4832],
-        [0.0, 0.0, 0.0],
-        [1250.8781, 1250.8781, 1250.8781],
-    ],
-}
-
-
-@pytest.mark.parametrize("name", sorted(_PREVIOUS))
-def test_default_forecasters_match_their_previous_outputs(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "dataset"), [("forecast_japan", "japan"), ("forecast_us_states", "us_states")]
+)
+def test_default_forecasters_reproduce_their_card_metrics(shared_data: Path, name: str, dataset: str) -> None:
+    """The committed ONNX files, run on the benchmark's test weeks, give the RMSE their cards state."""
     from healthai.ops import build_info, ort_library_path
+    from healthai.training.epi import metrics
+    from healthai.training.epi.data import target_weeks, windows
     from healthai.training.export import run_onnx
 
     vdir = DEFAULT_MODELS / name / "1"
     card = json.loads((vdir / "model_card.json").read_text())
-    n = card["n_regions"]
-    x = np.random.default_rng(0).uniform(0, 5000, size=(1, card["window"], n)).astype(np.float32)
-    steps, regions = np.array([0, 0, 4, 14, 14, 7]), np.array([0, n - 1, 5, 2, n - 1, 10])
-    variants = [("model.standard.onnx", None, 1e-5)]
+    data = load_epi(dataset, data_root=shared_data, window=card["window"], horizon=card["output_steps"])
+    targets = target_weeks(data, "test")
+    median = card["quantile_levels"].index(0.5)
+    variants = [("model.standard.onnx", None)]
     if build_info()["ort_ops"]:
-        variants.append(("model.onnx", str(ort_library_path()), 1e-4))
-    for fname, lib, rtol in variants:
-        out = run_onnx(vdir / fname, {"history": x}, custom_op_library=lib)
-        got = out[0][steps, regions][:, [0, 11, 22]]
-        np.testing.assert_allclose(got, _PREVIOUS[name], rtol=rtol, atol=1e-2, err_msg=fname)
+        variants.append(("model.onnx", str(ort_library_path())))
+    for h, row in card["metrics"].items():
+        x = windows(data.series, targets - int(h) + 1, card["window"]).astype(np.float32)
+        for fname, lib in variants:
+            out = run_onnx(vdir / fname, {"history": x}, custom_op_library=lib)
+            got = metrics.point_metrics(data.series[targets], out[:, int(h) - 1, :, median])
+            assert got["rmse"] == pytest.approx(row["rmse"], rel=1e-3), (fname, h)
+
+
+def test_quantile_init_gap_and_region_weights() -> None:
+    graph = _ring_graph(4)
+    x = torch.rand(2, 20, 4, generator=torch.Generator().manual_seed(0)) * 10
+    model = build_forecaster(graph, window=20, steps=3, hidden=8, quantile_init_gap=0.02)
+    q = model.forward_scaled(x).detach()  # [B, S, N, Q]: untrained, every gap is exactly 0.02
+    assert torch.allclose(q.diff(dim=-1), torch.full_like(q[..., 1:], 0.02), atol=1e-6)
+    wide = build_forecaster(graph, window=20, steps=3, hidden=8).forward_scaled(x).detach()
+    assert torch.allclose(wide.diff(dim=-1), torch.full_like(wide[..., 1:], float(np.log(2.0))), atol=1e-6)
+    lo, hi = np.zeros(4), np.array([1.0, 1.0, 2.0, 4.0])
+    assert region_weights(ForecastConfig(), lo, hi).tolist() == [1.0, 1.0, 1.0, 1.0]
+    w = region_weights(ForecastConfig(region_weighting="scale"), lo, hi)
+    np.testing.assert_allclose(w.numpy(), np.array([1, 1, 4, 16]) / 5.5, rtol=1e-6)

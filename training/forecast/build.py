@@ -27,6 +27,9 @@ def build_forecaster(
     recent: int = 20,
     seasonal: bool = False,
     base: str = "last",
+    anomaly_lags: int = 0,
+    seasonal_inputs: str = "levels",
+    quantile_init_gap: float | None = None,
     scale_min: np.ndarray | None = None,
     scale_max: np.ndarray | None = None,
 ) -> STGNNForecaster:
@@ -41,6 +44,9 @@ def build_forecaster(
         recent=min(recent, window),
         seasonal=seasonal,
         base=base,
+        anomaly_lags=anomaly_lags,
+        seasonal_inputs=seasonal_inputs,
+        quantile_init_gap=quantile_init_gap,
         scale_min=scale_min,
         scale_max=scale_max,
     )

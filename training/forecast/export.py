@@ -112,6 +112,8 @@ def export_forecaster(
         "recent": model.recent,
         "seasonal": model.seasonal,
         "base": model.base,
+        "seasonal_inputs": model.seasonal_inputs,
+        "anomaly_lags": model.anomaly_lags,
         "output_steps": model.steps,
         "quantile_levels": list(model.quantiles),
         "n_regions": model.n_nodes,

@@ -50,18 +50,20 @@ FLUSIGHT_QUANTILES = (
 SEASON = 52
 SEASON_HALF_WIDTH = 2
 BASES = ("last", "seasonal_mix", "lag52")
+SEASONAL_INPUTS = ("levels", "anomalies")
 SEASONAL_MIX_INIT = (0.0, 2.0, 0.0)  # softmax logits for (last week, lag 52, seasonal mean)
 
 
 MAX_SEASONAL_STEPS = SEASON - SEASON_HALF_WIDTH  # week t+s-52+2 must already be observed
 
 
-def seasonal_window(steps: int) -> int:
+def seasonal_window(steps: int, anomaly_lags: int = 0) -> int:
     """Smallest window that holds week ``t + s - 52 ± 2`` for every step s = 1..steps (step 1 reaches
-    furthest back, so it does not depend on ``steps`` as long as ``steps <= MAX_SEASONAL_STEPS``)."""
+    furthest back, so it does not depend on ``steps`` as long as ``steps <= MAX_SEASONAL_STEPS``) and,
+    with ``anomaly_lags`` K, the K last weeks and the same K weeks a season earlier."""
     if steps > MAX_SEASONAL_STEPS:
         raise ValueError(f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {steps}")
-    return SEASON + SEASON_HALF_WIDTH
+    return SEASON + max(SEASON_HALF_WIDTH, anomaly_lags)
 
 
 class STGNNForecaster(nn.Module):
@@ -77,6 +79,9 @@ class STGNNForecaster(nn.Module):
         recent: int = 20,
         seasonal: bool = False,
         base: str = "last",
+        anomaly_lags: int = 0,
+        seasonal_inputs: str = "levels",
+        quantile_init_gap: float | None = None,
         scale_min: np.ndarray | None = None,
         scale_max: np.ndarray | None = None,
     ) -> None:
@@ -96,8 +101,20 @@ class STGNNForecaster(nn.Module):
             raise ValueError(f"quantiles must be strictly increasing in (0, 1), got {list(quantiles)}")
         if recent > window:
             raise ValueError(f"recent={recent} exceeds window={window}")
-        if seasonal and window < seasonal_window(steps):
-            raise ValueError(f"seasonal mode needs window >= {seasonal_window(steps)}, got {window}")
+        if anomaly_lags and not seasonal:
+            raise ValueError("anomaly_lags needs seasonal=True")
+        if seasonal_inputs not in SEASONAL_INPUTS or (seasonal_inputs != "levels" and not seasonal):
+            raise ValueError(
+                f"seasonal_inputs must be one of {SEASONAL_INPUTS} (seasonal mode), got {seasonal_inputs!r}"
+            )
+        if seasonal_inputs == "anomalies" and anomaly_lags < 1:
+            raise ValueError("seasonal_inputs='anomalies' needs anomaly_lags >= 1")
+        self.seasonal_inputs = seasonal_inputs
+        if seasonal and window < seasonal_window(steps, anomaly_lags):
+            raise ValueError(
+                f"seasonal mode needs window >= {seasonal_window(steps, anomaly_lags)}, got {window}"
+            )
+        self.anomaly_lags = anomaly_lags
         self.n_nodes, self.window, self.steps, self.recent, self.seasonal = (
             n_nodes,
             window,
@@ -116,16 +133,26 @@ class STGNNForecaster(nn.Module):
             s = np.arange(1, steps + 1)[:, None]
             d = np.arange(-SEASON_HALF_WIDTH, SEASON_HALF_WIDTH + 1)[None, :]
             self.register_buffer("season_index", torch.tensor(window - 1 + s - SEASON + d, dtype=torch.long))
-        n_feat = recent + (2 * steps if seasonal else 0)
+        levels_seen = seasonal and seasonal_inputs == "levels"
+        n_feat = recent + (2 * steps if levels_seen else 0) + anomaly_lags
         self.temporal = nn.Sequential(
             nn.Linear(n_feat, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.spatial = spatial
         self.mix = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, steps * n_q)
-        self.highway = nn.Linear(n_feat, steps)  # linear autoregressive part (as in LSTNet / Cola-GNN)
+        # Linear autoregressive part (as in LSTNet / Cola-GNN); with seasonal_inputs="anomalies" it also
+        # reads the graph-aggregated features of the neighbours (a linear graph filter).
+        self.highway = nn.Linear(n_feat * (2 if seasonal_inputs == "anomalies" else 1), steps)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if quantile_init_gap is not None:  # each of the Q-1 gaps starts at softplus(b) = quantile_init_gap
+            if quantile_init_gap <= 0:
+                raise ValueError(f"quantile_init_gap must be > 0, got {quantile_init_gap}")
+            with torch.no_grad():
+                bias = torch.full((steps, n_q), float(np.log(np.expm1(quantile_init_gap))))
+                bias[:, self.median_index] = 0.0
+                self.head.bias.copy_(bias.reshape(-1))
         nn.init.zeros_(self.highway.weight)
         nn.init.zeros_(self.highway.bias)
         # offsets[k] = sum of increments between the median and level k (signed): a fixed [Q-1, Q] matrix
@@ -158,7 +185,19 @@ class STGNNForecaster(nn.Module):
         lagged = lagged.reshape(xs.shape[0], self.steps, 2 * SEASON_HALF_WIDTH + 1, self.n_nodes)
         same_week = lagged[:, :, SEASON_HALF_WIDTH, :]
         around = lagged.mean(dim=2)
-        return torch.cat([recent, same_week.transpose(1, 2), around.transpose(1, 2)], dim=2)
+        parts = [recent, same_week.transpose(1, 2), around.transpose(1, 2)]
+        if self.anomaly_lags:  # seasonal differences of the last K weeks: y[t-k] - y[t-k-52]
+            w, k = self.window, self.anomaly_lags
+            parts.append((xs[:, w - k :, :] - xs[:, w - k - SEASON : w - SEASON, :]).transpose(1, 2))
+        return torch.cat(parts, dim=2)
+
+    def learned_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """What the networks see: everything, or (``seasonal_inputs="anomalies"``) the recent weeks and
+        their seasonal differences only — the season-ago levels then enter through the base alone."""
+        if self.seasonal_inputs == "levels":
+            return feats
+        r, s = self.recent, self.steps
+        return torch.cat([feats[:, :, :r], feats[:, :, r + 2 * s :]], dim=2)
 
     def base_term(self, feats: torch.Tensor) -> torch.Tensor:
         """What the median is a residual over, [B, N, S] (scaled)."""
@@ -179,11 +218,14 @@ class STGNNForecaster(nn.Module):
         """Quantiles on the min-max scale [B, S, N, Q] (what the loss sees; no clamp at zero)."""
         xs = (history - self.scale_min) / self.scale_range
         feats = self.features(xs)  # [B, N, F]
-        h = self.temporal(feats)
+        learned = self.learned_features(feats)
+        h = self.temporal(learned)
         z = self.mix(torch.cat([h, self.spatial(h)], dim=2))
         raw = self.head(z).reshape(xs.shape[0], self.n_nodes, self.steps, len(self.quantiles))
         m = self.median_index
-        median = self.base_term(feats) + raw[..., m] + self.highway(feats)  # [B, N, S]
+        if self.seasonal_inputs == "anomalies":
+            learned = torch.cat([learned, self.spatial(learned)], dim=2)
+        median = self.base_term(feats) + raw[..., m] + self.highway(learned)  # [B, N, S]
         increments = nn.functional.softplus(torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=3))
         q = median.unsqueeze(-1) + increments @ self.offset_matrix  # [B, N, S, Q]
         return q.permute(0, 2, 1, 3)

@@ -31,6 +31,7 @@ from healthai.training.forecast.model import (
     BASES,
     FLUSIGHT_QUANTILES,
     MAX_SEASONAL_STEPS,
+    SEASONAL_INPUTS,
     STGNNForecaster,
     seasonal_window,
 )
@@ -38,6 +39,7 @@ from healthai.training.privacy import PrivacySettings, make_private, privacy_rep
 
 logger = logging.getLogger(__name__)
 HORIZONS = (2, 3, 5, 10, 15)
+REGION_WEIGHTINGS = ("equal", "scale")
 PRIVACY_UNIT = "one training window (W input weeks x all regions + its S target weeks)"
 
 
@@ -45,6 +47,12 @@ PRIVACY_UNIT = "one training window (W input weeks x all regions + its S target 
 class ForecastConfig:
     seasonal: bool = False
     base: str = "last"  # "last", "seasonal_mix" or "lag52" (the last two: seasonal mode only)
+    anomaly_lags: int = 0  # seasonal mode: also feed y[t-k] - y[t-k-52] for the last K weeks
+    seasonal_inputs: str = "levels"  # "anomalies": networks see recent weeks + seasonal differences only
+    # None: gaps between quantile levels start at softplus(0) = 0.69 of a region's range (trained down
+    # fast without noise); DP runs start them small, since clipped noisy steps barely move them.
+    quantile_init_gap: float | None = None
+    region_weighting: str = "equal"  # "scale": weight each region's loss by its training range squared
     refit: bool = False
     loss_steps: tuple[int, ...] = ()  # steps (1-based) the loss and selection see; () = all
     window: int | None = None  # default: 20 (standard) or seasonal_window(steps) (seasonal)
@@ -66,7 +74,7 @@ class ForecastConfig:
     def effective_window(self) -> int:
         if self.window is not None:
             return self.window
-        return seasonal_window(self.steps) if self.seasonal else self.recent
+        return seasonal_window(self.steps, self.anomaly_lags) if self.seasonal else self.recent
 
 
 @dataclass
@@ -92,9 +100,22 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
         raise TrainingInputError(
             f"window {cfg.effective_window} must be >= recent {cfg.recent} >= 1", field="window"
         )
-    if cfg.seasonal and cfg.effective_window < seasonal_window(cfg.steps):
+    if cfg.anomaly_lags < 0 or (cfg.anomaly_lags and not cfg.seasonal):
         raise TrainingInputError(
-            f"seasonal mode needs window >= {seasonal_window(cfg.steps)}, got {cfg.effective_window}",
+            f"anomaly_lags {cfg.anomaly_lags} must be >= 0 and needs the seasonal mode", field="anomaly_lags"
+        )
+    if cfg.seasonal_inputs not in SEASONAL_INPUTS or (
+        cfg.seasonal_inputs == "anomalies" and (not cfg.seasonal or cfg.anomaly_lags < 1)
+    ):
+        raise TrainingInputError(
+            f"seasonal_inputs {cfg.seasonal_inputs!r} must be one of {SEASONAL_INPUTS}; 'anomalies' needs "
+            "the seasonal mode and anomaly_lags >= 1",
+            field="seasonal_inputs",
+        )
+    need = seasonal_window(cfg.steps, cfg.anomaly_lags)
+    if cfg.seasonal and cfg.effective_window < need:
+        raise TrainingInputError(
+            f"seasonal mode needs window >= {need}, got {cfg.effective_window}",
             field="window",
         )
     if cfg.base not in BASES or (cfg.base != "last" and not cfg.seasonal):
@@ -106,8 +127,17 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
         raise TrainingInputError(
             f"loss_steps {cfg.loss_steps} must lie in 1..{cfg.steps}", field="loss_steps"
         )
+    if cfg.region_weighting not in REGION_WEIGHTINGS:
+        raise TrainingInputError(
+            f"region_weighting must be one of {REGION_WEIGHTINGS}, got {cfg.region_weighting!r}",
+            field="region_weighting",
+        )
     if cfg.refit and cfg.privacy.private:
         raise TrainingInputError("refit is for non-private runs (it would spend budget twice)", field="refit")
+    if cfg.quantile_init_gap is not None and not cfg.quantile_init_gap > 0:
+        raise TrainingInputError(
+            f"quantile_init_gap must be > 0, got {cfg.quantile_init_gap}", field="quantile_init_gap"
+        )
     if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.hidden < 1:
         raise TrainingInputError("batch_size, lr and hidden must be positive", field="config")
     epi_data.validate_series(data.series, window=cfg.effective_window, horizon=cfg.steps)
@@ -139,6 +169,15 @@ def _split_tensors(
     y_scaled = (y - lo) / np.maximum(hi - lo, 1e-6)
     as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     return as_t(x), as_t(y_scaled), as_t(np.broadcast_to(mask[:, :, None], y.shape).copy())
+
+
+def region_weights(cfg: ForecastConfig, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    """Per-region loss weights [N] (mean 1): equal, or the squared training range, which turns the
+    scaled-space MSE into the count-scale MSE that the pooled RMSE measures."""
+    if cfg.region_weighting == "equal":
+        return torch.ones(len(lo))
+    w = np.maximum(hi - lo, 1e-6) ** 2
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
 class _ScaledForecaster(nn.Module):
@@ -207,6 +246,9 @@ def _new_model(graph: RegionGraph, cfg: ForecastConfig, lo: np.ndarray, hi: np.n
         recent=cfg.recent,
         seasonal=cfg.seasonal,
         base=cfg.base,
+        anomaly_lags=cfg.anomaly_lags,
+        seasonal_inputs=cfg.seasonal_inputs,
+        quantile_init_gap=cfg.quantile_init_gap,
         scale_min=lo,
         scale_max=hi,
     )
@@ -249,6 +291,7 @@ def _refit(
 ) -> STGNNForecaster:
     """Fresh model, same seed and hyperparameters, trained on train + validation for ``epochs``."""
     x, y, m = _split_tensors(data, cfg.effective_window, cfg.steps, lo, hi, "trainval", cfg.loss_steps)
+    m = m * region_weights(cfg, lo, hi)
     gen = seed_everything(cfg.seed)
     model = _new_model(graph, cfg, lo, hi).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -268,6 +311,8 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     lo, hi = epi_data.minmax_fit(data.series, a)
     x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train", cfg.loss_steps)
     x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val", cfg.loss_steps)
+    weights = region_weights(cfg, lo, hi)
+    m_tr, m_va = m_tr * weights, m_va * weights
     if len(x_tr) < 2:
         raise TrainingInputError(f"only {len(x_tr)} training windows; need a longer series", field="series")
     sample_rate = min(1.0, cfg.batch_size / len(x_tr))
@@ -303,8 +348,8 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
             val_loss = float(
                 quantile_loss(q_va, y_va.to(device), m_va.to(device), levels, model.median_index, 0.0)
             )
-            err = (q_va[..., model.median_index] - y_va.to(device)) * m_va.to(device)
-            val_rmse = float(torch.sqrt((err**2).sum() / m_va.sum()))
+            err = q_va[..., model.median_index] - y_va.to(device)
+            val_rmse = float(torch.sqrt((err**2 * m_va.to(device)).sum() / m_va.sum()))
         curve.append(
             {
                 "epoch": epoch,
