@@ -97,6 +97,17 @@ def _train_risk(args: argparse.Namespace) -> int:
     return 0
 
 
+FORECAST_FLAGS = (  # forecaster options that override FORECAST_DEFAULTS when given
+    "base",
+    "seasonal_inputs",
+    "anomaly_lags",
+    "recent",
+    "point_weight",
+    "region_weighting",
+    "quantile_init_gap",
+)
+
+
 def _train_forecast(args: argparse.Namespace) -> int:
     from healthai.training.forecast.train import ForecastConfig
     from healthai.training.report import forecast_defaults
@@ -104,8 +115,7 @@ def _train_forecast(args: argparse.Namespace) -> int:
 
     private = not args.non_private and args.epsilon is not None
     settings = {**forecast_defaults(args.dataset, args.mode, private=private), **_overrides(args)}
-    names = ("base", "seasonal_inputs", "anomaly_lags", "recent", "point_weight", "region_weighting")
-    for name in (*names, "quantile_init_gap"):
+    for name in FORECAST_FLAGS:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     for seed in args.seeds[:1] if args.ensemble else args.seeds:

@@ -43,7 +43,7 @@ def risk_defaults(dataset: str, *, private: bool) -> dict[str, Any]:
 
 
 # Forecaster settings per (dataset, mode), chosen on validation RMSE (mean over h = 2..15, 3–5 seeds);
-# RESULTS.md "Forecaster designs" has the grids. A large point_weight fits the median mostly by
+# RESULTS.md "How the settings were chosen" has the grids. A large point_weight fits the median mostly by
 # squared error (the benchmark scores RMSE; the mean of a right-skewed count lies above its median).
 # Japan, seasonal: the seasonal-difference design (median = residual over the same week last year;
 # the networks see recent weeks and their seasonal differences). That design was picked knowing that

@@ -114,6 +114,9 @@ def run_risk(
 
 def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
     a, b = data.split_points
+    training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
+    if "ensemble_seeds" in result.metrics:
+        training["ensemble_seeds"] = result.metrics["ensemble_seeds"]
     return base_card(
         name=name,
         task="weekly ILI counts per region: steps 1..S ahead, quantiles",
@@ -141,8 +144,7 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
             }
         ],
         mode="seasonal" if cfg.seasonal else "window20",
-        training={k: v for k, v in asdict(cfg).items() if k != "privacy"}
-        | {k: v for k, v in result.metrics.items() if k == "ensemble_seeds"},
+        training=training,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from healthai.training.forecast.graph import RegionGraph
@@ -25,15 +27,13 @@ def build_forecaster(
     quantiles: tuple[float, ...] = FLUSIGHT_QUANTILES,
     hidden: int = 32,
     recent: int = 20,
-    seasonal: bool = False,
-    base: str = "last",
-    anomaly_lags: int = 0,
-    seasonal_inputs: str = "levels",
-    quantile_init_gap: float | None = None,
     scale_min: np.ndarray | None = None,
     scale_max: np.ndarray | None = None,
+    **design: Any,
 ) -> STGNNForecaster:
-    """An (untrained unless you train it) ST-GNN over ``graph``; scaling defaults to identity."""
+    """An (untrained unless you train it) ST-GNN over ``graph``; scaling defaults to identity.
+    ``design``: the remaining ``STGNNForecaster`` options (``seasonal``, ``base``, ``anomaly_lags``,
+    ``seasonal_inputs``, ``quantile_init_gap``), passed through unchanged."""
     return STGNNForecaster(
         spatial=graph_layer(graph),
         n_nodes=graph.n_nodes,
@@ -42,11 +42,7 @@ def build_forecaster(
         quantiles=quantiles,
         hidden=hidden,
         recent=min(recent, window),
-        seasonal=seasonal,
-        base=base,
-        anomaly_lags=anomaly_lags,
-        seasonal_inputs=seasonal_inputs,
-        quantile_init_gap=quantile_init_gap,
         scale_min=scale_min,
         scale_max=scale_max,
+        **design,
     )
