@@ -2,19 +2,26 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
+DEPS    := $(VENV)/.stamp-deps
 STAMP   := $(VENV)/.stamp-setup
-SOURCES := $(shell find csrc proto -type f) CMakeLists.txt setup.py pyproject.toml
+# Non-editable installs: build outputs (stubs, native libraries) stay in build/, never in the source
+# tree, so any source change re-installs (incremental: CMake rebuilds only what changed).
+SOURCES := $(shell find csrc proto server training/healthai_training clients/python -type f \
+             -not -path '*/__pycache__/*') CMakeLists.txt setup.py pyproject.toml training/pyproject.toml
 
 .PHONY: setup build run test lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements-runtime.txt requirements-dev.txt $(SOURCES)
+$(DEPS): requirements-runtime.txt requirements-build.txt requirements-dev.txt training/requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	csrc/fetch_ort_headers.sh build/onnxruntime-dev
-	$(BIN)/pip install -q --no-build-isolation -e .
+	touch $(DEPS)
+
+$(STAMP): $(DEPS) $(SOURCES)
+	$(BIN)/pip install -q --no-build-isolation --no-deps . ./training
 	$(BIN)/healthai info
 	touch $(STAMP)
 
@@ -32,7 +39,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check server training clients tests benchmarks deploy
+	$(BIN)/ruff check server training clients tests benchmarks deploy proto setup.py
 
 bench: setup
 	$(BIN)/python benchmarks/aggregate.py --quick
@@ -40,4 +47,4 @@ bench: setup
 	$(BIN)/python benchmarks/serve.py --quick
 
 clean:
-	rm -rf build $(VENV) server/v1 server/*.so
+	rm -rf build $(VENV) training/build *.egg-info training/*.egg-info

@@ -1,7 +1,7 @@
 """Build glue: generate the gRPC stubs from proto/ and build the native parts with CMake.
 
 Package metadata lives in pyproject.toml. The import package ``healthai`` is the ``server/``
-folder; ``healthai.training`` is ``training/``. Native outputs (``_native`` pybind11 module and the
+folder; ``healthai_training`` is ``training/``. Native outputs (``_native`` pybind11 module and the
 ONNX Runtime custom-op library) land next to the package's Python files.
 """
 
@@ -36,6 +36,7 @@ class CMakeBuild(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        out_dir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(os.environ.get("HEALTHAI_CMAKE_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         ort_inc = os.environ.get("HEALTHAI_ORT_INCLUDE_DIR", "")
@@ -63,23 +64,29 @@ class CMakeBuild(build_ext):
 generate_protos()
 
 
+def data_packages() -> list[str]:
+    """The default model repository and code tables are package data: list their folders as
+    (namespace) packages so setuptools copies them without "absent from packages" warnings."""
+    base = ROOT / "server" / "healthai" / "data"
+    folders = [base, *sorted(p for p in base.rglob("*") if p.is_dir() and p.name != "__pycache__")]
+    return [".".join(("healthai", "data", *f.relative_to(base).parts)) for f in folders]
+
+
 def packages() -> list[str]:
-    # healthai.v1 holds the generated stubs: named explicitly, it may not exist yet on a clean tree
-    server = ["healthai", "healthai.v1"] + [f"healthai.{p}" for p in find_packages("server") if p != "v1"]
-    training = ["healthai.training"] + [f"healthai.training.{p}" for p in find_packages("training")]
-    sdk = "clients/python/healthai_client"
-    client = ["healthai_client"] + [f"healthai_client.{p}" for p in find_packages(sdk)]
-    return server + training + client
+    server = find_packages("server", include=["healthai", "healthai.*"])
+    sdk = find_packages("clients/python", include=["healthai_client", "healthai_client.*"])
+    return [*server, "healthai.v1", *data_packages(), *sdk]
 
 
 setup(
     packages=packages(),
     package_dir={
-        "healthai": "server",
-        "healthai.training": "training",
+        "": "server",
+        "healthai.v1": "build/gen/healthai/v1",  # written by generate_protos()
         "healthai_client": "clients/python/healthai_client",
     },
-    package_data={"healthai": ["*.so", "*.pyi", "py.typed", "v1/*.pyi", "data/**/*"]},
+    package_data={"healthai": ["*.so", "*.pyi", "py.typed"], "healthai.v1": ["*.pyi"],
+                  **{p: ["*"] for p in data_packages()}},
     ext_modules=[CMakeExtension("healthai._native")],
     cmdclass={"build_ext": CMakeBuild},
 )

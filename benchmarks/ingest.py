@@ -26,8 +26,8 @@ from pathlib import Path
 import grpc
 import pyarrow as pa
 
-from healthai.app.ingest_service import IngestCore
 from healthai.app.testing import start_server_process, stop_server_process
+from healthai.ingest.service import IngestCore
 from healthai.normalize.context import NormalizeContext
 from healthai.store import ParquetStore, new_batch_id
 from healthai.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc

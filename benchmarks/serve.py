@@ -61,7 +61,7 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> str:
 
 # -- models ---------------------------------------------------------------------------------------
 def graph_japan():
-    from healthai.training.forecast.graph import RegionGraph
+    from healthai_training.forecast.graph import RegionGraph
 
     adj = np.loadtxt(SHARED / "epi" / "japan_prefectures" / "japan-adj.txt", delimiter=",")
     return RegionGraph.from_adjacency(adj)
@@ -69,7 +69,7 @@ def graph_japan():
 
 def graph_counties():
     """US counties of the 50 states + DC (Census 2024 adjacency file), symmetric."""
-    from healthai.training.forecast.graph import RegionGraph
+    from healthai_training.forecast.graph import RegionGraph
 
     pairs = []
     with open(SHARED / "graphs" / "us_counties" / "county_adjacency2024.txt", encoding="utf-8") as f:
@@ -93,7 +93,7 @@ def graph_random(n: int, k: int = 6, seed: int = 0):
     """n nodes on the unit square, each linked to its k nearest neighbours (symmetrised)."""
     from scipy.spatial import cKDTree
 
-    from healthai.training.forecast.graph import RegionGraph
+    from healthai_training.forecast.graph import RegionGraph
 
     pts = np.random.default_rng(seed).uniform(size=(n, 2))
     _, nn = cKDTree(pts).query(pts, k=k + 1)
@@ -105,7 +105,7 @@ def graph_random(n: int, k: int = 6, seed: int = 0):
 def forecaster(graph, *, window: int = 20, steps: int = 15):
     """The training code's ST-GNN (untrained) over ``graph``; its spatial step is our kernel."""
     from healthai.ops import GraphAggregation
-    from healthai.training.forecast.model import STGNNForecaster
+    from healthai_training.forecast.model import STGNNForecaster
 
     spatial = GraphAggregation.from_adjacency(graph.to_scipy(), normalize=graph.normalization == "sym")
     return STGNNForecaster(spatial=spatial, n_nodes=graph.n_nodes, window=window, steps=steps).eval()
@@ -115,8 +115,8 @@ def stand_in_risk(repo: Path, n_features: int = 24) -> None:
     """A risk model with the training code's architecture and export, random weights."""
     import torch
 
-    from healthai.training.export import export_risk
-    from healthai.training.risk.model import CalibratedRisk, RiskNet
+    from healthai_training.export import export_risk
+    from healthai_training.risk.model import CalibratedRisk, RiskNet
 
     torch.manual_seed(0)
     net = CalibratedRisk(RiskNet(mean=np.zeros(n_features), std=np.ones(n_features)))
@@ -140,7 +140,7 @@ def prepare_repository(source: Path, work: Path, names: list[str]) -> tuple[Path
         stand_in_risk(repo)
         origin[RISK_MODEL] = "stand-in (training code, untrained)"
     if "forecast_japan" in names and "forecast_japan" not in origin:
-        from healthai.training.forecast.export import export_forecaster
+        from healthai_training.forecast.export import export_forecaster
 
         model = forecaster(graph_japan())
         export_forecaster(model, graph_japan(), repo / "forecast_japan", check_parity=False,
@@ -314,7 +314,7 @@ def forecast_speed(name: str, graph, work: Path, args: argparse.Namespace) -> li
     import torch
 
     from healthai.ops import ort_library_path, set_num_threads
-    from healthai.training.forecast.export import export_variant
+    from healthai_training.forecast.export import export_variant
 
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)

@@ -66,7 +66,8 @@ def test_multi_stage_build_with_a_slim_runtime() -> None:
     assert defaults["WITH_CUDA"] == "OFF", "the default image is the CPU build"
     builder_runs = " ".join(args for kw, args in builder if kw == "RUN")
     assert "csrc/fetch_ort_headers.sh" in builder_runs
-    assert "pip install -r requirements-dev.txt" in builder_runs
+    assert "pip install -r requirements-runtime.txt -r requirements-build.txt" in builder_runs
+    assert "requirements-dev.txt" not in builder_runs, "the image installs no test or training tools"
     assert "healthai info" in builder_runs, "the build proves the native module loads"
     assert builder_runs.index("proto/gen_python.py") < builder_runs.index("pip install --no-build-isolation")
     runtime_copies = [args for kw, args in runtime if kw == "COPY"]
@@ -144,10 +145,24 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not _dockerignore_excludes(source), f"COPY {source}: excluded by .dockerignore"
-    for build_output in (".venv/bin/python", "build/cmake/CMakeCache.txt", "server/v1/ingest_pb2.py",
-                         "server/_native.cpython-311-x86_64-linux-gnu.so", "server/app/__pycache__/x.pyc"):
+    for build_output in (".venv/bin/python", "build/cmake/CMakeCache.txt",
+                         "build/gen/healthai/v1/ingest_pb2.py",
+                         "server/healthai/_native.cpython-311-x86_64-linux-gnu.so",
+                         "server/healthai/app/__pycache__/x.pyc", "training/healthai_training/cli.py"):
         assert _dockerignore_excludes(build_output), f"{build_output} would leak into the image"
-    assert not _dockerignore_excludes("server/app/server.py")
+    assert not _dockerignore_excludes("server/healthai/app/server.py")
+
+
+def test_image_carries_no_training_code_or_training_dependencies() -> None:
+    """The serving install pulls no torch / opacus / matplotlib and the image copies no training/."""
+    heavy = {"torch", "opacus", "matplotlib", "onnxscript"}
+    for requirements in ("requirements-runtime.txt", "requirements-build.txt"):
+        lines = (ROOT / requirements).read_text().splitlines()
+        names = {re.split(r"[=<>\[ ]", ln, maxsplit=1)[0].lower()
+                 for ln in lines if re.match(r"[A-Za-z]", ln)}
+        assert not names & heavy, f"{requirements} pulls {sorted(names & heavy)}"
+    copied = [args.split()[-2] for kw, args in stages()[0] if kw == "COPY" and "--from=" not in args]
+    assert not any(c.startswith("training") for c in copied), copied
 
 
 def test_builder_copies_every_package_dir_setup_py_names() -> None:
@@ -155,7 +170,7 @@ def test_builder_copies_every_package_dir_setup_py_names() -> None:
     tree = ast.parse((ROOT / "setup.py").read_text())
     (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
     (package_dir,) = [k.value for k in call.keywords if k.arg == "package_dir"]
-    folders = ast.literal_eval(package_dir).values()
+    folders = [f for f in ast.literal_eval(package_dir).values() if not f.startswith("build/")]
     copied = [args.split()[-1] for kw, args in stages()[0] if kw == "COPY" and "--from=" not in args]
     for folder in folders:
         assert any(folder == c or folder.startswith(c.rstrip("/") + "/") for c in copied), (
@@ -164,14 +179,14 @@ def test_builder_copies_every_package_dir_setup_py_names() -> None:
 
 
 def test_uninstalled_build_tools_are_not_runtime_requirements() -> None:
-    """The builder removes requirements-dev.txt's own lines after the build: none may be needed at run."""
+    """The builder removes requirements-build.txt's lines after the build: none may be needed at run."""
     def names(path: Path) -> set[str]:
         lines = path.read_text().splitlines()
         return {re.split(r"[=<>\[ ]", ln, maxsplit=1)[0].lower() for ln in lines if re.match(r"[A-Za-z]", ln)}
-    dev_only = names(ROOT / "requirements-dev.txt") - {"setuptools"}
+    dev_only = names(ROOT / "requirements-build.txt") - {"setuptools"}
     assert not dev_only & names(ROOT / "requirements-runtime.txt")
     build_requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
-    pins = (ROOT / "requirements-dev.txt").read_text() + (ROOT / "requirements-runtime.txt").read_text()
+    pins = (ROOT / "requirements-build.txt").read_text() + (ROOT / "requirements-runtime.txt").read_text()
     for requirement in build_requires:
         assert re.search(rf"^{re.escape(requirement)}$", pins, re.MULTILINE), (
             f"build requirement {requirement} is not pinned the same way in requirements-*.txt")

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.settings import Settings
 from healthai.app.testing import serve_in_thread
+from healthai.ingest.plugin import IngestPlugin
 from healthai.normalize.context import NormalizeContext
 from healthai.v1 import ingest_pb2_grpc
 

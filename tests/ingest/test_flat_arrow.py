@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healthai.app import convert
+from healthai.ingest import convert
 from healthai.normalize.flat import INPUT_COLUMNS
 from healthai.v1 import common_pb2, ingest_pb2
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.testing import serve_in_thread
+from healthai.ingest.plugin import IngestPlugin
 from healthai.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from .conftest import IngestServer, make_settings, serve

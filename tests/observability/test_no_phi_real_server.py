@@ -18,9 +18,9 @@ from conftest import free_port
 from tritonclient.grpc import service_pb2 as kserve_pb2
 
 from healthai import observability, security
-from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.server import build_server
 from healthai.app.settings import Settings
+from healthai.ingest.plugin import IngestPlugin
 from healthai.observability import ObservabilitySettings
 from healthai.security import SecuritySettings, new_key
 from healthai.serving.plugin import plugin as serving_plugin

@@ -11,9 +11,9 @@ import grpc
 from conftest import free_port
 
 from healthai import observability
-from healthai.app.ingest_plugin import IngestPlugin
 from healthai.app.server import build_server
 from healthai.app.settings import Settings
+from healthai.ingest.plugin import IngestPlugin
 from healthai.observability import ObservabilitySettings
 from healthai.v1 import ingest_pb2, ingest_pb2_grpc
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from healthai.serving import runtime
+from healthai.serving.runtime import onnx as runtime
 from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
@@ -125,7 +125,7 @@ def test_standard_variant_serves_when_the_op_library_is_missing(tmp_path, make_s
     write_forecast_version(tmp_path / "m", "forecast_tiny", 1, REGIONS, window=W, steps=S,
                            custom_variant=True)
     monkeypatch.setattr(runtime, "custom_ops_library", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="healthai.serving.runtime"):
+    with caplog.at_level(logging.WARNING, logger="healthai.serving.runtime.onnx"):
         server = make_server(tmp_path / "m")
     assert any("custom-op library not available; serving the standard-opset variant model.standard.onnx"
                in r.getMessage() for r in caplog.records)

@@ -72,7 +72,7 @@ def test_bad_version_is_refused_and_previous_keeps_serving(risk_repo, make_serve
         vdir.mkdir()
         (vdir / "model.onnx").write_bytes(b"\x08\x07garbage" * 10)
         expected = "not a valid ONNX model"
-    with caplog.at_level(logging.ERROR, logger="healthai.serving.manager"):
+    with caplog.at_level(logging.ERROR, logger="healthai.serving.runtime.manager"):
         server.poll()
     lines = [r.getMessage() for r in caplog.records if "REFUSED" in r.getMessage()]
     assert len(lines) == 1 and "model risk_tiny version 2 REFUSED" in lines[0] and expected in lines[0]
@@ -85,7 +85,7 @@ def test_bad_version_is_refused_and_previous_keeps_serving(risk_repo, make_serve
         index = client.get_model_repository_index(as_json=True)["models"]
     assert [(m["version"], m["state"]) for m in index] == [("1", "READY"), ("2", "UNAVAILABLE")]
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="healthai.serving.manager"):
+    with caplog.at_level(logging.ERROR, logger="healthai.serving.runtime.manager"):
         server.poll()  # unchanged: not retried, not logged again
     assert not caplog.records
 

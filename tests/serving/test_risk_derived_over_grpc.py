@@ -9,10 +9,10 @@ import grpc
 import numpy as np
 import pytest
 
-from healthai.serving.risk_features import derivable_features
+from healthai.serving.risk.features import derivable_features
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
-from healthai.training.risk.diabetes import DEATH_OR_HOSPICE, load_diabetes, read_diabetes
 from healthai.v1 import risk_pb2, risk_pb2_grpc
+from healthai_training.risk.diabetes import DEATH_OR_HOSPICE, load_diabetes, read_diabetes
 from tests.serving.conftest import ServerThread
 
 MODEL = "risk_readmission"

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from healthai.serving.risk_batch import RiskTask, top_features
-from healthai.serving.risk_card import RiskCard
+from healthai.serving.risk.card import RiskCard
+from healthai.serving.risk.task import RiskTask, top_features
 from healthai.serving.wire import packed_float32
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 

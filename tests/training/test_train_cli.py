@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from healthai.training import cli
+from healthai_training import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from healthai.training.epi import baselines, metrics
+from healthai_training.epi import baselines, metrics
 
 
 def test_point_metrics_hand_computed() -> None:

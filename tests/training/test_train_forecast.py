@@ -11,16 +11,16 @@ import onnx
 import pytest
 import torch
 
-from healthai.training.epi.data import load_epi, make_epi_data
-from healthai.training.errors import PrivacyBudgetError, TrainingInputError
-from healthai.training.export import CARD_FIELDS
-from healthai.training.forecast.build import build_forecaster
-from healthai.training.forecast.export import export_forecaster
-from healthai.training.forecast.graph import RegionGraph
-from healthai.training.forecast.model import FLUSIGHT_QUANTILES, SEASONAL_MIX_INIT
-from healthai.training.forecast.train import ForecastConfig, region_weights, train_forecaster
-from healthai.training.privacy import PrivacySettings
-from healthai.training.runs import run_forecast
+from healthai_training.epi.data import load_epi, make_epi_data
+from healthai_training.errors import PrivacyBudgetError, TrainingInputError
+from healthai_training.export import CARD_FIELDS
+from healthai_training.forecast.build import build_forecaster
+from healthai_training.forecast.export import export_forecaster
+from healthai_training.forecast.graph import RegionGraph
+from healthai_training.forecast.model import FLUSIGHT_QUANTILES, SEASONAL_MIX_INIT
+from healthai_training.forecast.train import ForecastConfig, region_weights, train_forecaster
+from healthai_training.privacy import PrivacySettings
+from healthai_training.runs import run_forecast
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 
@@ -250,13 +250,13 @@ def test_bad_inputs_are_refused_before_training() -> None:
         )
 
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "server" / "data" / "models"
+DEFAULT_MODELS = Path(__file__).resolve().parents[2] / "server" / "healthai" / "data" / "models"
 
 
 @pytest.mark.parametrize("name", ["forecast_japan", "forecast_us_states"])
 def test_default_forecasters_variants_agree_without_softplus(name: str) -> None:
     from healthai.ops import build_info, ort_library_path
-    from healthai.training.export import max_relative_error, run_onnx
+    from healthai_training.export import max_relative_error, run_onnx
 
     vdir = DEFAULT_MODELS / name / "1"
     card = json.loads((vdir / "model_card.json").read_text())
@@ -278,9 +278,9 @@ def test_default_forecasters_variants_agree_without_softplus(name: str) -> None:
 def test_default_forecasters_reproduce_their_card_metrics(shared_data: Path, name: str, dataset: str) -> None:
     """The committed ONNX files, run on the benchmark's test weeks, give the RMSE their cards state."""
     from healthai.ops import build_info, ort_library_path
-    from healthai.training.epi import metrics
-    from healthai.training.epi.data import target_weeks, windows
-    from healthai.training.export import run_onnx
+    from healthai_training.epi import metrics
+    from healthai_training.epi.data import target_weeks, windows
+    from healthai_training.export import run_onnx
 
     vdir = DEFAULT_MODELS / name / "1"
     card = json.loads((vdir / "model_card.json").read_text())

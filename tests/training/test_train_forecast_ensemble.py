@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from healthai.training.epi.data import load_epi
-from healthai.training.errors import TrainingInputError
-from healthai.training.forecast.build import build_forecaster
-from healthai.training.forecast.ensemble import ForecastEnsemble, train_ensemble
-from healthai.training.forecast.graph import RegionGraph
-from healthai.training.forecast.train import ForecastConfig
-from healthai.training.privacy import PrivacySettings
-from healthai.training.runs import run_forecast
+from healthai_training.epi.data import load_epi
+from healthai_training.errors import TrainingInputError
+from healthai_training.forecast.build import build_forecaster
+from healthai_training.forecast.ensemble import ForecastEnsemble, train_ensemble
+from healthai_training.forecast.graph import RegionGraph
+from healthai_training.forecast.train import ForecastConfig
+from healthai_training.privacy import PrivacySettings
+from healthai_training.runs import run_forecast
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 

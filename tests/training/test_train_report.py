@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healthai.training.report import forecast_table, risk_table
+from healthai_training.report import forecast_table, risk_table
 
 
 def _forecast_row(rmse: float) -> dict:

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthai.training.errors import PrivacyBudgetError, TrainingInputError
-from healthai.training.export import CARD_FIELDS, run_onnx
-from healthai.training.privacy import PrivacySettings, validate_privacy
-from healthai.training.risk.data import load_heart
-from healthai.training.risk.diabetes import load_diabetes
-from healthai.training.risk.train import RiskConfig, train_risk
-from healthai.training.runs import run_risk
+from healthai_training.errors import PrivacyBudgetError, TrainingInputError
+from healthai_training.export import CARD_FIELDS, run_onnx
+from healthai_training.privacy import PrivacySettings, validate_privacy
+from healthai_training.risk.data import load_heart
+from healthai_training.risk.diabetes import load_diabetes
+from healthai_training.risk.train import RiskConfig, train_risk
+from healthai_training.runs import run_risk
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 HEART = "risk/uci_heart_disease/heart_disease_4sites.csv"

@@ -1,4 +1,4 @@
-"""The Triton-backed runtime (``healthai.serving.triton_backend.TritonModel``) against this project's
+"""The Triton-backed runtime (``healthai.serving.runtime.triton.TritonModel``) against this project's
 own KServe v2 endpoint standing in for Triton: a real ``healthai serve`` subprocess (in-process ONNX
 Runtime) serving a repository prepared by ``healthai triton prepare``. Results must equal the
 in-process runtime's, through the runtime contract and through the real Risk/Forecast RPCs."""
@@ -19,17 +19,18 @@ import pytest
 from conftest import free_port
 from tritonclient.grpc import model_config_pb2
 
-import healthai.serving.manager as manager_module
+import healthai.serving.runtime.manager as manager_module
 from healthai.app.settings import Settings
 from healthai.app.testing import serve_in_thread, start_server_process, stop_server_process
 from healthai.errors import HealthAIError, InvalidInput, NotReady
 from healthai.serving.plugin import plugin
-from healthai.serving.repository import RepositoryError, VersionDir, read_config, scan_versions
-from healthai.serving.risk_batch import RiskTask
-from healthai.serving.risk_card import parse_risk_card
-from healthai.serving.runtime import InferRequest, OnnxModel
+from healthai.serving.risk.card import parse_risk_card
+from healthai.serving.risk.task import RiskTask
+from healthai.serving.runtime.contract import InferRequest
+from healthai.serving.runtime.onnx import OnnxModel
+from healthai.serving.runtime.repository import RepositoryError, VersionDir, read_config, scan_versions
+from healthai.serving.runtime.triton import TritonModel, TritonNotReachable
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
-from healthai.serving.triton_backend import TritonModel, TritonNotReachable
 from healthai.triton import prepare_repository
 from healthai_client import Client
 

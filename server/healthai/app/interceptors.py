@@ -1,0 +1,90 @@
+"""The one interceptor that maps domain errors to gRPC statuses.
+
+``healthai.errors.HealthAIError`` (and subclasses) -> its ``.code`` and ``.message``; an abort the
+handler already raised passes through; anything else -> INTERNAL with a generic message carrying an
+incident id, and the traceback logged under that id (frames and exception types only: exception
+messages may quote input data and are never logged). Works for all four RPC shapes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from healthai.errors import HealthAIError, stack_summary
+
+log = logging.getLogger(__name__)
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, HealthAIError):
+        log.info("%s -> %s: %s", method, exc.code.name, exc.message)
+        await context.abort(exc.code, exc.message)
+    incident = uuid.uuid4().hex[:12]
+    log.error("%s failed (incident %s): %s\n%s", method, incident, type(exc).__name__, stack_summary(exc))
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+
+
+def _wrap_unary_response(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+
+    return wrapper
+
+
+def _wrap_stream_response(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):  # a coroutine that streams with context.write()
+                result = await result
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            elif result is not None:
+                for item in result:
+                    yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context, method)
+
+    return wrapper
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        kw = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(handler.unary_unary, method), **kw)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(handler.stream_unary, method), **kw)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream, method), **kw)
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(handler.stream_stream, method), **kw)

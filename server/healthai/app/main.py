@@ -1,0 +1,69 @@
+"""Run the server process: build plugins, serve until SIGTERM/SIGINT, shut down gracefully.
+
+Shutdown order: every service's health -> NOT_SERVING, ``server.stop(grace)`` (no new calls,
+in-flight calls drain), plugins stop in reverse order (the Ingest plugin closes its store; every
+acknowledged record is already fsynced), exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from healthai import observability, security
+from healthai.app.server import ServicePlugin, build_server
+from healthai.app.settings import Settings
+from healthai.ingest.plugin import IngestPlugin
+
+log = logging.getLogger(__name__)
+
+
+def build_plugins(settings: Settings) -> list[ServicePlugin]:
+    """Ingest always; the serving plugin (Risk/Forecast/KServe) when ``settings.serving.enabled``."""
+    ingest = IngestPlugin(settings)
+    plugins: list[ServicePlugin] = [ingest]
+    if settings.serving.enabled:
+        serving = importlib.import_module("healthai.serving")
+        plugins.append(serving.plugin(settings=settings, surveillance=ingest.surveillance))
+    return plugins
+
+
+async def run(settings: Settings, *, port_file: Path | None = None,
+              stop_event: asyncio.Event | None = None) -> int:
+    stop_event = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    obs = observability.setup(settings.observability)
+    try:
+        running = build_server(
+            settings, build_plugins(settings),
+            interceptors=[*obs.interceptors, *security.interceptors(settings.security)],
+            add_port=lambda server, address: security.add_port(server, address, settings.security))
+        await running.start()
+    except BaseException:
+        obs.close()
+        raise
+    if port_file is not None:
+        tmp = port_file.with_name(port_file.name + ".tmp")
+        tmp.write_text(f"{running.port}\n")
+        os.replace(tmp, port_file)
+    await stop_event.wait()
+    log.info("signal received")
+    await running.stop()
+    obs.close()
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(settings: Settings, *, port_file: Path | None = None) -> int:
+    """Blocking entry point of ``healthai serve``; returns the process exit code."""
+    configure_logging(settings.log_level)
+    return asyncio.run(run(settings, port_file=port_file))

@@ -1,0 +1,49 @@
+"""The Ingest service as a server plugin: owns the normalize context, the store and surveillance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from healthai.app.settings import Settings
+from healthai.ingest.service import IngestCore, IngestServicer
+from healthai.normalize.context import NormalizeContext
+from healthai.store import ParquetStore
+from healthai.surveillance import SurveillanceCounts
+from healthai.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name  # "healthai.v1.Ingest"
+
+
+class IngestPlugin:
+    """Builds everything at construction (a missing key or bad map fails start-up early);
+    ``start`` opens the store (rebuilding its idempotency index), ``stop`` closes it."""
+
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, settings: Settings, ctx: NormalizeContext | None = None) -> None:
+        self.settings = settings
+        self.ctx = ctx or NormalizeContext.create(
+            key=settings.pseudonym_key(),
+            snomed_map_nlm=settings.snomed_map_nlm,
+            omop_concept=settings.omop_concept,
+            omop_relationship=settings.omop_concept_relationship,
+        )
+        self.store = ParquetStore(settings.store_uri)
+        self.surveillance = SurveillanceCounts(self.store)
+        self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request,
+                               max_response_bytes=settings.max_message_bytes - 1024)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        ingest_pb2_grpc.add_IngestServicer_to_server(IngestServicer(self.core), server)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.store.close)
+        log.info("store closed (sequence %d)", self.store.sequence)

@@ -1,0 +1,182 @@
+"""Forecast.Forecast: per region and horizon, a point forecast and quantiles, from an explicit history
+window or from the surveillance counts the Ingest service stores."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+import pandas as pd
+
+from healthai.errors import InvalidInput, NotFound
+from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, ForecastCard
+from healthai.serving.runtime.contract import InferRequest
+from healthai.serving.runtime.manager import LoadedVersion, ModelManager
+from healthai.serving.settings import ServingSettings
+from healthai.v1 import forecast_pb2, forecast_pb2_grpc
+
+SERVICE_NAME = "healthai.v1.Forecast"
+
+
+class Surveillance(Protocol):
+    def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None
+               ) -> pd.DataFrame: ...
+
+
+def _region_columns(ids: list[str], card: ForecastCard, field: str) -> list[int]:
+    cols = []
+    for i, rid in enumerate(ids):
+        col = card.region_aliases.get(rid)
+        if col is None:
+            raise InvalidInput(f"{field}[{i}]: unknown region {rid!r} (the graph has {card.n_regions} "
+                               f"regions, e.g. {list(card.region_ids[:3])})", field=f"{field}[{i}]")
+        cols.append(col)
+    if len(set(cols)) != len(cols):
+        raise InvalidInput(f"{field}: a region is given twice", field=field)
+    return cols
+
+
+def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.ndarray:
+    """[W, N] float32 in graph order from an explicit history; InvalidInput naming the field."""
+    cols = _region_columns(list(history.region_ids), card, "history.region_ids")
+    if len(cols) != card.n_regions:
+        missing = [r for i, r in enumerate(card.region_ids) if i not in set(cols)]
+        raise InvalidInput(f"history.region_ids: missing {len(missing)} of the graph's regions, e.g. "
+                           f"{missing[:3]}", field="history.region_ids")
+    count = len(history.counts)
+    if count % card.n_regions:
+        raise InvalidInput(f"history.counts: {count} values is not a multiple of {card.n_regions} regions",
+                           field="history.counts")
+    steps = count // card.n_regions
+    if steps < card.window:
+        raise InvalidInput(f"history.counts: {steps} steps of history; the model needs at least "
+                           f"{card.window}", field="history.counts")
+    x = np.fromiter(history.counts, dtype=np.float32, count=count).reshape(steps, card.n_regions)
+    x = x[-card.window:]
+    bad = ~np.isfinite(x) | (x < 0)
+    if bad.any():
+        t, j = np.argwhere(bad)[0]
+        raise InvalidInput(f"history.counts[{steps - card.window + t}][{history.region_ids[j]}]: "
+                           f"value {x[t, j]} is not a finite count >= 0", field="history.counts")
+    window = np.empty_like(x)
+    window[:, cols] = x
+    return window
+
+
+def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard
+                  ) -> tuple[np.ndarray, str]:
+    """[W, N] counts from the store at the model's step, plus the first forecast period (ISO date)."""
+    frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
+                                end=stored.end_date or None)
+    if len(frame) < card.window:
+        raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
+                           f"at least {card.window}", field="stored")
+    frame = frame.iloc[-card.window:]
+    window = np.zeros((card.window, card.n_regions), np.float32)
+    matched = 0
+    for code in frame.columns:
+        col = card.region_aliases.get(str(code))
+        if col is not None:
+            window[:, col] += frame[code].to_numpy(dtype=np.float32)
+            matched += 1
+    if len(frame.columns) and not matched:
+        raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
+                           f"of this model's graph (e.g. {list(card.region_ids[:3])})", field="stored")
+    step = pd.Timedelta(days=7 if card.step == "W" else 1)
+    return window, (frame.index[-1] + step).date().isoformat()
+
+
+def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """[S, N, Q] at the model's levels -> [S, N, len(levels)], linear in the level."""
+    hi = np.clip(np.searchsorted(model_levels, levels, side="left"), 1, len(model_levels) - 1)
+    lo = hi - 1
+    span = model_levels[hi] - model_levels[lo]
+    w = np.where(span > 0, (levels - model_levels[lo]) / np.where(span > 0, span, 1), 0.0)
+    return (forecast[..., lo] * (1 - w) + forecast[..., hi] * w).astype(np.float32)
+
+
+def check_levels(raw: list[float], card: ForecastCard) -> np.ndarray:
+    """Requested levels (float32 on the wire, snapped to the model's levels within 1e-6); checked."""
+    if not raw:
+        return card.quantile_levels
+    levels = np.asarray(raw, np.float64)
+    model = card.quantile_levels
+    nearest = model[np.abs(levels[:, None] - model[None, :]).argmin(axis=1)]
+    levels = np.where(np.abs(levels - nearest) < 1e-6, nearest, levels)
+    for i, q in enumerate(levels):
+        if not (0.0 < q < 1.0):
+            raise InvalidInput(f"quantile_levels[{i}]: {q:g} is outside (0, 1)",
+                               field=f"quantile_levels[{i}]")
+        if q < model[0] or q > model[-1]:
+            raise InvalidInput(f"quantile_levels[{i}]: {q:g} is outside the model's range [{model[0]:g}, "
+                               f"{model[-1]:g}]", field=f"quantile_levels[{i}]")
+    return levels
+
+
+class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
+    def __init__(self, manager: ModelManager, settings: ServingSettings,
+                 surveillance: Surveillance | None) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.surveillance = surveillance
+
+    def _model(self, request: forecast_pb2.ForecastRequest) -> tuple[LoadedVersion, ForecastCard]:
+        name = request.model_name
+        if request.graph:
+            graph_model = self.settings.forecast_graphs.get(request.graph)
+            if graph_model is None:
+                raise NotFound(f"graph {request.graph!r} is not served (have "
+                               f"{sorted(self.settings.forecast_graphs)})", field="graph")
+            if name and name != graph_model:
+                raise InvalidInput(f"model_name {name!r} does not serve graph {request.graph!r}",
+                                   field="model_name")
+            name = graph_model
+        if not name:
+            raise InvalidInput("graph or model_name: one is required (e.g. graph='japan')", field="graph")
+        loaded = self.manager.resolve(name, request.model_version)
+        card = loaded.extras.get("forecast")
+        if card is None:
+            raise InvalidInput(f"model_name: {name!r} is not a forecaster", field="model_name")
+        return loaded, card
+
+    async def Forecast(self, request: forecast_pb2.ForecastRequest,
+                       context: grpc.aio.ServicerContext) -> forecast_pb2.ForecastResponse:
+        loaded, card = self._model(request)
+        out_cols = (_region_columns(list(request.region_ids), card, "region_ids") if request.region_ids
+                    else list(range(card.n_regions)))
+        horizon_rows = []
+        for i, h in enumerate(request.horizons):
+            if h not in card.horizons:
+                raise InvalidInput(f"horizons[{i}]: {h} is not one of the model's horizons "
+                                   f"{list(card.horizons)}", field=f"horizons[{i}]")
+            horizon_rows.append(card.horizons.index(h))
+        horizon_rows = horizon_rows or list(range(len(card.horizons)))
+        levels = check_levels(list(request.quantile_levels), card)
+        first_period = ""
+        source = request.WhichOneof("history_source")
+        if source == "history":
+            window = explicit_window(request.history, card)
+        elif source == "stored":
+            if self.surveillance is None:
+                raise InvalidInput("stored: this server keeps no surveillance counts", field="stored")
+            window, first_period = await asyncio.to_thread(stored_window, self.surveillance, request.stored,
+                                                           card)
+        else:
+            raise InvalidInput("history or stored: one is required", field="history_source")
+        result = await loaded.scheduler.infer(
+            InferRequest({FORECAST_INPUT: window[None]}, outputs=(FORECAST_OUTPUT,)),
+            timeout=context.time_remaining())
+        full = result[FORECAST_OUTPUT][0][horizon_rows][:, out_cols]  # [H, R, Q_model]
+        full = np.sort(full, axis=-1)  # rearrangement: quantiles never cross
+        quantiles = interpolate_levels(full, card.quantile_levels, levels)
+        point = interpolate_levels(full, card.quantile_levels, np.array([0.5]))[..., 0]
+        response = forecast_pb2.ForecastResponse(
+            model_name=loaded.name, model_version=loaded.version,
+            region_ids=[card.region_ids[c] for c in out_cols],
+            horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
+            first_forecast_period=first_period, step=card.step)
+        response.point.extend(point.reshape(-1).tolist())
+        response.quantiles.extend(quantiles.reshape(-1).tolist())
+        return response

@@ -1,0 +1,128 @@
+"""Risk.Score: probability, risk band, Charlson index and top contributing features per patient.
+
+The servicer validates and converts; scoring (bands, occlusion-based top features) runs vectorized
+for the whole batch on the worker thread (``risk_batch.RiskTask``); the batcher counts patients.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from healthai.errors import InvalidInput
+from healthai.serving.risk.charlson import charlson_indices
+from healthai.serving.risk.features import derive_features
+from healthai.serving.risk.task import RiskTask
+from healthai.serving.runtime.manager import LoadedVersion, ModelManager
+from healthai.serving.settings import ServingSettings
+from healthai.serving.wire import packed_float32
+from healthai.v1 import risk_pb2, risk_pb2_grpc
+
+SERVICE_NAME = "healthai.v1.Risk"
+
+
+PACKED_FAST_MIN = 4096  # packed values from which reading the wire bytes beats iterating the field
+
+
+def _order(names: tuple[str, ...], task: RiskTask) -> np.ndarray:
+    """Column permutation from the request's feature_names to the card's order (cached per layout)."""
+    order = task.cached_order(names)
+    if order is not None:
+        return order
+    card = task.card
+    for i, name in enumerate(names):
+        if name not in task.index:
+            raise InvalidInput(f"feature_names[{i}]: unknown feature {name!r}; the model takes "
+                               f"{list(card.feature_names)}", field=f"feature_names[{i}]")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InvalidInput(f"feature_names: {dup!r} given twice", field="feature_names")
+    missing = [n for n in card.feature_names if n not in set(names)]
+    if missing:
+        raise InvalidInput(f"feature_names: missing {missing}", field="feature_names")
+    order = np.array([names.index(n) for n in card.feature_names])
+    task.remember_order(names, order)
+    return order
+
+
+def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients: int) -> np.ndarray:
+    """[patients x F] float32 in the card's order, checked; InvalidInput naming the field otherwise."""
+    card = task.card
+    names = tuple(request.feature_names)
+    order = task.cached_order(names) if names else None
+    # feature_names that leave out card features: the server derives them (age_risk, primary_dx_*,
+    # charlson_*) with the training code, from the given columns and `diagnoses`
+    derive = bool(names) and order is None and not set(card.feature_names) <= set(names)
+    if names and order is None and not derive:
+        order = _order(names, task)
+    f = len(names) if derive else card.n_features
+    raw = request.features_raw
+    packed = len(request.features)
+    if raw and packed:
+        raise InvalidInput("features_raw: give features or features_raw, not both", field="features_raw")
+    if len(raw) % 4:
+        raise InvalidInput(f"features_raw: {len(raw)} bytes is not a whole number of float32 values",
+                           field="features_raw")
+    count = len(raw) // 4 if raw else packed
+    if count == 0:
+        raise InvalidInput("features: empty; give patients x features values", field="features")
+    if count % f:
+        raise InvalidInput(f"features: {count} values is not a multiple of the {f} features per patient",
+                           field="features")
+    n = count // f
+    if n > max_patients:
+        raise InvalidInput(f"features: {n} patients is over the limit of {max_patients} per request",
+                           field="features")
+    if raw:
+        x = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False).reshape(n, f)
+    elif count >= PACKED_FAST_MIN:
+        x = packed_float32(request, "features", count).reshape(n, f)
+    else:
+        x = np.fromiter(request.features, dtype=np.float32, count=count).reshape(n, f)
+    if derive:
+        x = derive_features(card.feature_names, names, x, diagnoses=request.diagnoses)
+    elif order is not None:
+        x = x[:, order]
+    if not np.isfinite(x).all():
+        i, j = np.argwhere(~np.isfinite(x))[0]
+        raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",
+                           field=f"features[{i}].{card.feature_names[j]}")
+    return x
+
+
+class RiskServicer(risk_pb2_grpc.RiskServicer):
+    def __init__(self, manager: ModelManager, settings: ServingSettings) -> None:
+        self.manager = manager
+        self.settings = settings
+
+    def _task(self, loaded: LoadedVersion) -> RiskTask:
+        task = loaded.extras.get("risk")
+        if task is None:
+            raise InvalidInput(f"model_name: {loaded.name!r} is not a risk model", field="model_name")
+        return task
+
+    async def Score(self, request: risk_pb2.ScoreRequest,
+                    context: grpc.aio.ServicerContext) -> risk_pb2.ScoreResponse:
+        if not request.model_name:
+            raise InvalidInput("model_name: required (e.g. 'risk_readmission')", field="model_name")
+        loaded = self.manager.resolve(request.model_name, request.model_version)
+        task = self._task(loaded)
+        card = task.card
+        x = feature_matrix(request, task, self.settings.max_patients_per_request)
+        n = len(x)
+        if request.diagnoses and len(request.diagnoses) != n:
+            raise InvalidInput(f"diagnoses: {len(request.diagnoses)} entries for {n} patients",
+                               field="diagnoses")
+        charlson, available = charlson_indices(request.diagnoses, n)
+        k = request.top_features if request.HasField("top_features") else self.settings.default_top_features
+        k = min(int(k), card.n_features)
+        result = await loaded.scheduler.infer(task.request(x, k), timeout=context.time_remaining())
+        response = risk_pb2.ScoreResponse(
+            model_name=loaded.name, model_version=loaded.version, top_k=k,
+            probability=result["probability"].tolist(),
+            risk_band=task.band_names[result["band"]].tolist(),
+            charlson_index=charlson, charlson_available=available)
+        if k:
+            response.top_feature_name.extend(card.names_array[result["top_index"].reshape(-1)].tolist())
+            response.top_feature_contribution.extend(result["top_contribution"].reshape(-1).tolist())
+        return response

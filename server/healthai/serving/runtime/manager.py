@@ -1,0 +1,258 @@
+"""The live model set: loads every version in the repository, serves the newest unless one is pinned,
+and hot-reloads — a new or changed version is loaded and warmed off the event loop, then swapped in;
+requests already queued on the old one finish there. A version that fails to load or to pass its
+inspections is refused with one log line and whatever served before keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2
+
+from healthai.errors import NotFound, NotReady
+from healthai.serving.runtime.onnx import OnnxModel
+from healthai.serving.runtime.repository import (
+    RepositoryError,
+    VersionDir,
+    read_config,
+    scan_models,
+    scan_versions,
+)
+from healthai.serving.runtime.scheduler import Scheduler
+from healthai.serving.runtime.triton import TritonModel, TritonNotReachable
+from healthai.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    """A ready model version: its runtime, its scheduler, its card, and what inspectors derived."""
+
+    runtime: OnnxModel | TritonModel
+    scheduler: Scheduler
+    card: dict[str, Any]
+    fingerprint: tuple[tuple[str, int, int], ...]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def version(self) -> int:
+        return self.runtime.version
+
+
+# An inspector checks a freshly loaded version (raises RepositoryError to refuse it) and may store
+# what it derived (e.g. a parsed model card) in ``loaded.extras``.
+Inspector = Callable[[LoadedVersion], None]
+
+
+@dataclass
+class IndexEntry:
+    name: str
+    version: int
+    state: str  # READY | UNAVAILABLE
+    reason: str = ""
+
+
+def _selected_versions(config: model_config_pb2.ModelConfig, found: list[int]) -> list[int]:
+    """Triton's version_policy; without one every version found is served (newest by default)."""
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "latest":
+        return sorted(found)[-max(policy.latest.num_versions, 1):]
+    if which == "specific":
+        return [v for v in found if v in set(policy.specific.versions)]
+    return sorted(found)
+
+
+class ModelManager:
+    def __init__(self, settings: ServingSettings, *, inspectors: list[Inspector] | None = None) -> None:
+        self.settings = settings
+        self.root = Path(settings.model_repository)
+        self.inspectors = list(inspectors or [])
+        self._loaded: dict[str, dict[int, LoadedVersion]] = {}
+        self._refused: dict[tuple[str, int], tuple[tuple[Any, ...], str]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._scan_lock = asyncio.Lock()
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.poll_once()
+        self.started = True
+        if self.settings.reload_poll_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for versions in self._loaded.values():
+            for loaded in versions.values():
+                await self._retire(loaded)
+        self._loaded.clear()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_poll_s)
+            try:
+                await self.poll_once()
+            except Exception:  # never let the watcher die: log and keep polling
+                log.exception("model repository scan failed")
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def resolve(self, name: str, version: int = 0) -> LoadedVersion:
+        """The pinned version, or the newest ready one. NotFound / NotReady otherwise."""
+        versions = self._loaded.get(name)
+        if not versions:
+            if any(n == name for n, _ in self._refused):
+                raise NotReady(f"model {name!r} has no loadable version ({self._refused_reason(name)})")
+            if not self.started:
+                raise NotReady(f"model {name!r} is not loaded yet; the server is starting")
+            raise NotFound(f"model {name!r} is not in the model repository (have {sorted(self._loaded)})")
+        if version <= 0:
+            return versions[max(versions)]
+        if version not in versions:
+            if (name, version) in self._refused:
+                raise NotReady(f"model {name!r} version {version} is not ready: "
+                               f"{self._refused[(name, version)][1]}")
+            raise NotFound(f"model {name!r} has no version {version} (have {sorted(versions)})")
+        return versions[version]
+
+    def model_names(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def ready_versions(self, name: str) -> list[LoadedVersion]:
+        return [self._loaded[name][v] for v in sorted(self._loaded.get(name, {}))]
+
+    def index(self) -> list[IndexEntry]:
+        entries = [IndexEntry(n, v, "READY") for n, vs in self._loaded.items() for v in vs]
+        entries += [IndexEntry(n, v, "UNAVAILABLE", reason) for (n, v), (_, reason) in self._refused.items()
+                    if v not in self._loaded.get(n, {})]
+        return sorted(entries, key=lambda e: (e.name, e.version))
+
+    def _refused_reason(self, name: str) -> str:
+        return "; ".join(r for (n, _), (_, r) in sorted(self._refused.items()) if n == name)
+
+    # -- reload ---------------------------------------------------------------------------------
+    async def poll_once(self) -> None:
+        """One scan of the repository: load new/changed versions, retire removed ones."""
+        async with self._scan_lock:
+            models = await asyncio.to_thread(scan_models, self.root)
+            for name, model_dir in models.items():
+                await self._sync_model(name, model_dir)
+            for name in [n for n in self._loaded if n not in models]:
+                log.info("model %s removed from the repository; unloading", name)
+                for loaded in self._loaded.pop(name).values():
+                    self._retire_later(loaded)
+
+    async def _sync_model(self, name: str, model_dir: Path) -> None:
+        try:
+            found = await asyncio.to_thread(scan_versions, model_dir)
+            config = await asyncio.to_thread(read_config, model_dir)
+        except (RepositoryError, OSError) as exc:
+            self._refuse(name, 0, (), str(exc))
+            return
+        self._refused.pop((name, 0), None)
+        current = self._loaded.setdefault(name, {})
+        wanted = _selected_versions(config, list(found))
+        for version in wanted:
+            vdir = found[version]
+            have = current.get(version)
+            if have is not None and have.fingerprint == vdir.fingerprint:
+                continue
+            refused = self._refused.get((name, version))
+            if refused is not None and refused[0] == vdir.fingerprint:
+                continue  # unchanged since we refused it
+            loaded = await self._load(vdir, config)
+            if loaded is None:
+                continue
+            current[version] = loaded  # the swap: new requests resolve to the new runtime from here
+            if have is not None:
+                self._retire_later(have)
+            log.info("model %s version %d ready (%s)%s", name, version, loaded.runtime.model_file.name,
+                     " — replaced the previous load" if have is not None else "")
+        for version in [v for v in current if v not in wanted]:
+            log.info("model %s version %d removed; unloading after in-flight requests", name, version)
+            self._retire_later(current.pop(version))
+        for key in [k for k in self._refused if k[0] == name and k[1] not in found and k[1] != 0]:
+            del self._refused[key]
+        if not current:
+            del self._loaded[name]
+
+    async def _load(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> LoadedVersion | None:
+        runtime = self._runtime(vdir, config)
+
+        def load_and_warm() -> dict[str, Any]:
+            runtime.load()
+            runtime.warm()
+            return vdir.card()
+
+        try:
+            card = await asyncio.to_thread(load_and_warm)
+            scheduler = Scheduler(runtime, max_queue=self.settings.max_queue_requests,
+                                  batching=self.settings.dynamic_batching,
+                                  instances=self._instances(config),
+                                  inline_max_us=self.settings.inline_execute_max_us)
+            loaded = LoadedVersion(runtime, scheduler, card, vdir.fingerprint)
+            try:
+                for inspect in self.inspectors:
+                    inspect(loaded)
+            except RepositoryError:
+                await scheduler.close()
+                raise
+        except RepositoryError as exc:
+            runtime.unload()
+            # Triton unreachable or not ready yet: no fingerprint, so the next scan tries again
+            fingerprint = () if isinstance(exc, TritonNotReachable) else vdir.fingerprint
+            self._refuse(vdir.model, vdir.version, fingerprint, str(exc))
+            return None
+        self._refused.pop((vdir.model, vdir.version), None)
+        return loaded
+
+    def _runtime(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> OnnxModel | TritonModel:
+        if self.settings.backend == "triton":
+            return TritonModel(vdir, config, url=self.settings.triton_url,
+                               timeout_s=self.settings.triton_timeout_s)
+        return OnnxModel(vdir, config, intra_op_threads=self.settings.intra_op_threads,
+                         use_cuda=self.settings.use_cuda)
+
+    def _instances(self, config: model_config_pb2.ModelConfig) -> int:
+        """Worker threads of a version's scheduler: Triton's remote calls overlap, ORT's use cores."""
+        if self.settings.backend == "triton":
+            return self.settings.triton_max_inflight
+        return _instances(config)
+
+    def _refuse(self, name: str, version: int, fingerprint: tuple[Any, ...], reason: str) -> None:
+        serving = sorted(self._loaded.get(name, {}))
+        log.error("model %s version %s REFUSED: %s — %s", name, version or "(all)", reason,
+                  f"still serving version(s) {serving}" if serving else "no version of it is served")
+        self._refused[(name, version)] = (fingerprint, reason)
+
+    def _retire_later(self, loaded: LoadedVersion) -> None:
+        task = asyncio.get_running_loop().create_task(self._retire(loaded))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(loaded: LoadedVersion) -> None:
+        await loaded.scheduler.close()  # drains queued + running requests first
+        loaded.runtime.unload()
+
+
+def _instances(config: model_config_pb2.ModelConfig) -> int:
+    return max(sum(g.count for g in config.instance_group), 1)

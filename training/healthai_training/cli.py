@@ -1,0 +1,243 @@
+"""``healthai train risk ...`` and ``healthai train forecast ...``.
+
+Examples::
+
+    healthai train risk --dataset heart --epsilon 1.2
+    healthai train risk --dataset diabetes130 --non-private --export-to server/healthai/data/models
+    healthai train forecast --dataset japan --mode seasonal --seeds 0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from healthai_training.errors import TrainingInputError
+
+logger = logging.getLogger(__name__)
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from exc
+
+
+def _privacy_args(p: argparse.ArgumentParser, *, default_epsilon: float | None) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--epsilon",
+        type=float,
+        default=default_epsilon,
+        help=f"target epsilon for DP-SGD (default {default_epsilon})",
+    )
+    g.add_argument("--non-private", action="store_true", help="train without differential privacy")
+    p.add_argument("--delta", type=float, default=1e-5)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding risk/ and epi/")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        help="model repository to (over)write, e.g. server/healthai/data/models",
+    )
+    p.add_argument("--model-name", default=None)
+    p.add_argument("--seeds", type=_seeds, default=[0])
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--hidden", type=int, default=None)
+
+
+def _privacy(args: argparse.Namespace):
+    from healthai_training.privacy import PrivacySettings
+
+    eps = None if args.non_private else args.epsilon
+    return PrivacySettings(epsilon=eps, delta=args.delta, max_grad_norm=args.max_grad_norm)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = ("epochs", "batch_size", "lr", "hidden", "optimizer")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def _train_risk(args: argparse.Namespace) -> int:
+    from healthai_training.report import risk_defaults
+    from healthai_training.risk.train import RiskConfig
+    from healthai_training.runs import run_risk
+
+    defaults = risk_defaults(args.dataset, private=not args.non_private)
+    for seed in args.seeds:
+        cfg = RiskConfig(
+            **{**defaults, **_overrides(args)}, seed=seed, device=args.device, privacy=_privacy(args)
+        )
+        run_dir, result = run_risk(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            config=cfg,
+            runs_dir=args.runs_dir,
+            export_repo=args.export_to,
+            model_name=args.model_name,
+            export=not args.no_export,
+        )
+        print(
+            json.dumps(
+                {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
+            )
+        )
+    return 0
+
+
+FORECAST_FLAGS = (  # forecaster options that override FORECAST_DEFAULTS when given
+    "base",
+    "seasonal_inputs",
+    "anomaly_lags",
+    "recent",
+    "point_weight",
+    "region_weighting",
+    "quantile_init_gap",
+)
+
+
+def _train_forecast(args: argparse.Namespace) -> int:
+    from healthai_training.forecast.train import ForecastConfig
+    from healthai_training.report import forecast_defaults
+    from healthai_training.runs import run_forecast
+
+    private = not args.non_private and args.epsilon is not None
+    settings = {**forecast_defaults(args.dataset, args.mode, private=private), **_overrides(args)}
+    for name in FORECAST_FLAGS:
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    for seed in args.seeds[:1] if args.ensemble else args.seeds:
+        cfg = ForecastConfig(
+            seasonal=args.mode == "seasonal",
+            refit=args.refit,
+            **settings,
+            seed=seed,
+            device=args.device,
+            privacy=_privacy(args),
+        )
+        run_dir, result = run_forecast(
+            dataset=args.dataset,
+            data_root=args.data_root,
+            config=cfg,
+            runs_dir=args.runs_dir,
+            export_repo=args.export_to,
+            model_name=args.model_name,
+            variants=tuple(args.variants.split(",")),
+            ensemble_seeds=tuple(args.seeds) if args.ensemble else (),
+        )
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(run_dir),
+                    "rmse": {h: r["rmse"] for h, r in result["test"].items()},
+                    "epsilon": result["privacy"]["epsilon"],
+                }
+            )
+        )
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from healthai_training.report import main_tables
+
+    return main_tables(args)
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("healthai").setLevel(logging.INFO)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        try:
+            return func(args)
+        except TrainingInputError as exc:
+            print(f"error: {exc.message}")
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train models offline (DP-SGD) and export them to ONNX")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (the models are small)")
+    kinds = train.add_subparsers(dest="kind", required=True)
+    risk = kinds.add_parser("risk", help="patient risk model (readmission, heart disease)")
+    risk.add_argument("--dataset", choices=("diabetes130", "heart"), default="diabetes130")
+    _common(risk)
+    _privacy_args(risk, default_epsilon=1.2)
+    risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    risk.add_argument("--no-export", action="store_true", help="skip the ONNX export into the run folder")
+    risk.set_defaults(func=_guard(_train_risk))
+    fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")
+    fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")
+    fc.add_argument(
+        "--mode",
+        choices=("window20", "seasonal"),
+        default="seasonal",
+        help="window20: the papers' 20-week window; seasonal: also season-ago weeks (production)",
+    )
+    fc.add_argument(
+        "--base",
+        choices=("last", "seasonal_mix", "lag52"),
+        default=None,
+        help="what the median is a residual over (seasonal_mix / lag52 need --mode seasonal); "
+        "default per dataset and mode (healthai_training.report.FORECAST_DEFAULTS)",
+    )
+    fc.add_argument(
+        "--seasonal-inputs",
+        choices=("levels", "anomalies"),
+        default=None,
+        help="seasonal mode: networks see all levels, or recent weeks + seasonal differences only",
+    )
+    fc.add_argument("--anomaly-lags", type=int, default=None, help="seasonal differences of the last K weeks")
+    fc.add_argument("--recent", type=int, default=None, help="recent weeks the networks see")
+    fc.add_argument(
+        "--quantile-init-gap",
+        type=float,
+        default=None,
+        help="initial gap between neighbouring quantile levels (scaled); default 0.02 under DP",
+    )
+    fc.add_argument("--point-weight", type=float, default=None, help="weight of the median's squared error")
+    fc.add_argument(
+        "--region-weighting",
+        choices=("equal", "scale"),
+        default=None,
+        help="scale: weight each region's loss by its squared training range (count-scale MSE)",
+    )
+    fc.add_argument(
+        "--refit",
+        action="store_true",
+        help="after selecting the epoch on validation, retrain on train+validation (non-private only)",
+    )
+    fc.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="train one member per --seeds value and export their mean as one model (non-private)",
+    )
+    fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
+    _common(fc)
+    _privacy_args(fc, default_epsilon=None)
+    fc.set_defaults(func=_guard(_train_forecast))
+    tables = kinds.add_parser("tables", help="metric tables over seeds (risk + forecaster, DP and not)")
+    tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    tables.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    tables.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4])
+    tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs")
+    tables.add_argument("--from-runs", action="store_true", help="only rebuild the tables from --runs-dir")
+    tables.add_argument("--only", default="risk,forecast", help="which tables: risk, forecast or both")
+    tables.add_argument("--dp-seeds", type=int, default=2, help="seeds for the DP forecaster runs")
+    tables.set_defaults(func=_guard(_tables))

@@ -1,0 +1,203 @@
+"""Load weekly counts + region adjacency and cut them per the Cola-GNN / EpiGNN benchmark protocol.
+
+Protocol: chronological split at ``int(0.5 n)`` and ``int(0.7 n)``; a sample whose target is week
+``i`` uses the ``window`` weeks ending at ``i - h`` (inclusive); the target week decides the split;
+per-region min-max scaling is fitted on the training rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from healthai_training.errors import TrainingInputError
+
+DATASETS = {
+    "japan": ("epi/japan_prefectures/japan.txt", "epi/japan_prefectures/japan-adj.txt"),
+    "us_states": ("epi/us_states/state360.txt", "epi/us_states/state-adj.txt"),
+}
+US_STATES = [
+    "Alabama",
+    "Alaska",
+    "Arizona",
+    "Arkansas",
+    "California",
+    "Colorado",
+    "Connecticut",
+    "Delaware",
+    "Georgia",
+    "Hawaii",
+    "Idaho",
+    "Illinois",
+    "Indiana",
+    "Iowa",
+    "Kansas",
+    "Kentucky",
+    "Louisiana",
+    "Maine",
+    "Maryland",
+    "Massachusetts",
+    "Michigan",
+    "Minnesota",
+    "Mississippi",
+    "Missouri",
+    "Montana",
+    "Nebraska",
+    "Nevada",
+    "New_Hampshire",
+    "New_Jersey",
+    "New_Mexico",
+    "New_York",
+    "North_Carolina",
+    "North_Dakota",
+    "Ohio",
+    "Oklahoma",
+    "Oregon",
+    "Pennsylvania",
+    "Rhode_Island",
+    "South_Carolina",
+    "South_Dakota",
+    "Tennessee",
+    "Texas",
+    "Utah",
+    "Vermont",
+    "Virginia",
+    "Washington",
+    "West_Virginia",
+    "Wisconsin",
+    "Wyoming",
+]
+
+
+@dataclass(frozen=True)
+class EpiData:
+    name: str
+    series: np.ndarray  # [T, N] float64 weekly counts
+    adjacency: np.ndarray  # [N, N] float64, symmetric
+    region_ids: tuple[str, ...]
+
+    @property
+    def n_weeks(self) -> int:
+        return int(self.series.shape[0])
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.series.shape[1])
+
+    @property
+    def split_points(self) -> tuple[int, int]:
+        return int(0.5 * self.n_weeks), int(0.7 * self.n_weeks)
+
+
+def validate_adjacency(
+    adjacency: np.ndarray, *, n_regions: int | None = None, require_symmetric: bool = True
+) -> np.ndarray:
+    """Return the adjacency as float64 or raise: not 2-D square, NaN/negative, wrong size, asymmetric."""
+    adj = np.asarray(adjacency, dtype=np.float64)
+    if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+        raise TrainingInputError(
+            f"adjacency must be a square matrix, got shape {adj.shape}", field="adjacency"
+        )
+    if not np.all(np.isfinite(adj)) or np.any(adj < 0):
+        raise TrainingInputError("adjacency must hold finite weights >= 0", field="adjacency")
+    if n_regions is not None and adj.shape[0] != n_regions:
+        raise TrainingInputError(
+            f"adjacency is {adj.shape[0]}x{adj.shape[0]} but the series has {n_regions} regions",
+            field="adjacency",
+        )
+    if require_symmetric and not np.allclose(adj, adj.T):
+        i, j = np.argwhere(~np.isclose(adj, adj.T))[0]
+        raise TrainingInputError(
+            f"adjacency must be symmetric for symmetric normalisation: a[{i},{j}]={adj[i, j]} "
+            f"but a[{j},{i}]={adj[j, i]}",
+            field="adjacency",
+        )
+    return adj
+
+
+def validate_series(series: np.ndarray, *, window: int, horizon: int) -> np.ndarray:
+    """Return the series as float64 [T, N] or raise: wrong rank, NaN/inf, negative, too short."""
+    x = np.asarray(series, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise TrainingInputError(f"series must be [weeks, regions], got shape {x.shape}", field="series")
+    if not np.all(np.isfinite(x)):
+        week, region = np.argwhere(~np.isfinite(x))[0]
+        raise TrainingInputError(
+            f"series has a non-finite value at week {week}, region {region}", field="series"
+        )
+    if np.any(x < 0):
+        week, region = np.argwhere(x < 0)[0]
+        raise TrainingInputError(
+            f"series has a negative count at week {week}, region {region}", field="series"
+        )
+    # The training split alone must hold at least one full window + horizon.
+    n_train = int(0.5 * x.shape[0])
+    if n_train < window + horizon:
+        raise TrainingInputError(
+            f"series of {x.shape[0]} weeks is too short: the training half ({n_train} weeks) must hold "
+            f"window + horizon = {window} + {horizon} weeks",
+            field="series",
+        )
+    return x
+
+
+def make_epi_data(
+    name: str,
+    series: np.ndarray,
+    adjacency: np.ndarray,
+    region_ids: list[str] | None = None,
+    *,
+    window: int,
+    horizon: int,
+) -> EpiData:
+    x = validate_series(series, window=window, horizon=horizon)
+    adj = validate_adjacency(adjacency, n_regions=x.shape[1])
+    ids = tuple(region_ids) if region_ids is not None else tuple(f"{name}-{i}" for i in range(x.shape[1]))
+    if len(ids) != x.shape[1] or len(set(ids)) != len(ids):
+        raise TrainingInputError(f"need {x.shape[1]} distinct region ids, got {len(ids)}", field="region_ids")
+    return EpiData(name=name, series=x, adjacency=adj, region_ids=ids)
+
+
+def load_epi(name: str, *, data_root: Path | str, window: int = 20, horizon: int = 15) -> EpiData:
+    """Load ``japan`` or ``us_states`` from the shared data folder."""
+    if name not in DATASETS:
+        raise TrainingInputError(
+            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}", field="dataset"
+        )
+    series_path, adj_path = (Path(data_root) / p for p in DATASETS[name])
+    series = np.loadtxt(series_path, delimiter=",", ndmin=2)
+    adjacency = np.loadtxt(adj_path, delimiter=",", ndmin=2)
+    # Japan's column order is undocumented by the source: its ids are column positions.
+    ids = list(US_STATES) if name == "us_states" else [f"JP-col{i:02d}" for i in range(series.shape[1])]
+    return make_epi_data(name, series, adjacency, ids, window=window, horizon=horizon)
+
+
+def minmax_fit(series: np.ndarray, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-region min and max over the training rows; flat regions get max = min + 1."""
+    lo = series[:n_train].min(axis=0)
+    hi = series[:n_train].max(axis=0)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    return lo, hi
+
+
+def target_weeks(data: EpiData, split: str) -> np.ndarray:
+    """Week indices whose targets belong to ``split`` (train / val / test)."""
+    a, b = data.split_points
+    ranges = {"train": (0, a), "val": (a, b), "test": (b, data.n_weeks)}
+    if split not in ranges:
+        raise TrainingInputError(f"unknown split {split!r}", field="split")
+    return np.arange(*ranges[split])
+
+
+def anchors_for(targets: np.ndarray, horizon: int, window: int) -> np.ndarray:
+    """Window end (exclusive) for each target week at lead ``horizon``; drops targets lacking history."""
+    ends = targets - horizon + 1
+    return ends[ends - window >= 0]
+
+
+def windows(series: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """Stack ``series[e - window : e]`` for each end ``e`` → [len(ends), window, N]."""
+    idx = ends[:, None] + np.arange(-window, 0)[None, :]
+    return series[idx]

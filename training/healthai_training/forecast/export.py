@@ -1,0 +1,124 @@
+"""Export a forecaster into a Triton-layout folder, in two ONNX variants, with its region graph.
+
+``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation as the custom-domain node
+``healthai::CsrAggregate``, needs ``healthai.ops.ort_library_path()``), ``<out_dir>/1/model.standard.onnx``
+(standard opset only), ``<out_dir>/1/graph.json`` and ``<out_dir>/1/model_card.json``.
+ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q].
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from healthai_training.common import write_json
+from healthai_training.export import max_relative_error, run_onnx, write_config
+from healthai_training.forecast.graph import RegionGraph
+from healthai_training.forecast.model import STGNNForecaster
+
+logger = logging.getLogger(__name__)
+VARIANT_FILES = {"custom": "model.onnx", "standard": "model.standard.onnx"}
+
+
+def export_variant(model: STGNNForecaster, path: Path, *, variant: str) -> None:
+    from healthai.ops.onnx_export import export_onnx
+
+    example = torch.zeros(2, model.window, model.n_nodes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(
+            model.eval(),
+            (example,),
+            path,
+            variant=variant,
+            input_names=["history"],
+            output_names=["forecast"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
+        )
+    onnx.checker.check_model(str(path))
+
+
+def parity(model: STGNNForecaster, path: Path, *, variant: str, batch: int = 3, seed: int = 0) -> float:
+    """Max relative error of ONNX vs torch on fresh random counts in the model's scale range."""
+    rng = np.random.default_rng(seed)
+    lo = model.scale_min.numpy()
+    span = model.scale_range.numpy()
+    x = (lo + rng.uniform(0, 1.2, size=(batch, model.window, model.n_nodes)) * span).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    lib = None
+    if variant == "custom":
+        from healthai.ops import ort_library_path
+
+        lib = str(ort_library_path())
+    got = run_onnx(path, {"history": x}, custom_op_library=lib)
+    return max_relative_error(expected, got)
+
+
+def export_forecaster(
+    model: STGNNForecaster,
+    graph: RegionGraph,
+    out_dir: Path | str,
+    *,
+    variants: tuple[str, ...] = ("custom", "standard"),
+    card: dict[str, Any] | None = None,
+    version: int = 1,
+    max_batch_size: int = 64,
+    check_parity: bool = True,
+) -> dict[str, float]:
+    """Write the model folder; returns {variant: parity max rel err} (empty when ``check_parity`` is off)."""
+    unknown = set(variants) - set(VARIANT_FILES)
+    if unknown or not variants:
+        raise ValueError(f"variants must be a non-empty subset of {sorted(VARIANT_FILES)}, got {variants}")
+    if graph.n_nodes != model.n_nodes:
+        raise ValueError(f"graph has {graph.n_nodes} nodes but the model {model.n_nodes}")
+    out = Path(out_dir)
+    vdir = out / str(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    errors: dict[str, float] = {}
+    for variant in variants:
+        path = vdir / VARIANT_FILES[variant]
+        export_variant(model, path, variant=variant)
+        if check_parity:
+            errors[variant] = parity(model, path, variant=variant)
+    graph.save(vdir / "graph.json")
+    q = len(model.quantiles)
+    extra = ""
+    if "custom" in variants:
+        extra = (
+            "# model.onnx holds the custom node healthai::CsrAggregate (load `healthai info` op library via\n"
+            "# model_operations { op_library_filename: ... }); stock Triton: default_model_filename: "
+            '"model.standard.onnx"\n'
+        )
+    write_config(
+        out / "config.pbtxt",
+        name=out.name,
+        input_name="history",
+        input_dims=[model.window, model.n_nodes],
+        output_name="forecast",
+        output_dims=[model.steps, model.n_nodes, q],
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=None,
+        extra=extra,
+    )
+    meta = {
+        "window": model.window,
+        "recent": model.recent,
+        "seasonal": model.seasonal,
+        "base": model.base,
+        "seasonal_inputs": model.seasonal_inputs,
+        "anomaly_lags": model.anomaly_lags,
+        "output_steps": model.steps,
+        "quantile_levels": list(model.quantiles),
+        "n_regions": model.n_nodes,
+        "variants": {v: VARIANT_FILES[v] for v in variants},
+        "onnx_parity_max_rel_err": errors,
+    }
+    write_json(vdir / "model_card.json", {**(card or {}), **meta, "version": version})
+    return errors

@@ -1,0 +1,394 @@
+"""Train the ST-GNN forecaster on the benchmark protocol (non-private or DP-SGD) and evaluate it.
+
+One model covers every step 1..S; horizon h is read from step h. Loss: pinball over the quantile
+levels plus squared error of the median (scaled space). The checkpoint with the lowest validation
+RMSE of the median is kept. DP-SGD privacy unit: one training window.
+
+``refit=True`` (non-private only): after selecting the epoch count on validation, a fresh model with
+the same seed and hyperparameters is trained on train + validation windows for that many epochs and
+evaluated on test (scaling stays fitted on training rows; no checkpoint selection in the refit).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from healthai_training.common import resolve_device, seed_everything
+from healthai_training.epi import baselines, metrics
+from healthai_training.epi import data as epi_data
+from healthai_training.errors import TrainingInputError
+from healthai_training.forecast.build import build_forecaster
+from healthai_training.forecast.graph import RegionGraph
+from healthai_training.forecast.model import (
+    BASES,
+    FLUSIGHT_QUANTILES,
+    MAX_SEASONAL_STEPS,
+    SEASONAL_INPUTS,
+    STGNNForecaster,
+    seasonal_window,
+)
+from healthai_training.privacy import PrivacySettings, make_private, privacy_report, validate_privacy
+
+logger = logging.getLogger(__name__)
+HORIZONS = (2, 3, 5, 10, 15)
+REGION_WEIGHTINGS = ("equal", "scale")
+PRIVACY_UNIT = "one training window (W input weeks x all regions + its S target weeks)"
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    seasonal: bool = False
+    base: str = "last"  # "last", "seasonal_mix" or "lag52" (the last two: seasonal mode only)
+    anomaly_lags: int = 0  # seasonal mode: also feed y[t-k] - y[t-k-52] for the last K weeks
+    seasonal_inputs: str = "levels"  # "anomalies": networks see recent weeks + seasonal differences only
+    # None: gaps between quantile levels start at softplus(0) = 0.69 of a region's range (trained down
+    # fast without noise); DP runs start them small, since clipped noisy steps barely move them.
+    quantile_init_gap: float | None = None
+    region_weighting: str = "equal"  # "scale": weight each region's loss by its training range squared
+    refit: bool = False
+    loss_steps: tuple[int, ...] = ()  # steps (1-based) the loss and selection see; () = all
+    window: int | None = None  # default: 20 (standard) or seasonal_window(steps) (seasonal)
+    recent: int = 20
+    steps: int = 15
+    horizons: tuple[int, ...] = HORIZONS
+    quantiles: tuple[float, ...] = FLUSIGHT_QUANTILES
+    hidden: int = 32
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    point_weight: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    privacy: PrivacySettings = field(default_factory=lambda: PrivacySettings(epsilon=None))
+
+    @property
+    def effective_window(self) -> int:
+        if self.window is not None:
+            return self.window
+        return seasonal_window(self.steps, self.anomaly_lags) if self.seasonal else self.recent
+
+
+@dataclass
+class ForecastResult:
+    model: STGNNForecaster
+    graph: RegionGraph
+    metrics: dict[str, object]
+    curve: list[dict[str, float]]
+    privacy: dict[str, object]
+    predictions: dict[str, np.ndarray]
+
+
+def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
+    if cfg.steps < 1 or any(h < 1 or h > cfg.steps for h in cfg.horizons):
+        raise TrainingInputError(
+            f"horizons {cfg.horizons} must lie in 1..steps={cfg.steps}", field="horizons"
+        )
+    if cfg.seasonal and cfg.steps > MAX_SEASONAL_STEPS:
+        raise TrainingInputError(
+            f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {cfg.steps}", field="steps"
+        )
+    if cfg.recent < 1 or cfg.effective_window < cfg.recent:
+        raise TrainingInputError(
+            f"window {cfg.effective_window} must be >= recent {cfg.recent} >= 1", field="window"
+        )
+    if cfg.anomaly_lags < 0 or (cfg.anomaly_lags and not cfg.seasonal):
+        raise TrainingInputError(
+            f"anomaly_lags {cfg.anomaly_lags} must be >= 0 and needs the seasonal mode", field="anomaly_lags"
+        )
+    if cfg.seasonal_inputs not in SEASONAL_INPUTS or (
+        cfg.seasonal_inputs == "anomalies" and (not cfg.seasonal or cfg.anomaly_lags < 1)
+    ):
+        raise TrainingInputError(
+            f"seasonal_inputs {cfg.seasonal_inputs!r} must be one of {SEASONAL_INPUTS}; 'anomalies' needs "
+            "the seasonal mode and anomaly_lags >= 1",
+            field="seasonal_inputs",
+        )
+    need = seasonal_window(cfg.steps, cfg.anomaly_lags)
+    if cfg.seasonal and cfg.effective_window < need:
+        raise TrainingInputError(
+            f"seasonal mode needs window >= {need}, got {cfg.effective_window}",
+            field="window",
+        )
+    if cfg.base not in BASES or (cfg.base != "last" and not cfg.seasonal):
+        raise TrainingInputError(
+            f"base {cfg.base!r} must be one of {BASES} (all but 'last' need the seasonal mode)",
+            field="base",
+        )
+    if any(k < 1 or k > cfg.steps for k in cfg.loss_steps):
+        raise TrainingInputError(
+            f"loss_steps {cfg.loss_steps} must lie in 1..{cfg.steps}", field="loss_steps"
+        )
+    if cfg.region_weighting not in REGION_WEIGHTINGS:
+        raise TrainingInputError(
+            f"region_weighting must be one of {REGION_WEIGHTINGS}, got {cfg.region_weighting!r}",
+            field="region_weighting",
+        )
+    if cfg.refit and cfg.privacy.private:
+        raise TrainingInputError("refit is for non-private runs (it would spend budget twice)", field="refit")
+    if cfg.quantile_init_gap is not None and not cfg.quantile_init_gap > 0:
+        raise TrainingInputError(
+            f"quantile_init_gap must be > 0, got {cfg.quantile_init_gap}", field="quantile_init_gap"
+        )
+    if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.hidden < 1:
+        raise TrainingInputError("batch_size, lr and hidden must be positive", field="config")
+    epi_data.validate_series(data.series, window=cfg.effective_window, horizon=cfg.steps)
+
+
+def _split_tensors(
+    data: epi_data.EpiData,
+    window: int,
+    steps: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    split: str,
+    loss_steps: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Windows whose step-1 target lies in ``split`` (train / val / trainval); targets outside the
+    split are masked out."""
+    if split == "trainval":  # refit
+        targets = np.concatenate([epi_data.target_weeks(data, "train"), epi_data.target_weeks(data, "val")])
+    else:
+        targets = epi_data.target_weeks(data, split)
+    ends = targets[targets - window >= 0]
+    first, last = targets[0], targets[-1]
+    x = epi_data.windows(data.series, ends, window)
+    tgt_idx = ends[:, None] + np.arange(steps)[None, :]
+    mask = (tgt_idx >= first) & (tgt_idx <= last)
+    if loss_steps:
+        mask &= np.isin(np.arange(1, steps + 1), loss_steps)[None, :]
+    y = data.series[np.minimum(tgt_idx, data.n_weeks - 1)]  # [B, S, N]
+    y_scaled = (y - lo) / np.maximum(hi - lo, 1e-6)
+    as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_t(x), as_t(y_scaled), as_t(np.broadcast_to(mask[:, :, None], y.shape).copy())
+
+
+def region_weights(cfg: ForecastConfig, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    """Per-region loss weights [N] (mean 1): equal, or the squared training range, which turns the
+    scaled-space MSE into the count-scale MSE that the pooled RMSE measures."""
+    if cfg.region_weighting == "equal":
+        return torch.ones(len(lo))
+    w = np.maximum(hi - lo, 1e-6) ** 2
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+class _ScaledForecaster(nn.Module):
+    """Exposes ``forward_scaled`` as ``forward`` so Opacus can wrap the training view."""
+
+    def __init__(self, model: STGNNForecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_scaled(history)
+
+
+def quantile_loss(
+    q: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    levels: torch.Tensor,
+    median_index: int,
+    point_weight: float,
+) -> torch.Tensor:
+    """Masked mean pinball loss over levels + ``point_weight`` × masked MSE of the median."""
+    diff = y.unsqueeze(-1) - q
+    pin = torch.maximum(levels * diff, (levels - 1) * diff).mean(dim=-1)
+    sq = (y - q[..., median_index]) ** 2
+    denom = mask.sum().clamp(min=1.0)
+    return ((pin + point_weight * sq) * mask).sum() / denom
+
+
+def evaluate(
+    model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int, ...], split: str = "test"
+) -> tuple[dict, dict]:
+    """Per-horizon RMSE/MAE/PCC (median), WIS, 50%/95% coverage on ``split`` weeks, next to the
+    baselines."""
+    model.eval()
+    levels = np.asarray(model.quantiles)
+    targets = epi_data.target_weeks(data, split)
+    out, preds = {}, {}
+    with torch.no_grad():
+        for h in horizons:
+            ends = targets - h + 1
+            x = torch.tensor(epi_data.windows(data.series, ends, model.window), dtype=torch.float32)
+            q = model(x.to(model.scale_min.device)).cpu().numpy()[:, h - 1]  # [B, N, Q]
+            y = data.series[targets]
+            point = q[..., model.median_index]
+            row = metrics.point_metrics(y, point)
+            row["wis"] = metrics.weighted_interval_score(y, q, levels)
+            row["coverage50"] = metrics.coverage(y, q, levels, 0.5)
+            row["coverage95"] = metrics.coverage(y, q, levels, 0.95)
+            row["baselines"] = {
+                name: metrics.point_metrics(y, b)
+                for name, b in baselines.all_baselines(data.series, targets, h).items()
+            }
+            out[str(h)] = row
+            preds[str(h)] = q
+    return out, preds
+
+
+def _new_model(graph: RegionGraph, cfg: ForecastConfig, lo: np.ndarray, hi: np.ndarray) -> STGNNForecaster:
+    return build_forecaster(
+        graph,
+        window=cfg.effective_window,
+        steps=cfg.steps,
+        quantiles=cfg.quantiles,
+        hidden=cfg.hidden,
+        recent=cfg.recent,
+        seasonal=cfg.seasonal,
+        base=cfg.base,
+        anomaly_lags=cfg.anomaly_lags,
+        seasonal_inputs=cfg.seasonal_inputs,
+        quantile_init_gap=cfg.quantile_init_gap,
+        scale_min=lo,
+        scale_max=hi,
+    )
+
+
+def _train_epoch(
+    train_view: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    levels: torch.Tensor,
+    median_index: int,
+    cfg: ForecastConfig,
+    device: torch.device,
+) -> tuple[float, int]:
+    """One pass over ``loader``; returns (summed loss × batch size, sample count)."""
+    train_view.train()
+    total, count = 0.0, 0
+    for xb, yb, mb in loader:
+        if len(xb) == 0:
+            continue
+        xb, yb, mb = xb.to(device), yb.to(device), mb.to(device)
+        optimizer.zero_grad()
+        loss = quantile_loss(train_view(xb), yb, mb, levels, median_index, cfg.point_weight)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(xb), count + len(xb)
+    return total, count
+
+
+def _refit(
+    data: epi_data.EpiData,
+    graph: RegionGraph,
+    cfg: ForecastConfig,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    levels: torch.Tensor,
+    *,
+    epochs: int,
+    device: torch.device,
+) -> STGNNForecaster:
+    """Fresh model, same seed and hyperparameters, trained on train + validation for ``epochs``."""
+    x, y, m = _split_tensors(data, cfg.effective_window, cfg.steps, lo, hi, "trainval", cfg.loss_steps)
+    m = m * region_weights(cfg, lo, hi)
+    gen = seed_everything(cfg.seed)
+    model = _new_model(graph, cfg, lo, hi).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(TensorDataset(x, y, m), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    view = _ScaledForecaster(model)
+    for _ in tqdm(range(epochs), desc=f"refit {data.name}", leave=False, disable=None):
+        _train_epoch(view, loader, optimizer, levels, model.median_index, cfg, device)
+    return model.cpu().eval()
+
+
+def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> ForecastResult:
+    """Validate everything, then train and evaluate. Raises TrainingInputError before any training."""
+    _validate(config, data)
+    cfg = config
+    window = cfg.effective_window
+    a, _ = data.split_points
+    lo, hi = epi_data.minmax_fit(data.series, a)
+    x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train", cfg.loss_steps)
+    x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val", cfg.loss_steps)
+    weights = region_weights(cfg, lo, hi)
+    m_tr, m_va = m_tr * weights, m_va * weights
+    if len(x_tr) < 2:
+        raise TrainingInputError(f"only {len(x_tr)} training windows; need a longer series", field="series")
+    sample_rate = min(1.0, cfg.batch_size / len(x_tr))
+    validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)
+
+    device = resolve_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+    graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
+    model = _new_model(graph, cfg, lo, hi).to(device)
+    levels = torch.tensor(cfg.quantiles, dtype=torch.float32, device=device)
+    train_view: nn.Module = _ScaledForecaster(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(
+        TensorDataset(x_tr, y_tr, m_tr), batch_size=cfg.batch_size, shuffle=True, generator=gen
+    )
+    engine = None
+    if cfg.privacy.private:
+        train_view, optimizer, loader, engine = make_private(
+            model=train_view,
+            optimizer=optimizer,
+            loader=loader,
+            settings=cfg.privacy,
+            epochs=cfg.epochs,
+            generator=gen,
+        )
+
+    best_state, best_val, best_epoch, curve = None, float("inf"), 0, []
+    for epoch in tqdm(range(cfg.epochs), desc=f"forecast {data.name}", leave=False, disable=None):
+        total, count = _train_epoch(train_view, loader, optimizer, levels, model.median_index, cfg, device)
+        model.eval()
+        with torch.no_grad():
+            q_va = model.forward_scaled(x_va.to(device))
+            val_loss = float(
+                quantile_loss(q_va, y_va.to(device), m_va.to(device), levels, model.median_index, 0.0)
+            )
+            err = q_va[..., model.median_index] - y_va.to(device)
+            val_rmse = float(torch.sqrt((err**2 * m_va.to(device)).sum() / m_va.sum()))
+        curve.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                "val_pinball": val_loss,
+                "val_rmse_scaled": val_rmse,
+            }
+        )
+        if val_rmse < best_val:
+            best_val, best_state, best_epoch = val_rmse, copy.deepcopy(model.state_dict()), epoch
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    val_metrics, _ = evaluate(model, data, cfg.horizons, split="val")
+    before_refit = None
+    if cfg.refit:
+        before_refit, _ = evaluate(model, data, cfg.horizons)
+        model = _refit(data, graph, cfg, lo, hi, levels, epochs=best_epoch + 1, device=device)
+    test, preds = evaluate(model, data, cfg.horizons)
+    privacy = privacy_report(
+        settings=cfg.privacy,
+        engine=engine,
+        optimizer=optimizer if engine else None,
+        sample_rate=sample_rate,
+        epochs=cfg.epochs,
+        unit=PRIVACY_UNIT,
+    )
+    summary = {
+        "dataset": data.name,
+        "mode": "seasonal" if cfg.seasonal else "window20",
+        "window": window,
+        "best_val_rmse_scaled": best_val,
+        "best_epoch": best_epoch,
+        "val": val_metrics,
+        "refit_on_train_val_epochs": best_epoch + 1 if cfg.refit else None,
+        "test_before_refit": before_refit,
+        "test": test,
+        "n_train_windows": len(x_tr),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "privacy"},
+    }
+    return ForecastResult(
+        model=model, graph=graph, metrics=summary, curve=curve, privacy=privacy, predictions=preds
+    )

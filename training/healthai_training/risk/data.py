@@ -1,0 +1,158 @@
+"""Risk datasets as (features, label, patient) tables with documented features.
+
+Each loader validates its input (required columns, labels) before anything else, returns raw
+(unstandardised) feature values — the exported model standardises inside its graph — and a
+patient-level split. Missing values are imputed with the training mean, with a ``*_missing``
+indicator where a feature is often absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from healthai_training.errors import TrainingInputError
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    description: str
+    unit: str
+
+
+@dataclass
+class RiskData:
+    name: str
+    x: np.ndarray  # [n, F] float32 raw feature values (missing already imputed)
+    y: np.ndarray  # [n] float32 in {0, 1}
+    features: list[FeatureSpec]
+    split: dict[str, np.ndarray]  # train / val / test row indices, disjoint by patient
+    description: dict[str, object]
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], *, dataset: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise TrainingInputError(f"{dataset}: missing required columns {missing}", field="columns")
+
+
+def require_binary_labels(y: pd.Series, *, dataset: str, column: str) -> np.ndarray:
+    if y.isna().any():
+        raise TrainingInputError(
+            f"{dataset}: label column {column!r} has {int(y.isna().sum())} NaN values", field=column
+        )
+    values = set(np.unique(y.to_numpy()))
+    if not values <= {0, 1}:
+        raise TrainingInputError(
+            f"{dataset}: label column {column!r} must be 0/1, got {sorted(values)[:5]}", field=column
+        )
+    if len(values) < 2:
+        raise TrainingInputError(f"{dataset}: label column {column!r} has a single class", field=column)
+    return y.to_numpy(dtype=np.float32)
+
+
+def patient_split(
+    groups: np.ndarray, *, seed: int, fractions: tuple[float, float] = (0.6, 0.2)
+) -> dict[str, np.ndarray]:
+    """Shuffle distinct patients and cut them train/val/test; all rows of a patient stay together."""
+    patients = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(patients)
+    a = int(fractions[0] * len(patients))
+    b = int((fractions[0] + fractions[1]) * len(patients))
+    which = {p: 0 for p in patients[:a]} | {p: 1 for p in patients[a:b]} | {p: 2 for p in patients[b:]}
+    part = np.array([which[g] for g in groups])
+    return {name: np.flatnonzero(part == i) for i, name in enumerate(("train", "val", "test"))}
+
+
+def impute_with_train_mean(x: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """Fill NaN per column with the mean over training rows (0 if the column is all missing there)."""
+    x = x.astype(np.float64, copy=True)
+    means = np.nanmean(np.where(np.isnan(x[train_rows]), np.nan, x[train_rows]), axis=0)
+    means = np.where(np.isnan(means), 0.0, means)
+    rows, cols = np.nonzero(np.isnan(x))
+    x[rows, cols] = means[cols]
+    return x.astype(np.float32)
+
+
+# --- UCI Heart Disease (4 sites) -------------------------------------------------------------------
+
+HEART_COLUMNS = [
+    "site",
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "target",
+]
+HEART_FEATURES = [
+    FeatureSpec("age", "age", "years"),
+    FeatureSpec("sex_male", "1 if male", "flag"),
+    FeatureSpec("cp_typical_angina", "chest pain: typical angina", "flag"),
+    FeatureSpec("cp_atypical_angina", "chest pain: atypical angina", "flag"),
+    FeatureSpec("cp_non_anginal", "chest pain: non-anginal", "flag"),
+    FeatureSpec("cp_asymptomatic", "chest pain: asymptomatic", "flag"),
+    FeatureSpec("resting_sbp", "resting systolic blood pressure (missing: send baseline)", "mm[Hg]"),
+    FeatureSpec("cholesterol", "serum cholesterol (missing or 0: send baseline)", "mg/dL"),
+    FeatureSpec("cholesterol_missing", "1 if cholesterol was not measured", "flag"),
+    FeatureSpec("fasting_glucose_high", "fasting blood sugar > 120 mg/dL", "flag"),
+    FeatureSpec("ecg_st_t_abnormal", "resting ECG: ST-T wave abnormality", "flag"),
+    FeatureSpec("ecg_lvh", "resting ECG: left ventricular hypertrophy", "flag"),
+    FeatureSpec("max_heart_rate", "maximum heart rate in the exercise test (missing: send baseline)", "/min"),
+    FeatureSpec("exercise_angina", "exercise-induced angina", "flag"),
+    FeatureSpec("st_depression", "exercise ST depression relative to rest", "mm"),
+    FeatureSpec("exercise_test_missing", "1 if the exercise test values are missing", "flag"),
+]
+
+
+def load_heart(path: Path | str, *, seed: int = 0) -> RiskData:
+    """``heart_disease_4sites.csv`` → 16 features; slope/ca/thal are left out (absent at 3 of 4 sites)."""
+    df = pd.read_csv(path)
+    require_columns(df, HEART_COLUMNS, dataset="heart")
+    y = require_binary_labels(df["target"], dataset="heart", column="target")
+    chol = df["chol"].where(df["chol"] > 0)
+    sbp = df["trestbps"].where(df["trestbps"] > 0)
+    cols = [
+        df["age"],
+        (df["sex"] == 1),
+        df["cp"] == 1,
+        df["cp"] == 2,
+        df["cp"] == 3,
+        df["cp"] == 4,
+        sbp,
+        chol,
+        chol.isna(),
+        df["fbs"] == 1,
+        df["restecg"] == 1,
+        df["restecg"] == 2,
+        df["thalach"],
+        df["exang"] == 1,
+        df["oldpeak"],
+        df["thalach"].isna() | df["oldpeak"].isna(),
+    ]
+    x = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
+    split = patient_split(np.arange(len(df)), seed=seed)  # one row per patient
+    return RiskData(
+        name="heart",
+        x=impute_with_train_mean(x, split["train"]),
+        y=y,
+        features=list(HEART_FEATURES),
+        split=split,
+        description={
+            "source": "UCI Heart Disease (id 45), 4 sites, 920 patients",
+            "label": "num > 0",
+            "rows": len(df),
+            "unit_of_row": "one patient",
+            "privacy_unit": "patient (one row per patient)",
+        },
+    )

@@ -1,0 +1,205 @@
+"""End-to-end runs behind the CLI: train, write a run folder (metrics JSON, PNG plots, model) and
+optionally export into a model repository."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from healthai_training import plots
+from healthai_training.common import make_run_dir, write_json
+from healthai_training.epi import data as epi_data
+from healthai_training.export import base_card, export_risk
+from healthai_training.forecast.export import export_forecaster
+from healthai_training.forecast.train import ForecastConfig, train_forecaster
+from healthai_training.risk import metrics as risk_metrics
+from healthai_training.risk.data import RiskData, load_heart
+from healthai_training.risk.train import RiskConfig, train_risk
+
+logger = logging.getLogger(__name__)
+RISK_MODEL_NAMES = {"diabetes130": "risk_readmission", "heart": "risk_heart"}
+FORECAST_MODEL_NAMES = {"japan": "forecast_japan", "us_states": "forecast_us_states"}
+
+
+def publish(model_dir: Path, repo: Path | None) -> None:
+    """Copy an exported ``<name>/`` folder into ``repo`` (replacing the same versions there)."""
+    if repo is None:
+        return
+    dest = Path(repo) / model_dir.name
+    for version in (p for p in model_dir.iterdir() if p.is_dir()):
+        shutil.rmtree(dest / version.name, ignore_errors=True)
+    shutil.copytree(model_dir, dest, dirs_exist_ok=True)
+    logger.info("published %s to %s", model_dir.name, repo)
+
+
+def load_risk_data(dataset: str, *, data_root: Path, seed: int) -> RiskData:
+    if dataset == "heart":
+        return load_heart(data_root / "risk/uci_heart_disease/heart_disease_4sites.csv", seed=seed)
+    if dataset == "diabetes130":
+        from healthai_training.risk.diabetes import load_diabetes
+
+        return load_diabetes(data_root / "risk/diabetes130", seed=seed)
+    from healthai_training.errors import TrainingInputError
+
+    raise TrainingInputError(
+        f"unknown risk dataset {dataset!r}; choose diabetes130 or heart", field="dataset"
+    )
+
+
+def risk_card(data: RiskData, result: Any, name: str) -> dict[str, Any]:
+    features = [
+        {"name": f.name, "description": f.description, "unit": f.unit, "baseline": float(b)}
+        for f, b in zip(data.features, result.baseline, strict=True)
+    ]
+    card = base_card(
+        name=name,
+        task=f"binary risk: {data.description['label']}",
+        metrics=result.metrics,
+        privacy={
+            **result.privacy,
+            "scope": "the DP guarantee covers the training patients; the 2 Platt calibration parameters are "
+            "fitted without noise on the validation patients",
+        },
+        data=data.description,
+        split={
+            "method": "random by patient, seed-controlled",
+            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "sizes": result.metrics["split_sizes"],
+            "calibration": "Platt scaling on the validation split",
+        },
+        inputs=[{"name": "features", "datatype": "FP32", "shape": [-1, len(features)]}],
+        outputs=[{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
+        risk_bands=result.risk_bands,
+    )
+    return {**card, "features": features}
+
+
+def run_risk(
+    *,
+    dataset: str,
+    data_root: Path,
+    config: RiskConfig,
+    runs_dir: Path,
+    export_repo: Path | None = None,
+    model_name: str | None = None,
+    export: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Train one risk model; returns (run folder, metrics). ``export=False`` skips ONNX (sweeps)."""
+    data = load_risk_data(dataset, data_root=Path(data_root), seed=config.seed)
+    result = train_risk(data=data, config=config)
+    eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
+    run_dir = make_run_dir(runs_dir, f"risk-{dataset}-{eps}-seed{config.seed}")
+    name = model_name or RISK_MODEL_NAMES[data.name]
+    card = risk_card(data, result, name)
+    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy})
+    write_json(run_dir / "curve.json", {"curve": result.curve})
+    plots.training_curve(
+        result.curve, run_dir / "training_curve.png", keys=("train_loss", "val_loss"), title=f"{name} ({eps})"
+    )
+    pred, obs = risk_metrics.calibration_curve(result.test_labels, result.test_probabilities)
+    plots.calibration(pred, obs, run_dir / "calibration.png", title=f"{name} test calibration ({eps})")
+    if export or export_repo is not None:
+        export_risk(
+            model=result.model, features=card["features"], card=card, repo=run_dir / "models", name=name
+        )
+        publish(run_dir / "models" / name, export_repo)
+    return run_dir, {**result.metrics, "privacy": result.privacy}
+
+
+def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
+    a, b = data.split_points
+    training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
+    if "ensemble_seeds" in result.metrics:
+        training["ensemble_seeds"] = result.metrics["ensemble_seeds"]
+    return base_card(
+        name=name,
+        task="weekly ILI counts per region: steps 1..S ahead, quantiles",
+        metrics=result.metrics["test"],
+        privacy=result.privacy,
+        data={
+            "dataset": data.name,
+            "weeks": data.n_weeks,
+            "regions": data.n_regions,
+            "source": "amy-deng/colagnn data files (see ../shared/data/epi READMEs)",
+        },
+        split={
+            "method": "chronological 50/20/30",
+            "train_weeks": [0, a],
+            "val_weeks": [a, b],
+            "test_weeks": [b, data.n_weeks],
+            "scaling": "per-region min-max on training weeks (in graph)",
+        },
+        inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, result.model.window, data.n_regions]}],
+        outputs=[
+            {
+                "name": "forecast",
+                "datatype": "FP32",
+                "shape": [-1, cfg.steps, data.n_regions, len(cfg.quantiles)],
+            }
+        ],
+        mode="seasonal" if cfg.seasonal else "window20",
+        training=training,
+    )
+
+
+def run_forecast(
+    *,
+    dataset: str,
+    data_root: Path,
+    config: ForecastConfig,
+    runs_dir: Path,
+    export_repo: Path | None = None,
+    model_name: str | None = None,
+    variants: tuple[str, ...] = ("custom", "standard"),
+    ensemble_seeds: tuple[int, ...] = (),
+) -> tuple[Path, dict[str, Any]]:
+    """Train one forecaster (or, with ``ensemble_seeds``, one member per seed and their mean)."""
+    data = epi_data.load_epi(
+        dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
+    )
+    if ensemble_seeds:
+        from healthai_training.forecast.ensemble import train_ensemble
+
+        result = train_ensemble(data=data, config=config, seeds=tuple(ensemble_seeds))
+        seed_tag = "ens" + "-".join(str(s) for s in ensemble_seeds)
+    else:
+        result = train_forecaster(data=data, config=config)
+        seed_tag = f"seed{config.seed}"
+    mode = "seasonal" if config.seasonal else "window20"
+    eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
+    run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
+    name = model_name or FORECAST_MODEL_NAMES[dataset]
+    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy})
+    write_json(run_dir / "curve.json", {"curve": result.curve})
+    plots.training_curve(
+        result.curve,
+        run_dir / "training_curve.png",
+        keys=("train_loss", "val_pinball"),
+        title=f"{name} {mode} ({eps})",
+    )
+    h = str(config.horizons[0])
+    targets = epi_data.target_weeks(data, "test")
+    busiest = list(np.argsort(-data.series[targets].sum(axis=0))[:3])
+    plots.forecast_vs_actual(
+        targets,
+        data.series[targets],
+        result.predictions[h],
+        result.model.median_index,
+        result.model.quantiles,
+        busiest,
+        list(data.region_ids),
+        run_dir / f"forecast_h{h}.png",
+        title=f"{name}: test weeks, {h} weeks ahead",
+    )
+    card = forecast_card(data, result, name, config)
+    torch.save(result.model.state_dict(), run_dir / "model_state.pt")
+    if variants:  # variants=() skips the ONNX export (metric sweeps)
+        export_forecaster(result.model, result.graph, run_dir / "models" / name, variants=variants, card=card)
+        publish(run_dir / "models" / name, export_repo)
+    return run_dir, {**result.metrics, "privacy": result.privacy}
