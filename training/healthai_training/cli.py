@@ -75,25 +75,40 @@ def _train_risk(args: argparse.Namespace) -> int:
     from healthai_training.risk.train import RiskConfig
     from healthai_training.runs import run_risk
 
-    defaults = risk_defaults(args.dataset, private=not args.non_private)
+    if args.table is not None and args.dataset is not None:
+        raise TrainingInputError("give either --dataset or --table/--spec, not both", field="dataset")
+    if args.spec is not None and args.table is None:
+        raise TrainingInputError("--spec needs --table FILE (the cohort table)", field="table")
+    dataset = args.dataset or "diabetes130"
+    defaults = risk_defaults(dataset, private=not args.non_private) if args.table is None else {}
+    results = []
     for seed in args.seeds:
         cfg = RiskConfig(
             **{**defaults, **_overrides(args)}, seed=seed, device=args.device, privacy=_privacy(args)
         )
         run_dir, result = run_risk(
-            dataset=args.dataset,
+            dataset=dataset,
             data_root=args.data_root,
             config=cfg,
             runs_dir=args.runs_dir,
             export_repo=args.export_to,
             model_name=args.model_name,
             export=not args.no_export,
+            table=args.table,
+            spec=args.spec,
         )
+        results.append(result)
         print(
             json.dumps(
                 {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
             )
         )
+    if args.json is not None:  # issue 12: {"auroc", "auprc", "brier", "epsilon"} (mean over seeds)
+        keys = ("auroc", "auprc", "brier")
+        summary = {k: float(sum(r["test"][k] for r in results) / len(results)) for k in keys}
+        eps = [r["privacy"]["epsilon"] for r in results]
+        summary["epsilon"] = None if None in eps else float(max(eps))
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
@@ -176,7 +191,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--threads", type=int, default=1, help="torch CPU threads (the models are small)")
     kinds = train.add_subparsers(dest="kind", required=True)
     risk = kinds.add_parser("risk", help="patient risk model (readmission, heart disease)")
-    risk.add_argument("--dataset", choices=("diabetes130", "heart"), default="diabetes130")
+    risk.add_argument("--dataset", choices=("diabetes130", "heart"), default=None,
+                      help="a built-in dataset (default diabetes130 unless --table is given)")
+    risk.add_argument("--table", type=Path, default=None, help="any cohort table: CSV or Parquet")
+    risk.add_argument("--spec", type=Path, default=None,
+                      help="TOML cohort spec for --table (training/examples/heart_cohort.toml)")
+    risk.add_argument("--json", type=Path, default=None,
+                      help='write {"auroc", "auprc", "brier", "epsilon"} (test, mean over seeds) here')
     _common(risk)
     _privacy_args(risk, default_epsilon=1.2)
     risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)

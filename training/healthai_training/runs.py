@@ -77,6 +77,15 @@ def risk_card(data: RiskData, result: Any, name: str) -> dict[str, Any]:
         outputs=[{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
         risk_bands=result.risk_bands,
     )
+    if data.domains:  # cohort specs: each feature's valid domain (enforced at Score time)
+        card["domains"] = data.domains
+    if result.privacy.get("private"):
+        card["privacy"]["guarantee"] = (
+            "(epsilon, delta)-DP for adding or removing one patient with all of their rows: one clipped "
+            "gradient per patient, Poisson sampling of patients"
+            if data.groups is not None
+            else "(epsilon, delta)-DP for adding or removing one row, and one row is one patient"
+        )
     return {**card, "features": features}
 
 
@@ -89,13 +98,28 @@ def run_risk(
     export_repo: Path | None = None,
     model_name: str | None = None,
     export: bool = True,
+    table: Path | None = None,
+    spec: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train one risk model; returns (run folder, metrics). ``export=False`` skips ONNX (sweeps)."""
-    data = load_risk_data(dataset, data_root=Path(data_root), seed=config.seed)
+    """Train one risk model; returns (run folder, metrics). ``export=False`` skips ONNX (sweeps).
+
+    ``table`` + ``spec``: any cohort table (CSV/Parquet) with a TOML spec instead of ``dataset``.
+    """
+    if table is not None:
+        from healthai_training.risk.cohort import load_cohort
+
+        if spec is None:
+            from healthai_training.errors import TrainingInputError
+
+            raise TrainingInputError("--table needs --spec FILE (the cohort spec, TOML)", field="spec")
+        data, parsed = load_cohort(table, spec, seed=config.seed)
+        dataset, model_name = data.name, model_name or parsed.model_name
+    else:
+        data = load_risk_data(dataset, data_root=Path(data_root), seed=config.seed)
     result = train_risk(data=data, config=config)
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
     run_dir = make_run_dir(runs_dir, f"risk-{dataset}-{eps}-seed{config.seed}")
-    name = model_name or RISK_MODEL_NAMES[data.name]
+    name = model_name or RISK_MODEL_NAMES.get(data.name, f"risk_{data.name}")
     card = risk_card(data, result, name)
     write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy})
     write_json(run_dir / "curve.json", {"curve": result.curve})

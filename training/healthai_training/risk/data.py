@@ -32,6 +32,10 @@ class RiskData:
     features: list[FeatureSpec]
     split: dict[str, np.ndarray]  # train / val / test row indices, disjoint by patient
     description: dict[str, object]
+    # patient index per row when a patient may have several rows (None: one row per patient);
+    # DP-SGD then samples and clips per patient (``healthai_training.risk.patients``)
+    groups: np.ndarray | None = None
+    domains: dict[str, dict[str, object]] | None = None  # feature -> {type, min, max, group}
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], *, dataset: str) -> None:

@@ -18,6 +18,7 @@ from healthai_training.privacy import PrivacySettings, make_private, privacy_rep
 from healthai_training.risk import metrics
 from healthai_training.risk.data import RiskData
 from healthai_training.risk.model import CalibratedRisk, RiskNet, fit_platt
+from healthai_training.risk.patients import patient_tensors, train_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class RiskConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # or "sgd" (momentum 0.9)
     shrink_inputs: bool = False  # divide standardised features by sqrt(F) (see train_risk)
+    max_rows_per_patient: int = 16  # several rows per patient: rows kept per patient (patients.py)
     seed: int = 0
     device: str = "auto"
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
@@ -84,7 +86,15 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     cfg = config
     _validate(data, cfg)
     tr, va, te = (data.split[k] for k in ("train", "val", "test"))
-    sample_rate = min(1.0, cfg.batch_size / len(tr))
+    x, y = torch.tensor(data.x), torch.tensor(data.y).reshape(-1, 1)
+    if data.groups is not None:  # one example per patient: patient-level DP (patients.py)
+        px, py, pmask, rows_capped = patient_tensors(
+            data.x, data.y, data.groups, tr, max_rows=cfg.max_rows_per_patient, seed=cfg.seed
+        )
+        train_set = TensorDataset(px, py, pmask)
+    else:
+        train_set, rows_capped = TensorDataset(x[tr], y[tr]), 0
+    sample_rate = min(1.0, cfg.batch_size / len(train_set))
     validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)
     device = resolve_device(cfg.device)
     gen = seed_everything(cfg.seed)
@@ -93,8 +103,7 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     # clipping norm instead of ~sqrt(F) times above it (less clipping bias under DP-SGD).
     spread = std * np.sqrt(len(mean)) if cfg.shrink_inputs else std
     net = RiskNet(mean=mean, std=spread, hidden=cfg.hidden).to(device)
-    x, y = torch.tensor(data.x), torch.tensor(data.y).reshape(-1, 1)
-    loader = DataLoader(TensorDataset(x[tr], y[tr]), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
     else:
@@ -113,16 +122,7 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     loss_fn = nn.BCEWithLogitsLoss()
     curve, best_state, best_val = [], None, float("inf")
     for epoch in tqdm(range(cfg.epochs), desc=f"risk {data.name}", leave=False, disable=None):
-        model.train()
-        total, count = 0.0, 0
-        for xb, yb in loader:
-            if len(xb) == 0:
-                continue
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb.to(device)), yb.to(device))
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(xb), count + len(xb)
+        total, count = train_epoch(model, loader, optimizer, device)
         net.eval()
         with torch.no_grad():
             val_loss = float(loss_fn(net(x[va].to(device)), y[va].to(device)))
@@ -149,6 +149,8 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
         "val": metrics.all_metrics(data.y[va], p_val),
         "platt": {"a": a, "b": b},
         "split_sizes": {k: len(v) for k, v in data.split.items()},
+        "training_examples": {"unit": "patient" if data.groups is not None else "row",
+                              "count": len(train_set), "rows_capped": rows_capped},
         "config": {k: v for k, v in asdict(cfg).items() if k != "privacy"},
     }
     privacy = privacy_report(

@@ -1,0 +1,190 @@
+"""``healthai train risk --table --spec``: any cohort table + TOML spec → run folder, card with domains,
+ONNX served by Risk.Score; patient-level DP when patients have several rows; clear input errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from healthai.app.settings import Settings
+from healthai.app.testing import serve_in_thread
+from healthai.serving.plugin import plugin
+from healthai.serving.settings import ServingSettings
+from healthai.v1 import risk_pb2, risk_pb2_grpc
+from healthai_training import cli
+from healthai_training.errors import TrainingInputError
+from healthai_training.export import run_onnx
+from healthai_training.privacy import PrivacySettings, make_private
+from healthai_training.risk.cohort import build_cohort, load_cohort, load_spec
+from healthai_training.risk.patients import batch_loss, patient_tensors
+from healthai_training.risk.train import RiskConfig, train_risk
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+HEART = "risk/uci_heart_disease/heart_disease_4sites.csv"
+SPEC = Path(__file__).resolve().parents[2] / "training/examples/heart_cohort.toml"
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="healthai")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_cli_trains_exports_card_with_domains_and_risk_score_serves_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    repo, out = tmp_path / "repo", tmp_path / "metrics.json"
+    code = _run(["train", "risk", "--table", str(shared_data / HEART), "--spec", str(SPEC), "--epsilon", "3",
+                 "--epochs", "4", "--batch-size", "64", "--lr", "0.01", "--runs-dir", str(tmp_path / "runs"),
+                 "--export-to", str(repo), "--json", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert set(summary) == {"auroc", "auprc", "brier", "epsilon"}
+    assert 0 < summary["epsilon"] <= 3.0 and summary["auroc"] > 0.6
+    card = json.loads((repo / "risk_heart_cohort/1/model_card.json").read_text())
+    names = [f["name"] for f in card["features"]]
+    assert set(card["domains"]) == set(names)
+    assert card["domains"]["age"] == {"type": "numeric", "min": 18.0, "max": 110.0, "group": None}
+    assert card["domains"]["cp_asymptomatic"]["group"] == "cp"
+    assert card["privacy"]["epsilon"] == summary["epsilon"] and card["privacy"]["delta"] == 1e-5
+    assert "one row is one patient" in card["privacy"]["guarantee"]
+    # The served model answers Risk.Score with the exported graph's probabilities.
+    data, _ = load_cohort(shared_data / HEART, SPEC, seed=0)
+    x = data.x[:5]
+    expected = run_onnx(repo / "risk_heart_cohort/1/model.onnx", {"features": x}).ravel()
+    serving = ServingSettings(model_repository=repo, reload_poll_s=0.0)
+    settings = Settings(port=0, dev_mode=True, serving=serving)
+    with serve_in_thread(settings, [plugin(settings=settings)]) as running:
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            reply = risk_pb2_grpc.RiskStub(channel).Score(
+                risk_pb2.ScoreRequest(model_name="risk_heart_cohort", features=x.reshape(-1).tolist(),
+                                      feature_names=names), timeout=30)
+    np.testing.assert_allclose(reply.probability, expected, rtol=1e-5)
+
+
+def _visits(shared_data: Path, seed: int = 0) -> pd.DataFrame:
+    """The heart patients, each seen 1-4 times (same label, jittered vitals): several rows per patient."""
+    df = pd.read_csv(shared_data / HEART)
+    rng = np.random.default_rng(seed)
+    df["patient"] = [f"p{i:04d}" for i in range(len(df))]
+    rows = df.loc[df.index.repeat(rng.integers(1, 5, size=len(df)))].reset_index(drop=True)
+    rows["thalach"] = rows["thalach"] + rng.integers(-3, 4, size=len(rows))
+    return rows
+
+
+def test_several_rows_per_patient_use_patient_level_dp(shared_data: Path, tmp_path: Path) -> None:
+    table = tmp_path / "visits.parquet"
+    _visits(shared_data).to_parquet(table)
+    spec_text = SPEC.read_text().replace("rows_are_patients = true", 'patient_id = "patient"')
+    spec = tmp_path / "visits.toml"
+    spec.write_text(spec_text)
+    data, _ = load_cohort(table, spec, seed=0)
+    assert data.groups is not None and data.description["patients"] == 920
+    train_patients = np.unique(data.groups[data.split["train"]])
+    assert not set(train_patients) & set(data.groups[data.split["test"]])  # split by patient
+    cfg = RiskConfig(epochs=2, batch_size=64, lr=1e-2, privacy=PrivacySettings(epsilon=2.0))
+    result = train_risk(data=data, config=cfg)
+    assert result.metrics["training_examples"]["unit"] == "patient"
+    assert result.metrics["training_examples"]["count"] == len(train_patients)
+    assert result.privacy["sample_rate"] == pytest.approx(64 / len(train_patients))
+    assert result.privacy["epsilon"] <= 2.0 and "'patient'" in result.privacy["privacy_unit"]
+
+
+def test_opacus_clips_one_gradient_per_patient() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3)).astype(np.float32)
+    y = (rng.random(30) > 0.5).astype(np.float32)
+    groups = np.repeat(np.arange(10), 3)
+    px, py, mask, dropped = patient_tensors(x, y, groups, np.arange(30), max_rows=2, seed=0)
+    assert px.shape == (10, 2, 3) and dropped == 10 and mask.sum() == 20
+    net = torch.nn.Linear(3, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(px, py, mask), batch_size=5)
+    model, _, loader, _ = make_private(model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                                              loader=loader, settings=PrivacySettings(epsilon=5.0), epochs=1)
+    batch = next(b for b in loader if len(b[0]))
+    loss, n = batch_loss(model, batch, torch.device("cpu"))
+    loss.backward()
+    assert net.weight.grad_sample.shape[0] == n  # one per-sample gradient per patient, not per row
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({"pid": ["a", "a", "b", "c", "d", "e"] * 5, "age": [50, 51, 60, 70, 40, 30] * 5,
+                         "sex": [0, 0, 1, 1, 0, 1] * 5, "kind": ["x", "x", "y", "z", "y", "x"] * 5,
+                         "y": [0, 0, 1, 1, 0, 1] * 5})
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = '[cohort]\nname = "t"\ntarget = "y"\npatient_id = "pid"\n'
+
+
+@pytest.mark.parametrize(
+    ("spec", "change", "message"),
+    [
+        ('[features.age]\ntype = "numeric"\ncolumn = "agee"\n', None, "features.age: unknown column 'agee'"),
+        ('[features.age]\ntype = "numeric"\n', {"age": ["old"] + [50] * 29},
+         "features.age: column 'age' has non-numeric values in 1 rows (first: 1), e.g. 'old'"),
+        ('[features.age]\ntype = "numeric"\nmin = 0\nmax = 65\n', None,
+         "column 'age' has values outside [0, 65] in 5 rows (first: 4, 10, 16"),
+        ('[features.age]\ntype = "numeric"\n', {"y": [0, 1, 2] * 10}, "target 'y' must be binary 0/1"),
+        ('[features.sex]\ntype = "binary"\n', {"sex": [0, 1, 2] * 10},
+         "features.sex: column 'sex' has values outside its domain in 10 rows"),
+        ('[features.kind]\ntype = "categorical"\ncategories = ["x", "y"]\n', None,
+         "features.kind: column 'kind' has values outside its domain in 5 rows (first: 4,"),
+        ('[features.age]\ntype = "numeric"\nmissing = "error"\n', {"age": [None] + [50] * 29},
+         "column 'age' is missing in 1 rows (first: 1)"),
+        ('[features.age]\ntype = "numbr"\n', None, "features.age.type = 'numbr': must be one of numeric"),
+        ('[features.age]\ntype = "numeric"\nmn = 0\n', None, "spec [features.age]: unknown keys ['mn']"),
+    ],
+)
+def test_bad_spec_or_table_names_the_field(tmp_path: Path, spec: str, change, message: str) -> None:
+    df = _frame()
+    for column, values in (change or {}).items():
+        df[column] = values
+    with pytest.raises(TrainingInputError) as info:
+        build_cohort(df, load_spec(_spec(tmp_path, BASE + spec)), seed=0, source="t")
+    assert message in str(info.value.message)
+
+
+def test_spec_needs_exactly_one_privacy_unit(tmp_path: Path) -> None:
+    text = BASE.replace('patient_id = "pid"\n', "") + '[features.age]\ntype = "numeric"\n'
+    with pytest.raises(TrainingInputError, match="exactly one of patient_id"):
+        load_spec(_spec(tmp_path, text))
+
+
+def test_out_of_domain_policies_drop_or_mark_missing(tmp_path: Path) -> None:
+    rule = '[features.age]\ntype = "numeric"\nmax = 65\nout_of_domain = "{}"\nmissing = "indicator"\n'
+    dropped = build_cohort(_frame(), load_spec(_spec(tmp_path, BASE + rule.format("drop_row"))), seed=0,
+                           source="t")
+    assert dropped.description["rows_dropped"] == 5 and len(dropped.x) == 25
+    marked = build_cohort(_frame(), load_spec(_spec(tmp_path, BASE + rule.format("missing"))), seed=0,
+                          source="t")
+    names = [f.name for f in marked.features]
+    assert names == ["age", "age_missing"] and marked.x[:, 1].sum() == 5
+    assert marked.x[3, 0] != 70  # the out-of-domain age was imputed, not kept
+
+
+def test_cli_bad_table_exits_2_before_training(shared_data: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "t.csv"
+    frame = _frame()
+    frame["y"] = ["yes", "no", "no", "yes", "no", "no"] * 5
+    frame.to_csv(bad, index=False)
+    spec = _spec(tmp_path, BASE + '[features.age]\ntype = "numeric"\n')
+    code = _run(["train", "risk", "--table", str(bad), "--spec", str(spec), "--runs-dir",
+                 str(tmp_path / "runs")])
+    assert code == 2
+    assert "cohort.target: target 'y' must be binary 0/1" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
