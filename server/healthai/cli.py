@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = (
     "healthai.ops.cli",  # info
     "healthai.app.cli",  # serve
     "healthai_training.cli",  # train (the healthai-training distribution, training/)
+    "healthai_training.federated.cli",  # federate (training distribution + requirements-federated.txt)
     "healthai.security.cli",  # keys
     "healthai.triton.cli",  # triton prepare
 )
@@ -33,12 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Sub-commands that live in an optional distribution: the top-level package it provides.
-OPTIONAL_DISTRIBUTIONS = {"healthai_training.cli": "healthai_training"}
+OPTIONAL_DISTRIBUTIONS = {"healthai_training.cli": "healthai_training",
+                          "healthai_training.federated.cli": "healthai_training"}
 
 
 def _register_missing(sub: argparse._SubParsersAction, module: str) -> None:
     """``healthai train`` on a serving-only install: say what to install instead of a traceback."""
-    command = {"healthai_training.cli": "train"}[module]
+    command = {"healthai_training.cli": "train", "healthai_training.federated.cli": "federate"}[module]
     parser = sub.add_parser(command, help=f"({command}: not installed)", add_help=False)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
 

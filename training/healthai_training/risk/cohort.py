@@ -361,12 +361,12 @@ def build_cohort(
     x = np.column_stack(builder.columns)[keep]
     y, groups = y[keep], pd.factorize(groups[keep])[0]
     split = patient_split(groups, seed=seed)
-    impute = np.array(builder.impute)
+    fill = np.array(builder.impute)
     if impute == "midpoint":
         means = np.array([midpoint(builder.domains[n], n) for n in names])
     else:
         means = np.nanmean(x[split["train"]], axis=0)
-    for j in np.flatnonzero(impute):
+    for j in np.flatnonzero(fill):
         if np.isnan(means[j]):
             raise _err(f"features: {names[j]} has no value in any training row", f"features.{names[j]}")
         x[np.isnan(x[:, j]), j] = means[j]

@@ -1,0 +1,134 @@
+"""``healthai federate coordinator ...`` and ``healthai federate site ...`` (Flower deployment engine).
+
+    healthai federate coordinator --spec cohort.toml --rounds 5 --min-sites 4 --strategy fedadam \\
+        --secagg --export-to server/healthai/data/models
+    healthai federate site --superlink coordinator:9092 --table site.csv --spec cohort.toml --site north
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+from pathlib import Path
+
+from healthai_training.errors import TrainingInputError
+
+logger = logging.getLogger(__name__)
+
+
+def _tls(args: argparse.Namespace):
+    from healthai_training.federated.deploy import Tls
+
+    return None if args.tls_ca is None else Tls(ca=args.tls_ca, cert=getattr(args, "tls_cert", None),
+                                                key=getattr(args, "tls_key", None))
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from healthai_training.federated.coordinator import FederationSettings, export_federated, run_federation
+
+    settings = FederationSettings(
+        spec=args.spec, rounds=args.rounds, strategy=args.strategy, min_sites=args.min_sites,
+        fraction_fit=args.fraction_fit, local_epochs=args.local_epochs, batch_size=args.batch_size,
+        lr=args.lr,
+        server_lr=args.server_lr, hidden=args.hidden, epsilon=None if args.non_private else args.epsilon,
+        delta=args.delta, max_grad_norm=args.max_grad_norm, secagg=args.secagg,
+        round_timeout=args.round_timeout,
+        seed=args.seed,
+    )
+    workdir = args.workdir or Path(args.runs_dir) / "federation"
+    report = run_federation(settings, workdir=workdir, host=args.host, port=args.port, tls=_tls(args),
+                            site_keys=tuple(args.site_key), timeout=args.timeout)
+    run_dir, card = export_federated(report, settings, runs_dir=args.runs_dir, name=args.model_name,
+                                     export_repo=args.export_to)
+    summary = {"run_dir": str(run_dir), "mean_site_accuracy": card["metrics"]["mean_site_accuracy"],
+               "epsilon": card["privacy"]["epsilon"], "refused": len(report["refused"]),
+               "wall_time_s": report["wall_time_s"]}
+    print(json.dumps(summary))
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _site(args: argparse.Namespace) -> int:
+    from healthai_training.federated import deploy, task
+
+    task.load_site(args.table, args.spec, seed=args.seed)  # bad table/spec: exit 2 before connecting
+    cmd = deploy.supernode_command(superlink=args.superlink, table=args.table, spec=args.spec,
+                                   site=args.site, seed=args.seed, tls_ca=args.tls_ca, auth_key=args.auth_key,
+                                   runtime_port=args.runtime_port)
+    home = Path(args.flwr_home or Path.home() / ".flwr-healthai" / args.site)
+    proc = subprocess.Popen(cmd, env=deploy.tool_env(home))
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    return proc.wait()
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("healthai_training").setLevel(logging.INFO)
+        try:
+            return func(args)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "flwr":
+                print("error: flwr is not installed; pip install -r training/requirements-federated.txt")
+                return 2
+            raise
+        except TrainingInputError as exc:
+            print(f"error: {exc.message}")
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fed = sub.add_parser("federate", help="federated risk training across sites (Flower, DP at each site)")
+    roles = fed.add_subparsers(dest="role", required=True)
+    co = roles.add_parser("coordinator", help="SuperLink + ServerApp: run the federation, export the model")
+    co.add_argument("--spec", type=Path, required=True, help="the cohort spec every site uses (TOML)")
+    co.add_argument("--rounds", type=int, default=5)
+    co.add_argument("--strategy", choices=("fedavg", "fedadam", "fedyogi", "fedadagrad"), default="fedavg")
+    co.add_argument("--min-sites", type=int, default=2, help="sites needed to start a round and to aggregate")
+    co.add_argument("--fraction-fit", type=float, default=1.0)
+    co.add_argument("--local-epochs", type=int, default=1)
+    co.add_argument("--batch-size", type=int, default=32)
+    co.add_argument("--lr", type=float, default=0.05, help="site SGD learning rate")
+    co.add_argument("--server-lr", type=float, default=0.1, help="server learning rate (adaptive strategies)")
+    co.add_argument("--hidden", type=int, default=0, help="0: logistic regression; >0: one hidden layer")
+    g = co.add_mutually_exclusive_group()
+    g.add_argument("--epsilon", type=float, default=1.2, help="each site's target epsilon over all rounds")
+    g.add_argument("--non-private", action="store_true")
+    co.add_argument("--delta", type=float, default=1e-5)
+    co.add_argument("--max-grad-norm", type=float, default=1.0)
+    co.add_argument("--secagg", action="store_true", help="Flower SecAgg+ (needs --min-sites >= 3)")
+    co.add_argument("--round-timeout", type=float, default=120.0, help="seconds to wait for site replies")
+    co.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--host", default="127.0.0.1")
+    co.add_argument("--port", type=int, default=9092)
+    co.add_argument("--tls-ca", type=Path, default=None, help="CA certificate (enables TLS)")
+    co.add_argument("--tls-cert", type=Path, default=None)
+    co.add_argument("--tls-key", type=Path, default=None)
+    co.add_argument("--site-key", type=Path, action="append", default=[],
+                    help="a site's public key (OpenSSH EC); enables SuperNode authentication (repeat)")
+    co.add_argument("--workdir", type=Path, default=None)
+    co.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    co.add_argument("--export-to", type=Path, default=None, help="model repository to publish into")
+    co.add_argument("--model-name", default="risk_federated")
+    co.add_argument("--json", type=Path, default=None)
+    co.set_defaults(func=_guard(_coordinator))
+    site = roles.add_parser("site", help="SuperNode + ClientApp on this site's own table + spec")
+    site.add_argument("--superlink", required=True, help="coordinator host:port")
+    site.add_argument("--table", type=Path, required=True)
+    site.add_argument("--spec", type=Path, required=True)
+    site.add_argument("--site", required=True, help="this site's name (in the model card)")
+    site.add_argument("--seed", type=int, default=0)
+    site.add_argument("--tls-ca", type=Path, default=None,
+                      help="CA that signed the coordinator's certificate")
+    site.add_argument("--auth-key", type=Path, default=None, help="this site's private key (OpenSSH EC)")
+    site.add_argument("--runtime-port", type=int, default=9094,
+                      help="local port of the ClientApp runtime API")
+    site.add_argument("--flwr-home", type=Path, default=None)
+    site.set_defaults(func=_guard(_site))

@@ -1,0 +1,100 @@
+"""The site's ClientApp: run by a SuperNode (``healthai federate site``) from the installed environment.
+
+Node config (set by ``healthai federate site``): ``table``, ``spec`` (the site's cohort), ``site``
+(its name), ``seed``; optional ``record-updates`` (a folder where the site keeps its own plain
+updates, to audit secure aggregation) and ``fault`` (drills: ``wrong-shape`` or ``nan`` updates).
+Each round's config from the ServerApp carries the shared training settings. The RDP accountant's
+history is kept in the node's run state, so the epsilon reported each round is cumulative.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+from healthai_training.federated import task
+
+logger = logging.getLogger(__name__)
+STATE_KEY = "healthai-dp-accountant"
+
+
+class SiteClient(NumPyClient):
+    def __init__(self, context: Context) -> None:
+        cfg = context.node_config
+        self.site = str(cfg.get("site", "site"))
+        self.seed = int(cfg.get("seed", 0))
+        self.data, _ = task.load_site(str(cfg["table"]), str(cfg["spec"]), seed=self.seed)
+        self.train_rows = np.concatenate([self.data.split["train"], self.data.split["val"]])
+        self.test_rows = self.data.split["test"]
+        self.record = cfg.get("record-updates")
+        self.fault = str(cfg.get("fault", ""))
+        self.state = context.state
+
+    def _history(self) -> list[tuple[float, float, int]]:
+        rec = self.state.config_records.get(STATE_KEY)
+        if rec is None:
+            return []
+        return list(zip(rec["sigma"], rec["q"], rec["steps"], strict=True))
+
+    def _save_history(self, history: list[tuple[float, float, int]]) -> None:
+        self.state.config_records[STATE_KEY] = ConfigRecord(
+            {"sigma": [float(h[0]) for h in history], "q": [float(h[1]) for h in history],
+             "steps": [int(h[2]) for h in history]}
+        )
+
+    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
+        rnd = int(config["server-round"])
+        cfg = task.LocalConfig(
+            rounds=int(config["rounds"]), local_epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]), lr=float(config["lr"]),
+            epsilon=float(config["epsilon"]) if float(config["epsilon"]) > 0 else None,
+            delta=float(config["delta"]), max_grad_norm=float(config["max-grad-norm"]), seed=self.seed,
+        )
+        net = task.new_model(self.data, hidden=int(config["hidden"]))
+        task.set_weights(net, parameters, who=f"global model sent to site {self.site}")
+        train = task.training_set(self.data, self.train_rows, seed=self.seed)
+        history = self._history()
+        out = task.local_round(net, train, cfg, history=history, seed=self.seed * 1000 + rnd)
+        self._save_history(history)
+        weights = task.get_weights(net)
+        if self.fault == "wrong-shape":
+            weights = [w[..., :-1] if w.ndim else w for w in weights]
+        elif self.fault == "nan":
+            weights = [np.full_like(w, np.nan) for w in weights]
+        if self.record:
+            folder = Path(str(self.record))
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"{self.site}-round{rnd}.npz", *weights, num_examples=len(train))
+        metrics = {"epsilon": out["epsilon"], "train_loss": out["train_loss"],
+                   "noise_multiplier": out["noise_multiplier"], "sample_rate": out["sample_rate"],
+                   "site": self.site}
+        logger.info("site %s round %d: epsilon so far %.3f", self.site, rnd, out["epsilon"])
+        return weights, len(train), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
+        net = task.new_model(self.data, hidden=int(config["hidden"]))
+        task.set_weights(net, parameters, who=f"global model sent to site {self.site}")
+        res = task.evaluate(net, self.data, self.test_rows)
+        return res["brier"], len(self.test_rows), {"accuracy": res["accuracy"], "auroc": res["auroc"],
+                                                   "site": self.site}
+
+
+def _client_fn(context: Context):
+    return SiteClient(context).to_client()
+
+
+def secagg_when_asked(msg: Message, ctxt: Context, call_next):
+    """Apply Flower's SecAgg+ client mod only to rounds run by the SecAgg+ workflow."""
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is not None and Key.STAGE in configs:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+app = ClientApp(client_fn=_client_fn, mods=[secagg_when_asked])

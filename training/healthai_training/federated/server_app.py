@@ -1,0 +1,184 @@
+"""The coordinator's ServerApp: FedAvg or an adaptive server optimizer, optionally SecAgg+.
+
+Run by the SuperLink (started by ``healthai federate coordinator``) from the installed environment.
+Its run config (``healthai_training.federated.app``) names the shared cohort spec, the strategy and
+the local DP settings sent to every site. Every site update is checked before it is averaged in
+(array count, shapes, dtype, finiteness); a malformed one is refused, logged with its reason and
+listed in the report. Under SecAgg+ the coordinator only ever holds masked vectors: their shapes are
+checked the same way, and a refused site is handled like a site that dropped out (its masks are
+reconstructed from the other sites' shares). The report (``report.json``) and the final weights
+(``weights.npz``) go to the run config's ``out`` folder; the coordinator exports them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.common import bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedYogi
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+from healthai_training.federated import task
+from healthai_training.risk.cohort import load_spec
+
+logger = logging.getLogger(__name__)
+STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi, "fedadagrad": FedAdagrad}
+
+
+class Report:
+    """What the coordinator learns per round: per-site epsilon and metrics, refusals, failures."""
+
+    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
+        self.shapes = shapes
+        self.rounds: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+        self.received: dict[str, list[list[np.ndarray]]] = {}  # masked vectors per node (audit)
+
+    def round(self, rnd: int) -> dict[str, Any]:
+        while len(self.rounds) < rnd:
+            self.rounds.append({"round": len(self.rounds) + 1, "fit": {}, "evaluate": {}, "failures": 0})
+        return self.rounds[rnd - 1]
+
+    def refuse(self, rnd: int, node: int, reason: str) -> None:
+        logger.warning("round %d: refused the update of node %d: %s", rnd, node, reason)
+        self.refused.append({"round": rnd, "node_id": node, "reason": reason})
+
+
+def update_problem(arrays: list[np.ndarray], shapes: list[tuple[int, ...]]) -> str | None:
+    got = [tuple(np.shape(a)) for a in arrays]
+    if got != shapes:
+        return f"{len(got)} arrays of shapes {got}, the model has {shapes}"
+    for i, a in enumerate(arrays):
+        if not np.issubdtype(np.asarray(a).dtype, np.number):
+            return f"array {i} has dtype {np.asarray(a).dtype}"
+        if not np.all(np.isfinite(a)):
+            return f"array {i} holds NaN or inf"
+    return None
+
+
+def checked(base: type, report: Report) -> type:
+    """``base`` strategy that refuses malformed updates before aggregating and records site metrics."""
+
+    class Checked(base):  # type: ignore[misc, valid-type]
+        def aggregate_fit(self, server_round, results, failures):
+            kept = []
+            for proxy, res in results:
+                problem = update_problem(parameters_to_ndarrays(res.parameters), report.shapes)
+                if problem is None:
+                    kept.append((proxy, res))
+                else:
+                    report.refuse(server_round, proxy.node_id, problem)
+            entry = report.round(server_round)
+            entry["failures"] += len(failures) + len(results) - len(kept)
+            for proxy, res in kept:
+                entry["fit"][str(res.metrics.get("site", proxy.node_id))] = {
+                    k: v for k, v in res.metrics.items() if k != "site"} | {"num_examples": res.num_examples}
+            return super().aggregate_fit(server_round, kept, failures)
+
+        def aggregate_evaluate(self, server_round, results, failures):
+            entry = report.round(server_round)
+            for proxy, res in results:
+                entry["evaluate"][str(res.metrics.get("site", proxy.node_id))] = {
+                    k: v for k, v in res.metrics.items() if k != "site"} | {"num_examples": res.num_examples}
+            accs = [r["accuracy"] for r in entry["evaluate"].values()]
+            entry["mean_site_accuracy"] = float(np.mean(accs)) if accs else None
+            return super().aggregate_evaluate(server_round, results, failures)
+
+    Checked.__name__ = f"Checked{base.__name__}"
+    return Checked
+
+
+class GuardedGrid:
+    """The Grid, with a reply deadline on every exchange and shape checks on SecAgg+ masked vectors."""
+
+    def __init__(self, grid: Grid, report: Report, *, timeout: float, context: LegacyContext) -> None:
+        self._grid, self._report, self._timeout, self._context = grid, report, timeout, context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout or self._timeout))
+        kept = []
+        for msg in replies:
+            configs = None if msg.has_error() else msg.content.config_records.get(RECORD_KEY_CONFIGS)
+            if configs is not None and Key.MASKED_PARAMETERS in configs:
+                vector = [bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]]
+                node = msg.metadata.src_node_id
+                problem = update_problem(vector[1:], self._report.shapes) if vector else "empty"
+                if problem is not None:  # dropped: SecAgg+ then treats the site as a dropout
+                    rnd = int(msg.metadata.group_id or 0)
+                    self._report.refuse(rnd, node, f"masked vector: {problem}")
+                    continue
+                self._report.received.setdefault(str(node), []).append(vector)
+            kept.append(msg)
+        return kept
+
+
+def settings(rc: dict[str, Any]) -> dict[str, Any]:
+    return {k: rc[k] for k in rc}
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = context.run_config
+    out = Path(str(rc["out"]))
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = str(rc["spec"])
+    # The model's shapes come from the shared spec alone: an empty table with the spec's columns.
+    features = task.model_features(load_spec(spec_path))
+    hidden, rounds = int(rc["hidden"]), int(rc["num-rounds"])
+    net = task.new_model_for(features, hidden=hidden, seed=int(rc["seed"]))
+    initial = task.get_weights(net)
+    report = Report([tuple(a.shape) for a in initial])
+    fit_config = {k: rc[k] for k in ("local-epochs", "batch-size", "lr", "epsilon", "delta", "max-grad-norm",
+                                     "hidden")}
+    fit_config["rounds"] = rounds
+    name = str(rc["strategy"])
+    kwargs: dict[str, Any] = {
+        "fraction_fit": float(rc["fraction-fit"]), "fraction_evaluate": 1.0,
+        "min_fit_clients": int(rc["min-sites"]), "min_evaluate_clients": int(rc["min-sites"]),
+        "min_available_clients": int(rc["min-sites"]), "accept_failures": True,
+        "initial_parameters": ndarrays_to_parameters(initial),
+        "on_fit_config_fn": lambda rnd: {**fit_config, "server-round": rnd},
+        "on_evaluate_config_fn": lambda rnd: {"hidden": hidden, "server-round": rnd},
+    }
+    if name != "fedavg":
+        kwargs.update(eta=float(rc["server-lr"]), eta_l=float(rc["lr"]), tau=1e-3)
+    strategy = checked(STRATEGIES[name], report)(**kwargs)
+    timeout = float(rc["round-timeout"])
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds, round_timeout=timeout),
+                           strategy=strategy)
+    secagg = bool(rc["secagg"])
+    fit_workflow = None
+    if secagg:
+        fit_workflow = SecAggPlusWorkflow(num_shares=int(rc["min-sites"]), reconstruction_threshold=max(
+            2, math.ceil(int(rc["min-sites"]) / 2)), max_weight=float(rc["secagg-max-weight"]),
+            clipping_range=float(rc["secagg-clip"]), timeout=timeout)
+    started = time.monotonic()
+    DefaultWorkflow(fit_workflow=fit_workflow)(GuardedGrid(grid, report, timeout=timeout, context=legacy),
+                                                legacy)
+    final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
+    np.savez(out / "weights.npz", *final)
+    if rc.get("record-received"):
+        for node, vectors in report.received.items():
+            np.savez(out / f"received-node{node}.npz", *[a for v in vectors for a in v],
+                     lengths=np.array([len(v) for v in vectors]))
+    payload = {"strategy": name, "rounds": report.rounds, "refused": report.refused, "secagg": secagg,
+               "wall_time_s": time.monotonic() - started, "settings": settings(dict(rc)),
+               "shapes": report.shapes}
+    (out / "report.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
