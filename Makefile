@@ -13,10 +13,12 @@ SOURCES := $(shell find csrc proto server training/healthai_training clients/pyt
 
 setup: $(STAMP)
 
-$(DEPS): requirements-runtime.txt requirements-build.txt requirements-dev.txt training/requirements.txt
+$(DEPS): requirements-runtime.txt requirements-build.txt requirements-dev.txt training/requirements.txt \
+         training/requirements-federated.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -r training/requirements-federated.txt  # flwr: healthai federate (not serving)
 	csrc/fetch_ort_headers.sh build/onnxruntime-dev
 	touch $(DEPS)
 

@@ -58,7 +58,9 @@ def _site(args: argparse.Namespace) -> int:
     task.load_site(args.table, args.spec, seed=args.seed)  # bad table/spec: exit 2 before connecting
     cmd = deploy.supernode_command(superlink=args.superlink, table=args.table, spec=args.spec,
                                    site=args.site, seed=args.seed, tls_ca=args.tls_ca, auth_key=args.auth_key,
-                                   runtime_port=args.runtime_port)
+                                   runtime_port=args.runtime_port,
+                                   extra_config={"record-updates": str(args.record_updates.resolve())}
+                                   if args.record_updates else None)
     home = Path(args.flwr_home or Path.home() / ".flwr-healthai" / args.site)
     proc = subprocess.Popen(cmd, env=deploy.tool_env(home))
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
@@ -131,4 +133,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     site.add_argument("--runtime-port", type=int, default=9094,
                       help="local port of the ClientApp runtime API")
     site.add_argument("--flwr-home", type=Path, default=None)
+    site.add_argument("--record-updates", type=Path, default=None,
+                      help="keep this site's own plain updates here (audit of secure aggregation)")
     site.set_defaults(func=_guard(_site))
