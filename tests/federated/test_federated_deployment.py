@@ -137,5 +137,9 @@ def test_runs_offline_from_the_installed_environment(federation) -> None:
     root, _, _ = federation
     app = (root / "coordinator/app/pyproject.toml").read_text()
     assert "dependencies = []" in app and "healthai_training.federated.server_app:app" in app
-    log = (root / "coordinator/superlink.log").read_text(errors="replace")
-    assert "Installing" not in log and "uv pip" not in log
+    logs = [root / "coordinator/superlink.log", *(root / f"{site}.log" for site in SITES)]
+    for path in logs:  # flwr's dependency installer logs these before any uv sync
+        text = path.read_text(errors="replace")
+        assert "Installing application dependencies" not in text and "Created env for run" not in text
+    cmd = (root / "coordinator/superlink.cmd").read_text()
+    assert "--disable-runtime-dependency-installation" in cmd.split()

@@ -143,6 +143,7 @@ def start_superlink(
     if supernode_auth:
         cmd.append("--enable-supernode-auth")
     log = workdir / "superlink.log"
+    (workdir / "superlink.cmd").write_text(" ".join(cmd) + "\n")  # what was started, for audits
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env=tool_env(workdir / "flwr-home"))
     wait_for_port(host, port, proc, timeout=60, log=log)
