@@ -82,3 +82,11 @@ def parse_risk_card(card: dict[str, Any], *, n_inputs: int, where: str) -> RiskC
         logger.warning("%s: model card has no feature domains; feature values are only checked to be "
                        "finite (add them with `healthai train domains`)", where)
     return RiskCard(tuple(names), np.asarray(baseline, np.float32), band_names, uppers, domains)
+
+
+def example_patient(card: dict[str, Any]) -> dict[str, float]:
+    """Feature name -> value of a valid patient near the card's baseline (for load tests and examples;
+    a card without domains gives its baseline)."""
+    risk = parse_risk_card(card, n_inputs=0, where=str(card.get("name", "model card")))
+    row = risk.domains.typical_patient(risk.baseline)[0] if risk.domains else risk.baseline
+    return dict(zip(risk.feature_names, row.tolist(), strict=True))

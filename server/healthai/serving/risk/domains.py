@@ -70,6 +70,7 @@ class FeatureDomains:
         self.lo = lo.astype(np.float32)
         self.hi = hi.astype(np.float32)
         self.binary = binary
+        self.integer = integer
         self.whole = np.flatnonzero(binary | integer)
         self.groups = tuple(groups)
         self.implies = tuple(implies)
@@ -93,8 +94,8 @@ class FeatureDomains:
 
     def check(self, x: np.ndarray, what: str = "features") -> None:
         """Raises InvalidInput naming ``what[patient].feature`` for the first violation in ``x`` [n, F]
-        (card order). NaN and inf fail the bounds. The common all-valid case costs a handful of NumPy
-        calls; only a failing batch is searched for the violation to report."""
+        (card order; finite: both servicers check that first). The common all-valid case costs a handful
+        of NumPy calls; only a failing batch is searched for the violation to report."""
         z = x @ self.matrix
         ok = ((z >= self.z_lo) & (z <= self.z_hi)).all()
         if ok and self.n_whole:
@@ -104,6 +105,24 @@ class FeatureDomains:
             self._raise_combination(x, z[:, len(self.names):], what)
         for d in self.derived:
             self._check_derived(x, d, what)
+
+    def typical_patient(self, baseline: np.ndarray) -> np.ndarray:
+        """A valid patient [1, F] near ``baseline`` (the card's training means), for examples, load
+        tests and warm-ups: values clipped into range, whole-number features and flags rounded, in each
+        one-hot group the most common category, implications and derived features made to hold."""
+        x = np.clip(np.asarray(baseline, np.float64), self.lo, self.hi)
+        x[self.whole] = np.round(x[self.whole])
+        for _, cols, rule in self.groups:
+            share = baseline[cols]
+            top = cols[int(np.argmax(share))]
+            x[cols] = 0.0
+            if rule == "exactly_one" or share.max() > 1.0 - share.sum():  # vs. the "none set" category
+                x[top] = 1.0
+        for a, b in self.implies:
+            x[b] = max(x[b], x[a])
+        for d in self.derived:
+            x[d.column] = d.fn(x[None, d.sources])[0]
+        return x[None].astype(np.float32)
 
     def _raise_value(self, x: np.ndarray, what: str) -> None:
         bad = ~((x >= self.lo) & (x <= self.hi))
