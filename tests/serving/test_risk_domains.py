@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from healthai.serving.risk.card import RiskCard, parse_risk_card
 from healthai.serving.risk.domains import FUNCTIONS
 from healthai.serving.risk.features import derivable_features
+from healthai.serving.runtime.repository import RepositoryError
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 from tests.serving.conftest import ServerThread
@@ -209,3 +210,17 @@ def test_card_without_domains_still_serves_with_a_warning(server) -> None:
     assert infer(srv, NO_DOMAINS, wild).shape == (1,)
     assert [m for m in records if NO_DOMAINS in m and "no feature domains" in m]
     assert not [m for m in records if f"/{HEART}/" in m and "no feature domains" in m]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["domains"].update(schema=2), "domains schema 2 is not 1"),
+    (lambda c: c["features"][0].pop("domain"), r"features\[0\] \(age\): no domain"),
+    (lambda c: c["features"][0]["domain"].update(min=200), r"range \[200.0, 110.0\] is not"),
+    (lambda c: c["domains"]["one_hot"][0]["features"].append("age"), "needs binary features"),
+    (lambda c: c["domains"]["one_hot"][0]["features"].append("no_such"), "lists unknown features"),
+])
+def test_a_malformed_domains_block_refuses_the_version(edit, message) -> None:
+    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    edit(raw)
+    with pytest.raises(RepositoryError, match=message):
+        parse_risk_card(raw, n_inputs=16, where=HEART)
