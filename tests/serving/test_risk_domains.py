@@ -224,3 +224,15 @@ def test_a_malformed_domains_block_refuses_the_version(edit, message) -> None:
     edit(raw)
     with pytest.raises(RepositoryError, match=message):
         parse_risk_card(raw, n_inputs=16, where=HEART)
+
+
+def test_lone_patient_derived_check_with_memoized_values(server) -> None:
+    """One patient takes the memoized path: a repeat of the same sources must give the same verdicts."""
+    srv, _ = server
+    c, x = patients(READMISSION, 1)
+    for _ in range(2):
+        assert len(score(srv, READMISSION, x).probability) == 1
+        details = refused(score, srv, READMISSION, with_values(c, x, 0, age_risk=0.5))
+        assert details.startswith("features[0].age_risk=0.5 does not match age_risk(age) = "), details
+        assert "features[0].charlson_index=" in refused(infer, srv, READMISSION,
+                                                        with_values(c, x, 0, charlson_index=3))
