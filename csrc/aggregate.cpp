@@ -1,6 +1,7 @@
 // Checks the arguments of the CSR aggregation and dispatches to the CPU or CUDA implementation.
 #include "aggregate.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <sstream>
@@ -169,6 +170,28 @@ void check_values(const CsrProblem& p, int num_threads, void* stream) {
 #endif
   }
   cpu::check_values_cpu(p, num_threads > 0 ? num_threads : get_num_threads());
+}
+
+void check_argmax(const CsrProblem& p, const int64_t* argmax, int num_threads, void* stream) {
+  ArgmaxFault bad;
+  if (p.device == Device::kCUDA) {
+#ifdef HEALTHAI_WITH_CUDA
+    bad = cuda::check_argmax_cuda(p, argmax, stream);
+#else
+    (void)stream;
+    no_cuda("aggregate_backward");
+#endif
+  } else {
+    bad = cpu::check_argmax_cpu(p, argmax, num_threads > 0 ? num_threads : get_num_threads());
+  }
+  if (bad.at < 0) return;
+  const std::string entry = "argmax[" + std::to_string(bad.at) + "]=" + std::to_string(bad.value);
+  if (bad.value < -1 || bad.value >= p.nnz) {
+    throw std::out_of_range(entry + " is not an edge id in [-1, " + std::to_string(p.nnz) + ")");
+  }
+  const int64_t row = (bad.at / std::max<int64_t>(p.feat, 1)) % std::max<int64_t>(p.n_rows, 1);
+  throw std::out_of_range(entry + " is not an edge of its row " + std::to_string(row) + ": expected -1 or an edge id in [" +
+                          std::to_string(bad.row_begin) + ", " + std::to_string(bad.row_end) + ")");
 }
 
 void aggregate_forward(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int num_threads,

@@ -51,9 +51,22 @@ struct CsrTranspose {
 // Throws std::invalid_argument (-> ValueError) naming the argument and the value received.
 CsrProblem check_structure(const ArrayView& indptr, const ArrayView& indices, const ArrayView& weights,
                            const ArrayView& x, Reduce reduce);
-// Checks the values of indptr and indices (monotone, in range); CPU or CUDA by p.device.
+// Checks the values of indptr and indices (monotone, in range); CPU or CUDA by p.device. CUDA checks
+// run on `stream` (the caller's stream; there is deliberately no default) and synchronise it.
 // Throws std::invalid_argument, or std::out_of_range (-> IndexError) for a bad node index.
-void check_values(const CsrProblem& p, int num_threads, void* stream = nullptr);
+void check_values(const CsrProblem& p, int num_threads, void* stream);
+// Checks an argmax from the forward pass (int64, shape of out) before the backward uses it as an
+// edge id: every entry must be -1 or an edge of its own row. Same checks and message on every
+// device (CUDA on `stream`). Throws std::out_of_range (-> IndexError) naming the first bad entry.
+void check_argmax(const CsrProblem& p, const int64_t* argmax, int num_threads, void* stream);
+
+// The first argmax entry that fails check_argmax, as found by the CPU or CUDA scan (at < 0: none).
+struct ArgmaxFault {
+  int64_t at = -1;            // flat position in argmax
+  int64_t value = 0;          // argmax[at]
+  int64_t row_begin = 0;      // edges of the entry's row: [row_begin, row_end)
+  int64_t row_end = 0;
+};
 // Checks that `arr` is a contiguous array of `dtype` on p.device with the given shape.
 void check_output(const ArrayView& arr, const char* name, DType dtype, const CsrProblem& p,
                   const int64_t* shape, int ndim);
