@@ -8,6 +8,7 @@
 // On the CPU the op runs on ONNX Runtime's intra-op thread pool (KernelContext::ParallelFor), so
 // SessionOptions.intra_op_num_threads governs it like every other node; healthai's own pool (a
 // separate copy in this library, all hardware threads) is never used here.
+// RegisterCustomOps adds one library-wide domain to each session's options (no per-session state).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
@@ -207,33 +208,39 @@ struct CsrAggregateOp : Ort::CustomOpBase<CsrAggregateOp<T>, CsrAggregateKernel<
   Device device_;
 };
 
-std::mutex g_mutex;
-std::vector<Ort::CustomOpDomain> g_domains;  // must outlive every session using them
-
-}  // namespace
-
-extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
-  if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the failed load
-  Ort::InitApi(api);
+// One domain for the library, made on the first registration and shared by every session that
+// registers the library afterwards (ORT keeps a pointer: it must outlive them all, so it is never
+// freed). A domain per registration would grow without bound when sessions are re-created.
+const Ort::CustomOpDomain& library_domain() {
   static CsrAggregateOp<float> cpu_f32(Device::kCPU);
   static CsrAggregateOp<double> cpu_f64(Device::kCPU);
 #ifdef HEALTHAI_WITH_CUDA
   static CsrAggregateOp<float> cuda_f32(Device::kCUDA);
   static CsrAggregateOp<double> cuda_f64(Device::kCUDA);
 #endif
-  try {
-    Ort::CustomOpDomain domain("healthai");
-    domain.Add(&cpu_f32);
-    domain.Add(&cpu_f64);
+  static const Ort::CustomOpDomain* domain = [] {
+    auto* d = new Ort::CustomOpDomain("healthai");
+    d->Add(&cpu_f32);
+    d->Add(&cpu_f64);
 #ifdef HEALTHAI_WITH_CUDA
-    domain.Add(&cuda_f32);
-    domain.Add(&cuda_f64);
+    d->Add(&cuda_f32);
+    d->Add(&cuda_f64);
 #endif
+    return d;
+  }();
+  return *domain;
+}
+
+}  // namespace
+
+extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the failed load
+  static std::once_flag init_once;
+  try {
+    std::call_once(init_once, [api] { Ort::InitApi(api); });
     Ort::UnownedSessionOptions session_options(options);
-    session_options.Add(domain);
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_domains.push_back(std::move(domain));
+    session_options.Add(library_domain());
   } catch (const std::exception& e) {
     return api->CreateStatus(ORT_FAIL, e.what());
   }
