@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace healthai {
 
@@ -55,6 +56,10 @@ CsrProblem check_structure(const ArrayView& indptr, const ArrayView& indices, co
 // run on `stream` (the caller's stream; there is deliberately no default) and synchronise it.
 // Throws std::invalid_argument, or std::out_of_range (-> IndexError) for a bad node index.
 void check_values(const CsrProblem& p, int num_threads, void* stream);
+// Checks a CPU graph whose x is not known yet (a constant graph, checked once): indptr as check_values
+// does, indices >= 0. Returns the largest node index (-1 without edges): check_values then passes for
+// every x with more nodes than that. Throws like check_values.
+int64_t check_graph(const CsrProblem& p, int num_threads);
 // Checks an argmax from the forward pass (int64, shape of out) before the backward uses it as an
 // edge id: every entry must be -1 or an edge of its own row. Same checks and message on every
 // device (CUDA on `stream`). Throws std::out_of_range (-> IndexError) naming the first bad entry.
@@ -81,6 +86,13 @@ void aggregate_backward(const CsrProblem& p, const CsrTranspose& t, const void* 
 // Builds the transpose of a checked CPU or CUDA graph into caller-allocated arrays of p.index_type.
 void csr_transpose(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_edge_ids, int num_threads,
                    void* stream);
+
+// CPU, no threading: rows [r0, r1) of every batch item on the calling thread (for callers that split
+// rows over their own thread pool, e.g. ONNX Runtime's; chunk them with row_chunks).
+void aggregate_forward_rows(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0,
+                            int64_t r1);
+// Row boundaries of n_chunks chunks of about equal work (edges + rows) of a checked CPU graph.
+std::vector<int64_t> row_chunks(const CsrProblem& p, int n_chunks);
 
 // CPU: out[b, perm[i], :] = x[b, i, :] for x viewed as [batch, n_cols, feat] (perm checked by the caller).
 void permute_rows(const CsrProblem& p, const void* x, const int64_t* perm, void* out, int num_threads);

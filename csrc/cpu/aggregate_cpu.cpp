@@ -100,6 +100,10 @@ std::vector<int64_t> balanced_row_chunks(const CsrProblem& p, int n_tasks) {
   return bounds;
 }
 
+void forward_rows_cpu(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0, int64_t r1) {
+  kernels().forward_rows(p, x, out, argmax, r0, r1);
+}
+
 void aggregate_forward_cpu(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int num_threads) {
   if (p.n_rows == 0 || p.feat == 0 || p.batch == 0) return;
   const Kernels& k = kernels();
@@ -249,6 +253,17 @@ void check_values_t(const CsrProblem& p, int num_threads) {
   }
 }
 
+template <typename I>
+int64_t check_graph_t(const CsrProblem& p, int num_threads) {
+  check_indptr_t<I>(p);
+  const auto [e, max_index] = scan_indices<I, true>(p, static_cast<uint64_t>(INT64_MAX) + 1, num_threads);
+  if (e >= 0) {
+    throw std::out_of_range("indices[" + std::to_string(e) + "]=" +
+                            std::to_string(static_cast<const I*>(p.indices)[e]) + " is negative (node ids are >= 0)");
+  }
+  return max_index;
+}
+
 }  // namespace
 
 void csr_transpose_cpu(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_edge_ids) {
@@ -266,6 +281,9 @@ void check_values_cpu(const CsrProblem& p, int num_threads) {
   else check_values_t<int64_t>(p, num_threads);
 }
 
+int64_t check_graph_cpu(const CsrProblem& p, int num_threads) {
+  return p.index_type == DType::kInt32 ? check_graph_t<int32_t>(p, num_threads) : check_graph_t<int64_t>(p, num_threads);
+}
 
 namespace {
 
