@@ -118,7 +118,10 @@ def test_exported_model_card_and_risk_score(federation, tmp_path: Path) -> None:
     per_site = saved["privacy"]["per_site"]
     assert set(per_site) == set(SITES) and saved["privacy"]["delta"] == 1e-5
     assert saved["privacy"]["epsilon"] == max(s["epsilon"] for s in per_site.values())
-    assert set(saved["domains"]) == {f["name"] for f in saved["features"]}
+    domain = {f["name"]: f["domain"] for f in saved["features"]}
+    assert domain["age"] == {"kind": "range", "min": 18.0, "max": 110.0, "integer": False,
+                             "clinical": [18.0, 110.0]}
+    assert {g["name"] for g in saved["domains"]["one_hot"]} == {"cp", "ecg"}
     names = [f["name"] for f in saved["features"]]
     x = np.array([[f["baseline"] for f in saved["features"]]] * 3, np.float32)
     x[1, 0], x[2, names.index("cp_asymptomatic")] = 70.0, 1.0

@@ -50,9 +50,11 @@ def test_cli_trains_exports_card_with_domains_and_risk_score_serves_it(
     assert 0 < summary["epsilon"] <= 3.0 and summary["auroc"] > 0.6
     card = json.loads((repo / "risk_heart_cohort/1/model_card.json").read_text())
     names = [f["name"] for f in card["features"]]
-    assert set(card["domains"]) == set(names)
-    assert card["domains"]["age"] == {"type": "numeric", "min": 18.0, "max": 110.0, "group": None}
-    assert card["domains"]["cp_asymptomatic"]["group"] == "cp"
+    domain = {f["name"]: f["domain"] for f in card["features"]}  # schema: healthai.serving.risk.domains
+    assert domain["age"]["kind"] == "range" and (domain["age"]["min"], domain["age"]["max"]) == (18.0, 110.0)
+    assert domain["sex_male"] == {"kind": "binary"} and domain["cholesterol_missing"] == {"kind": "binary"}
+    groups = {g["name"]: g["features"] for g in card["domains"]["one_hot"]}
+    assert groups["cp"] == ["cp_typical_angina", "cp_atypical_angina", "cp_non_anginal", "cp_asymptomatic"]
     assert card["privacy"]["epsilon"] == summary["epsilon"] and card["privacy"]["delta"] == 1e-5
     assert "one row is one patient" in card["privacy"]["guarantee"]
     # The served model answers Risk.Score with the exported graph's probabilities.

@@ -20,7 +20,7 @@ import numpy as np
 from healthai_training.common import make_run_dir, write_json
 from healthai_training.export import base_card, export_risk
 from healthai_training.federated import deploy, task
-from healthai_training.risk.cohort import load_spec, midpoint
+from healthai_training.risk.cohort import fill_value, load_spec
 from healthai_training.risk.model import CalibratedRisk
 
 logger = logging.getLogger(__name__)
@@ -140,6 +140,22 @@ def site_privacy(report: dict[str, Any], settings: FederationSettings) -> dict[s
     }
 
 
+def served_domain(declared: dict[str, Any]) -> dict[str, Any]:
+    """A feature's domain in the card schema the server enforces (``healthai.serving.risk.domains``)."""
+    if declared["type"] in ("binary", "onehot"):
+        return {"kind": "binary"}
+    return {"kind": "range", "min": declared["min"], "max": declared["max"], "integer": False,
+            "clinical": [declared["min"], declared["max"]]}
+
+
+def served_block(features: list[Any]) -> dict[str, Any]:
+    groups = dict.fromkeys(f.group for f in features if f.group)
+    return {"schema": 1, "rule": "declared in the cohort spec (the coordinator holds no training rows)",
+            "rows": "none (federated)", "implies": [], "derived": [],
+            "one_hot": [{"name": g, "features": [f.name for f in features if f.group == g],
+                         "rule": "at_most_one"} for g in groups]}
+
+
 def export_federated(
     report: dict[str, Any], settings: FederationSettings, *, runs_dir: Path, name: str,
     export_repo: Path | None,
@@ -163,7 +179,7 @@ def export_federated(
                "calibration": "none (the coordinator holds no patients)"},
         inputs=[{"name": "features", "datatype": "FP32", "shape": [-1, len(names)]}],
         outputs=[{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
-        risk_bands=FIXED_BANDS, domains=domains,
+        risk_bands=FIXED_BANDS, domains=served_block(names),
         federation={"engine": "flwr deployment engine (SuperLink + SuperNodes)", "sites": sites,
                     "rounds": settings.rounds, "strategy": settings.strategy, "secagg": settings.secagg,
                     "min_sites": settings.min_sites, "refused_updates": report["refused"],
@@ -172,7 +188,9 @@ def export_federated(
                     "settings": {k: v for k, v in asdict(settings).items() if k not in ("extra",)}},
     )
     card_features = [{"name": f.name, "description": f.description, "unit": f.unit,
-                      "baseline": midpoint(domains[f.name], f.name)} for f in names]
+                      "baseline": fill_value(domains[f.name], f.name),
+                      "domain": served_domain(domains[f.name])}
+                     for f in names]
     run_dir = make_run_dir(runs_dir, f"federated-{name}-{settings.strategy}")
     write_json(run_dir / "metrics.json", {**metrics, "privacy": privacy, "refused": report["refused"]})
     export_risk(model=model, features=card_features, card={**card, "features": card_features},

@@ -12,7 +12,7 @@ The spec (``training/examples/heart_cohort.toml`` is a worked example)::
     type = "numeric"                  # numeric | binary | categorical | onehot
     min = 0
     max = 120
-    missing = "impute"                # impute (training mean) | indicator (impute + <name>_missing) |
+    missing = "impute"                # impute (training mean; flags: mode) | indicator (+ <name>_missing) |
                                       # drop_row | error
     missing_values = [0]              # sentinels that mean "not measured"
     out_of_domain = "error"           # error | missing | drop_row
@@ -258,7 +258,8 @@ class _Builder:
             missing = self._policy(rule, where, missing, outside)
             values = np.where(missing, np.nan, values)
             domain = {"type": "numeric", "min": rule.min, "max": rule.max, "group": None}
-            self.add(FeatureSpec(rule.name, rule.description, rule.unit), values, domain, True)
+            self.add(FeatureSpec(rule.name, rule.description, rule.unit, limits=(rule.min, rule.max)), values,
+                     domain, True)
         elif rule.type == "binary":
             outside = ~missing & ~raw.isin(list(rule.values)).to_numpy()
             missing = self._policy(rule, where, missing, outside)
@@ -276,7 +277,8 @@ class _Builder:
                 label = rule.labels.get(str(cat), str(cat))
                 flag = np.where(missing, np.nan, (raw == cat).to_numpy(dtype=np.float64))
                 self.add(
-                    FeatureSpec(f"{rule.name}_{label}", f"{rule.description}: {label}", "flag"),
+                    FeatureSpec(f"{rule.name}_{label}", f"{rule.description}: {label}", "flag",
+                                group=rule.name),
                     flag,
                     {"type": "onehot", "min": 0.0, "max": 1.0, "group": rule.name},
                     True,
@@ -294,7 +296,7 @@ class _Builder:
         missing = self._policy(rule, where, missing, outside)
         for j, column in enumerate(rule.columns):
             self.add(
-                FeatureSpec(column, f"{rule.description}: {column}", "flag"),
+                FeatureSpec(column, f"{rule.description}: {column}", "flag", group=rule.name),
                 np.where(missing, np.nan, present[:, j]),
                 {"type": "onehot", "min": 0.0, "max": 1.0, "group": rule.name},
                 True,
@@ -363,9 +365,11 @@ def build_cohort(
     split = patient_split(groups, seed=seed)
     fill = np.array(builder.impute)
     if impute == "midpoint":
-        means = np.array([midpoint(builder.domains[n], n) for n in names])
-    else:
+        means = np.array([fill_value(builder.domains[n], n) for n in names])
+    else:  # flags take the training mode, so they stay 0/1 (their valid domain)
         means = np.nanmean(x[split["train"]], axis=0)
+        flags = np.array([f.unit == "flag" for f in builder.features])
+        means = np.where(flags, (means >= 0.5).astype(np.float64), means)
     for j in np.flatnonzero(fill):
         if np.isnan(means[j]):
             raise _err(f"features: {names[j]} has no value in any training row", f"features.{names[j]}")
@@ -401,6 +405,11 @@ def spec_features(spec: CohortSpec) -> tuple[list[FeatureSpec], dict[str, dict[s
     for rule in spec.features:
         builder.rule(rule)
     return builder.features, builder.domains
+
+
+def fill_value(domain: dict[str, Any], name: str) -> float:
+    """Data-independent imputation (federated sites): flags 0, numeric features their domain midpoint."""
+    return 0.0 if domain["type"] in ("binary", "onehot") else midpoint(domain, name)
 
 
 def midpoint(domain: dict[str, Any], name: str) -> float:
