@@ -58,8 +58,8 @@ def federation(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
             cmd = [healthai, "federate", "site", "--superlink", address, "--table", str(tables[site]),
                    "--spec", str(SPEC), "--site", site, "--seed", str(i), "--runtime-port", str(free_port()),
                    "--flwr-home", str(root / f"home-{site}"), "--record-updates", str(root / "plain")]
-            sites.append(subprocess.Popen(cmd, stdout=(root / f"{site}.log").open("wb"),
-                                          stderr=subprocess.STDOUT))
+            with (root / f"{site}.log").open("wb") as out:  # the child keeps its own descriptor
+                sites.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
 
     settings = FederationSettings(spec=SPEC, rounds=ROUNDS, min_sites=4, secagg=True, epsilon=1.2,
                                   round_timeout=300, record_received=True, batch_size=32, lr=0.05)

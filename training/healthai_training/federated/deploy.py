@@ -144,8 +144,9 @@ def start_superlink(
         cmd.append("--enable-supernode-auth")
     log = workdir / "superlink.log"
     (workdir / "superlink.cmd").write_text(" ".join(cmd) + "\n")  # what was started, for audits
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            env=tool_env(workdir / "flwr-home"))
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=tool_env(workdir / "flwr-home"))
     wait_for_port(host, port, proc, timeout=60, log=log)
     return proc
 
