@@ -36,7 +36,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         server_lr=args.server_lr, hidden=args.hidden, epsilon=None if args.non_private else args.epsilon,
         delta=args.delta, max_grad_norm=args.max_grad_norm, secagg=args.secagg,
         round_timeout=args.round_timeout,
-        seed=args.seed,
+        seed=args.seed, secagg_max_weight=args.secagg_max_weight,
     )
     workdir = args.workdir or Path(args.runs_dir) / "federation"
     report = run_federation(settings, workdir=workdir, host=args.host, port=args.port, tls=_tls(args),
@@ -105,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--delta", type=float, default=1e-5)
     co.add_argument("--max-grad-norm", type=float, default=1.0)
     co.add_argument("--secagg", action="store_true", help="Flower SecAgg+ (needs --min-sites >= 3)")
+    co.add_argument("--secagg-max-weight", type=float, default=1000.0,
+                    help="SecAgg+ weight scale: at least the largest site's patient count")
     co.add_argument("--round-timeout", type=float, default=120.0, help="seconds to wait for site replies")
     co.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
     co.add_argument("--seed", type=int, default=0)

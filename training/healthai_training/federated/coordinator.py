@@ -46,6 +46,9 @@ class FederationSettings:
     max_grad_norm: float = 1.0
     secagg: bool = False
     round_timeout: float = 120.0
+    # SecAgg+ scales each update by num_examples / max_weight before quantizing: keep it near the
+    # largest site's patient count (too large loses precision, smaller than a site's count overflows)
+    secagg_max_weight: float = 1000.0
     seed: int = 0
     record_received: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +78,8 @@ class FederationSettings:
             "lr": float(self.lr), "server-lr": float(self.server_lr), "hidden": self.hidden,
             "epsilon": float(self.epsilon or 0.0), "delta": float(self.delta),
             "max-grad-norm": float(self.max_grad_norm), "secagg": self.secagg,
-            "secagg-max-weight": 100000.0, "secagg-clip": 8.0, "round-timeout": float(self.round_timeout),
+            "secagg-max-weight": float(self.secagg_max_weight), "secagg-clip": 8.0,
+            "round-timeout": float(self.round_timeout),
             "seed": self.seed, "record-received": self.record_received,
             "spec": str(Path(self.spec).resolve()), "out": str(out.resolve()), **self.extra,
         }
