@@ -43,3 +43,28 @@ def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def build_info() -> dict[str, Any]: ...
 def permute_rows(x: Any, perm: Any, num_threads: int = 0, out: Any | None = None) -> Any: ...
+def metapop_run(
+    mode: str,
+    indptr: Any,
+    indices: Any,
+    weights: Any,
+    population: Any,
+    beta: Any,
+    sigma: float,
+    gamma: float,
+    contact: Any,
+    travel: Any,
+    vacc: Any,
+    S: Any,
+    E: Any,
+    I: Any,
+    R: Any,
+    incidence: Any,
+    peak_value: Any,
+    peak_step: Any,
+    seed: int,
+    step0: int = 0,
+    substeps: int = 1,
+    num_threads: int = 0,
+    device: str = "cpu",
+) -> None: ...
