@@ -17,12 +17,31 @@ def seeded_state(g: MobilityGraph, runs: int, mode: str = "stochastic", infectio
     return SeirState.start(g.population - i, z, i, z, runs=runs, mode=mode)  # type: ignore[arg-type]
 
 
-def step(g: MobilityGraph, st: SeirState, days: int = 1, *, seed: int = 7, threads: int | None = None,
-         contact: float = 1.0, substeps: int = 1) -> np.ndarray:
+def step(
+    g: MobilityGraph,
+    st: SeirState,
+    days: int = 1,
+    *,
+    seed: int = 7,
+    threads: int | None = None,
+    contact: float = 1.0,
+    substeps: int = 1,
+) -> np.ndarray:
     d = Disease(r0=2.5)
     ones = np.ones((days, g.n_regions))
-    return advance(g, st, beta=np.full(st.S.shape[1], d.beta), sigma=d.sigma, gamma=d.gamma, contact=ones * contact,
-                   travel=ones, vacc=np.zeros_like(ones), seed=seed, num_threads=threads, substeps=substeps)
+    return advance(
+        g,
+        st,
+        beta=np.full(st.S.shape[1], d.beta),
+        sigma=d.sigma,
+        gamma=d.gamma,
+        contact=ones * contact,
+        travel=ones,
+        vacc=np.zeros_like(ones),
+        seed=seed,
+        num_threads=threads,
+        substeps=substeps,
+    )
 
 
 def test_compartments_sum_to_population_every_day(grid: MobilityGraph) -> None:
@@ -35,7 +54,7 @@ def test_compartments_sum_to_population_every_day(grid: MobilityGraph) -> None:
             assert a.dtype == np.int32 and a.min() >= 0
         total = st.S.astype(np.int64) + st.E + st.I + st.R
         assert np.array_equal(total, np.repeat(grid.population[:, None], 16, axis=1))
-        assert np.all(st.S <= prev_s) and np.all(st.R >= prev_r)  # S only falls, R only grows
+        assert np.all(prev_s >= st.S) and np.all(prev_r <= st.R)  # S only falls, R only grows
     assert st.day == 120
     i0 = np.zeros((grid.n_regions, 1), np.int64)
     i0[0] = 20
@@ -49,7 +68,7 @@ def test_same_seed_same_trajectories_on_1_and_2_threads(grid: MobilityGraph) -> 
         st = seeded_state(grid, runs=33)
         daily = [step(grid, st, 3, threads=threads, substeps=2) for _ in range(20)]
         outs.append((np.stack(daily), st.S.copy(), st.I.copy(), st.peak_step.copy()))
-    for a, b in zip(outs[0], outs[1]):
+    for a, b in zip(outs[0], outs[1], strict=True):
         assert np.array_equal(a, b)
     other = seeded_state(grid, runs=33)
     step(grid, other, 60, seed=8)
@@ -79,12 +98,27 @@ def test_binomial_sampler_matches_the_distribution() -> None:
 
     for infectious, runs in ((40, 20000), (5000, 4000)):  # inversion (n p < 10) and BTRS
         g = explicit_graph(["a"], [10 * infectious], [], mobility=0.0)
-        st = SeirState.start(np.array([9 * infectious]), np.array([0]), np.array([infectious]), np.array([0]),
-                             runs=runs, mode="stochastic")
+        st = SeirState.start(
+            np.array([9 * infectious]),
+            np.array([0]),
+            np.array([infectious]),
+            np.array([0]),
+            runs=runs,
+            mode="stochastic",
+        )
         gamma = 0.2
         ones = np.ones((1, 1))
-        advance(g, st, beta=np.zeros(runs), sigma=1.0, gamma=gamma, contact=ones, travel=ones,
-                vacc=np.zeros((1, 1)), seed=3)
+        advance(
+            g,
+            st,
+            beta=np.zeros(runs),
+            sigma=1.0,
+            gamma=gamma,
+            contact=ones,
+            travel=ones,
+            vacc=np.zeros((1, 1)),
+            seed=3,
+        )
         rec = st.R[0].astype(np.float64)
         p = -np.expm1(-gamma)
         mean, var = infectious * p, infectious * p * (1 - p)
@@ -107,20 +141,43 @@ BAD = [
     ("sigma", lambda a: a.__setitem__("sigma", 0.0), ValueError, "sigma"),
     ("substeps", lambda a: a.__setitem__("substeps", 0), ValueError, "substeps"),
     ("mode", lambda a: a.__setitem__("mode", "sde"), ValueError, "mode"),
-    ("non-contiguous", lambda a: a.__setitem__("weights", np.repeat(a["weights"], 2)[::2]), ValueError,
-     "C-contiguous"),
+    (
+        "non-contiguous",
+        lambda a: a.__setitem__("weights", np.repeat(a["weights"], 2)[::2]),
+        ValueError,
+        "C-contiguous",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "spoil", "error", "message"), BAD, ids=[b[0] for b in BAD])
-def test_bad_arguments_raise_before_any_work(grid: MobilityGraph, name: str, spoil, error, message: str) -> None:
+def test_bad_arguments_raise_before_any_work(
+    grid: MobilityGraph, name: str, spoil, error, message: str
+) -> None:
     st = seeded_state(grid, runs=2)
     n = grid.n_regions
-    args = dict(mode="stochastic", indptr=grid.indptr.copy(), indices=grid.indices.copy(),
-                weights=grid.weights.copy(), population=grid.population.copy(), beta=np.full(2, 0.5), sigma=0.3,
-                gamma=0.2, contact=np.ones((3, n)), travel=np.ones((3, n)), vacc=np.zeros((3, n)), S=st.S, E=st.E,
-                I=st.I, R=st.R, incidence=np.zeros_like(st.S), peak_value=st.peak_value, peak_step=st.peak_step,
-                seed=1, substeps=1)
+    args = dict(
+        mode="stochastic",
+        indptr=grid.indptr.copy(),
+        indices=grid.indices.copy(),
+        weights=grid.weights.copy(),
+        population=grid.population.copy(),
+        beta=np.full(2, 0.5),
+        sigma=0.3,
+        gamma=0.2,
+        contact=np.ones((3, n)),
+        travel=np.ones((3, n)),
+        vacc=np.zeros((3, n)),
+        S=st.S,
+        E=st.E,
+        I=st.I,
+        R=st.R,
+        incidence=np.zeros_like(st.S),
+        peak_value=st.peak_value,
+        peak_step=st.peak_step,
+        seed=1,
+        substeps=1,
+    )
     spoil(args)
     before = {k: args[k].copy() for k in ("S", "E", "I", "R")}
     with pytest.raises(error, match=message.replace("[", r"\[").replace("+", r"\+")):
@@ -134,8 +191,14 @@ def test_cuda_device_on_a_cpu_build_says_so(grid: MobilityGraph) -> None:
         pytest.skip("built with CUDA: the CUDA engine needs a GPU, which test_cuda_matches_cpu covers")
     st = seeded_state(grid, runs=2)
     with pytest.raises(ValueError, match="built without CUDA"):
-        step_args = dict(beta=np.full(2, 0.5), sigma=0.3, gamma=0.2, contact=np.ones((1, 25)),
-                         travel=np.ones((1, 25)), vacc=np.zeros((1, 25)))
+        step_args = dict(
+            beta=np.full(2, 0.5),
+            sigma=0.3,
+            gamma=0.2,
+            contact=np.ones((1, 25)),
+            travel=np.ones((1, 25)),
+            vacc=np.zeros((1, 25)),
+        )
         advance(grid, st, device="cuda", **step_args)
 
 
@@ -155,8 +218,16 @@ def test_cuda_matches_cpu(grid: MobilityGraph) -> None:
         cpu, gpu = seeded_state(grid, 64, mode), seeded_state(grid, 64, mode)
         d = Disease(r0=2.5)
         ones = np.ones((90, grid.n_regions))
-        kw = dict(beta=np.full(64, d.beta), sigma=d.sigma, gamma=d.gamma, contact=ones, travel=ones,
-                  vacc=np.zeros_like(ones), seed=11, substeps=2)
+        kw = dict(
+            beta=np.full(64, d.beta),
+            sigma=d.sigma,
+            gamma=d.gamma,
+            contact=ones,
+            travel=ones,
+            vacc=np.zeros_like(ones),
+            seed=11,
+            substeps=2,
+        )
         a = advance(grid, cpu, **kw)
         b = advance(grid, gpu, device="cuda", **kw)
         if mode == "stochastic":

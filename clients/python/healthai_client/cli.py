@@ -1,4 +1,4 @@
-"""``healthai-client``: ingest, score, forecast, health and load-test from the shell.
+"""``healthai-client``: ingest, score, forecast, scenario, health and load-test from the shell.
 
 Exit codes: 0 success; 1 partial (some records rejected, the rest stored); 2 usage or unreadable local
 input; 3 server unavailable or failed (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED,
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd.forecast)
 
     add_load_parser(sub)
+    from healthai_client.scenario_cli import add_scenario_parsers
+
+    add_scenario_parsers(sub)
     for name, child in sub.choices.items():
         _connection_flags(child, retries=0 if name == "load" else 4)  # load measures raw errors
     return parser

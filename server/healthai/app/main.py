@@ -29,6 +29,9 @@ def build_plugins(settings: Settings) -> list[ServicePlugin]:
     if settings.serving.enabled:
         serving = importlib.import_module("healthai.serving")
         plugins.append(serving.plugin(settings=settings, surveillance=ingest.surveillance))
+    if settings.scenario.enabled:
+        scenario = importlib.import_module("healthai.scenario.plugin")
+        plugins.append(scenario.plugin(settings=settings, surveillance=ingest.surveillance))
     return plugins
 
 

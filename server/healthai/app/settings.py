@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from healthai.errors import InvalidInput
 from healthai.observability.settings import ObservabilitySettings
+from healthai.scenario.settings import ScenarioSettings
 from healthai.security.settings import SecuritySettings
 from healthai.serving.settings import ServingSettings
 
@@ -58,6 +59,7 @@ class Settings(BaseModel):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    scenario: ScenarioSettings = Field(default_factory=ScenarioSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

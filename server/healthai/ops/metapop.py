@@ -23,11 +23,11 @@ Mode = Literal["stochastic", "deterministic"]
 
 @dataclass(frozen=True)
 class MobilityGraph:
-    indptr: npt.NDArray[np.int64]      # [n + 1]
-    indices: npt.NDArray[np.int64]     # [nnz]
-    weights: npt.NDArray[np.float64]   # [nnz] fraction of i's contacts made with j's residents
+    indptr: npt.NDArray[np.int64]  # [n + 1]
+    indices: npt.NDArray[np.int64]  # [nnz]
+    weights: npt.NDArray[np.float64]  # [nnz] fraction of i's contacts made with j's residents
     population: npt.NDArray[np.int64]  # [n]
-    ids: tuple[str, ...]               # region ids, e.g. FIPS codes
+    ids: tuple[str, ...]  # region ids, e.g. FIPS codes
 
     @property
     def n_regions(self) -> int:
@@ -36,7 +36,8 @@ class MobilityGraph:
     def away_fraction(self) -> npt.NDArray[np.float64]:
         """s_i: the row sums of the weights."""
         return np.add.reduceat(np.append(self.weights, 0.0), self.indptr[:-1])[: self.n_regions] * (
-            np.diff(self.indptr) > 0)
+            np.diff(self.indptr) > 0
+        )
 
 
 @dataclass
@@ -54,8 +55,17 @@ class SeirState:
         return "stochastic" if self.S.dtype == np.int32 else "deterministic"
 
     @classmethod
-    def start(cls, S: np.ndarray, E: np.ndarray, I: np.ndarray, R: np.ndarray,  # noqa: E741, N803
-              *, runs: int, mode: Mode, day: int = 0) -> SeirState:
+    def start(
+        cls,
+        S: np.ndarray,
+        E: np.ndarray,
+        I: np.ndarray,  # noqa: E741
+        R: np.ndarray,
+        *,
+        runs: int,
+        mode: Mode,
+        day: int = 0,
+    ) -> SeirState:
         """Every run starts from the same per-region counts (1-d arrays of length n)."""
         dtype = np.int32 if mode == "stochastic" else np.float64
         if mode == "stochastic":
@@ -73,13 +83,32 @@ class SeirState:
         return cls(cells(S), cells(E), i0, cells(R), i0.copy(), np.zeros(i0.shape, np.int32), day)
 
     def copy(self) -> SeirState:
-        return SeirState(self.S.copy(), self.E.copy(), self.I.copy(), self.R.copy(), self.peak_value.copy(),
-                         self.peak_step.copy(), self.day)
+        return SeirState(
+            self.S.copy(),
+            self.E.copy(),
+            self.I.copy(),
+            self.R.copy(),
+            self.peak_value.copy(),
+            self.peak_step.copy(),
+            self.day,
+        )
 
 
-def advance(graph: MobilityGraph, state: SeirState, *, beta: npt.ArrayLike, sigma: float, gamma: float,
-            contact: npt.ArrayLike, travel: npt.ArrayLike, vacc: npt.ArrayLike, seed: int = 0,
-            substeps: int = 1, num_threads: int | None = None, device: str = "cpu") -> np.ndarray:
+def advance(
+    graph: MobilityGraph,
+    state: SeirState,
+    *,
+    beta: npt.ArrayLike,
+    sigma: float,
+    gamma: float,
+    contact: npt.ArrayLike,
+    travel: npt.ArrayLike,
+    vacc: npt.ArrayLike,
+    seed: int = 0,
+    substeps: int = 1,
+    num_threads: int | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
     """Advance ``state`` in place by ``contact.shape[0]`` days; returns onsets per cell [n, runs].
 
     ``beta`` [runs] transmission rate per day; ``contact``, ``travel``, ``vacc`` [steps, n] per-day
@@ -93,9 +122,27 @@ def advance(graph: MobilityGraph, state: SeirState, *, beta: npt.ArrayLike, sigm
     sched = [np.ascontiguousarray(a, dtype=f64) for a in (contact, travel, vacc)]
     incidence = np.empty_like(state.S)
     _native.metapop_run(
-        state.mode, graph.indptr, graph.indices, graph.weights, graph.population,
-        np.ascontiguousarray(beta, dtype=f64), float(sigma), float(gamma), *sched,
-        state.S, state.E, state.I, state.R, incidence, state.peak_value, state.peak_step,
-        seed=seed, step0=state.day, substeps=substeps, num_threads=num_threads or 0, device=device)
+        state.mode,
+        graph.indptr,
+        graph.indices,
+        graph.weights,
+        graph.population,
+        np.ascontiguousarray(beta, dtype=f64),
+        float(sigma),
+        float(gamma),
+        *sched,
+        state.S,
+        state.E,
+        state.I,
+        state.R,
+        incidence,
+        state.peak_value,
+        state.peak_step,
+        seed=seed,
+        step0=state.day,
+        substeps=substeps,
+        num_threads=num_threads or 0,
+        device=device,
+    )
     state.day += sched[0].shape[0]
     return incidence

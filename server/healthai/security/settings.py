@@ -7,8 +7,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-Scope = Literal["ingest", "score", "forecast", "inference", "admin"]
-SCOPES: tuple[Scope, ...] = ("ingest", "score", "forecast", "inference", "admin")
+Scope = Literal["ingest", "score", "forecast", "inference", "admin", "scenario"]
+SCOPES: tuple[Scope, ...] = ("ingest", "score", "forecast", "inference", "admin", "scenario")
 
 # Services callable without credentials unless ``open_services`` says otherwise: load balancers and
 # grpcurl need health and reflection before they hold a key.
@@ -24,6 +24,7 @@ DEFAULT_METHOD_SCOPES: dict[str, Scope] = {
     "healthai.v1.Ingest": "ingest",
     "healthai.v1.Risk": "score",
     "healthai.v1.Forecast": "forecast",
+    "healthai.v1.Scenario": "scenario",
     "inference.GRPCInferenceService": "inference",
     "inference.GRPCInferenceService/RepositoryModelLoad": "admin",
     "inference.GRPCInferenceService/RepositoryModelUnload": "admin",
