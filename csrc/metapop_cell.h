@@ -19,16 +19,18 @@ HAI_HD double force(const MetapopProblem& p, int64_t i, int64_t k, int64_t t, do
 }
 
 // One tau-leap of dt days for cell x = i * runs + k; gsub is the global sub-step (RNG counter).
+// onset / recovery: the constant E -> I and I -> R leaps of this dt.
 HAI_HD void leap(const MetapopProblem& p, const MetapopState<int32_t>& st, int64_t i, int64_t k, int64_t t,
-                 uint32_t gsub, double dt, double lambda, bool day_end) {
+                 uint32_t gsub, double dt, double lambda, const rng::Leap& onset, const rng::Leap& recovery,
+                 bool day_end) {
   const int64_t x = i * p.runs + k;
   rng::Stream s(p.seed, static_cast<uint32_t>(k), static_cast<uint32_t>(i), gsub);
   const int64_t S = st.s[x], E = st.e[x], I = st.i[x];
-  const int64_t new_e = rng::binomial(S, -expm1(-lambda * dt), s);
+  const int64_t new_e = (S > 0 && lambda > 0.0) ? rng::binomial(S, rng::Leap::of(lambda * dt), s) : 0;
   const double v = p.vacc[t * p.n_regions + i];
-  const int64_t new_v = v > 0.0 ? rng::binomial(S - new_e, -expm1(-v * dt), s) : 0;
-  const int64_t new_i = rng::binomial(E, -expm1(-p.sigma * dt), s);
-  const int64_t new_r = rng::binomial(I, -expm1(-p.gamma * dt), s);
+  const int64_t new_v = (v > 0.0 && S > new_e) ? rng::binomial(S - new_e, rng::Leap::of(v * dt), s) : 0;
+  const int64_t new_i = rng::binomial(E, onset, s);
+  const int64_t new_r = rng::binomial(I, recovery, s);
   st.s[x] = static_cast<int32_t>(S - new_e - new_v);
   st.e[x] = static_cast<int32_t>(E + new_e - new_i);
   const int32_t i_next = static_cast<int32_t>(I + new_i - new_r);

@@ -49,6 +49,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   std::fill(st.incidence, st.incidence + cells, 0);
   std::vector<int32_t> snapshot(cells);
   const double dt = 1.0 / p.substeps;
+  const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
@@ -63,7 +64,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
           const int32_t* own = snapshot.data() + i * p.runs;
           for (int64_t k = 0; k < p.runs; ++k) {
             const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
-            metapop::leap(p, st, i, k, t, gsub, dt, lambda, day_end);
+            metapop::leap(p, st, i, k, t, gsub, dt, lambda, onset, recovery, day_end);
           }
         }
       });

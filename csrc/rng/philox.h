@@ -59,27 +59,39 @@ struct Stream {
   }
 };
 
-// log(k!) : exact table below 16, Stirling series above (relative error < 1e-14).
+// log(k!): a table below 16, the Stirling series above (relative error < 1e-14).
 HAI_HD double log_factorial(double k) {
   if (k < 16.0) {
-    double r = 0.0;
-    for (int i = 2; i <= static_cast<int>(k); ++i) r += log(static_cast<double>(i));
-    return r;
+    constexpr double kTable[16] = {0.0, 0.0, 0.693147180559945, 1.7917594692280554, 3.178053830347945,
+                                   4.787491742782047, 6.579251212010102, 8.525161361065415, 10.604602902745249,
+                                   12.801827480081467, 15.104412573075514, 17.502307845873887, 19.987214495661885,
+                                   22.55216385312342, 25.191221182738683, 27.89927138384089};
+    return kTable[static_cast<int>(k)];
   }
   const double x = k + 1.0, x2 = x * x;
   return (x - 0.5) * log(x) - x + 0.91893853320467274178 + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x;
 }
 
-// Binomial(n, p) by inversion for n*p < 10 and by BTRS (Hoermann 1993) above.
-HAI_HD int64_t binomial(int64_t n, double p, Stream& s) {
-  if (n <= 0 || !(p > 0.0)) return 0;
-  if (p >= 1.0) return n;
-  if (p > 0.5) return n - binomial(n, 1.0 - p, s);
-  const double q = 1.0 - p;
-  const double np = static_cast<double>(n) * p;
+// A transition over dt at `rate` per day: probability p = 1 - exp(-rate dt), q = 1 - p, log q.
+struct Leap {
+  double p, q, log_q;
+  HAI_HD static Leap of(double rate_dt) {
+    const double p = -expm1(-rate_dt);
+    return {p, p < 0.5 ? 1.0 - p : exp(-rate_dt), -rate_dt};  // 1 - p is exact enough below 1/2
+  }
+};
+
+// Binomial(n, p) by inversion for n p < 10 and by BTRS (Hoermann 1993) above; the BTRS constants of
+// the rare rejection branch are computed only when it is taken.
+HAI_HD int64_t binomial(int64_t n, const Leap& t, Stream& s) {
+  if (n <= 0 || !(t.p > 0.0)) return 0;
+  if (!(t.q > 0.0)) return n;
+  if (t.p > 0.5) return n - binomial(n, Leap{t.q, t.p, log(t.p)}, s);
+  const double p = t.p, q = t.q, dn = static_cast<double>(n);
+  const double np = dn * p;
   if (np < 10.0) {
     const double ratio = p / q;
-    double r = exp(static_cast<double>(n) * log1p(-p));  // P(X = 0)
+    double r = exp(dn * t.log_q);  // P(X = 0)
     double u = s.uniform();
     int64_t x = 0;
     while (u > r && x < n) {
@@ -95,19 +107,24 @@ HAI_HD int64_t binomial(int64_t n, double p, Stream& s) {
   const double a = -0.0873 + 0.0248 * b + 0.01 * p;
   const double c = np + 0.5;
   const double v_r = 0.92 - 4.2 / b;
-  const double alpha = (2.83 + 5.1 / b) * spq;
-  const double lpq = log(p / q);
-  const double m = floor(static_cast<double>(n + 1) * p);
-  const double h = log_factorial(m) + log_factorial(static_cast<double>(n) - m);
+  double alpha = 0.0, lpq = 0.0, m = 0.0, h = 0.0;
+  bool slow_ready = false;
   for (;;) {
     const double u = s.uniform() - 0.5;
     double v = s.uniform();
     const double us = 0.5 - fabs(u);
     const double k = floor((2.0 * a / us + b) * u + c);
-    if (k < 0.0 || k > static_cast<double>(n)) continue;
+    if (k < 0.0 || k > dn) continue;
     if (us >= 0.07 && v <= v_r) return static_cast<int64_t>(k);
+    if (!slow_ready) {
+      alpha = (2.83 + 5.1 / b) * spq;
+      lpq = log(p / q);
+      m = floor((dn + 1.0) * p);
+      h = log_factorial(m) + log_factorial(dn - m);
+      slow_ready = true;
+    }
     v = log(v * alpha / (a / (us * us) + b));
-    const double bound = h - log_factorial(k) - log_factorial(static_cast<double>(n) - k) + (k - m) * lpq;
+    const double bound = h - log_factorial(k) - log_factorial(dn - k) + (k - m) * lpq;
     if (v <= bound) return static_cast<int64_t>(k);
   }
 }
