@@ -110,3 +110,34 @@ def solve_ode(
         "R": traj[:, 3 * n : 4 * n],
         "onsets": np.diff(traj[:, 4 * n :], axis=0),
     }
+
+
+def memilio_ode(population: np.ndarray, start: tuple[np.ndarray, ...], *, beta: float, latent_days: float,
+                infectious_days: float, days: int, dt: float = 0.1) -> dict[str, np.ndarray]:
+    """The same SEIR in MEmilio's metapopulation ODE (``memilio.simulation.oseir_metapop``, a test/dev
+    dependency) with identity commuting, i.e. the regions uncoupled: MEmilio couples regions through
+    commuters who mix where they commute, which is not our force-of-infection coupling, so the two
+    models coincide only without mobility. Returns daily S, E, I, R [days + 1, n]."""
+    import memilio.simulation as mio
+    import memilio.simulation.oseir_metapop as om
+
+    n = len(population)
+    model = om.Model(n, 1)
+    age = mio.AgeGroup(0)
+    par = model.parameters
+    states = (om.InfectionState.Susceptible, om.InfectionState.Exposed, om.InfectionState.Infected,
+              om.InfectionState.Recovered)
+    for r in range(n):
+        reg = mio.Region(r)
+        par.TimeExposed[reg, age] = latent_days
+        par.TimeInfected[reg, age] = infectious_days
+        par.TransmissionProbabilityOnContact[reg, age] = beta
+        for state, values in zip(states, start, strict=True):
+            model.populations[reg, age, state] = float(values[r])
+    par.ContactPatterns.cont_freq_mat[0].baseline = np.ones((1, 1))
+    model.set_commuting_strengths_identity()
+    model.apply_constraints()
+    result = om.interpolate_simulation_result(om.simulate(0.0, float(days), dt, model))
+    arr = result.as_ndarray()[1:].T  # [times, n * 4]: per region S, E, I, R
+    arr = arr[: days + 1].reshape(-1, n, 4)
+    return {"S": arr[..., 0], "E": arr[..., 1], "I": arr[..., 2], "R": arr[..., 3]}
