@@ -88,7 +88,10 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
       for (int q = 0; q < 4; ++q) {
         const double c = c_stage[q] * h;
         // stage infectious Z_I = Y_I + c * K_prev_I, for the aggregation
-        for (int64_t x = 0; x < cells; ++x) zi[x] = y[2 * cells + x] + c * k_prev[2 * cells + x];
+        parallel_for(blocks(p), num_threads, [&](int64_t b) {
+          const int64_t end = std::min(p.n_regions, (b + 1) * kBlock) * p.runs;
+          for (int64_t x = b * kBlock * p.runs; x < end; ++x) zi[x] = y[2 * cells + x] + c * k_prev[2 * cells + x];
+        });
         parallel_for(blocks(p), num_threads, [&](int64_t b) {
           std::vector<double> acc(p.runs);
           const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
@@ -110,7 +113,11 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
         });
         std::swap(k_prev, k_cur);
       }
-      for (int64_t x = 0; x < 5 * cells; ++x) y[x] += h / 6.0 * sum[x];
+      parallel_for(5 * blocks(p), num_threads, [&](int64_t b) {
+        const int64_t m = b / blocks(p), blk = b % blocks(p);
+        const int64_t end = m * cells + std::min(p.n_regions, (blk + 1) * kBlock) * p.runs;
+        for (int64_t x = m * cells + blk * kBlock * p.runs; x < end; ++x) y[x] += h / 6.0 * sum[x];
+      });
     }
     for (int64_t x = 0; x < cells; ++x) {  // day end: peaks
       const double iv = y[2 * cells + x];

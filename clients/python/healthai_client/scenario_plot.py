@@ -41,7 +41,7 @@ def plot_scenario(
         raise ValueError(f"plot regions {unknown} are not in the result")
     panels = ["all regions", *regions]
     fig, axes = plt.subplots(len(panels) + 1, 1, figsize=(9, 2.6 * (len(panels) + 1)), squeeze=False)
-    for ax, name in zip(axes[:, 0], panels, strict=True):
+    for ax, name in zip(axes[:-1, 0], panels, strict=True):
         for r, color, label in ((baseline, "tab:gray", "baseline"), (result, "tab:blue", "scenario")):
             if r is None:
                 continue

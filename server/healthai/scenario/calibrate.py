@@ -3,8 +3,8 @@
 Observed columns are graph regions or groups of them (for the county graph, a state code such as
 US-MA stands for the state's counties, which is how the store's surveillance counts are keyed). The
 start of the window is seeded from the first week's counts: true onsets = reported / rate, with E and I
-at the levels those onsets imply (E = onsets/sigma, I = onsets/gamma), spread within a group by
-population. The deterministic engine then runs every (r0, rate) pair of a grid at once (the runs
+at the levels those onsets imply in an epidemic growing at the rate that r0 gives, spread within a
+group by population. The deterministic engine then runs every (r0, rate) pair of a grid at once (the runs
 dimension holds the grid), the Poisson deviance picks the best pair, a finer r0 grid refines it,
 and the state at the window's end (rounded to whole people) starts the scenarios.
 """
@@ -21,8 +21,8 @@ from healthai.scenario.errors import FieldError
 from healthai.scenario.graphs import state_of
 from healthai.scenario.model import Disease
 
-RATES = np.geomspace(0.02, 1.0, 12)
-R0_COARSE = np.linspace(0.4, 4.0, 37)
+RATES = np.geomspace(0.02, 1.0, 8)
+R0_COARSE = np.linspace(0.4, 4.0, 19)
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,17 @@ def _simulate(
     """Deterministic runs (one per (r0, rate) pair): group onsets [days, groups, runs] and the end state."""
     n, runs = graph.n_regions, len(r0)
     pop = graph.population.astype(np.float64)
+    # SEIR growth rate of each r0: (g + sigma)(g + gamma) = sigma * beta; the first week's mean is the
+    # onset rate at its middle (day 3), so day 0 had exp(-3 g) of it; E = onsets / sigma and
+    # I = onsets / (g + gamma) are the compartments of an exponentially growing epidemic.
+    sg, gm = disease.sigma, disease.gamma
+    growth = (-(sg + gm) + np.sqrt((sg - gm) ** 2 + 4 * sg * r0 * gm)) / 2
     onset = np.zeros((n, runs))
     for g, cols in enumerate(groups):
         share = pop[cols] / pop[cols].sum()
-        onset[cols] = first[g] * share[:, None] / rate[None, :]
-    e = np.minimum(onset / disease.sigma, 0.25 * pop[:, None])
-    i = np.minimum(onset / disease.gamma, 0.25 * pop[:, None])
+        onset[cols] = first[g] * share[:, None] * (np.exp(-3 * growth) / rate)[None, :]
+    e = np.minimum(onset / sg, 0.25 * pop[:, None])
+    i = np.minimum(onset / np.maximum(growth + gm, 0.1 * gm)[None, :], 0.25 * pop[:, None])
     s = pop[:, None] - e - i
     zeros = np.zeros_like(s)
     st = SeirState(
@@ -111,7 +116,7 @@ def _simulate(
             contact=ones,
             travel=ones,
             vacc=none,
-            substeps=2,
+            substeps=1,
         )
         for g, cols in enumerate(groups):
             out[t, g] = daily[cols].sum(axis=0)
@@ -149,9 +154,11 @@ def calibrate(
         best = int(np.argmin(dev))
         return float(r0_grid[best]), float(rate_grid[best])
 
-    r0, rate = search(R0_COARSE, RATES)
+    r0, rate = search(R0_COARSE, RATES)  # coarse grid, then r0 and the rate refined in turn
     step = R0_COARSE[1] - R0_COARSE[0]
-    r0, rate = search(np.linspace(max(r0 - step, 0.0), r0 + step, 21), np.array([rate]))
+    r0, rate = search(np.linspace(max(r0 - step, 0.0), r0 + step, 11), np.array([rate]))
+    ratio = RATES[1] / RATES[0]
+    r0, rate = search(np.array([r0]), np.clip(rate * ratio ** np.linspace(-1, 1, 9), 1e-3, 1.0))
     onsets, st = _simulate(graph, disease, groups, first, np.array([r0]), np.array([rate]), days)
     fitted = onsets[..., 0] * rate
     err = fitted - target
