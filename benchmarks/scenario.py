@@ -43,8 +43,18 @@ def native(g: MobilityGraph, runs: int, days: int, threads: int) -> tuple[float,
     st = SeirState.start(*start(g), runs=runs, mode="stochastic")
     ones = np.ones((days, g.n_regions))
     wall, cpu = time.perf_counter(), time.process_time()
-    advance(g, st, beta=np.full(runs, DISEASE.beta), sigma=DISEASE.sigma, gamma=DISEASE.gamma, contact=ones,
-            travel=ones, vacc=np.zeros_like(ones), seed=2026, num_threads=threads)
+    advance(
+        g,
+        st,
+        beta=np.full(runs, DISEASE.beta),
+        sigma=DISEASE.sigma,
+        gamma=DISEASE.gamma,
+        contact=ones,
+        travel=ones,
+        vacc=np.zeros_like(ones),
+        seed=2026,
+        num_threads=threads,
+    )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     digest = hashlib.sha256(st.S.tobytes() + st.I.tobytes() + st.peak_step.tobytes()).hexdigest()[:12]
     return wall, cpu, digest
@@ -52,7 +62,7 @@ def native(g: MobilityGraph, runs: int, days: int, threads: int) -> tuple[float,
 
 def numpy_engine(g: MobilityGraph, runs: int, days: int) -> tuple[float, float]:
     s0 = start(g)
-    S, E, I, R = (np.repeat(a[:, None], runs, axis=1).astype(np.int64) for a in s0)  # noqa: N806, E741
+    S, E, I, R = (np.repeat(a[:, None], runs, axis=1).astype(np.int64) for a in s0)  # noqa: E741
     eng = NumpyEngine(g, beta=np.full(runs, DISEASE.beta), sigma=DISEASE.sigma, gamma=DISEASE.gamma, seed=1)
     ones, zeros = np.ones(g.n_regions), np.zeros(g.n_regions)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -65,8 +75,17 @@ def ode_native(g: MobilityGraph, days: int, substeps: int) -> float:
     st = SeirState.start(*start(g), runs=1, mode="deterministic")
     ones = np.ones((days, g.n_regions))
     wall = time.perf_counter()
-    advance(g, st, beta=[DISEASE.beta], sigma=DISEASE.sigma, gamma=DISEASE.gamma, contact=ones, travel=ones,
-            vacc=np.zeros_like(ones), substeps=substeps)
+    advance(
+        g,
+        st,
+        beta=[DISEASE.beta],
+        sigma=DISEASE.sigma,
+        gamma=DISEASE.gamma,
+        contact=ones,
+        travel=ones,
+        vacc=np.zeros_like(ones),
+        substeps=substeps,
+    )
     return time.perf_counter() - wall
 
 
@@ -75,8 +94,14 @@ def ode_memilio(g: MobilityGraph, days: int) -> float | None:
         from healthai.scenario.reference import memilio_ode
 
         wall = time.perf_counter()
-        memilio_ode(g.population, start(g), beta=DISEASE.beta, latent_days=DISEASE.latent_days,
-                    infectious_days=DISEASE.infectious_days, days=days)
+        memilio_ode(
+            g.population,
+            start(g),
+            beta=DISEASE.beta,
+            latent_days=DISEASE.latent_days,
+            infectious_days=DISEASE.infectious_days,
+            days=days,
+        )
         return time.perf_counter() - wall
     except ImportError:
         return None
@@ -94,25 +119,43 @@ def main() -> None:
     g = county_graph(COUNTIES)
     coupled_free = county_graph(COUNTIES, mobility=0.0)
     info = _native.build_info()
-    print(f"county graph: {g.n_regions} counties, {len(g.indices)} directed edges, population "
-          f"{g.population.sum():,}; native build {info['compiler']}, CUDA {info['cuda_version'] or 'no'}")
+    print(
+        f"county graph: {g.n_regions} counties, {len(g.indices)} directed edges, population "
+        f"{g.population.sum():,}; native build {info['compiler']}, CUDA {info['cuda_version'] or 'no'}"
+    )
     rows: list[tuple[str, str, float, float | None, float]] = []
     digests = set()
     cells = runs * g.n_regions * args.days
     for t in (int(x) for x in args.threads.split(",")):
         wall, cpu, digest = native(g, runs, args.days, t)
         digests.add(digest)
-        rows.append((f"native CPU, {t} thread(s)", f"{runs} x {g.n_regions} x {args.days}", wall, cpu, cells / wall))
+        rows.append(
+            (f"native CPU, {t} thread(s)", f"{runs} x {g.n_regions} x {args.days}", wall, cpu, cells / wall)
+        )
     slice_cells = np_runs * g.n_regions * np_days
     np_wall, np_cpu = numpy_engine(g, np_runs, np_days)
-    rows.append(("NumPy/SciPy reference", f"{np_runs} x {g.n_regions} x {np_days}", np_wall, np_cpu,
-                 slice_cells / np_wall))
+    rows.append(
+        (
+            "NumPy/SciPy reference",
+            f"{np_runs} x {g.n_regions} x {np_days}",
+            np_wall,
+            np_cpu,
+            slice_cells / np_wall,
+        )
+    )
     slice_rates = {}
     for t in (int(x) for x in args.threads.split(",")):
         wall, cpu, _ = native(g, np_runs, np_days, t)
         slice_rates[t] = slice_cells / wall
-        rows.append((f"native CPU, {t} thread(s)", f"{np_runs} x {g.n_regions} x {np_days}", wall, cpu,
-                     slice_rates[t]))
+        rows.append(
+            (
+                f"native CPU, {t} thread(s)",
+                f"{np_runs} x {g.n_regions} x {np_days}",
+                wall,
+                cpu,
+                slice_rates[t],
+            )
+        )
     ode_ours = ode_native(g, 365, 4)
     ode_ours_free = ode_native(coupled_free, 365, 4)
     ode_mem = ode_memilio(coupled_free, 365)
@@ -124,12 +167,16 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for name, size, wall, cpu, rate in rows:
         per_cpu = rate * wall / cpu if rate and cpu else 0.0
-        print(f"| {name} | {size} | {wall:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
-              f"{f'{rate / 1e6:.1f} M' if rate else ''} | {f'{per_cpu / 1e6:.1f} M' if per_cpu else ''} |")
+        print(
+            f"| {name} | {size} | {wall:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
+            f"{f'{rate / 1e6:.1f} M' if rate else ''} | {f'{per_cpu / 1e6:.1f} M' if per_cpu else ''} |"
+        )
     load = os.getloadavg()[0]
     print(f"\nload average during the run: {load:.1f} on {os.cpu_count()} cores (wall times include waiting)")
     best = min(r[2] for r in rows[: len(slice_rates)])
-    print(f"\nsame seed, every thread count: identical final state: {len(digests) == 1} ({', '.join(digests)})")
+    print(
+        f"\nsame seed, every thread count: identical final state: {len(digests) == 1} ({', '.join(digests)})"
+    )
     print(f"full job {cells / 1e9:.2f} billion county-days: best {best:.1f} s (target <= 60 s on 2 cores)")
     np_rate = rows[len(slice_rates)][4]
     ratios = ", ".join(f"{t} thread(s) {r / np_rate:.1f}x" for t, r in slice_rates.items())

@@ -26,15 +26,25 @@ def test_deterministic_mode_matches_memilio_peaks_within_1pct(counties_dir: Path
     start = (pop - i0, z, i0, z)
     d = Disease(r0=2.0, latent_days=3.0, infectious_days=5.0)
     days = 200
-    ref = memilio_ode(pop, start, beta=d.beta, latent_days=d.latent_days, infectious_days=d.infectious_days,
-                      days=days)
+    ref = memilio_ode(
+        pop, start, beta=d.beta, latent_days=d.latent_days, infectious_days=d.infectious_days, days=days
+    )
     iso = explicit_graph([g.ids[k] for k in pick], pop.tolist(), [], mobility=0.0)
     st = SeirState.start(*start, runs=1, mode="deterministic")
     ones = np.ones((1, len(pick)))
     daily = [st.I[:, 0].copy()]
     for _ in range(days):
-        advance(iso, st, beta=[d.beta], sigma=d.sigma, gamma=d.gamma, contact=ones, travel=ones,
-                vacc=np.zeros_like(ones), substeps=4)
+        advance(
+            iso,
+            st,
+            beta=[d.beta],
+            sigma=d.sigma,
+            gamma=d.gamma,
+            contact=ones,
+            travel=ones,
+            vacc=np.zeros_like(ones),
+            substeps=4,
+        )
         daily.append(st.I[:, 0].copy())
     ours = np.array(daily)
     size_ours, size_ref = ours.max(axis=0), ref["I"].max(axis=0)

@@ -27,15 +27,24 @@ GRID = grid_graph(4)
 
 def grid_msg() -> scenario_pb2.ScenarioGraph:
     """GRID as an explicit graph (raw gravity weights; the server rescales rows to mobility)."""
-    edges = [scenario_pb2.Edge(src=i, dst=int(GRID.indices[e]), weight=float(GRID.weights[e]))
-             for i in range(GRID.n_regions) for e in range(GRID.indptr[i], GRID.indptr[i + 1])]
-    return scenario_pb2.ScenarioGraph(region_ids=list(GRID.ids), population=GRID.population.tolist(), edges=edges,
-                                      mobility=0.1)
+    edges = [
+        scenario_pb2.Edge(src=i, dst=int(GRID.indices[e]), weight=float(GRID.weights[e]))
+        for i in range(GRID.n_regions)
+        for e in range(GRID.indptr[i], GRID.indptr[i + 1])
+    ]
+    return scenario_pb2.ScenarioGraph(
+        region_ids=list(GRID.ids), population=GRID.population.tolist(), edges=edges, mobility=0.1
+    )
 
 
 def request(**kw: object) -> scenario_pb2.ScenarioRequest:
-    base: dict[str, object] = dict(graph=grid_msg(), horizon_days=60, runs=20, seed=3,
-                                   seed_infections=scenario_pb2.Seed(region_ids=["r00"], infectious=[30]))
+    base: dict[str, object] = dict(
+        graph=grid_msg(),
+        horizon_days=60,
+        runs=20,
+        seed=3,
+        seed_infections=scenario_pb2.Seed(region_ids=["r00"], infectious=[30]),
+    )
     base.update(kw)
     return scenario_pb2.ScenarioRequest(**base)  # type: ignore[arg-type]
 
@@ -50,27 +59,34 @@ def _serve(settings: ScenarioSettings) -> Iterator[Server]:
     plugin = ScenarioPlugin(settings)
     app = Settings(port=0, dev_mode=True)
     obs = ObservabilityInterceptor(audit_logger=logging.getLogger("healthai.audit"), metrics_enabled=False)
-    with serve_in_thread(app, [plugin], interceptors=[obs]) as running, \
-            grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+    with (
+        serve_in_thread(app, [plugin], interceptors=[obs]) as running,
+        grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch,
+    ):
         yield Server(running, plugin, ch)
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    yield from _serve(ScenarioSettings(graphs_dir=COUNTIES.parent, unary_max_work=3_000_000, max_work=60_000_000))
+    yield from _serve(
+        ScenarioSettings(graphs_dir=COUNTIES.parent, unary_max_work=3_000_000, max_work=60_000_000)
+    )
 
 
 @pytest.fixture
 def tight() -> Iterator[Server]:
     """One job at a time, none queued."""
-    yield from _serve(ScenarioSettings(graphs_dir=COUNTIES.parent, max_concurrent_jobs=1, max_queued_jobs=0,
-                                       max_work=2_000_000_000))
+    yield from _serve(
+        ScenarioSettings(
+            graphs_dir=COUNTIES.parent, max_concurrent_jobs=1, max_queued_jobs=0, max_work=2_000_000_000
+        )
+    )
 
 
 def test_run_returns_quantiles_peaks_and_samples(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="healthai.audit"):
         res = server.stub.Run(request(sample_trajectories=5), timeout=60)
-    P, R, L = 9, GRID.n_regions, len(FLUSIGHT_LEVELS)  # noqa: N806
+    P, R, L = 9, GRID.n_regions, len(FLUSIGHT_LEVELS)
     assert list(res.quantile_levels) == pytest.approx(FLUSIGHT_LEVELS) and L == 23
     assert list(res.period_start_day) == list(range(0, 60, 7)) and len(res.region_ids) == R
     q = np.array(res.quantiles).reshape(P, R, L)
@@ -89,40 +105,65 @@ def test_same_request_same_answer_and_matches_the_library(server: Server) -> Non
     i0 = np.zeros(GRID.n_regions, np.int64)
     i0[0] = 30
     z = np.zeros_like(i0)
-    ref = run(Scenario(graph=GRID, start=(GRID.population - i0, z, i0, z), horizon=70, runs=1, disease=Disease(),
-                       mode="deterministic"))
+    ref = run(
+        Scenario(
+            graph=GRID,
+            start=(GRID.population - i0, z, i0, z),
+            horizon=70,
+            runs=1,
+            disease=Disease(),
+            mode="deterministic",
+        )
+    )
     np.testing.assert_allclose(np.array(det.mean).reshape(10, -1), ref.mean, rtol=1e-5)
 
 
 def test_interventions_over_rpc_lower_the_curve(server: Server) -> None:
     base = server.stub.Run(request(), timeout=60)
-    closed = server.stub.Run(request(interventions=[scenario_pb2.Intervention(
-        start_day=7, end_day=60, contact_multiplier=0.5)]), timeout=60)
+    closed = server.stub.Run(
+        request(interventions=[scenario_pb2.Intervention(start_day=7, end_day=60, contact_multiplier=0.5)]),
+        timeout=60,
+    )
     assert sum(closed.mean) < 0.7 * sum(base.mean)
 
 
 BAD = [
     ({"seed_infections": None}, "start"),
     ({"horizon_days": 0}, "horizon_days"),
-    ({"interventions": [scenario_pb2.Intervention(regions=["nope"], start_day=0, end_day=5)]},
-     "interventions[0].regions[0]"),
+    (
+        {"interventions": [scenario_pb2.Intervention(regions=["nope"], start_day=0, end_day=5)]},
+        "interventions[0].regions[0]",
+    ),
     ({"interventions": [scenario_pb2.Intervention(start_day=9, end_day=5)]}, "interventions[0].start"),
-    ({"interventions": [scenario_pb2.Intervention(start_day=0, end_day=5, travel_multiplier=50)]},
-     "interventions.travel_multiplier"),
-    ({"interventions": [scenario_pb2.Intervention(start_day=0, end_day=5, vaccination_rate=2)]},
-     "interventions[0].vaccination_rate"),
+    (
+        {"interventions": [scenario_pb2.Intervention(start_day=0, end_day=5, travel_multiplier=50)]},
+        "interventions.travel_multiplier",
+    ),
+    (
+        {"interventions": [scenario_pb2.Intervention(start_day=0, end_day=5, vaccination_rate=2)]},
+        "interventions[0].vaccination_rate",
+    ),
     ({"quantile_levels": [0.5, 0.2]}, "quantile_levels"),
     ({"quantile_levels": [1.5]}, "quantile_levels"),
     ({"disease": scenario_pb2.Disease(r0=-1)}, "disease.r0"),
     ({"disease": scenario_pb2.Disease(latent_days=float("nan"))}, "disease.latent_days"),
     ({"sample_trajectories": 50}, "sample_trajectories"),
-    ({"seed_infections": scenario_pb2.Seed(region_ids=["r00"], infectious=[10**9])}, "seed_infections.infectious[0]"),
+    (
+        {"seed_infections": scenario_pb2.Seed(region_ids=["r00"], infectious=[10**9])},
+        "seed_infections.infectious[0]",
+    ),
     ({"seed_infections": None, "state": scenario_pb2.State(s=[1], e=[0], i=[0], r=[0])}, "state.s"),
     ({"report_regions": ["r00", "zz"]}, "report_regions[1]"),
     ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "a"], population=[1, 2])}, "graph.regions"),
     ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "b"], population=[5, 0])}, "graph.population"),
-    ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "b"], population=[5, 5],
-                                          edges=[scenario_pb2.Edge(src=0, dst=7, weight=1)])}, "graph.edges[0]"),
+    (
+        {
+            "graph": scenario_pb2.ScenarioGraph(
+                region_ids=["a", "b"], population=[5, 5], edges=[scenario_pb2.Edge(src=0, dst=7, weight=1)]
+            )
+        },
+        "graph.edges[0]",
+    ),
     ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a"], population=[5], mobility=2)}, "graph.mobility"),
     ({"deterministic": True, "runs": 5}, "runs"),
 ]
@@ -164,10 +205,18 @@ def test_stream_reports_progress_then_the_result(server: Server) -> None:
 
 
 def test_county_graph_by_name(server: Server, counties_dir: Path) -> None:
-    res = server.stub.Run(scenario_pb2.ScenarioRequest(
-        graph=scenario_pb2.ScenarioGraph(name="us_counties"), horizon_days=21, runs=4, seed=1,
-        seed_infections=scenario_pb2.Seed(region_ids=["06037"], infectious=[100]),
-        report_regions=["06037", "06059", "36061"], quantile_levels=[0.1, 0.5, 0.9]), timeout=60)
+    res = server.stub.Run(
+        scenario_pb2.ScenarioRequest(
+            graph=scenario_pb2.ScenarioGraph(name="us_counties"),
+            horizon_days=21,
+            runs=4,
+            seed=1,
+            seed_infections=scenario_pb2.Seed(region_ids=["06037"], infectious=[100]),
+            report_regions=["06037", "06059", "36061"],
+            quantile_levels=[0.1, 0.5, 0.9],
+        ),
+        timeout=60,
+    )
     q = np.array(res.quantiles).reshape(3, 3, 3)
     assert q[:, 0, 1].sum() > 100 and q[:, 1, 1].sum() > 0  # Los Angeles grows, Orange County is reached
     assert q[:, 2].sum() == 0  # Manhattan is not reached in three weeks

@@ -248,7 +248,8 @@ class Client:
                 else:
                     return ScenarioResult.from_proto(update.result)
         except grpc.RpcError as e:
-            raise HealthAIClientError.from_rpc_error(e, address=self.config.addresses[i], attempts=1) from None
+            address = self.config.addresses[i]
+            raise HealthAIClientError.from_rpc_error(e, address=address, attempts=1) from None
         raise HealthAIClientError(grpc.StatusCode.INTERNAL, "stream ended without a result",
                                   address=self.config.addresses[i], attempts=1)
 

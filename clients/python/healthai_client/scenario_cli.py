@@ -132,17 +132,19 @@ def scenario(args: argparse.Namespace) -> int:
     print(
         f"{result.runs} runs, work {result.work:,}, {result.elapsed_s:.2f} s"
         + (
-            f"; calibrated r0 {result.calibration.r0:.3f}, reporting {result.calibration.reporting_rate:.3f}, "
+            f"; calibrated r0 {result.calibration.r0:.3f}, "
+            f"reporting {result.calibration.reporting_rate:.3f}, "
             f"R^2 {result.calibration.r2:.3f}"
             if result.calibration
             else ""
         )
     )
-    print(f"{'region':<10} {'median onsets':>14} {'peak day q50':>13} {'peak size q50':>14}")
+    print(f"{'region':<10} {'onsets (q50 sum)':>16} {'peak day q50':>13} {'peak size q50':>14}")
     mid = len(result.levels) // 2
     for k, rid in enumerate(result.region_ids[: args.show]):
         print(
-            f"{rid:<10} {median[:, k].sum():>14.0f} {result.peak_day[k, mid]:>13.0f} {result.peak_size[k, mid]:>14.0f}"
+            f"{rid:<10} {median[:, k].sum():>16.0f} {result.peak_day[k, mid]:>13.0f} "
+            f"{result.peak_size[k, mid]:>14.0f}"
         )
     if args.plot:
         print(f"plot: {args.plot}")
@@ -164,7 +166,8 @@ def calibrate(args: argparse.Namespace) -> int:
         print(
             f"r0 {fit.r0:.3f}  reporting rate {fit.reporting_rate:.3f}  window {fit.window_days} days"
             f"{' to ' + fit.last_date if fit.last_date else ''}\n"
-            f"RMSE {fit.rmse:.2f}  MAE {fit.mae:.2f}  R^2 {fit.r2:.3f}  deviance explained {fit.deviance_explained:.3f}"
+            f"RMSE {fit.rmse:.2f}  MAE {fit.mae:.2f}  R^2 {fit.r2:.3f}  "
+            f"deviance explained {fit.deviance_explained:.3f}"
         )
     return 0
 

@@ -126,7 +126,8 @@ def _simulate(
 def calibrate(
     graph: MobilityGraph, disease: Disease, ids: Sequence[str], counts: np.ndarray, *, window_days: int = 28
 ) -> Fit:
-    """``counts`` [days, len(ids)] reported daily counts, oldest first; the last ``window_days`` are fitted."""
+    """``counts`` [days, len(ids)] reported daily counts, oldest first; the last ``window_days`` are
+    fitted."""
     disease.check()
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[1] != len(ids):

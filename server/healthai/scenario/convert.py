@@ -26,7 +26,9 @@ def graph_from(msg: scenario_pb2.ScenarioGraph, graphs_dir: Path) -> MobilityGra
         if msg.region_ids or msg.population or msg.edges:
             raise FieldError("give a graph name or regions/population/edges, not both", field="graph.name")
         if msg.name != COUNTY_GRAPH:
-            raise NotFound(f"graph.name: {msg.name!r} is not served (have ['{COUNTY_GRAPH}'])", field="graph.name")
+            raise NotFound(
+                f"graph.name: {msg.name!r} is not served (have ['{COUNTY_GRAPH}'])", field="graph.name"
+            )
         return county_graph(graphs_dir / msg.name, mobility)
     if not msg.region_ids:
         raise FieldError("graph: a name or region_ids + population is required", field="graph")
@@ -105,9 +107,7 @@ def state_from(msg: scenario_pb2.State, graph: MobilityGraph) -> tuple[np.ndarra
 
 def seeded(msg: scenario_pb2.Seed, graph: MobilityGraph) -> tuple[np.ndarray, ...]:
     if len(msg.infectious) != len(msg.region_ids) or not msg.region_ids:
-        raise FieldError(
-            "seed_infections needs one infectious count per region id", field="seed_infections"
-        )
+        raise FieldError("seed_infections needs one infectious count per region id", field="seed_infections")
     i = np.zeros(graph.n_regions, np.int64)
     for k, p in enumerate(positions(graph, msg.region_ids, "seed_infections.region_ids")):
         v = msg.infectious[k]

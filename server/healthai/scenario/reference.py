@@ -112,8 +112,16 @@ def solve_ode(
     }
 
 
-def memilio_ode(population: np.ndarray, start: tuple[np.ndarray, ...], *, beta: float, latent_days: float,
-                infectious_days: float, days: int, dt: float = 0.1) -> dict[str, np.ndarray]:
+def memilio_ode(
+    population: np.ndarray,
+    start: tuple[np.ndarray, ...],
+    *,
+    beta: float,
+    latent_days: float,
+    infectious_days: float,
+    days: int,
+    dt: float = 0.1,
+) -> dict[str, np.ndarray]:
     """The same SEIR in MEmilio's metapopulation ODE (``memilio.simulation.oseir_metapop``, a test/dev
     dependency) with identity commuting, i.e. the regions uncoupled: MEmilio couples regions through
     commuters who mix where they commute, which is not our force-of-infection coupling, so the two
@@ -125,8 +133,12 @@ def memilio_ode(population: np.ndarray, start: tuple[np.ndarray, ...], *, beta: 
     model = om.Model(n, 1)
     age = mio.AgeGroup(0)
     par = model.parameters
-    states = (om.InfectionState.Susceptible, om.InfectionState.Exposed, om.InfectionState.Infected,
-              om.InfectionState.Recovered)
+    states = (
+        om.InfectionState.Susceptible,
+        om.InfectionState.Exposed,
+        om.InfectionState.Infected,
+        om.InfectionState.Recovered,
+    )
     for r in range(n):
         reg = mio.Region(r)
         par.TimeExposed[reg, age] = latent_days

@@ -225,8 +225,11 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         job.add_done_callback(lambda _: updates.put_nowait(None))
         try:
             while (item := await updates.get()) is not None:
-                yield scenario_pb2.ScenarioUpdate(progress=scenario_pb2.ScenarioProgress(
-                    days_done=item[0], horizon_days=item[1], elapsed_s=time.perf_counter() - started))
+                yield scenario_pb2.ScenarioUpdate(
+                    progress=scenario_pb2.ScenarioProgress(
+                        days_done=item[0], horizon_days=item[1], elapsed_s=time.perf_counter() - started
+                    )
+                )
             res = job.result()
         finally:
             if not job.done():
