@@ -15,6 +15,7 @@ import pytest
 
 from healthai.app.settings import Settings
 from healthai.app.testing import serve_in_thread
+from healthai.observability.audit import AuditWriter
 from healthai.observability.interceptor import ObservabilityInterceptor
 from healthai.scenario.model import FLUSIGHT_LEVELS, Disease, Scenario, run
 from healthai.scenario.plugin import ScenarioPlugin
@@ -49,6 +50,20 @@ def request(**kw: object) -> scenario_pb2.ScenarioRequest:
     return scenario_pb2.ScenarioRequest(**base)  # type: ignore[arg-type]
 
 
+class AuditLines(logging.Handler):
+    """Keeps the Scenario/Run audit line; ``seen`` is set when it arrives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen = threading.Event()
+        self.line = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "healthai.v1.Scenario/Run" in record.getMessage():
+            self.line = record.getMessage()
+            self.seen.set()
+
+
 class Server:
     def __init__(self, running: object, plugin: ScenarioPlugin, channel: grpc.Channel) -> None:
         self.plugin = plugin
@@ -58,12 +73,14 @@ class Server:
 def _serve(settings: ScenarioSettings) -> Iterator[Server]:
     plugin = ScenarioPlugin(settings)
     app = Settings(port=0, dev_mode=True)
-    obs = ObservabilityInterceptor(audit_logger=logging.getLogger("healthai.audit"), metrics_enabled=False)
+    writer = AuditWriter(logging.getLogger("healthai.audit"))
+    obs = ObservabilityInterceptor(audit=writer, metrics_enabled=False)
     with (
         serve_in_thread(app, [plugin], interceptors=[obs]) as running,
         grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch,
     ):
         yield Server(running, plugin, ch)
+    writer.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +100,17 @@ def tight() -> Iterator[Server]:
     )
 
 
-def test_run_returns_quantiles_peaks_and_samples(server: Server, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="healthai.audit"):
+def test_run_returns_quantiles_peaks_and_samples(server: Server) -> None:
+    audit, logger = AuditLines(), logging.getLogger("healthai.audit")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(audit)
+    try:
         res = server.stub.Run(request(sample_trajectories=5), timeout=60)
+        assert audit.seen.wait(30), "no audit line"  # written by the audit thread
+    finally:
+        logger.removeHandler(audit)
+        logger.setLevel(level)
     P, R, L = 9, GRID.n_regions, len(FLUSIGHT_LEVELS)
     assert list(res.quantile_levels) == pytest.approx(FLUSIGHT_LEVELS) and L == 23
     assert list(res.period_start_day) == list(range(0, 60, 7)) and len(res.region_ids) == R
@@ -94,8 +119,7 @@ def test_run_returns_quantiles_peaks_and_samples(server: Server, caplog: pytest.
     assert np.array(res.samples).reshape(5, P, R).sum() > 0
     assert np.array(res.peak_day).reshape(R, L)[0, 11] > 0
     assert res.work == 20 * R * 60 and res.runs == 20
-    audit = [r.getMessage() for r in caplog.records if r.name == "healthai.audit"]
-    assert any("healthai.v1.Scenario/Run" in a and '"runs":20' in a for a in audit), audit
+    assert '"runs":20' in audit.line and '"days":60' in audit.line, audit.line
 
 
 def test_same_request_same_answer_and_matches_the_library(server: Server) -> None:
