@@ -2,11 +2,13 @@
 
 Observed columns are graph regions or groups of them (for the county graph, a state code such as
 US-MA stands for the state's counties, which is how the store's surveillance counts are keyed). The
-start of the window is seeded from the first week's counts: true onsets = reported / rate, with E and I
-at the levels those onsets imply in an epidemic growing at the rate that r0 gives, spread within a
-group by population. The deterministic engine then runs every (r0, rate) pair of a grid at once (the runs
-dimension holds the grid), the Poisson deviance picks the best pair, a finer r0 grid refines it,
-and the state at the window's end (rounded to whole people) starts the scenarios.
+simulation covers the observed regions and two rings of neighbours (infections farther away within
+the window are neglected). The window's first day is seeded from the first week's counts: true
+onsets = reported / rate, with E and I at the levels those onsets imply in an epidemic growing at
+the rate that r0 gives, spread within a group by population. The deterministic engine runs every
+(r0, rate) pair of a grid at once (the runs dimension holds the grid), the Poisson deviance picks
+the best pair, r0 and then the rate are refined, and the state at the window's end (rounded to
+whole people) starts the scenarios.
 """
 
 from __future__ import annotations
@@ -62,6 +64,31 @@ def groups_of(
     if len(np.unique(seen)) != len(seen):
         raise FieldError("observed columns overlap (a region counted twice)", field=field)
     return out
+
+
+def neighbourhood(graph: MobilityGraph, regions: np.ndarray, *, hops: int) -> np.ndarray:
+    """Sorted positions of ``regions`` and of every region within ``hops`` edges of them."""
+    mask = np.zeros(graph.n_regions, bool)
+    mask[regions] = True
+    for _ in range(hops):
+        rows = np.flatnonzero(mask)
+        starts, ends = graph.indptr[rows], graph.indptr[rows + 1]
+        reached = np.concatenate([graph.indices[a:b] for a, b in zip(starts, ends, strict=True)] or [[]])
+        mask[reached.astype(np.int64)] = True
+    return np.flatnonzero(mask)
+
+
+def subgraph(graph: MobilityGraph, keep: np.ndarray) -> MobilityGraph:
+    """The regions ``keep`` (sorted) with the edges among them (weights unchanged)."""
+    pos = np.full(graph.n_regions, -1, np.int64)
+    pos[keep] = np.arange(len(keep))
+    src = np.repeat(np.arange(graph.n_regions), np.diff(graph.indptr))
+    inside = (pos[src] >= 0) & (pos[graph.indices] >= 0)
+    s, d = pos[src[inside]], pos[graph.indices[inside]]
+    indptr = np.zeros(len(keep) + 1, np.int64)
+    np.cumsum(np.bincount(s, minlength=len(keep)), out=indptr[1:])
+    return MobilityGraph(indptr, np.ascontiguousarray(d), np.ascontiguousarray(graph.weights[inside]),
+                         np.ascontiguousarray(graph.population[keep]), tuple(graph.ids[k] for k in keep))
 
 
 def _deviance(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -140,7 +167,9 @@ def calibrate(
         raise FieldError(
             f"{counts.shape[0]} days of counts, fewer than window_days={window_days}", field="window_days"
         )
-    groups = groups_of(graph, ids)
+    full_groups = groups_of(graph, ids)
+    keep = neighbourhood(graph, np.concatenate(full_groups), hops=2)
+    sub, groups = subgraph(graph, keep), [np.searchsorted(keep, cols) for cols in full_groups]
     y = counts[-window_days:]
     if y.sum() <= 0:
         raise FieldError("no cases in the fitting window: nothing to calibrate to", field="observed.counts")
@@ -150,7 +179,7 @@ def calibrate(
 
     def search(r0s: np.ndarray, rates: np.ndarray) -> tuple[float, float]:
         r0_grid, rate_grid = (a.ravel() for a in np.meshgrid(r0s, rates, indexing="ij"))
-        onsets, _ = _simulate(graph, disease, groups, first, r0_grid, rate_grid, days)
+        onsets, _ = _simulate(sub, disease, groups, first, r0_grid, rate_grid, days)
         dev = _deviance(target[..., None], onsets * rate_grid)
         best = int(np.argmin(dev))
         return float(r0_grid[best]), float(rate_grid[best])
@@ -160,13 +189,15 @@ def calibrate(
     r0, rate = search(np.linspace(max(r0 - step, 0.0), r0 + step, 11), np.array([rate]))
     ratio = RATES[1] / RATES[0]
     r0, rate = search(np.array([r0]), np.clip(rate * ratio ** np.linspace(-1, 1, 9), 1e-3, 1.0))
-    onsets, st = _simulate(graph, disease, groups, first, np.array([r0]), np.array([rate]), days)
+    onsets, st = _simulate(sub, disease, groups, first, np.array([r0]), np.array([rate]), days)
     fitted = onsets[..., 0] * rate
     err = fitted - target
     sst = float(((target - target.mean()) ** 2).sum())
     null = _deviance(target[..., None], np.broadcast_to(target.mean(axis=0), target.shape)[..., None])[0]
     model = _deviance(target[..., None], fitted[..., None])[0]
-    e, i, r = (np.rint(a[:, 0]).astype(np.int64) for a in (st.E, st.I, st.R))
+    e, i, r = (np.zeros(graph.n_regions, np.int64) for _ in range(3))
+    for full, part in ((e, st.E), (i, st.I), (r, st.R)):
+        full[keep] = np.rint(part[:, 0]).astype(np.int64)
     s = graph.population - e - i - r
     r = r + np.minimum(s, 0)  # rounding may overdraw S by a person
     s = np.maximum(s, 0)
