@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--no-memilio", action="store_true", help="skip MEmilio (minutes on 3,144 regions)")
     args = ap.parse_args()
     runs = args.runs or (100 if args.quick else 1000)
     np_runs, np_days = (10, args.days) if args.quick else (50, args.days)
@@ -158,7 +159,7 @@ def main() -> None:
         )
     ode_ours = ode_native(g, 365, 4)
     ode_ours_free = ode_native(coupled_free, 365, 4)
-    ode_mem = ode_memilio(coupled_free, 365)
+    ode_mem = None if args.no_memilio else ode_memilio(coupled_free, 365)
     rows.append(("ODE native RK4 (4/day), mobility 0.1", f"1 x {g.n_regions} x 365", ode_ours, None, 0.0))
     rows.append(("ODE native RK4 (4/day), uncoupled", f"1 x {g.n_regions} x 365", ode_ours_free, None, 0.0))
     if ode_mem is not None:
@@ -190,7 +191,7 @@ def main() -> None:
     if ode_mem is not None:
         print(f"deterministic mode vs MEmilio (uncoupled counties, 365 days): {ode_mem / ode_ours_free:.1f}x")
     else:
-        print("MEmilio not installed: no ODE comparison")
+        print("MEmilio: not run (--no-memilio, or memilio-simulation not installed)")
     print("GPU: not run (no device machine was lent to this session)")
 
 
