@@ -137,6 +137,7 @@ class ScenarioResult:
     work: int
     elapsed_s: float
     calibration: Calibration | None
+    horizon_days: int = 0
 
     @classmethod
     def from_proto(cls, m: scenario_pb2.ScenarioResult) -> ScenarioResult:
@@ -157,6 +158,7 @@ class ScenarioResult:
             m.work,
             m.elapsed_s,
             Calibration.from_proto(m.calibration) if m.HasField("calibration") else None,
+            m.horizon_days,
         )
 
     def quantile(self, level: float) -> np.ndarray:

@@ -26,6 +26,13 @@ def _band(ax: object, r: ScenarioResult, series: np.ndarray, color: str, label: 
     ax.plot(x, mid if mid is not None else series.mean(axis=1), color=color, label=label)  # type: ignore[attr-defined]
 
 
+def period_days(r: ScenarioResult) -> np.ndarray:
+    """Days in each period (the last one may be short)."""
+    starts = r.period_start_day
+    end = r.horizon_days or (2 * starts[-1] - starts[-2] if len(starts) > 1 else starts[-1] + 1)
+    return np.diff(np.append(r.period_start_day, end)).astype(np.float64)
+
+
 def plot_scenario(
     result: ScenarioResult, baseline: ScenarioResult | None, regions: Sequence[str], path: Path
 ) -> Path:
@@ -46,8 +53,8 @@ def plot_scenario(
             if r is None:
                 continue
             series = r.total_quantiles if name == "all regions" else r.quantiles[:, r.region_ids.index(name)]
-            _band(ax, r, series, color, label)
-        ax.set_title(f"onsets per period: {name}", fontsize=10)
+            _band(ax, r, series / period_days(r)[:, None], color, label)
+        ax.set_title(f"onsets per day (period means): {name}", fontsize=10)
         ax.set_xlabel("day")
         ax.legend(loc="upper right", fontsize=8)
     ax = axes[-1, 0]
@@ -58,6 +65,8 @@ def plot_scenario(
         ax.scatter(
             baseline.peak_day[bidx, mid], baseline.peak_size[bidx, mid], color="tab:gray", label="baseline"
         )
+        for k, r in enumerate(regions):
+            ax.annotate(r, (baseline.peak_day[bidx[k], mid], baseline.peak_size[bidx[k], mid]), fontsize=8)
     ax.scatter(result.peak_day[idx, mid], result.peak_size[idx, mid], color="tab:blue", label="scenario")
     for k, r in enumerate(regions):
         ax.annotate(r, (result.peak_day[idx[k], mid], result.peak_size[idx[k], mid]), fontsize=8)

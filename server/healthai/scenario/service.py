@@ -197,6 +197,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         calibration: scenario_pb2.CalibrateResult | None,
     ) -> scenario_pb2.ScenarioResult:
         out = convert.result_to(res, s.graph, cols, s.runs, s.work, time.perf_counter() - started)
+        out.horizon_days = s.horizon
         if calibration is not None:
             out.calibration.CopyFrom(calibration)
         return out
