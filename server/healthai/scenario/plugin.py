@@ -24,7 +24,7 @@ class ScenarioPlugin:
         return None
 
     async def stop(self) -> None:
-        return None
+        await self.servicer.shutdown()
 
 
 def plugin(*, settings: Any, surveillance: Surveillance | None = None) -> ScenarioPlugin:

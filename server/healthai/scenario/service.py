@@ -69,6 +69,14 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         self.settings = settings
         self.surveillance = surveillance
         self.gate = JobGate(settings.max_concurrent_jobs, settings.max_queued_jobs)
+        self._workers: dict[asyncio.Future[Result], threading.Event] = {}  # running jobs' threads
+
+    async def shutdown(self) -> None:
+        """Stop every running job at its next period and wait for its worker thread."""
+        for stop in self._workers.values():
+            stop.set()
+        if self._workers:
+            await asyncio.wait(list(self._workers))
 
     # ---- request -> job ----
     async def _counts(
@@ -177,6 +185,8 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
             task = asyncio.ensure_future(
                 asyncio.to_thread(run, s, progress=progress, stop=stop, deadline=deadline)
             )
+            self._workers[task] = stop
+            task.add_done_callback(lambda t: self._workers.pop(t, None))
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -223,7 +233,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
             loop.call_soon_threadsafe(updates.put_nowait, (done, total))
 
         job = asyncio.ensure_future(self._execute(s, context, progress))
-        job.add_done_callback(lambda _: updates.put_nowait(None))
+        job.add_done_callback(lambda t: (updates.put_nowait(None), t.cancelled() or t.exception()))
         try:
             while (item := await updates.get()) is not None:
                 yield scenario_pb2.ScenarioUpdate(
@@ -233,9 +243,10 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
                 )
             res = job.result()
         finally:
+            # No await here: this also runs when the call is closed (GeneratorExit). The job stops its
+            # worker at the next period and then frees its slot on its own.
             if not job.done():
                 job.cancel()
-                await asyncio.wait([job])
         yield scenario_pb2.ScenarioUpdate(
             result=await asyncio.to_thread(self._result, s, cols, res, started, calibration)
         )
