@@ -210,7 +210,7 @@ def metapop_run(
     vacc: npt.NDArray[np.float64],
     S: _MetapopState,
     E: _MetapopState,
-    I: _MetapopState,  # noqa: E741
+    I: _MetapopState,
     R: _MetapopState,
     incidence: _MetapopState,
     peak_value: _MetapopState,
