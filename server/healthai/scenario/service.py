@@ -150,7 +150,8 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         elif which == "seed_infections":
             start = convert.seeded(req.seed_infections, graph)
         elif which == "calibrate":
-            fit, last = await self._calibrate(req.calibrate, graph, disease, "calibrate")
+            async with self.gate:  # calibration is work too: it takes a job slot
+                fit, last = await self._calibrate(req.calibrate, graph, disease, "calibrate")
             start = fit.start
             disease = Disease(fit.r0, disease.latent_days, disease.infectious_days)
             calibration = convert.fit_to(fit, last)
