@@ -202,6 +202,18 @@ def test_cuda_device_on_a_cpu_build_says_so(grid: MobilityGraph) -> None:
         advance(grid, st, device="cuda", **step_args)
 
 
+@pytest.mark.skipif(not _native.build_info()["cuda"], reason="a CPU-only build: see the test above")
+def test_cuda_build_without_a_usable_gpu_raises_runtime_error(grid: MobilityGraph) -> None:
+    if _gpu_present():
+        pytest.skip("a GPU is present: test_cuda_matches_cpu runs instead")
+    st = seeded_state(grid, runs=2)
+    before = st.S.copy()
+    with pytest.raises(RuntimeError, match="metapop CUDA"):
+        advance(grid, st, beta=np.full(2, 0.5), sigma=0.3, gamma=0.2, contact=np.ones((1, 25)),
+                travel=np.ones((1, 25)), vacc=np.zeros((1, 25)), device="cuda")
+    assert np.array_equal(st.S, before) and st.day == 0
+
+
 def _gpu_present() -> bool:
     import shutil
     import subprocess
