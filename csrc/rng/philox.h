@@ -1,16 +1,13 @@
 // Counter-based RNG shared by the CPU and CUDA metapopulation engines: Philox4x32-10 (Salmon et al.,
-// SC'11) plus the two samplers the engine needs. A stream is addressed by (seed, run, region, substep):
-// the draws of one cell depend only on those, never on thread count, scheduling or device.
+// SC'11) and the binomial sampler, on det_math.h's exp/log (the same bits on both devices). A stream
+// is addressed by (seed, run, region, sub-step): the draws of one cell depend only on those, never
+// on thread count, scheduling or device.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define HAI_HD __host__ __device__ __forceinline__
-#else
-#define HAI_HD inline
-#endif
+#include "rng/det_math.h"  // HAI_HD, det_exp / det_expm1 / det_log
 
 namespace healthai::rng {
 
@@ -69,15 +66,15 @@ HAI_HD double log_factorial(double k) {
     return kTable[static_cast<int>(k)];
   }
   const double x = k + 1.0, x2 = x * x;
-  return (x - 0.5) * log(x) - x + 0.91893853320467274178 + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x;
+  return (x - 0.5) * det_log(x) - x + 0.91893853320467274178 + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x;
 }
 
 // A transition over dt at `rate` per day: probability p = 1 - exp(-rate dt), q = 1 - p, log q.
 struct Leap {
   double p, q, log_q;
   HAI_HD static Leap of(double rate_dt) {
-    const double p = -expm1(-rate_dt);
-    return {p, p < 0.5 ? 1.0 - p : exp(-rate_dt), -rate_dt};  // 1 - p is exact enough below 1/2
+    const double p = -det_expm1(-rate_dt);
+    return {p, p < 0.5 ? 1.0 - p : det_exp(-rate_dt), -rate_dt};  // 1 - p is exact enough below 1/2
   }
 };
 
@@ -86,12 +83,12 @@ struct Leap {
 HAI_HD int64_t binomial(int64_t n, const Leap& t, Stream& s) {
   if (n <= 0 || !(t.p > 0.0)) return 0;
   if (!(t.q > 0.0)) return n;
-  if (t.p > 0.5) return n - binomial(n, Leap{t.q, t.p, log(t.p)}, s);
+  if (t.p > 0.5) return n - binomial(n, Leap{t.q, t.p, det_log(t.p)}, s);
   const double p = t.p, q = t.q, dn = static_cast<double>(n);
   const double np = dn * p;
   if (np < 10.0) {
     const double ratio = p / q;
-    double r = exp(dn * t.log_q);  // P(X = 0)
+    double r = det_exp(dn * t.log_q);  // P(X = 0)
     double u = s.uniform();
     int64_t x = 0;
     while (u > r && x < n) {
@@ -118,12 +115,12 @@ HAI_HD int64_t binomial(int64_t n, const Leap& t, Stream& s) {
     if (us >= 0.07 && v <= v_r) return static_cast<int64_t>(k);
     if (!slow_ready) {
       alpha = (2.83 + 5.1 / b) * spq;
-      lpq = log(p / q);
+      lpq = det_log(p / q);
       m = floor((dn + 1.0) * p);
       h = log_factorial(m) + log_factorial(dn - m);
       slow_ready = true;
     }
-    v = log(v * alpha / (a / (us * us) + b));
+    v = det_log(v * alpha / (a / (us * us) + b));
     const double bound = h - log_factorial(k) - log_factorial(dn - k) + (k - m) * lpq;
     if (v <= bound) return static_cast<int64_t>(k);
   }
