@@ -152,7 +152,7 @@ def main() -> int:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         print("| " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
-    print(f"\nModelStatistics invariants after the run: {'OK' if not problems else problems}")
+    print(f"\nModelStatistics invariants after the run: {problems or 'OK'}")
     c4 = next(r["infer/s"] for r in rows if r["c"] == 4)
     print(f"target c=4 >= 1,500 infer/s: {'met' if c4 >= 1500 else 'NOT met'} ({c4:,.0f})")
     return 1 if problems else 0
