@@ -236,3 +236,14 @@ def test_lone_patient_derived_check_with_memoized_values(server) -> None:
         assert details.startswith("features[0].age_risk=0.5 does not match age_risk(age) = "), details
         assert "features[0].charlson_index=" in refused(infer, srv, READMISSION,
                                                         with_values(c, x, 0, charlson_index=3))
+
+
+def test_a_patient_with_every_charlson_group_is_scored(server) -> None:
+    """charlson_index is checked exactly against its 17 flags, so its range is the definition's whole
+    [0, 29], not the training range extrapolated (which refused the sickest patients)."""
+    srv, _ = server
+    c, x = patients(READMISSION, 1)
+    groups = {n: 1.0 for n in c.feature_names if n.startswith("charlson_") and n != "charlson_index"}
+    sick = with_values(c, x, 0, **groups, charlson_index=29.0)
+    got = score(srv, READMISSION, sick)
+    assert len(got.probability) == 1 and 0 < got.probability[0] < 1

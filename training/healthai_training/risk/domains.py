@@ -12,7 +12,8 @@ standardisation are) and the features' declared clinical limits (``FeatureSpec.l
 - one-hot groups (``FeatureSpec.group``): ``exactly_one`` when every training row has one flag set,
   else ``at_most_one`` (none set is a legal category, e.g. "discharged home");
 - implications (``FeatureSpec.requires``) and derived features (``age_risk`` from ``age``,
-  ``charlson_index`` from the 17 Charlson groups) with the functions that computed them.
+  ``charlson_index`` from the 17 Charlson groups) with the functions that computed them; a derived
+  feature with clinical limits spans them whole (the exact consistency check bounds it already).
 
 Every rule is verified on the training rows: data that breaks one is a TrainingInputError.
 """
@@ -111,6 +112,12 @@ def feature_domains(data: RiskData) -> tuple[list[dict[str, Any]], dict[str, Any
                 raise TrainingInputError(f"{name} does not match {definition['function']} in training",
                                          field=name)
             derived.append({"feature": name, **definition})
+            # Checked exactly against its inputs, a derived feature may take any value its definition
+            # can produce: its range is the clinical (definitional) one, not the extrapolated one
+            # (a patient with many comorbidities would otherwise be refused).
+            spec, dom = data.features[col[name]], per_feature[col[name]]
+            if dom["kind"] == "range" and spec.limits and None not in spec.limits:
+                dom["min"], dom["max"] = float(spec.limits[0]), float(spec.limits[1])
     block = {"schema": SCHEMA, "rule": RULE, "rows": f"training split ({len(x)} patients)",
              "one_hot": one_hot, "implies": implies, "derived": derived}
     return per_feature, block
