@@ -7,12 +7,16 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 
+DEFAULT_GRAPHS_DIR = Path(__file__).resolve().parent.parent / "data" / "graphs"
+
+
 class ScenarioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    # Folder of named graphs: <graphs_dir>/us_counties holds the Census county files.
-    graphs_dir: Path = Path("../shared/data/graphs")
+    # Folder of named graphs: <graphs_dir>/us_counties holds the Census county files. The default is
+    # the package's copy (healthai/data/graphs, public-domain Census files; see its README).
+    graphs_dir: Path = DEFAULT_GRAPHS_DIR
     # Work = runs x regions x days x substeps. Run (unary) takes up to unary_max_work, RunStream up
     # to max_work; more is RESOURCE_EXHAUSTED. The default admits the county graph x 1,000 runs x 365 days.
     unary_max_work: int = Field(50_000_000, ge=1)
