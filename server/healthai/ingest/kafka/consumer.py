@@ -4,7 +4,8 @@ Per batch (at most ``batch_max_messages`` messages and ``batch_max_bytes`` of va
 
 1. each message is normalized like an Ingest request (:mod:`.decode`); an unreadable message is
    rejected whole;
-2. the accepted rows of all messages go to the store in one durable commit (fsynced);
+2. the accepted rows of all messages go to the store in one durable commit (fsynced), on a writer
+   thread while the next batch is normalized;
 3. rejected records go to the dead-letter topic (:mod:`.dlq`), acknowledged by the brokers;
 4. only then are the offsets committed (synchronously).
 
@@ -24,18 +25,20 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from healthai.app.settings import Settings
 from healthai.errors import HealthAIError, InvalidInput, TooLarge
-from healthai.ingest.kafka import decode
+from healthai.ingest.kafka import batching, decode
 from healthai.ingest.kafka.dlq import DeadLetters, DlqEntry
 from healthai.ingest.kafka.metrics import KafkaMetrics
 from healthai.ingest.service import IngestCore
 from healthai.normalize.context import NormalizeContext
-from healthai.normalize.records import Severity, Status
+from healthai.normalize.records import KINDS, SCHEMAS, Severity
 from healthai.store import ParquetStore, new_batch_id
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,15 @@ def _import_kafka() -> Any:
         raise InvalidInput("Kafka ingest needs confluent-kafka: pip install 'confluent-kafka==2.16.1' "
                            "(its wheel bundles librdkafka)", field="kafka") from e
     return confluent_kafka
+
+
+@dataclass
+class Prepared:
+    tables: dict[str, pa.Table]
+    dead: list[DlqEntry]
+    counts: Counter[tuple[str, str]]
+    offsets: list[Any]
+    messages: int
 
 
 class KafkaIngest:
@@ -78,6 +90,9 @@ class KafkaIngest:
         self.dlq = DeadLetters(producer, peek, ks.dlq_topic)
         self.metrics = KafkaMetrics(ks.topic)
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
+        # one writer thread: the store commit of batch k overlaps the normalization of batch k + 1
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kafka-writer")
+        self._inflight: Future[None] | None = None
         self._stages: Counter[str] = Counter()
         self._lag_at = 0.0
 
@@ -91,9 +106,15 @@ class KafkaIngest:
             while not stop.is_set():
                 msgs = self.consumer.consume(self.ks.batch_max_messages, self.ks.poll_timeout_s)
                 for chunk in self._chunks(msgs):
-                    self.process(chunk)
+                    prepared = self.prepare(chunk)  # normalizing this batch overlaps the last write
+                    self._drain()
+                    self._inflight = self._writer.submit(self.finish, prepared)
+                if not msgs:
+                    self._drain()
                 self._update_lag()
+            self._drain()
         finally:
+            self._writer.shutdown(wait=True)
             self.consumer.close()  # leaves the group: partitions move to the other consumers at once
             self.dlq.producer.flush(10)
             self.dlq.peek.close()
@@ -125,8 +146,14 @@ class KafkaIngest:
             self.dlq.load_watermark(tp.partition)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
+    def _drain(self) -> None:
+        """Wait for the batch being written (its store commit, DLQ entries and offsets); re-raise."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        # consume() calls this between batches: every processed batch is already committed
+        self._drain()  # the batch in flight commits its offsets before the partitions go
         for tp in partitions:
             self.dlq.watermarks.pop(tp.partition, None)
             self.metrics.drop_lag(tp.partition)
@@ -137,50 +164,76 @@ class KafkaIngest:
 
     # ------------------------------------------------------------------ one batch
     def process(self, msgs: list[Any]) -> None:
-        tables: dict[str, list[pa.Table]] = {}
+        """One batch, start to end (normalize, store, DLQ, offsets)."""
+        self.finish(self.prepare(msgs))
+
+    def prepare(self, msgs: list[Any]) -> Prepared:
+        """Normalize a batch: the rows to store, the DLQ entries, the offsets to commit."""
+        pending = [self._decode(m) for m in msgs]
+        tables = batching.normalize_flat(self.ctx, [p for p in pending if p.fmt != decode.FHIR and
+                                                    p.error is None])
+        for m, p in zip(msgs, pending, strict=True):
+            if p.fmt == decode.FHIR and p.error is None:
+                try:
+                    batch = decode.normalize_message(self.core, m.value(), p.headers, p.fmt, self.source)
+                except HealthAIError as e:
+                    p.error = e
+                    continue
+                p.add(batch.outcomes)
+                tables += [t for t in batch.tables.values() if t.num_rows]
         dead: list[DlqEntry] = []
         counts: Counter[tuple[str, str]] = Counter()
-        for m in msgs:
-            headers = decode.headers_of(m.headers())
-            fmt = "unknown"
-            try:
-                fmt = decode.message_format(headers)
-                batch = decode.normalize_message(self.core, m.value(), headers, fmt, self.source)
-            except HealthAIError as e:
-                reason = "MESSAGE_TOO_LARGE" if isinstance(e, TooLarge) else "MESSAGE_INVALID"
-                dead.append(DlqEntry(m.topic(), m.partition(), m.offset(), 0, -1, reason, e.field or "",
-                                     e.message, original=m.value() or b"",
+        for m, p in zip(msgs, pending, strict=True):
+            if p.error is not None:
+                reason = "MESSAGE_TOO_LARGE" if isinstance(p.error, TooLarge) else "MESSAGE_INVALID"
+                dead.append(DlqEntry(m.topic(), m.partition(), m.offset(), 0, -1, reason, p.error.field or "",
+                                     p.error.message, original=m.value() or b"",
                                      original_headers=list(m.headers() or [])))
-                counts[(fmt, "rejected_message")] += 1
+                counts[(p.fmt, "rejected_message")] += 1
                 continue
-            seq = 0
-            for o in batch.outcomes:
-                counts[(fmt, o.status.value.lower())] += 1
-                if o.status is not Status.REJECTED:
-                    continue
+            # a canonical order (kind, index): DLQ sequence numbers must not depend on the batch
+            rejected = sorted(p.rejected, key=lambda o: (_KIND_ORDER.get(o.kind, 9), o.index))
+            for status, n in p.counts.items():
+                counts[(p.fmt, status.value.lower())] += n
+            for seq, o in enumerate(rejected):
                 first = next(i for i in o.issues if i.severity is Severity.ERROR)
                 dead.append(DlqEntry(
                     m.topic(), m.partition(), m.offset(), seq, o.index, first.code, first.field_path,
                     first.message, o.resource_type,
                     [{"code": i.code, "field_path": i.field_path, "message": i.message,
                       "severity": i.severity.value} for i in o.issues]))
-                seq += 1
-            for kind, t in batch.tables.items():
-                if t.num_rows:
-                    tables.setdefault(kind, []).append(t)
-        merged = {k: pa.concat_tables(ts) if len(ts) > 1 else ts[0] for k, ts in tables.items()}
-        commit = self.core.commit(merged, new_batch_id())  # durable before anything is acknowledged
-        self._stage("after-store")
-        self.dlq.send(dead)
-        self._stage("after-dlq")
+        merged: dict[str, list[pa.Table]] = {}
+        for t in tables:
+            if t.num_rows:
+                merged.setdefault(_kind_of(t), []).append(t)
         offsets: dict[int, Any] = {}
         for m in msgs:
             offsets[m.partition()] = self.ck.TopicPartition(m.topic(), m.partition(), m.offset() + 1)
-        self.consumer.commit(offsets=list(offsets.values()), asynchronous=False)
-        self.metrics.batch(counts, stored=sum(commit.stored.values()), duplicates=commit.duplicates,
-                           dead=len(dead), messages=len(msgs))
-        log.info("batch of %d messages: stored %s, %d duplicates, %d dead-lettered", len(msgs),
-                 commit.stored, commit.duplicates, len(dead))
+        return Prepared({k: pa.concat_tables(v) for k, v in merged.items()}, dead, counts,
+                        list(offsets.values()), len(msgs))
+
+    def finish(self, b: Prepared) -> None:
+        """Store (durably), dead-letter, then commit the offsets: in this order, always."""
+        commit = self.core.commit(b.tables, new_batch_id())
+        self._stage("after-store")
+        self.dlq.send(b.dead)
+        self._stage("after-dlq")
+        self.consumer.commit(offsets=b.offsets, asynchronous=False)
+        self.metrics.batch(b.counts, stored=sum(commit.stored.values()), duplicates=commit.duplicates,
+                           dead=len(b.dead), messages=b.messages)
+        log.info("batch of %d messages: stored %s, %d duplicates, %d dead-lettered", b.messages,
+                 commit.stored, commit.duplicates, len(b.dead))
+
+    def _decode(self, m: Any) -> batching.Pending:
+        headers = decode.headers_of(m.headers())
+        p = batching.Pending("unknown", headers=headers)
+        try:
+            p.fmt = decode.message_format(headers)
+            if p.fmt != decode.FHIR:
+                p.source, p.tables = decode.flat_tables(self.core, m.value(), headers, p.fmt, self.source)
+        except HealthAIError as e:
+            p.error = e
+        return p
 
     def _stage(self, name: str) -> None:
         self._stages[name] += 1
@@ -195,12 +248,26 @@ class KafkaIngest:
         self._lag_at = now
         try:
             assigned = self.consumer.assignment()
-            for tp in self.consumer.position(assigned) if assigned else ():
-                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    self.metrics.lag(tp.partition, max(0, high - tp.offset))
+            if not assigned:
+                return
+            positions = self.consumer.position(assigned)
+            if any(tp.offset < 0 for tp in positions):  # nothing fetched yet: the committed offsets
+                committed = {tp.partition: tp.offset for tp in self.consumer.committed(assigned, 5)}
+            for tp in positions:
+                offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=tp.offset >= 0, timeout=5)
+                if high >= 0 and offset >= 0:
+                    self.metrics.lag(tp.partition, max(0, high - offset))
         except self.ck.KafkaException as e:  # lag is best effort; the next batch retries
             log.debug("lag not updated: %s", e)
+
+
+_KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
+
+
+def _kind_of(table: pa.Table) -> str:
+    """The record kind of a normalized table (by its schema)."""
+    return next(k for k, schema in SCHEMAS.items() if table.schema.names == schema.names)
 
 
 def _parse_fault(spec: str) -> tuple[str, int] | None:

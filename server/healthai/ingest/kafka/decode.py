@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from google.protobuf.message import DecodeError
 
 from healthai.errors import InvalidInput
-from healthai.ingest.convert import PROTO_KIND
-from healthai.ingest.service import IngestCore
+from healthai.ingest.convert import FLAT_KINDS, PROTO_KIND, arrow_table
+from healthai.ingest.convert import flat_tables as flat_tables_of
+from healthai.ingest.service import IngestCore, _check_source
 from healthai.normalize.flat import normalize_table
 from healthai.normalize.records import KINDS, NormalizedBatch
 from healthai.v1 import ingest_pb2
@@ -57,6 +58,36 @@ def message_format(headers: dict[str, str]) -> str:
         raise InvalidInput(f"{H_CONTENT_TYPE} is not one of {', '.join(CONTENT_TYPES)}",
                            field=f"headers.{H_CONTENT_TYPE}")
     return fmt
+
+
+def flat_tables(core: IngestCore, value: bytes | None, headers: dict[str, str], fmt: str,
+                default_source: str) -> tuple[str, dict[str, pa.Table]]:
+    """(source, kind -> table) of an Arrow, Parquet or protobuf message, checked like an Ingest
+    request (size limit, decodable); normalization is left to the caller. Raises InvalidInput."""
+    source = _check_source(headers.get(H_SOURCE) or default_source)
+    if not value:
+        raise InvalidInput("message value is empty", field="value")
+    if fmt == PROTOBUF:
+        flat = ingest_pb2.FlatRecords()
+        try:
+            flat.ParseFromString(value)
+        except DecodeError as e:
+            raise InvalidInput(f"value is not a healthai.v1.FlatRecords message: {e}", field="value") from e
+        core._check_count(sum(len(getattr(flat, a)) for a, *_ in FLAT_KINDS.values()), "flat records")
+        return source, flat_tables_of(flat)
+    kind = headers.get(H_KIND)
+    if kind not in KINDS:
+        raise InvalidInput(f"{fmt} messages need a {H_KIND} header (one of {', '.join(KINDS)})",
+                           field=f"headers.{H_KIND}")
+    if fmt == ARROW:
+        _, table = arrow_table(ingest_pb2.ArrowRecords(kind=PROTO_KIND[kind], ipc_stream=value))
+    else:
+        try:
+            table = pq.read_table(pa.BufferReader(value))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InvalidInput(f"value is not a readable Parquet file: {str(e)[:200]}", field="value") from e
+    core._check_count(table.num_rows, f"{fmt} records")
+    return source, {kind: table}
 
 
 def normalize_message(core: IngestCore, value: bytes | None, headers: dict[str, str], fmt: str,
