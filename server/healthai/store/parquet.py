@@ -112,16 +112,21 @@ class ParquetStore:
         with self._lock:
             self.filesystem.create_dir(self.root, recursive=True)
             self._index.clear()
-            rows = 0
+            rows, listed, highest = 0, set(), 0
             for kind, path in self._part_files():
                 name = path.rsplit("/", 1)[-1]
                 match = _PART.match(name)
                 assert match is not None
-                self._sequence = max(self._sequence, int(match.group(1)))
+                highest = max(highest, int(match.group(1)))
                 table = pq.read_table(path, columns=[SOURCE_COLUMN, ID_COLUMN], filesystem=self.filesystem)
                 self._index.setdefault(kind, set()).update(_keys(table))
+                listed.add(path[len(self.root):].lstrip("/"))
                 rows += table.num_rows
-            rows += self._catch_up()
+            # Every logged commit, not only those after the highest file listed: another process may
+            # have renamed its files into place while an earlier commit's files were still pending.
+            self._sequence = 0
+            rows += self._catch_up(skip=listed)
+            self._sequence = max(self._sequence, highest)  # stores written before the log existed
             self._open = True
         log.info("store %s opened: %d rows indexed, sequence %d", self.uri, rows, self._sequence)
         return self
@@ -204,18 +209,24 @@ class ParquetStore:
                 (Path(self.root) / pending).unlink(missing_ok=True)
             return None
         for pending, final in names:
-            os.replace(Path(self.root) / pending, Path(self.root) / final)
+            try:
+                os.replace(Path(self.root) / pending, Path(self.root) / final)
+            except FileNotFoundError:  # another process catching up rolled it forward already
+                if not (Path(self.root) / final).exists():
+                    raise
         for directory in {(Path(self.root) / final).parent for _, final in names}:
             _fsync_dir(directory)
         return [final for _, final in names]
 
-    def _catch_up(self) -> int:
+    def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
         """Index the commits other processes logged since our sequence (rolling forward renames)."""
         if self._log is None:
             return 0
         rows = 0
         for sequence in self._log.sequences_after(self._sequence):
             for pending, final in self._log.read(sequence).files:
+                if final in skip:  # indexed from the listing already
+                    continue
                 kind = final.split("/", 1)[0].removeprefix("kind=")
                 table = self._read_keys(pending, final)
                 self._index.setdefault(kind, set()).update(_keys(table))
