@@ -24,27 +24,24 @@ def unknown_elements(res: dict, rtype: str, base: str) -> list[Issue]:
     return out
 
 
+_NAMES = {t: frozenset(spec) for t, spec in STRUCTURE.items()}
+_COMPLEX = {t: {k: c for k, c in spec.items() if c in STRUCTURE} for t, spec in STRUCTURE.items()}
+
+
 def _walk(node: dict, tname: str, path: str, out: list[Issue], *, top: bool = False) -> None:
-    spec = STRUCTURE[tname]
-    for key, value in node.items():
-        child = spec.get(key, "")
-        if child == "":  # not an element of this type
-            if top and key == "resourceType":
-                continue
-            if len(out) < MAX_ISSUES:
-                name = field_key(key)
-                out.append(
-                    Issue(
-                        IssueCode.UNKNOWN_ELEMENT,
-                        f"{'element ' + repr(name) if name != '*' else 'an element (name withheld)'} is not "
-                        f"part of FHIR R4 {tname}: ignored",
-                        f"{path}.{name}" if path else name,
-                        Severity.WARNING,
-                    )
-                )
-            continue
-        if child is None or child not in STRUCTURE:
-            continue
+    unknown = node.keys() - _NAMES[tname]  # set difference in C: the common case is empty
+    if top:
+        unknown.discard("resourceType")
+    for key in unknown:
+        if len(out) >= MAX_ISSUES:
+            break
+        name = field_key(key)
+        what = f"element {name!r}" if name != "*" else "an element (name withheld)"
+        out.append(Issue(IssueCode.UNKNOWN_ELEMENT, f"{what} is not part of FHIR R4 {tname}: ignored",
+                         f"{path}.{name}" if path else name, Severity.WARNING))
+    complex_children = _COMPLEX[tname]
+    for key in node.keys() & complex_children.keys():
+        value, child = node[key], complex_children[key]
         sub = f"{path}.{key}" if path else key
         if isinstance(value, dict):
             _walk(value, child, sub, out)

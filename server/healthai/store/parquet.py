@@ -202,20 +202,22 @@ class ParquetStore:
         for kind, (table, _) in fresh.items():
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
-            _write_local_durably(Path(self.root) / rel_dir, pending.rsplit("/", 1)[1], table)
+            _write_pending(Path(self.root) / pending, table)
             names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet"))
+        for directory in {(Path(self.root) / pending).parent for pending, _ in names}:
+            _fsync_dir(directory)  # the files exist durably before any entry names them
         if not self._log.claim(Entry(sequence, batch_id, names)):
             for pending, _ in names:  # someone committed first: their rows may overlap ours
                 (Path(self.root) / pending).unlink(missing_ok=True)
             return None
+        # The claim is the durable commit point: a rename lost in a power cut is rolled forward
+        # (both names are read), so the renames need no directory fsync of their own.
         for pending, final in names:
             try:
                 os.replace(Path(self.root) / pending, Path(self.root) / final)
             except FileNotFoundError:  # another process catching up rolled it forward already
                 if not (Path(self.root) / final).exists():
                     raise
-        for directory in {(Path(self.root) / final).parent for _, final in names}:
-            _fsync_dir(directory)
         return [final for _, final in names]
 
     def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
@@ -312,6 +314,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_pending(path: Path, table: pa.Table) -> None:
+    """Write and fsync a file under its final (hidden) name; the caller fsyncs the directory."""
+    created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in created:
+        _fsync_dir(p.parent)
+    with open(path, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:
