@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "healthai_training.cli",  # train (the healthai-training distribution, training/)
     "healthai.security.cli",  # keys
     "healthai.triton.cli",  # triton prepare
+    "healthai.ingest.kafka.cli",  # ingest-kafka
 )
 
 

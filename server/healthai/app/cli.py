@@ -17,7 +17,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags the user gave (argparse defaults are None), as Settings fields."""
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
-             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level")
+             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
     if args.dev:
         flags["dev_mode"] = True
@@ -89,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--omop-concept", type=Path, help="OMOP CONCEPT file")
     p.add_argument("--omop-concept-relationship", type=Path, help="OMOP CONCEPT_RELATIONSHIP file")
     p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
+    p.add_argument("--date-policy", choices=("full", "shift"),
+                   help="event dates: as sent (full, default) or a keyed per-patient shift")
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")
     p.add_argument("--max-pending-rpcs", type=int,

@@ -27,11 +27,12 @@ from typing import Any
 import pyarrow as pa
 
 from healthai.errors import InvalidInput
-from healthai.normalize import fhir_condition, fhir_observation, fhir_patient
+from healthai.normalize import dates, fhir_condition, fhir_observation, fhir_patient
 from healthai.normalize import fhir_resources as fr
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_strict import strict_issues
 from healthai.normalize.fhir_types import ID_PATTERN, R4_RESOURCE_TYPES
+from healthai.normalize.fhir_unknown import unknown_elements
 from healthai.normalize.identity import record_system
 from healthai.normalize.json_depth import MAX_JSON_DEPTH, json_depth_exceeds
 from healthai.normalize.records import (
@@ -214,6 +215,7 @@ def normalize_fhir(
     ps = ctx.pseudonymizer
     # Patients first, so that rows of other resources can carry the patient's region.
     pending.sort(key=lambda p: p[1] != "Patient")
+    paths: dict[str, str] = {}  # pseudonym -> field path of the record (DATE_GENERALIZED warnings)
     for i, rtype, res, base in pending:
         rid = index.id_of(i) or ""
         pid = ps.pseudonym(record_system(source, rtype), rid) if rid else ""
@@ -222,6 +224,7 @@ def normalize_fhir(
             rec.check_references(res)
         if ctx.strict_fhir:
             rec.issues += strict_issues(res, base)
+        rec.issues += unknown_elements(res, rtype, base)
         normalizer = _NORMALIZERS.get(rtype)
         if normalizer is None:
             rec.warn(
@@ -238,9 +241,17 @@ def normalize_fhir(
         status = status_of(rec.issues)  # strict errors reject even when the normalizer succeeded
         if status is not Status.REJECTED and kind_rows:
             rows[rtype.lower()].extend(kind_rows)
+        elif status is not Status.REJECTED and normalizer is not None:
+            # every accepted record is in the store or says why not
+            rec.warn(IssueCode.NOT_STORED, f"{rtype} accepted but produced no row to store", base)
+            status = Status.ACCEPTED_WITH_WARNINGS
         outcomes[i] = RecordOutcome(i, rtype, pid, status, rec.issues)
+        paths[pid] = base
     tables = {k: pa.Table.from_pylist(v, schema=SCHEMAS[k]) for k, v in rows.items()}
-    return NormalizedBatch([o for o in outcomes if o is not None], tables)
+    done = [o for o in outcomes if o is not None]
+    tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates=index.birth_dates,
+                         outcomes=done, paths=paths)
+    return NormalizedBatch(done, tables)
 
 
 def _needing_reference_check(
