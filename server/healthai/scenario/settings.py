@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 DEFAULT_GRAPHS_DIR = Path(__file__).resolve().parent.parent / "data" / "graphs"
 
 
