@@ -51,11 +51,13 @@ def seasonal_naive_drift(
 def all_baselines(
     series: np.ndarray, targets: np.ndarray, horizon: int, *, season: int = SEASON
 ) -> dict[str, np.ndarray]:
-    out = {
-        "lag52": lag52(series, targets, season),
-        "seasonal_mean_2x5": seasonal_mean(series, targets, season=season),
-        "last_value": last_value(series, targets, horizon),
-    }
-    if np.all(targets - horizon - 2 * season + 1 >= 0):
+    """Every baseline whose history reaches back far enough for all ``targets`` (short series lack some)."""
+    first = int(targets.min()) if len(targets) else 0
+    out = {"last_value": last_value(series, targets, horizon)} if first - horizon >= 0 else {}
+    if first - season >= 0:
+        out["lag52"] = lag52(series, targets, season)
+    if first - 2 * season - 2 >= 0:
+        out["seasonal_mean_2x5"] = seasonal_mean(series, targets, season=season)
+    if first - horizon - 2 * season + 1 >= 0:
         out["seasonal_naive_drift"] = seasonal_naive_drift(series, targets, horizon, season)
     return out
