@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from healthai_training.cli_forecast import add_data_flags, register_backtest, user_data, write_results_json
 from healthai_training.errors import TrainingInputError
 
 logger = logging.getLogger(__name__)
@@ -109,62 +110,6 @@ FORECAST_FLAGS = (  # forecaster options that override FORECAST_DEFAULTS when gi
 )
 
 
-def _user_data(args: argparse.Namespace, window: int, steps: int):
-    """The --series / --from-store data, or None for --dataset."""
-    from healthai_training.epi import user_data
-
-    if args.series is None and args.from_store is None:
-        for flag in ("graph", "step", "season_length", "split"):
-            if getattr(args, flag) is not None:
-                raise TrainingInputError(
-                    f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
-                )
-        return None
-    if args.graph is None:
-        raise TrainingInputError("--graph FILE is required with --series or --from-store", field="graph")
-    common = dict(
-        graph=args.graph,
-        step=args.step,
-        season=args.season_length,
-        split=args.split or user_data.DEFAULT_SPLIT,
-        negatives=args.negatives,
-        allow_isolated=args.allow_isolated,
-        id_property=args.graph_id_property,
-        window=window,
-        horizon=steps,
-    )
-    if args.from_store is not None:
-        return user_data.load_store(args.from_store, syndrome=args.syndrome, **common)
-    return user_data.load_files(series=args.series, **common)
-
-
-def _split(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--split must be TRAIN,VAL,TEST fractions, got {text!r}") from exc
-
-
-def _write_results_json(path: Path | None, results: list[dict]) -> None:
-    """--json: the per-horizon metrics of the run (mean over seeds when there are several)."""
-    if path is None:
-        return
-    from healthai_training.forecast.results_json import forecast_results
-
-    tables = [forecast_results(r["test"]) for r in results]
-    out = tables[0]
-    if len(tables) > 1:
-        for name, cols in out["models"].items():
-            for key, values in cols.items():
-                if all(v is not None for v in values):
-                    cols[key] = [
-                        sum(t["models"][name][key][i] for t in tables) / len(tables)
-                        for i in range(len(values))
-                    ]
-        out["seeds"] = len(tables)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-
-
 def _train_forecast(args: argparse.Namespace) -> int:
     from healthai_training.forecast.train import ForecastConfig
     from healthai_training.report import forecast_defaults
@@ -178,7 +123,7 @@ def _train_forecast(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     # Length checks against the model window happen in training (the window depends on the season).
-    data = _user_data(args, 0, 0)
+    data = user_data(args)
     if data is not None:
         settings["season"] = data.season
     results = []
@@ -214,7 +159,7 @@ def _train_forecast(args: argparse.Namespace) -> int:
                 }
             )
         )
-    _write_results_json(args.json, results)
+    write_results_json(args.json, results)
     return 0
 
 
@@ -298,57 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one member per --seeds value and export their mean as one model (non-private)",
     )
     fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
-    data = fc.add_argument_group("your own data (instead of --dataset)")
-    src = data.add_mutually_exclusive_group()
-    src.add_argument(
-        "--series",
-        type=Path,
-        default=None,
-        help="CSV/Parquet counts: long (region, period, count) or wide (period + one column per region)",
-    )
-    src.add_argument(
-        "--from-store",
-        default=None,
-        metavar="URI",
-        help="the store's surveillance counts (a ParquetStore path or URI) instead of --series",
-    )
-    data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
-    data.add_argument(
-        "--graph",
-        type=Path,
-        default=None,
-        help="edge list CSV (source,target[,weight]), square adjacency CSV with id header, or GeoJSON",
-    )
-    data.add_argument(
-        "--graph-id-property", default=None, help="GeoJSON: the properties key holding region ids"
-    )
-    data.add_argument(
-        "--allow-isolated", action="store_true", help="train even when a region has no neighbour"
-    )
-    data.add_argument(
-        "--step", choices=("W", "D"), default=None, help="period length (default: from the data)"
-    )
-    data.add_argument(
-        "--season-length",
-        type=int,
-        default=None,
-        help="periods per season (default 52 for weeks, 365 for days)",
-    )
-    data.add_argument(
-        "--split", type=_split, default=None, help="TRAIN,VAL,TEST fractions (default 0.5,0.2,0.3)"
-    )
-    data.add_argument(
-        "--negatives",
-        choices=("refuse", "clip", "keep"),
-        default="refuse",
-        help="negative counts (reporting corrections): refuse (default), clip to 0, or keep",
-    )
-    data.add_argument(
-        "--scaling",
-        choices=("per-region", "global"),
-        default=None,
-        help="min-max scaling fitted on training periods (default per-region)",
-    )
+    add_data_flags(fc)
     fc.add_argument(
         "--new-version",
         action="store_true",
@@ -358,6 +253,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(fc)
     _privacy_args(fc, default_epsilon=None)
     fc.set_defaults(func=_guard(_train_forecast))
+    register_backtest(kinds, _guard, _common, FORECAST_FLAGS)
     tables = kinds.add_parser("tables", help="metric tables over seeds (risk + forecaster, DP and not)")
     tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     tables.add_argument("--runs-dir", type=Path, default=Path("runs"))

@@ -101,6 +101,8 @@ class EpiData:
     periods: tuple[str, ...] = ()  # ISO date of each row's period start, when known
     region_names: tuple[str, ...] = ()  # display names in column order, when known
     report: dict = field(default_factory=dict)  # what loading did (negatives, isolated nodes, sources)
+    cuts: tuple[int, int] | None = None  # explicit (val start, test start), e.g. a backtest origin
+
 
     @property
     def n_weeks(self) -> int:
@@ -112,7 +114,7 @@ class EpiData:
 
     @property
     def split_points(self) -> tuple[int, int]:
-        return split_points(self.n_weeks, self.split)
+        return self.cuts if self.cuts is not None else split_points(self.n_weeks, self.split)
 
 
 def validate_adjacency(

@@ -159,7 +159,7 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
         data.series,
         window=cfg.effective_window,
         horizon=cfg.steps,
-        split=data.split,
+        split=data.split if data.cuts is None else ((data.cuts[0] + 0.5) / data.n_weeks, 0.0, 0.0),
         allow_negative=bool(data.report.get("negatives_kept")),
     )
 
