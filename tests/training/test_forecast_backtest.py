@@ -124,3 +124,9 @@ def test_cli_backtest_json(tmp_path: Path, capsys) -> None:
     assert all(len(v) == 5 for v in out["models"]["healthai_stacked"].values() if isinstance(v, list))
     run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert (run_dir / "backtest.png").is_file() and "| h |" in (run_dir / "tables.md").read_text()
+
+
+def test_fixed_split_is_one_origin_at_the_test_start(three_states) -> None:
+    result = run_backtest(data=three_states, config=CFG, fixed_split=True)
+    assert result["origins"] == [140]  # 0.7 × 200: validation 100..139, test 140..199
+    assert {"healthai", "healthai_stacked", "last_value", "lag52"} <= set(result["models"])

@@ -95,6 +95,10 @@ def _train_risk(args: argparse.Namespace) -> int:
                 {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
             )
         )
+    if args.json is not None:  # issue 12 item 8: the last seed's test metrics
+        keys = ("auroc", "auprc", "brier")
+        out = {**{k: result["test"][k] for k in keys}, "epsilon": result["privacy"]["epsilon"]}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -195,6 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _privacy_args(risk, default_epsilon=1.2)
     risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     risk.add_argument("--no-export", action="store_true", help="skip the ONNX export into the run folder")
+    risk.add_argument("--json", type=Path, default=None, help="write {auroc, auprc, brier, epsilon} as JSON")
     risk.set_defaults(func=_guard(_train_risk))
     fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")
     fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")

@@ -147,8 +147,9 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
         seed=args.seeds[0],
         device=args.device,
     )
-    result = backtest.run_backtest(data=data, config=cfg)
-    run_dir = make_run_dir(args.runs_dir, f"backtest-{data.name}-{args.mode}-seed{cfg.seed}")
+    result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split)
+    kind = "fixedsplit" if args.fixed_split else "backtest"
+    run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-seed{cfg.seed}")
     write_json(run_dir / "backtest.json", {**result, "config": settings, "data": data.report})
     tables = "\n\n".join(
         f"{m.upper()}\n" + backtest.markdown_table(result, metric=m) for m in ("rmse", "wis")
@@ -167,6 +168,11 @@ def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> 
     bt.add_argument("--dataset", choices=("japan", "us_states"), default="us_states")
     bt.add_argument("--mode", choices=("window20", "seasonal"), default="seasonal")
     bt.add_argument("--json", type=Path, default=None, help="write per-horizon metrics as JSON")
+    bt.add_argument(
+        "--fixed-split",
+        action="store_true",
+        help="one origin at the --split test start (default 0.5,0.2,0.3, the papers' protocol)",
+    )
     bt.add_argument(
         "--defaults",
         choices=("generic", "dataset"),

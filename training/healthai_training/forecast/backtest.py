@@ -82,10 +82,17 @@ def _points(series: np.ndarray, targets: np.ndarray, h: int, season: int) -> dic
 
 
 def _one_origin(
-    data: epi_data.EpiData, origin: int, cfg: ForecastConfig, pooled: dict[int, _Pooled], weights: dict
+    data: epi_data.EpiData,
+    origin: int,
+    cfg: ForecastConfig,
+    pooled: dict[int, _Pooled],
+    weights: dict,
+    *,
+    val_start: int | None = None,
+    end: int | None = None,
 ) -> None:
-    end = min(origin + data.season, data.n_weeks)
-    val_start = int((1 - VAL_FRACTION) * origin)
+    end = min(origin + data.season, data.n_weeks) if end is None else end
+    val_start = int((1 - VAL_FRACTION) * origin) if val_start is None else val_start
     sub = replace(data, series=data.series[:end], cuts=(val_start, origin))
     result = train_forecaster(data=sub, config=cfg)
     model = result.model
@@ -120,9 +127,19 @@ def _one_origin(
     logger.info("origin %d: trained to epoch %d", origin, result.metrics["best_epoch"])
 
 
-def run_backtest(*, data: epi_data.EpiData, config: ForecastConfig, first_seasons: int = 2) -> dict:
+def run_backtest(
+    *, data: epi_data.EpiData, config: ForecastConfig, first_seasons: int = 2, fixed_split: bool = False
+) -> dict:
     """Every origin, then scores per model and horizon (pooled); a model missing at some origin
-    (a baseline without enough history) is scored only where every origin has it."""
+    (a baseline without enough history) is scored only where every origin has it. ``fixed_split``:
+    one origin at the test start of ``data.split`` (the papers' 50/20/30), validation = its
+    validation part, test = everything after."""
+    if fixed_split:
+        val_start, test_start = epi_data.split_points(data.n_weeks, data.split)
+        pooled: dict[int, _Pooled] = {}
+        weights: dict[str, list] = {}
+        _one_origin(data, test_start, config, pooled, weights, val_start=val_start, end=data.n_weeks)
+        return _summary(data, config, [test_start], pooled, weights)
     origins = backtest_origins(data.n_weeks, data.season, first_seasons=first_seasons)
     if not origins:
         raise TrainingInputError(
@@ -137,10 +154,16 @@ def run_backtest(*, data: epi_data.EpiData, config: ForecastConfig, first_season
             f"need window + steps = {config.effective_window + config.steps}",
             field="series",
         )
-    pooled: dict[int, _Pooled] = {}
-    weights: dict[str, list] = {}
+    pooled = {}
+    weights = {}
     for origin in origins:
         _one_origin(data, origin, config, pooled, weights)
+    return _summary(data, config, origins, pooled, weights)
+
+
+def _summary(
+    data: epi_data.EpiData, config: ForecastConfig, origins: list[int], pooled: dict, weights: dict
+) -> dict:
     levels = np.asarray(config.quantiles)
     out: dict[str, dict] = {}
     for h, row in sorted(pooled.items()):
