@@ -80,6 +80,7 @@ def test_one_line_per_call_with_fields(tmp_path: Path, port: int, keys_file: tup
         "request_id",
         "caller",
         "key_id",
+        "client_cert",
         "peer",
         "rpc",
         "status",
@@ -168,7 +169,7 @@ def test_deadline_exceeded_is_audited(tmp_path: Path, port: int) -> None:
     assert line["status"] == "DEADLINE_EXCEEDED" and line["latency_ms"] >= 250
 
 
-def test_audit_goes_to_stderr_by_default_and_survives_rotation(
+def test_audit_goes_to_stdout_by_default_and_survives_rotation(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from healthai import observability
@@ -176,7 +177,9 @@ def test_audit_goes_to_stderr_by_default_and_survives_rotation(
     obs = observability.setup(ObservabilitySettings(metrics_port=None))
     logging.getLogger(AUDIT_LOGGER_NAME).info('{"probe":1}')
     obs.close()
-    assert capfd.readouterr().err.strip().splitlines()[-1] == '{"probe":1}'
+    captured = capfd.readouterr()
+    assert captured.out.strip().splitlines()[-1] == '{"probe":1}'
+    assert '{"probe":1}' not in captured.err, "audit lines never mix into the application log (stderr)"
 
     path = tmp_path / "audit.log"
     obs = observability.setup(ObservabilitySettings(audit_log_file=path, metrics_port=None))

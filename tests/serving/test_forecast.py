@@ -121,10 +121,15 @@ def test_stored_surveillance_counts_weekly(tmp_path, make_server, graph_ids):
     assert "stored: 3 W periods of stored counts; the model needs at least 4" in err.value.details()
 
 
-def test_standard_variant_serves_when_the_op_library_is_missing(tmp_path, make_server, monkeypatch, caplog):
+@pytest.mark.parametrize("library", [None, "/nonexistent/libhealthai_ort_ops.so"])
+def test_standard_variant_serves_when_the_op_library_is_missing(tmp_path, make_server, monkeypatch, caplog,
+                                                                 library):
+    """The op library not built (ort_library_path() is None) or gone: the real lookup, not mocked past."""
+    from healthai import ops
+
     write_forecast_version(tmp_path / "m", "forecast_tiny", 1, REGIONS, window=W, steps=S,
                            custom_variant=True)
-    monkeypatch.setattr(runtime, "custom_ops_library", lambda: None)
+    monkeypatch.setattr(ops, "ort_library_path", lambda: library)
     with caplog.at_level(logging.WARNING, logger="healthai.serving.runtime.onnx"):
         server = make_server(tmp_path / "m")
     assert any("custom-op library not available; serving the standard-opset variant model.standard.onnx"

@@ -28,8 +28,10 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         security["require_client_cert"] = True
     if security:
         flags["security"] = security
-    if args.metrics_port is not None:
-        flags["observability"] = {"metrics_port": args.metrics_port}
+    observability = {k: v for k, v in (("metrics_port", args.metrics_port),
+                                       ("audit_log_file", args.audit_log_file)) if v is not None}
+    if observability:
+        flags["observability"] = observability
     serving: dict[str, Any] = {}
     if args.serving is not None:
         serving["enabled"] = args.serving
@@ -91,4 +93,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--require-client-cert", action="store_true", help="mTLS: refuse clients without one")
     p.add_argument("--api-keys", type=Path, help="API key file (hashed; `healthai keys create`)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--audit-log-file", type=Path,
+                   help="audit JSON lines to this file (logrotate-safe); default stdout")
     p.set_defaults(func=_serve)

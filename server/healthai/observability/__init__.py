@@ -23,7 +23,12 @@ from typing import Any
 
 import grpc
 
-from healthai.observability.audit import AUDIT_LOGGER_NAME, close_audit_handlers, configure_audit_logger
+from healthai.observability.audit import (
+    AUDIT_LOGGER_NAME,
+    AuditWriter,
+    close_audit_handlers,
+    configure_audit_logger,
+)
 from healthai.observability.context import note, request_id
 from healthai.observability.interceptor import ObservabilityInterceptor
 from healthai.observability.metrics import (
@@ -47,7 +52,10 @@ class Observability:
         self.settings = settings
         self.metrics_server: MetricsServer | None = None
         self._provider: Any | None = None
-        audit_logger = configure_audit_logger(settings.audit_log_file) if settings.audit_enabled else None
+        self.audit: AuditWriter | None = None
+        if settings.audit_enabled:
+            self.audit = AuditWriter(configure_audit_logger(settings.audit_log_file),
+                                     max_pending=settings.audit_max_pending)
         tracer = None
         if settings.tracing_enabled:  # the only place OpenTelemetry gets imported
             try:
@@ -64,7 +72,7 @@ class Observability:
             tracer = RpcTracer(tracer_provider)
         self.interceptors: list[grpc.aio.ServerInterceptor] = [
             ObservabilityInterceptor(
-                audit_logger=audit_logger, metrics_enabled=settings.metrics_enabled, tracer=tracer
+                audit=self.audit, metrics_enabled=settings.metrics_enabled, tracer=tracer
             )
         ]
         if settings.metrics_enabled and settings.metrics_port is not None:
@@ -73,7 +81,9 @@ class Observability:
 
     def close(self) -> None:
         """Stop the metrics endpoint, flush and close the audit file, flush spans. Idempotent."""
-        if self.settings.audit_enabled:
+        if self.audit is not None:
+            self.audit.close()  # writes what is queued
+            self.audit = None
             close_audit_handlers()
         if self.metrics_server is not None:
             self.metrics_server.stop()

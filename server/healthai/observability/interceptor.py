@@ -8,7 +8,6 @@ audited and counted too. Request ids: ``x-request-id`` metadata when it looks li
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 import uuid
@@ -19,7 +18,7 @@ import grpc
 
 from healthai.errors import HealthAIError
 from healthai.observability import metrics
-from healthai.observability.audit import audit_line
+from healthai.observability.audit import AuditWriter
 from healthai.observability.context import CallRecord, open_record
 from healthai.security.handlers import wrap_handler
 from healthai.security.identity import current_client
@@ -33,6 +32,14 @@ def request_id_from(metadata: Sequence[tuple[str, Any]] | None) -> str:
         if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
             return value
     return uuid.uuid4().hex
+
+
+def _client_cert(context: grpc.aio.ServicerContext) -> str | None:
+    """The identity (subject CN / SAN) of the mTLS client certificate, when the caller presented one."""
+    identities = context.peer_identities()
+    if not identities:
+        return None
+    return identities[0].decode("utf-8", "replace")
 
 
 def status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -92,18 +99,17 @@ class _CallHooks:
             histogram.observe(latency)
         if span is not None and interceptor.tracer is not None:
             interceptor.tracer.finish(*span, code, caller, error)
-        if interceptor.audit_logger is not None:
-            interceptor.audit_logger.info(
-                audit_line(
-                    request_id=record.request_id,
-                    caller=caller,
-                    key_id=identity.key_id if identity is not None else None,
-                    peer=context.peer(),
-                    rpc=self.method,
-                    status=code,
-                    latency_s=latency,
-                    counts=record.counts,
-                )
+        if interceptor.audit is not None:
+            interceptor.audit.submit(
+                request_id=record.request_id,
+                caller=caller,
+                key_id=identity.key_id if identity is not None else None,
+                client_cert=_client_cert(context),
+                peer=context.peer(),
+                rpc=self.method,
+                status=code,
+                latency_s=latency,
+                counts=record.counts,
             )
 
 
@@ -111,11 +117,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         *,
-        audit_logger: logging.Logger | None,
+        audit: AuditWriter | None,
         metrics_enabled: bool,
         tracer: Any | None = None,
     ) -> None:
-        self.audit_logger = audit_logger
+        self.audit = audit
         self.metrics_enabled = metrics_enabled
         self.tracer = tracer  # healthai.observability.tracing.RpcTracer, or None when tracing is off
         # Metric children per registered method (and status): labels() costs more than inc().
@@ -160,16 +166,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if self.metrics_enabled:
             metrics.RPC_STARTED.labels(service, method).inc()
             metrics.RPC_HANDLED.labels(service, method, grpc.StatusCode.UNIMPLEMENTED.name).inc()
-        if self.audit_logger is not None:
-            self.audit_logger.info(
-                audit_line(
-                    request_id=request_id_from(metadata),
-                    caller="anonymous",
-                    key_id=None,
-                    peer="unknown",
-                    rpc=UNKNOWN_METHOD,
-                    status=grpc.StatusCode.UNIMPLEMENTED,
-                    latency_s=0.0,
-                    counts={},
-                )
+        if self.audit is not None:
+            self.audit.submit(
+                request_id=request_id_from(metadata),
+                caller="anonymous",
+                key_id=None,
+                peer="unknown",
+                rpc=UNKNOWN_METHOD,
+                status=grpc.StatusCode.UNIMPLEMENTED,
+                latency_s=0.0,
+                counts={},
             )

@@ -51,6 +51,9 @@ BATCH_SIZE = Histogram(
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("healthai_queue_depth", "Items waiting in a queue.", ("queue",), registry=REGISTRY)
+AUDIT_DROPPED = Counter(
+    "healthai_audit_dropped_lines", "Audit lines dropped because the audit writer's queue was full.",
+    registry=REGISTRY)
 MODEL_VERSION_LOADED = Gauge(
     "healthai_model_version_loaded",
     "1 for each loaded model version.",

@@ -20,7 +20,8 @@ class ObservabilitySettings(BaseModel):
     """
 
     audit_enabled: bool = True
-    audit_log_file: Path | None = None  # None → stderr
+    audit_log_file: Path | None = None  # None → stdout (application logs go to stderr)
+    audit_max_pending: int = Field(default=10_000, ge=1)  # queued lines beyond this are dropped, counted
     metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -3,13 +3,14 @@
 A server interceptor only sees the call's method and metadata; to act around the call itself
 (time it, see its outcome, set per-call context) it returns a new handler whose behavior wraps the
 original. Handlers may be coroutines, async generators or the reader/writer style (coroutine that
-calls ``context.write``); all four RPC shapes are kept, with the same (de)serializers.
+calls ``context.write``); all four RPC shapes are kept, with the same (de)serializers. A wrapped
+response-streaming handler is always a reader/writer coroutine, so the hooks run inside the call.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -60,19 +61,16 @@ def wrap_handler(handler: grpc.RpcMethodHandler, hooks: CallHooks[Any]) -> grpc.
     """The same RPC with ``hooks.start``/``hooks.finish`` run around every call."""
     kind, inner = handler_kind(handler)
     if handler.response_streaming:
+        # A reader/writer coroutine, never an async generator: grpc.aio stops iterating a response
+        # generator that is cancelled while a reply is being sent and leaves it to the garbage
+        # collector, whose aclose() runs after gRPC has released the call, so the hooks (and their
+        # context.peer()) would touch a freed call: SIGSEGV. A coroutine is awaited in the RPC's own
+        # task: the hooks run there, while the call is alive, whatever ends the call.
 
-        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> None:
             state = hooks.start(context)
             try:
-                result = inner(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                elif inspect.isawaitable(result):
-                    await result  # reader/writer style: responses went out through context.write
-                elif result is not None:
-                    for item in result:
-                        yield item
+                await _send_responses(inner(request, context), context)
             except BaseException as exc:
                 hooks.finish(state, context, exc)
                 raise
@@ -93,6 +91,24 @@ def wrap_handler(handler: grpc.RpcMethodHandler, hooks: CallHooks[Any]) -> grpc.
         return result
 
     return _rebuild(handler, kind, unary_behavior)
+
+
+async def _send_responses(result: Any, context: grpc.aio.ServicerContext) -> None:
+    """Write what a response-streaming behavior returned; an async generator is closed here, in the
+    RPC's task, even when the call ends early (cancelled while a reply was being written)."""
+    if hasattr(result, "__aiter__"):
+        try:
+            async for item in result:
+                await context.write(item)
+        finally:
+            aclose = getattr(result, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    elif inspect.isawaitable(result):
+        await result  # reader/writer style: responses went out through context.write
+    elif result is not None:
+        for item in result:
+            await context.write(item)
 
 
 def aborting_handler(
