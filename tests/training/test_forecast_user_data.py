@@ -288,3 +288,22 @@ def test_cli_refuses_short_series_and_graph_without_series(
     assert "series of 100 periods is too short" in capsys.readouterr().out
     assert _run(["train", "forecast", "--graph", str(edges), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "--graph needs --series or --from-store" in capsys.readouterr().out
+
+
+def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: Path) -> None:
+    from healthai_training.forecast.train import ForecastConfig, train_forecaster
+
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2019-01-01", periods=800, freq="D")
+    t = np.arange(800)[:, None]
+    counts = rng.poisson(10 + 8 * np.cos(2 * np.pi * t / 365.25 + np.array([0.0, 0.5, 1.0]))).astype(float)
+    counts[[100, 400], [0, 2]] = -2  # reporting corrections
+    frame = pd.DataFrame(counts, columns=["x", "y", "z"]).assign(period=days.strftime("%Y-%m-%d"))
+    frame.to_csv(tmp_path / "daily.csv", index=False)
+    graph = _write(tmp_path, "source,target\nx,y\ny,z\n", "g.csv")
+    data = load_files(series=tmp_path / "daily.csv", graph=graph, negatives="keep")
+    assert (data.step, data.season, data.report["negative_counts"]) == ("D", 365, 2)
+    cfg = ForecastConfig(seasonal=True, season=365, steps=7, horizons=(1, 7), epochs=1, hidden=4)
+    result = train_forecaster(data=data, config=cfg)
+    assert result.model.window == 367 and result.model.season == 365
+    assert set(result.metrics["test"]["7"]["baselines"]) >= {"last_value", "lag52", "seasonal_naive_drift"}
