@@ -63,7 +63,7 @@ def test_stack_weights_are_convex_and_bands_calibrated() -> None:
     val_y = val_point + rng.normal(0, 1, (500, 2)) * scale * 0.05
     test_point = rng.uniform(50, 60, (2000, 2))
     test_y = test_point + rng.normal(0, 1, (2000, 2)) * scale * 0.05
-    q = calibrate(test_point, val_point, val_y, scale, LEVELS)
+    q = calibrate(test_point, [(val_point, val_y, scale)], scale, LEVELS)
     assert metrics.coverage(test_y, q, LEVELS, 0.95) == pytest.approx(0.95, abs=0.02)
     assert metrics.coverage(test_y, q, LEVELS, 0.5) == pytest.approx(0.5, abs=0.04)
 
@@ -76,10 +76,11 @@ def test_no_choice_sees_data_after_its_origin(three_states) -> None:
     later[156:] *= 3.0  # the last test season changes; nothing chosen at either origin may change
     second = run_backtest(data=replace(three_states, series=later), config=CFG)
     assert first["stack_weights"] == second["stack_weights"]
+    assert [r["fit_sets"] for r in first["stack_weights"]["4"]] == [1, 2]  # 2nd origin: + 1st's season
     assert first["models"]["healthai"]["1"]["rmse"] != second["models"]["healthai"]["1"]["rmse"]
     for rows in first["stack_weights"].values():
         for row in rows:
-            weights = [v for k, v in row.items() if k != "origin"]
+            weights = [v for k, v in row.items() if k not in ("origin", "fit_sets")]
             assert min(weights) >= 0 and sum(weights) == pytest.approx(1.0, abs=1e-3)
     h4 = first["models"]["healthai_stacked"]["4"]
     assert set(h4["relative_wis"]) == set(BASELINES) and 0 <= h4["coverage95"] <= 1

@@ -3,9 +3,10 @@
 Origins are the starts of every season after the first two (periods ``k × season``, k = 2, 3, ...).
 At each origin ``o`` everything is chosen on data before ``o``: the ST-GNN trains on
 ``[0, 0.8 o)`` and picks its epoch on ``[0.8 o, o)``; the stack weights (``stacking.fit_weights``)
-and every calibrated quantile band (``stacking.calibrate``) are fitted on the same validation
-periods. Each period of the season after ``o`` is then forecast h steps ahead from the data up to
-``t - h`` (the model is not retrained inside the season).
+and every calibrated quantile band (``stacking.calibrate``) are fitted on those validation periods
+plus the (out-of-sample) forecasts of every earlier origin's season, which all lie before ``o``.
+Each period of the season after ``o`` is then forecast h steps ahead from the data up to ``t - h``
+(the model is not retrained inside the season).
 
 Models: ``healthai`` (the ST-GNN with its own quantiles), ``healthai_stacked`` (the default forecaster
 of issue 12: per-horizon convex stack of the ST-GNN median and the seasonal baselines, calibrated),
@@ -35,6 +36,15 @@ from healthai_training.forecast.train import ForecastConfig, evaluate, train_for
 logger = logging.getLogger(__name__)
 VAL_FRACTION = 0.2  # of the data before each origin: epoch selection, stack weights, calibration
 BASELINES = ("last_value", "lag52", "seasonal_mean_2x5", "seasonal_naive_drift")
+
+
+@dataclass
+class _Set:
+    """Point forecasts of every model on some periods before an origin, the truth, region scales."""
+
+    points: dict[str, np.ndarray]
+    y: np.ndarray
+    scale: np.ndarray
 
 
 @dataclass
@@ -81,12 +91,17 @@ def _points(series: np.ndarray, targets: np.ndarray, h: int, season: int) -> dic
     return baselines.all_baselines(series, targets, h, season=season)
 
 
+def _combine(points: dict[str, np.ndarray], w: np.ndarray, names: list[str]) -> np.ndarray:
+    return sum(wi * points[n] for wi, n in zip(w, names, strict=True))
+
+
 def _one_origin(
     data: epi_data.EpiData,
     origin: int,
     cfg: ForecastConfig,
     pooled: dict[int, _Pooled],
     weights: dict,
+    past: dict[int, list[_Set]],
     *,
     val_start: int | None = None,
     end: int | None = None,
@@ -107,23 +122,38 @@ def _one_origin(
         key = str(h)
         val_pts = {"healthai": val_q[key][..., m], **_points(sub.series, val_t, h, data.season)}
         test_pts = {"healthai": test_q[key][..., m], **_points(sub.series, test_t, h, data.season)}
-        names = [n for n in ("healthai", *BASELINES) if n in val_pts and n in test_pts]
-        y_val, y_test = sub.series[val_t], sub.series[test_t]
-        w = fit_weights(np.stack([val_pts[n].ravel() for n in names], axis=1), y_val.ravel())
-        weights.setdefault(key, []).append(
-            {"origin": origin, **dict(zip(names, w.round(4).tolist(), strict=True))}
+        y_test = sub.series[test_t]
+        # Fit on this origin's validation periods and on the test seasons of every earlier origin (all
+        # before this origin, forecast out of sample): per-horizon weights learned on rolling origins.
+        sets = [_Set(val_pts, sub.series[val_t], scale), *past.get(h, [])]
+        names = [n for n in ("healthai", *BASELINES) if n in test_pts]
+        usable = [x for x in sets if all(n in x.points for n in names)]
+        if not usable:  # e.g. the first origin's validation lacks two prior seasons
+            names = [n for n in names if n in val_pts]
+            usable = sets[:1]
+        w = fit_weights(
+            np.concatenate([np.stack([x.points[n].ravel() for n in names], 1) for x in usable]),
+            np.concatenate([x.y.ravel() for x in usable]),
         )
-        stacked_val = sum(wi * val_pts[n] for wi, n in zip(w, names, strict=True))
-        stacked_test = sum(wi * test_pts[n] for wi, n in zip(w, names, strict=True))
+        weights.setdefault(key, []).append(
+            {"origin": origin, "fit_sets": len(usable), **dict(zip(names, w.round(4).tolist(), strict=True))}
+        )
         row = pooled.setdefault(h, _Pooled([], {}))
         row.y.append(y_test)
         row.q.setdefault("healthai", []).append(test_q[key])
         row.q.setdefault("healthai_stacked", []).append(
-            calibrate(stacked_test, stacked_val, y_val, scale, levels)
+            calibrate(
+                _combine(test_pts, w, names),
+                [(_combine(x.points, w, names), x.y, x.scale) for x in usable],
+                scale,
+                levels,
+            )
         )
         for n in BASELINES:
-            if n in names:
-                row.q.setdefault(n, []).append(calibrate(test_pts[n], val_pts[n], y_val, scale, levels))
+            fit = [(x.points[n], x.y, x.scale) for x in sets if n in x.points]
+            if n in test_pts and fit:
+                row.q.setdefault(n, []).append(calibrate(test_pts[n], fit, scale, levels))
+        past.setdefault(h, []).append(_Set(test_pts, y_test, scale))
     logger.info("origin %d: trained to epoch %d", origin, result.metrics["best_epoch"])
 
 
@@ -138,7 +168,7 @@ def run_backtest(
         val_start, test_start = epi_data.split_points(data.n_weeks, data.split)
         pooled: dict[int, _Pooled] = {}
         weights: dict[str, list] = {}
-        _one_origin(data, test_start, config, pooled, weights, val_start=val_start, end=data.n_weeks)
+        _one_origin(data, test_start, config, pooled, weights, {}, val_start=val_start, end=data.n_weeks)
         return _summary(data, config, [test_start], pooled, weights)
     origins = backtest_origins(data.n_weeks, data.season, first_seasons=first_seasons)
     if not origins:
@@ -154,10 +184,9 @@ def run_backtest(
             f"need window + steps = {config.effective_window + config.steps}",
             field="series",
         )
-    pooled = {}
-    weights = {}
+    pooled, weights, past = {}, {}, {}
     for origin in origins:
-        _one_origin(data, origin, config, pooled, weights)
+        _one_origin(data, origin, config, pooled, weights, past)
     return _summary(data, config, origins, pooled, weights)
 
 

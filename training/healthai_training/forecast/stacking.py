@@ -1,11 +1,12 @@
 """The default forecaster's combination step, fitted on data before an origin only.
 
 - ``fit_weights``: per horizon, convex weights (>= 0, sum 1) over point forecasts (the ST-GNN's
-  median and the seasonal baselines) minimising squared error on the validation periods before the
-  origin. Convex weights cannot extrapolate, so the stack stays between its members by design.
-- ``calibrate``: quantiles for any point forecast from its own validation residuals, scaled per
-  region by the region's training range: ``q_l = point + Q_l(residual / range) × range`` (clamped at
-  0, sorted). Baselines and the stack get their uncertainty this way, on the same periods.
+  median and the seasonal baselines) minimising squared error on periods before the origin. Convex
+  weights cannot extrapolate, so the stack stays between its members by design.
+- ``calibrate``: quantiles for any point forecast from its own residuals on periods before the
+  origin, scaled per region by the region's training range: ``q_l = point + Q_l(residual / range) ×
+  range`` (clamped at 0, sorted). Baselines and the stack get their uncertainty this way, on the
+  same periods.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ def fit_weights(components: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def calibrate(
     point: np.ndarray,
-    val_point: np.ndarray,
-    val_y: np.ndarray,
+    fit: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     scale: np.ndarray,
     levels: np.ndarray,
 ) -> np.ndarray:
-    """Quantiles [B, N, Q] for ``point`` [B, N] from the residuals of ``val_point`` vs ``val_y`` [V, N]
-    (``scale`` [N]: each region's training range)."""
+    """Quantiles [B, N, Q] for ``point`` [B, N] (regions scaled by ``scale`` [N], each region's
+    training range) from residuals on earlier periods: ``fit`` = [(point [V, N], truth [V, N],
+    that period's scale [N])]."""
+    residuals = np.concatenate(
+        [((y - p) / np.maximum(np.asarray(s, float), 1e-6)[None, :]).ravel() for p, y, s in fit]
+    )
     s = np.maximum(np.asarray(scale, float), 1e-6)
-    residuals = ((val_y - val_point) / s[None, :]).ravel()
     offsets = np.quantile(residuals, levels)  # [Q]
     q = point[..., None] + offsets[None, None, :] * s[None, :, None]
     return np.sort(np.maximum(q, 0.0), axis=-1)
