@@ -265,8 +265,12 @@ def forecast(args: argparse.Namespace) -> int:
     if args.hubverse:
         reference_date(r, args.reference_date)  # fail before writing anything
     print_json(r) if args.json else _print_forecast(r)
-    for region in r.missing_regions():
-        print(f"warning: {region}: no stored counts; its input was zeros", file=sys.stderr)
+    for c in r.coverage:
+        if not c["first_stored_period"]:
+            print(f"warning: {c['region_id']}: no stored counts; its input was zeros", file=sys.stderr)
+        elif c["covered_periods"] < c["window_periods"]:
+            print(f"warning: {c['region_id']}: stored counts cover {c['covered_periods']} of the "
+                  f"{c['window_periods']} window periods (from {c['first_stored_period']})", file=sys.stderr)
     if args.hubverse:
         n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)
         print(f"wrote {n} hubverse rows to {args.hubverse}", file=sys.stderr)
