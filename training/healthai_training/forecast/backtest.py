@@ -12,8 +12,9 @@ Models: ``healthai`` (the ST-GNN with its own quantiles), ``healthai_stacked`` (
 of issue 12: per-horizon convex stack of the ST-GNN median and the seasonal baselines, calibrated),
 and the baselines ``last_value``, ``lag52`` (lag one season), ``seasonal_mean_2x5`` (same periods ±2 in
 the two prior seasons) and ``seasonal_naive_drift``, each calibrated from its own validation
-residuals. Scores pooled over origins × periods × regions: RMSE, MAE (median), WIS and 50 % / 95 %
-coverage; relative WIS against every baseline.
+residuals. Scores pooled over origins × periods × regions: RMSE and MAE of the point forecast (the
+ST-GNN's median, the stack, the baseline itself), WIS and 50 % / 95 % coverage of the quantiles;
+relative WIS against every baseline.
 
 WIS uses ``scoringrules.interval_score`` for the interval terms (scoringrules 0.10.0's
 ``weighted_interval_score`` adds ``0.5 × median`` instead of ``0.5 × |y − median|``; the median term is
@@ -50,7 +51,8 @@ class _Set:
 @dataclass
 class _Pooled:
     y: list[np.ndarray]
-    q: dict[str, list[np.ndarray]]
+    q: dict[str, list[np.ndarray]]  # quantiles (WIS, coverage)
+    p: dict[str, list[np.ndarray]]  # point forecasts (RMSE, MAE): the baseline itself, not a shifted median
 
 
 def backtest_origins(n: int, season: int, *, first_seasons: int = 2) -> list[int]:
@@ -75,9 +77,8 @@ def _coverage(y: np.ndarray, q: np.ndarray, levels: np.ndarray, nominal: float) 
     return float(np.mean((y >= q[..., lo]) & (y <= q[..., hi])))
 
 
-def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray) -> dict[str, float]:
-    m = int(np.argmin(np.abs(levels - 0.5)))
-    err = y - q[..., m]
+def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray, point: np.ndarray) -> dict[str, float]:
+    err = y - point
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
@@ -138,12 +139,15 @@ def _one_origin(
         weights.setdefault(key, []).append(
             {"origin": origin, "fit_sets": len(usable), **dict(zip(names, w.round(4).tolist(), strict=True))}
         )
-        row = pooled.setdefault(h, _Pooled([], {}))
+        row = pooled.setdefault(h, _Pooled([], {}, {}))
         row.y.append(y_test)
         row.q.setdefault("healthai", []).append(test_q[key])
+        row.p.setdefault("healthai", []).append(test_pts["healthai"])
+        stacked = _combine(test_pts, w, names)
+        row.p.setdefault("healthai_stacked", []).append(stacked)
         row.q.setdefault("healthai_stacked", []).append(
             calibrate(
-                _combine(test_pts, w, names),
+                stacked,
                 [(_combine(x.points, w, names), x.y, x.scale) for x in usable],
                 scale,
                 levels,
@@ -153,6 +157,7 @@ def _one_origin(
             fit = [(x.points[n], x.y, x.scale) for x in sets if n in x.points]
             if n in test_pts and fit:
                 row.q.setdefault(n, []).append(calibrate(test_pts[n], fit, scale, levels))
+                row.p.setdefault(n, []).append(test_pts[n])
         past.setdefault(h, []).append(_Set(test_pts, y_test, scale))
     logger.info("origin %d: trained to epoch %d", origin, result.metrics["best_epoch"])
 
@@ -199,7 +204,8 @@ def _summary(
         y = np.concatenate(row.y)
         for name, parts in row.q.items():
             if len(parts) == len(row.y):
-                out.setdefault(name, {})[str(h)] = score(y, np.concatenate(parts), levels)
+                point = np.concatenate(row.p[name])
+                out.setdefault(name, {})[str(h)] = score(y, np.concatenate(parts), levels, point)
     for name in list(out):
         for h, s in out[name].items():
             s["relative_wis"] = {
