@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from healthai.app.testing import start_server_process, stop_server_process
+from healthai.serving.risk.card import example_patient
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest import LoadConfig, LoadResult, run_load
@@ -38,7 +39,7 @@ CONFIGS = {"no limits": [], "max_concurrent_rpcs 8": ["--max-concurrent-rpcs", "
 
 def risk_workload() -> Workload:
     card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
-    return score("risk_heart", {f["name"]: f["baseline"] for f in card["features"]})
+    return score("risk_heart", example_patient(card))
 
 
 def forecast_workload() -> Workload:

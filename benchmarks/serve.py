@@ -33,6 +33,7 @@ import onnxruntime as ort
 import scipy.sparse as sp
 
 from healthai.app.testing import start_server_process, stop_server_process
+from healthai.serving.risk.card import parse_risk_card
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.v1 import (
     diagnostics_pb2,
@@ -219,10 +220,13 @@ def start(repo: Path, work: Path, *, batching: bool, threads: int) -> tuple[obje
 def risk_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[str]:
     card = json.loads((repo / RISK_MODEL / "1" / "model_card.json").read_text())
     f = len(card["features"])
+    risk = parse_risk_card(card, n_inputs=f, where=RISK_MODEL)
     one = risk_pb2.ScoreRequest(model_name=RISK_MODEL, features=[0.5] * f)
     rng = np.random.default_rng(0)
-    baseline = np.array([feat["baseline"] for feat in card["features"]], np.float32)
-    x = (baseline * rng.uniform(0.5, 1.5, size=(1000, f))).astype("<f4")
+    x = (risk.baseline * rng.uniform(0.5, 1.5, size=(1000, f))).astype("<f4")
+    if risk.domains is not None:  # valid patients (the card's feature domains), most features off baseline
+        x = risk.domains.project(x).astype("<f4")
+        one = risk_pb2.ScoreRequest(model_name=RISK_MODEL, features=x[0].tolist())
     big = {  # label -> request: raw float32 bytes (the documented fast form) and packed floats
         "1000 patients, features_raw, top 3": risk_pb2.ScoreRequest(model_name=RISK_MODEL,
                                                                     features_raw=x.tobytes()),

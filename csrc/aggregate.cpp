@@ -1,6 +1,7 @@
 // Checks the arguments of the CSR aggregation and dispatches to the CPU or CUDA implementation.
 #include "aggregate.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <sstream>
@@ -171,6 +172,33 @@ void check_values(const CsrProblem& p, int num_threads, void* stream) {
   cpu::check_values_cpu(p, num_threads > 0 ? num_threads : get_num_threads());
 }
 
+int64_t check_graph(const CsrProblem& p, int num_threads) {
+  if (p.device != Device::kCPU) throw std::invalid_argument("check_graph runs on CPU arrays only");
+  return cpu::check_graph_cpu(p, num_threads > 0 ? num_threads : get_num_threads());
+}
+
+void check_argmax(const CsrProblem& p, const int64_t* argmax, int num_threads, void* stream) {
+  ArgmaxFault bad;
+  if (p.device == Device::kCUDA) {
+#ifdef HEALTHAI_WITH_CUDA
+    bad = cuda::check_argmax_cuda(p, argmax, stream);
+#else
+    (void)stream;
+    no_cuda("aggregate_backward");
+#endif
+  } else {
+    bad = cpu::check_argmax_cpu(p, argmax, num_threads > 0 ? num_threads : get_num_threads());
+  }
+  if (bad.at < 0) return;
+  const std::string entry = "argmax[" + std::to_string(bad.at) + "]=" + std::to_string(bad.value);
+  if (bad.value < -1 || bad.value >= p.nnz) {
+    throw std::out_of_range(entry + " is not an edge id in [-1, " + std::to_string(p.nnz) + ")");
+  }
+  const int64_t row = (bad.at / std::max<int64_t>(p.feat, 1)) % std::max<int64_t>(p.n_rows, 1);
+  throw std::out_of_range(entry + " is not an edge of its row " + std::to_string(row) + ": expected -1 or an edge id in [" +
+                          std::to_string(bad.row_begin) + ", " + std::to_string(bad.row_end) + ")");
+}
+
 void aggregate_forward(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int num_threads,
                        void* stream) {
   if (p.device == Device::kCUDA) {
@@ -213,6 +241,22 @@ void csr_transpose(const CsrProblem& p, void* t_indptr, void* t_indices, void* t
 #endif
   }
   cpu::csr_transpose_cpu(p, t_indptr, t_indices, t_edge_ids);
+}
+
+void aggregate_forward_rows(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0,
+                            int64_t r1) {
+  if (p.device != Device::kCPU) throw std::invalid_argument("aggregate_forward_rows runs on CPU arrays only");
+  if (r0 < 0 || r0 > r1 || r1 > p.n_rows) {
+    throw std::invalid_argument("row range [" + std::to_string(r0) + ", " + std::to_string(r1) +
+                                ") is not inside [0, " + std::to_string(p.n_rows) + ")");
+  }
+  if (r0 == r1 || p.feat == 0 || p.batch == 0) return;
+  cpu::forward_rows_cpu(p, x, out, argmax, r0, r1);
+}
+
+std::vector<int64_t> row_chunks(const CsrProblem& p, int n_chunks) {
+  if (n_chunks < 1) throw std::invalid_argument("n_chunks must be >= 1, got " + std::to_string(n_chunks));
+  return cpu::balanced_row_chunks(p, n_chunks);
 }
 
 void permute_rows(const CsrProblem& p, const void* x, const int64_t* perm, void* out, int num_threads) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace healthai {
 
@@ -51,9 +52,26 @@ struct CsrTranspose {
 // Throws std::invalid_argument (-> ValueError) naming the argument and the value received.
 CsrProblem check_structure(const ArrayView& indptr, const ArrayView& indices, const ArrayView& weights,
                            const ArrayView& x, Reduce reduce);
-// Checks the values of indptr and indices (monotone, in range); CPU or CUDA by p.device.
+// Checks the values of indptr and indices (monotone, in range); CPU or CUDA by p.device. CUDA checks
+// run on `stream` (the caller's stream; there is deliberately no default) and synchronise it.
 // Throws std::invalid_argument, or std::out_of_range (-> IndexError) for a bad node index.
-void check_values(const CsrProblem& p, int num_threads, void* stream = nullptr);
+void check_values(const CsrProblem& p, int num_threads, void* stream);
+// Checks a CPU graph whose x is not known yet (a constant graph, checked once): indptr as check_values
+// does, indices >= 0. Returns the largest node index (-1 without edges): check_values then passes for
+// every x with more nodes than that. Throws like check_values.
+int64_t check_graph(const CsrProblem& p, int num_threads);
+// Checks an argmax from the forward pass (int64, shape of out) before the backward uses it as an
+// edge id: every entry must be -1 or an edge of its own row. Same checks and message on every
+// device (CUDA on `stream`). Throws std::out_of_range (-> IndexError) naming the first bad entry.
+void check_argmax(const CsrProblem& p, const int64_t* argmax, int num_threads, void* stream);
+
+// The first argmax entry that fails check_argmax, as found by the CPU or CUDA scan (at < 0: none).
+struct ArgmaxFault {
+  int64_t at = -1;            // flat position in argmax
+  int64_t value = 0;          // argmax[at]
+  int64_t row_begin = 0;      // edges of the entry's row: [row_begin, row_end)
+  int64_t row_end = 0;
+};
 // Checks that `arr` is a contiguous array of `dtype` on p.device with the given shape.
 void check_output(const ArrayView& arr, const char* name, DType dtype, const CsrProblem& p,
                   const int64_t* shape, int ndim);
@@ -68,6 +86,13 @@ void aggregate_backward(const CsrProblem& p, const CsrTranspose& t, const void* 
 // Builds the transpose of a checked CPU or CUDA graph into caller-allocated arrays of p.index_type.
 void csr_transpose(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_edge_ids, int num_threads,
                    void* stream);
+
+// CPU, no threading: rows [r0, r1) of every batch item on the calling thread (for callers that split
+// rows over their own thread pool, e.g. ONNX Runtime's; chunk them with row_chunks).
+void aggregate_forward_rows(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0,
+                            int64_t r1);
+// Row boundaries of n_chunks chunks of about equal work (edges + rows) of a checked CPU graph.
+std::vector<int64_t> row_chunks(const CsrProblem& p, int n_chunks);
 
 // CPU: out[b, perm[i], :] = x[b, i, :] for x viewed as [batch, n_cols, feat] (perm checked by the caller).
 void permute_rows(const CsrProblem& p, const void* x, const int64_t* perm, void* out, int num_threads);

@@ -22,9 +22,10 @@ struct Graph {
   std::vector<py::object> keep;
 };
 
-// Views and checks the graph arguments (structure and values) against x.
+// Views the graph arguments and checks their structure against x. Their values are checked by the
+// caller with the GIL released, on the caller's stream: healthai::check_values(g.p, threads, stream).
 Graph checked_graph(py::handle indptr, py::handle indices, py::handle weights, py::handle x,
-                    const std::string& reduce, int num_threads, bool check_values = true) {
+                    const std::string& reduce) {
   Graph g;
   const healthai::Reduce r = healthai::parse_reduce(reduce);
   ArrayView vx = healthai::view_of(x, "x", g.keep);
@@ -36,7 +37,6 @@ Graph checked_graph(py::handle indptr, py::handle indices, py::handle weights, p
   if (!vi.present) throw std::invalid_argument("indices must be an array, got None");
   g.p = healthai::check_structure(vp, vi, vw, vx, r);
   g.x = vx;
-  if (check_values) healthai::check_values(g.p, num_threads);
   return g;
 }
 
@@ -69,7 +69,7 @@ void out_shape(const Graph& g, int64_t* shape, int* ndim) {
 py::tuple aggregate(py::handle indptr, py::handle indices, py::handle weights, py::handle x,
                     const std::string& reduce, int num_threads, py::handle out, py::handle argmax,
                     uintptr_t stream) {
-  Graph g = checked_graph(indptr, indices, weights, x, reduce, num_threads, false);
+  Graph g = checked_graph(indptr, indices, weights, x, reduce);
   int64_t shape[3];
   int ndim;
   out_shape(g, shape, &ndim);
@@ -87,9 +87,15 @@ py::tuple aggregate(py::handle indptr, py::handle indices, py::handle weights, p
   return py::make_tuple(out_obj, arg_obj);
 }
 
-// Checks the transpose arrays against the graph: shapes, dtypes and (CPU) values.
-healthai::CsrTranspose checked_transpose(const Graph& g, py::handle t_indptr, py::handle t_indices,
-                                         py::handle t_edge_ids, std::vector<py::object>& keep, int num_threads) {
+// The transpose arrays as two graphs to check: A^T itself, and A^T with edge ids for indices.
+struct TransposeViews {
+  healthai::CsrTranspose t{};
+  CsrProblem graph, edge_ids;
+};
+
+// Checks shapes, dtypes and devices of the transpose arrays against the graph (values: check_transpose).
+TransposeViews transpose_views(const Graph& g, py::handle t_indptr, py::handle t_indices, py::handle t_edge_ids,
+                               std::vector<py::object>& keep) {
   const int64_t ptr_shape[1] = {g.p.n_cols + 1};
   const int64_t nnz_shape[1] = {g.p.nnz};
   const ArrayView vp = healthai::view_of(t_indptr, "t_indptr", keep);
@@ -98,33 +104,28 @@ healthai::CsrTranspose checked_transpose(const Graph& g, py::handle t_indptr, py
   healthai::check_output(vp, "t_indptr", g.p.index_type, g.p, ptr_shape, 1);
   healthai::check_output(vi, "t_indices", g.p.index_type, g.p, nnz_shape, 1);
   healthai::check_output(ve, "t_edge_ids", g.p.index_type, g.p, nnz_shape, 1);
-  CsrProblem tp = g.p;  // the transpose as a graph: rows are A's columns, entries point at A's rows
-  tp.indptr = vp.data;
-  tp.indices = vi.data;
-  tp.n_rows = g.p.n_cols;
-  tp.n_cols = g.p.n_rows;
-  CsrProblem ep = tp;  // edge ids must be valid positions in A
-  ep.indices = ve.data;
-  ep.n_cols = g.p.nnz;
+  TransposeViews v;
+  v.t = {vp.data, vi.data, ve.data};
+  v.graph = g.p;  // the transpose as a graph: rows are A's columns, entries point at A's rows
+  v.graph.indptr = vp.data;
+  v.graph.indices = vi.data;
+  v.graph.n_rows = g.p.n_cols;
+  v.graph.n_cols = g.p.n_rows;
+  v.edge_ids = v.graph;  // edge ids must be valid positions in A
+  v.edge_ids.indices = ve.data;
+  v.edge_ids.n_cols = g.p.nnz;
+  return v;
+}
+
+// Checks the values of the transpose arrays (no GIL needed; CUDA on the caller's stream).
+void check_transpose(const TransposeViews& v, int num_threads, void* stream) {
   try {
-    healthai::check_values(tp, num_threads);
-    healthai::check_values(ep, num_threads);
+    healthai::check_values(v.graph, num_threads, stream);
+    healthai::check_values(v.edge_ids, num_threads, stream);
   } catch (const std::out_of_range& e) {
     throw std::out_of_range(std::string("transpose (t_indptr, t_indices, t_edge_ids) is invalid: ") + e.what());
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("transpose (t_indptr, t_indices, t_edge_ids) is invalid: ") + e.what());
-  }
-  return {vp.data, vi.data, ve.data};
-}
-
-void check_argmax_values(const ArrayView& a, int64_t nnz) {
-  if (a.device != healthai::Device::kCPU) return;  // the CUDA backward ignores out-of-row ids
-  const auto* d = static_cast<const int64_t*>(a.data);
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (d[i] < -1 || d[i] >= nnz) {
-      throw std::out_of_range("argmax[" + std::to_string(i) + "]=" + std::to_string(d[i]) +
-                              " is not an edge id in [-1, " + std::to_string(nnz) + ")");
-    }
   }
 }
 
@@ -133,7 +134,7 @@ py::tuple aggregate_backward(py::handle indptr, py::handle indices, py::handle w
                              py::handle t_indices, py::handle t_edge_ids, py::handle argmax, bool need_grad_x,
                              bool need_grad_w, int num_threads, py::handle grad_x, py::handle grad_w,
                              uintptr_t stream) {
-  Graph g = checked_graph(indptr, indices, weights, x, reduce, num_threads);
+  Graph g = checked_graph(indptr, indices, weights, x, reduce);
   int64_t shape[3];
   int ndim;
   out_shape(g, shape, &ndim);
@@ -144,15 +145,14 @@ py::tuple aggregate_backward(py::handle indptr, py::handle indices, py::handle w
     const ArrayView va = healthai::view_of(argmax, "argmax", g.keep);
     if (!va.present) throw std::invalid_argument("argmax (from the forward pass) is required for reduce='max'");
     healthai::check_output(va, "argmax", DType::kInt64, g.p, shape, ndim);
-    check_argmax_values(va, g.p.nnz);
     arg_data = static_cast<const int64_t*>(va.data);
   }
-  healthai::CsrTranspose t{};
+  TransposeViews tv;
   py::object gx_obj = py::none(), gw_obj = py::none();
   void* gx_data = nullptr;
   void* gw_data = nullptr;
   if (need_grad_x) {
-    t = checked_transpose(g, t_indptr, t_indices, t_edge_ids, g.keep, num_threads);
+    tv = transpose_views(g, t_indptr, t_indices, t_edge_ids, g.keep);
     int64_t xshape[3] = {g.x.shape[0], g.x.shape[1], g.x.shape[2]};
     gx_obj = output(grad_x, "grad_x", g.p.scalar_type, g, xshape, g.x.ndim, &gx_data);
   }
@@ -162,9 +162,12 @@ py::tuple aggregate_backward(py::handle indptr, py::handle indices, py::handle w
     gw_obj = output(grad_w, "grad_w", g.p.scalar_type, g, wshape, 1, &gw_data);
   }
   {
-    py::gil_scoped_release release;
-    healthai::aggregate_backward(g.p, t, go.data, g.x.data, arg_data, gx_data, gw_data, num_threads,
-                                 reinterpret_cast<void*>(stream));
+    py::gil_scoped_release release;  // every value check runs on the caller's stream, before any kernel
+    void* s = reinterpret_cast<void*>(stream);
+    healthai::check_values(g.p, num_threads, s);
+    if (need_grad_x) check_transpose(tv, num_threads, s);
+    if (arg_data != nullptr) healthai::check_argmax(g.p, arg_data, num_threads, s);
+    healthai::aggregate_backward(g.p, tv.t, go.data, g.x.data, arg_data, gx_data, gw_data, num_threads, s);
   }
   return py::make_tuple(gx_obj, gw_obj);
 }
@@ -189,7 +192,6 @@ py::tuple csr_transpose(py::handle indptr, py::handle indices, int64_t n_cols, i
   no_w.present = false;
   g.p = healthai::check_structure(vp, vi, no_w, fake_x, healthai::Reduce::kSum);
   g.x = fake_x;
-  healthai::check_values(g.p, num_threads);
   const int64_t ptr_shape[1] = {n_cols + 1};
   const int64_t nnz_shape[1] = {g.p.nnz};
   void *tp = nullptr, *ti = nullptr, *te = nullptr;
@@ -204,6 +206,7 @@ py::tuple csr_transpose(py::handle indptr, py::handle indices, int64_t n_cols, i
   py::object re = output(o_e, "t_edge_ids", g.p.index_type, g, nnz_shape, 1, &te);
   {
     py::gil_scoped_release release;
+    healthai::check_values(g.p, num_threads, reinterpret_cast<void*>(stream));
     healthai::csr_transpose(g.p, tp, ti, te, num_threads, reinterpret_cast<void*>(stream));
   }
   return py::make_tuple(rp, ri, re);

@@ -2,6 +2,9 @@
 #include "cpu/aggregate_cpu.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <utility>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -95,6 +98,10 @@ std::vector<int64_t> balanced_row_chunks(const CsrProblem& p, int n_tasks) {
     bounds[k] = lo;
   }
   return bounds;
+}
+
+void forward_rows_cpu(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int64_t r0, int64_t r1) {
+  kernels().forward_rows(p, x, out, argmax, r0, r1);
 }
 
 void aggregate_forward_cpu(const CsrProblem& p, const void* x, void* out, int64_t* argmax, int num_threads) {
@@ -193,9 +200,8 @@ void transpose_t(const CsrProblem& p, I* tptr, I* trow, I* teid) {
 }
 
 template <typename I>
-void check_values_t(const CsrProblem& p, int num_threads) {
+void check_indptr_t(const CsrProblem& p) {
   const I* indptr = static_cast<const I*>(p.indptr);
-  const I* idx = static_cast<const I*>(p.indices);
   if (indptr[0] != 0) {
     throw std::invalid_argument("indptr[0] must be 0, got " + std::to_string(indptr[0]));
   }
@@ -210,22 +216,52 @@ void check_values_t(const CsrProblem& p, int num_threads) {
     throw std::invalid_argument("indptr[-1]=" + std::to_string(indptr[p.n_rows]) +
                                 " must equal len(indices)=" + std::to_string(p.nnz));
   }
+}
+
+// Scans indices in parallel chunks: the first edge e with indices[e] outside [0, limit) (-1: none)
+// and, with kMax, the largest index seen (-1 without edges; only meaningful when none is outside).
+template <typename I, bool kMax>
+std::pair<int64_t, int64_t> scan_indices(const CsrProblem& p, uint64_t limit, int num_threads) {
+  const I* idx = static_cast<const I*>(p.indices);
   const int threads = useful_threads(p.nnz * 4, num_threads);
   const int64_t n = int64_t{threads} * kChunksPerThread;
-  std::vector<int64_t> first_bad(n, -1);
+  std::vector<int64_t> first_bad(n, -1), max_seen(n, -1);
   parallel_for(n, threads, [&](int64_t k) {
-    const uint64_t limit = static_cast<uint64_t>(p.n_cols);
+    int64_t hi = -1;
     for (int64_t e = p.nnz * k / n; e < p.nnz * (k + 1) / n; ++e) {
+      const int64_t v = static_cast<int64_t>(idx[e]);
       // one unsigned compare catches negative and too large ids
-      if (static_cast<uint64_t>(static_cast<int64_t>(idx[e])) >= limit) { first_bad[k] = e; return; }
+      if (static_cast<uint64_t>(v) >= limit) { first_bad[k] = e; return; }
+      if constexpr (kMax) hi = v > hi ? v : hi;
     }
+    max_seen[k] = hi;
   });
   for (int64_t e : first_bad) {
-    if (e >= 0) {
-      throw std::out_of_range("indices[" + std::to_string(e) + "]=" + std::to_string(idx[e]) +
-                              " is out of range for " + std::to_string(p.n_cols) + " nodes (x.shape[-2])");
-    }
+    if (e >= 0) return {e, -1};
   }
+  return {-1, *std::max_element(max_seen.begin(), max_seen.end())};
+}
+
+template <typename I>
+void check_values_t(const CsrProblem& p, int num_threads) {
+  check_indptr_t<I>(p);
+  const int64_t e = scan_indices<I, false>(p, static_cast<uint64_t>(p.n_cols), num_threads).first;
+  if (e >= 0) {
+    throw std::out_of_range("indices[" + std::to_string(e) + "]=" +
+                            std::to_string(static_cast<const I*>(p.indices)[e]) + " is out of range for " +
+                            std::to_string(p.n_cols) + " nodes (x.shape[-2])");
+  }
+}
+
+template <typename I>
+int64_t check_graph_t(const CsrProblem& p, int num_threads) {
+  check_indptr_t<I>(p);
+  const auto [e, max_index] = scan_indices<I, true>(p, static_cast<uint64_t>(INT64_MAX) + 1, num_threads);
+  if (e >= 0) {
+    throw std::out_of_range("indices[" + std::to_string(e) + "]=" +
+                            std::to_string(static_cast<const I*>(p.indices)[e]) + " is negative (node ids are >= 0)");
+  }
+  return max_index;
 }
 
 }  // namespace
@@ -243,6 +279,55 @@ void csr_transpose_cpu(const CsrProblem& p, void* t_indptr, void* t_indices, voi
 void check_values_cpu(const CsrProblem& p, int num_threads) {
   if (p.index_type == DType::kInt32) check_values_t<int32_t>(p, num_threads);
   else check_values_t<int64_t>(p, num_threads);
+}
+
+int64_t check_graph_cpu(const CsrProblem& p, int num_threads) {
+  return p.index_type == DType::kInt32 ? check_graph_t<int32_t>(p, num_threads) : check_graph_t<int64_t>(p, num_threads);
+}
+
+namespace {
+
+// Rows [r0, r1) of every batch item: the first entry (lowest flat position) outside {-1} u [lo, hi).
+template <typename I>
+int64_t first_bad_argmax(const CsrProblem& p, const int64_t* argmax, int64_t r0, int64_t r1) {
+  const I* indptr = static_cast<const I*>(p.indptr);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint64_t lo = static_cast<uint64_t>(indptr[r]);
+      const uint64_t width = static_cast<uint64_t>(indptr[r + 1]) - lo;
+      const int64_t* a = argmax + (b * p.n_rows + r) * p.feat;
+      for (int64_t f = 0; f < p.feat; ++f) {
+        // one unsigned compare for lo <= a < hi (no signed overflow); -1 is always allowed
+        if (a[f] != -1 && static_cast<uint64_t>(a[f]) - lo >= width) return (b * p.n_rows + r) * p.feat + f;
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+ArgmaxFault check_argmax_cpu(const CsrProblem& p, const int64_t* argmax, int num_threads) {
+  ArgmaxFault fault;
+  if (p.batch * p.n_rows * p.feat == 0) return fault;
+  const bool i32 = p.index_type == DType::kInt32;
+  const int threads = useful_threads(p.batch * p.n_rows * p.feat, num_threads);
+  const int64_t n = int64_t{threads} * kChunksPerThread;
+  std::vector<int64_t> first_bad(n, -1);
+  parallel_for(n, threads, [&](int64_t k) {
+    const int64_t r0 = p.n_rows * k / n, r1 = p.n_rows * (k + 1) / n;
+    first_bad[k] = i32 ? first_bad_argmax<int32_t>(p, argmax, r0, r1) : first_bad_argmax<int64_t>(p, argmax, r0, r1);
+  });
+  for (int64_t at : first_bad) {
+    if (at >= 0 && (fault.at < 0 || at < fault.at)) fault.at = at;
+  }
+  if (fault.at >= 0) {
+    const int64_t r = (fault.at / p.feat) % p.n_rows;
+    fault.value = argmax[fault.at];
+    fault.row_begin = edge_at(p, r);
+    fault.row_end = edge_at(p, r + 1);
+  }
+  return fault;
 }
 
 }  // namespace healthai::cpu

@@ -4,10 +4,11 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "first_error.h"
 
 namespace healthai::cpu {
 namespace {
@@ -16,6 +17,7 @@ class ThreadPool {
  public:
   void run(int64_t n_chunks, int max_threads, const std::function<void(int64_t)>& fn) {
     std::lock_guard<std::mutex> call_lock(call_mu_);  // one parallel region at a time
+    FirstError error;
     grow(max_threads - 1);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -24,7 +26,7 @@ class ThreadPool {
       max_threads_ = max_threads;
       next_ = 0;
       open_ = true;
-      error_ = nullptr;
+      error_ = &error;
       ++generation_;
     }
     wake_.notify_all();
@@ -33,7 +35,8 @@ class ThreadPool {
     open_ = false;  // workers that wake from now on skip this call
     done_.wait(lock, [&] { return active_ == 0; });
     fn_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    error_ = nullptr;
+    error.rethrow_if_failed();
   }
 
  private:
@@ -50,8 +53,7 @@ class ThreadPool {
       try {
         (*fn_)(k);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!error_) error_ = std::current_exception();
+        error_->capture();
       }
     }
   }
@@ -80,7 +82,7 @@ class ThreadPool {
   int max_threads_ = 1, active_ = 0;
   uint64_t generation_ = 0;
   bool open_ = false;
-  std::exception_ptr error_;
+  FirstError* error_ = nullptr;  // of the running call
 };
 
 ThreadPool* g_pool = nullptr;  // never destroyed: workers are detached

@@ -18,6 +18,13 @@ void check_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
+// Copies `bytes` from the device to the host on the caller's stream `s` and waits for it (never the
+// legacy default stream: that would order against unrelated work and not against the caller's).
+void read_back(void* host, const void* device, size_t bytes, cudaStream_t s, const char* what) {
+  check_cuda(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, s), what);
+  check_cuda(cudaStreamSynchronize(s), what);
+}
+
 template <typename T, typename I>
 void forward_t(const CsrProblem& p, const void* x, void* out, int64_t* argmax, cudaStream_t s) {
   launch_forward<T, I>(p, static_cast<const T*>(x), static_cast<T*>(out), argmax, s);
@@ -56,7 +63,7 @@ void check_t(const CsrProblem& p, cudaStream_t s) {
   if (host_bad[0] != ~0ull) {
     const int64_t r = static_cast<int64_t>(host_bad[0]);
     I pair[2];
-    check_cuda(cudaMemcpy(pair, ip + r, sizeof(pair), cudaMemcpyDeviceToHost), "read indptr");
+    read_back(pair, ip + r, sizeof(pair), s, "read indptr");
     throw std::invalid_argument("indptr must be non-decreasing: indptr[" + std::to_string(r) + "]=" +
                                 std::to_string(pair[0]) + " > indptr[" + std::to_string(r + 1) + "]=" +
                                 std::to_string(pair[1]));
@@ -68,10 +75,33 @@ void check_t(const CsrProblem& p, cudaStream_t s) {
   if (host_bad[1] != ~0ull) {
     const int64_t e = static_cast<int64_t>(host_bad[1]);
     I v;
-    check_cuda(cudaMemcpy(&v, ix + e, sizeof(I), cudaMemcpyDeviceToHost), "read indices");
+    read_back(&v, ix + e, sizeof(I), s, "read indices");
     throw std::out_of_range("indices[" + std::to_string(e) + "]=" + std::to_string(v) + " is out of range for " +
                             std::to_string(p.n_cols) + " nodes (x.shape[-2])");
   }
+}
+
+template <typename I>
+ArgmaxFault check_argmax_t(const CsrProblem& p, const int64_t* argmax, cudaStream_t s) {
+  ArgmaxFault fault;
+  if (p.batch * p.n_rows * p.feat == 0) return fault;
+  unsigned long long host_bad = 0;
+  unsigned long long* bad = nullptr;
+  check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&bad), sizeof(host_bad), s), "allocate check flag");
+  check_cuda(cudaMemsetAsync(bad, 0xff, sizeof(host_bad), s), "initialise check flag");
+  launch_check_argmax<I>(p, argmax, bad, s);
+  check_cuda(cudaMemcpyAsync(&host_bad, bad, sizeof(host_bad), cudaMemcpyDeviceToHost, s), "read check flag");
+  check_cuda(cudaFreeAsync(bad, s), "free check flag");
+  check_cuda(cudaStreamSynchronize(s), "argmax check");
+  if (host_bad == ~0ull) return fault;
+  fault.at = static_cast<int64_t>(host_bad);
+  const int64_t r = (fault.at / p.feat) % p.n_rows;
+  I row[2];
+  read_back(&fault.value, argmax + fault.at, sizeof(int64_t), s, "read argmax");
+  read_back(row, static_cast<const I*>(p.indptr) + r, sizeof(row), s, "read indptr");
+  fault.row_begin = row[0];
+  fault.row_end = row[1];
+  return fault;
 }
 
 // The transpose is built once per graph: copy to the host, reuse the CPU code, copy back.
@@ -108,6 +138,11 @@ void check_values_cuda(const CsrProblem& p, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   if (p.index_type == DType::kInt32) check_t<int32_t>(p, s);
   else check_t<int64_t>(p, s);
+}
+
+ArgmaxFault check_argmax_cuda(const CsrProblem& p, const int64_t* argmax, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  return p.index_type == DType::kInt32 ? check_argmax_t<int32_t>(p, argmax, s) : check_argmax_t<int64_t>(p, argmax, s);
 }
 
 void csr_transpose_cuda(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_edge_ids, void* stream) {

@@ -92,13 +92,27 @@ __global__ void sum_grad_w_kernel(const I* indptr, const I* indices, const T* gr
 }
 
 template <typename T, typename I>
-__global__ void max_grad_w_kernel(const I* indices, const T* grad_out, const T* x, const int64_t* argmax,
-                                  T* grad_w, int64_t batch, int64_t n_rows, int64_t n_cols, int64_t feat) {
+__global__ void max_grad_w_kernel(const I* indptr, const I* indices, const T* grad_out, const T* x,
+                                  const int64_t* argmax, T* grad_w, int64_t batch, int64_t n_rows, int64_t n_cols,
+                                  int64_t feat) {
   HEALTHAI_CUDA_LOOP(k, batch * n_rows * feat) {
     const int64_t e = argmax[k];
-    if (e < 0) continue;
-    const int64_t f = k % feat, b = k / (feat * n_rows);
+    const int64_t f = k % feat, r = (k / feat) % n_rows, b = k / (feat * n_rows);
+    // bounds-safe even for an unchecked argmax: only an edge of row r is ever written
+    if (e < static_cast<int64_t>(indptr[r]) || e >= static_cast<int64_t>(indptr[r + 1])) continue;
     atomic_add(grad_w + e, grad_out[k] * x[(b * n_cols + static_cast<int64_t>(indices[e])) * feat + f]);
+  }
+}
+
+template <typename I>
+__global__ void check_argmax_kernel(const I* indptr, const int64_t* argmax, int64_t batch, int64_t n_rows,
+                                    int64_t feat, unsigned long long* bad) {
+  HEALTHAI_CUDA_LOOP(k, batch * n_rows * feat) {
+    const int64_t r = (k / feat) % n_rows;
+    const uint64_t lo = static_cast<uint64_t>(indptr[r]);
+    const uint64_t width = static_cast<uint64_t>(indptr[r + 1]) - lo;
+    const int64_t a = argmax[k];
+    if (a != -1 && static_cast<uint64_t>(a) - lo >= width) atomic_min_u64(bad, static_cast<unsigned long long>(k));
   }
 }
 
@@ -165,8 +179,9 @@ void launch_grad_w(const CsrProblem& p, const T* grad_out, const T* x, const int
   if (p.nnz == 0 || n_out == 0) return;
   const I* ix = static_cast<const I*>(p.indices);
   if (p.reduce == Reduce::kMax) {
-    max_grad_w_kernel<T, I><<<blocks_for(n_out), kThreads, 0, s>>>(ix, grad_out, x, argmax, grad_w, p.batch,
-                                                                   p.n_rows, p.n_cols, p.feat);
+    max_grad_w_kernel<T, I><<<blocks_for(n_out), kThreads, 0, s>>>(static_cast<const I*>(p.indptr), ix, grad_out,
+                                                                   x, argmax, grad_w, p.batch, p.n_rows, p.n_cols,
+                                                                   p.feat);
   } else {
     sum_grad_w_kernel<T, I><<<blocks_for(p.nnz), kThreads, 0, s>>>(static_cast<const I*>(p.indptr), ix, grad_out,
                                                                    x, grad_w, p.batch, p.n_rows, p.n_cols, p.nnz,
@@ -185,6 +200,15 @@ void launch_check(const CsrProblem& p, unsigned long long* bad, cudaStream_t s) 
   check_launch("aggregate check kernel launch");
 }
 
+template <typename I>
+void launch_check_argmax(const CsrProblem& p, const int64_t* argmax, unsigned long long* bad, cudaStream_t s) {
+  const int64_t n = p.batch * p.n_rows * p.feat;
+  if (n == 0) return;
+  check_argmax_kernel<I><<<blocks_for(n), kThreads, 0, s>>>(static_cast<const I*>(p.indptr), argmax, p.batch,
+                                                            p.n_rows, p.feat, bad);
+  check_launch("argmax check kernel launch");
+}
+
 #define HEALTHAI_INSTANTIATE(T, I)                                                                      \
   template void launch_forward<T, I>(const CsrProblem&, const T*, T*, int64_t*, cudaStream_t);          \
   template void launch_grad_x<T, I>(const CsrProblem&, const CsrTranspose&, const T*, const int64_t*, T*, \
@@ -197,5 +221,7 @@ HEALTHAI_INSTANTIATE(double, int64_t)
 #undef HEALTHAI_INSTANTIATE
 template void launch_check<int32_t>(const CsrProblem&, unsigned long long*, cudaStream_t);
 template void launch_check<int64_t>(const CsrProblem&, unsigned long long*, cudaStream_t);
+template void launch_check_argmax<int32_t>(const CsrProblem&, const int64_t*, unsigned long long*, cudaStream_t);
+template void launch_check_argmax<int64_t>(const CsrProblem&, const int64_t*, unsigned long long*, cudaStream_t);
 
 }  // namespace healthai::cuda

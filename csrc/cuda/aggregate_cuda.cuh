@@ -20,7 +20,8 @@ template <typename T, typename I>
 void launch_grad_x(const CsrProblem& p, const CsrTranspose& t, const T* grad_out, const int64_t* argmax,
                    T* grad_x, cudaStream_t stream);
 
-// grad_w: sum/mean one thread per edge; max atomically per output element (grad_w zeroed first).
+// grad_w: sum/mean one thread per edge; max atomically per output element (grad_w zeroed first). The
+// max kernel skips argmax entries outside their row (callers check argmax first: check_argmax).
 template <typename T, typename I>
 void launch_grad_w(const CsrProblem& p, const T* grad_out, const T* x, const int64_t* argmax, T* grad_w,
                    cudaStream_t stream);
@@ -29,5 +30,10 @@ void launch_grad_w(const CsrProblem& p, const T* grad_out, const T* x, const int
 // (both left at UINT64_MAX when none).
 template <typename I>
 void launch_check(const CsrProblem& p, unsigned long long* bad, cudaStream_t stream);
+
+// bad[0] = first flat position k of argmax whose value is neither -1 nor an edge of its row
+// (left at UINT64_MAX when none).
+template <typename I>
+void launch_check_argmax(const CsrProblem& p, const int64_t* argmax, unsigned long long* bad, cudaStream_t stream);
 
 }  // namespace healthai::cuda

@@ -12,5 +12,7 @@ void aggregate_backward_cuda(const CsrProblem& p, const CsrTranspose& t, const v
 void csr_transpose_cuda(const CsrProblem& p, void* t_indptr, void* t_indices, void* t_edge_ids, void* stream);
 // Checks indptr/indices on the device; throws like the CPU checks (synchronises the stream).
 void check_values_cuda(const CsrProblem& p, void* stream);
+// Finds the first argmax entry that is neither -1 nor an edge of its row (synchronises the stream).
+ArgmaxFault check_argmax_cuda(const CsrProblem& p, const int64_t* argmax, void* stream);
 
 }  // namespace healthai::cuda

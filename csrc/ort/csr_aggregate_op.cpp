@@ -5,14 +5,18 @@
 //   attr   : reduce = "sum" | "mean" | "max"  (default "sum")
 //   output : out T[R, F] or T[B, R, F]
 // Bad input returns an ORT_INVALID_ARGUMENT status whose message names the argument and the value.
-// On the CPU the op runs on ONNX Runtime's intra-op thread pool (KernelContext::ParallelFor), so
-// SessionOptions.intra_op_num_threads governs it like every other node; healthai's own pool (a
-// separate copy in this library, all hardware threads) is never used here.
+// A graph stored in the model (constant initializers) is checked once per kernel (see GraphCheck); a
+// bad one fails the session's creation. A graph fed at run time is checked on every call.
+// On the CPU the op runs on ONNX Runtime's intra-op thread pool (KernelContext::ParallelFor, see
+// row_chunks.h), so SessionOptions.intra_op_num_threads governs it like every other node; healthai's
+// own pool (a separate copy in this library, all hardware threads) is never used here.
+// RegisterCustomOps adds one library-wide domain to each session's options (no per-session state).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
-#include <algorithm>
+#include <atomic>
+#include <climits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "aggregate.h"
+#include "ort/row_chunks.h"
 
 namespace {
 
@@ -56,80 +61,79 @@ ArrayView view_of(const OrtValue* value, Device device) {
   return v;
 }
 
-constexpr int64_t kWorkPerTask = 1 << 16;  // multiply-adds below which another task is not worth it
-constexpr int64_t kMaxTasks = 256;
+// The exception being handled as a status: bad input (ValueError/IndexError in the pybind11 module)
+// is ORT_INVALID_ARGUMENT, anything else ORT_FAIL; the message names the op. Call in a catch block.
+OrtStatusPtr status_of_current_exception(const OrtApi& api) {
+  const auto status = [&api](OrtErrorCode code, const char* what) {
+    return api.CreateStatus(code, (std::string("CsrAggregate: ") + what).c_str());
+  };
+  try {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    return status(ORT_INVALID_ARGUMENT, e.what());
+  } catch (const std::out_of_range& e) {
+    return status(ORT_INVALID_ARGUMENT, e.what());
+  } catch (const std::exception& e) {
+    return status(ORT_FAIL, e.what());
+  } catch (...) {
+    return status(ORT_FAIL, "unknown error");
+  }
+}
 
-// One ParallelFor task: rows [r0, r1) of one batch item, run as a batch-1 sub-problem whose indptr
-// starts at r0 (edge offsets stay absolute, so indices/weights are shared) on the calling thread.
-struct RowChunks {
-  const healthai::CsrProblem* p = nullptr;
-  const char* x = nullptr;
-  char* out = nullptr;
-  int64_t elem = 0;  // bytes per scalar
-  std::vector<int64_t> bounds;  // row boundaries, size n_chunks + 1
-  bool failed = false;
-
-  static void run(void* self, size_t task) {
-    auto* c = static_cast<RowChunks*>(self);
-    const healthai::CsrProblem& p = *c->p;
-    const int64_t n_chunks = static_cast<int64_t>(c->bounds.size()) - 1;
-    const int64_t b = static_cast<int64_t>(task) / n_chunks, k = static_cast<int64_t>(task) % n_chunks;
-    const int64_t r0 = c->bounds[k], r1 = c->bounds[k + 1];
-    if (r0 == r1) return;
-    healthai::CsrProblem sub = p;
-    sub.indptr = static_cast<const int64_t*>(p.indptr) + r0;
-    sub.n_rows = r1 - r0;
-    sub.batch = 1;
-    try {
-      healthai::aggregate_forward(sub, c->x + b * p.n_cols * p.feat * c->elem,
-                                  c->out + (b * p.n_rows + r0) * p.feat * c->elem, nullptr, 1, nullptr);
-    } catch (...) {
-      c->failed = true;  // not reachable after check_structure/check_values; reported by the caller
+// Validation of the graph (indptr, indices) per kernel instance. A graph that is a constant initializer
+// cannot change between calls: its values are checked once, when the kernel is created (CPU memory)
+// or on the first call (device memory, on that call's stream); after that a call only compares
+// x.shape[-2] with the largest node index seen. A graph fed as a runtime input is checked in full on
+// every call.
+class GraphCheck {
+ public:
+  GraphCheck(const OrtKernelInfo* info, Device device) {
+    Ort::ConstKernelInfo ki(info);
+    int c_ptr = 0, c_idx = 0;
+    const Ort::ConstValue vp = ki.GetTensorConstantInput(0, &c_ptr);
+    const Ort::ConstValue vi = ki.GetTensorConstantInput(1, &c_idx);
+    if (!c_ptr || !c_idx) return;  // runtime inputs: full checks on every call
+    const ArrayView p = view_of(vp, device), i = view_of(vi, device);
+    if (p.ndim != 1 || i.ndim != 1 || p.shape[0] < 1 || p.dtype != DType::kInt64 || i.dtype != DType::kInt64) {
+      return;  // check_structure reports it on every call
+    }
+    constant_ = true;
+    graph_.indptr = p.data;
+    graph_.indices = i.data;
+    graph_.n_rows = p.shape[0] - 1;
+    graph_.nnz = i.shape[0];
+    graph_.index_type = DType::kInt64;
+    graph_.device = device;
+    const bool on_cpu = vp.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU &&
+                        vi.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU;
+    if (on_cpu && device == Device::kCPU) {
+      ok_from_n_cols_ = healthai::check_graph(graph_, 1) + 1;  // throws: the session is not created
     }
   }
+
+  // Checks p's values unless they were checked for this graph and this many nodes (or more) already.
+  void check(const healthai::CsrProblem& p, void* stream) {
+    const bool same_graph = constant_ && p.indptr == graph_.indptr && p.indices == graph_.indices &&
+                            p.n_rows == graph_.n_rows && p.nnz == graph_.nnz;
+    if (same_graph && p.n_cols >= ok_from_n_cols_.load(std::memory_order_acquire)) return;
+    healthai::check_values(p, 1, stream);
+    if (!same_graph) return;
+    // every index < n_cols: fine for any x with at least n_cols nodes (keep the smallest such n_cols)
+    int64_t seen = ok_from_n_cols_.load(std::memory_order_relaxed);
+    while (p.n_cols < seen && !ok_from_n_cols_.compare_exchange_weak(seen, p.n_cols, std::memory_order_acq_rel)) {
+    }
+  }
+
+ private:
+  bool constant_ = false;
+  healthai::CsrProblem graph_;
+  std::atomic<int64_t> ok_from_n_cols_{INT64_MAX};  // values hold for every x.shape[-2] >= this
 };
-
-// Edge-balanced row boundaries: rows [0, r) cost indptr[r] + r units.
-std::vector<int64_t> balanced_rows(const healthai::CsrProblem& p, int64_t n_chunks) {
-  const auto* indptr = static_cast<const int64_t*>(p.indptr);
-  const int64_t total = p.nnz + p.n_rows;
-  std::vector<int64_t> bounds(n_chunks + 1, p.n_rows);
-  bounds[0] = 0;
-  for (int64_t k = 1; k < n_chunks; ++k) {
-    const int64_t target = total * k / n_chunks;
-    int64_t lo = bounds[k - 1], hi = p.n_rows;  // first r with indptr[r] + r >= target
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      if (indptr[mid] + mid < target) lo = mid + 1; else hi = mid;
-    }
-    bounds[k] = lo;
-  }
-  return bounds;
-}
-
-void forward_on_ort_threads(Ort::KernelContext& ctx, const healthai::CsrProblem& p, const void* x, void* out,
-                            int64_t elem) {
-  if (p.n_rows == 0 || p.feat == 0 || p.batch == 0) return;
-  const int64_t work = (p.nnz + p.n_rows) * p.feat * p.batch;
-  const int64_t tasks = std::clamp<int64_t>(work / kWorkPerTask, 1, kMaxTasks);
-  if (tasks == 1 || p.index_type != DType::kInt64) {  // the op declares int64 indices; be safe anyway
-    healthai::aggregate_forward(p, x, out, nullptr, 1, nullptr);
-    return;
-  }
-  RowChunks chunks;
-  chunks.p = &p;
-  chunks.x = static_cast<const char*>(x);
-  chunks.out = static_cast<char*>(out);
-  chunks.elem = elem;
-  chunks.bounds = balanced_rows(p, std::clamp<int64_t>(tasks / p.batch, 1, p.n_rows));
-  const size_t n = static_cast<size_t>(p.batch) * (chunks.bounds.size() - 1);
-  ctx.ParallelFor(&RowChunks::run, n, 0, &chunks);
-  if (chunks.failed) throw std::runtime_error("a row chunk failed");
-}
 
 template <typename T>
 struct CsrAggregateKernel {
-  CsrAggregateKernel(const OrtApi& api, const OrtKernelInfo* info, Device device) : api_(api), device_(device) {
+  CsrAggregateKernel(const OrtApi& api, const OrtKernelInfo* info, Device device)
+      : api_(api), device_(device), graph_check_(info, device) {
     char buf[16] = {0};
     size_t size = sizeof(buf);
     OrtStatus* status = api.KernelInfoGetAttribute_string(info, "reduce", buf, &size);
@@ -156,22 +160,18 @@ struct CsrAggregateKernel {
       }
       const healthai::CsrProblem p =
           healthai::check_structure(indptr, indices, weights, x, healthai::parse_reduce(reduce_));
-      healthai::check_values(p, 1, stream);
+      graph_check_.check(p, stream);
       std::vector<int64_t> out_shape(x.shape, x.shape + x.ndim);
       out_shape[x.ndim - 2] = p.n_rows;
       Ort::UnownedValue out = ctx.GetOutput(0, out_shape);
       if (device_ == Device::kCPU) {
-        forward_on_ort_threads(ctx, p, x.data, out.GetTensorMutableData<T>(), sizeof(T));
+        healthai::ort::forward_on_ort_threads(ctx, p, x.data, out.GetTensorMutableData<T>(), sizeof(T));
       } else {
         healthai::aggregate_forward(p, x.data, out.GetTensorMutableData<T>(), nullptr, 0, stream);
       }
       return nullptr;
-    } catch (const std::invalid_argument& e) {
-      return api_.CreateStatus(ORT_INVALID_ARGUMENT, (std::string("CsrAggregate: ") + e.what()).c_str());
-    } catch (const std::out_of_range& e) {
-      return api_.CreateStatus(ORT_INVALID_ARGUMENT, (std::string("CsrAggregate: ") + e.what()).c_str());
-    } catch (const std::exception& e) {
-      return api_.CreateStatus(ORT_FAIL, (std::string("CsrAggregate: ") + e.what()).c_str());
+    } catch (...) {
+      return status_of_current_exception(api_);
     }
   }
 
@@ -179,15 +179,22 @@ struct CsrAggregateKernel {
   const OrtApi& api_;
   Device device_;
   std::string reduce_;
+  GraphCheck graph_check_;
 };
 
 template <typename T>
 struct CsrAggregateOp : Ort::CustomOpBase<CsrAggregateOp<T>, CsrAggregateKernel<T>, true> {
   explicit CsrAggregateOp(Device device) : device_(device) {}
 
+  // A constant graph is checked here: a bad one fails the session's creation with the message.
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-    *kernel = new CsrAggregateKernel<T>(api, info, device_);
-    return nullptr;
+    *kernel = nullptr;
+    try {
+      *kernel = new CsrAggregateKernel<T>(api, info, device_);
+      return nullptr;
+    } catch (...) {
+      return status_of_current_exception(api);
+    }
   }
   const char* GetName() const { return "CsrAggregate"; }
   const char* GetExecutionProviderType() const {
@@ -207,33 +214,39 @@ struct CsrAggregateOp : Ort::CustomOpBase<CsrAggregateOp<T>, CsrAggregateKernel<
   Device device_;
 };
 
-std::mutex g_mutex;
-std::vector<Ort::CustomOpDomain> g_domains;  // must outlive every session using them
-
-}  // namespace
-
-extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
-  if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the failed load
-  Ort::InitApi(api);
+// One domain for the library, made on the first registration and shared by every session that
+// registers the library afterwards (ORT keeps a pointer: it must outlive them all, so it is never
+// freed). A domain per registration would grow without bound when sessions are re-created.
+const Ort::CustomOpDomain& library_domain() {
   static CsrAggregateOp<float> cpu_f32(Device::kCPU);
   static CsrAggregateOp<double> cpu_f64(Device::kCPU);
 #ifdef HEALTHAI_WITH_CUDA
   static CsrAggregateOp<float> cuda_f32(Device::kCUDA);
   static CsrAggregateOp<double> cuda_f64(Device::kCUDA);
 #endif
-  try {
-    Ort::CustomOpDomain domain("healthai");
-    domain.Add(&cpu_f32);
-    domain.Add(&cpu_f64);
+  static const Ort::CustomOpDomain* domain = [] {
+    auto* d = new Ort::CustomOpDomain("healthai");
+    d->Add(&cpu_f32);
+    d->Add(&cpu_f64);
 #ifdef HEALTHAI_WITH_CUDA
-    domain.Add(&cuda_f32);
-    domain.Add(&cuda_f64);
+    d->Add(&cuda_f32);
+    d->Add(&cuda_f64);
 #endif
+    return d;
+  }();
+  return *domain;
+}
+
+}  // namespace
+
+extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the failed load
+  static std::once_flag init_once;
+  try {
+    std::call_once(init_once, [api] { Ort::InitApi(api); });
     Ort::UnownedSessionOptions session_options(options);
-    session_options.Add(domain);
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_domains.push_back(std::move(domain));
+    session_options.Add(library_domain());
   } catch (const std::exception& e) {
     return api->CreateStatus(ORT_FAIL, e.what());
   }

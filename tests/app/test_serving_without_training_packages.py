@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from healthai.app.testing import start_server_process, stop_server_process
+from healthai.serving.risk.card import example_patient
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc, ingest_pb2, ingest_pb2_grpc, risk_pb2, risk_pb2_grpc
 
@@ -55,9 +56,9 @@ def test_serve_ingest_score_forecast_without_training_packages(blocked_env, tmp_
                 source="no-torch-test", fhir=ingest_pb2.FhirPayload(json=bundle)), timeout=60)
             assert receipt.accepted > 0
             card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
-            baseline = [f["baseline"] for f in card["features"]]
+            patient = list(example_patient(card).values())  # valid for the card's feature domains
             score = risk_pb2_grpc.RiskStub(channel).Score(
-                risk_pb2.ScoreRequest(model_name="risk_heart", features=baseline), timeout=30)
+                risk_pb2.ScoreRequest(model_name="risk_heart", features=patient), timeout=30)
             assert 0 <= score.probability[0] <= 1
             version = DEFAULT_MODEL_REPOSITORY / "forecast_japan" / "1"
             graph = json.loads((version / "graph.json").read_text())

@@ -11,6 +11,7 @@ the throughput on the remaining two recovers. The measured numbers are printed (
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -27,6 +28,8 @@ import pytest
 from healthai.app.settings import KEY_ENV, Settings
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.normalize.identity import Pseudonymizer, record_system
+from healthai.serving.risk.card import example_patient
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.store import ParquetStore
 from healthai_client import Client, RetryPolicy
 
@@ -98,7 +101,8 @@ def test_sigkill_one_replica_mid_load(replicas: tuple[list[subprocess.Popen[byte
     addresses = [f"127.0.0.1:{p}" for p in ports]
     caplog.set_level(logging.INFO, logger="healthai_client.client")
     load = Load()
-    features = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)
+    card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
+    features = np.array([list(example_patient(card).values())], np.float32)
     policy = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2)
     with Client(addresses=addresses, retry=policy, timeout=15, source=SOURCE) as client:
         threads = [threading.Thread(target=worker, args=(client, load, w, features), daemon=True)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from healthai.ops import GraphAggregation, build_info, csr_aggregate, ort_library_path
+from healthai.ops import (
+    GraphAggregation,
+    aggregate,
+    aggregate_backward,
+    build_info,
+    csr_aggregate,
+    csr_transpose,
+    ort_library_path,
+)
 
 from .reference import random_graph
 
@@ -55,6 +65,60 @@ def test_cuda_bad_index_raises() -> None:
     indices = torch.tensor([0, 9], device="cuda")
     with pytest.raises(IndexError, match=r"indices\[1\]=9 is out of range for 3 nodes"):
         csr_aggregate(indptr, indices, None, torch.ones(3, 2, device="cuda"), "sum")
+
+
+def test_cuda_backward_checks_argmax() -> None:
+    # the same check as on the CPU (test_argmax_checks.py), before any kernel writes grad_weights
+    indptr = torch.tensor([0, 2, 2, 4], device="cuda")
+    indices = torch.tensor([1, 2, 0, 0], device="cuda")
+    x = torch.ones(4, 2, dtype=torch.float64, device="cuda")
+    w = torch.ones(4, dtype=torch.float64, device="cuda")
+    g = torch.ones(3, 2, dtype=torch.float64, device="cuda")
+    arg = torch.tensor([[0, 2], [-1, -1], [2, 3]], device="cuda")
+    with pytest.raises(IndexError, match=re.escape("argmax[1]=2 is not an edge of its row 0: expected -1")):
+        aggregate_backward(indptr, indices, x, g, w, "max", argmax=arg, need_grad_w=True)
+    arg[0, 1] = 1 << 40  # would write far outside grad_weights
+    with pytest.raises(IndexError, match=re.escape(f"argmax[1]={1 << 40} is not an edge id in [-1, 4)")):
+        aggregate_backward(indptr, indices, x, g, w, "max", argmax=arg, need_grad_w=True)
+
+
+def _late_write_on(stream: torch.cuda.Stream, t: torch.Tensor, index: tuple, value: int) -> None:
+    """Enqueues t[index] = value on `stream` behind ~0.1 s of GPU work: only work ordered on `stream`
+    sees the new value; a read on another (non-blocking) stream sees the old one."""
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(200_000_000)
+        t[index] = value
+
+
+def test_checks_run_on_the_callers_stream() -> None:
+    side = torch.cuda.Stream()  # non-blocking: not ordered with the default stream
+    indptr = torch.tensor([0, 2], device="cuda")
+    x = torch.ones(3, 2, dtype=torch.float64, device="cuda")
+    g = torch.ones(1, 2, dtype=torch.float64, device="cuda")
+    msg = re.escape("indices[1]=9 is out of range for 3 nodes")
+    # csr_transpose: a check on the default stream would pass the old value, and the transpose, on
+    # the caller's stream, would then be built from indices[1] = 9
+    indices = torch.tensor([0, 1], device="cuda")
+    torch.cuda.synchronize()
+    _late_write_on(side, indices, (1,), 9)
+    with torch.cuda.stream(side), pytest.raises(IndexError, match=msg):
+        csr_transpose(indptr, indices, 3)
+    torch.cuda.synchronize()
+    # aggregate_backward: graph, transpose and argmax checks
+    indices = torch.tensor([0, 1], device="cuda")
+    t = csr_transpose(indptr, indices, 3)
+    _, arg = aggregate(indptr, indices, x, None, "max")
+    torch.cuda.synchronize()
+    _late_write_on(side, indices, (1,), 9)
+    with torch.cuda.stream(side), pytest.raises(IndexError, match=msg):
+        aggregate_backward(indptr, indices, x, g, None, "sum", transpose=t)
+    torch.cuda.synchronize()
+    indices[1] = 1
+    torch.cuda.synchronize()
+    _late_write_on(side, arg, (0, 0), 5)
+    with torch.cuda.stream(side), pytest.raises(IndexError, match=re.escape("argmax[0]=5 is not an edge id")):
+        aggregate_backward(indptr, indices, x, g, None, "max", argmax=arg, transpose=t)
+    torch.cuda.synchronize()
 
 
 def test_cuda_gradcheck() -> None:

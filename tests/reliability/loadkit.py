@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from healthai.serving.risk.card import example_patient
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest import LoadConfig, LoadResult, run_load
@@ -21,9 +22,9 @@ FORECAST_MODEL = "forecast_japan"
 
 
 def risk_workload() -> Workload:
-    """Risk.Score, one patient per call (the model's own baseline patient)."""
+    """Risk.Score, one patient per call (a valid patient near the model's baseline)."""
     card = json.loads((DEFAULT_MODEL_REPOSITORY / RISK_MODEL / "1" / "model_card.json").read_text())
-    return score(RISK_MODEL, {f["name"]: f["baseline"] for f in card["features"]})
+    return score(RISK_MODEL, example_patient(card))
 
 
 def forecast_workload() -> Workload:

@@ -1,7 +1,7 @@
 """Real ``healthai serve`` subprocesses for the reliability tests, and what we watch on them.
 
-The server's logs (one audit line per call) go to a file in the test's tmp dir, never to a pipe
-nobody reads (a full pipe would block the server under load).
+The server's logs and its audit lines (one per call) go to files in the test's tmp dir, never to a
+pipe nobody reads (a full pipe would block the server under load).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class ServerProcess:
     port: int
     store: Path
     log: Path
+    audit: Path
 
     @property
     def address(self) -> str:
@@ -39,12 +40,16 @@ def server_process(tmp: Path, extra_args: Sequence[str] = (), *,
     """A ``healthai serve --dev`` on the default model repository with its own store; stopped with
     SIGTERM at exit, which must end it with code 0."""
     tmp.mkdir(parents=True, exist_ok=True)
-    store, log = tmp / "store", tmp / "server.log"
+    store, log, audit = tmp / "store", tmp / "server.log", tmp / "audit.log"
+    if "--audit-log-file" in extra_args:
+        audit = Path(extra_args[list(extra_args).index("--audit-log-file") + 1])
+    else:
+        extra_args = [*extra_args, "--audit-log-file", str(audit)]
     with open(log, "wb") as log_file:
         proc, port = start_server_process(
             ["--dev", "--store-uri", str(store), "--log-level", "WARNING", *extra_args],
             {**SERVER_ENV, **(env or {})}, stderr=log_file.fileno())
-        server = ServerProcess(proc, port, store, log)
+        server = ServerProcess(proc, port, store, log, audit)
         try:
             yield server
         finally:
@@ -99,9 +104,11 @@ class RssSampler:
 
 
 def log_problems(server: ServerProcess, limit: int = 20) -> str:
-    """The server log's lines that are not a successful audit line (for assertion messages)."""
-    lines = [line for line in server.log.read_text(errors="replace").splitlines()
-             if '"status":"OK"' not in line and "dev mode" not in line]
+    """The server log's lines and the audit lines that are not successes (for assertion messages)."""
+    text = server.log.read_text(errors="replace")
+    if server.audit.exists():
+        text += server.audit.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if '"status":"OK"' not in line and "dev mode" not in line]
     status: dict[str, int] = {}
     for line in lines:
         if '"status":"' in line:

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.grpc as triton
 
 from healthai.app.testing import start_server_process, stop_server_process
+from healthai.serving.risk.card import parse_risk_card
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc, risk_pb2, risk_pb2_grpc
 
@@ -38,9 +39,17 @@ def _card(name: str) -> dict:
 @pytest.mark.parametrize("name", RISK_MODELS)
 def test_risk_and_kserve_on_default_models(server, name):
     port, channel = server
-    features = _card(name)["features"]
-    baseline = np.array([f["baseline"] for f in features], np.float32)
-    x = np.stack([baseline, baseline * 1.5 + 1]).astype(np.float32)
+    card = parse_risk_card(_card(name), n_inputs=0, where=name)
+    assert card.domains is not None, f"the default {name} card has no feature domains"
+    d = card.domains
+    x = np.repeat(d.typical_patient(card.baseline), 2, axis=0)  # two valid, different patients
+    derived = {v.column for v in d.derived}
+    ranged = [j for j in range(card.n_features) if not d.binary[j] and j not in derived]
+    mid = (d.lo + d.hi) / 2
+    x[1, ranged] = np.where(d.integer, np.floor(mid), mid)[ranged]
+    for v in d.derived:
+        x[:, v.column] = v.fn(x[:, v.sources].astype(np.float64))
+    assert not np.array_equal(x[0], x[1])
     r = risk_pb2_grpc.RiskStub(channel).Score(
         risk_pb2.ScoreRequest(model_name=name, features=x.reshape(-1).tolist()), timeout=30)
     assert r.model_name == name and r.model_version >= 1

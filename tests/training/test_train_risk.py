@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from healthai.serving.risk.card import parse_risk_card
 from healthai_training.errors import PrivacyBudgetError, TrainingInputError
 from healthai_training.export import CARD_FIELDS, run_onnx
 from healthai_training.privacy import PrivacySettings, validate_privacy
@@ -20,6 +21,7 @@ from healthai_training.runs import run_risk
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 HEART = "risk/uci_heart_disease/heart_disease_4sites.csv"
+CP = ["cp_typical_angina", "cp_atypical_angina", "cp_non_anginal", "cp_asymptomatic"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,13 @@ def test_cli_run_exports_onnx_with_full_card(shared_data: Path, tmp_path: Path) 
     ):
         assert field in card["privacy"]
     assert card["privacy"]["epsilon"] <= 3.0
-    assert all({"name", "description", "unit", "baseline"} <= set(f) for f in card["features"])
+    assert all({"name", "description", "unit", "baseline", "domain"} <= set(f) for f in card["features"])
+    domain = {f["name"]: f["domain"] for f in card["features"]}
+    assert (domain["age"]["min"], domain["age"]["max"]) == (18, 110)
+    assert domain["sex_male"] == {"kind": "binary"}
+    assert {"name": "chest_pain", "features": CP, "rule": "exactly_one"} in card["domains"]["one_hot"]
+    served = parse_risk_card(card, n_inputs=len(card["features"]), where="exported")
+    assert served.domains is not None and served.domains.groups[0][0] == "chest_pain"
     assert card["onnx"]["parity_max_rel_err"] < 1e-4
     config = (tmp_path / "repo/risk_heart/config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "max_queue_delay_microseconds" in config

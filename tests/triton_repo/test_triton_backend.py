@@ -39,7 +39,20 @@ from healthai_client import Client
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "models"
     prepare_repository(DEFAULT_MODEL_REPOSITORY, out)
-    return out
+    return without_domains(out)
+
+
+def without_domains(repo: Path) -> Path:
+    """Triton runs models without reading our cards' feature domains (the healthai servicers in front
+    check them); a healthai stand-in for Triton must not check them either: its KServe endpoint would
+    refuse the backend's zero-filled warm-up and these tests' random patients."""
+    for card_path in repo.glob("risk_*/*/model_card.json"):
+        card = json.loads(card_path.read_text())
+        card.pop("domains", None)
+        for feature in card["features"]:
+            feature.pop("domain", None)
+        card_path.write_text(json.dumps(card))
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +218,7 @@ def small_triton(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str,
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "risk_heart", src / "risk_heart")
     repo = tmp_path / "models"
     prepare_repository(src, repo)
+    without_domains(repo)
     env = {"HEALTHAI_SERVING__MODEL_REPOSITORY": str(repo), "HEALTHAI_SERVING__RELOAD_POLL_S": "0.2"}
     proc, port = start_server_process(["--dev", "--store-uri", str(tmp_path / "store"), "--log-level",
                                        "WARNING"], env, stderr=subprocess.DEVNULL)

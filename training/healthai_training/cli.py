@@ -5,6 +5,7 @@ Examples::
     healthai train risk --dataset heart --epsilon 1.2
     healthai train risk --dataset diabetes130 --non-private --export-to server/healthai/data/models
     healthai train forecast --dataset japan --mode seasonal --seeds 0,1,2,3,4
+    healthai train domains server/healthai/data/models/risk_*/1/model_card.json
 """
 
 from __future__ import annotations
@@ -173,6 +174,16 @@ def _tables(args: argparse.Namespace) -> int:
     return main_tables(args)
 
 
+def _domains(args: argparse.Namespace) -> int:
+    from healthai_training.runs import add_domains_to_card
+
+    for path in args.cards:
+        card = add_domains_to_card(path, data_root=args.data_root)
+        print(json.dumps({"card": str(path), "rows": card["domains"]["rows"],
+                          "one_hot": [g["name"] for g in card["domains"]["one_hot"]]}))
+    return 0
+
+
 def _guard(func):
     def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -259,6 +270,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _privacy_args(fc, default_epsilon=None)
     fc.set_defaults(func=_guard(_train_forecast))
     register_backtest(kinds, _guard, _common, FORECAST_FLAGS)
+    domains = kinds.add_parser(
+        "domains", help="write the features' valid domains into existing risk model cards (no retraining)"
+    )
+    domains.add_argument("cards", type=Path, nargs="+", help="model_card.json files of risk models")
+    domains.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding risk/")
+    domains.set_defaults(func=_guard(_domains))
     tables = kinds.add_parser("tables", help="metric tables over seeds (risk + forecaster, DP and not)")
     tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     tables.add_argument("--runs-dir", type=Path, default=Path("runs"))

@@ -3,8 +3,9 @@
 
 Risk contract (what the server relies on): ONNX input ``features`` FP32 [-1, F] of raw feature
 values in the card's order (standardisation is in the graph), output ``probability`` FP32 [-1, 1]
-(Platt-calibrated in the graph). Card: ``features`` = [{name, description, unit, baseline}] with
-baseline = training mean (occlusion baseline for top contributing features), ``risk_bands``,
+(Platt-calibrated in the graph). Card: ``features`` = [{name, description, unit, baseline, domain}]
+with baseline = training mean (occlusion baseline for top contributing features), ``domains`` (valid
+input domains, ``risk.domains``), ``risk_bands``,
 ``metrics``, ``privacy``, ``data``, ``split``, ``date``, ``code_version``.
 """
 

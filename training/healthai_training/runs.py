@@ -22,6 +22,7 @@ from healthai_training.forecast.export import export_forecaster
 from healthai_training.forecast.train import ForecastConfig, train_forecaster
 from healthai_training.risk import metrics as risk_metrics
 from healthai_training.risk.data import RiskData, load_heart
+from healthai_training.risk.domains import with_domains
 from healthai_training.risk.train import RiskConfig, train_risk
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,26 @@ def risk_card(data: RiskData, result: Any, name: str) -> dict[str, Any]:
         outputs=[{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
         risk_bands=result.risk_bands,
     )
-    return {**card, "features": features}
+    return with_domains({**card, "features": features}, data)
+
+
+def add_domains_to_card(card_path: Path, *, data_root: Path) -> dict[str, Any]:
+    """Writes the valid domains into an existing risk card (``healthai train domains``): data set and
+    seed from the card's metrics, the training code's loader; the model and every other card field
+    are left as they are. Returns the new card."""
+    import json
+
+    from healthai_training.errors import TrainingInputError
+
+    card = json.loads(Path(card_path).read_text())
+    try:
+        dataset, seed = card["metrics"]["dataset"], int(card["metrics"]["config"]["seed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingInputError(f"{card_path}: not a risk card with metrics.dataset and "
+                                 "metrics.config.seed", field="card") from exc
+    new = with_domains(card, load_risk_data(dataset, data_root=Path(data_root), seed=seed))
+    write_json(Path(card_path), new)
+    return new
 
 
 def run_risk(

@@ -68,7 +68,10 @@ class _CallHooks:
         self.metadata = metadata
         self.service_label, _, self.method_label = self.method.partition("/")
 
-    def start(self, context: grpc.aio.ServicerContext) -> tuple[float, CallRecord, Any]:
+    def start(self, context: grpc.aio.ServicerContext) -> tuple[float, CallRecord, Any, str, str | None]:
+        # The peer and its certificate are read now, while the call surely exists: finish() may run
+        # when grpc has already released the call (reading it then crashed the server).
+        peer, cert = context.peer(), _client_cert(context)
         record = CallRecord(method=self.method, request_id=request_id_from(self.metadata))
         open_record(record)
         context.set_trailing_metadata((("x-request-id", record.request_id),))
@@ -78,15 +81,15 @@ class _CallHooks:
             in_flight.inc()
         tracer = self.interceptor.tracer
         span = tracer.start(self.method, self.metadata, record.request_id) if tracer is not None else None
-        return time.perf_counter(), record, span
+        return time.perf_counter(), record, span, peer, cert
 
     def finish(
         self,
-        state: tuple[float, CallRecord, Any],
+        state: tuple[float, CallRecord, Any, str, str | None],
         context: grpc.aio.ServicerContext,
         error: BaseException | None,
     ) -> None:
-        started, record, span = state
+        started, record, span, peer, cert = state
         latency = time.perf_counter() - started
         code = status_of(context, error)
         identity = current_client()
@@ -104,8 +107,8 @@ class _CallHooks:
                 request_id=record.request_id,
                 caller=caller,
                 key_id=identity.key_id if identity is not None else None,
-                client_cert=_client_cert(context),
-                peer=context.peer(),
+                client_cert=cert,
+                peer=peer,
                 rpc=self.method,
                 status=code,
                 latency_s=latency,

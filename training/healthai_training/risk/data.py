@@ -19,9 +19,16 @@ from healthai_training.errors import TrainingInputError
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """A model input. ``limits``: clinical / definitional (min, max) of a numeric feature (None: no
+    limit on that side); ``group``: the one-hot group a flag belongs to; ``requires``: a flag that must
+    be set whenever this one is. They feed the card's valid domains (``risk.domains``)."""
+
     name: str
     description: str
     unit: str
+    limits: tuple[float | None, float | None] | None = None
+    group: str | None = None
+    requires: str | None = None
 
 
 @dataclass
@@ -96,21 +103,23 @@ HEART_COLUMNS = [
     "target",
 ]
 HEART_FEATURES = [
-    FeatureSpec("age", "age", "years"),
+    FeatureSpec("age", "age", "years", limits=(18, 110)),  # an adult cohort
     FeatureSpec("sex_male", "1 if male", "flag"),
-    FeatureSpec("cp_typical_angina", "chest pain: typical angina", "flag"),
-    FeatureSpec("cp_atypical_angina", "chest pain: atypical angina", "flag"),
-    FeatureSpec("cp_non_anginal", "chest pain: non-anginal", "flag"),
-    FeatureSpec("cp_asymptomatic", "chest pain: asymptomatic", "flag"),
-    FeatureSpec("resting_sbp", "resting systolic blood pressure (missing: send baseline)", "mm[Hg]"),
-    FeatureSpec("cholesterol", "serum cholesterol (missing or 0: send baseline)", "mg/dL"),
+    FeatureSpec("cp_typical_angina", "chest pain: typical angina", "flag", group="chest_pain"),
+    FeatureSpec("cp_atypical_angina", "chest pain: atypical angina", "flag", group="chest_pain"),
+    FeatureSpec("cp_non_anginal", "chest pain: non-anginal", "flag", group="chest_pain"),
+    FeatureSpec("cp_asymptomatic", "chest pain: asymptomatic", "flag", group="chest_pain"),
+    FeatureSpec("resting_sbp", "resting systolic blood pressure (missing: send baseline)", "mm[Hg]",
+                limits=(50, 300)),
+    FeatureSpec("cholesterol", "serum cholesterol (missing or 0: send baseline)", "mg/dL", limits=(50, 1000)),
     FeatureSpec("cholesterol_missing", "1 if cholesterol was not measured", "flag"),
     FeatureSpec("fasting_glucose_high", "fasting blood sugar > 120 mg/dL", "flag"),
-    FeatureSpec("ecg_st_t_abnormal", "resting ECG: ST-T wave abnormality", "flag"),
-    FeatureSpec("ecg_lvh", "resting ECG: left ventricular hypertrophy", "flag"),
-    FeatureSpec("max_heart_rate", "maximum heart rate in the exercise test (missing: send baseline)", "/min"),
+    FeatureSpec("ecg_st_t_abnormal", "resting ECG: ST-T wave abnormality", "flag", group="resting_ecg"),
+    FeatureSpec("ecg_lvh", "resting ECG: left ventricular hypertrophy", "flag", group="resting_ecg"),
+    FeatureSpec("max_heart_rate", "maximum heart rate in the exercise test (missing: send baseline)", "/min",
+                limits=(30, 250)),
     FeatureSpec("exercise_angina", "exercise-induced angina", "flag"),
-    FeatureSpec("st_depression", "exercise ST depression relative to rest", "mm"),
+    FeatureSpec("st_depression", "exercise ST depression relative to rest", "mm", limits=(-5, 10)),
     FeatureSpec("exercise_test_missing", "1 if the exercise test values are missing", "flag"),
 ]
 

@@ -35,6 +35,8 @@ NUMERIC = [
     ("number_inpatient", "inpatient admissions in the prior year", "count"),
     ("number_diagnoses", "diagnoses entered for the stay", "count"),
 ]
+NUMERIC_LIMITS = {"time_in_hospital": (0, 365)}  # counts: (0, None)
+DISCHARGE = "discharge"  # one-hot group of the discharge flags; none set = discharged home
 REQUIRED = [
     "encounter_id",
     "patient_nbr",
@@ -79,7 +81,8 @@ def diagnosis_features(df: pd.DataFrame) -> tuple[np.ndarray, list[FeatureSpec]]
     primary = diag_groups.diag_groups(df["diag_1"].where(df["diag_1"].notna(), None))
     cols = [(primary == name).astype(float) for name in diag_groups.STRACK_GROUPS]
     specs = [
-        FeatureSpec(f"primary_dx_{name}", f"primary diagnosis in Strack 2014 group '{name}' (ICD-9)", "flag")
+        FeatureSpec(f"primary_dx_{name}", f"primary diagnosis in Strack 2014 group '{name}' (ICD-9)", "flag",
+                    group="primary_dx")
         for name in diag_groups.STRACK_GROUPS
     ]
     present = np.zeros((len(df), len(charlson.GROUPS)), dtype=bool)
@@ -95,7 +98,10 @@ def diagnosis_features(df: pd.DataFrame) -> tuple[np.ndarray, list[FeatureSpec]]
             )
         )
     cols.append(charlson.index_from_matrix(present))
-    specs.append(FeatureSpec("charlson_index", "Charlson comorbidity index over diag_1..3", "points"))
+    most = float(charlson.index_from_matrix(np.ones((1, len(charlson.GROUPS))))[0])
+    specs.append(
+        FeatureSpec("charlson_index", "Charlson comorbidity index over diag_1..3", "points", limits=(0, most))
+    )
     return np.column_stack(cols), specs
 
 
@@ -134,13 +140,13 @@ def load_diabetes(folder: Path | str, *, seed: int = 0, encounter: str = "random
         (df["gender"] == "Male").to_numpy(float),
     ]
     specs = [
-        FeatureSpec("age", "age (midpoint of the 10-year band)", "a"),
-        FeatureSpec("age_risk", "1 / (1 + exp(-0.1 (age - 50)))", "1"),
+        FeatureSpec("age", "age (midpoint of the 10-year band)", "a", limits=(0, 120)),
+        FeatureSpec("age_risk", "1 / (1 + exp(-0.1 (age - 50)))", "1", limits=(0, 1)),
         FeatureSpec("sex_male", "1 if male", "flag"),
     ]
     for col, desc, unit in NUMERIC:
         cols.append(df[col].to_numpy(float))
-        specs.append(FeatureSpec(col, desc, unit))
+        specs.append(FeatureSpec(col, desc, unit, limits=NUMERIC_LIMITS.get(col, (0, None))))
     disposition = df["discharge_disposition_id"]
     flags = [
         ("emergency_admission", "admission type emergency or urgent", df["admission_type_id"].isin([1, 2])),
@@ -169,9 +175,12 @@ def load_diabetes(folder: Path | str, *, seed: int = 0, encounter: str = "random
         ("diabetes_med_changed", "any diabetes medication changed", df["change"] == "Ch"),
         ("on_diabetes_med", "any diabetes medication prescribed", df["diabetesMed"] == "Yes"),
     ]
+    requires = {"hba1c_above_7": "hba1c_measured", "glucose_above_200": "glucose_measured",
+                "insulin_changed": "on_insulin"}
     for name, desc, values in flags:
         cols.append(values.to_numpy(float))
-        specs.append(FeatureSpec(name, desc, "flag"))
+        group = DISCHARGE if name.startswith("discharge") or name == "left_against_advice" else None
+        specs.append(FeatureSpec(name, desc, "flag", group=group, requires=requires.get(name)))
     dx, dx_specs = diagnosis_features(df)
     x = np.column_stack([np.column_stack(cols), dx])
     specs += dx_specs

@@ -15,6 +15,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 import healthai
 from healthai.errors import HealthAIError, InvalidInput
+from healthai.serving.risk.task import check_infer_inputs
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
@@ -141,6 +142,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         loaded = self._resolve(request.model_name, request.model_version)
         rt = loaded.runtime
         inputs = decode_inputs(request, rt.inputs, rt.config.max_batch_size)
+        check_infer_inputs(loaded, inputs)
         known = {s.name for s in rt.outputs}
         wanted = tuple(o.name for o in request.outputs)
         for i, name in enumerate(wanted):

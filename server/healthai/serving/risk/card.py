@@ -1,14 +1,19 @@
-"""What a risk model's card says that serving needs: feature order and baselines, risk bands."""
+"""What a risk model's card says that serving needs: feature order and baselines, risk bands, and
+the features' valid domains (``domains.py``)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from healthai.serving.risk.domains import FeatureDomains, parse_domains
 from healthai.serving.runtime.repository import RepositoryError
+
+logger = logging.getLogger(__name__)
 
 RISK_INPUT = "features"
 RISK_OUTPUT = "probability"
@@ -20,6 +25,7 @@ class RiskCard:
     baseline: np.ndarray  # float32 [F]
     band_names: tuple[str, ...]
     band_uppers: np.ndarray  # float64 [bands], ascending, last >= 1
+    domains: FeatureDomains | None = None  # None: an older card; values are only checked to be finite
 
     @property
     def n_features(self) -> int:
@@ -71,4 +77,16 @@ def parse_risk_card(card: dict[str, Any], *, n_inputs: int, where: str) -> RiskC
         raise RepositoryError(f"{where}: model card lists {len(names)} features but the model's "
                               f"'{RISK_INPUT}' input takes {n_inputs}")
     band_names, uppers = _bands(card.get("risk_bands"), where)
-    return RiskCard(tuple(names), np.asarray(baseline, np.float32), band_names, uppers)
+    domains = parse_domains(card, names, where)
+    if domains is None:
+        logger.warning("%s: model card has no feature domains; feature values are only checked to be "
+                       "finite (add them with `healthai train domains`)", where)
+    return RiskCard(tuple(names), np.asarray(baseline, np.float32), band_names, uppers, domains)
+
+
+def example_patient(card: dict[str, Any]) -> dict[str, float]:
+    """Feature name -> value of a valid patient near the card's baseline (for load tests and examples;
+    a card without domains gives its baseline)."""
+    risk = parse_risk_card(card, n_inputs=0, where=str(card.get("name", "model card")))
+    row = risk.domains.typical_patient(risk.baseline)[0] if risk.domains else risk.baseline
+    return dict(zip(risk.feature_names, row.tolist(), strict=True))

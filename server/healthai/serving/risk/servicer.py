@@ -46,7 +46,8 @@ def _order(names: tuple[str, ...], task: RiskTask) -> np.ndarray:
 
 
 def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients: int) -> np.ndarray:
-    """[patients x F] float32 in the card's order, checked; InvalidInput naming the field otherwise."""
+    """[patients x F] float32 in the card's order, checked against the card's feature domains;
+    InvalidInput naming the field otherwise."""
     card = task.card
     names = tuple(request.feature_names)
     order = task.cached_order(names) if names else None
@@ -87,6 +88,8 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",
                            field=f"features[{i}].{card.feature_names[j]}")
+    if card.domains is not None:
+        card.domains.check(x)
     return x
 
 

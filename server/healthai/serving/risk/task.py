@@ -156,6 +156,13 @@ def distinct_rows(x: np.ndarray, want: np.ndarray | None) -> tuple[np.ndarray, n
     return x[first], distinct_want, inverse.reshape(-1)
 
 
+def check_infer_inputs(loaded: LoadedVersion, inputs: dict[str, np.ndarray]) -> None:
+    """KServe ModelInfer on a risk model: the same feature domains as Risk.Score (no-op otherwise)."""
+    task = loaded.extras.get("risk")
+    if task is not None and task.card.domains is not None and RISK_INPUT in inputs:
+        task.card.domains.check(inputs[RISK_INPUT])
+
+
 def inspect_risk(loaded: LoadedVersion) -> None:
     """Manager inspector: a model with input 'features' -> output 'probability' must carry a valid card."""
     rt = loaded.runtime
