@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthai.app.main import build_plugins
 from healthai.app.server import build_server
 from healthai.app.settings import Settings
+from healthai.ingest.plugin import IngestPlugin
+from healthai.serving.plugin import plugin as serving_plugin
 from healthai.serving.settings import ServingSettings
 from healthai_client import Client
 from healthai_client.exchange import plot_forecast, write_hubverse
@@ -77,7 +78,10 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.plugins = build_plugins(self.settings)
+        # what healthai.app.main.build_plugins assembles (called directly: once the submodule
+        # healthai.serving.plugin is imported, the package attribute `plugin` names the module)
+        ingest = IngestPlugin(self.settings)
+        self.plugins = [ingest, serving_plugin(settings=self.settings, surveillance=ingest.surveillance)]
         self.running = self.run(self._start())
         self.address = f"127.0.0.1:{self.running.port}"
 
