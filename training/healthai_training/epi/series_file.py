@@ -240,31 +240,19 @@ def read_series(path: Path | str, *, step: str | None = None, negatives: str = "
             f"got {[str(c) for c in frame.columns][:6]}",
             field="series",
         )
-    periods = pd.DatetimeIndex(wide.index)
-    step = infer_step(periods, path, step)
-    ids = tuple(str(c) for c in wide.columns)
-    values, report = apply_negatives(wide.to_numpy(np.float64), periods, ids, str(path), negatives)
-    report.update(
-        layout=layout,
-        step=step,
-        periods=len(periods),
-        regions=len(ids),
-        first_period=str(periods[0].date()),
-        last_period=str(periods[-1].date()),
-    )
-    return SeriesTable(periods=periods, region_ids=ids, values=values, step=step, report=report)
+    return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout)
 
 
 def series_from_frame(
-    frame: pd.DataFrame, *, step: str, where: str, negatives: str = "refuse"
+    frame: pd.DataFrame, *, step: str | None, where: str, negatives: str = "refuse", layout: str = "store"
 ) -> SeriesTable:
-    """A wide frame indexed by period start (e.g. the store's surveillance counts)."""
+    """A wide frame indexed by period start (a file's, or the store's surveillance counts)."""
     periods = pd.DatetimeIndex(frame.index)
-    infer_step(periods, where, step)
+    step = infer_step(periods, where, step)
     ids = tuple(str(c) for c in frame.columns)
     values, report = apply_negatives(frame.to_numpy(np.float64), periods, ids, where, negatives)
     report.update(
-        layout="store",
+        layout=layout,
         step=step,
         periods=len(periods),
         regions=len(ids),
