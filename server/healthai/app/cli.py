@@ -42,6 +42,16 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def _describe(error: Any) -> str:
+    """One line per problem (``security: tls_client_ca_file (--tls-client-ca) needs TLS: ...``),
+    without pydantic's echo of the input values (which may hold file paths of secrets)."""
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(part) for part in e["loc"]) or "settings"
+        lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -51,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(config=args.config, flags=_flags(args))
     except ValidationError as e:
-        print(f"healthai serve: invalid settings:\n{e}", file=sys.stderr)
+        print(f"healthai serve: invalid settings:\n{_describe(e)}", file=sys.stderr)
         return 2
     except HealthAIError as e:
         print(f"healthai serve: {e.message}", file=sys.stderr)

@@ -14,8 +14,9 @@ or a JSON array of resources. Every entry is one record and gets one outcome:
 References are resolved inside the payload (``urn:uuid:`` fullUrls, ``Type/id``, absolute URLs
 ending in ``Type/id``, ``#contained``); each one that does not resolve is flagged
 ``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A repeated ``Type/id`` or
-fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that are not JSON, or whose top
-level is not a resource, a Bundle or an array → :class:`healthai.errors.InvalidInput`.
+fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that are not JSON, nest deeper
+than ``MAX_JSON_DEPTH`` levels, or whose top level is not a resource, a Bundle or an array →
+:class:`healthai.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_strict import strict_issues
 from healthai.normalize.fhir_types import ID_PATTERN, R4_RESOURCE_TYPES
 from healthai.normalize.identity import record_system
+from healthai.normalize.json_depth import MAX_JSON_DEPTH, json_depth_exceeds
 from healthai.normalize.records import (
     KINDS,
     SCHEMAS,
@@ -67,6 +69,9 @@ def parse_payload(payload: bytes | str | dict | list) -> tuple[list[tuple[str, A
             text = payload if isinstance(payload, str) else bytes(payload).decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidInput(f"FHIR payload is not UTF-8 text (byte {e.start})") from None
+        if json_depth_exceeds(payload if isinstance(payload, bytes) else text):
+            raise InvalidInput(f"JSON arrays/objects nest more than {MAX_JSON_DEPTH} levels deep; "
+                               f"the limit is {MAX_JSON_DEPTH}")
         try:
             doc = json.loads(text.removeprefix("\ufeff"))
         except json.JSONDecodeError as e:
