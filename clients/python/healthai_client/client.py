@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from healthai.v1 import (
     diagnostics_pb2,
     diagnostics_pb2_grpc,
+    forecast_pb2,
     forecast_pb2_grpc,
     ingest_pb2_grpc,
     risk_pb2_grpc,
@@ -220,14 +221,31 @@ class Client:
                  stored: str | bool | None = None, end_date: str | None = None,
                  regions: Sequence[str] = (), horizons: Sequence[int] = (),
                  quantile_levels: Sequence[float] = (), model_version: int = 0,
-                 timeout: float | None = None) -> ForecastResult:
+                 allow_missing_regions: bool = False, timeout: float | None = None) -> ForecastResult:
         """Forecast from an explicit ``history`` ({region: counts oldest first}, or (region_ids,
-        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome)."""
+        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome;
+        regions without stored counts are refused unless ``allow_missing_regions``, then flagged in
+        ``ForecastResult.coverage``)."""
         request = forecast_request(graph, model=model, history=history, stored=stored, end_date=end_date,
                                    regions=regions, horizons=horizons, quantile_levels=quantile_levels,
-                                   model_version=model_version)
+                                   model_version=model_version, allow_missing_regions=allow_missing_regions)
         reply = self._invoke(lambda s: s.forecast.Forecast, request, timeout=timeout)
-        return ForecastResult.from_proto(reply)
+        result = ForecastResult.from_proto(reply)
+        if history is not None:  # keep what was sent, for plots
+            hist = forecast_pb2.History()
+            hist.CopyFrom(request.history)
+            result = result.with_history(list(hist.region_ids), np.asarray(hist.counts, np.float32))
+        return result
+
+    def regions(self, graph: str | None = None, *, model: str | None = None, model_version: int = 0,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+        """A forecaster's regions in column order: [{"id", "name", "aliases"}]."""
+        if not graph and not model:
+            raise ValueError("give graph (e.g. 'japan') or model")
+        request = forecast_pb2.RegionsRequest(graph=graph or "", model_name=model or "",
+                                              model_version=model_version)
+        reply = self._invoke(lambda s: s.forecast.Regions, request, timeout=timeout)
+        return [{"id": r.id, "name": r.name, "aliases": list(r.aliases)} for r in reply.regions]
 
     # -- Scenario ---------------------------------------------------------------------------------
 
