@@ -8,6 +8,7 @@
 
 #include "aggregate.h"
 #include "array_view.h"
+#include "metapop_bindings.h"
 
 namespace py = pybind11;
 using healthai::ArrayView;
@@ -286,4 +287,5 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_num_threads", &healthai::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &healthai::get_num_threads);
   m.def("build_info", &build_info);
+  healthai::bind_metapop(m);
 }

@@ -192,3 +192,32 @@ def permute_rows(
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def build_info() -> BuildInfo: ...
+
+# ---- metapopulation SEIR engine (healthai.ops.metapop): host numpy arrays, checked before use ----
+_MetapopState: TypeAlias = npt.NDArray[np.int32] | npt.NDArray[np.float64]  # int32 stochastic, float64 ODE
+
+def metapop_run(
+    mode: str,
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float64],
+    population: npt.NDArray[np.int64],
+    beta: npt.NDArray[np.float64],
+    sigma: float,
+    gamma: float,
+    contact: npt.NDArray[np.float64],
+    travel: npt.NDArray[np.float64],
+    vacc: npt.NDArray[np.float64],
+    S: _MetapopState,
+    E: _MetapopState,
+    I: _MetapopState,
+    R: _MetapopState,
+    incidence: _MetapopState,
+    peak_value: _MetapopState,
+    peak_step: npt.NDArray[np.int32],
+    seed: int,
+    step0: int = 0,
+    substeps: int = 1,
+    num_threads: int = 0,
+    device: str = "cpu",
+) -> None: ...

@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "healthai_training.federated.cli",  # federate (training distribution + requirements-federated.txt)
     "healthai.security.cli",  # keys
     "healthai.triton.cli",  # triton prepare
+    "healthai.ingest.kafka.cli",  # ingest-kafka
 )
 
 

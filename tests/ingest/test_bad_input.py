@@ -135,3 +135,20 @@ def test_stream_error_names_the_request(ingest_server: IngestServer) -> None:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert err.value.details() == ("request 1: request holds 5001 FHIR resources; the limit is "
                                    "max_records_per_request=5000")
+
+
+@pytest.mark.parametrize("depth", [5000, 101])
+def test_deep_json_nesting_is_invalid_argument_naming_the_limit(ingest_server: IngestServer,
+                                                               depth: int) -> None:
+    """json.loads recurses per level: 5,000 levels used to end in RecursionError (INTERNAL)."""
+    levels = depth - 2  # the resource and its extension array are 2 levels; each object one more
+    payload = ('{"resourceType": "Patient", "id": "deep", "extension": ['
+               + '{"url": "urn:x", "valueString":\n' * levels + '"leaf"' + "}" * levels + "]}").encode()
+    err = rpc_error(ingest_server, fhir(payload))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "fhir.json: JSON arrays/objects nest more than 100 levels deep; the limit is 100"
+    assert stored_rows(ingest_server) == dict.fromkeys(KINDS, 0)
+    # brackets inside strings (escaped quotes and backslashes around them) are not nesting
+    tricky = {**PATIENT, "name": [{"text": '\\"[[[[{{' * 60 + '\\\\"' + "]]]" * 40}]}
+    ok = ingest_server.stub.IngestBatch(fhir(bundle(tricky)), timeout=30)
+    assert ok.outcomes[0].status != common_pb2.RECORD_STATUS_REJECTED

@@ -65,8 +65,9 @@ def test_flat_records_of_all_kinds(ingest_server: IngestServer) -> None:
         (S.RECORD_KIND_CONDITION, 1, warned, [("ICD10_INVALID", "flat.conditions[1].code")]),  # kept, flagged
         (S.RECORD_KIND_OBSERVATION, 0, ok, []),
         (S.RECORD_KIND_OBSERVATION, 1, rejected, [("MISSING_FIELD", "flat.observations[1].value")]),
-        (S.RECORD_KIND_OBSERVATION, 2, ok, []),
-        (S.RECORD_KIND_OBSERVATION, 3, ok, []),
+        # mmHg: a non-UCUM spelling, converted and flagged
+        (S.RECORD_KIND_OBSERVATION, 2, warned, [("UNIT_NOT_UCUM", "flat.observations[2].unit")]),
+        (S.RECORD_KIND_OBSERVATION, 3, warned, [("UNIT_NOT_UCUM", "flat.observations[3].unit")]),
     ]
     assert dict(reply.receipt.stored) == {"patient": 1, "encounter": 1, "condition": 2, "observation": 3}
     assert list(reply.statuses) == [status for _, _, status, _ in got]
@@ -74,7 +75,9 @@ def test_flat_records_of_all_kinds(ingest_server: IngestServer) -> None:
         source="clinic", flat=flat, outcome_detail=ingest_pb2.OUTCOME_DETAIL_ISSUES), timeout=30)
     assert list(terse.statuses) == list(reply.statuses)  # every record's status, always
     assert [(o.kind, o.index) for o in terse.outcomes] == [(S.RECORD_KIND_CONDITION, 1),
-                                                           (S.RECORD_KIND_OBSERVATION, 1)]
+                                                           (S.RECORD_KIND_OBSERVATION, 1),
+                                                           (S.RECORD_KIND_OBSERVATION, 2),
+                                                           (S.RECORD_KIND_OBSERVATION, 3)]
     assert terse.receipt.duplicates == 7 and dict(terse.receipt.stored) == {}
     obs = ingest_server.plugin.store.read("observation")
     assert sorted(zip(obs["loinc"].to_pylist(), obs["unit"].to_pylist(), strict=True)) == [

@@ -257,7 +257,10 @@ def test_observation_units_converted_and_impossible_values_rejected(ctx) -> None
     )
     assert rows["8867-4:beats/minute"]["unit"] == "/min"
     statuses = [o.status for o in batch.outcomes[1:]]
-    assert statuses[:4] == [Status.ACCEPTED] * 4
+    assert statuses[2] is Status.ACCEPTED  # mmol/L is UCUM: converted silently
+    for k in (1, 2, 4):  # F, lbs, beats/minute: non-UCUM spellings, converted with a warning
+        issue = only_issue(batch.outcomes[k])
+        assert (issue.code, issue.field_path) == ("UNIT_NOT_UCUM", f"entry[{k}].resource.valueQuantity.unit")
     assert only_issue(batch.outcomes[5]).code == "VALUE_IMPOSSIBLE"
     assert only_issue(batch.outcomes[5]).field_path == "entry[5].resource.valueQuantity.value"
     assert only_issue(batch.outcomes[6]).code == "UNIT_INCOMPATIBLE"

@@ -59,8 +59,10 @@ def test_observations_converted_flagged_rejected(ctx) -> None:
     )
     b = normalize_table("observation", t, ctx=ctx, source="s")
     W, A, R = Status.ACCEPTED_WITH_WARNINGS, Status.ACCEPTED, Status.REJECTED
-    assert statuses(b) == [A, A, A, R, R, W, R, W, R]
+    assert statuses(b) == [W, W, A, R, R, W, R, W, R]
     codes = [[i.code for i in o.issues] for o in b.outcomes]
+    assert codes[:2] == [["UNIT_NOT_UCUM"]] * 2  # F and lbs: converted, flagged as non-UCUM spellings
+    assert b.outcomes[0].issues[0].field_path == "[0].unit"
     assert codes[3:] == [
         ["VALUE_IMPOSSIBLE"],
         ["UNIT_INCOMPATIBLE"],
@@ -93,8 +95,9 @@ def test_duplicates_and_panel_components(ctx) -> None:
         }
     )
     b = normalize_table("observation", t, ctx=ctx, source="s")
-    assert statuses(b) == [Status.ACCEPTED, Status.ACCEPTED, Status.REJECTED, Status.ACCEPTED]
-    assert b.outcomes[2].issues[0].code == "DUPLICATE_ID"
+    W = Status.ACCEPTED_WITH_WARNINGS  # mmHg: a non-UCUM spelling, converted with a warning
+    assert statuses(b) == [W, W, Status.REJECTED, Status.ACCEPTED]
+    assert [i.code for i in b.outcomes[2].issues] == ["UNIT_NOT_UCUM", "DUPLICATE_ID"]
     keys = b.tables["observation"]["record_key"].to_pylist()
     assert keys[0].endswith("#8480-6") and keys[1].endswith("#8462-4") and keys[2].endswith("#8867-4")
 

@@ -37,10 +37,14 @@ def test_train_risk_cli_writes_run_and_repository(shared_data: Path, tmp_path: P
             str(tmp_path / "runs"),
             "--export-to",
             str(tmp_path / "repo"),
+            "--json",
+            str(tmp_path / "risk.json"),
         ]
     )
     assert code == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = json.loads((tmp_path / "risk.json").read_text())
+    assert out == {**{k: line["test"][k] for k in ("auroc", "auprc", "brier")}, "epsilon": line["epsilon"]}
     assert line["epsilon"] <= 3.0
     assert (tmp_path / "repo/risk_heart/1/model.onnx").is_file()
     assert (Path(line["run_dir"]) / "metrics.json").is_file()

@@ -66,5 +66,11 @@ def test_baselines_pick_the_right_weeks() -> None:
     np.testing.assert_allclose(
         baselines.seasonal_mean(series, targets), series[targets] - 78 * np.array([[1.0, 10.0]])
     )
-    with pytest.raises(ValueError, match="106 earlier weeks"):
-        baselines.seasonal_mean(series, np.array([100]))
+    # one prior season observed: its five weeks only; none: refused
+    np.testing.assert_allclose(baselines.seasonal_mean(series, np.array([100])), series[[48]])
+    with pytest.raises(ValueError, match="54 earlier periods"):
+        baselines.seasonal_mean(series, np.array([53]))
+    # seasonal naive with drift: lag 52 + mean seasonal difference (52 per week for this series)
+    np.testing.assert_allclose(
+        baselines.seasonal_naive_drift(series, targets, 3), series[[98, 108]] + 52 * np.array([[1.0, 10.0]])
+    )

@@ -15,6 +15,7 @@ import json
 import logging
 from pathlib import Path
 
+from healthai_training.cli_forecast import add_data_flags, register_backtest, user_data, write_results_json
 from healthai_training.errors import TrainingInputError
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def _train_risk(args: argparse.Namespace) -> int:
 
 
 FORECAST_FLAGS = (  # forecaster options that override FORECAST_DEFAULTS when given
+    "scaling",
     "base",
     "seasonal_inputs",
     "anomaly_lags",
@@ -130,10 +132,17 @@ def _train_forecast(args: argparse.Namespace) -> int:
     from healthai_training.runs import run_forecast
 
     private = not args.non_private and args.epsilon is not None
-    settings = {**forecast_defaults(args.dataset, args.mode, private=private), **_overrides(args)}
+    custom = args.series is not None or args.from_store is not None
+    dataset = "custom" if custom else args.dataset
+    settings = {**forecast_defaults(dataset, args.mode, private=private), **_overrides(args)}
     for name in FORECAST_FLAGS:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
+    # Length checks against the model window happen in training (the window depends on the season).
+    data = user_data(args)
+    if data is not None:
+        settings["season"] = data.season
+    results = []
     for seed in args.seeds[:1] if args.ensemble else args.seeds:
         cfg = ForecastConfig(
             seasonal=args.mode == "seasonal",
@@ -152,16 +161,21 @@ def _train_forecast(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             variants=tuple(args.variants.split(",")),
             ensemble_seeds=tuple(args.seeds) if args.ensemble else (),
+            data=data,
+            new_version=args.new_version,
         )
+        results.append(result)
         print(
             json.dumps(
                 {
                     "run_dir": str(run_dir),
                     "rmse": {h: r["rmse"] for h, r in result["test"].items()},
                     "epsilon": result["privacy"]["epsilon"],
+                    **({"published": result["published"]} if "published" in result else {}),
                 }
             )
         )
+    write_results_json(args.json, results)
     return 0
 
 
@@ -261,9 +275,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one member per --seeds value and export their mean as one model (non-private)",
     )
     fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
+    add_data_flags(fc)
+    fc.add_argument(
+        "--new-version",
+        action="store_true",
+        help="with --export-to: publish as the next version number (hot reload) instead of version 1",
+    )
+    fc.add_argument("--json", type=Path, default=None, help="write the test metrics per horizon as JSON")
     _common(fc)
     _privacy_args(fc, default_epsilon=None)
     fc.set_defaults(func=_guard(_train_forecast))
+    register_backtest(kinds, _guard, _common, FORECAST_FLAGS)
     domains = kinds.add_parser(
         "domains", help="write the features' valid domains into existing risk model cards (no retraining)"
     )

@@ -3,9 +3,11 @@ optionally export into a model repository."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,44 @@ RISK_MODEL_NAMES = {"diabetes130": "risk_readmission", "heart": "risk_heart"}
 FORECAST_MODEL_NAMES = {"japan": "forecast_japan", "us_states": "forecast_us_states"}
 
 
-def publish(model_dir: Path, repo: Path | None) -> None:
-    """Copy an exported ``<name>/`` folder into ``repo`` (replacing the same versions there)."""
+def model_name_for(dataset: str) -> str:
+    """A model-repository-safe default name: ``forecast_<dataset>`` in [a-z0-9_]."""
+    return "forecast_" + (re.sub(r"[^a-z0-9_]+", "_", dataset.lower()).strip("_") or "custom")
+
+
+def publish(model_dir: Path, repo: Path | None, *, new_version: bool = False) -> int | None:
+    """Copy an exported ``<name>/`` folder into ``repo``: replacing the same versions there, or with
+    ``new_version`` as the next version number (staged under a dot name, then renamed, so a serving
+    repository never shows a half-written version). Returns the version written last."""
     if repo is None:
-        return
+        return None
     dest = Path(repo) / model_dir.name
-    for version in (p for p in model_dir.iterdir() if p.is_dir()):
-        shutil.rmtree(dest / version.name, ignore_errors=True)
-    shutil.copytree(model_dir, dest, dirs_exist_ok=True)
-    logger.info("published %s to %s", model_dir.name, repo)
+    versions = sorted(
+        (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not new_version:
+        for version in versions:
+            shutil.rmtree(dest / version.name, ignore_errors=True)
+        shutil.copytree(model_dir, dest, dirs_exist_ok=True)
+        logger.info("published %s to %s", model_dir.name, repo)
+        return int(versions[-1].name) if versions else None
+    dest.mkdir(parents=True, exist_ok=True)
+    existing = [int(p.name) for p in dest.iterdir() if p.is_dir() and p.name.isdigit()]
+    number = max(existing, default=0) + 1
+    staging = dest / f".staging-{number}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(versions[-1], staging)
+    card_path = staging / "model_card.json"
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        write_json(card_path, {**card, "version": number})
+    for f in (p for p in model_dir.iterdir() if p.is_file()):  # config.pbtxt
+        tmp = dest / f".{f.name}.tmp"
+        shutil.copyfile(f, tmp)
+        tmp.replace(dest / f.name)
+    staging.rename(dest / str(number))
+    logger.info("published %s as version %d to %s", model_dir.name, number, repo)
+    return number
 
 
 def load_risk_data(dataset: str, *, data_root: Path, seed: int) -> RiskData:
@@ -154,6 +185,17 @@ def run_risk(
     return run_dir, {**result.metrics, "privacy": result.privacy}
 
 
+def _data_section(data: epi_data.EpiData) -> dict[str, Any]:
+    if data.name in FORECAST_MODEL_NAMES and not data.report:
+        return {
+            "dataset": data.name,
+            "weeks": data.n_weeks,
+            "regions": data.n_regions,
+            "source": "amy-deng/colagnn data files (see ../shared/data/epi READMEs)",
+        }
+    return {"dataset": data.name, "periods": data.n_weeks, "regions": data.n_regions, **data.report}
+
+
 def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
     a, b = data.split_points
     training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
@@ -161,21 +203,18 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
         training["ensemble_seeds"] = result.metrics["ensemble_seeds"]
     return base_card(
         name=name,
-        task="weekly ILI counts per region: steps 1..S ahead, quantiles",
+        task=f"{'daily' if data.step == 'D' else 'weekly'} counts per region: steps 1..S ahead, quantiles",
         metrics=result.metrics["test"],
         privacy=result.privacy,
-        data={
-            "dataset": data.name,
-            "weeks": data.n_weeks,
-            "regions": data.n_regions,
-            "source": "amy-deng/colagnn data files (see ../shared/data/epi READMEs)",
-        },
+        data=_data_section(data),
         split={
-            "method": "chronological 50/20/30",
+            "method": "chronological " + "/".join(f"{round(100 * f):g}" for f in data.split),
+            "fractions": list(data.split),
             "train_weeks": [0, a],
             "val_weeks": [a, b],
             "test_weeks": [b, data.n_weeks],
-            "scaling": "per-region min-max on training weeks (in graph)",
+            **({"test_periods": [data.periods[b], data.periods[-1]]} if data.periods else {}),
+            "scaling": f"{cfg.scaling} min-max on training periods (in graph)",
         },
         inputs=[{"name": "history", "datatype": "FP32", "shape": [-1, result.model.window, data.n_regions]}],
         outputs=[
@@ -187,24 +226,32 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
         ],
         mode="seasonal" if cfg.seasonal else "window20",
         training=training,
+        step=data.step,
+        season_length=data.season,
+        region_ids=list(data.region_ids),
+        region_names=list(data.region_names),
     )
 
 
 def run_forecast(
     *,
     dataset: str,
-    data_root: Path,
+    data_root: Path | None,
     config: ForecastConfig,
     runs_dir: Path,
     export_repo: Path | None = None,
     model_name: str | None = None,
     variants: tuple[str, ...] = ("custom", "standard"),
     ensemble_seeds: tuple[int, ...] = (),
+    data: epi_data.EpiData | None = None,
+    new_version: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train one forecaster (or, with ``ensemble_seeds``, one member per seed and their mean)."""
-    data = epi_data.load_epi(
-        dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
-    )
+    """Train one forecaster (or, with ``ensemble_seeds``, one member per seed and their mean) on
+    ``data`` (the user's files or the store) or, without it, on the named benchmark ``dataset``."""
+    if data is None:
+        data = epi_data.load_epi(
+            dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
+        )
     if ensemble_seeds:
         from healthai_training.forecast.ensemble import train_ensemble
 
@@ -216,8 +263,8 @@ def run_forecast(
     mode = "seasonal" if config.seasonal else "window20"
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
     run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
-    name = model_name or FORECAST_MODEL_NAMES[dataset]
-    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy})
+    name = model_name or FORECAST_MODEL_NAMES.get(dataset) or model_name_for(dataset)
+    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy, "data": data.report})
     write_json(run_dir / "curve.json", {"curve": result.curve})
     plots.training_curve(
         result.curve,
@@ -241,7 +288,10 @@ def run_forecast(
     )
     card = forecast_card(data, result, name, config)
     torch.save(result.model.state_dict(), run_dir / "model_state.pt")
+    graph = replace(result.graph, region_names=tuple(data.region_names))
     if variants:  # variants=() skips the ONNX export (metric sweeps)
-        export_forecaster(result.model, result.graph, run_dir / "models" / name, variants=variants, card=card)
-        publish(run_dir / "models" / name, export_repo)
+        export_forecaster(result.model, graph, run_dir / "models" / name, variants=variants, card=card)
+        version = publish(run_dir / "models" / name, export_repo, new_version=new_version)
+        if version is not None:
+            result.metrics["published"] = {"repository": str(export_repo), "model": name, "version": version}
     return run_dir, {**result.metrics, "privacy": result.privacy}

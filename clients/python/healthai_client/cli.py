@@ -1,4 +1,4 @@
-"""``healthai-client``: ingest, score, forecast, health and load-test from the shell.
+"""``healthai-client``: ingest, score, forecast, scenario, health and load-test from the shell.
 
 Exit codes: 0 success; 1 partial (some records rejected, the rest stored); 2 usage or unreadable local
 input; 3 server unavailable or failed (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED,
@@ -97,9 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", default="", help="comma-separated region ids to report")
     p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")
     p.add_argument("--quantiles", default="", help="comma-separated levels in (0,1), e.g. 0.05,0.5,0.95")
+    p.add_argument("--allow-missing-regions", action="store_true",
+                   help="--stored: forecast even when some regions have no stored counts (flagged)")
+    p.add_argument("--hubverse", type=Path, metavar="FILE",
+                   help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
+    p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")
+    p.add_argument("--reference-date", help="hubverse reference date for an explicit --history "
+                   "(its last period, ISO date)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="draw each region's recent history with the quantile fan")
     p.set_defaults(func=cmd.forecast)
 
+    p = sub.add_parser("regions", help="a forecaster's regions: id, name, accepted aliases")
+    p.add_argument("--graph", "-g", help="named region graph, e.g. japan")
+    p.add_argument("--model", "-m", help="model name (instead of --graph)")
+    p.add_argument("--model-version", type=int, default=0)
+    p.set_defaults(func=cmd.regions)
+
     add_load_parser(sub)
+    from healthai_client.scenario_cli import add_scenario_parsers
+
+    add_scenario_parsers(sub)
     for name, child in sub.choices.items():
         _connection_flags(child, retries=0 if name == "load" else 4)  # load measures raw errors
     return parser

@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -251,12 +252,41 @@ def _print_forecast(r: ForecastResult) -> None:
 
 
 def forecast(args: argparse.Namespace) -> int:
+    from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
+
     history = _history(args.history) if args.history else None
     with make_client(args) as client:
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,
                             regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),
                             quantile_levels=_csv_list(args.quantiles, float),
-                            model_version=args.model_version)
+                            model_version=args.model_version,
+                            allow_missing_regions=args.allow_missing_regions)
+    if args.hubverse:
+        reference_date(r, args.reference_date)  # fail before writing anything
     print_json(r) if args.json else _print_forecast(r)
+    for c in r.coverage:
+        if not c["first_stored_period"]:
+            print(f"warning: {c['region_id']}: no stored counts; its input was zeros", file=sys.stderr)
+        elif c["covered_periods"] < c["window_periods"]:
+            print(f"warning: {c['region_id']}: stored counts cover {c['covered_periods']} of the "
+                  f"{c['window_periods']} window periods (from {c['first_stored_period']})", file=sys.stderr)
+    if args.hubverse:
+        n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)
+        print(f"wrote {n} hubverse rows to {args.hubverse}", file=sys.stderr)
+    if args.plot:
+        plot_forecast(r, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def regions(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        rows = client.regions(args.graph, model=args.model, model_version=args.model_version)
+    if args.json:
+        print_json(rows)
+        return 0
+    for r in rows:
+        aliases = f"  ({', '.join(r['aliases'])})" if r["aliases"] else ""
+        print(f"{r['id']:<16} {r['name']}{aliases}")
     return 0

@@ -28,9 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from healthai.v1 import (
     diagnostics_pb2,
     diagnostics_pb2_grpc,
+    forecast_pb2,
     forecast_pb2_grpc,
     ingest_pb2_grpc,
     risk_pb2_grpc,
+    scenario_pb2_grpc,
 )
 from healthai_client.connection import DEFAULT_MAX_MESSAGE_BYTES, ConnectionConfig, as_addresses
 from healthai_client.errors import HealthAIClientError
@@ -44,6 +46,13 @@ from healthai_client.requests import (
 )
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
 from healthai_client.retry import RetryPolicy
+from healthai_client.scenario import (
+    Calibration,
+    ScenarioResult,
+    counts_request,
+    graph_message,
+    scenario_request,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +65,7 @@ class _Stubs:
         self.risk = risk_pb2_grpc.RiskStub(channel)
         self.forecast = forecast_pb2_grpc.ForecastStub(channel)
         self.diagnostics = diagnostics_pb2_grpc.DiagnosticsStub(channel)
+        self.scenario = scenario_pb2_grpc.ScenarioStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
 
@@ -211,14 +221,66 @@ class Client:
                  stored: str | bool | None = None, end_date: str | None = None,
                  regions: Sequence[str] = (), horizons: Sequence[int] = (),
                  quantile_levels: Sequence[float] = (), model_version: int = 0,
-                 timeout: float | None = None) -> ForecastResult:
+                 allow_missing_regions: bool = False, timeout: float | None = None) -> ForecastResult:
         """Forecast from an explicit ``history`` ({region: counts oldest first}, or (region_ids,
-        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome)."""
+        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome;
+        regions without stored counts are refused unless ``allow_missing_regions``, then flagged in
+        ``ForecastResult.coverage``)."""
         request = forecast_request(graph, model=model, history=history, stored=stored, end_date=end_date,
                                    regions=regions, horizons=horizons, quantile_levels=quantile_levels,
-                                   model_version=model_version)
+                                   model_version=model_version, allow_missing_regions=allow_missing_regions)
         reply = self._invoke(lambda s: s.forecast.Forecast, request, timeout=timeout)
-        return ForecastResult.from_proto(reply)
+        result = ForecastResult.from_proto(reply)
+        if history is not None:  # keep what was sent, for plots
+            hist = forecast_pb2.History()
+            hist.CopyFrom(request.history)
+            result = result.with_history(list(hist.region_ids), np.asarray(hist.counts, np.float32))
+        return result
+
+    def regions(self, graph: str | None = None, *, model: str | None = None, model_version: int = 0,
+                timeout: float | None = None) -> list[dict[str, Any]]:
+        """A forecaster's regions in column order: [{"id", "name", "aliases"}]."""
+        if not graph and not model:
+            raise ValueError("give graph (e.g. 'japan') or model")
+        request = forecast_pb2.RegionsRequest(graph=graph or "", model_name=model or "",
+                                              model_version=model_version)
+        reply = self._invoke(lambda s: s.forecast.Regions, request, timeout=timeout)
+        return [{"id": r.id, "name": r.name, "aliases": list(r.aliases)} for r in reply.regions]
+
+    # -- Scenario ---------------------------------------------------------------------------------
+
+    def scenario(self, graph: str | Mapping[str, Any], *, horizon_days: int, timeout: float | None = None,
+                 progress: Callable[[int, int], None] | None = None, **options: Any) -> ScenarioResult:
+        """Run a what-if scenario (options: see ``healthai_client.scenario.scenario_request``). With
+        ``progress`` the server streams (RunStream, any size up to its cap) and ``progress(done_days,
+        horizon_days)`` is called per period; without, one unary Run (small jobs)."""
+        request = scenario_request(graph, horizon_days=horizon_days, **options)
+        if progress is None:
+            return ScenarioResult.from_proto(self._invoke(lambda s: s.scenario.Run, request, timeout=timeout))
+        i = self._next_index()
+        try:
+            for update in self._stubs[i].scenario.RunStream(request, timeout=timeout or self.timeout,
+                                                            metadata=self.config.metadata()):
+                if update.HasField("progress"):
+                    progress(update.progress.days_done, update.progress.horizon_days)
+                else:
+                    return ScenarioResult.from_proto(update.result)
+        except grpc.RpcError as e:
+            address = self.config.addresses[i]
+            raise HealthAIClientError.from_rpc_error(e, address=address, attempts=1) from None
+        raise HealthAIClientError(grpc.StatusCode.INTERNAL, "stream ended without a result",
+                                  address=self.config.addresses[i], attempts=1)
+
+    def calibrate(self, graph: str | Mapping[str, Any], *, observed: tuple[Sequence[str], Any] | None = None,
+                  stored: str | bool | None = None, end_date: str | None = None, window_days: int = 0,
+                  disease: Mapping[str, float] | None = None, mobility: float | None = None,
+                  timeout: float | None = None) -> Calibration:
+        """Fit r0 and a reporting rate to ``observed`` (region_ids, [days x regions]) or stored counts."""
+        from healthai.v1 import scenario_pb2
+
+        request = counts_request(graph_message(graph, mobility), scenario_pb2.Disease(**dict(disease or {})),
+                                 observed=observed, stored=stored, end_date=end_date, window_days=window_days)
+        return Calibration.from_proto(self._invoke(lambda s: s.scenario.Calibrate, request, timeout=timeout))
 
     # -- Diagnostics ------------------------------------------------------------------------------
 

@@ -174,7 +174,8 @@ def forecast_request(graph: str | None, *, model: str | None = None,
                      stored: str | bool | None = None, end_date: str | None = None,
                      regions: Sequence[str] = (), horizons: Sequence[int] = (),
                      quantile_levels: Sequence[float] = (),
-                     model_version: int = 0) -> forecast_pb2.ForecastRequest:
+                     model_version: int = 0,
+                     allow_missing_regions: bool = False) -> forecast_pb2.ForecastRequest:
     if not graph and not model:
         raise ValueError("give graph (e.g. 'japan') or model")
     if (history is None) == (not stored):
@@ -198,7 +199,8 @@ def forecast_request(graph: str | None, *, model: str | None = None,
         request.history.CopyFrom(forecast_pb2.History(region_ids=ids, counts=counts.ravel().tolist()))
     else:
         syndrome = stored if isinstance(stored, str) else ""
-        request.stored.CopyFrom(forecast_pb2.StoredHistory(syndrome=syndrome, end_date=end_date or ""))
+        request.stored.CopyFrom(forecast_pb2.StoredHistory(syndrome=syndrome, end_date=end_date or "",
+                                                           allow_missing_regions=allow_missing_regions))
     return request
 
 

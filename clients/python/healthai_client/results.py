@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,20 @@ class ForecastResult:
     first_forecast_period: str = ""
     step: str = ""
     _region_index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # stored history: per region {region_id, first_stored_period, covered_periods, window_periods,
+    # cases_in_window}; a region with no first_stored_period had no data (its input was zeros)
+    coverage: tuple[dict[str, Any], ...] = ()
+    history: np.ndarray | None = None  # [steps, regions] the model read (stored), or what was sent
+
+    def with_history(self, region_ids: list[str], counts: np.ndarray) -> ForecastResult:
+        """This result with the explicit history that was sent, reordered to ``region_ids`` here."""
+        counts = counts.reshape(-1, len(region_ids))
+        cols = [region_ids.index(r) for r in self.region_ids]
+        return replace(self, history=counts[:, cols])
+
+    def missing_regions(self) -> list[str]:
+        """Regions whose stored input had no data at all (only with allow_missing_regions)."""
+        return [c["region_id"] for c in self.coverage if not c["first_stored_period"]]
 
     def at(self, region: str, horizon: int) -> tuple[float, dict[float, float]]:
         """(point, {level: value}) for one region and horizon."""
@@ -138,6 +152,12 @@ class ForecastResult:
         point = np.asarray(r.point, dtype=np.float32).reshape(h, n)
         quantiles = np.asarray(r.quantiles, dtype=np.float32).reshape(h, n, q)
         regions = tuple(r.region_ids)
+        coverage = tuple({"region_id": c.region_id, "first_stored_period": c.first_stored_period,
+                          "covered_periods": c.covered_periods, "window_periods": c.window_periods,
+                          "cases_in_window": c.cases_in_window} for c in r.coverage)
+        history = (np.asarray(r.stored_history, dtype=np.float32).reshape(-1, n)
+                   if len(r.stored_history) and n else None)
         return cls(r.model_name, r.model_version, regions, tuple(r.horizons),
                    tuple(round(float(x), 6) for x in r.quantile_levels), point, quantiles,
-                   r.first_forecast_period, r.step, {rid: i for i, rid in enumerate(regions)})
+                   r.first_forecast_period, r.step, {rid: i for i, rid in enumerate(regions)},
+                   coverage, history)

@@ -17,7 +17,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags the user gave (argparse defaults are None), as Settings fields."""
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
-             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level")
+             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
     if args.dev:
         flags["dev_mode"] = True
@@ -42,6 +42,16 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def _describe(error: Any) -> str:
+    """One line per problem (``security: tls_client_ca_file (--tls-client-ca) needs TLS: ...``),
+    without pydantic's echo of the input values (which may hold file paths of secrets)."""
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(part) for part in e["loc"]) or "settings"
+        lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -51,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(config=args.config, flags=_flags(args))
     except ValidationError as e:
-        print(f"healthai serve: invalid settings:\n{e}", file=sys.stderr)
+        print(f"healthai serve: invalid settings:\n{_describe(e)}", file=sys.stderr)
         return 2
     except HealthAIError as e:
         print(f"healthai serve: {e.message}", file=sys.stderr)
@@ -79,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--omop-concept", type=Path, help="OMOP CONCEPT file")
     p.add_argument("--omop-concept-relationship", type=Path, help="OMOP CONCEPT_RELATIONSHIP file")
     p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
+    p.add_argument("--date-policy", choices=("full", "shift"),
+                   help="event dates: as sent (full, default) or a keyed per-patient shift")
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")
     p.add_argument("--max-pending-rpcs", type=int,

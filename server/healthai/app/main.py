@@ -27,8 +27,11 @@ def build_plugins(settings: Settings) -> list[ServicePlugin]:
     ingest = IngestPlugin(settings)
     plugins: list[ServicePlugin] = [ingest]
     if settings.serving.enabled:
-        serving = importlib.import_module("healthai.serving")
+        serving = importlib.import_module("healthai.serving.plugin")
         plugins.append(serving.plugin(settings=settings, surveillance=ingest.surveillance))
+    if settings.scenario.enabled:
+        scenario = importlib.import_module("healthai.scenario.plugin")
+        plugins.append(scenario.plugin(settings=settings, surveillance=ingest.surveillance))
     return plugins
 
 

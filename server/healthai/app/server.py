@@ -71,7 +71,11 @@ class RunningServer:
             await self.health_server.start()
         for name in [*self.service_names, OVERALL]:
             await self.health.set(name, SERVING)
-        log.info("serving %s on %s:%d", ", ".join(self.service_names), self.settings.host, self.port)
+        sec = self.settings.security
+        health_port = self.settings.health_port
+        log.info("serving %s on %s:%d; transport: %s; auth: %s%s", ", ".join(self.service_names),
+                 self.settings.host, self.port, sec.tls_mode, sec.auth_mode,
+                 f"; plaintext health-only port {health_port}" if self.health_server and health_port else "")
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, stop accepting calls and drain in-flight ones, then stop plugins."""

@@ -22,7 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from healthai.errors import InvalidInput
+from healthai.ingest.kafka.settings import KafkaSettings
 from healthai.observability.settings import ObservabilitySettings
+from healthai.scenario.settings import ScenarioSettings
 from healthai.security.settings import SecuritySettings
 from healthai.serving.settings import ServingSettings
 
@@ -47,6 +49,9 @@ class Settings(BaseModel):
     snomed_map_nlm: Path | None = None  # NLM SNOMED CT -> ICD-10-CM map release file
     omop_concept: Path | None = None  # OMOP CONCEPT.csv (with omop_concept_relationship)
     omop_concept_relationship: Path | None = None
+    # How event dates are stored: "full" (as sent; a limited data set) or "shift" (keyed per-patient
+    # offset); under both no stored date equals a full birth date (healthai.normalize.dates).
+    date_policy: Literal["full", "shift"] = "full"
     shutdown_grace_s: float = Field(10.0, ge=0)
     # Admission control: RPCs in progress at once; beyond it a call is answered RESOURCE_EXHAUSTED at
     # once instead of queueing without bound. None = no limit.
@@ -58,6 +63,8 @@ class Settings(BaseModel):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    scenario: ScenarioSettings = Field(default_factory=ScenarioSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # `healthai ingest-kafka` only
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -47,14 +47,15 @@ async def running_server(settings: Settings,
 
 
 @contextmanager
-def serve_in_thread(settings: Settings, plugins: Sequence[ServicePlugin]) -> Iterator[RunningServer]:
+def serve_in_thread(settings: Settings, plugins: Sequence[ServicePlugin], *,
+                    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> Iterator[RunningServer]:
     """Run the server on an event loop in a daemon thread; stop it (grace 0.5 s) on exit."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="healthai-test-server", daemon=True)
     thread.start()
 
     async def start() -> RunningServer:
-        running = build_server(settings, plugins)
+        running = build_server(settings, plugins, interceptors=interceptors)
         await running.start()
         return running
 

@@ -32,6 +32,7 @@ class IngestPlugin:
             snomed_map_nlm=settings.snomed_map_nlm,
             omop_concept=settings.omop_concept,
             omop_relationship=settings.omop_concept_relationship,
+            date_policy=settings.date_policy,
         )
         self.store = ParquetStore(settings.store_uri)
         self.surveillance = SurveillanceCounts(self.store)

@@ -34,6 +34,7 @@ __all__ = [
     "is_icd9_format",
     "loinc_check_digit",
     "loinc_valid",
+    "snomed_valid",
     "system_name",
 ]
 
@@ -184,3 +185,17 @@ def loinc_check_digit(body: str) -> int:
 def loinc_valid(code: str) -> bool:
     m = _LOINC.match(code.strip())
     return bool(m) and loinc_check_digit(m.group(1)) == int(m.group(2))
+
+
+# ---------------------------------------------------------------- SNOMED CT
+_SCTID = re.compile(r"^[1-9]\d{5,17}$")
+_SCT_PARTITIONS = frozenset({"00", "01", "02", "03", "04", "05", "10", "11", "12", "13", "14", "15"})
+
+
+@lru_cache(maxsize=8192)
+def snomed_valid(code: str) -> bool:
+    """An SCTID: 6-18 digits, no leading zero, a known partition identifier, the Verhoeff check digit."""
+    from healthai.normalize.redact import verhoeff_valid  # redact imports this module
+
+    c = code.strip()
+    return bool(_SCTID.match(c)) and c[-3:-1] in _SCT_PARTITIONS and verhoeff_valid(c)

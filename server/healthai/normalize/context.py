@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from healthai.normalize.codes import Icd10Codes, icd10_codes
+from healthai.normalize.dates import DatePolicy
 from healthai.normalize.identity import Pseudonymizer
 from healthai.normalize.maps import SnomedIcd10Map
 
@@ -24,6 +25,8 @@ class NormalizeContext:
     - ``min_birth_year``: earlier birth years are impossible.
     - ``strict_fhir``: also validate every FHIR resource against the full ``fhir.resources`` R4B
       model (about 3 MB/s instead of the selective path's speed); any error rejects the resource.
+    - ``date_policy``: ``full`` (dates as sent; default) or ``shift`` (a keyed per-patient offset);
+      under both, no stored event date equals a full birth date (:mod:`healthai.normalize.dates`).
     """
 
     pseudonymizer: Pseudonymizer
@@ -33,6 +36,7 @@ class NormalizeContext:
     future_tolerance: dt.timedelta = dt.timedelta(days=1)
     min_birth_year: int = 1880
     strict_fhir: bool = False
+    date_policy: DatePolicy = DatePolicy.FULL
 
     @classmethod
     def create(
@@ -45,6 +49,7 @@ class NormalizeContext:
         omop_relationship: str | Path | None = None,
         reference_date: dt.date | None = None,
         strict_fhir: bool = False,
+        date_policy: str = DatePolicy.FULL,
     ) -> NormalizeContext:
         """Build from settings: a key (bytes or file) and optionally one map (NLM or OMOP pair)."""
         if (key is None) == (key_file is None):
@@ -58,7 +63,11 @@ class NormalizeContext:
                 raise ValueError("OMOP map needs both CONCEPT and CONCEPT_RELATIONSHIP files")
             smap = SnomedIcd10Map.load_omop(omop_concept, omop_relationship)
         return cls(
-            pseudonymizer=pseudo, snomed_map=smap, reference_date=reference_date, strict_fhir=strict_fhir
+            pseudonymizer=pseudo,
+            snomed_map=smap,
+            reference_date=reference_date,
+            strict_fhir=strict_fhir,
+            date_policy=DatePolicy(date_policy),
         )
 
     def today(self) -> dt.date:

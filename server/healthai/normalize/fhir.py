@@ -14,8 +14,9 @@ or a JSON array of resources. Every entry is one record and gets one outcome:
 References are resolved inside the payload (``urn:uuid:`` fullUrls, ``Type/id``, absolute URLs
 ending in ``Type/id``, ``#contained``); each one that does not resolve is flagged
 ``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A repeated ``Type/id`` or
-fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that are not JSON, or whose top
-level is not a resource, a Bundle or an array → :class:`healthai.errors.InvalidInput`.
+fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that are not JSON, nest deeper
+than ``MAX_JSON_DEPTH`` levels, or whose top level is not a resource, a Bundle or an array →
+:class:`healthai.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any
 import pyarrow as pa
 
 from healthai.errors import InvalidInput
-from healthai.normalize import fhir_condition, fhir_observation, fhir_patient
+from healthai.normalize import dates, fhir_condition, fhir_observation, fhir_patient
 from healthai.normalize import fhir_resources as fr
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_strict import strict_issues
 from healthai.normalize.fhir_types import ID_PATTERN, R4_RESOURCE_TYPES
+from healthai.normalize.fhir_unknown import unknown_elements
 from healthai.normalize.identity import record_system
+from healthai.normalize.json_depth import MAX_JSON_DEPTH, json_depth_exceeds
 from healthai.normalize.records import (
     KINDS,
     SCHEMAS,
@@ -67,6 +70,9 @@ def parse_payload(payload: bytes | str | dict | list) -> tuple[list[tuple[str, A
             text = payload if isinstance(payload, str) else bytes(payload).decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidInput(f"FHIR payload is not UTF-8 text (byte {e.start})") from None
+        if json_depth_exceeds(payload if isinstance(payload, bytes) else text):
+            raise InvalidInput(f"JSON arrays/objects nest more than {MAX_JSON_DEPTH} levels deep; "
+                               f"the limit is {MAX_JSON_DEPTH}")
         try:
             doc = json.loads(text.removeprefix("\ufeff"))
         except json.JSONDecodeError as e:
@@ -209,6 +215,7 @@ def normalize_fhir(
     ps = ctx.pseudonymizer
     # Patients first, so that rows of other resources can carry the patient's region.
     pending.sort(key=lambda p: p[1] != "Patient")
+    paths: dict[str, str] = {}  # pseudonym -> field path of the record (DATE_GENERALIZED warnings)
     for i, rtype, res, base in pending:
         rid = index.id_of(i) or ""
         pid = ps.pseudonym(record_system(source, rtype), rid) if rid else ""
@@ -217,6 +224,7 @@ def normalize_fhir(
             rec.check_references(res)
         if ctx.strict_fhir:
             rec.issues += strict_issues(res, base)
+        rec.issues += unknown_elements(res, rtype, base)
         normalizer = _NORMALIZERS.get(rtype)
         if normalizer is None:
             rec.warn(
@@ -233,9 +241,17 @@ def normalize_fhir(
         status = status_of(rec.issues)  # strict errors reject even when the normalizer succeeded
         if status is not Status.REJECTED and kind_rows:
             rows[rtype.lower()].extend(kind_rows)
+        elif status is not Status.REJECTED and normalizer is not None:
+            # every accepted record is in the store or says why not
+            rec.warn(IssueCode.NOT_STORED, f"{rtype} accepted but produced no row to store", base)
+            status = Status.ACCEPTED_WITH_WARNINGS
         outcomes[i] = RecordOutcome(i, rtype, pid, status, rec.issues)
+        paths[pid] = base
     tables = {k: pa.Table.from_pylist(v, schema=SCHEMAS[k]) for k, v in rows.items()}
-    return NormalizedBatch([o for o in outcomes if o is not None], tables)
+    done = [o for o in outcomes if o is not None]
+    tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates=index.birth_dates,
+                         outcomes=done, paths=paths)
+    return NormalizedBatch(done, tables)
 
 
 def _needing_reference_check(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from healthai.normalize import codes
-from healthai.normalize.fhir_resources import Rec
+from healthai.normalize.fhir_resources import Rec, Reject
 from healthai.normalize.fhir_types import first_code
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe
@@ -13,14 +13,19 @@ from healthai.normalize.redact import Syntax, describe
 
 # ---------------------------------------------------------------------------- Condition
 def normalize_condition(rec: Rec, res: dict) -> list[dict]:
-    patient = rec.linked_id(res, "subject", "Patient", required=True)
-    encounter = rec.linked_id(res, "encounter", "Encounter", required=False)
+    # Independent fields are read with rec.attempt: every error of the resource is reported.
+    patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
+    encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
     concept = res.get("code")
     codings = concept.get("coding") if isinstance(concept, dict) else None
     if not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings):
-        rec.reject(
-            IssueCode.MISSING_FIELD, "code.coding with at least one code is required", rec.path("code.coding")
+        rec.attempt(
+            rec.reject,
+            IssueCode.MISSING_FIELD,
+            "code.coding with at least one code is required",
+            rec.path("code.coding"),
         )
+        codings = []
     row = code_condition(
         rec,
         [
@@ -32,15 +37,18 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     _, clinical = first_code(res.get("clinicalStatus"))
     _, verification = first_code(res.get("verificationStatus"))
     onset = (
-        rec.time(res, "onsetDateTime")
+        rec.attempt(rec.time, res, "onsetDateTime")
         if "onsetDateTime" in res
-        else rec.time(res, "onsetPeriod", sub="start")
+        else rec.attempt(rec.time, res, "onsetPeriod", sub="start")
     )
     abatement = (
-        rec.time(res, "abatementDateTime")
+        rec.attempt(rec.time, res, "abatementDateTime")
         if "abatementDateTime" in res
-        else rec.time(res, "abatementPeriod", sub="end")
+        else rec.attempt(rec.time, res, "abatementPeriod", sub="end")
     )
+    recorded = rec.attempt(rec.time, res, "recordedDate")
+    if rec.failed:
+        raise Reject
     row.update(
         {
             "source": rec.source,
@@ -53,7 +61,7 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
             "verification_status": verification,
             "onset": onset,
             "abatement": abatement,
-            "recorded": rec.time(res, "recordedDate"),
+            "recorded": recorded,
         }
     )
     return [row]
@@ -90,6 +98,12 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
             elif out["icd9_code"] is None:
                 out["icd9_code"] = canon
             value = canon or code.strip().upper()
+        elif name == codes.SNOMED and not codes.snomed_valid(code):
+            # not an SCTID: kept as an OTHER code, never in snomed_code
+            problem = "is not an SCTID (digits, partition, Verhoeff check); kept as system|code"
+            message = describe("SNOMED CT code", code, problem, Syntax.SNOMED)
+            rec.warn(IssueCode.SNOMED_INVALID, message, where)
+            name, value = codes.OTHER, f"{system or ''}|{code}"
         elif name == codes.SNOMED:
             value = code.strip()
             out["snomed_code"] = out["snomed_code"] or value
@@ -110,7 +124,9 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
             )
             message = describe("SNOMED CT code", snomed, f"has no ICD-10-CM code: {why}", Syntax.SNOMED)
             rec.warn(IssueCode.CODE_UNMAPPED, message, rec.path("code"))
-        elif out["code_system"] == codes.OTHER:
+        elif out["code_system"] == codes.OTHER and not any(
+            i.code == IssueCode.SNOMED_INVALID for i in rec.issues
+        ):
             rec.warn(
                 IssueCode.CODE_SYSTEM_UNKNOWN, "no ICD-10-CM, ICD-9-CM or SNOMED CT coding", rec.path("code")
             )

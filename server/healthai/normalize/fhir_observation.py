@@ -6,22 +6,19 @@ import math
 from typing import Any
 
 from healthai.normalize import codes, units
-from healthai.normalize.fhir_resources import OBSERVATION_STATUS, Rec
+from healthai.normalize.fhir_resources import OBSERVATION_STATUS, Rec, Reject
+from healthai.normalize.fhir_types import first_code
 from healthai.normalize.records import IssueCode
-from healthai.normalize.redact import Syntax, describe, number
+from healthai.normalize.redact import Syntax, describe, field_key, number
 
 
 def normalize_observation(rec: Rec, res: dict) -> list[dict]:
-    status = rec.code_str(res, "status", OBSERVATION_STATUS, required=True)
-    loinc, other = _code(rec, res.get("code"), "code")
-    patient = rec.linked_id(res, "subject", "Patient", required=True)
-    encounter = rec.linked_id(res, "encounter", "Encounter", required=False)
-    if "effectiveDateTime" in res:
-        effective = rec.time(res, "effectiveDateTime")
-    elif "effectiveInstant" in res:
-        effective = rec.time(res, "effectiveInstant")
-    else:
-        effective = rec.time(res, "effectivePeriod", sub="start")
+    # Independent fields are read with rec.attempt: every error of the resource is reported.
+    status = rec.attempt(rec.code_str, res, "status", OBSERVATION_STATUS, required=True)
+    loinc, other = rec.attempt(_code, rec, res.get("code"), "code") or (None, None)
+    patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
+    encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
+    effective = rec.attempt(_effective, rec, res)
     category = None
     cats = res.get("category")
     if isinstance(cats, list):
@@ -41,40 +38,70 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
         "effective": effective,
     }
     rows: list[dict] = []
-    own = _value(rec, res, loinc, "")
-    if own is not None:
-        rows.append({**base, "record_key": rec.pid, "loinc": loinc or other, "panel_loinc": None, **own})
     comps = res.get("component")
     if comps is not None and not isinstance(comps, list):
-        rec.reject(IssueCode.INVALID_FIELD, "component must be an array", rec.path("component"))
+        rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "component must be an array", rec.path("component"))
+        comps = None
+    own = rec.attempt(_value, rec, res, loinc, "")
+    no_value = own is None and not rec.failed  # no value[x] at all
+    if own is not None or (not comps and not rec.failed):
+        # no value and no components: stored with its dataAbsentReason (null value), never dropped
+        own = own or {**_EMPTY, "data_absent_reason": _absent(res)}
+        code = loinc or other
+        rows.append({**base, "record_key": rec.pid, "loinc": code, "panel_loinc": None,
+                     "loinc_valid": codes.loinc_valid(loinc) if loinc else None, **own})
     seen: dict[str, float | None] = {}
     for j, comp in enumerate(comps or ()):
         if not isinstance(comp, dict):
-            rec.reject(IssueCode.INVALID_FIELD, "component must be an object", rec.path(f"component[{j}]"))
-        c_loinc, c_other = _code(rec, comp.get("code"), f"component[{j}].code")
-        c_code = c_loinc or c_other
-        value = _value(rec, comp, c_loinc, f"component[{j}].")
-        if value is None or c_code is None:
+            rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "component must be an object",
+                        rec.path(f"component[{j}]"))
             continue
+        c_loinc, c_other = rec.attempt(_code, rec, comp.get("code"), f"component[{j}].code") or (None, None)
+        c_code = c_loinc or c_other
+        value = rec.attempt(_value, rec, comp, c_loinc, f"component[{j}].")
+        if c_code is None:
+            continue
+        if value is None:
+            value = {**_EMPTY, "data_absent_reason": _absent(comp) or _absent(res)}
         seen[c_code] = value["value"]
-        rows.append(
-            {
-                **base,
-                "record_key": f"{rec.pid}#{c_code}",
-                "loinc": c_code,
-                "panel_loinc": loinc or other,
-                **value,
-            }
-        )
-    if loinc in units.BP_PANELS:
+        rows.append({**base, "record_key": f"{rec.pid}#{c_code}", "loinc": c_code,
+                     "panel_loinc": loinc or other,
+                     "loinc_valid": codes.loinc_valid(c_loinc) if c_loinc else None, **value})
+    if loinc in units.BP_PANELS and not rec.failed:
         _check_bp(rec, seen)
-    if not rows and own is None and not comps and "dataAbsentReason" not in res:
+    if no_value and not comps and own is not None and own["data_absent_reason"] is None:
         rec.warn(
             IssueCode.VALUE_MISSING,
-            "Observation has no value, no components and no dataAbsentReason",
+            "Observation has no value, no components and no dataAbsentReason: stored without a value",
             rec.path("value[x]"),
         )
+    if rec.failed:
+        raise Reject
     return rows
+
+
+_EMPTY: dict[str, Any] = {"value": None, "unit": None, "original_value": None, "original_unit": None,
+                          "value_code": None, "data_absent_reason": None}
+
+
+_SNOMED_INVALID = "code under the SNOMED CT system is not an SCTID (digits, partition, Verhoeff check)"
+
+
+def _absent(res: dict) -> str | None:
+    """``system|code`` of a dataAbsentReason (``...|unknown`` when it has text only)."""
+    concept = res.get("dataAbsentReason")
+    if concept is None:
+        return None
+    system, code = first_code(concept)
+    return f"{system or ''}|{code}" if code else "|unknown"
+
+
+def _effective(rec: Rec, res: dict) -> Any:
+    if "effectiveDateTime" in res:
+        return rec.time(res, "effectiveDateTime")
+    if "effectiveInstant" in res:
+        return rec.time(res, "effectiveInstant")
+    return rec.time(res, "effectivePeriod", sub="start")
 
 
 def _check_bp(rec: Rec, seen: dict[str, float | None]) -> None:
@@ -117,6 +144,8 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
                     rec.path(f"{field}.coding[{j}].code"),
                 )
             return code, None
+        if codes.system_name(c.get("system")) == codes.SNOMED and not codes.snomed_valid(code):
+            rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
         other = other or f"{c.get('system') or ''}|{code}"
     rec.warn(
         IssueCode.CODE_SYSTEM_UNKNOWN, "no LOINC coding; kept as system|code", rec.path(f"{field}.coding")
@@ -126,7 +155,7 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
 
 def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
     """Value columns of an Observation or component, or None when it has no value[x]."""
-    empty = {"value": None, "unit": None, "original_value": None, "original_unit": None, "value_code": None}
+    empty = {**_EMPTY, "data_absent_reason": _absent(res)}
     q = res.get("valueQuantity")
     if q is not None:
         path = f"{prefix}valueQuantity"
@@ -157,11 +186,13 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
         }
         if loinc is None:
             out["value"], out["unit"] = float(raw), units.ucum(unit) or out["original_unit"]
+            _warn_non_ucum(rec, unit, unit_path)
             return out
         try:
             out["value"], out["unit"] = units.convert(
                 loinc, float(raw), unit if isinstance(unit, str) else None
             )
+            _warn_non_ucum(rec, unit, unit_path)
         except units.UnitError as e:
             if e.code == IssueCode.UNIT_UNKNOWN:
                 rec.warn(IssueCode.UNIT_UNKNOWN, f"{e}; value kept unconverted", rec.path(unit_path))
@@ -190,6 +221,23 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
                 except units.UnitError as e:
                     rec.reject(IssueCode.VALUE_IMPOSSIBLE, str(e), rec.path(f"{prefix}{key}"))
             return {**empty, "value": float(v), "original_value": float(v)}
-    if any(k.startswith("value") for k in res):
-        return empty  # valueString, valueDateTime, ...: free text and other types are not stored
+    for key in res:
+        if key.startswith("value"):  # valueString, valueDateTime, ...: free text and other types
+            rec.warn(
+                IssueCode.NOT_STORED,
+                f"{field_key(key)} is not stored (only Quantity, CodeableConcept, integer and boolean "
+                "values are); the observation is stored without its value",
+                rec.path(f"{prefix}{field_key(key)}"),
+            )
+            return empty
     return None
+
+
+def _warn_non_ucum(rec: Rec, unit: object, path: str) -> None:
+    read_as = units.non_ucum(unit) if isinstance(unit, str) else None
+    if read_as is not None:
+        rec.warn(
+            IssueCode.UNIT_NOT_UCUM,
+            describe("unit", unit, f"is not a UCUM code: read as {read_as!r}", Syntax.UNIT),
+            rec.path(path),
+        )

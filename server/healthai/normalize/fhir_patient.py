@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from healthai.normalize import codes
-from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec
+from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
 from healthai.normalize.fhir_types import first_code, parse_datetime
 from healthai.normalize.identity import generalize_date, region_code
 from healthai.normalize.records import IssueCode
@@ -13,53 +13,43 @@ from healthai.normalize.records import IssueCode
 
 # ---------------------------------------------------------------------------- Patient
 def normalize_patient(rec: Rec, res: dict) -> list[dict]:
-    sex = rec.code_str(res, "gender", GENDERS, required=False)
-    birth = res.get("birthDate")
-    by = bm = None
-    if birth is not None:
-        try:
-            t = parse_datetime(birth)
-            if not isinstance(birth, str) or "T" in birth:
-                raise ValueError("birthDate has a time")
-            by, bm = generalize_date(birth)
-        except ValueError:  # never say more: a birth date identifies
-            rec.reject(
-                IssueCode.INVALID_FIELD,
-                "birthDate is not an ISO 8601 date (FHIR date: YYYY, YYYY-MM or YYYY-MM-DD)",
-                rec.path("birthDate"),
-            )
-        if t.date() > rec.ctx.today() or t.year < rec.ctx.min_birth_year:
-            rec.reject(
-                IssueCode.DATE_IMPOSSIBLE,
-                f"birthDate is in the future or before {rec.ctx.min_birth_year}",
-                rec.path("birthDate"),
-            )
+    # Independent fields are read with rec.attempt: every error of the resource is reported.
+    sex = rec.attempt(rec.code_str, res, "gender", GENDERS, required=False)
+    by, bm = rec.attempt(_birth, rec, res) or (None, None)
     deceased = res.get("deceasedBoolean")
     dy = dm = None
     if "deceasedDateTime" in res:
-        t_death = rec.time(res, "deceasedDateTime")
+        t_death = rec.attempt(rec.time, res, "deceasedDateTime")
         if t_death is not None:
             deceased = True
             dy, dm = t_death.year, t_death.month
             if by is not None and (dy, dm or 12) < (by, bm or 1):
-                rec.reject(
+                rec.attempt(
+                    rec.reject,
                     IssueCode.DATE_IMPOSSIBLE,
                     "deceasedDateTime is before birthDate",
                     rec.path("deceasedDateTime"),
                 )
     elif deceased is not None and not isinstance(deceased, bool):
-        rec.reject(
-            IssueCode.INVALID_FIELD, "deceasedBoolean must be true or false", rec.path("deceasedBoolean")
+        rec.attempt(
+            rec.reject,
+            IssueCode.INVALID_FIELD,
+            "deceasedBoolean must be true or false",
+            rec.path("deceasedBoolean"),
         )
-    region = _region(rec, res.get("address"))
+    region = rec.attempt(_region, rec, res.get("address"))
     rec.refs.patient_region[rec.index] = region
     idents: list[str] = []
     raw = res.get("identifier") or []
     if not isinstance(raw, list):
-        rec.reject(IssueCode.INVALID_FIELD, "identifier must be an array", rec.path("identifier"))
+        path = rec.path("identifier")
+        rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "identifier must be an array", path)
+        raw = []
     for ident in raw:
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
             idents.append(rec.ctx.pseudonymizer.pseudonym(str(ident.get("system") or ""), ident["value"]))
+    if rec.failed:
+        raise Reject
     return [
         {
             "source": rec.source,
@@ -78,6 +68,34 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
     ]
 
 
+def _birth(rec: Rec, res: dict) -> tuple[int | None, int | None]:
+    """(year, month) of birthDate; the full date is kept in memory for this payload only (the dates
+    policy: no stored event date may equal it)."""
+    birth = res.get("birthDate")
+    if birth is None:
+        return None, None
+    try:
+        t = parse_datetime(birth)
+        if not isinstance(birth, str) or "T" in birth:
+            raise ValueError("birthDate has a time")
+        by, bm = generalize_date(birth)
+    except ValueError:  # never say more: a birth date identifies
+        rec.reject(
+            IssueCode.INVALID_FIELD,
+            "birthDate is not an ISO 8601 date (FHIR date: YYYY, YYYY-MM or YYYY-MM-DD)",
+            rec.path("birthDate"),
+        )
+    if t.date() > rec.ctx.today() or t.year < rec.ctx.min_birth_year:
+        rec.reject(
+            IssueCode.DATE_IMPOSSIBLE,
+            f"birthDate is in the future or before {rec.ctx.min_birth_year}",
+            rec.path("birthDate"),
+        )
+    if len(birth) >= 10:
+        rec.refs.birth_dates[rec.pid] = t.date()
+    return by, bm
+
+
 def _region(rec: Rec, addresses: Any) -> str | None:
     if addresses is None:
         return None
@@ -94,16 +112,21 @@ def _region(rec: Rec, addresses: Any) -> str | None:
 
 # ---------------------------------------------------------------------------- Encounter
 def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
-    status = rec.code_str(res, "status", ENCOUNTER_STATUS, required=True)
+    # Independent fields are read with rec.attempt: every error of the resource is reported.
+    status = rec.attempt(rec.code_str, res, "status", ENCOUNTER_STATUS, required=True)
     cls = res.get("class")
     if not isinstance(cls, dict) or not isinstance(cls.get("code"), str):
         code = IssueCode.MISSING_FIELD if cls is None else IssueCode.INVALID_FIELD
-        rec.reject(code, "class is required: a Coding with a code (R4)", rec.path("class"))
-    patient = rec.linked_id(res, "subject", "Patient", required=True)
-    start = rec.time(res, "period", sub="start")
-    end = rec.time(res, "period", sub="end")
+        rec.attempt(rec.reject, code, "class is required: a Coding with a code (R4)", rec.path("class"))
+    patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
+    start = rec.attempt(rec.time, res, "period", sub="start")
+    end = rec.attempt(rec.time, res, "period", sub="end")
     if start is not None and end is not None and end < start:
-        rec.reject(IssueCode.INVALID_FIELD, "period.end is before period.start", rec.path("period.end"))
+        rec.attempt(
+            rec.reject, IssueCode.INVALID_FIELD, "period.end is before period.start", rec.path("period.end")
+        )
+    if rec.failed:
+        raise Reject
     types = res.get("type")
     tsys, tcode = first_code(types[0]) if isinstance(types, list) and types else (None, None)
     return [

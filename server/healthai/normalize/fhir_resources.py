@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_types import parse_datetime
@@ -20,6 +21,7 @@ from healthai.normalize.identity import record_system
 from healthai.normalize.records import Issue, IssueCode, Severity
 from healthai.normalize.redact import describe, field_key
 
+T = TypeVar("T")
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 ENCOUNTER_STATUS = frozenset(
     {
@@ -50,6 +52,8 @@ class RefIndex:
         self._by_key: dict[str, int] = {}
         self._info: dict[int, tuple[str, str | None, dict]] = {}
         self.patient_region: dict[int, str | None] = {}
+        # full birth dates of this payload's Patients by pseudonym: in memory only (dates policy)
+        self.birth_dates: dict[str, dt.date] = {}
         self.latest = dt.datetime.max.replace(tzinfo=dt.UTC)  # events after this are impossible
 
     def add(self, i: int, rtype: str, rid: str | None, full_url: str | None, res: dict) -> int | None:
@@ -106,6 +110,18 @@ class Rec:
     def path(self, field: str) -> str:
         return f"{self.base}.{field}" if self.base else field
 
+    def attempt(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``fn(*args, **kwargs)``, or None when it rejected: its error is recorded and the
+        normalizer goes on, so that every error of the resource is reported, not only the first."""
+        try:
+            return fn(*args, **kwargs)
+        except Reject:
+            return None
+
+    @property
+    def failed(self) -> bool:
+        return any(i.severity is Severity.ERROR for i in self.issues)
+
     # ------------------------------------------------------------ references
     def check_references(self, res: dict) -> None:
         """Flag every ``reference`` string in the resource that does not resolve in the payload."""
@@ -128,6 +144,21 @@ class Rec:
                 self.reject(IssueCode.MISSING_FIELD, f"{field} is required", self.path(field))
             return None
         ref = value.get("reference") if isinstance(value, dict) else None
+        if ref is None and isinstance(value, dict) and ("display" in value or "identifier" in value):
+            # valid R4: a Reference may carry only a display text or a logical identifier
+            if required:
+                self.reject(
+                    IssueCode.MISSING_FIELD,
+                    f"{field} has no reference string (display or identifier only): a {rtype} link "
+                    "is required",
+                    self.path(f"{field}.reference"),
+                )
+            self.warn(
+                IssueCode.REFERENCE_DISPLAY_ONLY,
+                f"{field} has no reference string (display or identifier only): the {rtype} link is dropped",
+                self.path(field),
+            )
+            return None
         if not isinstance(ref, str) or not ref:
             self.reject(
                 IssueCode.INVALID_FIELD,

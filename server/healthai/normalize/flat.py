@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
+from healthai.normalize import dates
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
@@ -169,6 +170,9 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         columns.append(pc.filter(arr, keep).cast(f.type))
     tables = {k: SCHEMAS[k].empty_table() for k in KINDS}
     tables[kind] = pa.Table.from_arrays(columns, schema=schema)
+    if ctx.date_policy is not dates.DatePolicy.FULL:
+        tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates={},
+                             outcomes=outcomes)
     return NormalizedBatch(outcomes, tables)
 
 

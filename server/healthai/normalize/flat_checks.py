@@ -276,6 +276,10 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
         value = icd9 or value.upper()
         if icd9 is None:
             issue = ("ICD9_INVALID", describe("code", code, "is not an ICD-9-CM code", Syntax.ICD9))
+    elif name == codes.SNOMED and not codes.snomed_valid(value):  # not an SCTID: never in snomed_code
+        name, value = codes.OTHER, f"{system}|{value}"
+        problem = "is not an SCTID (digits, partition, Verhoeff check); kept as system|code"
+        issue = ("SNOMED_INVALID", describe("SNOMED CT code", code, problem, Syntax.SNOMED))
     elif name == codes.SNOMED:
         snomed = value
         targets = ctx.snomed_map.snomed_to_icd10(value) if ctx.snomed_map else []
@@ -318,8 +322,14 @@ def observation_values(t: Cols) -> dict[str, Any]:
     target: list[str | None] = []
     unknown_unit, bad_unit = np.zeros(len(uniq), bool), np.zeros(len(uniq), bool)
     unit_msgs = np.empty(len(uniq), dtype=object)
+    not_ucum = np.zeros(len(uniq), bool)
+    not_ucum_msgs = np.empty(len(uniq), dtype=object)
     for j, key in enumerate(uniq):
         lc, u = key.split("\x1f", 1)
+        read_as = units.non_ucum(u) if u != "\x00" else None
+        if read_as is not None:
+            not_ucum[j] = True
+            not_ucum_msgs[j] = describe("unit", u, f"is not a UCUM code: read as {read_as!r}", Syntax.UNIT)
         spec = units.CANONICAL.get(lc)
         if u == "\x00":  # flat contract: no unit = the code's canonical unit (kept as sent otherwise)
             u = spec.unit if spec is not None else None
@@ -348,11 +358,15 @@ def observation_values(t: Cols) -> dict[str, Any]:
     f.add(unknown_unit[idx], "UNIT_UNKNOWN", unit_msgs[idx], "unit", error=False)
     f.add(bad_unit[idx], "UNIT_INCOMPATIBLE", unit_msgs[idx], "unit", error=True)
     f.add(impossible, "VALUE_IMPOSSIBLE", _range_msgs(loinc, conv, impossible), "value", error=True)
+    if not_ucum.any():
+        converted = not_ucum[idx] & ~impossible & ~missing  # as for FHIR: only on a converted value
+        f.add(converted, "UNIT_NOT_UCUM", not_ucum_msgs[idx], "unit", error=False)
     luniq = pc.unique(loinc)
     bad_loinc = [c for c in luniq.to_pylist() if c is not None and not codes.loinc_valid(c)]
+    bad_mask = np_mask(pc.is_in(loinc, pa.array(bad_loinc, pa.string())))
     if bad_loinc:
         f.add(
-            np_mask(pc.is_in(loinc, pa.array(bad_loinc))),
+            bad_mask,
             "LOINC_INVALID",
             "LOINC code fails the format or mod-10 check digit",
             "loinc",
@@ -366,6 +380,7 @@ def observation_values(t: Cols) -> dict[str, Any]:
         "unit": pc.take(pa.array(target, pa.string()), pa.array(idx)),
         "original_value": value,
         "original_unit": unit,
+        "loinc_valid": pa.array(~bad_mask, pa.bool_(), mask=np_mask(pc.is_null(loinc))),
     }
 
 

@@ -85,6 +85,10 @@ class Pseudonymizer:
         self._cache[msg] = out
         return out
 
+    def keyed_digest(self, message: str) -> bytes:
+        """HMAC-SHA-256 of ``message`` under the pseudonym key (e.g. a patient's date shift)."""
+        return hmac.digest(self._key, message.encode(), "sha256")
+
     def many(self, system: str, values: list[str | None]) -> list[str | None]:
         """Pseudonyms of distinct values (no cache); None stays None."""
         key, prefix, digest = self._key, f"{system}|", hmac.digest

@@ -93,6 +93,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("original_unit", pa.string()),
             pa.field("value_code", pa.string()),  # coded value, "system|code"
             pa.field("effective", _TS),
+            pa.field("loinc_valid", pa.bool_()),  # format + mod-10 check digit; null: no LOINC code
+            pa.field("data_absent_reason", pa.string()),  # "system|code" when the value is absent
         ]
     ),
 }
@@ -135,6 +137,12 @@ class IssueCode(enum.StrEnum):
     VALUE_IMPOSSIBLE = "VALUE_IMPOSSIBLE"
     VALUE_CENSORED = "VALUE_CENSORED"  # Quantity.comparator (<, <=, >=, >): the value is a bound
     DATE_IMPOSSIBLE = "DATE_IMPOSSIBLE"
+    UNKNOWN_ELEMENT = "UNKNOWN_ELEMENT"  # a JSON key that is not an element of the FHIR R4 type: ignored
+    REFERENCE_DISPLAY_ONLY = "REFERENCE_DISPLAY_ONLY"  # a Reference with display only: link dropped
+    SNOMED_INVALID = "SNOMED_INVALID"  # not an SCTID (format, partition, Verhoeff): kept as OTHER
+    UNIT_NOT_UCUM = "UNIT_NOT_UCUM"  # a non-UCUM unit spelling converted to its UCUM unit
+    DATE_GENERALIZED = "DATE_GENERALIZED"  # an event date equal to the full birth date, cut to its month
+    NOT_STORED = "NOT_STORED"  # accepted, but nothing of it is stored (the message says why)
 
 
 @dataclass(frozen=True, slots=True)

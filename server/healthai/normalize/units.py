@@ -142,6 +142,17 @@ def ucum(unit: str | None) -> str | None:
     return UNIT_ALIASES.get(u) or _ALIASES_LOWER.get(u.lower())
 
 
+UCUM_UNITS = frozenset(UNIT_ALIASES.values())
+
+
+def non_ucum(unit: str | None) -> str | None:
+    """The UCUM unit a non-UCUM spelling (``C``, ``mmHg``, ``lbs``) was read as; None when the unit is
+    already UCUM (or unknown)."""
+    if unit is None or unit.strip() in UCUM_UNITS:
+        return None
+    return ucum(unit)
+
+
 def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
     """(canonical unit, factor, offset) converting ``unit`` to the code's canonical unit.
 

@@ -15,6 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from healthai.errors import HealthAIError
+
 State = TypeVar("State")
 
 
@@ -111,11 +113,14 @@ async def _send_responses(result: Any, context: grpc.aio.ServicerContext) -> Non
             await context.write(item)
 
 
-def aborting_handler(
-    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str
-) -> grpc.RpcMethodHandler:
-    """The same RPC shape, ending every call with ``code``/``details`` without running the servicer."""
+def aborting_handler(handler: grpc.RpcMethodHandler, error: HealthAIError) -> grpc.RpcMethodHandler:
+    """The same RPC shape, ending every call with ``error`` without running the servicer.
+
+    The status is the error class's own ``code`` (``healthai.errors`` defines the mapping): this
+    handler runs outside the error-mapping interceptor, so it aborts with that code itself.
+    """
     kind, _ = handler_kind(handler)
+    code, details = error.code, error.message
 
     async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, details)

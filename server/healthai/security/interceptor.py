@@ -1,8 +1,10 @@
 """Per-client authorization: API key → client identity → scope of the called method.
 
-Missing or invalid key → UNAUTHENTICATED; valid key without the method's scope → PERMISSION_DENIED;
-services in ``open_services`` (health, reflection by default) need no key. Keys are read from the
-``authorization: Bearer <key>`` metadata entry (``x-api-key: <key>`` is accepted too).
+Missing or invalid key → UNAUTHENTICATED; valid key without the method's scope → PERMISSION_DENIED
+(the codes of ``healthai.errors.Unauthenticated`` / ``PermissionDenied``); services and methods in
+``open_services`` (health, reflection, KServe ServerLive/ServerReady/ModelReady by default) need no
+key. Keys are read from the ``authorization: Bearer <key>`` metadata entry (``x-api-key: <key>`` is
+accepted too).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from healthai.errors import Unauthenticated
+from healthai.errors import PermissionDenied, Unauthenticated
 from healthai.security.handlers import aborting_handler, wrap_handler
 from healthai.security.identity import set_current_client
 from healthai.security.keys import ApiKeyStore, ClientIdentity
@@ -60,7 +62,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return self._cache[method]
         service_method = method.lstrip("/")
         service = service_method.partition("/")[0]
-        if service in self._open:
+        if service in self._open or service_method in self._open:
             scope = None
         else:
             scope = self._scopes.get(service_method) or self._scopes.get(service) or "admin"
@@ -83,12 +85,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             identity = self.store.authenticate(presented_key(handler_call_details.invocation_metadata))
         except Unauthenticated as exc:
-            return aborting_handler(handler, grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            return aborting_handler(handler, exc)
         if scope not in identity.scopes:
-            denied = aborting_handler(
-                handler,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"client {identity.client!r} lacks scope {scope!r} needed for {method.lstrip('/')}",
-            )
-            return wrap_handler(denied, _SetIdentity(identity))
+            denied = PermissionDenied(
+                f"client {identity.client!r} lacks scope {scope!r} needed for {method.lstrip('/')}")
+            return wrap_handler(aborting_handler(handler, denied), _SetIdentity(identity))
         return wrap_handler(handler, _SetIdentity(identity))

@@ -13,11 +13,16 @@ commit on disk; the sender retries and idempotency drops what is already there.
 
 Idempotency: every row carries ``source`` and ``record_key``; a (kind, source, record_key) stored once
 is never stored again, within a commit or across restarts (the key index is rebuilt from the dataset
-when the store opens).
+when the store opens). On a local (or NFS) filesystem this also holds across processes sharing the
+directory (replicas of ``healthai serve`` and of the Kafka consumer): commits go through a
+create-exclusive commit log (:mod:`healthai.store.commitlog`), and a writer indexes every commit it
+has not seen before writing. On object stores the log is not available (no exclusive create in
+pyarrow's filesystems): dedup is per process there, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -34,6 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
+from healthai.store.commitlog import Entry, LocalCommitLog
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class ParquetStore:
         self.filesystem, self.root = _open_filesystem(uri)
         self._local = self.filesystem.type_name == "local"
         self._direct = self.filesystem.type_name in ("s3", "gcs")
+        self._log = LocalCommitLog(self.root) if self._local else None
         self._lock = threading.Lock()
         self._index: dict[str, set[str]] = {}
         self._sequence = 0
@@ -105,15 +112,21 @@ class ParquetStore:
         with self._lock:
             self.filesystem.create_dir(self.root, recursive=True)
             self._index.clear()
-            rows = 0
+            rows, listed, highest = 0, set(), 0
             for kind, path in self._part_files():
                 name = path.rsplit("/", 1)[-1]
                 match = _PART.match(name)
                 assert match is not None
-                self._sequence = max(self._sequence, int(match.group(1)))
+                highest = max(highest, int(match.group(1)))
                 table = pq.read_table(path, columns=[SOURCE_COLUMN, ID_COLUMN], filesystem=self.filesystem)
                 self._index.setdefault(kind, set()).update(_keys(table))
+                listed.add(path[len(self.root):].lstrip("/"))
                 rows += table.num_rows
+            # Every logged commit, not only those after the highest file listed: another process may
+            # have renamed its files into place while an earlier commit's files were still pending.
+            self._sequence = 0
+            rows += self._catch_up(skip=listed)
+            self._sequence = max(self._sequence, highest)  # stores written before the log existed
             self._open = True
         log.info("store %s opened: %d rows indexed, sequence %d", self.uri, rows, self._sequence)
         return self
@@ -149,27 +162,90 @@ class ParquetStore:
                 if not _KIND.match(kind):
                     raise InvalidInput(f"record kind {kind!r} is not a valid partition name", field="kind")
                 _check_keys(kind, table)
-            fresh: dict[str, tuple[pa.Table, list[str]]] = {}
-            skipped: dict[str, pa.Table] = {}
-            for kind, table in tables.items():
-                keep, new_keys = self._new_rows(kind, table)
-                if len(new_keys) < table.num_rows:
-                    mask = pa.array(keep)
-                    skipped[kind] = table.filter(pc.invert(mask))
-                    table = table.filter(mask)
-                if new_keys:
-                    fresh[kind] = (table, new_keys)
-            duplicates = sum(t.num_rows for t in skipped.values())
-            if not fresh:
-                return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates, skipped=skipped)
-            sequence = self._sequence + 1
-            files = [self._write(kind, today, sequence, batch_id, table)
-                     for kind, (table, _) in fresh.items()]
+            for attempt in range(1_000_000):  # another writer taking our sequence: catch up, retry
+                if self._log is not None:
+                    self._catch_up()
+                fresh: dict[str, tuple[pa.Table, list[str]]] = {}
+                skipped: dict[str, pa.Table] = {}
+                for kind, table in tables.items():
+                    keep, new_keys = self._new_rows(kind, table)
+                    if len(new_keys) < table.num_rows:
+                        mask = pa.array(keep)
+                        skipped[kind] = table.filter(pc.invert(mask))
+                        table = table.filter(mask)
+                    if new_keys:
+                        fresh[kind] = (table, new_keys)
+                duplicates = sum(t.num_rows for t in skipped.values())
+                if not fresh:
+                    return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates,
+                                        skipped=skipped)
+                sequence = self._sequence + 1
+                if self._log is None:
+                    files = [self._write(kind, today, sequence, batch_id, table)
+                             for kind, (table, _) in fresh.items()]
+                    break
+                claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt)
+                if claimed is not None:
+                    files = claimed
+                    break
             self._sequence = sequence
             for kind, (_, new_keys) in fresh.items():
                 self._index.setdefault(kind, set()).update(new_keys)
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
                             stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped)
+
+    def _commit_logged(self, fresh: dict[str, tuple[pa.Table, list[str]]], day: str, sequence: int,
+                       batch_id: str, attempt: int) -> list[str] | None:
+        """Pending files, the exclusive claim of ``sequence``, the renames; None if the claim is lost."""
+        assert self._log is not None
+        names = []
+        for kind, (table, _) in fresh.items():
+            rel_dir = f"kind={kind}/ingest_date={day}"
+            pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
+            _write_pending(Path(self.root) / pending, table)
+            names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet"))
+        for directory in {(Path(self.root) / pending).parent for pending, _ in names}:
+            _fsync_dir(directory)  # the files exist durably before any entry names them
+        if not self._log.claim(Entry(sequence, batch_id, names)):
+            for pending, _ in names:  # someone committed first: their rows may overlap ours
+                (Path(self.root) / pending).unlink(missing_ok=True)
+            return None
+        # The claim is the durable commit point: a rename lost in a power cut is rolled forward
+        # (both names are read), so the renames need no directory fsync of their own.
+        for pending, final in names:
+            try:
+                os.replace(Path(self.root) / pending, Path(self.root) / final)
+            except FileNotFoundError:  # another process catching up rolled it forward already
+                if not (Path(self.root) / final).exists():
+                    raise
+        return [final for _, final in names]
+
+    def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
+        """Index the commits other processes logged since our sequence (rolling forward renames)."""
+        if self._log is None:
+            return 0
+        rows = 0
+        for sequence in self._log.sequences_after(self._sequence):
+            for pending, final in self._log.read(sequence).files:
+                if final in skip:  # indexed from the listing already
+                    continue
+                kind = final.split("/", 1)[0].removeprefix("kind=")
+                table = self._read_keys(pending, final)
+                self._index.setdefault(kind, set()).update(_keys(table))
+                rows += table.num_rows
+                with contextlib.suppress(FileNotFoundError):  # a writer died before its rename
+                    os.replace(Path(self.root) / pending, Path(self.root) / final)
+            self._sequence = sequence
+        return rows
+
+    def _read_keys(self, pending: str, final: str) -> pa.Table:
+        for rel in (final, pending, final):  # the writer may rename between our two looks
+            try:
+                return pq.read_table(f"{self.root}/{rel}", columns=[SOURCE_COLUMN, ID_COLUMN],
+                                     filesystem=self.filesystem)
+            except FileNotFoundError:
+                continue
+        raise RuntimeError(f"commit log names {final}, which is missing: the store was altered")
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
         """All stored rows of one kind (schemas of older files are unified); empty table if none."""
@@ -238,6 +314,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_pending(path: Path, table: pa.Table) -> None:
+    """Write and fsync a file under its final (hidden) name; the caller fsyncs the directory."""
+    created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in created:
+        _fsync_dir(p.parent)
+    with open(path, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:

@@ -7,7 +7,7 @@ per-region min-max scaling is fitted on the training rows only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +71,38 @@ US_STATES = [
 ]
 
 
+DEFAULT_SPLIT = (0.5, 0.2, 0.3)  # the papers' protocol
+
+
+def split_points(n: int, split: tuple[float, float, float] = DEFAULT_SPLIT) -> tuple[int, int]:
+    """Row indices where validation and test start (chronological)."""
+    return int(split[0] * n), int((split[0] + split[1]) * n)
+
+
+def check_split(split: tuple[float, ...]) -> tuple[float, float, float]:
+    """TRAIN,VAL,TEST fractions: three numbers in (0, 1) summing to 1."""
+    if len(split) != 3 or any(not 0 < f < 1 for f in split) or abs(sum(split) - 1) > 1e-6:
+        raise TrainingInputError(
+            f"split must be three fractions TRAIN,VAL,TEST in (0, 1) summing to 1, got {list(split)}",
+            field="split",
+        )
+    return (float(split[0]), float(split[1]), float(split[2]))
+
+
 @dataclass(frozen=True)
 class EpiData:
     name: str
     series: np.ndarray  # [T, N] float64 weekly counts
     adjacency: np.ndarray  # [N, N] float64, symmetric
     region_ids: tuple[str, ...]
+    split: tuple[float, float, float] = DEFAULT_SPLIT  # chronological train / val / test fractions
+    step: str = "W"  # "W" (weeks) or "D" (days)
+    season: int = 52  # periods per season
+    periods: tuple[str, ...] = ()  # ISO date of each row's period start, when known
+    region_names: tuple[str, ...] = ()  # display names in column order, when known
+    report: dict = field(default_factory=dict)  # what loading did (negatives, isolated nodes, sources)
+    cuts: tuple[int, int] | None = None  # explicit (val start, test start), e.g. a backtest origin
+
 
     @property
     def n_weeks(self) -> int:
@@ -88,7 +114,7 @@ class EpiData:
 
     @property
     def split_points(self) -> tuple[int, int]:
-        return int(0.5 * self.n_weeks), int(0.7 * self.n_weeks)
+        return self.cuts if self.cuts is not None else split_points(self.n_weeks, self.split)
 
 
 def validate_adjacency(
@@ -117,7 +143,14 @@ def validate_adjacency(
     return adj
 
 
-def validate_series(series: np.ndarray, *, window: int, horizon: int) -> np.ndarray:
+def validate_series(
+    series: np.ndarray,
+    *,
+    window: int,
+    horizon: int,
+    split: tuple[float, float, float] = DEFAULT_SPLIT,
+    allow_negative: bool = False,
+) -> np.ndarray:
     """Return the series as float64 [T, N] or raise: wrong rank, NaN/inf, negative, too short."""
     x = np.asarray(series, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 1:
@@ -127,17 +160,18 @@ def validate_series(series: np.ndarray, *, window: int, horizon: int) -> np.ndar
         raise TrainingInputError(
             f"series has a non-finite value at week {week}, region {region}", field="series"
         )
-    if np.any(x < 0):
+    if not allow_negative and np.any(x < 0):
         week, region = np.argwhere(x < 0)[0]
         raise TrainingInputError(
             f"series has a negative count at week {week}, region {region}", field="series"
         )
     # The training split alone must hold at least one full window + horizon.
-    n_train = int(0.5 * x.shape[0])
+    n_train = split_points(x.shape[0], split)[0]
     if n_train < window + horizon:
         raise TrainingInputError(
-            f"series of {x.shape[0]} weeks is too short: the training half ({n_train} weeks) must hold "
-            f"window + horizon = {window} + {horizon} weeks",
+            f"series of {x.shape[0]} periods is too short: the training split ({split[0]:g} = {n_train} "
+            f"periods) must hold window + horizon = {window} + {horizon} periods (a seasonal window spans "
+            "one season + 2 periods)",
             field="series",
         )
     return x
@@ -169,15 +203,32 @@ def load_epi(name: str, *, data_root: Path | str, window: int = 20, horizon: int
     series_path, adj_path = (Path(data_root) / p for p in DATASETS[name])
     series = np.loadtxt(series_path, delimiter=",", ndmin=2)
     adjacency = np.loadtxt(adj_path, delimiter=",", ndmin=2)
-    # Japan's column order is undocumented by the source: its ids are column positions.
-    ids = list(US_STATES) if name == "us_states" else [f"JP-col{i:02d}" for i in range(series.shape[1])]
-    return make_epi_data(name, series, adjacency, ids, window=window, horizon=horizon)
+    # Japan's column order is undocumented by the source; healthai_training.epi.japan recovers it from
+    # the adjacency (matched to the real prefecture borders).
+    if name == "us_states":
+        ids, names = list(US_STATES), tuple(s.replace("_", " ") for s in US_STATES)
+    else:
+        from healthai_training.epi.japan import JAPAN_COLUMN_ISO, JAPAN_COLUMN_NAMES
+
+        ids, names = list(JAPAN_COLUMN_ISO), JAPAN_COLUMN_NAMES
+    data = make_epi_data(name, series, adjacency, ids, window=window, horizon=horizon)
+    return replace(data, region_names=names)
 
 
-def minmax_fit(series: np.ndarray, n_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-region min and max over the training rows; flat regions get max = min + 1."""
+SCALINGS = ("per-region", "global")
+
+
+def minmax_fit(
+    series: np.ndarray, n_train: int, scaling: str = "per-region"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max over the training rows, per region or one pair for all regions (broadcast to [N]);
+    flat regions get max = min + 1."""
+    if scaling not in SCALINGS:
+        raise TrainingInputError(f"scaling must be one of {SCALINGS}, got {scaling!r}", field="scaling")
     lo = series[:n_train].min(axis=0)
     hi = series[:n_train].max(axis=0)
+    if scaling == "global":
+        lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
     hi = np.where(hi > lo, hi, lo + 1.0)
     return lo, hi
 

@@ -30,6 +30,7 @@ SHARED_ATTRS = (
     "quantiles",
     "n_nodes",
     "median_index",
+    "season",
 )
 
 

@@ -111,6 +111,7 @@ def export_forecaster(
         "window": model.window,
         "recent": model.recent,
         "seasonal": model.seasonal,
+        "season_length": int(getattr(model, "season", 52)),
         "base": model.base,
         "seasonal_inputs": model.seasonal_inputs,
         "anomaly_lags": model.anomaly_lags,

@@ -24,6 +24,7 @@ class RegionGraph:
     indices: np.ndarray  # int64 [E]
     weights: np.ndarray  # float32 [E]
     normalization: str = "sym"
+    region_names: tuple[str, ...] = ()  # display names in column order (optional)
 
     @property
     def n_nodes(self) -> int:
@@ -77,8 +78,10 @@ class RegionGraph:
         )
 
     def to_json(self) -> dict[str, object]:
+        names = {"region_names": list(self.region_names)} if self.region_names else {}
         return {
             "region_ids": list(self.region_ids),
+            **names,
             "normalization": self.normalization,
             "n_nodes": self.n_nodes,
             "n_edges": self.n_edges,
@@ -99,4 +102,5 @@ class RegionGraph:
             indices=np.asarray(raw["indices"], np.int64),
             weights=np.asarray(raw["weights"], np.float32),
             normalization=raw["normalization"],
+            region_names=tuple(raw.get("region_names", ())),
         )

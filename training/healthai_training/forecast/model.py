@@ -57,13 +57,18 @@ SEASONAL_MIX_INIT = (0.0, 2.0, 0.0)  # softmax logits for (last week, lag 52, se
 MAX_SEASONAL_STEPS = SEASON - SEASON_HALF_WIDTH  # week t+s-52+2 must already be observed
 
 
-def seasonal_window(steps: int, anomaly_lags: int = 0) -> int:
-    """Smallest window that holds week ``t + s - 52 ± 2`` for every step s = 1..steps (step 1 reaches
-    furthest back, so it does not depend on ``steps`` as long as ``steps <= MAX_SEASONAL_STEPS``) and,
-    with ``anomaly_lags`` K, the K last weeks and the same K weeks a season earlier."""
-    if steps > MAX_SEASONAL_STEPS:
-        raise ValueError(f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {steps}")
-    return SEASON + max(SEASON_HALF_WIDTH, anomaly_lags)
+def max_seasonal_steps(season: int = SEASON) -> int:
+    """Period t+s-season+2 must already be observed."""
+    return season - SEASON_HALF_WIDTH
+
+
+def seasonal_window(steps: int, anomaly_lags: int = 0, season: int = SEASON) -> int:
+    """Smallest window that holds period ``t + s - season ± 2`` for every step s = 1..steps (step 1
+    reaches furthest back, so it does not depend on ``steps`` as long as ``steps <= season - 2``) and,
+    with ``anomaly_lags`` K, the K last periods and the same K periods a season earlier."""
+    if steps > max_seasonal_steps(season):
+        raise ValueError(f"seasonal mode supports at most {max_seasonal_steps(season)} steps, got {steps}")
+    return season + max(SEASON_HALF_WIDTH, anomaly_lags)
 
 
 class STGNNForecaster(nn.Module):
@@ -84,8 +89,12 @@ class STGNNForecaster(nn.Module):
         quantile_init_gap: float | None = None,
         scale_min: np.ndarray | None = None,
         scale_max: np.ndarray | None = None,
+        season: int = SEASON,
     ) -> None:
         super().__init__()
+        if season < 2 * SEASON_HALF_WIDTH + 1:
+            raise ValueError(f"season must be >= {2 * SEASON_HALF_WIDTH + 1} periods, got {season}")
+        self.season = int(season)
         if base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {base!r}")
         if base != "last" and not seasonal:
@@ -110,9 +119,9 @@ class STGNNForecaster(nn.Module):
         if seasonal_inputs == "anomalies" and anomaly_lags < 1:
             raise ValueError("seasonal_inputs='anomalies' needs anomaly_lags >= 1")
         self.seasonal_inputs = seasonal_inputs
-        if seasonal and window < seasonal_window(steps, anomaly_lags):
+        if seasonal and window < seasonal_window(steps, anomaly_lags, season):
             raise ValueError(
-                f"seasonal mode needs window >= {seasonal_window(steps, anomaly_lags)}, got {window}"
+                f"seasonal mode needs window >= {seasonal_window(steps, anomaly_lags, season)}, got {window}"
             )
         self.anomaly_lags = anomaly_lags
         self.n_nodes, self.window, self.steps, self.recent, self.seasonal = (
@@ -132,7 +141,7 @@ class STGNNForecaster(nn.Module):
         if seasonal:  # window positions of week t+s-52+d for s = 1..S, d = -2..2  → [S, 5]
             s = np.arange(1, steps + 1)[:, None]
             d = np.arange(-SEASON_HALF_WIDTH, SEASON_HALF_WIDTH + 1)[None, :]
-            self.register_buffer("season_index", torch.tensor(window - 1 + s - SEASON + d, dtype=torch.long))
+            self.register_buffer("season_index", torch.tensor(window - 1 + s - season + d, dtype=torch.long))
         levels_seen = seasonal and seasonal_inputs == "levels"
         n_feat = recent + (2 * steps if levels_seen else 0) + anomaly_lags
         self.temporal = nn.Sequential(
@@ -188,7 +197,8 @@ class STGNNForecaster(nn.Module):
         parts = [recent, same_week.transpose(1, 2), around.transpose(1, 2)]
         if self.anomaly_lags:  # seasonal differences of the last K weeks: y[t-k] - y[t-k-52]
             w, k = self.window, self.anomaly_lags
-            parts.append((xs[:, w - k :, :] - xs[:, w - k - SEASON : w - SEASON, :]).transpose(1, 2))
+            season = self.season
+            parts.append((xs[:, w - k :, :] - xs[:, w - k - season : w - season, :]).transpose(1, 2))
         return torch.cat(parts, dim=2)
 
     def learned_features(self, feats: torch.Tensor) -> torch.Tensor:

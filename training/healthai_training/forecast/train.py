@@ -30,9 +30,9 @@ from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import (
     BASES,
     FLUSIGHT_QUANTILES,
-    MAX_SEASONAL_STEPS,
     SEASONAL_INPUTS,
     STGNNForecaster,
+    max_seasonal_steps,
     seasonal_window,
 )
 from healthai_training.privacy import PrivacySettings, make_private, privacy_report, validate_privacy
@@ -66,6 +66,8 @@ class ForecastConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     point_weight: float = 1.0
+    season: int = 52  # periods per season (52 weeks; 365 for daily series)
+    scaling: str = "per-region"  # min-max on training rows: "per-region" or "global"
     seed: int = 0
     device: str = "auto"
     privacy: PrivacySettings = field(default_factory=lambda: PrivacySettings(epsilon=None))
@@ -74,7 +76,9 @@ class ForecastConfig:
     def effective_window(self) -> int:
         if self.window is not None:
             return self.window
-        return seasonal_window(self.steps, self.anomaly_lags) if self.seasonal else self.recent
+        if self.seasonal:
+            return seasonal_window(self.steps, self.anomaly_lags, self.season)
+        return self.recent
 
 
 @dataclass
@@ -92,9 +96,20 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
         raise TrainingInputError(
             f"horizons {cfg.horizons} must lie in 1..steps={cfg.steps}", field="horizons"
         )
-    if cfg.seasonal and cfg.steps > MAX_SEASONAL_STEPS:
+    if cfg.season < 5:
+        raise TrainingInputError(f"season length must be >= 5 periods, got {cfg.season}", field="season")
+    if cfg.seasonal and cfg.steps > max_seasonal_steps(cfg.season):
         raise TrainingInputError(
-            f"seasonal mode supports at most {MAX_SEASONAL_STEPS} steps, got {cfg.steps}", field="steps"
+            f"seasonal mode supports at most {max_seasonal_steps(cfg.season)} steps, got {cfg.steps}",
+            field="steps",
+        )
+    if cfg.season != data.season:
+        raise TrainingInputError(
+            f"season length {cfg.season} differs from the data's {data.season}", field="season"
+        )
+    if cfg.scaling not in epi_data.SCALINGS:
+        raise TrainingInputError(
+            f"scaling must be one of {epi_data.SCALINGS}, got {cfg.scaling!r}", field="scaling"
         )
     if cfg.recent < 1 or cfg.effective_window < cfg.recent:
         raise TrainingInputError(
@@ -112,7 +127,7 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
             "the seasonal mode and anomaly_lags >= 1",
             field="seasonal_inputs",
         )
-    need = seasonal_window(cfg.steps, cfg.anomaly_lags)
+    need = seasonal_window(cfg.steps, cfg.anomaly_lags, cfg.season) if cfg.seasonal else 0
     if cfg.seasonal and cfg.effective_window < need:
         raise TrainingInputError(
             f"seasonal mode needs window >= {need}, got {cfg.effective_window}",
@@ -140,7 +155,13 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
         )
     if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.hidden < 1:
         raise TrainingInputError("batch_size, lr and hidden must be positive", field="config")
-    epi_data.validate_series(data.series, window=cfg.effective_window, horizon=cfg.steps)
+    epi_data.validate_series(
+        data.series,
+        window=cfg.effective_window,
+        horizon=cfg.steps,
+        split=data.split if data.cuts is None else ((data.cuts[0] + 0.5) / data.n_weeks, 0.0, 0.0),
+        allow_negative=bool(data.report.get("negatives_kept")),
+    )
 
 
 def _split_tensors(
@@ -229,7 +250,7 @@ def evaluate(
             row["coverage95"] = metrics.coverage(y, q, levels, 0.95)
             row["baselines"] = {
                 name: metrics.point_metrics(y, b)
-                for name, b in baselines.all_baselines(data.series, targets, h).items()
+                for name, b in baselines.all_baselines(data.series, targets, h, season=data.season).items()
             }
             out[str(h)] = row
             preds[str(h)] = q
@@ -251,6 +272,7 @@ def _new_model(graph: RegionGraph, cfg: ForecastConfig, lo: np.ndarray, hi: np.n
         quantile_init_gap=cfg.quantile_init_gap,
         scale_min=lo,
         scale_max=hi,
+        season=cfg.season,
     )
 
 
@@ -308,7 +330,7 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     cfg = config
     window = cfg.effective_window
     a, _ = data.split_points
-    lo, hi = epi_data.minmax_fit(data.series, a)
+    lo, hi = epi_data.minmax_fit(data.series, a, cfg.scaling)
     x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train", cfg.loss_steps)
     x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val", cfg.loss_steps)
     weights = region_weights(cfg, lo, hi)

@@ -25,6 +25,7 @@ class ForecastCard:
     region_ids: tuple[str, ...]
     region_aliases: dict[str, int]  # any accepted id (graph id, ISO 3166-2 code) -> column
     step: str  # pandas frequency of one step: "W" or "D"
+    region_names: tuple[str, ...] = ()  # display names in column order ("" where unknown)
 
     @property
     def n_regions(self) -> int:
@@ -72,7 +73,9 @@ def parse_forecast_card(card: dict[str, Any], graph: dict[str, Any], dims: tuple
     if np.any(np.diff(levels_arr) <= 0) or levels_arr[0] <= 0 or levels_arr[-1] >= 1:
         raise RepositoryError(f"{where}: quantile_levels must be ascending inside (0, 1)")
     step = str(_first(card, "step", "freq", "time_step") or "W")[:1].upper()
-    return ForecastCard(window, horizons, levels_arr, region_ids, aliases, "D" if step == "D" else "W")
+    names = graph.get("region_names") or card.get("region_names") or []
+    names = tuple(str(n) for n in names) if len(names) == len(region_ids) else ("",) * len(region_ids)
+    return ForecastCard(window, horizons, levels_arr, region_ids, aliases, "D" if step == "D" else "W", names)
 
 
 def inspect_forecast(loaded: LoadedVersion) -> None:

@@ -21,4 +21,4 @@ US_STATE_ISO = {
 
 def iso_alias(region_id: str) -> str | None:
     """The ISO 3166-2 code a graph region id stands for, when known."""
-    return US_STATE_ISO.get(region_id)
+    return US_STATE_ISO.get(region_id) or US_STATE_ISO.get(region_id.replace("_", " "))

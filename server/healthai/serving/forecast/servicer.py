@@ -66,26 +66,44 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
 
 
 def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard
-                  ) -> tuple[np.ndarray, str]:
-    """[W, N] counts from the store at the model's step, plus the first forecast period (ISO date)."""
+                  ) -> tuple[np.ndarray, str, list[forecast_pb2.RegionCoverage]]:
+    """[W, N] counts from the store at the model's step, the first forecast period (ISO date) and each
+    region's coverage. A region with no stored case up to the window's end has no data (not zero
+    cases): refused unless ``stored.allow_missing_regions``, and then flagged in its coverage."""
     frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
                                 end=stored.end_date or None)
     if len(frame) < card.window:
         raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
                            f"at least {card.window}", field="stored")
-    frame = frame.iloc[-card.window:]
-    window = np.zeros((card.window, card.n_regions), np.float32)
+    history = np.zeros((len(frame), card.n_regions), np.float64)
     matched = 0
     for code in frame.columns:
         col = card.region_aliases.get(str(code))
         if col is not None:
-            window[:, col] += frame[code].to_numpy(dtype=np.float32)
+            history[:, col] += frame[code].to_numpy(dtype=np.float64)
             matched += 1
     if len(frame.columns) and not matched:
         raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
                            f"of this model's graph (e.g. {list(card.region_ids[:3])})", field="stored")
+    seen = history > 0
+    first = np.where(seen.any(axis=0), seen.argmax(axis=0), len(frame))  # first period with a case
+    start = len(frame) - card.window
+    coverage = []
+    for j, rid in enumerate(card.region_ids):
+        stored_from = frame.index[first[j]].date().isoformat() if first[j] < len(frame) else ""
+        coverage.append(forecast_pb2.RegionCoverage(
+            region_id=rid, first_stored_period=stored_from,
+            covered_periods=int(min(card.window, max(0, len(frame) - max(first[j], start)))),
+            window_periods=card.window, cases_in_window=float(history[start:, j].sum())))
+    missing = [c.region_id for c in coverage if not c.first_stored_period]
+    if missing and not stored.allow_missing_regions:
+        raise InvalidInput(f"stored: {len(missing)} of the model's {card.n_regions} regions have no stored "
+                           f"counts (e.g. {missing[:5]}); their input would be invented zeros. Ingest their "
+                           "data, or set stored.allow_missing_regions to forecast with them flagged",
+                           field="stored")
     step = pd.Timedelta(days=7 if card.step == "W" else 1)
-    return window, (frame.index[-1] + step).date().isoformat()
+    window = history[start:].astype(np.float32)
+    return window, (frame.index[-1] + step).date().isoformat(), coverage
 
 
 def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -122,7 +140,8 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
         self.settings = settings
         self.surveillance = surveillance
 
-    def _model(self, request: forecast_pb2.ForecastRequest) -> tuple[LoadedVersion, ForecastCard]:
+    def _model(self, request: forecast_pb2.ForecastRequest | forecast_pb2.RegionsRequest
+               ) -> tuple[LoadedVersion, ForecastCard]:
         name = request.model_name
         if request.graph:
             graph_model = self.settings.forecast_graphs.get(request.graph)
@@ -141,6 +160,20 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             raise InvalidInput(f"model_name: {name!r} is not a forecaster", field="model_name")
         return loaded, card
 
+    async def Regions(self, request: forecast_pb2.RegionsRequest,
+                      context: grpc.aio.ServicerContext) -> forecast_pb2.RegionsResponse:
+        loaded, card = self._model(request)
+        aliases: dict[int, list[str]] = {}
+        for alias, col in card.region_aliases.items():
+            if alias != card.region_ids[col]:
+                aliases.setdefault(col, []).append(alias)
+        regions = [forecast_pb2.Region(id=rid, name=card.region_names[i] if card.region_names else "",
+                                       aliases=sorted(aliases.get(i, [])))
+                   for i, rid in enumerate(card.region_ids)]
+        return forecast_pb2.RegionsResponse(
+            model_name=loaded.name, model_version=loaded.version, regions=regions, window=card.window,
+            step=card.step, horizons=list(card.horizons), quantile_levels=card.quantile_levels.tolist())
+
     async def Forecast(self, request: forecast_pb2.ForecastRequest,
                        context: grpc.aio.ServicerContext) -> forecast_pb2.ForecastResponse:
         loaded, card = self._model(request)
@@ -154,15 +187,15 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             horizon_rows.append(card.horizons.index(h))
         horizon_rows = horizon_rows or list(range(len(card.horizons)))
         levels = check_levels(list(request.quantile_levels), card)
-        first_period = ""
+        first_period, coverage = "", []
         source = request.WhichOneof("history_source")
         if source == "history":
             window = explicit_window(request.history, card)
         elif source == "stored":
             if self.surveillance is None:
                 raise InvalidInput("stored: this server keeps no surveillance counts", field="stored")
-            window, first_period = await asyncio.to_thread(stored_window, self.surveillance, request.stored,
-                                                           card)
+            window, first_period, coverage = await asyncio.to_thread(stored_window, self.surveillance,
+                                                                     request.stored, card)
         else:
             raise InvalidInput("history or stored: one is required", field="history_source")
         result = await loaded.scheduler.infer(
@@ -176,7 +209,9 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             model_name=loaded.name, model_version=loaded.version,
             region_ids=[card.region_ids[c] for c in out_cols],
             horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
-            first_forecast_period=first_period, step=card.step)
+            first_forecast_period=first_period, step=card.step, coverage=coverage)
+        if source == "stored":
+            response.stored_history.extend(window[:, out_cols].reshape(-1).tolist())
         response.point.extend(point.reshape(-1).tolist())
         response.quantiles.extend(quantiles.reshape(-1).tolist())
         return response

@@ -2,26 +2,38 @@
 
 Uses tritonclient's generated modules (a second ``inference`` proto could not share a process with
 them). Servicers stay thin: convert, call the manager/scheduler, convert back; domain errors are
-raised and mapped to statuses by the server's interceptor.
+raised and mapped to statuses by the server's interceptor. The RPCs not implemented here (streaming,
+shared memory, trace and log settings) answer UNIMPLEMENTED (``unimplemented.py``); ServerMetadata
+advertises only the extensions whose RPCs are all served.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 import healthai
-from healthai.errors import HealthAIError, InvalidInput
+from healthai.errors import HealthAIError, InvalidInput, Unimplemented
+from healthai.serving.kserve.unimplemented import refuse_unimplemented
 from healthai.serving.risk.task import check_infer_inputs
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
+from healthai.serving.runtime.scheduler import Counter
 from healthai.serving.runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-EXTENSIONS = ["model_repository", "statistics", "model_configuration"]
+# Extension -> the RPCs it needs: advertised only because every one of them is implemented below.
+EXTENSION_RPCS: dict[str, tuple[str, ...]] = {
+    "model_repository": ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
+    "statistics": ("ModelStatistics",),
+    "model_configuration": ("ModelConfig",),
+}
+EXTENSIONS = list(EXTENSION_RPCS)
+COMPUTE = ("compute_input", "compute_infer", "compute_output")
 MAX_DIM = 2**31 - 1  # no real tensor dim is larger; bigger ones are refused before any arithmetic
 
 # KServe v2 datatype -> the typed ``contents`` field that carries it.
@@ -97,6 +109,13 @@ def decode_inputs(request: service_pb2.ModelInferRequest, specs: list[TensorSpec
     return arrays
 
 
+def _check_repository(name: str, manager: ModelManager) -> None:
+    if name and name != manager.root.name:
+        raise InvalidInput(f"repository_name {name!r} is not served here (the repository is "
+                           f"{manager.root.name!r}; leave it empty)", field="repository_name")
+
+
+@refuse_unimplemented
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
@@ -141,14 +160,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         loaded = self._resolve(request.model_name, request.model_version)
         rt = loaded.runtime
-        inputs = decode_inputs(request, rt.inputs, rt.config.max_batch_size)
-        check_infer_inputs(loaded, inputs)
-        known = {s.name for s in rt.outputs}
-        wanted = tuple(o.name for o in request.outputs)
-        for i, name in enumerate(wanted):
-            if name not in known:
-                raise InvalidInput(f"outputs[{i}]: unknown output {name!r}; the model has {sorted(known)}",
-                                   field=f"outputs[{i}]")
+        arrived = time.perf_counter_ns()
+        try:
+            inputs = decode_inputs(request, rt.inputs, rt.config.max_batch_size)
+            check_infer_inputs(loaded, inputs)
+            wanted = _wanted_outputs(request, rt.outputs)
+        except HealthAIError:  # refused before queueing: still a failed request of this model
+            loaded.scheduler.stats.record_failure(arrived)
+            raise
         result = await loaded.scheduler.infer(InferRequest(inputs, outputs=wanted),
                                               timeout=context.time_remaining())
         response = service_pb2.ModelInferResponse(model_name=rt.name, model_version=str(rt.version),
@@ -173,16 +192,35 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             stat = response.model_stats.add(
                 name=loaded.name, version=str(loaded.version), last_inference=s.last_inference_ms,
                 inference_count=s.inference_count, execution_count=s.execution_count)
-            for key in ("success", "fail", "queue", "compute_infer"):
-                c = getattr(s, key)
-                getattr(stat.inference_stats, key).count = c.count
-                getattr(stat.inference_stats, key).ns = c.ns
-            for size, count in sorted(s.batch_sizes.items()):
+            for key in ("success", "fail", "queue", *COMPUTE):
+                _copy(getattr(s, key), getattr(stat.inference_stats, key))
+            for size, batch in sorted(s.batch_stats.items()):
                 b = stat.batch_stats.add(batch_size=size)
-                b.compute_infer.count = count
+                for key in COMPUTE:
+                    _copy(getattr(batch, key), getattr(b, key))
         return response
 
+    async def RepositoryModelLoad(self, request, context):
+        _check_repository(request.repository_name, self.manager)
+        for key in request.parameters:
+            if key == "config" or key.startswith("file:"):
+                raise Unimplemented(f"parameters[{key!r}]: overriding the repository's config or files "
+                                    "is not supported; change the model repository and load again")
+            raise InvalidInput(f"parameters[{key!r}]: unknown load parameter", field=f"parameters[{key}]")
+        await self.manager.load_model(_model_name(request.model_name))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        _check_repository(request.repository_name, self.manager)
+        for key in request.parameters:
+            if key != "unload_dependents":  # accepted: no model here has dependents
+                raise InvalidInput(f"parameters[{key!r}]: unknown unload parameter",
+                                   field=f"parameters[{key}]")
+        await self.manager.unload_model(_model_name(request.model_name))
+        return service_pb2.RepositoryModelUnloadResponse()
+
     async def RepositoryIndex(self, request, context):
+        _check_repository(request.repository_name, self.manager)
         entries = self.manager.index()
         if request.ready:
             entries = [e for e in entries if e.state == "READY"]
@@ -190,6 +228,26 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             service_pb2.RepositoryIndexResponse.ModelIndex(name=e.name, version=str(e.version),
                                                            state=e.state, reason=e.reason)
             for e in entries])
+
+
+def _copy(counter: Counter, duration: service_pb2.StatisticDuration) -> None:
+    duration.count, duration.ns = counter.count, counter.ns
+
+
+def _wanted_outputs(request: service_pb2.ModelInferRequest, outputs: list[TensorSpec]) -> tuple[str, ...]:
+    known = {s.name for s in outputs}
+    wanted = tuple(o.name for o in request.outputs)
+    for i, name in enumerate(wanted):
+        if name not in known:
+            raise InvalidInput(f"outputs[{i}]: unknown output {name!r}; the model has {sorted(known)}",
+                               field=f"outputs[{i}]")
+    return wanted
+
+
+def _model_name(name: str) -> str:
+    if not name:
+        raise InvalidInput("model_name is required", field="model_name")
+    return name
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:

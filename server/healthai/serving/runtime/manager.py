@@ -2,6 +2,13 @@
 and hot-reloads — a new or changed version is loaded and warmed off the event loop, then swapped in;
 requests already queued on the old one finish there. A version that fails to load or to pass its
 inspections is refused with one log line and whatever served before keeps serving.
+
+Explicit control, with Triton's semantics (KServe RepositoryModelLoad / RepositoryModelUnload):
+``load_model`` (re)loads every selected version of a model from the repository, changed or not, and
+swaps each in once warm (a version that fails keeps its previous load serving, and the call fails);
+``unload_model`` stops serving a model at once — requests already queued or running on it finish
+there. An explicitly unloaded model stays unloaded: repository scans skip it, whatever changes on
+disk, until ``load_model`` names it again (or the server restarts, which loads the whole repository).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from healthai.errors import NotFound, NotReady
+from healthai.errors import FailedPrecondition, NotFound, NotReady
 from healthai.serving.runtime.onnx import OnnxModel
 from healthai.serving.runtime.repository import (
     RepositoryError,
@@ -82,6 +89,7 @@ class ModelManager:
         self.inspectors = list(inspectors or [])
         self._loaded: dict[str, dict[int, LoadedVersion]] = {}
         self._refused: dict[tuple[str, int], tuple[tuple[Any, ...], str]] = {}
+        self._unloaded: dict[str, list[int]] = {}  # explicitly unloaded -> the versions it served
         self._watcher: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._scan_lock = asyncio.Lock()
@@ -119,6 +127,9 @@ class ModelManager:
         """The pinned version, or the newest ready one. NotFound / NotReady otherwise."""
         versions = self._loaded.get(name)
         if not versions:
+            if name in self._unloaded:
+                raise NotReady(f"model {name!r} was unloaded (RepositoryModelUnload); "
+                               "RepositoryModelLoad serves it again")
             if any(n == name for n, _ in self._refused):
                 raise NotReady(f"model {name!r} has no loadable version ({self._refused_reason(name)})")
             if not self.started:
@@ -143,6 +154,8 @@ class ModelManager:
         entries = [IndexEntry(n, v, "READY") for n, vs in self._loaded.items() for v in vs]
         entries += [IndexEntry(n, v, "UNAVAILABLE", reason) for (n, v), (_, reason) in self._refused.items()
                     if v not in self._loaded.get(n, {})]
+        entries += [IndexEntry(n, v, "UNAVAILABLE", "unloaded")
+                    for n, vs in self._unloaded.items() for v in vs]
         return sorted(entries, key=lambda e: (e.name, e.version))
 
     def _refused_reason(self, name: str) -> str:
@@ -154,32 +167,72 @@ class ModelManager:
         async with self._scan_lock:
             models = await asyncio.to_thread(scan_models, self.root)
             for name, model_dir in models.items():
-                await self._sync_model(name, model_dir)
+                if name not in self._unloaded:  # explicitly unloaded: only load_model brings it back
+                    await self._sync_model(name, model_dir)
             for name in [n for n in self._loaded if n not in models]:
                 log.info("model %s removed from the repository; unloading", name)
                 for loaded in self._loaded.pop(name).values():
                     self._retire_later(loaded)
 
-    async def _sync_model(self, name: str, model_dir: Path) -> None:
+    async def load_model(self, name: str) -> None:
+        """(Re)load every selected version of ``name`` from the repository, even unchanged ones, and
+        serve it again if it was unloaded. NotFound when the repository has no such model;
+        FailedPrecondition naming the reason when a version could not be loaded (a version that
+        served before keeps serving)."""
+        async with self._scan_lock:
+            models = await asyncio.to_thread(scan_models, self.root)
+            if name not in models:
+                raise NotFound(f"model {name!r} is not in the model repository (it has {sorted(models)})")
+            self._unloaded.pop(name, None)
+            failures = await self._sync_model(name, models[name], force=True)
+        log.info("model %s loaded by request: version(s) %s ready", name,
+                 sorted(self._loaded.get(name, {})) or "none")
+        if failures:
+            raise FailedPrecondition(f"model {name!r}: " + "; ".join(failures))
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` now; queued and running requests finish on it. Repository scans
+        leave it unloaded until ``load_model``. NotFound when it is neither served nor in the
+        repository."""
+        async with self._scan_lock:
+            versions = self._loaded.pop(name, {})
+            refused = [key for key in self._refused if key[0] == name]
+            if not versions and not refused and name not in self._unloaded \
+                    and name not in await asyncio.to_thread(scan_models, self.root):
+                raise NotFound(f"model {name!r} is not loaded and not in the model repository")
+            for key in refused:
+                del self._refused[key]
+            self._unloaded[name] = sorted({*self._unloaded.get(name, []), *versions})
+            for loaded in versions.values():
+                self._retire_later(loaded)
+        log.info("model %s unloaded by request (version(s) %s); in-flight requests finish on it; "
+                 "repository scans leave it unloaded until it is loaded again", name,
+                 sorted(versions) or "none")
+
+    async def _sync_model(self, name: str, model_dir: Path, *, force: bool = False) -> list[str]:
+        """Bring one model in line with its directory; ``force`` reloads unchanged versions too.
+        Returns why versions (or the model's config) were refused in this pass."""
         try:
             found = await asyncio.to_thread(scan_versions, model_dir)
             config = await asyncio.to_thread(read_config, model_dir)
         except (RepositoryError, OSError) as exc:
             self._refuse(name, 0, (), str(exc))
-            return
+            return [str(exc)]
         self._refused.pop((name, 0), None)
+        failures: list[str] = []
         current = self._loaded.setdefault(name, {})
         wanted = _selected_versions(config, list(found))
         for version in wanted:
             vdir = found[version]
             have = current.get(version)
-            if have is not None and have.fingerprint == vdir.fingerprint:
+            if not force and have is not None and have.fingerprint == vdir.fingerprint:
                 continue
             refused = self._refused.get((name, version))
-            if refused is not None and refused[0] == vdir.fingerprint:
+            if not force and refused is not None and refused[0] == vdir.fingerprint:
                 continue  # unchanged since we refused it
             loaded = await self._load(vdir, config)
             if loaded is None:
+                failures.append(f"version {version}: {self._refused[(name, version)][1]}")
                 continue
             current[version] = loaded  # the swap: new requests resolve to the new runtime from here
             if have is not None:
@@ -193,6 +246,9 @@ class ModelManager:
             del self._refused[key]
         if not current:
             del self._loaded[name]
+        if force and not wanted:
+            failures.append(f"no version to serve in {model_dir}")
+        return failures
 
     async def _load(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> LoadedVersion | None:
         runtime = self._runtime(vdir, config)

@@ -32,9 +32,13 @@ from typing import Any
 
 from healthai.errors import DeadlineExceeded, HealthAIError, InternalError, NotReady, Overloaded
 from healthai.serving.runtime.contract import InferRequest, InferResult, ModelRuntime
+from healthai.serving.runtime.executor import RUN_CLOCK
 from healthai.serving.runtime.onnx import OnnxModel
 
 log = logging.getLogger(__name__)
+
+# (execute start, first model run start, last model run end, execute end), perf_counter ns
+Timing = tuple[int, int, int, int]
 
 
 @dataclass
@@ -48,17 +52,42 @@ class Counter:
 
 
 @dataclass
-class Statistics:
-    """What KServe's ModelStatistics reports, per model version."""
+class BatchStatistics:
+    """Executions of one batch size: each counter counts executions, with their durations."""
 
-    inference_count: int = 0  # rows executed
-    execution_count: int = 0  # runtime.execute calls
+    compute_input: Counter = field(default_factory=Counter)
+    compute_infer: Counter = field(default_factory=Counter)
+    compute_output: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Statistics:
+    """What KServe's ModelStatistics reports, per model version, with Triton's meanings:
+
+    - ``success``: requests that succeeded, with their time from arrival at the scheduler to their
+      result; ``fail``: requests that failed (refused when queued, expired, cancelled, or failed
+      in execution), with their time to failure;
+    - ``queue``, ``compute_input``, ``compute_infer``, ``compute_output``: one count per successful
+      request, with the durations of its wait and of the execution that ran it (input assembly,
+      model run, output split) — so all four counts equal ``success.count``;
+    - ``inference_count``: rows (batch size) of the successful requests; ``execution_count``:
+      executions that produced at least one success; ``batch_stats``: those executions by the
+      rows they ran, each counter counting executions.
+    """
+
+    inference_count: int = 0
+    execution_count: int = 0
     last_inference_ms: int = 0
     success: Counter = field(default_factory=Counter)
     fail: Counter = field(default_factory=Counter)
     queue: Counter = field(default_factory=Counter)
+    compute_input: Counter = field(default_factory=Counter)
     compute_infer: Counter = field(default_factory=Counter)
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    compute_output: Counter = field(default_factory=Counter)
+    batch_stats: dict[int, BatchStatistics] = field(default_factory=dict)
+
+    def record_failure(self, enqueued_ns: int) -> None:
+        self.fail.add(time.perf_counter_ns() - enqueued_ns)
 
 
 def _resolve(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
@@ -147,6 +176,7 @@ class Scheduler:
     async def infer(self, request: InferRequest, *, timeout: float | None = None) -> InferResult:
         """Queues one request and waits for its result; raises HealthAIError (incl. Overloaded)."""
         if self._closed:
+            self.stats.fail.add(0)
             raise NotReady(f"model {self.runtime.name!r} version {self.runtime.version} is unloading")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -163,6 +193,7 @@ class Scheduler:
                 self._release()
             return pending.future.result()
         if len(self._queue) >= self.max_queue:
+            self.stats.record_failure(pending.enqueued_ns)
             raise Overloaded(f"model {self.runtime.name!r} version {self.runtime.version}: queue is full "
                              f"({self.max_queue} requests waiting); retry later")
         self._queue.append(pending)
@@ -172,6 +203,7 @@ class Scheduler:
         except asyncio.CancelledError:
             with contextlib.suppress(ValueError):  # still queued: free the slot now
                 self._queue.remove(pending)
+                self.stats.record_failure(pending.enqueued_ns)
             raise
 
     async def close(self) -> None:
@@ -199,7 +231,7 @@ class Scheduler:
                 continue
             if p.deadline is not None and now >= p.deadline:
                 p.future.set_exception(DeadlineExceeded("deadline passed while queued; not executed"))
-                self.stats.fail.add(time.perf_counter_ns() - p.enqueued_ns)
+                self.stats.record_failure(p.enqueued_ns)
                 continue
             return p
         return None
@@ -249,43 +281,65 @@ class Scheduler:
         return (self._one_row_samples >= self.INLINE_MIN_SAMPLES and self._one_row_ns <= self._inline_max_ns
                 and getattr(self.runtime.execute, "__func__", None) is OnnxModel.execute)
 
-    def _timed_execute(self, requests: list[InferRequest]) -> list[InferResult | HealthAIError]:
+    def _timed_execute(self, requests: list[InferRequest]) -> tuple[list[InferResult | HealthAIError],
+                                                                     Timing]:
+        clock = RUN_CLOCK  # the executor marks when this thread's model runs start and end
+        clock.first_ns = clock.last_ns = 0
         start = time.perf_counter_ns()
         results = self.runtime.execute(requests)
+        end = time.perf_counter_ns()
         if self._inline_max_ns and len(requests) == 1 and requests[0].batch_size == 1:
-            ns = time.perf_counter_ns() - start  # races between instance threads only blur the average
+            ns = end - start  # races between instance threads only blur the average
             w = self.EWMA_WEIGHT if self._one_row_samples else 1.0
             self._one_row_ns += w * (ns - self._one_row_ns)
             self._one_row_samples += 1
-        return results
+        # a runtime that bypasses the executor: its whole execute counts as the model run
+        return results, (start, clock.first_ns or start, clock.last_ns or end, end)
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *,
                        inline: bool = False) -> None:
-        start = time.perf_counter_ns()
         requests = [p.request for p in batch]
+        timing: Timing | None = None
         try:
             if inline:
-                results = self._timed_execute(requests)
+                results, timing = self._timed_execute(requests)
             else:
-                results = await self._threads.run(self._timed_execute, requests)
+                results, timing = await self._threads.run(self._timed_execute, requests)
         except Exception as exc:  # a runtime bug: fail this batch, keep serving
             log.exception("%s v%d: execute raised", self.runtime.name, self.runtime.version)
             results = [InternalError(f"model execution failed ({type(exc).__name__})")] * len(batch)
-        end = time.perf_counter_ns()
+        done = time.perf_counter_ns()
         s = self.stats
-        rows = sum(r.batch_size for r in requests)
-        s.execution_count += 1
-        s.inference_count += rows
-        s.batch_sizes[rows] += 1
-        s.compute_infer.add(end - start)
-        s.last_inference_ms = int(time.time() * 1000)
+        rows = succeeded = 0
         for p, result in zip(batch, results, strict=True):
-            s.queue.add(start - p.enqueued_ns)
-            if p.future.done():  # cancelled while running: nobody waits for it
-                continue
-            if isinstance(result, HealthAIError):
-                s.fail.add(end - p.enqueued_ns)
+            if p.future.done():  # cancelled while running: nobody gets the result
+                s.fail.add(done - p.enqueued_ns)
+            elif isinstance(result, HealthAIError):
+                s.fail.add(done - p.enqueued_ns)
                 p.future.set_exception(result)
             else:
-                s.success.add(end - p.enqueued_ns)
+                s.success.add(done - p.enqueued_ns)
+                s.queue.add((timing[0] if timing else done) - p.enqueued_ns)
+                rows += p.request.batch_size
+                succeeded += 1
                 p.future.set_result(result)
+        if succeeded and timing is not None:
+            self._record_execution(rows, succeeded, timing)
+
+    def _record_execution(self, rows: int, succeeded: int, timing: Timing) -> None:
+        """Triton's accounting of one execution: every successful request is credited the whole
+        execution's input/infer/output durations; the batch statistics count the execution once."""
+        start, first, last, end = timing
+        s = self.stats
+        s.execution_count += 1
+        s.inference_count += rows
+        s.last_inference_ms = int(time.time() * 1000)
+        s.compute_input.add((first - start) * succeeded, succeeded)
+        s.compute_infer.add((last - first) * succeeded, succeeded)
+        s.compute_output.add((end - last) * succeeded, succeeded)
+        b = s.batch_stats.get(rows)
+        if b is None:
+            b = s.batch_stats[rows] = BatchStatistics()
+        b.compute_input.add(first - start)
+        b.compute_infer.add(last - first)
+        b.compute_output.add(end - last)

@@ -1,0 +1,199 @@
+"""Benchmark of the digital-twin engine (issue 15): the native metapopulation step vs a vectorized
+NumPy/SciPy implementation of the same model, and the deterministic mode vs MEmilio's ODE, side by
+side in one run on the US county graph (3,144 counties of the 50 states + DC).
+
+    python benchmarks/scenario.py [--quick] [--runs 1000] [--days 365] [--threads 1,2]
+
+Rows: the full stochastic job (runs x counties x days) at each thread count, wall and CPU seconds
+and county-days per second (wall); the same model in NumPy on fewer runs over the same year (its
+cost per county-day does not depend on the number of runs), with the native engine on that same slice;
+the ODE over 365 days. Timings on a shared machine vary: the CPU seconds show the work itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from healthai import _native
+from healthai.ops.metapop import MobilityGraph, SeirState, advance
+from healthai.scenario.graphs import county_graph
+from healthai.scenario.model import Disease
+from healthai.scenario.reference import NumpyEngine
+
+COUNTIES = Path(__file__).resolve().parents[2] / "shared/data/graphs/us_counties"
+SEEDS = ("06037", "17031", "36061", "48201", "04013")  # Los Angeles, Cook, New York, Harris, Maricopa
+DISEASE = Disease(r0=2.0, latent_days=3.0, infectious_days=5.0)
+
+
+def start(g: MobilityGraph) -> tuple[np.ndarray, ...]:
+    i = np.zeros(g.n_regions, np.int64)
+    for fips in SEEDS:
+        i[g.ids.index(fips)] = 100
+    z = np.zeros_like(i)
+    return g.population - i, z, i, z.copy()
+
+
+def native(g: MobilityGraph, runs: int, days: int, threads: int) -> tuple[float, float, str]:
+    st = SeirState.start(*start(g), runs=runs, mode="stochastic")
+    ones = np.ones((days, g.n_regions))
+    wall, cpu = time.perf_counter(), time.process_time()
+    advance(
+        g,
+        st,
+        beta=np.full(runs, DISEASE.beta),
+        sigma=DISEASE.sigma,
+        gamma=DISEASE.gamma,
+        contact=ones,
+        travel=ones,
+        vacc=np.zeros_like(ones),
+        seed=2026,
+        num_threads=threads,
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    digest = hashlib.sha256(st.S.tobytes() + st.I.tobytes() + st.peak_step.tobytes()).hexdigest()[:12]
+    return wall, cpu, digest
+
+
+def numpy_engine(g: MobilityGraph, runs: int, days: int) -> tuple[float, float]:
+    s0 = start(g)
+    S, E, I, R = (np.repeat(a[:, None], runs, axis=1).astype(np.int64) for a in s0)  # noqa: E741
+    eng = NumpyEngine(g, beta=np.full(runs, DISEASE.beta), sigma=DISEASE.sigma, gamma=DISEASE.gamma, seed=1)
+    ones, zeros = np.ones(g.n_regions), np.zeros(g.n_regions)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(days):
+        eng.leap(S, E, I, R, ones, ones, zeros)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ode_native(g: MobilityGraph, days: int, substeps: int) -> float:
+    st = SeirState.start(*start(g), runs=1, mode="deterministic")
+    ones = np.ones((days, g.n_regions))
+    wall = time.perf_counter()
+    advance(
+        g,
+        st,
+        beta=[DISEASE.beta],
+        sigma=DISEASE.sigma,
+        gamma=DISEASE.gamma,
+        contact=ones,
+        travel=ones,
+        vacc=np.zeros_like(ones),
+        substeps=substeps,
+    )
+    return time.perf_counter() - wall
+
+
+def ode_memilio(g: MobilityGraph, days: int) -> float | None:
+    try:
+        from healthai.scenario.reference import memilio_ode
+
+        wall = time.perf_counter()
+        memilio_ode(
+            g.population,
+            start(g),
+            beta=DISEASE.beta,
+            latent_days=DISEASE.latent_days,
+            infectious_days=DISEASE.infectious_days,
+            days=days,
+        )
+        return time.perf_counter() - wall
+    except ImportError:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100 runs; NumPy on 10 runs (full: 50)")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--no-memilio", action="store_true", help="skip MEmilio (minutes on 3,144 regions)")
+    args = ap.parse_args()
+    runs = args.runs or (100 if args.quick else 1000)
+    np_runs, np_days = (10, args.days) if args.quick else (50, args.days)
+    g = county_graph(COUNTIES)
+    coupled_free = county_graph(COUNTIES, mobility=0.0)
+    info = _native.build_info()
+    print(
+        f"county graph: {g.n_regions} counties, {len(g.indices)} directed edges, population "
+        f"{g.population.sum():,}; native build {info['compiler']}, CUDA {info['cuda_version'] or 'no'}"
+    )
+    rows: list[tuple[str, str, float, float | None, float]] = []
+    digests = set()
+    cells = runs * g.n_regions * args.days
+    for t in (int(x) for x in args.threads.split(",")):
+        wall, cpu, digest = native(g, runs, args.days, t)
+        digests.add(digest)
+        rows.append(
+            (f"native CPU, {t} thread(s)", f"{runs} x {g.n_regions} x {args.days}", wall, cpu, cells / wall)
+        )
+    slice_cells = np_runs * g.n_regions * np_days
+    np_wall, np_cpu = numpy_engine(g, np_runs, np_days)
+    rows.append(
+        (
+            "NumPy/SciPy reference",
+            f"{np_runs} x {g.n_regions} x {np_days}",
+            np_wall,
+            np_cpu,
+            slice_cells / np_wall,
+        )
+    )
+    slice_rates = {}
+    for t in (int(x) for x in args.threads.split(",")):
+        wall, cpu, _ = native(g, np_runs, np_days, t)
+        slice_rates[t] = slice_cells / wall
+        rows.append(
+            (
+                f"native CPU, {t} thread(s)",
+                f"{np_runs} x {g.n_regions} x {np_days}",
+                wall,
+                cpu,
+                slice_rates[t],
+            )
+        )
+    ode_ours = ode_native(g, 365, 4)
+    ode_ours_free = ode_native(coupled_free, 365, 4)
+    ode_mem = None if args.no_memilio else ode_memilio(coupled_free, 365)
+    rows.append(("ODE native RK4 (4/day), mobility 0.1", f"1 x {g.n_regions} x 365", ode_ours, None, 0.0))
+    rows.append(("ODE native RK4 (4/day), uncoupled", f"1 x {g.n_regions} x 365", ode_ours_free, None, 0.0))
+    if ode_mem is not None:
+        rows.append(("ODE MEmilio oseir_metapop, uncoupled", f"1 x {g.n_regions} x 365", ode_mem, None, 0.0))
+    print("\n| engine | runs x regions x days | wall s | CPU s | county-days/s (wall) | per CPU-s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, size, wall, cpu, rate in rows:
+        per_cpu = rate * wall / cpu if rate and cpu else 0.0
+        print(
+            f"| {name} | {size} | {wall:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
+            f"{f'{rate / 1e6:.1f} M' if rate else ''} | {f'{per_cpu / 1e6:.1f} M' if per_cpu else ''} |"
+        )
+    load = os.getloadavg()[0]
+    print(f"\nload average during the run: {load:.1f} on {os.cpu_count()} cores (wall times include waiting)")
+    best = min(r[2] for r in rows[: len(slice_rates)])
+    print(
+        f"\nsame seed, every thread count: identical final state: {len(digests) == 1} ({', '.join(digests)})"
+    )
+    print(f"full job {cells / 1e9:.2f} billion county-days: best {best:.1f} s (target <= 60 s on 2 cores)")
+    np_rate = rows[len(slice_rates)][4]
+    ratios = ", ".join(f"{t} thread(s) {r / np_rate:.1f}x" for t, r in slice_rates.items())
+    np_cpu_rate = slice_cells / np_cpu
+    cpu_ratio = (
+        max(r[4] * r[2] / r[3] for r in rows[len(slice_rates) + 1 : 2 * len(slice_rates) + 1]) / np_cpu_rate
+    )
+    print(
+        f"native vs NumPy on the same slice (wall): {ratios}; per CPU-second {cpu_ratio:.1f}x (target >= 5x)"
+    )
+    if ode_mem is not None:
+        print(f"deterministic mode vs MEmilio (uncoupled counties, 365 days): {ode_mem / ode_ours_free:.1f}x")
+    else:
+        print("MEmilio: not run (--no-memilio, or memilio-simulation not installed)")
+    print("GPU: not run (no device machine was lent to this session)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Forecasts out: hubverse model-output rows and a quantile-fan plot per region.
+
+Hubverse (https://hubverse.io, model-output format): one row per location × horizon × quantile level
+with ``reference_date, target, horizon, location, target_end_date, output_type, output_type_id,
+value``. Dates here are period starts as the server labels them (Monday for weekly counts): the
+reference date is the last observed period and ``target_end_date = reference_date + horizon ×
+step``. With stored history the server says which period horizon 1 is; with an explicit history the
+caller gives the reference date.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from healthai_client.results import ForecastResult
+
+HUBVERSE_COLUMNS = ("reference_date", "target", "horizon", "location", "target_end_date", "output_type",
+                    "output_type_id", "value")
+STEP_DAYS = {"W": 7, "D": 1}
+
+
+def reference_date(result: ForecastResult, given: str | None = None) -> dt.date:
+    """The forecast origin: ``given`` (ISO date), else the period before the server's horizon 1."""
+    if given:
+        try:
+            return dt.date.fromisoformat(given)
+        except ValueError:
+            raise ValueError(f"reference date {given!r} is not an ISO date (YYYY-MM-DD)") from None
+    if not result.first_forecast_period:
+        raise ValueError("this forecast has no dates (explicit history): give the reference date "
+                         "(--reference-date YYYY-MM-DD, the last period of the history)")
+    step = STEP_DAYS.get(result.step or "W", 7)
+    return dt.date.fromisoformat(result.first_forecast_period) - dt.timedelta(days=step)
+
+
+def hubverse_rows(result: ForecastResult, *, target: str = "inc ili",
+                  reference: str | None = None) -> list[dict[str, Any]]:
+    origin = reference_date(result, reference)
+    step = STEP_DAYS.get(result.step or "W", 7)
+    rows = []
+    for ri, region in enumerate(result.region_ids):
+        for hi, h in enumerate(result.horizons):
+            end = (origin + dt.timedelta(days=step * h)).isoformat()
+            for qi, level in enumerate(result.quantile_levels):
+                rows.append({"reference_date": origin.isoformat(), "target": target, "horizon": int(h),
+                             "location": region, "target_end_date": end, "output_type": "quantile",
+                             "output_type_id": float(level), "value": float(result.quantiles[hi, ri, qi])})
+    return rows
+
+
+def write_hubverse(result: ForecastResult, path: Path, *, target: str = "inc ili",
+                   reference: str | None = None) -> int:
+    """CSV (or Parquet by suffix) in hubverse model-output format; returns the row count."""
+    rows = hubverse_rows(result, target=target, reference=reference)
+    if path.suffix.lower() == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(rows, columns=list(HUBVERSE_COLUMNS)).to_parquet(path, index=False)
+        return len(rows)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(HUBVERSE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def plot_forecast(result: ForecastResult, path: Path, *, max_regions: int = 12, recent: int = 26) -> None:
+    """One panel per region: the last ``recent`` periods of history and the quantile fan (central 50%,
+    80%, 95% bands where the levels exist) with the median."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regions = list(result.region_ids)[:max_regions]
+    cols = min(3, len(regions))
+    rows = (len(regions) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    levels = np.asarray(result.quantile_levels)
+    hist = result.history
+    for k, region in enumerate(regions):
+        ax = axes[k // cols][k % cols]
+        ri = result.region_ids.index(region)
+        if hist is not None:
+            past = hist[-recent:, ri]
+            ax.plot(np.arange(-len(past) + 1, 1), past, color="black", lw=1.2, label="history")
+        x = np.asarray(result.horizons)
+        for width, alpha in ((0.95, 0.15), (0.8, 0.25), (0.5, 0.4)):
+            lo, hi = np.isclose(levels, (1 - width) / 2), np.isclose(levels, (1 + width) / 2)
+            if lo.any() and hi.any():
+                ax.fill_between(x, result.quantiles[:, ri, lo.argmax()], result.quantiles[:, ri, hi.argmax()],
+                                color="tab:blue", alpha=alpha, lw=0, label=f"{width:.0%}")
+        ax.plot(x, result.point[:, ri], color="tab:blue", marker="o", ms=2.5, lw=1.2, label="median")
+        ax.set_title(region, fontsize=9)
+        ax.axvline(0, color="grey", lw=0.6, ls=":")
+        ax.tick_params(labelsize=7)
+    for k in range(len(regions), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    origin = result.first_forecast_period or "explicit history"
+    fig.suptitle(f"{result.model_name} v{result.model_version} (step {result.step or '?'}; horizon 1 = "
+                 f"{origin})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

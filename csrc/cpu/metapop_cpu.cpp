@@ -1,0 +1,134 @@
+// CPU metapopulation engine. Each sub-step is one parallel pass over region blocks: the infection
+// pressure is a CSR aggregation of I/N over the mobility graph with the runs as the feature
+// dimension (read from a snapshot of I), fused with the transitions of the block's cells. Cells
+// draw from their own Philox streams, so the result does not depend on the number of threads.
+#include "cpu/metapop_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/thread_pool.h"
+#include "metapop_cell.h"
+
+namespace healthai::cpu {
+namespace {
+
+constexpr int64_t kBlock = 32;  // regions per task
+
+int64_t blocks(const MetapopProblem& p) { return (p.n_regions + kBlock - 1) / kBlock; }
+
+// acc[k] = sum_j w_ij / N_j * v[j, k] for region i; returns the row sum of w.
+template <typename T>
+double gather(const MetapopProblem& p, int64_t i, const T* v, double* acc) {
+  std::fill(acc, acc + p.runs, 0.0);
+  double row = 0.0;
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    const int64_t j = p.indices[e];
+    const double w = p.weights[e] / static_cast<double>(p.population[j]);
+    row += p.weights[e];
+    const T* src = v + j * p.runs;
+    for (int64_t k = 0; k < p.runs; ++k) acc[k] += w * static_cast<double>(src[k]);
+  }
+  return row;
+}
+
+void parallel_copy(const void* src, void* dst, int64_t bytes, int threads) {
+  const int64_t chunk = 1 << 20;
+  const int64_t n = (bytes + chunk - 1) / chunk;
+  parallel_for(n, threads, [&](int64_t c) {
+    const int64_t a = c * chunk, len = std::min(chunk, bytes - a);
+    std::memcpy(static_cast<char*>(dst) + a, static_cast<const char*>(src) + a, len);
+  });
+}
+
+}  // namespace
+
+void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>& st, int num_threads) {
+  const int64_t cells = p.n_regions * p.runs;
+  std::fill(st.incidence, st.incidence + cells, 0);
+  std::vector<int32_t> snapshot(cells);
+  const double dt = 1.0 / p.substeps;
+  const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
+  for (int64_t t = 0; t < p.steps; ++t) {
+    for (int sub = 0; sub < p.substeps; ++sub) {
+      const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
+      const bool day_end = sub == p.substeps - 1;
+      parallel_copy(st.i, snapshot.data(), cells * static_cast<int64_t>(sizeof(int32_t)), num_threads);
+      parallel_for(blocks(p), num_threads, [&](int64_t b) {
+        std::vector<double> acc(p.runs);
+        const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
+        for (int64_t i = b * kBlock; i < end; ++i) {
+          const double row = gather(p, i, snapshot.data(), acc.data());
+          const double inv_n = 1.0 / static_cast<double>(p.population[i]);
+          const int32_t* own = snapshot.data() + i * p.runs;
+          for (int64_t k = 0; k < p.runs; ++k) {
+            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
+            metapop::leap(p, st, i, k, t, gsub, dt, lambda, onset, recovery, day_end);
+          }
+        }
+      });
+    }
+  }
+}
+
+void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<double>& st, int num_threads) {
+  const int64_t cells = p.n_regions * p.runs;
+  std::fill(st.incidence, st.incidence + cells, 0.0);
+  // y: S, E, I, R, C (C = cumulative onsets); k_prev / k_cur: stage slopes; sum: weighted slopes.
+  std::vector<double> y(5 * cells), k_prev(5 * cells, 0.0), k_cur(5 * cells), sum(5 * cells);
+  double* comp[4] = {st.s, st.e, st.i, st.r};
+  for (int q = 0; q < 4; ++q) std::copy(comp[q], comp[q] + cells, y.begin() + q * cells);
+  std::fill(y.begin() + 4 * cells, y.end(), 0.0);
+  const double h = 1.0 / p.substeps;
+  static const double c_stage[4] = {0.0, 0.5, 0.5, 1.0}, w_stage[4] = {1.0, 2.0, 2.0, 1.0};
+  std::vector<double> zi(cells);
+  for (int64_t t = 0; t < p.steps; ++t) {
+    for (int sub = 0; sub < p.substeps; ++sub) {
+      for (int q = 0; q < 4; ++q) {
+        const double c = c_stage[q] * h;
+        // stage infectious Z_I = Y_I + c * K_prev_I, for the aggregation
+        parallel_for(blocks(p), num_threads, [&](int64_t b) {
+          const int64_t end = std::min(p.n_regions, (b + 1) * kBlock) * p.runs;
+          for (int64_t x = b * kBlock * p.runs; x < end; ++x) zi[x] = y[2 * cells + x] + c * k_prev[2 * cells + x];
+        });
+        parallel_for(blocks(p), num_threads, [&](int64_t b) {
+          std::vector<double> acc(p.runs);
+          const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
+          for (int64_t i = b * kBlock; i < end; ++i) {
+            const double row = gather(p, i, zi.data(), acc.data());
+            const double inv_n = 1.0 / static_cast<double>(p.population[i]);
+            for (int64_t k = 0; k < p.runs; ++k) {
+              const int64_t x = i * p.runs + k;
+              const double zs = y[x] + c * k_prev[x], ze = y[cells + x] + c * k_prev[cells + x];
+              const double lambda = metapop::force(p, i, k, t, zi[x] * inv_n, acc[k], row);
+              double d[5];
+              metapop::rhs(p, i, t, lambda, zs, ze, zi[x], d);
+              for (int m = 0; m < 5; ++m) {
+                k_cur[m * cells + x] = d[m];
+                sum[m * cells + x] = (q == 0 ? 0.0 : sum[m * cells + x]) + w_stage[q] * d[m];
+              }
+            }
+          }
+        });
+        std::swap(k_prev, k_cur);
+      }
+      parallel_for(5 * blocks(p), num_threads, [&](int64_t b) {
+        const int64_t m = b / blocks(p), blk = b % blocks(p);
+        const int64_t end = m * cells + std::min(p.n_regions, (blk + 1) * kBlock) * p.runs;
+        for (int64_t x = m * cells + blk * kBlock * p.runs; x < end; ++x) y[x] += h / 6.0 * sum[x];
+      });
+    }
+    for (int64_t x = 0; x < cells; ++x) {  // day end: peaks
+      const double iv = y[2 * cells + x];
+      if (iv > st.peak_value[x]) {
+        st.peak_value[x] = iv;
+        st.peak_step[x] = static_cast<int32_t>(p.step0 + t + 1);
+      }
+    }
+  }
+  for (int q = 0; q < 4; ++q) std::copy(y.begin() + q * cells, y.begin() + (q + 1) * cells, comp[q]);
+  std::copy(y.begin() + 4 * cells, y.end(), st.incidence);
+}
+
+}  // namespace healthai::cpu

@@ -1,0 +1,58 @@
+// Metapopulation SEIR engine: shared problem type, value checks and the device-dispatching step.
+// Model per region i and run k (W = CSR mobility weights, row sums s_i <= 1, self excluded):
+//   force  lambda = beta_k * contact_i(t) * ((1 - travel_i(t) s_i) I_i/N_i + travel_i(t) sum_j w_ij I_j/N_j)
+//   S -> E at lambda, E -> I at sigma, I -> R at gamma, S -> R (vaccination) at vacc_i(t).
+// Stochastic mode: tau-leaping with binomial transitions (integer compartments, S+E+I+R = N kept
+// exactly). Deterministic mode: the same equations as an ODE, classical RK4.
+#pragma once
+
+#include <cstdint>
+
+#include "aggregate.h"
+
+namespace healthai {
+
+struct MetapopProblem {
+  int64_t n_regions = 0, runs = 0, nnz = 0;
+  int64_t steps = 0;     // days advanced by this call
+  int64_t step0 = 0;     // global day index of the first step (RNG counter and peak timing)
+  int substeps = 1;      // tau-leaping / RK4 sub-steps per day
+  const int64_t* indptr = nullptr;      // [n_regions + 1]
+  const int64_t* indices = nullptr;     // [nnz]
+  const double* weights = nullptr;      // [nnz]
+  const int64_t* population = nullptr;  // [n_regions]
+  const double* beta = nullptr;         // [runs]
+  double sigma = 0.0, gamma = 0.0;
+  const double* contact = nullptr;  // [steps, n_regions]
+  const double* travel = nullptr;   // [steps, n_regions]
+  const double* vacc = nullptr;     // [steps, n_regions] per-day rate
+  uint64_t seed = 0;
+  Device device = Device::kCPU;
+};
+
+// Compartments [n_regions, runs] each, updated in place; incidence (E -> I over the call) is written;
+// peak_value / peak_step (largest I seen at a day's end and its global day) are updated.
+template <typename T>
+struct MetapopState {
+  T* s = nullptr;
+  T* e = nullptr;
+  T* i = nullptr;
+  T* r = nullptr;
+  T* incidence = nullptr;
+  T* peak_value = nullptr;
+  int32_t* peak_step = nullptr;
+};
+
+// Value checks (host memory, before any work): graph structure, rates, schedules and, for integer
+// state, S+E+I+R = N with non-negative entries. Throws std::invalid_argument / std::out_of_range
+// naming the argument, the position and the value.
+void check_metapop(const MetapopProblem& p);
+// Sum of the away weights of region i (s_i).
+double metapop_row_sum(const MetapopProblem& p, int64_t i);
+template <typename T>
+void check_metapop_state(const MetapopProblem& p, const MetapopState<T>& st);
+
+void metapop_stochastic(const MetapopProblem& p, const MetapopState<int32_t>& st, int num_threads);
+void metapop_deterministic(const MetapopProblem& p, const MetapopState<double>& st, int num_threads);
+
+}  // namespace healthai

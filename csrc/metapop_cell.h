@@ -1,0 +1,58 @@
+// Per-cell (region i, run k) arithmetic of the metapopulation engine, shared by the CPU and CUDA
+// kernels so both take the same transitions from the same Philox streams.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "metapop.h"
+#include "rng/philox.h"
+
+namespace healthai::metapop {
+
+// Force of infection of cell (i, k) on day t (local to the call): own = I_i/N_i, away = sum_j w_ij I_j/N_j,
+// row = sum_j w_ij.
+HAI_HD double force(const MetapopProblem& p, int64_t i, int64_t k, int64_t t, double own, double away, double row) {
+  const int64_t x = t * p.n_regions + i;
+  const double tr = p.travel[x];
+  return p.beta[k] * p.contact[x] * ((1.0 - tr * row) * own + tr * away);
+}
+
+// One tau-leap of dt days for cell x = i * runs + k; gsub is the global sub-step (RNG counter).
+// onset / recovery: the constant E -> I and I -> R leaps of this dt.
+HAI_HD void leap(const MetapopProblem& p, const MetapopState<int32_t>& st, int64_t i, int64_t k, int64_t t,
+                 uint32_t gsub, double dt, double lambda, const rng::Leap& onset, const rng::Leap& recovery,
+                 bool day_end) {
+  const int64_t x = i * p.runs + k;
+  rng::Stream s(p.seed, static_cast<uint32_t>(k), static_cast<uint32_t>(i), gsub);
+  const int64_t S = st.s[x], E = st.e[x], I = st.i[x];
+  const int64_t new_e = (S > 0 && lambda > 0.0) ? rng::binomial(S, rng::Leap::of(lambda * dt), s) : 0;
+  const double v = p.vacc[t * p.n_regions + i];
+  const int64_t new_v = (v > 0.0 && S > new_e) ? rng::binomial(S - new_e, rng::Leap::of(v * dt), s) : 0;
+  const int64_t new_i = rng::binomial(E, onset, s);
+  const int64_t new_r = rng::binomial(I, recovery, s);
+  st.s[x] = static_cast<int32_t>(S - new_e - new_v);
+  st.e[x] = static_cast<int32_t>(E + new_e - new_i);
+  const int32_t i_next = static_cast<int32_t>(I + new_i - new_r);
+  st.i[x] = i_next;
+  st.r[x] += static_cast<int32_t>(new_r + new_v);
+  st.incidence[x] += static_cast<int32_t>(new_i);
+  if (day_end && i_next > st.peak_value[x]) {
+    st.peak_value[x] = i_next;
+    st.peak_step[x] = static_cast<int32_t>(p.step0 + t + 1);
+  }
+}
+
+// ODE right-hand side of cell (i, k): d(S, E, I, R, C)/dt with C the cumulative E -> I flow.
+HAI_HD void rhs(const MetapopProblem& p, int64_t i, int64_t t, double lambda, double S, double E, double I,
+                double out[5]) {
+  const double v = p.vacc[t * p.n_regions + i];
+  const double inf = lambda * S, vac = v * S, onset = p.sigma * E, rec = p.gamma * I;
+  out[0] = -inf - vac;
+  out[1] = inf - onset;
+  out[2] = onset - rec;
+  out[3] = rec + vac;
+  out[4] = onset;
+}
+
+}  // namespace healthai::metapop

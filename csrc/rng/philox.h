@@ -1,0 +1,129 @@
+// Counter-based RNG shared by the CPU and CUDA metapopulation engines: Philox4x32-10 (Salmon et al.,
+// SC'11) and the binomial sampler, on det_math.h's exp/log (the same bits on both devices). A stream
+// is addressed by (seed, run, region, sub-step): the draws of one cell depend only on those, never
+// on thread count, scheduling or device.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "rng/det_math.h"  // HAI_HD, det_exp / det_expm1 / det_log
+
+namespace healthai::rng {
+
+HAI_HD void mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
+  const uint64_t p = static_cast<uint64_t>(a) * b;
+  *hi = static_cast<uint32_t>(p >> 32);
+  *lo = static_cast<uint32_t>(p);
+}
+
+// One Philox4x32-10 block: 4 x 32 random bits for counter c under key k.
+HAI_HD void philox4x32_10(const uint32_t c_in[4], uint32_t k0, uint32_t k1, uint32_t out[4]) {
+  uint32_t c0 = c_in[0], c1 = c_in[1], c2 = c_in[2], c3 = c_in[3];
+  for (int r = 0; r < 10; ++r) {
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo(0xD2511F53u, c0, &hi0, &lo0);
+    mulhilo(0xCD9E8D57u, c2, &hi1, &lo1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+// The uniforms of one (run, region, substep) cell, consumed in a fixed order.
+struct Stream {
+  uint32_t key0, key1;
+  uint32_t ctr[4];  // run, region, substep, block
+  uint32_t buf[4];
+  int used;
+
+  HAI_HD Stream(uint64_t seed, uint32_t run, uint32_t region, uint32_t substep)
+      : key0(static_cast<uint32_t>(seed)), key1(static_cast<uint32_t>(seed >> 32)), ctr{run, region, substep, 0},
+        buf{0, 0, 0, 0}, used(4) {}
+
+  // Uniform in (0, 1): 32 bits, offset by half a step so that log(u) is finite.
+  HAI_HD double uniform() {
+    if (used == 4) {
+      philox4x32_10(ctr, key0, key1, buf);
+      ++ctr[3];
+      used = 0;
+    }
+    return (static_cast<double>(buf[used++]) + 0.5) * 2.3283064365386963e-10;
+  }
+};
+
+// log(k!): a table below 16, the Stirling series above (relative error < 1e-14).
+HAI_HD double log_factorial(double k) {
+  if (k < 16.0) {
+    constexpr double kTable[16] = {0.0, 0.0, 0.693147180559945, 1.7917594692280554, 3.178053830347945,
+                                   4.787491742782047, 6.579251212010102, 8.525161361065415, 10.604602902745249,
+                                   12.801827480081467, 15.104412573075514, 17.502307845873887, 19.987214495661885,
+                                   22.55216385312342, 25.191221182738683, 27.89927138384089};
+    return kTable[static_cast<int>(k)];
+  }
+  const double x = k + 1.0, x2 = x * x;
+  return (x - 0.5) * det_log(x) - x + 0.91893853320467274178 + (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x;
+}
+
+// A transition over dt at `rate` per day: probability p = 1 - exp(-rate dt), q = 1 - p, log q.
+struct Leap {
+  double p, q, log_q;
+  HAI_HD static Leap of(double rate_dt) {
+    const double p = -det_expm1(-rate_dt);
+    return {p, p < 0.5 ? 1.0 - p : det_exp(-rate_dt), -rate_dt};  // 1 - p is exact enough below 1/2
+  }
+};
+
+// Binomial(n, p) by inversion for n p < 10 and by BTRS (Hoermann 1993) above; the BTRS constants of
+// the rare rejection branch are computed only when it is taken.
+HAI_HD int64_t binomial(int64_t n, const Leap& t, Stream& s) {
+  if (n <= 0 || !(t.p > 0.0)) return 0;
+  if (!(t.q > 0.0)) return n;
+  if (t.p > 0.5) return n - binomial(n, Leap{t.q, t.p, det_log(t.p)}, s);
+  const double p = t.p, q = t.q, dn = static_cast<double>(n);
+  const double np = dn * p;
+  if (np < 10.0) {
+    const double ratio = p / q;
+    double r = det_exp(dn * t.log_q);  // P(X = 0)
+    double u = s.uniform();
+    int64_t x = 0;
+    while (u > r && x < n) {
+      u -= r;
+      ++x;
+      r *= ratio * static_cast<double>(n - x + 1) / static_cast<double>(x);
+      if (r <= 0.0) break;  // underflow in the far tail
+    }
+    return x;
+  }
+  const double spq = sqrt(np * q);
+  const double b = 1.15 + 2.53 * spq;
+  const double a = -0.0873 + 0.0248 * b + 0.01 * p;
+  const double c = np + 0.5;
+  const double v_r = 0.92 - 4.2 / b;
+  double alpha = 0.0, lpq = 0.0, m = 0.0, h = 0.0;
+  bool slow_ready = false;
+  for (;;) {
+    const double u = s.uniform() - 0.5;
+    double v = s.uniform();
+    const double us = 0.5 - fabs(u);
+    const double k = floor((2.0 * a / us + b) * u + c);
+    if (k < 0.0 || k > dn) continue;
+    if (us >= 0.07 && v <= v_r) return static_cast<int64_t>(k);
+    if (!slow_ready) {
+      alpha = (2.83 + 5.1 / b) * spq;
+      lpq = det_log(p / q);
+      m = floor((dn + 1.0) * p);
+      h = log_factorial(m) + log_factorial(dn - m);
+      slow_ready = true;
+    }
+    v = det_log(v * alpha / (a / (us * us) + b));
+    const double bound = h - log_factorial(k) - log_factorial(dn - k) + (k - m) * lpq;
+    if (v <= bound) return static_cast<int64_t>(k);
+  }
+}
+
+}  // namespace healthai::rng

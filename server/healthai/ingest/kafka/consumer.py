@@ -1,0 +1,277 @@
+"""The Kafka ingest loop: consume a batch, normalize, commit to the store, dead-letter, commit offsets.
+
+Per batch (at most ``batch_max_messages`` messages and ``batch_max_bytes`` of values):
+
+1. each message is normalized like an Ingest request (:mod:`.decode`); an unreadable message is
+   rejected whole;
+2. the accepted rows of all messages go to the store in one durable commit (fsynced), on a writer
+   thread while the next batch is normalized;
+3. rejected records go to the dead-letter topic (:mod:`.dlq`), acknowledged by the brokers;
+4. only then are the offsets committed (synchronously).
+
+A crash anywhere re-delivers the uncommitted batch: the store drops rows it already holds (its
+``(source, record_key)`` index) and the DLQ skips entries behind its watermark, so every record is
+stored once and every reject dead-lettered once. Rebalances happen inside ``consume`` between batches,
+so nothing is in flight when partitions are revoked. SIGTERM finishes the batch, commits, leaves the
+group and exits 0. Memory is bounded by the batch limits plus librdkafka's prefetch queue
+(``fetch_queue_kbytes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from healthai.app.settings import Settings
+from healthai.errors import HealthAIError, InvalidInput, TooLarge
+from healthai.ingest.kafka import batching, decode
+from healthai.ingest.kafka.dlq import DeadLetters, DlqEntry
+from healthai.ingest.kafka.metrics import KafkaMetrics
+from healthai.ingest.service import IngestCore
+from healthai.normalize.context import NormalizeContext
+from healthai.normalize.records import KINDS, SCHEMAS, Severity
+from healthai.store import ParquetStore, new_batch_id
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "HEALTHAI_KAFKA_FAULT"  # fault injection for the crash tests: "after-store:N" | "after-dlq:N"
+
+
+def _import_kafka() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError as e:
+        raise InvalidInput("Kafka ingest needs confluent-kafka: pip install 'confluent-kafka==2.16.1' "
+                           "(its wheel bundles librdkafka)", field="kafka") from e
+    return confluent_kafka
+
+
+@dataclass
+class Prepared:
+    tables: dict[str, pa.Table]
+    dead: list[DlqEntry]
+    counts: Counter[tuple[str, str]]
+    offsets: list[Any]
+    messages: int
+
+
+class KafkaIngest:
+    """Owns the consumer, the DLQ producer and the store; ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, ctx: NormalizeContext | None = None) -> None:
+        ck = _import_kafka()
+        self.ck = ck
+        self.ks = ks = settings.kafka
+        self.ctx = ctx or NormalizeContext.create(
+            key=settings.pseudonym_key(), snomed_map_nlm=settings.snomed_map_nlm,
+            omop_concept=settings.omop_concept, omop_relationship=settings.omop_concept_relationship,
+            date_policy=settings.date_policy)
+        self.store = ParquetStore(settings.store_uri)
+        self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request)
+        self.source = ks.source or ks.topic
+        base = ks.client_config()
+        self.consumer = ck.Consumer({
+            **base, "group.id": ks.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed", "queued.max.messages.kbytes": ks.fetch_queue_kbytes,
+            "session.timeout.ms": ks.session_timeout_ms, "error_cb": self._error, **ks.properties})
+        producer = ck.Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                **ks.properties})
+        peek = ck.Consumer({**base, "group.id": f"{ks.group_id}.dlq-peek", "enable.auto.commit": False,
+                            **ks.properties})
+        self.dlq = DeadLetters(producer, peek, ks.dlq_topic)
+        self.metrics = KafkaMetrics(ks.topic)
+        self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
+        # one writer thread: the store commit of batch k overlaps the normalization of batch k + 1
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kafka-writer")
+        self._inflight: Future[None] | None = None
+        self._stages: Counter[str] = Counter()
+        self._lag_at = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self, stop: threading.Event) -> int:
+        self.store.open()
+        self.dlq.check_partitions(self.ks.topic)
+        self.consumer.subscribe([self.ks.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("consuming %s as group %s (dlq %s)", self.ks.topic, self.ks.group_id, self.ks.dlq_topic)
+        try:
+            while not stop.is_set():
+                msgs = self.consumer.consume(self.ks.batch_max_messages, self.ks.poll_timeout_s)
+                for chunk in self._chunks(msgs):
+                    prepared = self.prepare(chunk)  # normalizing this batch overlaps the last write
+                    self._drain()
+                    self._inflight = self._writer.submit(self.finish, prepared)
+                if not msgs:
+                    self._drain()
+                self._update_lag()
+            self._drain()
+        finally:
+            self._writer.shutdown(wait=True)
+            self.consumer.close()  # leaves the group: partitions move to the other consumers at once
+            self.dlq.producer.flush(10)
+            self.dlq.peek.close()
+            self.store.close()
+        log.info("stopped: %d dead-lettered", self.dlq.sent)
+        return 0
+
+    def _chunks(self, msgs: list[Any]) -> list[list[Any]]:
+        out: list[list[Any]] = [[]]
+        size = 0
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != self.ck.KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                    if err.fatal():
+                        raise RuntimeError(f"fatal Kafka error: {err}")
+                continue
+            n = len(m.value() or b"")
+            if out[-1] and size + n > self.ks.batch_max_bytes:
+                out.append([])
+                size = 0
+            out[-1].append(m)
+            size += n
+        return [c for c in out if c]
+
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self.dlq.load_watermark(tp.partition)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _drain(self) -> None:
+        """Wait for the batch being written (its store commit, DLQ entries and offsets); re-raise."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        self._drain()  # the batch in flight commits its offsets before the partitions go
+        for tp in partitions:
+            self.dlq.watermarks.pop(tp.partition, None)
+            self.metrics.drop_lag(tp.partition)
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _error(self, err: Any) -> None:
+        log.warning("kafka: %s", err)
+
+    # ------------------------------------------------------------------ one batch
+    def process(self, msgs: list[Any]) -> None:
+        """One batch, start to end (normalize, store, DLQ, offsets)."""
+        self.finish(self.prepare(msgs))
+
+    def prepare(self, msgs: list[Any]) -> Prepared:
+        """Normalize a batch: the rows to store, the DLQ entries, the offsets to commit."""
+        pending = [self._decode(m) for m in msgs]
+        tables = batching.normalize_flat(self.ctx, [p for p in pending if p.fmt != decode.FHIR and
+                                                    p.error is None])
+        for m, p in zip(msgs, pending, strict=True):
+            if p.fmt == decode.FHIR and p.error is None:
+                try:
+                    batch = decode.normalize_message(self.core, m.value(), p.headers, p.fmt, self.source)
+                except HealthAIError as e:
+                    p.error = e
+                    continue
+                p.add(batch.outcomes)
+                tables += [t for t in batch.tables.values() if t.num_rows]
+        dead: list[DlqEntry] = []
+        counts: Counter[tuple[str, str]] = Counter()
+        for m, p in zip(msgs, pending, strict=True):
+            if p.error is not None:
+                reason = "MESSAGE_TOO_LARGE" if isinstance(p.error, TooLarge) else "MESSAGE_INVALID"
+                dead.append(DlqEntry(m.topic(), m.partition(), m.offset(), 0, -1, reason, p.error.field or "",
+                                     p.error.message, original=m.value() or b"",
+                                     original_headers=list(m.headers() or [])))
+                counts[(p.fmt, "rejected_message")] += 1
+                continue
+            # a canonical order (kind, index): DLQ sequence numbers must not depend on the batch
+            rejected = sorted(p.rejected, key=lambda o: (_KIND_ORDER.get(o.kind, 9), o.index))
+            for status, n in p.counts.items():
+                counts[(p.fmt, status.value.lower())] += n
+            for seq, o in enumerate(rejected):
+                first = next(i for i in o.issues if i.severity is Severity.ERROR)
+                dead.append(DlqEntry(
+                    m.topic(), m.partition(), m.offset(), seq, o.index, first.code, first.field_path,
+                    first.message, o.resource_type,
+                    [{"code": i.code, "field_path": i.field_path, "message": i.message,
+                      "severity": i.severity.value} for i in o.issues]))
+        merged: dict[str, list[pa.Table]] = {}
+        for t in tables:
+            if t.num_rows:
+                merged.setdefault(_kind_of(t), []).append(t)
+        offsets: dict[int, Any] = {}
+        for m in msgs:
+            offsets[m.partition()] = self.ck.TopicPartition(m.topic(), m.partition(), m.offset() + 1)
+        return Prepared({k: pa.concat_tables(v) for k, v in merged.items()}, dead, counts,
+                        list(offsets.values()), len(msgs))
+
+    def finish(self, b: Prepared) -> None:
+        """Store (durably), dead-letter, then commit the offsets: in this order, always."""
+        commit = self.core.commit(b.tables, new_batch_id())
+        self._stage("after-store")
+        self.dlq.send(b.dead)
+        self._stage("after-dlq")
+        self.consumer.commit(offsets=b.offsets, asynchronous=False)
+        self.metrics.batch(b.counts, stored=sum(commit.stored.values()), duplicates=commit.duplicates,
+                           dead=len(b.dead), messages=b.messages)
+        log.info("batch of %d messages: stored %s, %d duplicates, %d dead-lettered", b.messages,
+                 commit.stored, commit.duplicates, len(b.dead))
+
+    def _decode(self, m: Any) -> batching.Pending:
+        headers = decode.headers_of(m.headers())
+        p = batching.Pending("unknown", headers=headers)
+        try:
+            p.fmt = decode.message_format(headers)
+            if p.fmt != decode.FHIR:
+                p.source, p.tables = decode.flat_tables(self.core, m.value(), headers, p.fmt, self.source)
+        except HealthAIError as e:
+            p.error = e
+        return p
+
+    def _stage(self, name: str) -> None:
+        self._stages[name] += 1
+        if self._fault == (name, self._stages[name]):
+            log.warning("fault injection: SIGKILL %s #%d", name, self._stages[name])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return
+            positions = self.consumer.position(assigned)
+            if any(tp.offset < 0 for tp in positions):  # nothing fetched yet: the committed offsets
+                committed = {tp.partition: tp.offset for tp in self.consumer.committed(assigned, 5)}
+            for tp in positions:
+                offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=tp.offset >= 0, timeout=5)
+                if high >= 0 and offset >= 0:
+                    self.metrics.lag(tp.partition, max(0, high - offset))
+        except self.ck.KafkaException as e:  # lag is best effort; the next batch retries
+            log.debug("lag not updated: %s", e)
+
+
+_KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
+
+
+def _kind_of(table: pa.Table) -> str:
+    """The record kind of a normalized table (by its schema)."""
+    return next(k for k, schema in SCHEMAS.items() if table.schema.names == schema.names)
+
+
+def _parse_fault(spec: str) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, n = spec.partition(":")
+    return name, int(n or 1)

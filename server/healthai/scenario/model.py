@@ -1,0 +1,238 @@
+"""Scenario model: disease parameters, interventions, and an ensemble run on the native engine.
+
+A scenario advances ``runs`` copies of one start state for ``horizon`` days in periods of
+``period_days``; after each period it keeps only summaries (quantiles over runs of the period's
+onsets per region, a few sample trajectories), so memory stays O(regions x runs) whatever the
+horizon. Peaks are prevalence peaks (largest I at a day's end) and their day.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from healthai.errors import DeadlineExceeded, HealthAIError
+from healthai.ops.metapop import MobilityGraph, Mode, SeirState, advance
+from healthai.scenario.errors import FieldError
+
+# The 23 quantile levels of CDC FluSight / the Scenario Modeling Hubs.
+FLUSIGHT_LEVELS: tuple[float, ...] = (0.01, 0.025, *[round(0.05 * k, 2) for k in range(1, 20)], 0.975, 0.99)
+
+
+class Cancelled(HealthAIError):
+    """The caller went away: the run stopped between periods."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+@dataclass(frozen=True)
+class Disease:
+    r0: float = 2.0  # basic reproduction number (beta = r0 / infectious_days)
+    latent_days: float = 3.0  # mean E duration (sigma = 1 / latent_days)
+    infectious_days: float = 5.0  # mean I duration (gamma = 1 / infectious_days)
+
+    def check(self) -> None:
+        if not (np.isfinite(self.r0) and 0.0 <= self.r0 <= 50.0):
+            raise FieldError(f"r0 must be in [0, 50], got {self.r0}", field="disease.r0")
+        for name in ("latent_days", "infectious_days"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and 0.1 <= v <= 365.0):
+                raise FieldError(f"{name} must be in [0.1, 365], got {v}", field=f"disease.{name}")
+
+    @property
+    def beta(self) -> float:
+        return self.r0 / self.infectious_days
+
+    @property
+    def sigma(self) -> float:
+        return 1.0 / self.latent_days
+
+    @property
+    def gamma(self) -> float:
+        return 1.0 / self.infectious_days
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """From day ``start`` (inclusive) to ``end`` (exclusive) in ``regions`` (positions; empty: all)."""
+
+    start: int
+    end: int
+    regions: tuple[int, ...] = ()
+    contact_multiplier: float = 1.0  # scales contacts (e.g. 0.7: school closures cut 30 %)
+    travel_multiplier: float = 1.0  # scales away contacts (mobility)
+    vaccination_rate: float = 0.0  # fraction of susceptibles vaccinated per day (S -> R)
+
+
+def schedules(
+    graph: MobilityGraph, horizon: int, interventions: Sequence[Intervention]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-day, per-region contact and travel multipliers and vaccination rates [horizon, n]."""
+    n = graph.n_regions
+    contact, travel, vacc = np.ones((horizon, n)), np.ones((horizon, n)), np.zeros((horizon, n))
+    away = graph.away_fraction()
+    for k, iv in enumerate(interventions):
+        f = f"interventions[{k}]"
+        if not 0 <= iv.start < iv.end:
+            raise FieldError(f"start {iv.start} must be >= 0 and before end {iv.end}", field=f"{f}.start")
+        bad = [r for r in iv.regions if not 0 <= r < n]
+        if bad:
+            raise FieldError(f"region {bad[0]} is not in the graph", field=f"{f}.regions")
+        cols = np.array(iv.regions, np.int64) if iv.regions else np.arange(n)
+        days = slice(min(iv.start, horizon), min(iv.end, horizon))
+        if not (np.isfinite(iv.contact_multiplier) and 0.0 <= iv.contact_multiplier <= 10.0):
+            raise FieldError(
+                f"must be in [0, 10], got {iv.contact_multiplier}", field=f"{f}.contact_multiplier"
+            )
+        if not (np.isfinite(iv.travel_multiplier) and iv.travel_multiplier >= 0.0):
+            raise FieldError(f"must be >= 0, got {iv.travel_multiplier}", field=f"{f}.travel_multiplier")
+        if not (np.isfinite(iv.vaccination_rate) and 0.0 <= iv.vaccination_rate <= 1.0):
+            raise FieldError(
+                f"must be in [0, 1] per day, got {iv.vaccination_rate}", field=f"{f}.vaccination_rate"
+            )
+        contact[days, cols] *= iv.contact_multiplier
+        travel[days, cols] *= iv.travel_multiplier
+        vacc[days, cols] += iv.vaccination_rate
+    over = travel * away[None, :] > 1.0 + 1e-9
+    if over.any():
+        raise FieldError(
+            "travel multipliers give some region more away contacts than contacts "
+            f"(at most {1.0 / max(away.max(), 1e-12):.3g})",
+            field="interventions.travel_multiplier",
+        )
+    return contact, travel, vacc
+
+
+@dataclass
+class Scenario:
+    graph: MobilityGraph
+    start: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # S, E, I, R per region
+    horizon: int
+    runs: int = 100
+    seed: int = 0
+    disease: Disease = field(default_factory=Disease)
+    interventions: Sequence[Intervention] = ()
+    period_days: int = 7
+    levels: Sequence[float] = FLUSIGHT_LEVELS
+    samples: int = 0  # runs kept as sample trajectories (the first ones)
+    mode: Mode = "stochastic"
+    substeps: int = 1
+    num_threads: int | None = None
+    beta_scale: float = 1.0  # calibration's transmission factor on top of disease.r0
+
+    @property
+    def work(self) -> int:
+        """runs x regions x days: what the work caps bound."""
+        return self.runs * self.graph.n_regions * self.horizon * self.substeps
+
+
+@dataclass
+class Result:
+    period_start: np.ndarray  # [P] day of each period's start
+    quantiles: np.ndarray  # [P, n, L] onsets per period and region
+    mean: np.ndarray  # [P, n]
+    total_quantiles: np.ndarray  # [P, L] onsets summed over regions
+    peak_size: np.ndarray  # [n, L] quantiles of the prevalence peak
+    peak_day: np.ndarray  # [n, L] quantiles of its day
+    samples: np.ndarray  # [S, P, n] onsets per period of the first S runs
+    levels: np.ndarray
+    final: SeirState
+
+
+def check(s: Scenario) -> None:
+    s.disease.check()
+    if not 1 <= s.horizon <= 3650:
+        raise FieldError(f"horizon must be 1..3650 days, got {s.horizon}", field="horizon_days")
+    if s.runs < 1:
+        raise FieldError(f"runs must be >= 1, got {s.runs}", field="runs")
+    if not 1 <= s.period_days <= s.horizon:
+        raise FieldError(f"period_days must be in 1..horizon, got {s.period_days}", field="period_days")
+    if not 0 <= s.samples <= s.runs:
+        raise FieldError(f"samples must be in 0..runs ({s.runs}), got {s.samples}", field="samples")
+    if not 1 <= s.substeps <= 24:
+        raise FieldError(f"substeps must be in 1..24, got {s.substeps}", field="substeps")
+    lv = np.asarray(s.levels, dtype=np.float64)
+    if lv.ndim != 1 or len(lv) == 0 or np.any(~(lv > 0) | ~(lv < 1)) or np.any(np.diff(lv) <= 0):
+        raise FieldError("levels must be increasing, strictly between 0 and 1", field="quantile_levels")
+    if not 0 <= s.seed < 2**64:
+        raise FieldError(f"seed must be in [0, 2^64), got {s.seed}", field="seed")
+    n = s.graph.n_regions
+    names = ("S", "E", "I", "R")
+    for name, a in zip(names, s.start, strict=True):
+        if np.shape(a) != (n,) or np.any(np.asarray(a) < 0):
+            raise FieldError(f"{name} must be {n} non-negative counts", field=f"start.{name}")
+    total = sum(np.asarray(a, dtype=np.float64) for a in s.start)
+    bad = np.flatnonzero(np.abs(total - s.graph.population) > (0 if s.mode == "stochastic" else 1e-6 * total))
+    if len(bad):
+        i = int(bad[0])
+        raise FieldError(
+            f"S+E+I+R of region {s.graph.ids[i]} is {total[i]:.0f}, "
+            f"not its population {s.graph.population[i]}",
+            field="start",
+        )
+
+
+def run(
+    s: Scenario,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Result:
+    """Run the ensemble. ``progress(done_days, horizon)`` after each period; ``stop`` set → Cancelled;
+    ``deadline`` (a ``clock()`` time) passed → DeadlineExceeded. Both are checked between periods."""
+    import time
+
+    check(s)
+    clock = clock or time.monotonic
+    contact, travel, vacc = schedules(s.graph, s.horizon, s.interventions)
+    state = SeirState.start(*s.start, runs=s.runs, mode=s.mode)
+    beta = np.full(s.runs, s.disease.beta * s.beta_scale)
+    lv = np.asarray(s.levels, dtype=np.float64)
+    starts = np.arange(0, s.horizon, s.period_days)
+    n, P, L = s.graph.n_regions, len(starts), len(lv)
+    q = np.empty((P, n, L), np.float32)
+    mean = np.empty((P, n), np.float32)
+    tq = np.empty((P, L), np.float64)
+    samples = np.empty((s.samples, P, n), np.float32 if s.mode == "deterministic" else np.int32)
+    for p, day in enumerate(starts):
+        if stop is not None and stop.is_set():
+            raise Cancelled("scenario cancelled")
+        if deadline is not None and clock() > deadline:
+            raise DeadlineExceeded(f"deadline passed after {day} of {s.horizon} days")
+        end = min(day + s.period_days, s.horizon)
+        onsets = advance(
+            s.graph,
+            state,
+            beta=beta,
+            sigma=s.disease.sigma,
+            gamma=s.disease.gamma,
+            contact=contact[day:end],
+            travel=travel[day:end],
+            vacc=vacc[day:end],
+            seed=s.seed,
+            substeps=s.substeps,
+            num_threads=s.num_threads,
+        )
+        q[p] = np.quantile(onsets, lv, axis=1).T
+        mean[p] = onsets.mean(axis=1)
+        tq[p] = np.quantile(onsets.sum(axis=0, dtype=np.float64), lv)
+        samples[:, p, :] = onsets[:, : s.samples].T
+        if progress is not None:
+            progress(int(end), s.horizon)
+    return Result(
+        starts,
+        q,
+        mean,
+        tq,
+        np.quantile(state.peak_value, lv, axis=1).T,
+        np.quantile(state.peak_step, lv, axis=1).T,
+        samples,
+        lv,
+        state,
+    )

@@ -1,0 +1,155 @@
+"""Independent implementations of the model in ``csrc/metapop.h``, for tests and benchmarks.
+
+``NumpyEngine``: the same tau-leaping in vectorized NumPy/SciPy (sparse matrix x dense runs, NumPy's
+binomial sampler: the same distribution, not the same random numbers). ``solve_ode``: the
+deterministic equations through ``scipy.integrate.solve_ivp``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.integrate
+import scipy.sparse
+
+from healthai.ops.metapop import MobilityGraph
+
+
+def mobility_matrix(graph: MobilityGraph) -> scipy.sparse.csr_matrix:
+    """A[i, j] = w_ij / N_j, so that A @ I gives sum_j w_ij I_j / N_j."""
+    n = graph.n_regions
+    w = graph.weights / graph.population[graph.indices]
+    return scipy.sparse.csr_matrix((w, graph.indices, graph.indptr), shape=(n, n))
+
+
+class NumpyEngine:
+    def __init__(
+        self, graph: MobilityGraph, *, beta: np.ndarray, sigma: float, gamma: float, seed: int = 0
+    ) -> None:
+        self.a = mobility_matrix(graph)
+        self.row = graph.away_fraction()
+        self.inv_n = 1.0 / graph.population.astype(np.float64)
+        self.beta = np.asarray(beta, np.float64)
+        self.sigma, self.gamma = sigma, gamma
+        self.rng = np.random.default_rng(seed)
+
+    def leap(
+        self,
+        S: np.ndarray,
+        E: np.ndarray,
+        I: np.ndarray,  # noqa: E741
+        R: np.ndarray,
+        contact: np.ndarray,
+        travel: np.ndarray,
+        vacc: np.ndarray,
+        dt: float = 1.0,
+    ) -> np.ndarray:
+        """One tau-leap of all cells [n, runs] in place; returns the onsets."""
+        away = self.a @ I
+        own = I * self.inv_n[:, None]
+        lam = (
+            self.beta[None, :]
+            * contact[:, None]
+            * ((1.0 - travel * self.row)[:, None] * own + travel[:, None] * away)
+        )
+        b = self.rng.binomial
+        new_e = b(S, -np.expm1(-lam * dt))
+        new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam))
+        new_i = b(E, -np.expm1(-self.sigma * dt))
+        new_r = b(I, -np.expm1(-self.gamma * dt))
+        S -= new_e + new_v
+        E += new_e - new_i
+        I += new_i - new_r  # noqa: E741
+        R += new_r + new_v
+        return new_i
+
+
+def solve_ode(
+    graph: MobilityGraph,
+    start: tuple[np.ndarray, ...],
+    *,
+    beta: float,
+    sigma: float,
+    gamma: float,
+    days: int,
+    contact: np.ndarray | None = None,
+    travel: np.ndarray | None = None,
+    vacc: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Integrate the ODE with LSODA (rtol 1e-10); returns S, E, I, R at days 0..days [days + 1, n] and
+    the daily onsets [days, n]. Schedules [days, n] are piecewise constant per day."""
+    n = graph.n_regions
+    a = mobility_matrix(graph)
+    row = graph.away_fraction()
+    inv_n = 1.0 / graph.population.astype(np.float64)
+    ones = np.ones((days, n))
+    contact = ones if contact is None else contact
+    travel = ones if travel is None else travel
+    vacc = np.zeros((days, n)) if vacc is None else vacc
+    y = np.concatenate([np.asarray(c, np.float64) for c in start] + [np.zeros(n)])
+    out = [y.copy()]
+    for t in range(days):
+        c, tr, v = contact[t], travel[t], vacc[t]
+
+        def rhs(
+            _: float, z: np.ndarray, c: np.ndarray = c, tr: np.ndarray = tr, v: np.ndarray = v
+        ) -> np.ndarray:
+            S, E, I = z[:n], z[n : 2 * n], z[2 * n : 3 * n]  # noqa: E741
+            lam = beta * c * ((1.0 - tr * row) * I * inv_n + tr * (a @ I))
+            return np.concatenate(
+                [-lam * S - v * S, lam * S - sigma * E, sigma * E - gamma * I, gamma * I + v * S, sigma * E]
+            )
+
+        sol = scipy.integrate.solve_ivp(rhs, (0.0, 1.0), y, method="LSODA", rtol=1e-10, atol=1e-8)
+        y = sol.y[:, -1]
+        out.append(y.copy())
+    traj = np.array(out)
+    return {
+        "S": traj[:, :n],
+        "E": traj[:, n : 2 * n],
+        "I": traj[:, 2 * n : 3 * n],
+        "R": traj[:, 3 * n : 4 * n],
+        "onsets": np.diff(traj[:, 4 * n :], axis=0),
+    }
+
+
+def memilio_ode(
+    population: np.ndarray,
+    start: tuple[np.ndarray, ...],
+    *,
+    beta: float,
+    latent_days: float,
+    infectious_days: float,
+    days: int,
+    dt: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """The same SEIR in MEmilio's metapopulation ODE (``memilio.simulation.oseir_metapop``, a test/dev
+    dependency) with identity commuting, i.e. the regions uncoupled: MEmilio couples regions through
+    commuters who mix where they commute, which is not our force-of-infection coupling, so the two
+    models coincide only without mobility. Returns daily S, E, I, R [days + 1, n]."""
+    import memilio.simulation as mio
+    import memilio.simulation.oseir_metapop as om
+
+    n = len(population)
+    model = om.Model(n, 1)
+    age = mio.AgeGroup(0)
+    par = model.parameters
+    states = (
+        om.InfectionState.Susceptible,
+        om.InfectionState.Exposed,
+        om.InfectionState.Infected,
+        om.InfectionState.Recovered,
+    )
+    for r in range(n):
+        reg = mio.Region(r)
+        par.TimeExposed[reg, age] = latent_days
+        par.TimeInfected[reg, age] = infectious_days
+        par.TransmissionProbabilityOnContact[reg, age] = beta
+        for state, values in zip(states, start, strict=True):
+            model.populations[reg, age, state] = float(values[r])
+    par.ContactPatterns.cont_freq_mat[0].baseline = np.ones((1, 1))
+    model.set_commuting_strengths_identity()
+    model.apply_constraints()
+    result = om.interpolate_simulation_result(om.simulate(0.0, float(days), dt, model))
+    arr = result.as_ndarray()[1:].T  # [times, n * 4]: per region S, E, I, R
+    arr = arr[: days + 1].reshape(-1, n, 4)
+    return {"S": arr[..., 0], "E": arr[..., 1], "I": arr[..., 2], "R": arr[..., 3]}

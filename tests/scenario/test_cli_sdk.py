@@ -1,0 +1,137 @@
+"""End to end through a real ``healthai serve`` process: the SDK, ``healthai-client scenario`` with
+its PNG plot against the baseline, ``healthai-client calibrate``, and the ``scenario`` API-key scope."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from healthai import security
+from healthai.app.testing import start_server_process, stop_server_process
+from healthai_client import Client
+from healthai_client.cli import main
+from healthai_client.errors import HealthAIClientError
+
+SEED = {"seed_infections": {"25025": 40, "36061": 60}}  # Suffolk MA (Boston), New York County
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, counties_dir: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    folder = tmp_path_factory.mktemp("scenario-serve")
+    keys = {}
+    entries = []
+    for name, scopes in (("planner", ["scenario"]), ("scorer", ["score"])):
+        key, entry = security.new_key(name, scopes)
+        keys[name] = key
+        entries.append(entry)
+    (folder / "keys.json").write_text(json.dumps({"keys": entries}))
+    env = {
+        "HEALTHAI_SCENARIO__GRAPHS_DIR": str(counties_dir.parent),
+        "HEALTHAI_SECURITY__API_KEYS_FILE": str(folder / "keys.json"),
+        "HEALTHAI_SERVING__ENABLED": "false",
+    }
+    proc, port = start_server_process(
+        ["--dev", "--store-uri", str(folder / "store"), "--log-level", "WARNING"], env
+    )
+    try:
+        yield f"127.0.0.1:{port}", keys
+    finally:
+        assert stop_server_process(proc) == 0
+
+
+def test_sdk_run_stream_and_scope(served: tuple[str, dict[str, str]]) -> None:
+    address, keys = served
+    with Client(address, api_key=keys["planner"], timeout=120) as c:
+        seen: list[int] = []
+        res = c.scenario(
+            "us_counties",
+            horizon_days=28,
+            runs=20,
+            seed=4,
+            report_regions=["25025", "36061", "06037"],
+            progress=lambda done, total: seen.append(done),
+            **SEED,
+        )
+        assert seen == [7, 14, 21, 28]
+        assert res.quantiles.shape == (4, 3, 23) and res.runs == 20
+        assert res.quantile(0.5)[:, 0].sum() > 40 and res.quantile(0.99)[:, 2].sum() == 0  # LA is far away
+        unary = c.scenario(
+            "us_counties",
+            horizon_days=28,
+            runs=20,
+            seed=4,
+            report_regions=["25025", "36061", "06037"],
+            **SEED,
+        )
+        np.testing.assert_array_equal(
+            unary.quantiles, res.quantiles
+        )  # unary and stream: same job, same answer
+    with Client(address, api_key=keys["scorer"], timeout=30) as c, pytest.raises(HealthAIClientError) as e:
+        c.scenario("us_counties", horizon_days=7, runs=2, **SEED)
+    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED and "scenario" in e.value.message
+
+
+def test_cli_plots_a_what_if_against_the_baseline(
+    served: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, keys = served
+    png = tmp_path / "what_if.png"
+    args = [
+        "scenario",
+        "--address",
+        address,
+        "--api-key",
+        keys["planner"],
+        "--graph",
+        "us_counties",
+        "--seed-infections",
+        "25025=40,36061=60",
+        "--horizon",
+        "70",
+        "--runs",
+        "16",
+        "--seed",
+        "2",
+        "--regions",
+        "25025,36061,25017,09110",
+        "--intervention",
+        "regions=25025,25017,36061;start=14;end=70;contact=0.6",
+        "--plot",
+        str(png),
+        "--plot-regions",
+        "25025,36061",
+        "--stream",
+        "--timeout",
+        "120",
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "25025" in out and f"plot: {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert main([*args[:-5], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["region_ids"] == ["25025", "36061", "25017", "09110"] and len(result["levels"]) == 23
+
+
+def test_cli_calibrate_and_bad_input(
+    served: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, keys = served
+    days = np.arange(35)
+    csv = tmp_path / "counts.csv"
+    csv.write_text(
+        "date,US-MA,US-NY\n"
+        + "".join(f"2026-02-{1 + d % 28:02d},{5 * 1.05**d:.0f},{9 * 1.05**d:.0f}\n" for d in days)
+    )
+    auth = ["--address", address, "--api-key", keys["planner"], "--timeout", "120"]
+    assert main(["calibrate", "--observed", str(csv), *auth]) == 0, capsys.readouterr().err
+    assert "r0 " in capsys.readouterr().out
+    assert main(["scenario", "--seed-infections", "99999=5", "--horizon", "7", *auth]) == 4
+    assert "seed_infections.region_ids[0]" in capsys.readouterr().err

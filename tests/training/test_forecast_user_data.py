@@ -1,0 +1,309 @@
+"""`healthai train forecast --series FILE --graph FILE`: the user's files (CSV/Parquet, long/wide, ISO
+dates/weeks/epiweeks, edge list/square adjacency/GeoJSON), every validation error, and a CLI run on
+real US-states counts with ISO 3166-2 ids that writes a run folder, card, ONNX export and --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthai_training import cli
+from healthai_training.epi.data import US_STATES
+from healthai_training.epi.series_file import mmwr_week_start, read_series
+from healthai_training.epi.user_data import load_files
+from healthai_training.errors import TrainingInputError
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+NEW_ENGLAND = {
+    "Connecticut": "US-CT",
+    "Maine": "US-ME",
+    "Massachusetts": "US-MA",
+    "New_Hampshire": "US-NH",
+    "Rhode_Island": "US-RI",
+    "Vermont": "US-VT",
+}
+BORDERS = [
+    ("US-CT", "US-MA"),
+    ("US-CT", "US-RI"),
+    ("US-MA", "US-RI"),
+    ("US-MA", "US-NH"),
+    ("US-MA", "US-VT"),
+    ("US-NH", "US-VT"),
+    ("US-NH", "US-ME"),
+]  # real land borders
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="healthai")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+@pytest.fixture(scope="module")
+def new_england(shared_data: Path) -> pd.DataFrame:
+    """Real weekly ILI counts of the six New England states (US-states data), ISO ids, weekly dates."""
+    x = np.loadtxt(shared_data / "epi/us_states/state360.txt", delimiter=",")
+    cols = [US_STATES.index(s) for s in NEW_ENGLAND]
+    periods = pd.date_range("2010-01-04", periods=x.shape[0], freq="7D")
+    return pd.DataFrame(x[:, cols], index=periods, columns=list(NEW_ENGLAND.values()))
+
+
+def _long_csv(frame: pd.DataFrame, path: Path, period_format=lambda p: p.date().isoformat()) -> Path:
+    rows = [(r, period_format(p), f"{frame.loc[p, r]:g}") for p in frame.index for r in frame.columns]
+    pd.DataFrame(rows, columns=["region", "period", "count"]).to_csv(path, index=False)
+    return path
+
+
+def _edges(path: Path, edges=BORDERS) -> Path:
+    pd.DataFrame(edges, columns=["source", "target"]).to_csv(path, index=False)
+    return path
+
+
+def test_long_and_wide_files_read_the_same(new_england: pd.DataFrame, tmp_path: Path) -> None:
+    long = load_files(series=_long_csv(new_england, tmp_path / "s.csv"), graph=_edges(tmp_path / "g.csv"))
+    wide_path = tmp_path / "s.parquet"
+    new_england.rename_axis("period").reset_index().assign(
+        period=lambda d: d["period"].dt.strftime("%Y-%m-%d")
+    ).to_parquet(wide_path)
+    ids = list(new_england.columns)
+    square = pd.DataFrame(np.zeros((6, 6)), columns=ids)
+    for a, b in BORDERS:
+        square.loc[ids.index(a), b] = square.loc[ids.index(b), a] = 1
+    square.insert(0, "region", ids)
+    square.to_csv(tmp_path / "adj.csv", index=False)
+    wide = load_files(series=wide_path, graph=tmp_path / "adj.csv")
+    assert long.step == wide.step == "W" and long.season == 52
+    order = [wide.region_ids.index(r) for r in long.region_ids]
+    np.testing.assert_array_equal(long.series, wide.series[:, order])
+    np.testing.assert_array_equal(long.adjacency, wide.adjacency[np.ix_(order, order)])
+    ma, nh = long.region_ids.index("US-MA"), long.region_ids.index("US-NH")
+    assert long.adjacency[ma, nh] == 1 and long.adjacency[ma, long.region_ids.index("US-ME")] == 0
+    assert long.report["graph"]["edges"] == len(BORDERS) and long.report["layout"] == "long"
+
+
+def test_epiweeks_iso_weeks_and_daily_steps(tmp_path: Path) -> None:
+    assert mmwr_week_start(2019, 1).isoformat() == "2018-12-30"  # CDC: week 1 of 2019 starts Sun 30 Dec
+    assert mmwr_week_start(2015, 53).isoformat() == "2016-01-03"  # 2015 has 53 MMWR weeks
+    epi = pd.DataFrame({"period": [201852, 201901, 201902], "a": [1, 2, 3]})
+    epi.to_csv(tmp_path / "e.csv", index=False)
+    assert list(read_series(tmp_path / "e.csv").periods.strftime("%Y-%m-%d")) == [
+        "2018-12-23",
+        "2018-12-30",
+        "2019-01-06",
+    ]
+    pd.DataFrame({"period": ["2020-W53", "2021-W01"], "a": [1, 2]}).to_csv(tmp_path / "i.csv", index=False)
+    assert read_series(tmp_path / "i.csv").periods[1] == pd.Timestamp("2021-01-04")
+    pd.DataFrame({"period": ["2021-01-01", "2021-01-02"], "a": [1, 2]}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    assert read_series(tmp_path / "d.csv").step == "D"
+
+
+def test_geojson_neighbours_share_a_boundary(tmp_path: Path) -> None:
+    def square(x: int, rid: str) -> dict:
+        ring = [[x, 0], [x + 1, 0], [x + 1, 1], [x, 1], [x, 0]]
+        return {
+            "type": "Feature",
+            "properties": {"code": rid, "name": rid.lower()},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }
+
+    (tmp_path / "g.geojson").write_text(
+        json.dumps(
+            {"type": "FeatureCollection", "features": [square(0, "A"), square(1, "B"), square(2, "C")]}
+        )
+    )
+    pd.DataFrame(
+        {
+            "period": pd.date_range("2020-01-06", periods=4, freq="7D").strftime("%Y-%m-%d"),
+            "C": 1,
+            "A": 2,
+            "B": 3,
+        }
+    ).to_csv(tmp_path / "s.csv", index=False)
+    data = load_files(series=tmp_path / "s.csv", graph=tmp_path / "g.geojson")
+    assert data.region_ids == ("C", "A", "B") and data.region_names == ("c", "a", "b")
+    expected = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1]])  # C–B and A–B touch; A and C do not
+    np.testing.assert_array_equal(data.adjacency, expected)
+
+
+def _write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    ("series", "graph", "kwargs", "message"),
+    [
+        (
+            "region,period,count\na,2020-01-06,1\na,2020-01-06,2\nb,2020-01-06,1\n",
+            None,
+            {},
+            r"rows \[2, 3\] repeat region 'a' at period 2020-01-06",
+        ),
+        (
+            "period,a,b\n2020-01-06,1,2\n2020-01-13,1,2\n2020-01-27,1,2\n",
+            None,
+            {},
+            "missing periods: nothing between 2020-01-13 and 2020-01-27",
+        ),
+        (
+            "region,period,count\na,2020-01-06,1\na,2020-01-13,1\nb,2020-01-06,1\n",
+            None,
+            {},
+            "region 'b' has no row for period 2020-01-13",
+        ),
+        ("period,a,b\n2020-01-06,1,\n2020-01-13,1,2\n", None, {}, r"row 2, column 'b': count '' is not"),
+        (
+            "period,a,b\n2020-01-06,1,-3\n2020-01-13,1,2\n",
+            None,
+            {},
+            "1 negative counts, first -3 for region 'b' at 2020-01-06; pass --negatives clip",
+        ),
+        ("period,a,b\nsoon,1,2\n", None, {}, "row 2: period 'soon' is not an ISO date"),
+        (
+            "period,a,b\n2020-01-06,1,2\n2020-01-13,1,2\n",
+            "source,target\na,c\n",
+            {},
+            r"1 in the graph but not the series \['c'\]",
+        ),
+        (
+            "period,a,b,c\n2020-01-06,1,2,3\n2020-01-13,1,2,3\n",
+            "source,target\na,b\nc,c\n",
+            {},
+            r"1 isolated regions \(no neighbour\): \['c'\]",
+        ),
+        (
+            "period,a,b\n2020-01-06,1,2\n2020-01-13,1,2\n",
+            "source,target,weight\na,b,1\nb,a,2\n",
+            {},
+            "edge b–a is given twice",
+        ),
+        (
+            "period,a,b\n2020-01-06,1,2\n2020-01-13,1,2\n",
+            "source,target\na,b\n",
+            {"split": (0.5, 0.5, 0.5)},
+            "split must be three fractions",
+        ),
+    ],
+)
+def test_bad_files_name_file_row_and_field(
+    tmp_path: Path, series: str, graph: str | None, kwargs: dict, message: str
+) -> None:
+    g = _write(tmp_path, graph or "source,target\na,b\n", "g.csv")
+    with pytest.raises(TrainingInputError, match=message):
+        load_files(series=_write(tmp_path, series), graph=g, **kwargs)
+
+
+def test_negatives_clip_and_keep_are_counted(tmp_path: Path) -> None:
+    s = _write(tmp_path, "period,a,b\n2020-01-06,1,-3\n2020-01-13,-1,2\n")
+    g = _write(tmp_path, "source,target\na,b\n", "g.csv")
+    clipped = load_files(series=s, graph=g, negatives="clip")
+    assert clipped.series.min() == 0 and clipped.report["negative_counts"] == 2
+    kept = load_files(series=s, graph=g, negatives="keep")
+    assert kept.series[0, 1] == -3 and kept.report["negatives_kept"] is True
+
+
+def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_path: Path, capsys) -> None:
+    series = _long_csv(new_england, tmp_path / "ne.csv")
+    argv = [
+        "train",
+        "forecast",
+        "--series",
+        str(series),
+        "--graph",
+        str(_edges(tmp_path / "ne_edges.csv")),
+        "--split",
+        "0.6,0.2,0.2",
+        "--scaling",
+        "global",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--export-to",
+        str(tmp_path / "repo"),
+        "--model-name",
+        "forecast_new_england",
+        "--json",
+        str(tmp_path / "out.json"),
+        "--variants",
+        "custom",
+    ]
+    assert _run(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    version = tmp_path / "repo/forecast_new_england/1"
+    card = json.loads((version / "model_card.json").read_text())
+    graph = json.loads((version / "graph.json").read_text())
+    assert graph["region_ids"] == sorted(NEW_ENGLAND.values())
+    assert card["step"] == "W" and card["season_length"] == 52 and card["window"] == 54
+    assert card["split"]["fractions"] == [0.6, 0.2, 0.2] and card["split"]["test_weeks"][0] == int(0.8 * 360)
+    assert card["data"]["graph"]["edges"] == len(BORDERS) and card["data"]["negative_counts"] == 0
+    assert card["training"]["scaling"] == "global" and (version / "model.onnx").is_file()
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["horizons"] == [2, 3, 5, 10, 15]
+    assert set(out["models"]) >= {
+        "healthai",
+        "lag52",
+        "seasonal_mean_2x5",
+        "last_value",
+        "seasonal_naive_drift",
+    }
+    assert out["models"]["healthai"]["rmse"] == [line["rmse"][str(h)] for h in out["horizons"]]
+    assert all(0 <= c <= 1 for c in out["models"]["healthai"]["coverage_95"])
+    metrics = json.loads((Path(line["run_dir"]) / "metrics.json").read_text())
+    assert metrics["data"]["series"]["sha256"] and metrics["test"]["2"]["baselines"]["last_value"]["rmse"] > 0
+
+
+def test_cli_refuses_short_series_and_graph_without_series(
+    new_england: pd.DataFrame, tmp_path: Path, capsys
+) -> None:
+    short = _long_csv(new_england.iloc[:100], tmp_path / "short.csv")
+    edges = _edges(tmp_path / "e.csv")
+    assert (
+        _run(
+            [
+                "train",
+                "forecast",
+                "--series",
+                str(short),
+                "--graph",
+                str(edges),
+                "--epochs",
+                "1",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 2
+    )
+    assert "series of 100 periods is too short" in capsys.readouterr().out
+    assert _run(["train", "forecast", "--graph", str(edges), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "--graph needs --series or --from-store" in capsys.readouterr().out
+
+
+def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: Path) -> None:
+    from healthai_training.forecast.train import ForecastConfig, train_forecaster
+
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2019-01-01", periods=800, freq="D")
+    t = np.arange(800)[:, None]
+    counts = rng.poisson(10 + 8 * np.cos(2 * np.pi * t / 365.25 + np.array([0.0, 0.5, 1.0]))).astype(float)
+    counts[[100, 400], [0, 2]] = -2  # reporting corrections
+    frame = pd.DataFrame(counts, columns=["x", "y", "z"]).assign(period=days.strftime("%Y-%m-%d"))
+    frame.to_csv(tmp_path / "daily.csv", index=False)
+    graph = _write(tmp_path, "source,target\nx,y\ny,z\n", "g.csv")
+    data = load_files(series=tmp_path / "daily.csv", graph=graph, negatives="keep")
+    assert (data.step, data.season, data.report["negative_counts"]) == ("D", 365, 2)
+    cfg = ForecastConfig(seasonal=True, season=365, steps=7, horizons=(1, 7), epochs=1, hidden=4)
+    result = train_forecaster(data=data, config=cfg)
+    assert result.model.window == 367 and result.model.season == 365
+    assert set(result.metrics["test"]["7"]["baselines"]) >= {"last_value", "lag52", "seasonal_naive_drift"}

@@ -1,0 +1,185 @@
+"""The forecaster's data flags (``--series/--graph/--from-store ...``), shared by ``train forecast`` and
+``train backtest``, and ``healthai train backtest`` itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from healthai_training.errors import TrainingInputError
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("your own data (instead of --dataset)")
+    src = data.add_mutually_exclusive_group()
+    src.add_argument(
+        "--series",
+        type=Path,
+        default=None,
+        help="CSV/Parquet counts: long (region, period, count) or wide (period + one column per region)",
+    )
+    src.add_argument(
+        "--from-store",
+        default=None,
+        metavar="URI",
+        help="the store's surveillance counts (a ParquetStore path or URI) instead of --series",
+    )
+    data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
+    data.add_argument(
+        "--graph",
+        type=Path,
+        default=None,
+        help="edge list CSV (source,target[,weight]), square adjacency CSV with id header, or GeoJSON",
+    )
+    data.add_argument(
+        "--graph-id-property", default=None, help="GeoJSON: the properties key holding region ids"
+    )
+    data.add_argument(
+        "--allow-isolated", action="store_true", help="train even when a region has no neighbour"
+    )
+    data.add_argument(
+        "--step", choices=("W", "D"), default=None, help="period length (default: from the data)"
+    )
+    data.add_argument(
+        "--season-length",
+        type=int,
+        default=None,
+        help="periods per season (default 52 for weeks, 365 for days)",
+    )
+    data.add_argument(
+        "--split", type=_split, default=None, help="TRAIN,VAL,TEST fractions (default 0.5,0.2,0.3)"
+    )
+    data.add_argument(
+        "--negatives",
+        choices=("refuse", "clip", "keep"),
+        default="refuse",
+        help="negative counts (reporting corrections): refuse (default), clip to 0, or keep",
+    )
+    data.add_argument(
+        "--scaling",
+        choices=("per-region", "global"),
+        default=None,
+        help="min-max scaling fitted on training periods (default per-region)",
+    )
+
+
+def user_data(args: argparse.Namespace):
+    """The --series / --from-store data, or None for --dataset."""
+    from healthai_training.epi import user_data
+
+    if args.series is None and args.from_store is None:
+        for flag in ("graph", "step", "season_length", "split"):
+            if getattr(args, flag) is not None:
+                raise TrainingInputError(
+                    f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
+                )
+        return None
+    if args.graph is None:
+        raise TrainingInputError("--graph FILE is required with --series or --from-store", field="graph")
+    common = dict(
+        graph=args.graph,
+        step=args.step,
+        season=args.season_length,
+        split=args.split or user_data.DEFAULT_SPLIT,
+        negatives=args.negatives,
+        allow_isolated=args.allow_isolated,
+        id_property=args.graph_id_property,
+    )
+    if args.from_store is not None:
+        return user_data.load_store(args.from_store, syndrome=args.syndrome, **common)
+    return user_data.load_files(series=args.series, **common)
+
+
+def _split(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--split must be TRAIN,VAL,TEST fractions, got {text!r}") from exc
+
+
+def write_results_json(path: Path | None, results: list[dict]) -> None:
+    """--json: the per-horizon metrics of the run (mean over seeds when there are several)."""
+    if path is None:
+        return
+    from healthai_training.forecast.results_json import forecast_results
+
+    tables = [forecast_results(r["test"]) for r in results]
+    out = tables[0]
+    if len(tables) > 1:
+        for name, cols in out["models"].items():
+            for key, values in cols.items():
+                if all(v is not None for v in values):
+                    cols[key] = [
+                        sum(t["models"][name][key][i] for t in tables) / len(tables)
+                        for i in range(len(values))
+                    ]
+        out["seeds"] = len(tables)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
+    from healthai_training.common import make_run_dir, write_json
+    from healthai_training.epi import data as epi_data
+    from healthai_training.forecast import backtest
+    from healthai_training.forecast.train import ForecastConfig
+    from healthai_training.report import forecast_defaults
+
+    data = user_data(args)
+    dataset = "custom" if data is not None or args.defaults == "generic" else args.dataset
+    if data is None:
+        data = epi_data.load_epi(args.dataset, data_root=args.data_root)
+    settings = {
+        **forecast_defaults(dataset, args.mode),
+        **{
+            k: v
+            for k, v in vars(args).items()
+            if k in ("epochs", "batch_size", "lr", "hidden") and v is not None
+        },
+    }
+    for name in forecast_flags:
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    cfg = ForecastConfig(
+        seasonal=args.mode == "seasonal",
+        **settings,
+        season=data.season,
+        seed=args.seeds[0],
+        device=args.device,
+    )
+    result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split)
+    kind = "fixedsplit" if args.fixed_split else "backtest"
+    run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-seed{cfg.seed}")
+    write_json(run_dir / "backtest.json", {**result, "config": settings, "data": data.report})
+    tables = "\n\n".join(
+        f"{m.upper()}\n" + backtest.markdown_table(result, metric=m) for m in ("rmse", "wis")
+    )
+    (run_dir / "tables.md").write_text(tables + "\n")
+    backtest.plot(result, run_dir / "backtest.png", title=f"{data.name}: rolling origins {result['origins']}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(backtest.results_json(result), indent=2) + "\n")
+    print(tables)
+    print(json.dumps({"run_dir": str(run_dir), "origins": result["origins"]}))
+    return 0
+
+
+def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> None:
+    bt = kinds.add_parser("backtest", help="rolling-origin evaluation against seasonal baselines")
+    bt.add_argument("--dataset", choices=("japan", "us_states"), default="us_states")
+    bt.add_argument("--mode", choices=("window20", "seasonal"), default="seasonal")
+    bt.add_argument("--json", type=Path, default=None, help="write per-horizon metrics as JSON")
+    bt.add_argument(
+        "--fixed-split",
+        action="store_true",
+        help="one origin at the --split test start (default 0.5,0.2,0.3, the papers' protocol)",
+    )
+    bt.add_argument(
+        "--defaults",
+        choices=("generic", "dataset"),
+        default="generic",
+        help="generic: the settings used for your own data (one set for every data set); dataset: "
+        "--dataset's own FORECAST_DEFAULTS",
+    )
+    add_data_flags(bt)
+    common(bt)
+    bt.set_defaults(func=guard(lambda args: _backtest(args, forecast_flags)))

@@ -1,0 +1,208 @@
+"""Read a user's region graph and line it up with the series' regions.
+
+Formats (by content / suffix):
+
+- edge list CSV with header ``source, target[, weight]``: undirected (an edge given both ways must
+  carry the same weight); weight defaults to 1;
+- square adjacency CSV whose header row holds the region ids (optionally after a leading ``region``
+  column whose cells repeat the ids in the same order);
+- GeoJSON (``.geojson`` / ``.json``) FeatureCollection of Polygon / MultiPolygon features; the id is
+  ``properties.<id_property>`` (default: ``id``, ``region``, ``code``, else the feature ``id``) and the
+  optional display name ``properties.name``. Two regions are neighbours when their boundaries share a
+  vertex (queen contiguity on exact coordinates, which holds for topologically clean boundaries such
+  as Census or Natural Earth files).
+
+Regions present in one file but not the other, unknown ids, duplicate edges, negative or non-finite
+weights and isolated regions (no neighbour; refused unless ``allow_isolated``) stop with an error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from healthai_training.errors import TrainingInputError
+
+ID_PROPERTIES = ("id", "region", "code")
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    adjacency: np.ndarray  # [N, N] float64, symmetric, in the series' region order
+    region_ids: tuple[str, ...]
+    region_names: tuple[str, ...]
+    report: dict
+
+
+def _edge_list(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> tuple[list[str], dict]:
+    weights: dict[tuple[str, str], float] = {}
+    seen: set[tuple[str, str]] = set()
+    ids: list[str] = []
+    for i, row in enumerate(frame.itertuples(index=False), start=2):
+        rec = dict(zip(frame.columns, row, strict=True))
+        a, b = str(rec[cols["source"]]).strip(), str(rec[cols["target"]]).strip()
+        if not a or not b:
+            raise TrainingInputError(f"{path}: row {i}: empty source or target", field="graph")
+        w_text = str(rec[cols["weight"]]).strip() if "weight" in cols else "1"
+        try:
+            w = float(w_text)
+        except ValueError:
+            w = float("nan")
+        if not np.isfinite(w) or w < 0:
+            raise TrainingInputError(
+                f"{path}: row {i}: weight {w_text!r} is not a finite number >= 0", field="graph"
+            )
+        key = (min(a, b), max(a, b))
+        if (a, b) in seen or (key in weights and weights[key] != w):
+            raise TrainingInputError(
+                f"{path}: row {i}: edge {a}–{b} is given twice (weights {weights[key]:g} and {w:g}); edges "
+                "are undirected",
+                field="graph",
+            )
+        seen.add((a, b))
+        weights[key] = w
+        ids.extend(x for x in (a, b) if x not in ids)
+    return ids, weights
+
+
+def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
+    cols = [str(c).strip() for c in frame.columns]
+    labelled = cols[0].lower() in ("region", "id", "") or cols[0].startswith("Unnamed")
+    ids = cols[1:] if labelled else cols
+    body = frame.iloc[:, 1:] if labelled else frame
+    if len(body) != len(ids) or len(set(ids)) != len(ids):
+        raise TrainingInputError(
+            f"{path}: a square adjacency needs one row per header region ({len(ids)} distinct ids), got "
+            f"{len(body)} rows",
+            field="graph",
+        )
+    if labelled:
+        row_ids = [str(v).strip() for v in frame.iloc[:, 0]]
+        if row_ids != ids:
+            i = next(k for k, (r, c) in enumerate(zip(row_ids, ids, strict=True)) if r != c)
+            raise TrainingInputError(
+                f"{path}: row {i + 2} is labelled {row_ids[i]!r} but column {i + 1} is {ids[i]!r}; rows must "
+                "follow the header order",
+                field="graph",
+            )
+    mat = pd.DataFrame(body).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(mat) | (mat < 0)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise TrainingInputError(
+            f"{path}: row {r + 2}, column {ids[c]!r}: {body.iloc[r, c]!r} is not a weight >= 0", field="graph"
+        )
+    if not np.allclose(mat, mat.T):
+        r, c = np.argwhere(~np.isclose(mat, mat.T))[0]
+        raise TrainingInputError(
+            f"{path}: not symmetric: {ids[r]}→{ids[c]} is {mat[r, c]:g} but "
+            f"{ids[c]}→{ids[r]} is {mat[c, r]:g}",
+            field="graph",
+        )
+    weights = {(ids[r], ids[c]): float(mat[r, c]) for r, c in zip(*np.nonzero(mat), strict=True) if r <= c}
+    return ids, weights
+
+
+def _rings(geometry: dict[str, Any]) -> list[list]:
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        return list(coords)
+    if kind == "MultiPolygon":
+        return [ring for poly in coords for ring in poly]
+    raise ValueError(f"geometry type {kind!r} (need Polygon or MultiPolygon)")
+
+
+def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str]]:
+    try:
+        doc = json.loads(path.read_text())
+        features = doc["features"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingInputError(f"{path}: not a GeoJSON FeatureCollection ({exc})", field="graph") from exc
+    ids, names, vertex_owner = [], [], {}
+    weights: dict[tuple[str, str], float] = {}
+    for k, feat in enumerate(features):
+        props = feat.get("properties") or {}
+        keys = (id_property,) if id_property else ID_PROPERTIES
+        rid = next((props[p] for p in keys if props.get(p) not in (None, "")), None)
+        rid = feat.get("id") if rid is None and not id_property else rid
+        if rid in (None, ""):
+            raise TrainingInputError(
+                f"{path}: features[{k}] has no region id (properties {list(keys)})", field="graph"
+            )
+        rid = str(rid)
+        if rid in ids:
+            raise TrainingInputError(f"{path}: features[{k}]: region {rid!r} appears twice", field="graph")
+        try:
+            rings = _rings(feat.get("geometry") or {})
+        except ValueError as exc:
+            raise TrainingInputError(f"{path}: features[{k}] ({rid}): {exc}", field="graph") from exc
+        ids.append(rid)
+        names.append(str(props.get("name", "")))
+        weights[(rid, rid)] = 1.0
+        for ring in rings:
+            for x, y, *_ in ring:
+                vertex = (round(float(x), 9), round(float(y), 9))
+                for other in vertex_owner.setdefault(vertex, set()):
+                    if other != rid:
+                        weights[(min(rid, other), max(rid, other))] = 1.0
+                vertex_owner[vertex].add(rid)
+    return ids, weights, names
+
+
+def read_graph(
+    path: Path | str,
+    *,
+    region_ids: tuple[str, ...],
+    allow_isolated: bool = False,
+    id_property: str | None = None,
+) -> GraphFile:
+    """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the series' regions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputError(f"{path}: no such file", field="graph")
+    names: list[str] = []
+    if path.suffix.lower() in (".geojson", ".json"):
+        ids, weights, names = _geojson(path, id_property)
+        kind = "geojson"
+    else:
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (ValueError, OSError) as exc:
+            raise TrainingInputError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
+        lower = {str(c).strip().lower(): c for c in frame.columns}
+        if {"source", "target"} <= set(lower):
+            ids, weights = _edge_list(frame, path, lower)
+            kind = "edge_list"
+        else:
+            ids, weights = _square(frame, path)
+            kind = "adjacency"
+    only_graph = [r for r in ids if r not in set(region_ids)]
+    only_series = [r for r in region_ids if r not in set(ids)]
+    if only_graph or only_series:
+        raise TrainingInputError(
+            f"{path}: regions differ: {len(only_series)} in the series but not the graph "
+            f"{only_series[:5]}, {len(only_graph)} in the graph but not the series {only_graph[:5]}",
+            field="graph",
+        )
+    col = {r: i for i, r in enumerate(region_ids)}
+    adj = np.zeros((len(region_ids), len(region_ids)))
+    for (a, b), w in weights.items():
+        adj[col[a], col[b]] = adj[col[b], col[a]] = w
+    off = adj - np.diag(np.diag(adj))
+    isolated = [region_ids[i] for i in np.flatnonzero(off.sum(axis=1) == 0)]
+    if isolated and not allow_isolated:
+        raise TrainingInputError(
+            f"{path}: {len(isolated)} isolated regions (no neighbour): {isolated[:5]}; they would learn from "
+            "their own history only. Pass --allow-isolated to train anyway",
+            field="graph",
+        )
+    by_id = dict(zip(ids, names, strict=False)) if names else {}
+    report = {"format": kind, "edges": int((np.count_nonzero(off)) // 2), "isolated": isolated}
+    return GraphFile(
+        adj, tuple(region_ids), tuple(by_id.get(r, "") for r in region_ids) if names else (), report
+    )

@@ -1,0 +1,262 @@
+"""Read a user's count series: CSV or Parquet, long (``region, period, count``) or wide (``period`` +
+one column per region); periods as ISO dates (``2019-01-07``), ISO weeks (``2019-W02``) or MMWR
+epiweeks (``201902``); weekly or daily.
+
+Nothing is changed silently: missing or duplicate periods, missing region × period cells, non-numeric
+or non-finite counts stop with an error naming the file, row and column; negative counts (reporting
+corrections) are refused unless ``negatives="clip"`` (set to 0) or ``"keep"``, and either way counted
+in the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from healthai_training.errors import TrainingInputError
+
+STEPS = {"W": 7, "D": 1}
+NEGATIVES = ("refuse", "clip", "keep")
+_ISO_WEEK = re.compile(r"^(\d{4})-?W(\d{2})$")
+_EPIWEEK = re.compile(r"^(\d{4})(\d{2})$")
+
+
+@dataclass(frozen=True)
+class SeriesTable:
+    periods: pd.DatetimeIndex  # period starts, regular, ascending
+    region_ids: tuple[str, ...]
+    values: np.ndarray  # float64 [T, N]
+    step: str  # "W" or "D"
+    report: dict = field(default_factory=dict)
+
+
+def mmwr_week_start(year: int, week: int) -> dt.date:
+    """Sunday starting MMWR (CDC epi) week ``week`` of ``year``: week 1 is the first Sun–Sat week with
+    at least four days in the year."""
+    jan1 = dt.date(year, 1, 1)
+    since_sunday = (jan1.weekday() + 1) % 7
+    first = (
+        jan1 - dt.timedelta(days=since_sunday)
+        if since_sunday <= 3
+        else jan1 + dt.timedelta(days=7 - since_sunday)
+    )
+    return first + dt.timedelta(weeks=week - 1)
+
+
+def parse_period(value: object, *, where: str) -> pd.Timestamp:
+    text = str(value).strip()
+    if text.endswith(".0"):  # epiweeks read as floats from a column with gaps
+        text = text[:-2]
+    try:
+        if m := _ISO_WEEK.match(text):
+            return pd.Timestamp(dt.date.fromisocalendar(int(m[1]), int(m[2]), 1))
+        if m := _EPIWEEK.match(text):
+            year, week = int(m[1]), int(m[2])
+            if not 1 <= week <= 53 or (
+                week == 53 and mmwr_week_start(year, 53) >= mmwr_week_start(year + 1, 1)
+            ):
+                raise ValueError(f"week {week}")
+            return pd.Timestamp(mmwr_week_start(year, week))
+        ts = pd.Timestamp(dt.date.fromisoformat(text[:10]))
+        if len(text) > 10 and text[10] not in "T ":
+            raise ValueError(text)
+        return ts
+    except ValueError:
+        raise TrainingInputError(
+            f"{where}: period {text!r} is not an ISO date (2019-01-07), ISO week (2019-W02) or "
+            "MMWR epiweek (201902)",
+            field="series",
+        ) from None
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise TrainingInputError(f"{path}: no such file", field="series")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise TrainingInputError(f"{path}: cannot read as CSV or Parquet ({exc})", field="series") from exc
+
+
+def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> np.ndarray:
+    """Column → float64; error naming the first row (1-based data row) that is not a finite number."""
+    text = column.astype(str).str.strip()
+    values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TrainingInputError(
+            f"{path}: row {rows[i]}, {label}: count {column.iloc[i]!r} is not a finite number "
+            "(missing values are not filled in; fix or drop the period)",
+            field="series",
+        )
+    return values
+
+
+def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.DataFrame:
+    rows = np.arange(len(frame)) + 2  # header is line 1
+    region = frame[cols["region"]].astype(str).str.strip()
+    period = pd.DatetimeIndex(
+        [parse_period(v, where=f"{path}: row {r}") for v, r in zip(frame[cols["period"]], rows, strict=True)]
+    )
+    count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows)
+    if (region == "").any():
+        raise TrainingInputError(
+            f"{path}: row {rows[int(np.argmax(region == ''))]}: empty region id", field="series"
+        )
+    long = pd.DataFrame({"region": region.to_numpy(), "period": period, "count": count, "row": rows})
+    dup = long.duplicated(["region", "period"], keep=False)
+    if dup.any():
+        first = long[dup].iloc[:2]
+        raise TrainingInputError(
+            f"{path}: rows {first['row'].tolist()} repeat region {first['region'].iloc[0]!r} at period "
+            f"{first['period'].iloc[0].date()} (duplicate periods are not summed or dropped)",
+            field="series",
+        )
+    wide = long.pivot(index="period", columns="region", values="count").sort_index()
+    missing = wide.isna()
+    if missing.to_numpy().any():
+        t, j = np.argwhere(missing.to_numpy())[0]
+        raise TrainingInputError(
+            f"{path}: region {wide.columns[j]!r} has no row for period {wide.index[t].date()} "
+            f"({int(missing.to_numpy().sum())} region × period cells missing; nothing is zero-filled)",
+            field="series",
+        )
+    return wide
+
+
+def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
+    rows = np.arange(len(frame)) + 2
+    period = pd.DatetimeIndex(
+        [parse_period(v, where=f"{path}: row {r}") for v, r in zip(frame[period_col], rows, strict=True)]
+    )
+    regions = [c for c in frame.columns if c != period_col]
+    if not regions:
+        raise TrainingInputError(
+            f"{path}: a wide series needs one column per region after 'period'", field="series"
+        )
+    names = [str(c).strip() for c in regions]
+    if len(set(names)) != len(names) or "" in names:
+        raise TrainingInputError(
+            f"{path}: region columns must be distinct and named, got {names}", field="series"
+        )
+    values = {
+        n: _numbers(frame[c], path=path, label=f"column {n!r}", rows=rows)
+        for n, c in zip(names, regions, strict=True)
+    }
+    wide = pd.DataFrame(values, index=period)
+    dup = wide.index.duplicated(keep=False)
+    if dup.any():
+        raise TrainingInputError(
+            f"{path}: rows {rows[dup][:2].tolist()} repeat period {wide.index[dup][0].date()}", field="series"
+        )
+    return wide.sort_index()
+
+
+def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) -> str:
+    if len(periods) < 2:
+        raise TrainingInputError(f"{path}: need at least two periods, got {len(periods)}", field="series")
+    gaps = np.diff(periods.to_numpy()).astype("timedelta64[D]").astype(int)
+    smallest = int(gaps.min())
+    guessed = {7: "W", 1: "D"}.get(smallest)
+    if step is None:
+        if guessed is None:
+            raise TrainingInputError(
+                f"{path}: periods are {smallest} days apart; only weekly (7) or daily (1) series are "
+                "supported",
+                field="series",
+            )
+        step = guessed
+    if step not in STEPS:
+        raise TrainingInputError(f"step must be W or D, got {step!r}", field="step")
+    if smallest < STEPS[step] or np.any(gaps % STEPS[step]):
+        i = int(np.argmax((gaps < STEPS[step]) | (gaps % STEPS[step] != 0)))
+        raise TrainingInputError(
+            f"{path}: periods {periods[i].date()} and {periods[i + 1].date()} are {gaps[i]} days apart, "
+            f"not a whole number of {step} steps",
+            field="series",
+        )
+    if np.any(gaps > STEPS[step]):
+        i = int(np.argmax(gaps > STEPS[step]))
+        missing = int((gaps // STEPS[step] - 1).sum())
+        raise TrainingInputError(
+            f"{path}: missing periods: nothing between {periods[i].date()} and {periods[i + 1].date()} "
+            f"({missing} {step} periods missing in all; gaps are not filled in)",
+            field="series",
+        )
+    return step
+
+
+def apply_negatives(
+    values: np.ndarray, periods: pd.DatetimeIndex, ids: tuple[str, ...], where: str, negatives: str
+) -> tuple[np.ndarray, dict]:
+    if negatives not in NEGATIVES:
+        raise TrainingInputError(
+            f"negatives must be one of {NEGATIVES}, got {negatives!r}", field="negatives"
+        )
+    neg = values < 0
+    report = {"negatives": negatives, "negative_counts": int(neg.sum())}
+    if neg.any():
+        t, j = np.argwhere(neg)[0]
+        if negatives == "refuse":
+            raise TrainingInputError(
+                f"{where}: {int(neg.sum())} negative counts, first {values[t, j]:g} for region {ids[j]!r} "
+                f"at {periods[t].date()}; pass --negatives clip (set to 0) or keep",
+                field="series",
+            )
+        report["first_negative"] = {
+            "region": ids[j],
+            "period": str(periods[t].date()),
+            "value": float(values[t, j]),
+        }
+        if negatives == "clip":
+            values = np.maximum(values, 0.0)
+    return values, report
+
+
+def read_series(path: Path | str, *, step: str | None = None, negatives: str = "refuse") -> SeriesTable:
+    path = Path(path)
+    frame = _read_frame(path)
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    if {"region", "period", "count"} <= set(lower):
+        extra = set(lower) - {"region", "period", "count"}
+        if extra:
+            raise TrainingInputError(
+                f"{path}: long format takes region, period, count; also got {sorted(extra)}", field="series"
+            )
+        wide, layout = _long_to_wide(frame, path, lower), "long"
+    elif "period" in lower:
+        wide, layout = _wide(frame, path, lower["period"]), "wide"
+    else:
+        raise TrainingInputError(
+            f"{path}: need columns region, period, count (long) or period + one column per region (wide); "
+            f"got {[str(c) for c in frame.columns][:6]}",
+            field="series",
+        )
+    return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout)
+
+
+def series_from_frame(
+    frame: pd.DataFrame, *, step: str | None, where: str, negatives: str = "refuse", layout: str = "store"
+) -> SeriesTable:
+    """A wide frame indexed by period start (a file's, or the store's surveillance counts)."""
+    periods = pd.DatetimeIndex(frame.index)
+    step = infer_step(periods, where, step)
+    ids = tuple(str(c) for c in frame.columns)
+    values, report = apply_negatives(frame.to_numpy(np.float64), periods, ids, where, negatives)
+    report.update(
+        layout=layout,
+        step=step,
+        periods=len(periods),
+        regions=len(ids),
+        first_period=str(periods[0].date()),
+        last_period=str(periods[-1].date()),
+    )
+    return SeriesTable(periods=periods, region_ids=ids, values=values, step=step, report=report)

@@ -1,0 +1,44 @@
+"""Machine-readable forecaster results (``--json FILE``)::
+
+    {"horizons": [2, 3, ...],
+     "models": {"healthai": {"rmse": [...], "mae": [...], "wis": [...], "coverage_50": [...],
+                             "coverage_95": [...]},
+                "<baseline>": {...}}}
+
+Baselines are point forecasts: their WIS is that of a point mass at the forecast (= MAE) and their
+coverage is ``null``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEYS = (
+    ("rmse", "rmse"),
+    ("mae", "mae"),
+    ("wis", "wis"),
+    ("coverage_50", "coverage50"),
+    ("coverage_95", "coverage95"),
+)
+
+
+def _model(rows: list[dict[str, Any]]) -> dict[str, list]:
+    return {out: [row.get(key) for row in rows] for out, key in KEYS}
+
+
+def forecast_results(test: dict[str, dict[str, Any]], *, model: str = "healthai") -> dict[str, Any]:
+    """``test``: per-horizon rows as ``train_forecaster`` writes them (``{h: {rmse, ..., baselines}}``)."""
+    horizons = sorted(test, key=int)
+    rows = [test[h] for h in horizons]
+    models = {model: _model(rows)}
+    names = [n for n in rows[0].get("baselines", {}) if all(n in r.get("baselines", {}) for r in rows)]
+    for name in names:
+        base = [r["baselines"][name] for r in rows]
+        models[name] = {
+            "rmse": [b["rmse"] for b in base],
+            "mae": [b["mae"] for b in base],
+            "wis": [b.get("wis", b["mae"]) for b in base],
+            "coverage_50": [b.get("coverage50") for b in base],
+            "coverage_95": [b.get("coverage95") for b in base],
+        }
+    return {"horizons": [int(h) for h in horizons], "models": models}
