@@ -16,10 +16,10 @@ stdout — application logs go to stderr, so the two never mix.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import logging.handlers
-import queue
 import sys
 import threading
 import time
@@ -36,11 +36,44 @@ _HANDLER_MARK = "_healthai_audit_handler"
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+class _StreamSink(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes a record without flushing: the audit writer flushes once per batch."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
+class _FileSink(logging.handlers.WatchedFileHandler):
+    """Reopens the file when logrotate moved it (like WatchedFileHandler), writes without flushing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reopenIfNeeded()
+        if self.stream is None:
+            self.stream = self._open()
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
+def _sinks(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]
+
+
+def flush_audit_handlers(logger: logging.Logger | None = None) -> None:
+    for handler in _sinks(logger or logging.getLogger(AUDIT_LOGGER_NAME)):
+        handler.flush()
+
+
 def close_audit_handlers() -> None:
-    """Detach and close the handler ``configure_audit_logger`` installed (flushes the file)."""
+    """Detach, flush and close the handler ``configure_audit_logger`` installed."""
     logger = logging.getLogger(AUDIT_LOGGER_NAME)
-    for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+    for old in _sinks(logger):
         logger.removeHandler(old)
+        old.flush()
         old.close()
 
 
@@ -53,10 +86,10 @@ def configure_audit_logger(log_file: Path | None) -> logging.Logger:
     logger = logging.getLogger(AUDIT_LOGGER_NAME)
     handler: logging.Handler
     if log_file is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StreamSink(sys.stdout)
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")  # logrotate-safe
+        handler = _FileSink(log_file, encoding="utf-8")  # logrotate-safe
     handler.setFormatter(logging.Formatter("%(message)s"))
     setattr(handler, _HANDLER_MARK, True)
     logger.addHandler(handler)
@@ -96,41 +129,59 @@ def audit_line(
     )
 
 
-_STOP = object()
-
-
 class AuditWriter:
-    """A bounded queue in front of the audit logger, drained by one writer thread.
+    """A bounded queue in front of the audit logger, drained in batches by one writer thread.
 
-    ``submit(**fields)`` (the arguments of :func:`audit_line`) costs one queue put on the caller's
-    thread; the wall-clock time is taken there, the JSON is built and written on the writer thread.
-    A full queue drops the line and counts it. ``close()`` writes what is queued, then stops.
+    ``submit(**fields)`` (the arguments of :func:`audit_line`) is one deque append on the caller's
+    thread (no lock, no wake-up); the wall-clock time is taken there. Every ``interval_s`` the writer
+    thread takes what is queued, builds the JSON lines, writes them and flushes once — so the event
+    loop never formats, writes or wakes a thread per call. A full queue drops the line and counts it.
+    ``close()`` writes what is queued, then stops.
     """
 
-    def __init__(self, logger: logging.Logger, max_pending: int = 10_000) -> None:
+    def __init__(self, logger: logging.Logger, max_pending: int = 10_000, interval_s: float = 0.02) -> None:
         self.logger = logger
         self.max_pending = max_pending
+        self.interval_s = interval_s
         self.dropped = 0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._drain, name="healthai-audit", daemon=True)
         self._thread.start()
 
     def submit(self, **fields: Any) -> None:
-        if self._queue.qsize() >= self.max_pending:
+        if len(self._pending) >= self.max_pending:
             self.dropped += 1
             AUDIT_DROPPED.inc()
             return
         fields["ts"] = time.time()
-        self._queue.put(fields)
+        self._pending.append(fields)
 
     def close(self, timeout: float = 10.0) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
 
     def _drain(self) -> None:
-        while (fields := self._queue.get()) is not _STOP:
+        while True:
+            self._wake.wait(self.interval_s)
+            stopping = self._stopping
+            self._write_batch()
+            if stopping:
+                self._write_batch()  # anything submitted while the last batch was written
+                return
+
+    def _write_batch(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        logger = self.logger
+        while pending:
+            fields = pending.popleft()
             try:
-                self.logger.info(audit_line(**fields))
+                line = audit_line(**fields)  # makeRecord + handle: no caller lookup, unlike .info()
+                logger.handle(logger.makeRecord(logger.name, logging.INFO, "audit", 0, line, None, None))
             except Exception:  # a broken sink must not kill the writer; logging reports it
                 logging.getLogger(__name__).exception("audit line could not be written")
+        flush_audit_handlers(logger)
