@@ -90,18 +90,23 @@ def test_kill_restart_exactly_once_and_dlq(tmp_path: Path) -> None:
     with mock_cluster() as cluster:
         producer = cluster.producer()
         msgs = _messages()
-        where: list[tuple[int, int]] = []
-        for i, (value, headers) in enumerate(msgs):
+        where: list[tuple[int, int, int]] = []
+
+        def produce(i: int) -> None:
+            value, headers = msgs[i]
+
             def done(err, m, _i=i) -> None:
                 assert err is None, err
                 where.append((_i, m.partition(), m.offset()))
             producer.produce(TOPIC, value=value, headers=list(headers.items()), partition=i % 4,
                              on_delivery=done)
             producer.flush(10)
-        positions = [(p, o) for _, p, o in sorted(where)]
-        keys, dead = _expected(bytes.fromhex(key_hex), msgs, positions)
-        assert len(dead) > 100 and sum(map(len, keys.values())) > 4000  # poison and good records both
 
+        # The last message (a Parquet batch with a rejected record) is held back until after the third
+        # kill, so the last consumer surely processes records and rejects (and counts them).
+        held_back = len(msgs) - 1
+        for i in range(held_back):
+            produce(i)
         # 1: SIGKILL after a durable store write, before its DLQ entries and offsets
         p = start_consumer(cluster, store, key_hex, log, fault="after-store:2")
         assert p.wait(90) == -9
@@ -114,6 +119,10 @@ def test_kill_restart_exactly_once_and_dlq(tmp_path: Path) -> None:
         wait_for(lambda: sum(ParquetStore(str(store)).open().count(k) for k in KINDS) > done_before,
                  90, "progress", p, log)
         assert stop(p, 9) == -9
+        produce(held_back)
+        positions = [(p, o) for _, p, o in sorted(where)]
+        keys, dead = _expected(bytes.fromhex(key_hex), msgs, positions)
+        assert len(dead) > 100 and sum(map(len, keys.values())) > 4000  # poison and good records both
         # 4: to the end, then SIGTERM
         status = tmp_path / "status.json"
         extra = ["--metrics-port", "0", "--status-file", str(status)]
