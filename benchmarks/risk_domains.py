@@ -11,17 +11,14 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shutil
 import tempfile
-import time
 import timeit
-from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import numpy as np
+from serve import latency_pairs, rpc, table  # the sibling benchmark's interleaved latency blocks
 
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.serving.risk.card import parse_risk_card
@@ -55,23 +52,6 @@ def without_domains(src: Path, dst: Path, name: str) -> str:
     return new
 
 
-def latency_pairs(port: int, calls: dict[str, tuple[Callable, object]], n: int) -> dict[str, np.ndarray]:
-    """Concurrency 1, blocking stubs; the calls alternate in blocks of 50 so drift hits all alike."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        fns = {k: functools.partial(stub(channel), req) for k, (stub, req) in calls.items()}
-        for fn in fns.values():
-            for _ in range(50):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(max(n // 50, 1)):
-            for k, fn in fns.items():
-                for _ in range(50):
-                    t = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t)
-    return {k: np.array(v) * 1e6 for k, v in times.items()}
-
-
 def rpc_latency(n: int) -> list[list[str]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,9 +74,9 @@ def rpc_latency(n: int) -> list[list[str]]:
                 bare_req = risk_pb2.ScoreRequest(model_name=bare[name], features=patient)
                 echo = diagnostics_pb2.EchoRequest(payload=b"x" * with_req.ByteSize())
                 lat = latency_pairs(port, {
-                    "echo": (lambda ch: diagnostics_pb2_grpc.DiagnosticsStub(ch).Echo, echo),
-                    "checked": (lambda ch: risk_pb2_grpc.RiskStub(ch).Score, with_req),
-                    "unchecked": (lambda ch: risk_pb2_grpc.RiskStub(ch).Score, bare_req)}, n)
+                    "echo": rpc(diagnostics_pb2_grpc.DiagnosticsStub, "Echo", echo),
+                    "checked": rpc(risk_pb2_grpc.RiskStub, "Score", with_req),
+                    "unchecked": rpc(risk_pb2_grpc.RiskStub, "Score", bare_req)}, n)
                 e50 = np.percentile(lat["echo"], 50)
                 for key, what in (("echo", "Diagnostics.Echo"), ("checked", f"Risk.Score {name}, domains"),
                                   ("unchecked", f"Risk.Score {name}, no domains")):
@@ -105,11 +85,6 @@ def rpc_latency(n: int) -> list[list[str]]:
         finally:
             stop_server_process(proc)
     return rows
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
