@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -128,3 +129,20 @@ def test_dead_replica_is_passed_over_until_it_is_back(tmp_path: Path,
                 assert sorted(sequences) == [2, 3, 6, 7]  # replica 0 (same store) is back in the rotation
             finally:
                 c._channels[0].unsubscribe(watch)
+
+
+def test_closing_a_multi_address_client_leaves_no_thread_error() -> None:
+    """grpcio polls a subscribed channel's state in a thread; closing the channel under that
+    poller raised "Cannot monitor channel state: Channel closed!" there (a CI failure)."""
+    errors: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        for i in range(40):
+            client = Client(addresses=["127.0.0.1:1", "127.0.0.1:2"], retry=NO_RETRY)
+            time.sleep(0.005 * (i % 20))  # close at every phase of the 0.2 s poll period
+            client.close()
+        time.sleep(0.5)
+    finally:
+        threading.excepthook = previous
+    assert errors == []

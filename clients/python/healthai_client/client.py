@@ -34,7 +34,12 @@ from healthai.v1 import (
     risk_pb2_grpc,
     scenario_pb2_grpc,
 )
-from healthai_client.connection import DEFAULT_MAX_MESSAGE_BYTES, ConnectionConfig, as_addresses
+from healthai_client.connection import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ConnectionConfig,
+    as_addresses,
+    await_connectivity_pollers,
+)
 from healthai_client.errors import HealthAIClientError
 from healthai_client.requests import (
     arrow_request,
@@ -305,6 +310,8 @@ class Client:
     def close(self) -> None:
         for ch, watcher in zip(self._channels, self._watchers, strict=False):
             ch.unsubscribe(watcher)
+        if self._watchers:
+            await_connectivity_pollers(self._channels)
         for ch in self._channels:
             ch.close()
 

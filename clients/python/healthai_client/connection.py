@@ -6,6 +6,7 @@ is balanced by gRPC itself (``round_robin`` policy); several addresses are rotat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,3 +103,14 @@ def as_addresses(address: str | Sequence[str] | None, addresses: Sequence[str] |
     else:
         raise ValueError("address: required (host:port)")
     return tuple(a.strip() for a in raw if a.strip())
+
+
+def await_connectivity_pollers(channels: Sequence[grpc.Channel], timeout_s: float = 1.0) -> None:
+    """Waits (bounded) until each channel's connectivity-polling thread has seen its last
+    unsubscribe. grpcio's poller wakes every 0.2 s; closing a channel under it raises
+    "Cannot monitor channel state: Channel closed!" in that thread."""
+    deadline = time.monotonic() + timeout_s
+    for ch in channels:
+        state = getattr(ch, "_connectivity_state", None)  # grpcio internals; absent: no wait
+        while getattr(state, "polling", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
