@@ -107,8 +107,12 @@ def adjacency(adj: np.ndarray, kind: str) -> torch.Tensor:
 
 def forward(name: str, model: nn.Module, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
     out = model(x, adj)
-    # ColaGNN returns [B, S, N], EpiGNN [B, N, S]; both → [B, S, N].
-    return out.reshape(len(x), -1, adj.shape[0]) if name == "colagnn" else out.transpose(1, 2)
+    if name == "colagnn":
+        # epilearn's ColaGNN computes [B, N, S] and returns ``out.view(-1, S, N)``, a reinterpretation of
+        # memory, not a transpose: for S > 1 step s of node n would read another node's output. Undo the
+        # view (same memory) and transpose; with S = 1 (the paper's setting) both agree.
+        return out.reshape(len(x), adj.shape[0], -1).transpose(1, 2)
+    return out.transpose(1, 2)  # EpiGNN returns [B, N, S]
 
 
 def masked_loss(kind: str, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
