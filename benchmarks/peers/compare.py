@@ -40,10 +40,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     result["baselines_rescored"] = score_points(data, splits, baseline_points(data, splits))["models"]
     result["seed"] = preds.get("seed")
     result["wall_s"] = preds.get("wall_s")
+    # Per model, per origin: the epoch kept on validation and the epochs run (cap = undertrained).
     result["fits"] = {
-        m: {h: [f["best_epoch"] for f in fits] for h, fits in per_h.items()}
-        for m, per_h in preds["fits"].items()
+        m: [{k: f[k] for k in ("origin", "best_epoch", "epochs_run")} for f in fits]
+        for m, fits in preds["fits"].items()
     }
+    result["max_epochs"], result["patience"] = preds.get("max_epochs"), preds.get("patience")
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({m: [round(v, 1) for v in r["rmse"]] for m, r in result["models"].items()}))
     return 0
@@ -79,7 +81,7 @@ def markdown(ours: dict, peers: dict, *, metrics: tuple[str, ...] = ("rmse", "ma
 def cmd_table(args: argparse.Namespace) -> int:
     ours = json.loads(args.ours.read_text())
     peers = json.loads(args.peers.read_text())
-    print(markdown(ours, peers))
+    print(markdown(ours, peers, metrics=tuple(args.metrics.split(","))))
     return 0
 
 
@@ -101,6 +103,7 @@ def main() -> int:
     t = sub.add_parser("table")
     t.add_argument("--ours", type=Path, required=True, help="healthai train backtest --json output")
     t.add_argument("--peers", type=Path, required=True, help="compare.py score output")
+    t.add_argument("--metrics", default="rmse,mae,wis", help="rows per horizon, e.g. rmse,mae")
     t.set_defaults(func=cmd_table)
     args = p.parse_args()
     return args.func(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peer models (epilearn's Cola-GNN and EpiGNN) side by side with `healthai train backtest`, on the
 # same splits. Creates the separate peer environment on first use. See benchmarks/peers/README.md.
-#   DATASETS="us_states japan" PROTOCOLS="rolling fixed" SEED=0 EPOCHS=100 PATIENCE=20 \
+#   DATASETS="us_states japan" PROTOCOLS="rolling fixed" SEED=0 EPOCHS=150 PATIENCE=20 \
 #     bash benchmarks/peers/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ OUT=${OUT:-benchmarks/results/peers}
 DATASETS=${DATASETS:-"us_states japan"}
 PROTOCOLS=${PROTOCOLS:-"rolling fixed"}
 SEED=${SEED:-0}
-EPOCHS=${EPOCHS:-100}
+EPOCHS=${EPOCHS:-150}
 PATIENCE=${PATIENCE:-20}
 mkdir -p "$OUT"
 
