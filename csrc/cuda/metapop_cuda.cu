@@ -26,13 +26,15 @@ __device__ double gather(const MetapopProblem& p, int64_t i, int64_t k, const T*
 __global__ void leap_kernel(MetapopProblem p, MetapopState<int32_t> st, const int32_t* snapshot, int64_t t,
                             uint32_t gsub, double dt, bool day_end) {
   const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
+  const rng::DrawTables none;  // no look-up tables on the device: it computes the bits the CPU looks up
   const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= p.n_regions * p.runs) return;
   const int64_t i = x / p.runs, k = x % p.runs;
   double row;
   const double away = gather(p, i, k, snapshot, &row);
   const double own = snapshot[x] * (1.0 / static_cast<double>(p.population[i]));
-  metapop::leap(p, st, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, day_end);
+  metapop::leap(p, st, snapshot, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, none, none,
+                none, day_end);
 }
 
 __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double* k_prev, double* k_cur,

@@ -53,7 +53,8 @@ class NumpyEngine:
         )
         b = self.rng.binomial
         new_e = b(S, -np.expm1(-lam * dt))
-        new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam))
+        # no draw where nothing can happen (the native engine skips those cells the same way)
+        new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam)) if vacc.any() else 0
         new_i = b(E, -np.expm1(-self.sigma * dt))
         new_r = b(I, -np.expm1(-self.gamma * dt))
         S -= new_e + new_v
