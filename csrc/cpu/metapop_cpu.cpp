@@ -86,6 +86,9 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   std::vector<double> onset_pow, recovery_pow;
   const rng::DrawTables onset_tab = leap_tables(onset, onset_pow), recovery_tab = leap_tables(recovery, recovery_pow);
   const rng::DrawTables general = general_tables();
+  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
+  std::vector<double> discharge_pow;
+  const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow);
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
@@ -102,7 +105,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
           for (int64_t k = 0; k < p.runs; ++k) {
             const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
             metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, onset, recovery, onset_tab, recovery_tab, general,
-                          day_end);
+                          admit, discharge, discharge_tab, day_end);
           }
         }
       });
@@ -115,11 +118,13 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
 void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<double>& st, int num_threads) {
   const int64_t cells = p.n_regions * p.runs;
   std::fill(st.incidence, st.incidence + cells, 0.0);
-  // y: S, E, I, R, C (C = cumulative onsets); k_prev / k_cur: stage slopes; sum: weighted slopes.
-  std::vector<double> y(5 * cells), k_prev(5 * cells, 0.0), k_cur(5 * cells), sum(5 * cells);
+  // y: S, E, I, R, C (C = cumulative onsets), H; k_prev / k_cur: stage slopes; sum: weighted slopes.
+  constexpr int kC = metapop::kOdeComponents;
+  std::vector<double> y(kC * cells, 0.0), k_prev(kC * cells, 0.0), k_cur(kC * cells), sum(kC * cells);
   double* comp[4] = {st.s, st.e, st.i, st.r};
   for (int q = 0; q < 4; ++q) std::copy(comp[q], comp[q] + cells, y.begin() + q * cells);
-  std::fill(y.begin() + 4 * cells, y.end(), 0.0);
+  if (st.h != nullptr) std::copy(st.h, st.h + cells, y.begin() + 5 * cells);
+  const double hosp_frac = st.h != nullptr ? p.hosp_frac : 0.0;
   const double h = 1.0 / p.substeps;
   static const double c_stage[4] = {0.0, 0.5, 0.5, 1.0}, w_stage[4] = {1.0, 2.0, 2.0, 1.0};
   std::vector<double> zi(cells);
@@ -141,10 +146,11 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
             for (int64_t k = 0; k < p.runs; ++k) {
               const int64_t x = i * p.runs + k;
               const double zs = y[x] + c * k_prev[x], ze = y[cells + x] + c * k_prev[cells + x];
+              const double zh = y[5 * cells + x] + c * k_prev[5 * cells + x];
               const double lambda = metapop::force(p, i, k, t, zi[x] * inv_n, acc[k], row);
-              double d[5];
-              metapop::rhs(p, i, t, lambda, zs, ze, zi[x], d);
-              for (int m = 0; m < 5; ++m) {
+              double d[kC];
+              metapop::rhs(p, i, t, lambda, zs, ze, zi[x], zh, hosp_frac, d);
+              for (int m = 0; m < kC; ++m) {
                 k_cur[m * cells + x] = d[m];
                 sum[m * cells + x] = (q == 0 ? 0.0 : sum[m * cells + x]) + w_stage[q] * d[m];
               }
@@ -153,7 +159,7 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
         });
         std::swap(k_prev, k_cur);
       }
-      parallel_for(5 * blocks(p), num_threads, [&](int64_t b) {
+      parallel_for(kC * blocks(p), num_threads, [&](int64_t b) {
         const int64_t m = b / blocks(p), blk = b % blocks(p);
         const int64_t end = m * cells + std::min(p.n_regions, (blk + 1) * kBlock) * p.runs;
         for (int64_t x = m * cells + blk * kBlock * p.runs; x < end; ++x) y[x] += h / 6.0 * sum[x];
@@ -168,7 +174,8 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
     }
   }
   for (int q = 0; q < 4; ++q) std::copy(y.begin() + q * cells, y.begin() + (q + 1) * cells, comp[q]);
-  std::copy(y.begin() + 4 * cells, y.end(), st.incidence);
+  std::copy(y.begin() + 4 * cells, y.begin() + 5 * cells, st.incidence);
+  if (st.h != nullptr) std::copy(y.begin() + 5 * cells, y.end(), st.h);
 }
 
 }  // namespace healthai::cpu

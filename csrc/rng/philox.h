@@ -94,6 +94,8 @@ struct Leap {
     const double p = -det_expm1(-rate_dt);
     return {p, p < 0.5 ? 1.0 - p : det_exp(-rate_dt), -rate_dt};  // 1 - p is exact enough below 1/2
   }
+  // A given probability p in [0, 1] (e.g. the hospitalised fraction of those leaving I).
+  HAI_HD static Leap of_probability(double p) { return {p, 1.0 - p, p < 1.0 ? det_log(1.0 - p) : -HUGE_VAL}; }
 };
 
 // 1 / x: correctly rounded from a table below 64 (the inversion's steps), a division above.

@@ -138,6 +138,9 @@ class ScenarioResult:
     elapsed_s: float
     calibration: Calibration | None
     horizon_days: int = 0
+    # with disease hospital_fraction > 0: bed occupancy at each period's end
+    hospital_quantiles: np.ndarray | None = None  # [P, R, L]
+    hospital_total_quantiles: np.ndarray | None = None  # [P, L]
 
     @classmethod
     def from_proto(cls, m: scenario_pb2.ScenarioResult) -> ScenarioResult:
@@ -159,6 +162,10 @@ class ScenarioResult:
             m.elapsed_s,
             Calibration.from_proto(m.calibration) if m.HasField("calibration") else None,
             m.horizon_days,
+            np.array(m.hospital_quantiles, f).reshape(len(p), r, len(lv)) if m.hospital_quantiles else None,
+            np.array(m.hospital_total_quantiles, f).reshape(len(p), len(lv))
+            if m.hospital_total_quantiles
+            else None,
         )
 
     def quantile(self, level: float) -> np.ndarray:
