@@ -135,7 +135,7 @@ def scenario(args: argparse.Namespace) -> int:
         f"{result.runs} runs, work {result.work:,}, {result.elapsed_s:.2f} s"
         + (
             f"; calibrated r0 {result.calibration.r0:.3f}, "
-            f"reporting {result.calibration.reporting_rate:.3f}, "
+            f"{result.calibration.describe_rate()}, "
             f"R^2 {result.calibration.r2:.3f}"
             if result.calibration
             else ""
@@ -173,7 +173,8 @@ def calibrate(args: argparse.Namespace) -> int:
         print_json(fit)
     else:
         print(
-            f"r0 {fit.r0:.3f}  reporting rate {fit.reporting_rate:.3f}  window {fit.window_days} days"
+            f"r0 {fit.r0:.3f} (95% {fit.r0_interval[0]:.2f}-{fit.r0_interval[1]:.2f})  "
+            f"{fit.describe_rate()}  window {fit.window_days} days"
             f"{' to ' + fit.last_date if fit.last_date else ''}\n"
             f"RMSE {fit.rmse:.2f}  MAE {fit.mae:.2f}  R^2 {fit.r2:.3f}  "
             f"deviance explained {fit.deviance_explained:.3f}"

@@ -147,6 +147,11 @@ def fit_to(fit: Fit, last_date: str) -> scenario_pb2.CalibrateResult:
         window_days=fit.window_days,
         last_date=last_date,
         state=state_to(fit.start),
+        reporting_rate_low=fit.rate_interval[0],
+        reporting_rate_high=fit.rate_interval[1],
+        reporting_rate_identifiable=fit.rate_identifiable,
+        r0_low=fit.r0_interval[0],
+        r0_high=fit.r0_interval[1],
     )
 
 
