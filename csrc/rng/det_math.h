@@ -172,7 +172,7 @@ HAI_HD double det_expm1(double x) {
 }
 
 HAI_HD double det_log(double x) {
-  if (!(x > 0.0)) return x == 0.0 ? -HUGE_VAL : (x - x) / 0.0;
+  if (!(x > 0.0)) return x == 0.0 ? -HUGE_VAL : (x - x) / (x - x);  // NaN for x < 0
   if (x == HUGE_VAL) return x;
   int e = 0;
   if (x < 2.2250738585072014e-308) {  // subnormal: scale into the normal range first
