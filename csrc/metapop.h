@@ -31,6 +31,9 @@ struct MetapopProblem {
   const double* vacc = nullptr;     // [steps, n_regions] per-day rate
   uint64_t seed = 0;
   Device device = Device::kCPU;
+  // CPU: look up q^n, log(k!) and log(p/q) in tables of the values the formulas give (the CUDA
+  // kernels compute them); false computes them too, which must give the same bits (tested).
+  bool lookup_tables = true;
 };
 
 // Compartments [n_regions, runs] each, updated in place; incidence (E -> I over the call) is written;

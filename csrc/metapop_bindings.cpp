@@ -78,7 +78,7 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
                  py::handle travel, py::handle vacc, py::handle s, py::handle e, py::handle i, py::handle r,
                  py::handle incidence, py::handle peak_value, py::handle peak_step, uint64_t seed, int64_t step0,
                  int substeps, int num_threads, const std::string& device, py::handle h, double hosp_frac,
-                 double hosp_rate) {
+                 double hosp_rate, bool lookup_tables) {
   if (mode != "stochastic" && mode != "deterministic") {
     throw std::invalid_argument("mode must be 'stochastic' or 'deterministic', got '" + mode + "'");
   }
@@ -104,6 +104,7 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
   p.gamma = gamma;
   p.hosp_frac = hosp_frac;
   p.hosp_rate = hosp_rate;
+  p.lookup_tables = lookup_tables;
   p.seed = seed;
   p.step0 = step0;
   p.substeps = substeps;
@@ -122,7 +123,7 @@ void bind_metapop(py::module_& m) {
         py::arg("travel"), py::arg("vacc"), py::arg("S"), py::arg("E"), py::arg("I"), py::arg("R"),
         py::arg("incidence"), py::arg("peak_value"), py::arg("peak_step"), py::arg("seed"), py::arg("step0") = 0,
         py::arg("substeps") = 1, py::arg("num_threads") = 0, py::arg("device") = "cpu", py::arg("H") = py::none(),
-        py::arg("hosp_frac") = 0.0, py::arg("hosp_rate") = 0.0);
+        py::arg("hosp_frac") = 0.0, py::arg("hosp_rate") = 0.0, py::arg("lookup_tables") = true);
 }
 
 }  // namespace healthai

@@ -44,8 +44,9 @@ const std::vector<double>& log_fact_table() {
   return table;
 }
 
-rng::DrawTables general_tables() {
+rng::DrawTables general_tables(bool enabled) {
   rng::DrawTables tab;
+  if (!enabled) return tab;
   tab.log_fact = log_fact_table().data();
   tab.log_fact_size = static_cast<int64_t>(log_fact_table().size());
   return tab;
@@ -53,9 +54,9 @@ rng::DrawTables general_tables() {
 
 // The tables of the constant leap t: q^n = det_exp(n log q) over the inversion range (n p < 10, at
 // most 4096 entries) and log(p / q), so the E -> I and I -> R draws look up what they would compute.
-rng::DrawTables leap_tables(const rng::Leap& t, std::vector<double>& pow_q) {
-  rng::DrawTables tab = general_tables();
-  if (!(t.p > 0.0 && t.p <= 0.5)) return tab;  // the complementary leap is drawn without tables
+rng::DrawTables leap_tables(const rng::Leap& t, std::vector<double>& pow_q, bool enabled) {
+  rng::DrawTables tab = general_tables(enabled);
+  if (!enabled || !(t.p > 0.0 && t.p <= 0.5)) return tab;  // the complementary leap is drawn without tables
   pow_q.resize(static_cast<size_t>(std::min(4096.0, std::ceil(10.0 / t.p))));
   for (size_t n = 0; n < pow_q.size(); ++n) pow_q[n] = rng::det_exp(static_cast<double>(n) * t.log_q);
   tab.pow_q = pow_q.data();
@@ -84,11 +85,13 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   const double dt = 1.0 / p.substeps;
   const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
   std::vector<double> onset_pow, recovery_pow;
-  const rng::DrawTables onset_tab = leap_tables(onset, onset_pow), recovery_tab = leap_tables(recovery, recovery_pow);
-  const rng::DrawTables general = general_tables();
+  const bool tables = p.lookup_tables;
+  const rng::DrawTables onset_tab = leap_tables(onset, onset_pow, tables);
+  const rng::DrawTables recovery_tab = leap_tables(recovery, recovery_pow, tables);
+  const rng::DrawTables general = general_tables(tables);
   const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
   std::vector<double> discharge_pow;
-  const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow);
+  const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow, tables);
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);

@@ -115,13 +115,15 @@ def advance(
     device: str = "cpu",
     hosp_frac: float = 0.0,
     hosp_rate: float = 0.0,
+    lookup_tables: bool = True,
 ) -> np.ndarray:
     """Advance ``state`` in place by ``contact.shape[0]`` days; returns onsets per cell [n, runs].
 
     ``beta`` [runs] transmission rate per day; ``contact``, ``travel``, ``vacc`` [steps, n] per-day
     multipliers and vaccination rates. With ``state.H``: a fraction ``hosp_frac`` of those leaving I
-    enter H, which empties into R at ``hosp_rate`` per day. Raises ValueError / IndexError naming the
-    argument.
+    enter H, which empties into R at ``hosp_rate`` per day. ``lookup_tables=False`` makes the CPU
+    compute the values it otherwise looks up, as the CUDA kernels do (the same bits; for tests).
+    Raises ValueError / IndexError naming the argument.
     """
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -155,6 +157,7 @@ def advance(
         H=state.H,
         hosp_frac=float(hosp_frac),
         hosp_rate=float(hosp_rate),
+        lookup_tables=lookup_tables,
     )
     state.day += sched[0].shape[0]
     return incidence
