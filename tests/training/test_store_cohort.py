@@ -113,6 +113,19 @@ def test_features_of_the_crafted_patient(frames: dict, ctx: NormalizeContext) ->
     assert rows["dbp_last"].isna().all() and rows["glucose_mg_dl"].isna().all()  # never measured
 
 
+def test_rarely_measured_features_left_out_and_federated_imputation(frames: dict) -> None:
+    everything = build_store_cohort(frames, StoreCohortOptions(min_measured=0))
+    assert everything.report["features_left_out"] == []
+    sparse = build_store_cohort(frames, StoreCohortOptions(min_measured=300))  # HbA1c: Synthea patients only
+    left_out = sparse.report["features_left_out"]
+    assert "hba1c_pct" in left_out and "sbp_last" not in left_out
+    assert "hba1c_pct" not in sparse.table and "[features.hba1c_pct]" not in sparse.spec_toml
+    # A federated site: data-independent imputation (domain midpoints), every numeric feature bounded.
+    data = everything.risk_data(seed=0, impute="midpoint")
+    assert np.isfinite(data.x).all()
+    assert data.description["patients"] == everything.table["patient_id"].nunique()
+
+
 def _raw_latest(entries: list[dict], code: str, before: str) -> float:
     """Latest value of a LOINC code (as an Observation or a panel component) at or before ``before``."""
     hits = []
@@ -129,7 +142,7 @@ def _raw_latest(entries: list[dict], code: str, before: str) -> float:
 def test_synthea_patient_by_hand_and_the_shared_feature_definitions(
     frames: dict, shared_data: Path, ctx: NormalizeContext
 ) -> None:
-    cohort = build_store_cohort(frames)
+    cohort = build_store_cohort(frames, StoreCohortOptions(min_measured=0))  # keep every measurement
     table = cohort.table
     entries = json.loads((shared_data / "fhir" / DIRK).read_text())["entry"]
     pid = ctx.pseudonymizer.pseudonym(record_system("synthea", "Patient"),

@@ -38,6 +38,8 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-end", type=_date, default=None,
                    help="last date the store covers (default: its latest admission or discharge); "
                         "index encounters whose window ends later are excluded")
+    g.add_argument("--min-measured", type=int, default=10,
+                   help="leave out measurements stored for fewer patients than this (0: keep all)")
     g.add_argument("--cohort-dir", type=Path, default=None,
                    help="where cohort.parquet, cohort.toml and cohort_report.json go "
                         "(default a new store-cohort-* folder under --runs-dir)")
@@ -52,7 +54,8 @@ def store_table(args: argparse.Namespace) -> tuple[Path, Path]:
                                  field="from_store")
     options = StoreCohortOptions(
         outcome=args.outcome, index_encounter=args.index_encounter, per_patient=args.per_patient,
-        window_days=args.window_days, min_age=args.min_age, data_end=args.data_end, seed=args.seeds[0],
+        window_days=args.window_days, min_age=args.min_age, min_measured=args.min_measured,
+        data_end=args.data_end, seed=args.seeds[0],
         name=args.model_name.removeprefix("risk_") if args.model_name else None,
     )
     cohort = build_store_cohort(args.from_store, options)
