@@ -91,8 +91,9 @@ def crafted_bundle() -> bytes:
 
 
 def generated_bundle(n: int = 320, seed: int = 0) -> bytes:
-    """``n`` patients, each with one index stay in 2022–2024; readmission drawn from a logistic model
-    of Charlson points, creatinine, age and length of stay. Some labs are left unmeasured."""
+    """``n`` patients, each with a first stay in 2022–2024 and up to 4 more; after each stay a
+    readmission is drawn from a logistic model of Charlson points, creatinine, age, length of stay and
+    the stays so far (else, sometimes, a later admission). Some labs are left unmeasured."""
     rng = np.random.default_rng(seed)
     b = Bundle(f"generated{seed}")
     for _ in range(n):
@@ -121,13 +122,21 @@ def generated_bundle(n: int = 320, seed: int = 0) -> bytes:
             b.observation(pid, "2345-7", rng.normal(110, 25), "mg/dL", during)
         if rng.random() < 0.5:
             b.observation(pid, "8867-4", rng.normal(80, 12), "/min", during)
-        logit = -2.0 + 0.55 * points + 1.0 * (creat - 1.0) + 0.02 * (age - 60) + 0.1 * (los - 4)
-        if rng.random() < 1 / (1 + np.exp(-logit)):
-            again = discharge + dt.timedelta(days=int(rng.integers(2, 29)))
-        elif rng.random() < 0.3:
-            again = discharge + dt.timedelta(days=int(rng.integers(45, 200)))
-        else:
-            continue
-        if again + dt.timedelta(days=40) < DATA_END:
-            b.encounter(pid, "IMP", again, again + dt.timedelta(days=2))
+        stays = 0
+        while stays < 4:  # each stay may be followed by a readmission (risk rises with prior stays)
+            stays += 1
+            logit = -2.2 + 0.55 * points + 1.0 * (creat - 1.0) + 0.02 * (age - 60) + 0.1 * (los - 4) \
+                + 0.4 * (stays - 1)
+            if rng.random() < 1 / (1 + np.exp(-logit)):
+                admit = discharge + dt.timedelta(days=int(rng.integers(2, 29)))
+            elif rng.random() < 0.3:
+                admit = discharge + dt.timedelta(days=int(rng.integers(45, 200)))
+            else:
+                break
+            los = int(rng.integers(1, 9))
+            discharge = admit + dt.timedelta(days=los)
+            if discharge >= DATA_END - dt.timedelta(days=1):  # the crafted visit stays the last
+                break
+            b.encounter(pid, "IMP", admit, discharge)
+            b.observation(pid, "8480-6", rng.normal(132, 16), "mm[Hg]", admit + dt.timedelta(hours=20))
     return b.json()

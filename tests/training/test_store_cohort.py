@@ -255,3 +255,5 @@ def test_cli_from_store_input_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "holds no patient or encounter records" in capsys.readouterr().out
     assert _run(["train", "risk", "--from-store", str(empty), "--table", "x.csv", "--spec", "x.toml"]) == 2
     assert "give --from-store, or --table/--spec, or --dataset" in capsys.readouterr().out
+    assert _run(["train", "risk", "--from-store", str(tmp_path / "typo"), "--runs-dir", str(tmp_path)]) == 2
+    assert "no such directory" in capsys.readouterr().out and not (tmp_path / "typo").exists()

@@ -142,6 +142,8 @@ def read_store(uri: str) -> dict[str, pd.DataFrame]:
         "condition": ["patient_id", "icd10_code", "icd9_code", "verification_status", "onset", "recorded"],
         "observation": ["patient_id", "loinc", "value", "unit", "effective", "status"],
     }
+    if "://" not in uri and not Path(uri).expanduser().is_dir():  # opening would create it
+        raise TrainingInputError(f"store {uri}: no such directory", field="from_store")
     store = ParquetStore(uri).open()
     try:
         missing = [kind for kind in ("patient", "encounter") if not store.files(kind)]
@@ -214,6 +216,9 @@ def build_store_cohort(source: str | dict[str, pd.DataFrame],
     died = np.isfinite(dy) & (dy * 12 + dm <= end_month)
     counts["excluded_death_before_window_end"] = int(died.sum())
     index = index[~died].reset_index(drop=True)
+    if index.empty:
+        raise TrainingInputError(f"no index encounters remain ({opts.index_encounter}): {counts}",
+                                 field="from_store")
     inpatient = enc[enc["class_code"] == "IMP"]
     days = _outcome(index, inpatient)
     index[TARGET] = (days <= opts.window_days).astype(np.int64).to_numpy()

@@ -128,10 +128,9 @@ def index_features(index: pd.DataFrame, *, patients: pd.DataFrame, encounters: p
     pat = patients.set_index("patient_id").reindex(index["patient_id"])
     year = pd.to_numeric(pat["birth_year"], errors="coerce").to_numpy(np.float64)
     month = pd.to_numeric(pat["birth_month"], errors="coerce").to_numpy(np.float64)
-    births = np.array([np.datetime64(shared.birth_date(int(y), None if np.isnan(m) else int(m)))
-                       if np.isfinite(y) and y > 0 else np.datetime64("NaT") for y, m in zip(year, month,
-                                                                                             strict=True)],
-                      dtype="datetime64[D]")
+    births = np.full(len(index), np.datetime64("NaT"), dtype="datetime64[D]")
+    for i in np.flatnonzero(np.isfinite(year) & (year > 0)):
+        births[i] = shared.birth_date(int(year[i]), None if np.isnan(month[i]) else int(month[i]))
     at_days = index["at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")
     out = pd.DataFrame(index=index.index)
     out["age_years"] = np.atleast_1d(shared.age_years(births, at_days)) if len(index) else []
