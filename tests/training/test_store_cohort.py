@@ -54,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, ctx: Norm
     parquet = ParquetStore(uri).open()
     core = IngestCore(ctx, parquet, max_records=1_000_000)
     payloads = [("synthea", p.read_bytes()) for p in sorted((shared_data / "fhir").glob("*.json"))]
-    payloads += [(HOSPITAL, fhir.crafted_bundle()), (HOSPITAL, fhir.generated_bundle())]
+    payloads += [(HOSPITAL, fhir.crafted_bundle()), (HOSPITAL, fhir.generated_bundle(n=200))]
     for source, payload in payloads:
         request = ingest_pb2.IngestRequest(source=source, fhir=ingest_pb2.FhirPayload(json=payload))
         batch = core.normalize(request)
@@ -116,7 +116,7 @@ def test_features_of_the_crafted_patient(frames: dict, ctx: NormalizeContext) ->
 def test_rarely_measured_features_left_out_and_federated_imputation(frames: dict) -> None:
     everything = build_store_cohort(frames, StoreCohortOptions(min_measured=0))
     assert everything.report["features_left_out"] == []
-    sparse = build_store_cohort(frames, StoreCohortOptions(min_measured=300))  # HbA1c: Synthea patients only
+    sparse = build_store_cohort(frames, StoreCohortOptions(min_measured=100))  # HbA1c: 2 Synthea patients
     left_out = sparse.report["features_left_out"]
     assert "hba1c_pct" in left_out and "sbp_last" not in left_out
     assert "hba1c_pct" not in sparse.table and "[features.hba1c_pct]" not in sparse.spec_toml
@@ -199,7 +199,7 @@ def test_cli_from_store_trains_a_card_with_privacy_and_domains_served_by_risk_sc
 ) -> None:
     repo, out, cohort_dir = tmp_path / "repo", tmp_path / "metrics.json", tmp_path / "cohort"
     code = _run(["train", "risk", "--from-store", store, "--outcome", "readmission30", "--index-encounter",
-                 "inpatient", "--cohort-dir", str(cohort_dir), "--epsilon", "3", "--epochs", "6",
+                 "inpatient", "--cohort-dir", str(cohort_dir), "--epsilon", "3", "--epochs", "4",
                  "--batch-size", "64", "--lr", "0.01", "--runs-dir", str(tmp_path / "runs"),
                  "--export-to", str(repo), "--json", str(out)])
     assert code == 0
