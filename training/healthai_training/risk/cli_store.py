@@ -9,9 +9,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from healthai_training.common import make_run_dir
 from healthai_training.errors import TrainingInputError
-from healthai_training.risk.store_cohort import INDEX_ENCOUNTERS, OUTCOMES, PER_PATIENT, StoreCohortOptions
+from healthai_training.risk.store_options import INDEX_ENCOUNTERS, OUTCOMES, PER_PATIENT, StoreCohortOptions
 
 
 def _date(text: str) -> dt.datetime:
@@ -36,8 +35,8 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window-days", type=int, default=30)
     g.add_argument("--min-age", type=float, default=18.0, help="least age at discharge (years)")
     g.add_argument("--data-end", type=_date, default=None,
-                   help="last date the store covers (default: its latest admission or discharge); "
-                        "index encounters whose window ends later are excluded")
+                   help="last date the data cover (default: the latest admission or discharge stored from "
+                        "each source); index encounters whose window ends later are excluded")
     g.add_argument("--min-measured", type=int, default=10,
                    help="leave out measurements stored for fewer patients than this (0: keep all)")
     g.add_argument("--cohort-dir", type=Path, default=None,
@@ -47,6 +46,7 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
 
 def store_table(args: argparse.Namespace) -> tuple[Path, Path]:
     """Builds and writes the store cohort of ``args``; returns (table, spec) for ``--table``/``--spec``."""
+    from healthai_training.common import make_run_dir
     from healthai_training.risk.store_cohort import build_store_cohort
 
     if args.table is not None or args.spec is not None or args.dataset is not None:

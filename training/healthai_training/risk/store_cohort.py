@@ -30,7 +30,6 @@ then follow the ``--table`` rule (observed training range ± one span, within th
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +44,8 @@ from healthai_training.errors import TrainingInputError
 from healthai_training.risk.cohort import CohortSpec, build_cohort, parse_spec
 from healthai_training.risk.data import RiskData
 from healthai_training.risk.store_features import index_features
+from healthai_training.risk.store_options import INDEX_ENCOUNTERS, OUTCOMES, PER_PATIENT, StoreCohortOptions
 
-OUTCOMES = ("readmission30",)
-INDEX_ENCOUNTERS = ("inpatient", "any")
-PER_PATIENT = ("all", "first", "last", "random")
 TARGET = "readmitted_30d"
 CHARLSON_MAX = float(charlson.index_from_matrix(np.ones((1, len(charlson.GROUPS))))[0])
 # feature -> (type, unit, clinical min, max, missing policy, out-of-domain policy, description)
@@ -79,21 +76,6 @@ LIMITS: dict[str, tuple[str, str, float | None, float | None, str, str, str]] = 
     "potassium_mmol_l": ("numeric", "mmol/L", 1.0, 10.0, "indicator", "missing",
                          "latest potassium (2823-3, 6298-4)"),
 }
-
-
-@dataclass(frozen=True)
-class StoreCohortOptions:
-    outcome: str = "readmission30"
-    index_encounter: str = "inpatient"
-    per_patient: str = "all"
-    window_days: int = 30
-    min_age: float = 18.0
-    data_end: dt.datetime | None = None  # default: the latest admission/discharge in the store
-    seed: int = 0
-    name: str | None = None  # cohort name; default store_<outcome>_<index_encounter>
-    # measurements / Charlson stored for fewer patients than this are left out of the spec (listed
-    # in the report); 0 keeps every feature (federated sites must agree on one feature set)
-    min_measured: int = 10
 
 
 @dataclass
