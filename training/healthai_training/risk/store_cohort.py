@@ -26,6 +26,11 @@ Missing values: measurements and Charlson → the training mean plus a ``<name>_
 feature's clinical limits (``LIMITS``; set from physiology and definitions, not from data) count as
 not measured; stays longer than a year and implausible counts drop the row. The domains in the card
 then follow the ``--table`` rule (observed training range ± one span, within these limits).
+
+Stores ingested with ``date_policy = shift`` move each patient's event dates by up to ±364 days
+(birth and death year-month are not moved): windows and intervals stay exact, but ages are off by up
+to a year and a source's last stored date is not each patient's, so give ``data_end`` at least 364
+days before the real end of the data there, or censoring under-excludes.
 """
 
 from __future__ import annotations
