@@ -23,12 +23,12 @@ HAI_HD double force(const MetapopProblem& p, int64_t i, int64_t k, int64_t t, do
 // I written to st.i (another buffer, or the same one when the caller has a snapshot of i_now).
 // onset / recovery: the constant E -> I and I -> R leaps of this dt, with their look-up tables;
 // general: the tables for the other draws (log-factorials only; empty on the device); admit /
-// discharge: the hospital leaps (probability hosp_frac of those leaving I; H -> R), used with st.h.
+// discharge (+ tables): the hospital leaps (probability hosp_frac of those leaving I; H -> R), with st.h.
 HAI_HD void leap(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i, int64_t k, int64_t t,
                  uint32_t gsub, double dt, double lambda, const rng::Leap& onset, const rng::Leap& recovery,
                  const rng::DrawTables& onset_tab, const rng::DrawTables& recovery_tab, const rng::DrawTables& general,
-                 const rng::Leap& admit, const rng::Leap& discharge, const rng::DrawTables& discharge_tab,
-                 bool day_end) {
+                 const rng::Leap& admit, const rng::Leap& discharge, const rng::DrawTables& admit_tab,
+                 const rng::DrawTables& discharge_tab, bool day_end) {
   const int64_t x = i * p.runs + k;
   rng::Stream s(p.seed, static_cast<uint32_t>(k), static_cast<uint32_t>(i), gsub);
   const int64_t S = st.s[x], E = st.e[x], I = i_now[x];
@@ -44,7 +44,7 @@ HAI_HD void leap(const MetapopProblem& p, const MetapopState<int32_t>& st, const
   int64_t new_h = 0, new_d = 0;  // hospital admissions and discharges (drawn after the SEIR draws)
   if (st.h != nullptr) {
     const int64_t H = st.h[x];
-    new_h = rng::binomial(new_r, admit, s, general);
+    new_h = rng::binomial(new_r, admit, s, admit_tab);
     new_d = rng::binomial(H, discharge, s, discharge_tab);
     st.h[x] = static_cast<int32_t>(H + new_h - new_d);
   }

@@ -90,8 +90,9 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   const rng::DrawTables recovery_tab = leap_tables(recovery, recovery_pow, tables);
   const rng::DrawTables general = general_tables(tables);
   const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
-  std::vector<double> discharge_pow;
+  std::vector<double> discharge_pow, admit_pow;
   const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow, tables);
+  const rng::DrawTables admit_tab = leap_tables(admit, admit_pow, tables);
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
@@ -108,7 +109,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
           for (int64_t k = 0; k < p.runs; ++k) {
             const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
             metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, onset, recovery, onset_tab, recovery_tab, general,
-                          admit, discharge, discharge_tab, day_end);
+                          admit, discharge, admit_tab, discharge_tab, day_end);
           }
         }
       });

@@ -35,7 +35,7 @@ __global__ void leap_kernel(MetapopProblem p, MetapopState<int32_t> st, const in
   const double away = gather(p, i, k, snapshot, &row);
   const double own = snapshot[x] * (1.0 / static_cast<double>(p.population[i]));
   metapop::leap(p, st, snapshot, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, none, none,
-                none, admit, discharge, none, day_end);
+                none, admit, discharge, none, none, day_end);
 }
 
 __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double* k_prev, double* k_cur,
