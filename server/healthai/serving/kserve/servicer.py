@@ -22,7 +22,7 @@ from healthai.serving.kserve.unimplemented import refuse_unimplemented
 from healthai.serving.risk.task import check_infer_inputs
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
-from healthai.serving.runtime.scheduler import Counter
+from healthai.serving.runtime.statistics import Counter
 from healthai.serving.runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 
 SERVICE_NAME = "inference.GRPCInferenceService"
