@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import le
+from operator import itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -115,7 +115,8 @@ class FeatureDomains:
         # The same rules as Python lists, for one patient (the latency floor): a dozen NumPy calls on
         # a one-row array cost more than comparing a few dozen Python floats.
         self._lo1, self._hi1 = self.lo.tolist(), self.hi.tolist()
-        self._whole1 = self.whole.tolist()
+        whole1 = self.whole.tolist()  # itemgetter of one index returns a value, not a tuple
+        self._whole_of = itemgetter(*whole1) if len(whole1) > 1 else lambda row: [row[j] for j in whole1]
         self._groups1 = [(cols.tolist(), rule == "exactly_one") for _, cols, rule in groups]
         self._implies1 = [(int(a), int(b)) for a, b in implies]
 
@@ -141,7 +142,7 @@ class FeatureDomains:
         messages: a violation is reported by the vectorized searches)."""
         row = x[0].tolist()
         if not (all(map(le, self._lo1, row)) and all(map(le, row, self._hi1))
-                and all(row[j].is_integer() for j in self._whole1)):
+                and all(map(float.is_integer, self._whole_of(row)))):
             self._raise_value(x, what)
         # flags are now 0 or 1: group sums and implications are exact in any precision
         if any(not (exactly_one <= sum(row[c] for c in cols) <= 1) for cols, exactly_one in self._groups1) \
