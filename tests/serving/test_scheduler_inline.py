@@ -134,8 +134,8 @@ def test_failing_request_in_a_batch_on_the_loop_fails_alone(model: OnnxModel) ->
 @pytest.mark.parametrize("turns", [0, 1, 2, 3, 5])
 @pytest.mark.parametrize("inline", [True, False])
 def test_cancelled_leader_never_loses_its_batch_mates(model: OnnxModel, turns: int, inline: bool) -> None:
-    """The leader (the first request, which waits for company: its model had a caller just before) is
-    cancelled after ``turns`` loop turns — while collecting, or while its batch runs on a thread."""
+    """The first request, which starts a batch, is cancelled after ``turns`` loop turns — e.g. while
+    its batch runs on a thread, with requests queued behind it — and a queued one is cancelled too."""
 
     async def scenario() -> tuple[list[object], bool]:
         scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6 if inline else 0)
@@ -146,10 +146,14 @@ def test_cancelled_leader_never_loses_its_batch_mates(model: OnnxModel, turns: i
             await asyncio.sleep(0)
             mates = [asyncio.ensure_future(scheduler.infer(InferRequest({"features": x})))
                      for x in rows(3, 7)]
+            dropped = asyncio.ensure_future(scheduler.infer(InferRequest({"features": rows(1, 9)[0]})))
             for _ in range(turns):
                 await asyncio.sleep(0)
             leader.cancel()
+            dropped.cancel()
             done = await asyncio.wait_for(asyncio.gather(*mates, return_exceptions=True), 10)
+            (gone,) = await asyncio.gather(dropped, return_exceptions=True)
+            assert isinstance(gone, asyncio.CancelledError) or "probability" in gone
             (led,) = await asyncio.gather(leader, return_exceptions=True)
             assert isinstance(led, asyncio.CancelledError) or "probability" in led  # done before the cancel
             await asyncio.wait_for(scheduler.infer(InferRequest({"features": rows(1, 8)[0]})), 10)
