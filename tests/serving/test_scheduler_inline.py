@@ -182,3 +182,20 @@ def test_cost_estimate_needs_samples_and_resists_a_preempted_run() -> None:
     for _ in range(12):  # a model that really got slower is followed
         cost.add(1, 400_000)
     assert cost.estimate_ns(1) > 300_000
+
+
+def test_direct_binding_call_matches_the_public_run(model: OnnxModel) -> None:
+    """A CPU-only session is run through ONNX Runtime's binding directly (skipping the public
+    wrapper's per-call checks): same outputs, and bad input still refused as the caller's."""
+    assert model._direct  # CPU-only here: the direct call is what serves
+    x = np.concatenate(rows(5, seed=11))
+    direct = model.run({"features": x})
+    model._direct = False
+    public = model.run({"features": x})
+    np.testing.assert_array_equal(direct[0], public[0])
+    for flag in (True, False):
+        model._direct = flag
+        with pytest.raises(InvalidInput, match="rejected the input"):
+            model.run({"features": x.astype(np.float64)})
+        with pytest.raises(InvalidInput, match="rejected the input"):
+            model.run({"features": x[:, :3]})
