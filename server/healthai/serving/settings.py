@@ -34,9 +34,10 @@ class ServingSettings(BaseModel):
     dynamic_batching: bool = True
     # Small executions run on the event loop instead of a worker thread: a batch whose measured cost
     # (moving average, see runtime/scheduler.py) is at most this many µs. Handing a run to a thread
-    # and back costs the server ~150-250 µs of CPU and two thread wake-ups (measured on a 2-core
-    # machine: Risk.Score 1 patient 950 -> 720 µs of server CPU per call), so a run this short holds
-    # the loop no longer than the hand-off would. 0 = every execution on the worker threads.
+    # and back costs the server ~100-250 µs of CPU per call and two thread wake-ups (measured on the
+    # shared 2-core dev machine with a one-patient Risk.Score), so a run this short holds the loop no
+    # longer than the hand-off would. A machine-level choice, not fitted to any data set.
+    # 0 = every execution on the worker threads.
     inline_execute_max_us: float = Field(default=200.0, ge=0.0)
     # Patients per Risk.Score call; larger batches run alone (not coalesced) but must stay under this.
     max_patients_per_request: int = Field(default=10_000, ge=1)
