@@ -10,7 +10,9 @@
     .venv/bin/python benchmarks/serve.py --quick      # ~2 minutes
     .venv/bin/python benchmarks/serve.py              # the full run
 
-The server runs as a real ``healthai serve`` subprocess; this process is the client. Models come from
+The server runs as a real ``healthai serve`` subprocess; this process is the client. The risk tables
+also give the server's CPU per call (all its threads, Linux /proc) and the load average: on a shared
+machine other tenants move wall-time ratios a lot and CPU per call far less. Models come from
 the model repository (``--repository``, default the package's); a model missing there is built with the
 training code (untrained weights: speed does not depend on them) and the table says so.
 """
