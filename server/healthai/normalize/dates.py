@@ -132,6 +132,17 @@ def _generalize_birth(
     return table
 
 
+def warn_generalized(outcomes: list[RecordOutcome], generalized: Mapping[str, list[str]]) -> None:
+    """DATE_GENERALIZED warnings for the records whose date the store's birth-date guard cut
+    (``CommitResult.generalized``: kind -> resource ids)."""
+    if not generalized:
+        return
+    changed = {(kind, rid) for kind, ids in generalized.items() for rid in ids}
+    for o in outcomes:
+        if o.status is not Status.REJECTED and (o.kind, o.source_id) in changed:
+            _warn(o, o.kind, "date", "")
+
+
 def _warn(outcome: RecordOutcome, kind: str, column: str, path: str) -> None:
     message = f"{kind} {column} equals the patient's birth date: cut to the birth month"
     if any(i.code == IssueCode.DATE_GENERALIZED and i.field_path == path for i in outcome.issues):

@@ -29,9 +29,10 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,6 +59,21 @@ class CommitResult:
     duplicates: int = 0  # rows dropped because (kind, source, record_key) was already stored
     files: list[str] = field(default_factory=list)  # relative to the store root
     skipped: dict[str, pa.Table] = field(default_factory=dict)  # the duplicate rows per kind (not written)
+    generalized: dict[str, list[str]] = field(default_factory=dict)  # kind -> resource ids the guard changed
+
+
+class CommitGuard(Protocol):
+    """Rewrites rows inside a commit, knowing every committed row of the kinds it watches
+    (e.g. :class:`healthai.normalize.birth_guard.BirthDateGuard`)."""
+
+    watch: Mapping[str, tuple[str, ...]]  # kind -> columns the guard must see of every committed row
+    read_needs: tuple[str, ...]  # columns ``apply_read`` needs besides those asked for
+
+    def observe(self, kind: str, table: pa.Table) -> None: ...
+
+    def apply(self, tables: Mapping[str, pa.Table]) -> tuple[dict[str, pa.Table], dict[str, list[str]]]: ...
+
+    def apply_read(self, kind: str, table: pa.Table) -> pa.Table: ...
 
 
 def new_batch_id() -> str:
@@ -102,6 +118,20 @@ class ParquetStore:
         self._index: dict[str, set[str]] = {}
         self._sequence = 0
         self._open = False
+        self._guard: CommitGuard | None = None
+
+    @property
+    def guard(self) -> CommitGuard | None:
+        return self._guard
+
+    def set_guard(self, guard: CommitGuard) -> None:
+        """Install the commit guard; an open store shows it every committed row it watches."""
+        with self._lock:
+            self._guard = guard
+            if self._open:
+                for kind in guard.watch:
+                    for path in self.files(kind):
+                        guard.observe(kind, self._read_indexed(kind, path))
 
     @property
     def sequence(self) -> int:
@@ -118,8 +148,10 @@ class ParquetStore:
                 match = _PART.match(name)
                 assert match is not None
                 highest = max(highest, int(match.group(1)))
-                table = pq.read_table(path, columns=[SOURCE_COLUMN, ID_COLUMN], filesystem=self.filesystem)
+                table = self._read_indexed(kind, path)
                 self._index.setdefault(kind, set()).update(_keys(table))
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table)
                 listed.add(path[len(self.root):].lstrip("/"))
                 rows += table.num_rows
             # Every logged commit, not only those after the highest file listed: another process may
@@ -165,9 +197,11 @@ class ParquetStore:
             for attempt in range(1_000_000):  # another writer taking our sequence: catch up, retry
                 if self._log is not None:
                     self._catch_up()
+                work, generalized = (self._guard.apply(tables) if self._guard is not None
+                                     else (tables, {}))
                 fresh: dict[str, tuple[pa.Table, list[str]]] = {}
                 skipped: dict[str, pa.Table] = {}
-                for kind, table in tables.items():
+                for kind, table in work.items():
                     keep, new_keys = self._new_rows(kind, table)
                     if len(new_keys) < table.num_rows:
                         mask = pa.array(keep)
@@ -189,10 +223,17 @@ class ParquetStore:
                     files = claimed
                     break
             self._sequence = sequence
-            for kind, (_, new_keys) in fresh.items():
+            for kind, (table, new_keys) in fresh.items():
                 self._index.setdefault(kind, set()).update(new_keys)
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table)
+        if generalized:  # only rows really written
+            written = {k: set(fresh[k][0]["resource_id"].to_pylist()) for k in generalized if k in fresh}
+            generalized = {k: [r for r in ids if r in written[k]]
+                           for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
-                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped)
+                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped,
+                            generalized={k: ids for k, ids in generalized.items() if ids})
 
     def _commit_logged(self, fresh: dict[str, tuple[pa.Table, list[str]]], day: str, sequence: int,
                        batch_id: str, attempt: int) -> list[str] | None:
@@ -230,26 +271,44 @@ class ParquetStore:
                 if final in skip:  # indexed from the listing already
                     continue
                 kind = final.split("/", 1)[0].removeprefix("kind=")
-                table = self._read_keys(pending, final)
+                table = self._read_keys(kind, pending, final)
                 self._index.setdefault(kind, set()).update(_keys(table))
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table)
                 rows += table.num_rows
                 with contextlib.suppress(FileNotFoundError):  # a writer died before its rename
                     os.replace(Path(self.root) / pending, Path(self.root) / final)
             self._sequence = sequence
         return rows
 
-    def _read_keys(self, pending: str, final: str) -> pa.Table:
+    def _read_keys(self, kind: str, pending: str, final: str) -> pa.Table:
         for rel in (final, pending, final):  # the writer may rename between our two looks
             try:
-                return pq.read_table(f"{self.root}/{rel}", columns=[SOURCE_COLUMN, ID_COLUMN],
-                                     filesystem=self.filesystem)
+                return self._read_indexed(kind, f"{self.root}/{rel}")
             except FileNotFoundError:
                 continue
         raise RuntimeError(f"commit log names {final}, which is missing: the store was altered")
 
+    def _read_indexed(self, kind: str, path: str) -> pa.Table:
+        """The key columns of a part file, plus those the guard watches (when the file has them)."""
+        columns = [SOURCE_COLUMN, ID_COLUMN]
+        watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
+        if watched:
+            have = set(pq.read_schema(path, filesystem=self.filesystem).names)
+            columns += [c for c in watched if c in have and c not in columns]
+        return pq.read_table(path, columns=columns, filesystem=self.filesystem)
+
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows of one kind (schemas of older files are unified); empty table if none."""
-        return self.read_files(self.files(kind), columns)
+        """All stored rows of one kind (schemas of older files are unified); empty table if none.
+
+        With a guard, rows pass through it (e.g. an event date equal to a birth date learnt after
+        the event was stored is generalized here)."""
+        if self._guard is None:
+            return self.read_files(self.files(kind), columns)
+        extra = [c for c in self._guard.read_needs if columns is not None and c not in columns]
+        wanted = (columns or []) + extra or None
+        table = self._guard.apply_read(kind, self.read_files(self.files(kind), wanted))
+        return table.select(columns) if columns is not None and extra else table
 
     def files(self, kind: str) -> list[str]:
         """Paths (filesystem paths, in commit order) of the committed part files of one kind."""
