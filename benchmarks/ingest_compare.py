@@ -26,7 +26,7 @@ import healthai
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "ingest.py"
-_ROW = re.compile(r"^\| (\w+) \| ([^|]+) \| ([\d,.]+) (MB/s|rec/s)")
+_ROW = re.compile(r"^\| (\w+) \| ([^|]+) \| ([\d,.]+) (MB/s|rec/s).*\| ([\d,.]+|nan) \w+/cpu-s \|$")
 
 
 def old_tree(rev: str, into: Path) -> Path:
@@ -45,7 +45,7 @@ def old_tree(rev: str, into: Path) -> Path:
     return into / "pkg"
 
 
-def one_run(pythonpath: str | None, quick: bool) -> dict[tuple[str, str], float]:
+def one_run(pythonpath: str | None, quick: bool) -> dict[tuple[str, str], tuple[float, float]]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if pythonpath:
@@ -56,7 +56,8 @@ def one_run(pythonpath: str | None, quick: bool) -> dict[tuple[str, str], float]
     for line in out.splitlines():
         m = _ROW.match(line)
         if m:
-            rows[(m.group(1), m.group(2).strip())] = float(m.group(3).replace(",", ""))
+            rows[(m.group(1), m.group(2).strip())] = (float(m.group(3).replace(",", "")),
+                                                      float(m.group(5).replace(",", "")))
     return rows
 
 
@@ -68,22 +69,25 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         old_path = str(old_tree(args.old_rev, Path(tmp)))
-        runs: dict[str, list[dict[tuple[str, str], float]]] = {"old": [], "new": []}
+        runs: dict[str, list[dict[tuple[str, str], tuple[float, float]]]] = {"old": [], "new": []}
         for r in range(args.rounds):
             for name in ("old", "new", "new", "old"):
                 rows = one_run(old_path if name == "old" else None, args.quick)
                 runs[name].append(rows)
                 print(f"# round {r + 1} {name}: load {os.getloadavg()[0]:.1f}", flush=True)
     paths = list(runs["new"][0])
-    print(f"| path | mode | old (median of {len(runs['old'])}) | new (median of {len(runs['new'])}) "
-          "| new/old (median of pairs) | pairs |")
-    print("|---|---|---|---|---|---|")
+    print(f"| path | mode | wall: old | wall: new | wall new/old (pairs) | CPU-time rate: old | new "
+          f"| CPU new/old (pairs) |  (medians of {len(runs['old'])} runs each)")
+    print("|---|---|---|---|---|---|---|---|")
     for key in paths:
-        old = [r[key] for r in runs["old"] if key in r]
-        new = [r[key] for r in runs["new"] if key in r]
-        pairs = [n / o for n, o in zip(new, old, strict=False)]
-        print(f"| {key[0]} | {key[1]} | {statistics.median(old):,.1f} | {statistics.median(new):,.1f} | "
-              f"{statistics.median(pairs):.2f} | {' '.join(f'{p:.2f}' for p in pairs)} |")
+        line = f"| {key[0]} | {key[1]} |"
+        for i in (0, 1):
+            old = [r[key][i] for r in runs["old"] if key in r]
+            new = [r[key][i] for r in runs["new"] if key in r]
+            pairs = [n / o for n, o in zip(new, old, strict=False)]
+            line += (f" {statistics.median(old):,.1f} | {statistics.median(new):,.1f} | "
+                     f"**{statistics.median(pairs):.2f}** ({' '.join(f'{p:.2f}' for p in pairs)}) |")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@
 
 Under both, no stored date equals a patient's full birth date: an event date equal to it (the birth
 encounter and the observations made on it) is cut to the first day of the birth month (the second
-when the birth date is the first), with a ``DATE_GENERALIZED`` warning. This check needs the
-Patient's full birth date, so it applies to Patients in the same payload as the events (FHIR
-bundles, as EHR exports send them); the full birth date is never stored, so events sent in a later
-payload than their Patient are not checked.
+when the birth date is the first), with a ``DATE_GENERALIZED`` warning. Here for Patients in the
+same FHIR payload (with the element path); for Patients stored earlier (any payload, format or
+replica) the store's commit does it with keyed birth-date tokens (:mod:`.birth_guard`).
 """
 
 from __future__ import annotations

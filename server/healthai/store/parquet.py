@@ -16,8 +16,9 @@ is never stored again, within a commit or across restarts (the key index is rebu
 when the store opens). On a local (or NFS) filesystem this also holds across processes sharing the
 directory (replicas of ``healthai serve`` and of the Kafka consumer): commits go through a
 create-exclusive commit log (:mod:`healthai.store.commitlog`), and a writer indexes every commit it
-has not seen before writing. On object stores the log is not available (no exclusive create in
-pyarrow's filesystems): dedup is per process there, as before.
+has not seen before writing. On S3 (and S3-compatible stores with conditional PUT) the same log is
+kept with ``If-None-Match: *`` PUTs through boto3 (``requirements-s3.txt``), so the guarantee holds
+there too; without boto3, and on GCS and other pyarrow filesystems, dedup is per process.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
-from healthai.store.commitlog import Entry, LocalCommitLog
+from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class ParquetStore:
         self.filesystem, self.root = _open_filesystem(uri)
         self._local = self.filesystem.type_name == "local"
         self._direct = self.filesystem.type_name in ("s3", "gcs")
-        self._log = LocalCommitLog(self.root) if self._local else None
+        self._log: LocalCommitLog | S3CommitLog | None = (
+            LocalCommitLog(self.root) if self._local else _object_store_log(uri, self.filesystem, self.root))
         self._lock = threading.Lock()
         self._index: dict[str, set[str]] = {}
         self._sequence = 0
@@ -141,6 +143,10 @@ class ParquetStore:
     def open(self) -> ParquetStore:
         with self._lock:
             self.filesystem.create_dir(self.root, recursive=True)
+            if isinstance(self._log, S3CommitLog) and not self._log.check_conditional_put():
+                raise InvalidInput(f"store_uri {self.uri!r}: the object store ignores or lacks conditional "
+                                   "PUT (If-None-Match: *), which replicas need to store each record once",
+                                   field="store_uri")
             self._index.clear()
             rows, listed, highest = 0, set(), 0
             for kind, path in self._part_files():
@@ -243,23 +249,18 @@ class ParquetStore:
         for kind, (table, _) in fresh.items():
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
-            _write_pending(Path(self.root) / pending, table)
-            names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet"))
-        for directory in {(Path(self.root) / pending).parent for pending, _ in names}:
-            _fsync_dir(directory)  # the files exist durably before any entry names them
-        if not self._log.claim(Entry(sequence, batch_id, names)):
-            for pending, _ in names:  # someone committed first: their rows may overlap ours
-                (Path(self.root) / pending).unlink(missing_ok=True)
+            names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet", table))
+        self._log.write_pending([(pending, table) for pending, _, table in names])
+        files = [(pending, final) for pending, final, _ in names]
+        if not self._log.claim(Entry(sequence, batch_id, files)):
+            for pending, _ in files:  # someone committed first: their rows may overlap ours
+                self._log.discard(pending)
             return None
-        # The claim is the durable commit point: a rename lost in a power cut is rolled forward
-        # (both names are read), so the renames need no directory fsync of their own.
-        for pending, final in names:
-            try:
-                os.replace(Path(self.root) / pending, Path(self.root) / final)
-            except FileNotFoundError:  # another process catching up rolled it forward already
-                if not (Path(self.root) / final).exists():
-                    raise
-        return [final for _, final in names]
+        # The claim is the durable commit point: a promotion lost in a crash is rolled forward
+        # (both names are read), so the promotions need no fsync of their own.
+        for pending, final in files:
+            self._log.promote(pending, final)
+        return [final for _, final in files]
 
     def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
         """Index the commits other processes logged since our sequence (rolling forward renames)."""
@@ -277,7 +278,7 @@ class ParquetStore:
                     self._guard.observe(kind, table)
                 rows += table.num_rows
                 with contextlib.suppress(FileNotFoundError):  # a writer died before its rename
-                    os.replace(Path(self.root) / pending, Path(self.root) / final)
+                    self._log.promote(pending, final)
             self._sequence = sequence
         return rows
 
@@ -367,35 +368,27 @@ class ParquetStore:
         return f"{rel_dir}/{name}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_pending(path: Path, table: pa.Table) -> None:
-    """Write and fsync a file under its final (hidden) name; the caller fsyncs the directory."""
-    created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for p in created:
-        _fsync_dir(p.parent)
-    with open(path, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:
     created = [p for p in (directory.parent, directory) if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     for p in created:  # make the new directory entries themselves durable
-        _fsync_dir(p.parent)
+        fsync_dir(p.parent)
     tmp = directory / f".tmp-{name}"
     with open(tmp, "wb") as f:
         pq.write_table(table, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / name)
-    _fsync_dir(directory)
+    fsync_dir(directory)
+
+
+def _object_store_log(uri: str, filesystem: pafs.FileSystem, root: str) -> S3CommitLog | None:
+    """The commit log of an S3 store (boto3 installed), else None: de-duplication per process."""
+    if filesystem.type_name != "s3":
+        return None
+    try:
+        return S3CommitLog.from_uri(uri, filesystem, root)
+    except ImportError:
+        log.warning("store %s: boto3 is not installed (requirements-s3.txt), so replicas sharing this "
+                    "store de-duplicate per process only", uri)
+        return None
