@@ -120,10 +120,46 @@ def test_other_replica_and_restart_know_the_birth_date(tmp_path: Path) -> None:
     assert c.store.read("observation")["effective"].to_pylist() == [GENERALIZED]
 
 
-def test_patient_after_its_events_is_guarded_on_read(tmp_path: Path) -> None:
+def _on_disk(store: ParquetStore, kind: str, column: str) -> list[dt.datetime]:
+    """What the Parquet files hold (not what ``read`` shows)."""
+    return [v for path in store.files(kind) for v in pq.read_table(path)[column].to_pylist()]
+
+
+def test_patient_after_its_events_rewrites_their_files(tmp_path: Path) -> None:
     core = IngestCore(context(), ParquetStore(str(tmp_path)).open(), 1000)
-    assert _commit(core, fhir(bundle(BIRTH_ENCOUNTER))) == {}  # birth date unknown yet: stored as sent
+    assert _commit(core, fhir(bundle(BIRTH_ENCOUNTER, LATER_VISIT))) == {}  # birth date unknown yet
+    assert _on_disk(core.store, "encounter", "start")[0] == dt.datetime(2020, 3, 15, 8, tzinfo=UTC)
+    result = core.commit(core.normalize(fhir(PATIENT)).tables, new_batch_id())
+    assert len(result.rewritten) == 1 and result.stored == {"patient": 1}
+    starts = sorted(_on_disk(core.store, "encounter", "start"))
+    assert starts == [GENERALIZED, dt.datetime(2020, 3, 16, 8, tzinfo=UTC)]  # only the birth-day date
+    assert core.store.count("encounter") == 2
+    # the rewrite keeps the rows and keys: a re-send is still a duplicate
+    assert core.commit(core.normalize(fhir(bundle(BIRTH_ENCOUNTER))).tables, new_batch_id()).duplicates == 1
+
+
+def test_late_patient_through_another_replica_or_after_a_restart(tmp_path: Path) -> None:
+    writer = IngestCore(context(), ParquetStore(str(tmp_path / "a")).open(), 1000)
+    other = IngestCore(context(), ParquetStore(str(tmp_path / "a")).open(), 1000)
+    _commit(writer, fhir(bundle(BIRTH_ENCOUNTER)))
+    _commit(other, fhir(PATIENT))  # learns the orphan event by catching up, rewrites its file
+    assert _on_disk(writer.store, "encounter", "start") == [GENERALIZED]
+    first = IngestCore(context(), ParquetStore(str(tmp_path / "b")).open(), 1000)
+    _commit(first, fhir(bundle(BIRTH_WEIGHT)))
+    first.store.close()
+    # a restart: the orphan is learnt at open
+    restarted = IngestCore(context(), ParquetStore(str(tmp_path / "b")).open(), 1000)
+    _commit(restarted, fhir(PATIENT))
+    assert _on_disk(restarted.store, "observation", "effective") == [GENERALIZED]
+
+
+def test_read_applies_the_guard_to_rows_written_without_it(tmp_path: Path) -> None:
+    """E.g. a replica of an older version wrote the event after the Patient: read() still cuts it."""
+    core = IngestCore(context(), ParquetStore(str(tmp_path)).open(), 1000)
     _commit(core, fhir(PATIENT))
+    plain = ParquetStore(str(tmp_path)).open()  # no guard
+    plain.commit(core.normalize(fhir(bundle(BIRTH_ENCOUNTER))).tables)
+    assert _on_disk(core.store, "encounter", "start") == [dt.datetime(2020, 3, 15, 8, tzinfo=UTC)]
     assert core.store.read("encounter")["start"].to_pylist() == [GENERALIZED]
     assert core.store.read("encounter", columns=["start"]).column_names == ["start"]
     assert core.store.read("encounter", columns=["start"])["start"].to_pylist() == [GENERALIZED]
@@ -138,3 +174,55 @@ def test_token_is_keyed(tmp_path: Path) -> None:
         _commit(core, fhir(PATIENT))
         tokens.append(core.store.read("patient")[TOKEN_COLUMN][0].as_py())
     assert tokens[0] != tokens[1] and all(len(t) == 32 for t in tokens)
+
+
+def test_kafka_path_patient_message_then_event_message(tmp_path: Path) -> None:
+    """The consumer commits through the same IngestCore and store: an Arrow patients message, then a
+    protobuf FlatRecords message with the birth encounter in a later batch."""
+    from confluent_kafka import Message
+
+    from healthai.ingest.kafka.consumer import KafkaIngest
+    from healthai.ingest.kafka.settings import KafkaSettings
+
+    from .conftest import make_settings
+    from .kafkakit import mock_cluster
+    from .test_kafka import _arrow
+
+    with mock_cluster() as cluster:
+        producer = cluster.producer()
+        producer.produce("health-events", value=b"", partition=0)  # the topic exists for the offset commit
+        producer.flush(10)
+        settings = make_settings(tmp_path / "store", kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap))
+        ingest = KafkaIngest(settings, ctx=context())
+        ingest.store.open()
+        try:
+            patients = pa.table({"patient_id": ["k1"], "sex": ["F"], "birth_date": ["2022-11-30"]})
+            arrow = [("content-type", b"application/vnd.apache.arrow.stream"), ("healthai-kind", b"patient")]
+            ingest.process([Message(topic="health-events", partition=0, offset=0, value=_arrow(patients),
+                                    headers=arrow)])
+            flat = ingest_pb2.FlatRecords(encounters=[ingest_pb2.EncounterRecord(
+                encounter_id="k-e1", patient_id="k1", class_code="IMP", start="2022-11-30T22:00:00Z")])
+            ingest.process([Message(topic="health-events", partition=0, offset=1,
+                                    value=flat.SerializeToString(),
+                                    headers=[("content-type", b"application/x-protobuf")])])
+            starts = ingest.store.read("encounter")["start"].to_pylist()
+            assert starts == [dt.datetime(2022, 11, 1, tzinfo=UTC)]
+        finally:
+            ingest.consumer.close()
+            ingest.dlq.peek.close()
+
+
+def test_rewrite_claimed_but_not_promoted_is_rolled_forward(tmp_path: Path) -> None:
+    """A writer dying between its claim and the promotion of a rewrite: the next open promotes it."""
+    from healthai.store.commitlog import Entry, LocalCommitLog
+
+    store = ParquetStore(str(tmp_path)).open()
+    rows = pa.table({"source": ["s"], "record_key": ["k"], "resource_id": ["k"], "v": [1]})
+    final = store.commit({"observation": rows}).files[0]
+    log = LocalCommitLog(str(tmp_path))
+    pending = final.rsplit("/", 1)[0] + "/.pending-rw"
+    log.write_pending([(pending, rows.set_column(3, "v", pa.array([2])))])
+    assert log.claim(Entry(2, "e" * 32, [], [(pending, final)]))
+    reopened = ParquetStore(str(tmp_path)).open()
+    assert reopened.read("observation")["v"].to_pylist() == [2] and reopened.sequence == 2
+    assert not (tmp_path / pending).exists()

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from healthai.errors import InvalidInput
-from healthai.store import ParquetStore
+from healthai.ingest.service import IngestCore
+from healthai.store import ParquetStore, new_batch_id
 from healthai.store.commitlog import Entry, S3CommitLog
 
+from .conftest import context
 from .test_store_replicas import WRITER
 
 moto_server = pytest.importorskip("moto.server")
@@ -107,3 +110,18 @@ def test_server_ignoring_the_condition_is_refused(s3_uri: str, monkeypatch: pyte
     with pytest.raises(InvalidInput, match="If-None-Match") as e:
         store.open()
     assert e.value.field == "store_uri"
+
+
+def test_late_patient_rewrite_on_s3(s3_uri: str) -> None:
+    """The birth-date guard's rewrite of an earlier file goes through the same log on S3."""
+    from .test_birth_guard import BIRTH_ENCOUNTER, GENERALIZED, PATIENT, bundle, fhir
+
+    core = IngestCore(context(), ParquetStore(s3_uri).open(), 1000)
+    for request in (fhir(bundle(BIRTH_ENCOUNTER)), fhir(PATIENT)):
+        result = core.commit(core.normalize(request).tables, new_batch_id())
+    assert len(result.rewritten) == 1
+    store = ParquetStore(s3_uri).open()
+    on_disk = [pq.read_table(p, filesystem=store.filesystem)["start"][0].as_py()
+               for p in store.files("encounter")]
+    assert on_disk == [GENERALIZED]
+    assert not [k for k in _objects(s3_uri) if ".pending-" in k]

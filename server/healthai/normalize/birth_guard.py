@@ -14,16 +14,19 @@ records, Arrow or Kafka alike. An event date (UTC day) equal to the birth date i
 of the birth month (the second when the birth date is the first); ``CommitResult.generalized`` names
 the records, which get a DATE_GENERALIZED warning.
 
-A Patient committed *after* its events cannot un-write them: the event files are immutable. For that
-case the guard also runs when rows are read through the store (``ParquetStore.read``: surveillance,
-features, exports), so no date equal to a birth date leaves the service; the Parquet files themselves
-keep such a date until re-ingested, which the README states.
+A Patient committed *after* its events: the guard remembers, per patient without a known birth date,
+the part files holding their events ("orphans", learnt from every commit, this process's or caught
+up, and at ``open``). The commit that first stores the Patient's token also rewrites those files with
+the dates generalized (same rows and keys; the commit log promotes the rewrite over the file, so
+replicas and a crash roll it forward like any commit). ``ParquetStore.read`` applies the guard as
+well, which also covers files written before this guard existed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +37,8 @@ from healthai.normalize.identity import Pseudonymizer
 from healthai.normalize.records import PATIENT
 
 TOKEN_COLUMN = "birth_date_token"
-WATCH = {PATIENT: ("patient_id", "birth_year", "birth_month", TOKEN_COLUMN)}
+WATCH = {PATIENT: ("patient_id", "birth_year", "birth_month", TOKEN_COLUMN),
+         **{kind: ("patient_id",) for kind in EVENT_COLUMNS}}
 
 
 def birth_token(ps: Pseudonymizer, patient_id: str, birth: dt.date) -> str:
@@ -61,26 +65,41 @@ class BirthDateGuard:
     def __init__(self, ps: Pseudonymizer) -> None:
         self._ps = ps
         self._births: dict[str, tuple[int, int, str]] = {}
+        self._orphans: dict[str, set[int]] = {}  # patient -> ids of files with events stored before
+        self._files: list[str] = []  # file id -> path relative to the store root
+        self._file_ids: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._births)
 
-    def observe(self, kind: str, table: pa.Table) -> None:
-        """Learn from committed patient rows (first row of a patient wins, as in the store)."""
-        if kind != PATIENT or TOKEN_COLUMN not in table.column_names:
-            return
-        self._learn(self._births, table)
+    def observe(self, kind: str, table: pa.Table, path: str) -> None:
+        """Committed rows (in commit order): learn patients' tokens (first row wins, as in the
+        store), note event files of patients whose birth date is not known yet."""
+        if kind == PATIENT and TOKEN_COLUMN in table.column_names:
+            for pid in self._learn(self._births, table):
+                self._orphans.pop(pid, None)  # whoever stored the token rewrote those files
+        elif kind in EVENT_COLUMNS and "patient_id" in table.column_names and table.num_rows:
+            unknown = [p for p in pc.unique(table["patient_id"]).to_pylist() if p and p not in self._births]
+            if unknown:
+                fid = self._file_ids.setdefault(path, len(self._files))
+                if fid == len(self._files):
+                    self._files.append(path)
+                for p in unknown:
+                    self._orphans.setdefault(p, set()).add(fid)
 
-    def apply(self, tables: Mapping[str, pa.Table]) -> tuple[dict[str, pa.Table], dict[str, list[str]]]:
-        """Tables to commit with event dates generalized, and the resource ids changed per kind.
+    def apply(self, tables: Mapping[str, pa.Table], read: Callable[[str], pa.Table]
+              ) -> tuple[dict[str, pa.Table], dict[str, list[str]], dict[str, pa.Table]]:
+        """Tables to commit with event dates generalized, the resource ids changed per kind, and the
+        rewrites (path -> table) of files holding events of the patients this commit introduces.
 
         Patients of the same commit count too (without being learnt: the store calls ``observe`` with
         the rows it really stored)."""
-        known = self._births
+        known: Mapping[str, tuple[int, int, str]] = self._births
+        overlay: dict[str, tuple[int, int, str]] = {}
         patients = tables.get(PATIENT)
         if patients is not None and TOKEN_COLUMN in patients.column_names and patients.num_rows:
-            known = dict(self._births)
-            self._learn(known, patients)
+            self._learn(overlay, patients, skip=self._births)
+            known = ChainMap(overlay, self._births)
         out = dict(tables)
         changed: dict[str, list[str]] = {}
         for kind in EVENT_COLUMNS:
@@ -89,7 +108,13 @@ class BirthDateGuard:
                 out[kind], ids = self._generalize(table, kind, known)
                 if ids:
                     changed[kind] = ids
-        return out, changed
+        rewrites: dict[str, pa.Table] = {}
+        for path in sorted({self._files[f] for p in overlay for f in self._orphans.get(p, ())}):
+            kind = path.split("/", 1)[0].removeprefix("kind=")
+            table, ids = self._generalize(read(path), kind, overlay)
+            if ids:
+                rewrites[path] = table
+        return out, changed, rewrites
 
     def apply_read(self, kind: str, table: pa.Table) -> pa.Table:
         """Rows read from the store with the guard applied (events stored before their Patient)."""
@@ -100,13 +125,17 @@ class BirthDateGuard:
 
     # ------------------------------------------------------------------ internals
     @staticmethod
-    def _learn(into: dict[str, tuple[int, int, str]], table: pa.Table) -> None:
+    def _learn(into: dict[str, tuple[int, int, str]], table: pa.Table,
+               skip: Mapping[str, object] | None = None) -> list[str]:
         cols = [table[c].to_pylist() for c in WATCH[PATIENT]]
+        new = []
         for pid, year, month, token in zip(*cols, strict=True):
-            if pid and token and year and month and pid not in into:
+            if pid and token and year and month and pid not in into and (skip is None or pid not in skip):
                 into[pid] = (int(year), int(month), token)
+                new.append(pid)
+        return new
 
-    def _generalize(self, table: pa.Table, kind: str, known: dict[str, tuple[int, int, str]]
+    def _generalize(self, table: pa.Table, kind: str, known: Mapping[str, tuple[int, int, str]]
                     ) -> tuple[pa.Table, list[str]]:
         pids = table["patient_id"]
         uniq = [p for p in pc.unique(pids).to_pylist() if p in known]

@@ -32,7 +32,7 @@ import json
 import os
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,22 @@ class Entry:
     sequence: int
     batch_id: str
     files: list[tuple[str, str]]  # (pending, final) paths relative to the store root
+    # (pending, final) rewrites of already committed files: same rows and keys, some values changed
+    # (the birth-date guard); promoted over the final file like a new one
+    replaces: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _body(entry: Entry) -> bytes:
-    return json.dumps({"batch_id": entry.batch_id,
-                       "files": [{"pending": p, "final": f} for p, f in entry.files]}).encode()
+    doc: dict = {"batch_id": entry.batch_id, "files": [{"pending": p, "final": f} for p, f in entry.files]}
+    if entry.replaces:
+        doc["replaces"] = [{"pending": p, "final": f} for p, f in entry.replaces]
+    return json.dumps(doc).encode()
 
 
 def _entry(sequence: int, raw: bytes) -> Entry:
     doc = json.loads(raw)
-    return Entry(sequence, doc["batch_id"], [(f["pending"], f["final"]) for f in doc["files"]])
+    return Entry(sequence, doc["batch_id"], [(f["pending"], f["final"]) for f in doc["files"]],
+                 [(f["pending"], f["final"]) for f in doc.get("replaces", ())])
 
 
 def _sequence_of(name: str) -> int | None:
@@ -147,7 +153,7 @@ class S3CommitLog:
     def from_uri(cls, uri: str, filesystem: pafs.FileSystem, root: str) -> S3CommitLog:
         """boto3 client for an ``s3://bucket/prefix?endpoint_override=host:port&scheme=http&region=r``
         URI (pyarrow's own query parameters); credentials from the usual AWS environment."""
-        import boto3  # optional dependency (requirements-s3.txt)
+        import boto3  # requirements-runtime.txt; imported only for s3:// stores
 
         parsed = urllib.parse.urlparse(uri)
         query = dict(urllib.parse.parse_qsl(parsed.query))

@@ -17,7 +17,7 @@ when the store opens). On a local (or NFS) filesystem this also holds across pro
 directory (replicas of ``healthai serve`` and of the Kafka consumer): commits go through a
 create-exclusive commit log (:mod:`healthai.store.commitlog`), and a writer indexes every commit it
 has not seen before writing. On S3 (and S3-compatible stores with conditional PUT) the same log is
-kept with ``If-None-Match: *`` PUTs through boto3 (``requirements-s3.txt``), so the guarantee holds
+kept with ``If-None-Match: *`` PUTs through boto3 (a runtime requirement), so the guarantee holds
 there too; without boto3, and on GCS and other pyarrow filesystems, dedup is per process.
 """
 
@@ -26,11 +26,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
-from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, fsync_dir
+from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class CommitResult:
     files: list[str] = field(default_factory=list)  # relative to the store root
     skipped: dict[str, pa.Table] = field(default_factory=dict)  # the duplicate rows per kind (not written)
     generalized: dict[str, list[str]] = field(default_factory=dict)  # kind -> resource ids the guard changed
+    rewritten: list[str] = field(default_factory=list)  # committed files the guard rewrote (same rows)
 
 
 class CommitGuard(Protocol):
@@ -70,9 +70,10 @@ class CommitGuard(Protocol):
     watch: Mapping[str, tuple[str, ...]]  # kind -> columns the guard must see of every committed row
     read_needs: tuple[str, ...]  # columns ``apply_read`` needs besides those asked for
 
-    def observe(self, kind: str, table: pa.Table) -> None: ...
+    def observe(self, kind: str, table: pa.Table, path: str) -> None: ...
 
-    def apply(self, tables: Mapping[str, pa.Table]) -> tuple[dict[str, pa.Table], dict[str, list[str]]]: ...
+    def apply(self, tables: Mapping[str, pa.Table], read: Callable[[str], pa.Table]
+              ) -> tuple[dict[str, pa.Table], dict[str, list[str]], dict[str, pa.Table]]: ...
 
     def apply_read(self, kind: str, table: pa.Table) -> pa.Table: ...
 
@@ -131,9 +132,9 @@ class ParquetStore:
         with self._lock:
             self._guard = guard
             if self._open:
-                for kind in guard.watch:
-                    for path in self.files(kind):
-                        guard.observe(kind, self._read_indexed(kind, path))
+                for kind, path in self._part_files():  # in commit order
+                    if kind in guard.watch:
+                        guard.observe(kind, self._read_indexed(kind, path), self._rel(path))
 
     @property
     def sequence(self) -> int:
@@ -157,8 +158,8 @@ class ParquetStore:
                 table = self._read_indexed(kind, path)
                 self._index.setdefault(kind, set()).update(_keys(table))
                 if self._guard is not None and kind in self._guard.watch:
-                    self._guard.observe(kind, table)
-                listed.add(path[len(self.root):].lstrip("/"))
+                    self._guard.observe(kind, table, self._rel(path))
+                listed.add(self._rel(path))
                 rows += table.num_rows
             # Every logged commit, not only those after the highest file listed: another process may
             # have renamed its files into place while an earlier commit's files were still pending.
@@ -203,8 +204,8 @@ class ParquetStore:
             for attempt in range(1_000_000):  # another writer taking our sequence: catch up, retry
                 if self._log is not None:
                     self._catch_up()
-                work, generalized = (self._guard.apply(tables) if self._guard is not None
-                                     else (tables, {}))
+                work, generalized, rewrites = (self._guard.apply(tables, self._read_rel)
+                                               if self._guard is not None else (tables, {}, {}))
                 fresh: dict[str, tuple[pa.Table, list[str]]] = {}
                 skipped: dict[str, pa.Table] = {}
                 for kind, table in work.items():
@@ -223,8 +224,10 @@ class ParquetStore:
                 if self._log is None:
                     files = [self._write(kind, today, sequence, batch_id, table)
                              for kind, (table, _) in fresh.items()]
+                    for rel, table in rewrites.items():  # object stores: a PUT replaces atomically
+                        pq.write_table(table, f"{self.root}/{rel}", filesystem=self.filesystem)
                     break
-                claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt)
+                claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt, rewrites)
                 if claimed is not None:
                     files = claimed
                     break
@@ -232,17 +235,21 @@ class ParquetStore:
             for kind, (table, new_keys) in fresh.items():
                 self._index.setdefault(kind, set()).update(new_keys)
                 if self._guard is not None and kind in self._guard.watch:
-                    self._guard.observe(kind, table)
+                    self._guard.observe(kind, table, next(f for f in files if f.startswith(f"kind={kind}/")))
+        if rewrites:
+            log.info("commit %d rewrote %d earlier file(s): event dates on a birth date learnt now",
+                     sequence, len(rewrites))
         if generalized:  # only rows really written
             written = {k: set(fresh[k][0]["resource_id"].to_pylist()) for k in generalized if k in fresh}
             generalized = {k: [r for r in ids if r in written[k]]
                            for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
                             stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped,
-                            generalized={k: ids for k, ids in generalized.items() if ids})
+                            generalized={k: ids for k, ids in generalized.items() if ids},
+                            rewritten=sorted(rewrites))
 
     def _commit_logged(self, fresh: dict[str, tuple[pa.Table, list[str]]], day: str, sequence: int,
-                       batch_id: str, attempt: int) -> list[str] | None:
+                       batch_id: str, attempt: int, rewrites: dict[str, pa.Table]) -> list[str] | None:
         """Pending files, the exclusive claim of ``sequence``, the renames; None if the claim is lost."""
         assert self._log is not None
         names = []
@@ -250,9 +257,13 @@ class ParquetStore:
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
             names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet", table))
+        for i, (final, table) in enumerate(sorted(rewrites.items())):
+            pending = f"{final.rsplit('/', 1)[0]}/.pending-{batch_id}-{attempt}-rw{i}.parquet"
+            names.append((pending, final, table))
         self._log.write_pending([(pending, table) for pending, _, table in names])
         files = [(pending, final) for pending, final, _ in names]
-        if not self._log.claim(Entry(sequence, batch_id, files)):
+        entry = Entry(sequence, batch_id, files[:len(fresh)], files[len(fresh):])
+        if not self._log.claim(entry):
             for pending, _ in files:  # someone committed first: their rows may overlap ours
                 self._log.discard(pending)
             return None
@@ -260,7 +271,7 @@ class ParquetStore:
         # (both names are read), so the promotions need no fsync of their own.
         for pending, final in files:
             self._log.promote(pending, final)
-        return [final for _, final in files]
+        return [final for _, final in entry.files]
 
     def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
         """Index the commits other processes logged since our sequence (rolling forward renames)."""
@@ -268,14 +279,18 @@ class ParquetStore:
             return 0
         rows = 0
         for sequence in self._log.sequences_after(self._sequence):
-            for pending, final in self._log.read(sequence).files:
+            entry = self._log.read(sequence)
+            for pending, final in entry.replaces:  # rewrites of committed files: roll forward
+                with contextlib.suppress(FileNotFoundError):
+                    self._log.promote(pending, final)
+            for pending, final in entry.files:
                 if final in skip:  # indexed from the listing already
                     continue
                 kind = final.split("/", 1)[0].removeprefix("kind=")
                 table = self._read_keys(kind, pending, final)
                 self._index.setdefault(kind, set()).update(_keys(table))
                 if self._guard is not None and kind in self._guard.watch:
-                    self._guard.observe(kind, table)
+                    self._guard.observe(kind, table, final)
                 rows += table.num_rows
                 with contextlib.suppress(FileNotFoundError):  # a writer died before its rename
                     self._log.promote(pending, final)
@@ -289,6 +304,12 @@ class ParquetStore:
             except FileNotFoundError:
                 continue
         raise RuntimeError(f"commit log names {final}, which is missing: the store was altered")
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root):].lstrip("/")
+
+    def _read_rel(self, rel: str) -> pa.Table:
+        return pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem)
 
     def _read_indexed(self, kind: str, path: str) -> pa.Table:
         """The key columns of a part file, plus those the guard watches (when the file has them)."""
@@ -355,31 +376,14 @@ class ParquetStore:
         rel_dir = f"kind={kind}/ingest_date={day}"
         name = f"part-{sequence:012d}-{batch_id}.parquet"
         directory = f"{self.root}/{rel_dir}"
-        if self._local:
-            _write_local_durably(Path(directory), name, table)
+        self.filesystem.create_dir(directory, recursive=True)  # not local: those have the log
+        if self._direct:
+            pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
         else:
-            self.filesystem.create_dir(directory, recursive=True)
-            if self._direct:
-                pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
-            else:
-                tmp = f"{directory}/.tmp-{name}"
-                pq.write_table(table, tmp, filesystem=self.filesystem)
-                self.filesystem.move(tmp, f"{directory}/{name}")
+            tmp = f"{directory}/.tmp-{name}"
+            pq.write_table(table, tmp, filesystem=self.filesystem)
+            self.filesystem.move(tmp, f"{directory}/{name}")
         return f"{rel_dir}/{name}"
-
-
-def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:
-    created = [p for p in (directory.parent, directory) if not p.exists()]
-    directory.mkdir(parents=True, exist_ok=True)
-    for p in created:  # make the new directory entries themselves durable
-        fsync_dir(p.parent)
-    tmp = directory / f".tmp-{name}"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / name)
-    fsync_dir(directory)
 
 
 def _object_store_log(uri: str, filesystem: pafs.FileSystem, root: str) -> S3CommitLog | None:
@@ -389,6 +393,6 @@ def _object_store_log(uri: str, filesystem: pafs.FileSystem, root: str) -> S3Com
     try:
         return S3CommitLog.from_uri(uri, filesystem, root)
     except ImportError:
-        log.warning("store %s: boto3 is not installed (requirements-s3.txt), so replicas sharing this "
+        log.warning("store %s: boto3 is not installed (requirements-runtime.txt), so replicas sharing this "
                     "store de-duplicate per process only", uri)
         return None
