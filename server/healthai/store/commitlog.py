@@ -85,6 +85,11 @@ class LocalCommitLog:
         self.dir = self.root / LOG_DIR
 
     def sequences_after(self, sequence: int) -> list[int]:
+        if sequence > 0:  # entries are dense (a writer claims the number after the last it saw):
+            out: list[int] = []  # probe, rather than list a directory that grows with every commit
+            while (self.dir / f"{sequence + len(out) + 1:012d}.json").exists():
+                out.append(sequence + len(out) + 1)
+            return out
         if not self.dir.is_dir():
             return []
         return sorted(s for s in map(_sequence_of, os.listdir(self.dir)) if s is not None and s > sequence)
