@@ -130,6 +130,9 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   // Per region: some I > 0 (infectious) and some E (or H) > 0 (busy), for the state at the start of
   // the sub-step (_now) and the state it writes (_next).
   std::vector<uint8_t> inf_now(p.n_regions), busy_now(p.n_regions), inf_next(p.n_regions), busy_next(p.n_regions);
+  // Without look-up tables the CPU does what the CUDA kernels do: every region, every neighbour.
+  const bool skip = p.lookup_tables;
+  const std::vector<uint8_t> every(skip ? 0 : p.n_regions, 1);
   parallel_for(blocks(p), num_threads, [&](int64_t b) {
     const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
     for (int64_t i = b * kBlock; i < end; ++i) {
@@ -148,7 +151,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
         const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
         for (int64_t i = b * kBlock; i < end; ++i) {
           int32_t* i_out = out.i + i * p.runs;
-          if (quiet(p, i, t, inf_now.data(), busy_now.data())) {
+          if (skip && quiet(p, i, t, inf_now.data(), busy_now.data())) {
             std::fill(i_out, i_out + p.runs, 0);
             for (int64_t x = i * p.runs; day_end && x < (i + 1) * p.runs; ++x) {
               if (st.peak_value[x] < 0) {  // a day ending with I = 0 (peaks start at >= 0 in practice)
@@ -159,7 +162,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
             inf_next[i] = busy_next[i] = 0;
             continue;
           }
-          gather_live(p, i, i_now, inf_now.data(), acc.data());
+          gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
           const double inv_n = 1.0 / static_cast<double>(p.population[i]);
           const int32_t* own = i_now + i * p.runs;
           for (int64_t k = 0; k < p.runs; ++k) {
