@@ -32,7 +32,8 @@ struct MetapopProblem {
   uint64_t seed = 0;
   Device device = Device::kCPU;
   // CPU: look up q^n, log(k!) and log(p/q) in tables of the values the formulas give (the CUDA
-  // kernels compute them); false computes them too, which must give the same bits (tested).
+  // kernels compute them) and skip quiet regions and I = 0 neighbours; false computes everything,
+  // every region, as the device does, which must give the same bits (tested).
   bool lookup_tables = true;
 };
 

@@ -75,6 +75,38 @@ void parallel_copy(const void* src, void* dst, int64_t bytes, int threads) {
   });
 }
 
+// Any non-zero entry among n values (a vectorizable OR-reduction).
+bool any_nonzero(const int32_t* v, int64_t n) {
+  int32_t acc = 0;
+  for (int64_t k = 0; k < n; ++k) acc |= v[k];
+  return acc != 0;
+}
+
+// acc[k] = sum_j w_ij / N_j * I[j, k] over the neighbours j with some I > 0 (flag infectious[j]):
+// the others add +0.0 to every entry, which leaves the sum's bits unchanged, so skipping them gives
+// exactly gather()'s result.
+void gather_live(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
+  std::fill(acc, acc + p.runs, 0.0);
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    const int64_t j = p.indices[e];
+    if (!infectious[j]) continue;
+    const double w = p.weights[e] / static_cast<double>(p.population[j]);
+    const int32_t* src = v + j * p.runs;
+    for (int64_t k = 0; k < p.runs; ++k) acc[k] += w * static_cast<double>(src[k]);
+  }
+}
+
+// A region is quiet in a sub-step when no run has E, I (or H) in it or I in a neighbour and nobody is
+// vaccinated there: every draw of its cells has n = 0 or probability 0 (no uniform is used), so its
+// state stays as it is and the sub-step only carries I = 0 into the other buffer.
+bool quiet(const MetapopProblem& p, int64_t i, int64_t t, const uint8_t* infectious, const uint8_t* busy) {
+  if (infectious[i] || busy[i] || p.vacc[t * p.n_regions + i] != 0.0) return false;
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    if (infectious[p.indices[e]]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>& st, int num_threads) {
@@ -93,6 +125,21 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   std::vector<double> discharge_pow, admit_pow;
   const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow, tables);
   const rng::DrawTables admit_tab = leap_tables(admit, admit_pow, tables);
+  std::vector<double> row(p.n_regions);  // away weight sums, summed in gather()'s order
+  for (int64_t i = 0; i < p.n_regions; ++i) row[i] = metapop_row_sum(p, i);
+  // Per region: some I > 0 (infectious) and some E (or H) > 0 (busy), for the state at the start of
+  // the sub-step (_now) and the state it writes (_next).
+  std::vector<uint8_t> inf_now(p.n_regions), busy_now(p.n_regions), inf_next(p.n_regions), busy_next(p.n_regions);
+  // Without look-up tables the CPU does what the CUDA kernels do: every region, every neighbour.
+  const bool skip = p.lookup_tables;
+  const std::vector<uint8_t> every(skip ? 0 : p.n_regions, 1);
+  parallel_for(blocks(p), num_threads, [&](int64_t b) {
+    const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) {
+      inf_now[i] = any_nonzero(st.i + i * p.runs, p.runs);
+      busy_now[i] = any_nonzero(st.e + i * p.runs, p.runs) || (st.h != nullptr && any_nonzero(st.h + i * p.runs, p.runs));
+    }
+  });
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
@@ -103,17 +150,33 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
         std::vector<double> acc(p.runs);
         const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
         for (int64_t i = b * kBlock; i < end; ++i) {
-          const double row = gather(p, i, i_now, acc.data());
+          int32_t* i_out = out.i + i * p.runs;
+          if (skip && quiet(p, i, t, inf_now.data(), busy_now.data())) {
+            std::fill(i_out, i_out + p.runs, 0);
+            for (int64_t x = i * p.runs; day_end && x < (i + 1) * p.runs; ++x) {
+              if (st.peak_value[x] < 0) {  // a day ending with I = 0 (peaks start at >= 0 in practice)
+                st.peak_value[x] = 0;
+                st.peak_step[x] = static_cast<int32_t>(p.step0 + t + 1);
+              }
+            }
+            inf_next[i] = busy_next[i] = 0;
+            continue;
+          }
+          gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
           const double inv_n = 1.0 / static_cast<double>(p.population[i]);
           const int32_t* own = i_now + i * p.runs;
           for (int64_t k = 0; k < p.runs; ++k) {
-            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
+            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row[i]);
             metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, onset, recovery, onset_tab, recovery_tab, general,
                           admit, discharge, admit_tab, discharge_tab, day_end);
           }
+          inf_next[i] = any_nonzero(i_out, p.runs);
+          busy_next[i] = any_nonzero(st.e + i * p.runs, p.runs) || (st.h != nullptr && any_nonzero(st.h + i * p.runs, p.runs));
         }
       });
       i_now = out.i;
+      std::swap(inf_now, inf_next);
+      std::swap(busy_now, busy_next);
     }
   }
   if (i_now != st.i) parallel_copy(i_now, st.i, cells * static_cast<int64_t>(sizeof(int32_t)), num_threads);

@@ -291,3 +291,47 @@ def test_lookup_tables_hold_the_bits_the_device_computes() -> None:
         assert st.H is not None and st.H.sum() > 0
         outs.append(np.stack([st.S, st.E, st.I, st.R, st.H, st.peak_step]))
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_skipping_quiet_regions_gives_the_bits_of_visiting_every_region() -> None:
+    """The CPU skips regions with no E, I or H in any run, no infectious neighbour and no vaccination
+    (their draws all have n = 0 or probability 0), and I = 0 neighbours in the pressure sum; visiting
+    every region (lookup_tables=False, what the device does) must give the same trajectories while
+    the infection front crosses a lattice, with a vaccinated region ahead of it and beds."""
+    from tests.scenario.conftest import grid_graph
+
+    g = grid_graph(8, pop_scale=50_000, seed=3)
+    runs, days = 6, 70
+    vacc = np.zeros((days, g.n_regions))
+    vacc[5:15, g.n_regions - 1] = 0.05  # the far corner: quiet but vaccinating
+    outs = []
+    for tables, threads in ((True, 1), (True, 2), (False, 1)):
+        i = np.zeros(g.n_regions, np.int64)
+        i[0] = 50
+        z = np.zeros_like(i)
+        st = SeirState.start(g.population - i, z, i, z, runs=runs, mode="stochastic", H=np.zeros(g.n_regions))
+        onsets, untouched = [], []
+        for chunk in (slice(0, 12), slice(12, days)):
+            n = chunk.stop - chunk.start
+            onsets.append(
+                advance(
+                    g,
+                    st,
+                    beta=np.linspace(0.4, 0.6, runs),
+                    sigma=1 / 3,
+                    gamma=1 / 5,
+                    contact=np.ones((n, g.n_regions)),
+                    travel=np.ones((n, g.n_regions)),
+                    vacc=vacc[chunk],
+                    seed=23,
+                    num_threads=threads,
+                    hosp_frac=0.1,
+                    hosp_rate=0.2,
+                    lookup_tables=tables,
+                )
+            )
+            untouched.append(int(((st.E + st.I) == 0).all(axis=1).sum()))
+        assert untouched[0] >= 10 and untouched[1] < untouched[0]  # quiet regions, then the front
+        assert st.R[-1].min() > 0  # the vaccinated corner moved people to R
+        outs.append(np.stack([st.S, st.E, st.I, st.R, st.H, st.peak_value, st.peak_step, *onsets]))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])

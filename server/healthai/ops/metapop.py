@@ -122,7 +122,8 @@ def advance(
     ``beta`` [runs] transmission rate per day; ``contact``, ``travel``, ``vacc`` [steps, n] per-day
     multipliers and vaccination rates. With ``state.H``: a fraction ``hosp_frac`` of those leaving I
     enter H, which empties into R at ``hosp_rate`` per day. ``lookup_tables=False`` makes the CPU
-    compute the values it otherwise looks up, as the CUDA kernels do (the same bits; for tests).
+    compute the values it otherwise looks up and visit the quiet regions it otherwise skips, as the
+    CUDA kernels do (the same bits; for tests).
     Raises ValueError / IndexError naming the argument.
     """
     if num_threads is not None and num_threads < 1:
