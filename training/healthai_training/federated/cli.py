@@ -57,11 +57,14 @@ def _coordinator(args: argparse.Namespace) -> int:
 
 
 def _site(args: argparse.Namespace) -> int:
-    from healthai_training.federated import deploy, task
+    from healthai_training.federated import deploy
+    from healthai_training.risk.cohort import build_cohort, load_spec, read_table
 
     # A site's data: a table + spec (issue 9). A store-built cohort would be loaded here the same way
     # (a ``--from-store`` option materialising the cohort to a table the ClientApp reads).
-    task.load_site(args.table, args.spec, seed=args.seed)  # bad table/spec: exit 2 before connecting
+    # Bad table/spec: exit 2 before connecting (what ``task.load_site`` builds, without torch)
+    build_cohort(read_table(args.table), load_spec(args.spec), seed=args.seed, source=Path(args.table).name,
+                 impute="midpoint")
     cmd = deploy.supernode_command(superlink=args.superlink, table=args.table, spec=args.spec,
                                    site=args.site, seed=args.seed, tls_ca=args.tls_ca, auth_key=args.auth_key,
                                    runtime_port=args.runtime_port, task_start_window=args.task_start_window,
