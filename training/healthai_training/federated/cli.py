@@ -60,8 +60,10 @@ def _site(args: argparse.Namespace) -> int:
     from healthai_training.federated import deploy
     from healthai_training.risk.cohort import build_cohort, load_spec, read_table
 
-    # A site's data: a table + spec (issue 9). A store-built cohort would be loaded here the same way
-    # (a ``--from-store`` option materialising the cohort to a table the ClientApp reads).
+    # A site's data: a table + spec (issue 9). Not wired yet: ``--from-store URI`` would build the
+    # site's cohort here with ``risk.store_cohort.build_store_cohort(uri, StoreCohortOptions(
+    # min_measured=0, ...))``, write its table beside the site's FLWR home and pass that path as
+    # ``table`` (the spec stays the coordinator's ``--spec``, so every site has the same features).
     # Bad table/spec: exit 2 before connecting (what ``task.load_site`` builds, without torch)
     build_cohort(read_table(args.table), load_spec(args.spec), seed=args.seed, source=Path(args.table).name,
                  impute="midpoint")
