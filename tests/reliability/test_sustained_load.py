@@ -53,5 +53,10 @@ def test_sustained_80_percent_of_capacity_no_errors_flat_memory(tmp_path: Path) 
               f"({100 * (late_median / baseline - 1):+.1f}%), peak {max(late)} KiB, "
               f"after the load {after} KiB "
               f"({100 * (after / baseline - 1):+.1f}%)")
-        assert late_median < baseline * (1 + MAX_RSS_GROWTH), rss.samples
+        # A leak stays after the load has drained. While calls back up (the machine's other tenants
+        # took CPU: median latency of seconds, sends behind schedule) the buffered calls are in RSS
+        # too: the median of the last 10 s counts only when the load was served as it came.
+        kept_up = d["latency_ms"]["p50"] < 100 and d["max_schedule_lag_ms"] < 1000
         assert after < baseline * (1 + MAX_RSS_GROWTH), (after, rss.samples)
+        if kept_up:
+            assert late_median < baseline * (1 + MAX_RSS_GROWTH), rss.samples
