@@ -170,6 +170,7 @@ def test_tiny_run_loss_falls_exports_with_full_card(shared_data: Path, tmp_path:
         config=cfg,
         runs_dir=tmp_path / "runs",
         export_repo=tmp_path / "repo",
+        stack=False,  # the ST-GNN run itself (the stack: test_forecast_default.py)
     )
     curve = json.loads((run_dir / "curve.json").read_text())["curve"]
     assert curve[-1]["train_loss"] < curve[0]["train_loss"]

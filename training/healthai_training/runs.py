@@ -265,10 +265,12 @@ def _stacked(data: epi_data.EpiData, config: ForecastConfig, ensemble_seeds: tup
         "config": {k: v for k, v in asdict(config).items() if k != "privacy"},
         **({"ensemble_seeds": list(ensemble_seeds)} if ensemble_seeds else {}),
     }
-    privacy = {"private": False, "privacy_unit": None, "epsilon": None, "delta": None}
+    from healthai_training.forecast.train import PRIVACY_UNIT
+
+    privacy = {"private": False, "privacy_unit": PRIVACY_UNIT, "epsilon": None, "delta": None}
     graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
-    return ForecastResult(model=d.model, graph=graph, metrics=summary, curve=[], privacy=privacy,
-                          predictions=steps)
+    return ForecastResult(model=d.model, graph=graph, metrics=summary, curve=d.final.curve or [],
+                          privacy=privacy, predictions=steps)
 
 
 def run_forecast(

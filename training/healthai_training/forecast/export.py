@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from healthai_training.common import write_json
-from healthai_training.export import max_relative_error, tensor_block, write_config
+from healthai_training.export import max_relative_error, write_config
 from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import STGNNForecaster
 from healthai_training.forecast.stacked_model import StackedForecaster
@@ -100,8 +100,6 @@ def export_forecaster(
     graph.save(vdir / "graph.json")
     q = len(model.quantiles)
     extra = ""
-    if len(output_names(model)) > 1:
-        extra = tensor_block("output", "point", [model.steps, model.n_nodes])
     if "custom" in variants:
         extra += (
             "# model.onnx holds the custom node healthai::CsrAggregate (load `healthai info` op library via\n"
@@ -118,6 +116,7 @@ def export_forecaster(
         max_batch_size=max_batch_size,
         max_queue_delay_us=None,
         extra=extra,
+        extra_outputs=(("point", [model.steps, model.n_nodes]),) if len(output_names(model)) > 1 else (),
     )
     meta = {
         "window": model.window,

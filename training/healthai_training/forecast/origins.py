@@ -44,6 +44,7 @@ class OriginForecasts:
     test: dict[int, FitSet]  # step -> the periods [origin, end)
     test_q: dict[int, np.ndarray]  # step -> the ST-GNN's own quantiles [T, N, Q] on [origin, end)
     best_epoch: int | None = None
+    curve: list[dict[str, float]] | None = None  # the training curve (None: loaded from the cache)
 
 
 def _key(data: epi_data.EpiData, cfg: ForecastConfig, val_start: int, origin: int) -> str:
@@ -55,7 +56,7 @@ def _key(data: epi_data.EpiData, cfg: ForecastConfig, val_start: int, origin: in
 
 
 def _train_cached(sub: epi_data.EpiData, cfg: ForecastConfig, cache_dir: Path | None
-                  ) -> tuple[torch.nn.Module, int | None]:
+                  ) -> tuple[torch.nn.Module, int | None, list | None]:
     val_start, origin = sub.cuts
     path = None if cache_dir is None else Path(cache_dir) / f"{_key(sub, cfg, val_start, origin)}.pt"
     if path is not None and path.is_file():
@@ -65,12 +66,12 @@ def _train_cached(sub: epi_data.EpiData, cfg: ForecastConfig, cache_dir: Path | 
         model = _new_model(RegionGraph.from_adjacency(sub.adjacency, sub.region_ids), cfg, lo, hi)
         saved = torch.load(path, weights_only=True)
         model.load_state_dict(saved["state"])
-        return model.eval(), int(saved["best_epoch"])
+        return model.eval(), int(saved["best_epoch"]), None
     result = train_forecaster(data=sub, config=cfg)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state": result.model.state_dict(), "best_epoch": result.metrics["best_epoch"]}, path)
-    return result.model, int(result.metrics["best_epoch"])
+    return result.model, int(result.metrics["best_epoch"]), result.curve
 
 
 def model_steps(model: torch.nn.Module, series: np.ndarray, targets: np.ndarray, step: int) -> np.ndarray:
@@ -104,14 +105,14 @@ def forecasts_at(
     val_start = int((1 - val_fraction) * origin) if val_start is None else val_start
     sub = replace(data, series=data.series[:end], cuts=(val_start, origin))
     if trainer is None:
-        model, best_epoch = _train_cached(sub, cfg, cache_dir)
+        model, best_epoch, curve = _train_cached(sub, cfg, cache_dir)
     else:
-        model, best_epoch = trainer(sub, cfg), None
+        model, best_epoch, curve = trainer(sub, cfg), None, None
     model.eval()
     lo, hi = epi_data.minmax_fit(sub.series, val_start)
     scale = hi - lo
     m = model.median_index
-    out = OriginForecasts(origin, val_start, end, model, scale, {}, {}, {}, best_epoch)
+    out = OriginForecasts(origin, val_start, end, model, scale, {}, {}, {}, best_epoch, curve)
     val_t, test_t = np.arange(val_start, origin), np.arange(origin, end)
     for s in steps:
         vt = val_t[val_t - s + 1 - model.window >= 0]
