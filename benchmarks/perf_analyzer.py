@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from healthai.app.testing import start_server_process, stop_server_process
+from healthai.app.testing import process_cpu_ns, start_server_process, stop_server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "risk_heart"
@@ -46,6 +46,26 @@ def perf_analyzer_command() -> list[str] | None:
         print(f"perf_analyzer unavailable ({type(exc).__name__}): {tail.strip()[-500:]}", file=sys.stderr)
         return None
     return out.stdout.split()
+
+
+def served(port: int) -> int:
+    """Successful requests of the model so far (ModelStatistics), to divide the server's CPU by."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stats = stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name=MODEL), timeout=10)
+    return sum(m.inference_stats.success.count for m in stats.model_stats)
+
+
+class ServerCpu:
+    """Server CPU µs per successful request over a stretch of load (warm-up and trials included)."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.pid, self.port = pid, port
+        self.cpu, self.count = process_cpu_ns(pid), served(port)
+
+    def per_request_us(self) -> float:
+        n = served(self.port) - self.count
+        return (process_cpu_ns(self.pid) - self.cpu) / max(n, 1) / 1e3
 
 
 def statistics_problems(port: int) -> list[str]:
@@ -71,7 +91,8 @@ def statistics_problems(port: int) -> list[str]:
     return problems
 
 
-def run_perf_analyzer(command: list[str], port: int, work: Path, args: argparse.Namespace) -> list[dict]:
+def run_perf_analyzer(command: list[str], port: int, pid: int, work: Path,
+                      args: argparse.Namespace) -> list[dict]:
     data = work / "input.json"
     content = [float(v) for v in PATIENT]  # perf_analyzer reads FP32 data only from JSON floats
     data.write_text(json.dumps({"data": [{"features": {"content": content, "shape": [len(PATIENT)]}}]}))
@@ -81,6 +102,7 @@ def run_perf_analyzer(command: list[str], port: int, work: Path, args: argparse.
         cmd = [*command, "-m", MODEL, "-i", "grpc", "-u", f"127.0.0.1:{port}", "--input-data", str(data),
                "--concurrency-range", f"{c}:{c}", "-p", str(args.window_ms), "-s", str(args.stability),
                "--max-trials", str(args.max_trials), "-f", str(report)]
+        load, cpu = os.getloadavg()[0], ServerCpu(pid, port)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise SystemExit(f"perf_analyzer exited {proc.returncode} at c={c}:\n{proc.stdout[-3000:]}"
@@ -91,11 +113,13 @@ def run_perf_analyzer(command: list[str], port: int, work: Path, args: argparse.
                      "p50 ms": int(row["p50 latency"]) / 1000, "p99 ms": int(row["p99 latency"]) / 1000,
                      "server queue us": int(row["Server Queue"]),
                      "server compute us": int(row["Server Compute Input"]) + int(row["Server Compute Infer"])
-                     + int(row["Server Compute Output"])})
+                     + int(row["Server Compute Output"]),
+                     "server CPU us/request": cpu.per_request_us(),
+                     "load average": f"{load:.1f} → {os.getloadavg()[0]:.1f}"})
     return rows
 
 
-def run_harness(port: int, args: argparse.Namespace) -> list[dict]:
+def run_harness(port: int, pid: int, args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     from healthai_client.connection import ConnectionConfig
@@ -111,12 +135,15 @@ def run_harness(port: int, args: argparse.Namespace) -> list[dict]:
     rows = []
     for c in LEVELS:
         run_load(conn, workload, LoadConfig(concurrency=c, max_requests=None, duration_s=1.0))  # warm-up
+        load, cpu = os.getloadavg()[0], ServerCpu(pid, port)
         res = run_load(conn, workload, LoadConfig(concurrency=c, max_requests=None,
                                                   duration_s=args.window_ms * args.max_trials / 3000))
         if res.errors:
             raise SystemExit(f"load harness errors at c={c}: {dict(res.errors)} {res.error_examples}")
         rows.append({"c": c, "infer/s": res.throughput(), "p50 ms": res.histogram.percentile(50) / 1000,
-                     "p99 ms": res.histogram.percentile(99) / 1000})
+                     "p99 ms": res.histogram.percentile(99) / 1000,
+                     "server CPU us/request": cpu.per_request_us(),
+                     "load average": f"{load:.1f} → {os.getloadavg()[0]:.1f}"})
     return rows
 
 
@@ -137,7 +164,8 @@ def main() -> int:
         proc, port = start_server_process(["--dev", "--store-uri", str(work / "store")],
                                           env={**os.environ, **env}, timeout=180, stderr=log.fileno())
         try:
-            rows = run_perf_analyzer(command, port, work, args) if command else run_harness(port, args)
+            rows = run_perf_analyzer(command, port, proc.pid, work, args) if command else \
+                run_harness(port, proc.pid, args)
             problems = statistics_problems(port)
         except BaseException:
             print((work / "server.log").read_text()[-3000:], file=sys.stderr)

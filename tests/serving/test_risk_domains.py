@@ -17,6 +17,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from healthai.errors import InvalidInput
 from healthai.serving.risk.card import RiskCard, parse_risk_card
 from healthai.serving.risk.domains import FUNCTIONS
 from healthai.serving.risk.features import derivable_features
@@ -247,3 +248,41 @@ def test_a_patient_with_every_charlson_group_is_scored(server) -> None:
     sick = with_values(c, x, 0, **groups, charlson_index=29.0)
     got = score(srv, READMISSION, sick)
     assert len(got.probability) == 1 and 0 < got.probability[0] < 1
+
+
+@pytest.mark.parametrize("model", [HEART, READMISSION])
+def test_one_patient_check_agrees_with_the_vectorized_check(model: str) -> None:
+    """A lone patient is checked in Python floats: it must accept and refuse exactly what the
+    vectorized check (several patients) does, with the same message."""
+    card_json = json.loads((DEFAULT_MODEL_REPOSITORY / model / "1" / "model_card.json").read_text())
+    domains = parse_risk_card(card_json, n_inputs=len(card_json["features"]), where=model).domains
+    assert domains is not None
+    rng = np.random.default_rng(0)
+    f = len(domains.names)
+    valid = domains.project(rng.uniform(domains.lo, domains.hi, size=(400, f)))
+    rows = valid.copy()
+    kind = rng.integers(0, 5, size=len(rows))  # valid, off range, fraction, flag flipped, zeroed
+    cols = rng.integers(0, f, size=len(rows))
+    for i, (k, j) in enumerate(zip(kind, cols, strict=True)):
+        if k == 1:
+            rows[i, j] = domains.hi[j] + rng.uniform(0.5, 50)
+        elif k == 2:
+            rows[i, j] += 0.5
+        elif k == 3:
+            rows[i, j] = 1 - rows[i, j] if domains.binary[j] else rows[i, j]
+        elif k == 4:
+            rows[i, j] = 0.0
+    outcomes = {"accepted": 0, "refused": 0}
+    for i in range(len(rows)):
+        one, many = None, None
+        try:
+            domains.check(rows[i:i + 1])
+        except InvalidInput as exc:
+            one = exc.message
+        try:
+            domains.check(np.concatenate([rows[i:i + 1], valid[:1]]))
+        except InvalidInput as exc:
+            many = exc.message
+        assert one == many, (i, rows[i])
+        outcomes["accepted" if one is None else "refused"] += 1
+    assert min(outcomes.values()) > 50  # both branches exercised

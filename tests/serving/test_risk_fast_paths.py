@@ -110,16 +110,16 @@ def test_lone_requests_run_on_the_loop_once_measured_cheap(risk_repo, make_serve
     server = make_server(risk_repo, inline_execute_max_us=1e6)
     stub = risk_pb2_grpc.RiskStub(server.channel)
     scheduler = server.plugin.manager.resolve("risk_tiny").scheduler
-    assert not scheduler._inline_ok()  # nothing measured yet: the worker threads
+    assert not scheduler._inline_ok(1)  # nothing measured yet: the worker threads
     x = np.array([0.5, 1.0, -1.0, 0.25], np.float32)
     first = [stub.Score(risk_pb2.ScoreRequest(model_name="risk_tiny", features=x.tolist()), timeout=10)
-             for _ in range(scheduler.INLINE_MIN_SAMPLES)]
-    assert scheduler._inline_ok()
+             for _ in range(scheduler.cost.MIN_SAMPLES)]
+    assert scheduler._inline_ok(1)
     later = stub.Score(risk_pb2.ScoreRequest(model_name="risk_tiny", features=x.tolist()), timeout=10)
     assert later == first[0]
     inner = scheduler.runtime.execute
     scheduler.runtime.execute = lambda batch: inner(batch)  # a replaced execute may block: never inline
-    assert not scheduler._inline_ok()
+    assert not scheduler._inline_ok(1)
 
 
 def test_inline_off_keeps_every_run_on_the_worker_threads(risk_repo, make_server):
@@ -127,4 +127,4 @@ def test_inline_off_keeps_every_run_on_the_worker_threads(risk_repo, make_server
     stub = risk_pb2_grpc.RiskStub(server.channel)
     for _ in range(10):
         stub.Score(risk_pb2.ScoreRequest(model_name="risk_tiny", features=[0.0] * 4), timeout=10)
-    assert not server.plugin.manager.resolve("risk_tiny").scheduler._inline_ok()
+    assert not server.plugin.manager.resolve("risk_tiny").scheduler._inline_ok(1)

@@ -4,6 +4,7 @@ Examples::
 
     healthai train risk --dataset heart --epsilon 1.2
     healthai train risk --dataset diabetes130 --non-private --export-to server/healthai/data/models
+    healthai train risk --from-store ./var/store --outcome readmission30 --index-encounter inpatient
     healthai train forecast --dataset japan --mode seasonal --seeds 0,1,2,3,4
     healthai train domains server/healthai/data/models/risk_*/1/model_card.json
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from healthai_training.cli_forecast import add_data_flags, register_backtest, user_data, write_results_json
 from healthai_training.errors import TrainingInputError
+from healthai_training.risk.cli_store import add_store_flags
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA_ROOT = Path("../shared/data")
@@ -77,6 +79,10 @@ def _train_risk(args: argparse.Namespace) -> int:
     from healthai_training.risk.train import RiskConfig
     from healthai_training.runs import run_risk
 
+    if getattr(args, "from_store", None) is not None:  # issue 12: a cohort built from the store
+        from healthai_training.risk.cli_store import store_table
+
+        args.table, args.spec = store_table(args)
     if args.table is not None and args.dataset is not None:
         raise TrainingInputError("give either --dataset or --table/--spec, not both", field="dataset")
     if args.spec is not None and args.table is None:
@@ -229,6 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _privacy_args(risk, default_epsilon=1.2)
     risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     risk.add_argument("--no-export", action="store_true", help="skip the ONNX export into the run folder")
+    add_store_flags(risk)
     risk.set_defaults(func=_guard(_train_risk))
     fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")
     fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")

@@ -135,3 +135,21 @@ def stop_server_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM
         proc.kill()
         proc.wait()
         raise
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time (ns) the live threads of process ``pid`` have run so far (Linux schedstat; 0 where
+    unavailable). Benchmarks divide its growth by the calls served: server CPU per call, which other
+    processes on a shared machine move far less than wall time."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just exited
+            pass
+    return total

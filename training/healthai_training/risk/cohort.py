@@ -130,9 +130,17 @@ def load_spec(path: Path | str) -> CohortSpec:
     """Parse and check a cohort spec (structure only; columns are checked against the table later)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise _err(f"spec file not found: {path}", "spec") from exc
+    return parse_spec(text, where=str(path))
+
+
+def parse_spec(text: str, *, where: str = "spec") -> CohortSpec:
+    """:func:`load_spec` on TOML text (``where`` names it in errors)."""
+    path = where
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _err(f"spec {path}: not valid TOML ({exc})", "spec") from exc
     unknown = sorted(set(raw) - {"cohort", "features"})

@@ -10,6 +10,7 @@ advertises only the extensions whose RPCs are all served.
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import grpc
@@ -22,7 +23,7 @@ from healthai.serving.kserve.unimplemented import refuse_unimplemented
 from healthai.serving.risk.task import check_infer_inputs
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
-from healthai.serving.runtime.scheduler import Counter
+from healthai.serving.runtime.statistics import Counter
 from healthai.serving.runtime.tensors import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -34,6 +35,7 @@ EXTENSION_RPCS: dict[str, tuple[str, ...]] = {
 }
 EXTENSIONS = list(EXTENSION_RPCS)
 COMPUTE = ("compute_input", "compute_infer", "compute_output")
+LITTLE_ENDIAN = sys.byteorder == "little"  # wire tensors are little-endian: no conversion needed here
 MAX_DIM = 2**31 - 1  # no real tensor dim is larger; bigger ones are refused before any arithmetic
 
 # KServe v2 datatype -> the typed ``contents`` field that carries it.
@@ -87,7 +89,8 @@ def decode_inputs(request: service_pb2.ModelInferRequest, specs: list[TensorSpec
                 raise InvalidInput(f"{field}: raw_input_contents[{i}] has {len(raw)} bytes; shape "
                                    f"{list(shape)} of {tensor.datatype} needs {count * dtype.itemsize}",
                                    field=field)
-            array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+            array = np.frombuffer(raw, dtype=dtype) if LITTLE_ENDIAN else \
+                np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
         else:
             name = CONTENTS_FIELD.get(tensor.datatype)
             if name is None:
@@ -175,7 +178,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         for name, array in result.items():
             array = np.ascontiguousarray(array)
             response.outputs.add(name=name, datatype=NUMPY_TO_V2[array.dtype], shape=list(array.shape))
-            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+            little = array.dtype.byteorder == "<" or (array.dtype.byteorder in "=|" and LITTLE_ENDIAN)
+            response.raw_output_contents.append(
+                array.tobytes() if little else array.astype(array.dtype.newbyteorder("<")).tobytes())
         return response
 
     async def ModelStatistics(self, request, context):
@@ -235,6 +240,8 @@ def _copy(counter: Counter, duration: service_pb2.StatisticDuration) -> None:
 
 
 def _wanted_outputs(request: service_pb2.ModelInferRequest, outputs: list[TensorSpec]) -> tuple[str, ...]:
+    if not request.outputs:
+        return ()
     known = {s.name for s in outputs}
     wanted = tuple(o.name for o in request.outputs)
     for i, name in enumerate(wanted):

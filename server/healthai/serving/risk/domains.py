@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -58,17 +59,22 @@ class Derived:
     function: str
     tolerance: float
     fn: Callable[[np.ndarray], np.ndarray]
-    # source values (bytes) -> expected value, for lone patients: few distinct ages / Charlson patterns
-    memo: dict[bytes, float] = field(default_factory=dict, compare=False)
+    # source values -> expected value, for lone patients: few distinct ages / Charlson patterns
+    memo: dict[tuple[float, ...], float] = field(default_factory=dict, compare=False)
+    sources_list: list[int] = field(init=False, compare=False)  # ``sources`` as Python ints
 
-    def expected_one(self, row: np.ndarray) -> float:
-        key = row[self.sources].tobytes()
+    def expected_one(self, row: list[float]) -> float:
+        """The expected value for one patient's row (Python floats, card order)."""
+        key = tuple([row[c] for c in self.sources_list])
         value = self.memo.get(key)
         if value is None:
-            value = float(self.fn(row[None, self.sources].astype(np.float64))[0])
+            value = float(self.fn(np.array([key], np.float64))[0])
             if len(self.memo) < MEMO_MAX:
                 self.memo[key] = value
         return value
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources_list", self.sources.tolist())
 
 
 class FeatureDomains:
@@ -106,11 +112,21 @@ class FeatureDomains:
         self.k_lo = np.array([1.0 if rule == "exactly_one" else 0.0 for *_, rule in groups]
                              + [-1.0] * len(implies), np.float32)
         self.k_hi = np.array([1.0] * len(groups) + [0.0] * len(implies), np.float32)
+        # The same rules as Python lists, for one patient (the latency floor): a dozen NumPy calls on
+        # a one-row array cost more than comparing a few dozen Python floats.
+        self._lo1, self._hi1 = self.lo.tolist(), self.hi.tolist()
+        whole1 = self.whole.tolist()  # itemgetter of one index returns a value, not a tuple
+        self._whole_of = itemgetter(*whole1) if len(whole1) > 1 else lambda row: [row[j] for j in whole1]
+        self._groups1 = [(cols.tolist(), rule == "exactly_one") for _, cols, rule in groups]
+        self._implies1 = [(int(a), int(b)) for a, b in implies]
 
     def check(self, x: np.ndarray, what: str = "features") -> None:
         """Raises InvalidInput naming ``what[patient].feature`` for the first violation in ``x`` [n, F]
         (card order; finite: both servicers check that first). The common all-valid case costs about
         ten NumPy calls; only a failing batch is searched for the violation to report."""
+        if len(x) == 1:
+            self._check_one(x, what)
+            return
         whole = x * self.whole_scale
         if not (((x >= self.lo) & (x <= self.hi)).all() and (np.rint(whole) == whole).all()):
             self._raise_value(x, what)
@@ -120,6 +136,21 @@ class FeatureDomains:
                 self._raise_combination(x, s, what)
         for d in self.derived:
             self._check_derived(x, d, what)
+
+    def _check_one(self, x: np.ndarray, what: str) -> None:
+        """``check`` of one patient in Python floats (float32 values, exactly; same rules, same
+        messages: a violation is reported by the vectorized searches)."""
+        row = x[0].tolist()
+        if not (all(map(le, self._lo1, row)) and all(map(le, row, self._hi1))
+                and all(map(float.is_integer, self._whole_of(row)))):
+            self._raise_value(x, what)
+        # flags are now 0 or 1: group sums and implications are exact in any precision
+        if any(not (exactly_one <= sum(row[c] for c in cols) <= 1) for cols, exactly_one in self._groups1) \
+                or any(row[a] > row[b] for a, b in self._implies1):
+            sums = np.add.reduceat(np.take(x, self.k_cols, axis=1) * self.k_sign, self.k_starts, axis=1)
+            self._raise_combination(x, sums, what)
+        for d in self.derived:
+            self._check_derived(x, d, what, row)
 
     def typical_patient(self, baseline: np.ndarray) -> np.ndarray:
         """A valid patient [1, F] near ``baseline`` (the card's training means): see ``project``."""
@@ -174,10 +205,11 @@ class FeatureDomains:
         field = f"{what}[{i}].{self.names[a]}"
         raise InvalidInput(f"{field}=1 needs {self.names[b]}=1 (it is 0)", field=field)
 
-    def _check_derived(self, x: np.ndarray, d: Derived, what: str) -> None:
+    def _check_derived(self, x: np.ndarray, d: Derived, what: str, row1: list[float] | None = None) -> None:
         if len(x) == 1:  # the latency floor: Python floats, the expected value memoized
-            value = d.expected_one(x[0])
-            if abs(float(x[0, d.column]) - value) <= d.tolerance:
+            row = x[0].tolist() if row1 is None else row1
+            value = d.expected_one(row)
+            if abs(row[d.column] - value) <= d.tolerance:
                 return
             expected = np.array([value])
         else:

@@ -3,18 +3,24 @@
 Like Triton's dynamic batcher: requests coalesce up to ``max_batch_size`` rows, and the first of a
 batch waits at most ``max_queue_delay_microseconds`` for company. Unlike a fixed timer, the wait
 lasts only while requests keep arriving (checked every event-loop turn): a lone or closed-loop caller
-is never held back for company that cannot come, and a request that finds the model idle, with no
-other arrival within the delay, executes at once without queueing.
-Batches form from everything that queued while the previous batch ran.
+is never held back for company that cannot come. A request that finds the model idle (nothing
+queued, an instance free) starts at once, itself, without a hop through a worker task: with
+closed-loop callers (each sends its next request after its answer) a loop turn of waiting was
+measured to find no company even at concurrency 32, so it only added latency. Requests that find
+every instance busy queue; a batch forms from everything that queued while the previous one ran.
 
-A lone one-row request on an idle ONNX Runtime model whose one-row executions are measured to take
-at most ``inline_max_us`` (moving average) runs right on the event loop: on a small model the hand-off
-to a worker thread and back costs more (CPU and latency) than the run itself, and the loop is held for
-no longer than that hand-off would take. Everything else — batches, large or slow models, other
-runtimes — executes on the scheduler's threads, never on the loop.
+Where a batch executes (adaptive, per model version): on the event loop when it is small enough —
+our own ONNX Runtime execute, and its rows' measured cost (moving averages of one-row executions and
+of the per-row cost of larger ones) at most ``inline_max_us`` — else on the scheduler's threads. For a
+small model, handing a run to a thread and back costs more than the run (two thread wake-ups, a GIL
+hand-over, an extra loop wake-up, each a context switch that a busy machine makes slow), and the loop
+is held for no longer than that hand-off would take. Large batches, slow models, wrapped executes and
+other runtimes (Triton) always run on the threads; the first executions of each kind are measured
+there before anything runs inline.
 
 A full queue answers RESOURCE_EXHAUSTED at once; a request whose deadline passed is not executed; a
-cancelled request leaves the queue immediately. Execution runs on the scheduler's own threads.
+cancelled request leaves the queue immediately; a cancelled caller never loses the other requests of
+a batch it started (a thread reports completion to the scheduler, not to the caller).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -34,87 +41,33 @@ from healthai.errors import DeadlineExceeded, HealthAIError, InternalError, NotR
 from healthai.serving.runtime.contract import InferRequest, InferResult, ModelRuntime
 from healthai.serving.runtime.executor import RUN_CLOCK
 from healthai.serving.runtime.onnx import OnnxModel
+from healthai.serving.runtime.statistics import BatchStatistics, Counter, Statistics, Timing
 
 log = logging.getLogger(__name__)
 
-# (execute start, first model run start, last model run end, execute end), perf_counter ns
-Timing = tuple[int, int, int, int]
+__all__ = ["BatchStatistics", "Counter", "ExecutionThreads", "Scheduler", "Statistics"]
 
-
-@dataclass
-class Counter:
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int, n: int = 1) -> None:
-        self.count += n
-        self.ns += ns
-
-
-@dataclass
-class BatchStatistics:
-    """Executions of one batch size: each counter counts executions, with their durations."""
-
-    compute_input: Counter = field(default_factory=Counter)
-    compute_infer: Counter = field(default_factory=Counter)
-    compute_output: Counter = field(default_factory=Counter)
-
-
-@dataclass
-class Statistics:
-    """What KServe's ModelStatistics reports, per model version, with Triton's meanings:
-
-    - ``success``: requests that succeeded, with their time from arrival at the scheduler to their
-      result; ``fail``: requests that failed (refused when queued, expired, cancelled, or failed
-      in execution), with their time to failure;
-    - ``queue``, ``compute_input``, ``compute_infer``, ``compute_output``: one count per successful
-      request, with the durations of its wait and of the execution that ran it (input assembly,
-      model run, output split) — so all four counts equal ``success.count``;
-    - ``inference_count``: rows (batch size) of the successful requests; ``execution_count``:
-      executions that produced at least one success; ``batch_stats``: those executions by the
-      rows they ran, each counter counting executions.
-    """
-
-    inference_count: int = 0
-    execution_count: int = 0
-    last_inference_ms: int = 0
-    success: Counter = field(default_factory=Counter)
-    fail: Counter = field(default_factory=Counter)
-    queue: Counter = field(default_factory=Counter)
-    compute_input: Counter = field(default_factory=Counter)
-    compute_infer: Counter = field(default_factory=Counter)
-    compute_output: Counter = field(default_factory=Counter)
-    batch_stats: dict[int, BatchStatistics] = field(default_factory=dict)
-
-    def record_failure(self, enqueued_ns: int) -> None:
-        self.fail.add(time.perf_counter_ns() - enqueued_ns)
-
-
-def _resolve(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
-    if not future.done():  # the awaiting caller may have been cancelled meanwhile
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+Outcome = tuple[list[InferResult | HealthAIError], Timing]
 
 
 class ExecutionThreads:
-    """The threads that run ``runtime.execute``: a plain queue in, ``call_soon_threadsafe`` out —
-    about half the hand-off cost of ``loop.run_in_executor`` (no concurrent.futures chain)."""
+    """The threads that run ``runtime.execute``: a plain queue in, one ``call_soon_threadsafe`` out
+    per execution (no concurrent.futures chain, no future to wake a waiting task through)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int, name: str) -> None:
         self._loop = loop
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, asyncio.Future[Any]] | None] = \
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any,
+                                            Callable[[Any, BaseException | None], None]] | None] = \
             queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True)
                          for i in range(count)]
         for t in self._threads:
             t.start()
 
-    def run(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._jobs.put((fn, arg, future))
-        return future
+    def submit(self, fn: Callable[[Any], Any], arg: Any,
+               done: Callable[[Any, BaseException | None], None]) -> None:
+        """Runs ``fn(arg)`` on a thread, then ``done(result, error)`` on the loop."""
+        self._jobs.put((fn, arg, done))
 
     def shutdown(self) -> None:
         for _ in self._threads:
@@ -124,12 +77,12 @@ class ExecutionThreads:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            fn, arg, future = job
+            fn, arg, done = job
             try:
                 result, error = fn(arg), None
-            except BaseException as exc:  # delivered to the awaiting coroutine, which logs it
+            except BaseException as exc:  # reported to the scheduler, which logs it
                 result, error = None, exc
-            self._loop.call_soon_threadsafe(_resolve, future, result, error)
+            self._loop.call_soon_threadsafe(done, result, error)
 
 
 @dataclass(eq=False)
@@ -140,11 +93,45 @@ class _Pending:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
 
 
-class Scheduler:
-    """Queues requests for one runtime and executes them in batches on worker threads."""
+class ExecutionCost:
+    """Moving averages of measured execute times: one-row executions, and ns per row of larger ones."""
 
-    INLINE_MIN_SAMPLES = 8  # one-row executions measured on the threads before any runs inline
-    EWMA_WEIGHT = 0.2
+    MIN_SAMPLES = 8  # executions measured (on the threads) before an estimate is given
+    WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self.one_row_ns = 0.0
+        self.one_row_samples = 0
+        self.per_row_ns = 0.0
+        self.per_row_samples = 0
+
+    def add(self, rows: int, ns: int) -> None:
+        """One measured execution. A sample counts for at most twice the current average: a run
+        preempted on a busy machine (wall time, not the run's cost) moves it by 20 % at most,
+        while a model that really got slower is followed within a few executions."""
+        # races between instance threads only blur the averages
+        if rows == 1:
+            self.one_row_ns = self._update(self.one_row_ns, self.one_row_samples, ns)
+            self.one_row_samples += 1
+        else:
+            self.per_row_ns = self._update(self.per_row_ns, self.per_row_samples, ns / rows)
+            self.per_row_samples += 1
+
+    def _update(self, average: float, samples: int, value: float) -> float:
+        if not samples:
+            return value
+        return average + self.WEIGHT * (min(value, 2 * average) - average)
+
+    def estimate_ns(self, rows: int) -> float | None:
+        """Expected execute time of ``rows`` rows (per-row cost includes the fixed cost: an
+        overestimate for small batches), or None while too few were measured."""
+        if rows == 1:
+            return self.one_row_ns if self.one_row_samples >= self.MIN_SAMPLES else None
+        return self.per_row_ns * rows if self.per_row_samples >= self.MIN_SAMPLES else None
+
+
+class Scheduler:
+    """Queues requests for one runtime and executes them in batches, on the loop or on threads."""
 
     def __init__(self, runtime: ModelRuntime, *, max_queue: int, batching: bool = True,
                  instances: int = 1, inline_max_us: float = 0.0) -> None:
@@ -155,19 +142,17 @@ class Scheduler:
         self.max_delay_s = cfg.dynamic_batching.max_queue_delay_microseconds / 1e6 if self.batching else 0.0
         self.max_queue = max_queue
         self.stats = Statistics()
+        self.cost = ExecutionCost()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._instances = instances
         self._free = instances  # execution slots not in use
         self._arrivals = 0
-        self._last_arrival = float("-inf")
         self._inline_max_ns = inline_max_us * 1000 if isinstance(runtime, OnnxModel) else 0.0
-        self._one_row_ns = 0.0  # moving average of one-row execute times (worker or loop)
-        self._one_row_samples = 0
-        self._threads = ExecutionThreads(asyncio.get_running_loop(), instances,
-                                         f"{runtime.name}-v{runtime.version}")
-        self._workers = [asyncio.get_running_loop().create_task(self._work()) for _ in range(instances)]
+        loop = asyncio.get_running_loop()
+        self._threads = ExecutionThreads(loop, instances, f"{runtime.name}-v{runtime.version}")
+        self._workers = [loop.create_task(self._work()) for _ in range(instances)]
 
     @property
     def queued(self) -> int:
@@ -179,27 +164,26 @@ class Scheduler:
             self.stats.fail.add(0)
             raise NotReady(f"model {self.runtime.name!r} version {self.runtime.version} is unloading")
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        pending = _Pending(request, loop.create_future(), deadline)
-        self._arrivals += 1
         now = loop.time()
-        quiet = now - self._last_arrival > self.max_delay_s  # no other caller within the batching delay
-        self._last_arrival = now
-        if quiet and not self._queue and self._free > 0:  # idle: execute now, no hop through a worker
-            self._free -= 1
-            try:  # if the caller is cancelled mid-run, the instance threads still serialize runs
-                await self._execute(loop, [pending], inline=request.batch_size == 1 and self._inline_ok())
-            finally:
-                self._release()
-            return pending.future.result()
+        pending = _Pending(request, loop.create_future(), None if timeout is None else now + timeout)
         if len(self._queue) >= self.max_queue:
             self.stats.record_failure(pending.enqueued_ns)
             raise Overloaded(f"model {self.runtime.name!r} version {self.runtime.version}: queue is full "
                              f"({self.max_queue} requests waiting); retry later")
+        self._arrivals += 1
         self._queue.append(pending)
-        self._wakeup.set()
         try:
-            return await pending.future
+            if self._free > 0 and len(self._queue) == 1:  # idle: start at once, no worker task hop
+                self._free -= 1
+                batch: list[_Pending] = []
+                self._take(loop, batch, 0)  # itself, unless its deadline already passed
+                if batch:
+                    self._start(batch)
+                else:
+                    self._release()
+            else:
+                self._wakeup.set()
+            return await pending.future  # done already when the batch ran inline
         except asyncio.CancelledError:
             with contextlib.suppress(ValueError):  # still queued: free the slot now
                 self._queue.remove(pending)
@@ -217,7 +201,32 @@ class Scheduler:
         await asyncio.gather(*self._workers, return_exceptions=True)
         await asyncio.to_thread(self._threads.shutdown)
 
-    # -- worker ---------------------------------------------------------------------------------
+    # -- batches --------------------------------------------------------------------------------
+    async def _lead(self, loop: asyncio.AbstractEventLoop) -> None:
+        """With a slot taken: collect a batch, waiting for company, and start it. If the task is
+        cancelled while waiting, what it took goes back to the front of the queue."""
+        batch: list[_Pending] = []
+        try:
+            await self._collect(loop, batch)
+        except BaseException:
+            self._queue.extendleft(reversed(batch))
+            self._release()
+            raise
+        if batch:
+            self._start(batch)
+        else:
+            self._release()
+
+    async def _work(self) -> None:
+        """Starts batches from the queue whenever requests wait and an instance is free."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not (self._queue and self._free > 0):
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            self._free -= 1
+            await self._lead(loop)
+
     def _release(self) -> None:
         self._free += 1
         if self._queue:
@@ -236,110 +245,96 @@ class Scheduler:
             return p
         return None
 
-    async def _collect(self) -> list[_Pending]:
-        """The next batch: what is queued (up to max_batch_size rows), then — while requests keep
+    def _take(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], rows: int) -> int:
+        """Moves queued live requests into ``batch`` while they fit (the first always); returns rows."""
+        while self._queue and (not batch or rows + self._queue[0].request.batch_size <= self.max_batch_size):
+            p = self._pop_live(loop.time())
+            if p is not None:
+                batch.append(p)
+                rows += p.request.batch_size
+            if not self.batching:
+                break
+        return rows
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """Fills ``batch``: what is queued (up to max_batch_size rows), then — while requests keep
         arriving, up to max_queue_delay after the first — what arrives."""
-        loop = asyncio.get_running_loop()
-        first = self._pop_live(loop.time())
-        if first is None:
-            return []
-        batch, rows = [first], first.request.batch_size
-        if not self.batching:
-            return batch
+        rows = self._take(loop, batch, 0)
+        if not batch or not self.batching:
+            return
         give_up = loop.time() + self.max_delay_s
         while rows < self.max_batch_size:
-            while self._queue and rows + self._queue[0].request.batch_size <= self.max_batch_size:
-                p = self._pop_live(loop.time())
-                if p is not None:
-                    batch.append(p)
-                    rows += p.request.batch_size
             if (self._queue and rows < self.max_batch_size) or loop.time() >= give_up:
                 break  # the next request does not fit, or waited long enough
             before = self._arrivals
             await asyncio.sleep(0)  # let requests already received by the server reach the queue
             if self._arrivals == before:
                 break  # nobody else is coming right now: waiting longer only adds latency
-        return batch
+            rows = self._take(loop, batch, rows)
 
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not (self._queue and self._free > 0):
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            self._free -= 1
+    def _start(self, batch: list[_Pending]) -> None:
+        """Executes the batch inline (all its futures are done on return) or hands it to a thread;
+        either way the slot is released when the execution ends."""
+        requests = [p.request for p in batch]
+        if self._inline_ok(sum(r.batch_size for r in requests)):
             try:
-                batch = await self._collect()
-                if batch:
-                    await self._execute(loop, batch)
-            finally:
-                self._release()
+                outcome: Outcome | None = self._timed_execute(requests)
+                error = None
+            except Exception as exc:
+                outcome, error = None, exc
+            self._finish(batch, outcome, error)
+        else:
+            self._threads.submit(self._timed_execute, requests, functools.partial(self._finish, batch))
 
-    def _inline_ok(self) -> bool:
-        """Whether a one-row run may execute on the loop: measured cheap, and our own ONNX Runtime
+    def _inline_ok(self, rows: int) -> bool:
+        """Whether ``rows`` rows may execute on the loop: measured cheap, and our own ONNX Runtime
         execute (a wrapped or replaced one may block for any time)."""
-        return (self._one_row_samples >= self.INLINE_MIN_SAMPLES and self._one_row_ns <= self._inline_max_ns
-                and getattr(self.runtime.execute, "__func__", None) is OnnxModel.execute)
+        own = getattr(self.runtime.execute, "__func__", None) is OnnxModel.execute
+        if not (self._inline_max_ns and own):
+            return False
+        estimate = self.cost.estimate_ns(rows)
+        return estimate is not None and estimate <= self._inline_max_ns
 
-    def _timed_execute(self, requests: list[InferRequest]) -> tuple[list[InferResult | HealthAIError],
-                                                                     Timing]:
+    def _timed_execute(self, requests: list[InferRequest]) -> Outcome:
         clock = RUN_CLOCK  # the executor marks when this thread's model runs start and end
         clock.first_ns = clock.last_ns = 0
         start = time.perf_counter_ns()
         results = self.runtime.execute(requests)
         end = time.perf_counter_ns()
-        if self._inline_max_ns and len(requests) == 1 and requests[0].batch_size == 1:
-            ns = end - start  # races between instance threads only blur the average
-            w = self.EWMA_WEIGHT if self._one_row_samples else 1.0
-            self._one_row_ns += w * (ns - self._one_row_ns)
-            self._one_row_samples += 1
+        if self._inline_max_ns:
+            self.cost.add(sum(r.batch_size for r in requests), end - start)
         # a runtime that bypasses the executor: its whole execute counts as the model run
         return results, (start, clock.first_ns or start, clock.last_ns or end, end)
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], *,
-                       inline: bool = False) -> None:
-        requests = [p.request for p in batch]
-        timing: Timing | None = None
+    def _finish(self, batch: list[_Pending], outcome: Outcome | None, error: BaseException | None) -> None:
+        """On the loop, once per execution: answers the batch's requests, counts, frees the slot."""
         try:
-            if inline:
-                results, timing = self._timed_execute(requests)
+            if error is None and outcome is not None and len(outcome[0]) != len(batch):
+                error = InternalError(f"execute answered {len(outcome[0])} results for {len(batch)} requests")
+            if error is not None or outcome is None:  # a runtime bug: fail this batch, keep serving
+                log.error("%s v%d: execute raised %s", self.runtime.name, self.runtime.version,
+                          type(error).__name__, exc_info=error)
+                results: list[InferResult | HealthAIError] = \
+                    [InternalError(f"model execution failed ({type(error).__name__})")] * len(batch)
+                timing = None
             else:
-                results, timing = await self._threads.run(self._timed_execute, requests)
-        except Exception as exc:  # a runtime bug: fail this batch, keep serving
-            log.exception("%s v%d: execute raised", self.runtime.name, self.runtime.version)
-            results = [InternalError(f"model execution failed ({type(exc).__name__})")] * len(batch)
-        done = time.perf_counter_ns()
-        s = self.stats
-        rows = succeeded = 0
-        for p, result in zip(batch, results, strict=True):
-            if p.future.done():  # cancelled while running: nobody gets the result
-                s.fail.add(done - p.enqueued_ns)
-            elif isinstance(result, HealthAIError):
-                s.fail.add(done - p.enqueued_ns)
-                p.future.set_exception(result)
-            else:
-                s.success.add(done - p.enqueued_ns)
-                s.queue.add((timing[0] if timing else done) - p.enqueued_ns)
-                rows += p.request.batch_size
-                succeeded += 1
-                p.future.set_result(result)
-        if succeeded and timing is not None:
-            self._record_execution(rows, succeeded, timing)
-
-    def _record_execution(self, rows: int, succeeded: int, timing: Timing) -> None:
-        """Triton's accounting of one execution: every successful request is credited the whole
-        execution's input/infer/output durations; the batch statistics count the execution once."""
-        start, first, last, end = timing
-        s = self.stats
-        s.execution_count += 1
-        s.inference_count += rows
-        s.last_inference_ms = int(time.time() * 1000)
-        s.compute_input.add((first - start) * succeeded, succeeded)
-        s.compute_infer.add((last - first) * succeeded, succeeded)
-        s.compute_output.add((end - last) * succeeded, succeeded)
-        b = s.batch_stats.get(rows)
-        if b is None:
-            b = s.batch_stats[rows] = BatchStatistics()
-        b.compute_input.add(first - start)
-        b.compute_infer.add(last - first)
-        b.compute_output.add(end - last)
+                results, timing = outcome
+            done = time.perf_counter_ns()
+            s = self.stats
+            rows = succeeded = 0
+            for p, result in zip(batch, results, strict=True):
+                if p.future.done():  # cancelled while running: nobody gets the result
+                    s.fail.add(done - p.enqueued_ns)
+                elif isinstance(result, HealthAIError):
+                    s.fail.add(done - p.enqueued_ns)
+                    p.future.set_exception(result)
+                else:
+                    s.success.add(done - p.enqueued_ns)
+                    s.queue.add((timing[0] if timing else done) - p.enqueued_ns)
+                    rows += p.request.batch_size
+                    succeeded += 1
+                    p.future.set_result(result)
+            if succeeded and timing is not None:
+                s.record_execution(rows, succeeded, timing)
+        finally:
+            self._release()
