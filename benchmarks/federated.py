@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -125,40 +126,62 @@ def run_rows(seed: int, args: argparse.Namespace) -> dict[str, object]:
     return rows
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def site_train_tables(seed: int, folder: Path) -> dict[str, Path]:
+    """Each site's FLamby training rows (the rows ``load_sites`` trains on) as the site's own table:
+    the deployment sites never see the FLamby test rows they are scored on here."""
+    df, spec = pd.read_csv(DATA), load_spec(SPEC)
+    columns = [f.name for f in spec.features]
+    sites, tables = load_sites(seed), {}
+    for site, (data, train, _) in sites.items():
+        rows = df[df["site"] == site].dropna(subset=columns).reset_index(drop=True)  # the rows kept
+        assert len(rows) == len(data.y) and np.array_equal(rows[spec.target].to_numpy(), data.y), site
+        tables[site] = folder / f"{site}.csv"
+        rows.iloc[np.sort(train)].to_csv(tables[site], index=False)
+    return tables
+
+
 def deployment_run(seed: int, args: argparse.Namespace) -> dict[str, float]:
-    """One DP + SecAgg+ federation on the deployment engine (sites = processes on loopback)."""
+    """One DP + SecAgg+ federation on the deployment engine (SuperLink + 4 SuperNodes, separate
+    processes on loopback, plain HTTP). A site trains on its table's own train+val patient split (the
+    ClientApp's rule), i.e. ~90 % of its FLamby training rows; the global model is scored here on the
+    FLamby-sized test sets."""
     from healthai_training.federated import deploy
     from healthai_training.federated.coordinator import FederationSettings, run_federation
 
     sites = load_sites(seed)
     with tempfile.TemporaryDirectory() as tmp:
+        tables = site_train_tables(seed, Path(tmp))
         procs = []
 
         def start(address: str) -> None:
-            for i, site in enumerate(sites):
-                df = pd.read_csv(DATA)
-                table = Path(tmp) / f"{site}.csv"
-                df[df["site"] == site].to_csv(table, index=False)
+            for i, (site, table) in enumerate(tables.items()):
                 cmd = deploy.supernode_command(superlink=address, table=table, spec=SPEC, site=site,
-                                               seed=seed,
-                                               tls_ca=None, auth_key=None, runtime_port=19100 + i)
+                                               seed=seed, tls_ca=None, auth_key=None,
+                                               runtime_port=free_port())
                 procs.append(subprocess.Popen(cmd, env=deploy.tool_env(Path(tmp) / f"h{i}"),
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         settings = FederationSettings(spec=SPEC, rounds=args.rounds, strategy=args.strategy_deployment,
                                       min_sites=4, local_epochs=args.local_epochs, batch_size=args.batch_size,
                                       lr=args.lr, server_lr=args.server_lr, hidden=args.hidden,
-                                      epsilon=args.epsilon, secagg=True, round_timeout=600, seed=seed)
+                                      epsilon=args.epsilon, secagg=True, round_timeout=600, seed=seed,
+                                      evaluate_every=args.rounds)
         started = time.monotonic()
         try:
-            report = run_federation(settings, workdir=Path(tmp) / "co", port=19090, on_ready=start,
+            report = run_federation(settings, workdir=Path(tmp) / "co", port=free_port(), on_ready=start,
                                     timeout=3600)
         finally:
             for p in procs:
                 deploy.stop(p)
-    # the sites evaluate on their own 80/20 patient split; re-evaluate on the FLamby-sized test sets here
     acc = float(np.mean(site_accuracy(report["weights"], sites, args.hidden)))
-    return {"dp_secagg": acc, "wall_time_s": time.monotonic() - started}
+    eps = max(r["fit"][s]["epsilon"] for r in report["rounds"] for s in r["fit"])
+    return {"dp_secagg": acc, "dp_secagg_max_site_epsilon": eps, "wall_time_s": time.monotonic() - started}
 
 
 def main() -> int:
@@ -172,20 +195,25 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=1.2)
     p.add_argument("--deployment", action="store_true")
+    p.add_argument("--deployment-seeds", default=None, help="seeds of the deployment runs (default: --seeds)")
     p.add_argument("--strategy-deployment", default="fedadam")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed = [run_rows(s, args) for s in seeds]
     if args.deployment:
+        chosen = {int(s) for s in (args.deployment_seeds or args.seeds).split(",")}
         for s, rows in zip(seeds, per_seed, strict=True):
-            rows.update(deployment_run(s, args))
+            if s in chosen:
+                rows.update(deployment_run(s, args))
     keys = list(per_seed[0])
-    summary = {k: (float(np.mean([r[k] for r in per_seed])), float(np.std([r[k] for r in per_seed])))
-               for k in keys if all(k in r for r in per_seed)}
-    print("| row | mean over seeds | sd |\n|---|---|---|")
-    for k, (m, sd) in summary.items():
-        print(f"| {k} | {m:.4f} | {sd:.4f} |")
+    keys += [k for r in per_seed for k in r if k not in keys]
+    summary = {k: (float(np.mean([r[k] for r in per_seed if k in r])),
+                   float(np.std([r[k] for r in per_seed if k in r])), sum(k in r for r in per_seed))
+               for k in keys}
+    print("| row | mean over seeds | sd | seeds |\n|---|---|---|---|")
+    for k, (m, sd, n) in summary.items():
+        print(f"| {k} | {m:.4f} | {sd:.4f} | {n} |")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "per_seed": per_seed,
                                          "summary": summary}, indent=2, default=str) + "\n")

@@ -39,8 +39,11 @@ def start(g: MobilityGraph) -> tuple[np.ndarray, ...]:
     return g.population - i, z, i, z.copy()
 
 
-def native(g: MobilityGraph, runs: int, days: int, threads: int) -> tuple[float, float, str]:
-    st = SeirState.start(*start(g), runs=runs, mode="stochastic")
+def native(
+    g: MobilityGraph, runs: int, days: int, threads: int, hospital: bool = False
+) -> tuple[float, float, str]:
+    h0 = np.zeros(g.n_regions) if hospital else None
+    st = SeirState.start(*start(g), runs=runs, mode="stochastic", H=h0)
     ones = np.ones((days, g.n_regions))
     wall, cpu = time.perf_counter(), time.process_time()
     advance(
@@ -54,6 +57,8 @@ def native(g: MobilityGraph, runs: int, days: int, threads: int) -> tuple[float,
         vacc=np.zeros_like(ones),
         seed=2026,
         num_threads=threads,
+        hosp_frac=0.02 if hospital else 0.0,  # an illustrative value (the benchmark's, not a default)
+        hosp_rate=1 / 5.0,
     )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     digest = hashlib.sha256(st.S.tobytes() + st.I.tobytes() + st.peak_step.tobytes()).hexdigest()[:12]
@@ -157,6 +162,16 @@ def main() -> None:
                 slice_rates[t],
             )
         )
+    wall, cpu, _ = native(g, np_runs, np_days, 1, hospital=True)
+    rows.append(
+        (
+            "native CPU SEIHR (hospital), 1 thread",
+            f"{np_runs} x {g.n_regions} x {np_days}",
+            wall,
+            cpu,
+            slice_cells / wall,
+        )
+    )
     ode_ours = ode_native(g, 365, 4)
     ode_ours_free = ode_native(coupled_free, 365, 4)
     ode_mem = None if args.no_memilio else ode_memilio(coupled_free, 365)

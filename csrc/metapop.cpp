@@ -102,13 +102,21 @@ double metapop_row_sum(const MetapopProblem& p, int64_t i) {
 
 template <typename T>
 void check_metapop_state(const MetapopProblem& p, const MetapopState<T>& st) {
+  if (st.h != nullptr) {
+    if (!(std::isfinite(p.hosp_frac) && p.hosp_frac >= 0.0 && p.hosp_frac <= 1.0)) {
+      throw std::invalid_argument("hosp_frac must be in [0, 1], got " + std::to_string(p.hosp_frac));
+    }
+    if (!(std::isfinite(p.hosp_rate) && p.hosp_rate > 0.0)) {
+      throw std::invalid_argument("hosp_rate must be finite and > 0, got " + std::to_string(p.hosp_rate));
+    }
+  }
   for (int64_t i = 0; i < p.n_regions; ++i) {
     for (int64_t k = 0; k < p.runs; ++k) {
       const int64_t x = i * p.runs + k;
-      const T c[4] = {st.s[x], st.e[x], st.i[x], st.r[x]};
-      static const char* names[4] = {"S", "E", "I", "R"};
+      const T c[5] = {st.s[x], st.e[x], st.i[x], st.r[x], st.h != nullptr ? st.h[x] : T{0}};
+      static const char* names[5] = {"S", "E", "I", "R", "H"};
       double total = 0;
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < 5; ++q) {
         if (!std::isfinite(static_cast<double>(c[q])) || c[q] < 0) {
           throw std::invalid_argument(std::string(names[q]) + "[" + std::to_string(i) + ", " + std::to_string(k) +
                                       "]=" + std::to_string(static_cast<double>(c[q])) + " must be finite and >= 0");
@@ -117,7 +125,7 @@ void check_metapop_state(const MetapopProblem& p, const MetapopState<T>& st) {
       }
       const double n = static_cast<double>(p.population[i]);
       if (std::fabs(total - n) > (std::is_integral_v<T> ? 0.0 : 1e-6 * n)) {
-        throw std::invalid_argument("S+E+I+R of region " + std::to_string(i) + ", run " + std::to_string(k) + " is " +
+        throw std::invalid_argument(std::string(st.h != nullptr ? "S+E+I+H+R" : "S+E+I+R") + " of region " + std::to_string(i) + ", run " + std::to_string(k) + " is " +
                                     std::to_string(total) + ", not population[" + std::to_string(i) + "]=" +
                                     std::to_string(p.population[i]));
       }

@@ -1,7 +1,9 @@
 // Metapopulation SEIR engine: shared problem type, value checks and the device-dispatching step.
 // Model per region i and run k (W = CSR mobility weights, row sums s_i <= 1, self excluded):
 //   force  lambda = beta_k * contact_i(t) * ((1 - travel_i(t) s_i) I_i/N_i + travel_i(t) sum_j w_ij I_j/N_j)
-//   S -> E at lambda, E -> I at sigma, I -> R at gamma, S -> R (vaccination) at vacc_i(t).
+//   S -> E at lambda, E -> I at sigma, I leaves at gamma, S -> R (vaccination) at vacc_i(t).
+// Optional hospital compartment H (state.h given): a fraction hosp_frac of those leaving I enter H
+// (not infectious), the rest R; H -> R at hosp_rate. Without H, everyone leaving I enters R.
 // Stochastic mode: tau-leaping with binomial transitions (integer compartments, S+E+I+R = N kept
 // exactly). Deterministic mode: the same equations as an ODE, classical RK4.
 #pragma once
@@ -23,11 +25,16 @@ struct MetapopProblem {
   const int64_t* population = nullptr;  // [n_regions]
   const double* beta = nullptr;         // [runs]
   double sigma = 0.0, gamma = 0.0;
+  double hosp_frac = 0.0, hosp_rate = 0.0;  // used only with state.h
   const double* contact = nullptr;  // [steps, n_regions]
   const double* travel = nullptr;   // [steps, n_regions]
   const double* vacc = nullptr;     // [steps, n_regions] per-day rate
   uint64_t seed = 0;
   Device device = Device::kCPU;
+  // CPU: look up q^n, log(k!) and log(p/q) in tables of the values the formulas give (the CUDA
+  // kernels compute them) and skip quiet regions and I = 0 neighbours; false computes everything,
+  // every region, as the device does, which must give the same bits (tested).
+  bool lookup_tables = true;
 };
 
 // Compartments [n_regions, runs] each, updated in place; incidence (E -> I over the call) is written;
@@ -38,13 +45,14 @@ struct MetapopState {
   T* e = nullptr;
   T* i = nullptr;
   T* r = nullptr;
+  T* h = nullptr;  // optional hospital compartment
   T* incidence = nullptr;
   T* peak_value = nullptr;
   int32_t* peak_step = nullptr;
 };
 
 // Value checks (host memory, before any work): graph structure, rates, schedules and, for integer
-// state, S+E+I+R = N with non-negative entries. Throws std::invalid_argument / std::out_of_range
+// state, S+E+I(+H)+R = N with non-negative entries. Throws std::invalid_argument / std::out_of_range
 // naming the argument, the position and the value.
 void check_metapop(const MetapopProblem& p);
 // Sum of the away weights of region i (s_i).

@@ -51,14 +51,15 @@ int64_t len_of(py::handle obj, const char* name) {
 }
 
 template <typename T>
-void run(MetapopProblem& p, py::handle s, py::handle e, py::handle i, py::handle r, py::handle incidence,
-         py::handle peak_value, py::handle peak_step, int num_threads) {
+void run(MetapopProblem& p, py::handle s, py::handle e, py::handle i, py::handle r, py::handle h,
+         py::handle incidence, py::handle peak_value, py::handle peak_step, int num_threads) {
   const std::vector<int64_t> cell{p.n_regions, p.runs};
   MetapopState<T> st;
   st.s = need<T>(s, "S", cell, true);
   st.e = need<T>(e, "E", cell, true);
   st.i = need<T>(i, "I", cell, true);
   st.r = need<T>(r, "R", cell, true);
+  st.h = h.is_none() ? nullptr : need<T>(h, "H", cell, true);
   st.incidence = need<T>(incidence, "incidence", cell, true);
   st.peak_value = need<T>(peak_value, "peak_value", cell, true);
   st.peak_step = need<int32_t>(peak_step, "peak_step", cell, true);
@@ -76,7 +77,8 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
                  py::handle population, py::handle beta, double sigma, double gamma, py::handle contact,
                  py::handle travel, py::handle vacc, py::handle s, py::handle e, py::handle i, py::handle r,
                  py::handle incidence, py::handle peak_value, py::handle peak_step, uint64_t seed, int64_t step0,
-                 int substeps, int num_threads, const std::string& device) {
+                 int substeps, int num_threads, const std::string& device, py::handle h, double hosp_frac,
+                 double hosp_rate, bool lookup_tables) {
   if (mode != "stochastic" && mode != "deterministic") {
     throw std::invalid_argument("mode must be 'stochastic' or 'deterministic', got '" + mode + "'");
   }
@@ -100,13 +102,16 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
   p.vacc = need<double>(vacc, "vacc", {p.steps, p.n_regions}, false);
   p.sigma = sigma;
   p.gamma = gamma;
+  p.hosp_frac = hosp_frac;
+  p.hosp_rate = hosp_rate;
+  p.lookup_tables = lookup_tables;
   p.seed = seed;
   p.step0 = step0;
   p.substeps = substeps;
   if (mode == "stochastic") {
-    run<int32_t>(p, s, e, i, r, incidence, peak_value, peak_step, num_threads);
+    run<int32_t>(p, s, e, i, r, h, incidence, peak_value, peak_step, num_threads);
   } else {
-    run<double>(p, s, e, i, r, incidence, peak_value, peak_step, num_threads);
+    run<double>(p, s, e, i, r, h, incidence, peak_value, peak_step, num_threads);
   }
 }
 
@@ -117,7 +122,8 @@ void bind_metapop(py::module_& m) {
         py::arg("population"), py::arg("beta"), py::arg("sigma"), py::arg("gamma"), py::arg("contact"),
         py::arg("travel"), py::arg("vacc"), py::arg("S"), py::arg("E"), py::arg("I"), py::arg("R"),
         py::arg("incidence"), py::arg("peak_value"), py::arg("peak_step"), py::arg("seed"), py::arg("step0") = 0,
-        py::arg("substeps") = 1, py::arg("num_threads") = 0, py::arg("device") = "cpu");
+        py::arg("substeps") = 1, py::arg("num_threads") = 0, py::arg("device") = "cpu", py::arg("H") = py::none(),
+        py::arg("hosp_frac") = 0.0, py::arg("hosp_rate") = 0.0, py::arg("lookup_tables") = true);
 }
 
 }  // namespace healthai

@@ -5,6 +5,7 @@
 #include "cpu/metapop_cpu.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +34,38 @@ double gather(const MetapopProblem& p, int64_t i, const T* v, double* acc) {
   return row;
 }
 
+// log_factorial(k) for k < 2^16, computed once (the same bits as the formula; 512 KiB).
+const std::vector<double>& log_fact_table() {
+  static const std::vector<double> table = [] {
+    std::vector<double> t(size_t{1} << 16);
+    for (size_t k = 0; k < t.size(); ++k) t[k] = rng::log_factorial(static_cast<double>(k));
+    return t;
+  }();
+  return table;
+}
+
+rng::DrawTables general_tables(bool enabled) {
+  rng::DrawTables tab;
+  if (!enabled) return tab;
+  tab.log_fact = log_fact_table().data();
+  tab.log_fact_size = static_cast<int64_t>(log_fact_table().size());
+  return tab;
+}
+
+// The tables of the constant leap t: q^n = det_exp(n log q) over the inversion range (n p < 10, at
+// most 4096 entries) and log(p / q), so the E -> I and I -> R draws look up what they would compute.
+rng::DrawTables leap_tables(const rng::Leap& t, std::vector<double>& pow_q, bool enabled) {
+  rng::DrawTables tab = general_tables(enabled);
+  if (!enabled || !(t.p > 0.0 && t.p <= 0.5)) return tab;  // the complementary leap is drawn without tables
+  pow_q.resize(static_cast<size_t>(std::min(4096.0, std::ceil(10.0 / t.p))));
+  for (size_t n = 0; n < pow_q.size(); ++n) pow_q[n] = rng::det_exp(static_cast<double>(n) * t.log_q);
+  tab.pow_q = pow_q.data();
+  tab.pow_q_size = static_cast<int64_t>(pow_q.size());
+  tab.lpq = rng::det_log(t.p / t.q);
+  tab.has_lpq = true;
+  return tab;
+}
+
 void parallel_copy(const void* src, void* dst, int64_t bytes, int threads) {
   const int64_t chunk = 1 << 20;
   const int64_t n = (bytes + chunk - 1) / chunk;
@@ -42,44 +75,123 @@ void parallel_copy(const void* src, void* dst, int64_t bytes, int threads) {
   });
 }
 
+// Any non-zero entry among n values (a vectorizable OR-reduction).
+bool any_nonzero(const int32_t* v, int64_t n) {
+  int32_t acc = 0;
+  for (int64_t k = 0; k < n; ++k) acc |= v[k];
+  return acc != 0;
+}
+
+// acc[k] = sum_j w_ij / N_j * I[j, k] over the neighbours j with some I > 0 (flag infectious[j]):
+// the others add +0.0 to every entry, which leaves the sum's bits unchanged, so skipping them gives
+// exactly gather()'s result.
+void gather_live(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
+  std::fill(acc, acc + p.runs, 0.0);
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    const int64_t j = p.indices[e];
+    if (!infectious[j]) continue;
+    const double w = p.weights[e] / static_cast<double>(p.population[j]);
+    const int32_t* src = v + j * p.runs;
+    for (int64_t k = 0; k < p.runs; ++k) acc[k] += w * static_cast<double>(src[k]);
+  }
+}
+
+// A region is quiet in a sub-step when no run has E, I (or H) in it or I in a neighbour and nobody is
+// vaccinated there: every draw of its cells has n = 0 or probability 0 (no uniform is used), so its
+// state stays as it is and the sub-step only carries I = 0 into the other buffer.
+bool quiet(const MetapopProblem& p, int64_t i, int64_t t, const uint8_t* infectious, const uint8_t* busy) {
+  if (infectious[i] || busy[i] || p.vacc[t * p.n_regions + i] != 0.0) return false;
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    if (infectious[p.indices[e]]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>& st, int num_threads) {
   const int64_t cells = p.n_regions * p.runs;
   std::fill(st.incidence, st.incidence + cells, 0);
-  std::vector<int32_t> snapshot(cells);
+  std::vector<int32_t> scratch(cells);  // I ping-pongs between st.i and scratch: no snapshot copies
+  int32_t* i_now = st.i;
   const double dt = 1.0 / p.substeps;
   const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
+  std::vector<double> onset_pow, recovery_pow;
+  const bool tables = p.lookup_tables;
+  const rng::DrawTables onset_tab = leap_tables(onset, onset_pow, tables);
+  const rng::DrawTables recovery_tab = leap_tables(recovery, recovery_pow, tables);
+  const rng::DrawTables general = general_tables(tables);
+  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
+  std::vector<double> discharge_pow, admit_pow;
+  const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow, tables);
+  const rng::DrawTables admit_tab = leap_tables(admit, admit_pow, tables);
+  std::vector<double> row(p.n_regions);  // away weight sums, summed in gather()'s order
+  for (int64_t i = 0; i < p.n_regions; ++i) row[i] = metapop_row_sum(p, i);
+  // Per region: some I > 0 (infectious) and some E (or H) > 0 (busy), for the state at the start of
+  // the sub-step (_now) and the state it writes (_next).
+  std::vector<uint8_t> inf_now(p.n_regions), busy_now(p.n_regions), inf_next(p.n_regions), busy_next(p.n_regions);
+  // Without look-up tables the CPU does what the CUDA kernels do: every region, every neighbour.
+  const bool skip = p.lookup_tables;
+  const std::vector<uint8_t> every(skip ? 0 : p.n_regions, 1);
+  parallel_for(blocks(p), num_threads, [&](int64_t b) {
+    const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) {
+      inf_now[i] = any_nonzero(st.i + i * p.runs, p.runs);
+      busy_now[i] = any_nonzero(st.e + i * p.runs, p.runs) || (st.h != nullptr && any_nonzero(st.h + i * p.runs, p.runs));
+    }
+  });
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
       const bool day_end = sub == p.substeps - 1;
-      parallel_copy(st.i, snapshot.data(), cells * static_cast<int64_t>(sizeof(int32_t)), num_threads);
+      MetapopState<int32_t> out = st;
+      out.i = i_now == st.i ? scratch.data() : st.i;
       parallel_for(blocks(p), num_threads, [&](int64_t b) {
         std::vector<double> acc(p.runs);
         const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
         for (int64_t i = b * kBlock; i < end; ++i) {
-          const double row = gather(p, i, snapshot.data(), acc.data());
-          const double inv_n = 1.0 / static_cast<double>(p.population[i]);
-          const int32_t* own = snapshot.data() + i * p.runs;
-          for (int64_t k = 0; k < p.runs; ++k) {
-            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row);
-            metapop::leap(p, st, i, k, t, gsub, dt, lambda, onset, recovery, day_end);
+          int32_t* i_out = out.i + i * p.runs;
+          if (skip && quiet(p, i, t, inf_now.data(), busy_now.data())) {
+            std::fill(i_out, i_out + p.runs, 0);
+            for (int64_t x = i * p.runs; day_end && x < (i + 1) * p.runs; ++x) {
+              if (st.peak_value[x] < 0) {  // a day ending with I = 0 (peaks start at >= 0 in practice)
+                st.peak_value[x] = 0;
+                st.peak_step[x] = static_cast<int32_t>(p.step0 + t + 1);
+              }
+            }
+            inf_next[i] = busy_next[i] = 0;
+            continue;
           }
+          gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
+          const double inv_n = 1.0 / static_cast<double>(p.population[i]);
+          const int32_t* own = i_now + i * p.runs;
+          for (int64_t k = 0; k < p.runs; ++k) {
+            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row[i]);
+            metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, onset, recovery, onset_tab, recovery_tab, general,
+                          admit, discharge, admit_tab, discharge_tab, day_end);
+          }
+          inf_next[i] = any_nonzero(i_out, p.runs);
+          busy_next[i] = any_nonzero(st.e + i * p.runs, p.runs) || (st.h != nullptr && any_nonzero(st.h + i * p.runs, p.runs));
         }
       });
+      i_now = out.i;
+      std::swap(inf_now, inf_next);
+      std::swap(busy_now, busy_next);
     }
   }
+  if (i_now != st.i) parallel_copy(i_now, st.i, cells * static_cast<int64_t>(sizeof(int32_t)), num_threads);
 }
 
 void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<double>& st, int num_threads) {
   const int64_t cells = p.n_regions * p.runs;
   std::fill(st.incidence, st.incidence + cells, 0.0);
-  // y: S, E, I, R, C (C = cumulative onsets); k_prev / k_cur: stage slopes; sum: weighted slopes.
-  std::vector<double> y(5 * cells), k_prev(5 * cells, 0.0), k_cur(5 * cells), sum(5 * cells);
+  // y: S, E, I, R, C (C = cumulative onsets), H; k_prev / k_cur: stage slopes; sum: weighted slopes.
+  constexpr int kC = metapop::kOdeComponents;
+  std::vector<double> y(kC * cells, 0.0), k_prev(kC * cells, 0.0), k_cur(kC * cells), sum(kC * cells);
   double* comp[4] = {st.s, st.e, st.i, st.r};
   for (int q = 0; q < 4; ++q) std::copy(comp[q], comp[q] + cells, y.begin() + q * cells);
-  std::fill(y.begin() + 4 * cells, y.end(), 0.0);
+  if (st.h != nullptr) std::copy(st.h, st.h + cells, y.begin() + 5 * cells);
+  const double hosp_frac = st.h != nullptr ? p.hosp_frac : 0.0;
   const double h = 1.0 / p.substeps;
   static const double c_stage[4] = {0.0, 0.5, 0.5, 1.0}, w_stage[4] = {1.0, 2.0, 2.0, 1.0};
   std::vector<double> zi(cells);
@@ -101,10 +213,11 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
             for (int64_t k = 0; k < p.runs; ++k) {
               const int64_t x = i * p.runs + k;
               const double zs = y[x] + c * k_prev[x], ze = y[cells + x] + c * k_prev[cells + x];
+              const double zh = y[5 * cells + x] + c * k_prev[5 * cells + x];
               const double lambda = metapop::force(p, i, k, t, zi[x] * inv_n, acc[k], row);
-              double d[5];
-              metapop::rhs(p, i, t, lambda, zs, ze, zi[x], d);
-              for (int m = 0; m < 5; ++m) {
+              double d[kC];
+              metapop::rhs(p, i, t, lambda, zs, ze, zi[x], zh, hosp_frac, d);
+              for (int m = 0; m < kC; ++m) {
                 k_cur[m * cells + x] = d[m];
                 sum[m * cells + x] = (q == 0 ? 0.0 : sum[m * cells + x]) + w_stage[q] * d[m];
               }
@@ -113,7 +226,7 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
         });
         std::swap(k_prev, k_cur);
       }
-      parallel_for(5 * blocks(p), num_threads, [&](int64_t b) {
+      parallel_for(kC * blocks(p), num_threads, [&](int64_t b) {
         const int64_t m = b / blocks(p), blk = b % blocks(p);
         const int64_t end = m * cells + std::min(p.n_regions, (blk + 1) * kBlock) * p.runs;
         for (int64_t x = m * cells + blk * kBlock * p.runs; x < end; ++x) y[x] += h / 6.0 * sum[x];
@@ -128,7 +241,8 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
     }
   }
   for (int q = 0; q < 4; ++q) std::copy(y.begin() + q * cells, y.begin() + (q + 1) * cells, comp[q]);
-  std::copy(y.begin() + 4 * cells, y.end(), st.incidence);
+  std::copy(y.begin() + 4 * cells, y.begin() + 5 * cells, st.incidence);
+  if (st.h != nullptr) std::copy(y.begin() + 5 * cells, y.end(), st.h);
 }
 
 }  // namespace healthai::cpu

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda/metapop_cuda.cuh"
+#include "metapop_cell.h"
 
 namespace healthai::cuda {
 namespace {
@@ -76,6 +77,7 @@ void metapop_stochastic_cuda(const MetapopProblem& p, const MetapopState<int32_t
   ds.e = b.upload(st.e, cells);
   ds.i = b.upload(st.i, cells);
   ds.r = b.upload(st.r, cells);
+  ds.h = st.h != nullptr ? b.upload(st.h, cells) : nullptr;
   ds.incidence = b.alloc<int32_t>(cells);
   ds.peak_value = b.upload(st.peak_value, cells);
   ds.peak_step = b.upload(st.peak_step, cells);
@@ -94,6 +96,7 @@ void metapop_stochastic_cuda(const MetapopProblem& p, const MetapopState<int32_t
   int32_t* host[7] = {st.s, st.e, st.i, st.r, st.incidence, st.peak_value, st.peak_step};
   int32_t* dev[7] = {ds.s, ds.e, ds.i, ds.r, ds.incidence, ds.peak_value, ds.peak_step};
   for (int q = 0; q < 7; ++q) b.download(host[q], dev[q], cells);
+  if (st.h != nullptr) b.download(st.h, ds.h, cells);
   check(cudaStreamSynchronize(s), "synchronize");
 }
 
@@ -101,35 +104,39 @@ void metapop_deterministic_cuda(const MetapopProblem& p, const MetapopState<doub
   Buffers b;
   const MetapopProblem d = to_device(p, b);
   const int64_t cells = p.n_regions * p.runs;
-  std::vector<double> y0(5 * cells, 0.0);
+  constexpr int kC = metapop::kOdeComponents;  // S, E, I, R, C, H
+  std::vector<double> y0(kC * cells, 0.0);
   const double* comp[4] = {st.s, st.e, st.i, st.r};
   for (int q = 0; q < 4; ++q) std::copy(comp[q], comp[q] + cells, y0.begin() + q * cells);
+  if (st.h != nullptr) std::copy(st.h, st.h + cells, y0.begin() + 5 * cells);
+  const double hosp_frac = st.h != nullptr ? p.hosp_frac : 0.0;
   cudaStream_t s = b.stream();
-  double* y = b.upload(y0.data(), 5 * cells);
-  double* k_prev = b.alloc<double>(5 * cells);
-  double* k_cur = b.alloc<double>(5 * cells);
-  double* sum = b.alloc<double>(5 * cells);
+  double* y = b.upload(y0.data(), kC * cells);
+  double* k_prev = b.alloc<double>(kC * cells);
+  double* k_cur = b.alloc<double>(kC * cells);
+  double* sum = b.alloc<double>(kC * cells);
   double* peak_value = b.upload(st.peak_value, cells);
   int32_t* peak_step = b.upload(st.peak_step, cells);
-  check(cudaMemsetAsync(k_prev, 0, sizeof(double) * 5 * cells, s), "memset");
+  check(cudaMemsetAsync(k_prev, 0, sizeof(double) * kC * cells, s), "memset");
   const double h = 1.0 / p.substeps;
   for (int64_t t = 0; t < p.steps; ++t) {
     for (int sub = 0; sub < p.substeps; ++sub) {
       for (int q = 0; q < 4; ++q) {
-        launch_rk4_stage(d, y, k_prev, k_cur, sum, q, h, t, s);
+        launch_rk4_stage(d, y, k_prev, k_cur, sum, q, h, t, hosp_frac, s);
         std::swap(k_prev, k_cur);
       }
-      launch_rk4_update(5 * cells, y, sum, h, s);
+      launch_rk4_update(kC * cells, y, sum, h, s);
     }
     launch_peaks(d, y, peak_value, peak_step, t, s);
     check(cudaGetLastError(), "rk4 launch");
   }
-  b.download(y0.data(), y, 5 * cells);
+  b.download(y0.data(), y, kC * cells);
   b.download(st.peak_value, peak_value, cells);
   b.download(st.peak_step, peak_step, cells);
   check(cudaStreamSynchronize(s), "synchronize");
   double* out[5] = {st.s, st.e, st.i, st.r, st.incidence};
   for (int q = 0; q < 5; ++q) std::copy(y0.begin() + q * cells, y0.begin() + (q + 1) * cells, out[q]);
+  if (st.h != nullptr) std::copy(y0.begin() + 5 * cells, y0.begin() + 6 * cells, st.h);
 }
 
 }  // namespace healthai::cuda

@@ -26,17 +26,20 @@ __device__ double gather(const MetapopProblem& p, int64_t i, int64_t k, const T*
 __global__ void leap_kernel(MetapopProblem p, MetapopState<int32_t> st, const int32_t* snapshot, int64_t t,
                             uint32_t gsub, double dt, bool day_end) {
   const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
+  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
+  const rng::DrawTables none;  // no look-up tables on the device: it computes the bits the CPU looks up
   const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= p.n_regions * p.runs) return;
   const int64_t i = x / p.runs, k = x % p.runs;
   double row;
   const double away = gather(p, i, k, snapshot, &row);
   const double own = snapshot[x] * (1.0 / static_cast<double>(p.population[i]));
-  metapop::leap(p, st, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, day_end);
+  metapop::leap(p, st, snapshot, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, none, none,
+                none, admit, discharge, none, none, day_end);
 }
 
 __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double* k_prev, double* k_cur,
-                                 double* sum, int q, double h, int64_t t) {
+                                 double* sum, int q, double h, int64_t t, double hosp_frac) {
   const int64_t cells = p.n_regions * p.runs;
   const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= cells) return;
@@ -52,10 +55,11 @@ __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double
   }
   const double zs = y[x] + c * k_prev[x], ze = y[cells + x] + c * k_prev[cells + x];
   const double zi = y[2 * cells + x] + c * k_prev[2 * cells + x];
+  const double zh = y[5 * cells + x] + c * k_prev[5 * cells + x];
   const double lambda = metapop::force(p, i, k, t, zi * (1.0 / static_cast<double>(p.population[i])), away, row);
-  double d[5];
-  metapop::rhs(p, i, t, lambda, zs, ze, zi, d);
-  for (int m = 0; m < 5; ++m) {
+  double d[metapop::kOdeComponents];
+  metapop::rhs(p, i, t, lambda, zs, ze, zi, zh, hosp_frac, d);
+  for (int m = 0; m < metapop::kOdeComponents; ++m) {
     k_cur[m * cells + x] = d[m];
     sum[m * cells + x] = (q == 0 ? 0.0 : sum[m * cells + x]) + w * d[m];
   }
@@ -85,9 +89,9 @@ void launch_leap(const MetapopProblem& p, const MetapopState<int32_t>& st, const
 }
 
 void launch_rk4_stage(const MetapopProblem& p, const double* y, const double* k_prev, double* k_cur, double* sum,
-                      int q, double h, int64_t t, cudaStream_t s) {
+                      int q, double h, int64_t t, double hosp_frac, cudaStream_t s) {
   const int64_t cells = p.n_regions * p.runs;
-  if (cells > 0) rk4_stage_kernel<<<grid_for(cells), kThreads, 0, s>>>(p, y, k_prev, k_cur, sum, q, h, t);
+  if (cells > 0) rk4_stage_kernel<<<grid_for(cells), kThreads, 0, s>>>(p, y, k_prev, k_cur, sum, q, h, t, hosp_frac);
 }
 
 void launch_rk4_update(int64_t n, double* y, const double* sum, double h, cudaStream_t s) {

@@ -75,9 +75,10 @@ def mock_cluster() -> Iterator[MockCluster]:
 
 
 def start_consumer(cluster: MockCluster, store: Path, key_hex: str, log: Path, *, fault: str = "",
-                   extra: list[str] | None = None) -> subprocess.Popen:
+                   extra: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "HEALTHAI_PSEUDONYM_KEY": key_hex, "HEALTHAI_KAFKA__SESSION_TIMEOUT_MS": "6000",
-           "HEALTHAI_KAFKA__PROPERTIES__HEARTBEAT.INTERVAL.MS": "500", "HEALTHAI_KAFKA_FAULT": fault}
+           "HEALTHAI_KAFKA__PROPERTIES__HEARTBEAT.INTERVAL.MS": "500", "HEALTHAI_KAFKA_FAULT": fault,
+           **(env or {})}
     cmd = [sys.executable, "-m", "healthai.cli", "ingest-kafka", "--bootstrap-servers", cluster.bootstrap,
            "--store-uri", str(store), "--batch-max-messages", "3", "--log-level", "INFO", *(extra or [])]
     with open(log, "ab") as f:

@@ -68,6 +68,27 @@ def test_recovers_r0_from_counts_the_model_made(noisy: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("noisy", [False, True])
+def test_reporting_rate_is_flagged_unless_depletion_shows(noisy: bool) -> None:
+    """Early in the epidemic a rate and r0 explain the counts equally well: the fit says the rate is
+    not identifiable and gives an interval holding the truth, not a point; once the window covers the
+    bend of the curve (susceptibles running low) the rate is identified, close to the truth."""
+    g = grid_graph(4, pop_scale=200_000)
+    rng = np.random.default_rng(1)
+    ids, early = synthetic_counts(1.6, 0.25, days=60)
+    _, full = synthetic_counts(1.6, 0.25, days=120)
+    if noisy:
+        early, full = (rng.poisson(c).astype(np.float64) for c in (early, full))
+    fit = calibrate(g, Disease(), ids, early, window_days=28)
+    lo, hi = fit.rate_interval
+    assert not fit.rate_identifiable and lo <= 0.25 <= hi and hi / lo > 3
+    assert fit.r0_interval[0] <= 1.6 <= fit.r0_interval[1]  # the growth rate still pins r0
+    fit = calibrate(g, Disease(), ids, full, window_days=100)
+    lo, hi = fit.rate_interval
+    assert fit.rate_identifiable and lo <= 0.25 <= hi and hi / lo <= 2
+    assert abs(fit.reporting_rate / 0.25 - 1) < 0.15 and abs(fit.r0 / 1.6 - 1) < 0.05
+
+
 def test_a_growing_epidemic_fits_a_higher_r0_than_a_shrinking_one() -> None:
     ids, up = synthetic_counts(2.0, 0.3)
     _, down = synthetic_counts(0.8, 0.3, days=40)
@@ -140,7 +161,10 @@ def test_calibrate_rpc_fits_stored_counts(stored_server: scenario_pb2_grpc.Scena
     d, growth = Disease(), np.log(1.06)
     assert fit.r0 == pytest.approx((1 + growth / d.sigma) * (1 + growth / d.gamma), rel=0.1)
     assert fit.r2 > 0.95
-    assert 0 < fit.reporting_rate <= 1  # not identifiable while susceptibles are plenty (README)
+    # 6 % growth over four weeks: susceptibles are plentiful, so the rate is not identifiable
+    assert not fit.reporting_rate_identifiable
+    assert 0 < fit.reporting_rate_low <= fit.reporting_rate <= fit.reporting_rate_high <= 1
+    assert fit.r0_low <= fit.r0 <= fit.r0_high
     pop = county_graph(Path(stored_server_graphs())).population
     total = np.array(fit.state.s) + np.array(fit.state.e) + np.array(fit.state.i) + np.array(fit.state.r)
     assert np.array_equal(total, pop)

@@ -135,3 +135,25 @@ def test_cli_calibrate_and_bad_input(
     assert "r0 " in capsys.readouterr().out
     assert main(["scenario", "--seed-infections", "99999=5", "--horizon", "7", *auth]) == 4
     assert "seed_infections.region_ids[0]" in capsys.readouterr().err
+
+
+def test_sdk_and_cli_hospital_occupancy(
+    served: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, keys = served
+    with Client(address, api_key=keys["planner"], timeout=120) as c:
+        res = c.scenario(
+            "us_counties",
+            horizon_days=42,
+            runs=10,
+            seed=4,
+            report_regions=["25025", "36061"],
+            disease={"r0": 2.5, "hospital_fraction": 0.05, "hospital_days": 6.0},
+            **SEED,
+        )
+    assert res.hospital_quantiles is not None and res.hospital_quantiles.shape == (6, 2, 23)
+    assert res.hospital_total_quantiles is not None and res.hospital_total_quantiles[:, 11].max() > 0
+    args = ["scenario", "--address", address, "--api-key", keys["planner"], "--seed-infections", "25025=40"]
+    args += ["--horizon", "42", "--runs", "8", "--regions", "25025", "--hospital-fraction", "0.05"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "hospital occupancy, all regions" in capsys.readouterr().out

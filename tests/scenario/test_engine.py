@@ -209,8 +209,17 @@ def test_cuda_build_without_a_usable_gpu_raises_runtime_error(grid: MobilityGrap
     st = seeded_state(grid, runs=2)
     before = st.S.copy()
     with pytest.raises(RuntimeError, match="metapop CUDA"):
-        advance(grid, st, beta=np.full(2, 0.5), sigma=0.3, gamma=0.2, contact=np.ones((1, 25)),
-                travel=np.ones((1, 25)), vacc=np.zeros((1, 25)), device="cuda")
+        advance(
+            grid,
+            st,
+            beta=np.full(2, 0.5),
+            sigma=0.3,
+            gamma=0.2,
+            contact=np.ones((1, 25)),
+            travel=np.ones((1, 25)),
+            vacc=np.zeros((1, 25)),
+            device="cuda",
+        )
     assert np.array_equal(st.S, before) and st.day == 0
 
 
@@ -246,3 +255,83 @@ def test_cuda_matches_cpu(grid: MobilityGraph) -> None:
             assert np.array_equal(a, b) and np.array_equal(cpu.S, gpu.S)
         else:
             np.testing.assert_allclose(gpu.I, cpu.I, rtol=1e-12, atol=1e-9)
+
+
+def test_lookup_tables_hold_the_bits_the_device_computes() -> None:
+    """The CPU looks up q^n, log(k!) and log(p/q); the CUDA kernels compute them. Computing them on
+    the CPU too (what the device does) must give the very same trajectories: every sampler path
+    (zero-draw squeeze, inversion, BTRS, the complementary leap of p > 1/2, vaccination, hospital)."""
+    from tests.scenario.conftest import grid_graph
+
+    g = grid_graph(4, pop_scale=300_000, seed=5)
+    runs, days = 24, 60
+    outs = []
+    for tables in (True, False):
+        i = np.zeros(g.n_regions, np.int64)
+        i[[0, 7]] = 500
+        z = np.zeros_like(i)
+        st = SeirState.start(g.population - i, z, i, z, runs=runs, mode="stochastic", H=np.zeros(g.n_regions))
+        vacc = np.zeros((days, g.n_regions))
+        vacc[30:, :8] = 0.9  # p = 1 - exp(-0.45) per half day: inversion and BTRS on S
+        advance(
+            g,
+            st,
+            beta=np.linspace(0.3, 1.2, runs),
+            sigma=1.6,  # p = 1 - exp(-0.8) > 1/2: the complementary leap
+            gamma=0.25,
+            contact=np.ones((days, g.n_regions)),
+            travel=np.ones((days, g.n_regions)),
+            vacc=vacc,
+            seed=17,
+            substeps=2,
+            hosp_frac=0.3,
+            hosp_rate=0.2,
+            lookup_tables=tables,
+        )
+        assert st.H is not None and st.H.sum() > 0
+        outs.append(np.stack([st.S, st.E, st.I, st.R, st.H, st.peak_step]))
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_skipping_quiet_regions_gives_the_bits_of_visiting_every_region() -> None:
+    """The CPU skips regions with no E, I or H in any run, no infectious neighbour and no vaccination
+    (their draws all have n = 0 or probability 0), and I = 0 neighbours in the pressure sum; visiting
+    every region (lookup_tables=False, what the device does) must give the same trajectories while
+    the infection front crosses a lattice, with a vaccinated region ahead of it and beds."""
+    from tests.scenario.conftest import grid_graph
+
+    g = grid_graph(8, pop_scale=50_000, seed=3)
+    runs, days = 6, 70
+    vacc = np.zeros((days, g.n_regions))
+    vacc[5:15, g.n_regions - 1] = 0.05  # the far corner: quiet but vaccinating
+    outs = []
+    for tables, threads in ((True, 1), (True, 2), (False, 1)):
+        i = np.zeros(g.n_regions, np.int64)
+        i[0] = 50
+        z = np.zeros_like(i)
+        st = SeirState.start(g.population - i, z, i, z, runs=runs, mode="stochastic", H=np.zeros(g.n_regions))
+        onsets, untouched = [], []
+        for chunk in (slice(0, 12), slice(12, days)):
+            n = chunk.stop - chunk.start
+            onsets.append(
+                advance(
+                    g,
+                    st,
+                    beta=np.linspace(0.4, 0.6, runs),
+                    sigma=1 / 3,
+                    gamma=1 / 5,
+                    contact=np.ones((n, g.n_regions)),
+                    travel=np.ones((n, g.n_regions)),
+                    vacc=vacc[chunk],
+                    seed=23,
+                    num_threads=threads,
+                    hosp_frac=0.1,
+                    hosp_rate=0.2,
+                    lookup_tables=tables,
+                )
+            )
+            untouched.append(int(((st.E + st.I) == 0).all(axis=1).sum()))
+        assert untouched[0] >= 10 and untouched[1] < untouched[0]  # quiet regions, then the front
+        assert st.R[-1].min() > 0  # the vaccinated corner moved people to R
+        outs.append(np.stack([st.S, st.E, st.I, st.R, st.H, st.peak_value, st.peak_step, *onsets]))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])

@@ -190,6 +190,17 @@ BAD = [
     ),
     ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a"], population=[5], mobility=2)}, "graph.mobility"),
     ({"deterministic": True, "runs": 5}, "runs"),
+    ({"disease": scenario_pb2.Disease(hospital_fraction=1.5)}, "disease.hospital_fraction"),
+    ({"disease": scenario_pb2.Disease(hospital_fraction=0.1, hospital_days=-2)}, "disease.hospital_days"),
+    (
+        {
+            "seed_infections": None,
+            "state": scenario_pb2.State(
+                s=(GRID.population - 1).tolist(), e=[0] * 16, i=[0] * 16, r=[0] * 16, h=[1] * 16
+            ),
+        },
+        "start.H",
+    ),
 ]
 
 
@@ -203,6 +214,33 @@ def test_bad_input_is_invalid_argument_naming_the_field(server: Server, change: 
         server.stub.Run(req, timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
     assert e.value.details().startswith(field + ":"), e.value.details()
+
+
+def test_hospital_occupancy_over_rpc(server: Server) -> None:
+    """SEIHR over the wire: bed-occupancy quantiles come back (and not without a hospital fraction);
+    an explicit start state may hold occupied beds, and H counts toward S+E+I+H+R = N."""
+    plain = server.stub.Run(request(), timeout=60)
+    assert not plain.hospital_quantiles and not plain.hospital_total_quantiles
+    disease = scenario_pb2.Disease(hospital_fraction=0.1, hospital_days=6)
+    res = server.stub.Run(request(disease=disease), timeout=60)
+    P, R, L = 9, GRID.n_regions, len(FLUSIGHT_LEVELS)
+    beds = np.array(res.hospital_quantiles).reshape(P, R, L)
+    total = np.array(res.hospital_total_quantiles).reshape(P, L)
+    assert np.all(np.diff(beds, axis=-1) >= 0) and total[:, 11].max() > 0
+    assert np.array_equal(np.array(res.quantiles), np.array(plain.quantiles))  # H does not feed back
+    h = [0] * R
+    h[3] = 50
+    s = GRID.population.copy()
+    s[0] -= 30
+    s[3] -= 50
+    i = [30] + [0] * (R - 1)
+    state = scenario_pb2.State(s=s.tolist(), e=[0] * R, i=i, r=[0] * R, h=h)
+    first = server.stub.Run(request(disease=disease, state=state, seed_infections=None), timeout=60)
+    assert np.array(first.hospital_quantiles).reshape(P, R, L)[0, 3, 11] > 0  # beds still occupied
+    bad = scenario_pb2.State(s=GRID.population.tolist(), e=[0] * R, i=[0] * R, r=[0] * R, h=h)
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.Run(request(disease=disease, state=bad, seed_infections=None), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "s+e+i+r+h" in e.value.details()
 
 
 def test_unknown_graph_is_not_found(server: Server) -> None:

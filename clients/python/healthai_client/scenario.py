@@ -114,11 +114,34 @@ class Calibration:
     deviance_explained: float
     window_days: int
     last_date: str
+    # 95 % profile-likelihood intervals; the rate is often not identifiable early in an epidemic
+    reporting_rate_interval: tuple[float, float] = (0.0, 1.0)
+    reporting_rate_identifiable: bool = False
+    r0_interval: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_proto(cls, m: scenario_pb2.CalibrateResult) -> Calibration:
         return cls(
-            m.r0, m.reporting_rate, m.rmse, m.mae, m.r2, m.deviance_explained, m.window_days, m.last_date
+            m.r0,
+            m.reporting_rate,
+            m.rmse,
+            m.mae,
+            m.r2,
+            m.deviance_explained,
+            m.window_days,
+            m.last_date,
+            (m.reporting_rate_low, m.reporting_rate_high),
+            m.reporting_rate_identifiable,
+            (m.r0_low, m.r0_high),
+        )
+
+    def describe_rate(self) -> str:
+        lo, hi = self.reporting_rate_interval
+        if self.reporting_rate_identifiable:
+            return f"reporting rate {self.reporting_rate:.3f} (95% {lo:.3f}-{hi:.3f})"
+        return (
+            f"reporting rate not identifiable from this window (95% {lo:.3f}-{hi:.3f}; "
+            f"best point {self.reporting_rate:.3f})"
         )
 
 
@@ -138,6 +161,9 @@ class ScenarioResult:
     elapsed_s: float
     calibration: Calibration | None
     horizon_days: int = 0
+    # with disease hospital_fraction > 0: bed occupancy at each period's end
+    hospital_quantiles: np.ndarray | None = None  # [P, R, L]
+    hospital_total_quantiles: np.ndarray | None = None  # [P, L]
 
     @classmethod
     def from_proto(cls, m: scenario_pb2.ScenarioResult) -> ScenarioResult:
@@ -159,6 +185,10 @@ class ScenarioResult:
             m.elapsed_s,
             Calibration.from_proto(m.calibration) if m.HasField("calibration") else None,
             m.horizon_days,
+            np.array(m.hospital_quantiles, f).reshape(len(p), r, len(lv)) if m.hospital_quantiles else None,
+            np.array(m.hospital_total_quantiles, f).reshape(len(p), len(lv))
+            if m.hospital_total_quantiles
+            else None,
         )
 
     def quantile(self, level: float) -> np.ndarray:

@@ -63,6 +63,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             ("r0", args.r0),
             ("latent_days", args.latent_days),
             ("infectious_days", args.infectious_days),
+            ("hospital_fraction", args.hospital_fraction),
+            ("hospital_days", args.hospital_days),
         )
         if v is not None
     }
@@ -133,7 +135,7 @@ def scenario(args: argparse.Namespace) -> int:
         f"{result.runs} runs, work {result.work:,}, {result.elapsed_s:.2f} s"
         + (
             f"; calibrated r0 {result.calibration.r0:.3f}, "
-            f"reporting {result.calibration.reporting_rate:.3f}, "
+            f"{result.calibration.describe_rate()}, "
             f"R^2 {result.calibration.r2:.3f}"
             if result.calibration
             else ""
@@ -145,6 +147,13 @@ def scenario(args: argparse.Namespace) -> int:
         print(
             f"{rid:<10} {median[:, k].sum():>16.0f} {result.peak_day[k, mid]:>13.0f} "
             f"{result.peak_size[k, mid]:>14.0f}"
+        )
+    if result.hospital_total_quantiles is not None:
+        peak = result.hospital_total_quantiles[:, mid]
+        k = int(peak.argmax())
+        print(
+            f"hospital occupancy, all regions (q50 at period ends): peak {peak[k]:.0f} beds "
+            f"in the period from day {int(result.period_start_day[k])}"
         )
     if args.plot:
         print(f"plot: {args.plot}")
@@ -164,7 +173,8 @@ def calibrate(args: argparse.Namespace) -> int:
         print_json(fit)
     else:
         print(
-            f"r0 {fit.r0:.3f}  reporting rate {fit.reporting_rate:.3f}  window {fit.window_days} days"
+            f"r0 {fit.r0:.3f} (95% {fit.r0_interval[0]:.2f}-{fit.r0_interval[1]:.2f})  "
+            f"{fit.describe_rate()}  window {fit.window_days} days"
             f"{' to ' + fit.last_date if fit.last_date else ''}\n"
             f"RMSE {fit.rmse:.2f}  MAE {fit.mae:.2f}  R^2 {fit.r2:.3f}  "
             f"deviance explained {fit.deviance_explained:.3f}"
@@ -197,6 +207,10 @@ def add_scenario_parsers(sub: Any) -> None:
     p.add_argument("--r0", type=float)
     p.add_argument("--latent-days", type=float)
     p.add_argument("--infectious-days", type=float)
+    p.add_argument(
+        "--hospital-fraction", type=float, help="SEIHR: fraction of infectious hospitalised (default 0: off)"
+    )
+    p.add_argument("--hospital-days", type=float, help="mean hospital stay (default 5, a placeholder)")
     p.add_argument(
         "--mobility", type=float, help="fraction of contacts in neighbouring regions (default 0.1)"
     )

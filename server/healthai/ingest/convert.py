@@ -161,3 +161,16 @@ def mark_already_stored(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: Co
             o.issues.append(common_pb2.Issue(
                 code="ALREADY_STORED", severity=common_pb2.SEVERITY_INFO,
                 message="already stored from this source (same record key); not stored again"))
+
+
+def mark_generalized(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
+    """Add a DATE_GENERALIZED warning to outcomes whose event date the store's birth-date guard cut
+    (streams: their outcomes are built before the commit; single batches got it on the domain outcome)."""
+    changed = {PROTO_KIND[k]: set(ids) for k, ids in commit.generalized.items() if k in PROTO_KIND}
+    if not changed:
+        return
+    for o in outcomes:
+        if o.source_id in changed.get(o.kind, ()) and not any(i.code == "DATE_GENERALIZED" for i in o.issues):
+            o.issues.append(common_pb2.Issue(
+                code="DATE_GENERALIZED", severity=common_pb2.SEVERITY_WARNING,
+                message=f"{o.resource_type} date equals the patient's birth date: cut to the birth month"))

@@ -19,7 +19,9 @@ import pyarrow as pa
 from healthai import observability
 from healthai.errors import HealthAIError, InvalidInput, TooLarge
 from healthai.ingest import convert
+from healthai.normalize.birth_guard import BirthDateGuard
 from healthai.normalize.context import NormalizeContext
+from healthai.normalize.dates import warn_generalized
 from healthai.normalize.fhir import normalize_fhir
 from healthai.normalize.flat import normalize_table
 from healthai.normalize.records import NormalizedBatch
@@ -38,6 +40,8 @@ class IngestCore:
                  max_response_bytes: int = 64 * 1024 * 1024) -> None:
         self.ctx = ctx
         self.store = store
+        if store.guard is None:  # no stored event date equals a birth date, whatever the arrival order
+            store.set_guard(BirthDateGuard(ctx.pseudonymizer))
         self.max_records = max_records
         self.max_response_bytes = max_response_bytes
 
@@ -106,6 +110,7 @@ def _finish(response: ingest_pb2.IngestResponse, commits: list[CommitResult], ba
     ``statuses`` stays complete)."""
     for commit in commits:
         convert.mark_already_stored(response.outcomes, commit)
+        convert.mark_generalized(response.outcomes, commit)
     response.receipt.CopyFrom(convert.receipt_to_proto(batch_id, commits))
     response.rejected = sum(1 for s in response.statuses if s == common_pb2.RECORD_STATUS_REJECTED)
     response.accepted = len(response.statuses) - response.rejected
@@ -145,6 +150,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         def work() -> ingest_pb2.IngestResponse:  # CPU-bound: off the event loop
             batch = self.core.normalize(request)
             commit = self.core.commit(batch.tables, batch_id)
+            warn_generalized(batch.outcomes, commit.generalized)
             response = ingest_pb2.IngestResponse()
             response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
             _count_records(request, response.statuses)

@@ -10,10 +10,9 @@
 
 Under both, no stored date equals a patient's full birth date: an event date equal to it (the birth
 encounter and the observations made on it) is cut to the first day of the birth month (the second
-when the birth date is the first), with a ``DATE_GENERALIZED`` warning. This check needs the
-Patient's full birth date, so it applies to Patients in the same payload as the events (FHIR
-bundles, as EHR exports send them); the full birth date is never stored, so events sent in a later
-payload than their Patient are not checked.
+when the birth date is the first), with a ``DATE_GENERALIZED`` warning. Here for Patients in the
+same FHIR payload (with the element path); for Patients stored earlier (any payload, format or
+replica) the store's commit does it with keyed birth-date tokens (:mod:`.birth_guard`).
 """
 
 from __future__ import annotations
@@ -130,6 +129,17 @@ def _generalize_birth(
             col = pa.array(values, table.schema.field(name).type)
             table = table.set_column(table.schema.get_field_index(name), name, col)
     return table
+
+
+def warn_generalized(outcomes: list[RecordOutcome], generalized: Mapping[str, list[str]]) -> None:
+    """DATE_GENERALIZED warnings for the records whose date the store's birth-date guard cut
+    (``CommitResult.generalized``: kind -> resource ids)."""
+    if not generalized:
+        return
+    changed = {(kind, rid) for kind, ids in generalized.items() for rid in ids}
+    for o in outcomes:
+        if o.status is not Status.REJECTED and (o.kind, o.source_id) in changed:
+            _warn(o, o.kind, "date", "")
 
 
 def _warn(outcome: RecordOutcome, kind: str, column: str, path: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from healthai.normalize import codes
+from healthai.normalize.birth_guard import birth_token
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
 from healthai.normalize.fhir_types import first_code, parse_datetime
 from healthai.normalize.identity import generalize_date, region_code
@@ -64,6 +65,8 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
             "deceased_month": dm,
             "region": region,
             "identifier_pseudonyms": idents,
+            "birth_date_token": (birth_token(rec.ctx.pseudonymizer, rec.pid, rec.refs.birth_dates[rec.pid])
+                                 if rec.pid in rec.refs.birth_dates else None),
         }
     ]
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
-from healthai.normalize import dates
+from healthai.normalize import birth_guard, dates
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
@@ -126,7 +126,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         out["encounter_id"] = fc.pseudonyms(ps, record_system(source, "Encounter"), t.string("encounter_id"))
     dup_key = ids
     if kind == PATIENT:
-        out.update(_patient(t, ctx))
+        out.update(_patient(t, ctx, pid))
     elif kind == ENCOUNTER:
         out.update(_encounter(t, ctx))
     elif kind == CONDITION:
@@ -176,7 +176,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
     return NormalizedBatch(outcomes, tables)
 
 
-def _patient(t: fc.Cols, ctx: NormalizeContext) -> dict[str, Any]:
+def _patient(t: fc.Cols, ctx: NormalizeContext, pid: pa.Array) -> dict[str, Any]:
     sex = t.string("sex")
     if sex is not None:
         sex = fc.map_values(sex, fc.SEX_VALUES)
@@ -217,7 +217,13 @@ def _patient(t: fc.Cols, ctx: NormalizeContext) -> dict[str, Any]:
                 "deceased_date",
                 error=True,
             )
+    token = None
+    if birth is not None:  # a string without its day (YYYY-MM) gives no token
+        raw = t.table.column("birth_date")
+        has_day = pc.greater_equal(pc.utf8_length(raw), 10) if pa.types.is_string(raw.type) else None
+        token = birth_guard.tokens(ctx.pseudonymizer, pid, birth, has_day)
     return {
+        "birth_date_token": token,
         "sex": sex,
         "birth_year": by,
         "birth_month": bm,

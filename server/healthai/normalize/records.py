@@ -45,6 +45,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("deceased_month", pa.int8()),
             pa.field("region", pa.string()),  # ISO 3166-2, e.g. US-MA; null when unknown
             pa.field("identifier_pseudonyms", pa.list_(pa.string())),
+            # keyed token of the full birth date (never the date): healthai.normalize.birth_guard
+            pa.field("birth_date_token", pa.string()),
         ]
     ),
     ENCOUNTER: pa.schema(

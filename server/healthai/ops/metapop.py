@@ -49,6 +49,7 @@ class SeirState:
     peak_value: np.ndarray
     peak_step: npt.NDArray[np.int32]
     day: int = 0  # global day index of this state
+    H: np.ndarray | None = None  # hospital compartment (None: SEIR without one)
 
     @property
     def mode(self) -> Mode:
@@ -65,11 +66,13 @@ class SeirState:
         runs: int,
         mode: Mode,
         day: int = 0,
+        H: np.ndarray | None = None,
     ) -> SeirState:
-        """Every run starts from the same per-region counts (1-d arrays of length n)."""
+        """Every run starts from the same per-region counts (1-d arrays of length n); ``H`` given
+        (zeros allowed) turns the hospital compartment on."""
         dtype = np.int32 if mode == "stochastic" else np.float64
         if mode == "stochastic":
-            for name, a in (("S", S), ("E", E), ("I", I), ("R", R)):
+            for name, a in (("S", S), ("E", E), ("I", I), ("R", R), ("H", 0 if H is None else H)):
                 if np.any(np.asarray(a) != np.round(a)):
                     raise ValueError(f"{name} must hold whole numbers in stochastic mode")
 
@@ -80,7 +83,8 @@ class SeirState:
             return np.ascontiguousarray(np.repeat(a.astype(dtype)[:, None], runs, axis=1))
 
         i0 = cells(I)
-        return cls(cells(S), cells(E), i0, cells(R), i0.copy(), np.zeros(i0.shape, np.int32), day)
+        h0 = None if H is None else cells(H)
+        return cls(cells(S), cells(E), i0, cells(R), i0.copy(), np.zeros(i0.shape, np.int32), day, h0)
 
     def copy(self) -> SeirState:
         return SeirState(
@@ -91,6 +95,7 @@ class SeirState:
             self.peak_value.copy(),
             self.peak_step.copy(),
             self.day,
+            None if self.H is None else self.H.copy(),
         )
 
 
@@ -108,11 +113,18 @@ def advance(
     substeps: int = 1,
     num_threads: int | None = None,
     device: str = "cpu",
+    hosp_frac: float = 0.0,
+    hosp_rate: float = 0.0,
+    lookup_tables: bool = True,
 ) -> np.ndarray:
     """Advance ``state`` in place by ``contact.shape[0]`` days; returns onsets per cell [n, runs].
 
     ``beta`` [runs] transmission rate per day; ``contact``, ``travel``, ``vacc`` [steps, n] per-day
-    multipliers and vaccination rates. Raises ValueError / IndexError naming the argument.
+    multipliers and vaccination rates. With ``state.H``: a fraction ``hosp_frac`` of those leaving I
+    enter H, which empties into R at ``hosp_rate`` per day. ``lookup_tables=False`` makes the CPU
+    compute the values it otherwise looks up and visit the quiet regions it otherwise skips, as the
+    CUDA kernels do (the same bits; for tests).
+    Raises ValueError / IndexError naming the argument.
     """
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -143,6 +155,10 @@ def advance(
         substeps=substeps,
         num_threads=num_threads or 0,
         device=device,
+        H=state.H,
+        hosp_frac=float(hosp_frac),
+        hosp_rate=float(hosp_rate),
+        lookup_tables=lookup_tables,
     )
     state.day += sched[0].shape[0]
     return incidence

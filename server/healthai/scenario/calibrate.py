@@ -9,6 +9,14 @@ the rate that r0 gives, spread within a group by population. The deterministic e
 (r0, rate) pair of a grid at once (the runs dimension holds the grid), the Poisson deviance picks
 the best pair, r0 and then the rate are refined, and the state at the window's end (rounded to
 whole people) starts the scenarios.
+
+Identifiability: while susceptibles are plentiful the counts are linear in the true onsets, so a
+rate and the r0 of the same growth fit equally well: only the depletion of susceptibles (a peak or
+a bend in the window) separates them. The fit therefore reports 95 % profile-likelihood intervals
+(deviance within chi2_1(0.95) = 3.84 of the best, scaled by the quasi-Poisson dispersion when the
+counts are overdispersed; grid intervals rounded outward by one grid step) for the rate and r0, and
+calls the rate identifiable only when its interval is closed on the low side and spans at most a
+factor of 2 (a reporting choice, not fitted to data). The best point of that joint grid is the fit.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ from healthai.scenario.model import Disease
 
 RATES = np.geomspace(0.02, 1.0, 8)
 R0_COARSE = np.linspace(0.4, 4.0, 19)
+RATE_PROFILE = np.geomspace(0.005, 1.0, 41)  # the rates of the profile likelihood (steps of 14 %)
+R0_PROFILE_HALF_WIDTH, R0_PROFILE_POINTS = 0.4, 21  # r0 grid around the coarse best
+CHI2_1_95 = 3.841458820694124  # chi-square(1 d.f.) 95 % quantile
+IDENTIFIABLE_SPAN = 2.0  # the rate counts as identified when its interval spans at most this factor
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,11 @@ class Fit:
     start: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # S, E, I, R at the window's end
     fitted: np.ndarray  # [window, groups] reported counts the fit predicts
     observed: np.ndarray  # [window, groups]
+    # 95 % profile-likelihood intervals; an interval reaching an end of the searched range
+    # (rates 0.005..1) means the data do not bound it on that side
+    rate_interval: tuple[float, float] = (0.0, 1.0)
+    r0_interval: tuple[float, float] = (0.0, 0.0)
+    rate_identifiable: bool = False
 
 
 def groups_of(
@@ -189,6 +206,7 @@ def calibrate(
     r0, rate = search(np.linspace(max(r0 - step, 0.0), r0 + step, 11), np.array([rate]))
     ratio = RATES[1] / RATES[0]
     r0, rate = search(np.array([r0]), np.clip(rate * ratio ** np.linspace(-1, 1, 9), 1e-3, 1.0))
+    r0, rate, rate_ci, r0_ci, identifiable = _profile(sub, disease, groups, first, target, days, r0, rate)
     onsets, st = _simulate(sub, disease, groups, first, np.array([r0]), np.array([rate]), days)
     fitted = onsets[..., 0] * rate
     err = fitted - target
@@ -212,4 +230,43 @@ def calibrate(
         start=(s, e, i, r),
         fitted=fitted,
         observed=target,
+        rate_interval=rate_ci,
+        r0_interval=r0_ci,
+        rate_identifiable=identifiable,
     )
+
+
+def _profile(
+    graph: MobilityGraph,
+    disease: Disease,
+    groups: list[np.ndarray],
+    first: np.ndarray,
+    target: np.ndarray,
+    days: int,
+    r0: float,
+    rate: float,
+) -> tuple[float, float, tuple[float, float], tuple[float, float], bool]:
+    """The best (r0, rate) of a joint grid around the search's fit (which the grid contains) and the
+    95 % profile-likelihood intervals of the rate and r0, from one grid run at once."""
+    r0s = np.linspace(max(r0 - R0_PROFILE_HALF_WIDTH, 0.05), r0 + R0_PROFILE_HALF_WIDTH, R0_PROFILE_POINTS)
+    r0s = np.unique(np.append(r0s, r0))
+    rates = np.unique(np.append(RATE_PROFILE, rate))
+    r0_grid, rate_grid = (a.ravel() for a in np.meshgrid(r0s, rates, indexing="ij"))
+    onsets, _ = _simulate(graph, disease, groups, first, r0_grid, rate_grid, days)
+    dev = _deviance(target[..., None], onsets * rate_grid).reshape(len(r0s), len(rates))
+    best = float(dev.min())
+    dispersion = max(1.0, best / max(target.size - 2, 1))  # quasi-Poisson: overdispersed counts
+    inside = dev <= best + CHI2_1_95 * dispersion
+    rate_ci, rate_closed = _outward(rates, inside.any(axis=0))
+    r0_ci, _ = _outward(r0s, inside.any(axis=1))
+    identifiable = rate_closed and rate_ci[1] <= IDENTIFIABLE_SPAN * rate_ci[0]
+    k, j = np.unravel_index(int(np.argmin(dev)), dev.shape)
+    return float(r0s[k]), float(rates[j]), rate_ci, r0_ci, identifiable
+
+
+def _outward(grid: np.ndarray, inside: np.ndarray) -> tuple[tuple[float, float], bool]:
+    """The interval of the grid points inside, widened to the next point out on each side (the true
+    bound lies between); and whether the low side is closed (the lowest grid point is outside)."""
+    idx = np.flatnonzero(inside)
+    lo, hi = max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 1, len(grid) - 1)
+    return (float(grid[lo]), float(grid[hi])), bool(idx[0] > 0)

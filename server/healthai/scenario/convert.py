@@ -48,7 +48,7 @@ def disease_from(msg: scenario_pb2.Disease) -> Disease:
     d = Disease()
     kw = {
         f: getattr(msg, f) if msg.HasField(f) else getattr(d, f)
-        for f in ("r0", "latent_days", "infectious_days")
+        for f in ("r0", "latent_days", "infectious_days", "hospital_fraction", "hospital_days")
     }
     disease = Disease(**kw)
     disease.check()
@@ -82,10 +82,13 @@ def interventions_from(msgs: Sequence[scenario_pb2.Intervention], graph: Mobilit
 
 
 def state_from(msg: scenario_pb2.State, graph: MobilityGraph) -> tuple[np.ndarray, ...]:
+    """S, E, I, R and, when the message has ``h``, the hospital occupancy H as a fifth array."""
     n = graph.n_regions
     out = []
-    for name in ("s", "e", "i", "r"):
+    for name in ("s", "e", "i", "r", "h"):
         values = getattr(msg, name)
+        if name == "h" and not values:
+            break
         if len(values) != n:
             raise FieldError(f"{len(values)} values for {n} regions", field=f"state.{name}")
         a = np.array(values, dtype=np.int64)
@@ -99,7 +102,8 @@ def state_from(msg: scenario_pb2.State, graph: MobilityGraph) -> tuple[np.ndarra
     if len(bad):
         i = int(bad[0])
         raise FieldError(
-            f"s+e+i+r of region {graph.ids[i]} is {total[i]}, not its population {graph.population[i]}",
+            f"s+e+i+r{'+h' if len(out) == 5 else ''} of region {graph.ids[i]} is {total[i]}, "
+            f"not its population {graph.population[i]}",
             field="state",
         )
     return tuple(out)
@@ -143,6 +147,11 @@ def fit_to(fit: Fit, last_date: str) -> scenario_pb2.CalibrateResult:
         window_days=fit.window_days,
         last_date=last_date,
         state=state_to(fit.start),
+        reporting_rate_low=fit.rate_interval[0],
+        reporting_rate_high=fit.rate_interval[1],
+        reporting_rate_identifiable=fit.rate_identifiable,
+        r0_low=fit.r0_interval[0],
+        r0_high=fit.r0_interval[1],
     )
 
 
@@ -163,4 +172,8 @@ def result_to(
         runs=runs,
         work=work,
         elapsed_s=elapsed,
+        hospital_quantiles=[] if res.hospital is None else res.hospital[:, cols].astype(f32).ravel().tolist(),
+        hospital_total_quantiles=[]
+        if res.hospital_total is None
+        else res.hospital_total.astype(f32).ravel().tolist(),
     )

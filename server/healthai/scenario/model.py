@@ -3,7 +3,10 @@
 A scenario advances ``runs`` copies of one start state for ``horizon`` days in periods of
 ``period_days``; after each period it keeps only summaries (quantiles over runs of the period's
 onsets per region, a few sample trajectories), so memory stays O(regions x runs) whatever the
-horizon. Peaks are prevalence peaks (largest I at a day's end) and their day.
+horizon. Peaks are prevalence peaks (largest I at a day's end) and their day. With a hospitalised
+fraction (``Disease.hospital_fraction`` > 0) the model is SEIHR: that fraction of those leaving I
+occupy a bed (H, not infectious) for ``hospital_days`` on average, and the result adds quantiles of
+bed occupancy at each period's end.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ class Disease:
     r0: float = 2.0  # basic reproduction number (beta = r0 / infectious_days)
     latent_days: float = 3.0  # mean E duration (sigma = 1 / latent_days)
     infectious_days: float = 5.0  # mean I duration (gamma = 1 / infectious_days)
+    # Hospital compartment: off by default (0). Both values are PLACEHOLDERS for the user to set for
+    # the pathogen and season, not estimates: e.g. US influenza burden estimates put hospitalisations
+    # near 1 % of symptomatic illnesses, and stays are typically several days; COVID-19 differs.
+    hospital_fraction: float = 0.0  # fraction of those leaving I who are hospitalised
+    hospital_days: float = 5.0  # mean stay in H (placeholder)
+
+    @property
+    def hospitalised(self) -> bool:
+        return self.hospital_fraction > 0.0
 
     def check(self) -> None:
         if not (np.isfinite(self.r0) and 0.0 <= self.r0 <= 50.0):
@@ -42,6 +54,16 @@ class Disease:
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.1 <= v <= 365.0):
                 raise FieldError(f"{name} must be in [0.1, 365], got {v}", field=f"disease.{name}")
+        if not (np.isfinite(self.hospital_fraction) and 0.0 <= self.hospital_fraction <= 1.0):
+            raise FieldError(
+                f"hospital_fraction must be in [0, 1], got {self.hospital_fraction}",
+                field="disease.hospital_fraction",
+            )
+        if not (np.isfinite(self.hospital_days) and 0.1 <= self.hospital_days <= 365.0):
+            raise FieldError(
+                f"hospital_days must be in [0.1, 365], got {self.hospital_days}",
+                field="disease.hospital_days",
+            )
 
     @property
     def beta(self) -> float:
@@ -54,6 +76,10 @@ class Disease:
     @property
     def gamma(self) -> float:
         return 1.0 / self.infectious_days
+
+    @property
+    def hosp_rate(self) -> float:
+        return 1.0 / self.hospital_days
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class Scenario:
     substeps: int = 1
     num_threads: int | None = None
     beta_scale: float = 1.0  # calibration's transmission factor on top of disease.r0
+    start_h: np.ndarray | None = None  # hospital occupancy per region at the start (default 0)
 
     @property
     def work(self) -> int:
@@ -141,6 +168,8 @@ class Result:
     samples: np.ndarray  # [S, P, n] onsets per period of the first S runs
     levels: np.ndarray
     final: SeirState
+    hospital: np.ndarray | None = None  # [P, n, L] bed occupancy at each period's end (SEIHR only)
+    hospital_total: np.ndarray | None = None  # [P, L] occupancy summed over regions
 
 
 def check(s: Scenario) -> None:
@@ -165,12 +194,20 @@ def check(s: Scenario) -> None:
     for name, a in zip(names, s.start, strict=True):
         if np.shape(a) != (n,) or np.any(np.asarray(a) < 0):
             raise FieldError(f"{name} must be {n} non-negative counts", field=f"start.{name}")
-    total = sum(np.asarray(a, dtype=np.float64) for a in s.start)
+    comps = list(s.start)
+    if s.start_h is not None:
+        h = np.asarray(s.start_h)
+        if np.shape(h) != (n,) or np.any(h < 0):
+            raise FieldError(f"H must be {n} non-negative counts", field="start.H")
+        if np.any(h > 0) and not s.disease.hospitalised:
+            raise FieldError("hospital occupancy needs disease.hospital_fraction > 0", field="start.H")
+        comps.append(h)
+    total = sum(np.asarray(a, dtype=np.float64) for a in comps)
     bad = np.flatnonzero(np.abs(total - s.graph.population) > (0 if s.mode == "stochastic" else 1e-6 * total))
     if len(bad):
         i = int(bad[0])
         raise FieldError(
-            f"S+E+I+R of region {s.graph.ids[i]} is {total[i]:.0f}, "
+            f"S+E+I{'+H' if s.start_h is not None else ''}+R of region {s.graph.ids[i]} is {total[i]:.0f}, "
             f"not its population {s.graph.population[i]}",
             field="start",
         )
@@ -191,7 +228,9 @@ def run(
     check(s)
     clock = clock or time.monotonic
     contact, travel, vacc = schedules(s.graph, s.horizon, s.interventions)
-    state = SeirState.start(*s.start, runs=s.runs, mode=s.mode)
+    hosp = s.disease.hospitalised
+    h0 = None if not hosp else (np.zeros(s.graph.n_regions) if s.start_h is None else s.start_h)
+    state = SeirState.start(*s.start, runs=s.runs, mode=s.mode, H=h0)
     beta = np.full(s.runs, s.disease.beta * s.beta_scale)
     lv = np.asarray(s.levels, dtype=np.float64)
     starts = np.arange(0, s.horizon, s.period_days)
@@ -200,6 +239,8 @@ def run(
     mean = np.empty((P, n), np.float32)
     tq = np.empty((P, L), np.float64)
     samples = np.empty((s.samples, P, n), np.float32 if s.mode == "deterministic" else np.int32)
+    hq = np.empty((P, n, L), np.float32) if hosp else None
+    htq = np.empty((P, L), np.float64) if hosp else None
     for p, day in enumerate(starts):
         if stop is not None and stop.is_set():
             raise Cancelled("scenario cancelled")
@@ -218,11 +259,16 @@ def run(
             seed=s.seed,
             substeps=s.substeps,
             num_threads=s.num_threads,
+            hosp_frac=s.disease.hospital_fraction,
+            hosp_rate=s.disease.hosp_rate,
         )
         q[p] = np.quantile(onsets, lv, axis=1).T
         mean[p] = onsets.mean(axis=1)
         tq[p] = np.quantile(onsets.sum(axis=0, dtype=np.float64), lv)
         samples[:, p, :] = onsets[:, : s.samples].T
+        if hq is not None and htq is not None and state.H is not None:
+            hq[p] = np.quantile(state.H, lv, axis=1).T
+            htq[p] = np.quantile(state.H.sum(axis=0, dtype=np.float64), lv)
         if progress is not None:
             progress(int(end), s.horizon)
     return Result(
@@ -235,4 +281,6 @@ def run(
         samples,
         lv,
         state,
+        hq,
+        htq,
     )

@@ -23,13 +23,22 @@ def mobility_matrix(graph: MobilityGraph) -> scipy.sparse.csr_matrix:
 
 class NumpyEngine:
     def __init__(
-        self, graph: MobilityGraph, *, beta: np.ndarray, sigma: float, gamma: float, seed: int = 0
+        self,
+        graph: MobilityGraph,
+        *,
+        beta: np.ndarray,
+        sigma: float,
+        gamma: float,
+        seed: int = 0,
+        hosp_frac: float = 0.0,
+        hosp_rate: float = 0.0,
     ) -> None:
         self.a = mobility_matrix(graph)
         self.row = graph.away_fraction()
         self.inv_n = 1.0 / graph.population.astype(np.float64)
         self.beta = np.asarray(beta, np.float64)
         self.sigma, self.gamma = sigma, gamma
+        self.hosp_frac, self.hosp_rate = hosp_frac, hosp_rate
         self.rng = np.random.default_rng(seed)
 
     def leap(
@@ -42,8 +51,10 @@ class NumpyEngine:
         travel: np.ndarray,
         vacc: np.ndarray,
         dt: float = 1.0,
+        H: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One tau-leap of all cells [n, runs] in place; returns the onsets."""
+        """One tau-leap of all cells [n, runs] in place (and H, the hospital compartment, when given);
+        returns the onsets."""
         away = self.a @ I
         own = I * self.inv_n[:, None]
         lam = (
@@ -53,12 +64,18 @@ class NumpyEngine:
         )
         b = self.rng.binomial
         new_e = b(S, -np.expm1(-lam * dt))
-        new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam))
+        # no draw where nothing can happen (the native engine skips those cells the same way)
+        new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam)) if vacc.any() else 0
         new_i = b(E, -np.expm1(-self.sigma * dt))
         new_r = b(I, -np.expm1(-self.gamma * dt))
         S -= new_e + new_v
         E += new_e - new_i
         I += new_i - new_r  # noqa: E741
+        if H is not None:
+            new_h = b(new_r, self.hosp_frac)
+            new_d = b(H, -np.expm1(-self.hosp_rate * dt))
+            H += new_h - new_d
+            new_r = new_r - new_h + new_d
         R += new_r + new_v
         return new_i
 
@@ -74,9 +91,12 @@ def solve_ode(
     contact: np.ndarray | None = None,
     travel: np.ndarray | None = None,
     vacc: np.ndarray | None = None,
+    hosp_frac: float = 0.0,
+    hosp_rate: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Integrate the ODE with LSODA (rtol 1e-10); returns S, E, I, R at days 0..days [days + 1, n] and
-    the daily onsets [days, n]. Schedules [days, n] are piecewise constant per day."""
+    """Integrate the ODE with LSODA (rtol 1e-10); returns S, E, I, R, H at days 0..days [days + 1, n]
+    and the daily onsets [days, n]. Schedules [days, n] are piecewise constant per day; H (hospital
+    occupancy, from 0) is fed by hosp_frac of the I -> out flow and empties at hosp_rate."""
     n = graph.n_regions
     a = mobility_matrix(graph)
     row = graph.away_fraction()
@@ -85,7 +105,7 @@ def solve_ode(
     contact = ones if contact is None else contact
     travel = ones if travel is None else travel
     vacc = np.zeros((days, n)) if vacc is None else vacc
-    y = np.concatenate([np.asarray(c, np.float64) for c in start] + [np.zeros(n)])
+    y = np.concatenate([np.asarray(c, np.float64) for c in start] + [np.zeros(n), np.zeros(n)])
     out = [y.copy()]
     for t in range(days):
         c, tr, v = contact[t], travel[t], vacc[t]
@@ -93,10 +113,18 @@ def solve_ode(
         def rhs(
             _: float, z: np.ndarray, c: np.ndarray = c, tr: np.ndarray = tr, v: np.ndarray = v
         ) -> np.ndarray:
-            S, E, I = z[:n], z[n : 2 * n], z[2 * n : 3 * n]  # noqa: E741
+            S, E, I, H = z[:n], z[n : 2 * n], z[2 * n : 3 * n], z[5 * n :]  # noqa: E741
             lam = beta * c * ((1.0 - tr * row) * I * inv_n + tr * (a @ I))
+            admit, discharge = hosp_frac * gamma * I, hosp_rate * H
             return np.concatenate(
-                [-lam * S - v * S, lam * S - sigma * E, sigma * E - gamma * I, gamma * I + v * S, sigma * E]
+                [
+                    -lam * S - v * S,
+                    lam * S - sigma * E,
+                    sigma * E - gamma * I,
+                    gamma * I - admit + discharge + v * S,
+                    sigma * E,
+                    admit - discharge,
+                ]
             )
 
         sol = scipy.integrate.solve_ivp(rhs, (0.0, 1.0), y, method="LSODA", rtol=1e-10, atol=1e-8)
@@ -108,7 +136,8 @@ def solve_ode(
         "E": traj[:, n : 2 * n],
         "I": traj[:, 2 * n : 3 * n],
         "R": traj[:, 3 * n : 4 * n],
-        "onsets": np.diff(traj[:, 4 * n :], axis=0),
+        "onsets": np.diff(traj[:, 4 * n : 5 * n], axis=0),
+        "H": traj[:, 5 * n :],
     }
 
 

@@ -9,6 +9,7 @@ boundary, which frees its slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -145,15 +146,17 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
             )
         which = req.WhichOneof("start")
         calibration = None
+        start_h = None
         if which == "state":
-            start = convert.state_from(req.state, graph)
+            comps = convert.state_from(req.state, graph)
+            start, start_h = comps[:4], (comps[4] if len(comps) == 5 else None)
         elif which == "seed_infections":
             start = convert.seeded(req.seed_infections, graph)
         elif which == "calibrate":
             async with self.gate:  # calibration is work too: it takes a job slot
                 fit, last = await self._calibrate(req.calibrate, graph, disease, "calibrate")
             start = fit.start
-            disease = Disease(fit.r0, disease.latent_days, disease.infectious_days)
+            disease = dataclasses.replace(disease, r0=fit.r0)
             calibration = convert.fit_to(fit, last)
         else:
             raise FieldError("start: state, seed_infections or calibrate is required", field="start")
@@ -171,6 +174,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
             samples=req.sample_trajectories,
             mode="deterministic" if req.deterministic else "stochastic",
             num_threads=self.settings.num_threads,
+            start_h=start_h,
         )
         note(runs=runs, regions=graph.n_regions, days=horizon)
         return s, cols, calibration

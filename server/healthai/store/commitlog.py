@@ -2,26 +2,43 @@
 
 ``_commits/<sequence:012d>.json`` names the part files of that commit. A writer (1) catches up on the
 entries it has not read, indexing their rows' keys, (2) drops the rows already stored, (3) writes its
-part files under hidden ``.pending-`` names (fsynced), (4) claims the next sequence by creating its
-entry exclusively, and (5) renames the pending files into place. Losing the claim to another writer
-means someone committed first: back to (1), so a row is never stored by two writers. Entries are
-written before anything is acknowledged and files before their entry, so a reader that sees an entry
-finds its files (pending or renamed); a crash between (4) and (5) is rolled forward by the next
+part files under hidden ``.pending-`` names (durably), (4) claims the next sequence by creating its
+entry exclusively, and (5) promotes the pending files to their final names. Losing the claim to another
+writer means someone committed first: back to (1), so a row is never stored by two writers. Entries
+are written before anything is acknowledged and files before their entry, so a reader that sees an
+entry finds its files (pending or promoted); a crash between (4) and (5) is rolled forward by the next
 writer or ``open``.
 
-Exclusive create is ``link(2)`` of a fully written temporary file (atomic, content included) on a
-local or NFS filesystem. Object stores have the same primitive (S3 and MinIO: PUT with
-``If-None-Match: *``; GCS: ``ifGenerationMatch=0``) but pyarrow's filesystems do not expose it, so
-there the log is not used (see ``ParquetStore``): dedup across replicas then holds per process only.
+Two backends, one interface (``sequences_after``, ``read``, ``claim``, ``write_pending``,
+``promote``, ``discard``):
+
+- :class:`LocalCommitLog` — a local or NFS directory: exclusive create is ``link(2)`` of a fully
+  written temporary file (atomic, content included); promote is ``rename(2)``; files and directories
+  are fsynced before the claim.
+- :class:`S3CommitLog` — S3 or an S3-compatible store through boto3: exclusive create is a PUT with
+  ``If-None-Match: *`` (AWS S3 since August 2024; MinIO; tested here against moto's S3 server); S3 is
+  strongly consistent (read-after-write and LIST), and an object is durable when its PUT returns;
+  promote is a server-side copy then delete of the pending object. ``open`` probes that the server
+  honours the condition (some S3-compatible servers ignore it and overwrite) and refuses the store
+  otherwise, rather than double-store.
+
+GCS has the same primitive (``ifGenerationMatch=0``) but no backend here: no GCS server can be run
+offline to test one, so on ``gs://`` stores de-duplication stays per process (see ``ParquetStore``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 LOG_DIR = "_commits"
 
@@ -31,9 +48,30 @@ class Entry:
     sequence: int
     batch_id: str
     files: list[tuple[str, str]]  # (pending, final) paths relative to the store root
+    # (pending, final) rewrites of already committed files: same rows and keys, some values changed
+    # (the birth-date guard); promoted over the final file like a new one
+    replaces: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _fsync_dir(path: Path) -> None:
+def _body(entry: Entry) -> bytes:
+    doc: dict = {"batch_id": entry.batch_id, "files": [{"pending": p, "final": f} for p, f in entry.files]}
+    if entry.replaces:
+        doc["replaces"] = [{"pending": p, "final": f} for p, f in entry.replaces]
+    return json.dumps(doc).encode()
+
+
+def _entry(sequence: int, raw: bytes) -> Entry:
+    doc = json.loads(raw)
+    return Entry(sequence, doc["batch_id"], [(f["pending"], f["final"]) for f in doc["files"]],
+                 [(f["pending"], f["final"]) for f in doc.get("replaces", ())])
+
+
+def _sequence_of(name: str) -> int | None:
+    stem, dot, ext = name.partition(".")
+    return int(stem) if ext == "json" and dot and stem.isdigit() else None
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -43,32 +81,30 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalCommitLog:
     def __init__(self, root: str) -> None:
-        self.dir = Path(root) / LOG_DIR
+        self.root = Path(root)
+        self.dir = self.root / LOG_DIR
 
     def sequences_after(self, sequence: int) -> list[int]:
+        if sequence > 0:  # entries are dense (a writer claims the number after the last it saw):
+            out: list[int] = []  # probe, rather than list a directory that grows with every commit
+            while (self.dir / f"{sequence + len(out) + 1:012d}.json").exists():
+                out.append(sequence + len(out) + 1)
+            return out
         if not self.dir.is_dir():
             return []
-        out = []
-        for name in os.listdir(self.dir):
-            stem, dot, ext = name.partition(".")
-            if ext == "json" and dot and stem.isdigit() and int(stem) > sequence:
-                out.append(int(stem))
-        return sorted(out)
+        return sorted(s for s in map(_sequence_of, os.listdir(self.dir)) if s is not None and s > sequence)
 
     def read(self, sequence: int) -> Entry:
-        doc = json.loads((self.dir / f"{sequence:012d}.json").read_text())
-        return Entry(sequence, doc["batch_id"], [(f["pending"], f["final"]) for f in doc["files"]])
+        return _entry(sequence, (self.dir / f"{sequence:012d}.json").read_bytes())
 
     def claim(self, entry: Entry) -> bool:
         """Create the entry of ``entry.sequence`` exclusively (content included); False if taken."""
         if not self.dir.is_dir():
             self.dir.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.dir.parent)
-        body = {"batch_id": entry.batch_id,
-                "files": [{"pending": p, "final": f} for p, f in entry.files]}
+            fsync_dir(self.dir.parent)
         tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
-        with open(tmp, "w") as f:
-            json.dump(body, f)
+        with open(tmp, "wb") as f:
+            f.write(_body(entry))
             f.flush()
             os.fsync(f.fileno())
         try:
@@ -77,5 +113,130 @@ class LocalCommitLog:
             return False
         finally:
             tmp.unlink()
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return True
+
+    def write_pending(self, names: list[tuple[str, pa.Table]]) -> None:
+        """Write and fsync each file, then fsync their directories: durable before any entry names them."""
+        dirs = set()
+        for rel, table in names:
+            path = self.root / rel
+            created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for p in created:
+                fsync_dir(p.parent)
+            with open(path, "wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                os.fsync(f.fileno())
+            dirs.add(path.parent)
+        for d in dirs:
+            fsync_dir(d)
+
+    def promote(self, pending: str, final: str) -> None:
+        """Rename pending to final; done already (by another process rolling forward) is fine.
+        The claim is the durable commit point: a rename lost in a power cut is rolled forward."""
+        try:
+            os.replace(self.root / pending, self.root / final)
+        except FileNotFoundError:
+            if not (self.root / final).exists():
+                raise
+
+    def discard(self, pending: str) -> None:
+        (self.root / pending).unlink(missing_ok=True)
+
+
+class S3CommitLog:
+    """The log on an S3 bucket prefix; part files through the store's pyarrow filesystem."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, filesystem: pafs.FileSystem, root: str) -> None:
+        self.client, self.bucket, self.fs, self.root = client, bucket, filesystem, root
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.dir = f"{self.prefix}{LOG_DIR}/"
+
+    @classmethod
+    def from_uri(cls, uri: str, filesystem: pafs.FileSystem, root: str) -> S3CommitLog:
+        """boto3 client for an ``s3://bucket/prefix?endpoint_override=host:port&scheme=http&region=r``
+        URI (pyarrow's own query parameters); credentials from the usual AWS environment."""
+        import boto3  # requirements-runtime.txt; imported only for s3:// stores
+
+        parsed = urllib.parse.urlparse(uri)
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        endpoint = query.get("endpoint_override")
+        if endpoint and "://" not in endpoint:
+            endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=query.get("region"))
+        return cls(client, parsed.netloc, parsed.path.strip("/"), filesystem, root)
+
+    def sequences_after(self, sequence: int) -> list[int]:
+        out: list[int] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.dir, StartAfter=f"{self.dir}{sequence:012d}.json")
+        for page in pages:
+            for obj in page.get("Contents", ()):
+                s = _sequence_of(obj["Key"][len(self.dir):])
+                if s is not None and s > sequence:
+                    out.append(s)
+        return sorted(out)
+
+    def read(self, sequence: int) -> Entry:
+        obj = self.client.get_object(Bucket=self.bucket, Key=f"{self.dir}{sequence:012d}.json")
+        return _entry(sequence, obj["Body"].read())
+
+    def claim(self, entry: Entry) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.dir}{entry.sequence:012d}.json",
+                                   Body=_body(entry), IfNoneMatch="*", ContentType="application/json")
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            # 412: the entry exists; 409: a concurrent conditional PUT of the same key (one of them wins)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                    e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            if code == "NotImplemented":
+                raise RuntimeError("the object store does not support conditional PUT (If-None-Match); "
+                                   "replicas cannot share this store exactly once") from e
+            raise
+        return True
+
+    def check_conditional_put(self) -> bool:
+        """Whether the server honours ``If-None-Match: *`` (some S3-compatible servers ignore it and
+        overwrite): a probe object created twice must be refused the second time."""
+        from botocore.exceptions import ClientError
+
+        key = f"{self.dir}.probe-{uuid.uuid4().hex}"
+        try:
+            for _ in range(2):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status not in (412, 501):
+                raise
+            return status == 412
+        finally:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        return False
+
+    def write_pending(self, names: list[tuple[str, pa.Table]]) -> None:
+        for rel, table in names:  # an object is durable and visible when its PUT (close) returns
+            pq.write_table(table, f"{self.root}/{rel}", filesystem=self.fs)
+
+    def promote(self, pending: str, final: str) -> None:
+        from botocore.exceptions import ClientError
+
+        src, dst = f"{self.prefix}{pending}", f"{self.prefix}{final}"
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=dst,
+                                    CopySource={"Bucket": self.bucket, "Key": src})
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            if self.fs.get_file_info(f"{self.root}/{final}").type != pafs.FileType.File:
+                raise FileNotFoundError(final) from e
+            return  # promoted already by another process
+        self.client.delete_object(Bucket=self.bucket, Key=src)
+
+    def discard(self, pending: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}{pending}")

@@ -16,8 +16,9 @@ is never stored again, within a commit or across restarts (the key index is rebu
 when the store opens). On a local (or NFS) filesystem this also holds across processes sharing the
 directory (replicas of ``healthai serve`` and of the Kafka consumer): commits go through a
 create-exclusive commit log (:mod:`healthai.store.commitlog`), and a writer indexes every commit it
-has not seen before writing. On object stores the log is not available (no exclusive create in
-pyarrow's filesystems): dedup is per process there, as before.
+has not seen before writing. On S3 (and S3-compatible stores with conditional PUT) the same log is
+kept with ``If-None-Match: *`` PUTs through boto3 (a runtime requirement), so the guarantee holds
+there too; without boto3, and on GCS and other pyarrow filesystems, dedup is per process.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
-from healthai.store.commitlog import Entry, LocalCommitLog
+from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,23 @@ class CommitResult:
     duplicates: int = 0  # rows dropped because (kind, source, record_key) was already stored
     files: list[str] = field(default_factory=list)  # relative to the store root
     skipped: dict[str, pa.Table] = field(default_factory=dict)  # the duplicate rows per kind (not written)
+    generalized: dict[str, list[str]] = field(default_factory=dict)  # kind -> resource ids the guard changed
+    rewritten: list[str] = field(default_factory=list)  # committed files the guard rewrote (same rows)
+
+
+class CommitGuard(Protocol):
+    """Rewrites rows inside a commit, knowing every committed row of the kinds it watches
+    (e.g. :class:`healthai.normalize.birth_guard.BirthDateGuard`)."""
+
+    watch: Mapping[str, tuple[str, ...]]  # kind -> columns the guard must see of every committed row
+    read_needs: tuple[str, ...]  # columns ``apply_read`` needs besides those asked for
+
+    def observe(self, kind: str, table: pa.Table, path: str) -> None: ...
+
+    def apply(self, tables: Mapping[str, pa.Table], read: Callable[[str], pa.Table]
+              ) -> tuple[dict[str, pa.Table], dict[str, list[str]], dict[str, pa.Table]]: ...
+
+    def apply_read(self, kind: str, table: pa.Table) -> pa.Table: ...
 
 
 def new_batch_id() -> str:
@@ -97,11 +115,26 @@ class ParquetStore:
         self.filesystem, self.root = _open_filesystem(uri)
         self._local = self.filesystem.type_name == "local"
         self._direct = self.filesystem.type_name in ("s3", "gcs")
-        self._log = LocalCommitLog(self.root) if self._local else None
+        self._log: LocalCommitLog | S3CommitLog | None = (
+            LocalCommitLog(self.root) if self._local else _object_store_log(uri, self.filesystem, self.root))
         self._lock = threading.Lock()
         self._index: dict[str, set[str]] = {}
         self._sequence = 0
         self._open = False
+        self._guard: CommitGuard | None = None
+
+    @property
+    def guard(self) -> CommitGuard | None:
+        return self._guard
+
+    def set_guard(self, guard: CommitGuard) -> None:
+        """Install the commit guard; an open store shows it every committed row it watches."""
+        with self._lock:
+            self._guard = guard
+            if self._open:
+                for kind, path in self._part_files():  # in commit order
+                    if kind in guard.watch:
+                        guard.observe(kind, self._read_indexed(kind, path), self._rel(path))
 
     @property
     def sequence(self) -> int:
@@ -111,6 +144,10 @@ class ParquetStore:
     def open(self) -> ParquetStore:
         with self._lock:
             self.filesystem.create_dir(self.root, recursive=True)
+            if isinstance(self._log, S3CommitLog) and not self._log.check_conditional_put():
+                raise InvalidInput(f"store_uri {self.uri!r}: the object store ignores or lacks conditional "
+                                   "PUT (If-None-Match: *), which replicas need to store each record once",
+                                   field="store_uri")
             self._index.clear()
             rows, listed, highest = 0, set(), 0
             for kind, path in self._part_files():
@@ -118,9 +155,11 @@ class ParquetStore:
                 match = _PART.match(name)
                 assert match is not None
                 highest = max(highest, int(match.group(1)))
-                table = pq.read_table(path, columns=[SOURCE_COLUMN, ID_COLUMN], filesystem=self.filesystem)
+                table = self._read_indexed(kind, path)
                 self._index.setdefault(kind, set()).update(_keys(table))
-                listed.add(path[len(self.root):].lstrip("/"))
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table, self._rel(path))
+                listed.add(self._rel(path))
                 rows += table.num_rows
             # Every logged commit, not only those after the highest file listed: another process may
             # have renamed its files into place while an earlier commit's files were still pending.
@@ -165,9 +204,11 @@ class ParquetStore:
             for attempt in range(1_000_000):  # another writer taking our sequence: catch up, retry
                 if self._log is not None:
                     self._catch_up()
+                work, generalized, rewrites = (self._guard.apply(tables, self._read_rel)
+                                               if self._guard is not None else (tables, {}, {}))
                 fresh: dict[str, tuple[pa.Table, list[str]]] = {}
                 skipped: dict[str, pa.Table] = {}
-                for kind, table in tables.items():
+                for kind, table in work.items():
                     keep, new_keys = self._new_rows(kind, table)
                     if len(new_keys) < table.num_rows:
                         mask = pa.array(keep)
@@ -183,42 +224,54 @@ class ParquetStore:
                 if self._log is None:
                     files = [self._write(kind, today, sequence, batch_id, table)
                              for kind, (table, _) in fresh.items()]
+                    for rel, table in rewrites.items():  # object stores: a PUT replaces atomically
+                        pq.write_table(table, f"{self.root}/{rel}", filesystem=self.filesystem)
                     break
-                claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt)
+                claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt, rewrites)
                 if claimed is not None:
                     files = claimed
                     break
             self._sequence = sequence
-            for kind, (_, new_keys) in fresh.items():
+            for kind, (table, new_keys) in fresh.items():
                 self._index.setdefault(kind, set()).update(new_keys)
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table, next(f for f in files if f.startswith(f"kind={kind}/")))
+        if rewrites:
+            log.info("commit %d rewrote %d earlier file(s): event dates on a birth date learnt now",
+                     sequence, len(rewrites))
+        if generalized:  # only rows really written
+            written = {k: set(fresh[k][0]["resource_id"].to_pylist()) for k in generalized if k in fresh}
+            generalized = {k: [r for r in ids if r in written[k]]
+                           for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
-                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped)
+                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped,
+                            generalized={k: ids for k, ids in generalized.items() if ids},
+                            rewritten=sorted(rewrites))
 
     def _commit_logged(self, fresh: dict[str, tuple[pa.Table, list[str]]], day: str, sequence: int,
-                       batch_id: str, attempt: int) -> list[str] | None:
+                       batch_id: str, attempt: int, rewrites: dict[str, pa.Table]) -> list[str] | None:
         """Pending files, the exclusive claim of ``sequence``, the renames; None if the claim is lost."""
         assert self._log is not None
         names = []
         for kind, (table, _) in fresh.items():
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
-            _write_pending(Path(self.root) / pending, table)
-            names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet"))
-        for directory in {(Path(self.root) / pending).parent for pending, _ in names}:
-            _fsync_dir(directory)  # the files exist durably before any entry names them
-        if not self._log.claim(Entry(sequence, batch_id, names)):
-            for pending, _ in names:  # someone committed first: their rows may overlap ours
-                (Path(self.root) / pending).unlink(missing_ok=True)
+            names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet", table))
+        for i, (final, table) in enumerate(sorted(rewrites.items())):
+            pending = f"{final.rsplit('/', 1)[0]}/.pending-{batch_id}-{attempt}-rw{i}.parquet"
+            names.append((pending, final, table))
+        self._log.write_pending([(pending, table) for pending, _, table in names])
+        files = [(pending, final) for pending, final, _ in names]
+        entry = Entry(sequence, batch_id, files[:len(fresh)], files[len(fresh):])
+        if not self._log.claim(entry):
+            for pending, _ in files:  # someone committed first: their rows may overlap ours
+                self._log.discard(pending)
             return None
-        # The claim is the durable commit point: a rename lost in a power cut is rolled forward
-        # (both names are read), so the renames need no directory fsync of their own.
-        for pending, final in names:
-            try:
-                os.replace(Path(self.root) / pending, Path(self.root) / final)
-            except FileNotFoundError:  # another process catching up rolled it forward already
-                if not (Path(self.root) / final).exists():
-                    raise
-        return [final for _, final in names]
+        # The claim is the durable commit point: a promotion lost in a crash is rolled forward
+        # (both names are read), so the promotions need no fsync of their own.
+        for pending, final in files:
+            self._log.promote(pending, final)
+        return [final for _, final in entry.files]
 
     def _catch_up(self, skip: set[str] | frozenset[str] = frozenset()) -> int:
         """Index the commits other processes logged since our sequence (rolling forward renames)."""
@@ -226,30 +279,58 @@ class ParquetStore:
             return 0
         rows = 0
         for sequence in self._log.sequences_after(self._sequence):
-            for pending, final in self._log.read(sequence).files:
+            entry = self._log.read(sequence)
+            for pending, final in entry.replaces:  # rewrites of committed files: roll forward
+                with contextlib.suppress(FileNotFoundError):
+                    self._log.promote(pending, final)
+            for pending, final in entry.files:
                 if final in skip:  # indexed from the listing already
                     continue
                 kind = final.split("/", 1)[0].removeprefix("kind=")
-                table = self._read_keys(pending, final)
+                table = self._read_keys(kind, pending, final)
                 self._index.setdefault(kind, set()).update(_keys(table))
+                if self._guard is not None and kind in self._guard.watch:
+                    self._guard.observe(kind, table, final)
                 rows += table.num_rows
                 with contextlib.suppress(FileNotFoundError):  # a writer died before its rename
-                    os.replace(Path(self.root) / pending, Path(self.root) / final)
+                    self._log.promote(pending, final)
             self._sequence = sequence
         return rows
 
-    def _read_keys(self, pending: str, final: str) -> pa.Table:
+    def _read_keys(self, kind: str, pending: str, final: str) -> pa.Table:
         for rel in (final, pending, final):  # the writer may rename between our two looks
             try:
-                return pq.read_table(f"{self.root}/{rel}", columns=[SOURCE_COLUMN, ID_COLUMN],
-                                     filesystem=self.filesystem)
+                return self._read_indexed(kind, f"{self.root}/{rel}")
             except FileNotFoundError:
                 continue
         raise RuntimeError(f"commit log names {final}, which is missing: the store was altered")
 
+    def _rel(self, path: str) -> str:
+        return path[len(self.root):].lstrip("/")
+
+    def _read_rel(self, rel: str) -> pa.Table:
+        return pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem)
+
+    def _read_indexed(self, kind: str, path: str) -> pa.Table:
+        """The key columns of a part file, plus those the guard watches (when the file has them)."""
+        columns = [SOURCE_COLUMN, ID_COLUMN]
+        watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
+        if watched:
+            have = set(pq.read_schema(path, filesystem=self.filesystem).names)
+            columns += [c for c in watched if c in have and c not in columns]
+        return pq.read_table(path, columns=columns, filesystem=self.filesystem)
+
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows of one kind (schemas of older files are unified); empty table if none."""
-        return self.read_files(self.files(kind), columns)
+        """All stored rows of one kind (schemas of older files are unified); empty table if none.
+
+        With a guard, rows pass through it (e.g. an event date equal to a birth date learnt after
+        the event was stored is generalized here)."""
+        if self._guard is None:
+            return self.read_files(self.files(kind), columns)
+        extra = [c for c in self._guard.read_needs if columns is not None and c not in columns]
+        wanted = (columns or []) + extra or None
+        table = self._guard.apply_read(kind, self.read_files(self.files(kind), wanted))
+        return table.select(columns) if columns is not None and extra else table
 
     def files(self, kind: str) -> list[str]:
         """Paths (filesystem paths, in commit order) of the committed part files of one kind."""
@@ -295,48 +376,23 @@ class ParquetStore:
         rel_dir = f"kind={kind}/ingest_date={day}"
         name = f"part-{sequence:012d}-{batch_id}.parquet"
         directory = f"{self.root}/{rel_dir}"
-        if self._local:
-            _write_local_durably(Path(directory), name, table)
+        self.filesystem.create_dir(directory, recursive=True)  # not local: those have the log
+        if self._direct:
+            pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
         else:
-            self.filesystem.create_dir(directory, recursive=True)
-            if self._direct:
-                pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
-            else:
-                tmp = f"{directory}/.tmp-{name}"
-                pq.write_table(table, tmp, filesystem=self.filesystem)
-                self.filesystem.move(tmp, f"{directory}/{name}")
+            tmp = f"{directory}/.tmp-{name}"
+            pq.write_table(table, tmp, filesystem=self.filesystem)
+            self.filesystem.move(tmp, f"{directory}/{name}")
         return f"{rel_dir}/{name}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _object_store_log(uri: str, filesystem: pafs.FileSystem, root: str) -> S3CommitLog | None:
+    """The commit log of an S3 store (boto3 installed), else None: de-duplication per process."""
+    if filesystem.type_name != "s3":
+        return None
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_pending(path: Path, table: pa.Table) -> None:
-    """Write and fsync a file under its final (hidden) name; the caller fsyncs the directory."""
-    created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for p in created:
-        _fsync_dir(p.parent)
-    with open(path, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_local_durably(directory: Path, name: str, table: pa.Table) -> None:
-    created = [p for p in (directory.parent, directory) if not p.exists()]
-    directory.mkdir(parents=True, exist_ok=True)
-    for p in created:  # make the new directory entries themselves durable
-        _fsync_dir(p.parent)
-    tmp = directory / f".tmp-{name}"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
+        return S3CommitLog.from_uri(uri, filesystem, root)
+    except ImportError:
+        log.warning("store %s: boto3 is not installed (requirements-runtime.txt), so replicas sharing this "
+                    "store de-duplicate per process only", uri)
+        return None

@@ -3,6 +3,8 @@
     healthai federate coordinator --spec cohort.toml --rounds 5 --min-sites 4 --strategy fedadam \\
         --secagg --export-to server/healthai/data/models
     healthai federate site --superlink coordinator:9092 --table site.csv --spec cohort.toml --site north
+    healthai federate keygen keys/north.key      # north.key stays at the site, north.key.pub goes to
+                                                 # the coordinator (--site-key)
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import subprocess
+import os
 from pathlib import Path
 
 from healthai_training.errors import TrainingInputError
+from healthai_training.federated.deploy import TASK_START_WINDOW_S
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ def _coordinator(args: argparse.Namespace) -> int:
         lr=args.lr,
         server_lr=args.server_lr, hidden=args.hidden, epsilon=None if args.non_private else args.epsilon,
         delta=args.delta, max_grad_norm=args.max_grad_norm, secagg=args.secagg,
-        round_timeout=args.round_timeout,
+        round_timeout=args.round_timeout, evaluate_every=args.evaluate_every,
+        task_start_window=args.task_start_window,
         seed=args.seed, secagg_max_weight=args.secagg_max_weight,
     )
     workdir = args.workdir or Path(args.runs_dir) / "federation"
@@ -45,6 +48,7 @@ def _coordinator(args: argparse.Namespace) -> int:
                                      export_repo=args.export_to)
     summary = {"run_dir": str(run_dir), "mean_site_accuracy": card["metrics"]["mean_site_accuracy"],
                "epsilon": card["privacy"]["epsilon"], "refused": len(report["refused"]),
+               "failed_sites_by_round": report.get("failed_sites", {}),
                "wall_time_s": report["wall_time_s"]}
     print(json.dumps(summary))
     if args.json is not None:
@@ -53,18 +57,33 @@ def _coordinator(args: argparse.Namespace) -> int:
 
 
 def _site(args: argparse.Namespace) -> int:
-    from healthai_training.federated import deploy, task
+    from healthai_training.federated import deploy
+    from healthai_training.risk.cohort import build_cohort, load_spec, read_table
 
-    task.load_site(args.table, args.spec, seed=args.seed)  # bad table/spec: exit 2 before connecting
+    # A site's data: a table + spec (issue 9). Not wired yet: ``--from-store URI`` would build the
+    # site's cohort here with ``risk.store_cohort.build_store_cohort(uri, StoreCohortOptions(
+    # min_measured=0, ...))``, write its table beside the site's FLWR home and pass that path as
+    # ``table`` (the spec stays the coordinator's ``--spec``, so every site has the same features).
+    # Bad table/spec: exit 2 before connecting (what ``task.load_site`` builds, without torch)
+    build_cohort(read_table(args.table), load_spec(args.spec), seed=args.seed, source=Path(args.table).name,
+                 impute="midpoint")
     cmd = deploy.supernode_command(superlink=args.superlink, table=args.table, spec=args.spec,
                                    site=args.site, seed=args.seed, tls_ca=args.tls_ca, auth_key=args.auth_key,
-                                   runtime_port=args.runtime_port,
+                                   runtime_port=args.runtime_port, task_start_window=args.task_start_window,
                                    extra_config={"record-updates": str(args.record_updates.resolve())}
                                    if args.record_updates else None)
     home = Path(args.flwr_home or Path.home() / ".flwr-healthai" / args.site)
-    proc = subprocess.Popen(cmd, env=deploy.tool_env(home))
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    return proc.wait()
+    # exec: this process becomes the SuperNode (signals, SIGKILL included, reach it; no orphan)
+    os.execve(cmd[0], cmd, deploy.tool_env(home))
+    return 1  # not reached
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from healthai_training.federated import deploy
+
+    private, public = deploy.write_site_key(args.path)
+    print(json.dumps({"private_key": str(private), "public_key": str(public)}))
+    return 0
 
 
 def _guard(func):
@@ -108,7 +127,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--secagg-max-weight", type=float, default=1000.0,
                     help="SecAgg+ weight scale: at least the largest site's patient count")
     co.add_argument("--round-timeout", type=float, default=120.0, help="seconds to wait for site replies")
+    co.add_argument("--evaluate-every", type=int, default=1,
+                    help="sites evaluate the global model every N rounds (and after the last)")
     co.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
+    co.add_argument("--task-start-window", type=float, default=TASK_START_WINDOW_S,
+                    help="seconds the ServerApp process may take to start (Flower's own: 30)")
     co.add_argument("--seed", type=int, default=0)
     co.add_argument("--host", default="127.0.0.1")
     co.add_argument("--port", type=int, default=9092)
@@ -134,7 +157,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     site.add_argument("--auth-key", type=Path, default=None, help="this site's private key (OpenSSH EC)")
     site.add_argument("--runtime-port", type=int, default=9094,
                       help="local port of the ClientApp runtime API")
+    site.add_argument("--task-start-window", type=float, default=TASK_START_WINDOW_S,
+                      help="seconds a ClientApp process may take to start (Flower's own: 30)")
     site.add_argument("--flwr-home", type=Path, default=None)
     site.add_argument("--record-updates", type=Path, default=None,
                       help="keep this site's own plain updates here (audit of secure aggregation)")
     site.set_defaults(func=_guard(_site))
+    key = roles.add_parser("keygen", help="a site's SuperNode key pair (PATH private, PATH.pub public)")
+    key.add_argument("path", type=Path)
+    key.set_defaults(func=_guard(_keygen))

@@ -5,6 +5,9 @@ Node config (set by ``healthai federate site``): ``table``, ``spec`` (the site's
 updates, to audit secure aggregation) and ``fault`` (drills: ``wrong-shape`` or ``nan`` updates).
 Each round's config from the ServerApp carries the shared training settings. The RDP accountant's
 history is kept in the node's run state, so the epsilon reported each round is cumulative.
+
+Flower starts one ClientApp process per message; of SecAgg+'s four stages only the masked-vector
+stage trains, so torch (``task``) is imported only when a message trains or evaluates.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
-from healthai_training.federated import task
-
 logger = logging.getLogger(__name__)
 STATE_KEY = "healthai-dp-accountant"
 
 
 class SiteClient(NumPyClient):
     def __init__(self, context: Context) -> None:
+        from healthai_training.federated import task
+
         cfg = context.node_config
         self.site = str(cfg.get("site", "site"))
         self.seed = int(cfg.get("seed", 0))
@@ -49,6 +52,8 @@ class SiteClient(NumPyClient):
         )
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
+        from healthai_training.federated import task
+
         rnd = int(config["server-round"])
         cfg = task.LocalConfig(
             rounds=int(config["rounds"]), local_epochs=int(config["local-epochs"]),
@@ -78,6 +83,8 @@ class SiteClient(NumPyClient):
         return weights, len(train), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
+        from healthai_training.federated import task
+
         net = task.new_model(self.data, hidden=int(config["hidden"]))
         task.set_weights(net, parameters, who=f"global model sent to site {self.site}")
         res = task.evaluate(net, self.data, self.test_rows)

@@ -2,8 +2,8 @@
 
 The exported model is a risk model like any other (``features`` FP32 [-1, F] raw values →
 ``probability``): the spec's domain scaling is inside the graph; no Platt step (the coordinator holds
-no patients to calibrate on). The card lists the sites, rounds, strategy, SecAgg+, refused updates
-and each site's accountant epsilon after every round.
+no patients to calibrate on). The card lists the sites, rounds, strategy, SecAgg+, refused updates,
+the sites that failed each round (and why) and each site's accountant epsilon after every round.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class FederationSettings:
     max_grad_norm: float = 1.0
     secagg: bool = False
     round_timeout: float = 120.0
+    evaluate_every: int = 1  # sites evaluate the global model every N rounds and after the last
+    task_start_window: float = deploy.TASK_START_WINDOW_S  # see federated.launch
     # SecAgg+ scales each update by num_examples / max_weight before quantizing: keep it near the
     # largest site's patient count (too large loses precision, smaller than a site's count overflows)
     secagg_max_weight: float = 1000.0
@@ -57,8 +59,9 @@ class FederationSettings:
         if self.strategy not in STRATEGIES:
             raise deploy.FederationError(f"strategy must be one of {', '.join(STRATEGIES)}, got "
                                          f"{self.strategy!r}", field="strategy")
-        if self.rounds < 1 or self.min_sites < 1 or self.local_epochs < 1:
-            raise deploy.FederationError("rounds, min_sites and local_epochs must be >= 1", field="rounds")
+        if min(self.rounds, self.min_sites, self.local_epochs, self.evaluate_every) < 1:
+            raise deploy.FederationError("rounds, min_sites, local_epochs and evaluate_every must be >= 1",
+                                         field="rounds")
         if not 0 < self.fraction_fit <= 1:
             raise deploy.FederationError(f"fraction_fit must be in (0, 1], got {self.fraction_fit}",
                                          field="fraction_fit")
@@ -79,7 +82,7 @@ class FederationSettings:
             "epsilon": float(self.epsilon or 0.0), "delta": float(self.delta),
             "max-grad-norm": float(self.max_grad_norm), "secagg": self.secagg,
             "secagg-max-weight": float(self.secagg_max_weight), "secagg-clip": 8.0,
-            "round-timeout": float(self.round_timeout),
+            "round-timeout": float(self.round_timeout), "evaluate-every": self.evaluate_every,
             "seed": self.seed, "record-received": self.record_received,
             "spec": str(Path(self.spec).resolve()), "out": str(out.resolve()), **self.extra,
         }
@@ -101,7 +104,8 @@ def run_federation(
     deploy.write_connection(workdir / "flwr-home", f"{host}:{port}", tls)
     started = time.monotonic()
     link = deploy.start_superlink(host=host, port=port, workdir=workdir, tls=tls,
-                                  supernode_auth=supernode_auth or bool(site_keys))
+                                  supernode_auth=supernode_auth or bool(site_keys),
+                                  task_start_window=settings.task_start_window)
     try:
         deploy.register_sites(workdir, site_keys)
         if on_ready is not None:
@@ -188,6 +192,7 @@ def export_federated(
                     "rounds": settings.rounds, "strategy": settings.strategy, "secagg": settings.secagg,
                     "min_sites": settings.min_sites, "refused_updates": report["refused"],
                     "failures_by_round": {str(r["round"]): r["failures"] for r in report["rounds"]},
+                    "failed_sites_by_round": report.get("failed_sites", {}),
                     "wall_time_s": report["wall_time_s"],
                     "settings": {k: v for k, v in asdict(settings).items() if k not in ("extra",)}},
     )

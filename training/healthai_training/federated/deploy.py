@@ -7,6 +7,7 @@ the app folder written here, whose components point at the installed ``healthai_
 carries only ``pyproject.toml``; runtime dependency installation is disabled on the SuperLink and is
 off by default on SuperNodes, so nothing is downloaded when a run starts).
 Site: one ``flower-supernode`` process whose ClientApp reads the site's table + spec.
+Both run through ``launch`` (Flower's entry points with a longer task-start window, see there).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from healthai_training.errors import TrainingInputError
 
 logger = logging.getLogger(__name__)
 APP_NAME = "healthai-federated"
+# A ClientApp/ServerApp process must start and pull its task within this window (Flower: 30 s); on
+# a loaded host (many sites' apps importing torch at once) 30 s is missed, so we allow far more.
+TASK_START_WINDOW_S = 180.0
 
 
 class FederationError(TrainingInputError):
@@ -58,6 +62,33 @@ def tool(name: str) -> str:
         raise FederationError(f"{name} is not installed in this environment; install the federated "
                               "extra: pip install -r training/requirements-federated.txt", field="flwr")
     return str(path)
+
+
+def flower(role: str, window: float) -> list[str]:
+    """``flower-superlink`` / ``flower-supernode`` started through ``launch`` (this interpreter)."""
+    tool("flower-superexec")  # both start it by name: the federated extra must be installed
+    return [sys.executable, "-m", "healthai_training.federated.launch", role, repr(float(window))]
+
+
+def write_site_key(path: Path) -> tuple[Path, Path]:
+    """A site's SuperNode key pair: ``path`` (private, OpenSSH, mode 600) and ``path.pub`` (to give
+    the coordinator). EC P-256: Flower 1.42 accepts only NIST curves for SuperNode authentication."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pub = path.with_name(path.name + ".pub")
+    if path.exists() or pub.exists():
+        raise FederationError(f"{path} or {pub} exists; not overwriting a site key", field="key")
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    path.touch(mode=0o600)
+    path.write_bytes(private)
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                   serialization.PublicFormat.OpenSSH) + b"\n")
+    return path, pub
 
 
 def _toml(value: Any) -> str:
@@ -129,9 +160,10 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
 
 
 def start_superlink(
-    *, host: str, port: int, workdir: Path, tls: Tls | None, supernode_auth: bool
+    *, host: str, port: int, workdir: Path, tls: Tls | None, supernode_auth: bool,
+    task_start_window: float = TASK_START_WINDOW_S,
 ) -> subprocess.Popen[bytes]:
-    cmd = [tool("flower-superlink"), "--host", host, "--port", str(port),
+    cmd = [*flower("superlink", task_start_window), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation", "--database", str(workdir / "superlink.db")]
     if tls is None:
         cmd.append("--insecure")
@@ -175,11 +207,15 @@ def run_cli(args: list[str], workdir: Path, *, timeout: float, log: Path | None 
 def supernode_command(
     *, superlink: str, table: Path, spec: Path, site: str, seed: int, tls_ca: Path | None,
     auth_key: Path | None, runtime_port: int, extra_config: Mapping[str, Any] | None = None,
+    task_start_window: float = TASK_START_WINDOW_S,
 ) -> list[str]:
     config = {"table": str(Path(table).resolve()), "spec": str(Path(spec).resolve()), "site": site,
               "seed": seed, **(extra_config or {})}
     node_config = " ".join(f"{k}={_toml(v)}" for k, v in config.items())
-    cmd = [tool("flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
+    if auth_key is not None and tls_ca is None:
+        raise FederationError("SuperNode authentication needs TLS: give --tls-ca with --auth-key",
+                              field="auth_key")
+    cmd = [*flower("supernode", task_start_window), "--superlink", superlink, "--port", str(runtime_port),
            "--node-config", node_config, "--max-wait-time", "600"]
     cmd += ["--root-certificates", str(tls_ca)] if tls_ca else ["--insecure"]
     if auth_key is not None:

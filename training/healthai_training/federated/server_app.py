@@ -44,11 +44,25 @@ class Report:
         self.rounds: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.received: dict[str, list[list[np.ndarray]]] = {}  # masked vectors per node (audit)
+        self.failed: dict[tuple[int, int], str] = {}  # (round, node) -> first reason seen
+        self.node_sites: dict[int, str] = {}  # node id -> site name (from its metrics)
 
     def round(self, rnd: int) -> dict[str, Any]:
         while len(self.rounds) < rnd:
             self.rounds.append({"round": len(self.rounds) + 1, "fit": {}, "evaluate": {}, "failures": 0})
         return self.rounds[rnd - 1]
+
+    def fail(self, rnd: int, node: int, reason: str) -> None:
+        if (rnd, node) not in self.failed:
+            logger.warning("round %d: node %d failed: %s", rnd, node, reason)
+            self.failed[(rnd, node)] = reason
+
+    def failed_sites(self) -> dict[str, dict[str, str]]:
+        """Per round: the sites (node id where a site never reported its name) that failed."""
+        out: dict[str, dict[str, str]] = {}
+        for (rnd, node), reason in sorted(self.failed.items()):
+            out.setdefault(str(rnd), {})[self.node_sites.get(node, f"node {node}")] = reason
+        return out
 
     def refuse(self, rnd: int, node: int, reason: str) -> None:
         logger.warning("round %d: refused the update of node %d: %s", rnd, node, reason)
@@ -67,10 +81,16 @@ def update_problem(arrays: list[np.ndarray], shapes: list[tuple[int, ...]]) -> s
     return None
 
 
-def checked(base: type, report: Report) -> type:
-    """``base`` strategy that refuses malformed updates before aggregating and records site metrics."""
+def checked(base: type, report: Report, *, evaluate_every: int = 1, rounds: int = 0) -> type:
+    """``base`` strategy that refuses malformed updates before aggregating and records site metrics;
+    sites evaluate every ``evaluate_every`` rounds and after the last one."""
 
     class Checked(base):  # type: ignore[misc, valid-type]
+        def configure_evaluate(self, server_round, parameters, client_manager):
+            if server_round % max(1, evaluate_every) and server_round != rounds:
+                return []
+            return super().configure_evaluate(server_round, parameters, client_manager)
+
         def aggregate_fit(self, server_round, results, failures):
             kept = []
             for proxy, res in results:
@@ -82,6 +102,7 @@ def checked(base: type, report: Report) -> type:
             entry = report.round(server_round)
             entry["failures"] += len(failures) + len(results) - len(kept)
             for proxy, res in kept:
+                report.node_sites[proxy.node_id] = str(res.metrics.get("site", proxy.node_id))
                 entry["fit"][str(res.metrics.get("site", proxy.node_id))] = {
                     k: v for k, v in res.metrics.items() if k != "site"} | {"num_examples": res.num_examples}
             return super().aggregate_fit(server_round, kept, failures)
@@ -89,6 +110,7 @@ def checked(base: type, report: Report) -> type:
         def aggregate_evaluate(self, server_round, results, failures):
             entry = report.round(server_round)
             for proxy, res in results:
+                report.node_sites[proxy.node_id] = str(res.metrics.get("site", proxy.node_id))
                 entry["evaluate"][str(res.metrics.get("site", proxy.node_id))] = {
                     k: v for k, v in res.metrics.items() if k != "site"} | {"num_examples": res.num_examples}
             accs = [r["accuracy"] for r in entry["evaluate"].values()]
@@ -99,8 +121,17 @@ def checked(base: type, report: Report) -> type:
     return Checked
 
 
+def _round(msg: Message) -> int:
+    try:
+        return int(msg.metadata.group_id or 0)
+    except ValueError:
+        return 0
+
+
 class GuardedGrid:
-    """The Grid, with a reply deadline on every exchange and shape checks on SecAgg+ masked vectors."""
+    """The Grid, with a reply deadline on every exchange and shape checks on SecAgg+ masked vectors;
+    records the sites that failed each round (an error reply, e.g. a node that stopped sending
+    heartbeats, or no reply before the deadline)."""
 
     def __init__(self, grid: Grid, report: Report, *, timeout: float, context: LegacyContext) -> None:
         self._grid, self._report, self._timeout, self._context = grid, report, timeout, context
@@ -109,21 +140,45 @@ class GuardedGrid:
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout or self._timeout))
+        # a reply's source is unreliable for errors the SuperLink writes itself (node unavailable):
+        # map every reply to the node its request went to
+        dst = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        answered = {msg.metadata.reply_to_message_id for msg in replies}
+        for msg in messages:
+            if msg.metadata.message_id not in answered:
+                self._report.fail(_round(msg), msg.metadata.dst_node_id,
+                                  f"no reply within {timeout or self._timeout:.0f} s")
         kept = []
         for msg in replies:
+            if msg.has_error():
+                node = dst.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+                self._report.fail(_round(msg), node, f"error {msg.error.code}: {msg.error.reason}")
             configs = None if msg.has_error() else msg.content.config_records.get(RECORD_KEY_CONFIGS)
             if configs is not None and Key.MASKED_PARAMETERS in configs:
                 vector = [bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]]
                 node = msg.metadata.src_node_id
                 problem = update_problem(vector[1:], self._report.shapes) if vector else "empty"
                 if problem is not None:  # dropped: SecAgg+ then treats the site as a dropout
-                    rnd = int(msg.metadata.group_id or 0)
-                    self._report.refuse(rnd, node, f"masked vector: {problem}")
+                    self._report.refuse(_round(msg), node, f"masked vector: {problem}")
                     continue
                 self._report.received.setdefault(str(node), []).append(vector)
             kept.append(msg)
         return kept
+
+
+class SecAggPlusDropouts(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, where a site that drops before sending its public keys (stage 0)
+    leaves the round: flwr 1.42 keeps it among the sampled sites, so the unmask stage asks the
+    others for key shares of a site that never shared any (KeyError at every site: the round is
+    lost). A site that drops later is a SecAgg+ dropout as usual (its masks are reconstructed)."""
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
+        ok = super().setup_stage(grid, context, state)
+        if ok:
+            state.sampled_node_ids = set(state.active_node_ids)
+        return ok
 
 
 def settings(rc: dict[str, Any]) -> dict[str, Any]:
@@ -159,14 +214,17 @@ def main(grid: Grid, context: Context) -> None:
     }
     if name != "fedavg":
         kwargs.update(eta=float(rc["server-lr"]), eta_l=float(rc["lr"]), tau=1e-3)
-    strategy = checked(STRATEGIES[name], report)(**kwargs)
+    strategy = checked(STRATEGIES[name], report, evaluate_every=int(rc.get("evaluate-every", 1)),
+                       rounds=rounds)(**kwargs)
     timeout = float(rc["round-timeout"])
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds, round_timeout=timeout),
                            strategy=strategy)
     secagg = bool(rc["secagg"])
     fit_workflow = None
     if secagg:
-        fit_workflow = SecAggPlusWorkflow(num_shares=int(rc["min-sites"]), reconstruction_threshold=max(
+        # num_shares 1.0: every sampled site holds a share of every other's masks (an int share count
+        # below the sampled count breaks flwr 1.42's SecAgg+ when it is even)
+        fit_workflow = SecAggPlusDropouts(num_shares=1.0, reconstruction_threshold=max(
             2, math.ceil(int(rc["min-sites"]) / 2)), max_weight=float(rc["secagg-max-weight"]),
             clipping_range=float(rc["secagg-clip"]), timeout=timeout)
     started = time.monotonic()
@@ -179,6 +237,7 @@ def main(grid: Grid, context: Context) -> None:
             np.savez(out / f"received-node{node}.npz", *[a for v in vectors for a in v],
                      lengths=np.array([len(v) for v in vectors]))
     payload = {"strategy": name, "rounds": report.rounds, "refused": report.refused, "secagg": secagg,
+               "failed_sites": report.failed_sites(),
                "wall_time_s": time.monotonic() - started, "settings": settings(dict(rc)),
                "shapes": report.shapes}
     (out / "report.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")

@@ -12,9 +12,21 @@ Per batch (at most ``batch_max_messages`` messages and ``batch_max_bytes`` of va
 A crash anywhere re-delivers the uncommitted batch: the store drops rows it already holds (its
 ``(source, record_key)`` index) and the DLQ skips entries behind its watermark, so every record is
 stored once and every reject dead-lettered once. Rebalances happen inside ``consume`` between batches,
-so nothing is in flight when partitions are revoked. SIGTERM finishes the batch, commits, leaves the
-group and exits 0. Memory is bounded by the batch limits plus librdkafka's prefetch queue
-(``fetch_queue_kbytes``).
+so nothing is in flight when partitions are revoked.
+
+A consumer expelled from the group mid-batch (it did not poll within ``max_poll_interval_ms``, e.g. a
+store write stalled) must not dead-letter: the partitions' new owner re-consumes the batch and may
+already have read the DLQ watermark. So before its DLQ entries a batch checks that it is still at
+least ``dlq_timeout_ms`` (which bounds the produce: ``message.timeout.ms``) away from that deadline;
+if not, or if the offset commit is refused by the group, the batch is abandoned (its store rows stay:
+they are idempotent) and the consumer rejoins from the committed offsets. A batch's DLQ send also
+re-reads the watermark when the DLQ partition's end moved since this consumer last wrote it. What
+this cannot cover is a consumer expelled by session timeout (heartbeats lost) while it can still
+reach the DLQ brokers; only Kafka transactions fence that (KIP-447), which librdkafka's mock cluster
+does not implement (its TxnOffsetCommit neither checks the generation nor stores offsets).
+
+SIGTERM finishes the batch, commits, leaves the group and exits 0. Memory is bounded by the batch
+limits plus librdkafka's prefetch queue (``fetch_queue_kbytes``).
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from healthai.store import ParquetStore, new_batch_id
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "HEALTHAI_KAFKA_FAULT"  # fault injection for the crash tests: "after-store:N" | "after-dlq:N"
+FAULT_ENV = "HEALTHAI_KAFKA_FAULT"  # fault injection for the crash tests (see _parse_fault)
 
 
 def _import_kafka() -> Any:
@@ -64,6 +76,14 @@ class Prepared:
     messages: int
 
 
+class Expelled(RuntimeError):
+    """The consumer is (or may be) out of the group: abandon the batch before its DLQ entries."""
+
+
+_GROUP_ERRORS = ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "FENCED_INSTANCE_ID",
+                 "_STATE", "_ASSIGNMENT_LOST", "_MAX_POLL_EXCEEDED")
+
+
 class KafkaIngest:
     """Owns the consumer, the DLQ producer and the store; ``run(stop)`` until ``stop`` is set."""
 
@@ -82,12 +102,17 @@ class KafkaIngest:
         self.consumer = ck.Consumer({
             **base, "group.id": ks.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "queued.max.messages.kbytes": ks.fetch_queue_kbytes,
-            "session.timeout.ms": ks.session_timeout_ms, "error_cb": self._error, **ks.properties})
+            "session.timeout.ms": ks.session_timeout_ms, "max.poll.interval.ms": ks.max_poll_interval_ms,
+            "error_cb": self._error, **ks.properties})
         producer = ck.Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                                **ks.properties})
+                                "message.timeout.ms": ks.dlq_timeout_ms, **ks.properties})
+        props = {**base, **ks.properties}
+        self._max_poll_s = int(props.get("max.poll.interval.ms", ks.max_poll_interval_ms)) / 1000
+        self._dlq_s = int(props.get("message.timeout.ms", ks.dlq_timeout_ms)) / 1000
+        self._last_poll = time.monotonic()
         peek = ck.Consumer({**base, "group.id": f"{ks.group_id}.dlq-peek", "enable.auto.commit": False,
                             **ks.properties})
-        self.dlq = DeadLetters(producer, peek, ks.dlq_topic)
+        self.dlq = DeadLetters(producer, peek, ks.dlq_topic, timeout_s=self._dlq_s)
         self.metrics = KafkaMetrics(ks.topic)
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         # one writer thread: the store commit of batch k overlaps the normalization of batch k + 1
@@ -105,14 +130,21 @@ class KafkaIngest:
         try:
             while not stop.is_set():
                 msgs = self.consumer.consume(self.ks.batch_max_messages, self.ks.poll_timeout_s)
-                for chunk in self._chunks(msgs):
-                    prepared = self.prepare(chunk)  # normalizing this batch overlaps the last write
-                    self._drain()
-                    self._inflight = self._writer.submit(self.finish, prepared)
-                if not msgs:
-                    self._drain()
+                self._last_poll = time.monotonic()
+                try:
+                    for chunk in self._chunks(msgs):
+                        prepared = self.prepare(chunk)  # normalizing this batch overlaps the last write
+                        self._drain()
+                        self._inflight = self._writer.submit(self.finish, prepared)
+                    if not msgs:
+                        self._drain()
+                except Expelled as e:
+                    self._rejoin(e)
                 self._update_lag()
-            self._drain()
+            try:
+                self._drain()
+            except Expelled as e:  # stopping: the batch is re-consumed by the group
+                log.warning("last batch abandoned: %s", e)
         finally:
             self._writer.shutdown(wait=True)
             self.consumer.close()  # leaves the group: partitions move to the other consumers at once
@@ -158,6 +190,20 @@ class KafkaIngest:
             self.dlq.watermarks.pop(tp.partition, None)
             self.metrics.drop_lag(tp.partition)
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _rejoin(self, why: Expelled) -> None:
+        """Drop what was consumed after the committed offsets and rejoin the group from them."""
+        log.warning("batch abandoned before its dead letters and offsets: %s; rejoining the group", why)
+        self.consumer.unsubscribe()
+        self.dlq.watermarks.clear()
+        self.consumer.subscribe([self.ks.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _check_lease(self) -> None:
+        """Raise Expelled unless the DLQ produce surely ends before librdkafka's poll deadline."""
+        left = self._max_poll_s - (time.monotonic() - self._last_poll)
+        if left < self._dlq_s + 1.0:
+            raise Expelled(f"{left:.1f} s left before max.poll.interval.ms; the DLQ produce may take "
+                           f"{self._dlq_s:.1f} s")
 
     def _error(self, err: Any) -> None:
         log.warning("kafka: %s", err)
@@ -216,9 +262,16 @@ class KafkaIngest:
         """Store (durably), dead-letter, then commit the offsets: in this order, always."""
         commit = self.core.commit(b.tables, new_batch_id())
         self._stage("after-store")
-        self.dlq.send(b.dead)
+        if b.dead:
+            self._check_lease()
+            self.dlq.send(b.dead)
         self._stage("after-dlq")
-        self.consumer.commit(offsets=b.offsets, asynchronous=False)
+        try:
+            self.consumer.commit(offsets=b.offsets, asynchronous=False)
+        except self.ck.KafkaException as e:
+            if e.args and getattr(e.args[0], "name", lambda: "")() in _GROUP_ERRORS:
+                raise Expelled(f"offset commit refused: {e.args[0].name()}") from e
+            raise
         self.metrics.batch(b.counts, stored=sum(commit.stored.values()), duplicates=commit.duplicates,
                            dead=len(b.dead), messages=b.messages)
         log.info("batch of %d messages: stored %s, %d duplicates, %d dead-lettered", b.messages,
@@ -237,7 +290,10 @@ class KafkaIngest:
 
     def _stage(self, name: str) -> None:
         self._stages[name] += 1
-        if self._fault == (name, self._stages[name]):
+        if self._fault is not None and self._fault[:2] == (f"stall-{name}", self._stages[name]):
+            log.warning("fault injection: stall %s #%d for %.1f s", name, self._stages[name], self._fault[2])
+            time.sleep(self._fault[2])
+        if self._fault is not None and self._fault[:2] == (name, self._stages[name]):
             log.warning("fault injection: SIGKILL %s #%d", name, self._stages[name])
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -270,8 +326,10 @@ def _kind_of(table: pa.Table) -> str:
     return next(k for k, schema in SCHEMAS.items() if table.schema.names == schema.names)
 
 
-def _parse_fault(spec: str) -> tuple[str, int] | None:
+def _parse_fault(spec: str) -> tuple[str, int, float] | None:
+    """"after-store:N" | "after-dlq:N" (SIGKILL) or "stall-after-store:N:SECONDS" (sleep)."""
     if not spec:
         return None
-    name, _, n = spec.partition(":")
-    return name, int(n or 1)
+    name, _, rest = spec.partition(":")
+    n, _, seconds = rest.partition(":")
+    return name, int(n or 1), float(seconds or 0)

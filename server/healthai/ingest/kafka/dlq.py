@@ -12,13 +12,16 @@ message is dead-lettered whole: its original value and headers, so it can be rep
 Exactly once without Kafka transactions: each consumer produces DLQ entries of a source partition in
 source order to one DLQ partition (idempotent producer, acks=all), so the DLQ partition's last message
 is a watermark: on assignment the consumer reads it and skips entries at or before it when a batch is
-re-consumed after a crash (offsets are committed after the DLQ flush).
+re-consumed after a crash (offsets are committed after the DLQ flush). Before each send the DLQ
+partition's end is compared with where this consumer left it: if another producer wrote there since (a
+consumer expelled from the group finishing its batch), the watermark is read again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +88,9 @@ class DeadLetters:
     def __init__(self, producer: Any, peek: Any, topic: str, timeout_s: float = 30.0) -> None:
         self.producer, self.peek, self.topic, self.timeout_s = producer, peek, topic, timeout_s
         self.watermarks: dict[int, tuple[int, int] | None] = {}
+        self.ends: dict[int, int] = {}  # DLQ partition -> its end offset when this consumer last saw it
         self.sent = 0
+        self._peek_lock = threading.Lock()  # on_assign (poll thread) and send (writer thread)
 
     def check_partitions(self, source_topic: str) -> None:
         src = self.producer.list_topics(source_topic, timeout=self.timeout_s).topics[source_topic]
@@ -102,25 +107,39 @@ class DeadLetters:
         from confluent_kafka import TopicPartition
 
         tp = TopicPartition(self.topic, partition)
-        low, high = self.peek.get_watermark_offsets(tp, timeout=self.timeout_s)
-        mark = None
-        if high > low:
-            self.peek.assign([TopicPartition(self.topic, partition, high - 1)])
-            msgs = self.peek.consume(1, timeout=self.timeout_s)
-            if not msgs or msgs[0].error():
-                raise RuntimeError(f"cannot read the last message of {self.topic}[{partition}]")
-            mark = position_of(msgs[0].headers())
-            self.peek.unassign()
+        with self._peek_lock:
+            low, high = self.peek.get_watermark_offsets(tp, timeout=self.timeout_s)
+            mark = None
+            if high > low:
+                self.peek.assign([TopicPartition(self.topic, partition, high - 1)])
+                msgs = self.peek.consume(1, timeout=self.timeout_s)
+                if not msgs or msgs[0].error():
+                    raise RuntimeError(f"cannot read the last message of {self.topic}[{partition}]")
+                mark = position_of(msgs[0].headers())
+                self.peek.unassign()
         self.watermarks[partition] = mark
+        self.ends[partition] = high
         log.info("dlq watermark of partition %d: %s", partition, mark)
 
     def send(self, entries: list[DlqEntry]) -> int:
         """Produce the entries not yet in the DLQ and wait until all are acknowledged."""
-        errors: list[str] = []
+        from confluent_kafka import TopicPartition
 
-        def delivered(err: Any, _msg: Any) -> None:
+        errors: list[str] = []
+        for partition in sorted({e.partition for e in entries}):
+            with self._peek_lock:
+                _low, high = self.peek.get_watermark_offsets(TopicPartition(self.topic, partition),
+                                                             timeout=self.timeout_s, cached=False)
+            if high != self.ends.get(partition):
+                log.warning("dlq partition %d was written by another producer: re-reading its watermark",
+                            partition)
+                self.load_watermark(partition)
+
+        def delivered(err: Any, msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
+            else:
+                self.ends[msg.partition()] = max(self.ends.get(msg.partition(), 0), msg.offset() + 1)
 
         n = 0
         for e in entries:

@@ -30,6 +30,10 @@ class KafkaSettings(BaseModel):
     fetch_queue_kbytes: int = Field(65536, ge=1)  # librdkafka prefetch bound (queued.max.messages.kbytes)
     poll_timeout_s: float = Field(1.0, gt=0)
     session_timeout_ms: int = Field(45_000, ge=1000)
+    # librdkafka expels a consumer that has not polled for this long; a batch that comes near it is
+    # abandoned before its DLQ entries (its partitions' next owner re-consumes it): see consumer.py
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    dlq_timeout_ms: int = Field(30_000, ge=100)  # DLQ produce bound (message.timeout.ms and flush)
     # TLS / SASL, passed through to librdkafka
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_ca_location: Path | None = None
