@@ -195,7 +195,7 @@ dims_strategy = st.one_of(st.integers(-2, 70),
 
 # The default repository's models: (input name, dims after the batch dim).
 VALID_INPUTS = {"risk_heart": ("features", [16]), "risk_readmission": ("features", [55]),
-                "forecast_japan": ("history", [54, 47]), "forecast_us_states": ("history", [54, 49])}
+                "forecast_japan": ("history", [106, 47]), "forecast_us_states": ("history", [106, 49])}
 
 
 @st.composite

@@ -158,6 +158,10 @@ def test_ingest_to_forecast_from_the_new_version(tmp_path: Path, capsys) -> None
     card = json.loads((repo / "forecast_loop/2/model_card.json").read_text())
     assert card["version"] == 2 and card["data"]["store"]["syndrome"] == "ili"
     assert card["data"]["periods"] == WEEKS and card["step"] == "W"
+    # the default is the stack (ST-GNN + seasonal baselines) with its own point forecast output
+    assert card["stack"]["members"][:2] == ["healthai", "last_value"]
+    assert card["stack"]["rolling_origins"] == [104]
+    assert [o["name"] for o in card["outputs"]] == ["forecast", "point"]
     rows = write_hubverse(after, tmp_path / "hub.csv")
     with (tmp_path / "hub.csv").open(newline="") as f:
         hub = list(csv.DictReader(f))

@@ -244,7 +244,10 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     card = json.loads((version / "model_card.json").read_text())
     graph = json.loads((version / "graph.json").read_text())
     assert graph["region_ids"] == sorted(NEW_ENGLAND.values())
-    assert card["step"] == "W" and card["season_length"] == 52 and card["window"] == 54
+    # the stacked default: its window holds the 2-season mean (2 × 52 + 2), its weights came from the
+    # rolling origins before the test split (0.8 × 360 = 288)
+    assert card["step"] == "W" and card["season_length"] == 52 and card["window"] == 106
+    assert card["stack"]["rolling_origins"] == [104, 156, 208, 260]
     assert card["split"]["fractions"] == [0.6, 0.2, 0.2] and card["split"]["test_weeks"][0] == int(0.8 * 360)
     assert card["data"]["graph"]["edges"] == len(BORDERS) and card["data"]["negative_counts"] == 0
     assert card["training"]["scaling"] == "global" and (version / "model.onnx").is_file()

@@ -56,6 +56,7 @@ def test_ensemble_run_exports_one_model_with_member_metrics(shared_data: Path, t
         runs_dir=tmp_path / "runs",
         export_repo=tmp_path / "repo",
         ensemble_seeds=(0, 1),
+        stack=False,  # the ensemble itself (stacking one: forecast.default with an ensemble trainer)
     )
     assert run_dir.name.startswith("forecast-japan-window20-nonprivate-ens0-1")
     assert summary["ensemble_seeds"] == [0, 1] and [m["seed"] for m in summary["members"]] == [0, 1]

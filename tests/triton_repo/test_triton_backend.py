@@ -186,7 +186,7 @@ def test_rpcs_served_through_triton_backend_equal_in_process(
     regions = json.loads((repo / "forecast_japan" / "1" / "graph.json").read_text())["region_ids"]
     rng = np.random.default_rng(11)
     patients = [rng.normal(size=(n, len(card["features"]))).astype(np.float32) for n in (1, 1, 3, 1, 250, 1)]
-    history = rng.poisson(30, size=(60, len(regions))).astype(np.float32)
+    history = rng.poisson(30, size=(120, len(regions))).astype(np.float32)  # >= the 106-period window
     serving = plugin(settings=settings)
     with serve_in_thread(settings, [serving]) as running:
         names = serving.manager.model_names()

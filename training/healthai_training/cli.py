@@ -169,6 +169,8 @@ def _train_forecast(args: argparse.Namespace) -> int:
             ensemble_seeds=tuple(args.seeds) if args.ensemble else (),
             data=data,
             new_version=args.new_version,
+            stack=not args.no_stack,
+            cache_dir=args.cache_dir,
         )
         results.append(result)
         print(
@@ -282,6 +284,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one member per --seeds value and export their mean as one model (non-private)",
     )
     fc.add_argument("--variants", default="custom,standard", help="ONNX variants to export")
+    fc.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="export the ST-GNN alone instead of the default stack with the seasonal baselines (DP runs "
+        "never stack: each rolling origin would spend the privacy budget again)",
+    )
+    fc.add_argument("--cache-dir", type=Path, default=None,
+                    help="reuse models trained at the same origins with the same settings (backtest too)")
     add_data_flags(fc)
     fc.add_argument(
         "--new-version",

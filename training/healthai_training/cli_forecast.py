@@ -147,7 +147,8 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
         seed=args.seeds[0],
         device=args.device,
     )
-    result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split)
+    result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split,
+                                   cache_dir=args.cache_dir)
     kind = "fixedsplit" if args.fixed_split else "backtest"
     run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-seed{cfg.seed}")
     write_json(run_dir / "backtest.json", {**result, "config": settings, "data": data.report})
@@ -180,6 +181,8 @@ def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> 
         help="generic: the settings used for your own data (one set for every data set); dataset: "
         "--dataset's own FORECAST_DEFAULTS",
     )
+    bt.add_argument("--cache-dir", type=Path, default=None,
+                    help="reuse models trained at the same origins with the same settings")
     add_data_flags(bt)
     common(bt)
     bt.set_defaults(func=guard(lambda args: _backtest(args, forecast_flags)))

@@ -56,12 +56,14 @@ def write_config(
     max_batch_size: int,
     max_queue_delay_us: int | None,
     extra: str = "",
+    extra_outputs: tuple[tuple[str, list[int]], ...] = (),
 ) -> None:
     """A Triton ``config.pbtxt`` (dims exclude the batch dimension, as Triton expects)."""
     text = (
         f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
         + tensor_block("input", input_name, input_dims)
         + tensor_block("output", output_name, output_dims)
+        + "".join(tensor_block("output", n, d) for n, d in extra_outputs)
     )
     if max_queue_delay_us is not None:
         text += f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"

@@ -222,15 +222,55 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
                 "name": "forecast",
                 "datatype": "FP32",
                 "shape": [-1, cfg.steps, data.n_regions, len(cfg.quantiles)],
-            }
+            },
+            *(
+                [{"name": "point", "datatype": "FP32", "shape": [-1, cfg.steps, data.n_regions]}]
+                if "stack" in result.metrics
+                else []
+            ),
         ],
         mode="seasonal" if cfg.seasonal else "window20",
+        **({"stack": result.metrics["stack"]} if "stack" in result.metrics else {}),
         training=training,
         step=data.step,
         season_length=data.season,
         region_ids=list(data.region_ids),
         region_names=list(data.region_names),
     )
+
+
+def _stacked(data: epi_data.EpiData, config: ForecastConfig, ensemble_seeds: tuple[int, ...],
+             cache_dir: Path | None) -> Any:
+    """The default forecaster (``forecast.default``), its result shaped like ``train_forecaster``'s."""
+    from healthai_training.forecast.default import card_section, train_default
+    from healthai_training.forecast.graph import RegionGraph
+    from healthai_training.forecast.train import ForecastResult
+
+    trainer = None
+    if ensemble_seeds:
+        from healthai_training.forecast.ensemble import train_ensemble
+
+        def trainer(sub: epi_data.EpiData, cfg: ForecastConfig) -> torch.nn.Module:
+            return train_ensemble(data=sub, config=cfg, seeds=tuple(ensemble_seeds)).model
+
+    d = train_default(data, config, trainer=trainer, cache_dir=cache_dir)
+    steps = {str(h): d.final.test_q[h] for h in config.horizons}
+    summary = {
+        "dataset": data.name,
+        "mode": "seasonal" if config.seasonal else "window20",
+        "window": d.model.window,
+        "best_epoch": d.final.best_epoch,
+        "test": d.test,
+        "stack": card_section(d),
+        "config": {k: v for k, v in asdict(config).items() if k != "privacy"},
+        **({"ensemble_seeds": list(ensemble_seeds)} if ensemble_seeds else {}),
+    }
+    from healthai_training.forecast.train import PRIVACY_UNIT
+
+    privacy = {"private": False, "privacy_unit": PRIVACY_UNIT, "epsilon": None, "delta": None}
+    graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
+    return ForecastResult(model=d.model, graph=graph, metrics=summary, curve=d.final.curve or [],
+                          privacy=privacy, predictions=steps)
 
 
 def run_forecast(
@@ -245,14 +285,24 @@ def run_forecast(
     ensemble_seeds: tuple[int, ...] = (),
     data: epi_data.EpiData | None = None,
     new_version: bool = False,
+    stack: bool = True,
+    cache_dir: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train one forecaster (or, with ``ensemble_seeds``, one member per seed and their mean) on
-    ``data`` (the user's files or the store) or, without it, on the named benchmark ``dataset``."""
+    """Train the default forecaster on ``data`` (the user's files or the store) or, without it, on the
+    named benchmark ``dataset``: the ST-GNN (with ``ensemble_seeds``, one member per seed and their
+    mean) stacked with the seasonal baselines (``forecast.default``). ``stack=False`` or a DP run
+    exports the ST-GNN alone (the stack trains one model per rolling origin, which under DP would
+    spend the privacy budget again per origin)."""
     if data is None:
         data = epi_data.load_epi(
             dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
         )
-    if ensemble_seeds:
+    stack = stack and not config.privacy.private
+    if stack:
+        result = _stacked(data, config, ensemble_seeds, cache_dir)
+        seeds = ("ens" + "-".join(str(s) for s in ensemble_seeds)) if ensemble_seeds else f"seed{config.seed}"
+        seed_tag = seeds + "-stacked"
+    elif ensemble_seeds:
         from healthai_training.forecast.ensemble import train_ensemble
 
         result = train_ensemble(data=data, config=config, seeds=tuple(ensemble_seeds))
@@ -265,13 +315,14 @@ def run_forecast(
     run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
     name = model_name or FORECAST_MODEL_NAMES.get(dataset) or model_name_for(dataset)
     write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy, "data": data.report})
-    write_json(run_dir / "curve.json", {"curve": result.curve})
-    plots.training_curve(
-        result.curve,
-        run_dir / "training_curve.png",
-        keys=("train_loss", "val_pinball"),
-        title=f"{name} {mode} ({eps})",
-    )
+    if result.curve:
+        write_json(run_dir / "curve.json", {"curve": result.curve})
+        plots.training_curve(
+            result.curve,
+            run_dir / "training_curve.png",
+            keys=("train_loss", "val_pinball"),
+            title=f"{name} {mode} ({eps})",
+        )
     h = str(config.horizons[0])
     targets = epi_data.target_weeks(data, "test")
     busiest = list(np.argsort(-data.series[targets].sum(axis=0))[:3])
@@ -284,7 +335,7 @@ def run_forecast(
         busiest,
         list(data.region_ids),
         run_dir / f"forecast_h{h}.png",
-        title=f"{name}: test weeks, {h} weeks ahead",
+        title=f"{name}: test weeks, {h} weeks ahead" + (" (ST-GNN member)" if stack else ""),
     )
     card = forecast_card(data, result, name, config)
     torch.save(result.model.state_dict(), run_dir / "model_state.pt")

@@ -95,7 +95,7 @@ def plot_forecast(result: ForecastResult, path: Path, *, max_regions: int = 12, 
             if lo.any() and hi.any():
                 ax.fill_between(x, result.quantiles[:, ri, lo.argmax()], result.quantiles[:, ri, hi.argmax()],
                                 color="tab:blue", alpha=alpha, lw=0, label=f"{width:.0%}")
-        ax.plot(x, result.point[:, ri], color="tab:blue", marker="o", ms=2.5, lw=1.2, label="median")
+        ax.plot(x, result.point[:, ri], color="tab:blue", marker="o", ms=2.5, lw=1.2, label="point")
         ax.set_title(region, fontsize=9)
         ax.axvline(0, color="grey", lw=0.6, ls=":")
         ax.tick_params(labelsize=7)

@@ -2,19 +2,20 @@
 
 Origins are the starts of every season after the first two (periods ``k × season``, k = 2, 3, ...).
 At each origin ``o`` everything is chosen on data before ``o``: the ST-GNN trains on
-``[0, 0.8 o)`` and picks its epoch on ``[0.8 o, o)``; the stack weights (``stacking.fit_weights``)
-and every calibrated quantile band (``stacking.calibrate``) are fitted on those validation periods
+``[0, 0.8 o)`` and picks its epoch on ``[0.8 o, o)``; the stack (``stacking.fit_stack``: weights,
+shrinkage, bands) and the baselines' bands (``stacking.calibrate``) are fitted on those validation periods
 plus the (out-of-sample) forecasts of every earlier origin's season, which all lie before ``o``.
 Each period of the season after ``o`` is then forecast h steps ahead from the data up to ``t - h``
 (the model is not retrained inside the season).
 
 Models: ``healthai`` (the ST-GNN with its own quantiles), ``healthai_stacked`` (the default forecaster
-of issue 12: per-horizon convex stack of the ST-GNN median and the seasonal baselines, calibrated),
-and the baselines ``last_value``, ``lag52`` (lag one season), ``seasonal_mean_2x5`` (same periods ±2 in
-the two prior seasons) and ``seasonal_naive_drift``, each calibrated from its own validation
-residuals. Scores pooled over origins × periods × regions: RMSE and MAE of the point forecast (the
-ST-GNN's median, the stack, the baseline itself), WIS and 50 % / 95 % coverage of the quantiles;
-relative WIS against every baseline.
+of issue 12: ``stacking.fit_stack`` per horizon over the ST-GNN median and the baselines a fixed
+window can compute — ``origins.MEMBERS`` —, shrunk toward the best of them on the fit sets, with
+bands from out-of-sample residuals), and the baselines ``last_value``, ``lag52`` (lag one season),
+``seasonal_mean_2x5`` (same periods ±2 in the two prior seasons) and ``seasonal_naive_drift``, each
+calibrated from its own residuals on the same sets. Scores pooled over origins × periods × regions:
+RMSE and MAE of the point forecast (the ST-GNN's median, the stack, the baseline itself), WIS and
+50 % / 95 % coverage of the quantiles; relative WIS against every baseline.
 
 WIS uses ``scoringrules.interval_score`` for the interval terms (scoringrules 0.10.0's
 ``weighted_interval_score`` adds ``0.5 × median`` instead of ``0.5 × |y − median|``; the median term is
@@ -24,28 +25,20 @@ added here).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from healthai_training.epi import baselines
 from healthai_training.epi import data as epi_data
 from healthai_training.errors import TrainingInputError
-from healthai_training.forecast.stacking import calibrate, fit_weights
-from healthai_training.forecast.train import ForecastConfig, evaluate, train_forecaster
+from healthai_training.forecast.origins import MEMBERS, forecasts_at
+from healthai_training.forecast.stacking import FitSet, calibrate, fit_stack
+from healthai_training.forecast.train import ForecastConfig
 
 logger = logging.getLogger(__name__)
 VAL_FRACTION = 0.2  # of the data before each origin: epoch selection, stack weights, calibration
 BASELINES = ("last_value", "lag52", "seasonal_mean_2x5", "seasonal_naive_drift")
-
-
-@dataclass
-class _Set:
-    """Point forecasts of every model on some periods before an origin, the truth, region scales."""
-
-    points: dict[str, np.ndarray]
-    y: np.ndarray
-    scale: np.ndarray
 
 
 @dataclass
@@ -88,93 +81,83 @@ def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray, point: np.ndarray) -
     }
 
 
-def _points(series: np.ndarray, targets: np.ndarray, h: int, season: int) -> dict[str, np.ndarray]:
-    return baselines.all_baselines(series, targets, h, season=season)
-
-
-def _combine(points: dict[str, np.ndarray], w: np.ndarray, names: list[str]) -> np.ndarray:
-    return sum(wi * points[n] for wi, n in zip(w, names, strict=True))
+def stack_members(test: FitSet, val: FitSet | None) -> list[str]:
+    """The members every set of this origin can hold (a short history lacks some baselines)."""
+    return [n for n in MEMBERS if n in test.points and (val is None or n in val.points)]
 
 
 def _one_origin(
     data: epi_data.EpiData,
     origin: int,
     cfg: ForecastConfig,
-    pooled: dict[int, _Pooled],
+    pooled: dict[int, _Pooled] | None,
     weights: dict,
-    past: dict[int, list[_Set]],
+    past: dict[int, list[FitSet]],
     *,
     val_start: int | None = None,
     end: int | None = None,
+    cache_dir: Path | None = None,
 ) -> None:
-    end = min(origin + data.season, data.n_weeks) if end is None else end
-    val_start = int((1 - VAL_FRACTION) * origin) if val_start is None else val_start
-    sub = replace(data, series=data.series[:end], cuts=(val_start, origin))
-    result = train_forecaster(data=sub, config=cfg)
-    model = result.model
-    levels = np.asarray(model.quantiles)
-    _, val_q = evaluate(model, sub, cfg.horizons, split="val")
-    _, test_q = evaluate(model, sub, cfg.horizons, split="test")
-    lo, hi = epi_data.minmax_fit(sub.series, val_start)
-    scale = hi - lo
-    val_t, test_t = epi_data.target_weeks(sub, "val"), epi_data.target_weeks(sub, "test")
-    m = model.median_index
+    """Train at ``origin``, fit the stack per horizon on its validation periods + every earlier
+    origin's (out-of-sample) season, score the season after it into ``pooled`` (None: fit only)."""
+    f = forecasts_at(data, cfg, origin, steps=cfg.horizons, val_start=val_start, end=end,
+                     val_fraction=VAL_FRACTION, cache_dir=cache_dir)
+    levels = np.asarray(f.model.quantiles)
     for h in cfg.horizons:
-        key = str(h)
-        val_pts = {"healthai": val_q[key][..., m], **_points(sub.series, val_t, h, data.season)}
-        test_pts = {"healthai": test_q[key][..., m], **_points(sub.series, test_t, h, data.season)}
-        y_test = sub.series[test_t]
-        # Fit on this origin's validation periods and on the test seasons of every earlier origin (all
-        # before this origin, forecast out of sample): per-horizon weights learned on rolling origins.
-        sets = [_Set(val_pts, sub.series[val_t], scale), *past.get(h, [])]
-        names = [n for n in ("healthai", *BASELINES) if n in test_pts]
+        key, test, val = str(h), f.test[h], f.val.get(h)
+        sets = ([val] if val is not None else []) + past.get(h, [])
+        names = stack_members(test, val)
         usable = [x for x in sets if all(n in x.points for n in names)]
-        if not usable:  # e.g. the first origin's validation lacks two prior seasons
-            names = [n for n in names if n in val_pts]
-            usable = sets[:1]
-        w = fit_weights(
-            np.concatenate([np.stack([x.points[n].ravel() for n in names], 1) for x in usable]),
-            np.concatenate([x.y.ravel() for x in usable]),
-        )
-        weights.setdefault(key, []).append(
-            {"origin": origin, "fit_sets": len(usable), **dict(zip(names, w.round(4).tolist(), strict=True))}
-        )
+        fit = fit_stack(usable, names, levels)
+        weights.setdefault(key, []).append({"origin": origin, "fit_sets": len(usable), **fit.record()})
+        past.setdefault(h, []).append(test)
+        if pooled is None:
+            continue
         row = pooled.setdefault(h, _Pooled([], {}, {}))
-        row.y.append(y_test)
-        row.q.setdefault("healthai", []).append(test_q[key])
-        row.p.setdefault("healthai", []).append(test_pts["healthai"])
-        stacked = _combine(test_pts, w, names)
+        row.y.append(test.y)
+        row.q.setdefault("healthai", []).append(f.test_q[h])
+        row.p.setdefault("healthai", []).append(test.points["healthai"])
+        stacked = fit.combine(test.points)
         row.p.setdefault("healthai_stacked", []).append(stacked)
-        row.q.setdefault("healthai_stacked", []).append(
-            calibrate(
-                stacked,
-                [(_combine(x.points, w, names), x.y, x.scale) for x in usable],
-                scale,
-                levels,
-            )
-        )
+        row.q.setdefault("healthai_stacked", []).append(fit.bands(stacked, f.scale))
         for n in BASELINES:
-            fit = [(x.points[n], x.y, x.scale) for x in sets if n in x.points]
-            if n in test_pts and fit:
-                row.q.setdefault(n, []).append(calibrate(test_pts[n], fit, scale, levels))
-                row.p.setdefault(n, []).append(test_pts[n])
-        past.setdefault(h, []).append(_Set(test_pts, y_test, scale))
-    logger.info("origin %d: trained to epoch %d", origin, result.metrics["best_epoch"])
+            own = [(x.points[n], x.y, x.scale) for x in sets if n in x.points]
+            if n in test.points and own:
+                row.q.setdefault(n, []).append(calibrate(test.points[n], own, f.scale, levels))
+                row.p.setdefault(n, []).append(test.points[n])
+
+
+def inner_origins(before: int, cfg: ForecastConfig, season: int, first_seasons: int = 2) -> list[int]:
+    """Rolling origins inside ``[0, before)`` whose training part holds a window + steps."""
+    return [o for o in backtest_origins(before, season, first_seasons=first_seasons)
+            if int((1 - VAL_FRACTION) * o) >= cfg.effective_window + cfg.steps]
 
 
 def run_backtest(
-    *, data: epi_data.EpiData, config: ForecastConfig, first_seasons: int = 2, fixed_split: bool = False
+    *,
+    data: epi_data.EpiData,
+    config: ForecastConfig,
+    first_seasons: int = 2,
+    fixed_split: bool = False,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Every origin, then scores per model and horizon (pooled); a model missing at some origin
     (a baseline without enough history) is scored only where every origin has it. ``fixed_split``:
-    one origin at the test start of ``data.split`` (the papers' 50/20/30), validation = its
-    validation part, test = everything after."""
+    one scored origin at the test start of ``data.split`` (the papers' 50/20/30), validation = its
+    validation part, test = everything after; the stack there also learns from the rolling origins
+    inside the data before the test start (exactly what ``healthai train forecast`` exports)."""
+    pooled: dict[int, _Pooled] = {}
+    weights: dict[str, list] = {}
+    past: dict[int, list[FitSet]] = {}
     if fixed_split:
         val_start, test_start = epi_data.split_points(data.n_weeks, data.split)
-        pooled: dict[int, _Pooled] = {}
-        weights: dict[str, list] = {}
-        _one_origin(data, test_start, config, pooled, weights, {}, val_start=val_start, end=data.n_weeks)
-        return _summary(data, config, [test_start], pooled, weights)
+        inner = inner_origins(test_start, config, data.season, first_seasons)
+        for o in inner:
+            _one_origin(data, o, config, None, {}, past, end=min(o + data.season, test_start),
+                        cache_dir=cache_dir)
+        _one_origin(data, test_start, config, pooled, weights, past, val_start=val_start, end=data.n_weeks,
+                    cache_dir=cache_dir)
+        return {**_summary(data, config, [test_start], pooled, weights), "stack_origins": inner}
     origins = backtest_origins(data.n_weeks, data.season, first_seasons=first_seasons)
     if not origins:
         raise TrainingInputError(
@@ -189,9 +172,8 @@ def run_backtest(
             f"need window + steps = {config.effective_window + config.steps}",
             field="series",
         )
-    pooled, weights, past = {}, {}, {}
     for origin in origins:
-        _one_origin(data, origin, config, pooled, weights, past)
+        _one_origin(data, origin, config, pooled, weights, past, cache_dir=cache_dir)
     return _summary(data, config, origins, pooled, weights)
 
 

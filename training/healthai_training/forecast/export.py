@@ -3,7 +3,8 @@
 ``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation as the custom-domain node
 ``healthai::CsrAggregate``, needs ``healthai.ops.ort_library_path()``), ``<out_dir>/1/model.standard.onnx``
 (standard opset only), ``<out_dir>/1/graph.json`` and ``<out_dir>/1/model_card.json``.
-ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q].
+ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q]; the
+stacked default (``StackedForecaster``) also outputs ``point`` FP32 [-1, S, N] (the stacked point forecast).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import onnx
 import torch
 
 from healthai_training.common import write_json
-from healthai_training.export import max_relative_error, run_onnx, write_config
+from healthai_training.export import max_relative_error, write_config
 from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import STGNNForecaster
+from healthai_training.forecast.stacked_model import StackedForecaster
 
 logger = logging.getLogger(__name__)
 VARIANT_FILES = {"custom": "model.onnx", "standard": "model.standard.onnx"}
+
+
+def output_names(model: torch.nn.Module) -> list[str]:
+    return ["forecast", "point"] if isinstance(model, StackedForecaster) else ["forecast"]
 
 
 def export_variant(model: STGNNForecaster, path: Path, *, variant: str) -> None:
@@ -38,7 +44,7 @@ def export_variant(model: STGNNForecaster, path: Path, *, variant: str) -> None:
             path,
             variant=variant,
             input_names=["history"],
-            output_names=["forecast"],
+            output_names=output_names(model),
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
         )
     onnx.checker.check_model(str(path))
@@ -51,18 +57,22 @@ def parity(model: STGNNForecaster, path: Path, *, variant: str, batch: int = 3, 
     span = model.scale_range.numpy()
     x = (lo + rng.uniform(0, 1.2, size=(batch, model.window, model.n_nodes)) * span).astype(np.float32)
     with torch.no_grad():
-        expected = model(torch.tensor(x)).numpy()
-    lib = None
+        expected = model(torch.tensor(x))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
     if variant == "custom":
         from healthai.ops import ort_library_path
 
-        lib = str(ort_library_path())
-    got = run_onnx(path, {"history": x}, custom_op_library=lib)
-    return max_relative_error(expected, got)
+        opts.register_custom_ops_library(str(ort_library_path()))
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = session.run(output_names(model), {"history": x})
+    return max(max_relative_error(e, g) for e, g in zip(expected, got, strict=True))
 
 
 def export_forecaster(
-    model: STGNNForecaster,
+    model: STGNNForecaster | StackedForecaster,
     graph: RegionGraph,
     out_dir: Path | str,
     *,
@@ -91,7 +101,7 @@ def export_forecaster(
     q = len(model.quantiles)
     extra = ""
     if "custom" in variants:
-        extra = (
+        extra += (
             "# model.onnx holds the custom node healthai::CsrAggregate (load `healthai info` op library via\n"
             "# model_operations { op_library_filename: ... }); stock Triton: default_model_filename: "
             '"model.standard.onnx"\n'
@@ -106,6 +116,7 @@ def export_forecaster(
         max_batch_size=max_batch_size,
         max_queue_delay_us=None,
         extra=extra,
+        extra_outputs=(("point", [model.steps, model.n_nodes]),) if len(output_names(model)) > 1 else (),
     )
     meta = {
         "window": model.window,
@@ -116,6 +127,7 @@ def export_forecaster(
         "seasonal_inputs": model.seasonal_inputs,
         "anomaly_lags": model.anomaly_lags,
         "output_steps": model.steps,
+        "output_names": output_names(model),
         "quantile_levels": list(model.quantiles),
         "n_regions": model.n_nodes,
         "variants": {v: VARIANT_FILES[v] for v in variants},

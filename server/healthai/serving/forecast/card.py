@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from healthai.serving.runtime.repository import RepositoryError
 
 FORECAST_INPUT = "history"
 FORECAST_OUTPUT = "forecast"
+FORECAST_POINT = "point"  # optional [-1, S, N]: the stacked default's point forecast
 GRAPH_FILE = "graph.json"
 
 
@@ -26,6 +27,7 @@ class ForecastCard:
     region_aliases: dict[str, int]  # any accepted id (graph id, ISO 3166-2 code) -> column
     step: str  # pandas frequency of one step: "W" or "D"
     region_names: tuple[str, ...] = ()  # display names in column order ("" where unknown)
+    has_point: bool = False  # the model outputs its own point forecast (else: the 0.5 quantile)
 
     @property
     def n_regions(self) -> int:
@@ -94,5 +96,10 @@ def inspect_forecast(loaded: LoadedVersion) -> None:
         graph = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise RepositoryError(f"{where}: cannot read {GRAPH_FILE} ({exc})") from exc
-    loaded.extras["forecast"] = parse_forecast_card(loaded.card, graph, spec.dims, out.dims[0], out.dims[2],
-                                                    where)
+    card = parse_forecast_card(loaded.card, graph, spec.dims, out.dims[0], out.dims[2], where)
+    point = {s.name: s for s in rt.outputs}.get(FORECAST_POINT)
+    if point is not None:
+        if len(point.dims) != 2 or (point.dims[0] > 0 and point.dims[0] != out.dims[0]):
+            raise RepositoryError(f"{where}: '{FORECAST_POINT}' must be [-1,S,N] like '{FORECAST_OUTPUT}'")
+        card = replace(card, has_point=True)
+    loaded.extras["forecast"] = card

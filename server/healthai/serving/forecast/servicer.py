@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from healthai.errors import InvalidInput, NotFound
-from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, ForecastCard
+from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORECAST_POINT, ForecastCard
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
@@ -198,13 +198,16 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
                                                                      request.stored, card)
         else:
             raise InvalidInput("history or stored: one is required", field="history_source")
-        result = await loaded.scheduler.infer(
-            InferRequest({FORECAST_INPUT: window[None]}, outputs=(FORECAST_OUTPUT,)),
-            timeout=context.time_remaining())
+        outputs = (FORECAST_OUTPUT, FORECAST_POINT) if card.has_point else (FORECAST_OUTPUT,)
+        result = await loaded.scheduler.infer(InferRequest({FORECAST_INPUT: window[None]}, outputs=outputs),
+                                              timeout=context.time_remaining())
         full = result[FORECAST_OUTPUT][0][horizon_rows][:, out_cols]  # [H, R, Q_model]
         full = np.sort(full, axis=-1)  # rearrangement: quantiles never cross
         quantiles = interpolate_levels(full, card.quantile_levels, levels)
-        point = interpolate_levels(full, card.quantile_levels, np.array([0.5]))[..., 0]
+        if card.has_point:  # the stacked default: its own point forecast (a weighted mean of members)
+            point = np.asarray(result[FORECAST_POINT][0][horizon_rows][:, out_cols], np.float32)
+        else:
+            point = interpolate_levels(full, card.quantile_levels, np.array([0.5]))[..., 0]
         response = forecast_pb2.ForecastResponse(
             model_name=loaded.name, model_version=loaded.version,
             region_ids=[card.region_ids[c] for c in out_cols],

@@ -1,0 +1,143 @@
+"""The default forecaster (issue 12): the ST-GNN stacked with the seasonal baselines, learned on
+rolling origins inside the training data, exported as one ONNX graph and served by Forecast with its
+own point forecast. Real US-states counts (3 states, tiny model, 2 epochs), a real gRPC server."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from healthai.app.settings import Settings
+from healthai.app.testing import serve_in_thread
+from healthai.serving.plugin import plugin as serving_plugin
+from healthai.serving.settings import ServingSettings
+from healthai_client import Client
+from healthai_training.epi import baselines, metrics
+from healthai_training.epi.data import load_epi
+from healthai_training.forecast.build import build_forecaster
+from healthai_training.forecast.default import card_section, train_default
+from healthai_training.forecast.export import export_forecaster
+from healthai_training.forecast.graph import RegionGraph
+from healthai_training.forecast.model import FLUSIGHT_QUANTILES
+from healthai_training.forecast.origins import MEMBERS, model_steps
+from healthai_training.forecast.stacked_model import StackedForecaster
+from healthai_training.forecast.stacking import DEFAULT_SHRINKAGE, FitSet, fit_stack
+from healthai_training.forecast.train import ForecastConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+LEVELS = np.asarray(FLUSIGHT_QUANTILES)
+CFG = ForecastConfig(seasonal=True, epochs=2, hidden=4, horizons=(1, 4), steps=4, point_weight=30.0)
+STATES = ("Massachusetts", "New_Hampshire", "Vermont")
+
+
+@pytest.fixture(scope="module")
+def three_states(shared_data: Path):
+    data = load_epi("us_states", data_root=shared_data)
+    cols = [data.region_ids.index(s) for s in STATES]
+    return replace(data, series=data.series[:260, cols], adjacency=data.adjacency[np.ix_(cols, cols)],
+                   region_ids=STATES, region_names=())
+
+
+def _sets(rng: np.random.Generator, make, n_sets: int = 4, periods: int = 60) -> list[FitSet]:
+    out = []
+    for k in range(n_sets):
+        y = rng.uniform(50, 150, (periods, 2))
+        out.append(FitSet(make(y), y, np.array([100.0, 100.0]), k * periods, (k + 1) * periods))
+    return out
+
+
+def test_shrinkage_follows_out_of_sample_folds_and_bands_are_calibrated() -> None:
+    rng = np.random.default_rng(0)
+    names = ["healthai", "last_value", "lag52"]
+    # The ST-GNN is excellent on the first fit set only, then biased (a regime change): weights fitted
+    # on earlier sets fail on later ones, so the folds shrink all the way to the best baseline.
+    calls = iter(range(100))
+
+    def noise(y: np.ndarray, sd: float) -> np.ndarray:
+        return y + rng.normal(0, sd, y.shape)
+
+    noisy = _sets(rng, lambda y: {"healthai": noise(y, 2) if next(calls) == 0 else 1.6 * y,
+                                  "last_value": rng.uniform(50, 150, y.shape), "lag52": noise(y, 10)})
+    fit = fit_stack(noisy, names, LEVELS)
+    assert fit.best == "lag52" and fit.shrinkage == 1.0 and fit.folds == 3
+    np.testing.assert_allclose(fit.weights, [0, 0, 1], atol=1e-9)
+    # Two members with independent errors: their mean beats either, so no shrinkage survives.
+    pair = _sets(rng, lambda y: {"healthai": noise(y, 10), "last_value": noise(y, 10), "lag52": noise(y, 60)},
+                 n_sets=6, periods=400)
+    fit = fit_stack(pair, names, LEVELS)
+    assert fit.shrinkage <= 0.25 and abs(fit.weights[0] - fit.weights[1]) < 0.15
+    assert np.all(fit.weights >= 0) and fit.weights.sum() == pytest.approx(1.0)
+    fresh = _sets(rng, lambda y: {"healthai": noise(y, 10), "last_value": noise(y, 10), "lag52": y},
+                  n_sets=1, periods=3000)[0]
+    point = fit.combine(fresh.points)
+    q = fit.bands(point, fresh.scale)
+    assert metrics.coverage(fresh.y, q, LEVELS, 0.5) == pytest.approx(0.5, abs=0.04)
+    assert metrics.coverage(fresh.y, q, LEVELS, 0.95) == pytest.approx(0.95, abs=0.02)
+    # One set: nothing to cross-validate on, the a-priori shrinkage.
+    assert fit_stack(pair[:1], names, LEVELS).shrinkage == DEFAULT_SHRINKAGE
+
+
+def test_stacked_module_computes_the_baselines_and_the_members_median(three_states) -> None:
+    data = three_states
+    lo, hi = data.series[:100].min(0), data.series[:100].max(0)
+    graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
+    inner = build_forecaster(graph, window=54, steps=4, quantiles=FLUSIGHT_QUANTILES, hidden=4, seasonal=True,
+                             scale_min=lo, scale_max=hi).eval()
+    k = len(MEMBERS)
+    stacked = StackedForecaster(inner, members=MEMBERS, weights=np.full((4, k), 1.0 / k),
+                                offsets=np.zeros((4, len(LEVELS))), band_scale=hi - lo, season=52).eval()
+    assert stacked.window == 106
+    targets = np.arange(150, 200)
+    for step in (1, 4):
+        idx = targets[:, None] - step + 1 + np.arange(-106, 0)[None, :]
+        x = torch.tensor(data.series[idx], dtype=torch.float32)
+        with torch.no_grad():
+            got = stacked.member_points(x)[:, step - 1].numpy()  # [T, N, K]
+        want = {"healthai": model_steps(inner, data.series, targets, step)[..., inner.median_index],
+                **baselines.all_baselines(data.series, targets, step, season=52)}
+        for j, name in enumerate(MEMBERS):
+            np.testing.assert_allclose(got[..., j], want[name], rtol=1e-5, atol=1e-3, err_msg=name)
+
+
+def test_default_learns_before_the_test_split_and_is_served_with_its_point(three_states, tmp_path: Path
+                                                                           ) -> None:
+    cache = tmp_path / "cache"
+    first = train_default(three_states, CFG, cache_dir=cache)
+    assert len(list(cache.glob("*.pt"))) == 3  # two rolling origins + the final model
+    assert first.origins == [104, 156]  # rolling origins inside [0, 182): the test split starts at 182
+    assert first.model.members == MEMBERS and first.model.window == 106
+    later = three_states.series.copy()
+    later[182:] *= 3.0  # the test split changes: no weight, shrinkage or band may change
+    second = train_default(replace(three_states, series=later), CFG, cache_dir=cache)
+    assert len(list(cache.glob("*.pt"))) == 3  # same data before every origin: the same models
+    for s in range(1, 5):
+        assert first.fits[s].record() == second.fits[s].record()
+        np.testing.assert_array_equal(first.fits[s].offsets, second.fits[s].offsets)
+    assert first.test["4"]["rmse"] != second.test["4"]["rmse"]
+    section = card_section(first)
+    assert section["rolling_origins"] == [104, 156]
+    assert set(section["weights_per_step"]) == {"1", "2", "3", "4"}
+
+    repo = tmp_path / "models"
+    graph = RegionGraph.from_adjacency(three_states.adjacency, three_states.region_ids)
+    errors = export_forecaster(first.model, graph, repo / "forecast_tiny", variants=("custom",),
+                               card={"name": "forecast_tiny", "stack": section})
+    assert errors["custom"] < 1e-4
+    history = three_states.series[-106:]
+    with torch.no_grad():
+        q_want, p_want = (t.numpy()[0] for t in first.model(torch.tensor(history[None], dtype=torch.float32)))
+    serving = ServingSettings(model_repository=repo, reload_poll_s=0.0)
+    settings = Settings(port=0, dev_mode=True, serving=serving)
+    with serve_in_thread(settings, [serving_plugin(settings=settings)]) as running, \
+            Client(f"127.0.0.1:{running.port}") as client:
+        r = client.forecast(model="forecast_tiny", history=(list(STATES), history),
+                            quantile_levels=[0.025, 0.5, 0.975])
+        with pytest.raises(Exception, match="106"):  # the stack needs two seasons + 2 of history
+            client.forecast(model="forecast_tiny", history=(list(STATES), history[-54:]))
+    np.testing.assert_allclose(r.point, p_want, rtol=1e-4, atol=1e-3)  # the stacked point, not q0.5
+    cols = [list(LEVELS).index(v) for v in (0.025, 0.5, 0.975)]
+    np.testing.assert_allclose(r.quantiles, q_want[..., cols], rtol=1e-4, atol=1e-3)
