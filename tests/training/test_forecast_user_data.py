@@ -15,7 +15,7 @@ import pytest
 from healthai_training import cli
 from healthai_training.epi.data import US_STATES
 from healthai_training.epi.series_file import mmwr_week_start, read_series
-from healthai_training.epi.user_data import load_files
+from healthai_training.epi.user_data import load_files, load_store
 from healthai_training.errors import TrainingInputError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -310,3 +310,10 @@ def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: P
     result = train_forecaster(data=data, config=cfg)
     assert result.model.window == 367 and result.model.season == 365
     assert set(result.metrics["test"]["7"]["baselines"]) >= {"last_value", "lag52", "seasonal_naive_drift"}
+
+
+def test_from_store_refuses_a_missing_directory_instead_of_creating_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-store"
+    with pytest.raises(TrainingInputError, match="no such directory"):
+        load_store(str(missing), graph=tmp_path / "graph.csv", syndrome="ili")
+    assert not missing.exists()  # a typo never leaves an empty store behind

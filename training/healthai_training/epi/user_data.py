@@ -121,6 +121,8 @@ def load_store(
     from healthai.surveillance import SurveillanceCounts
 
     step = step or "W"
+    if "://" not in uri and not Path(uri).expanduser().is_dir():  # opening would create an empty store
+        raise TrainingInputError(f"store {uri}: no such directory", field="from_store")
     store = ParquetStore(uri).open()
     try:
         counts = SurveillanceCounts(store)
