@@ -20,6 +20,7 @@ from healthai_training.epi.data import (
 from healthai_training.epi.graph_file import read_graph
 from healthai_training.epi.series_file import SeriesTable, read_series, series_from_frame
 from healthai_training.errors import TrainingInputError
+from healthai_training.stores import open_existing_store
 
 DEFAULT_SEASON = {"W": 52, "D": 365}  # periods per season when --season-length is not given
 
@@ -117,13 +118,10 @@ def load_store(
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
     Regions of the graph with no stored case at all are refused, never zero-filled."""
-    from healthai.store import ParquetStore
     from healthai.surveillance import SurveillanceCounts
 
     step = step or "W"
-    if "://" not in uri and not Path(uri).expanduser().is_dir():  # opening would create an empty store
-        raise TrainingInputError(f"store {uri}: no such directory", field="from_store")
-    store = ParquetStore(uri).open()
+    store = open_existing_store(uri)
     try:
         counts = SurveillanceCounts(store)
         frame = counts.counts(syndrome=syndrome, freq=step)

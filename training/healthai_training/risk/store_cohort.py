@@ -50,6 +50,7 @@ from healthai_training.risk.cohort import CohortSpec, build_cohort, parse_spec
 from healthai_training.risk.data import RiskData
 from healthai_training.risk.store_features import index_features
 from healthai_training.risk.store_options import INDEX_ENCOUNTERS, OUTCOMES, PER_PATIENT, StoreCohortOptions
+from healthai_training.stores import open_existing_store
 
 TARGET = "readmitted_30d"
 CHARLSON_MAX = float(charlson.index_from_matrix(np.ones((1, len(charlson.GROUPS))))[0])
@@ -121,17 +122,13 @@ def _check(options: StoreCohortOptions) -> None:
 
 def read_store(uri: str) -> dict[str, pd.DataFrame]:
     """The four normalized kinds of a store as pandas frames (only the columns the cohort uses)."""
-    from healthai.store import ParquetStore
-
     columns = {
         "patient": ["patient_id", "sex", "birth_year", "birth_month", "deceased_year", "deceased_month"],
         "encounter": ["source", "patient_id", "resource_id", "status", "class_code", "start", "end"],
         "condition": ["patient_id", "icd10_code", "icd9_code", "verification_status", "onset", "recorded"],
         "observation": ["patient_id", "loinc", "value", "unit", "effective", "status"],
     }
-    if "://" not in uri and not Path(uri).expanduser().is_dir():  # opening would create it
-        raise TrainingInputError(f"store {uri}: no such directory", field="from_store")
-    store = ParquetStore(uri).open()
+    store = open_existing_store(uri)
     try:
         missing = [kind for kind in ("patient", "encounter") if not store.files(kind)]
         if missing:
