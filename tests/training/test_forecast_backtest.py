@@ -14,11 +14,11 @@ import pytest
 
 from healthai_training import cli
 from healthai_training.epi import metrics
-from healthai_training.epi.data import load_epi
 from healthai_training.forecast.backtest import BASELINES, backtest_origins, run_backtest, wis
 from healthai_training.forecast.model import FLUSIGHT_QUANTILES
 from healthai_training.forecast.stacking import calibrate, fit_weights
 from healthai_training.forecast.train import ForecastConfig
+from tests.training.epi_subsets import us_states_subset
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 LEVELS = np.asarray(FLUSIGHT_QUANTILES)
@@ -27,15 +27,7 @@ CFG = ForecastConfig(seasonal=True, epochs=2, hidden=4, horizons=(1, 4), steps=4
 
 @pytest.fixture(scope="module")
 def three_states(shared_data: Path):
-    data = load_epi("us_states", data_root=shared_data)
-    cols = [data.region_ids.index(s) for s in ("Massachusetts", "New_Hampshire", "Vermont")]
-    return replace(
-        data,
-        series=data.series[:200, cols],
-        adjacency=data.adjacency[np.ix_(cols, cols)],
-        region_ids=tuple(data.region_ids[c] for c in cols),
-        region_names=(),
-    )
+    return us_states_subset(shared_data, 200)
 
 
 def test_origins_are_season_starts_after_two_seasons() -> None:

@@ -17,7 +17,6 @@ from healthai.serving.plugin import plugin as serving_plugin
 from healthai.serving.settings import ServingSettings
 from healthai_client import Client
 from healthai_training.epi import baselines, metrics
-from healthai_training.epi.data import load_epi
 from healthai_training.forecast.build import build_forecaster
 from healthai_training.forecast.default import card_section, train_default
 from healthai_training.forecast.export import export_forecaster
@@ -27,6 +26,7 @@ from healthai_training.forecast.origins import MEMBERS, model_steps
 from healthai_training.forecast.stacked_model import StackedForecaster
 from healthai_training.forecast.stacking import DEFAULT_SHRINKAGE, FitSet, fit_stack
 from healthai_training.forecast.train import ForecastConfig
+from tests.training.epi_subsets import us_states_subset
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 LEVELS = np.asarray(FLUSIGHT_QUANTILES)
@@ -36,10 +36,7 @@ STATES = ("Massachusetts", "New_Hampshire", "Vermont")
 
 @pytest.fixture(scope="module")
 def three_states(shared_data: Path):
-    data = load_epi("us_states", data_root=shared_data)
-    cols = [data.region_ids.index(s) for s in STATES]
-    return replace(data, series=data.series[:260, cols], adjacency=data.adjacency[np.ix_(cols, cols)],
-                   region_ids=STATES, region_names=())
+    return us_states_subset(shared_data, 260)
 
 
 def _sets(rng: np.random.Generator, make, n_sets: int = 4, periods: int = 60) -> list[FitSet]:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from healthai_training.epi import data as epi_data
-from healthai_training.epi.data import load_epi
 from healthai_training.errors import TrainingInputError
 from healthai_training.forecast.backtest import run_backtest
 from healthai_training.forecast.splits import baseline_points, export_splits, score_points
 from healthai_training.forecast.train import ForecastConfig
+from tests.training.epi_subsets import us_states_subset
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 HORIZONS = (1, 4)
@@ -25,15 +25,7 @@ HORIZONS = (1, 4)
 
 @pytest.fixture(scope="module")
 def three_states(shared_data: Path) -> epi_data.EpiData:
-    data = load_epi("us_states", data_root=shared_data)
-    cols = [data.region_ids.index(s) for s in ("Massachusetts", "New_Hampshire", "Vermont")]
-    return replace(
-        data,
-        series=data.series[:200, cols],
-        adjacency=data.adjacency[np.ix_(cols, cols)],
-        region_ids=tuple(data.region_ids[c] for c in cols),
-        region_names=(),
-    )
+    return us_states_subset(shared_data, 200)
 
 
 def test_rescored_baselines_reproduce_the_backtest(three_states: epi_data.EpiData) -> None:
