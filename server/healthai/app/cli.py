@@ -52,19 +52,27 @@ def _describe(error: Any) -> str:
     return "\n".join(lines)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def settings_or_none(command: str, config: Path | None, flags: dict[str, Any]) -> Any:
+    """The settings of ``healthai <command>``, or None after saying on stderr why they are invalid
+    (the caller exits 2)."""
     from pydantic import ValidationError
 
-    from healthai.app.main import serve
     from healthai.app.settings import load_settings
 
     try:
-        settings = load_settings(config=args.config, flags=_flags(args))
+        return load_settings(config=config, flags=flags)
     except ValidationError as e:
-        print(f"healthai serve: invalid settings:\n{_describe(e)}", file=sys.stderr)
-        return 2
+        print(f"healthai {command}: invalid settings:\n{_describe(e)}", file=sys.stderr)
     except HealthAIError as e:
-        print(f"healthai serve: {e.message}", file=sys.stderr)
+        print(f"healthai {command}: {e.message}", file=sys.stderr)
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from healthai.app.main import serve
+
+    settings = settings_or_none("serve", args.config, _flags(args))
+    if settings is None:
         return 2
     try:
         return serve(settings, port_file=args.port_file)

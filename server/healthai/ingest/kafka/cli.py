@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,11 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
+    from healthai.app.cli import settings_or_none
     from healthai.app.main import configure_logging
-    from healthai.app.settings import load_settings
 
-    try:
-        settings = load_settings(config=args.config, flags=_flags(args))
-    except ValidationError as e:
-        print(f"healthai ingest-kafka: invalid settings:\n{e}", file=sys.stderr)
-        return 2
-    except HealthAIError as e:
-        print(f"healthai ingest-kafka: {e.message}", file=sys.stderr)
+    settings = settings_or_none("ingest-kafka", args.config, _flags(args))
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     from healthai import observability
