@@ -69,4 +69,8 @@ def configure_logging(level: str) -> None:
 def serve(settings: Settings, *, port_file: Path | None = None) -> int:
     """Blocking entry point of ``healthai serve``; returns the process exit code."""
     configure_logging(settings.log_level)
-    return asyncio.run(run(settings, port_file=port_file))
+    # the serving scheduler's dynamic batching needs to know when the loop would go idle
+    from healthai.serving.runtime.idle import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(run(settings, port_file=port_file))

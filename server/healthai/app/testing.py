@@ -49,8 +49,11 @@ async def running_server(settings: Settings,
 @contextmanager
 def serve_in_thread(settings: Settings, plugins: Sequence[ServicePlugin], *,
                     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> Iterator[RunningServer]:
-    """Run the server on an event loop in a daemon thread; stop it (grace 0.5 s) on exit."""
-    loop = asyncio.new_event_loop()
+    """Run the server on an event loop in a daemon thread (the loop ``healthai serve`` runs on);
+    stop it (grace 0.5 s) on exit."""
+    from healthai.serving.runtime.idle import new_event_loop
+
+    loop = new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="healthai-test-server", daemon=True)
     thread.start()
 

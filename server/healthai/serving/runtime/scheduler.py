@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healthai.errors import DeadlineExceeded, HealthAIError, InternalError, NotReady, Overloaded
+from healthai.serving.runtime import idle
 from healthai.serving.runtime.contract import InferRequest, InferResult, ModelRuntime
 from healthai.serving.runtime.executor import RUN_CLOCK
 from healthai.serving.runtime.onnx import OnnxModel
@@ -150,7 +151,12 @@ class Scheduler:
         self._free = instances  # execution slots not in use
         self._arrivals = 0
         self._inline_max_ns = inline_max_us * 1000 if isinstance(runtime, OnnxModel) else 0.0
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        self._idle = idle.selector_of(loop)  # None: never hold a request back for company
+        self._idle_seen = -1  # the loop's idle-wait count at the previous arrival
+        self._gather: asyncio.TimerHandle | None = None  # a batch is gathering (its delay bound)
+        self._gather_rows = 0
+        self._idle_hook = False  # our flush is registered to run when the loop goes idle
         self._threads = ExecutionThreads(loop, instances, f"{runtime.name}-v{runtime.version}")
         self._workers = [loop.create_task(self._work()) for _ in range(instances)]
 
@@ -172,8 +178,17 @@ class Scheduler:
                              f"({self.max_queue} requests waiting); retry later")
         self._arrivals += 1
         self._queue.append(pending)
+        busy = self._busy_since_last_arrival()
         try:
-            if self._free > 0 and len(self._queue) == 1:  # idle: start at once, no worker task hop
+            if self._gather is not None:  # joins the batch being gathered
+                self._gather_rows += request.batch_size
+                if self._gather_rows >= self.max_batch_size:
+                    self._flush()
+            elif self._free > 0 and len(self._queue) == 1 and busy and self.batching \
+                    and self._inline_ok(request.batch_size):
+                self._free -= 1  # the loop is busy: wait for company until it would go idle
+                self._start_gather(loop, request.batch_size)
+            elif self._free > 0 and len(self._queue) == 1:  # idle: start at once, no worker task hop
                 self._free -= 1
                 batch: list[_Pending] = []
                 self._take(loop, batch, 0)  # itself, unless its deadline already passed
@@ -202,6 +217,41 @@ class Scheduler:
         await asyncio.to_thread(self._threads.shutdown)
 
     # -- batches --------------------------------------------------------------------------------
+    def _busy_since_last_arrival(self) -> bool:
+        """Whether the event loop has not once had nothing to run since the previous request
+        arrived (always False on a loop without an IdleSelector)."""
+        if self._idle is None:
+            return False
+        waits = self._idle.idle_waits
+        busy, self._idle_seen = waits == self._idle_seen, waits
+        return busy
+
+    def _start_gather(self, loop: asyncio.AbstractEventLoop, rows: int) -> None:
+        """With a slot taken: the queued request waits for company while the loop is busy — until
+        the loop would go idle, the batch is full, or max_queue_delay passed, whichever comes first."""
+        self._gather = loop.call_at(loop.time() + self.max_delay_s, self._flush)
+        self._gather_rows = rows
+        if not self._idle_hook and self._idle is not None:
+            self._idle_hook = True
+            self._idle.call_when_idle(self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle_hook = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Ends the gathering: starts what is queued (up to max_batch_size rows) with the slot taken."""
+        if self._gather is None:
+            return
+        self._gather.cancel()
+        self._gather = None
+        batch: list[_Pending] = []
+        self._take(self._loop, batch, 0)
+        if batch:
+            self._start(batch)
+        else:
+            self._release()
+
     async def _lead(self, loop: asyncio.AbstractEventLoop) -> None:
         """With a slot taken: collect a batch, waiting for company, and start it. If the task is
         cancelled while waiting, what it took goes back to the front of the queue."""
