@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from healthai.errors import DeadlineExceeded, InvalidInput
 from healthai.serving.runtime import idle
@@ -79,8 +80,9 @@ class Spinner:
         await self.task
 
 
-def scheduler_for(model: OnnxModel) -> Scheduler:
-    scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6)
+def scheduler_for(model: OnnxModel, busy_window_us: float = 1.0) -> Scheduler:
+    """The busy window defaults to 1 µs here: the model's max_queue_delay (larger) is the bound."""
+    scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=busy_window_us)
     for _ in range(ExecutionCost.MIN_SAMPLES):  # measured cheap: runs on the loop
         scheduler.cost.add(1, 1_000)
         scheduler.cost.add(4, 4_000)
@@ -143,13 +145,15 @@ def test_idle_loop_never_holds_a_request_back(tmp_path: Path) -> None:
     assert runs.rows == [1] * 5
 
 
-def test_plain_event_loop_never_gathers(tmp_path: Path) -> None:
-    """Without the server's selector there is no idle signal: requests start at once, as before."""
+@pytest.mark.parametrize("server_loop", [False, True])
+def test_no_idle_signal_or_no_busy_window_never_gathers(tmp_path: Path, server_loop: bool) -> None:
+    """Without the server's selector there is no idle signal, and a busy window of 0 turns waiting on
+    a busy loop off: requests start at once, as before."""
     model = load(tmp_path, delay_us=10_000_000)
     runs = Runs(model)
 
     async def scenario() -> None:
-        scheduler = scheduler_for(model)
+        scheduler = scheduler_for(model, busy_window_us=0.0 if server_loop else 1.0)
         spinner = Spinner()
         try:
             await asyncio.gather(*await arrive(scheduler, rows(4)))
@@ -157,8 +161,32 @@ def test_plain_event_loop_never_gathers(tmp_path: Path) -> None:
             await spinner.stop()
             await scheduler.close()
 
-    asyncio.run(scenario())
+    if server_loop:
+        on_server_loop(scenario)
+    else:
+        asyncio.run(scenario())
     assert runs.rows == [1, 1, 1, 1]
+
+
+def test_busy_window_bounds_the_wait_when_longer_than_max_queue_delay(tmp_path: Path) -> None:
+    model = load(tmp_path, delay_us=1)  # the model's own delay would end the batch at once
+
+    async def scenario() -> list[int]:
+        scheduler = scheduler_for(model, busy_window_us=10_000_000)
+        runs = Runs(model)
+        spinner = Spinner()
+        try:
+            tasks = await arrive(scheduler, rows(4))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not any(t.done() for t in tasks[1:])
+            await spinner.stop()
+            await asyncio.gather(*tasks)
+            return runs.rows
+        finally:
+            await scheduler.close()
+
+    assert on_server_loop(scenario) == [1, 3]
 
 
 def test_batch_runs_at_max_queue_delay_while_the_loop_stays_busy(tmp_path: Path) -> None:

@@ -46,8 +46,8 @@ def _order(names: tuple[str, ...], task: RiskTask) -> np.ndarray:
 
 
 def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients: int) -> np.ndarray:
-    """[patients x F] float32 in the card's order, checked against the card's feature domains;
-    InvalidInput naming the field otherwise."""
+    """[patients x F] float32 in the card's order, finite; InvalidInput naming the field otherwise.
+    The card's feature domains are checked by the risk task, once per batch (``RiskTask.run``)."""
     card = task.card
     names = tuple(request.feature_names)
     order = task.cached_order(names) if names else None
@@ -88,8 +88,6 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",
                            field=f"features[{i}].{card.feature_names[j]}")
-    if card.domains is not None:
-        card.domains.check(x)
     return x
 
 

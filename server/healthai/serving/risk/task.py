@@ -88,8 +88,15 @@ class RiskTask:
 
     def run(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
             requests: Sequence[InferRequest]) -> list[InferResult | HealthAIError]:
+        """Checks the card's feature domains over the whole batch (once, vectorized; a violation is
+        InvalidInput, and the executor then runs each request alone, so only the bad one fails,
+        named by its own patient index), then scores."""
+        domains = self.card.domains
         if len(requests) == 1 and requests[0].rows == 1 and requests[0].params.get(TOP_K, 0):
-            return [self.explain_one(run, requests[0].inputs[RISK_INPUT], requests[0].params[TOP_K])]
+            x = requests[0].inputs[RISK_INPUT]
+            if domains is not None:
+                domains.check(x)
+            return [self.explain_one(run, x, requests[0].params[TOP_K])]
         ks = [r.params.get(TOP_K, 0) for r in requests]
         want: np.ndarray | None = None  # patients whose request wants top features (None = all)
         inverse: np.ndarray | None = None  # row -> its distinct row, when rows repeat
@@ -97,6 +104,9 @@ class RiskTask:
             x = requests[0].inputs[RISK_INPUT]
         else:
             x = np.concatenate([r.inputs[RISK_INPUT] for r in requests])
+        if domains is not None:
+            domains.check(x)
+        if len(requests) > 1:
             if min(ks) == 0 < max(ks):
                 want = np.repeat(np.array(ks) > 0, [r.rows for r in requests])
             if len(x) <= DEDUPE_MAX_ROWS:

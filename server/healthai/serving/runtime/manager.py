@@ -263,7 +263,8 @@ class ModelManager:
             scheduler = Scheduler(runtime, max_queue=self.settings.max_queue_requests,
                                   batching=self.settings.dynamic_batching,
                                   instances=self._instances(config),
-                                  inline_max_us=self.settings.inline_execute_max_us)
+                                  inline_max_us=self.settings.inline_execute_max_us,
+                                  busy_window_us=self.settings.busy_batch_window_us)
             loaded = LoadedVersion(runtime, scheduler, card, vdir.fingerprint)
             try:
                 for inspect in self.inspectors:

@@ -9,6 +9,14 @@ closed-loop callers (each sends its next request after its answer) a loop turn o
 measured to find no company even at concurrency 32, so it only added latency. Requests that find
 every instance busy queue; a batch forms from everything that queued while the previous one ran.
 
+On a busy event loop (the server's loop, ``idle.new_event_loop``, has had no moment with nothing to
+run since the previous request arrived) a request that would run inline waits for company instead:
+grpc.aio hands the loop one new call per turn, so company only comes over many turns. It runs when
+the loop would go idle, when the batch is full, or after ``busy_window_us`` (at least the model's
+max_queue_delay), whichever comes first. Waiting then costs no throughput — the loop has other calls
+to serve — and one execution serves many calls. A loop that waited for I/O since the previous
+arrival (a lone caller, light load) never holds a request back.
+
 Where a batch executes (adaptive, per model version): on the event loop when it is small enough —
 our own ONNX Runtime execute, and its rows' measured cost (moving averages of one-row executions and
 of the per-row cost of larger ones) at most ``inline_max_us`` — else on the scheduler's threads. For a
@@ -135,12 +143,14 @@ class Scheduler:
     """Queues requests for one runtime and executes them in batches, on the loop or on threads."""
 
     def __init__(self, runtime: ModelRuntime, *, max_queue: int, batching: bool = True,
-                 instances: int = 1, inline_max_us: float = 0.0) -> None:
+                 instances: int = 1, inline_max_us: float = 0.0, busy_window_us: float = 0.0) -> None:
         cfg = runtime.config
         self.runtime = runtime
         self.batching = batching and cfg.HasField("dynamic_batching") and cfg.max_batch_size > 0
         self.max_batch_size = max(cfg.max_batch_size, 1)
         self.max_delay_s = cfg.dynamic_batching.max_queue_delay_microseconds / 1e6 if self.batching else 0.0
+        # how long a request may wait for company on a busy loop (0: never; see _start_gather)
+        self.busy_window_s = max(self.max_delay_s, busy_window_us / 1e6) if busy_window_us > 0 else 0.0
         self.max_queue = max_queue
         self.stats = Statistics()
         self.cost = ExecutionCost()
@@ -185,7 +195,7 @@ class Scheduler:
                 if self._gather_rows >= self.max_batch_size:
                     self._flush()
             elif self._free > 0 and len(self._queue) == 1 and busy and self.batching \
-                    and self._inline_ok(request.batch_size):
+                    and self.busy_window_s and self._inline_ok(request.batch_size):
                 self._free -= 1  # the loop is busy: wait for company until it would go idle
                 self._start_gather(loop, request.batch_size)
             elif self._free > 0 and len(self._queue) == 1:  # idle: start at once, no worker task hop
@@ -228,8 +238,8 @@ class Scheduler:
 
     def _start_gather(self, loop: asyncio.AbstractEventLoop, rows: int) -> None:
         """With a slot taken: the queued request waits for company while the loop is busy — until
-        the loop would go idle, the batch is full, or max_queue_delay passed, whichever comes first."""
-        self._gather = loop.call_at(loop.time() + self.max_delay_s, self._flush)
+        the loop would go idle, the batch is full, or the busy window passed, whichever comes first."""
+        self._gather = loop.call_at(loop.time() + self.busy_window_s, self._flush)
         self._gather_rows = rows
         if not self._idle_hook and self._idle is not None:
             self._idle_hook = True
