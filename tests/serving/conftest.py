@@ -17,6 +17,7 @@ import pytest
 from healthai.app.server import RunningServer, build_server
 from healthai.app.settings import Settings
 from healthai.serving.plugin import ServingPlugin, plugin
+from healthai.serving.runtime import idle
 from healthai.serving.settings import ServingSettings
 
 from .tiny_models import write_risk_version
@@ -24,7 +25,7 @@ from .tiny_models import write_risk_version
 
 class ServerThread:
     def __init__(self, serving: ServingSettings, surveillance: Any = None) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = idle.new_event_loop()  # the loop ``healthai serve`` runs on
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         settings = Settings(port=0, dev_mode=True, serving=serving)
