@@ -10,6 +10,7 @@ request leaves its batch-mates' answers untouched.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ def test_busy_window_bounds_the_wait_when_longer_than_max_queue_delay(tmp_path: 
 
 
 def test_batch_runs_at_max_queue_delay_while_the_loop_stays_busy(tmp_path: Path) -> None:
-    model = load(tmp_path, delay_us=20_000)
+    model = load(tmp_path, delay_us=200_000)  # long enough that the four arrivals always make it
     runs = Runs(model)
 
     async def scenario() -> bool:
@@ -308,3 +309,37 @@ def test_idle_selector_runs_callbacks_before_waiting_and_survives_a_failing_one(
         assert idle.selector_of(plain) is None
     finally:
         plain.close()
+
+
+@pytest.mark.parametrize("per_row_us, where", [(100, "MainThread"), (100_000, "tiny-v1")])
+def test_gathered_batch_runs_on_the_loop_when_it_fits_the_busy_window(tmp_path: Path, per_row_us: int,
+                                                                       where: str) -> None:
+    """Inline budget 150 µs, busy window 50 ms: a lone row (measured 100 µs) runs on the loop; a
+    gathered batch of three runs there too when its estimate fits the busy window (3 x 100 µs), and on
+    the model's thread when it does not (3 x 100 ms)."""
+    model = load(tmp_path, delay_us=1)
+    threads: list[str] = []
+    inner = model.run
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return inner(feeds)
+
+    model.run = run  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        scheduler = Scheduler(model, max_queue=64, inline_max_us=150, busy_window_us=50_000)
+        for _ in range(ExecutionCost.MIN_SAMPLES):
+            scheduler.cost.add(1, 100_000)
+            scheduler.cost.add(4, 4 * per_row_us * 1000)
+        spinner = Spinner()
+        try:
+            tasks = await arrive(scheduler, rows(4))
+            await spinner.stop()
+            await asyncio.gather(*tasks)
+        finally:
+            await scheduler.close()
+
+    on_server_loop(scenario)
+    assert threads[0] == "MainThread"
+    assert len(threads) == 2 and threads[1].startswith(where)

@@ -44,7 +44,8 @@ class ServingSettings(BaseModel):
     # idle or the batch is full, so an idle server never holds one back. Waiting then delays no work
     # the loop could do, and one execution serves many calls. Chosen from Risk.Score at concurrency 32
     # on the shared 2-core dev machine (batches of ~2.6 one-patient requests at 500 µs, ~4-6 at
-    # 1-2 ms), not from any data set. 0 = requests never wait on a busy loop.
+    # 1-2 ms), not from any data set. Such a batch also runs on the loop when its measured cost fits
+    # this window (a thread hand-off costs a saturated loop more). 0 = requests never wait on a busy loop.
     busy_batch_window_us: float = Field(default=2000.0, ge=0.0)
     # Patients per Risk.Score call; larger batches run alone (not coalesced) but must stay under this.
     max_patients_per_request: int = Field(default=10_000, ge=1)
