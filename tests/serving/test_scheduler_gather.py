@@ -343,3 +343,36 @@ def test_gathered_batch_runs_on_the_loop_when_it_fits_the_busy_window(tmp_path: 
     on_server_loop(scenario)
     assert threads[0] == "MainThread"
     assert len(threads) == 2 and threads[1].startswith(where)
+
+
+def test_idle_grace_lets_a_call_that_arrives_soon_join_the_batch(tmp_path: Path) -> None:
+    """The loop goes idle while a batch gathers: with a grace, a call arriving within it still joins
+    (never before the grace runs out does the batch run alone); without, the batch runs at once."""
+    model = load(tmp_path, delay_us=10_000_000)
+    runs = Runs(model)
+
+    async def scenario(grace_us: float) -> float:
+        scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=1.0,
+                              idle_grace_us=grace_us)
+        for _ in range(ExecutionCost.MIN_SAMPLES):
+            scheduler.cost.add(1, 1_000)
+            scheduler.cost.add(4, 4_000)
+        loop = asyncio.get_running_loop()
+        spinner = Spinner()
+        try:
+            tasks = await arrive(scheduler, rows(2))  # the second gathers (the loop was busy)
+            await spinner.stop()  # idle from here
+            started = loop.time()
+            late = loop.create_future()
+            loop.call_later(0.01, lambda: late.set_result(
+                loop.create_task(scheduler.infer(InferRequest({"features": rows(1, seed=9)[0]})))))
+            await asyncio.gather(*tasks, await late)
+            return loop.time() - started
+        finally:
+            await scheduler.close()
+
+    elapsed = on_server_loop(lambda: scenario(1_000_000))
+    assert runs.rows == [1, 2] and elapsed >= 1.0  # the late call joined; the batch ran after the grace
+    runs.rows.clear()
+    on_server_loop(lambda: scenario(0))
+    assert runs.rows == [1, 1, 1]  # no grace: the gathering one ran when the loop went idle

@@ -47,6 +47,11 @@ class ServingSettings(BaseModel):
     # 1-2 ms), not from any data set. Such a batch also runs on the loop when its measured cost fits
     # this window (a thread hand-off costs a saturated loop more). 0 = requests never wait on a busy loop.
     busy_batch_window_us: float = Field(default=2000.0, ge=0.0)
+    # ... and when the loop goes idle meanwhile, the batch still waits this long for more calls (a
+    # loaded server's loop pauses briefly while its callers are between calls; only a loop that was
+    # busy since the previous arrival gathers, so a lone caller never pays it). One value tried (150 µs)
+    # on the dev machine at concurrency 32, not fitted to any data set.
+    busy_batch_idle_grace_us: float = Field(default=150.0, ge=0.0)
     # Patients per Risk.Score call; larger batches run alone (not coalesced) but must stay under this.
     max_patients_per_request: int = Field(default=10_000, ge=1)
     # Top contributing features returned when a Risk request does not say.

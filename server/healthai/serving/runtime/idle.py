@@ -5,7 +5,9 @@ While the loop has other work (other calls to read, answer, send), a request hel
 delays nobody: the loop is busy either way. Once the loop would sit idle, the batch should run at
 once. ``asyncio`` has no such signal, so the server's loop uses :class:`IdleSelector`: just before a
 ``select`` that may block (a timeout other than 0) it runs the callbacks registered with
-``call_when_idle``, then polls without blocking (they may have made work ready). It also counts the
+``call_when_idle``, then polls without blocking (they may have made work ready). A callback may ask
+for a grace: the loop first waits that long for I/O (busy turns in between restart the wait) — a
+loaded server's loop pauses briefly while its callers are between calls. It also counts the
 waits that may block, so the scheduler can tell whether the loop has been busy without a break since
 an earlier moment (``idle_waits`` unchanged).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import selectors
+import time
 import weakref
 from collections.abc import Callable
 
@@ -33,14 +36,25 @@ class IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
         super().__init__()
         self.idle_waits = 0  # selects that could block: the loop had nothing ready to run
         self._on_idle: list[Callable[[], None]] = []
+        self._grace = 0.0  # the shortest grace of the waiting callbacks
+        self._idle_since = 0.0  # monotonic time the loop last found nothing to run (0: it had work)
 
-    def call_when_idle(self, callback: Callable[[], None]) -> None:
-        """Runs ``callback()`` once, on the loop thread, the next time the loop has nothing to run."""
+    def call_when_idle(self, callback: Callable[[], None], grace_s: float = 0.0) -> None:
+        """Runs ``callback()`` once, on the loop thread, the next time the loop has had nothing to
+        run for ``grace_s`` (0: at once)."""
+        self._grace = grace_s if not self._on_idle else min(self._grace, grace_s)
         self._on_idle.append(callback)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None or timeout > 0:
+            if self._on_idle and self._grace > 0:
+                now = time.monotonic()
+                self._idle_since = self._idle_since or now
+                left = self._idle_since + self._grace - now
+                if left > 0:  # wait for I/O, at most the rest of the grace
+                    return super().select(left if timeout is None else min(timeout, left))  # type: ignore[no-any-return]
             if self._on_idle:
+                self._idle_since = 0.0
                 callbacks, self._on_idle = self._on_idle, []
                 for callback in callbacks:
                     try:
@@ -50,6 +64,8 @@ class IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
                 timeout = 0  # the callbacks may have made work ready: poll, do not wait
             else:
                 self.idle_waits += 1
+        else:
+            self._idle_since = 0.0
         return super().select(timeout)  # type: ignore[no-any-return]
 
 

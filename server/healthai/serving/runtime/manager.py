@@ -264,7 +264,8 @@ class ModelManager:
                                   batching=self.settings.dynamic_batching,
                                   instances=self._instances(config),
                                   inline_max_us=self.settings.inline_execute_max_us,
-                                  busy_window_us=self.settings.busy_batch_window_us)
+                                  busy_window_us=self.settings.busy_batch_window_us,
+                                  idle_grace_us=self.settings.busy_batch_idle_grace_us)
             loaded = LoadedVersion(runtime, scheduler, card, vdir.fingerprint)
             try:
                 for inspect in self.inspectors:

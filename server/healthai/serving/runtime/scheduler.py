@@ -11,13 +11,14 @@ every instance busy queue; a batch forms from everything that queued while the p
 
 On a busy event loop (the server's loop, ``idle.new_event_loop``, has had no moment with nothing to
 run since the previous request arrived) a request that would run inline waits for company instead:
-grpc.aio hands the loop one new call per turn, so company only comes over many turns. It runs when
-the loop would go idle, when the batch is full, or after ``busy_window_us`` (at least the model's
-max_queue_delay), whichever comes first. Waiting then costs no throughput — the loop has other calls
-to serve — and one execution serves many calls. A loop that waited for I/O since the previous
-arrival (a lone caller, light load) never holds a request back. Such a batch runs on the loop when
-its estimate fits ``busy_window_us`` (not only ``inline_max_us``): on a saturated loop, handing it to
-a thread cost more loop CPU than running it (measured with Risk.Score at concurrency 32).
+grpc.aio hands the loop one new call per turn, so company only comes over many turns. It runs once
+the loop has been idle for ``idle_grace_us`` (a loaded server's loop pauses while its callers are
+between calls), when the batch is full, or after ``busy_window_us`` (at least the model's
+max_queue_delay), whichever comes first. The wait costs no throughput — the loop has other calls to
+serve — and one execution serves many calls. A loop that waited for I/O since the previous arrival
+(a lone caller, light load) never holds a request back. Such a batch runs on the loop when its
+estimate fits ``busy_window_us`` (not only ``inline_max_us``): on a saturated loop, handing it to a
+thread cost more loop CPU than running it (measured with Risk.Score at concurrency 32).
 
 Where a batch executes (adaptive, per model version): on the event loop when it is small enough —
 our own ONNX Runtime execute, and its rows' measured cost (moving averages of one-row executions and
@@ -145,7 +146,8 @@ class Scheduler:
     """Queues requests for one runtime and executes them in batches, on the loop or on threads."""
 
     def __init__(self, runtime: ModelRuntime, *, max_queue: int, batching: bool = True,
-                 instances: int = 1, inline_max_us: float = 0.0, busy_window_us: float = 0.0) -> None:
+                 instances: int = 1, inline_max_us: float = 0.0, busy_window_us: float = 0.0,
+                 idle_grace_us: float = 0.0) -> None:
         cfg = runtime.config
         self.runtime = runtime
         self.batching = batching and cfg.HasField("dynamic_batching") and cfg.max_batch_size > 0
@@ -153,6 +155,7 @@ class Scheduler:
         self.max_delay_s = cfg.dynamic_batching.max_queue_delay_microseconds / 1e6 if self.batching else 0.0
         # how long a request may wait for company on a busy loop (0: never; see _start_gather)
         self.busy_window_s = max(self.max_delay_s, busy_window_us / 1e6) if busy_window_us > 0 else 0.0
+        self.idle_grace_s = idle_grace_us / 1e6  # a gathering batch waits this long on an idle loop
         self.max_queue = max_queue
         self.stats = Statistics()
         self.cost = ExecutionCost()
@@ -245,7 +248,7 @@ class Scheduler:
         self._gather_rows = rows
         if not self._idle_hook and self._idle is not None:
             self._idle_hook = True
-            self._idle.call_when_idle(self._on_idle)
+            self._idle.call_when_idle(self._on_idle, self.idle_grace_s)
 
     def _on_idle(self) -> None:
         self._idle_hook = False
