@@ -24,6 +24,7 @@ from healthai.normalize.context import NormalizeContext
 from healthai.normalize.dates import warn_generalized
 from healthai.normalize.fhir import normalize_fhir
 from healthai.normalize.flat import normalize_table
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.records import NormalizedBatch
 from healthai.store import CommitResult, ParquetStore, new_batch_id
 from healthai.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
@@ -46,6 +47,10 @@ class IngestCore:
         self.max_response_bytes = max_response_bytes
 
     def normalize(self, request: ingest_pb2.IngestRequest) -> NormalizedBatch:
+        with gc_paused():
+            return self._normalize(request)
+
+    def _normalize(self, request: ingest_pb2.IngestRequest) -> NormalizedBatch:
         source = _check_source(request.source)
         payload = request.WhichOneof("payload")
         if payload == "fhir":

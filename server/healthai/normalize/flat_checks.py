@@ -6,9 +6,6 @@ Per-row checks run once per *distinct* value (codes, units, ids) and are broadca
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,6 +16,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize import codes, units
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_types import parse_datetime
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import Pseudonymizer, region_code
 from healthai.normalize.records import Issue, RecordOutcome, Severity, Status
 from healthai.normalize.redact import Syntax, describe
@@ -42,17 +40,6 @@ def np_mask(arr: Any) -> np.ndarray:
 
 def scalar_day(ctx: NormalizeContext) -> pa.Scalar:
     return pa.scalar(ctx.latest_allowed(), _TS)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class Flags:
@@ -97,7 +84,7 @@ class Flags:
                 issues.setdefault(i, []).append(Issue(code, msg, f"[{i}].{column}", sev))
         sids = source_ids.to_pylist()
         accepted = Status.ACCEPTED
-        with _gc_paused():  # 100k small objects: generational GC passes would double the cost
+        with gc_paused():  # 100k small objects: generational GC passes would double the cost
             out = [RecordOutcome(i, resource_type, sids[i] or "", accepted, []) for i in range(self.n)]
         for i, found in issues.items():
             o = out[i]
