@@ -77,23 +77,24 @@ class Flags:
         self.add(dup, "DUPLICATE_ID", "id repeats an earlier row of this batch", column, error=True)
 
     def outcomes(self, resource_type: str, source_ids: pa.Array) -> list[RecordOutcome]:
-        issues: dict[int, list[Issue]] = {}
-        for mask, code, message, column, sev in self._items:
-            for i in np.flatnonzero(mask).tolist():
-                msg = message if isinstance(message, str) else str(message[i])
-                issues.setdefault(i, []).append(Issue(code, msg, f"[{i}].{column}", sev))
+        """One outcome per row; each row's issues in the order the checks flagged them."""
         sids = source_ids.to_pylist()
         accepted = Status.ACCEPTED
+        flagged = np.zeros(self.n, dtype=bool)
         with gc_paused():  # 100k small objects: generational GC passes would double the cost
-            out = [RecordOutcome(i, resource_type, sids[i] or "", accepted, []) for i in range(self.n)]
-        for i, found in issues.items():
-            o = out[i]
-            o.issues = found
-            o.status = (
-                Status.REJECTED
-                if any(x.severity is Severity.ERROR for x in found)
-                else Status.ACCEPTED_WITH_WARNINGS
-            )
+            out = [RecordOutcome(i, resource_type, sid or "", accepted, []) for i, sid in enumerate(sids)]
+            for mask, code, message, column, sev in self._items:
+                flagged |= mask
+                rows = np.flatnonzero(mask).tolist()
+                texts = [message] * len(rows) if isinstance(message, str) else [str(message[i]) for i in rows]
+                suffix = f"].{column}"
+                for i, text in zip(rows, texts, strict=True):
+                    out[i].issues.append(Issue(code, text, f"[{i}{suffix}", sev))
+        rejected = self.rejected()
+        warned = flagged & ~rejected
+        for status, which in ((Status.ACCEPTED_WITH_WARNINGS, warned), (Status.REJECTED, rejected)):
+            for i in np.flatnonzero(which).tolist():
+                out[i].status = status
         return out
 
 
