@@ -11,9 +11,8 @@ normalized and fsynced into the Parquet store (nothing is skipped as a duplicate
 
 Besides wall-clock throughput, each row gives a CPU-time rate: records (or MB) per CPU second of
 this process plus, for gRPC, the server process (its threads' ``schedstat``, in nanoseconds). On a
-loaded shared machine
-wall time varies 2x between identical runs; CPU time much less, so old-vs-new comparisons
-(``benchmarks/ingest_compare.py``) quote both.
+loaded shared machine wall time varies 2x between identical runs; CPU time much less, so old-vs-new
+comparisons (``benchmarks/ingest_compare.py``) quote both.
 """
 
 from __future__ import annotations
