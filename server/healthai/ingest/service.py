@@ -155,13 +155,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         def work() -> ingest_pb2.IngestResponse:  # CPU-bound: off the event loop
             batch = self.core.normalize(request)
             commit = self.core.commit(batch.tables, batch_id)
-            warn_generalized(batch.outcomes, commit.generalized)
-            response = ingest_pb2.IngestResponse()
-            response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
-            _count_records(request, response.statuses)
-            log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
-                     commit.stored, commit.duplicates)
-            return _finish(response, [commit], batch_id, self.core.max_response_bytes)
+            with gc_paused():  # one message per record (no I/O from here on)
+                warn_generalized(batch.outcomes, commit.generalized)
+                response = ingest_pb2.IngestResponse()
+                response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
+                _count_records(request, response.statuses)
+                log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
+                         commit.stored, commit.duplicates)
+                return _finish(response, [commit], batch_id, self.core.max_response_bytes)
 
         return await asyncio.to_thread(work)
 
