@@ -1,0 +1,306 @@
+// AVX-512 transitions of the metapopulation engine: the runs of a region are the vector lanes (eight
+// cells per vector). Each lane reads its own Philox stream (rng::Stream's uniforms, in its order) and
+// takes the scalar sampler's decisions with the scalar sampler's IEEE operations, so every cell gets
+// the bits of metapop::leap, which the CUDA kernels compute too. Rare paths (a flipped leap that would
+// flip again, a BTRS draw needing more than kMaxTries rounds) hand the whole cell to metapop::leap.
+// Built with -ffp-contract=off; only the code after the target pragma uses AVX-512, the shared inline
+// headers above it are compiled for the baseline (their out-of-line copies may be picked by the linker
+// for any caller).
+#include "cpu/metapop_leaps.h"
+
+#include <cstdint>
+
+#include "metapop_cell.h"
+
+// GCC 12 warns about the intrinsics headers' own undefined-vector idiom
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+bool healthai::cpu::avx512_usable() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  }();
+  return ok;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq")
+#include "cpu/simd_avx512.h"
+
+namespace healthai::cpu::avx512 {
+namespace {
+
+constexpr int kLanes = 8;
+constexpr int kMaxTries = 4;               // BTRS rounds per draw in vectors
+constexpr int kMaxDraws = 6;               // S->E, vaccination, E->I, I->R, admission, discharge
+// Philox blocks a cell can use: per draw one uniform for binomial_rate's squeeze, one for binomial's,
+// 2 kMaxTries for BTRS (a lane past that goes to the scalar code)
+constexpr int kMaxBlocks = kMaxDraws * (2 * kMaxTries + 2) / 4;
+
+inline V neg(V x) { return _mm512_xor_pd(x, set1(-0.0)); }
+inline V zero() { return _mm512_setzero_pd(); }
+
+// The streams of eight cells (run k0 + l, region, sub-step): blocks computed when first needed.
+struct Streams {
+  alignas(64) double u[kMaxBlocks * 4 * kLanes];  // uniform w of lane l at [w * kLanes + l]
+  int blocks = 0;
+  VI pos;  // next uniform of each lane
+  VI run;
+  uint32_t region = 0, gsub = 0, key0 = 0, key1 = 0;
+  M fallback = 0;  // lanes handed to metapop::leap
+
+  void reset(int64_t k0) {
+    blocks = 0;
+    pos = _mm512_setzero_si512();
+    run = _mm512_add_epi64(_mm512_set1_epi64(k0), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    fallback = 0;
+  }
+
+  // Compute blocks until uniform `last` (a position) is there.
+  void ensure(int64_t last) {
+    while (last >= 4 * blocks) {  // last < 4 kMaxBlocks: see kMaxBlocks
+      VI w[4];
+      philox(run, region, gsub, static_cast<uint32_t>(blocks), key0, key1, w);
+      for (int j = 0; j < 4; ++j) {
+        const V d = mul(add(to_f64(w[j]), set1(0.5)), set1(2.3283064365386963e-10));
+        _mm512_store_pd(u + (4 * blocks + j) * kLanes, d);
+      }
+      ++blocks;
+    }
+  }
+  // Uniform p + ahead of every lane (rng::Stream::uniform's value), its block computed: the gather
+  // is unmasked (every lane's position is in the buffer), so it waits on no lane decision.
+  V at(VI p, int ahead) const {
+    const VI idx = _mm512_add_epi64(_mm512_slli_epi64(p, 3), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    return _mm512_i64gather_pd(idx, u + ahead * kLanes, 8);
+  }
+  // The next uniform of each lane of m.
+  V take(M m) {
+    ensure(_mm512_reduce_max_epi64(pos));
+    const V x = at(pos, 0);
+    pos = _mm512_mask_add_epi64(pos, m, pos, _mm512_set1_epi64(1));
+    return x;
+  }
+};
+
+// rng::binomial_inversion on the lanes of m, r = P(X = 0) given: lanes leave the loop for good, so the
+// lanes still in it at round j all have x = j and share reciprocal(j).
+V inversion(M m, V n, V ratio, V u, V r) {
+  V x = zero();
+  M go = m & gt(u, r) & lt(x, n);
+  for (int64_t j = 1; go; ++j) {
+    u = _mm512_mask_sub_pd(u, go, u, r);
+    x = _mm512_mask_add_pd(x, go, x, set1(1.0));
+    r = _mm512_mask_mul_pd(r, go, r, mul(mul(ratio, sub(n, set1(static_cast<double>(j - 1)))), set1(rng::reciprocal(j))));
+    go &= gt(r, zero()) & gt(u, r) & lt(x, n);
+  }
+  return x;
+}
+
+// DrawTables::lf on the lanes of m (0 <= k): the table below its size, Stirling's series above.
+V log_fact(M m, V k, const rng::DrawTables& tab) {
+  const M small = m & lt(k, set1(static_cast<double>(tab.log_fact_size)));
+  V out = gather(small, tab.log_fact, to_i64(k));
+  const M big = m & ~small;
+  if (big) {  // rng::log_factorial above 16
+    const V x = add(k, set1(1.0)), ix = div(set1(1.0), x), ix2 = mul(ix, ix);
+    const V series = mul(sub(set1(1.0 / 12.0), mul(sub(set1(1.0 / 360.0), mul(ix2, set1(1.0 / 1260.0))), ix2)), ix);
+    const V s = add(add(sub(mul(sub(x, set1(0.5)), det_log(x)), x), set1(0.91893853320467274178)), series);
+    out = blend(big, out, s);
+  }
+  return out;
+}
+
+// The BTRS part of rng::binomial on the lanes of m (n p >= 10, p <= 1/2); `tabbed` lanes may use tab.lpq.
+V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbed) {
+  const V spq = _mm512_sqrt_pd(mul(np, q));
+  const V b = add(set1(1.15), mul(set1(2.53), spq));
+  const V a = add(add(set1(-0.0873), mul(set1(0.0248), b)), mul(set1(0.01), p));
+  const V c = add(np, set1(0.5));
+  const V v_r = sub(set1(0.92), div(set1(4.2), b));
+  V alpha = zero(), lpq = zero(), mm = zero(), h = zero(), out = zero();
+  M ready = 0, pend = m;
+  // Round r of a lane reads its uniforms pos0 + 2r (u) and pos0 + 2r + 1 (v), gathered whatever the
+  // lanes decided in earlier rounds: the rounds do not wait on each other's loads.
+  const VI pos0 = s.pos;
+  const int64_t top = _mm512_reduce_max_epi64(pos0);
+  VI used = _mm512_setzero_si512();
+  for (int tries = 0; pend; ++tries) {
+    if (tries == kMaxTries) {
+      s.fallback |= pend;
+      break;
+    }
+    s.ensure(top + 2 * tries + 1);
+    used = _mm512_mask_add_epi64(used, pend, used, _mm512_set1_epi64(2));
+    const V u = sub(s.at(pos0, 2 * tries), set1(0.5));
+    const V v = s.at(pos0, 2 * tries + 1);
+    const V us = sub(set1(0.5), _mm512_abs_pd(u));
+    const V k = floor_small(add(mul(add(div(mul(set1(2.0), a), us), b), u), c));
+    const M in = pend & ~lt(k, zero()) & ~gt(k, n);
+    const M fast = in & ge(us, set1(0.07)) & le(v, v_r);
+    out = blend(fast, out, k);
+    pend &= ~fast;
+    const M slow = in & ~fast;
+    if (!slow) continue;
+    const M fresh = slow & ~ready;
+    if (fresh) {
+      alpha = blend(fresh, alpha, mul(add(set1(2.83), div(set1(5.1), b)), spq));
+      const M looked = fresh & (tab.has_lpq ? tabbed : M{0});
+      lpq = blend(looked, lpq, set1(tab.lpq));
+      if (fresh & ~looked) lpq = blend(fresh & ~looked, lpq, det_log(div(p, q)));
+      const V mf = _mm512_roundscale_pd(mul(add(n, set1(1.0)), p), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      mm = blend(fresh, mm, mf);
+      h = blend(fresh, h, add(log_fact(fresh, mf, tab), log_fact(fresh, sub(n, mf), tab)));
+      ready |= fresh;
+    }
+    const V lv = det_log(div(mul(v, alpha), add(div(a, mul(us, us)), b)));
+    const V bound = add(sub(sub(h, log_fact(slow, k, tab)), log_fact(slow, sub(n, k), tab)), mul(sub(k, mm), lpq));
+    const M accept = slow & le(lv, bound);
+    out = blend(accept, out, k);
+    pend &= ~accept;
+  }
+  s.pos = _mm512_add_epi64(pos0, used);
+  return out;
+}
+
+// rng::binomial on the lanes of m with per-lane p, q, log q (the leap); tab as the scalar call's.
+V binomial(Streams& s, M m, V n, V p, V q, V log_q, const rng::DrawTables& tab) {
+  m &= gt(n, zero()) & gt(p, zero());
+  if (!m) return zero();
+  const M all = m & ~gt(q, zero());  // p = 1: everyone moves
+  V out = blend(all, zero(), n);
+  m &= ~all;
+  const M flip = m & gt(p, set1(0.5));  // the complementary leap, without pow_q / lpq tables
+  if (flip) {
+    const V pf = q, qf = p;
+    p = blend(flip, p, pf);
+    q = blend(flip, q, qf);
+    log_q = blend(flip, log_q, det_log(qf));
+    const M again = flip & gt(p, set1(0.5));
+    s.fallback |= again;
+    m &= ~again;
+  }
+  const M tabbed = m & ~flip;
+  const V np = mul(n, p);
+  const M inv = m & lt(np, set1(10.0)), bt = m & ~inv;
+  V x = zero();
+  if (inv) {
+    const V u = s.take(inv);
+    const M live = inv & ~le(u, sub(sub(set1(1.0), np), set1(rng::kSqueezeSlack)));
+    if (live) {
+      const M looked = live & tabbed & lt(n, set1(static_cast<double>(tab.pow_q_size)));
+      V r = gather(looked, tab.pow_q, to_i64(n));
+      if (live & ~looked) r = blend(live & ~looked, r, det_exp(mul(n, log_q)));
+      x = inversion(live, n, div(p, q), u, r);
+    }
+  }
+  if (bt) x = blend(bt, x, btrs(s, bt, n, p, q, np, tab, tabbed));
+  return blend(m, out, blend(flip, x, sub(n, x)));
+}
+
+// rng::binomial_rate on the lanes of m: Binomial(n, 1 - exp(-rate)).
+V binomial_rate(Streams& s, M m, V n, V rate, const rng::DrawTables& general) {
+  m &= gt(n, zero()) & gt(rate, zero());
+  if (!m) return zero();
+  const V x = mul(n, rate);
+  const M inv = m & lt(rate, set1(0.69)) & lt(x, set1(9.99)), rest = m & ~inv;
+  // Leap::of(rate): p = -expm1(-rate), q = 1 - p below 1/2 (else exp(-rate)), log q = -rate
+  const auto leap_of = [&](M lanes, V& p, V& q) {
+    p = neg(det_expm1(neg(rate)));
+    const M half = lanes & lt(p, set1(0.5));
+    q = sub(set1(1.0), p);
+    if (lanes & ~half) q = blend(lanes & ~half, q, det_exp(neg(rate)));
+  };
+  V out = zero();
+  if (inv) {
+    const V u = s.take(inv);
+    const M live = inv & ~le(u, sub(sub(set1(1.0), x), set1(rng::kSqueezeSlack)));
+    if (live) {
+      V p, q;
+      leap_of(live, p, q);
+      out = inversion(live, n, div(p, q), u, det_exp(neg(x)));
+    }
+  }
+  if (rest) {
+    V p, q;
+    leap_of(rest, p, q);
+    out = blend(rest, out, binomial(s, rest, n, p, q, neg(rate), general));
+  }
+  return out;
+}
+
+inline V load_i32(M m, const int32_t* a) {
+  return _mm512_cvtepi32_pd(_mm512_castsi512_si256(_mm512_maskz_loadu_epi32(static_cast<__mmask16>(m), a)));
+}
+inline void store_i32(M m, int32_t* a, V v) {
+  _mm512_mask_storeu_epi32(a, static_cast<__mmask16>(m), _mm512_castsi256_si512(_mm512_cvttpd_epi32(v)));
+}
+
+struct Leap3 {  // a constant leap, broadcast
+  V p, q, log_q;
+  explicit Leap3(const rng::Leap& t) : p(set1(t.p)), q(set1(t.q)), log_q(set1(t.log_q)) {}
+};
+
+}  // namespace
+}  // namespace healthai::cpu::avx512
+
+namespace healthai::cpu {
+
+void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i,
+                        int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
+                        bool day_end) {
+  using namespace avx512;
+  const int64_t xr = t * p.n_regions + i, runs = p.runs;
+  const double tr = p.travel[xr], cx = p.contact[xr], vdt = p.vacc[xr] * dt;
+  const double inv_n = 1.0 / static_cast<double>(p.population[i]);
+  const Leap3 onset(L.onset), recovery(L.recovery), admit(L.admit), discharge(L.discharge);
+  const V peak_day = set1(static_cast<double>(p.step0 + t + 1));
+  Streams s;
+  s.region = static_cast<uint32_t>(i);
+  s.gsub = gsub;
+  s.key0 = static_cast<uint32_t>(p.seed);
+  s.key1 = static_cast<uint32_t>(p.seed >> 32);
+  for (int64_t k0 = 0; k0 < runs; k0 += kLanes) {
+    const M lanes = runs - k0 >= kLanes ? M{0xFF} : static_cast<M>((1u << (runs - k0)) - 1u);
+    const int64_t x0 = i * runs + k0;
+    s.reset(k0);
+    const V S = load_i32(lanes, st.s + x0), E = load_i32(lanes, st.e + x0), I = load_i32(lanes, i_now + x0);
+    // metapop::force: beta_k contact ((1 - travel row) I/N + travel away)
+    const V own = mul(I, set1(inv_n));
+    const V lambda = mul(mul(_mm512_maskz_loadu_pd(lanes, p.beta + k0), set1(cx)),
+                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), _mm512_maskz_loadu_pd(lanes, away + k0))));
+    const V new_e = binomial_rate(s, lanes, S, mul(lambda, set1(dt)), L.general);
+    const V new_v = vdt > 0.0 ? binomial_rate(s, lanes & ~s.fallback, sub(S, new_e), set1(vdt), L.general) : zero();
+    const V new_i = binomial(s, lanes & ~s.fallback, E, onset.p, onset.q, onset.log_q, L.onset_tab);
+    const V new_r = binomial(s, lanes & ~s.fallback, I, recovery.p, recovery.q, recovery.log_q, L.recovery_tab);
+    V new_h = zero(), new_d = zero();
+    if (st.h != nullptr) {
+      const V H = load_i32(lanes, st.h + x0);
+      new_h = binomial(s, lanes & ~s.fallback, new_r, admit.p, admit.q, admit.log_q, L.admit_tab);
+      new_d = binomial(s, lanes & ~s.fallback, H, discharge.p, discharge.q, discharge.log_q, L.discharge_tab);
+      store_i32(lanes & ~s.fallback, st.h + x0, add(H, sub(new_h, new_d)));
+    }
+    const M done = lanes & ~s.fallback;
+    const V i_next = sub(add(I, new_i), new_r);
+    store_i32(done, st.s + x0, sub(sub(S, new_e), new_v));
+    store_i32(done, st.e + x0, sub(add(E, new_e), new_i));
+    store_i32(done, st.i + x0, i_next);
+    store_i32(done, st.r + x0, add(load_i32(done, st.r + x0), add(add(sub(new_r, new_h), new_d), new_v)));
+    store_i32(done, st.incidence + x0, add(load_i32(done, st.incidence + x0), new_i));
+    if (day_end) {
+      const M up = done & gt(i_next, load_i32(done, st.peak_value + x0));
+      store_i32(up, st.peak_value + x0, i_next);
+      store_i32(up, st.peak_step + x0, peak_day);
+    }
+    for (unsigned f = s.fallback; f != 0; f &= f - 1) {
+      const int64_t k = k0 + __builtin_ctz(f);
+      const double lam = metapop::force(p, i, k, t, i_now[i * runs + k] * inv_n, away[k], row);
+      metapop::leap(p, st, i_now, i, k, t, gsub, dt, lam, L.onset, L.recovery, L.onset_tab, L.recovery_tab, L.general,
+                    L.admit, L.discharge, L.admit_tab, L.discharge_tab, day_end);
+    }
+  }
+}
+
+}  // namespace healthai::cpu
+
+#pragma GCC pop_options
