@@ -31,6 +31,7 @@ namespace healthai::cpu::avx512 {
 namespace {
 
 constexpr int kLanes = 8;
+constexpr int kMinLanes = 3;              // a vector for fewer runs costs more than scalar cells
 constexpr int kMaxTries = 4;               // BTRS rounds per draw in vectors
 constexpr int kMaxDraws = 6;               // S->E, vaccination, E->I, I->R, admission, discharge
 // Philox blocks a cell can use: per draw one uniform for binomial_rate's squeeze, one for binomial's,
@@ -44,7 +45,8 @@ inline V zero() { return _mm512_setzero_pd(); }
 struct Streams {
   alignas(64) double u[kMaxBlocks * 4 * kLanes];  // uniform w of lane l at [w * kLanes + l]
   int blocks = 0;
-  VI pos;  // next uniform of each lane
+  VI pos;         // next uniform of each lane
+  int64_t hi = 0;  // >= every lane's position
   VI run;
   uint32_t region = 0, gsub = 0, key0 = 0, key1 = 0;
   M fallback = 0;  // lanes handed to metapop::leap
@@ -52,6 +54,7 @@ struct Streams {
   void reset(int64_t k0) {
     blocks = 0;
     pos = _mm512_setzero_si512();
+    hi = 0;
     run = _mm512_add_epi64(_mm512_set1_epi64(k0), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
     fallback = 0;
   }
@@ -76,7 +79,11 @@ struct Streams {
   }
   // The next uniform of each lane of m.
   V take(M m) {
-    ensure(_mm512_reduce_max_epi64(pos));
+    if (hi >= 4 * blocks) {
+      hi = _mm512_reduce_max_epi64(pos);
+      ensure(hi);
+    }
+    ++hi;
     const V x = at(pos, 0);
     pos = _mm512_mask_add_epi64(pos, m, pos, _mm512_set1_epi64(1));
     return x;
@@ -125,7 +132,8 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
   const VI pos0 = s.pos;
   const int64_t top = _mm512_reduce_max_epi64(pos0);
   VI used = _mm512_setzero_si512();
-  for (int tries = 0; pend; ++tries) {
+  int tries = 0;
+  for (; pend; ++tries) {
     if (tries == kMaxTries) {
       s.fallback |= pend;
       break;
@@ -160,6 +168,7 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
     pend &= ~accept;
   }
   s.pos = _mm512_add_epi64(pos0, used);
+  s.hi = top + 2 * tries;
   return out;
 }
 
@@ -229,6 +238,7 @@ V binomial_rate(Streams& s, M m, V n, V rate, const rng::DrawTables& general) {
   return out;
 }
 
+inline M tail_mask(int64_t left) { return left >= kLanes ? M{0xFF} : static_cast<M>((1u << left) - 1u); }
 inline V load_i32(M m, const int32_t* a) {
   return _mm512_cvtepi32_pd(_mm512_castsi512_si256(_mm512_maskz_loadu_epi32(static_cast<__mmask16>(m), a)));
 }
@@ -241,10 +251,35 @@ struct Leap3 {  // a constant leap, broadcast
   explicit Leap3(const rng::Leap& t) : p(set1(t.p)), q(set1(t.q)), log_q(set1(t.log_q)) {}
 };
 
+// The cell (i, k) by the scalar code (what the vectors reproduce).
+void scalar_cell(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i, int64_t k,
+                 int64_t t, uint32_t gsub, double dt, double inv_n, const double* away, double row, const Leaps& L,
+                 bool day_end) {
+  const double lam = metapop::force(p, i, k, t, i_now[i * p.runs + k] * inv_n, away[k], row);
+  metapop::leap(p, st, i_now, i, k, t, gsub, dt, lam, L.onset, L.recovery, L.onset_tab, L.recovery_tab, L.general,
+                L.admit, L.discharge, L.admit_tab, L.discharge_tab, day_end);
+}
+
 }  // namespace
 }  // namespace healthai::cpu::avx512
 
 namespace healthai::cpu {
+
+void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
+  using namespace avx512;
+  const int64_t runs = p.runs;
+  for (int64_t k = 0; k < runs; k += kLanes) _mm512_mask_storeu_pd(acc + k, tail_mask(runs - k), zero());
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    const int64_t j = p.indices[e];
+    if (!infectious[j]) continue;
+    const V w = set1(p.weights[e] / static_cast<double>(p.population[j]));
+    const int32_t* src = v + j * runs;
+    for (int64_t k = 0; k < runs; k += kLanes) {
+      const M m = tail_mask(runs - k);
+      _mm512_mask_storeu_pd(acc + k, m, add(_mm512_maskz_loadu_pd(m, acc + k), mul(w, load_i32(m, src + k))));
+    }
+  }
+}
 
 void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i,
                         int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
@@ -261,9 +296,13 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
   s.key0 = static_cast<uint32_t>(p.seed);
   s.key1 = static_cast<uint32_t>(p.seed >> 32);
   for (int64_t k0 = 0; k0 < runs; k0 += kLanes) {
-    const M lanes = runs - k0 >= kLanes ? M{0xFF} : static_cast<M>((1u << (runs - k0)) - 1u);
+    const M lanes = tail_mask(runs - k0);
     const int64_t x0 = i * runs + k0;
     s.reset(k0);
+    if (runs - k0 < kMinLanes) {  // a short tail: cheaper cell by cell
+      for (int64_t k = k0; k < runs; ++k) scalar_cell(p, st, i_now, i, k, t, gsub, dt, inv_n, away, row, L, day_end);
+      continue;
+    }
     const V S = load_i32(lanes, st.s + x0), E = load_i32(lanes, st.e + x0), I = load_i32(lanes, i_now + x0);
     // metapop::force: beta_k contact ((1 - travel row) I/N + travel away)
     const V own = mul(I, set1(inv_n));
@@ -293,10 +332,7 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
       store_i32(up, st.peak_step + x0, peak_day);
     }
     for (unsigned f = s.fallback; f != 0; f &= f - 1) {
-      const int64_t k = k0 + __builtin_ctz(f);
-      const double lam = metapop::force(p, i, k, t, i_now[i * runs + k] * inv_n, away[k], row);
-      metapop::leap(p, st, i_now, i, k, t, gsub, dt, lam, L.onset, L.recovery, L.onset_tab, L.recovery_tab, L.general,
-                    L.admit, L.discharge, L.admit_tab, L.discharge_tab, day_end);
+      scalar_cell(p, st, i_now, i, k0 + __builtin_ctz(f), t, gsub, dt, inv_n, away, row, L, day_end);
     }
   }
 }

@@ -166,7 +166,11 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
             inf_next[i] = busy_next[i] = 0;
             continue;
           }
-          gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
+          if (simd) {
+            gather_live_avx512(p, i, i_now, inf_now.data(), acc.data());
+          } else {
+            gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
+          }
           const double inv_n = 1.0 / static_cast<double>(p.population[i]);
           const int32_t* own = i_now + i * p.runs;
           if (simd) {

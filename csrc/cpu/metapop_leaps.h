@@ -17,6 +17,9 @@ struct Leaps {
 // True when this build has the AVX-512 kernel and this CPU runs it (AVX-512 F and DQ).
 bool avx512_usable();
 
+// gather_live (metapop_cpu.cpp) with the runs in vectors: the same sums in the same order.
+void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc);
+
 // metapop::leap for every run k of region i in one sub-step, eight runs per vector: away[k] is the
 // neighbours' pressure of run k, row the region's away weight. Needs the look-up tables (L.general
 // with log-factorials). Cells the vectors do not cover (a draw on a rare path) are done by
