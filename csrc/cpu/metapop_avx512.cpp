@@ -25,21 +25,17 @@ bool healthai::cpu::avx512_usable() {
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq")
-#include "cpu/simd_avx512.h"
+#include "cpu/simd_x16.h"
 
-namespace healthai::cpu::avx512 {
+namespace healthai::cpu::avx512::x16 {
 namespace {
 
-constexpr int kLanes = 8;
 constexpr int kMinLanes = 3;              // a vector for fewer runs costs more than scalar cells
 constexpr int kMaxTries = 4;               // BTRS rounds per draw in vectors
 constexpr int kMaxDraws = 6;               // S->E, vaccination, E->I, I->R, admission, discharge
 // Philox blocks a cell can use: per draw one uniform for binomial_rate's squeeze, one for binomial's,
 // 2 kMaxTries for BTRS (a lane past that goes to the scalar code)
 constexpr int kMaxBlocks = kMaxDraws * (2 * kMaxTries + 2) / 4;
-
-inline V neg(V x) { return _mm512_xor_pd(x, set1(-0.0)); }
-inline V zero() { return _mm512_setzero_pd(); }
 
 // The streams of eight cells (run k0 + l, region, sub-step): blocks computed when first needed.
 struct Streams {
@@ -53,20 +49,21 @@ struct Streams {
 
   void reset(int64_t k0) {
     blocks = 0;
-    pos = _mm512_setzero_si512();
+    pos = iset1(0);
     hi = 0;
-    run = _mm512_add_epi64(_mm512_set1_epi64(k0), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    run = iadd(iset1(k0), iota());
     fallback = 0;
   }
 
   // Compute blocks until uniform `last` (a position) is there.
   void ensure(int64_t last) {
     while (last >= 4 * blocks) {  // last < 4 kMaxBlocks: see kMaxBlocks
-      VI w[4];
-      philox(run, region, gsub, static_cast<uint32_t>(blocks), key0, key1, w);
+      __m512i w[2][4];
+      s8::philox(run.a, region, gsub, static_cast<uint32_t>(blocks), key0, key1, w[0]);
+      s8::philox(run.b, region, gsub, static_cast<uint32_t>(blocks), key0, key1, w[1]);
       for (int j = 0; j < 4; ++j) {
-        const V d = mul(add(to_f64(w[j]), set1(0.5)), set1(2.3283064365386963e-10));
-        _mm512_store_pd(u + (4 * blocks + j) * kLanes, d);
+        const V d = mul(add(to_f64(VI{w[0][j], w[1][j]}), set1(0.5)), set1(2.3283064365386963e-10));
+        storeu(M{0xFFFF}, u + (4 * blocks + j) * kLanes, d);
       }
       ++blocks;
     }
@@ -74,18 +71,18 @@ struct Streams {
   // Uniform p + ahead of every lane (rng::Stream::uniform's value), its block computed: the gather
   // is unmasked (every lane's position is in the buffer), so it waits on no lane decision.
   V at(VI p, int ahead) const {
-    const VI idx = _mm512_add_epi64(_mm512_slli_epi64(p, 3), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
-    return _mm512_i64gather_pd(idx, u + ahead * kLanes, 8);
+    const VI idx = {_mm512_add_epi64(_mm512_slli_epi64(p.a, 4), iota().a), _mm512_add_epi64(_mm512_slli_epi64(p.b, 4), iota().b)};
+    return {_mm512_i64gather_pd(idx.a, u + ahead * kLanes, 8), _mm512_i64gather_pd(idx.b, u + ahead * kLanes, 8)};
   }
   // The next uniform of each lane of m.
   V take(M m) {
     if (hi >= 4 * blocks) {
-      hi = _mm512_reduce_max_epi64(pos);
+      hi = imax(pos);
       ensure(hi);
     }
     ++hi;
     const V x = at(pos, 0);
-    pos = _mm512_mask_add_epi64(pos, m, pos, _mm512_set1_epi64(1));
+    pos = imask_add(pos, m, pos, iset1(1));
     return x;
   }
 };
@@ -96,9 +93,9 @@ V inversion(M m, V n, V ratio, V u, V r) {
   V x = zero();
   M go = m & gt(u, r) & lt(x, n);
   for (int64_t j = 1; go; ++j) {
-    u = _mm512_mask_sub_pd(u, go, u, r);
-    x = _mm512_mask_add_pd(x, go, x, set1(1.0));
-    r = _mm512_mask_mul_pd(r, go, r, mul(mul(ratio, sub(n, set1(static_cast<double>(j - 1)))), set1(rng::reciprocal(j))));
+    u = mask_sub(u, go, u, r);
+    x = mask_add(x, go, x, set1(1.0));
+    r = mask_mul(r, go, r, mul(mul(ratio, sub(n, set1(static_cast<double>(j - 1)))), set1(rng::reciprocal(j))));
     go &= gt(r, zero()) & gt(u, r) & lt(x, n);
   }
   return x;
@@ -120,7 +117,7 @@ V log_fact(M m, V k, const rng::DrawTables& tab) {
 
 // The BTRS part of rng::binomial on the lanes of m (n p >= 10, p <= 1/2); `tabbed` lanes may use tab.lpq.
 V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbed) {
-  const V spq = _mm512_sqrt_pd(mul(np, q));
+  const V spq = sqrt(mul(np, q));
   const V b = add(set1(1.15), mul(set1(2.53), spq));
   const V a = add(add(set1(-0.0873), mul(set1(0.0248), b)), mul(set1(0.01), p));
   const V c = add(np, set1(0.5));
@@ -130,8 +127,8 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
   // Round r of a lane reads its uniforms pos0 + 2r (u) and pos0 + 2r + 1 (v), gathered whatever the
   // lanes decided in earlier rounds: the rounds do not wait on each other's loads.
   const VI pos0 = s.pos;
-  const int64_t top = _mm512_reduce_max_epi64(pos0);
-  VI used = _mm512_setzero_si512();
+  const int64_t top = imax(pos0);
+  VI used = iset1(0);
   int tries = 0;
   for (; pend; ++tries) {
     if (tries == kMaxTries) {
@@ -139,10 +136,10 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
       break;
     }
     s.ensure(top + 2 * tries + 1);
-    used = _mm512_mask_add_epi64(used, pend, used, _mm512_set1_epi64(2));
+    used = imask_add(used, pend, used, iset1(2));
     const V u = sub(s.at(pos0, 2 * tries), set1(0.5));
     const V v = s.at(pos0, 2 * tries + 1);
-    const V us = sub(set1(0.5), _mm512_abs_pd(u));
+    const V us = sub(set1(0.5), abs(u));
     const V k = floor_small(add(mul(add(div(mul(set1(2.0), a), us), b), u), c));
     const M in = pend & ~lt(k, zero()) & ~gt(k, n);
     const M fast = in & ge(us, set1(0.07)) & le(v, v_r);
@@ -156,7 +153,7 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
       const M looked = fresh & (tab.has_lpq ? tabbed : M{0});
       lpq = blend(looked, lpq, set1(tab.lpq));
       if (fresh & ~looked) lpq = blend(fresh & ~looked, lpq, det_log(div(p, q)));
-      const V mf = _mm512_roundscale_pd(mul(add(n, set1(1.0)), p), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const V mf = floor(mul(add(n, set1(1.0)), p));
       mm = blend(fresh, mm, mf);
       h = blend(fresh, h, add(log_fact(fresh, mf, tab), log_fact(fresh, sub(n, mf), tab)));
       ready |= fresh;
@@ -167,7 +164,7 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
     out = blend(accept, out, k);
     pend &= ~accept;
   }
-  s.pos = _mm512_add_epi64(pos0, used);
+  s.pos = iadd(pos0, used);
   s.hi = top + 2 * tries;
   return out;
 }
@@ -238,14 +235,6 @@ V binomial_rate(Streams& s, M m, V n, V rate, const rng::DrawTables& general) {
   return out;
 }
 
-inline M tail_mask(int64_t left) { return left >= kLanes ? M{0xFF} : static_cast<M>((1u << left) - 1u); }
-inline V load_i32(M m, const int32_t* a) {
-  return _mm512_cvtepi32_pd(_mm512_castsi512_si256(_mm512_maskz_loadu_epi32(static_cast<__mmask16>(m), a)));
-}
-inline void store_i32(M m, int32_t* a, V v) {
-  _mm512_mask_storeu_epi32(a, static_cast<__mmask16>(m), _mm512_castsi256_si512(_mm512_cvttpd_epi32(v)));
-}
-
 struct Leap3 {  // a constant leap, broadcast
   V p, q, log_q;
   explicit Leap3(const rng::Leap& t) : p(set1(t.p)), q(set1(t.q)), log_q(set1(t.log_q)) {}
@@ -261,14 +250,14 @@ void scalar_cell(const MetapopProblem& p, const MetapopState<int32_t>& st, const
 }
 
 }  // namespace
-}  // namespace healthai::cpu::avx512
+}  // namespace healthai::cpu::avx512::x16
 
 namespace healthai::cpu {
 
 void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
-  using namespace avx512;
+  using namespace avx512::x16;
   const int64_t runs = p.runs;
-  for (int64_t k = 0; k < runs; k += kLanes) _mm512_mask_storeu_pd(acc + k, tail_mask(runs - k), zero());
+  for (int64_t k = 0; k < runs; k += kLanes) storeu(tail_mask(runs - k), acc + k, zero());
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e];
     if (!infectious[j]) continue;
@@ -276,7 +265,7 @@ void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, co
     const int32_t* src = v + j * runs;
     for (int64_t k = 0; k < runs; k += kLanes) {
       const M m = tail_mask(runs - k);
-      _mm512_mask_storeu_pd(acc + k, m, add(_mm512_maskz_loadu_pd(m, acc + k), mul(w, load_i32(m, src + k))));
+      storeu(m, acc + k, add(loadu(m, acc + k), mul(w, load_i32(m, src + k))));
     }
   }
 }
@@ -284,7 +273,7 @@ void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, co
 void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i,
                         int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
                         bool day_end) {
-  using namespace avx512;
+  using namespace avx512::x16;
   const int64_t xr = t * p.n_regions + i, runs = p.runs;
   const double tr = p.travel[xr], cx = p.contact[xr], vdt = p.vacc[xr] * dt;
   const double inv_n = 1.0 / static_cast<double>(p.population[i]);
@@ -306,8 +295,8 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
     const V S = load_i32(lanes, st.s + x0), E = load_i32(lanes, st.e + x0), I = load_i32(lanes, i_now + x0);
     // metapop::force: beta_k contact ((1 - travel row) I/N + travel away)
     const V own = mul(I, set1(inv_n));
-    const V lambda = mul(mul(_mm512_maskz_loadu_pd(lanes, p.beta + k0), set1(cx)),
-                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), _mm512_maskz_loadu_pd(lanes, away + k0))));
+    const V lambda = mul(mul(loadu(lanes, p.beta + k0), set1(cx)),
+                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), loadu(lanes, away + k0))));
     const V new_e = binomial_rate(s, lanes, S, mul(lambda, set1(dt)), L.general);
     const V new_v = vdt > 0.0 ? binomial_rate(s, lanes & ~s.fallback, sub(S, new_e), set1(vdt), L.general) : zero();
     const V new_i = binomial(s, lanes & ~s.fallback, E, onset.p, onset.q, onset.log_q, L.onset_tab);
