@@ -9,6 +9,7 @@
 #include "cpu/metapop_leaps.h"
 
 #include <cstdint>
+#include <vector>
 
 #include "metapop_cell.h"
 
@@ -323,6 +324,23 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
     for (unsigned f = s.fallback; f != 0; f &= f - 1) {
       scalar_cell(p, st, i_now, i, k0 + __builtin_ctz(f), t, gsub, dt, inv_n, away, row, L, day_end);
     }
+  }
+}
+
+void simd_math_check(const double* x, int64_t n, double* out) {
+  using namespace avx512::x16;
+  std::vector<double> table(1000);  // a short log-factorial table: gathers below 1000, Stirling above
+  for (size_t k = 0; k < table.size(); ++k) table[k] = rng::log_factorial(static_cast<double>(k));
+  rng::DrawTables tab;
+  tab.log_fact = table.data();
+  tab.log_fact_size = static_cast<int64_t>(table.size());
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const M m = tail_mask(n - j);
+    const V v = loadu(m, x + j), a = abs(v);
+    storeu(m, out + j, det_exp(v));
+    storeu(m, out + n + j, det_expm1(v));
+    storeu(m, out + 2 * n + j, det_log(a));
+    storeu(m, out + 3 * n + j, log_fact(m, floor(a), tab));
   }
 }
 

@@ -28,4 +28,8 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& ou
                         int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
                         bool day_end);
 
+// For tests, from the vector code: out[0..4n) = det_exp(x), det_expm1(x), det_log(|x|) and log k!
+// (k = floor |x|; DrawTables::lf with a 1000-entry table, Stirling above). Needs avx512_usable().
+void simd_math_check(const double* x, int64_t n, double* out);
+
 }  // namespace healthai::cpu
