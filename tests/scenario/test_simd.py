@@ -9,7 +9,9 @@ import pytest
 from healthai.ops.metapop import SeirState, advance, simd_available
 from tests.scenario.conftest import grid_graph
 
-pytestmark = pytest.mark.skipif(not simd_available(), reason="this CPU has no AVX-512 F/DQ: no vector path to compare")
+pytestmark = pytest.mark.skipif(
+    not simd_available(), reason="this CPU has no AVX-512 F/DQ: no vector path to compare"
+)
 
 
 def run(case: str, *, simd: bool, threads: int = 1, tables: bool = True) -> np.ndarray:
@@ -60,7 +62,6 @@ def test_vector_transitions_give_the_scalar_bits(case: str) -> None:
     assert np.array_equal(run(case, simd=True), scalar)
     assert np.array_equal(run(case, simd=True, threads=2), scalar)
     assert np.array_equal(run(case, simd=False, tables=False), scalar)  # what the CUDA kernels compute
-
 
 
 def test_vector_exp_log_and_log_factorial_are_the_scalar_bits() -> None:
