@@ -116,6 +116,37 @@ V log_fact(M m, V k, const rng::DrawTables& tab) {
   return out;
 }
 
+// Whether det_log(w) <= bound, where that is sure without det_log: w = 2^e m, m in [sqrt(1/2), sqrt 2)
+// (det_log's split), y = m - 1 (exact), log w = e ln 2 + y - y^2/2 + y^3/3 + err with |err| <=
+// y^4 / (4 (1 - |y|)) < 0.43 y^4; det_log and this sum are within 1e-12 (1 + |e|) of log w. Returns
+// the lanes of m surely accepted (bits 0-15) and surely rejected (bits 16-31); the others need det_log.
+inline uint32_t log_squeeze(M m, V w, V bound) {
+  uint32_t sure_yes = 0, sure_no = 0;
+  const __m512d halves[2] = {w.a, w.b};
+  const __m512d bounds[2] = {bound.a, bound.b};
+  for (int j = 0; j < 2; ++j) {
+    const __m512i bits = _mm512_castpd_si512(halves[j]);
+    __m512i e = _mm512_sub_epi64(_mm512_srli_epi64(bits, 52), _mm512_set1_epi64(1023));
+    __m512d mant = _mm512_castsi512_pd(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi64(0x000FFFFFFFFFFFFFll)),
+                                                       _mm512_set1_epi64(0x3FF0000000000000ll)));
+    const __mmask8 big = _mm512_cmp_pd_mask(mant, _mm512_set1_pd(1.4142135623730951), _CMP_GE_OQ);
+    mant = _mm512_mask_mul_pd(mant, big, mant, _mm512_set1_pd(0.5));
+    e = _mm512_mask_add_epi64(e, big, e, _mm512_set1_epi64(1));
+    const __m512d y = _mm512_sub_pd(mant, _mm512_set1_pd(1.0)), de = _mm512_cvtepi64_pd(e);
+    const __m512d y2 = _mm512_mul_pd(y, y);
+    const __m512d series = _mm512_add_pd(y, _mm512_mul_pd(y2, _mm512_sub_pd(_mm512_mul_pd(y, _mm512_set1_pd(1.0 / 3.0)), _mm512_set1_pd(0.5))));
+    const __m512d approx = _mm512_add_pd(_mm512_mul_pd(de, _mm512_set1_pd(0.6931471805599453)), series);
+    const __m512d slack = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(y2, y2), _mm512_set1_pd(0.43)),
+                                        _mm512_mul_pd(_mm512_add_pd(_mm512_abs_pd(de), _mm512_set1_pd(1.0)), _mm512_set1_pd(1e-12)));
+    const __mmask8 mj = static_cast<__mmask8>(m >> (8 * j));
+    const __mmask8 yes = _mm512_mask_cmp_pd_mask(mj, _mm512_add_pd(approx, slack), bounds[j], _CMP_LE_OQ);
+    const __mmask8 no = _mm512_mask_cmp_pd_mask(mj, _mm512_sub_pd(approx, slack), bounds[j], _CMP_GT_OQ);
+    sure_yes |= static_cast<uint32_t>(yes) << (8 * j);
+    sure_no |= static_cast<uint32_t>(no) << (8 * j);
+  }
+  return sure_yes | (sure_no << 16);
+}
+
 // The BTRS part of rng::binomial on the lanes of m (n p >= 10, p <= 1/2); `tabbed` lanes may use tab.lpq.
 V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbed) {
   const V spq = sqrt(mul(np, q));
@@ -159,9 +190,12 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
       h = blend(fresh, h, add(log_fact(fresh, mf, tab), log_fact(fresh, sub(n, mf), tab)));
       ready |= fresh;
     }
-    const V lv = det_log(div(mul(v, alpha), add(div(a, mul(us, us)), b)));
+    const V w = div(mul(v, alpha), add(div(a, mul(us, us)), b));
     const V bound = add(sub(sub(h, log_fact(slow, k, tab)), log_fact(slow, sub(n, k), tab)), mul(sub(k, mm), lpq));
-    const M accept = slow & le(lv, bound);
+    const uint32_t sure = log_squeeze(slow, w, bound);  // most lanes: decided without the logarithm
+    const M unsure = slow & ~static_cast<M>(sure) & ~static_cast<M>(sure >> 16);
+    M accept = static_cast<M>(sure);
+    if (unsure) accept |= unsure & le(det_log(w), bound);
     out = blend(accept, out, k);
     pend &= ~accept;
   }
