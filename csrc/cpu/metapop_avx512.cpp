@@ -138,7 +138,10 @@ inline uint32_t log_squeeze(M m, V w, V bound) {
     const __m512d approx = _mm512_add_pd(_mm512_mul_pd(de, _mm512_set1_pd(0.6931471805599453)), series);
     const __m512d slack = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(y2, y2), _mm512_set1_pd(0.43)),
                                         _mm512_mul_pd(_mm512_add_pd(_mm512_abs_pd(de), _mm512_set1_pd(1.0)), _mm512_set1_pd(1e-12)));
-    const __mmask8 mj = static_cast<__mmask8>(m >> (8 * j));
+    // only normal finite w have this split (BTRS: always, w > 1e-35)
+    const __mmask8 mj = _mm512_mask_cmp_pd_mask(
+        _mm512_cmp_pd_mask(halves[j], _mm512_set1_pd(1.7976931348623157e308), _CMP_LE_OQ) & static_cast<__mmask8>(m >> (8 * j)),
+        halves[j], _mm512_set1_pd(2.2250738585072014e-308), _CMP_GE_OQ);
     const __mmask8 yes = _mm512_mask_cmp_pd_mask(mj, _mm512_add_pd(approx, slack), bounds[j], _CMP_LE_OQ);
     const __mmask8 no = _mm512_mask_cmp_pd_mask(mj, _mm512_sub_pd(approx, slack), bounds[j], _CMP_GT_OQ);
     sure_yes |= static_cast<uint32_t>(yes) << (8 * j);
