@@ -89,15 +89,16 @@ struct Streams {
 };
 
 // rng::binomial_inversion on the lanes of m, r = P(X = 0) given: lanes leave the loop for good, so the
-// lanes still in it at round j all have x = j and share reciprocal(j).
+// lanes still in it at round j all have x = j and share reciprocal(j). u and r are updated in every
+// lane (a lane's values after it left are never read), so only x waits on the lanes' decisions.
 V inversion(M m, V n, V ratio, V u, V r) {
   V x = zero();
   M go = m & gt(u, r) & lt(x, n);
   for (int64_t j = 1; go; ++j) {
-    u = mask_sub(u, go, u, r);
+    u = sub(u, r);
     x = mask_add(x, go, x, set1(1.0));
-    r = mask_mul(r, go, r, mul(mul(ratio, sub(n, set1(static_cast<double>(j - 1)))), set1(rng::reciprocal(j))));
-    go &= gt(r, zero()) & gt(u, r) & lt(x, n);
+    r = mul(r, mul(mul(ratio, sub(n, set1(static_cast<double>(j - 1)))), set1(rng::reciprocal(j))));
+    go &= gt(r, zero()) & gt(u, r) & gt(n, set1(static_cast<double>(j)));
   }
   return x;
 }
