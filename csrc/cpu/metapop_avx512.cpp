@@ -9,6 +9,7 @@
 #include "cpu/metapop_leaps.h"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "metapop_cell.h"
@@ -281,9 +282,9 @@ struct Leap3 {  // a constant leap, broadcast
 
 // The cell (i, k) by the scalar code (what the vectors reproduce).
 void scalar_cell(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i, int64_t k,
-                 int64_t t, uint32_t gsub, double dt, double inv_n, const double* away, double row, const Leaps& L,
+                 int64_t t, uint32_t gsub, double dt, double inv_n, double away, double row, const Leaps& L,
                  bool day_end) {
-  const double lam = metapop::force(p, i, k, t, i_now[i * p.runs + k] * inv_n, away[k], row);
+  const double lam = metapop::force(p, i, k, t, i_now[i * p.runs + k] * inv_n, away, row);
   metapop::leap(p, st, i_now, i, k, t, gsub, dt, lam, L.onset, L.recovery, L.onset_tab, L.recovery_tab, L.general,
                 L.admit, L.discharge, L.admit_tab, L.discharge_tab, day_end);
 }
@@ -293,26 +294,17 @@ void scalar_cell(const MetapopProblem& p, const MetapopState<int32_t>& st, const
 
 namespace healthai::cpu {
 
-void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
-  using namespace avx512::x16;
-  const int64_t runs = p.runs;
-  for (int64_t k = 0; k < runs; k += kLanes) storeu(tail_mask(runs - k), acc + k, zero());
-  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
-    const int64_t j = p.indices[e];
-    if (!infectious[j]) continue;
-    const V w = set1(p.weights[e] / static_cast<double>(p.population[j]));
-    const int32_t* src = v + j * runs;
-    for (int64_t k = 0; k < runs; k += kLanes) {
-      const M m = tail_mask(runs - k);
-      storeu(m, acc + k, add(loadu(m, acc + k), mul(w, load_i32(m, src + k))));
-    }
-  }
-}
-
 void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i,
-                        int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
+                        int64_t t, uint32_t gsub, double dt, const uint8_t* infectious, double row, const Leaps& L,
                         bool day_end) {
   using namespace avx512::x16;
+  // gather_live's terms in its order: the neighbours j with some I > 0, weight w_ij / N_j
+  thread_local std::vector<std::pair<const int32_t*, double>> live;
+  live.clear();
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
+    const int64_t j = p.indices[e];
+    if (infectious[j]) live.emplace_back(i_now + j * p.runs, p.weights[e] / static_cast<double>(p.population[j]));
+  }
   const int64_t xr = t * p.n_regions + i, runs = p.runs;
   const double tr = p.travel[xr], cx = p.contact[xr], vdt = p.vacc[xr] * dt;
   const double inv_n = 1.0 / static_cast<double>(p.population[i]);
@@ -327,15 +319,21 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
     const M lanes = tail_mask(runs - k0);
     const int64_t x0 = i * runs + k0;
     s.reset(k0);
+    V away = zero();  // sum_j w_ij I_j / N_j, summed as gather_live does
+    for (const auto& [src, w] : live) away = add(away, mul(set1(w), load_i32(lanes, src + k0)));
+    alignas(64) double away_k[kLanes];
     if (runs - k0 < kMinLanes) {  // a short tail: cheaper cell by cell
-      for (int64_t k = k0; k < runs; ++k) scalar_cell(p, st, i_now, i, k, t, gsub, dt, inv_n, away, row, L, day_end);
+      storeu(lanes, away_k, away);
+      for (int64_t k = k0; k < runs; ++k) {
+        scalar_cell(p, st, i_now, i, k, t, gsub, dt, inv_n, away_k[k - k0], row, L, day_end);
+      }
       continue;
     }
     const V S = load_i32(lanes, st.s + x0), E = load_i32(lanes, st.e + x0), I = load_i32(lanes, i_now + x0);
     // metapop::force: beta_k contact ((1 - travel row) I/N + travel away)
     const V own = mul(I, set1(inv_n));
     const V lambda = mul(mul(loadu(lanes, p.beta + k0), set1(cx)),
-                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), loadu(lanes, away + k0))));
+                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), away)));
     const V new_e = binomial_rate(s, lanes, S, mul(lambda, set1(dt)), L.general);
     const V new_v = vdt > 0.0 ? binomial_rate(s, lanes & ~s.fallback, sub(S, new_e), set1(vdt), L.general) : zero();
     const V new_i = binomial(s, lanes & ~s.fallback, E, onset.p, onset.q, onset.log_q, L.onset_tab);
@@ -359,8 +357,10 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
       store_i32(up, st.peak_value + x0, i_next);
       store_i32(up, st.peak_step + x0, peak_day);
     }
+    if (s.fallback) storeu(lanes, away_k, away);
     for (unsigned f = s.fallback; f != 0; f &= f - 1) {
-      scalar_cell(p, st, i_now, i, k0 + __builtin_ctz(f), t, gsub, dt, inv_n, away, row, L, day_end);
+      const int l = __builtin_ctz(f);
+      scalar_cell(p, st, i_now, i, k0 + l, t, gsub, dt, inv_n, away_k[l], row, L, day_end);
     }
   }
 }

@@ -17,16 +17,14 @@ struct Leaps {
 // True when this build has the AVX-512 kernel and this CPU runs it (AVX-512 F and DQ).
 bool avx512_usable();
 
-// gather_live (metapop_cpu.cpp) with the runs in vectors: the same sums in the same order.
-void gather_live_avx512(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc);
-
-// metapop::leap for every run k of region i in one sub-step, eight runs per vector: away[k] is the
-// neighbours' pressure of run k, row the region's away weight. Needs the look-up tables (L.general
+// metapop::leap for every run k of region i in one sub-step, sixteen runs per step: the neighbours'
+// pressure summed as gather_live (metapop_cpu.cpp) does over the neighbours flagged infectious, row
+// the region's away weight. Needs the look-up tables (L.general
 // with log-factorials). Cells the vectors do not cover (a draw on a rare path) are done by
 // metapop::leap itself, so every cell gets exactly the scalar (and CUDA) result.
 void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& out, const int32_t* i_now, int64_t i,
-                        int64_t t, uint32_t gsub, double dt, const double* away, double row, const Leaps& L,
-                        bool day_end);
+                        int64_t t, uint32_t gsub, double dt, const uint8_t* infectious, double row,
+                        const Leaps& L, bool day_end);
 
 // For tests, from the vector code: out[0..4n) = det_exp(x), det_expm1(x), det_log(|x|) and log k!
 // (k = floor |x|; DrawTables::lf with a 1000-entry table, Stirling above). Needs avx512_usable().
