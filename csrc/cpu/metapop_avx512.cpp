@@ -1,8 +1,9 @@
-// AVX-512 transitions of the metapopulation engine: the runs of a region are the vector lanes (eight
-// cells per vector). Each lane reads its own Philox stream (rng::Stream's uniforms, in its order) and
+// AVX-512 transitions of the metapopulation engine: the runs of a region are the vector lanes (sixteen
+// cells per step as two vectors, simd_x16.h). Each lane reads its own Philox stream (rng::Stream's uniforms, in its order) and
 // takes the scalar sampler's decisions with the scalar sampler's IEEE operations, so every cell gets
 // the bits of metapop::leap, which the CUDA kernels compute too. Rare paths (a flipped leap that would
-// flip again, a BTRS draw needing more than kMaxTries rounds) hand the whole cell to metapop::leap.
+// flip again, a BTRS draw needing more than kMaxTries rounds) and run tails under kMinLanes hand the
+// whole cell to metapop::leap.
 // Built with -ffp-contract=off; only the code after the target pragma uses AVX-512, the shared inline
 // headers above it are compiled for the baseline (their out-of-line copies may be picked by the linker
 // for any caller).
@@ -32,14 +33,14 @@ bool healthai::cpu::avx512_usable() {
 namespace healthai::cpu::avx512::x16 {
 namespace {
 
-constexpr int kMinLanes = 3;              // a vector for fewer runs costs more than scalar cells
-constexpr int kMaxTries = 4;               // BTRS rounds per draw in vectors
-constexpr int kMaxDraws = 6;               // S->E, vaccination, E->I, I->R, admission, discharge
+constexpr int kMinLanes = 3;  // a vector for fewer runs costs more than scalar cells (measured)
+constexpr int kMaxTries = 4;  // BTRS rounds per draw in vectors
+constexpr int kMaxDraws = 6;  // S->E, vaccination, E->I, I->R, admission, discharge
 // Philox blocks a cell can use: per draw one uniform for binomial_rate's squeeze, one for binomial's,
 // 2 kMaxTries for BTRS (a lane past that goes to the scalar code)
 constexpr int kMaxBlocks = kMaxDraws * (2 * kMaxTries + 2) / 4;
 
-// The streams of eight cells (run k0 + l, region, sub-step): blocks computed when first needed.
+// The streams of sixteen cells (run k0 + l, region, sub-step): blocks computed when first needed.
 struct Streams {
   alignas(64) double u[kMaxBlocks * 4 * kLanes];  // uniform w of lane l at [w * kLanes + l]
   int blocks = 0;
