@@ -10,8 +10,9 @@ Each period of the season after ``o`` is then forecast h steps ahead from the da
 
 Models: ``healthai`` (the ST-GNN with its own quantiles), ``healthai_stacked`` (the default forecaster
 of issue 12: ``stacking.fit_stack`` per horizon over the ST-GNN median and the baselines a fixed
-window can compute — ``origins.MEMBERS`` —, shrunk toward the best of them on the fit sets, with
-bands from out-of-sample residuals), and the baselines ``last_value``, ``lag52`` (lag one season),
+window can compute — ``origins.MEMBERS`` —, recent fit sets weighted more, shrunk toward the best
+of them on the fit sets, with bands from past residuals; ``seeds``: the ST-GNN is a seed ensemble),
+and the baselines ``last_value``, ``lag52`` (lag one season),
 ``seasonal_mean_2x5`` (same periods ±2 in the two prior seasons) and ``seasonal_naive_drift``, each
 calibrated from its own residuals on the same sets. Scores pooled over origins × periods × regions:
 RMSE and MAE of the point forecast (the ST-GNN's median, the stack, the baseline itself), WIS and
