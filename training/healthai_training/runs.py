@@ -305,8 +305,11 @@ def run_forecast(
         seed_tag = f"seed{config.seed}"
     mode = "seasonal" if config.seasonal else "window20"
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
-    run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
-    name = model_name or FORECAST_MODEL_NAMES.get(dataset) or model_name_for(dataset)
+    # The user's own series are named after their source, never after the benchmark --dataset
+    # default (which would publish over the served forecast_japan).
+    label = data.name if data.report else dataset
+    run_dir = make_run_dir(runs_dir, f"forecast-{label}-{mode}-{eps}-{seed_tag}")
+    name = model_name or FORECAST_MODEL_NAMES.get(label) or model_name_for(label)
     write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy, "data": data.report})
     if result.curve:
         write_json(run_dir / "curve.json", {"curve": result.curve})
