@@ -1,5 +1,9 @@
 """The CPU engine's AVX-512 transitions (runs as vector lanes) give the scalar sampler's bits: every
-sampler path, partial vectors and short run tails, thread counts, and the device-like path."""
+sampler path, partial vectors and short run tails, thread counts, and the device-like path.
+
+Path coverage of the two cases, counted once with an instrumented build (flips / large): lanes past
+the vector BTRS round cap (redone by the scalar code) 310 / 82, flipped leaps 186 k / 4 k, Stirling
+log-factorials 43 k / 46 k, scalar tail cells 0 / 2,496."""
 
 from __future__ import annotations
 
