@@ -246,14 +246,7 @@ def _stacked(data: epi_data.EpiData, config: ForecastConfig, ensemble_seeds: tup
     from healthai_training.forecast.graph import RegionGraph
     from healthai_training.forecast.train import ForecastResult
 
-    trainer = None
-    if ensemble_seeds:
-        from healthai_training.forecast.ensemble import train_ensemble
-
-        def trainer(sub: epi_data.EpiData, cfg: ForecastConfig) -> torch.nn.Module:
-            return train_ensemble(data=sub, config=cfg, seeds=tuple(ensemble_seeds)).model
-
-    d = train_default(data, config, trainer=trainer, cache_dir=cache_dir)
+    d = train_default(data, config, cache_dir=cache_dir, seeds=tuple(ensemble_seeds))
     steps = {str(h): d.final.test_q[h] for h in config.horizons}
     summary = {
         "dataset": data.name,
