@@ -85,7 +85,7 @@ class Pseudonymizer:
         hit = self._cache.get(msg)
         if hit is not None:
             return hit
-        out = self._digest(self._inner, msg.encode()).hex()
+        out = self._digest(msg.encode()).hex()
         if len(self._cache) >= 200_000:  # bounded: ids repeat a lot inside one payload
             self._cache.clear()
         self._cache[msg] = out
@@ -93,7 +93,7 @@ class Pseudonymizer:
 
     def keyed_digest(self, message: str) -> bytes:
         """HMAC-SHA-256 of ``message`` under the pseudonym key (e.g. a patient's date shift)."""
-        return self._digest(self._inner, message.encode())
+        return self._digest(message.encode())
 
     def many(self, system: str, values: list[str | None]) -> list[str | None]:
         """Pseudonyms of distinct values (no cache); None stays None."""
@@ -113,8 +113,8 @@ class Pseudonymizer:
             append(o.hexdigest())
         return out
 
-    def _digest(self, inner: hashlib._Hash, message: bytes) -> bytes:
-        h = inner.copy()
+    def _digest(self, message: bytes) -> bytes:
+        h = self._inner.copy()
         h.update(message)
         o = self._outer.copy()
         o.update(h.digest())
