@@ -35,6 +35,9 @@ struct MetapopProblem {
   // kernels compute them) and skip quiet regions and I = 0 neighbours; false computes everything,
   // every region, as the device does, which must give the same bits (tested).
   bool lookup_tables = true;
+  // CPU: the AVX-512 transitions (eight runs per vector, the same bits) where the CPU has AVX-512 F
+  // and DQ and lookup_tables is on; false keeps the scalar code (tests compare the two).
+  bool simd = true;
 };
 
 // Compartments [n_regions, runs] each, updated in place; incidence (E -> I over the call) is written;

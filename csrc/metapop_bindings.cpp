@@ -5,10 +5,12 @@
 
 #include <pybind11/numpy.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cpu/metapop_leaps.h"
 #include "metapop.h"
 
 namespace py = pybind11;
@@ -78,7 +80,7 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
                  py::handle travel, py::handle vacc, py::handle s, py::handle e, py::handle i, py::handle r,
                  py::handle incidence, py::handle peak_value, py::handle peak_step, uint64_t seed, int64_t step0,
                  int substeps, int num_threads, const std::string& device, py::handle h, double hosp_frac,
-                 double hosp_rate, bool lookup_tables) {
+                 double hosp_rate, bool lookup_tables, bool simd) {
   if (mode != "stochastic" && mode != "deterministic") {
     throw std::invalid_argument("mode must be 'stochastic' or 'deterministic', got '" + mode + "'");
   }
@@ -105,6 +107,7 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
   p.hosp_frac = hosp_frac;
   p.hosp_rate = hosp_rate;
   p.lookup_tables = lookup_tables;
+  p.simd = simd;
   p.seed = seed;
   p.step0 = step0;
   p.substeps = substeps;
@@ -118,12 +121,38 @@ void metapop_run(const std::string& mode, py::handle indptr, py::handle indices,
 }  // namespace
 
 void bind_metapop(py::module_& m) {
+  m.def("metapop_simd_available", &cpu::avx512_usable);
+  m.def(
+      "metapop_simd_math",
+      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& x) {
+        if (!cpu::avx512_usable()) throw std::runtime_error("metapop_simd_math needs a CPU with AVX-512 F and DQ");
+        if (x.ndim() != 1) throw std::invalid_argument("x must be 1-d");
+        const auto n = static_cast<int64_t>(x.shape(0));
+        py::array_t<double> out({int64_t{2}, int64_t{4}, n});  // [scalar, vector][function][x]
+        double* o = out.mutable_data();
+        std::vector<double> table(1000);
+        for (size_t k = 0; k < table.size(); ++k) table[k] = rng::log_factorial(static_cast<double>(k));
+        rng::DrawTables tab;
+        tab.log_fact = table.data();
+        tab.log_fact_size = static_cast<int64_t>(table.size());
+        for (int64_t j = 0; j < n; ++j) {
+          const double a = std::fabs(x.data()[j]);
+          o[j] = rng::det_exp(x.data()[j]);
+          o[n + j] = rng::det_expm1(x.data()[j]);
+          o[2 * n + j] = rng::det_log(a);
+          o[3 * n + j] = tab.lf(std::floor(a));
+        }
+        cpu::simd_math_check(x.data(), n, o + 4 * n);
+        return out;
+      },
+      py::arg("x"));
   m.def("metapop_run", &metapop_run, py::arg("mode"), py::arg("indptr"), py::arg("indices"), py::arg("weights"),
         py::arg("population"), py::arg("beta"), py::arg("sigma"), py::arg("gamma"), py::arg("contact"),
         py::arg("travel"), py::arg("vacc"), py::arg("S"), py::arg("E"), py::arg("I"), py::arg("R"),
         py::arg("incidence"), py::arg("peak_value"), py::arg("peak_step"), py::arg("seed"), py::arg("step0") = 0,
         py::arg("substeps") = 1, py::arg("num_threads") = 0, py::arg("device") = "cpu", py::arg("H") = py::none(),
-        py::arg("hosp_frac") = 0.0, py::arg("hosp_rate") = 0.0, py::arg("lookup_tables") = true);
+        py::arg("hosp_frac") = 0.0, py::arg("hosp_rate") = 0.0, py::arg("lookup_tables") = true,
+        py::arg("simd") = true);
 }
 
 }  // namespace healthai

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/metapop_leaps.h"
 #include "cpu/thread_pool.h"
 #include "metapop_cell.h"
 
@@ -115,16 +116,21 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   std::vector<int32_t> scratch(cells);  // I ping-pongs between st.i and scratch: no snapshot copies
   int32_t* i_now = st.i;
   const double dt = 1.0 / p.substeps;
-  const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
-  std::vector<double> onset_pow, recovery_pow;
+  Leaps L;
+  L.onset = rng::Leap::of(p.sigma * dt);
+  L.recovery = rng::Leap::of(p.gamma * dt);
+  L.admit = rng::Leap::of_probability(p.hosp_frac);
+  L.discharge = rng::Leap::of(p.hosp_rate * dt);
+  std::vector<double> onset_pow, recovery_pow, discharge_pow, admit_pow;
   const bool tables = p.lookup_tables;
-  const rng::DrawTables onset_tab = leap_tables(onset, onset_pow, tables);
-  const rng::DrawTables recovery_tab = leap_tables(recovery, recovery_pow, tables);
-  const rng::DrawTables general = general_tables(tables);
-  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
-  std::vector<double> discharge_pow, admit_pow;
-  const rng::DrawTables discharge_tab = leap_tables(discharge, discharge_pow, tables);
-  const rng::DrawTables admit_tab = leap_tables(admit, admit_pow, tables);
+  L.onset_tab = leap_tables(L.onset, onset_pow, tables);
+  L.recovery_tab = leap_tables(L.recovery, recovery_pow, tables);
+  L.general = general_tables(tables);
+  L.discharge_tab = leap_tables(L.discharge, discharge_pow, tables);
+  L.admit_tab = leap_tables(L.admit, admit_pow, tables);
+  const bool simd = tables && p.simd && avx512_usable();  // the vector kernel reads the tables
+  // Peaks only rise: with none below 0 at the start, a quiet region's day (I = 0) never sets one.
+  const bool negative_peaks = std::any_of(st.peak_value, st.peak_value + cells, [](int32_t v) { return v < 0; });
   std::vector<double> row(p.n_regions);  // away weight sums, summed in gather()'s order
   for (int64_t i = 0; i < p.n_regions; ++i) row[i] = metapop_row_sum(p, i);
   // Per region: some I > 0 (infectious) and some E (or H) > 0 (busy), for the state at the start of
@@ -153,7 +159,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
           int32_t* i_out = out.i + i * p.runs;
           if (skip && quiet(p, i, t, inf_now.data(), busy_now.data())) {
             std::fill(i_out, i_out + p.runs, 0);
-            for (int64_t x = i * p.runs; day_end && x < (i + 1) * p.runs; ++x) {
+            for (int64_t x = i * p.runs; negative_peaks && day_end && x < (i + 1) * p.runs; ++x) {
               if (st.peak_value[x] < 0) {  // a day ending with I = 0 (peaks start at >= 0 in practice)
                 st.peak_value[x] = 0;
                 st.peak_step[x] = static_cast<int32_t>(p.step0 + t + 1);
@@ -162,13 +168,17 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
             inf_next[i] = busy_next[i] = 0;
             continue;
           }
-          gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
-          const double inv_n = 1.0 / static_cast<double>(p.population[i]);
-          const int32_t* own = i_now + i * p.runs;
-          for (int64_t k = 0; k < p.runs; ++k) {
-            const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row[i]);
-            metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, onset, recovery, onset_tab, recovery_tab, general,
-                          admit, discharge, admit_tab, discharge_tab, day_end);
+          if (simd) {
+            leap_region_avx512(p, out, i_now, i, t, gsub, dt, inf_now.data(), row[i], L, day_end);
+          } else {
+            gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
+            const double inv_n = 1.0 / static_cast<double>(p.population[i]);
+            const int32_t* own = i_now + i * p.runs;
+            for (int64_t k = 0; k < p.runs; ++k) {
+              const double lambda = metapop::force(p, i, k, t, own[k] * inv_n, acc[k], row[i]);
+              metapop::leap(p, out, i_now, i, k, t, gsub, dt, lambda, L.onset, L.recovery, L.onset_tab, L.recovery_tab,
+                            L.general, L.admit, L.discharge, L.admit_tab, L.discharge_tab, day_end);
+            }
           }
           inf_next[i] = any_nonzero(i_out, p.runs);
           busy_next[i] = any_nonzero(st.e + i * p.runs, p.runs) || (st.h != nullptr && any_nonzero(st.h + i * p.runs, p.runs));

@@ -138,6 +138,18 @@ def test_patient_after_its_events_rewrites_their_files(tmp_path: Path) -> None:
     assert core.commit(core.normalize(fhir(bundle(BIRTH_ENCOUNTER))).tables, new_batch_id()).duplicates == 1
 
 
+def test_patient_after_events_in_several_files_rewrites_each(tmp_path: Path) -> None:
+    """A patient's events spread over three part files (two kinds, two commits): all rewritten."""
+    core = IngestCore(context(), ParquetStore(str(tmp_path)).open(), 1000)
+    _commit(core, fhir(bundle(BIRTH_ENCOUNTER, BIRTH_WEIGHT)))
+    _commit(core, fhir(bundle({**BIRTH_WEIGHT, "id": "o2"}, {**BIRTH_ENCOUNTER, "id": "e3"}, LATER_VISIT)))
+    result = core.commit(core.normalize(fhir(PATIENT)).tables, new_batch_id())
+    assert len(result.rewritten) == 4  # encounter and observation files of both commits
+    assert _on_disk(core.store, "observation", "effective") == [GENERALIZED, GENERALIZED]
+    assert sorted(_on_disk(core.store, "encounter", "start")) == [GENERALIZED, GENERALIZED,
+                                                                  dt.datetime(2020, 3, 16, 8, tzinfo=UTC)]
+
+
 def test_late_patient_through_another_replica_or_after_a_restart(tmp_path: Path) -> None:
     writer = IngestCore(context(), ParquetStore(str(tmp_path / "a")).open(), 1000)
     other = IngestCore(context(), ParquetStore(str(tmp_path / "a")).open(), 1000)

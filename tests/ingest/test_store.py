@@ -33,6 +33,18 @@ def test_commit_writes_partitioned_parquet_and_reports_receipt(tmp_path: Path) -
     assert store.read("condition")["record_key"].to_pylist() == ["1", "2"]
 
 
+def test_row_unique_key_columns_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path)).open()
+    table = rows("a", [f"k{i}" for i in range(50)]).append_column("resource_id", pa.array(["r"] * 50))
+    result = store.commit({"observation": table.append_column("region", pa.array(["US-MA"] * 50))})
+    meta = pq.ParquetFile(tmp_path / result.files[0]).metadata.row_group(0)
+    dictionary = {meta.column(i).path_in_schema: "RLE_DICTIONARY" in meta.column(i).encodings
+                  for i in range(meta.num_columns)}
+    assert dictionary == {"source": True, "record_key": False, "value": True, "resource_id": False,
+                          "region": True}
+    assert store.read("observation").equals(pq.read_table(tmp_path / result.files[0]))
+
+
 def test_resending_is_idempotent_within_and_across_commits(tmp_path: Path) -> None:
     store = ParquetStore(str(tmp_path)).open()
     first = store.commit({"condition": rows("a", ["1", "2", "2"])})

@@ -92,6 +92,40 @@ def test_unknown_elements_are_warned_with_their_path(full) -> None:
     )
 
 
+def test_unknown_element_shortcut_equals_the_full_walk(bundle_paths) -> None:
+    """The cached all-known pre-check gives what the path-building walk gives: on real bundles (no
+    unknown keys), then with unknown keys put at random nodes of the same, already cached, shapes."""
+    import random
+
+    from healthai.normalize import fhir_unknown as fu
+
+    def walk(res: dict, rtype: str) -> list:
+        out: list = []
+        fu._walk(res, rtype, "r", out, top=True)
+        return out
+
+    resources = [e["resource"] for p in bundle_paths[:2] for e in json.loads(p.read_bytes())["entry"]
+                 if e["resource"]["resourceType"] in fu.STRUCTURE]
+    assert all(fu.unknown_elements(r, r["resourceType"], "r") == [] == walk(r, r["resourceType"])
+               for r in resources)
+    rng = random.Random(7)
+    for res in rng.sample(resources, 60):
+        nodes: list[dict] = []
+        stack: list = [res]
+        while stack:  # every dict below the resource, extensions included
+            node = stack.pop()
+            if isinstance(node, dict):
+                nodes.append(node)
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        target, rtype = rng.choice(nodes), res["resourceType"]
+        target[rng.choice(["stop", "onsetDateTime", "resourceType", "x-local"])] = rng.choice([1, {"a": 2}])
+        want = walk(res, rtype)
+        assert fu.unknown_elements(res, rtype, "r") == want
+        assert want or target is res or "extension" in json.dumps(res)  # only open-ended parts stay silent
+
+
 def test_all_errors_of_a_resource_are_reported(full) -> None:
     out = _outcome(full, "dq-many-errors")
     base = f"entry[{_entry('dq-many-errors')}].resource"

@@ -384,3 +384,14 @@ def test_icd10_only_condition_gets_the_unique_snomed_concept(ctx_with_map) -> No
     assert (rows["I50.9"]["snomed_code"], rows["I50.9"]["snomed_mapped"]) == ("88805009", True)
     assert (rows["I10"]["snomed_code"], rows["I10"]["snomed_mapped"]) == ("38341003", True)
     assert [o.status for o in batch.outcomes[1:]] == [Status.ACCEPTED, Status.ACCEPTED]
+
+
+def test_reference_strings_with_escapes() -> None:
+    from healthai.normalize.fhir_resources import reference_strings
+
+    doc = {"a": {"reference": 'Patient/x"y'}, "b": [{"reference": "Patient/back\\slash"},
+                                                    {"reference": ""}, {"reference": "é/\n"}],
+           "c": {"display": "\"reference\": \"not one\""}, "d": {"reference ": "no"}}
+    want = {'Patient/x"y', "Patient/back\\slash", "", "é/\n"}
+    assert reference_strings(json.dumps(doc)) == want
+    assert reference_strings(json.dumps(doc, indent=1, ensure_ascii=False)) == want

@@ -61,3 +61,10 @@ def test_scalars_and_flat_payloads() -> None:
     assert json_depth_exceeds(b"[[]]", 1)
     assert json_depth_exceeds(b"[" * 5000 + b"]" * 5000)
     assert not json_depth_exceeds(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+
+
+def test_escapes_next_to_quotes_and_brackets() -> None:
+    # a string ending in an escaped backslash closes at the next quote; an escaped quote does not
+    assert json_depth_exceeds(b'["\\\\", [[[1]]]]', 3)
+    assert not json_depth_exceeds(b'["\\\\\\"[[[", [1]]', 2)
+    assert not json_depth_exceeds(b'{"a\\"{{{": ["\\\\\\\\", "\\u005b\\n["]}', 2)

@@ -115,6 +115,21 @@ def test_pseudonym_is_hmac_sha256() -> None:
     assert "k" * 32 not in repr(p)
 
 
+@pytest.mark.parametrize("key_len", [16, 63, 64, 65, 200])  # around SHA-256's 64-byte block
+def test_precomputed_hmac_states_equal_hmac(key_len) -> None:
+    import hashlib
+    import hmac
+
+    key = bytes(range(256))[:key_len]
+    p = identity.Pseudonymizer(key)
+    values = ["", "123", "é-ü-雪", "x" * 200, None]
+    want = [None if v is None else hmac.new(key, f"src/Patient|{v}".encode(), hashlib.sha256).hexdigest()
+            for v in values]
+    assert p.many("src/Patient", values) == want
+    assert [p.pseudonym("src/Patient", v) for v in values[:-1]] == want[:-1]
+    assert p.keyed_digest("m") == hmac.digest(key, b"m", "sha256")
+
+
 def test_pseudonym_keys_from_file_and_env(tmp_path, monkeypatch) -> None:
     key_file = tmp_path / "key"
     key_file.write_bytes(b"0123456789abcdef0123\n")

@@ -78,7 +78,8 @@ def test_no_choice_sees_data_after_its_origin(three_states) -> None:
     assert set(h4["relative_wis"]) == set(BASELINES) and 0 <= h4["coverage95"] <= 1
 
 
-def test_cli_backtest_json(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool) -> None:
     series = tmp_path / "s.csv"
     rng = np.random.default_rng(2)
     t = np.arange(170)
@@ -108,6 +109,7 @@ def test_cli_backtest_json(tmp_path: Path, capsys) -> None:
             str(tmp_path / "runs"),
             "--json",
             str(tmp_path / "bt.json"),
+            *(["--ensemble", "--seeds", "0,1", "--cache-dir", str(tmp_path / "cache")] if ensemble else []),
         ]
     )
     assert args.func(args) == 0
@@ -117,6 +119,8 @@ def test_cli_backtest_json(tmp_path: Path, capsys) -> None:
     assert all(len(v) == 5 for v in out["models"]["healthai_stacked"].values() if isinstance(v, list))
     run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert (run_dir / "backtest.png").is_file() and "| h |" in (run_dir / "tables.md").read_text()
+    if ensemble:  # one cached ST-GNN per seed and origin; the run says which seeds
+        assert len(list((tmp_path / "cache").glob("*.pt"))) == 4 and "-ens0-1-" in run_dir.name
 
 
 def test_fixed_split_is_one_origin_at_the_test_start(three_states) -> None:

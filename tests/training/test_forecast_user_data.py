@@ -231,8 +231,6 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
         str(tmp_path / "runs"),
         "--export-to",
         str(tmp_path / "repo"),
-        "--model-name",
-        "forecast_new_england",
         "--json",
         str(tmp_path / "out.json"),
         "--variants",
@@ -240,7 +238,10 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     ]
     assert _run(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    version = tmp_path / "repo/forecast_new_england/1"
+    # no --model-name: named after the series file, never after the benchmark --dataset default
+    assert Path(line["run_dir"]).name.startswith("forecast-ne-seasonal-nonprivate-seed0-stacked")
+    assert not (tmp_path / "repo/forecast_japan").exists()
+    version = tmp_path / "repo/forecast_ne/1"
     card = json.loads((version / "model_card.json").read_text())
     graph = json.loads((version / "graph.json").read_text())
     assert graph["region_ids"] == sorted(NEW_ENGLAND.values())

@@ -147,10 +147,12 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
         seed=args.seeds[0],
         device=args.device,
     )
+    seeds = tuple(args.seeds) if args.ensemble else ()
     result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split,
-                                   cache_dir=args.cache_dir)
+                                   cache_dir=args.cache_dir, seeds=seeds)
     kind = "fixedsplit" if args.fixed_split else "backtest"
-    run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-seed{cfg.seed}")
+    tag = "ens" + "-".join(map(str, seeds)) if seeds else f"seed{cfg.seed}"
+    run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-{tag}")
     write_json(run_dir / "backtest.json", {**result, "config": settings, "data": data.report})
     tables = "\n\n".join(
         f"{m.upper()}\n" + backtest.markdown_table(result, metric=m) for m in ("rmse", "wis")
@@ -183,6 +185,8 @@ def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> 
     )
     bt.add_argument("--cache-dir", type=Path, default=None,
                     help="reuse models trained at the same origins with the same settings")
+    bt.add_argument("--ensemble", action="store_true",
+                    help="the ST-GNN member is a seed ensemble of every --seeds value (like train forecast)")
     add_data_flags(bt)
     common(bt)
     bt.set_defaults(func=guard(lambda args: _backtest(args, forecast_flags)))

@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from healthai.ops.onnx_export import QUIET_TORCH_LOGGERS  # noqa: F401  (silences torchvision notices)
 from healthai_training.common import code_version, utc_now, write_json
 
 logger = logging.getLogger(__name__)

@@ -246,14 +246,7 @@ def _stacked(data: epi_data.EpiData, config: ForecastConfig, ensemble_seeds: tup
     from healthai_training.forecast.graph import RegionGraph
     from healthai_training.forecast.train import ForecastResult
 
-    trainer = None
-    if ensemble_seeds:
-        from healthai_training.forecast.ensemble import train_ensemble
-
-        def trainer(sub: epi_data.EpiData, cfg: ForecastConfig) -> torch.nn.Module:
-            return train_ensemble(data=sub, config=cfg, seeds=tuple(ensemble_seeds)).model
-
-    d = train_default(data, config, trainer=trainer, cache_dir=cache_dir)
+    d = train_default(data, config, cache_dir=cache_dir, seeds=tuple(ensemble_seeds))
     steps = {str(h): d.final.test_q[h] for h in config.horizons}
     summary = {
         "dataset": data.name,
@@ -312,8 +305,11 @@ def run_forecast(
         seed_tag = f"seed{config.seed}"
     mode = "seasonal" if config.seasonal else "window20"
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
-    run_dir = make_run_dir(runs_dir, f"forecast-{dataset}-{mode}-{eps}-{seed_tag}")
-    name = model_name or FORECAST_MODEL_NAMES.get(dataset) or model_name_for(dataset)
+    # The user's own series are named after their source, never after the benchmark --dataset
+    # default (which would publish over the served forecast_japan).
+    label = data.name if data.report else dataset
+    run_dir = make_run_dir(runs_dir, f"forecast-{label}-{mode}-{eps}-{seed_tag}")
+    name = model_name or FORECAST_MODEL_NAMES.get(label) or model_name_for(label)
     write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy, "data": data.report})
     if result.curve:
         write_json(run_dir / "curve.json", {"curve": result.curve})

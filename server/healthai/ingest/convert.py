@@ -126,10 +126,10 @@ def add_outcomes(target: Any, request: ingest_pb2.IngestRequest, outcomes: Seque
         message = add(index=o.index, kind=meta[0], resource_type=o.resource_type, source_id=o.source_id or "",
                       status=status, request_index=request_index)
         if o.issues:
-            message.issues.extend(
-                common_pb2.Issue(code=str(i.code), message=i.message, field_path=meta[1] + i.field_path,
-                                 severity=_SEVERITY.get(i.severity, common_pb2.SEVERITY_UNSPECIFIED))
-                for i in o.issues)
+            add_issue, prefix = message.issues.add, meta[1]  # built in place, not built then copied
+            for i in o.issues:
+                add_issue(code=str(i.code), message=i.message, field_path=prefix + i.field_path,
+                          severity=_SEVERITY.get(i.severity, common_pb2.SEVERITY_UNSPECIFIED))
     return statuses
 
 

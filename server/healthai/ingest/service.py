@@ -24,6 +24,7 @@ from healthai.normalize.context import NormalizeContext
 from healthai.normalize.dates import warn_generalized
 from healthai.normalize.fhir import normalize_fhir
 from healthai.normalize.flat import normalize_table
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.records import NormalizedBatch
 from healthai.store import CommitResult, ParquetStore, new_batch_id
 from healthai.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
@@ -46,6 +47,10 @@ class IngestCore:
         self.max_response_bytes = max_response_bytes
 
     def normalize(self, request: ingest_pb2.IngestRequest) -> NormalizedBatch:
+        with gc_paused():
+            return self._normalize(request)
+
+    def _normalize(self, request: ingest_pb2.IngestRequest) -> NormalizedBatch:
         source = _check_source(request.source)
         payload = request.WhichOneof("payload")
         if payload == "fhir":
@@ -150,13 +155,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         def work() -> ingest_pb2.IngestResponse:  # CPU-bound: off the event loop
             batch = self.core.normalize(request)
             commit = self.core.commit(batch.tables, batch_id)
-            warn_generalized(batch.outcomes, commit.generalized)
-            response = ingest_pb2.IngestResponse()
-            response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
-            _count_records(request, response.statuses)
-            log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
-                     commit.stored, commit.duplicates)
-            return _finish(response, [commit], batch_id, self.core.max_response_bytes)
+            with gc_paused():  # one message per record (no I/O from here on)
+                warn_generalized(batch.outcomes, commit.generalized)
+                response = ingest_pb2.IngestResponse()
+                response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
+                _count_records(request, response.statuses)
+                log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
+                         commit.stored, commit.duplicates)
+                return _finish(response, [commit], batch_id, self.core.max_response_bytes)
 
         return await asyncio.to_thread(work)
 

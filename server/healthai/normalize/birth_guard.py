@@ -65,7 +65,9 @@ class BirthDateGuard:
     def __init__(self, ps: Pseudonymizer) -> None:
         self._ps = ps
         self._births: dict[str, tuple[int, int, str]] = {}
-        self._orphans: dict[str, set[int]] = {}  # patient -> ids of files with events stored before
+        # patient -> id(s) of files with events stored before: an int for one file (most patients; no
+        # GC-tracked set per patient), a set from the second
+        self._orphans: dict[str, int | set[int]] = {}
         self._files: list[str] = []  # file id -> path relative to the store root
         self._file_ids: dict[str, int] = {}
 
@@ -79,13 +81,22 @@ class BirthDateGuard:
             for pid in self._learn(self._births, table):
                 self._orphans.pop(pid, None)  # whoever stored the token rewrote those files
         elif kind in EVENT_COLUMNS and "patient_id" in table.column_names and table.num_rows:
-            unknown = [p for p in pc.unique(table["patient_id"]).to_pylist() if p and p not in self._births]
+            births = self._births
+            unknown = [p for p in pc.unique(table["patient_id"]).to_pylist() if p and p not in births]
             if unknown:
                 fid = self._file_ids.setdefault(path, len(self._files))
                 if fid == len(self._files):
                     self._files.append(path)
+                orphans = self._orphans
+                if orphans.keys().isdisjoint(unknown):  # the common case, in C
+                    orphans.update(dict.fromkeys(unknown, fid))
+                    return
                 for p in unknown:
-                    self._orphans.setdefault(p, set()).add(fid)
+                    had = orphans.setdefault(p, fid)
+                    if isinstance(had, set):
+                        had.add(fid)
+                    elif had != fid:
+                        orphans[p] = {had, fid}
 
     def apply(self, tables: Mapping[str, pa.Table], read: Callable[[str], pa.Table]
               ) -> tuple[dict[str, pa.Table], dict[str, list[str]], dict[str, pa.Table]]:
@@ -109,7 +120,9 @@ class BirthDateGuard:
                 if ids:
                     changed[kind] = ids
         rewrites: dict[str, pa.Table] = {}
-        for path in sorted({self._files[f] for p in overlay for f in self._orphans.get(p, ())}):
+        fids = [self._orphans.get(p) for p in overlay]
+        for path in sorted({self._files[f] for x in fids if x is not None
+                            for f in ((x,) if isinstance(x, int) else x)}):
             kind = path.split("/", 1)[0].removeprefix("kind=")
             table, ids = self._generalize(read(path), kind, overlay)
             if ids:

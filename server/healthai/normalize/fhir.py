@@ -33,6 +33,7 @@ from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_strict import strict_issues
 from healthai.normalize.fhir_types import ID_PATTERN, R4_RESOURCE_TYPES
 from healthai.normalize.fhir_unknown import unknown_elements
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import record_system
 from healthai.normalize.json_depth import MAX_JSON_DEPTH, json_depth_exceeds
 from healthai.normalize.records import (
@@ -138,6 +139,7 @@ def _local_id(resource: dict, full_url: str | None) -> str | None:
     return None
 
 
+@gc_paused()  # the payload's objects are freed by reference counting
 def normalize_fhir(
     payload: bytes | str | dict | list, *, ctx: NormalizeContext, source: str
 ) -> NormalizedBatch:

@@ -30,6 +30,7 @@ from healthai.normalize import birth_guard, dates
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import record_system
 from healthai.normalize.records import (
     CONDITION,
@@ -99,6 +100,7 @@ _ID_COLUMN = {
 _RESOURCE = {PATIENT: "Patient", ENCOUNTER: "Encounter", CONDITION: "Condition", OBSERVATION: "Observation"}
 
 
+@gc_paused()  # the payload's objects are freed by reference counting
 def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source: str) -> NormalizedBatch:
     """Normalize a flat table of one kind. One outcome per row; rows of non-rejected records."""
     if kind not in KINDS:

@@ -6,9 +6,6 @@ Per-row checks run once per *distinct* value (codes, units, ids) and are broadca
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,6 +16,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize import codes, units
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_types import parse_datetime
+from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import Pseudonymizer, region_code
 from healthai.normalize.records import Issue, RecordOutcome, Severity, Status
 from healthai.normalize.redact import Syntax, describe
@@ -42,17 +40,6 @@ def np_mask(arr: Any) -> np.ndarray:
 
 def scalar_day(ctx: NormalizeContext) -> pa.Scalar:
     return pa.scalar(ctx.latest_allowed(), _TS)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class Flags:
@@ -90,23 +77,24 @@ class Flags:
         self.add(dup, "DUPLICATE_ID", "id repeats an earlier row of this batch", column, error=True)
 
     def outcomes(self, resource_type: str, source_ids: pa.Array) -> list[RecordOutcome]:
-        issues: dict[int, list[Issue]] = {}
-        for mask, code, message, column, sev in self._items:
-            for i in np.flatnonzero(mask).tolist():
-                msg = message if isinstance(message, str) else str(message[i])
-                issues.setdefault(i, []).append(Issue(code, msg, f"[{i}].{column}", sev))
+        """One outcome per row; each row's issues in the order the checks flagged them."""
         sids = source_ids.to_pylist()
         accepted = Status.ACCEPTED
-        with _gc_paused():  # 100k small objects: generational GC passes would double the cost
-            out = [RecordOutcome(i, resource_type, sids[i] or "", accepted, []) for i in range(self.n)]
-        for i, found in issues.items():
-            o = out[i]
-            o.issues = found
-            o.status = (
-                Status.REJECTED
-                if any(x.severity is Severity.ERROR for x in found)
-                else Status.ACCEPTED_WITH_WARNINGS
-            )
+        flagged = np.zeros(self.n, dtype=bool)
+        with gc_paused():  # 100k small objects: generational GC passes would double the cost
+            out = [RecordOutcome(i, resource_type, sid or "", accepted, []) for i, sid in enumerate(sids)]
+            for mask, code, message, column, sev in self._items:
+                flagged |= mask
+                rows = np.flatnonzero(mask).tolist()
+                texts = [message] * len(rows) if isinstance(message, str) else [str(message[i]) for i in rows]
+                suffix = f"].{column}"
+                for i, text in zip(rows, texts, strict=True):
+                    out[i].issues.append(Issue(code, text, f"[{i}{suffix}", sev))
+        rejected = self.rejected()
+        warned = flagged & ~rejected
+        for status, which in ((Status.ACCEPTED_WITH_WARNINGS, warned), (Status.REJECTED, rejected)):
+            for i in np.flatnonzero(which).tolist():
+                out[i].status = status
         return out
 
 

@@ -5,10 +5,11 @@ not the caller's fault as it should be) somewhere past ~1,000 levels, and code w
 document recurses as well. Real FHIR resources nest a few dozen levels at most, so deeper payloads
 are refused as invalid input before any parsing.
 
-The check works on the UTF-8 bytes at C speed: escaped backslashes and quotes are removed, then
-everything but quotes and brackets, then the (now bracket-free) string literals; what is left is
-the bracket sequence, whose running depth numpy sums. Multi-byte UTF-8 sequences never contain
-ASCII bytes, so no byte of a non-ASCII character is mistaken for a bracket or a quote.
+The check works on the UTF-8 bytes at C speed: escape sequences (a backslash and the character
+after it) are removed, then everything but quotes and brackets; in what is left a bracket lies in a
+string literal exactly when an odd number of quotes precede it, and numpy sums the running depth of
+the others. Multi-byte UTF-8 sequences never contain ASCII bytes, so no byte of a non-ASCII
+character is mistaken for a bracket, a quote or a backslash.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ MAX_JSON_DEPTH = 100
 
 _KEEP = b'"[]{}'
 _DROP = bytes(b for b in range(256) if b not in _KEEP)
-_STRINGS = re.compile(rb'"[^"]*"')
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # left to right, so "\\\"" is two escapes
+_QUOTE = ord('"')
 _STEP = np.zeros(256, np.int8)
 _STEP[list(b"[{")] = 1
 _STEP[list(b"]}")] = -1
@@ -37,9 +39,11 @@ def json_depth_exceeds(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
         return False
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    brackets = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _DROP)
-    brackets = _STRINGS.sub(b"", brackets)
-    if len(brackets) <= limit:
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    kept = np.frombuffer(data.translate(None, _DROP), np.uint8)  # quotes and brackets, in order
+    if len(kept) <= limit:
         return False
-    depth = np.cumsum(_STEP[np.frombuffer(brackets, np.uint8)], dtype=np.int64)
+    outside = (np.cumsum(kept == _QUOTE) & 1) == 0  # an even number of quotes before: not in a string
+    depth = np.cumsum(_STEP[kept] * outside, dtype=np.int64)
     return bool(depth.max(initial=0) > limit)

@@ -99,6 +99,11 @@ class SeirState:
         )
 
 
+def simd_available() -> bool:
+    """Whether the CPU engine runs its AVX-512 transitions here (this CPU has AVX-512 F and DQ)."""
+    return bool(_native.metapop_simd_available())
+
+
 def advance(
     graph: MobilityGraph,
     state: SeirState,
@@ -116,6 +121,7 @@ def advance(
     hosp_frac: float = 0.0,
     hosp_rate: float = 0.0,
     lookup_tables: bool = True,
+    simd: bool = True,
 ) -> np.ndarray:
     """Advance ``state`` in place by ``contact.shape[0]`` days; returns onsets per cell [n, runs].
 
@@ -123,7 +129,8 @@ def advance(
     multipliers and vaccination rates. With ``state.H``: a fraction ``hosp_frac`` of those leaving I
     enter H, which empties into R at ``hosp_rate`` per day. ``lookup_tables=False`` makes the CPU
     compute the values it otherwise looks up and visit the quiet regions it otherwise skips, as the
-    CUDA kernels do (the same bits; for tests).
+    CUDA kernels do (the same bits; for tests). ``simd=False`` keeps the CPU on its scalar transitions
+    where it would run the AVX-512 ones (``simd_available()``; the same bits; for tests and benchmarks).
     Raises ValueError / IndexError naming the argument.
     """
     if num_threads is not None and num_threads < 1:
@@ -159,6 +166,7 @@ def advance(
         hosp_frac=float(hosp_frac),
         hosp_rate=float(hosp_rate),
         lookup_tables=lookup_tables,
+        simd=simd,
     )
     state.day += sched[0].shape[0]
     return incidence

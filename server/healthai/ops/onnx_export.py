@@ -20,6 +20,7 @@ x T[N, F] or T[B, N, F])``, attribute ``reduce`` (``sum``/``mean``/``max``), out
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,12 @@ from onnxscript import opset18 as op
 
 import healthai.ops.torch_ops  # noqa: F401  (registers torch.ops.healthai.csr_aggregate)
 from healthai.ops.onnx_passes import rewrite_softplus
+
+# torch's exporter warns about each torchvision op when torchvision is absent (we never use it): four
+# lines per export that buried the CLI's output.
+QUIET_TORCH_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+for _name in QUIET_TORCH_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 __all__ = ["CUSTOM_DOMAIN", "CUSTOM_OPSET_VERSION", "OP_NAME", "STANDARD_OPSET", "export_onnx"]
 

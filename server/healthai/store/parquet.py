@@ -40,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
-from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog
+from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, write_part
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class ParquetStore:
                     files = [self._write(kind, today, sequence, batch_id, table)
                              for kind, (table, _) in fresh.items()]
                     for rel, table in rewrites.items():  # object stores: a PUT replaces atomically
-                        pq.write_table(table, f"{self.root}/{rel}", filesystem=self.filesystem)
+                        write_part(table, f"{self.root}/{rel}", self.filesystem)
                     break
                 claimed = self._commit_logged(fresh, today, sequence, batch_id, attempt, rewrites)
                 if claimed is not None:
@@ -378,10 +378,10 @@ class ParquetStore:
         directory = f"{self.root}/{rel_dir}"
         self.filesystem.create_dir(directory, recursive=True)  # not local: those have the log
         if self._direct:
-            pq.write_table(table, f"{directory}/{name}", filesystem=self.filesystem)
+            write_part(table, f"{directory}/{name}", self.filesystem)
         else:
             tmp = f"{directory}/.tmp-{name}"
-            pq.write_table(table, tmp, filesystem=self.filesystem)
+            write_part(table, tmp, self.filesystem)
             self.filesystem.move(tmp, f"{directory}/{name}")
         return f"{rel_dir}/{name}"
 

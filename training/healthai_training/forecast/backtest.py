@@ -10,8 +10,9 @@ Each period of the season after ``o`` is then forecast h steps ahead from the da
 
 Models: ``healthai`` (the ST-GNN with its own quantiles), ``healthai_stacked`` (the default forecaster
 of issue 12: ``stacking.fit_stack`` per horizon over the ST-GNN median and the baselines a fixed
-window can compute — ``origins.MEMBERS`` —, shrunk toward the best of them on the fit sets, with
-bands from out-of-sample residuals), and the baselines ``last_value``, ``lag52`` (lag one season),
+window can compute — ``origins.MEMBERS`` —, recent fit sets weighted more, shrunk toward the best
+of them on the fit sets, with bands from past residuals; ``seeds``: the ST-GNN is a seed ensemble),
+and the baselines ``last_value``, ``lag52`` (lag one season),
 ``seasonal_mean_2x5`` (same periods ±2 in the two prior seasons) and ``seasonal_naive_drift``, each
 calibrated from its own residuals on the same sets. Scores pooled over origins × periods × regions:
 RMSE and MAE of the point forecast (the ST-GNN's median, the stack, the baseline itself), WIS and
@@ -97,18 +98,19 @@ def _one_origin(
     val_start: int | None = None,
     end: int | None = None,
     cache_dir: Path | None = None,
+    seeds: tuple[int, ...] = (),
 ) -> None:
     """Train at ``origin``, fit the stack per horizon on its validation periods + every earlier
     origin's (out-of-sample) season, score the season after it into ``pooled`` (None: fit only)."""
     f = forecasts_at(data, cfg, origin, steps=cfg.horizons, val_start=val_start, end=end,
-                     val_fraction=VAL_FRACTION, cache_dir=cache_dir)
+                     val_fraction=VAL_FRACTION, cache_dir=cache_dir, seeds=seeds)
     levels = np.asarray(f.model.quantiles)
     for h in cfg.horizons:
         key, test, val = str(h), f.test[h], f.val.get(h)
         sets = ([val] if val is not None else []) + past.get(h, [])
         names = stack_members(test, val)
         usable = [x for x in sets if all(n in x.points for n in names)]
-        fit = fit_stack(usable, names, levels)
+        fit = fit_stack(usable, names, levels, season=data.season)
         weights.setdefault(key, []).append({"origin": origin, "fit_sets": len(usable), **fit.record()})
         past.setdefault(h, []).append(test)
         if pooled is None:
@@ -140,12 +142,14 @@ def run_backtest(
     first_seasons: int = 2,
     fixed_split: bool = False,
     cache_dir: Path | None = None,
+    seeds: tuple[int, ...] = (),
 ) -> dict:
     """Every origin, then scores per model and horizon (pooled); a model missing at some origin
     (a baseline without enough history) is scored only where every origin has it. ``fixed_split``:
     one scored origin at the test start of ``data.split`` (the papers' 50/20/30), validation = its
     validation part, test = everything after; the stack there also learns from the rolling origins
-    inside the data before the test start (exactly what ``healthai train forecast`` exports)."""
+    inside the data before the test start (exactly what ``healthai train forecast`` exports).
+    ``seeds`` (>= 2): the ST-GNN member is a seed ensemble (``ensemble.ForecastEnsemble``)."""
     pooled: dict[int, _Pooled] = {}
     weights: dict[str, list] = {}
     past: dict[int, list[FitSet]] = {}
@@ -154,9 +158,9 @@ def run_backtest(
         inner = inner_origins(test_start, config, data.season, first_seasons)
         for o in inner:
             _one_origin(data, o, config, None, {}, past, end=min(o + data.season, test_start),
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, seeds=seeds)
         _one_origin(data, test_start, config, pooled, weights, past, val_start=val_start, end=data.n_weeks,
-                    cache_dir=cache_dir)
+                    cache_dir=cache_dir, seeds=seeds)
         return {**_summary(data, config, [test_start], pooled, weights), "stack_origins": inner}
     origins = backtest_origins(data.n_weeks, data.season, first_seasons=first_seasons)
     if not origins:
@@ -173,7 +177,7 @@ def run_backtest(
             field="series",
         )
     for origin in origins:
-        _one_origin(data, origin, config, pooled, weights, past, cache_dir=cache_dir)
+        _one_origin(data, origin, config, pooled, weights, past, cache_dir=cache_dir, seeds=seeds)
     return _summary(data, config, origins, pooled, weights)
 
 

@@ -41,7 +41,8 @@ def card_section(d: DefaultForecaster) -> dict:
         "members": list(d.model.members),
         "weights_per_step": {str(s): d.fits[s].record() for s in steps},
         "calibration": "per-step residual quantiles (units of each region's training range) from "
-        "forward-chaining out-of-sample folds over the fit sets",
+        "forward-chaining out-of-sample folds over the fit sets and the final weights on every fit set",
+        "recency": "fit sets weighted 0.5 per season of age (weights, best member, shrinkage folds)",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,
@@ -83,6 +84,7 @@ def train_default(
     *,
     trainer: Trainer | None = None,
     cache_dir: Path | None = None,
+    seeds: tuple[int, ...] = (),
 ) -> DefaultForecaster:
     """Rolling origins inside the pre-test data, the final model at the test start, the stack."""
     val_start, test_start = epi_data.split_points(data.n_weeks, data.split)
@@ -91,11 +93,11 @@ def train_default(
     past: dict[int, list[FitSet]] = {}
     for o in origins:
         f = forecasts_at(data, cfg, o, steps=steps, end=min(o + data.season, test_start), trainer=trainer,
-                         cache_dir=cache_dir)
+                         cache_dir=cache_dir, seeds=seeds)
         for s in steps:
             past.setdefault(s, []).append(f.test[s])
     final = forecasts_at(data, cfg, test_start, steps=steps, val_start=val_start, end=data.n_weeks,
-                         trainer=trainer, cache_dir=cache_dir)
+                         trainer=trainer, cache_dir=cache_dir, seeds=seeds)
     levels = np.asarray(final.model.quantiles)
     names = None
     for s in steps:  # one member list for every step: those all sets of every step hold
@@ -105,7 +107,8 @@ def train_default(
     fits = {}
     for s in steps:
         sets = ([final.val[s]] if s in final.val else []) + past.get(s, [])
-        fits[s] = fit_stack([x for x in sets if all(n in x.points for n in names)], names, levels)
+        fits[s] = fit_stack([x for x in sets if all(n in x.points for n in names)], names, levels,
+                            season=data.season)
     model = StackedForecaster(
         final.model,
         members=tuple(names),

@@ -98,13 +98,20 @@ def forecasts_at(
     val_fraction: float = 0.2,
     trainer: Trainer | None = None,
     cache_dir: Path | None = None,
+    seeds: tuple[int, ...] = (),
 ) -> OriginForecasts:
-    """Train at ``origin`` (``trainer`` overrides the single-seed ST-GNN, e.g. an ensemble; not
-    cached) and collect the members' forecasts for ``steps``."""
+    """Train at ``origin`` (``trainer`` overrides the single-seed ST-GNN and is not cached; ``seeds``
+    (>= 2): a seed ensemble, each member cached like a single model) and collect the members'
+    forecasts for ``steps``."""
     end = min(origin + data.season, data.n_weeks) if end is None else end
     val_start = int((1 - val_fraction) * origin) if val_start is None else val_start
     sub = replace(data, series=data.series[:end], cuts=(val_start, origin))
-    if trainer is None:
+    if trainer is None and len(seeds) > 1:
+        from healthai_training.forecast.ensemble import ForecastEnsemble
+
+        trained = [_train_cached(sub, replace(cfg, seed=s), cache_dir) for s in seeds]
+        model, best_epoch, curve = ForecastEnsemble([t[0] for t in trained]), trained[0][1], trained[0][2]
+    elif trainer is None:
         model, best_epoch, curve = _train_cached(sub, cfg, cache_dir)
     else:
         model, best_epoch, curve = trainer(sub, cfg), None, None

@@ -2,16 +2,22 @@
 
 - ``fit_weights``: convex weights (>= 0, sum 1) over point forecasts minimising squared error.
 - ``fit_stack``: per horizon, the convex least-squares weights over the members (the ST-GNN's median
-  and the seasonal baselines) shrunk toward the member baseline that was best on the fit periods:
-  ``w = λ·e_best + (1 − λ)·w_ls``. λ comes from a grid by forward-chaining cross-validation over the
-  fit sets (each set scored with weights fitted on the sets that end before it starts); with no such
-  fold λ = ``DEFAULT_SHRINKAGE``. The bands are calibrated from the same folds' out-of-sample
-  residuals (in-sample residuals only when there is no fold): ``q_l = point + Q_l(residual / range)
-  × range`` per region (``range`` = the region's training range), clamped at 0.
+  and the seasonal baselines) shrunk toward the member (any, the ST-GNN included) that was best on
+  the fit periods: ``w = λ·e_best + (1 − λ)·w_ls``. λ comes from a grid by forward-chaining
+  cross-validation over the fit sets (each set scored with weights fitted on the sets that end
+  before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the best member alone: no
+  out-of-sample evidence for anything else). Recency: a fit set one season older than the newest
+  counts ``RECENCY`` times as much in the least squares, in choosing the best member and in the
+  folds' errors (members change as the training data grow; seasons differ). The bands are calibrated
+  from the folds' out-of-sample residuals plus the final weights' residuals on every fit set:
+  ``q_l = point + Q_l(residual / range) × range`` per region (``range`` = the region's training
+  range), clamped at 0.
 - ``calibrate``: that band for any point forecast from its own residuals (the baselines' bands).
 
-Nothing here was tuned on a data set: the grid, the default and the tie rule (more shrinkage wins a
-tie) are fixed a priori, the same for every series.
+Nothing here was tuned on a data set: the grid, the tie rule (more shrinkage wins a tie) and
+``RECENCY`` are the same for every series. Disclosure: the fifth session chose the shrink target (any
+member), the recency weighting, λ = 1 without a fold and the band residual pool after seeing the
+dev sets' rolling-origin tables (training/RESULTS.md, "Issue 12, fifth session").
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 SHRINKAGE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-DEFAULT_SHRINKAGE = 0.5  # no fold to choose on: halfway between the fitted stack and the best baseline
+DEFAULT_SHRINKAGE = 1.0  # no fold to choose on: the member best on the fit sets
+RECENCY = 0.5  # weight of a fit set per season of age (half-life one season)
 
 
 @dataclass
@@ -42,7 +49,7 @@ class StackFit:
     names: list[str]
     weights: np.ndarray  # [K] convex
     shrinkage: float
-    best: str | None  # the baseline shrunk toward
+    best: str | None  # the member shrunk toward
     offsets: np.ndarray  # [Q] residual quantiles in units of the region range
     folds: int  # cross-validation folds behind the shrinkage and the offsets
 
@@ -57,11 +64,14 @@ class StackFit:
                 "weights": dict(zip(self.names, self.weights.round(4).tolist(), strict=True))}
 
 
-def fit_weights(components: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``components`` [P, K] point forecasts, ``y`` [P] → convex weights [K] (least squares)."""
+def fit_weights(components: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """``components`` [P, K] point forecasts, ``y`` [P] → convex weights [K] (weighted least squares)."""
     k = components.shape[1]
     if k == 1:
         return np.ones(1)
+    if sample_weight is not None:
+        root = np.sqrt(np.asarray(sample_weight, float))
+        components, y = components * root[:, None], y * root
     scale = max(float(np.mean(y**2)), 1e-12)
 
     def loss(w: np.ndarray) -> float:
@@ -82,22 +92,24 @@ def fit_weights(components: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def _matrix(sets: list[FitSet], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def recency(sets: list[FitSet], season: int) -> np.ndarray:
+    """Per-set weight ``RECENCY ** (seasons between its end and the newest set's end)``."""
+    last = max(s.end for s in sets)
+    return np.array([RECENCY ** ((last - s.end) / max(season, 1)) for s in sets])
+
+
+def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.concatenate([np.stack([s.points[n].ravel() for n in names], 1) for s in sets])
-    return x, np.concatenate([s.y.ravel() for s in sets])
+    w = np.concatenate([np.full(s.y.size, a) for s, a in zip(sets, recency(sets, season), strict=True)])
+    return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
-def _shrunk(sets: list[FitSet], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(least-squares convex weights, one-hot of the best baseline member) fitted on ``sets``."""
-    x, y = _matrix(sets, names)
-    w_ls = fit_weights(x, y)
-    base = [i for i, n in enumerate(names) if n != "healthai"]
+def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray]:
+    """(least-squares convex weights, one-hot of the best member) fitted on ``sets``, recency-weighted."""
+    x, y, w = _matrix(sets, names, season)
+    w_ls = fit_weights(x, y, w)
     onehot = np.zeros(len(names))
-    if base:
-        mse = ((x[:, base] - y[:, None]) ** 2).mean(axis=0)
-        onehot[base[int(np.argmin(mse))]] = 1.0
-    else:
-        onehot = w_ls
+    onehot[int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))] = 1.0
     return w_ls, onehot
 
 
@@ -105,34 +117,36 @@ def _scaled_residuals(point: np.ndarray, s: FitSet) -> np.ndarray:
     return ((s.y - point) / np.maximum(np.asarray(s.scale, float), 1e-6)[None, :]).ravel()
 
 
-def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray) -> StackFit:
-    """Per-horizon stack over ``names`` (every set must hold them) with shrinkage and bands."""
+def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: int = 52) -> StackFit:
+    """Per-horizon stack over ``names`` (every set must hold them) with shrinkage and bands;
+    ``season`` (periods) is the unit of the recency weighting."""
     sets = sorted(sets, key=lambda s: (s.start, s.end))
+
+    def members(s: FitSet) -> np.ndarray:
+        return np.stack([s.points[n] for n in names], -1)
+
     folds = []  # (held-out set, weights fitted on the sets that end before it starts)
     for held in sets:
         before = [s for s in sets if s.end <= held.start]
         if before:
-            folds.append((held, *_shrunk(before, names)))
+            folds.append((held, *_shrunk(before, names, season)))
+    residuals = []
     if folds:
-        errors = []
-        for lam in SHRINKAGE_GRID:
-            sq = [((np.stack([h.points[n] for n in names], -1) @ (lam * b + (1 - lam) * w)) - h.y) ** 2
-                  for h, w, b in folds]
-            errors.append(float(np.sum([e.sum() for e in sq])))
+        age = recency([h for h, _, _ in folds], season)
+        errors = [float(sum(a * (((members(h) @ (lam * b + (1 - lam) * w)) - h.y) ** 2).sum()
+                            for a, (h, w, b) in zip(age, folds, strict=True)))
+                  for lam in SHRINKAGE_GRID]
         lam = max(lam for lam, e in zip(SHRINKAGE_GRID, errors, strict=True) if e <= min(errors) * (1 + 1e-9))
-        residuals = np.concatenate([
-            _scaled_residuals(np.stack([h.points[n] for n in names], -1) @ (lam * b + (1 - lam) * w), h)
-            for h, w, b in folds])
+        residuals = [_scaled_residuals(members(h) @ (lam * b + (1 - lam) * w), h) for h, w, b in folds]
     else:
         lam = DEFAULT_SHRINKAGE
-    w_ls, onehot = _shrunk(sets, names)
+    w_ls, onehot = _shrunk(sets, names, season)
     weights = lam * onehot + (1 - lam) * w_ls
     weights = weights / weights.sum()
-    if not folds:
-        residuals = np.concatenate([
-            _scaled_residuals(np.stack([s.points[n] for n in names], -1) @ weights, s) for s in sets])
-    best = names[int(np.argmax(onehot))] if any(n != "healthai" for n in names) else None
-    return StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
+    residuals += [_scaled_residuals(members(s) @ weights, s) for s in sets]
+    best = names[int(np.argmax(onehot))]
+    return StackFit(list(names), weights, float(lam), best, np.quantile(np.concatenate(residuals), levels),
+                    len(folds))
 
 
 def _bands(point: np.ndarray, offsets: np.ndarray, scale: np.ndarray) -> np.ndarray:
