@@ -49,8 +49,9 @@ class ServingSettings(BaseModel):
     busy_batch_window_us: float = Field(default=2000.0, ge=0.0)
     # ... and when the loop goes idle meanwhile, the batch still waits this long for more calls (a
     # loaded server's loop pauses briefly while its callers are between calls; only a loop that was
-    # busy since the previous arrival gathers, so a lone caller never pays it). One value tried (150 µs)
-    # on the dev machine at concurrency 32, not fitted to any data set.
+    # busy since the previous arrival gathers, so a lone caller never pays it). A new call restarts it;
+    # it ends once the batch is as large as the largest of the model's last 8 gathered batches. 150 µs
+    # and 300 µs tried on the dev machine at concurrency 4 and 32 (same result), not fitted to any data set.
     busy_batch_idle_grace_us: float = Field(default=150.0, ge=0.0)
     # Patients per Risk.Score call; larger batches run alone (not coalesced) but must stay under this.
     max_patients_per_request: int = Field(default=10_000, ge=1)

@@ -6,8 +6,10 @@ delays nobody: the loop is busy either way. Once the loop would sit idle, the ba
 once. ``asyncio`` has no such signal, so the server's loop uses :class:`IdleSelector`: just before a
 ``select`` that may block (a timeout other than 0) it runs the callbacks registered with
 ``call_when_idle``, then polls without blocking (they may have made work ready). A callback may ask
-for a grace: the loop first waits that long for I/O (busy turns in between restart the wait) — a
-loaded server's loop pauses briefly while its callers are between calls. It also counts the
+for a grace: once the loop has nothing to run, it first waits that long for I/O — a loaded server's
+loop pauses briefly while its callers are between calls. Only ``restart_grace`` (a new call came)
+restarts the wait: other busy turns (the completions of calls already answered) do not, or a few
+closed-loop callers, all already waiting, would wait the whole window for nobody. It also counts the
 waits that may block, so the scheduler can tell whether the loop has been busy without a break since
 an earlier moment (``idle_waits`` unchanged).
 
@@ -42,8 +44,19 @@ class IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     def call_when_idle(self, callback: Callable[[], None], grace_s: float = 0.0) -> None:
         """Runs ``callback()`` once, on the loop thread, the next time the loop has had nothing to
         run for ``grace_s`` (0: at once)."""
-        self._grace = grace_s if not self._on_idle else min(self._grace, grace_s)
+        if not self._on_idle:
+            self._grace, self._idle_since = grace_s, 0.0
+        else:
+            self._grace = min(self._grace, grace_s)
         self._on_idle.append(callback)
+
+    def restart_grace(self) -> None:
+        """Company came: the waiting callbacks' grace starts again at the loop's next idle moment."""
+        self._idle_since = 0.0
+
+    def end_grace(self) -> None:
+        """No more company is expected: the waiting callbacks run at the loop's next idle moment."""
+        self._grace = 0.0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None or timeout > 0:
@@ -64,8 +77,6 @@ class IdleSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
                 timeout = 0  # the callbacks may have made work ready: poll, do not wait
             else:
                 self.idle_waits += 1
-        else:
-            self._idle_since = 0.0
         return super().select(timeout)  # type: ignore[no-any-return]
 
 

@@ -13,8 +13,10 @@ On a busy event loop (the server's loop, ``idle.new_event_loop``, has had no mom
 run since the previous request arrived) a request that would run inline waits for company instead:
 grpc.aio hands the loop one new call per turn, so company only comes over many turns. It runs once
 the loop has been idle for ``idle_grace_us`` (a loaded server's loop pauses while its callers are
-between calls), when the batch is full, or after ``busy_window_us`` (at least the model's
-max_queue_delay), whichever comes first. The wait costs no throughput — the loop has other calls to
+between calls; a new call restarts the grace, other busy turns do not, and a batch as large as the
+largest recent one ends it: with a few closed-loop callers nobody is left to come), when the batch is
+full, or after ``busy_window_us`` (at least the model's max_queue_delay), whichever comes first.
+The wait costs no throughput — the loop has other calls to
 serve — and one execution serves many calls. A loop that waited for I/O since the previous arrival
 (a lone caller, light load) never holds a request back. Such a batch runs on the loop when its
 estimate fits ``busy_window_us`` (not only ``inline_max_us``): on a saturated loop, handing it to a
@@ -170,7 +172,8 @@ class Scheduler:
         self._idle = idle.selector_of(loop)  # None: never hold a request back for company
         self._idle_seen = -1  # the loop's idle-wait count at the previous arrival
         self._gather: asyncio.TimerHandle | None = None  # a batch is gathering (its delay bound)
-        self._gather_rows = 0
+        self._gather_rows = self._gather_count = 0
+        self._recent_sizes: collections.deque[int] = collections.deque(maxlen=8)  # requests per gather
         self._idle_hook = False  # our flush is registered to run when the loop goes idle
         self._threads = ExecutionThreads(loop, instances, f"{runtime.name}-v{runtime.version}")
         self._workers = [loop.create_task(self._work()) for _ in range(instances)]
@@ -196,9 +199,7 @@ class Scheduler:
         busy = self._busy_since_last_arrival()
         try:
             if self._gather is not None:  # joins the batch being gathered
-                self._gather_rows += request.batch_size
-                if self._gather_rows >= self.max_batch_size:
-                    self._flush()
+                self._join_gather(request.batch_size)
             elif self._free > 0 and len(self._queue) == 1 and busy and self.batching \
                     and self.busy_window_s and self._inline_ok(request.batch_size):
                 self._free -= 1  # the loop is busy: wait for company until it would go idle
@@ -245,10 +246,24 @@ class Scheduler:
         """With a slot taken: the queued request waits for company while the loop is busy — until
         the loop would go idle, the batch is full, or the busy window passed, whichever comes first."""
         self._gather = loop.call_at(loop.time() + self.busy_window_s, self._flush)
-        self._gather_rows = rows
+        self._gather_rows, self._gather_count = rows, 1
         if not self._idle_hook and self._idle is not None:
             self._idle_hook = True
             self._idle.call_when_idle(self._on_idle, self.idle_grace_s)
+
+    def _join_gather(self, rows: int) -> None:
+        """A request joined the gathering batch: it runs when full; the idle grace starts again, or
+        ends once the batch is as large as the largest of the recent ones (with a few closed-loop
+        callers, everyone who could come has come)."""
+        self._gather_rows += rows
+        self._gather_count += 1
+        if self._gather_rows >= self.max_batch_size:
+            self._flush()
+        elif self._idle is not None:
+            if self._gather_count >= max(self._recent_sizes, default=self.max_batch_size):
+                self._idle.end_grace()
+            else:
+                self._idle.restart_grace()
 
     def _on_idle(self) -> None:
         self._idle_hook = False
@@ -260,6 +275,7 @@ class Scheduler:
             return
         self._gather.cancel()
         self._gather = None
+        self._recent_sizes.append(self._gather_count)
         batch: list[_Pending] = []
         self._take(self._loop, batch, 0)
         if batch:  # on a busy loop a thread hand-off costs the loop more than running it here
