@@ -16,8 +16,8 @@ the loop has been idle for ``idle_grace_us`` (a loaded server's loop pauses whil
 between calls; a new call restarts the grace, other busy turns do not, and a batch as large as the
 largest recent one ends it: with a few closed-loop callers nobody is left to come), when the batch is
 full, or after ``busy_window_us`` (at least the model's max_queue_delay), whichever comes first.
-The wait costs no throughput — the loop has other calls to
-serve — and one execution serves many calls. A loop that waited for I/O since the previous arrival
+The wait costs no throughput — the loop has other calls to serve — and one execution serves many
+calls. A loop that waited for I/O since the previous arrival
 (a lone caller, light load) never holds a request back. Such a batch runs on the loop when its
 estimate fits ``busy_window_us`` (not only ``inline_max_us``): on a saturated loop, handing it to a
 thread cost more loop CPU than running it (measured with Risk.Score at concurrency 32).
