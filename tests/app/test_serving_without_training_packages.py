@@ -19,7 +19,6 @@ from healthai.serving.risk.card import example_patient
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc, ingest_pb2, ingest_pb2_grpc, risk_pb2, risk_pb2_grpc
 
-FHIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fhir"
 BLOCKED = ("torch", "opacus", "matplotlib", "onnxscript", "healthai_training")
 
 # Loaded at interpreter start (sitecustomize on PYTHONPATH): any import of a blocked package fails,
@@ -46,12 +45,13 @@ def blocked_env(tmp_path: Path) -> dict[str, str]:
             "HEALTHAI_LOG_LEVEL": "WARNING"}
 
 
-def test_serve_ingest_score_forecast_without_training_packages(blocked_env, tmp_path: Path) -> None:
+def test_serve_ingest_score_forecast_without_training_packages(blocked_env, tmp_path: Path,
+                                                                shared_data: Path) -> None:
     proc, port = start_server_process(["--dev", "--store-uri", str(tmp_path / "store")], env=blocked_env,
                                       timeout=120)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            bundle = sorted(FHIR.glob("*.json"))[0].read_bytes()
+            bundle = sorted((shared_data / "fhir").glob("*.json"))[0].read_bytes()
             receipt = ingest_pb2_grpc.IngestStub(channel).IngestBatch(ingest_pb2.IngestRequest(
                 source="no-torch-test", fhir=ingest_pb2.FhirPayload(json=bundle)), timeout=60)
             assert receipt.accepted > 0
