@@ -81,9 +81,10 @@ class Spinner:
         await self.task
 
 
-def scheduler_for(model: OnnxModel, busy_window_us: float = 1.0) -> Scheduler:
+def scheduler_for(model: OnnxModel, busy_window_us: float = 1.0, idle_grace_us: float = 0.0) -> Scheduler:
     """The busy window defaults to 1 µs here: the model's max_queue_delay (larger) is the bound."""
-    scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=busy_window_us)
+    scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=busy_window_us,
+                          idle_grace_us=idle_grace_us)
     for _ in range(ExecutionCost.MIN_SAMPLES):  # measured cheap: runs on the loop
         scheduler.cost.add(1, 1_000)
         scheduler.cost.add(4, 4_000)
@@ -352,11 +353,7 @@ def test_idle_grace_lets_a_call_that_arrives_soon_join_the_batch(tmp_path: Path)
     runs = Runs(model)
 
     async def scenario(grace_us: float) -> float:
-        scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=1.0,
-                              idle_grace_us=grace_us)
-        for _ in range(ExecutionCost.MIN_SAMPLES):
-            scheduler.cost.add(1, 1_000)
-            scheduler.cost.add(4, 4_000)
+        scheduler = scheduler_for(model, idle_grace_us=grace_us)
         loop = asyncio.get_running_loop()
         spinner = Spinner()
         try:
@@ -387,11 +384,7 @@ def test_busy_turns_without_new_calls_do_not_restart_the_grace(tmp_path: Path) -
     runs = Runs(model)
 
     async def scenario() -> tuple[float, float]:
-        scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=1.0,
-                              idle_grace_us=50_000)
-        for _ in range(ExecutionCost.MIN_SAMPLES):
-            scheduler.cost.add(1, 1_000)
-            scheduler.cost.add(4, 4_000)
+        scheduler = scheduler_for(model, idle_grace_us=50_000)
         loop = asyncio.get_running_loop()
         spinner = Spinner()
         trickle_end = loop.time() + 1.0
@@ -422,11 +415,7 @@ def test_batch_as_large_as_the_recent_ones_runs_at_the_first_idle_moment(tmp_pat
     runs = Runs(model)
 
     async def scenario() -> float:
-        scheduler = Scheduler(model, max_queue=64, inline_max_us=1e6, busy_window_us=1.0,
-                              idle_grace_us=5_000_000)
-        for _ in range(ExecutionCost.MIN_SAMPLES):
-            scheduler.cost.add(1, 1_000)
-            scheduler.cost.add(4, 4_000)
+        scheduler = scheduler_for(model, idle_grace_us=5_000_000)
         loop = asyncio.get_running_loop()
         spinner = Spinner()
         try:
