@@ -9,7 +9,8 @@ once. ``asyncio`` has no such signal, so the server's loop uses :class:`IdleSele
 for a grace: once the loop has nothing to run, it first waits that long for I/O — a loaded server's
 loop pauses briefly while its callers are between calls. Only ``restart_grace`` (a new call came)
 restarts the wait: other busy turns (the completions of calls already answered) do not, or a few
-closed-loop callers, all already waiting, would wait the whole window for nobody. It also counts the
+closed-loop callers, all already waiting, would wait the whole window for nobody. (The wait is an
+epoll wait: whole milliseconds, rounded up, as for asyncio's own timers.) It also counts the
 waits that may block, so the scheduler can tell whether the loop has been busy without a break since
 an earlier moment (``idle_waits`` unchanged).
 
