@@ -431,3 +431,29 @@ def test_batch_as_large_as_the_recent_ones_runs_at_the_first_idle_moment(tmp_pat
     elapsed = on_server_loop(scenario)
     assert runs.rows == [1, 2, 2]
     assert elapsed < 1.0  # neither the 5 s grace nor the 2 s window was waited out
+
+
+def test_lone_caller_on_a_busy_loop_stops_paying_the_grace(tmp_path: Path) -> None:
+    """One caller awaiting each answer before its next call, answered without the loop waiting for
+    I/O in between (as when other work keeps it busy): its first gathered request finds no company
+    and waits out the bound; from then on its batches stay single, so each runs at the loop's first
+    idle moment instead of a grace later."""
+    model = load(tmp_path, delay_us=300_000)  # the window: the first gathered request waits it out
+    runs = Runs(model)
+
+    async def scenario() -> float:
+        scheduler = scheduler_for(model, idle_grace_us=5_000_000)
+        loop = asyncio.get_running_loop()
+        try:
+            for x in rows(2):  # the first runs at once; the second gathers alone until the window
+                await scheduler.infer(InferRequest({"features": x}))
+            started = loop.time()
+            for x in rows(8, seed=1):
+                await scheduler.infer(InferRequest({"features": x}))
+            return loop.time() - started
+        finally:
+            await scheduler.close()
+
+    elapsed = on_server_loop(scenario)
+    assert runs.rows == [1] * 10
+    assert elapsed < 1.0  # not 8 x the 300 ms window (nor the 5 s grace)

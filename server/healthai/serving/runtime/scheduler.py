@@ -247,23 +247,29 @@ class Scheduler:
         the loop would go idle, the batch is full, or the busy window passed, whichever comes first."""
         self._gather = loop.call_at(loop.time() + self.busy_window_s, self._flush)
         self._gather_rows, self._gather_count = rows, 1
-        if not self._idle_hook and self._idle is not None:
-            self._idle_hook = True
-            self._idle.call_when_idle(self._on_idle, self.idle_grace_s)
+        if self._idle is not None:
+            if not self._idle_hook:
+                self._idle_hook = True
+                self._idle.call_when_idle(self._on_idle, self.idle_grace_s)
+            self._pace_grace(self._idle)
 
     def _join_gather(self, rows: int) -> None:
-        """A request joined the gathering batch: it runs when full; the idle grace starts again, or
-        ends once the batch is as large as the largest of the recent ones (with a few closed-loop
-        callers, everyone who could come has come)."""
+        """A request joined the gathering batch: it runs when full, else see ``_pace_grace``."""
         self._gather_rows += rows
         self._gather_count += 1
         if self._gather_rows >= self.max_batch_size:
             self._flush()
         elif self._idle is not None:
-            if self._gather_count >= max(self._recent_sizes, default=self.max_batch_size):
-                self._idle.end_grace()
-            else:
-                self._idle.restart_grace()
+            self._pace_grace(self._idle)
+
+    def _pace_grace(self, selector: idle.IdleSelector) -> None:
+        """The idle grace ends once the gathering batch is as large as the largest of the recent ones
+        (with a few closed-loop callers everyone who could come has come; a lone caller on a loop kept
+        busy by other work finds no company), else it starts again (a new call came)."""
+        if self._gather_count >= max(self._recent_sizes, default=self.max_batch_size):
+            selector.end_grace()
+        else:
+            selector.restart_grace()
 
     def _on_idle(self) -> None:
         self._idle_hook = False
