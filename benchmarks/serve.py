@@ -154,25 +154,22 @@ def prepare_repository(source: Path, work: Path, names: list[str]) -> tuple[Path
 
 
 # -- load generation ------------------------------------------------------------------------------
-def rpc(stub_cls: type, method: str, request: object) -> Callable[[grpc.Channel], Callable[[], object]]:
-    """channel -> a no-argument call of ``stub.method(request)`` (blocking or aio, as the channel)."""
-    def bind(channel: grpc.Channel) -> Callable[[], object]:
-        call = getattr(stub_cls(channel), method)
-        return lambda: call(request)
-
-    return bind
-
-
 def rpc_cycle(stub_cls: type, method: str,
               requests: list[object]) -> Callable[[grpc.Channel], Callable[[], object]]:
-    """Like :func:`rpc`, each call sending the next of ``requests`` (distinct patients: batches then
-    hold distinct rows, which the risk task's de-duplication cannot fold into one)."""
+    """channel -> a no-argument call of ``stub.method``, each call sending the next of ``requests``
+    (blocking or aio, as the channel). Distinct patients in turn: batches then hold distinct rows,
+    which the risk task's de-duplication cannot fold into one."""
     def bind(channel: grpc.Channel) -> Callable[[], object]:
         call = getattr(stub_cls(channel), method)
         cycle = itertools.cycle(requests)
         return lambda: call(next(cycle))
 
     return bind
+
+
+def rpc(stub_cls: type, method: str, request: object) -> Callable[[grpc.Channel], Callable[[], object]]:
+    """:func:`rpc_cycle` of one request."""
+    return rpc_cycle(stub_cls, method, [request])
 
 
 def latency_pairs(port: int, calls: dict[str, Callable[[grpc.Channel], Callable[[], object]]],

@@ -17,10 +17,10 @@ between calls; a new call restarts the grace, other busy turns do not, and a bat
 largest recent one ends it: with a few closed-loop callers nobody is left to come), when the batch is
 full, or after ``busy_window_us`` (at least the model's max_queue_delay), whichever comes first.
 The wait costs no throughput — the loop has other calls to serve — and one execution serves many
-calls. A loop that waited for I/O since the previous arrival
-(a lone caller, light load) never holds a request back. Such a batch runs on the loop when its
-estimate fits ``busy_window_us`` (not only ``inline_max_us``): on a saturated loop, handing it to a
-thread cost more loop CPU than running it (measured with Risk.Score at concurrency 32).
+calls. A loop that waited for I/O since the previous arrival (a lone caller, light load) never
+holds a request back. Such a batch runs on the loop when its estimate fits ``busy_window_us`` (not
+only ``inline_max_us``): on a saturated loop, handing it to a thread cost more loop CPU than running
+it (measured with Risk.Score at concurrency 32).
 
 Where a batch executes (adaptive, per model version): on the event loop when it is small enough —
 our own ONNX Runtime execute, and its rows' measured cost (moving averages of one-row executions and
@@ -172,7 +172,7 @@ class Scheduler:
         self._idle = idle.selector_of(loop)  # None: never hold a request back for company
         self._idle_seen = -1  # the loop's idle-wait count at the previous arrival
         self._gather: asyncio.TimerHandle | None = None  # a batch is gathering (its delay bound)
-        self._gather_rows = self._gather_count = 0
+        self._gather_rows = 0  # rows queued for it (the queue holds exactly its requests)
         self._recent_sizes: collections.deque[int] = collections.deque(maxlen=8)  # requests per gather
         self._idle_hook = False  # our flush is registered to run when the loop goes idle
         self._threads = ExecutionThreads(loop, instances, f"{runtime.name}-v{runtime.version}")
@@ -246,7 +246,7 @@ class Scheduler:
         """With a slot taken: the queued request waits for company while the loop is busy — until
         the loop would go idle, the batch is full, or the busy window passed, whichever comes first."""
         self._gather = loop.call_at(loop.time() + self.busy_window_s, self._flush)
-        self._gather_rows, self._gather_count = rows, 1
+        self._gather_rows = rows
         if self._idle is not None:
             if not self._idle_hook:
                 self._idle_hook = True
@@ -256,7 +256,6 @@ class Scheduler:
     def _join_gather(self, rows: int) -> None:
         """A request joined the gathering batch: it runs when full, else see ``_pace_grace``."""
         self._gather_rows += rows
-        self._gather_count += 1
         if self._gather_rows >= self.max_batch_size:
             self._flush()
         elif self._idle is not None:
@@ -266,7 +265,7 @@ class Scheduler:
         """The idle grace ends once the gathering batch is as large as the largest of the recent ones
         (with a few closed-loop callers everyone who could come has come; a lone caller on a loop kept
         busy by other work finds no company), else it starts again (a new call came)."""
-        if self._gather_count >= max(self._recent_sizes, default=self.max_batch_size):
+        if len(self._queue) >= max(self._recent_sizes, default=self.max_batch_size):
             selector.end_grace()
         else:
             selector.restart_grace()
@@ -281,10 +280,10 @@ class Scheduler:
             return
         self._gather.cancel()
         self._gather = None
-        self._recent_sizes.append(self._gather_count)
         batch: list[_Pending] = []
         self._take(self._loop, batch, 0)
         if batch:  # on a busy loop a thread hand-off costs the loop more than running it here
+            self._recent_sizes.append(len(batch))
             self._start(batch, budget_ns=self.busy_window_s * 1e9)
         else:
             self._release()
