@@ -23,6 +23,7 @@ import torch
 
 from healthai.ops.onnx_export import QUIET_TORCH_LOGGERS  # noqa: F401  (silences torchvision notices)
 from healthai_training.common import code_version, utc_now, write_json
+from healthai_training.risk.model import CalibratedRisk
 
 logger = logging.getLogger(__name__)
 OPSET = 17
@@ -157,8 +158,9 @@ def export_risk(
     n = len(features)
     vdir = Path(repo) / name / str(version)
     vdir.mkdir(parents=True, exist_ok=True)
+    exported = model.folded() if isinstance(model, CalibratedRisk) else model
     export_onnx(
-        model, torch.zeros(2, n), vdir / "model.onnx", input_name="features", output_name="probability"
+        exported, torch.zeros(2, n), vdir / "model.onnx", input_name="features", output_name="probability"
     )
     rng = np.random.default_rng(0)
     baseline = np.array([f["baseline"] for f in features], np.float32)

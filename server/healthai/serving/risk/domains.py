@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter, le
+from operator import gt, itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,18 @@ def _num(v: float) -> str:
     return f"{float(v):g}"
 
 
+def tuple_getter(indices: Sequence[int]) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """``row -> tuple(row[i] for i in indices)`` in C (``itemgetter``; it returns a bare value for one
+    index, so that case is wrapped)."""
+    idx = [int(i) for i in indices]
+    if len(idx) == 1:
+        only = idx[0]
+        return lambda row: (row[only],)
+    if not idx:
+        return lambda row: ()
+    return itemgetter(*idx)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Derived:
     column: int
@@ -61,11 +73,11 @@ class Derived:
     fn: Callable[[np.ndarray], np.ndarray]
     # source values -> expected value, for lone patients: few distinct ages / Charlson patterns
     memo: dict[tuple[float, ...], float] = field(default_factory=dict, compare=False)
-    sources_list: list[int] = field(init=False, compare=False)  # ``sources`` as Python ints
+    key_of: Callable[[Sequence[float]], tuple[float, ...]] = field(init=False, compare=False)
 
     def expected_one(self, row: list[float]) -> float:
         """The expected value for one patient's row (Python floats, card order)."""
-        key = tuple([row[c] for c in self.sources_list])
+        key = self.key_of(row)
         value = self.memo.get(key)
         if value is None:
             value = float(self.fn(np.array([key], np.float64))[0])
@@ -74,7 +86,7 @@ class Derived:
         return value
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sources_list", self.sources.tolist())
+        object.__setattr__(self, "key_of", tuple_getter(self.sources.tolist()))
 
 
 class FeatureDomains:
@@ -115,10 +127,10 @@ class FeatureDomains:
         # The same rules as Python lists, for one patient (the latency floor): a dozen NumPy calls on
         # a one-row array cost more than comparing a few dozen Python floats.
         self._lo1, self._hi1 = self.lo.tolist(), self.hi.tolist()
-        whole1 = self.whole.tolist()  # itemgetter of one index returns a value, not a tuple
-        self._whole_of = itemgetter(*whole1) if len(whole1) > 1 else lambda row: [row[j] for j in whole1]
-        self._groups1 = [(cols.tolist(), rule == "exactly_one") for _, cols, rule in groups]
-        self._implies1 = [(int(a), int(b)) for a, b in implies]
+        self._whole_of = tuple_getter(self.whole.tolist())
+        self._groups1 = [(tuple_getter(cols.tolist()), rule == "exactly_one") for _, cols, rule in groups]
+        self._implies_if = tuple_getter([a for a, _ in implies])
+        self._implies_then = tuple_getter([b for _, b in implies])
 
     def check(self, x: np.ndarray, what: str = "features") -> None:
         """Raises InvalidInput naming ``what[patient].feature`` for the first violation in ``x`` [n, F]
@@ -145,8 +157,8 @@ class FeatureDomains:
                 and all(map(float.is_integer, self._whole_of(row)))):
             self._raise_value(x, what)
         # flags are now 0 or 1: group sums and implications are exact in any precision
-        if any(not (exactly_one <= sum(row[c] for c in cols) <= 1) for cols, exactly_one in self._groups1) \
-                or any(row[a] > row[b] for a, b in self._implies1):
+        if any(not (exactly_one <= sum(flags(row)) <= 1) for flags, exactly_one in self._groups1) \
+                or any(map(gt, self._implies_if(row), self._implies_then(row))):
             sums = np.add.reduceat(np.take(x, self.k_cols, axis=1) * self.k_sign, self.k_starts, axis=1)
             self._raise_combination(x, sums, what)
         for d in self.derived:

@@ -187,21 +187,23 @@ class Scheduler:
         if self._closed:
             self.stats.fail.add(0)
             raise NotReady(f"model {self.runtime.name!r} version {self.runtime.version} is unloading")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        pending = _Pending(request, loop.create_future(), None if timeout is None else now + timeout)
         if len(self._queue) >= self.max_queue:
-            self.stats.record_failure(pending.enqueued_ns)
+            self.stats.record_failure(time.perf_counter_ns())
             raise Overloaded(f"model {self.runtime.name!r} version {self.runtime.version}: queue is full "
                              f"({self.max_queue} requests waiting); retry later")
         self._arrivals += 1
-        self._queue.append(pending)
         busy = self._busy_since_last_arrival()
+        gather = busy and self.batching and self.busy_window_s
+        if not self._queue and self._free > 0 and not gather and (timeout is None or timeout > 0) \
+                and self._inline_ok(request.batch_size):
+            return self._run_now(request, time.perf_counter_ns())  # idle and cheap: here and now
+        loop = asyncio.get_running_loop()
+        pending = _Pending(request, loop.create_future(), None if timeout is None else loop.time() + timeout)
+        self._queue.append(pending)
         try:
             if self._gather is not None:  # joins the batch being gathered
                 self._join_gather(request.batch_size)
-            elif self._free > 0 and len(self._queue) == 1 and busy and self.batching \
-                    and self.busy_window_s and self._inline_ok(request.batch_size):
+            elif self._free > 0 and len(self._queue) == 1 and gather and self._inline_ok(request.batch_size):
                 self._free -= 1  # the loop is busy: wait for company until it would go idle
                 self._start_gather(loop, request.batch_size)
             elif self._free > 0 and len(self._queue) == 1:  # idle: start at once, no worker task hop
@@ -394,19 +396,41 @@ class Scheduler:
         # a runtime that bypasses the executor: its whole execute counts as the model run
         return results, (start, clock.first_ns or start, clock.last_ns or end, end)
 
+    def _run_now(self, request: InferRequest, enqueued_ns: int) -> InferResult:
+        """A lone request on an idle model, measured cheap: executed on the loop at once, answered
+        by return or raise (the latency floor: no future, no queue hop), counted as ``_finish``."""
+        try:
+            outcome: Outcome | None = self._timed_execute([request])
+            error = None
+        except Exception as exc:
+            outcome, error = None, exc
+        [result], timing = self._results(outcome, error, 1)
+        done = time.perf_counter_ns()
+        s = self.stats
+        if isinstance(result, HealthAIError) or timing is None:
+            s.fail.add(done - enqueued_ns)
+            raise result
+        s.success.add(done - enqueued_ns)
+        s.queue.add(timing[0] - enqueued_ns)
+        s.record_execution(request.batch_size, 1, timing)
+        return result
+
+    def _results(self, outcome: Outcome | None, error: BaseException | None,
+                 n: int) -> tuple[list[InferResult | HealthAIError], Timing | None]:
+        """One result per request of an execution; a runtime bug fails them all (logged), and the
+        server keeps serving."""
+        if error is None and outcome is not None and len(outcome[0]) != n:
+            error = InternalError(f"execute answered {len(outcome[0])} results for {n} requests")
+        if error is None and outcome is not None:
+            return outcome
+        log.error("%s v%d: execute raised %s", self.runtime.name, self.runtime.version,
+                  type(error).__name__, exc_info=error)
+        return [InternalError(f"model execution failed ({type(error).__name__})")] * n, None
+
     def _finish(self, batch: list[_Pending], outcome: Outcome | None, error: BaseException | None) -> None:
         """On the loop, once per execution: answers the batch's requests, counts, frees the slot."""
         try:
-            if error is None and outcome is not None and len(outcome[0]) != len(batch):
-                error = InternalError(f"execute answered {len(outcome[0])} results for {len(batch)} requests")
-            if error is not None or outcome is None:  # a runtime bug: fail this batch, keep serving
-                log.error("%s v%d: execute raised %s", self.runtime.name, self.runtime.version,
-                          type(error).__name__, exc_info=error)
-                results: list[InferResult | HealthAIError] = \
-                    [InternalError(f"model execution failed ({type(error).__name__})")] * len(batch)
-                timing = None
-            else:
-                results, timing = outcome
+            results, timing = self._results(outcome, error, len(batch))
             done = time.perf_counter_ns()
             s = self.stats
             rows = succeeded = 0
