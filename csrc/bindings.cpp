@@ -9,6 +9,7 @@
 #include "aggregate.h"
 #include "array_view.h"
 #include "metapop_bindings.h"
+#include "occlusion_bindings.h"
 
 namespace py = pybind11;
 using healthai::ArrayView;
@@ -288,4 +289,5 @@ PYBIND11_MODULE(_native, m) {
   m.def("get_num_threads", &healthai::get_num_threads);
   m.def("build_info", &build_info);
   healthai::bind_metapop(m);
+  healthai::bind_occlusion(m);
 }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from healthai import _native
 from healthai.errors import HealthAIError
 from healthai.serving.risk.card import RISK_INPUT, RISK_OUTPUT, RiskCard, parse_risk_card
 from healthai.serving.runtime.contract import InferRequest, InferResult
@@ -55,9 +56,6 @@ class RiskTask:
         self.band_names = np.array(card.band_names, dtype=object)
         self._last_band = len(card.band_names) - 1
         self._band_uppers = card.band_uppers.tolist()
-        # one patient's feed in one NumPy call: row 0 the patient, row 1 + j feature j at baseline
-        f = card.n_features
-        self._occlude_one = np.vstack([np.zeros((1, f), bool), np.eye(f, dtype=bool)])
         self._orders: dict[tuple[str, ...], np.ndarray] = {}  # request feature_names -> column order
 
     def cached_order(self, names: tuple[str, ...]) -> np.ndarray | None:
@@ -72,17 +70,16 @@ class RiskTask:
 
     def explain_one(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
                     x: np.ndarray, k: int) -> InferResult:
-        """One patient with top features: what ``run`` gives, in a handful of NumPy calls (the latency
-        floor: a lone one-patient request, where each NumPy call costs microseconds on caches that the
-        RPC around it left cold). Every feature is occluded (in practice every feature differs from
-        its baseline, a training mean); one at its baseline contributes exactly 0, as in ``run``."""
-        out = run({RISK_INPUT: np.where(self._occlude_one, self.card.baseline, x)})[0].reshape(-1)
-        contribution = out[0] - out[1:]
-        contribution[x[0] == self.card.baseline] = 0.0
-        idx = np.argsort(-np.abs(contribution), kind="stable")[:k]
-        band = min(bisect.bisect_left(self._band_uppers, float(out[0])), self._last_band)
-        return {"probability": out[:1], "band": np.array([band]), "top_index": idx[None],
-                "top_contribution": contribution[idx][None]}
+        """One patient with top features: what ``run`` gives (the latency floor: a lone one-patient
+        request). The feed and the top features are one native call each (``healthai._native``,
+        csrc/occlusion.h) instead of a dozen NumPy calls, each of which costs microseconds on the
+        caches that the RPC around it left cold. Every feature is occluded (in practice every one
+        differs from its baseline, a training mean); one at its baseline contributes exactly 0."""
+        baseline = self.card.baseline
+        out = run({RISK_INPUT: _native.occlusion_feed(x, baseline)})[0]
+        idx, top = _native.occlusion_top_k(out, x, baseline, k)
+        band = min(bisect.bisect_left(self._band_uppers, float(out[0, 0])), self._last_band)
+        return {"probability": out[0], "band": np.array([band]), "top_index": idx, "top_contribution": top}
 
     def run(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
             requests: Sequence[InferRequest]) -> list[InferResult | HealthAIError]:
