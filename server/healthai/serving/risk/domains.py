@@ -56,11 +56,11 @@ def tuple_getter(indices: Sequence[int]) -> Callable[[Sequence[float]], tuple[fl
     """``row -> tuple(row[i] for i in indices)`` in C (``itemgetter``; it returns a bare value for one
     index, so that case is wrapped)."""
     idx = [int(i) for i in indices]
+    if not idx:
+        return lambda row: ()
     if len(idx) == 1:
         only = idx[0]
         return lambda row: (row[only],)
-    if not idx:
-        return lambda row: ()
     return itemgetter(*idx)  # type: ignore[return-value]
 
 

@@ -79,7 +79,7 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
     if n > max_patients:
         raise InvalidInput(f"features: {n} patients is over the limit of {max_patients} per request",
                            field="features")
-    finite = False  # known all finite already
+    finite = False  # True once every value is known to be finite
     if raw:
         x = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False).reshape(n, f)
     elif count >= PACKED_FAST_MIN:
@@ -92,9 +92,10 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         x = np.fromiter(request.features, dtype=np.float32, count=count).reshape(n, f)
     if derive:
         x = derive_features(card.feature_names, names, x, diagnoses=request.diagnoses)
+        finite = False  # the derived columns are new values
     elif order is not None:
         x = x[:, order]
-    if not (finite and not derive) and not np.isfinite(x).all():
+    if not finite and not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",
                            field=f"features[{i}].{card.feature_names[j]}")
