@@ -22,19 +22,15 @@ from healthai.errors import DeadlineExceeded, InvalidInput
 from healthai.serving.runtime import idle
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.onnx import OnnxModel
-from healthai.serving.runtime.repository import read_config, scan_versions
 from healthai.serving.runtime.scheduler import ExecutionCost, Scheduler
 
-from .tiny_models import write_risk_version
+from .tiny_models import load_risk_runtime
 
 W = np.array([1.0, 0.5, -0.25, 2.0])
 
 
 def load(root: Path, **config: object) -> OnnxModel:
-    write_risk_version(root, "tiny", 1, W, bias=-1.0, **config)
-    runtime = OnnxModel(scan_versions(root / "tiny")[1], read_config(root / "tiny"), use_cuda=False)
-    runtime.load()
-    return runtime
+    return load_risk_runtime(root, W, bias=-1.0, **config)
 
 
 class Runs:

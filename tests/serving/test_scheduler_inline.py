@@ -18,20 +18,16 @@ import pytest
 from healthai.errors import InvalidInput
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.onnx import OnnxModel
-from healthai.serving.runtime.repository import read_config, scan_versions
 from healthai.serving.runtime.scheduler import ExecutionCost, Scheduler
 
-from .tiny_models import write_risk_version
+from .tiny_models import load_risk_runtime
 
 W = np.array([1.0, 0.5, -0.25, 2.0])
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> OnnxModel:
-    write_risk_version(tmp_path, "tiny", 1, W, bias=-1.0, delay_us=100_000)
-    runtime = OnnxModel(scan_versions(tmp_path / "tiny")[1], read_config(tmp_path / "tiny"), use_cuda=False)
-    runtime.load()
-    return runtime
+    return load_risk_runtime(tmp_path, W, bias=-1.0, delay_us=100_000)
 
 
 class Threads:

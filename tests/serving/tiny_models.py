@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from healthai.serving.runtime.onnx import OnnxModel
+from healthai.serving.runtime.repository import read_config, scan_versions
+
 RISK_FEATURES = ["age", "bmi", "systolic_bp", "hba1c"]
 
 
@@ -69,6 +72,14 @@ def write_risk_version(root: Path, name: str, version: int, weights: np.ndarray,
     (tmp / "model_card.json").write_text(json.dumps(risk_card(names)))
     tmp.rename(vdir)  # appears atomically, like a real deployment would publish it
     return vdir
+
+
+def load_risk_runtime(root: Path, weights: np.ndarray, bias: float = 0.0, **config: object) -> OnnxModel:
+    """Writes model "tiny" v1 (``write_risk_version``) and loads it into a CPU OnnxModel."""
+    write_risk_version(root, "tiny", 1, weights, bias=bias, **config)
+    runtime = OnnxModel(scan_versions(root / "tiny")[1], read_config(root / "tiny"), use_cuda=False)
+    runtime.load()
+    return runtime
 
 
 QUANTILES = [0.1, 0.25, 0.5, 0.75, 0.9]
