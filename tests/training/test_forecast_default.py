@@ -95,6 +95,30 @@ def test_recent_seasons_count_more_and_the_st_gnn_can_be_the_shrink_target(monke
     assert fit_stack(sets, names, LEVELS, season=60).best == "lag52"
 
 
+def test_a_member_is_not_judged_best_on_the_periods_that_selected_it() -> None:
+    rng = np.random.default_rng(2)
+    names = ["healthai", "last_value", "lag52"]
+
+    def fit_set(k: int, sd: dict[str, float], selected: tuple[str, ...] = ()) -> FitSet:
+        y = rng.uniform(50, 150, (60, 2))
+        points = {n: y + rng.normal(0, sd[n], y.shape) for n in names}
+        return FitSet(points, y, np.array([100.0, 100.0]), 60 * k, 60 * (k + 1), selected)
+
+    # Its validation periods flatter the ST-GNN (its epoch was picked there): alone, they cannot make
+    # it the best member; the best baseline is chosen, and with no fold it is the whole stack.
+    val = fit_set(3, {"healthai": 2, "last_value": 30, "lag52": 10}, ("healthai",))
+    fit = fit_stack([val], names, LEVELS, season=60)
+    assert fit.best == "lag52" and fit.weights.tolist() == [0.0, 0.0, 1.0]
+    # With out-of-sample seasons the best is judged on them, the ST-GNN included, whatever the
+    # validation periods say.
+    seasons = [fit_set(k, {"healthai": 5, "last_value": 30, "lag52": 10}) for k in range(3)]
+    assert fit_stack([val, *seasons], names, LEVELS, season=60).best == "healthai"
+    worse = [fit_set(k, {"healthai": 20, "last_value": 30, "lag52": 10}) for k in range(3)]
+    assert fit_stack([val, *worse], names, LEVELS, season=60).best == "lag52"
+    # Unmarked, the same validation periods would have made it the best.
+    assert fit_stack([replace(val, selected=())], names, LEVELS, season=60).best == "healthai"
+
+
 def test_stacked_module_computes_the_baselines_and_the_members_median(three_states) -> None:
     data = three_states
     lo, hi = data.series[:100].min(0), data.series[:100].max(0)

@@ -43,6 +43,8 @@ def card_section(d: DefaultForecaster) -> dict:
         "calibration": "per-step residual quantiles (units of each region's training range) from "
         "forward-chaining out-of-sample folds over the fit sets and the final weights on every fit set",
         "recency": "fit sets weighted 0.5 per season of age (weights, best member, shrinkage folds)",
+        "best_member": "least weighted squared error on the fit sets; a member that wins only with the "
+        "periods that selected it (the ST-GNN's validation periods) must also win on the others",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,

@@ -82,9 +82,9 @@ def model_steps(model: torch.nn.Module, series: np.ndarray, targets: np.ndarray,
 
 
 def _fit_set(series: np.ndarray, targets: np.ndarray, step: int, season: int, median: np.ndarray,
-             scale: np.ndarray) -> FitSet:
+             scale: np.ndarray, selected: tuple[str, ...] = ()) -> FitSet:
     points = {"healthai": median, **baselines.all_baselines(series, targets, step, season=season)}
-    return FitSet(points, series[targets], scale, int(targets[0]), int(targets[-1]) + 1)
+    return FitSet(points, series[targets], scale, int(targets[0]), int(targets[-1]) + 1, selected)
 
 
 def forecasts_at(
@@ -125,7 +125,8 @@ def forecasts_at(
         vt = val_t[val_t - s + 1 - model.window >= 0]
         if len(vt):
             median = model_steps(model, sub.series, vt, s)[..., m]
-            out.val[s] = _fit_set(sub.series, vt, s, data.season, median, scale)
+            # the ST-GNN's epoch was picked on these periods
+            out.val[s] = _fit_set(sub.series, vt, s, data.season, median, scale, ("healthai",))
         if len(test_t):
             q = model_steps(model, sub.series, test_t, s)
             out.test_q[s] = q

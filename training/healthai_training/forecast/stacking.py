@@ -6,7 +6,10 @@
   the fit periods: ``w = λ·e_best + (1 − λ)·w_ls``. λ comes from a grid by forward-chaining
   cross-validation over the fit sets (each set scored with weights fitted on the sets that end
   before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the best member alone: no
-  out-of-sample evidence for anything else). Recency: a fit set one season older than the newest
+  out-of-sample evidence for anything else). A member cannot be made the best by the periods that
+  selected it (the ST-GNN's epoch is picked on its validation periods, ``FitSet.selected``): when it
+  wins, it must also win on the other sets; with no other set, the best of the other members is
+  taken. Recency: a fit set one season older than the newest
   counts ``RECENCY`` times as much in the least squares, in choosing the best member and in the
   folds' errors (members change as the training data grow; seasons differ). The bands are calibrated
   from the folds' out-of-sample residuals plus the final weights' residuals on every fit set:
@@ -17,7 +20,10 @@
 Nothing here was tuned on a data set: the grid, the tie rule (more shrinkage wins a tie) and
 ``RECENCY`` are the same for every series. Disclosure: the fifth session chose the shrink target (any
 member), the recency weighting, λ = 1 without a fold and the band residual pool after seeing the
-dev sets' rolling-origin tables (training/RESULTS.md, "Issue 12, fifth session").
+dev sets' rolling-origin tables (training/RESULTS.md, "Issue 12, fifth session"). The sixth
+session added the rule that a member cannot be made the best by the periods that selected it, after
+a backtest on a synthetic daily series (never a dev set) showed the stack worse than every member;
+its first form was replaced by this one after seeing the dev tables (RESULTS.md, "sixth session").
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class FitSet:
     scale: np.ndarray
     start: int = 0
     end: int = 0
+    selected: tuple[str, ...] = ()  # members whose settings were chosen on these periods
 
 
 @dataclass
@@ -104,12 +111,31 @@ def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
+def _best(sets: list[FitSet], names: list[str], season: int) -> int:
+    """Index of the member with the least recency-weighted squared error on ``sets``, unless that
+    member was selected on some of them: then the winner on the other sets, or without any, the best
+    of the members selected nowhere (a member cannot be made the best by the periods that chose it)."""
+    def errors(pool: list[FitSet]) -> np.ndarray:
+        x, y, w = _matrix(pool, names, season)
+        return (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)
+
+    overall = errors(sets)
+    winner = int(np.argmin(overall))
+    if not any(names[winner] in s.selected for s in sets):
+        return winner
+    clean = [s for s in sets if not s.selected]
+    if clean:
+        return int(np.argmin(errors(clean)))
+    eligible = [i for i, n in enumerate(names) if not any(n in s.selected for s in sets)]
+    return min(eligible, key=lambda i: overall[i]) if eligible else winner
+
+
 def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray]:
     """(least-squares convex weights, one-hot of the best member) fitted on ``sets``, recency-weighted."""
     x, y, w = _matrix(sets, names, season)
     w_ls = fit_weights(x, y, w)
     onehot = np.zeros(len(names))
-    onehot[int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))] = 1.0
+    onehot[_best(sets, names, season)] = 1.0
     return w_ls, onehot
 
 
