@@ -150,7 +150,10 @@ def test_refit_on_train_and_validation_uses_selected_epochs(japan) -> None:
     cfg = ForecastConfig(
         seasonal=True, base="seasonal_mix", refit=True, epochs=4, hidden=8, steps=3, horizons=(2,)
     )
-    summary = train_forecaster(data=japan, config=cfg).metrics
+    result = train_forecaster(data=japan, config=cfg)
+    summary = result.metrics
+    assert summary["epoch_selected_on"] == "rmse"  # the default: a stack member's median
+    assert summary["best_epoch"] == min(range(4), key=lambda e: result.curve[e]["val_rmse_scaled"])
     assert summary["refit_on_train_val_epochs"] == summary["best_epoch"] + 1
     assert set(summary["val"]) == set(summary["test"]) == set(summary["test_before_refit"]) == {"2"}
     assert summary["test"]["2"]["rmse"] != summary["test_before_refit"]["2"]["rmse"]
@@ -160,6 +163,8 @@ def test_refit_on_train_and_validation_uses_selected_epochs(japan) -> None:
         train_forecaster(data=japan, config=replace(cfg, seasonal=False))
     with pytest.raises(TrainingInputError, match="loss_steps"):
         train_forecaster(data=japan, config=replace(cfg, loss_steps=(4,)))
+    with pytest.raises(TrainingInputError, match="select_on"):
+        train_forecaster(data=japan, config=replace(cfg, select_on="mae"))
 
 
 def test_tiny_run_loss_falls_exports_with_full_card(shared_data: Path, tmp_path: Path) -> None:
@@ -174,6 +179,9 @@ def test_tiny_run_loss_falls_exports_with_full_card(shared_data: Path, tmp_path:
     )
     curve = json.loads((run_dir / "curve.json").read_text())["curve"]
     assert curve[-1]["train_loss"] < curve[0]["train_loss"]
+    # the ST-GNN alone is served with its own quantiles: its epoch is the one that scores them best
+    assert summary["epoch_selected_on"] == "wis" and summary["config"]["select_on"] == "wis"
+    assert summary["best_epoch"] == min(range(len(curve)), key=lambda e: curve[e]["val_pinball"])
     for name in ("metrics.json", "training_curve.png", "forecast_h2.png", "model_state.pt"):
         assert (run_dir / name).is_file()
     test = summary["test"]

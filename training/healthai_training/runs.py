@@ -285,12 +285,15 @@ def run_forecast(
     named benchmark ``dataset``: the ST-GNN (with ``ensemble_seeds``, one member per seed and their
     mean) stacked with the seasonal baselines (``forecast.default``). ``stack=False`` or a DP run
     exports the ST-GNN alone (the stack trains one model per rolling origin, which under DP would
-    spend the privacy budget again per origin)."""
+    spend the privacy budget again per origin); its epoch is then the one with the least validation
+    pinball loss over the quantile levels (``select_on="wis"``), not the median's least RMSE."""
     if data is None:
         data = epi_data.load_epi(
             dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
         )
     stack = stack and not config.privacy.private
+    if not stack:  # the ST-GNN's own quantiles are served: keep the epoch that scores them best
+        config = replace(config, select_on="wis")
     if stack:
         result = _stacked(data, config, ensemble_seeds, cache_dir)
         seeds = ("ens" + "-".join(str(s) for s in ensemble_seeds)) if ensemble_seeds else f"seed{config.seed}"

@@ -66,6 +66,9 @@ class ForecastConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     point_weight: float = 1.0
+    # the epoch kept: least validation RMSE of the median ("rmse": the stack uses only the median), or
+    # least mean pinball loss over the levels ("wis": where the model's own quantiles are served)
+    select_on: str = "rmse"
     season: int = 52  # periods per season (52 weeks; 365 for daily series)
     scaling: str = "per-region"  # min-max on training rows: "per-region" or "global"
     seed: int = 0
@@ -106,6 +109,10 @@ def _validate(cfg: ForecastConfig, data: epi_data.EpiData) -> None:
     if cfg.season != data.season:
         raise TrainingInputError(
             f"season length {cfg.season} differs from the data's {data.season}", field="season"
+        )
+    if cfg.select_on not in ("rmse", "wis"):
+        raise TrainingInputError(
+            f"select_on must be 'rmse' or 'wis', got {cfg.select_on!r}", field="select_on"
         )
     if cfg.scaling not in epi_data.SCALINGS:
         raise TrainingInputError(
@@ -380,8 +387,9 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
                 "val_rmse_scaled": val_rmse,
             }
         )
-        if val_rmse < best_val:
-            best_val, best_state, best_epoch = val_rmse, copy.deepcopy(model.state_dict()), epoch
+        score = val_rmse if cfg.select_on == "rmse" else val_loss
+        if score < best_val:
+            best_val, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     val_metrics, _ = evaluate(model, data, cfg.horizons, split="val")
@@ -402,8 +410,9 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
         "dataset": data.name,
         "mode": "seasonal" if cfg.seasonal else "window20",
         "window": window,
-        "best_val_rmse_scaled": best_val,
+        "best_val_rmse_scaled": curve[best_epoch]["val_rmse_scaled"],
         "best_epoch": best_epoch,
+        "epoch_selected_on": cfg.select_on,
         "val": val_metrics,
         "refit_on_train_val_epochs": best_epoch + 1 if cfg.refit else None,
         "test_before_refit": before_refit,
