@@ -9,9 +9,9 @@
   out-of-sample evidence for anything else). A member cannot be made the best by the periods that
   selected it (the ST-GNN's epoch is picked on its validation periods, ``FitSet.selected``): when it
   wins, it must also win on the other sets; with no other set, the best of the other members is
-  taken. Recency: a fit set one season older than the newest
-  counts ``RECENCY`` times as much in the least squares, in choosing the best member and in the
-  folds' errors (members change as the training data grow; seasons differ). The bands are calibrated
+  taken. Recency: a fit set one season older than the newest counts ``RECENCY`` times as much in
+  the least squares, in choosing the best member and in the folds' errors (members change as the
+  training data grow; seasons differ). The bands are calibrated
   from the folds' out-of-sample residuals plus the final weights' residuals on every fit set:
   ``q_l = point + Q_l(residual / range) × range`` per region (``range`` = the region's training
   range), clamped at 0.
@@ -111,21 +111,18 @@ def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
-def _best(sets: list[FitSet], names: list[str], season: int) -> int:
-    """Index of the member with the least recency-weighted squared error on ``sets``, unless that
-    member was selected on some of them: then the winner on the other sets, or without any, the best
-    of the members selected nowhere (a member cannot be made the best by the periods that chose it)."""
-    def errors(pool: list[FitSet]) -> np.ndarray:
-        x, y, w = _matrix(pool, names, season)
-        return (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)
-
-    overall = errors(sets)
+def _best(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> int:
+    """Index of the member with the least recency-weighted squared error ``overall`` on ``sets``,
+    unless that member was selected on some of them: then the winner on the other sets, or without
+    any, the best of the members selected nowhere (a member cannot be made the best by the periods
+    that chose it)."""
     winner = int(np.argmin(overall))
     if not any(names[winner] in s.selected for s in sets):
         return winner
     clean = [s for s in sets if not s.selected]
     if clean:
-        return int(np.argmin(errors(clean)))
+        x, y, w = _matrix(clean, names, season)
+        return int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))
     eligible = [i for i, n in enumerate(names) if not any(n in s.selected for s in sets)]
     return min(eligible, key=lambda i: overall[i]) if eligible else winner
 
@@ -135,7 +132,7 @@ def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     x, y, w = _matrix(sets, names, season)
     w_ls = fit_weights(x, y, w)
     onehot = np.zeros(len(names))
-    onehot[_best(sets, names, season)] = 1.0
+    onehot[_best(sets, names, season, (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0))] = 1.0
     return w_ls, onehot
 
 

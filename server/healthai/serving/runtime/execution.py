@@ -47,7 +47,6 @@ class ExecutionThreads:
             self._loop.call_soon_threadsafe(done, result, error)
 
 
-
 class ExecutionCost:
     """Moving averages of measured execute times: one-row executions, and ns per row of larger ones."""
 
