@@ -1,21 +1,5 @@
-"""Any tabular cohort (CSV or Parquet) + a TOML spec → :class:`RiskData` with per-feature domains.
-
-The spec (``training/examples/heart_cohort.toml`` is a worked example)::
-
-    [cohort]
-    name = "heart_cohort"             # model name is "risk_<name>" unless model_name is given
-    target = "target"                 # 0/1 column, or give positive = [...] values
-    patient_id = "patient"            # privacy unit; several rows per patient are allowed
-    # rows_are_patients = true        # instead of patient_id: each row is one distinct patient
-
-    [features.age]                    # key = model feature name; column defaults to the key
-    type = "numeric"                  # numeric | binary | categorical | onehot
-    min = 0
-    max = 120
-    missing = "impute"                # impute (training mean; flags: mode) | indicator (+ <name>_missing) |
-                                      # drop_row | error
-    missing_values = [0]              # sentinels that mean "not measured"
-    out_of_domain = "error"           # error | missing | drop_row
+"""Any tabular cohort (CSV or Parquet) + a TOML spec (``cohort_spec``) → :class:`RiskData` with
+per-feature domains.
 
 Everything is checked before training: unknown spec keys, unknown columns, non-numeric values,
 values outside the domain (per policy), a target that is not binary. Errors name the spec key,
@@ -24,157 +8,17 @@ the column and the first offending data rows (1-based, as in a spreadsheet witho
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from healthai_training.errors import TrainingInputError
+from healthai_training.risk.cohort_spec import CohortSpec, FeatureRule, _err, load_spec, parse_spec
 from healthai_training.risk.data import FeatureSpec, RiskData, patient_split
 
-TYPES = ("numeric", "binary", "categorical", "onehot")
-MISSING = ("impute", "indicator", "drop_row", "error")
-OUT_OF_DOMAIN = ("error", "missing", "drop_row")
-COHORT_KEYS = {"name", "model_name", "description", "target", "positive", "patient_id", "rows_are_patients"}
-FEATURE_KEYS = {
-    "type", "column", "columns", "description", "unit", "min", "max", "values", "categories", "labels",
-    "missing", "missing_values", "out_of_domain", "positive",
-}
-
-
-@dataclass(frozen=True)
-class FeatureRule:
-    name: str
-    type: str
-    columns: tuple[str, ...]
-    description: str = ""
-    unit: str = ""
-    min: float | None = None
-    max: float | None = None
-    categories: tuple[Any, ...] = ()
-    values: tuple[Any, ...] = (0, 1)
-    labels: dict[str, str] = field(default_factory=dict)
-    positive: Any = 1
-    missing: str = "impute"
-    missing_values: tuple[Any, ...] = ()
-    out_of_domain: str = "error"
-
-
-@dataclass(frozen=True)
-class CohortSpec:
-    name: str
-    model_name: str
-    description: str
-    target: str
-    positive: tuple[Any, ...] | None
-    patient_id: str | None
-    features: tuple[FeatureRule, ...]
-
-
-def _err(message: str, where: str) -> TrainingInputError:
-    return TrainingInputError(message, field=where)
-
-
-def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
-    if value not in allowed:
-        raise _err(f"spec {where} = {value!r}: must be one of {', '.join(allowed)}", where)
-    return str(value)
-
-
-def _rule(name: str, raw: Any) -> FeatureRule:
-    where = f"features.{name}"
-    if not isinstance(raw, dict):
-        raise _err(f"spec [{where}] must be a table", where)
-    unknown = sorted(set(raw) - FEATURE_KEYS)
-    if unknown:
-        raise _err(f"spec [{where}]: unknown keys {unknown} (allowed: {sorted(FEATURE_KEYS)})", where)
-    kind = _choice(raw.get("type"), TYPES, f"{where}.type")
-    columns = tuple(raw.get("columns", ())) if kind == "onehot" else (str(raw.get("column", name)),)
-    if kind == "onehot" and len(columns) < 2:
-        raise _err(f"spec [{where}]: a onehot group needs columns = [at least 2 column names]", where)
-    lo, hi = raw.get("min"), raw.get("max")
-    for key, value in (("min", lo), ("max", hi)):
-        if value is not None and not isinstance(value, int | float):
-            raise _err(f"spec {where}.{key} must be a number, got {value!r}", f"{where}.{key}")
-    if lo is not None and hi is not None and lo > hi:
-        raise _err(f"spec {where}: min {lo} > max {hi}", where)
-    categories = tuple(raw.get("categories", ()))
-    if kind == "categorical" and len(categories) < 2:
-        raise _err(f"spec [{where}]: categorical needs categories = [at least 2 values]", where)
-    values = tuple(raw.get("values", (0, 1)))
-    if kind == "binary" and (len(values) != 2 or raw.get("positive", 1) not in values):
-        raise _err(f"spec [{where}]: binary needs values = [negative, positive] holding positive "
-                   f"(got values {list(values)}, positive {raw.get('positive', 1)!r})", where)
-    return FeatureRule(
-        name=name,
-        values=values,
-        type=kind,
-        columns=columns,
-        description=str(raw.get("description", name)),
-        unit=str(raw.get("unit", "flag" if kind != "numeric" else "")),
-        min=None if lo is None else float(lo),
-        max=None if hi is None else float(hi),
-        categories=categories,
-        labels={str(k): str(v) for k, v in raw.get("labels", {}).items()},
-        positive=raw.get("positive", 1),
-        missing=_choice(raw.get("missing", "impute"), MISSING, f"{where}.missing"),
-        missing_values=tuple(raw.get("missing_values", ())),
-        out_of_domain=_choice(raw.get("out_of_domain", "error"), OUT_OF_DOMAIN, f"{where}.out_of_domain"),
-    )
-
-
-def load_spec(path: Path | str) -> CohortSpec:
-    """Parse and check a cohort spec (structure only; columns are checked against the table later)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise _err(f"spec file not found: {path}", "spec") from exc
-    return parse_spec(text, where=str(path))
-
-
-def parse_spec(text: str, *, where: str = "spec") -> CohortSpec:
-    """:func:`load_spec` on TOML text (``where`` names it in errors)."""
-    path = where
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(f"spec {path}: not valid TOML ({exc})", "spec") from exc
-    unknown = sorted(set(raw) - {"cohort", "features"})
-    if unknown:
-        raise _err(f"spec {path}: unknown sections {unknown} (allowed: cohort, features)", "spec")
-    cohort = raw.get("cohort")
-    if not isinstance(cohort, dict):
-        raise _err(f"spec {path}: missing [cohort] section", "cohort")
-    bad = sorted(set(cohort) - COHORT_KEYS)
-    if bad:
-        raise _err(f"spec [cohort]: unknown keys {bad} (allowed: {sorted(COHORT_KEYS)})", "cohort")
-    for key in ("name", "target"):
-        if not isinstance(cohort.get(key), str) or not cohort[key]:
-            raise _err(f"spec [cohort]: {key} must be a non-empty string", f"cohort.{key}")
-    pid, per_row = cohort.get("patient_id"), cohort.get("rows_are_patients", False)
-    if (pid is None) == (per_row is not True):
-        raise _err(
-            "spec [cohort]: give exactly one of patient_id = \"<column>\" (the privacy unit) or "
-            "rows_are_patients = true",
-            "cohort.patient_id",
-        )
-    feats = raw.get("features")
-    if not isinstance(feats, dict) or not feats:
-        raise _err(f"spec {path}: no [features.<name>] tables", "features")
-    positive = cohort.get("positive")
-    return CohortSpec(
-        name=cohort["name"],
-        model_name=str(cohort.get("model_name", f"risk_{cohort['name']}")),
-        description=str(cohort.get("description", "")),
-        target=cohort["target"],
-        positive=None if positive is None else tuple(positive if isinstance(positive, list) else [positive]),
-        patient_id=pid,
-        features=tuple(_rule(name, value) for name, value in feats.items()),
-    )
+__all__ = ["CohortSpec", "FeatureRule", "build_cohort", "fill_value", "load_cohort", "load_spec", "midpoint",
+           "parse_spec", "read_table", "spec_features"]
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
