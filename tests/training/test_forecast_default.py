@@ -120,10 +120,11 @@ def test_a_member_is_not_judged_best_on_the_periods_that_selected_it() -> None:
         return FitSet(points, y, np.array([100.0, 100.0]), 60 * k, 60 * (k + 1), selected)
 
     # Its validation periods flatter the ST-GNN (its epoch was picked there): alone, they cannot make
-    # it the best member; the best baseline is chosen, and with no fold it is the whole stack.
+    # it the best member, nor can anything judge it; with no fold the stack hedges between it and the
+    # best baseline, half each.
     val = fit_set(3, {"healthai": 2, "last_value": 30, "lag52": 10}, ("healthai",))
     fit = fit_stack([val], names, LEVELS, season=60)
-    assert fit.best == "lag52" and fit.weights.tolist() == [0.0, 0.0, 1.0]
+    assert fit.best == "0.5 healthai + 0.5 lag52" and fit.weights.tolist() == [0.5, 0.0, 0.5]
     # With out-of-sample seasons the best is judged on them, the ST-GNN included, whatever the
     # validation periods say.
     seasons = [fit_set(k, {"healthai": 5, "last_value": 30, "lag52": 10}) for k in range(3)]

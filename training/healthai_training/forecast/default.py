@@ -44,7 +44,8 @@ def card_section(d: DefaultForecaster) -> dict:
         "final weights on every fit set, the rule that calibrates each baseline",
         "recency": "fit sets weighted 0.5 per season of age (weights, best member, shrinkage folds)",
         "best_member": "least weighted squared error on the fit sets; a member that wins only with the "
-        "periods that selected it (the ST-GNN's validation periods) must also win on the others",
+        "periods that selected it (the ST-GNN's validation periods) must also win on the others; with no "
+        "other set, the target is half that member, half the best of the others",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,

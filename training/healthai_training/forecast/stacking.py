@@ -5,14 +5,14 @@
   and the seasonal baselines) shrunk toward the member (any, the ST-GNN included) that was best on
   the fit periods: ``w = λ·e_best + (1 − λ)·w_ls``. λ comes from a grid by forward-chaining
   cross-validation over the fit sets (each set scored with weights fitted on the sets that end
-  before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the best member alone: no
+  before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the shrink target alone: no
   out-of-sample evidence for anything else). A member cannot be made the best by the periods that
   selected it (the ST-GNN's epoch is picked on its validation periods, ``FitSet.selected``): when it
-  wins, it must also win on the other sets; with no other set, the best of the other members is
-  taken. Recency: a fit set one season older than the newest counts ``RECENCY`` times as much in
-  the least squares, in choosing the best member and in the folds' errors (members change as the
-  training data grow; seasons differ). The bands are calibrated
-  from the final weights' residuals on every fit set, as ``calibrate`` does for each baseline:
+  wins, it must also win on the other sets; with no other set, nothing can judge it, and the target
+  hedges: half that member, half the best of the other members. Recency: a fit set one season older
+  than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
+  and in the folds' errors (members change as the training data grow; seasons differ). The bands are
+  calibrated from the final weights' residuals on every fit set, as ``calibrate`` does for each baseline:
   ``q_l = point + Q_l(residual / range) × range`` per region (``range`` = the region's training
   range), clamped at 0.
 - ``calibrate``: that band for any point forecast from its own residuals (the baselines' bands).
@@ -26,7 +26,9 @@ a backtest on a synthetic daily series (never a dev set) showed the stack worse 
 its first form was replaced by this one after seeing the dev tables (RESULTS.md, "sixth session").
 The seventh session dropped the folds' residuals from the band pool (they score other weightings than
 the one served): found on the sixth session's synthetic weekly set, where a stack equal to the
-2-season mean had a 10 % worse WIS than that baseline (RESULTS.md, "seventh session").
+2-season mean had a 10 % worse WIS than that baseline (RESULTS.md, "seventh session"). It also made
+the no-other-set case a hedge (was: the best other member alone), pre-registered and adopted on
+three series generated for that test (RESULTS.md, "seventh session").
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class StackFit:
     names: list[str]
     weights: np.ndarray  # [K] convex
     shrinkage: float
-    best: str | None  # the member shrunk toward
+    best: str | None  # the shrink target: a member, or "0.5 a + 0.5 b" (the hedge)
     offsets: np.ndarray  # [Q] residual quantiles in units of the region range
     folds: int  # cross-validation folds behind the shrinkage
 
@@ -114,29 +116,33 @@ def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
-def _best(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> int:
-    """Index of the member with the least recency-weighted squared error ``overall`` on ``sets``,
-    unless that member was selected on some of them: then the winner on the other sets, or without
-    any, the best of the members selected nowhere (a member cannot be made the best by the periods
-    that chose it)."""
+def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> dict[int, float]:
+    """The shrink target {member index: weight}: the member with the least recency-weighted squared
+    error ``overall`` on ``sets``, unless that member was selected on some of them (a member cannot be
+    made the best by the periods that chose it). Then the winner on the other sets; without any, no
+    set can judge it, so the target hedges: half that member, half the best of the members selected
+    nowhere."""
     winner = int(np.argmin(overall))
     if not any(names[winner] in s.selected for s in sets):
-        return winner
+        return {winner: 1.0}
     clean = [s for s in sets if not s.selected]
     if clean:
         x, y, w = _matrix(clean, names, season)
-        return int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))
+        return {int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0))): 1.0}
     eligible = [i for i, n in enumerate(names) if not any(n in s.selected for s in sets)]
-    return min(eligible, key=lambda i: overall[i]) if eligible else winner
+    if not eligible:
+        return {winner: 1.0}
+    return {winner: 0.5, min(eligible, key=lambda i: overall[i]): 0.5}
 
 
 def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray]:
-    """(least-squares convex weights, one-hot of the best member) fitted on ``sets``, recency-weighted."""
+    """(least-squares convex weights, the shrink target's weights) fitted on ``sets``, recency-weighted."""
     x, y, w = _matrix(sets, names, season)
     w_ls = fit_weights(x, y, w)
-    onehot = np.zeros(len(names))
-    onehot[_best(sets, names, season, (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0))] = 1.0
-    return w_ls, onehot
+    target = np.zeros(len(names))
+    for i, share in _target(sets, names, season, (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)).items():
+        target[i] = share
+    return w_ls, target
 
 
 def _scaled_residuals(point: np.ndarray, s: FitSet) -> np.ndarray:
@@ -164,13 +170,14 @@ def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, seaso
         lam = max(lam for lam, e in zip(SHRINKAGE_GRID, errors, strict=True) if e <= min(errors) * (1 + 1e-9))
     else:
         lam = DEFAULT_SHRINKAGE
-    w_ls, onehot = _shrunk(sets, names, season)
-    weights = lam * onehot + (1 - lam) * w_ls
+    w_ls, target = _shrunk(sets, names, season)
+    weights = lam * target + (1 - lam) * w_ls
     weights = weights / weights.sum()
     # The band of the combination that is served, from its own residuals on every fit set: the rule
     # that calibrates each baseline, so a stack equal to one member gets exactly that member's band.
     residuals = np.concatenate([_scaled_residuals(members(s) @ weights, s) for s in sets])
-    best = names[int(np.argmax(onehot))]
+    shares = zip(names, target, strict=True)
+    best = " + ".join(n if share == 1 else f"{share:g} {n}" for n, share in shares if share)
     return StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
 
 
