@@ -80,21 +80,6 @@ def test_shrinkage_follows_out_of_sample_folds_and_bands_are_calibrated() -> Non
     assert fit_stack(pair[:1], names, LEVELS).shrinkage == DEFAULT_SHRINKAGE
 
 
-def test_a_stack_that_is_one_member_has_that_members_band() -> None:
-    # The band is calibrated like each baseline's: from the served combination's own residuals on the
-    # fit sets, not also from the weightings fitted in the folds. lag52 is best on every set.
-    rng = np.random.default_rng(3)
-    names = ["healthai", "last_value", "lag52"]
-    sets = _sets(rng, lambda y: {"healthai": 2 * y + rng.normal(0, 40, y.shape), "last_value": y * 1.5,
-                                 "lag52": y + rng.normal(5, 10, y.shape)}, n_sets=3)
-    fit = fit_stack(sets, names, LEVELS)
-    assert fit.folds == 2 and fit.best == "lag52" and fit.weights[2] == pytest.approx(1.0, abs=1e-6)
-    fresh = sets[0].points["lag52"][:5]
-    own = [(s.points["lag52"], s.y, s.scale) for s in sets]
-    np.testing.assert_allclose(fit.bands(fresh, sets[0].scale),
-                               stacking.calibrate(fresh, own, sets[0].scale, LEVELS), rtol=1e-12)
-
-
 def test_recent_seasons_count_more_and_the_st_gnn_can_be_the_shrink_target(monkeypatch) -> None:
     rng = np.random.default_rng(1)
     names = ["healthai", "last_value", "lag52"]

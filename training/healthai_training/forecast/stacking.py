@@ -12,8 +12,8 @@
   hedges: half that member, half the best of the other members. Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
   and in the folds' errors (members change as the training data grow; seasons differ). The bands are
-  calibrated from the final weights' residuals on every fit set, as ``calibrate`` does for each baseline:
-  ``q_l = point + Q_l(residual / range) × range`` per region (``range`` = the region's training
+  calibrated from the folds' out-of-sample residuals plus the final weights' residuals on every fit
+  set: ``q_l = point + Q_l(residual / range) × range`` per region (``range`` = the region's training
   range), clamped at 0.
 - ``calibrate``: that band for any point forecast from its own residuals (the baselines' bands).
 
@@ -24,11 +24,9 @@ dev sets' rolling-origin tables (training/RESULTS.md, "Issue 12, fifth session")
 session added the rule that a member cannot be made the best by the periods that selected it, after
 a backtest on a synthetic daily series (never a dev set) showed the stack worse than every member;
 its first form was replaced by this one after seeing the dev tables (RESULTS.md, "sixth session").
-The seventh session dropped the folds' residuals from the band pool (they score other weightings than
-the one served): found on the sixth session's synthetic weekly set, where a stack equal to the
-2-season mean had a 10 % worse WIS than that baseline (RESULTS.md, "seventh session"). It also made
-the no-other-set case a hedge (was: the best other member alone), pre-registered and adopted on
-three series generated for that test (RESULTS.md, "seventh session").
+The seventh session made the no-other-set case a hedge (was: the best other member alone),
+pre-registered and adopted on three series generated for that test; it tried, and reverted after
+held-out series, a band from the final weights' residuals only (RESULTS.md, "seventh session").
 """
 
 from __future__ import annotations
@@ -63,7 +61,7 @@ class StackFit:
     shrinkage: float
     best: str | None  # the shrink target: a member, or "0.5 a + 0.5 b" (the hedge)
     offsets: np.ndarray  # [Q] residual quantiles in units of the region range
-    folds: int  # cross-validation folds behind the shrinkage
+    folds: int  # cross-validation folds behind the shrinkage and the offsets
 
     def combine(self, points: dict[str, np.ndarray]) -> np.ndarray:
         return sum(w * points[n] for w, n in zip(self.weights, self.names, strict=True))
@@ -162,20 +160,20 @@ def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, seaso
         before = [s for s in sets if s.end <= held.start]
         if before:
             folds.append((held, *_shrunk(before, names, season)))
+    residuals = []
     if folds:
         age = recency([h for h, _, _ in folds], season)
         errors = [float(sum(a * (((members(h) @ (lam * b + (1 - lam) * w)) - h.y) ** 2).sum()
                             for a, (h, w, b) in zip(age, folds, strict=True)))
                   for lam in SHRINKAGE_GRID]
         lam = max(lam for lam, e in zip(SHRINKAGE_GRID, errors, strict=True) if e <= min(errors) * (1 + 1e-9))
+        residuals = [_scaled_residuals(members(h) @ (lam * b + (1 - lam) * w), h) for h, w, b in folds]
     else:
         lam = DEFAULT_SHRINKAGE
     w_ls, target = _shrunk(sets, names, season)
     weights = lam * target + (1 - lam) * w_ls
     weights = weights / weights.sum()
-    # The band of the combination that is served, from its own residuals on every fit set: the rule
-    # that calibrates each baseline, so a stack equal to one member gets exactly that member's band.
-    residuals = np.concatenate([_scaled_residuals(members(s) @ weights, s) for s in sets])
+    residuals = np.concatenate([*residuals, *(_scaled_residuals(members(s) @ weights, s) for s in sets)])
     shares = zip(names, target, strict=True)
     best = " + ".join(n if share == 1 else f"{share:g} {n}" for n, share in shares if share)
     return StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
