@@ -114,33 +114,32 @@ def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
-def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> dict[int, float]:
-    """The shrink target {member index: weight}: the member with the least recency-weighted squared
-    error ``overall`` on ``sets``, unless that member was selected on some of them (a member cannot be
-    made the best by the periods that chose it). Then the winner on the other sets; without any, no
-    set can judge it, so the target hedges: half that member, half the best of the members selected
-    nowhere."""
+def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> np.ndarray:
+    """The shrink target's weights [K]: the member with the least recency-weighted squared error
+    ``overall`` on ``sets``, unless that member was selected on some of them (a member cannot be made
+    the best by the periods that chose it). Then the winner on the other sets; without any, no set can
+    judge it, so the target hedges: half that member, half the best of the members selected nowhere."""
+    target = np.zeros(len(names))
     winner = int(np.argmin(overall))
-    if not any(names[winner] in s.selected for s in sets):
-        return {winner: 1.0}
-    clean = [s for s in sets if not s.selected]
-    if clean:
-        x, y, w = _matrix(clean, names, season)
-        return {int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0))): 1.0}
     eligible = [i for i, n in enumerate(names) if not any(n in s.selected for s in sets)]
-    if not eligible:
-        return {winner: 1.0}
-    return {winner: 0.5, min(eligible, key=lambda i: overall[i]): 0.5}
+    clean = [s for s in sets if not s.selected]
+    if winner in eligible:
+        target[winner] = 1.0
+    elif clean:
+        x, y, w = _matrix(clean, names, season)
+        target[int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))] = 1.0
+    elif eligible:
+        target[[winner, min(eligible, key=lambda i: overall[i])]] = 0.5
+    else:
+        target[winner] = 1.0
+    return target
 
 
 def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray]:
     """(least-squares convex weights, the shrink target's weights) fitted on ``sets``, recency-weighted."""
     x, y, w = _matrix(sets, names, season)
-    w_ls = fit_weights(x, y, w)
-    target = np.zeros(len(names))
-    for i, share in _target(sets, names, season, (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)).items():
-        target[i] = share
-    return w_ls, target
+    errors = (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)
+    return fit_weights(x, y, w), _target(sets, names, season, errors)
 
 
 def _scaled_residuals(point: np.ndarray, s: FitSet) -> np.ndarray:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from healthai_training.risk.cohort_spec import CohortSpec, FeatureRule, _err, load_spec, parse_spec
+from healthai_training.risk.cohort_spec import CohortSpec, FeatureRule, load_spec, parse_spec
+from healthai_training.risk.cohort_spec import input_error as _err
 from healthai_training.risk.data import FeatureSpec, RiskData, patient_split
 
 __all__ = ["CohortSpec", "FeatureRule", "build_cohort", "fill_value", "load_cohort", "load_spec", "midpoint",

@@ -70,39 +70,39 @@ class CohortSpec:
     features: tuple[FeatureRule, ...]
 
 
-def _err(message: str, where: str) -> TrainingInputError:
+def input_error(message: str, where: str) -> TrainingInputError:
     return TrainingInputError(message, field=where)
 
 
 def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
     if value not in allowed:
-        raise _err(f"spec {where} = {value!r}: must be one of {', '.join(allowed)}", where)
+        raise input_error(f"spec {where} = {value!r}: must be one of {', '.join(allowed)}", where)
     return str(value)
 
 
 def _rule(name: str, raw: Any) -> FeatureRule:
     where = f"features.{name}"
     if not isinstance(raw, dict):
-        raise _err(f"spec [{where}] must be a table", where)
+        raise input_error(f"spec [{where}] must be a table", where)
     unknown = sorted(set(raw) - FEATURE_KEYS)
     if unknown:
-        raise _err(f"spec [{where}]: unknown keys {unknown} (allowed: {sorted(FEATURE_KEYS)})", where)
+        raise input_error(f"spec [{where}]: unknown keys {unknown} (allowed: {sorted(FEATURE_KEYS)})", where)
     kind = _choice(raw.get("type"), TYPES, f"{where}.type")
     columns = tuple(raw.get("columns", ())) if kind == "onehot" else (str(raw.get("column", name)),)
     if kind == "onehot" and len(columns) < 2:
-        raise _err(f"spec [{where}]: a onehot group needs columns = [at least 2 column names]", where)
+        raise input_error(f"spec [{where}]: a onehot group needs columns = [at least 2 column names]", where)
     lo, hi = raw.get("min"), raw.get("max")
     for key, value in (("min", lo), ("max", hi)):
         if value is not None and not isinstance(value, int | float):
-            raise _err(f"spec {where}.{key} must be a number, got {value!r}", f"{where}.{key}")
+            raise input_error(f"spec {where}.{key} must be a number, got {value!r}", f"{where}.{key}")
     if lo is not None and hi is not None and lo > hi:
-        raise _err(f"spec {where}: min {lo} > max {hi}", where)
+        raise input_error(f"spec {where}: min {lo} > max {hi}", where)
     categories = tuple(raw.get("categories", ()))
     if kind == "categorical" and len(categories) < 2:
-        raise _err(f"spec [{where}]: categorical needs categories = [at least 2 values]", where)
+        raise input_error(f"spec [{where}]: categorical needs categories = [at least 2 values]", where)
     values = tuple(raw.get("values", (0, 1)))
     if kind == "binary" and (len(values) != 2 or raw.get("positive", 1) not in values):
-        raise _err(f"spec [{where}]: binary needs values = [negative, positive] holding positive "
+        raise input_error(f"spec [{where}]: binary needs values = [negative, positive] holding positive "
                    f"(got values {list(values)}, positive {raw.get('positive', 1)!r})", where)
     return FeatureRule(
         name=name,
@@ -128,7 +128,7 @@ def load_spec(path: Path | str) -> CohortSpec:
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
-        raise _err(f"spec file not found: {path}", "spec") from exc
+        raise input_error(f"spec file not found: {path}", "spec") from exc
     return parse_spec(text, where=str(path))
 
 
@@ -138,29 +138,29 @@ def parse_spec(text: str, *, where: str = "spec") -> CohortSpec:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _err(f"spec {path}: not valid TOML ({exc})", "spec") from exc
+        raise input_error(f"spec {path}: not valid TOML ({exc})", "spec") from exc
     unknown = sorted(set(raw) - {"cohort", "features"})
     if unknown:
-        raise _err(f"spec {path}: unknown sections {unknown} (allowed: cohort, features)", "spec")
+        raise input_error(f"spec {path}: unknown sections {unknown} (allowed: cohort, features)", "spec")
     cohort = raw.get("cohort")
     if not isinstance(cohort, dict):
-        raise _err(f"spec {path}: missing [cohort] section", "cohort")
+        raise input_error(f"spec {path}: missing [cohort] section", "cohort")
     bad = sorted(set(cohort) - COHORT_KEYS)
     if bad:
-        raise _err(f"spec [cohort]: unknown keys {bad} (allowed: {sorted(COHORT_KEYS)})", "cohort")
+        raise input_error(f"spec [cohort]: unknown keys {bad} (allowed: {sorted(COHORT_KEYS)})", "cohort")
     for key in ("name", "target"):
         if not isinstance(cohort.get(key), str) or not cohort[key]:
-            raise _err(f"spec [cohort]: {key} must be a non-empty string", f"cohort.{key}")
+            raise input_error(f"spec [cohort]: {key} must be a non-empty string", f"cohort.{key}")
     pid, per_row = cohort.get("patient_id"), cohort.get("rows_are_patients", False)
     if (pid is None) == (per_row is not True):
-        raise _err(
+        raise input_error(
             "spec [cohort]: give exactly one of patient_id = \"<column>\" (the privacy unit) or "
             "rows_are_patients = true",
             "cohort.patient_id",
         )
     feats = raw.get("features")
     if not isinstance(feats, dict) or not feats:
-        raise _err(f"spec {path}: no [features.<name>] tables", "features")
+        raise input_error(f"spec {path}: no [features.<name>] tables", "features")
     positive = cohort.get("positive")
     return CohortSpec(
         name=cohort["name"],
