@@ -50,14 +50,18 @@ def test_stack_weights_are_convex_and_bands_calibrated() -> None:
     w = fit_weights(np.stack([a, b, rng.uniform(0, 100, 400)], axis=1), 0.7 * a + 0.3 * b + noise)
     np.testing.assert_allclose(w, [0.7, 0.3, 0.0], atol=0.02)
     assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
-    scale = np.array([10.0, 100.0])
-    val_point = rng.uniform(50, 60, (500, 2))
-    val_y = val_point + rng.normal(0, 1, (500, 2)) * scale * 0.05
-    test_point = rng.uniform(50, 60, (2000, 2))
-    test_y = test_point + rng.normal(0, 1, (2000, 2)) * scale * 0.05
-    q = calibrate(test_point, [(val_point, val_y, scale)], scale, LEVELS)
-    assert metrics.coverage(test_y, q, LEVELS, 0.95) == pytest.approx(0.95, abs=0.02)
-    assert metrics.coverage(test_y, q, LEVELS, 0.5) == pytest.approx(0.5, abs=0.04)
+    # Counts whose noise grows with the level (Poisson): bands on the square-root scale, calibrated
+    # on residuals pooled over a small and a large region, cover the nominal share in each. (A band
+    # of one width in counts would be far too wide for the small region and too narrow for the other.)
+    size = np.array([20.0, 2000.0])
+    val_point = size * rng.uniform(0.8, 1.2, (1000, 2))
+    test_point = size * rng.uniform(0.8, 1.2, (3000, 2))
+    q = calibrate(test_point, [(val_point, rng.poisson(val_point))], LEVELS)
+    test_y = rng.poisson(test_point)
+    for region in (0, 1):
+        y, band = test_y[:, region:region + 1], q[:, region:region + 1]
+        assert metrics.coverage(y, band, LEVELS, 0.95) == pytest.approx(0.95, abs=0.02)
+        assert metrics.coverage(y, band, LEVELS, 0.5) == pytest.approx(0.5, abs=0.04)
 
 
 def test_no_choice_sees_data_after_its_origin(three_states) -> None:

@@ -45,7 +45,7 @@ def _sets(rng: np.random.Generator, make, n_sets: int = 4, periods: int = 60) ->
     out = []
     for k in range(n_sets):
         y = rng.uniform(50, 150, (periods, 2))
-        out.append(FitSet(make(y), y, np.array([100.0, 100.0]), k * periods, (k + 1) * periods))
+        out.append(FitSet(make(y), y, k * periods, (k + 1) * periods))
     return out
 
 
@@ -73,7 +73,7 @@ def test_shrinkage_follows_out_of_sample_folds_and_bands_are_calibrated() -> Non
     fresh = _sets(rng, lambda y: {"healthai": noise(y, 10), "last_value": noise(y, 10), "lag52": y},
                   n_sets=1, periods=3000)[0]
     point = fit.combine(fresh.points)
-    q = fit.bands(point, fresh.scale)
+    q = fit.bands(point)
     assert metrics.coverage(fresh.y, q, LEVELS, 0.5) == pytest.approx(0.5, abs=0.04)
     assert metrics.coverage(fresh.y, q, LEVELS, 0.95) == pytest.approx(0.95, abs=0.02)
     # One set: nothing to cross-validate on, the a-priori shrinkage.
@@ -102,7 +102,7 @@ def test_a_member_is_not_judged_best_on_the_periods_that_selected_it() -> None:
     def fit_set(k: int, sd: dict[str, float], selected: tuple[str, ...] = ()) -> FitSet:
         y = rng.uniform(50, 150, (60, 2))
         points = {n: y + rng.normal(0, sd[n], y.shape) for n in names}
-        return FitSet(points, y, np.array([100.0, 100.0]), 60 * k, 60 * (k + 1), selected)
+        return FitSet(points, y, 60 * k, 60 * (k + 1), selected)
 
     # Its validation periods flatter the ST-GNN (its epoch was picked there): alone, they cannot make
     # it the best member, nor can anything judge it; with no fold the stack hedges between it and the
@@ -127,8 +127,9 @@ def test_stacked_module_computes_the_baselines_and_the_members_median(three_stat
     inner = build_forecaster(graph, window=54, steps=4, quantiles=FLUSIGHT_QUANTILES, hidden=4, seasonal=True,
                              scale_min=lo, scale_max=hi).eval()
     k = len(MEMBERS)
+    offsets = np.linspace(-3.0, 3.0, len(LEVELS))[None, :] * np.arange(1, 5)[:, None]  # root scale, per step
     stacked = StackedForecaster(inner, members=MEMBERS, weights=np.full((4, k), 1.0 / k),
-                                offsets=np.zeros((4, len(LEVELS))), band_scale=hi - lo, season=52).eval()
+                                offsets=offsets, season=52).eval()
     assert stacked.window == 106
     targets = np.arange(150, 200)
     for step in (1, 4):
@@ -140,6 +141,11 @@ def test_stacked_module_computes_the_baselines_and_the_members_median(three_stat
                 **baselines.all_baselines(data.series, targets, step, season=52)}
         for j, name in enumerate(MEMBERS):
             np.testing.assert_allclose(got[..., j], want[name], rtol=1e-5, atol=1e-3, err_msg=name)
+        with torch.no_grad():
+            q, point = (t[:, step - 1].numpy() for t in stacked(x))
+        # the band the backtest scores: max(sqrt(point) + offset, 0)^2, so it widens with the level
+        band = np.maximum(np.sqrt(np.maximum(point, 0))[..., None] + offsets[step - 1], 0) ** 2
+        np.testing.assert_allclose(q, band, rtol=1e-5, atol=1e-3)
 
 
 def test_default_learns_before_the_test_split_and_is_served_with_its_point(three_states, tmp_path: Path

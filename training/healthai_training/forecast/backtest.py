@@ -121,11 +121,11 @@ def _one_origin(
         row.p.setdefault("healthai", []).append(test.points["healthai"])
         stacked = fit.combine(test.points)
         row.p.setdefault("healthai_stacked", []).append(stacked)
-        row.q.setdefault("healthai_stacked", []).append(fit.bands(stacked, f.scale))
+        row.q.setdefault("healthai_stacked", []).append(fit.bands(stacked))
         for n in BASELINES:
-            own = [(x.points[n], x.y, x.scale) for x in sets if n in x.points]
+            own = [(x.points[n], x.y) for x in sets if n in x.points]
             if n in test.points and own:
-                row.q.setdefault(n, []).append(calibrate(test.points[n], own, f.scale, levels))
+                row.q.setdefault(n, []).append(calibrate(test.points[n], own, levels))
                 row.p.setdefault(n, []).append(test.points[n])
 
 

@@ -40,8 +40,9 @@ def card_section(d: DefaultForecaster) -> dict:
         "kind": "healthai_stacked",
         "members": list(d.model.members),
         "weights_per_step": {str(s): d.fits[s].record() for s in steps},
-        "calibration": "per-step residual quantiles (units of each region's training range) from "
-        "forward-chaining out-of-sample folds over the fit sets and the final weights on every fit set",
+        "calibration": "per-step residual quantiles on the square-root scale (q = max(sqrt(point) + offset, "
+        "0)^2) from forward-chaining out-of-sample folds over the fit sets and the final weights on every "
+        "fit set",
         "recency": "fit sets weighted 0.5 per season of age (weights, best member, shrinkage folds)",
         "best_member": "least weighted squared error on the fit sets; a member that wins only with the "
         "periods that selected it (the ST-GNN's validation periods) must also win on the others; with no "
@@ -117,7 +118,6 @@ def train_default(
         members=tuple(names),
         weights=np.stack([fits[s].weights for s in steps]),
         offsets=np.stack([fits[s].offsets for s in steps]),
-        band_scale=final.scale,
         season=data.season,
     ).eval()
     test = _test_metrics(model, final, data.series, cfg.horizons, levels)

@@ -39,7 +39,6 @@ class OriginForecasts:
     val_start: int
     end: int
     model: torch.nn.Module
-    scale: np.ndarray  # [N] each region's range on [0, val_start): the bands' unit
     val: dict[int, FitSet]  # step -> the validation periods' member forecasts
     test: dict[int, FitSet]  # step -> the periods [origin, end)
     test_q: dict[int, np.ndarray]  # step -> the ST-GNN's own quantiles [T, N, Q] on [origin, end)
@@ -82,9 +81,9 @@ def model_steps(model: torch.nn.Module, series: np.ndarray, targets: np.ndarray,
 
 
 def _fit_set(series: np.ndarray, targets: np.ndarray, step: int, season: int, median: np.ndarray,
-             scale: np.ndarray, selected: tuple[str, ...] = ()) -> FitSet:
+             selected: tuple[str, ...] = ()) -> FitSet:
     points = {"healthai": median, **baselines.all_baselines(series, targets, step, season=season)}
-    return FitSet(points, series[targets], scale, int(targets[0]), int(targets[-1]) + 1, selected)
+    return FitSet(points, series[targets], int(targets[0]), int(targets[-1]) + 1, selected)
 
 
 def forecasts_at(
@@ -116,20 +115,18 @@ def forecasts_at(
     else:
         model, best_epoch, curve = trainer(sub, cfg), None, None
     model.eval()
-    lo, hi = epi_data.minmax_fit(sub.series, val_start)
-    scale = hi - lo
     m = model.median_index
-    out = OriginForecasts(origin, val_start, end, model, scale, {}, {}, {}, best_epoch, curve)
+    out = OriginForecasts(origin, val_start, end, model, {}, {}, {}, best_epoch, curve)
     val_t, test_t = np.arange(val_start, origin), np.arange(origin, end)
     for s in steps:
         vt = val_t[val_t - s + 1 - model.window >= 0]
         if len(vt):
             median = model_steps(model, sub.series, vt, s)[..., m]
             # the ST-GNN's epoch was picked on these periods
-            out.val[s] = _fit_set(sub.series, vt, s, data.season, median, scale, ("healthai",))
+            out.val[s] = _fit_set(sub.series, vt, s, data.season, median, ("healthai",))
         if len(test_t):
             q = model_steps(model, sub.series, test_t, s)
             out.test_q[s] = q
-            out.test[s] = _fit_set(sub.series, test_t, s, data.season, q[..., m], scale)
+            out.test[s] = _fit_set(sub.series, test_t, s, data.season, q[..., m])
     logger.info("origin %d: trained (epoch %s)", origin, best_epoch)
     return out

@@ -3,8 +3,8 @@ stacked with the seasonal baselines computed from the same input window, with ca
 
 Input ``history`` [B, W, N] raw counts, W = max(the ST-GNN's window, what the baselines need:
 2·season + 2 periods for the mean of the same periods ±2 in the two prior seasons). Outputs
-``forecast`` [B, S, N, Q] (point + per-step residual quantiles × each region's training range,
-clamped at 0) and ``point`` [B, S, N] (the stacked point forecast: per-step convex weights over the
+``forecast`` [B, S, N, Q] (per-step residual quantiles on the square-root scale: ``max(√point +
+offset, 0)²``) and ``point`` [B, S, N] (the stacked point forecast: per-step convex weights over the
 members). Weights and offsets come from ``stacking.fit_stack`` on rolling origins before the test
 data; serving needs no torch (it is all in the graph).
 """
@@ -36,8 +36,7 @@ class StackedForecaster(nn.Module):
         *,
         members: tuple[str, ...],
         weights: np.ndarray,  # [S, K] convex per step, in ``members`` order
-        offsets: np.ndarray,  # [S, Q] residual quantiles per step (units of the region range)
-        band_scale: np.ndarray,  # [N] each region's training range
+        offsets: np.ndarray,  # [S, Q] residual quantiles per step on the square-root scale
         season: int,
     ) -> None:
         super().__init__()
@@ -60,7 +59,6 @@ class StackedForecaster(nn.Module):
         self.register_buffer("scale_range", model.scale_range.clone())
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.float32))
-        self.register_buffer("band_scale", torch.tensor(np.maximum(band_scale, 1e-6), dtype=torch.float32))
         t = self.window - 1
         s = np.arange(1, steps + 1)
         d = np.arange(-HALF_WIDTH, HALF_WIDTH + 1)
@@ -82,5 +80,5 @@ class StackedForecaster(nn.Module):
 
     def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         point = (self.member_points(history) * self.weights[None, :, None, :]).sum(dim=-1)  # [B, S, N]
-        q = point.unsqueeze(-1) + self.offsets[None, :, None, :] * self.band_scale[None, None, :, None]
-        return torch.clamp(q, min=0.0), point
+        root = torch.sqrt(torch.clamp(point, min=0.0)).unsqueeze(-1) + self.offsets[None, :, None, :]
+        return torch.clamp(root, min=0.0) ** 2, point
