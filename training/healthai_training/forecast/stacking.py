@@ -117,6 +117,11 @@ def _matrix(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarr
     return x, np.concatenate([s.y.ravel() for s in sets]), w
 
 
+def _errors(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each member's weighted squared error [K] from ``_matrix``'s (forecasts, truth, weights)."""
+    return (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)
+
+
 def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarray) -> np.ndarray:
     """The shrink target's weights [K]: the member with the least recency-weighted squared error
     ``overall`` on ``sets``, unless that member was selected on some of them (a member cannot be made
@@ -129,8 +134,7 @@ def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarr
     if winner in eligible:
         target[winner] = 1.0
     elif clean:
-        x, y, w = _matrix(clean, names, season)
-        target[int(np.argmin((w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)))] = 1.0
+        target[int(np.argmin(_errors(*_matrix(clean, names, season))))] = 1.0
     elif eligible:
         target[[winner, min(eligible, key=lambda i: overall[i])]] = 0.5
     else:
@@ -141,8 +145,7 @@ def _target(sets: list[FitSet], names: list[str], season: int, overall: np.ndarr
 def _shrunk(sets: list[FitSet], names: list[str], season: int) -> tuple[np.ndarray, np.ndarray]:
     """(least-squares convex weights, the shrink target's weights) fitted on ``sets``, recency-weighted."""
     x, y, w = _matrix(sets, names, season)
-    errors = (w[:, None] * (x - y[:, None]) ** 2).sum(axis=0)
-    return fit_weights(x, y, w), _target(sets, names, season, errors)
+    return fit_weights(x, y, w), _target(sets, names, season, _errors(x, y, w))
 
 
 def _root_residuals(point: np.ndarray, y: np.ndarray) -> np.ndarray:
