@@ -33,6 +33,10 @@ bool healthai::cpu::avx512_usable() {
 namespace healthai::cpu::avx512::x16 {
 namespace {
 
+// The samplers below are inlined into their callers: every zmm register is caller-saved in the x86-64
+// SysV ABI, so an out-of-line call spills and reloads the live vectors (measured: ~10 % of the job).
+#define HAI_INLINE __attribute__((always_inline)) inline
+
 constexpr int kMinLanes = 3;  // a vector for fewer runs costs more than scalar cells (measured)
 constexpr int kMaxTries = 4;  // BTRS rounds per draw in vectors
 constexpr int kMaxDraws = 6;  // S->E, vaccination, E->I, I->R, admission, discharge
@@ -102,7 +106,7 @@ struct Streams {
 // rng::binomial_inversion on the lanes of m, r = P(X = 0) given: lanes leave the loop for good, so the
 // lanes still in it at round j all have x = j and share reciprocal(j). u and r are updated in every
 // lane (a lane's values after it left are never read), so only x waits on the lanes' decisions.
-V inversion(M m, V n, V ratio, V u, V r) {
+HAI_INLINE V inversion(M m, V n, V ratio, V u, V r) {
   V x = zero();
   M go = m & gt(u, r) & lt(x, n);
   for (int64_t j = 1; go; ++j) {
@@ -115,7 +119,7 @@ V inversion(M m, V n, V ratio, V u, V r) {
 }
 
 // DrawTables::lf on the lanes of m (0 <= k): the table below its size, Stirling's series above.
-V log_fact(M m, V k, const rng::DrawTables& tab) {
+HAI_INLINE V log_fact(M m, V k, const rng::DrawTables& tab) {
   const M small = m & lt(k, set1(static_cast<double>(tab.log_fact_size)));
   V out = gather(small, tab.log_fact, to_i64(k));
   const M big = m & ~small;
@@ -163,7 +167,7 @@ inline uint32_t log_squeeze(M m, V w, V bound) {
 }
 
 // The BTRS part of rng::binomial on the lanes of m (n p >= 10, p <= 1/2); `tabbed` lanes may use tab.lpq.
-V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbed) {
+HAI_INLINE V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbed) {
   const V spq = sqrt(mul(np, q));
   const V b = add(set1(1.15), mul(set1(2.53), spq));
   const V a = add(add(set1(-0.0873), mul(set1(0.0248), b)), mul(set1(0.01), p));
@@ -220,7 +224,7 @@ V btrs(Streams& s, M m, V n, V p, V q, V np, const rng::DrawTables& tab, M tabbe
 }
 
 // rng::binomial on the lanes of m with per-lane p, q, log q (the leap); tab as the scalar call's.
-V binomial(Streams& s, M m, V n, V p, V q, V log_q, const rng::DrawTables& tab) {
+HAI_INLINE V binomial(Streams& s, M m, V n, V p, V q, V log_q, const rng::DrawTables& tab) {
   m &= gt(n, zero()) & gt(p, zero());
   if (!m) return zero();
   const M all = m & ~gt(q, zero());  // p = 1: everyone moves
@@ -394,4 +398,5 @@ void simd_math_check(const double* x, int64_t n, double* out) {
 
 }  // namespace healthai::cpu
 
+#undef HAI_INLINE
 #pragma GCC pop_options
