@@ -189,7 +189,7 @@ def main() -> None:
             np_cells / np_wall,
         )
     )
-    # the engine's internal comparisons, on a slice of runs (cost per county-day barely depends on runs)
+    # the engine's internal comparisons on a 50-run slice (per county-day it costs more than the full job)
     part = min(50, runs)
     part_size, part_cells = f"{part} x {g.n_regions} x {args.days}", part * g.n_regions * args.days
     wall, cpu, simd_digest = native(g, part, args.days, 1)
