@@ -172,11 +172,11 @@ def main() -> None:
     threads = [int(x) for x in args.threads.split(",")]
     rows: list[Row] = []
     digests = set()
-    per_cpu = {}
+    full = {}  # threads -> (wall s, CPU s) of the full job
     for t in threads:
         wall, cpu, digest = native(g, runs, args.days, t)
         digests.add(digest)
-        per_cpu[t] = cells / cpu
+        full[t] = wall, cpu
         rows.append((f"native CPU, {t} thread(s)", size, wall, cpu, cells / wall))
     np_cells = np_runs * g.n_regions * args.days
     np_wall, np_cpu = numpy_engine(g, np_runs, args.days)
@@ -191,17 +191,19 @@ def main() -> None:
     )
     # the engine's internal comparisons on a 50-run slice (per county-day it costs more than the full job)
     part = min(50, runs)
-    part_size, part_cells = f"{part} x {g.n_regions} x {args.days}", part * g.n_regions * args.days
-    wall, cpu, simd_digest = native(g, part, args.days, 1)
-    rows.append(("native CPU, 1 thread", part_size, wall, cpu, part_cells / wall))
+
+    def on_slice(name: str, **kw: bool) -> str:
+        wall, cpu, digest = native(g, part, args.days, 1, **kw)
+        rows.append(
+            (name, f"{part} x {g.n_regions} x {args.days}", wall, cpu, part * g.n_regions * args.days / wall)
+        )
+        return digest
+
+    simd_digest = on_slice("native CPU, 1 thread")
     scalar_digest = None
     if simd_available():
-        wall, cpu, scalar_digest = native(g, part, args.days, 1, simd=False)
-        rows.append(
-            ("native CPU, 1 thread, scalar transitions (simd=False)", part_size, wall, cpu, part_cells / wall)
-        )
-    wall, cpu, _ = native(g, part, args.days, 1, hospital=True)
-    rows.append(("native CPU SEIHR (hospital), 1 thread", part_size, wall, cpu, part_cells / wall))
+        scalar_digest = on_slice("native CPU, 1 thread, scalar transitions (simd=False)", simd=False)
+    on_slice("native CPU SEIHR (hospital), 1 thread", hospital=True)
     ode_ours = ode_native(g, 365, 4)
     ode_ours_free = ode_native(coupled_free, 365, 4)
     ode_mem = None if args.no_memilio else ode_memilio(coupled_free, 365)
@@ -219,14 +221,14 @@ def main() -> None:
         print(f"AVX-512 transitions: on; same final state as the scalar code: {simd_digest == scalar_digest}")
     else:
         print("AVX-512 transitions: not available on this CPU (scalar code)")
-    best = min(r[2] for r in rows[: len(threads)])
+    best = min(wall for wall, _ in full.values())
     print(f"full job {cells / 1e9:.2f} billion county-days: best {best:.1f} s (target <= 60 s on 2 cores)")
     np_per_cpu = np_cells / np_cpu
     same = "the same job" if np_runs == runs else f"NumPy on {np_runs} runs"
-    wall_ratio = rows[len(threads) - 1][4] * np_wall / np_cells
+    wall_ratio = cells / full[threads[-1]][0] / (np_cells / np_wall)
     print(
         f"native vs NumPy ({same}), per CPU-second: "
-        + ", ".join(f"{t} thread(s) {per_cpu[t] / np_per_cpu:.1f}x" for t in threads)
+        + ", ".join(f"{t} thread(s) {cells / cpu / np_per_cpu:.1f}x" for t, (_, cpu) in full.items())
         + f" (target >= 5x on the 1,000-run job); wall, {threads[-1]} thread(s): {wall_ratio:.1f}x"
     )
     if ode_mem is not None:
