@@ -6,7 +6,11 @@ Workers drive Ingest and Risk.Score through one SDK client that round-robins ove
 addresses; one replica is killed with SIGKILL while calls are in flight. Checked: no error reaches a
 caller (the SDK retried the UNAVAILABLE attempts on the others), every ingest the SDK returned
 (acknowledged) is in the union of the three stores afterwards — the killed replica's included — and
-the throughput on the remaining two recovers. The measured numbers are printed (``-s`` shows them).
+service recovers: the SDK marks the killed address down, no call is routed to it once the first
+seconds have passed, and every worker keeps completing calls on the other two. The throughput before,
+during and after is printed (``-s`` shows it) but not asserted: two replicas serve about 2/3 of what
+three did (runs here: 0.63-0.76 after/before), and on a shared 2-core machine that ratio is
+noise-bound (a CI run measured 0.47); speed is checked by benchmarks, not unit tests.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ KEY = "5e" * 32  # one pseudonym key for every replica: the same patient has the
 SOURCE = "replica-fault-test"
 WORKERS = 6
 WARMUP_S, BEFORE_S, DURING_S, AFTER_S = 1.0, 4.0, 2.0, 4.0
-MIN_RECOVERY = 0.5  # after / before calls/s; a noisy shared 2-core machine, hence not ~1.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: list[float] = field(default_factory=list)  # completion times (monotonic)
+    done_by_worker: dict[int, list[float]] = field(default_factory=dict)
     acked: list[str] = field(default_factory=list)  # patient ids whose ingest returned
     errors: list[BaseException] = field(default_factory=list)
 
@@ -90,8 +94,14 @@ def worker(client: Client, load: Load, w: int, features: np.ndarray) -> None:
             with load.lock:
                 load.errors.append(exc)
             return
+        now = time.monotonic()
         with load.lock:
-            load.done.append(time.monotonic())
+            load.done.append(now)
+            load.done_by_worker.setdefault(w, []).append(now)
+
+
+def retry_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
 
 
 @pytest.mark.timeout(120)
@@ -113,8 +123,11 @@ def test_sigkill_one_replica_mid_load(replicas: tuple[list[subprocess.Popen[byte
         time.sleep(WARMUP_S + BEFORE_S)
         t_kill = time.monotonic()
         procs[0].send_signal(signal.SIGKILL)
-        time.sleep(DURING_S + AFTER_S)
+        time.sleep(DURING_S)
+        retries_at_recovery = len(retry_messages(caplog))
+        time.sleep(AFTER_S)
         t_end = time.monotonic()
+        down = client.down_addresses
         load.stop.set()
         for t in threads:
             t.join(20)
@@ -124,7 +137,7 @@ def test_sigkill_one_replica_mid_load(replicas: tuple[list[subprocess.Popen[byte
     before = rate(load.done, t0 + WARMUP_S, t_kill)
     during = rate(load.done, t_kill, t_kill + DURING_S)
     after = rate(load.done, t_kill + DURING_S, t_end)
-    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    retried = retry_messages(caplog)
     on_killed = [m for m in retried if addresses[0] in m]
     print(f"\nreplicas: calls/s before kill {before:.0f} (3 replicas), during {during:.0f} "
           f"(first {DURING_S:.0f} s), after {after:.0f} (2 replicas), after/before {after / before:.2f}; "
@@ -134,7 +147,13 @@ def test_sigkill_one_replica_mid_load(replicas: tuple[list[subprocess.Popen[byte
     assert not load.errors, f"{len(load.errors)} call(s) failed at the caller: {load.errors[:3]}"
     assert on_killed, "no call to the killed replica was retried: the kill did not hit calls in flight"
     assert all("UNAVAILABLE" in m for m in retried), retried[:3]
-    assert after >= MIN_RECOVERY * before, f"throughput did not recover: {after:.0f} vs {before:.0f} calls/s"
+    # recovered: the killed address is known down, nothing was routed to it after the first seconds,
+    # and every worker completed calls on the survivors in the last AFTER_S seconds
+    assert down == (addresses[0],), down
+    assert retried[retries_at_recovery:] == [], retried[retries_at_recovery:][:3]
+    stalled = [w for w in range(WORKERS)
+               if not any(t >= t_kill + DURING_S for t in load.done_by_worker.get(w, []))]
+    assert not stalled, f"worker(s) {stalled} completed no call after the first {DURING_S:.0f} s"
 
     # nothing acknowledged is lost: every acked patient is in one of the stores (the killed one too)
     for proc in procs[1:]:
