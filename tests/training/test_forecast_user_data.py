@@ -267,31 +267,48 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     assert metrics["data"]["series"]["sha256"] and metrics["test"]["2"]["baselines"]["last_value"]["rmse"] > 0
 
 
+def _train_argv(series: Path, edges: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["train", "forecast", "--series", str(series), "--graph", str(edges), "--epochs", "1",
+            "--runs-dir", str(tmp_path / "runs"), *extra]
+
+
 def test_cli_refuses_short_series_and_graph_without_series(
     new_england: pd.DataFrame, tmp_path: Path, capsys
 ) -> None:
-    short = _long_csv(new_england.iloc[:100], tmp_path / "short.csv")
     edges = _edges(tmp_path / "e.csv")
-    assert (
-        _run(
-            [
-                "train",
-                "forecast",
-                "--series",
-                str(short),
-                "--graph",
-                str(edges),
-                "--epochs",
-                "1",
-                "--runs-dir",
-                str(tmp_path / "runs"),
-            ]
-        )
-        == 2
-    )
+    # 60 weeks: the training split (30) cannot even hold a 20-week window + 15 steps
+    shortest = _long_csv(new_england.iloc[:60], tmp_path / "shortest.csv")
+    assert _run(_train_argv(shortest, edges, tmp_path)) == 2
+    assert "series of 60 periods is too short" in capsys.readouterr().out
+    # 100 weeks hold a 20-week window but not a seasonal one (54 + 15): asked for, it is refused
+    short = _long_csv(new_england.iloc[:100], tmp_path / "short.csv")
+    assert _run(_train_argv(short, edges, tmp_path, "--mode", "seasonal")) == 2
     assert "series of 100 periods is too short" in capsys.readouterr().out
     assert _run(["train", "forecast", "--graph", str(edges), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "--graph needs --series or --from-store" in capsys.readouterr().out
+
+
+def test_default_mode_falls_back_to_the_window_on_a_series_shorter_than_a_seasonal_window(
+    new_england: pd.DataFrame, tmp_path: Path, capsys
+) -> None:
+    edges = _edges(tmp_path / "e.csv")
+    short = _long_csv(new_england.iloc[:100], tmp_path / "short.csv")
+    assert _run(_train_argv(short, edges, tmp_path, "--no-stack")) == 0
+    out, err = capsys.readouterr()
+    assert "mode: window20 (the training split (50 periods) cannot hold a seasonal window" in err
+    metrics = json.loads((Path(json.loads(out.splitlines()[-1])["run_dir"]) / "metrics.json").read_text())
+    assert metrics["mode"] == "window20" and metrics["window"] == 20
+    chosen = metrics["data"]["mode"]
+    assert chosen["mode"] == "window20" and "54 + 15 periods" in chosen["why"]
+    # long enough: the default stays seasonal, and the report says it was the default
+    args = argparse.Namespace(series=short, from_store=None, graph=edges, step=None, season_length=None,
+                              split=None, negatives="refuse", allow_isolated=False, graph_id_property=None)
+    data = cli.user_data(args)
+    assert cli.resolve_mode("window20", data, {}) == "window20" and "mode" not in data.report
+    long = _long_csv(new_england.iloc[:200], tmp_path / "long.csv")
+    data = cli.user_data(argparse.Namespace(**{**vars(args), "series": long}))
+    assert cli.resolve_mode(None, data, {}) == "seasonal"
+    assert data.report["mode"] == {"mode": "seasonal", "why": "default"}
 
 
 def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: Path) -> None:

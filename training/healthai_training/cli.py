@@ -16,7 +16,13 @@ import json
 import logging
 from pathlib import Path
 
-from healthai_training.cli_forecast import add_data_flags, register_backtest, user_data, write_results_json
+from healthai_training.cli_forecast import (
+    add_data_flags,
+    register_backtest,
+    resolve_mode,
+    user_data,
+    write_results_json,
+)
 from healthai_training.errors import TrainingInputError
 from healthai_training.risk.cli_store import add_store_flags
 
@@ -140,12 +146,11 @@ def _train_forecast(args: argparse.Namespace) -> int:
     private = not args.non_private and args.epsilon is not None
     custom = args.series is not None or args.from_store is not None
     dataset = "custom" if custom else args.dataset
-    settings = {**forecast_defaults(dataset, args.mode, private=private), **_overrides(args)}
-    for name in FORECAST_FLAGS:
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
     # Length checks against the model window happen in training (the window depends on the season).
     data = user_data(args)
+    flags = {name: getattr(args, name) for name in FORECAST_FLAGS if getattr(args, name) is not None}
+    args.mode = resolve_mode(args.mode, data, flags)
+    settings = {**forecast_defaults(dataset, args.mode, private=private), **_overrides(args), **flags}
     if data is not None:
         settings["season"] = data.season
     results = []
@@ -242,8 +247,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fc.add_argument(
         "--mode",
         choices=("window20", "seasonal"),
-        default="seasonal",
-        help="window20: the papers' 20-week window; seasonal: also season-ago weeks (production)",
+        default=None,
+        help="window20: the papers' 20-period window; seasonal: also season-ago periods (production). "
+        "Default: seasonal when the training split holds a season + 2 periods + the horizon, else window20",
     )
     fc.add_argument(
         "--base",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from healthai_training.errors import TrainingInputError
@@ -91,6 +92,34 @@ def user_data(args: argparse.Namespace):
     return user_data.load_files(series=args.series, **common)
 
 
+MODES = ("window20", "seasonal")
+
+
+def resolve_mode(mode: str | None, data, settings: dict) -> str:
+    """``--mode``, or by default the seasonal mode when the training split holds a seasonal window (one
+    season + 2 periods) plus the horizon, else ``window20`` (a series shorter than that: a daily series
+    of a year or so, a weekly one of two seasons). The choice and its reason go into ``data.report``
+    and are printed; an explicit ``--mode seasonal`` on too short a series still stops with the error."""
+    if mode is not None or data is None:
+        return mode or "seasonal"
+    from healthai_training.epi.data import split_points
+    from healthai_training.forecast.train import ForecastConfig
+
+    fields = {k: v for k, v in settings.items() if k in ForecastConfig.__dataclass_fields__ and v is not None}
+    cfg = ForecastConfig(seasonal=True, **{**fields, "season": data.season})
+    n_train = split_points(data.n_weeks, data.split)[0]
+    need = cfg.effective_window + cfg.steps
+    if n_train >= need:
+        data.report["mode"] = {"mode": "seasonal", "why": "default"}
+        return "seasonal"
+    why = (f"the training split ({n_train} periods) cannot hold a seasonal window plus the horizon "
+           f"({cfg.effective_window} + {cfg.steps} periods with a season of {data.season}); "
+           "--mode seasonal insists, --season-length changes the season")
+    data.report["mode"] = {"mode": "window20", "why": why}
+    print(f"mode: window20 ({why})", file=sys.stderr)
+    return "window20"
+
+
 def _split(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(s) for s in text.split(","))
@@ -127,6 +156,7 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
 
     data = user_data(args)
     dataset = "custom" if data is not None or args.defaults == "generic" else args.dataset
+    args.mode = resolve_mode(args.mode, data, {k: getattr(args, k, None) for k in forecast_flags})
     if data is None:
         data = epi_data.load_epi(args.dataset, data_root=args.data_root)
     settings = {
@@ -169,7 +199,9 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
 def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> None:
     bt = kinds.add_parser("backtest", help="rolling-origin evaluation against seasonal baselines")
     bt.add_argument("--dataset", choices=("japan", "us_states"), default="us_states")
-    bt.add_argument("--mode", choices=("window20", "seasonal"), default="seasonal")
+    bt.add_argument("--mode", choices=MODES, default=None,
+                    help="default: seasonal when the training split holds a season + 2 periods + the "
+                    "horizon, else window20")
     bt.add_argument("--json", type=Path, default=None, help="write per-horizon metrics as JSON")
     bt.add_argument(
         "--fixed-split",

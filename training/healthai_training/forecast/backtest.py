@@ -166,7 +166,8 @@ def run_backtest(
     if not origins:
         raise TrainingInputError(
             f"series of {data.n_weeks} periods has no season after the first {first_seasons} "
-            f"({data.season} periods each) to backtest on",
+            f"({data.season} periods each) to backtest on: --fixed-split evaluates at the --split test "
+            "start instead, --season-length sets a shorter season",
             field="series",
         )
     n_train = int((1 - VAL_FRACTION) * origins[0])
