@@ -288,26 +288,28 @@ def test_cli_refuses_short_series_and_graph_without_series(
     assert "--graph needs --series or --from-store" in capsys.readouterr().out
 
 
-def test_default_mode_falls_back_to_the_window_on_a_series_shorter_than_a_seasonal_window(
+def test_default_mode_is_the_window_below_two_seasons_of_seasonal_windows(
     new_england: pd.DataFrame, tmp_path: Path, capsys
 ) -> None:
     edges = _edges(tmp_path / "e.csv")
     short = _long_csv(new_england.iloc[:100], tmp_path / "short.csv")
     assert _run(_train_argv(short, edges, tmp_path, "--no-stack")) == 0
     out, err = capsys.readouterr()
-    assert "mode: window20 (the training split (50 periods) cannot hold a seasonal window" in err
+    assert "mode: window20 (the training split (50 periods) holds 0 seasonal training windows" in err
     metrics = json.loads((Path(json.loads(out.splitlines()[-1])["run_dir"]) / "metrics.json").read_text())
     assert metrics["mode"] == "window20" and metrics["window"] == 20
     chosen = metrics["data"]["mode"]
-    assert chosen["mode"] == "window20" and "54 + 15 periods" in chosen["why"]
-    # long enough: the default stays seasonal, and the report says it was the default
+    assert chosen["mode"] == "window20"
+    assert "(54 + 15 periods each), fewer than 2 seasons of 52" in chosen["why"]
+    # the threshold: two seasons of seasonal windows, 54 + 15 - 1 + 2 x 52 = 172 training weeks
     args = argparse.Namespace(series=short, from_store=None, graph=edges, step=None, season_length=None,
                               split=None, negatives="refuse", allow_isolated=False, graph_id_property=None)
     data = cli.user_data(args)
     assert cli.resolve_mode("window20", data, {}) == "window20" and "mode" not in data.report
-    long = _long_csv(new_england.iloc[:200], tmp_path / "long.csv")
-    data = cli.user_data(argparse.Namespace(**{**vars(args), "series": long}))
-    assert cli.resolve_mode(None, data, {}) == "seasonal"
+    for weeks, mode in ((342, "window20"), (344, "seasonal")):  # training split 171 / 172 weeks
+        series = _long_csv(new_england.iloc[:weeks], tmp_path / f"s{weeks}.csv")
+        data = cli.user_data(argparse.Namespace(**{**vars(args), "series": series}))
+        assert cli.resolve_mode(None, data, {}) == mode, weeks
     assert data.report["mode"] == {"mode": "seasonal", "why": "default"}
 
 

@@ -249,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("window20", "seasonal"),
         default=None,
         help="window20: the papers' 20-period window; seasonal: also season-ago periods (production). "
-        "Default: seasonal when the training split holds a season + 2 periods + the horizon, else window20",
+        "Default: seasonal when the training split holds two seasons of seasonal windows, else window20",
     )
     fc.add_argument(
         "--base",

@@ -93,13 +93,18 @@ def user_data(args: argparse.Namespace):
 
 
 MODES = ("window20", "seasonal")
+MIN_SEASONS_OF_WINDOWS = 2  # the default mode is seasonal from this many seasons of training windows
 
 
 def resolve_mode(mode: str | None, data, settings: dict) -> str:
-    """``--mode``, or by default the seasonal mode when the training split holds a seasonal window (one
-    season + 2 periods) plus the horizon, else ``window20`` (a series shorter than that: a daily series
-    of a year or so, a weekly one of two seasons). The choice and its reason go into ``data.report``
-    and are printed; an explicit ``--mode seasonal`` on too short a series still stops with the error."""
+    """``--mode``, or by default the seasonal mode when the training split holds at least two seasons
+    of seasonal training windows (a window is one season + 2 periods, plus the horizon: weekly, a
+    training split of 172 periods, a series of 344 weeks at the default split), else ``window20``.
+    A seasonal network learns each period of the season from as many windows as there are seasons
+    of them; on shorter histories the 20-period window did better (RESULTS.md, "tenth session": found
+    on seen series, pre-registered, adopted on new ones). The choice and its reason go into
+    ``data.report`` and are printed; ``--mode seasonal`` overrides it (too short a series for even
+    one seasonal window still stops with the length error)."""
     if mode is not None or data is None:
         return mode or "seasonal"
     from healthai_training.epi.data import split_points
@@ -108,13 +113,13 @@ def resolve_mode(mode: str | None, data, settings: dict) -> str:
     fields = {k: v for k, v in settings.items() if k in ForecastConfig.__dataclass_fields__ and v is not None}
     cfg = ForecastConfig(seasonal=True, **{**fields, "season": data.season})
     n_train = split_points(data.n_weeks, data.split)[0]
-    need = cfg.effective_window + cfg.steps
-    if n_train >= need:
+    windows = max(n_train - cfg.effective_window - cfg.steps + 1, 0)
+    if windows >= MIN_SEASONS_OF_WINDOWS * data.season:
         data.report["mode"] = {"mode": "seasonal", "why": "default"}
         return "seasonal"
-    why = (f"the training split ({n_train} periods) cannot hold a seasonal window plus the horizon "
-           f"({cfg.effective_window} + {cfg.steps} periods with a season of {data.season}); "
-           "--mode seasonal insists, --season-length changes the season")
+    why = (f"the training split ({n_train} periods) holds {windows} seasonal training windows "
+           f"({cfg.effective_window} + {cfg.steps} periods each), fewer than {MIN_SEASONS_OF_WINDOWS} "
+           f"seasons of {data.season}; --mode seasonal insists, --season-length changes the season")
     data.report["mode"] = {"mode": "window20", "why": why}
     print(f"mode: window20 ({why})", file=sys.stderr)
     return "window20"
@@ -200,8 +205,8 @@ def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> 
     bt = kinds.add_parser("backtest", help="rolling-origin evaluation against seasonal baselines")
     bt.add_argument("--dataset", choices=("japan", "us_states"), default="us_states")
     bt.add_argument("--mode", choices=MODES, default=None,
-                    help="default: seasonal when the training split holds a season + 2 periods + the "
-                    "horizon, else window20")
+                    help="default: seasonal when the training split holds two seasons of seasonal "
+                    "windows, else window20")
     bt.add_argument("--json", type=Path, default=None, help="write per-horizon metrics as JSON")
     bt.add_argument(
         "--fixed-split",
