@@ -73,10 +73,21 @@ def forecaster(graph, *, window: int = 20, steps: int = 15):
     return STGNNForecaster(spatial=spatial, n_nodes=graph.n_nodes, window=window, steps=steps).eval()
 
 
+def session(path: Path, variant: str, threads: int) -> ort.InferenceSession:
+    """A CPU session on ``path``; the custom variant with our op library registered."""
+    from healthai.ops import ort_library_path
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    if variant == "custom":
+        opts.register_custom_ops_library(str(ort_library_path()))
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def forecast_speed(name: str, graph, work: Path, args: argparse.Namespace) -> list[object]:
     import torch
 
-    from healthai.ops import ort_library_path, set_num_threads
+    from healthai.ops import set_num_threads
     from healthai_training.forecast.export import export_variant
 
     torch.set_num_threads(args.threads)
@@ -88,11 +99,7 @@ def forecast_speed(name: str, graph, work: Path, args: argparse.Namespace) -> li
     for variant in ("custom", "standard"):
         path = work / f"{name.split()[0]}-{graph.n_nodes}-{variant}.onnx"
         export_variant(model, path, variant=variant)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        if variant == "custom":
-            opts.register_custom_ops_library(str(ort_library_path()))
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = session(path, variant, args.threads)
         ms[variant] = timed(lambda s=sess: s.run(None, {"history": x}), args.budget)
         path.unlink()
     with torch.inference_mode():
@@ -112,7 +119,6 @@ def aggregation_alone(layer, n: int, work: Path, args: argparse.Namespace) -> di
     """The forecaster's graph-aggregation node by itself on [1, N, 32] (its hidden width), both variants."""
     import torch
 
-    from healthai.ops import ort_library_path
     from healthai.ops.onnx_export import export_onnx
 
     x = np.random.default_rng(1).normal(size=(1, n, 32)).astype(np.float32)
@@ -121,11 +127,7 @@ def aggregation_alone(layer, n: int, work: Path, args: argparse.Namespace) -> di
         path = work / f"agg-{n}-{variant}.onnx"
         export_onnx(layer, (torch.from_numpy(x),), path, variant=variant, input_names=["x"],
                     output_names=["y"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        if variant == "custom":
-            opts.register_custom_ops_library(str(ort_library_path()))
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = session(path, variant, args.threads)
         ms[variant] = timed(lambda s=sess: s.run(None, {"x": x}), args.budget)
         path.unlink()
     return ms
