@@ -47,10 +47,13 @@ WARMUP_S, BEFORE_S, DURING_S, AFTER_S = 1.0, 4.0, 2.0, 4.0
 class Load:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    done: list[float] = field(default_factory=list)  # completion times (monotonic)
-    done_by_worker: dict[int, list[float]] = field(default_factory=dict)
+    done_by_worker: dict[int, list[float]] = field(default_factory=dict)  # completion times (monotonic)
     acked: list[str] = field(default_factory=list)  # patient ids whose ingest returned
     errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[float]:
+        return [t for times in self.done_by_worker.values() for t in times]
 
 
 def rate(times: list[float], start: float, stop: float) -> float:
@@ -94,10 +97,8 @@ def worker(client: Client, load: Load, w: int, features: np.ndarray) -> None:
             with load.lock:
                 load.errors.append(exc)
             return
-        now = time.monotonic()
         with load.lock:
-            load.done.append(now)
-            load.done_by_worker.setdefault(w, []).append(now)
+            load.done_by_worker.setdefault(w, []).append(time.monotonic())
 
 
 def retry_messages(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from healthai_training.cli_forecast import (
+    MODES,
     add_data_flags,
     register_backtest,
     resolve_mode,
@@ -246,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fc.add_argument("--dataset", choices=("japan", "us_states"), default="japan")
     fc.add_argument(
         "--mode",
-        choices=("window20", "seasonal"),
+        choices=MODES,
         default=None,
         help="window20: the papers' 20-period window; seasonal: also season-ago periods (production). "
         "Default: seasonal when the training split holds two seasons of seasonal windows, else window20",
