@@ -24,7 +24,7 @@ from healthai_training.forecast.ensemble import ForecastEnsemble
 from healthai_training.forecast.export import export_forecaster
 from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import FLUSIGHT_QUANTILES
-from healthai_training.forecast.origins import MEMBERS, model_steps
+from healthai_training.forecast.origins import MEMBERS, forecasts_at, model_steps
 from healthai_training.forecast.stacked_model import StackedForecaster
 from healthai_training.forecast.stacking import DEFAULT_SHRINKAGE, FitSet, fit_stack
 from healthai_training.forecast.train import ForecastConfig
@@ -118,6 +118,15 @@ def test_a_member_is_not_judged_best_on_the_periods_that_selected_it() -> None:
     assert fit_stack([val, *worse], names, LEVELS, season=60).best == "lag52"
     # Unmarked, the same validation periods would have made it the best.
     assert fit_stack([replace(val, selected=())], names, LEVELS, season=60).best == "healthai"
+
+
+def test_validation_periods_judge_the_st_gnn_in_window20_mode_only(three_states) -> None:
+    # Seasonal mode: the ST-GNN's epoch, picked on its validation periods, flatters it there, so they
+    # are marked and cannot make it the best alone. Window20 mode: they judge it like any fit set.
+    for seasonal, marked in ((True, ("healthai",)), (False, ())):
+        cfg = replace(CFG, seasonal=seasonal)
+        got = forecasts_at(three_states, cfg, 156, steps=(1,), end=170)
+        assert got.val[1].selected == marked and got.test[1].selected == ()
 
 
 def test_stacked_module_computes_the_baselines_and_the_members_median(three_states) -> None:

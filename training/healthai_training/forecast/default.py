@@ -44,9 +44,10 @@ def card_section(d: DefaultForecaster) -> dict:
         "0)^2) from forward-chaining out-of-sample folds over the fit sets and the final weights on every "
         "fit set",
         "recency": "fit sets weighted 0.5 per season of age (weights, best member, shrinkage folds)",
-        "best_member": "least weighted squared error on the fit sets; a member that wins only with the "
-        "periods that selected it (the ST-GNN's validation periods) must also win on the others; with no "
-        "other set, the target is half that member, half the best of the others",
+        "best_member": "least weighted squared error on the fit sets; in seasonal mode a member that wins "
+        "only with the periods that selected it (the ST-GNN's validation periods) must also win on the "
+        "others (with no other set, the target is half that member, half the best of the others); in "
+        "window20 mode the validation periods judge the ST-GNN like any fit set",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,

@@ -7,7 +7,8 @@
   cross-validation over the fit sets (each set scored with weights fitted on the sets that end
   before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the shrink target alone: no
   out-of-sample evidence for anything else). A member cannot be made the best by the periods that
-  selected it (the ST-GNN's epoch is picked on its validation periods, ``FitSet.selected``): when it
+  flatter it (``FitSet.selected``: the seasonal ST-GNN on the validation periods its epoch was picked
+  on; ``origins.validation_flatters``): when it
   wins, it must also win on the other sets; with no other set, nothing can judge it, and the target
   hedges: half that member, half the best of the other members. Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
@@ -31,6 +32,9 @@ The eighth session moved every band (stack and baselines) from units of the regi
 to the square-root scale: found on seen series (a log scale was tried there too and rejected: it
 blows up at long horizons), pre-registered and adopted on three series generated for that test
 (RESULTS.md, "eighth session").
+The eleventh session stopped marking the validation periods in window20 mode (there they judge the
+ST-GNN like any set): found on seen series, pre-registered and adopted on three new short series
+(RESULTS.md, "eleventh session").
 """
 
 from __future__ import annotations
