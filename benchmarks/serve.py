@@ -35,6 +35,7 @@ from serve_load import interleaved, latency_pairs, rpc, rpc_cycle, start, table,
 
 from healthai.app.testing import stop_server_process
 from healthai.serving.risk.card import parse_risk_card
+from healthai.serving.risk.task import occlusions, top_features
 from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
 from healthai.v1 import diagnostics_pb2, diagnostics_pb2_grpc, risk_pb2, risk_pb2_grpc
 
@@ -156,6 +157,9 @@ def risk_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[str]:
         what = f"bare ORT in-process, {b:,} rows"
         what += f" (1000 patients × {f + 1}, top features)" if b > 1000 else ""
         rows_big.append([what, f"{v:,.0f}", "(model's own cost)", ""])
+    slow, fast = occlusion_pair(x, risk.baseline)
+    rows_big.append([f"occlusion feed + top 3, 1000 patients in-process: NumPy {slow:.2f} ms, "
+                     f"native {fast:.2f} ms", f"{slow / fast:.1f}× faster", "(native batch path)", ""])
     out.append(table(f"Risk batched requests (patients/s; {f} features; client concurrency 2)",
                      ["what", "patients/s", "target", "verdict"], rows_big))
     return out
@@ -176,6 +180,32 @@ def bare_ort(path: Path, f: int, threads: int) -> dict[int, float]:
         per = (time.perf_counter() - t) / reps
         out[rows] = (rows if rows <= 1000 else 1000) / per
     return out
+
+
+def occlusion_pair(x: np.ndarray, baseline: np.ndarray, k: int = 3, reps: int = 30) -> tuple[float, float]:
+    """Milliseconds to build the occluded feed and pick each patient's top k from a contribution
+    matrix: the NumPy formulation (repeat and scatter, full stable argsort) and the native batch path
+    that Risk.Score runs (csrc/occlusion.h), interleaved; the results are identical (tests/native)."""
+    def numpy_path() -> None:
+        moved = x != baseline
+        _, feature = np.nonzero(moved)
+        occluded = np.repeat(x, moved.sum(axis=1), axis=0)
+        occluded[np.arange(len(feature)), feature] = baseline[feature]
+        np.concatenate([x, occluded])
+        np.argsort(-np.abs(contribution), axis=1, kind="stable")[:, :k]
+
+    def native_path() -> None:
+        occlusions(x, baseline)
+        top_features(contribution, k)
+
+    contribution = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    spent = {numpy_path: 0.0, native_path: 0.0}
+    for _ in range(reps):
+        for fn in spent:
+            t = time.perf_counter()
+            fn()
+            spent[fn] += time.perf_counter() - t
+    return spent[numpy_path] / reps * 1e3, spent[native_path] / reps * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:

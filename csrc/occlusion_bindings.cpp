@@ -1,4 +1,5 @@
-// healthai._native.occlusion_feed / occlusion_top_k (see occlusion.h); sizes checked before any access.
+// healthai._native.occlusion_feed / occlusion_top_k (one patient) and occlusion_feed_rows / top_k_rows (a
+// batch), see occlusion.h; sizes checked before any access, the batch loops run without the GIL.
 #include "occlusion_bindings.h"
 
 #include <pybind11/numpy.h>
@@ -47,9 +48,59 @@ py::tuple top_k(const Floats& out, const Floats& x, const Floats& baseline, int6
   return py::make_tuple(index, top);
 }
 
+// x [n, F] with F from the baseline [F].
+int64_t rows_of(const Floats& x, const Floats& baseline) {
+  if (baseline.ndim() != 1 || baseline.size() == 0) {
+    throw std::invalid_argument("baseline must be a non-empty 1-D array");
+  }
+  if (x.ndim() != 2 || x.shape(1) != baseline.size()) {
+    throw std::invalid_argument("x must be [n, " + std::to_string(baseline.size()) + "] (patients x features)");
+  }
+  return x.shape(0);
+}
+
+py::tuple feed_rows(const Floats& x, const Floats& baseline) {
+  const int64_t n = rows_of(x, baseline), f = baseline.size();
+  const float* xs = x.data();
+  const float* base = baseline.data();
+  int64_t m = 0;
+  {
+    py::gil_scoped_release unlocked;
+    m = healthai::occlusion_moved(xs, base, n, f);
+  }
+  py::array_t<float> feed({n + m, f});
+  py::array_t<int64_t> patient(m), feature(m);
+  float* feed_out = feed.mutable_data();
+  int64_t* patient_out = patient.mutable_data();
+  int64_t* feature_out = feature.mutable_data();
+  {
+    py::gil_scoped_release unlocked;
+    healthai::occlusion_feed_rows(xs, base, n, f, feed_out, patient_out, feature_out);
+  }
+  return py::make_tuple(feed, patient, feature);
+}
+
+py::tuple top_k_batch(const Floats& contribution, int64_t k) {
+  if (contribution.ndim() != 2) throw std::invalid_argument("contribution must be [n, F]");
+  const int64_t n = contribution.shape(0), f = contribution.shape(1);
+  if (k < 0 || k > f) throw std::invalid_argument("k must be in [0, " + std::to_string(f) + "], got " + std::to_string(k));
+  py::array_t<int64_t> index({n, k});
+  py::array_t<float> top({n, k});
+  const float* c = contribution.data();
+  int64_t* index_out = index.mutable_data();
+  float* top_out = top.mutable_data();
+  {
+    py::gil_scoped_release unlocked;
+    healthai::top_k_rows(c, n, f, k, index_out, top_out);
+  }
+  return py::make_tuple(index, top);
+}
+
 }  // namespace
 
 void healthai::bind_occlusion(py::module_& m) {
   m.def("occlusion_feed", &feed, py::arg("x"), py::arg("baseline"));
   m.def("occlusion_top_k", &top_k, py::arg("out"), py::arg("x"), py::arg("baseline"), py::arg("k"));
+  m.def("occlusion_feed_rows", &feed_rows, py::arg("x"), py::arg("baseline"));
+  m.def("top_k_rows", &top_k_batch, py::arg("contribution"), py::arg("k"));
 }

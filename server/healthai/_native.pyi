@@ -201,6 +201,15 @@ def occlusion_top_k(
     out: npt.NDArray[np.float32], x: npt.NDArray[np.float32], baseline: npt.NDArray[np.float32], k: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 
+# Risk occlusion of a batch: x [n, F] -> (feed [n + m, F], patient [m], feature [m]); contribution
+# [n, F] -> per row the top k (index [n, k], top [n, k]), ordered like occlusion_top_k
+def occlusion_feed_rows(
+    x: npt.NDArray[np.float32], baseline: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def top_k_rows(
+    contribution: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+
 # ---- metapopulation SEIR engine (healthai.ops.metapop): host numpy arrays, checked before use ----
 _MetapopState: TypeAlias = npt.NDArray[np.int32] | npt.NDArray[np.float64]  # int32 stochastic, float64 ODE
 

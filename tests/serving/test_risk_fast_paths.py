@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from healthai.serving.risk.card import RiskCard
-from healthai.serving.risk.task import RiskTask, top_features
+from healthai.serving.risk.task import RiskTask
 from healthai.serving.wire import packed_float32
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 
@@ -40,9 +40,10 @@ def reference(session: ort.InferenceSession, x: np.ndarray, k: int) -> dict[str,
         occluded = np.repeat(row[None], F, axis=0)
         occluded[np.arange(F), np.arange(F)] = BASELINE
         contribution = p[i] - session.run(None, {"features": occluded})[0].reshape(1, -1)
-        idx, top = top_features(contribution.astype(np.float32), k)
-        out["top_index"].append(idx[0])
-        out["top_contribution"].append(top[0])
+        contribution = contribution.astype(np.float32)[0]
+        idx = np.argsort(-np.abs(contribution), kind="stable")[:k]  # largest first, ties in card order
+        out["top_index"].append(idx)
+        out["top_contribution"].append(contribution[idx])
     return {"probability": p, "band": (p > 0.5).astype(np.int64),
             **{key: np.array(v).reshape(len(x), k) for key, v in out.items()}}
 
