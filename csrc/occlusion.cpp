@@ -55,6 +55,7 @@ int64_t occlusion_moved(const float* x, const float* baseline, int64_t n, int64_
 
 void occlusion_feed_rows(const float* x, const float* baseline, int64_t n, int64_t f, float* feed, int64_t* patient,
                          int64_t* feature) {
+  if (n == 0) return;  // nothing to copy (and an empty array's data pointer may be null)
   std::memcpy(feed, x, static_cast<size_t>(n * f) * sizeof(float));
   float* next = feed + n * f;
   for (int64_t i = 0; i < n; ++i) {
