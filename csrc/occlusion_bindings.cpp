@@ -15,12 +15,21 @@ namespace {
 
 using Floats = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-// F from the baseline [F]; x must hold F values ([F] or [1, F]).
-int64_t features_of(const Floats& x, const Floats& baseline) {
+// F from the baseline [F].
+int64_t baseline_features(const Floats& baseline) {
   if (baseline.ndim() != 1 || baseline.size() == 0) {
     throw std::invalid_argument("baseline must be a non-empty 1-D array");
   }
-  const int64_t f = baseline.size();
+  return baseline.size();
+}
+
+void check_k(int64_t k, int64_t f) {
+  if (k < 0 || k > f) throw std::invalid_argument("k must be in [0, " + std::to_string(f) + "], got " + std::to_string(k));
+}
+
+// F from the baseline [F]; x must hold F values ([F] or [1, F]).
+int64_t features_of(const Floats& x, const Floats& baseline) {
+  const int64_t f = baseline_features(baseline);
   if (x.size() != f || x.ndim() > 2) {
     throw std::invalid_argument("x must hold one patient's " + std::to_string(f) + " features, got " +
                                 std::to_string(x.size()) + " values");
@@ -41,26 +50,19 @@ py::tuple top_k(const Floats& out, const Floats& x, const Floats& baseline, int6
     throw std::invalid_argument("out must hold " + std::to_string(f + 1) + " outputs (patient, then each feature "
                                 "occluded), got " + std::to_string(out.size()));
   }
-  if (k < 0 || k > f) throw std::invalid_argument("k must be in [0, " + std::to_string(f) + "], got " + std::to_string(k));
+  check_k(k, f);
   py::array_t<int64_t> index({int64_t{1}, k});
   py::array_t<float> top({int64_t{1}, k});
   healthai::occlusion_top_k(out.data(), x.data(), baseline.data(), f, k, index.mutable_data(), top.mutable_data());
   return py::make_tuple(index, top);
 }
 
-// x [n, F] with F from the baseline [F].
-int64_t rows_of(const Floats& x, const Floats& baseline) {
-  if (baseline.ndim() != 1 || baseline.size() == 0) {
-    throw std::invalid_argument("baseline must be a non-empty 1-D array");
-  }
-  if (x.ndim() != 2 || x.shape(1) != baseline.size()) {
-    throw std::invalid_argument("x must be [n, " + std::to_string(baseline.size()) + "] (patients x features)");
-  }
-  return x.shape(0);
-}
-
 py::tuple feed_rows(const Floats& x, const Floats& baseline) {
-  const int64_t n = rows_of(x, baseline), f = baseline.size();
+  const int64_t f = baseline_features(baseline);
+  if (x.ndim() != 2 || x.shape(1) != f) {
+    throw std::invalid_argument("x must be [n, " + std::to_string(f) + "] (patients x features)");
+  }
+  const int64_t n = x.shape(0);
   const float* xs = x.data();
   const float* base = baseline.data();
   int64_t m = 0;
@@ -83,7 +85,7 @@ py::tuple feed_rows(const Floats& x, const Floats& baseline) {
 py::tuple top_k_batch(const Floats& contribution, int64_t k) {
   if (contribution.ndim() != 2) throw std::invalid_argument("contribution must be [n, F]");
   const int64_t n = contribution.shape(0), f = contribution.shape(1);
-  if (k < 0 || k > f) throw std::invalid_argument("k must be in [0, " + std::to_string(f) + "], got " + std::to_string(k));
+  check_k(k, f);
   py::array_t<int64_t> index({n, k});
   py::array_t<float> top({n, k});
   const float* c = contribution.data();

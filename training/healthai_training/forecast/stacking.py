@@ -7,9 +7,9 @@
   cross-validation over the fit sets (each set scored with weights fitted on the sets that end
   before it starts); with no such fold λ = ``DEFAULT_SHRINKAGE`` (the shrink target alone: no
   out-of-sample evidence for anything else). A member cannot be made the best by the periods that
-  flatter it (``FitSet.selected``: the seasonal ST-GNN on the validation periods its epoch was picked
-  on; ``origins.validation_flatters``): when it
-  wins, it must also win on the other sets; with no other set, nothing can judge it, and the target
+  flatter it (``FitSet.selected``, ``origins.validation_flatters``: the seasonal ST-GNN on the
+  validation periods its epoch was picked on): when it wins, it must also win on the other sets;
+  with no other set, nothing can judge it, and the target
   hedges: half that member, half the best of the other members. Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
   and in the folds' errors (members change as the training data grow; seasons differ). The bands are
