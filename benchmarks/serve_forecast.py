@@ -106,25 +106,41 @@ def forecast_speed(name: str, graph, work: Path, args: argparse.Namespace) -> li
         xt = torch.from_numpy(x)
         ms["torch"] = timed(lambda: model(xt), args.budget)
     agg = aggregation_alone(model.spatial, graph.n_nodes, work, args)
+    soft = softplus_alone(graph.n_nodes, work, args)
     print(f"  forecast {name}: built, exported and timed in {time.perf_counter() - t0:.0f} s", flush=True)
     ratio = ms["standard"] / ms["custom"]
     needs = graph.n_nodes > 1000
     return [name, f"{graph.n_nodes:,}", f"{graph.n_edges:,}", f"{ms['custom']:.2f}", f"{ms['standard']:.2f}",
             f"{ms['torch']:.2f}", f"{ratio:.1f}×", "≥ 3×" if needs else "",
             verdict(ratio >= 3) if needs else "",
-            f"{agg['custom']:.3f} / {agg['standard']:.3f} ({agg['standard'] / agg['custom']:.1f}×)"]
+            f"{agg['custom']:.3f} / {agg['standard']:.3f} ({agg['standard'] / agg['custom']:.1f}×)",
+            f"{soft['custom']:.3f} / {soft['standard']:.3f} ({soft['standard'] / soft['custom']:.1f}×)"]
 
 
 def aggregation_alone(layer, n: int, work: Path, args: argparse.Namespace) -> dict[str, float]:
     """The forecaster's graph-aggregation node by itself on [1, N, 32] (its hidden width), both variants."""
+    x = np.random.default_rng(1).normal(size=(1, n, 32)).astype(np.float32)
+    return node_alone(layer, x, f"agg-{n}", work, args)
+
+
+def softplus_alone(n: int, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The quantile head's softplus by itself on [1, N, 15, 22] (steps x gaps): our library's
+    healthai.Softplus (custom) against its decomposition into vectorised standard ops (standard)."""
+    import torch
+
+    x = np.random.default_rng(2).normal(scale=3.0, size=(1, n, 15, 22)).astype(np.float32)
+    return node_alone(torch.nn.Softplus().eval(), x, f"softplus-{n}", work, args)
+
+
+def node_alone(layer, x: np.ndarray, stem: str, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Median ms of ``layer`` exported alone in both variants, on input ``x``."""
     import torch
 
     from healthai.ops.onnx_export import export_onnx
 
-    x = np.random.default_rng(1).normal(size=(1, n, 32)).astype(np.float32)
     ms = {}
     for variant in ("custom", "standard"):
-        path = work / f"agg-{n}-{variant}.onnx"
+        path = work / f"{stem}-{variant}.onnx"
         export_onnx(layer, (torch.from_numpy(x),), path, variant=variant, input_names=["x"],
                     output_names=["y"])
         sess = session(path, variant, args.threads)
@@ -165,7 +181,8 @@ def forecast_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[st
                  f"{args.threads} threads)",
                  ["graph", "nodes", "edges (CSR, incl. self-loops)", "custom-op ONNX", "standard-opset ONNX",
                   "torch eager", "standard / custom", "target", "verdict",
-                  "aggregation node alone: custom / standard ms"], rows)]
+                  "aggregation node alone: custom / standard ms",
+                  "softplus alone: custom / standard ms"], rows)]
     out.append(table("Forecast RPC latency, concurrency 1 (ms)", ["RPC", "p50", "p99", "target", "verdict"],
                      forecast_rpc(repo, work, args)))
     return out

@@ -1,5 +1,6 @@
 // ONNX Runtime custom-op library: domain "healthai" (opset 1), op "CsrAggregate" on the CPU and (when
-// built with CUDA) the CUDA execution provider. Same checks and kernels as the pybind11 module.
+// built with CUDA) the CUDA execution provider. Same checks and kernels as the pybind11 module. The
+// library's other op, "Softplus", is in softplus_op.cpp; RegisterCustomOps below registers both.
 //   inputs : indptr int64[R+1], indices int64[E], weights T[E] (optional; empty = unweighted),
 //            x T[N, F] or T[B, N, F]        (T = float or double)
 //   attr   : reduce = "sum" | "mean" | "max"  (default "sum")
@@ -25,6 +26,7 @@
 
 #include "aggregate.h"
 #include "ort/row_chunks.h"
+#include "ort/softplus_op.h"
 
 namespace {
 
@@ -232,6 +234,7 @@ const Ort::CustomOpDomain& library_domain() {
     d->Add(&cuda_f32);
     d->Add(&cuda_f64);
 #endif
+    healthai::ort::add_softplus_ops(*d);
     return d;
   }();
   return *domain;

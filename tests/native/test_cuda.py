@@ -148,3 +148,24 @@ def test_ort_cuda_execution_provider() -> None:
     np.testing.assert_allclose(
         out, reference_forward(indptr, indices, None, x, "mean")[0], rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="onnxruntime has no CUDA execution provider here",
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ort_cuda_softplus(dtype) -> None:
+    from .test_onnx_softplus import _softplus_model
+
+    x = np.concatenate([np.random.default_rng(5).normal(0.0, 20.0, 300_000), [np.nan, np.inf, -np.inf, 0.0]])
+    x = x.astype(dtype)
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_library_path()))
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # fails unless the op is on the GPU
+    elem = 1 if dtype == np.float32 else 11
+    sess = ort.InferenceSession(_softplus_model(elem), so, providers=["CUDAExecutionProvider"])
+    (got,) = sess.run(None, {"x": x})
+    exact = np.logaddexp(0.0, x.astype(np.float64))
+    assert np.isnan(got[-4]) and got[-3] == np.inf and got[-2] == 0.0
+    np.testing.assert_allclose(got[:-4], exact[:-4], rtol=4e-7 if dtype == np.float32 else 1e-15, atol=1e-37)

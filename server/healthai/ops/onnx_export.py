@@ -3,7 +3,7 @@
 Two variants of the aggregation node:
 
 - ``variant="custom"``: one ``healthai.CsrAggregate`` node (domain ``healthai``, opset 1) served by
-  our ONNX Runtime library; run it with::
+  our ONNX Runtime library (which also serves each softplus, as ``healthai.Softplus``); run it with::
 
       so = onnxruntime.SessionOptions()
       so.register_custom_ops_library(str(healthai.ops.ort_library_path()))
@@ -50,10 +50,23 @@ Variant = Literal["custom", "standard"]
 
 
 def _register_schema() -> None:
-    """Declare healthai.CsrAggregate to onnx (shape/type checks, and onnxscript needs a schema)."""
+    """Declare healthai.CsrAggregate and healthai.Softplus to onnx (shape/type checks; onnxscript needs
+    a schema)."""
+    param = OpSchema.FormalParameter
+    if not onnx.defs.has("Softplus", CUSTOM_DOMAIN):
+        onnx.defs.register_schema(
+            OpSchema(
+                "Softplus",
+                CUSTOM_DOMAIN,
+                CUSTOM_OPSET_VERSION,
+                doc="y = log(1 + exp(x)), elementwise (ONNX Softplus, vectorised)",
+                inputs=[param("X", "T", "any shape")],
+                outputs=[param("Y", "T", "the shape of X")],
+                type_constraints=[("T", ["tensor(float)", "tensor(double)"], "element type")],
+            )
+        )
     if onnx.defs.has(OP_NAME, CUSTOM_DOMAIN):
         return
-    param = OpSchema.FormalParameter
     optional = OpSchema.FormalParameterOption.Optional
     onnx.defs.register_schema(
         OpSchema(
@@ -168,7 +181,8 @@ def export_onnx(
     node; "standard": standard opset-18 ops only). ``input_names``, ``output_names``,
     ``dynamic_shapes`` (``torch.export`` style) or ``dynamic_axes`` (legacy style) are passed through.
     With ``fast_softplus`` (default) the saved graph goes through ``onnx_passes.rewrite_softplus``
-    (same function, vectorised ops; ONNX Runtime's Softplus kernel is scalar).
+    (same function; ONNX Runtime's Softplus kernel is scalar): "custom" gets our vectorised
+    ``healthai.Softplus`` node, "standard" a decomposition into vectorised standard ops.
     """
     if variant not in ("custom", "standard"):
         raise ValueError(f"variant must be 'custom' or 'standard', got {variant!r}")
@@ -193,6 +207,6 @@ def export_onnx(
     program.save(str(path))
     if fast_softplus:
         proto = onnx.load(str(path))
-        if rewrite_softplus(proto):
+        if rewrite_softplus(proto, custom_domain=CUSTOM_DOMAIN if variant == "custom" else None):
             onnx.save(proto, str(path))
     return path

@@ -5,7 +5,8 @@ exporter wraps it in ``Where(Greater(x, threshold), x, Softplus(x))`` (torch's `
 made the forecaster's quantile head more than half of its run time. Both are replaced by the
 vectorised, overflow-free identity ``softplus(x) = Relu(x) + log1p(Exp(-Abs(x)))`` (log1p by Goldberg's
 trick, as accurate as a libm log1p); for x > ~17 the log term is below half an ulp of x, so the
-threshold branch is implied (beta = 1 only).
+threshold branch is implied (beta = 1 only). With ``custom_domain`` (the custom-op variant) each is one
+``healthai.Softplus`` node of our op library instead: one vectorised pass instead of eleven nodes.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ def _decomposition(x: str, out: str, tag: str) -> list[onnx.NodeProto]:
     ]
 
 
-def rewrite_softplus(model: onnx.ModelProto) -> int:
+def rewrite_softplus(model: onnx.ModelProto, *, custom_domain: str | None = None) -> int:
     """Replace every main-graph float/double ``Softplus`` (with its exporter ``Where``/``Greater``
-    threshold guard, when the threshold is ≥ 15) by ``Relu(x) + log1p(Exp(-|x|))`` in place; returns
-    how many. A Softplus whose input type the graph does not record is left alone."""
+    threshold guard, when the threshold is ≥ 15) by ``Relu(x) + log1p(Exp(-|x|))`` in place — or, with
+    ``custom_domain``, by one ``Softplus`` node of that domain (opset 1, imported if it is not) — and
+    return how many. A Softplus whose input type the graph does not record is left alone."""
     graph = model.graph
     consumers = _consumers(graph)
     outputs = _graph_outputs(graph)
@@ -116,10 +118,15 @@ def rewrite_softplus(model: onnx.ModelProto) -> int:
             greater, where = guard
             drop.update(id(n) for n in (greater, where))
             target = where.output[0]
-        replace[id(node)] = _decomposition(x, target, tag)
+        if custom_domain is None:
+            replace[id(node)] = _decomposition(x, target, tag)
+        else:
+            replace[id(node)] = [helper.make_node("Softplus", [x], [target], name=tag, domain=custom_domain)]
         count += 1
     if count == 0:
         return 0
+    if custom_domain is not None and all(o.domain != custom_domain for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(custom_domain, 1))
     new_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if id(node) in drop:

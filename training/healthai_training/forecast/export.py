@@ -1,7 +1,8 @@
 """Export a forecaster into a Triton-layout folder, in two ONNX variants, with its region graph.
 
-``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation as the custom-domain node
-``healthai::CsrAggregate``, needs ``healthai.ops.ort_library_path()``), ``<out_dir>/1/model.standard.onnx``
+``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation and softplus as the custom-domain
+nodes ``healthai::CsrAggregate`` and ``healthai::Softplus``, needs ``healthai.ops.ort_library_path()``),
+``<out_dir>/1/model.standard.onnx``
 (standard opset only), ``<out_dir>/1/graph.json`` and ``<out_dir>/1/model_card.json``.
 ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q]; the
 stacked default (``StackedForecaster``) also outputs ``point`` FP32 [-1, S, N] (the stacked point forecast).
@@ -102,8 +103,9 @@ def export_forecaster(
     extra = ""
     if "custom" in variants:
         extra += (
-            "# model.onnx holds the custom node healthai::CsrAggregate (load `healthai info` op library via\n"
-            "# model_operations { op_library_filename: ... }); stock Triton: default_model_filename: "
+            "# model.onnx holds our custom nodes healthai::CsrAggregate and healthai::Softplus (load the\n"
+            "# op library of `healthai info` via model_operations { op_library_filename: ... }); stock\n"
+            "# Triton: default_model_filename: "
             '"model.standard.onnx"\n'
         )
     write_config(
