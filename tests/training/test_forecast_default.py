@@ -24,7 +24,7 @@ from healthai_training.forecast.ensemble import ForecastEnsemble
 from healthai_training.forecast.export import export_forecaster
 from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import FLUSIGHT_QUANTILES
-from healthai_training.forecast.origins import MEMBERS, forecasts_at, model_steps
+from healthai_training.forecast.origins import MEMBERS, forecasts_at, model_steps, no_fold_anchor
 from healthai_training.forecast.stacked_model import StackedForecaster
 from healthai_training.forecast.stacking import DEFAULT_SHRINKAGE, FitSet, fit_stack
 from healthai_training.forecast.train import ForecastConfig
@@ -118,6 +118,35 @@ def test_a_member_is_not_judged_best_on_the_periods_that_selected_it() -> None:
     assert fit_stack([val, *worse], names, LEVELS, season=60).best == "lag52"
     # Unmarked, the same validation periods would have made it the best.
     assert fit_stack([replace(val, selected=())], names, LEVELS, season=60).best == "healthai"
+
+
+def test_with_no_fold_window20_hedges_toward_the_st_gnn() -> None:
+    rng = np.random.default_rng(4)
+    names = ["healthai", "last_value", "lag52"]
+
+    def fit_set(k: int, sd: dict[str, float]) -> FitSet:
+        y = rng.uniform(50, 150, (60, 2))
+        return FitSet({n: y + rng.normal(0, sd[n], y.shape) for n in names}, y, 60 * k, 60 * (k + 1))
+
+    # One short stretch of evidence (window20's validation periods, no fold): half its winner, half
+    # the ST-GNN, banded from that mix's own residuals.
+    val = fit_set(3, {"healthai": 20, "last_value": 30, "lag52": 5})
+    assert fit_stack([val], names, LEVELS, season=60).weights.tolist() == [0.0, 0.0, 1.0]
+    fit = fit_stack([val], names, LEVELS, season=60, anchor="healthai")
+    assert fit.best == "0.5 healthai + 0.5 lag52" and fit.weights.tolist() == [0.5, 0.0, 0.5]
+    mix = 0.5 * val.points["healthai"] + 0.5 * val.points["lag52"]
+    root = (np.sqrt(val.y) - np.sqrt(mix)).ravel()
+    np.testing.assert_allclose(fit.offsets, np.quantile(root, LEVELS))
+    # The ST-GNN winning: the ST-GNN alone.
+    won = fit_set(3, {"healthai": 5, "last_value": 30, "lag52": 20})
+    assert fit_stack([won], names, LEVELS, season=60, anchor="healthai").weights.tolist() == [1.0, 0.0, 0.0]
+    # With folds the anchor changes nothing.
+    sets = [val, *(fit_set(k, {"healthai": 20, "last_value": 30, "lag52": 5}) for k in range(3))]
+    with_anchor = fit_stack(sets, names, LEVELS, season=60, anchor="healthai")
+    assert with_anchor.folds == 3
+    np.testing.assert_array_equal(with_anchor.weights, fit_stack(sets, names, LEVELS, season=60).weights)
+    # Window20 mode anchors on the ST-GNN; seasonal mode keeps its own hedge.
+    assert no_fold_anchor(replace(CFG, seasonal=False)) == "healthai" and no_fold_anchor(CFG) is None
 
 
 def test_validation_periods_judge_the_st_gnn_in_window20_mode_only(three_states) -> None:

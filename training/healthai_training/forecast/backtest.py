@@ -33,7 +33,7 @@ import numpy as np
 
 from healthai_training.epi import data as epi_data
 from healthai_training.errors import TrainingInputError
-from healthai_training.forecast.origins import MEMBERS, forecasts_at
+from healthai_training.forecast.origins import MEMBERS, forecasts_at, no_fold_anchor
 from healthai_training.forecast.stacking import FitSet, calibrate, fit_stack
 from healthai_training.forecast.train import ForecastConfig
 
@@ -110,7 +110,7 @@ def _one_origin(
         sets = ([val] if val is not None else []) + past.get(h, [])
         names = stack_members(test, val)
         usable = [x for x in sets if all(n in x.points for n in names)]
-        fit = fit_stack(usable, names, levels, season=data.season)
+        fit = fit_stack(usable, names, levels, season=data.season, anchor=no_fold_anchor(cfg))
         weights.setdefault(key, []).append({"origin": origin, "fit_sets": len(usable), **fit.record()})
         past.setdefault(h, []).append(test)
         if pooled is None:

@@ -16,7 +16,13 @@ import torch
 from healthai_training.epi import data as epi_data
 from healthai_training.epi import metrics
 from healthai_training.forecast.backtest import inner_origins, stack_members
-from healthai_training.forecast.origins import OriginForecasts, Trainer, forecasts_at, model_steps
+from healthai_training.forecast.origins import (
+    OriginForecasts,
+    Trainer,
+    forecasts_at,
+    model_steps,
+    no_fold_anchor,
+)
 from healthai_training.forecast.stacked_model import StackedForecaster, members_window
 from healthai_training.forecast.stacking import FitSet, StackFit, fit_stack
 from healthai_training.forecast.train import ForecastConfig
@@ -47,7 +53,8 @@ def card_section(d: DefaultForecaster) -> dict:
         "best_member": "least weighted squared error on the fit sets; in seasonal mode a member that wins "
         "only with the periods that selected it (the ST-GNN's validation periods) must also win on the "
         "others (with no other set, the target is half that member, half the best of the others); in "
-        "window20 mode the validation periods judge the ST-GNN like any fit set",
+        "window20 mode the validation periods judge the ST-GNN like any fit set, and with no fold (no "
+        "other set) the target is half the best member, half the ST-GNN",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,
@@ -113,7 +120,7 @@ def train_default(
     for s in steps:
         sets = ([final.val[s]] if s in final.val else []) + past.get(s, [])
         fits[s] = fit_stack([x for x in sets if all(n in x.points for n in names)], names, levels,
-                            season=data.season)
+                            season=data.season, anchor=no_fold_anchor(cfg))
     model = StackedForecaster(
         final.model,
         members=tuple(names),

@@ -10,7 +10,9 @@
   flatter it (``FitSet.selected``, ``origins.validation_flatters``: the seasonal ST-GNN on the
   validation periods its epoch was picked on): when it wins, it must also win on the other sets;
   with no other set, nothing can judge it, and the target
-  hedges: half that member, half the best of the other members. Recency: a fit set one season older
+  hedges: half that member, half the best of the other members. With no fold at all in window20 mode
+  (short histories: the validation periods are the only evidence), the target hedges toward the
+  ST-GNN: half its choice, half the ST-GNN (``anchor``). Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
   and in the folds' errors (members change as the training data grow; seasons differ). The bands are
   calibrated from the folds' out-of-sample residuals plus the final weights' residuals on every fit
@@ -35,6 +37,8 @@ blows up at long horizons), pre-registered and adopted on three series generated
 The eleventh session stopped marking the validation periods in window20 mode (there they judge the
 ST-GNN like any set): found on seen series, pre-registered and adopted on three new short series
 (RESULTS.md, "eleventh session").
+The twelfth session added the window20 no-fold hedge toward the ST-GNN (``anchor``): found on seen
+series, pre-registered and adopted on three new short series (RESULTS.md, "twelfth session").
 """
 
 from __future__ import annotations
@@ -157,9 +161,11 @@ def _root_residuals(point: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (np.sqrt(np.maximum(y, 0.0)) - np.sqrt(np.maximum(point, 0.0))).ravel()
 
 
-def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: int = 52) -> StackFit:
+def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: int = 52,
+              anchor: str | None = None) -> StackFit:
     """Per-horizon stack over ``names`` (every set must hold them) with shrinkage and bands;
-    ``season`` (periods) is the unit of the recency weighting."""
+    ``season`` (periods) is the unit of the recency weighting. ``anchor``: with no fold, the target
+    is half its own choice and half this member (``origins.no_fold_anchor``)."""
     sets = sorted(sets, key=lambda s: (s.start, s.end))
 
     def members(s: FitSet) -> np.ndarray:
@@ -181,6 +187,8 @@ def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, seaso
     else:
         lam = DEFAULT_SHRINKAGE
     w_ls, target = _shrunk(sets, names, season)
+    if not folds and anchor in names:  # one short stretch of evidence: hedge toward the anchor
+        target = 0.5 * target + 0.5 * np.eye(len(names))[names.index(anchor)]
     weights = lam * target + (1 - lam) * w_ls
     weights = weights / weights.sum()
     residuals = np.concatenate([*residuals, *(_root_residuals(members(s) @ weights, s.y) for s in sets)])
