@@ -159,18 +159,70 @@ def forecast_rpc(repo: Path, work: Path, args: argparse.Namespace) -> list[list[
         graph="japan", horizons=horizons, quantile_levels=FLUSIGHT,
         history=forecast_pb2.History(region_ids=graph["region_ids"], counts=counts.reshape(-1).tolist()))
     echo = diagnostics_pb2.EchoRequest(payload=b"x" * req.ByteSize())
+    counties = county_request(repo)
     proc, port = start(repo, work, batching=True, threads=args.threads)
     try:
         lat, _ = latency_pairs(port, {"echo": rpc(diagnostics_pb2_grpc.DiagnosticsStub, "Echo", echo),
-                                      "forecast": rpc(forecast_pb2_grpc.ForecastStub, "Forecast", req)},
+                                      "forecast": rpc(forecast_pb2_grpc.ForecastStub, "Forecast", req),
+                                      "counties": rpc(forecast_pb2_grpc.ForecastStub, "Forecast", counties)},
                                args.latency_n // 4)
     finally:
         stop_server_process(proc)
     f50, f99 = np.percentile(lat["forecast"], [50, 99]) / 1e3
     e50, e99 = np.percentile(lat["echo"], [50, 99]) / 1e3
+    c50, c99 = np.percentile(lat["counties"], [50, 99]) / 1e3
     return [["Diagnostics.Echo (same payload size)", f"{e50:.2f}", f"{e99:.2f}", "", ""],
             [f"Forecast.Forecast japan, {len(FLUSIGHT)} quantiles, horizons {horizons}", f"{f50:.2f}",
-             f"{f99:.2f}", "p50 ≤ 5 ms", verdict(f50 <= 5.0)]]
+             f"{f99:.2f}", "p50 ≤ 5 ms", verdict(f50 <= 5.0)],
+            ["Forecast.Forecast US counties (untrained ST-GNN, every region, the model's 23 quantiles, "
+             "horizons 2, 3, 5, 10, 15: 1.5 MB out)", f"{c50:.2f}", f"{c99:.2f}", "", ""]]
+
+
+def county_request(repo: Path) -> forecast_pb2.ForecastRequest:
+    """Exports an untrained county-scale ST-GNN (random weights) into ``repo`` as forecast_us_counties
+    and returns a request for all its regions (20 weeks of history)."""
+    import torch
+
+    from healthai_training.forecast.build import build_forecaster
+    from healthai_training.forecast.export import export_forecaster
+
+    graph = graph_counties()
+    model = build_forecaster(graph, window=20, steps=15, seasonal=False, base="last", hidden=32,
+                             scale_min=np.zeros(graph.n_nodes), scale_max=np.full(graph.n_nodes, 500.0))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.05)
+    export_forecaster(model, graph, repo / "forecast_us_counties", variants=("custom",))
+    counts = np.random.default_rng(1).uniform(0, 500, size=(20, graph.n_nodes))
+    return forecast_pb2.ForecastRequest(
+        model_name="forecast_us_counties", horizons=[2, 3, 5, 10, 15],
+        history=forecast_pb2.History(region_ids=list(graph.region_ids), counts=counts.reshape(-1).tolist()))
+
+
+def response_building(args: argparse.Namespace) -> list[list[object]]:
+    """The county response's two float arrays (point [5, 3144], quantiles [5, 3144, 23]) put into a
+    ForecastResponse the old way (extend with Python floats) and the served way (packed bytes)."""
+    from healthai.serving.wire import extend_float32
+
+    rng = np.random.default_rng(2)
+    point = rng.uniform(0, 500, (5, 3144)).astype(np.float32)
+    quantiles = rng.uniform(0, 500, (5, 3144, 23)).astype(np.float32)
+
+    def python_floats() -> None:
+        out = forecast_pb2.ForecastResponse()
+        out.point.extend(point.reshape(-1).tolist())
+        out.quantiles.extend(quantiles.reshape(-1).tolist())
+
+    def packed_bytes() -> None:
+        out = forecast_pb2.ForecastResponse()
+        extend_float32(out, "point", point)
+        extend_float32(out, "quantiles", quantiles)
+
+    slow, fast = timed(python_floats, args.budget), timed(packed_bytes, args.budget)
+    return [["Forecast response, US counties: 5 × 3,144 points + 5 × 3,144 × 23 quantiles",
+             f"{slow:.2f}", f"{fast:.3f}", f"{slow / fast:.0f}×"]]
 
 
 def forecast_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[str]:
@@ -185,4 +237,7 @@ def forecast_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[st
                   "softplus alone: custom / standard ms"], rows)]
     out.append(table("Forecast RPC latency, concurrency 1 (ms)", ["RPC", "p50", "p99", "target", "verdict"],
                      forecast_rpc(repo, work, args)))
+    out.append(table("Forecast response building (ms, median)",
+                     ["arrays", "extend(array.tolist())", "packed bytes (served)", "ratio"],
+                     response_building(args)))
     return out

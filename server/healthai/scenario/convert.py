@@ -13,6 +13,7 @@ from healthai.scenario.calibrate import Fit
 from healthai.scenario.errors import FieldError
 from healthai.scenario.graphs import COUNTY_GRAPH, county_graph, explicit_graph
 from healthai.scenario.model import FLUSIGHT_LEVELS, Disease, Intervention, Result
+from healthai.serving.wire import extend_float32
 from healthai.v1 import scenario_pb2
 
 DEFAULT_MOBILITY = 0.1
@@ -158,22 +159,25 @@ def fit_to(fit: Fit, last_date: str) -> scenario_pb2.CalibrateResult:
 def result_to(
     res: Result, graph: MobilityGraph, cols: list[int], runs: int, work: int, elapsed: float
 ) -> scenario_pb2.ScenarioResult:
-    f32 = np.float32
-    return scenario_pb2.ScenarioResult(
+    out = scenario_pb2.ScenarioResult(
         region_ids=[graph.ids[c] for c in cols],
         quantile_levels=res.levels.tolist(),
         period_start_day=res.period_start.tolist(),
-        quantiles=res.quantiles[:, cols].astype(f32).ravel().tolist(),
-        mean=res.mean[:, cols].ravel().tolist(),
-        total_quantiles=res.total_quantiles.astype(f32).ravel().tolist(),
-        peak_size=res.peak_size[cols].astype(f32).ravel().tolist(),
-        peak_day=res.peak_day[cols].astype(f32).ravel().tolist(),
-        samples=res.samples[:, :, cols].astype(f32).ravel().tolist(),
         runs=runs,
         work=work,
         elapsed_s=elapsed,
-        hospital_quantiles=[] if res.hospital is None else res.hospital[:, cols].astype(f32).ravel().tolist(),
-        hospital_total_quantiles=[]
-        if res.hospital_total is None
-        else res.hospital_total.astype(f32).ravel().tolist(),
     )
+    arrays = {
+        "quantiles": res.quantiles[:, cols],
+        "mean": res.mean[:, cols],
+        "total_quantiles": res.total_quantiles,
+        "peak_size": res.peak_size[cols],
+        "peak_day": res.peak_day[cols],
+        "samples": res.samples[:, :, cols],
+        "hospital_quantiles": None if res.hospital is None else res.hospital[:, cols],
+        "hospital_total_quantiles": res.hospital_total,
+    }
+    for field, values in arrays.items():  # packed float32 bytes, not one Python float per value
+        if values is not None:
+            extend_float32(out, field, values)
+    return out

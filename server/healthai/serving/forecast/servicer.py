@@ -15,6 +15,7 @@ from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORE
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
+from healthai.serving.wire import extend_float32
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Forecast"
@@ -42,7 +43,8 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
     """[W, N] float32 in graph order from an explicit history; InvalidInput naming the field."""
     cols = _region_columns(list(history.region_ids), card, "history.region_ids")
     if len(cols) != card.n_regions:
-        missing = [r for i, r in enumerate(card.region_ids) if i not in set(cols)]
+        given = set(cols)
+        missing = [r for i, r in enumerate(card.region_ids) if i not in given]
         raise InvalidInput(f"history.region_ids: missing {len(missing)} of the graph's regions, e.g. "
                            f"{missing[:3]}", field="history.region_ids")
     count = len(history.counts)
@@ -107,7 +109,10 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
 
 
 def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """[S, N, Q] at the model's levels -> [S, N, len(levels)], linear in the level."""
+    """[S, N, Q] at the model's levels -> [S, N, len(levels)], linear in the level (the model's own
+    levels: the forecast itself, which is what the formula gives for them)."""
+    if levels.shape == model_levels.shape and np.array_equal(levels, model_levels):
+        return forecast.astype(np.float32, copy=False)
     hi = np.clip(np.searchsorted(model_levels, levels, side="left"), 1, len(model_levels) - 1)
     lo = hi - 1
     span = model_levels[hi] - model_levels[lo]
@@ -214,7 +219,7 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
             first_forecast_period=first_period, step=card.step, coverage=coverage)
         if source == "stored":
-            response.stored_history.extend(window[:, out_cols].reshape(-1).tolist())
-        response.point.extend(point.reshape(-1).tolist())
-        response.quantiles.extend(quantiles.reshape(-1).tolist())
+            extend_float32(response, "stored_history", window[:, out_cols])
+        extend_float32(response, "point", point)
+        extend_float32(response, "quantiles", quantiles)
         return response
