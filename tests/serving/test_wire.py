@@ -1,5 +1,6 @@
-"""healthai.serving.wire.extend_float32: packed float32 bytes merged into a message are the values that
-``extend(array.tolist())`` would have given, bit for bit, in any shape and dtype."""
+"""healthai.serving.wire: packed float32 bytes merged into a message (``extend_float32``) are the values
+``extend(array.tolist())`` would have given, bit for bit, in any shape and dtype; a forecast history
+read from the wire bytes is the one read value by value."""
 
 from __future__ import annotations
 
@@ -56,3 +57,23 @@ def test_refuses_a_field_that_is_not_repeated_float() -> None:
         extend_float32(msg, "quantile_levels", np.ones(3))  # repeated double
     with pytest.raises(TypeError, match="not a repeated float"):
         extend_float32(msg, "elapsed_s", np.ones(1))
+
+
+def test_forecast_history_reads_the_same_window_either_way() -> None:
+    from healthai.errors import InvalidInput
+    from healthai.serving.forecast.card import ForecastCard
+    from healthai.serving.forecast.servicer import explicit_window
+
+    n, steps = 300, 30  # 9,000 values: the wire-bytes path; 30 x 10 below: the per-value path
+    for regions in (n, 10):
+        ids = tuple(f"R{i:03d}" for i in range(regions))
+        card = ForecastCard(window=20, horizons=(1,), quantile_levels=np.array([0.5]), region_ids=ids,
+                            region_aliases={r: i for i, r in enumerate(ids)}, step="W")
+        counts = np.random.default_rng(regions).uniform(0, 900, (steps, regions)).astype(np.float32)
+        order = np.random.default_rng(1).permutation(regions)  # the caller's region order
+        history = forecast_pb2.History(region_ids=[ids[c] for c in order],
+                                       counts=counts[:, order].reshape(-1).tolist())
+        np.testing.assert_array_equal(explicit_window(history, card), counts[-20:])
+        history.counts[-1] = float("nan")  # the last step, the caller's last region
+        with pytest.raises(InvalidInput, match=rf"history.counts\[29\]\[{ids[order[-1]]}\]: value nan"):
+            explicit_window(history, card)

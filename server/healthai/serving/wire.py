@@ -15,6 +15,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 WIRE_VARINT, WIRE_I64, WIRE_LEN, WIRE_I32 = 0, 1, 2, 5
+PACKED_FAST_MIN = 4096  # packed values from which reading the wire bytes beats iterating the field
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

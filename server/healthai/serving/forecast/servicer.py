@@ -15,7 +15,7 @@ from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORE
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
-from healthai.serving.wire import extend_float32
+from healthai.serving.wire import PACKED_FAST_MIN, extend_float32, packed_float32
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Forecast"
@@ -55,7 +55,8 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
     if steps < card.window:
         raise InvalidInput(f"history.counts: {steps} steps of history; the model needs at least "
                            f"{card.window}", field="history.counts")
-    x = np.fromiter(history.counts, dtype=np.float32, count=count).reshape(steps, card.n_regions)
+    x = (packed_float32(history, "counts", count) if count >= PACKED_FAST_MIN
+         else np.fromiter(history.counts, dtype=np.float32, count=count)).reshape(steps, card.n_regions)
     x = x[-card.window:]
     bad = ~np.isfinite(x) | (x < 0)
     if bad.any():

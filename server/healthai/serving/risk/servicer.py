@@ -17,13 +17,12 @@ from healthai.serving.risk.features import derive_features
 from healthai.serving.risk.task import RiskTask
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
-from healthai.serving.wire import packed_float32
+from healthai.serving.wire import PACKED_FAST_MIN, packed_float32
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Risk"
 
 
-PACKED_FAST_MIN = 4096  # packed values from which reading the wire bytes beats iterating the field
 # Up to this many packed values (a few patients) a Python list and math.isfinite cost less than NumPy's
 # fromiter and isfinite().all() (measured in the server: ~12 µs against ~23 µs for one patient)
 PACKED_LIST_MAX = 256
