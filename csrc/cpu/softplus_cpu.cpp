@@ -1,4 +1,5 @@
-// softplus entry points: the float32 loop for AVX2 + FMA when the CPU has them, else the generic build.
+// softplus entry points: the float32 loop built for AVX-512 or AVX2 + FMA when the CPU has them, else the
+// generic build.
 #include "cpu/softplus_cpu.h"
 
 #include <cmath>
@@ -9,6 +10,9 @@
 
 namespace healthai::cpu {
 
+namespace avx512 {
+void softplus_f32(const float* x, float* y, int64_t n);
+}
 namespace avx2 {
 void softplus_f32(const float* x, float* y, int64_t n);
 }
@@ -16,8 +20,12 @@ void softplus_f32(const float* x, float* y, int64_t n);
 void softplus_f32(const float* x, float* y, int64_t n) {
   static const auto kernel = [] {
     __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return avx2 ? &avx2::softplus_f32 : &generic::softplus_f32;
+    const bool fma = __builtin_cpu_supports("fma");
+    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) {
+      return &avx512::softplus_f32;
+    }
+    return fma && __builtin_cpu_supports("avx2") ? &avx2::softplus_f32 : &generic::softplus_f32;
   }();
   kernel(x, y, n);
 }
