@@ -15,12 +15,6 @@ inline float bits_to_float(uint32_t b) {
   return f;
 }
 
-inline uint32_t float_to_bits(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-}
-
 // e^-a for a in [0, 87] (the caller clamps): 2^n * e^r, |r| <= ln2 / 2.
 inline float exp_neg(float a) {
   const float n = (-a * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (|n| < 2^22)

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "aggregate.h"
+#include "ort/op_status.h"
 #include "ort/row_chunks.h"
 #include "ort/softplus_op.h"
 
@@ -61,25 +62,6 @@ ArrayView view_of(const OrtValue* value, Device device) {
   v.device = device;
   v.data = const_cast<void*>(cv.GetTensorRawData());
   return v;
-}
-
-// The exception being handled as a status: bad input (ValueError/IndexError in the pybind11 module)
-// is ORT_INVALID_ARGUMENT, anything else ORT_FAIL; the message names the op. Call in a catch block.
-OrtStatusPtr status_of_current_exception(const OrtApi& api) {
-  const auto status = [&api](OrtErrorCode code, const char* what) {
-    return api.CreateStatus(code, (std::string("CsrAggregate: ") + what).c_str());
-  };
-  try {
-    throw;
-  } catch (const std::invalid_argument& e) {
-    return status(ORT_INVALID_ARGUMENT, e.what());
-  } catch (const std::out_of_range& e) {
-    return status(ORT_INVALID_ARGUMENT, e.what());
-  } catch (const std::exception& e) {
-    return status(ORT_FAIL, e.what());
-  } catch (...) {
-    return status(ORT_FAIL, "unknown error");
-  }
 }
 
 // Validation of the graph (indptr, indices) per kernel instance. A graph that is a constant initializer
@@ -173,7 +155,7 @@ struct CsrAggregateKernel {
       }
       return nullptr;
     } catch (...) {
-      return status_of_current_exception(api_);
+      return healthai::ort::status_of_current_exception(api_, "CsrAggregate");
     }
   }
 
@@ -195,7 +177,7 @@ struct CsrAggregateOp : Ort::CustomOpBase<CsrAggregateOp<T>, CsrAggregateKernel<
       *kernel = new CsrAggregateKernel<T>(api, info, device_);
       return nullptr;
     } catch (...) {
-      return status_of_current_exception(api);
+      return healthai::ort::status_of_current_exception(api, "CsrAggregate");
     }
   }
   const char* GetName() const { return "CsrAggregate"; }

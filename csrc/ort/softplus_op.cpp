@@ -5,12 +5,11 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <algorithm>
-#include <exception>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/softplus_cpu.h"
+#include "ort/op_status.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/softplus_cuda.h"
 #endif
@@ -74,10 +73,8 @@ struct SoftplusKernel {
       const size_t used = static_cast<size_t>((n + chunks.per_task - 1) / chunks.per_task);
       ctx.ParallelFor(&Chunks<T>::run, used, 0, &chunks);
       return nullptr;
-    } catch (const std::exception& e) {
-      return api_.CreateStatus(ORT_FAIL, (std::string("Softplus: ") + e.what()).c_str());
     } catch (...) {
-      return api_.CreateStatus(ORT_FAIL, "Softplus: unknown error");
+      return status_of_current_exception(api_, "Softplus");
     }
   }
 

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto
 
 from healthai.ops import (
     GraphAggregation,
@@ -163,7 +164,7 @@ def test_ort_cuda_softplus(dtype) -> None:
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(ort_library_path()))
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # fails unless the op is on the GPU
-    elem = 1 if dtype == np.float32 else 11
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     sess = ort.InferenceSession(_softplus_model(elem), so, providers=["CUDAExecutionProvider"])
     (got,) = sess.run(None, {"x": x})
     exact = np.logaddexp(0.0, x.astype(np.float64))

@@ -2,8 +2,8 @@
 
 ``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation and softplus as the custom-domain
 nodes ``healthai::CsrAggregate`` and ``healthai::Softplus``, needs ``healthai.ops.ort_library_path()``),
-``<out_dir>/1/model.standard.onnx``
-(standard opset only), ``<out_dir>/1/graph.json`` and ``<out_dir>/1/model_card.json``.
+``<out_dir>/1/model.standard.onnx`` (standard opset only), ``<out_dir>/1/graph.json`` and
+``<out_dir>/1/model_card.json``.
 ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q]; the
 stacked default (``StackedForecaster``) also outputs ``point`` FP32 [-1, S, N] (the stacked point forecast).
 """

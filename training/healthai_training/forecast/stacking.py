@@ -9,10 +9,10 @@
   out-of-sample evidence for anything else). A member cannot be made the best by the periods that
   flatter it (``FitSet.selected``, ``origins.validation_flatters``: the seasonal ST-GNN on the
   validation periods its epoch was picked on): when it wins, it must also win on the other sets;
-  with no other set, nothing can judge it, and the target
-  hedges: half that member, half the best of the other members. With no fold at all in window20 mode
-  (short histories: the validation periods are the only evidence), the target hedges toward the
-  ST-GNN: half its choice, half the ST-GNN (``anchor``). Recency: a fit set one season older
+  with no other set, nothing can judge it, and the target hedges: half that member, half the best of
+  the other members. With no fold at all in window20 mode (short histories: the validation periods
+  are the only evidence), the target hedges toward the ST-GNN: half its choice, half the ST-GNN
+  (``anchor``, ``origins.no_fold_anchor``). Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
   and in the folds' errors (members change as the training data grow; seasons differ). The bands are
   calibrated from the folds' out-of-sample residuals plus the final weights' residuals on every fit
