@@ -111,6 +111,7 @@ def _train_risk(args: argparse.Namespace) -> int:
             export=not args.no_export,
             table=args.table,
             spec=args.spec,
+            size_to_cohort=_overrides(args) if args.table is not None else None,
         )
         results.append(result)
         print(

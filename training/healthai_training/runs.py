@@ -149,10 +149,13 @@ def run_risk(
     export: bool = True,
     table: Path | None = None,
     spec: Path | None = None,
+    size_to_cohort: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train one risk model; returns (run folder, metrics). ``export=False`` skips ONNX (sweeps).
 
     ``table`` + ``spec``: any cohort table (CSV/Parquet) with a TOML spec instead of ``dataset``.
+    ``size_to_cohort``: when given, the training settings are sized to the loaded cohort
+    (``risk.defaults``), then these user overrides apply.
     """
     if table is not None:
         from healthai_training.risk.cohort import load_cohort
@@ -165,7 +168,14 @@ def run_risk(
         dataset, model_name = data.name, model_name or parsed.model_name
     else:
         data = load_risk_data(dataset, data_root=Path(data_root), seed=config.seed)
+    if size_to_cohort is not None:
+        from healthai_training.risk.defaults import sized_config
+
+        config = sized_config(config, data, size_to_cohort)
     result = train_risk(data=data, config=config)
+    if size_to_cohort is not None:  # the card says where its settings came from
+        result.metrics["config_source"] = {"sized_to_cohort": "healthai_training.risk.defaults",
+                                           "user_overrides": sorted(size_to_cohort)}
     eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
     run_dir = make_run_dir(runs_dir, f"risk-{dataset}-{eps}-seed{config.seed}")
     name = model_name or RISK_MODEL_NAMES.get(data.name, f"risk_{data.name}")
