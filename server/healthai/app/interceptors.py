@@ -3,7 +3,9 @@
 ``healthai.errors.HealthAIError`` (and subclasses) -> its ``.code`` and ``.message``; an abort the
 handler already raised passes through; anything else -> INTERNAL with a generic message carrying an
 incident id, and the traceback logged under that id (frames and exception types only: exception
-messages may quote input data and are never logged). Works for all four RPC shapes.
+messages may quote input data and are never logged). Works for all four RPC shapes. When a
+request-streaming call fails, the rest of the client's stream is read and dropped (bounded,
+``security.handlers.drain_requests``) before the status, so the client reads that status.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import grpc
 
 from healthai.errors import HealthAIError, stack_summary
+from healthai.security.handlers import drain_requests
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,9 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: 
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
 
 
-def _wrap_unary_response(behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary_response(
+    behavior: Callable[..., Any], method: str, *, request_stream: bool = False
+) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             result = behavior(request, context)
@@ -40,12 +45,16 @@ def _wrap_unary_response(behavior: Callable[..., Any], method: str) -> Callable[
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            if request_stream:  # let the client finish writing, or its status may read INTERNAL
+                await drain_requests(request)
             await _abort_for(exc, context, method)
 
     return wrapper
 
 
-def _wrap_stream_response(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream_response(
+    behavior: Callable[..., Any], method: str, *, request_stream: bool = False
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             result = behavior(request, context)
@@ -60,6 +69,8 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str) -> Callable
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            if request_stream:
+                await drain_requests(request)
             await _abort_for(exc, context, method)
 
     return wrapper
@@ -82,9 +93,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 _wrap_unary_response(handler.unary_unary, method), **kw)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method), **kw)
+                _wrap_unary_response(handler.stream_unary, method, request_stream=True), **kw)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream_response(handler.unary_stream, method), **kw)
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method), **kw)
+            _wrap_stream_response(handler.stream_stream, method, request_stream=True), **kw)
