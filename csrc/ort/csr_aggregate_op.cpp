@@ -1,6 +1,7 @@
 // ONNX Runtime custom-op library: domain "healthai" (opset 1), op "CsrAggregate" on the CPU and (when
 // built with CUDA) the CUDA execution provider. Same checks and kernels as the pybind11 module. The
-// library's other op, "Softplus", is in softplus_op.cpp; RegisterCustomOps below registers both.
+// library's other ops, "Softplus" and "QuantileHead", are in softplus_op.cpp and quantile_head_op.cpp;
+// RegisterCustomOps below registers all three.
 //   inputs : indptr int64[R+1], indices int64[E], weights T[E] (optional; empty = unweighted),
 //            x T[N, F] or T[B, N, F]        (T = float or double)
 //   attr   : reduce = "sum" | "mean" | "max"  (default "sum")
@@ -26,6 +27,7 @@
 
 #include "aggregate.h"
 #include "ort/op_status.h"
+#include "ort/quantile_head_op.h"
 #include "ort/row_chunks.h"
 #include "ort/softplus_op.h"
 
@@ -217,6 +219,7 @@ const Ort::CustomOpDomain& library_domain() {
     d->Add(&cuda_f64);
 #endif
     healthai::ort::add_softplus_ops(*d);
+    healthai::ort::add_quantile_head_ops(*d);
     return d;
   }();
   return *domain;

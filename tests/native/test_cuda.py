@@ -170,3 +170,26 @@ def test_ort_cuda_softplus(dtype) -> None:
     exact = np.logaddexp(0.0, x.astype(np.float64))
     assert np.isnan(got[-4]) and got[-3] == np.inf and got[-2] == 0.0
     np.testing.assert_allclose(got[:-4], exact[:-4], rtol=4e-7 if dtype == np.float32 else 1e-15, atol=1e-37)
+
+
+@pytest.mark.skipif(
+    not build_info()["ort_ops"] or "CUDAExecutionProvider" not in ort.get_available_providers(),
+    reason="needs the ORT op library and onnxruntime-gpu's CUDA execution provider",
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ort_cuda_quantile_head(dtype) -> None:
+    from .test_onnx_quantile_head import head_model, random_inputs, reference
+
+    inputs = random_inputs(2, 3144, 15, 23, dtype)
+    inputs["raw"][0, 0, 0, 20] = np.nan
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_library_path()))
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # fails unless the op is on the GPU
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    sess = ort.InferenceSession(head_model(elem, 11), so, providers=["CUDAExecutionProvider"])
+    (got,) = sess.run(None, inputs)
+    want = reference(inputs, 11)
+    assert np.isnan(got[0, 0, 0, 20:]).all()
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2e-6 if dtype == np.float32 else 1e-13,
+                               atol=1e-3 if dtype == np.float32 else 1e-10)

@@ -31,6 +31,7 @@ import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 
+import healthai.ops.quantile_head  # registers torch.ops.healthai.quantile_head
 import healthai.ops.torch_ops  # noqa: F401  (registers torch.ops.healthai.csr_aggregate)
 from healthai.ops.onnx_passes import rewrite_softplus
 
@@ -50,9 +51,28 @@ Variant = Literal["custom", "standard"]
 
 
 def _register_schema() -> None:
-    """Declare healthai.CsrAggregate and healthai.Softplus to onnx (shape/type checks; onnxscript needs
-    a schema)."""
+    """Declare healthai.CsrAggregate, healthai.Softplus and healthai.QuantileHead to onnx (shape/type
+    checks; onnxscript needs a schema)."""
     param = OpSchema.FormalParameter
+    if not onnx.defs.has("QuantileHead", CUSTOM_DOMAIN):
+        onnx.defs.register_schema(
+            OpSchema(
+                "QuantileHead",
+                CUSTOM_DOMAIN,
+                CUSTOM_OPSET_VERSION,
+                doc="median = base + raw[..., median_index]; max((median + signed cumulative softplus(raw) "
+                "outwards from it) * scale + shift, 0), steps first (healthai.ops.quantile_head)",
+                inputs=[
+                    param("raw", "T", "[B, N, S, Q] head outputs"),
+                    param("base", "T", "[B, N, S] the median's other terms (model scale)"),
+                    param("scale", "T", "[N] per-region scale"),
+                    param("shift", "T", "[N] per-region shift"),
+                ],
+                outputs=[param("out", "T", "[B, S, N, Q] counts")],
+                type_constraints=[("T", ["tensor(float)", "tensor(double)"], "element type")],
+                attributes=[OpSchema.Attribute("median_index", OpSchema.AttrType.INT, "the median's level")],
+            )
+        )
     if not onnx.defs.has("Softplus", CUSTOM_DOMAIN):
         onnx.defs.register_schema(
             OpSchema(
@@ -161,6 +181,28 @@ def _standard_translation(
     return out, op.Constant(value_ints=[0])
 
 
+def _quantile_head_custom(raw: Any, base: Any, scale: Any, shift: Any, median_index: int) -> Any:
+    return _healthai.QuantileHead(raw, base, scale, shift, median_index=median_index)
+
+
+def _quantile_head_standard(raw: Any, base: Any, scale: Any, shift: Any, median_index: int) -> Any:
+    """Standard ops: cumulative sums of the softplus increments outwards from the median."""
+    m, levels = median_index, op.Constant(value_int=3)
+
+    def ints(*values: int) -> Any:
+        return op.Constant(value_ints=list(values))
+
+    lower = op.Slice(raw, ints(0), ints(m), ints(3))
+    upper = op.Slice(raw, ints(m + 1), ints(2**62), ints(3))
+    mid = op.Add(op.Unsqueeze(base, ints(3)), op.Slice(raw, ints(m), ints(m + 1), ints(3)))
+    below = op.Sub(mid, op.CumSum(op.Softplus(lower), levels, reverse=1))
+    above = op.Add(mid, op.CumSum(op.Softplus(upper), levels))
+    q = op.Transpose(op.Concat(below, mid, above, axis=3), perm=[0, 2, 1, 3])
+    per_region = ints(1, 1, -1, 1)
+    counts = op.Add(op.Mul(q, op.Reshape(scale, per_region)), op.Reshape(shift, per_region))
+    return op.Clip(counts, _scalar_like(0.0, counts))
+
+
 def export_onnx(
     model: torch.nn.Module,
     example_args: Sequence[Any],
@@ -188,12 +230,17 @@ def export_onnx(
         raise ValueError(f"variant must be 'custom' or 'standard', got {variant!r}")
     if opset_version < STANDARD_OPSET:
         raise ValueError(f"opset_version must be >= {STANDARD_OPSET} (ScatterND max), got {opset_version}")
-    translation = _custom_translation if variant == "custom" else _standard_translation
+    custom = variant == "custom"
+    ops = torch.ops.healthai
+    table = {
+        ops.csr_aggregate.default: _custom_translation if custom else _standard_translation,
+        ops.quantile_head.default: _quantile_head_custom if custom else _quantile_head_standard,
+    }
     program = torch.onnx.export(
         model,
         tuple(example_args),
         dynamo=True,
-        custom_translation_table={torch.ops.healthai.csr_aggregate.default: translation},
+        custom_translation_table=table,
         opset_version=opset_version,
         input_names=list(input_names) if input_names is not None else None,
         output_names=list(output_names) if output_names is not None else None,

@@ -1,7 +1,8 @@
 """Export a forecaster into a Triton-layout folder, in two ONNX variants, with its region graph.
 
-``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation and softplus as the custom-domain
-nodes ``healthai::CsrAggregate`` and ``healthai::Softplus``, needs ``healthai.ops.ort_library_path()``),
+``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation, softplus and each ST-GNN's quantile
+head as the custom-domain nodes ``healthai::CsrAggregate``, ``healthai::Softplus`` and
+``healthai::QuantileHead``, needs ``healthai.ops.ort_library_path()``),
 ``<out_dir>/1/model.standard.onnx`` (standard opset only), ``<out_dir>/1/graph.json`` and
 ``<out_dir>/1/model_card.json``.
 ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q]; the
@@ -10,8 +11,10 @@ stacked default (``StackedForecaster``) also outputs ``point`` FP32 [-1, S, N] (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,25 @@ def output_names(model: torch.nn.Module) -> list[str]:
     return ["forecast", "point"] if isinstance(model, StackedForecaster) else ["forecast"]
 
 
+@contextlib.contextmanager
+def fused_heads(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Every ST-GNN in ``model`` ends in one ``healthai::quantile_head`` op while exporting (``on``)."""
+    nets = [m for m in model.modules() if isinstance(m, STGNNForecaster)]
+    before = [net.fused_head for net in nets]
+    for net in nets:
+        net.fused_head = on
+    try:
+        yield
+    finally:
+        for net, was in zip(nets, before, strict=True):
+            net.fused_head = was
+
+
 def export_variant(model: STGNNForecaster, path: Path, *, variant: str) -> None:
     from healthai.ops.onnx_export import export_onnx
 
     example = torch.zeros(2, model.window, model.n_nodes)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fused_heads(model, variant == "custom"):
         warnings.simplefilter("ignore")
         export_onnx(
             model.eval(),
@@ -103,8 +120,8 @@ def export_forecaster(
     extra = ""
     if "custom" in variants:
         extra += (
-            "# model.onnx holds our custom nodes healthai::CsrAggregate and healthai::Softplus (load the\n"
-            "# op library of `healthai info` via model_operations { op_library_filename: ... }); stock\n"
+            "# model.onnx holds our custom nodes healthai::CsrAggregate, Softplus and QuantileHead (load\n"
+            "# the op library of `healthai info` via model_operations { op_library_filename: ... }); stock\n"
             "# Triton: default_model_filename: "
             '"model.standard.onnx"\n'
         )

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from healthai.ops.quantile_head import quantile_head, quantile_offsets, scaled_quantiles
+
 FLUSIGHT_QUANTILES = (
     0.01,
     0.025,
@@ -165,16 +167,8 @@ class STGNNForecaster(nn.Module):
         nn.init.zeros_(self.highway.weight)
         nn.init.zeros_(self.highway.bias)
         # offsets[k] = sum of increments between the median and level k (signed): a fixed [Q-1, Q] matrix
-        m = self.median_index
-        cum = np.zeros((n_q - 1, n_q), dtype=np.float32)
-        inc_levels = [k for k in range(n_q) if k != m]  # increment j belongs to level inc_levels[j]
-        for j, lvl in enumerate(inc_levels):
-            for k in range(n_q):
-                if lvl > m and m < lvl <= k:
-                    cum[j, k] = 1.0
-                elif lvl < m and k <= lvl < m:
-                    cum[j, k] = -1.0
-        self.register_buffer("offset_matrix", torch.tensor(cum))
+        self.register_buffer("offset_matrix", torch.tensor(quantile_offsets(n_q, self.median_index)))
+        self.fused_head = False  # export (custom variant): forward ends in one healthai::quantile_head op
         self.hidden = hidden
         self.base = base
         if base == "seasonal_mix":
@@ -224,23 +218,32 @@ class STGNNForecaster(nn.Module):
         )
         return (w * candidates).sum(dim=-1)
 
-    def forward_scaled(self, history: torch.Tensor) -> torch.Tensor:
-        """Quantiles on the min-max scale [B, S, N, Q] (what the loss sees; no clamp at zero)."""
+    def head_outputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The head's raw outputs [B, N, S, Q] and the two other terms of the median, base and highway
+        [B, N, S] (min-max scale): median = base + raw[..., median_index] + highway."""
         xs = (history - self.scale_min) / self.scale_range
         feats = self.features(xs)  # [B, N, F]
         learned = self.learned_features(feats)
         h = self.temporal(learned)
         z = self.mix(torch.cat([h, self.spatial(h)], dim=2))
-        raw = self.head(z).reshape(xs.shape[0], self.n_nodes, self.steps, len(self.quantiles))
-        m = self.median_index
+        # exporting: 2-D into the head, one Gemm (bias inside) instead of MatMul + a full-size Add; the
+        # same numbers in torch, but training keeps [B, N, hidden] (Opacus' per-sample gradients)
+        raw = self.head(z.reshape(-1, z.shape[-1]) if self.fused_head else z)
+        raw = raw.reshape(xs.shape[0], self.n_nodes, self.steps, len(self.quantiles))
         if self.seasonal_inputs == "anomalies":
             learned = torch.cat([learned, self.spatial(learned)], dim=2)
-        median = self.base_term(feats) + raw[..., m] + self.highway(learned)  # [B, N, S]
-        increments = nn.functional.softplus(torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=3))
-        q = median.unsqueeze(-1) + increments @ self.offset_matrix  # [B, N, S, Q]
-        return q.permute(0, 2, 1, 3)
+        return raw, self.base_term(feats), self.highway(learned)
+
+    def forward_scaled(self, history: torch.Tensor) -> torch.Tensor:
+        """Quantiles on the min-max scale [B, S, N, Q] (what the loss sees; no clamp at zero)."""
+        raw, base, highway = self.head_outputs(history)
+        median = base + raw[..., self.median_index] + highway  # [B, N, S]
+        return scaled_quantiles(raw, median, self.offset_matrix, self.median_index).permute(0, 2, 1, 3)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
+        if self.fused_head:  # the median's raw term is added inside the op
+            raw, base, highway = self.head_outputs(history)
+            return quantile_head(raw, base + highway, self.scale_range, self.scale_min, self.median_index)
         q = self.forward_scaled(history)
         counts = q * self.scale_range[None, None, :, None] + self.scale_min[None, None, :, None]
         return torch.clamp(counts, min=0.0)

@@ -1,0 +1,138 @@
+// healthai.QuantileHead for ONNX Runtime: see quantile_head_op.h. The ORT C++ API is initialised by
+// RegisterCustomOps (csr_aggregate_op.cpp) before any of these kernels is created.
+#define ORT_API_MANUAL_INIT
+#include "ort/quantile_head_op.h"
+#undef ORT_API_MANUAL_INIT
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/quantile_head_cpu.h"
+#include "first_error.h"
+#include "ort/op_status.h"
+#ifdef HEALTHAI_WITH_CUDA
+#include "cuda/quantile_head_cuda.h"
+#endif
+
+namespace healthai::ort {
+
+namespace {
+
+constexpr int64_t kValuesPerTask = 1 << 15;  // below this, another ORT thread costs more than it saves
+constexpr int64_t kMaxTasks = 256;
+
+enum class Where { kCPU, kCUDA };
+
+template <typename T>
+struct Problem {
+  cpu::QuantileHeadShape shape;
+  const T *raw, *base, *scale, *shift;
+  T* out;
+  int64_t rows_per_task;
+  FirstError error;
+
+  void rows(int64_t begin, int64_t end) {
+    std::vector<T> scratch(static_cast<size_t>(shape.steps * shape.levels));
+    cpu::quantile_head_rows(shape, raw, base, scale, shift, out, scratch.data(), begin, end);
+  }
+  static void run(void* self, size_t task) {
+    auto* p = static_cast<Problem*>(self);
+    const int64_t begin = static_cast<int64_t>(task) * p->rows_per_task;
+    try {
+      p->rows(begin, std::min(begin + p->rows_per_task, p->shape.rows()));
+    } catch (...) {
+      p->error.capture();
+    }
+  }
+};
+
+template <typename T>
+struct QuantileHeadKernel {
+  QuantileHeadKernel(const OrtApi& api, int64_t median_index, Where where)
+      : api_(api), median_index_(median_index), where_(where) {}
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      Ort::KernelContext ctx(context);
+      const Ort::ConstValue raw = ctx.GetInput(0), base = ctx.GetInput(1);
+      const Ort::ConstValue scale = ctx.GetInput(2), shift = ctx.GetInput(3);
+      const std::vector<int64_t> raw_shape = raw.GetTensorTypeAndShapeInfo().GetShape();
+      const std::vector<int64_t> base_shape = base.GetTensorTypeAndShapeInfo().GetShape();
+      const cpu::QuantileHeadShape shape = cpu::check_quantile_head(
+          raw_shape.data(), static_cast<int64_t>(raw_shape.size()), base_shape.data(),
+          static_cast<int64_t>(base_shape.size()), scale.GetTensorTypeAndShapeInfo().GetElementCount(),
+          shift.GetTensorTypeAndShapeInfo().GetElementCount(), median_index_);
+      Ort::UnownedValue output = ctx.GetOutput(0, {shape.batch, shape.steps, shape.regions, shape.levels});
+      Problem<T> p{shape, raw.GetTensorData<T>(), base.GetTensorData<T>(), scale.GetTensorData<T>(),
+                   shift.GetTensorData<T>(), output.GetTensorMutableData<T>(), 0, {}};
+      if (shape.rows() == 0 || shape.steps == 0) return nullptr;
+#ifdef HEALTHAI_WITH_CUDA
+      if (where_ == Where::kCUDA) {
+        cuda::quantile_head(shape, p.raw, p.base, p.scale, p.shift, p.out, ctx.GetGPUComputeStream());
+        return nullptr;
+      }
+#endif
+      const int64_t per_row = shape.steps * shape.levels;
+      const int64_t tasks = std::clamp<int64_t>(shape.rows() * per_row / kValuesPerTask, 1, kMaxTasks);
+      if (tasks == 1) {
+        p.rows(0, shape.rows());
+        return nullptr;
+      }
+      p.rows_per_task = (shape.rows() + tasks - 1) / tasks;
+      const size_t used = static_cast<size_t>((shape.rows() + p.rows_per_task - 1) / p.rows_per_task);
+      ctx.ParallelFor(&Problem<T>::run, used, 0, &p);
+      p.error.rethrow_if_failed();
+      return nullptr;
+    } catch (...) {
+      return status_of_current_exception(api_, "QuantileHead");
+    }
+  }
+
+ private:
+  const OrtApi& api_;
+  int64_t median_index_;
+  Where where_;
+};
+
+template <typename T>
+struct QuantileHeadOp : Ort::CustomOpBase<QuantileHeadOp<T>, QuantileHeadKernel<T>, true> {
+  explicit QuantileHeadOp(Where where) : where_(where) {}
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+    int64_t median_index = 0;
+    if (OrtStatus* status = api.KernelInfoGetAttribute_int64(info, "median_index", &median_index)) {
+      api.ReleaseStatus(status);
+      return api.CreateStatus(ORT_INVALID_ARGUMENT, "QuantileHead: the int attribute median_index is required");
+    }
+    *kernel = new QuantileHeadKernel<T>(api, median_index, where_);
+    return nullptr;
+  }
+  const char* GetName() const { return "QuantileHead"; }
+  const char* GetExecutionProviderType() const {
+    return where_ == Where::kCUDA ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+  }
+  size_t GetInputTypeCount() const { return 4; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
+
+ private:
+  Where where_;
+};
+
+}  // namespace
+
+void add_quantile_head_ops(Ort::CustomOpDomain& domain) {
+  static QuantileHeadOp<float> cpu_f32(Where::kCPU);
+  static QuantileHeadOp<double> cpu_f64(Where::kCPU);
+  domain.Add(&cpu_f32);
+  domain.Add(&cpu_f64);
+#ifdef HEALTHAI_WITH_CUDA
+  static QuantileHeadOp<float> cuda_f32(Where::kCUDA);
+  static QuantileHeadOp<double> cuda_f64(Where::kCUDA);
+  domain.Add(&cuda_f32);
+  domain.Add(&cuda_f64);
+#endif
+}
+
+}  // namespace healthai::ort
