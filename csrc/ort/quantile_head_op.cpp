@@ -10,6 +10,7 @@
 #include "cpu/quantile_head_cpu.h"
 #include "first_error.h"
 #include "ort/op_status.h"
+#include "ort/same_type_op.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/quantile_head_cuda.h"
 #endif
@@ -20,8 +21,6 @@ namespace {
 
 constexpr int64_t kValuesPerTask = 1 << 15;  // below this, another ORT thread costs more than it saves
 constexpr int64_t kMaxTasks = 256;
-
-enum class Where { kCPU, kCUDA };
 
 template <typename T>
 struct Problem {
@@ -95,8 +94,8 @@ struct QuantileHeadKernel {
 };
 
 template <typename T>
-struct QuantileHeadOp : Ort::CustomOpBase<QuantileHeadOp<T>, QuantileHeadKernel<T>, true> {
-  explicit QuantileHeadOp(Where where) : where_(where) {}
+struct QuantileHeadOp : SameTypeOp<QuantileHeadOp<T>, QuantileHeadKernel<T>, T, 4> {
+  using SameTypeOp<QuantileHeadOp<T>, QuantileHeadKernel<T>, T, 4>::SameTypeOp;
 
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     int64_t median_index = 0;
@@ -104,35 +103,14 @@ struct QuantileHeadOp : Ort::CustomOpBase<QuantileHeadOp<T>, QuantileHeadKernel<
       api.ReleaseStatus(status);
       return api.CreateStatus(ORT_INVALID_ARGUMENT, "QuantileHead: the int attribute median_index is required");
     }
-    *kernel = new QuantileHeadKernel<T>(api, median_index, where_);
+    *kernel = new QuantileHeadKernel<T>(api, median_index, this->where());
     return nullptr;
   }
   const char* GetName() const { return "QuantileHead"; }
-  const char* GetExecutionProviderType() const {
-    return where_ == Where::kCUDA ? "CUDAExecutionProvider" : "CPUExecutionProvider";
-  }
-  size_t GetInputTypeCount() const { return 4; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
-
- private:
-  Where where_;
 };
 
 }  // namespace
 
-void add_quantile_head_ops(Ort::CustomOpDomain& domain) {
-  static QuantileHeadOp<float> cpu_f32(Where::kCPU);
-  static QuantileHeadOp<double> cpu_f64(Where::kCPU);
-  domain.Add(&cpu_f32);
-  domain.Add(&cpu_f64);
-#ifdef HEALTHAI_WITH_CUDA
-  static QuantileHeadOp<float> cuda_f32(Where::kCUDA);
-  static QuantileHeadOp<double> cuda_f64(Where::kCUDA);
-  domain.Add(&cuda_f32);
-  domain.Add(&cuda_f64);
-#endif
-}
+void add_quantile_head_ops(Ort::CustomOpDomain& domain) { add_float_and_double<QuantileHeadOp>(domain); }
 
 }  // namespace healthai::ort

@@ -10,6 +10,7 @@
 
 #include "cpu/softplus_cpu.h"
 #include "ort/op_status.h"
+#include "ort/same_type_op.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/softplus_cuda.h"
 #endif
@@ -20,8 +21,6 @@ namespace {
 
 constexpr int64_t kElementsPerTask = 1 << 15;  // below this, another ORT thread costs more than it saves
 constexpr int64_t kMaxTasks = 256;
-
-enum class Where { kCPU, kCUDA };
 
 template <typename T>
 void softplus_cpu(const T* x, T* y, int64_t n) {
@@ -84,39 +83,18 @@ struct SoftplusKernel {
 };
 
 template <typename T>
-struct SoftplusOp : Ort::CustomOpBase<SoftplusOp<T>, SoftplusKernel<T>, true> {
-  explicit SoftplusOp(Where where) : where_(where) {}
+struct SoftplusOp : SameTypeOp<SoftplusOp<T>, SoftplusKernel<T>, T, 1> {
+  using SameTypeOp<SoftplusOp<T>, SoftplusKernel<T>, T, 1>::SameTypeOp;
 
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo*, void** kernel) const {
-    *kernel = new SoftplusKernel<T>(api, where_);
+    *kernel = new SoftplusKernel<T>(api, this->where());
     return nullptr;
   }
   const char* GetName() const { return "Softplus"; }
-  const char* GetExecutionProviderType() const {
-    return where_ == Where::kCUDA ? "CUDAExecutionProvider" : "CPUExecutionProvider";
-  }
-  size_t GetInputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return Ort::TypeToTensorType<T>::type; }
-
- private:
-  Where where_;
 };
 
 }  // namespace
 
-void add_softplus_ops(Ort::CustomOpDomain& domain) {
-  static SoftplusOp<float> cpu_f32(Where::kCPU);
-  static SoftplusOp<double> cpu_f64(Where::kCPU);
-  domain.Add(&cpu_f32);
-  domain.Add(&cpu_f64);
-#ifdef HEALTHAI_WITH_CUDA
-  static SoftplusOp<float> cuda_f32(Where::kCUDA);
-  static SoftplusOp<double> cuda_f64(Where::kCUDA);
-  domain.Add(&cuda_f32);
-  domain.Add(&cuda_f64);
-#endif
-}
+void add_softplus_ops(Ort::CustomOpDomain& domain) { add_float_and_double<SoftplusOp>(domain); }
 
 }  // namespace healthai::ort
