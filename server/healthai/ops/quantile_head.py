@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["quantile_head", "quantile_head_reference", "quantile_offsets"]
+__all__ = ["quantile_head", "quantile_head_reference", "quantile_offsets", "scaled_quantiles"]
 
 
 def quantile_offsets(levels: int, median_index: int) -> np.ndarray:
