@@ -199,14 +199,16 @@ def test_cli_from_store_trains_a_card_with_privacy_and_domains_served_by_risk_sc
 ) -> None:
     repo, out, cohort_dir = tmp_path / "repo", tmp_path / "metrics.json", tmp_path / "cohort"
     code = _run(["train", "risk", "--from-store", store, "--outcome", "readmission30", "--index-encounter",
-                 "inpatient", "--cohort-dir", str(cohort_dir), "--epsilon", "3", "--epochs", "4",
-                 "--batch-size", "64", "--lr", "0.01", "--runs-dir", str(tmp_path / "runs"),
+                 "inpatient", "--cohort-dir", str(cohort_dir), "--epsilon", "3",  # settings sized to it
+                 "--runs-dir", str(tmp_path / "runs"),
                  "--export-to", str(repo), "--json", str(out)])
     assert code == 0
     summary = json.loads(out.read_text())
     assert set(summary) == {"auroc", "auprc", "brier", "epsilon"} and 0 < summary["epsilon"] <= 3.0
     name = "risk_store_readmission30_inpatient"
     card = json.loads((repo / name / "1/model_card.json").read_text())
+    assert card["metrics"]["config_source"]["user_overrides"] == []  # risk.defaults, sized to the cohort
+    assert card["metrics"]["config"]["batch_size"] == 256 and card["metrics"]["config"]["hidden"] == 0
     privacy = card["privacy"]
     assert privacy["epsilon"] == summary["epsilon"] and privacy["delta"] == 1e-5 and privacy["private"]
     assert privacy["privacy_unit"].startswith("patient (column 'patient_id'")
