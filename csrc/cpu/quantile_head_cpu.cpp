@@ -5,7 +5,6 @@
 
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "cpu/softplus_cpu.h"
 
@@ -17,15 +16,6 @@ std::string dims(const int64_t* shape, int64_t rank) {
   std::string text = "[";
   for (int64_t i = 0; i < rank; ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
-}
-
-template <typename T>
-void softplus_row(const T* x, T* y, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    softplus_f32(x, y, n);
-  } else {
-    softplus_f64(x, y, n);
-  }
 }
 
 template <typename T>
@@ -93,7 +83,7 @@ void quantile_head_rows(const QuantileHeadShape& shape, const T* raw, const T* b
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / N, n = row % N;
     const T* raw_row = raw + row * S * Q;
-    softplus_row(raw_row, scratch, S * Q);
+    softplus(raw_row, scratch, S * Q);
     T* out_n = out + (b * S * N + n) * Q;  // out[b, 0, n, :]
     int64_t s = 0;
     for (; s + kBlock <= S; s += kBlock) {

@@ -13,4 +13,8 @@ namespace healthai::cpu {
 void softplus_f32(const float* x, float* y, int64_t n);
 void softplus_f64(const double* x, double* y, int64_t n);
 
+// The same by element type (for the ops' float/double templates).
+inline void softplus(const float* x, float* y, int64_t n) { softplus_f32(x, y, n); }
+inline void softplus(const double* x, double* y, int64_t n) { softplus_f64(x, y, n); }
+
 }  // namespace healthai::cpu

@@ -6,17 +6,11 @@
 #include <string>
 
 #include "cuda/quantile_head_cuda.h"
+#include "cuda/softplus_device.cuh"
 
 namespace healthai::cuda {
 
 namespace {
-
-__device__ __forceinline__ float softplus_one(float x) {
-  return x != x ? x : fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
-}
-__device__ __forceinline__ double softplus_one(double x) {
-  return x != x ? x : fmax(x, 0.0) + log1p(exp(-fabs(x)));
-}
 
 template <typename T>
 __device__ __forceinline__ T clamp_at_zero(T v) {

@@ -5,20 +5,17 @@
 #include <string>
 
 #include "cuda/softplus_cuda.h"
+#include "cuda/softplus_device.cuh"
 
 namespace healthai::cuda {
 
 namespace {
 
-__device__ __forceinline__ float softplus_one(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
-__device__ __forceinline__ double softplus_one(double x) { return fmax(x, 0.0) + log1p(exp(-fabs(x))); }
-
 template <typename T>
 __global__ void softplus_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const T v = x[i];
-    y[i] = v != v ? v : softplus_one(v);  // NaN in, NaN out (fmax would drop it)
+    y[i] = softplus_one(x[i]);
   }
 }
 

@@ -5,7 +5,6 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "cpu/softplus_cpu.h"
@@ -23,15 +22,6 @@ constexpr int64_t kElementsPerTask = 1 << 15;  // below this, another ORT thread
 constexpr int64_t kMaxTasks = 256;
 
 template <typename T>
-void softplus_cpu(const T* x, T* y, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    cpu::softplus_f32(x, y, n);
-  } else {
-    cpu::softplus_f64(x, y, n);
-  }
-}
-
-template <typename T>
 struct Chunks {
   const T* x;
   T* y;
@@ -39,7 +29,7 @@ struct Chunks {
   static void run(void* self, size_t task) {
     const auto* c = static_cast<const Chunks*>(self);
     const int64_t begin = static_cast<int64_t>(task) * c->per_task;
-    softplus_cpu(c->x + begin, c->y + begin, std::min(c->per_task, c->n - begin));
+    cpu::softplus(c->x + begin, c->y + begin, std::min(c->per_task, c->n - begin));
   }
 };
 
@@ -65,7 +55,7 @@ struct SoftplusKernel {
 #endif
       const int64_t tasks = std::clamp<int64_t>(n / kElementsPerTask, 1, kMaxTasks);
       if (tasks == 1) {
-        softplus_cpu(x, y, n);
+        cpu::softplus(x, y, n);
         return nullptr;
       }
       Chunks<T> chunks{x, y, n, (n + tasks - 1) / tasks};
