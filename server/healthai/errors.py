@@ -33,6 +33,11 @@ class InvalidInput(HealthAIError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class InputFileError(InvalidInput, ValueError):
+    """A bad input file or setting given to a command (training data, a history file); ``field``
+    names what was wrong and the message the file, row and column."""
+
+
 class NotFound(HealthAIError):
     code = grpc.StatusCode.NOT_FOUND
 

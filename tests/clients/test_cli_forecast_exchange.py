@@ -41,3 +41,60 @@ def test_hubverse_rows_and_plot(server: str, tmp_path: Path, capsys: pytest.Capt
     assert first["target_end_date"] == "2026-01-12"  # one weekly step after the reference date
     assert float(first["value"]) == pytest.approx(float(expected[0, 0, 0]), rel=1e-5)
     assert (tmp_path / "fan.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _epiweek_long_csv(path: Path, history: np.ndarray) -> None:
+    """The trainer's long layout with MMWR epiweeks over a year end (2025 has a week 53), shuffled."""
+    weeks = ["202551", "202552", "202553", "202601"][-len(history):]
+    rows = [f"{r},{w},{history[t, j]:g}" for t, w in enumerate(weeks) for j, r in enumerate(REGIONS)]
+    rng = np.random.default_rng(0)
+    path.write_text("region,period,count\n" + "\n".join(rng.permutation(rows)) + "\n")
+
+
+def test_the_training_series_file_is_a_dated_history(server: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--history` takes what `train forecast --series` takes: rows in any order, the periods date the
+    forecast (no --reference-date), and the result is the one the plain region-column CSV gives."""
+    history = np.arange(12, dtype=np.float32).reshape(4, 3) + 5
+    long = tmp_path / "series.csv"
+    _epiweek_long_csv(long, history)
+    hub = tmp_path / "hub.csv"
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(long), "--address", server]
+    assert main([*argv, "--hubverse", str(hub)]) == 0
+    out = capsys.readouterr().out
+    assert "horizon 1 = 2026-01-11" in out  # MMWR 2026-W01 starts Sun 4 Jan; one week on
+    with hub.open(newline="") as f:
+        first = next(csv.DictReader(f))
+    assert (first["reference_date"], first["target_end_date"]) == ("2026-01-04", "2026-01-11")
+    assert float(first["value"]) == pytest.approx(float(expected_forecast(history)[0, 0, 0]), rel=1e-5)
+
+    wide = tmp_path / "series.parquet"  # wide layout, ISO dates, Parquet: the same answer
+    import pandas as pd
+
+    frame = pd.DataFrame(history, columns=REGIONS)
+    frame.insert(0, "period", ["2025-12-15", "2025-12-22", "2025-12-29", "2026-01-05"])
+    frame.to_parquet(wide, index=False)
+    assert main([*argv[:4], str(wide), "--address", server, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(history), rtol=1e-5)
+    assert got["first_forecast_period"] == "2026-01-12"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("period,US-MA,US-NY,US-CA\n" + "".join(f"2026-01-0{d},1,2,3\n" for d in range(1, 5)),
+         "forecasts step 'W'"),  # a daily file for a weekly model
+        ("region,period,count\nUS-MA,2026-01-05,1\nUS-MA,2026-01-12,1\nUS-MA,2026-01-26,2\n",
+         "missing periods"),
+        ("date,US-MA,US-NY\n2026-01-05,1,2\n", "a 'period' column"),
+        ("US-MA,US-NY,US-CA\n1,2,3\n4,x,6\n", "row 3, region 'US-NY': count 'x' is not a number"),
+        ("US-MA,US-NY,US-CA\n1,2\n", "row 2 has 2 values for 3 regions"),
+    ],
+)
+def test_bad_history_files_exit_2_naming_the_cell(server: str, tmp_path: Path, text: str, message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text(text)
+    assert main(["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server]) == 2
+    assert message in capsys.readouterr().err

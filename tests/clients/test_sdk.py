@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from healthai_client import Client, HealthAIClientError, RetryPolicy
+from healthai_client import Client, HealthAIClientError, RetryPolicy, read_history
 from healthai_client.requests import score_request
 from tests.conftest import free_port
 
@@ -127,6 +127,27 @@ def test_forecast_matches_the_model(server: str) -> None:
     point, q = r.at("US-NY", 2)
     assert point == pytest.approx(expected_forecast(history)[1, 1, 1], rel=1e-5)
     assert list(q) == list(QUANTILES)
+
+
+def test_forecast_from_a_daily_wide_file_is_dated(server: str, tmp_path: Path) -> None:
+    """``read_history`` gives the trainer's wide layout; its last period dates the result, and a
+    daily file for this weekly model is refused after the answer (the server knows the step)."""
+    history = np.arange(18, dtype=np.float32).reshape(6, 3) * 10
+    path = tmp_path / "weekly.csv"
+    periods = ["2026-W01", "2026-W02", "2026-W03", "2026-W04", "2026-W05", "2026-W06"]  # ISO weeks
+    rows = [f"{p}," + ",".join(f"{v:g}" for v in row) for p, row in zip(periods, history, strict=True)]
+    path.write_text("\n".join(["period," + ",".join(REGIONS), *rows]) + "\n")
+    sent = read_history(path)
+    assert (sent.region_ids, sent.last_period.isoformat(), sent.step) == (tuple(REGIONS), "2026-02-02", "W")
+    with Client(server) as c:
+        r = c.forecast(model=FORECAST_MODEL, history=sent)
+        np.testing.assert_allclose(r.quantiles, expected_forecast(history), rtol=1e-5)
+        assert (r.first_forecast_period, r.step) == ("2026-02-09", "W")
+        np.testing.assert_array_equal(r.history, history)  # kept for plots
+        daily = tmp_path / "daily.csv"
+        daily.write_text(path.read_text().replace("2026-W0", "2026-02-0"))
+        with pytest.raises(ValueError, match="the history is daily but model forecast_tiny v1"):
+            c.forecast(model=FORECAST_MODEL, history=read_history(daily))
 
 
 def test_invalid_argument_is_not_retried(server: str) -> None:

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from healthai.errors import InputFileError
+from healthai.surveillance.series_file import mmwr_week_start, read_series
 from healthai_training import cli
 from healthai_training.epi.data import US_STATES
-from healthai_training.epi.series_file import mmwr_week_start, read_series
 from healthai_training.epi.user_data import load_files, load_store
 from healthai_training.errors import TrainingInputError
 
@@ -197,7 +198,7 @@ def test_bad_files_name_file_row_and_field(
     tmp_path: Path, series: str, graph: str | None, kwargs: dict, message: str
 ) -> None:
     g = _write(tmp_path, graph or "source,target\na,b\n", "g.csv")
-    with pytest.raises(TrainingInputError, match=message):
+    with pytest.raises(InputFileError, match=message):  # series (shared reader) or graph/settings
         load_files(series=_write(tmp_path, series), graph=g, **kwargs)
 
 

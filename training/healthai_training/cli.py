@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from healthai.errors import InputFileError
 from healthai_training.cli_forecast import (
     MODES,
     add_data_flags,
@@ -219,7 +220,7 @@ def _guard(func):
         torch.set_num_threads(args.threads)
         try:
             return func(args)
-        except TrainingInputError as exc:
+        except InputFileError as exc:  # TrainingInputError, or a file the shared readers refused
             print(f"error: {exc.message}")
             return 2
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from healthai.errors import InvalidInput
+from healthai.errors import InputFileError
 
 
-class TrainingInputError(InvalidInput, ValueError):
+class TrainingInputError(InputFileError):
     """Bad training input (data, graph or privacy settings); ``field`` names what was wrong."""
 
 

@@ -7,6 +7,7 @@
 
 from healthai_client.client import Client
 from healthai_client.errors import HealthAIClientError
+from healthai_client.history_file import HistoryFile, read_history
 from healthai_client.results import (
     ForecastResult,
     IngestResult,
@@ -22,10 +23,12 @@ __all__ = [
     "Client",
     "ForecastResult",
     "HealthAIClientError",
+    "HistoryFile",
     "IngestResult",
     "PatientScore",
     "RecordIssue",
     "RecordOutcome",
     "RetryPolicy",
     "ScoreResult",
+    "read_history",
 ]

@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--stored", nargs="?", const="ili", metavar="SYNDROME",
                      help="use the stored surveillance counts (default syndrome ili)")
-    src.add_argument("--history", type=Path, help="CSV (header: region ids; rows: steps, oldest first) "
-                     "or JSON {region: [counts...]}")
+    src.add_argument("--history", type=Path,
+                     help="the series as `train forecast --series` takes it (CSV/Parquet, long region,period,"
+                          "count or wide period + regions: dated), a CSV of region-id columns (rows: steps, "
+                          "oldest first) or JSON {region: [counts...]}")
     p.add_argument("--end-date", help="last period of the stored window (ISO date)")
     p.add_argument("--regions", default="", help="comma-separated region ids to report")
     p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")
@@ -102,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hubverse", type=Path, metavar="FILE",
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
     p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")
-    p.add_argument("--reference-date", help="hubverse reference date for an explicit --history "
-                   "(its last period, ISO date)")
+    p.add_argument("--reference-date", help="hubverse reference date for a --history without periods "
+                   "(its last period, ISO date; a dated history gives its own)")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="draw each region's recent history with the quantile fan")
     p.set_defaults(func=cmd.forecast)

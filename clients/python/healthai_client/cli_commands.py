@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from healthai_client.client import Client
+from healthai_client.history_file import read_history
 from healthai_client.requests import KINDS, load_json
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
 from healthai_client.retry import RetryPolicy
@@ -227,19 +228,6 @@ def _csv_list(text: str, cast: type) -> list[Any]:
         raise ValueError(f"cannot parse {text!r} as a comma-separated list of {cast.__name__}") from e
 
 
-def _history(path: Path) -> dict[str, list[float]]:
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader)
-            rows = [[float(x) for x in row] for row in reader if row]
-        return {rid: [row[j] for row in rows] for j, rid in enumerate(header)}
-    raw = load_json(path)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{str(path)!r} must be a JSON object {{region: [counts, ...]}}")
-    return {str(k): [float(x) for x in v] for k, v in raw.items()}
-
-
 def _print_forecast(r: ForecastResult) -> None:
     start = f"; horizon 1 = {r.first_forecast_period}" if r.first_forecast_period else ""
     print(f"model {r.model_name} v{r.model_version}; step {r.step or '?'}{start}")
@@ -254,7 +242,7 @@ def _print_forecast(r: ForecastResult) -> None:
 def forecast(args: argparse.Namespace) -> int:
     from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
 
-    history = _history(args.history) if args.history else None
+    history = read_history(args.history) if args.history else None
     with make_client(args) as client:
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,

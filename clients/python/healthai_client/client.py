@@ -41,6 +41,7 @@ from healthai_client.connection import (
     await_connectivity_pollers,
 )
 from healthai_client.errors import HealthAIClientError
+from healthai_client.history_file import HistoryFile
 from healthai_client.requests import (
     arrow_request,
     fhir_request,
@@ -58,6 +59,9 @@ from healthai_client.scenario import (
     graph_message,
     scenario_request,
 )
+
+# {region: counts oldest first}, (region_ids, [steps x regions]) or a history file (dated)
+HistoryInput = Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | HistoryFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,15 +226,19 @@ class Client:
         return ScoreResult.from_proto(self._invoke(lambda s: s.risk.Score, request, timeout=timeout))
 
     def forecast(self, graph: str | None = None, *, model: str | None = None,
-                 history: Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | None = None,
+                 history: HistoryInput | None = None,
                  stored: str | bool | None = None, end_date: str | None = None,
                  regions: Sequence[str] = (), horizons: Sequence[int] = (),
                  quantile_levels: Sequence[float] = (), model_version: int = 0,
                  allow_missing_regions: bool = False, timeout: float | None = None) -> ForecastResult:
-        """Forecast from an explicit ``history`` ({region: counts oldest first}, or (region_ids,
-        [steps x regions])) or from the stored surveillance counts (``stored=True`` or a syndrome;
+        """Forecast from an explicit ``history`` ({region: counts oldest first}, (region_ids,
+        [steps x regions]), or a ``read_history(path)`` file, whose periods date the result) or from the
+        stored surveillance counts (``stored=True`` or a syndrome;
         regions without stored counts are refused unless ``allow_missing_regions``, then flagged in
         ``ForecastResult.coverage``)."""
+        sent = history if isinstance(history, HistoryFile) else None
+        if sent is not None:
+            history = (list(sent.region_ids), sent.counts)
         request = forecast_request(graph, model=model, history=history, stored=stored, end_date=end_date,
                                    regions=regions, horizons=horizons, quantile_levels=quantile_levels,
                                    model_version=model_version, allow_missing_regions=allow_missing_regions)
@@ -240,7 +248,7 @@ class Client:
             hist = forecast_pb2.History()
             hist.CopyFrom(request.history)
             result = result.with_history(list(hist.region_ids), np.asarray(hist.counts, np.float32))
-        return result
+        return sent.date(result) if sent is not None else result
 
     def regions(self, graph: str | None = None, *, model: str | None = None, model_version: int = 0,
                 timeout: float | None = None) -> list[dict[str, Any]]:

@@ -6,6 +6,9 @@ Nothing is changed silently: missing or duplicate periods, missing region × per
 or non-finite counts stop with an error naming the file, row and column; negative counts (reporting
 corrections) are refused unless ``negatives="clip"`` (set to 0) or ``"keep"``, and either way counted
 in the report.
+
+Shared by ``healthai train forecast --series`` and ``healthai-client forecast --history`` (the same
+file a model was trained on can be sent to it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from healthai_training.errors import TrainingInputError
+from healthai.errors import InputFileError
 
 STEPS = {"W": 7, "D": 1}
 NEGATIVES = ("refuse", "clip", "keep")
@@ -67,7 +70,7 @@ def parse_period(value: object, *, where: str) -> pd.Timestamp:
             raise ValueError(text)
         return ts
     except ValueError:
-        raise TrainingInputError(
+        raise InputFileError(
             f"{where}: period {text!r} is not an ISO date (2019-01-07), ISO week (2019-W02) or "
             "MMWR epiweek (201902)",
             field="series",
@@ -76,13 +79,13 @@ def parse_period(value: object, *, where: str) -> pd.Timestamp:
 
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise TrainingInputError(f"{path}: no such file", field="series")
+        raise InputFileError(f"{path}: no such file", field="series")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, OSError) as exc:
-        raise TrainingInputError(f"{path}: cannot read as CSV or Parquet ({exc})", field="series") from exc
+        raise InputFileError(f"{path}: cannot read as CSV or Parquet ({exc})", field="series") from exc
 
 
 def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> np.ndarray:
@@ -92,7 +95,7 @@ def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> 
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: row {rows[i]}, {label}: count {column.iloc[i]!r} is not a finite number "
             "(missing values are not filled in; fix or drop the period)",
             field="series",
@@ -108,14 +111,14 @@ def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.D
     )
     count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows)
     if (region == "").any():
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: row {rows[int(np.argmax(region == ''))]}: empty region id", field="series"
         )
     long = pd.DataFrame({"region": region.to_numpy(), "period": period, "count": count, "row": rows})
     dup = long.duplicated(["region", "period"], keep=False)
     if dup.any():
         first = long[dup].iloc[:2]
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: rows {first['row'].tolist()} repeat region {first['region'].iloc[0]!r} at period "
             f"{first['period'].iloc[0].date()} (duplicate periods are not summed or dropped)",
             field="series",
@@ -124,7 +127,7 @@ def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.D
     missing = wide.isna()
     if missing.to_numpy().any():
         t, j = np.argwhere(missing.to_numpy())[0]
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: region {wide.columns[j]!r} has no row for period {wide.index[t].date()} "
             f"({int(missing.to_numpy().sum())} region × period cells missing; nothing is zero-filled)",
             field="series",
@@ -139,12 +142,12 @@ def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
     )
     regions = [c for c in frame.columns if c != period_col]
     if not regions:
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: a wide series needs one column per region after 'period'", field="series"
         )
     names = [str(c).strip() for c in regions]
     if len(set(names)) != len(names) or "" in names:
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: region columns must be distinct and named, got {names}", field="series"
         )
     values = {
@@ -154,7 +157,7 @@ def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
     wide = pd.DataFrame(values, index=period)
     dup = wide.index.duplicated(keep=False)
     if dup.any():
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: rows {rows[dup][:2].tolist()} repeat period {wide.index[dup][0].date()}", field="series"
         )
     return wide.sort_index()
@@ -162,23 +165,23 @@ def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
 
 def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) -> str:
     if len(periods) < 2:
-        raise TrainingInputError(f"{path}: need at least two periods, got {len(periods)}", field="series")
+        raise InputFileError(f"{path}: need at least two periods, got {len(periods)}", field="series")
     gaps = np.diff(periods.to_numpy()).astype("timedelta64[D]").astype(int)
     smallest = int(gaps.min())
     guessed = {7: "W", 1: "D"}.get(smallest)
     if step is None:
         if guessed is None:
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: periods are {smallest} days apart; only weekly (7) or daily (1) series are "
                 "supported",
                 field="series",
             )
         step = guessed
     if step not in STEPS:
-        raise TrainingInputError(f"step must be W or D, got {step!r}", field="step")
+        raise InputFileError(f"step must be W or D, got {step!r}", field="step")
     if smallest < STEPS[step] or np.any(gaps % STEPS[step]):
         i = int(np.argmax((gaps < STEPS[step]) | (gaps % STEPS[step] != 0)))
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: periods {periods[i].date()} and {periods[i + 1].date()} are {gaps[i]} days apart, "
             f"not a whole number of {step} steps",
             field="series",
@@ -186,7 +189,7 @@ def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) ->
     if np.any(gaps > STEPS[step]):
         i = int(np.argmax(gaps > STEPS[step]))
         missing = int((gaps // STEPS[step] - 1).sum())
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: missing periods: nothing between {periods[i].date()} and {periods[i + 1].date()} "
             f"({missing} {step} periods missing in all; gaps are not filled in)",
             field="series",
@@ -198,7 +201,7 @@ def apply_negatives(
     values: np.ndarray, periods: pd.DatetimeIndex, ids: tuple[str, ...], where: str, negatives: str
 ) -> tuple[np.ndarray, dict]:
     if negatives not in NEGATIVES:
-        raise TrainingInputError(
+        raise InputFileError(
             f"negatives must be one of {NEGATIVES}, got {negatives!r}", field="negatives"
         )
     neg = values < 0
@@ -206,7 +209,7 @@ def apply_negatives(
     if neg.any():
         t, j = np.argwhere(neg)[0]
         if negatives == "refuse":
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{where}: {int(neg.sum())} negative counts, first {values[t, j]:g} for region {ids[j]!r} "
                 f"at {periods[t].date()}; pass --negatives clip (set to 0) or keep",
                 field="series",
@@ -228,14 +231,14 @@ def read_series(path: Path | str, *, step: str | None = None, negatives: str = "
     if {"region", "period", "count"} <= set(lower):
         extra = set(lower) - {"region", "period", "count"}
         if extra:
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: long format takes region, period, count; also got {sorted(extra)}", field="series"
             )
         wide, layout = _long_to_wide(frame, path, lower), "long"
     elif "period" in lower:
         wide, layout = _wide(frame, path, lower["period"]), "wide"
     else:
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: need columns region, period, count (long) or period + one column per region (wide); "
             f"got {[str(c) for c in frame.columns][:6]}",
             field="series",

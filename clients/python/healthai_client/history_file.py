@@ -1,0 +1,124 @@
+"""A forecast's explicit history from a file: the series a model was trained on works as it is.
+
+- CSV or Parquet with a ``period`` column, *long* (``region, period, count``) or *wide* (``period`` +
+  one column per region), read by the trainer's own reader (:mod:`healthai.surveillance.series_file`:
+  the same period formats, the same checks for missing, duplicate and non-numeric cells). The last
+  period becomes the forecast's reference date, so hubverse rows and plots are dated.
+- CSV whose header is only region ids (rows: steps, oldest first), or JSON ``{region: [counts]}``:
+  no dates; give ``--reference-date`` for hubverse rows.
+
+Negative counts are sent as they are: the server decides what a model accepts.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from healthai_client.exchange import STEP_DAYS
+from healthai_client.results import ForecastResult
+
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class HistoryFile:
+    region_ids: tuple[str, ...]
+    counts: np.ndarray  # float64 [steps, regions], oldest first
+    last_period: dt.date | None = None  # None: the file has no periods
+    step: str | None = None  # "W" or "D" when the file has periods
+
+    def first_forecast_period(self) -> str:
+        """Horizon 1's period start (ISO date), or "" without periods."""
+        if self.last_period is None:
+            return ""
+        return (self.last_period + dt.timedelta(days=STEP_DAYS[self.step or "W"])).isoformat()
+
+    def date(self, result: ForecastResult) -> ForecastResult:
+        """``result`` dated by these periods (horizon 1 follows the last one); unchanged without periods.
+        A weekly file sent to a daily model (or the reverse) is refused."""
+        if self.last_period is None:
+            return result
+        if result.step and self.step and result.step != self.step:
+            kind = "weekly" if self.step == "W" else "daily"
+            raise ValueError(f"the history is {kind} but model {result.model_name} v{result.model_version} "
+                             f"forecasts step {result.step!r}")
+        return replace(result, first_forecast_period=self.first_forecast_period(),
+                       step=result.step or self.step or "")
+
+
+def read_history(path: Path | str) -> HistoryFile:
+    """The history in ``path`` (format by suffix and header; see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"history file {str(path)!r}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _from_json(path)
+    if suffix not in _TABLE_SUFFIXES:
+        raise ValueError(f"history file {str(path)!r}: expected .csv, .parquet or .json")
+    if suffix == ".csv" and "period" not in _csv_header(path):
+        return _from_header_csv(path)
+    from healthai.surveillance.series_file import read_series
+
+    table = read_series(path, negatives="keep")
+    return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        return [c.strip().lower() for c in next(csv.reader(f), [])]
+
+
+def _from_header_csv(path: Path) -> HistoryFile:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [c.strip() for c in next(reader, [])]
+        if not header or "" in header or len(set(header)) != len(header):
+            raise ValueError(f"{path}: the header must name each region once, got {header[:6]}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}: row {line} has {len(row)} values for {len(header)} regions")
+            try:
+                rows.append([float(x) for x in row])
+            except ValueError:
+                bad = next(j for j, x in enumerate(row) if not _is_number(x))
+                raise ValueError(f"{path}: row {line}, region {header[bad]!r}: count {row[bad]!r} is not "
+                                 "a number (a file with dates needs a 'period' column: long region, "
+                                 "period, count or wide period + one column per region)") from None
+    if not rows:
+        raise ValueError(f"{path}: no history rows after the header")
+    return HistoryFile(tuple(header), np.asarray(rows, dtype=np.float64))
+
+
+def _from_json(path: Path) -> HistoryFile:
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: must be a JSON object {{region: [counts, ...]}}")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in raw.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError(f"{path}: every region needs a list of counts of the same length")
+    try:
+        counts = np.asarray([[float(x) for x in v] for v in raw.values()], dtype=np.float64).T
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: counts must be numbers") from None
+    return HistoryFile(tuple(str(k) for k in raw), counts)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
