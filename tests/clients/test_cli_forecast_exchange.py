@@ -90,6 +90,7 @@ def test_the_training_series_file_is_a_dated_history(server: str, tmp_path: Path
         ("date,US-MA,US-NY\n2026-01-05,1,2\n", "a 'period' column"),
         ("US-MA,US-NY,US-CA\n1,2,3\n4,x,6\n", "row 3, region 'US-NY': count 'x' is not a number"),
         ("US-MA,US-NY,US-CA\n1,2\n", "row 2 has 2 values for 3 regions"),
+        ("US-MA,US-NY,US-CA\n1,2,3\n4,-1,6\n", "negative counts, first -1 for region 'US-NY' at step 2"),
     ],
 )
 def test_bad_history_files_exit_2_naming_the_cell(server: str, tmp_path: Path, text: str, message: str,
@@ -98,3 +99,17 @@ def test_bad_history_files_exit_2_naming_the_cell(server: str, tmp_path: Path, t
     path.write_text(text)
     assert main(["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_negative_counts_are_clipped_only_when_asked(server: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    history = np.arange(12, dtype=np.float32).reshape(4, 3) + 5
+    history[2, 1] = -4  # a reporting correction
+    path = tmp_path / "series.csv"
+    _epiweek_long_csv(path, history)
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server, "--json"]
+    assert main(argv) == 2
+    assert "negative counts, first -4 for region 'US-NY' at 2025-12-28" in capsys.readouterr().err
+    assert main([*argv, "--negatives", "clip"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(np.maximum(history, 0)), rtol=1e-5)

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the series as `train forecast --series` takes it (CSV/Parquet, long region,period,"
                           "count or wide period + regions: dated), a CSV of region-id columns (rows: steps, "
                           "oldest first) or JSON {region: [counts...]}")
+    p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
+                   help="--history: negative counts (reporting corrections) are refused, as train forecast "
+                        "refuses them; clip sets them to 0 (a model trained with --negatives clip)")
     p.add_argument("--end-date", help="last period of the stored window (ISO date)")
     p.add_argument("--regions", default="", help="comma-separated region ids to report")
     p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")

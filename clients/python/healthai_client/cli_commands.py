@@ -242,7 +242,7 @@ def _print_forecast(r: ForecastResult) -> None:
 def forecast(args: argparse.Namespace) -> int:
     from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
 
-    history = read_history(args.history) if args.history else None
+    history = read_history(args.history, negatives=args.negatives) if args.history else None
     with make_client(args) as client:
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,

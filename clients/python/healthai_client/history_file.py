@@ -7,7 +7,9 @@
 - CSV whose header is only region ids (rows: steps, oldest first), or JSON ``{region: [counts]}``:
   no dates; give ``--reference-date`` for hubverse rows.
 
-Negative counts are sent as they are: the server decides what a model accepts.
+Negative counts (reporting corrections) are refused, as ``train forecast`` refuses them, unless
+``negatives="clip"`` (set to 0, as the model was trained with ``--negatives clip``) or ``"keep"``
+(sent as they are; the served models refuse them).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from healthai_client.exchange import STEP_DAYS
 from healthai_client.results import ForecastResult
@@ -52,22 +55,26 @@ class HistoryFile:
                        step=result.step or self.step or "")
 
 
-def read_history(path: Path | str) -> HistoryFile:
+def read_history(path: Path | str, *, negatives: str = "refuse") -> HistoryFile:
     """The history in ``path`` (format by suffix and header; see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"history file {str(path)!r}: no such file")
     suffix = path.suffix.lower()
-    if suffix == ".json":
-        return _from_json(path)
-    if suffix not in _TABLE_SUFFIXES:
-        raise ValueError(f"history file {str(path)!r}: expected .csv, .parquet or .json")
-    if suffix == ".csv" and "period" not in _csv_header(path):
-        return _from_header_csv(path)
-    from healthai.surveillance.series_file import read_series
+    from healthai.surveillance.series_file import apply_negatives, read_series
 
-    table = read_series(path, negatives="keep")
-    return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step)
+    if suffix == ".json":
+        undated = _from_json(path)
+    elif suffix not in _TABLE_SUFFIXES:
+        raise ValueError(f"history file {str(path)!r}: expected .csv, .parquet or .json")
+    elif suffix == ".csv" and "period" not in _csv_header(path):
+        undated = _from_header_csv(path)
+    else:
+        table = read_series(path, negatives=negatives)
+        return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step)
+    steps = pd.Index([f"step {t + 1}" for t in range(len(undated.counts))])  # no dates: name the step
+    counts, _ = apply_negatives(undated.counts, steps, undated.region_ids, str(path), negatives)
+    return replace(undated, counts=counts)
 
 
 def _csv_header(path: Path) -> list[str]:

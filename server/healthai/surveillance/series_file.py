@@ -198,8 +198,9 @@ def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) ->
 
 
 def apply_negatives(
-    values: np.ndarray, periods: pd.DatetimeIndex, ids: tuple[str, ...], where: str, negatives: str
+    values: np.ndarray, periods: pd.Index, ids: tuple[str, ...], where: str, negatives: str
 ) -> tuple[np.ndarray, dict]:
+    """Refuse, clip or keep negative counts; ``periods`` label the rows (dates, or names of steps)."""
     if negatives not in NEGATIVES:
         raise InputFileError(
             f"negatives must be one of {NEGATIVES}, got {negatives!r}", field="negatives"
@@ -211,17 +212,21 @@ def apply_negatives(
         if negatives == "refuse":
             raise InputFileError(
                 f"{where}: {int(neg.sum())} negative counts, first {values[t, j]:g} for region {ids[j]!r} "
-                f"at {periods[t].date()}; pass --negatives clip (set to 0) or keep",
+                f"at {_label(periods[t])}; pass --negatives clip (set to 0) or keep",
                 field="series",
             )
         report["first_negative"] = {
             "region": ids[j],
-            "period": str(periods[t].date()),
+            "period": _label(periods[t]),
             "value": float(values[t, j]),
         }
         if negatives == "clip":
             values = np.maximum(values, 0.0)
     return values, report
+
+
+def _label(period: object) -> str:
+    return str(period.date()) if isinstance(period, pd.Timestamp) else str(period)
 
 
 def read_series(path: Path | str, *, step: str | None = None, negatives: str = "refuse") -> SeriesTable:
