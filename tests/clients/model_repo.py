@@ -2,6 +2,9 @@
 Node.js, C++) can check what the server returns:
 
 - ``risk_tiny`` v1: probability = sigmoid(features · RISK_WEIGHTS + RISK_BIAS), 4 named features;
+- ``risk_tiny_cohort`` v1: the same weights over a cohort spec's features (``COHORT_SPEC``: age,
+  male from a "sex" column of F/M, hba1c with a missing indicator) and a card ``imputation`` block
+  (a missing hba1c is ``COHORT_HBA1C_FILL`` with ``hba1c_missing`` = 1);
 - ``forecast_tiny`` v1: forecast[s, region, q] = mean(last WINDOW steps of the region) · (1 + 0.1 s) ·
   (0.5 + level_q), standard ONNX opset (no custom op needed).
 """
@@ -20,6 +23,33 @@ RISK_FEATURES = ["age", "bmi", "systolic_bp", "hba1c"]
 RISK_WEIGHTS = np.array([0.03, 0.05, 0.01, 0.2], dtype=np.float32)
 RISK_BIAS = -5.0
 RISK_BANDS = [{"name": "low", "upper": 0.2}, {"name": "medium", "upper": 0.5}, {"name": "high", "upper": 1.0}]
+
+COHORT_MODEL = "risk_tiny_cohort"
+COHORT_FEATURES = ["age", "male", "hba1c", "hba1c_missing"]
+COHORT_HBA1C_FILL = 6.25
+COHORT_SPEC = """
+[cohort]
+name = "tiny"
+target = "outcome"
+rows_are_patients = true
+
+[features.age]
+type = "numeric"
+min = 0
+max = 120
+
+[features.male]
+type = "binary"
+column = "sex"
+values = ["F", "M"]
+positive = "M"
+
+[features.hba1c]
+type = "numeric"
+min = 3
+max = 20
+missing = "indicator"
+"""
 
 FORECAST_MODEL = "forecast_tiny"
 REGIONS = ["US-MA", "US-NY", "US-CA"]
@@ -40,7 +70,7 @@ def expected_forecast(history: np.ndarray) -> np.ndarray:
 
 
 def _risk_model() -> onnx.ModelProto:
-    f = len(RISK_FEATURES)
+    f = len(RISK_FEATURES)  # risk_tiny_cohort has as many
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["features", "w"], ["z0"]),
          helper.make_node("Add", ["z0", "b"], ["z"]),
@@ -76,7 +106,7 @@ def _forecast_model() -> onnx.ModelProto:
 
 
 def write_repository(root: Path) -> Path:
-    """Writes both models under ``root`` (version 1 each) and returns ``root``."""
+    """Writes the models under ``root`` (version 1 each) and returns ``root``."""
     risk = root / RISK_MODEL
     (risk / "1").mkdir(parents=True)
     (risk / "config.pbtxt").write_text(
@@ -88,6 +118,15 @@ def write_repository(root: Path) -> Path:
     card = {"features": [{"name": n, "description": n, "unit": "1", "baseline": 0.0} for n in RISK_FEATURES],
             "risk_bands": RISK_BANDS}
     (risk / "1" / "model_card.json").write_text(json.dumps(card))
+    cohort = root / COHORT_MODEL
+    (cohort / "1").mkdir(parents=True)
+    config = (risk / "config.pbtxt").read_text()
+    (cohort / "config.pbtxt").write_text(config.replace(f'"{RISK_MODEL}"', f'"{COHORT_MODEL}"'))
+    onnx.save(_risk_model(), str(cohort / "1" / "model.onnx"))
+    features = [{"name": n, "description": n, "unit": "1", "baseline": 0.0} for n in COHORT_FEATURES]
+    card = {"features": features, "risk_bands": RISK_BANDS,
+            "imputation": {"values": {"hba1c": COHORT_HBA1C_FILL}, "indicators": {"hba1c": "hba1c_missing"}}}
+    (cohort / "1" / "model_card.json").write_text(json.dumps(card))
 
     fc = root / FORECAST_MODEL
     (fc / "1").mkdir(parents=True)

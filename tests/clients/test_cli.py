@@ -11,10 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from healthai_client import Client, HealthAIClientError
 from healthai_client.cli import main
 from tests.conftest import free_port
 
-from .model_repo import FORECAST_MODEL, REGIONS, RISK_MODEL, expected_forecast, expected_probability
+from .model_repo import (
+    COHORT_HBA1C_FILL,
+    COHORT_MODEL,
+    COHORT_SPEC,
+    FORECAST_MODEL,
+    REGIONS,
+    RISK_MODEL,
+    expected_forecast,
+    expected_probability,
+)
 
 
 def test_health(server: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,3 +108,29 @@ def test_console_script_runs(server: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"service": "", "status": "SERVING"}
+
+
+def test_score_a_cohort_table_with_its_spec(server: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`score --table --spec`: rows of the training table (extra, target and string columns included)
+    become the model's features as in training; a missing hba1c travels as NaN and the server fills it
+    from the card's imputation block and sets its indicator; a model without one refuses it."""
+    spec = tmp_path / "cohort.toml"
+    spec.write_text(COHORT_SPEC)
+    table = tmp_path / "new_patients.csv"
+    table.write_text("site,age,sex,hba1c,outcome\nA,71,M,7.5,1\nB,40,F,,0\nC,55,F,5.1,\n")
+    argv = ["score", "-m", COHORT_MODEL, "--table", str(table), "--spec", str(spec), "--address", server]
+    assert main([*argv, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    x = np.array([[71, 1, 7.5, 0], [40, 0, COHORT_HBA1C_FILL, 1], [55, 0, 5.1, 0]])
+    probabilities = [p["probability"] for p in got["patients"]]
+    np.testing.assert_allclose(probabilities, expected_probability(x), rtol=1e-5)
+
+    with Client(server) as c, pytest.raises(HealthAIClientError, match=r"features\[0\].hba1c: non-finite"):
+        c.score(RISK_MODEL, np.array([[40, 25, 120, np.nan]]))  # a card without imputation: refused
+
+    table.write_text("age,sex,hba1c\n71,X,7.5\n")  # not a value of the binary column
+    assert main(argv) == 2
+    assert "column 'sex' has values outside its domain in 1 rows (first: 1)" in capsys.readouterr().err
+    assert main(["score", "-m", COHORT_MODEL, "--table", str(table), "--address", server]) == 2
+    assert "--table needs --spec" in capsys.readouterr().err

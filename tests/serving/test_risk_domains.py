@@ -227,6 +227,34 @@ def test_a_malformed_domains_block_refuses_the_version(edit, message) -> None:
         parse_risk_card(raw, n_inputs=16, where=HEART)
 
 
+@pytest.mark.parametrize(("block", "message"), [
+    ({"values": {"no_such": 1.0}}, "imputation names unknown feature 'no_such'"),
+    ({"values": {"age": float("nan")}}, "imputation value of 'age' is not a finite number"),
+    ({"values": {"age": 50.0}, "indicators": {"sex_male": "cp_asymptomatic"}}, "have no value"),
+    ([1, 2], "imputation must be"),
+])
+def test_a_malformed_imputation_block_refuses_the_version(block, message) -> None:
+    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    raw["imputation"] = block
+    with pytest.raises(RepositoryError, match=message):
+        parse_risk_card(raw, n_inputs=16, where=HEART)
+
+
+def test_imputation_fills_only_nan_of_its_features_and_sets_the_indicator() -> None:
+    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    names = [f["name"] for f in raw["features"]]
+    raw["imputation"] = {"values": {"age": 54.5}, "indicators": {"age": "sex_male"}}  # any flag will do here
+    fill = parse_risk_card(raw, n_inputs=16, where=HEART).imputation
+    x = np.ones((3, len(names)), np.float32)
+    assert fill.fill(x) is x  # nothing missing: no copy
+    x[1, names.index("age")] = np.nan
+    x[2, 0 if names[0] != "age" else 1] = np.inf  # another non-finite value: left for the check
+    filled = fill.fill(x)
+    assert filled[1, names.index("age")] == 54.5 and filled[1, names.index("sex_male")] == 1.0
+    assert np.isnan(x[1, names.index("age")])  # the request's array is not changed
+    assert np.array_equal(filled[[0, 2]], x[[0, 2]])
+
+
 def test_lone_patient_derived_check_with_memoized_values(server) -> None:
     """One patient takes the memoized path: a repeat of the same sources must give the same verdicts."""
     srv, _ = server

@@ -14,11 +14,11 @@ import torch
 
 from healthai.app.settings import Settings
 from healthai.app.testing import serve_in_thread
+from healthai.errors import InputFileError
 from healthai.serving.plugin import plugin
 from healthai.serving.settings import ServingSettings
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 from healthai_training import cli
-from healthai_training.errors import TrainingInputError
 from healthai_training.export import run_onnx
 from healthai_training.privacy import PrivacySettings, make_private
 from healthai_training.risk.cohort import build_cohort, load_cohort, load_spec
@@ -65,6 +65,17 @@ def test_cli_trains_exports_card_with_domains_and_risk_score_serves_it(
     data, _ = load_cohort(shared_data / HEART, SPEC, seed=0)
     x = data.x[:5]
     expected = run_onnx(repo / "risk_heart_cohort/1/model.onnx", {"features": x}).ravel()
+    # ... and fills a missing value the spec allows as training did (the card's imputation block)
+    imputation = card["imputation"]
+    assert imputation["indicators"] == {"cholesterol": "cholesterol_missing",
+                                        "max_heart_rate": "max_heart_rate_missing"}
+    age = data.x[data.split["train"], names.index("age")]
+    assert imputation["values"]["age"] == pytest.approx(float(age.mean()), rel=1e-5)
+    chol, flag = names.index("cholesterol"), names.index("cholesterol_missing")
+    missing, filled = x[:1].copy(), x[:1].copy()
+    missing[0, chol] = np.nan
+    filled[0, chol], filled[0, flag] = imputation["values"]["cholesterol"], 1.0
+    expected_filled = run_onnx(repo / "risk_heart_cohort/1/model.onnx", {"features": filled}).ravel()
     serving = ServingSettings(model_repository=repo, reload_poll_s=0.0)
     settings = Settings(port=0, dev_mode=True, serving=serving)
     with serve_in_thread(settings, [plugin(settings=settings)]) as running:
@@ -74,7 +85,11 @@ def test_cli_trains_exports_card_with_domains_and_risk_score_serves_it(
             reply = risk_pb2_grpc.RiskStub(channel).Score(
                 risk_pb2.ScoreRequest(model_name="risk_heart_cohort", features=x.reshape(-1).tolist(),
                                       feature_names=names), timeout=30)
+            reply_missing = risk_pb2_grpc.RiskStub(channel).Score(
+                risk_pb2.ScoreRequest(model_name="risk_heart_cohort", features=missing.reshape(-1).tolist(),
+                                      feature_names=names), timeout=30)
     np.testing.assert_allclose(reply.probability, expected, rtol=1e-5)
+    np.testing.assert_allclose(reply_missing.probability, expected_filled, rtol=1e-5)
 
 
 def _visits(shared_data: Path, seed: int = 0) -> pd.DataFrame:
@@ -186,14 +201,14 @@ def test_bad_spec_or_table_names_the_field(tmp_path: Path, spec: str, change, me
     df = _frame()
     for column, values in (change or {}).items():
         df[column] = values
-    with pytest.raises(TrainingInputError) as info:
+    with pytest.raises(InputFileError) as info:
         build_cohort(df, load_spec(_spec(tmp_path, BASE + spec)), seed=0, source="t")
     assert message in str(info.value.message)
 
 
 def test_spec_needs_exactly_one_privacy_unit(tmp_path: Path) -> None:
     text = BASE.replace('patient_id = "pid"\n', "") + '[features.age]\ntype = "numeric"\n'
-    with pytest.raises(TrainingInputError, match="exactly one of patient_id"):
+    with pytest.raises(InputFileError, match="exactly one of patient_id"):
         load_spec(_spec(tmp_path, text))
 
 

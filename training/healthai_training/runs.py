@@ -116,6 +116,8 @@ def risk_card(data: RiskData, result: Any, name: str) -> dict[str, Any]:
             if data.groups is not None
             else "(epsilon, delta)-DP for adding or removing one row, and one row is one patient"
         )
+    if data.imputation is not None:
+        card["imputation"] = data.imputation
     return with_domains({**card, "features": features}, data)
 
 

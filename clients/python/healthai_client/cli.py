@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    " (an optional 'diagnoses' column holds ';'-separated codes)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="one patient's feature (repeat); instead of --input")
+    p.add_argument("--table", type=Path, help="patients as rows of a cohort table (CSV/Parquet), turned into "
+                   "features by --spec (the spec the model was trained with); instead of --input")
+    p.add_argument("--spec", type=Path, help="the cohort spec (TOML) for --table")
     p.add_argument("--top", type=int, help="top contributing features per patient")
     p.set_defaults(func=cmd.score)
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from healthai_client.client import Client
+from healthai_client.cohort_table import read_cohort_rows
 from healthai_client.history_file import read_history
 from healthai_client.requests import KINDS, load_json
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
@@ -211,9 +212,15 @@ def _print_score(r: ScoreResult) -> None:
 
 
 def score(args: argparse.Namespace) -> int:
-    rows, diagnoses = _score_input(args)
+    if args.table or args.spec:
+        if not (args.table and args.spec) or args.input or args.set:
+            raise ValueError("--table needs --spec (and neither goes with --input or --set)")
+        cohort = read_cohort_rows(args.table, args.spec)
+        rows, names, diagnoses = cohort.x, cohort.feature_names, None
+    else:
+        (rows, diagnoses), names = _score_input(args), None
     with make_client(args) as client:
-        r = client.score(args.model, rows, diagnoses=diagnoses, top_features=args.top,
+        r = client.score(args.model, rows, feature_names=names, diagnoses=diagnoses, top_features=args.top,
                          model_version=args.model_version)
     print_json(r) if args.json else _print_score(r)
     return 0

@@ -14,21 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from healthai.cohort.features import FeatureSpec as FeatureSpec  # re-exported: training's name for it
 from healthai_training.errors import TrainingInputError
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """A model input. ``limits``: clinical / definitional (min, max) of a numeric feature (None: no
-    limit on that side); ``group``: the one-hot group a flag belongs to; ``requires``: a flag that must
-    be set whenever this one is. They feed the card's valid domains (``risk.domains``)."""
-
-    name: str
-    description: str
-    unit: str
-    limits: tuple[float | None, float | None] | None = None
-    group: str | None = None
-    requires: str | None = None
 
 
 @dataclass
@@ -45,6 +32,9 @@ class RiskData:
     # cohort specs: each feature's declared domain {type, min, max, group} (federated scaling); the
     # card's served domains come from ``risk.domains``
     domains: dict[str, dict[str, object]] | None = None
+    # cohort specs: the card's ``imputation`` block ({"values": {feature: fill}, "indicators": {feature:
+    # indicator}, "rule"}): Score fills a missing (NaN) value of those features as training did
+    imputation: dict[str, object] | None = None
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], *, dataset: str) -> None:

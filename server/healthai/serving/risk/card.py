@@ -1,5 +1,5 @@
-"""What a risk model's card says that serving needs: feature order and baselines, risk bands, and
-the features' valid domains (``domains.py``)."""
+"""What a risk model's card says that serving needs: feature order and baselines, risk bands, the
+features' valid domains (``domains.py``) and how missing values are filled (``imputation.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from healthai.serving.risk.domains import FeatureDomains, parse_domains
+from healthai.serving.risk.imputation import Imputation, parse_imputation
 from healthai.serving.runtime.repository import RepositoryError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class RiskCard:
     band_names: tuple[str, ...]
     band_uppers: np.ndarray  # float64 [bands], ascending, last >= 1
     domains: FeatureDomains | None = None  # None: an older card; values are only checked to be finite
+    imputation: Imputation | None = None  # None: a missing (NaN) value is refused like any non-finite one
 
     @property
     def n_features(self) -> int:
@@ -81,7 +83,8 @@ def parse_risk_card(card: dict[str, Any], *, n_inputs: int, where: str) -> RiskC
     if domains is None:
         logger.warning("%s: model card has no feature domains; feature values are only checked to be "
                        "finite (add them with `healthai train domains`)", where)
-    return RiskCard(tuple(names), np.asarray(baseline, np.float32), band_names, uppers, domains)
+    return RiskCard(tuple(names), np.asarray(baseline, np.float32), band_names, uppers, domains,
+                    parse_imputation(card, names, where))
 
 
 def example_patient(card: dict[str, Any]) -> dict[str, float]:

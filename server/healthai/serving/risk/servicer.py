@@ -94,6 +94,8 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         finite = False  # the derived columns are new values
     elif order is not None:
         x = x[:, order]
+    if card.imputation is not None and not finite:
+        x = card.imputation.fill(x)  # NaN where the card's cohort spec allows missing: as training did
     if not finite and not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
         raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",

@@ -19,7 +19,8 @@ The spec (``training/examples/heart_cohort.toml`` is a worked example)::
     out_of_domain = "error"           # error | missing | drop_row
 
 Here: unknown sections and keys, types, policies, domains (min <= max), categories, binary values;
-errors name the spec key. The table is checked against the spec in ``risk.cohort``.
+errors name the spec key. The table is checked against the spec in :mod:`healthai.cohort.features`
+(shared by ``train risk --table`` and ``healthai-client score --table``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthai_training.errors import TrainingInputError
+from healthai.errors import InputFileError
 
 TYPES = ("numeric", "binary", "categorical", "onehot")
 MISSING = ("impute", "indicator", "drop_row", "error")
@@ -70,8 +71,8 @@ class CohortSpec:
     features: tuple[FeatureRule, ...]
 
 
-def input_error(message: str, where: str) -> TrainingInputError:
-    return TrainingInputError(message, field=where)
+def input_error(message: str, where: str) -> InputFileError:
+    return InputFileError(message, field=where)
 
 
 def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:

@@ -1,0 +1,69 @@
+"""Missing values at Score time, filled as training filled them (the card's ``imputation`` block).
+
+Cards of models trained on a cohort table (``healthai train risk --table --spec``) list the features
+the spec lets be missing (``missing = "impute" | "indicator"``), the value training put in (the
+training mean; flags: the mode) and, for ``indicator``, the flag that marks it::
+
+    "imputation": {"values": {"cholesterol": 247.07, ...},
+                   "indicators": {"cholesterol": "cholesterol_missing"}, "rule": "..."}
+
+A NaN in one of those features is replaced by its value and sets its indicator to 1. Any other
+non-finite value (NaN elsewhere, ±inf) is still refused, and cards without the block fill nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from healthai.serving.runtime.repository import RepositoryError
+
+
+@dataclass(frozen=True)
+class Imputation:
+    columns: np.ndarray  # intp [K]: feature columns that may be missing
+    values: np.ndarray  # float32 [K]: what training filled in
+    indicators: np.ndarray  # intp [K]: the column of each one's missing flag, -1 for none
+
+    def fill(self, x: np.ndarray) -> np.ndarray:
+        """``x`` [patients x F] with NaNs of the imputable columns filled (a copy only when needed)."""
+        missing = np.isnan(x[:, self.columns])
+        if not missing.any():
+            return x
+        x = np.array(x, dtype=np.float32, copy=True)
+        for k in np.flatnonzero(missing.any(axis=0)):
+            rows = missing[:, k]
+            x[rows, self.columns[k]] = self.values[k]
+            if self.indicators[k] >= 0:
+                x[rows, self.indicators[k]] = 1.0
+        return x
+
+
+def parse_imputation(card: dict[str, Any], names: list[str], where: str) -> Imputation | None:
+    block = card.get("imputation")
+    if block is None:
+        return None
+    values, indicators = (block.get("values"), block.get("indicators", {})) if isinstance(block, dict) else (
+        None, None)
+    if not isinstance(values, dict) or not isinstance(indicators, dict):
+        raise RepositoryError(f"{where}: imputation must be {{'values': {{feature: value}}, 'indicators': "
+                              "{feature: flag}}")
+    index = {n: j for j, n in enumerate(names)}
+    for name in [*values, *indicators, *indicators.values()]:
+        if name not in index:
+            raise RepositoryError(f"{where}: imputation names unknown feature {name!r}")
+    for name, value in values.items():
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise RepositoryError(f"{where}: imputation value of {name!r} is not a finite number")
+    if set(indicators) - set(values):
+        raise RepositoryError(f"{where}: imputation indicators {sorted(set(indicators) - set(values))} "
+                              "have no value")
+    order = list(values)
+    return Imputation(
+        columns=np.array([index[n] for n in order], dtype=np.intp),
+        values=np.array([values[n] for n in order], dtype=np.float32),
+        indicators=np.array([index[indicators[n]] if n in indicators else -1 for n in order], dtype=np.intp),
+    )
