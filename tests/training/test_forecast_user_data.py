@@ -211,7 +211,8 @@ def test_negatives_clip_and_keep_are_counted(tmp_path: Path) -> None:
     assert kept.series[0, 1] == -3 and kept.report["negatives_kept"] is True
 
 
-def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_path: Path, capsys) -> None:
+def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_path: Path, capsys,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     series = _long_csv(new_england, tmp_path / "ne.csv")
     argv = [
         "train",
@@ -239,6 +240,9 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     ]
     assert _run(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    progress = [r.getMessage() for r in caplog.records if r.name.startswith("healthai_training")]
+    assert "origin 104: trained" in " ".join(progress)  # a long run says what it is doing
+    assert any(m.startswith("exported forecast_ne v1") for m in progress), progress
     # no --model-name: named after the series file, never after the benchmark --dataset default
     assert Path(line["run_dir"]).name.startswith("forecast-ne-seasonal-nonprivate-seed0-stacked")
     assert not (tmp_path / "repo/forecast_japan").exists()

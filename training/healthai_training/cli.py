@@ -214,7 +214,8 @@ def _domains(args: argparse.Namespace) -> int:
 def _guard(func):
     def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("healthai").setLevel(logging.INFO)
+        for name in ("healthai", "healthai_training"):  # progress: origins trained, export, publish
+            logging.getLogger(name).setLevel(logging.INFO)
         import torch
 
         torch.set_num_threads(args.threads)

@@ -6,6 +6,7 @@
 """
 
 from healthai_client.client import Client
+from healthai_client.cohort_table import CohortRows, read_cohort_rows
 from healthai_client.errors import HealthAIClientError
 from healthai_client.history_file import HistoryFile, read_history
 from healthai_client.results import (
@@ -21,6 +22,7 @@ from healthai_client.retry import NO_RETRY, RetryPolicy
 __all__ = [
     "NO_RETRY",
     "Client",
+    "CohortRows",
     "ForecastResult",
     "HealthAIClientError",
     "HistoryFile",
@@ -30,5 +32,6 @@ __all__ = [
     "RecordOutcome",
     "RetryPolicy",
     "ScoreResult",
+    "read_cohort_rows",
     "read_history",
 ]

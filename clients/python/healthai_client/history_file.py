@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from healthai_client.exchange import STEP_DAYS
 from healthai_client.results import ForecastResult
@@ -61,6 +60,8 @@ def read_history(path: Path | str, *, negatives: str = "refuse") -> HistoryFile:
     if not path.is_file():
         raise ValueError(f"history file {str(path)!r}: no such file")
     suffix = path.suffix.lower()
+    import pandas as pd
+
     from healthai.surveillance.series_file import apply_negatives, read_series
 
     if suffix == ".json":

@@ -153,4 +153,7 @@ def export_forecaster(
         "onnx_parity_max_rel_err": errors,
     }
     write_json(vdir / "model_card.json", {**(card or {}), **meta, "version": version})
+    checked = ", ".join(f"{v} {e:.1e}" for v, e in errors.items()) or "not checked"
+    logger.info("exported %s v%d (variants %s; parity max rel err: %s)", out.name, version,
+                "/".join(variants), checked)
     return errors
