@@ -38,6 +38,7 @@ from healthai_training.forecast.model import STGNNForecaster
 from healthai_training.privacy import make_private, privacy_report, validate_privacy
 
 logger = logging.getLogger(__name__)
+PROGRESS_EVERY = 50  # epochs between progress lines (INFO)
 
 
 @dataclass
@@ -269,6 +270,9 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
         score = val_rmse if cfg.select_on == "rmse" else val_loss
         if score < best_val:
             best_val, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+        if (epoch + 1) % PROGRESS_EVERY == 0 and epoch + 1 < cfg.epochs:  # a county-scale graph: 10-25 s per epoch
+            logger.info("%s: epoch %d of %d, best validation epoch so far %d", data.name, epoch + 1,
+                        cfg.epochs, best_epoch)
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     val_metrics, _ = evaluate(model, data, cfg.horizons, split="val")
