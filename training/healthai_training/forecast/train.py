@@ -270,7 +270,7 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
         score = val_rmse if cfg.select_on == "rmse" else val_loss
         if score < best_val:
             best_val, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
-        if (epoch + 1) % PROGRESS_EVERY == 0 and epoch + 1 < cfg.epochs:  # a county-scale graph: 10-25 s per epoch
+        if (epoch + 1) % PROGRESS_EVERY == 0 and epoch + 1 < cfg.epochs:  # counties: 10-25 s an epoch
             logger.info("%s: epoch %d of %d, best validation epoch so far %d", data.name, epoch + 1,
                         cfg.epochs, best_epoch)
     model.load_state_dict(best_state)
