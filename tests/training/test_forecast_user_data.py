@@ -168,6 +168,12 @@ def _write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
             "1 negative counts, first -3 for region 'b' at 2020-01-06; pass --negatives clip",
         ),
         ("period,a,b\nsoon,1,2\n", None, {}, "row 2: period 'soon' is not an ISO date"),
+        (  # each distinct label is parsed once; the error names the first row that holds it
+            "region,period,count\na,2020-01-06,1\nb,2020-01-06,1\na,2020-1-13,1\nb,2020-1-13,1\n",
+            None,
+            {},
+            "row 4: period '2020-1-13' is not an ISO date",
+        ),
         (
             "period,a,b\n2020-01-06,1,2\n2020-01-13,1,2\n",
             "source,target\na,c\n",

@@ -77,6 +77,16 @@ def parse_period(value: object, *, where: str) -> pd.Timestamp:
         ) from None
 
 
+def _periods(column: pd.Series, path: Path, rows: np.ndarray) -> pd.DatetimeIndex:
+    """Each distinct period label parsed once (a long county file repeats each one per region); errors
+    name the first row holding the bad label."""
+    codes, labels = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=False)
+    first = np.zeros(len(labels), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first row of each label
+    parsed = [parse_period(v, where=f"{path}: row {rows[i]}") for v, i in zip(labels, first, strict=True)]
+    return pd.DatetimeIndex(np.asarray(parsed, dtype="datetime64[ns]")[codes])
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="series")
@@ -90,8 +100,11 @@ def _read_frame(path: Path) -> pd.DataFrame:
 
 def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> np.ndarray:
     """Column → float64; error naming the first row (1-based data row) that is not a finite number."""
-    text = column.astype(str).str.strip()
-    values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(np.float64)
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(np.float64, na_value=np.nan)  # Parquet: already numbers
+    else:
+        text = column.astype(str).str.strip()
+        values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
@@ -106,9 +119,7 @@ def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> 
 def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.DataFrame:
     rows = np.arange(len(frame)) + 2  # header is line 1
     region = frame[cols["region"]].astype(str).str.strip()
-    period = pd.DatetimeIndex(
-        [parse_period(v, where=f"{path}: row {r}") for v, r in zip(frame[cols["period"]], rows, strict=True)]
-    )
+    period = _periods(frame[cols["period"]], path, rows)
     count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows)
     if (region == "").any():
         raise InputFileError(
@@ -137,9 +148,7 @@ def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.D
 
 def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
     rows = np.arange(len(frame)) + 2
-    period = pd.DatetimeIndex(
-        [parse_period(v, where=f"{path}: row {r}") for v, r in zip(frame[period_col], rows, strict=True)]
-    )
+    period = _periods(frame[period_col], path, rows)
     regions = [c for c in frame.columns if c != period_col]
     if not regions:
         raise InputFileError(
