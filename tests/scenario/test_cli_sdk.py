@@ -157,3 +157,35 @@ def test_sdk_and_cli_hospital_occupancy(
     args += ["--horizon", "42", "--runs", "8", "--regions", "25025", "--hospital-fraction", "0.05"]
     assert main(args) == 0, capsys.readouterr().err
     assert "hospital occupancy, all regions" in capsys.readouterr().out
+
+
+def test_own_regions_from_a_graph_file_and_a_population_file(
+    served: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The edge list `train forecast --graph` takes + `region,population` simulate the caller's regions:
+    the same job as the graph given by hand (each border both ways), spreading along the chain."""
+    from healthai_client.region_graph_file import read_scenario_graph
+
+    address, keys = served
+    (tmp_path / "borders.csv").write_text("source,target\nR-A,R-B\nR-B,R-C\nR-C,R-D\n")
+    (tmp_path / "people.csv").write_text("region,population\nR-A,50000\nR-B,20000\nR-C,80000\nR-D,10000\n")
+    graph = read_scenario_graph(tmp_path / "borders.csv", tmp_path / "people.csv")
+    by_hand = {"region_ids": ["R-A", "R-B", "R-C", "R-D"], "population": [50000, 20000, 80000, 10000],
+               "edges": [(0, 1, 1.0), (1, 0, 1.0), (1, 2, 1.0), (2, 1, 1.0), (2, 3, 1.0), (3, 2, 1.0)]}
+    assert sorted(graph["edges"]) == sorted(by_hand["edges"]) and graph["population"] == by_hand["population"]
+    job = {"horizon_days": 120, "runs": 1, "deterministic": True, "seed_infections": {"R-A": 20}}
+    with Client(address, api_key=keys["planner"], timeout=120) as c:
+        got, expected = c.scenario(graph, **job), c.scenario(by_hand, **job)
+    np.testing.assert_array_equal(got.mean, expected.mean)
+    peaks = got.peak_day[:, len(got.levels) // 2]
+    assert list(got.region_ids) == by_hand["region_ids"] and peaks[0] < peaks[1] < peaks[2] < peaks[3]
+
+    auth = ["--address", address, "--api-key", keys["planner"], "--timeout", "120"]
+    argv = ["scenario", "--graph", str(tmp_path / "borders.csv"), "--seed-infections", "R-A=20",
+            "--horizon", "30", "--runs", "2", *auth]
+    assert main([*argv, "--population", str(tmp_path / "people.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["region_ids"] == by_hand["region_ids"]
+    assert main(argv) == 2 and "needs --population" in capsys.readouterr().err
+    (tmp_path / "people.csv").write_text("region,population\nR-A,50000\nR-B,20000\nR-C,80000\n")
+    assert main([*argv, "--population", str(tmp_path / "people.csv")]) == 2
+    assert "1 in the graph but not the population file people.csv ['R-D']" in capsys.readouterr().err

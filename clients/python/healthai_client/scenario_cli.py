@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from healthai_client.cli_commands import make_client, print_json
+from healthai_client.region_graph_file import scenario_graph_arg
 
 _IV_KEYS = {
     "regions": "regions",
@@ -94,6 +95,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def scenario(args: argparse.Namespace) -> int:
     opts = _options(args)
+    graph = scenario_graph_arg(args.graph, args.population)
     if args.plot and args.regions and args.plot_regions:
         missing = set(args.plot_regions.split(",")) - set(args.regions.split(","))
         if missing:
@@ -104,7 +106,7 @@ def scenario(args: argparse.Namespace) -> int:
 
     with make_client(args) as client:
         result = client.scenario(
-            args.graph,
+            graph,
             horizon_days=args.horizon,
             timeout=args.timeout,
             progress=progress if args.stream else None,
@@ -114,7 +116,7 @@ def scenario(args: argparse.Namespace) -> int:
         if args.plot:
             base_opts = {**opts, "interventions": []}
             baseline = client.scenario(
-                args.graph,
+                graph,
                 horizon_days=args.horizon,
                 timeout=args.timeout,
                 progress=progress if args.stream else None,
@@ -161,9 +163,10 @@ def scenario(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
+    graph = scenario_graph_arg(args.graph, args.population)
     with make_client(args) as client:
         fit = client.calibrate(
-            args.graph,
+            graph,
             observed=read_counts(args.observed) if args.observed else None,
             stored=args.stored,
             window_days=args.window,
@@ -189,7 +192,11 @@ def add_scenario_parsers(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--graph", "-g", default="us_counties", help="named graph (default us_counties)")
+    p.add_argument("--graph", "-g", default="us_counties",
+                   help="named graph (default us_counties), or a graph file (edge list / adjacency CSV, "
+                        "GeoJSON: what train forecast --graph takes) with --population")
+    p.add_argument("--population", type=Path, metavar="FILE",
+                   help="with a --graph file: CSV region,population (the regions simulated)")
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument("--seed-infections", help="REGION=COUNT,... infectious at day 0")
     start.add_argument("--calibrate-observed", type=Path, help="CSV of daily counts to calibrate to first")
@@ -233,7 +240,11 @@ def add_scenario_parsers(sub: Any) -> None:
     p.set_defaults(func=scenario)
 
     p = sub.add_parser("calibrate", help="fit r0 and a reporting rate to observed or stored counts")
-    p.add_argument("--graph", "-g", default="us_counties")
+    p.add_argument("--graph", "-g", default="us_counties",
+                   help="named graph (default us_counties), or a graph file (edge list / adjacency CSV, "
+                        "GeoJSON: what train forecast --graph takes) with --population")
+    p.add_argument("--population", type=Path, metavar="FILE",
+                   help="with a --graph file: CSV region,population (the regions simulated)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--observed", type=Path, help="CSV: header of region ids, one row per day")
     src.add_argument("--stored", nargs="?", const="ili", metavar="SYNDROME")

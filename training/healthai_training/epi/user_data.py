@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from healthai.surveillance.graph_file import read_graph
 from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
 from healthai_training.epi.data import (
     DEFAULT_SPLIT,
@@ -18,7 +19,6 @@ from healthai_training.epi.data import (
     validate_adjacency,
     validate_series,
 )
-from healthai_training.epi.graph_file import read_graph
 from healthai_training.errors import TrainingInputError
 from healthai_training.stores import open_existing_store
 

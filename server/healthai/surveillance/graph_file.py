@@ -1,4 +1,5 @@
-"""Read a user's region graph and line it up with the series' regions.
+"""Read a user's region graph and line it up with the series' regions (``train forecast --graph``) or
+a population file's (``healthai-client scenario --graph FILE --population FILE``).
 
 Formats (by content / suffix):
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from healthai_training.errors import TrainingInputError
+from healthai.errors import InputFileError
 
 ID_PROPERTIES = ("id", "region", "code")
 
@@ -47,19 +48,19 @@ def _edge_list(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> tuple[l
         rec = dict(zip(frame.columns, row, strict=True))
         a, b = str(rec[cols["source"]]).strip(), str(rec[cols["target"]]).strip()
         if not a or not b:
-            raise TrainingInputError(f"{path}: row {i}: empty source or target", field="graph")
+            raise InputFileError(f"{path}: row {i}: empty source or target", field="graph")
         w_text = str(rec[cols["weight"]]).strip() if "weight" in cols else "1"
         try:
             w = float(w_text)
         except ValueError:
             w = float("nan")
         if not np.isfinite(w) or w < 0:
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: row {i}: weight {w_text!r} is not a finite number >= 0", field="graph"
             )
         key = (min(a, b), max(a, b))
         if (a, b) in seen or (key in weights and weights[key] != w):
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: row {i}: edge {a}–{b} is given twice (weights {weights[key]:g} and {w:g}); edges "
                 "are undirected",
                 field="graph",
@@ -76,7 +77,7 @@ def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
     ids = cols[1:] if labelled else cols
     body = frame.iloc[:, 1:] if labelled else frame
     if len(body) != len(ids) or len(set(ids)) != len(ids):
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: a square adjacency needs one row per header region ({len(ids)} distinct ids), got "
             f"{len(body)} rows",
             field="graph",
@@ -85,7 +86,7 @@ def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
         row_ids = [str(v).strip() for v in frame.iloc[:, 0]]
         if row_ids != ids:
             i = next(k for k, (r, c) in enumerate(zip(row_ids, ids, strict=True)) if r != c)
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: row {i + 2} is labelled {row_ids[i]!r} but column {i + 1} is {ids[i]!r}; rows must "
                 "follow the header order",
                 field="graph",
@@ -94,12 +95,12 @@ def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
     bad = ~np.isfinite(mat) | (mat < 0)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: row {r + 2}, column {ids[c]!r}: {body.iloc[r, c]!r} is not a weight >= 0", field="graph"
         )
     if not np.allclose(mat, mat.T):
         r, c = np.argwhere(~np.isclose(mat, mat.T))[0]
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: not symmetric: {ids[r]}→{ids[c]} is {mat[r, c]:g} but "
             f"{ids[c]}→{ids[r]} is {mat[c, r]:g}",
             field="graph",
@@ -122,7 +123,7 @@ def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list
         doc = json.loads(path.read_text())
         features = doc["features"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainingInputError(f"{path}: not a GeoJSON FeatureCollection ({exc})", field="graph") from exc
+        raise InputFileError(f"{path}: not a GeoJSON FeatureCollection ({exc})", field="graph") from exc
     ids, names, vertex_owner = [], [], {}
     weights: dict[tuple[str, str], float] = {}
     for k, feat in enumerate(features):
@@ -131,16 +132,16 @@ def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list
         rid = next((props[p] for p in keys if props.get(p) not in (None, "")), None)
         rid = feat.get("id") if rid is None and not id_property else rid
         if rid in (None, ""):
-            raise TrainingInputError(
+            raise InputFileError(
                 f"{path}: features[{k}] has no region id (properties {list(keys)})", field="graph"
             )
         rid = str(rid)
         if rid in ids:
-            raise TrainingInputError(f"{path}: features[{k}]: region {rid!r} appears twice", field="graph")
+            raise InputFileError(f"{path}: features[{k}]: region {rid!r} appears twice", field="graph")
         try:
             rings = _rings(feat.get("geometry") or {})
         except ValueError as exc:
-            raise TrainingInputError(f"{path}: features[{k}] ({rid}): {exc}", field="graph") from exc
+            raise InputFileError(f"{path}: features[{k}] ({rid}): {exc}", field="graph") from exc
         ids.append(rid)
         names.append(str(props.get("name", "")))
         weights[(rid, rid)] = 1.0
@@ -160,11 +161,13 @@ def read_graph(
     region_ids: tuple[str, ...],
     allow_isolated: bool = False,
     id_property: str | None = None,
+    regions_from: str = "series",
 ) -> GraphFile:
-    """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the series' regions)."""
+    """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the regions of
+    ``regions_from``: the series, or a scenario's population file)."""
     path = Path(path)
     if not path.is_file():
-        raise TrainingInputError(f"{path}: no such file", field="graph")
+        raise InputFileError(f"{path}: no such file", field="graph")
     names: list[str] = []
     if path.suffix.lower() in (".geojson", ".json"):
         ids, weights, names = _geojson(path, id_property)
@@ -173,7 +176,7 @@ def read_graph(
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (ValueError, OSError) as exc:
-            raise TrainingInputError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
+            raise InputFileError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
         lower = {str(c).strip().lower(): c for c in frame.columns}
         if {"source", "target"} <= set(lower):
             ids, weights = _edge_list(frame, path, lower)
@@ -184,9 +187,9 @@ def read_graph(
     only_graph = [r for r in ids if r not in set(region_ids)]
     only_series = [r for r in region_ids if r not in set(ids)]
     if only_graph or only_series:
-        raise TrainingInputError(
-            f"{path}: regions differ: {len(only_series)} in the series but not the graph "
-            f"{only_series[:5]}, {len(only_graph)} in the graph but not the series {only_graph[:5]}",
+        raise InputFileError(
+            f"{path}: regions differ: {len(only_series)} in the {regions_from} but not the graph "
+            f"{only_series[:5]}, {len(only_graph)} in the graph but not the {regions_from} {only_graph[:5]}",
             field="graph",
         )
     col = {r: i for i, r in enumerate(region_ids)}
@@ -196,7 +199,7 @@ def read_graph(
     off = adj - np.diag(np.diag(adj))
     isolated = [region_ids[i] for i in np.flatnonzero(off.sum(axis=1) == 0)]
     if isolated and not allow_isolated:
-        raise TrainingInputError(
+        raise InputFileError(
             f"{path}: {len(isolated)} isolated regions (no neighbour): {isolated[:5]}; they would learn from "
             "their own history only. Pass --allow-isolated to train anyway",
             field="graph",
