@@ -160,7 +160,15 @@ def test_context_needs_exactly_one_key_source(tmp_path) -> None:
         ("ma", "USA", "US-MA"),
         ("new york", "United States", "US-NY"),
         ("District of Columbia", None, "US-DC"),
-        ("Bavaria", "DE", None),
+        ("Bavaria", "DE", None),  # an English exonym: not an ISO name, so not guessed
+        ("Bayern", "DE", "DE-BY"),
+        ("Tokyo", "JP", "JP-13"),
+        ("13", "Japan", "JP-13"),
+        ("jp-13", "JPN", "JP-13"),
+        ("JP-13", "DE", None),  # another country's code
+        ("ON", "CA", "CA-ON"),
+        ("ile-de-france", "France", "FR-IDF"),  # accents and case folded
+        ("Tokyo", "Atlantis", None),
         ("Narnia", None, None),
         (None, None, None),
         ("", "US", None),

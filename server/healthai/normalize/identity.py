@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from healthai.errors import InvalidInput
+from healthai.normalize.subdivisions import subdivision_code
 
 MIN_KEY_BYTES = 16
 
@@ -127,12 +128,13 @@ def record_system(source: str, resource_type: str) -> str:
 
 
 def region_code(state: str | None, country: str | None = None) -> str | None:
-    """ISO 3166-2 subdivision code from a free-form state and country, or None when unknown."""
+    """ISO 3166-2 subdivision code from a free-form state and country (none: the US), or None when
+    unknown. US names and postal abbreviations here; other countries: ``subdivisions``."""
     if not state:
         return None
     c = (country or "US").strip().lower()
-    if c not in _US_NAMES:
-        return None  # only US subdivisions are tabulated; unknown stays unknown, never guessed
+    if c not in _US_NAMES:  # elsewhere: ISO 3166-2 tables; unknown stays unknown, never guessed
+        return subdivision_code(state, country or "")
     s = state.strip()
     if s.upper() in _US_ABBREV:
         return f"US-{s.upper()}"
