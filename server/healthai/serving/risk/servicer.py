@@ -98,7 +98,9 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         x = card.imputation.fill(x)  # NaN where the card's cohort spec allows missing: as training did
     if not finite and not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
-        raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}",
+        hint = " (a missing value is filled only for the features the card's imputation block lists)" if (
+            np.isnan(x[i, j])) else ""
+        raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}{hint}",
                            field=f"features[{i}].{card.feature_names[j]}")
     return x
 
