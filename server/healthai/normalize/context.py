@@ -10,6 +10,7 @@ from healthai.normalize.codes import Icd10Codes, icd10_codes
 from healthai.normalize.dates import DatePolicy
 from healthai.normalize.identity import Pseudonymizer
 from healthai.normalize.maps import SnomedIcd10Map
+from healthai.normalize.subdivisions import load_tables
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class NormalizeContext:
             if omop_concept is None or omop_relationship is None:
                 raise ValueError("OMOP map needs both CONCEPT and CONCEPT_RELATIONSHIP files")
             smap = SnomedIcd10Map.load_omop(omop_concept, omop_relationship)
+        load_tables()  # ISO 3166-2 tables for non-US addresses: loaded here, not on a request
         return cls(
             pseudonymizer=pseudo,
             snomed_map=smap,

@@ -40,6 +40,13 @@ def _table(alpha2: str) -> dict[str, str]:
     return {key: next(iter(codes)) for key, codes in seen.items() if len(codes) == 1}
 
 
+def load_tables() -> None:
+    """Load pycountry's country and subdivision tables now (about 80 ms, once per process), so the
+    first non-US address of a request does not pay for it; normalizing contexts call it when built."""
+    _alpha2("JP")
+    _table("JP")
+
+
 @functools.lru_cache(maxsize=4096)
 def subdivision_code(state: str, country: str) -> str | None:
     """``JP-13`` for ("Tokyo", "JP"); None when the country or the state is not recognised."""
