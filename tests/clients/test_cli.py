@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -125,6 +126,17 @@ def test_score_a_cohort_table_with_its_spec(server: str, tmp_path: Path,
     x = np.array([[71, 1, 7.5, 0], [40, 0, COHORT_HBA1C_FILL, 1], [55, 0, 5.1, 0]])
     probabilities = [p["probability"] for p in got["patients"]]
     np.testing.assert_allclose(probabilities, expected_probability(x), rtol=1e-5)
+
+    # --out: one CSV line per row in table order, the spec's patient id column kept; --batch 2 = 2 calls
+    spec.write_text(COHORT_SPEC.replace("rows_are_patients = true", 'patient_id = "pid"'))
+    table.write_text("pid,age,sex,hba1c\nP7,71,M,7.5\nP3,40,F,\nP9,55,F,5.1\n")
+    out = tmp_path / "scores.csv"
+    assert main([*argv, "--batch", "2", "--out", str(out), "--top", "1"]) == 0
+    with out.open(newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert [(r["row"], r["patient_id"]) for r in lines] == [("1", "P7"), ("2", "P3"), ("3", "P9")]
+    np.testing.assert_allclose([float(r["probability"]) for r in lines], probabilities, atol=1e-6)  # 6 places
+    assert all(r["top_features"].count(":") == 1 and r["risk_band"] for r in lines)
 
     with Client(server) as c, pytest.raises(HealthAIClientError, match=r"features\[0\].hba1c: non-finite"):
         c.score(RISK_MODEL, np.array([[40, 25, 120, np.nan]]))  # a card without imputation: refused

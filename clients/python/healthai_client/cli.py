@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, help="patients as rows of a cohort table (CSV/Parquet), turned into "
                    "features by --spec (the spec the model was trained with); instead of --input")
     p.add_argument("--spec", type=Path, help="the cohort spec (TOML) for --table")
+    p.add_argument("--batch", type=int, default=5000, help="--table: rows per Score call (default 5000)")
+    p.add_argument("--out", type=Path, metavar="FILE.csv",
+                   help="write one line per patient (row, patient id with --table, probability, band, "
+                        "Charlson, top features) instead of printing")
     p.add_argument("--top", type=int, help="top contributing features per patient")
     p.set_defaults(func=cmd.score)
 

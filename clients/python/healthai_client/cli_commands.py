@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from healthai_client.client import Client
-from healthai_client.cohort_table import read_cohort_rows
+from healthai_client.cohort_table import read_cohort_rows, score_rows, write_scores
 from healthai_client.history_file import read_history
 from healthai_client.requests import KINDS, load_json
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
@@ -216,13 +216,23 @@ def score(args: argparse.Namespace) -> int:
         if not (args.table and args.spec) or args.input or args.set:
             raise ValueError("--table needs --spec (and neither goes with --input or --set)")
         cohort = read_cohort_rows(args.table, args.spec)
-        rows, names, diagnoses = cohort.x, cohort.feature_names, None
+        with make_client(args) as client:
+            r = score_rows(client, args.model, cohort, batch=args.batch, top_features=args.top,
+                           model_version=args.model_version)
+        ids = cohort.patient_ids
     else:
-        (rows, diagnoses), names = _score_input(args), None
-    with make_client(args) as client:
-        r = client.score(args.model, rows, feature_names=names, diagnoses=diagnoses, top_features=args.top,
-                         model_version=args.model_version)
-    print_json(r) if args.json else _print_score(r)
+        rows, diagnoses = _score_input(args)
+        with make_client(args) as client:
+            r = client.score(args.model, rows, diagnoses=diagnoses, top_features=args.top,
+                             model_version=args.model_version)
+        ids = None
+    if args.out:
+        n = write_scores(args.out, r, ids)
+        print(f"wrote {n} scores to {args.out}", file=sys.stderr)
+    elif args.json:
+        print_json(r)
+    else:
+        _print_score(r)
     return 0
 
 
