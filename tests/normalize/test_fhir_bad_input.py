@@ -396,21 +396,3 @@ def test_reference_strings_with_escapes() -> None:
     assert reference_strings(json.dumps(doc)) == want
     assert reference_strings(json.dumps(doc, indent=1, ensure_ascii=False)) == want
 
-
-@pytest.mark.parametrize(
-    ("address", "region"),
-    [
-        ({"state": "Tokyo", "country": "JP"}, "JP-13"),  # the Japan forecaster's ids
-        ({"state": "Bayern", "country": "Deutschland"}, None),  # a country name ISO does not list in English
-        ({"state": "Bayern", "country": "DEU"}, "DE-BY"),
-        ({"state": "Ontario", "country": "Canada"}, "CA-ON"),
-        ({"state": "Mars", "country": "JP"}, None),
-    ],
-)
-def test_regions_outside_the_us(ctx, address, region) -> None:
-    """A non-US address gets its ISO 3166-2 code when the state is an ISO name or code; the condition
-    carries it for the surveillance counts; anything else stays unknown (never guessed)."""
-    batch = run(ctx, patient(address=[{"line": ["1-1"], **address}]), condition(ICD10, "J11.1"))
-    assert [o.status for o in batch.outcomes] == [Status.ACCEPTED] * 2
-    assert batch.tables["patient"]["region"][0].as_py() == region
-    assert batch.tables["condition"]["region"][0].as_py() == region
