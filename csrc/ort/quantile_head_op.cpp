@@ -4,12 +4,11 @@
 #include "ort/quantile_head_op.h"
 #undef ORT_API_MANUAL_INIT
 
-#include <algorithm>
 #include <vector>
 
 #include "cpu/quantile_head_cpu.h"
-#include "first_error.h"
 #include "ort/op_status.h"
+#include "ort/ort_ranges.h"
 #include "ort/same_type_op.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/quantile_head_cuda.h"
@@ -20,28 +19,16 @@ namespace healthai::ort {
 namespace {
 
 constexpr int64_t kValuesPerTask = 1 << 15;  // below this, another ORT thread costs more than it saves
-constexpr int64_t kMaxTasks = 256;
 
 template <typename T>
 struct Problem {
   cpu::QuantileHeadShape shape;
   const T *raw, *base, *scale, *shift;
   T* out;
-  int64_t rows_per_task;
-  FirstError error;
 
-  void rows(int64_t begin, int64_t end) {
+  void rows(int64_t begin, int64_t end) const {
     std::vector<T> scratch(static_cast<size_t>(shape.steps * shape.levels));
     cpu::quantile_head_rows(shape, raw, base, scale, shift, out, scratch.data(), begin, end);
-  }
-  static void run(void* self, size_t task) {
-    auto* p = static_cast<Problem*>(self);
-    const int64_t begin = static_cast<int64_t>(task) * p->rows_per_task;
-    try {
-      p->rows(begin, std::min(begin + p->rows_per_task, p->shape.rows()));
-    } catch (...) {
-      p->error.capture();
-    }
   }
 };
 
@@ -63,7 +50,7 @@ struct QuantileHeadKernel {
           shift.GetTensorTypeAndShapeInfo().GetElementCount(), median_index_);
       Ort::UnownedValue output = ctx.GetOutput(0, {shape.batch, shape.steps, shape.regions, shape.levels});
       Problem<T> p{shape, raw.GetTensorData<T>(), base.GetTensorData<T>(), scale.GetTensorData<T>(),
-                   shift.GetTensorData<T>(), output.GetTensorMutableData<T>(), 0, {}};
+                   shift.GetTensorData<T>(), output.GetTensorMutableData<T>()};
       if (shape.rows() == 0 || shape.steps == 0) return nullptr;
 #ifdef HEALTHAI_WITH_CUDA
       if (where_ == Where::kCUDA) {
@@ -71,16 +58,9 @@ struct QuantileHeadKernel {
         return nullptr;
       }
 #endif
-      const int64_t per_row = shape.steps * shape.levels;
-      const int64_t tasks = std::clamp<int64_t>(shape.rows() * per_row / kValuesPerTask, 1, kMaxTasks);
-      if (tasks == 1) {
-        p.rows(0, shape.rows());
-        return nullptr;
-      }
-      p.rows_per_task = (shape.rows() + tasks - 1) / tasks;
-      const size_t used = static_cast<size_t>((shape.rows() + p.rows_per_task - 1) / p.rows_per_task);
-      ctx.ParallelFor(&Problem<T>::run, used, 0, &p);
-      p.error.rethrow_if_failed();
+      const int64_t values = shape.rows() * shape.steps * shape.levels;
+      for_ranges_on_ort_threads(ctx, shape.rows(), values, kValuesPerTask,
+                                [&p](int64_t begin, int64_t end) { p.rows(begin, end); });
       return nullptr;
     } catch (...) {
       return status_of_current_exception(api_, "QuantileHead");

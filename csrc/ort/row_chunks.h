@@ -10,11 +10,11 @@
 
 #include "aggregate.h"
 #include "first_error.h"
+#include "ort/ort_ranges.h"  // kMaxTasks
 
 namespace healthai::ort {
 
 constexpr int64_t kWorkPerTask = 1 << 16;  // multiply-adds below which another task is not worth it
-constexpr int64_t kMaxTasks = 256;
 
 // Task t = (batch item b, row chunk k): rows bounds[k] .. bounds[k+1] of batch item b.
 struct RowChunks {

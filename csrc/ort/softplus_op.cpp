@@ -4,11 +4,11 @@
 #include "ort/softplus_op.h"
 #undef ORT_API_MANUAL_INIT
 
-#include <algorithm>
 #include <vector>
 
 #include "cpu/softplus_cpu.h"
 #include "ort/op_status.h"
+#include "ort/ort_ranges.h"
 #include "ort/same_type_op.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/softplus_cuda.h"
@@ -19,19 +19,6 @@ namespace healthai::ort {
 namespace {
 
 constexpr int64_t kElementsPerTask = 1 << 15;  // below this, another ORT thread costs more than it saves
-constexpr int64_t kMaxTasks = 256;
-
-template <typename T>
-struct Chunks {
-  const T* x;
-  T* y;
-  int64_t n, per_task;
-  static void run(void* self, size_t task) {
-    const auto* c = static_cast<const Chunks*>(self);
-    const int64_t begin = static_cast<int64_t>(task) * c->per_task;
-    cpu::softplus(c->x + begin, c->y + begin, std::min(c->per_task, c->n - begin));
-  }
-};
 
 template <typename T>
 struct SoftplusKernel {
@@ -53,14 +40,9 @@ struct SoftplusKernel {
         return nullptr;
       }
 #endif
-      const int64_t tasks = std::clamp<int64_t>(n / kElementsPerTask, 1, kMaxTasks);
-      if (tasks == 1) {
-        cpu::softplus(x, y, n);
-        return nullptr;
-      }
-      Chunks<T> chunks{x, y, n, (n + tasks - 1) / tasks};
-      const size_t used = static_cast<size_t>((n + chunks.per_task - 1) / chunks.per_task);
-      ctx.ParallelFor(&Chunks<T>::run, used, 0, &chunks);
+      for_ranges_on_ort_threads(ctx, n, n, kElementsPerTask, [&](int64_t begin, int64_t end) {
+        cpu::softplus(x + begin, y + begin, end - begin);
+      });
       return nullptr;
     } catch (...) {
       return status_of_current_exception(api_, "Softplus");
