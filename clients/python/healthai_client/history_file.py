@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from healthai_client.exchange import STEP_DAYS
+from healthai_client.requests import load_json
 from healthai_client.results import ForecastResult
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -108,10 +108,7 @@ def _from_header_csv(path: Path) -> HistoryFile:
 
 
 def _from_json(path: Path) -> HistoryFile:
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    raw = load_json(path)
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: must be a JSON object {{region: [counts, ...]}}")
     lengths = {len(v) if isinstance(v, list) else -1 for v in raw.values()}

@@ -81,8 +81,7 @@ def _periods(column: pd.Series, path: Path, rows: np.ndarray) -> pd.DatetimeInde
     """Each distinct period label parsed once (a long county file repeats each one per region); errors
     name the first row holding the bad label."""
     codes, labels = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=False)
-    first = np.zeros(len(labels), dtype=np.intp)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first row of each label
+    _, first = np.unique(codes, return_index=True)  # the first row of each label (codes are 0..k-1)
     parsed = [parse_period(v, where=f"{path}: row {rows[i]}") for v, i in zip(labels, first, strict=True)]
     return pd.DatetimeIndex(np.asarray(parsed, dtype="datetime64[ns]")[codes])
 
