@@ -94,3 +94,36 @@ def bundle(*resources: dict, btype: str = "transaction") -> dict:
             {"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
         )
     return {"resourceType": "Bundle", "type": btype, "entry": entries}
+
+
+MIMIC = "http://mimic.mit.edu/fhir/mimic"
+PID = "8f5a0b6e-1111-5c1d-9a3e-000000000001"
+EID = "9a1b2c3d-2222-5c1d-9a3e-000000000002"
+
+
+def mimic_resources() -> list[dict]:
+    """The shape MIMIC-IV on FHIR writes (no address, no condition dates, labs on MIMIC item codes)."""
+    subject = {"reference": f"Patient/{PID}"}
+    enc = {"reference": f"Encounter/{EID}"}
+
+    def diagnosis(rid: str, version: int, code: str) -> dict:
+        return {"resourceType": "Condition", "id": rid, "subject": subject, "encounter": enc,
+                "category": [{"coding": [{"code": "encounter-diagnosis", "system":
+                                          "http://terminology.hl7.org/CodeSystem/condition-category"}]}],
+                "code": {"coding": [{"system": f"{MIMIC}/CodeSystem/mimic-diagnosis-icd{version}",
+                                     "code": code}]}}
+
+    return [
+        {"resourceType": "Patient", "id": PID, "gender": "female", "birthDate": "2128-05-06",
+         "identifier": [{"system": f"{MIMIC}/identifier/patient", "value": "10000032"}]},
+        {"resourceType": "Encounter", "id": EID, "status": "finished", "subject": subject,
+         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+         "period": {"start": "2180-05-06T22:23:00-04:00", "end": "2180-05-07T17:15:00-04:00"}},
+        diagnosis("d1", 10, "J101"),
+        diagnosis("d2", 9, "4019"),
+        {"resourceType": "Observation", "id": "o1", "status": "final", "subject": subject, "encounter": enc,
+         "code": {"coding": [{"system": f"{MIMIC}/CodeSystem/mimic-d-labitems", "code": "50912"}]},
+         "effectiveDateTime": "2180-05-06T23:10:00-04:00",
+         "valueQuantity": {"value": 0.9, "unit": "mg/dL", "code": "mg/dL",
+                           "system": f"{MIMIC}/CodeSystem/mimic-units"}},
+    ]

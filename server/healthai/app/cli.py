@@ -13,12 +13,38 @@ from healthai.errors import HealthAIError
 log = logging.getLogger(__name__)
 
 
+def _uri_equals_name(value: str) -> tuple[str, str]:
+    uri, sep, name = value.rpartition("=")
+    if not sep or not uri or not name:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected URI=NAME, e.g. urn:oid:1.2.3=ICD10CM")
+    return uri, name.strip().upper()
+
+
+def add_normalize_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the normalizer shared by ``serve`` and ``ingest-kafka``."""
+    p.add_argument("--latest-event-date", help="births and events after this date (YYYY-MM-DD) are rejected "
+                   "as impossible (default: today, UTC); for date-shifted extracts such as MIMIC-IV on FHIR")
+    p.add_argument("--code-system", action="append", metavar="URI=NAME", type=_uri_equals_name,
+                   help="declare a sender's coding system URI as ICD10CM, ICD9CM, SNOMED or LOINC "
+                   "(repeatable)")
+
+
+def normalize_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    if args.latest_event_date is not None:
+        flags["latest_event_date"] = args.latest_event_date
+    if args.code_system:
+        flags["code_systems"] = dict(args.code_system)
+    return flags
+
+
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags the user gave (argparse defaults are None), as Settings fields."""
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
              "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
+    flags.update(normalize_flags(args))
     if args.dev:
         flags["dev_mode"] = True
     security = {k: v for k, v in (("tls_cert_file", args.tls_cert), ("tls_key_file", args.tls_key),
@@ -99,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
     p.add_argument("--date-policy", choices=("full", "shift"),
                    help="event dates: as sent (full, default) or a keyed per-patient shift")
+    add_normalize_flags(p)
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")
     p.add_argument("--max-pending-rpcs", type=int,

@@ -11,6 +11,7 @@ variable (hex or raw text, at least 16 bytes). Without one the server refuses to
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -52,6 +53,12 @@ class Settings(BaseModel):
     # How event dates are stored: "full" (as sent; a limited data set) or "shift" (keyed per-patient
     # offset); under both no stored date equals a full birth date (healthai.normalize.dates).
     date_policy: Literal["full", "shift"] = "full"
+    # Births and events after this date are impossible (rejected); None = today (UTC). Set it for a
+    # date-shifted research extract, e.g. MIMIC-IV on FHIR, whose dates lie in 2100-2200.
+    latest_event_date: dt.date | None = None
+    # A sender's own coding system URIs declared as ICD10CM, ICD9CM, SNOMED or LOINC (TOML table
+    # [code_systems], "uri" = "ICD10CM"; flag --code-system URI=ICD10CM).
+    code_systems: dict[str, Literal["ICD10CM", "ICD9CM", "SNOMED", "LOINC"]] = Field(default_factory=dict)
     shutdown_grace_s: float = Field(10.0, ge=0)
     # Admission control: RPCs in progress at once; beyond it a call is answered RESOURCE_EXHAUSTED at
     # once instead of queueing without bound. None = no limit.

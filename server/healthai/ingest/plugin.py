@@ -33,6 +33,8 @@ class IngestPlugin:
             omop_concept=settings.omop_concept,
             omop_relationship=settings.omop_concept_relationship,
             date_policy=settings.date_policy,
+            reference_date=settings.latest_event_date,
+            code_systems=settings.code_systems,
         )
         self.store = ParquetStore(settings.store_uri)
         self.surveillance = SurveillanceCounts(self.store)

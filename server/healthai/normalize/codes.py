@@ -58,7 +58,15 @@ SYSTEM_NAMES: dict[str, str] = {
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
     LOINC_SYSTEM: LOINC,
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    # MIMIC-IV on FHIR (PhysioNet, MIT-LCP; both URL generations): its own URIs for the hospital's
+    # ICD-10-CM / ICD-9-CM diagnoses, codes without the dot (J101 = J10.1)
+    "http://mimic.mit.edu/fhir/mimic/CodeSystem/mimic-diagnosis-icd10": ICD10CM,
+    "http://mimic.mit.edu/fhir/mimic/CodeSystem/mimic-diagnosis-icd9": ICD9CM,
+    "http://fhir.mimic.mit.edu/CodeSystem/diagnosis-icd10": ICD10CM,
+    "http://fhir.mimic.mit.edu/CodeSystem/diagnosis-icd9": ICD9CM,
 }
+# What an operator may declare a sender's own system URI to be (``NormalizeContext.code_systems``).
+ALIAS_TARGETS = (ICD10CM, ICD9CM, SNOMED, LOINC)
 
 
 def system_name(uri: object) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from healthai.normalize import codes
 from healthai.normalize.codes import Icd10Codes, icd10_codes
 from healthai.normalize.dates import DatePolicy
 from healthai.normalize.identity import Pseudonymizer
@@ -28,6 +30,8 @@ class NormalizeContext:
       model (about 3 MB/s instead of the selective path's speed); any error rejects the resource.
     - ``date_policy``: ``full`` (dates as sent; default) or ``shift`` (a keyed per-patient offset);
       under both, no stored event date equals a full birth date (:mod:`healthai.normalize.dates`).
+    - ``code_systems``: a sender's own system URIs declared as ICD10CM, ICD9CM, SNOMED or LOINC, on
+      top of the standard URIs and the generator aliases in ``codes.SYSTEM_NAMES``.
     """
 
     pseudonymizer: Pseudonymizer
@@ -38,6 +42,7 @@ class NormalizeContext:
     min_birth_year: int = 1880
     strict_fhir: bool = False
     date_policy: DatePolicy = DatePolicy.FULL
+    code_systems: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -51,6 +56,7 @@ class NormalizeContext:
         reference_date: dt.date | None = None,
         strict_fhir: bool = False,
         date_policy: str = DatePolicy.FULL,
+        code_systems: Mapping[str, str] | None = None,
     ) -> NormalizeContext:
         """Build from settings: a key (bytes or file) and optionally one map (NLM or OMOP pair)."""
         if (key is None) == (key_file is None):
@@ -63,6 +69,11 @@ class NormalizeContext:
             if omop_concept is None or omop_relationship is None:
                 raise ValueError("OMOP map needs both CONCEPT and CONCEPT_RELATIONSHIP files")
             smap = SnomedIcd10Map.load_omop(omop_concept, omop_relationship)
+        aliases = dict(code_systems or {})
+        for uri, name in aliases.items():
+            if name not in codes.ALIAS_TARGETS:
+                known = ", ".join(codes.ALIAS_TARGETS)
+                raise ValueError(f"code system {uri!r}: {name!r} is not one of {known}")
         load_tables()  # ISO 3166-2 tables for non-US addresses: loaded here, not on a request
         return cls(
             pseudonymizer=pseudo,
@@ -70,10 +81,21 @@ class NormalizeContext:
             reference_date=reference_date,
             strict_fhir=strict_fhir,
             date_policy=DatePolicy(date_policy),
+            code_systems=aliases,
         )
+
+    def system_name(self, uri: object) -> str:
+        """Short name of a coding's system URI: the operator's declarations first, then the built-in table."""
+        declared = self.code_systems.get(uri) if isinstance(uri, str) else None
+        return declared or codes.system_name(uri)
 
     def today(self) -> dt.date:
         return self.reference_date or dt.datetime.now(dt.UTC).date()
+
+    def future_hint(self) -> str:
+        """Said with every 'in the future' rejection: the limit, and the setting that moves it."""
+        return (f" (after {self.latest_allowed().date()}; a date-shifted extract needs the server "
+                "setting latest_event_date)")
 
     def latest_allowed(self) -> dt.datetime:
         """Events after this instant are impossible (clock skew tolerated by ``future_tolerance``)."""

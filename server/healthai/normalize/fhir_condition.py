@@ -80,7 +80,7 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
         "snomed_mapped": False,
     }
     for j, system, code in codings:
-        name = codes.system_name(system)
+        name = ctx.system_name(system)
         where = rec.path(f"code.coding[{j}].code")
         if name == codes.ICD10CM:
             canon = codes.canonical_icd10(code, ctx.icd10)

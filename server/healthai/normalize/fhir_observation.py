@@ -51,6 +51,7 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
         rows.append({**base, "record_key": rec.pid, "loinc": code, "panel_loinc": None,
                      "loinc_valid": codes.loinc_valid(loinc) if loinc else None, **own})
     seen: dict[str, float | None] = {}
+    keys: set[str] = set()
     for j, comp in enumerate(comps or ()):
         if not isinstance(comp, dict):
             rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "component must be an object",
@@ -64,12 +65,21 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
         if value is None:
             value = {**_EMPTY, "data_absent_reason": _absent(comp) or _absent(res)}
         seen[c_code] = value["value"]
-        rows.append({**base, "record_key": f"{rec.pid}#{c_code}", "loinc": c_code,
+        # pid#code as before; a repeated code (two systolic readings) adds its index for a unique key,
+        # the first occurrence keeps pid#code (the key of the row stored before keys were unique)
+        key = f"{rec.pid}#{c_code}"
+        key = f"{key}#{j}" if key in keys else key
+        keys.add(key)
+        rows.append({**base, "record_key": key, "loinc": c_code,
                      "panel_loinc": loinc or other,
                      "loinc_valid": codes.loinc_valid(c_loinc) if c_loinc else None, **value})
     if loinc in units.BP_PANELS and not rec.failed:
         _check_bp(rec, seen)
-    if no_value and not comps and own is not None and own["data_absent_reason"] is None:
+    # A grouping panel (hasMember, e.g. vital signs 85353-1) needs no value (R4 vs-2). Its members are
+    # other resources (not rows of this one, unlike components), so the panel keeps its null-valued row:
+    # every accepted record is in the store (fhir.py), and the row is the same as before, minus the warning.
+    members = isinstance(res.get("hasMember"), list) and bool(res["hasMember"])
+    if no_value and not comps and not members and own is not None and own["data_absent_reason"] is None:
         rec.warn(
             IssueCode.VALUE_MISSING,
             "Observation has no value, no components and no dataAbsentReason: stored without a value",
@@ -136,7 +146,7 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
         if not isinstance(c, dict) or not c.get("code"):
             continue
         code = str(c["code"]).strip()
-        if codes.system_name(c.get("system")) == codes.LOINC:
+        if rec.ctx.system_name(c.get("system")) == codes.LOINC:
             if not codes.loinc_valid(code):
                 rec.warn(
                     IssueCode.LOINC_INVALID,
@@ -144,7 +154,7 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
                     rec.path(f"{field}.coding[{j}].code"),
                 )
             return code, None
-        if codes.system_name(c.get("system")) == codes.SNOMED and not codes.snomed_valid(code):
+        if rec.ctx.system_name(c.get("system")) == codes.SNOMED and not codes.snomed_valid(code):
             rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
         other = other or f"{c.get('system') or ''}|{code}"
     rec.warn(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from healthai.normalize import codes
 from healthai.normalize.birth_guard import birth_token
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
-from healthai.normalize.fhir_types import first_code, parse_datetime
+from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, first_code, parse_datetime, partial_date_end
 from healthai.normalize.identity import generalize_date, region_code
 from healthai.normalize.records import IssueCode
 
@@ -91,7 +92,7 @@ def _birth(rec: Rec, res: dict) -> tuple[int | None, int | None]:
     if t.date() > rec.ctx.today() or t.year < rec.ctx.min_birth_year:
         rec.reject(
             IssueCode.DATE_IMPOSSIBLE,
-            f"birthDate is in the future or before {rec.ctx.min_birth_year}",
+            f"birthDate is before {rec.ctx.min_birth_year} or in the future{rec.ctx.future_hint()}",
             rec.path("birthDate"),
         )
     if len(birth) >= 10:
@@ -124,7 +125,12 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     start = rec.attempt(rec.time, res, "period", sub="start")
     end = rec.attempt(rec.time, res, "period", sub="end")
-    if start is not None and end is not None and end < start:
+    period = res.get("period") if isinstance(res.get("period"), dict) else {}
+    if end is not None:  # a date-only end covers its whole day (month, year)
+        end = partial_date_end(period.get("end")) or end
+    dated = partial_date_end(period.get("start")) or partial_date_end(period.get("end"))
+    slack = LOCAL_DATE_SLACK if dated else dt.timedelta(0)
+    if start is not None and end is not None and end + slack < start:
         rec.attempt(
             rec.reject, IssueCode.INVALID_FIELD, "period.end is before period.start", rec.path("period.end")
         )

@@ -165,6 +165,8 @@ class Rec:
                 f"{field} must be a Reference with a reference string",
                 self.path(f"{field}.reference"),
             )
+        if ref.startswith("#"):
+            return self._contained_id(res, field, ref, rtype)
         target = self.refs.resolve(ref)
         if target is not None:
             if self.refs.type_of(target) != rtype:
@@ -184,6 +186,17 @@ class Rec:
                 )
             rid = ref.rsplit(":", 1)[-1] if ref.startswith("urn:") else stem[-1]
         return self.ctx.pseudonymizer.pseudonym(record_system(self.source, rtype), rid)
+
+    def _contained_id(self, res: dict, field: str, ref: str, rtype: str) -> str:
+        """Pseudonym of a ``#id`` reference. A contained id is local to its container, so it is scoped
+        by the container's pseudonym: two resources' ``#p1`` are two patients, not one."""
+        local = ref[1:]
+        target = next((c for c in res.get("contained") or ()
+                       if isinstance(c, dict) and c.get("id") == local), None)
+        if target is not None and target.get("resourceType") != rtype:
+            self.reject(IssueCode.INVALID_FIELD, f"{field} must reference a {rtype}",
+                        self.path(f"{field}.reference"))
+        return self.ctx.pseudonymizer.pseudonym(record_system(self.source, rtype), f"{self.pid}{ref}")
 
     def patient_region(self, res: dict, field: str) -> str | None:
         value = res.get(field)
@@ -206,7 +219,8 @@ class Rec:
         except ValueError as e:  # the message never quotes the value: dates identify
             self.reject(IssueCode.INVALID_FIELD, f"{path}: {e}", self.path(path))
         if t > self.refs.latest:
-            self.reject(IssueCode.DATE_IMPOSSIBLE, f"{path} is in the future", self.path(path))
+            self.reject(IssueCode.DATE_IMPOSSIBLE, f"{path} is in the future{self.ctx.future_hint()}",
+                        self.path(path))
         return t
 
     def code_str(

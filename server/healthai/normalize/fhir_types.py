@@ -185,6 +185,26 @@ def parse_datetime(text: object) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def partial_date_end(text: object) -> dt.datetime | None:
+    """For a date without a time (YYYY, YYYY-MM, YYYY-MM-DD): the first instant after the year, month or
+    day it names (UTC), since a Period's end "includes all of that unit"; None for anything else."""
+    if not isinstance(text, str) or not _DATE.match(text):
+        return None
+    try:
+        start = parse_datetime(text)
+        if len(text) == 4:
+            return start.replace(year=start.year + 1)
+        if len(text) == 7:
+            return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return start + dt.timedelta(days=1)
+    except (ValueError, OverflowError):  # not a calendar date (reported by the parser), or year 9999
+        return None
+
+
+# a date without a time is a local date: up to this far from UTC either way
+LOCAL_DATE_SLACK = dt.timedelta(hours=14)
+
+
 def first_code(concept: object, system: str | None = None) -> tuple[str | None, str | None]:
     """(system, code) of the first coding (optionally of one system) of a CodeableConcept."""
     if not isinstance(concept, dict):

@@ -140,7 +140,8 @@ class Cols:
                 f"{self.kind}.{name} must be a date, timestamp or ISO string, got {col.type}", field=name
             )
         late = pc.greater(out, scalar_day(ctx))
-        self.flags.add(np_mask(late), "DATE_IMPOSSIBLE", f"{name} is in the future", name, error=True)
+        self.flags.add(np_mask(late), "DATE_IMPOSSIBLE", f"{name} is in the future{ctx.future_hint()}", name,
+                       error=True)
         return out
 
     def _parse_strings(self, col: pa.Array, name: str) -> pa.Array:
@@ -245,7 +246,7 @@ _SHORT = {
 
 
 def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
-    name = _SHORT.get(system.strip().upper()) or codes.system_name(system)
+    name = _SHORT.get(system.strip().upper()) or ctx.system_name(system)
     icd10 = icd9 = snomed = None
     mapped, issue = False, None
     value = code.strip()

@@ -8,7 +8,7 @@ text or raw identifiers: ``resource_id`` and ``patient_id`` are keyed pseudonyms
 
 Deduplication key for the store: ``(source, record_key)``. ``record_key`` equals ``resource_id``
 except for observation components (one blood-pressure panel gives a systolic and a diastolic row),
-where it is ``resource_id + "#" + loinc``.
+where it is ``resource_id + "#" + loinc`` (a code repeated in one panel adds ``"#" + component index``).
 """
 
 from __future__ import annotations

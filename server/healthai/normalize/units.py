@@ -3,7 +3,8 @@
 ``convert(loinc, value, unit)`` returns the value in the code's canonical UCUM unit. Units are
 first mapped from the spellings seen in real exports (``mmHg``, ``C``, ``F``, ``beats/minute``,
 ``lbs``, ...) to UCUM; then converted with a linear factor/offset within a dimension, or with the
-analyte's molar mass between mass and molar concentrations (glucose, creatinine, cholesterol, ...).
+analyte's molar mass between mass and molar concentrations (glucose, creatinine, cholesterol, ...), and
+with the ion's charge from equivalents to moles (1 meq/L calcium = 0.5 mmol/L; sodium 1:1).
 A value outside the code's physiologically possible range (after conversion) is impossible: the
 ranges are deliberately wide (they catch unit mix-ups and typos, not abnormal results).
 """
@@ -39,7 +40,8 @@ UNIT_ALIASES: dict[str, str] = {
     "ml/min/1.73m2": "mL/min/{1.73_m2}",
     "mL/min/1.73 m2": "mL/min/{1.73_m2}",
     "{score}": "{score}", "score": "{score}",
-    "meq/L": "mmol/L", "mEq/L": "mmol/L", "meq/l": "mmol/L",
+    # equivalents: mmol/L only through the analyte's ion charge (CodeUnit.valence, see conversion)
+    "meq/L": "meq/L", "mEq/L": "meq/L", "meq/l": "meq/L",
 }  # fmt: skip
 _ALIASES_LOWER = {k.lower(): v for k, v in UNIT_ALIASES.items()}
 
@@ -69,6 +71,7 @@ _LINEAR: dict[str, tuple[str, float, float]] = {
     "mL/min/{1.73_m2}": ("mL/min/{1.73_m2}", 1.0, 0.0),
     "{score}": ("{score}", 1.0, 0.0),
 }
+MEQ = "meq/L"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class CodeUnit:
     high: float
     mg_dl_per_mmol_l: float | None = None
     lax_units: tuple[str, ...] = ()  # units exports use for this code that mean the canonical one
+    valence: int | None = None  # ion charge: 1 meq/L = 1/valence mmol/L; None: meq/L is incompatible
 
 
 SBP, DBP = "8480-6", "8462-4"
@@ -108,14 +112,14 @@ CANONICAL: dict[str, CodeUnit] = {
     "2160-0": CodeUnit("creatinine_serum", "mg/dL", 0.05, 40.0, 11.312),
     "6299-2": CodeUnit("urea_nitrogen", "mg/dL", 0.5, 300.0, 2.8014),
     "3094-0": CodeUnit("urea_nitrogen_serum", "mg/dL", 0.5, 300.0, 2.8014),
-    "49765-1": CodeUnit("calcium", "mg/dL", 1.0, 25.0, 4.008),
-    "17861-6": CodeUnit("calcium_serum", "mg/dL", 1.0, 25.0, 4.008),
-    "2947-0": CodeUnit("sodium", "mmol/L", 80.0, 220.0),
-    "2951-2": CodeUnit("sodium_serum", "mmol/L", 80.0, 220.0),
-    "6298-4": CodeUnit("potassium", "mmol/L", 0.5, 15.0),
-    "2823-3": CodeUnit("potassium_serum", "mmol/L", 0.5, 15.0),
-    "2069-3": CodeUnit("chloride", "mmol/L", 40.0, 180.0),
-    "20565-8": CodeUnit("carbon_dioxide", "mmol/L", 1.0, 80.0),
+    "49765-1": CodeUnit("calcium", "mg/dL", 1.0, 25.0, 4.008, valence=2),
+    "17861-6": CodeUnit("calcium_serum", "mg/dL", 1.0, 25.0, 4.008, valence=2),
+    "2947-0": CodeUnit("sodium", "mmol/L", 80.0, 220.0, valence=1),
+    "2951-2": CodeUnit("sodium_serum", "mmol/L", 80.0, 220.0, valence=1),
+    "6298-4": CodeUnit("potassium", "mmol/L", 0.5, 15.0, valence=1),
+    "2823-3": CodeUnit("potassium_serum", "mmol/L", 0.5, 15.0, valence=1),
+    "2069-3": CodeUnit("chloride", "mmol/L", 40.0, 180.0, valence=1),
+    "20565-8": CodeUnit("carbon_dioxide", "mmol/L", 1.0, 80.0, valence=1),
     "2093-3": CodeUnit("cholesterol_total", "mg/dL", 20.0, 2000.0, 38.67),
     "2571-8": CodeUnit("triglycerides", "mg/dL", 5.0, 20000.0, 88.57),
     "2085-9": CodeUnit("cholesterol_hdl", "mg/dL", 2.0, 300.0, 38.67),
@@ -143,14 +147,22 @@ def ucum(unit: str | None) -> str | None:
 
 
 UCUM_UNITS = frozenset(UNIT_ALIASES.values())
+# Valid (case-sensitive) UCUM spellings other than our canonical one: an annotation ({beats}) means 1,
+# ``1/min`` is ``/min``, ``M`` is molar. The liter's second symbol ``l`` is handled in non_ucum.
+_UCUM_SYNONYMS = frozenset({"1/min", "{beats}/min", "{breaths}/min", "mM"})
 
 
 def non_ucum(unit: str | None) -> str | None:
-    """The UCUM unit a non-UCUM spelling (``C``, ``mmHg``, ``lbs``) was read as; None when the unit is
-    already UCUM (or unknown)."""
-    if unit is None or unit.strip() in UCUM_UNITS:
+    """The UCUM unit a non-UCUM spelling (``C``, ``mmHg``, ``lbs``, ``mEq/L``) was read as; None when the
+    unit is already valid UCUM (``mg/dl``, ``{beats}/min``, ``meq/L``) or unknown."""
+    if unit is None:
         return None
-    return ucum(unit)
+    u = unit.strip()
+    read_as = ucum(u)
+    if read_as is None or u in UCUM_UNITS or u in _UCUM_SYNONYMS:
+        return None
+    # every "L" of a canonical spelling is the liter, whose symbol may also be "l" (mg/dl, mmol/l)
+    return None if u == read_as.replace("L", "l") else read_as
 
 
 def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
@@ -170,12 +182,15 @@ def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
             raise UnitError("UNIT_UNKNOWN", "unit is missing (not a UCUM unit or spelling)")
         raise UnitError("UNIT_UNKNOWN", f"unit is not a recognised UCUM unit or spelling {withheld(unit)}")
     if spec is None:
-        return u, 1.0, 0.0
+        return u, 1.0, 0.0  # an unknown analyte's meq/L stays meq/L: its ion charge is unknown
+    scale = 1.0  # unit -> u
+    if u == MEQ and spec.valence:  # divalent calcium: 1 meq/L = 0.5 mmol/L; sodium 1:1
+        u, scale = "mmol/L", 1.0 / spec.valence
     lin = _LINEAR.get(u)
     if lin is not None and lin[0] == spec.unit:
-        return spec.unit, lin[1], lin[2]
+        return spec.unit, scale * lin[1], lin[2]
     if lin is not None and spec.mg_dl_per_mmol_l and spec.unit == "mg/dL" and lin[0] == "mmol/L":
-        return spec.unit, lin[1] * spec.mg_dl_per_mmol_l, 0.0
+        return spec.unit, scale * lin[1] * spec.mg_dl_per_mmol_l, 0.0
     # u is a UCUM unit of our table and loinc a key of CANONICAL: neither is free text
     raise UnitError("UNIT_INCOMPATIBLE", f"unit {u!r} cannot be converted to {spec.unit!r} for LOINC {loinc}")
 

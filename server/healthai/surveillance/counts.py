@@ -13,10 +13,13 @@ none). No cases and no bounds gives an empty frame.
 
 What is counted: the number of distinct patients per region and day with at least one condition
 matching the syndrome (see :mod:`healthai.surveillance.syndromes`), dated by the condition's onset
-(its recorded date when onset is absent). Weekly counts are the sum of the daily counts. Conditions
-without a region or a date are not counted (:meth:`SurveillanceCounts.uncounted` reports how many).
-Incremental: each committed Parquet file is read once (only the matching cases are kept in memory);
-a query after a commit reads just the new files.
+(its recorded date when onset is absent, its encounter's start when both are). A condition stored
+without its patient (a bulk export sends Patient and Condition in separate files) takes the region
+of its patient's or encounter's stored row (:mod:`healthai.surveillance.links`), whichever payload
+came first. Weekly counts are the sum of the daily counts. Conditions still without a region or a
+date are not counted (:meth:`SurveillanceCounts.uncounted` reports how many); they are counted as
+soon as the rows they lack are stored. Incremental: each committed Parquet file is read once (only
+the matching cases are kept in memory); a query after a commit reads just the new files.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
+from healthai.surveillance.links import StoredLinks, utc_days
 from healthai.surveillance.syndromes import SYNDROMES, Syndrome
 
 CONDITION_KIND = "condition"
-_COLUMNS = ["patient_id", "region", "icd10_code", "snomed_code", "onset", "recorded"]
+_COLUMNS = ["patient_id", "encounter_id", "region", "icd10_code", "snomed_code", "onset", "recorded"]
+_CASE_COLUMNS = ["patient_id", "encounter_id", "region", "day"]
 FREQS = ("D", "W")
 
 
@@ -47,7 +52,7 @@ class _State:
     sequence: int = -1
     files: set[str] = field(default_factory=set)
     cases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["patient_id", "region", "day"]))
-    uncounted: int = 0
+    pending: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
     daily: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(dtype="int64"))
 
 
@@ -57,6 +62,7 @@ class SurveillanceCounts:
         self.syndromes = dict(SYNDROMES if syndromes is None else syndromes)
         self._lock = threading.Lock()
         self._state: dict[str, _State] = {}
+        self._links = StoredLinks(store)
 
     def counts(self, syndrome: str = "ili", freq: str = "D", start: date | str | None = None,
                end: date | str | None = None, regions: Sequence[str] | None = None) -> pd.DataFrame:
@@ -87,7 +93,7 @@ class SurveillanceCounts:
     def uncounted(self, syndrome: str = "ili") -> int:
         """Matching conditions left out because they lack a region or a date."""
         self._daily(syndrome)
-        return self._state[syndrome].uncounted
+        return len(self._state[syndrome].pending)
 
     def _daily(self, syndrome: str) -> pd.DataFrame:
         if syndrome not in self.syndromes:
@@ -99,12 +105,16 @@ class SurveillanceCounts:
             if sequence == state.sequence:
                 return state.daily
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            if new_files:
-                cases, uncounted = _cases(self.store.read_files(new_files), self.syndromes[syndrome])
-                frames = [df for df in (state.cases, cases) if len(df)]
-                state.cases = pd.concat(frames, ignore_index=True) if frames else cases
-                state.uncounted += uncounted
-                state.files.update(new_files)
+            new = _cases(self.store.read_files(new_files), self.syndromes[syndrome]) if new_files else None
+            state.files.update(new_files)
+            pending = _concat(state.pending, new)
+            if len(pending):  # some case lacks a region or a date: look in the rest of the store
+                self._links.refresh()
+                pending = self._links.fill(pending)
+            done = pending["region"].notna() & pending["day"].notna()
+            state.pending = pending[~done].reset_index(drop=True)
+            if done.any():
+                state.cases = _concat(state.cases, _counted(pending[done]))
                 state.daily = _daily_counts(state.cases)
             state.sequence = sequence
             return state.daily
@@ -118,11 +128,11 @@ def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:
     return ts.tz_localize(None).normalize() if ts.tzinfo else ts.normalize()
 
 
-def _cases(conditions: pa.Table, syndrome: Syndrome) -> tuple[pd.DataFrame, int]:
-    """(patient_id, region, day) of matching conditions with a region and a date; and how many lacked one."""
-    empty = pd.DataFrame(columns=["patient_id", "region", "day"])
-    if conditions.num_rows == 0 or "region" not in conditions.column_names:
-        return empty, 0
+def _cases(conditions: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
+    """(patient_id, encounter_id, region, day) of the conditions matching the syndrome; region and
+    day may be missing (filled from the rest of the store, or left uncounted)."""
+    if conditions.num_rows == 0:
+        return pd.DataFrame(columns=_CASE_COLUMNS)
     table = conditions.select([c for c in _COLUMNS if c in conditions.column_names])
     mask = pa.array([False] * table.num_rows)
     if "icd10_code" in table.column_names:
@@ -136,19 +146,30 @@ def _cases(conditions: pa.Table, syndrome: Syndrome) -> tuple[pd.DataFrame, int]
     when = cases["onset"] if "onset" in cases.column_names else None
     if when is not None and "recorded" in cases.column_names:
         when = pc.coalesce(when, cases["recorded"])
-    frame = pd.DataFrame({
-        "patient_id": cases["patient_id"].to_pylist(),
-        "region": cases["region"].to_pylist(),
-        "day": pd.to_datetime(when.to_pylist() if when is not None else [None] * cases.num_rows, utc=True),
+
+    def column(name: str) -> list:
+        return cases[name].to_pylist() if name in cases.column_names else [None] * cases.num_rows
+
+    return pd.DataFrame({
+        "patient_id": column("patient_id"),
+        "encounter_id": column("encounter_id"),
+        "region": column("region"),
+        "day": utc_days(when if when is not None else [None] * cases.num_rows).to_numpy(),
     })
-    complete = frame.dropna(subset=["region", "day"])
-    uncounted = len(frame) - len(complete)
-    if not len(complete):
-        return empty, uncounted
-    complete = complete.assign(day=complete["day"].dt.tz_localize(None).dt.normalize())
-    # rows without a patient each count once
-    row_ids = pd.Series([f"row-{uuid.uuid4().hex}" for _ in range(len(complete))], index=complete.index)
-    return complete.assign(patient_id=complete["patient_id"].fillna(row_ids)), uncounted
+
+
+def _counted(cases: pd.DataFrame) -> pd.DataFrame:
+    """Cases with a region and a day → (patient_id, region, day); rows without a patient each count once."""
+    row_ids = pd.Series([f"row-{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
+    return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "region": cases["region"],
+                         "day": cases["day"]})
+
+
+def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
+    frames = [df for df in (old, new) if df is not None and len(df)]
+    if not frames:
+        return old
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
 def _daily_counts(cases: pd.DataFrame) -> pd.DataFrame:

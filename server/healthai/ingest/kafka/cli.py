@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from healthai.app.cli import add_normalize_flags, normalize_flags
 from healthai.errors import HealthAIError
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
                                                             "date_policy", "max_records_per_request")}
     if args.dev:
         flags["dev_mode"] = True
+    flags.update(normalize_flags(args))
     kafka = {n: getattr(args, n) for n in _KAFKA_FLAGS if getattr(args, n) is not None}
     if kafka:
         flags["kafka"] = kafka
@@ -73,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudonym-key-file", type=Path, help="HMAC key file (or env HEALTHAI_PSEUDONYM_KEY)")
     p.add_argument("--dev", action="store_true", help="development: random pseudonym key if none is set")
     p.add_argument("--date-policy", choices=("full", "shift"), help="event dates: as sent, or shifted")
+    add_normalize_flags(p)
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 picks a free one)")
     p.add_argument("--status-file", type=Path, help="write {\"metrics_port\": N} here once started")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")

@@ -94,7 +94,8 @@ class KafkaIngest:
         self.ctx = ctx or NormalizeContext.create(
             key=settings.pseudonym_key(), snomed_map_nlm=settings.snomed_map_nlm,
             omop_concept=settings.omop_concept, omop_relationship=settings.omop_concept_relationship,
-            date_policy=settings.date_policy)
+            date_policy=settings.date_policy, reference_date=settings.latest_event_date,
+            code_systems=settings.code_systems)
         self.store = ParquetStore(settings.store_uri)
         self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request)
         self.source = ks.source or ks.topic
