@@ -56,7 +56,7 @@ def test_mixed_bundle_each_record_answered_and_only_good_ones_stored(ingest_serv
         PATIENT,
         obs("o1", "29463-7", 70, "kg"),
         obs("o2", "29463-7", 5000, "kg"),                                        # impossible value
-        {"resourceType": "Observation", "id": "o3", "status": "final",
+        {"resourceType": "Observation", "id": "o3", "status": "final", "effectiveDateTime": "2026-01-05",
          "subject": {"reference": "Patient/p1"}},                               # missing code
         {"resourceType": "Banana", "id": "b1"},                                  # wrong resourceType
         cond("c1", "J10.1"),

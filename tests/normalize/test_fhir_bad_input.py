@@ -101,8 +101,8 @@ def test_entry_without_resource(ctx) -> None:
             "MISSING_FIELD",
             "entry[1].resource.subject",
         ),
-        (
-            {k: v for k, v in condition(ICD10, "E11.9").items() if k != "code"},
+        (  # Observation.code is 1..1 (a Condition without one is accepted, not stored)
+            {k: v for k, v in observation("8480-6", 120, "mm[Hg]").items() if k != "code"},
             "MISSING_FIELD",
             "entry[1].resource.code.coding",
         ),

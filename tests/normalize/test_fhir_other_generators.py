@@ -7,12 +7,13 @@ import datetime as dt
 
 import pytest
 
+from healthai.normalize import features, units
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir import normalize_fhir
 from healthai.normalize.records import Status
 
 from .conftest import KEY
-from .fhir_builders import MIMIC, encounter, mimic_resources, observation, patient
+from .fhir_builders import MIMIC, bundle, encounter, mimic_resources, observation, patient
 
 
 def test_mimic_dates_are_refused_with_the_setting_that_admits_them() -> None:
@@ -100,3 +101,105 @@ def test_an_end_before_the_start_is_still_refused(ctx: NormalizeContext) -> None
         assert out.outcomes[1].status is Status.REJECTED
         errors = [i.message for i in out.outcomes[1].issues if i.severity == "ERROR"]
         assert errors == ["period.end is before period.start"]
+
+
+def test_hemoglobin_in_mmol_per_litre_is_converted(ctx: NormalizeContext) -> None:
+    out = normalize_fhir([observation("718-7", 8.7, "mmol/L")], ctx=ctx, source="s")
+    row = out.tables["observation"].to_pylist()[0]
+    assert row["unit"] == "g/dL" and row["value"] == pytest.approx(14.019, abs=1e-3)
+
+
+@pytest.mark.parametrize(("timing", "stored", "message"), [
+    ({"effectivePeriod": {"end": "2020-01-02T10:00:00Z"}}, dt.datetime(2020, 1, 2, 10, tzinfo=dt.UTC),
+     "effectivePeriod has no start: dated by its end"),
+    ({"issued": "2020-01-03T08:00:00Z"}, dt.datetime(2020, 1, 3, 8, tzinfo=dt.UTC),
+     "no effective time: dated by issued, when the result was released"),
+    ({"effectiveTiming": {"event": ["2020-01-02"]}, "issued": "2020-01-03T08:00:00Z"},
+     dt.datetime(2020, 1, 3, 8, tzinfo=dt.UTC),
+     "no effective time (effectiveTiming is not stored): dated by issued, when the result was released"),
+    ({}, None, "no effective time and no issued: stored undated"),
+], ids=["period-end", "issued", "timing", "none"])
+def test_an_observation_without_an_effective_time_says_how_it_was_dated(
+        ctx: NormalizeContext, timing: dict, stored: dt.datetime | None, message: str) -> None:
+    obs = observation("8310-5", 37.0, "Cel")
+    del obs["effectiveDateTime"]
+    out = normalize_fhir([patient(), {**obs, **timing}], ctx=ctx, source="s")
+    assert out.tables["observation"]["effective"].to_pylist() == [stored]
+    assert message in [i.message for i in out.outcomes[1].issues]
+
+
+def test_an_onset_age_is_said_not_stored(ctx: NormalizeContext) -> None:
+    cond = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "386661006"}]},
+            "onsetAge": {"value": 52, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"},
+            "abatementString": "around April or May"}
+    out = normalize_fhir([cond], ctx=ctx, source="s")
+    assert out.tables["condition"].num_rows == 1
+    said = [(i.code, i.field_path) for i in out.outcomes[0].issues if i.code == "NOT_STORED"]
+    assert said == [("NOT_STORED", "[0].onsetAge"), ("NOT_STORED", "[0].abatementString")]
+
+
+def ecr_message() -> dict:
+    """A public-health reporting message (eCR): a MessageHeader, then the eICR document Bundle."""
+    pat = patient(id="p1")
+    cond = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J11.1"}]},
+            "onsetDateTime": "2024-01-05"}
+    composition = {"resourceType": "Composition", "id": "comp1", "status": "final", "date": "2024-01-05",
+                   "type": {"coding": [{"system": "http://loinc.org", "code": "55751-2"}]},
+                   "subject": {"reference": "Patient/p1"}, "author": [{"display": "EHR"}], "title": "eICR"}
+    document = {"resourceType": "Bundle", "id": "eicr", "type": "document", "entry": [
+        {"fullUrl": f"http://ehr.example/fhir/{r['resourceType']}/{r['id']}", "resource": r}
+        for r in (composition, pat, cond)]}
+    header = {"resourceType": "MessageHeader", "id": "h1", "source": {"endpoint": "http://ehr.example"},
+              "eventCoding": {"system": "http://example.org/message-types", "code": "eicr-report"},
+              "focus": [{"reference": "Bundle/eicr"}]}
+    return {"resourceType": "Bundle", "id": "m1", "type": "message", "entry": [
+        {"fullUrl": "http://ehr.example/fhir/MessageHeader/h1", "resource": header},
+        {"fullUrl": "http://ehr.example/fhir/Bundle/eicr", "resource": document}]}
+
+
+def test_a_reporting_message_with_its_eicr_document_is_read_entry_by_entry(ctx: NormalizeContext) -> None:
+    out = normalize_fhir(ecr_message(), ctx=ctx, source="ecr")
+    assert [o.resource_type for o in out.outcomes] == [
+        "MessageHeader", "Bundle", "Composition", "Patient", "Condition"]
+    assert [o.index for o in out.outcomes] == [0, 1, 2, 3, 4]
+    assert all(o.status is not Status.REJECTED for o in out.outcomes)
+    assert not [i for o in out.outcomes for i in o.issues if i.code == "REFERENCE_UNRESOLVED"]
+    cond = out.tables["condition"].to_pylist()
+    assert [(c["icd10_code"], c["region"]) for c in cond] == [("J11.1", "US-IL")]
+
+    message = ecr_message()
+    message["entry"][1]["resource"]["entry"][2]["resource"]["onsetDateTime"] = "not a date"
+    bad = normalize_fhir(message, ctx=ctx, source="ecr").outcomes[4]
+    assert bad.status is Status.REJECTED
+    assert [i.field_path for i in bad.issues] == ["entry[1].resource.entry[2].resource.onsetDateTime"]
+
+
+FEATURE_UNITS = {"glucose_mg_dl": "mg/dL", "hba1c_pct": "%", "creatinine_mg_dl": "mg/dL",
+                 "egfr": "mL/min/{1.73_m2}", "cholesterol_total_mg_dl": "mg/dL", "ldl_mg_dl": "mg/dL",
+                 "hdl_mg_dl": "mg/dL", "sodium_mmol_l": "mmol/L", "potassium_mmol_l": "mmol/L"}
+
+
+def test_every_lab_code_of_a_feature_converts_to_the_features_unit() -> None:
+    assert set(features.LAB_CODES) == set(FEATURE_UNITS)
+    for name, loincs in features.LAB_CODES.items():
+        for loinc in loincs:
+            assert units.CANONICAL[loinc].unit == FEATURE_UNITS[name], (name, loinc)
+
+
+def test_labs_on_other_codes_and_molar_units_reach_the_features(ctx: NormalizeContext) -> None:
+    """A European lab: creatinine and lipids in µmol/L and mmol/L on their molar LOINC codes, HbA1c by
+    HPLC, eGFR by CKD-EPI."""
+    labs = [observation("14682-9", 88.4, "umol/L", rid="l1"), observation("22748-8", 3.0, "mmol/L", rid="l2"),
+            observation("14646-4", 1.2, "mmol/L", rid="l3"), observation("17856-6", 6.5, "%", rid="l4"),
+            observation("62238-1", 75.0, "mL/min/{1.73_m2}", rid="l5"),
+            observation("14749-6", 5.5, "mmol/L", rid="l6")]
+    out = normalize_fhir(bundle(patient(), *labs), ctx=ctx, source="s")
+    assert all(o.status is Status.ACCEPTED for o in out.outcomes[1:]), [o.issues for o in out.outcomes]
+    f = features.patient_features(out.tables["patient"].to_pylist()[0],
+                                  observations=out.tables["observation"], at=dt.date(2020, 6, 1))
+    assert f["creatinine_mg_dl"] == pytest.approx(1.0, abs=1e-3)
+    assert f["ldl_mg_dl"] == pytest.approx(116.01) and f["hdl_mg_dl"] == pytest.approx(46.404)
+    assert (f["hba1c_pct"], f["egfr"]) == (6.5, 75.0)
+    assert f["glucose_mg_dl"] == pytest.approx(99.088)

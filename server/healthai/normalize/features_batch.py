@@ -70,7 +70,7 @@ def features_frame(
     obs = obs[obs["effective"] <= end].sort_values(["patient_id", "effective"], kind="stable")
     obs["value"] = obs["value"].astype(np.float64)
     bmi = _latest(obs, (f.BMI,))
-    w, h = _latest(obs, (f.WEIGHT,)).align(_latest(obs, (f.HEIGHT,)), join="inner")
+    w, h = _latest(obs, f.WEIGHTS).align(_latest(obs, (f.HEIGHT,)), join="inner")
     computed = pd.Series(
         np.atleast_1d(f.bmi(w.to_numpy(), h.to_numpy())) if len(w) else [], index=w.index, dtype=np.float64
     )

@@ -1,7 +1,9 @@
 """FHIR R4 JSON → normalized rows: ``normalize_fhir(payload, ctx=..., source=...)``.
 
-Accepts a Bundle (transaction, batch, collection, searchset, document, history), a single resource,
-or a JSON array of resources. Every entry is one record and gets one outcome:
+Accepts a Bundle (transaction, batch, collection, searchset, document, history, message), a single
+resource, or a JSON array of resources. Every entry is one record and gets one outcome; a Bundle inside
+a Bundle (a public-health reporting message carrying an eICR document) is one record followed by each of
+its entries, so outcome indices count records in that flattened order (field paths show the nesting):
 
 - Patient, Encounter, Condition, Observation → validated selectively (the fields we use, FHIR R4
   types and cardinalities; full ``fhir.resources`` validation is ~3 MB/s, this is far faster) and
@@ -50,7 +52,9 @@ from healthai.normalize.records import (
 from healthai.normalize.redact import describe
 
 _DELETE = object()  # marker of a transaction/batch DELETE entry (no resource)
-BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset", "document", "history"})
+BUNDLE_TYPES = frozenset(
+    {"transaction", "batch", "collection", "searchset", "document", "history", "message"}
+)
 _NORMALIZERS = {
     "Patient": fhir_patient.normalize_patient,
     "Encounter": fhir_patient.normalize_encounter,
@@ -120,10 +124,22 @@ def _records(doc: Any) -> list[tuple[str, Any, str | None]]:
             out.append((f"entry[{i}].request.method", _DELETE, None))
             continue
         full_url = entry.get("fullUrl")
-        out.append(
-            (f"entry[{i}].resource", entry.get("resource"), full_url if isinstance(full_url, str) else None)
-        )
+        resource = entry.get("resource")
+        path = f"entry[{i}].resource"
+        url = full_url if isinstance(full_url, str) else None
+        if _nested_bundle(resource):
+            # a Bundle inside a Bundle (an eICR document in its reporting message): the Bundle itself
+            # (without its entries), then its entries, each a record of its own
+            out.append((path, {k: v for k, v in resource.items() if k != "entry"}, url))
+            out.extend((f"{path}.{p}", r, u) for p, r, u in _records(resource))
+            continue
+        out.append((path, resource, url))
     return out
+
+
+def _nested_bundle(resource: Any) -> bool:
+    return (isinstance(resource, dict) and resource.get("resourceType") == "Bundle"
+            and resource.get("type") in BUNDLE_TYPES and isinstance(resource.get("entry", []), list))
 
 
 def _local_id(resource: dict, full_url: str | None) -> str | None:
@@ -243,7 +259,9 @@ def normalize_fhir(
         status = status_of(rec.issues)  # strict errors reject even when the normalizer succeeded
         if status is not Status.REJECTED and kind_rows:
             rows[rtype.lower()].extend(kind_rows)
-        elif status is not Status.REJECTED and normalizer is not None:
+        elif status is not Status.REJECTED and normalizer is not None and not any(
+            i.code == IssueCode.NOT_STORED for i in rec.issues  # the normalizer said why already
+        ):
             # every accepted record is in the store or says why not
             rec.warn(IssueCode.NOT_STORED, f"{rtype} accepted but produced no row to store", base)
             status = Status.ACCEPTED_WITH_WARNINGS

@@ -10,6 +10,9 @@ from healthai.normalize.fhir_types import first_code
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe
 
+_UNDATED_CHOICES = ("onsetAge", "onsetRange", "onsetString", "abatementAge", "abatementRange",
+                    "abatementString")
+
 
 # ---------------------------------------------------------------------------- Condition
 def normalize_condition(rec: Rec, res: dict) -> list[dict]:
@@ -18,13 +21,8 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
     concept = res.get("code")
     codings = concept.get("coding") if isinstance(concept, dict) else None
-    if not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings):
-        rec.attempt(
-            rec.reject,
-            IssueCode.MISSING_FIELD,
-            "code.coding with at least one code is required",
-            rec.path("code.coding"),
-        )
+    uncoded = not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings)
+    if uncoded:  # valid R4 (code is 0..1, text-only allowed): accepted, not stored, below
         codings = []
     row = code_condition(
         rec,
@@ -47,8 +45,16 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
         else rec.attempt(rec.time, res, "abatementPeriod", sub="end")
     )
     recorded = rec.attempt(rec.time, res, "recordedDate")
+    for name in _UNDATED_CHOICES:
+        if name in res:  # an age, range or text is not a date: said, not silently dropped
+            rec.warn(IssueCode.NOT_STORED, f"{name} is not stored (only dateTime and Period onsets and "
+                     "abatements are)", rec.path(name))
     if rec.failed:
         raise Reject
+    if uncoded:
+        rec.warn(IssueCode.NOT_STORED, "code has no coding (absent or text only): a condition without a "
+                 "code cannot be counted or scored, so it is not stored", rec.path("code"))
+        return []
     row.update(
         {
             "source": rec.source,
@@ -84,8 +90,12 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
         where = rec.path(f"code.coding[{j}].code")
         if name == codes.ICD10CM:
             canon = codes.canonical_icd10(code, ctx.icd10)
+            who = isinstance(system, str) and system.strip() in codes.WHO_ICD10_SYSTEMS
+            if canon is None and who:
+                canon = codes.canonical_who_icd10(code)  # a WHO-only code (E14.9) under the WHO URI
             if canon is None:
                 problem = f"is not in ICD-10-CM ({ctx.icd10.release})"
+                problem += " or WHO ICD-10 (2019)" if who else ""
                 rec.warn(IssueCode.ICD10_INVALID, describe("code", code, problem, Syntax.ICD10), where)
             elif out["icd10_code"] is None or out["icd10_mapped"]:
                 out["icd10_code"], out["icd10_mapped"] = canon, False
@@ -109,7 +119,8 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
             out["snomed_code"] = out["snomed_code"] or value
         else:
             value = f"{system or ''}|{code}"
-        if out["code"] is None:
+        if out["code"] is None or (out["code_system"] == codes.OTHER and name != codes.OTHER):
+            # the primary code: the first coding of a known system, else the first coding
             out["code_system"], out["code"] = name, value
     if out["icd10_code"] is None and out["icd9_code"] is None:
         snomed = out["snomed_code"]

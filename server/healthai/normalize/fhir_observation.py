@@ -15,10 +15,16 @@ from healthai.normalize.redact import Syntax, describe, field_key, number
 def normalize_observation(rec: Rec, res: dict) -> list[dict]:
     # Independent fields are read with rec.attempt: every error of the resource is reported.
     status = rec.attempt(rec.code_str, res, "status", OBSERVATION_STATUS, required=True)
-    loinc, other = rec.attempt(_code, rec, res.get("code"), "code") or (None, None)
+    text_only = _text_only(res.get("code"))
+    coded = None if text_only else rec.attempt(_code, rec, res.get("code"), "code")
+    loinc, other = coded or (None, None)
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
     effective = rec.attempt(_effective, rec, res)
+    if text_only and not rec.failed:  # valid R4, but a value without a code means nothing to us
+        rec.warn(IssueCode.NOT_STORED, "code has text but no coding: an uncoded observation is not stored",
+                 rec.path("code"))
+        return []
     category = None
     cats = res.get("category")
     if isinstance(cats, list):
@@ -107,11 +113,30 @@ def _absent(res: dict) -> str | None:
 
 
 def _effective(rec: Rec, res: dict) -> Any:
+    """When the observation was made: effective[x] (a period's start, else its end); without one, when
+    the result was issued. Each fallback, and an observation left undated, is said in a warning."""
     if "effectiveDateTime" in res:
         return rec.time(res, "effectiveDateTime")
     if "effectiveInstant" in res:
         return rec.time(res, "effectiveInstant")
-    return rec.time(res, "effectivePeriod", sub="start")
+    if "effectivePeriod" in res:
+        start = rec.time(res, "effectivePeriod", sub="start")
+        if start is not None:
+            return start
+        end = rec.time(res, "effectivePeriod", sub="end")
+        if end is not None:
+            rec.warn(IssueCode.MISSING_FIELD, "effectivePeriod has no start: dated by its end",
+                     rec.path("effectivePeriod.start"))
+            return end
+    issued = rec.time(res, "issued")
+    timing = " (effectiveTiming is not stored)" if "effectiveTiming" in res else ""
+    if issued is not None:
+        rec.warn(IssueCode.MISSING_FIELD, f"no effective time{timing}: dated by issued, when the result "
+                 "was released", rec.path("effectiveDateTime"))
+    else:
+        rec.warn(IssueCode.MISSING_FIELD, f"no effective time{timing} and no issued: stored undated",
+                 rec.path("effectiveDateTime"))
+    return issued
 
 
 def _check_bp(rec: Rec, seen: dict[str, float | None]) -> None:
@@ -132,6 +157,14 @@ def _check_bp(rec: Rec, seen: dict[str, float | None]) -> None:
         )
 
 
+def _text_only(concept: Any) -> bool:
+    """A CodeableConcept with text and no coding that has a code."""
+    if not isinstance(concept, dict) or not concept.get("text"):
+        return False
+    codings = concept.get("coding")
+    return not (isinstance(codings, list) and any(isinstance(c, dict) and c.get("code") for c in codings))
+
+
 def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
     """(LOINC code, other "system|code") of a CodeableConcept; rejects a missing code."""
     codings = concept.get("coding") if isinstance(concept, dict) else None
@@ -142,21 +175,28 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
             rec.path(f"{field}.coding"),
         )
     other = None
+    loincs: list[tuple[int, str]] = []
     for j, c in enumerate(codings):
         if not isinstance(c, dict) or not c.get("code"):
             continue
         code = str(c["code"]).strip()
         if rec.ctx.system_name(c.get("system")) == codes.LOINC:
-            if not codes.loinc_valid(code):
-                rec.warn(
-                    IssueCode.LOINC_INVALID,
-                    describe("LOINC code", code, "fails the format or mod-10 check digit", Syntax.LOINC),
-                    rec.path(f"{field}.coding[{j}].code"),
-                )
-            return code, None
+            loincs.append((j, code))
+            continue
         if rec.ctx.system_name(c.get("system")) == codes.SNOMED and not codes.snomed_valid(code):
             rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
         other = other or f"{c.get('system') or ''}|{code}"
+    if loincs:
+        # EHRs list a panel or section code (8716-3 Vital signs) before the measurement's own (9279-1):
+        # the first code we know the unit of wins, else the first LOINC code
+        j, code = next(((j, c) for j, c in loincs if c in units.CANONICAL), loincs[0])
+        if not codes.loinc_valid(code):
+            rec.warn(
+                IssueCode.LOINC_INVALID,
+                describe("LOINC code", code, "fails the format or mod-10 check digit", Syntax.LOINC),
+                rec.path(f"{field}.coding[{j}].code"),
+            )
+        return code, None
     rec.warn(
         IssueCode.CODE_SYSTEM_UNKNOWN, "no LOINC coding; kept as system|code", rec.path(f"{field}.coding")
     )

@@ -106,11 +106,43 @@ def _region(rec: Rec, addresses: Any) -> str | None:
     if not isinstance(addresses, list):
         rec.reject(IssueCode.INVALID_FIELD, "address must be an array", rec.path("address"))
     usable = [a for a in addresses if isinstance(a, dict) and a.get("use") not in ("old", "billing")]
-    usable.sort(key=lambda a: a.get("use") != "home")
+    # a current home address first: one whose period has ended (the patient moved) only as a last resort
+    usable.sort(key=lambda a: (_ended(rec, a), a.get("use") != "home"))
     for a in usable:
         state, country = a.get("state"), a.get("country")
         if isinstance(state, str):
             return region_code(state, country if isinstance(country, str) else None)
+    return None
+
+
+def _ended(rec: Rec, address: dict) -> bool:
+    period = address.get("period")
+    end = period.get("end") if isinstance(period, dict) else None
+    try:
+        return isinstance(end, str) and parse_datetime(end).date() < rec.ctx.today()
+    except ValueError:
+        return False
+
+
+# HL7 v2 table 0004 (patient class) → the v3 ActCode class the visit counts use; other v2 classes
+# (preadmit, recurring, obstetrics, ...) have no equivalent
+_V2_CLASS = {"E": "EMER", "I": "IMP", "O": "AMB"}
+_V2_SYSTEMS = frozenset({"http://terminology.hl7.org/CodeSystem/v2-0004", "urn:oid:2.16.840.1.113883.12.4"})
+_V3_SYSTEMS = frozenset({"http://terminology.hl7.org/CodeSystem/v3-ActCode", "http://hl7.org/fhir/v3/ActCode",
+                         "urn:oid:2.16.840.1.113883.5.4"})
+
+
+def _encounter_class(rec: Rec, cls: dict) -> str | None:
+    """The v3 ActCode of ``class`` (AMB, EMER, IMP, ...): as sent, or from HL7 v2 table 0004. A class in
+    a sender's own system (Epic's OIDs) is not one: said, and stored as unknown."""
+    system, code = cls.get("system"), cls["code"].strip()
+    if system is None or (isinstance(system, str) and system.strip().rstrip("/") in _V3_SYSTEMS):
+        return code
+    if isinstance(system, str) and system.strip() in _V2_SYSTEMS and code.upper() in _V2_CLASS:
+        return _V2_CLASS[code.upper()]
+    rec.warn(IssueCode.CODE_SYSTEM_UNKNOWN, "class is neither a v3 ActCode nor an HL7 v2 patient class "
+             "(E, I, O): stored unknown, so the visit is not counted as inpatient, emergency or outpatient",
+             rec.path("class"))
     return None
 
 
@@ -136,6 +168,7 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
         )
     if rec.failed:
         raise Reject
+    class_code = _encounter_class(rec, cls)
     types = res.get("type")
     tsys, tcode = first_code(types[0]) if isinstance(types, list) and types else (None, None)
     return [
@@ -146,7 +179,7 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
             "patient_id": patient,
             "region": rec.patient_region(res, "subject"),
             "status": status,
-            "class_code": cls["code"],
+            "class_code": class_code,
             "type_system": codes.system_name(tsys) if tsys else None,
             "type_code": tcode,
             "start": start,

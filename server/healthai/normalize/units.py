@@ -2,9 +2,10 @@
 
 ``convert(loinc, value, unit)`` returns the value in the code's canonical UCUM unit. Units are
 first mapped from the spellings seen in real exports (``mmHg``, ``C``, ``F``, ``beats/minute``,
-``lbs``, ...) to UCUM; then converted with a linear factor/offset within a dimension, or with the
-analyte's molar mass between mass and molar concentrations (glucose, creatinine, cholesterol, ...), and
-with the ion's charge from equivalents to moles (1 meq/L calcium = 0.5 mmol/L; sodium 1:1).
+``lbs``, ...) to UCUM; then converted with a linear factor/offset within a dimension (any mass
+concentration to any other: g/L, mg/L, mg/dL, g/dL), with the analyte's molar mass from molar to mass
+concentrations (glucose, creatinine, cholesterol, ...), with the ion's charge from equivalents to moles
+(1 meq/L calcium = 0.5 mmol/L; sodium 1:1), and with a code's own units (HbA1c IFCC mmol/mol → NGSP %).
 A value outside the code's physiologically possible range (after conversion) is impossible: the
 ranges are deliberately wide (they catch unit mix-ups and typos, not abnormal results).
 """
@@ -34,7 +35,10 @@ UNIT_ALIASES: dict[str, str] = {
     "kg/m2": "kg/m2", "kg/m^2": "kg/m2", "kg/m²": "kg/m2",
     "mg/dL": "mg/dL", "mg/dl": "mg/dL", "mmol/L": "mmol/L", "mmol/l": "mmol/L", "mM": "mmol/L",
     "umol/L": "umol/L", "µmol/L": "umol/L", "μmol/L": "umol/L", "umol/l": "umol/L", "µmol/l": "umol/L",
-    "g/dL": "g/dL", "g/dl": "g/dL", "g/L": "g/L", "g/l": "g/L",
+    "g/dL": "g/dL", "g/dl": "g/dL", "g/L": "g/L", "g/l": "g/L", "mg/L": "mg/L", "mg/l": "mg/L",
+    "ug/mL": "ug/mL", "ug/ml": "ug/mL", "µg/mL": "ug/mL", "μg/mL": "ug/mL", "µg/ml": "ug/mL",
+    "ug/dL": "ug/dL", "ug/dl": "ug/dL", "µg/dL": "ug/dL", "μg/dL": "ug/dL", "µg/dl": "ug/dL",
+    "mol/L": "mol/L", "mol/l": "mol/L",
     "%": "%", "percent": "%", "mmol/mol": "mmol/mol",
     "mL/min/{1.73_m2}": "mL/min/{1.73_m2}", "mL/min/1.73m2": "mL/min/{1.73_m2}",
     "ml/min/1.73m2": "mL/min/{1.73_m2}",
@@ -45,8 +49,8 @@ UNIT_ALIASES: dict[str, str] = {
 }  # fmt: skip
 _ALIASES_LOWER = {k.lower(): v for k, v in UNIT_ALIASES.items()}
 
-# Linear conversions to a dimension's canonical unit: unit -> (canonical, factor, offset);
-# canonical_value = value * factor + offset.
+# Linear conversions to a dimension's base unit: unit -> (base, factor, offset);
+# base_value = value * factor + offset. Any two units of one base convert to each other (conversion).
 _LINEAR: dict[str, tuple[str, float, float]] = {
     "mm[Hg]": ("mm[Hg]", 1.0, 0.0),
     "Cel": ("Cel", 1.0, 0.0),
@@ -62,9 +66,14 @@ _LINEAR: dict[str, tuple[str, float, float]] = {
     "[in_i]": ("cm", 2.54, 0.0),
     "[ft_i]": ("cm", 30.48, 0.0),
     "kg/m2": ("kg/m2", 1.0, 0.0),
-    "mg/dL": ("mg/dL", 1.0, 0.0),
-    "g/dL": ("g/dL", 1.0, 0.0),
-    "g/L": ("g/dL", 0.1, 0.0),
+    # mass concentrations (base g/L): France and Belgium report glucose and lipids in g/L
+    "g/L": ("g/L", 1.0, 0.0),
+    "g/dL": ("g/L", 10.0, 0.0),
+    "mg/dL": ("g/L", 0.01, 0.0),
+    "mg/L": ("g/L", 1e-3, 0.0),
+    "ug/mL": ("g/L", 1e-3, 0.0),
+    "ug/dL": ("g/L", 1e-5, 0.0),
+    "mol/L": ("mmol/L", 1e3, 0.0),
     "mmol/L": ("mmol/L", 1.0, 0.0),
     "umol/L": ("mmol/L", 1e-3, 0.0),
     "%": ("%", 1.0, 0.0),
@@ -72,19 +81,23 @@ _LINEAR: dict[str, tuple[str, float, float]] = {
     "{score}": ("{score}", 1.0, 0.0),
 }
 MEQ = "meq/L"
+# IFCC HbA1c (mmol/mol) → NGSP/DCCT % by the master equation; only HbA1c codes carry it (code_units).
+IFCC_TO_NGSP: tuple[tuple[str, float, float], ...] = (("mmol/mol", 0.09148, 2.152),)
 
 
 @dataclass(frozen=True, slots=True)
 class CodeUnit:
-    """Canonical unit and possible range of one LOINC code. ``mg_per_mmol`` converts mmol/L → mg/dL."""
+    """Canonical unit and possible range of one LOINC code. ``per_mmol_l``: the canonical unit's value
+    of 1 mmol/L (molar → mass concentration: glucose 18.016 mg/dL, hemoglobin 1.6114 g/dL)."""
 
     name: str
     unit: str
     low: float
     high: float
-    mg_dl_per_mmol_l: float | None = None
+    per_mmol_l: float | None = None
     lax_units: tuple[str, ...] = ()  # units exports use for this code that mean the canonical one
     valence: int | None = None  # ion charge: 1 meq/L = 1/valence mmol/L; None: meq/L is incompatible
+    code_units: tuple[tuple[str, float, float], ...] = ()  # (UCUM unit, factor, offset) for this code only
 
 
 SBP, DBP = "8480-6", "8462-4"
@@ -107,7 +120,7 @@ CANONICAL: dict[str, CodeUnit] = {
     "72514-3": CodeUnit("pain_severity", "{score}", 0.0, 10.0),
     "2339-0": CodeUnit("glucose_blood", "mg/dL", 5.0, 3000.0, 18.016),
     "2345-7": CodeUnit("glucose_serum", "mg/dL", 5.0, 3000.0, 18.016),
-    "4548-4": CodeUnit("hba1c", "%", 2.0, 25.0),
+    "4548-4": CodeUnit("hba1c", "%", 2.0, 25.0, code_units=IFCC_TO_NGSP),
     "38483-4": CodeUnit("creatinine_blood", "mg/dL", 0.05, 40.0, 11.312),
     "2160-0": CodeUnit("creatinine_serum", "mg/dL", 0.05, 40.0, 11.312),
     "6299-2": CodeUnit("urea_nitrogen", "mg/dL", 0.5, 300.0, 2.8014),
@@ -126,7 +139,31 @@ CANONICAL: dict[str, CodeUnit] = {
     "18262-6": CodeUnit("cholesterol_ldl", "mg/dL", 2.0, 1500.0, 38.67),
     # eGFR is "per 1.73 m2" by definition; Synthea (and many labs) send plain mL/min.
     "33914-3": CodeUnit("egfr", "mL/min/{1.73_m2}", 0.0, 300.0, lax_units=("mL/min", "ml/min")),
-    "718-7": CodeUnit("hemoglobin", "g/dL", 1.0, 30.0),
+    # hemoglobin in mmol/L (per iron-binding monomer, 16.114 g/mol; Dutch labs report it so)
+    "718-7": CodeUnit("hemoglobin", "g/dL", 1.0, 30.0, 1.6114),
+    # Other LOINC codes of the same analytes (other specimens, methods, or molar units as European labs
+    # report them); the features read them all (``features.LAB_CODES``), each in the canonical unit.
+    "14749-6": CodeUnit("glucose_serum_molar", "mg/dL", 5.0, 3000.0, 18.016),
+    "15074-8": CodeUnit("glucose_blood_molar", "mg/dL", 5.0, 3000.0, 18.016),
+    "41653-7": CodeUnit("glucose_capillary_glucometer", "mg/dL", 5.0, 3000.0, 18.016),
+    "17856-6": CodeUnit("hba1c_hplc", "%", 2.0, 25.0, code_units=IFCC_TO_NGSP),
+    "4549-2": CodeUnit("hba1c_electrophoresis", "%", 2.0, 25.0, code_units=IFCC_TO_NGSP),
+    "17855-8": CodeUnit("hba1c_calculated", "%", 2.0, 25.0, code_units=IFCC_TO_NGSP),
+    # the IFCC-protocol code is reported in mmol/mol; stored in NGSP % like the other HbA1c codes
+    "59261-8": CodeUnit("hba1c_ifcc", "%", 2.0, 25.0, code_units=IFCC_TO_NGSP),
+    "14682-9": CodeUnit("creatinine_serum_molar", "mg/dL", 0.05, 40.0, 11.312),
+    "59826-8": CodeUnit("creatinine_blood_molar", "mg/dL", 0.05, 40.0, 11.312),
+    "77140-2": CodeUnit("creatinine_molar", "mg/dL", 0.05, 40.0, 11.312),
+    **{code: CodeUnit(f"egfr_{code}", "mL/min/{1.73_m2}", 0.0, 300.0, lax_units=("mL/min", "ml/min"))
+       for code in ("48642-3", "48643-1", "50044-7", "62238-1", "69405-9", "77147-7", "88293-6",
+                    "88294-4", "98979-8")},  # MDRD and CKD-EPI (2009, 2021) variants
+    "14647-2": CodeUnit("cholesterol_total_molar", "mg/dL", 20.0, 2000.0, 38.67),
+    "13457-7": CodeUnit("cholesterol_ldl_calculated", "mg/dL", 2.0, 1500.0, 38.67),
+    "2089-1": CodeUnit("cholesterol_ldl_mass", "mg/dL", 2.0, 1500.0, 38.67),
+    "22748-8": CodeUnit("cholesterol_ldl_molar", "mg/dL", 2.0, 1500.0, 38.67),
+    "39469-2": CodeUnit("cholesterol_ldl_molar_calculated", "mg/dL", 2.0, 1500.0, 38.67),
+    "69419-0": CodeUnit("cholesterol_ldl_molar_direct", "mg/dL", 2.0, 1500.0, 38.67),
+    "14646-4": CodeUnit("cholesterol_hdl_molar", "mg/dL", 2.0, 300.0, 38.67),
 }
 
 
@@ -186,11 +223,14 @@ def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
     scale = 1.0  # unit -> u
     if u == MEQ and spec.valence:  # divalent calcium: 1 meq/L = 0.5 mmol/L; sodium 1:1
         u, scale = "mmol/L", 1.0 / spec.valence
-    lin = _LINEAR.get(u)
-    if lin is not None and lin[0] == spec.unit:
-        return spec.unit, scale * lin[1], lin[2]
-    if lin is not None and spec.mg_dl_per_mmol_l and spec.unit == "mg/dL" and lin[0] == "mmol/L":
-        return spec.unit, scale * lin[1] * spec.mg_dl_per_mmol_l, 0.0
+    for code_unit, factor, offset in spec.code_units:  # e.g. HbA1c mmol/mol → %: never another analyte's
+        if u == code_unit:
+            return spec.unit, factor, offset
+    lin, target = _LINEAR.get(u), _LINEAR.get(spec.unit, (spec.unit, 1.0, 0.0))
+    if lin is not None and lin[0] == target[0]:  # same base: value → base → canonical unit
+        return spec.unit, scale * lin[1] / target[1], (lin[2] - target[2]) / target[1]
+    if lin is not None and spec.per_mmol_l and lin[0] == "mmol/L":
+        return spec.unit, scale * lin[1] * spec.per_mmol_l, 0.0
     # u is a UCUM unit of our table and loinc a key of CANONICAL: neither is free text
     raise UnitError("UNIT_INCOMPATIBLE", f"unit {u!r} cannot be converted to {spec.unit!r} for LOINC {loinc}")
 
