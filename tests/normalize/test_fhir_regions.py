@@ -25,10 +25,16 @@ def run(ctx, *resources):
         ({"state": "Bayern", "country": "DEU"}, "DE-BY"),
         ({"state": "Ontario", "country": "Canada"}, "CA-ON"),
         ({"state": "Mars", "country": "JP"}, None),
+        ({"state": "Co. Dublin", "country": "IE"}, "IE-D"),  # the usual Irish form
+        ({"state": "County Cork", "country": "Ireland"}, "IE-CO"),
+        ({"state": "Washington, D.C.", "country": "US"}, "US-DC"),
+        ({"state": "D.C.", "country": "USA"}, "US-DC"),
+        ({"state": "Virgin Islands", "country": "US"}, "US-VI"),
     ],
 )
-def test_regions_outside_the_us(ctx, address, region) -> None:
-    """A non-US address gets its ISO 3166-2 code when the state is an ISO name or code; the condition
+def test_regions_from_addresses(ctx, address, region) -> None:
+    """An address gets its ISO 3166-2 code when the state is an ISO name or code (or a usual spelling
+    of one: "Co. Dublin", "Washington, D.C."); the condition
     carries it for the surveillance counts; anything else stays unknown (never guessed)."""
     batch = run(ctx, patient(address=[{"line": ["1-1"], **address}]), condition(ICD10, "J11.1"))
     assert [o.status for o in batch.outcomes] == [Status.ACCEPTED] * 2

@@ -40,6 +40,8 @@ US_STATES: dict[str, str] = {
     "washington": "WA", "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY",
     "puerto rico": "PR", "guam": "GU", "american samoa": "AS", "u.s. virgin islands": "VI",
     "northern mariana islands": "MP",
+    "washington dc": "DC", "washington, dc": "DC", "washington d.c.": "DC", "washington, d.c.": "DC",
+    "virgin islands": "VI", "us virgin islands": "VI", "united states virgin islands": "VI",
 }  # fmt: skip
 _US_ABBREV = frozenset(US_STATES.values())
 _US_NAMES = frozenset({"us", "usa", "united states", "united states of america", "u.s.", "u.s.a."})
@@ -136,8 +138,8 @@ def region_code(state: str | None, country: str | None = None) -> str | None:
     if c not in _US_NAMES:  # elsewhere: ISO 3166-2 tables; unknown stays unknown, never guessed
         return subdivision_code(state, country or "")
     s = state.strip()
-    if s.upper() in _US_ABBREV:
-        return f"US-{s.upper()}"
+    if s.upper().replace(".", "") in _US_ABBREV:  # "MA", "D.C."
+        return f"US-{s.upper().replace('.', '')}"
     abbr = US_STATES.get(s.lower())
     return f"US-{abbr}" if abbr else None
 

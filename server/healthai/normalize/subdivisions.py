@@ -2,7 +2,8 @@
 (``pycountry``'s ISO 3166-2 tables, offline).
 
 The state may be the full code (``JP-13``), the code's subdivision part (``13``, ``BY``, ``ON``) or the
-subdivision's ISO name (``Tokyo``, ``Bayern``, ``Ontario``), compared case- and accent-insensitively.
+subdivision's ISO name (``Tokyo``, ``Bayern``, ``Ontario``; ``Co. Dublin`` / ``County Cork`` as the
+county's name), compared case- and accent-insensitively.
 The country may be an alpha-2 or alpha-3 code or an English name. Anything else, and any name two
 subdivisions share, stays unknown: a region is never guessed.
 """
@@ -53,4 +54,11 @@ def subdivision_code(state: str, country: str) -> str | None:
     alpha2 = _alpha2(country)
     if alpha2 is None or not state.strip():
         return None
-    return _table(alpha2).get(_norm(state))
+    table, key = _table(alpha2), _norm(state)
+    if key in table:
+        return table[key]
+    # "Co. Dublin", "County Cork": Irish (and other) addresses put the word before the county's name
+    for prefix in ("county ", "co. ", "co "):
+        if key.startswith(prefix) and key[len(prefix):] in table:
+            return table[key[len(prefix):]]
+    return None
