@@ -12,7 +12,8 @@ e.g. ``US-MA``; sorted; ``regions`` adds/keeps exactly those), values are int64 
 none). No cases and no bounds gives an empty frame.
 
 What is counted: the number of distinct patients per region and day with at least one condition
-matching the syndrome (see :mod:`healthai.surveillance.syndromes`), dated by the condition's onset
+matching the syndrome (see :mod:`healthai.surveillance.syndromes`), or with a positive result of
+one of its laboratory tests (dated by its effective time), dated by the condition's onset
 (its recorded date when onset is absent, its encounter's start when both are). A condition stored
 without its patient (a bulk export sends Patient and Condition in separate files) takes the region
 of its patient's or encounter's stored row (:mod:`healthai.surveillance.links`), whichever payload
@@ -37,9 +38,10 @@ import pyarrow.compute as pc
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
 from healthai.surveillance.links import StoredLinks, utc_days
-from healthai.surveillance.syndromes import SYNDROMES, Syndrome
+from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
 
-CONDITION_KIND = "condition"
+CONDITION_KIND, OBSERVATION_KIND = "condition", "observation"
+_LAB_COLUMNS = ["patient_id", "encounter_id", "region", "loinc", "value_code", "status", "effective"]
 _COLUMNS = ["patient_id", "encounter_id", "region", "icd10_code", "snomed_code", "onset", "recorded"]
 _CASE_COLUMNS = ["patient_id", "encounter_id", "region", "day"]
 FREQS = ("D", "W")
@@ -104,10 +106,16 @@ class SurveillanceCounts:
             sequence = self.store.sequence
             if sequence == state.sequence:
                 return state.daily
+            definition = self.syndromes[syndrome]
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            new = _cases(self.store.read_files(new_files), self.syndromes[syndrome]) if new_files else None
-            state.files.update(new_files)
+            new = _cases(self.store.read_files(new_files), definition) if new_files else None
             pending = _concat(state.pending, new)
+            lab_files = [f for f in self.store.files(OBSERVATION_KIND) if f not in state.files] \
+                if definition.lab_loincs else []
+            if lab_files:
+                tests = self.store.read_files(lab_files, _LAB_COLUMNS)
+                pending = _concat(pending, _lab_cases(tests, definition))
+            state.files.update(new_files + lab_files)
             if len(pending):  # some case lacks a region or a date: look in the rest of the store
                 self._links.refresh()
                 pending = self._links.fill(pending)
@@ -155,6 +163,23 @@ def _cases(conditions: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
         "encounter_id": column("encounter_id"),
         "region": column("region"),
         "day": utc_days(when if when is not None else [None] * cases.num_rows).to_numpy(),
+    })
+
+
+def _lab_cases(observations: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
+    """(patient_id, encounter_id, region, day) of positive results of the syndrome's tests."""
+    if observations.num_rows == 0:
+        return pd.DataFrame(columns=_CASE_COLUMNS)
+    codes = pc.replace_substring_regex(observations["value_code"], r"^.*\|", "")  # "system|code"
+    mask = pc.and_kleene(pc.is_in(observations["loinc"], value_set=pa.array(sorted(syndrome.lab_loincs))),
+                         pc.is_in(codes, value_set=pa.array(sorted(POSITIVE))))
+    mask = pc.and_kleene(mask, pc.is_in(observations["status"], value_set=pa.array(sorted(RESULT_STATUS))))
+    tests = observations.filter(pc.fill_null(mask, False))
+    return pd.DataFrame({
+        "patient_id": tests["patient_id"].to_pylist(),
+        "encounter_id": tests["encounter_id"].to_pylist(),
+        "region": tests["region"].to_pylist(),
+        "day": utc_days(tests["effective"]).to_numpy(),
     })
 
 

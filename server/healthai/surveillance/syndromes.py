@@ -14,6 +14,14 @@ Influenza-like illness (``ili``) — a condition counts when either
   Influenza caused by seasonal influenza virus; 772810003 Influenza caused by Influenza A virus
   subtype H3N2; 772828001 Influenza caused by Influenza A virus subtype H5N1.
 
+Lab-confirmed influenza (``flu_lab``) — an Observation counts when its LOINC code is an influenza A or
+B test (RNA by NAA or antigen by rapid immunoassay, in respiratory, upper respiratory or nasopharyngeal
+specimens: ``FLU_TESTS``, the single-pathogen influenza codes of CDC ReportStream's routing filter),
+its status is final, amended or corrected, and its coded value is a positive result (``POSITIVE``:
+SNOMED CT 260373001 Detected, 10828004 Positive, 52101004 Present; LOINC answers LA11882-0 Detected,
+LA6576-8 Positive). It is dated by its effective time. Kept apart from ``ili``: a series must not
+change meaning the day a laboratory starts reporting.
+
 Symptom-only definitions (fever plus cough or sore throat) need chief-complaint text, which the
 ingest path drops for privacy; they are out of scope.
 """
@@ -29,6 +37,7 @@ class Syndrome:
     description: str
     icd10_prefixes: tuple[str, ...]  # dotted ICD-10-CM categories/prefixes, upper case
     snomed_codes: frozenset[str]
+    lab_loincs: frozenset[str] = frozenset()  # tests whose positive result is a case
 
     def matches(self, icd10_code: str | None, snomed_code: str | None) -> bool:
         if icd10_code and icd10_code.upper().startswith(self.icd10_prefixes):
@@ -44,4 +53,21 @@ ILI = Syndrome(
                             "772810003", "772828001"}),
 )
 
-SYNDROMES: dict[str, Syndrome] = {ILI.name: ILI}
+FLU_TESTS = frozenset({
+    "92142-9", "92141-1",  # influenza A / B RNA, respiratory specimen, NAA with probe detection
+    "85477-8", "85478-6",  # influenza A / B RNA, upper respiratory specimen, NAA
+    "76078-5", "76080-1",  # influenza A / B RNA, nasopharynx, NAA
+    "80382-5", "80383-3",  # influenza A / B antigen, upper respiratory specimen, rapid immunoassay
+})
+POSITIVE = frozenset({"260373001", "10828004", "52101004", "LA11882-0", "LA6576-8"})
+RESULT_STATUS = frozenset({"final", "amended", "corrected"})
+
+FLU_LAB = Syndrome(
+    name="flu_lab",
+    description="lab-confirmed influenza: a positive influenza A or B RNA or antigen test",
+    icd10_prefixes=(),
+    snomed_codes=frozenset(),
+    lab_loincs=FLU_TESTS,
+)
+
+SYNDROMES: dict[str, Syndrome] = {ILI.name: ILI, FLU_LAB.name: FLU_LAB}
