@@ -107,3 +107,11 @@ def test_the_region_is_the_current_home_address(ctx: NormalizeContext) -> None:
     only_old = patient(address=[{"use": "home", "state": "WI", "period": {"end": "2019-12-31"}}])
     region = normalize_fhir([only_old], ctx=ctx, source="s").tables["patient"]["region"]
     assert region.to_pylist() == ["US-WI"]
+
+
+def test_a_coding_that_is_not_an_array_is_no_coding(ctx: NormalizeContext) -> None:
+    """``first_code`` (status concepts, encounter types) met ``"coding": 5`` with a TypeError."""
+    cond = condition([{"system": "http://snomed.info/sct", "code": "6142004"}])
+    cond["clinicalStatus"] = {"coding": 5}
+    out = normalize_fhir([cond], ctx=ctx, source="s")
+    assert out.tables["condition"]["clinical_status"].to_pylist() == [None]

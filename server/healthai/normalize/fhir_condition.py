@@ -21,7 +21,7 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
     concept = res.get("code")
     codings = concept.get("coding") if isinstance(concept, dict) else None
-    uncoded = not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings)
+    uncoded = first_code(concept)[1] is None
     if uncoded:  # valid R4 (code is 0..1, text-only allowed): accepted, not stored, below
         codings = []
     row = code_condition(
@@ -90,7 +90,7 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
         where = rec.path(f"code.coding[{j}].code")
         if name == codes.ICD10CM:
             canon = codes.canonical_icd10(code, ctx.icd10)
-            who = isinstance(system, str) and system.strip() in codes.WHO_ICD10_SYSTEMS
+            who = isinstance(system, str) and codes.canonical_uri(system) in codes.WHO_ICD10_SYSTEMS
             if canon is None and who:
                 canon = codes.canonical_who_icd10(code)  # a WHO-only code (E14.9) under the WHO URI
             if canon is None:

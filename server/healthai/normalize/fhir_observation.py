@@ -159,10 +159,7 @@ def _check_bp(rec: Rec, seen: dict[str, float | None]) -> None:
 
 def _text_only(concept: Any) -> bool:
     """A CodeableConcept with text and no coding that has a code."""
-    if not isinstance(concept, dict) or not concept.get("text"):
-        return False
-    codings = concept.get("coding")
-    return not (isinstance(codings, list) and any(isinstance(c, dict) and c.get("code") for c in codings))
+    return isinstance(concept, dict) and bool(concept.get("text")) and first_code(concept)[1] is None
 
 
 def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
@@ -179,11 +176,11 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
     for j, c in enumerate(codings):
         if not isinstance(c, dict) or not c.get("code"):
             continue
-        code = str(c["code"]).strip()
-        if rec.ctx.system_name(c.get("system")) == codes.LOINC:
+        code, name = str(c["code"]).strip(), rec.ctx.system_name(c.get("system"))
+        if name == codes.LOINC:
             loincs.append((j, code))
             continue
-        if rec.ctx.system_name(c.get("system")) == codes.SNOMED and not codes.snomed_valid(code):
+        if name == codes.SNOMED and not codes.snomed_valid(code):
             rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
         other = other or f"{c.get('system') or ''}|{code}"
     if loincs:

@@ -136,9 +136,10 @@ def _encounter_class(rec: Rec, cls: dict) -> str | None:
     """The v3 ActCode of ``class`` (AMB, EMER, IMP, ...): as sent, or from HL7 v2 table 0004. A class in
     a sender's own system (Epic's OIDs) is not one: said, and stored as unknown."""
     system, code = cls.get("system"), cls["code"].strip()
-    if system is None or (isinstance(system, str) and system.strip().rstrip("/") in _V3_SYSTEMS):
+    uri = codes.canonical_uri(system) if isinstance(system, str) else None
+    if system is None or uri in _V3_SYSTEMS:
         return code
-    if isinstance(system, str) and system.strip() in _V2_SYSTEMS and code.upper() in _V2_CLASS:
+    if uri in _V2_SYSTEMS and code.upper() in _V2_CLASS:
         return _V2_CLASS[code.upper()]
     rec.warn(IssueCode.CODE_SYSTEM_UNKNOWN, "class is neither a v3 ActCode nor an HL7 v2 patient class "
              "(E, I, O): stored unknown, so the visit is not counted as inpatient, emergency or outpatient",
@@ -158,9 +159,10 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
     start = rec.attempt(rec.time, res, "period", sub="start")
     end = rec.attempt(rec.time, res, "period", sub="end")
     period = res.get("period") if isinstance(res.get("period"), dict) else {}
-    if end is not None:  # a date-only end covers its whole day (month, year)
-        end = partial_date_end(period.get("end")) or end
-    dated = partial_date_end(period.get("start")) or partial_date_end(period.get("end"))
+    end_unit = partial_date_end(period.get("end"))
+    if end is not None and end_unit is not None:  # a date-only end covers its whole day (month, year)
+        end = end_unit
+    dated = end_unit or partial_date_end(period.get("start"))
     slack = LOCAL_DATE_SLACK if dated else dt.timedelta(0)
     if start is not None and end is not None and end + slack < start:
         rec.attempt(

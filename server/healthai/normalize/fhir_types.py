@@ -207,9 +207,10 @@ LOCAL_DATE_SLACK = dt.timedelta(hours=14)
 
 def first_code(concept: object, system: str | None = None) -> tuple[str | None, str | None]:
     """(system, code) of the first coding (optionally of one system) of a CodeableConcept."""
-    if not isinstance(concept, dict):
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):  # absent, or not an array: no coding
         return None, None
-    for coding in concept.get("coding") or ():
+    for coding in codings:
         if (
             isinstance(coding, dict)
             and coding.get("code")
