@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "healthai.security.cli",  # keys
     "healthai.triton.cli",  # triton prepare
     "healthai.ingest.kafka.cli",  # ingest-kafka
+    "healthai.surveillance.cli",  # counts
 )
 
 

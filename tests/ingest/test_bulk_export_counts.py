@@ -70,11 +70,15 @@ def counts(server: IngestServer, syndrome: Syndrome) -> tuple[pd.DataFrame, int]
     return c.counts(syndrome.name, "D"), c.uncounted(syndrome.name)
 
 
-def test_bulk_export_in_any_order_counts_like_whole_bundles(tmp_path: Path, shared_data: Path) -> None:
+def synthea_export(shared_data: Path) -> tuple[list[list[dict]], Syndrome, dict[str, list[dict]]]:
+    """The bundles' resources per bundle, a syndrome matching all their conditions, the bulk files."""
     payloads = per_bundle(shared_data)
     res = [r for p in payloads for r in p]
-    syndrome = every_condition(res)
-    files = bulk_export(res)
+    return payloads, every_condition(res), bulk_export(res)
+
+
+def test_bulk_export_in_any_order_counts_like_whole_bundles(tmp_path: Path, shared_data: Path) -> None:
+    payloads, syndrome, files = synthea_export(shared_data)
     for server in serve(tmp_path / "bundles"):
         ingest(server, payloads)  # one bundle per patient: regions resolve inside the payload
         whole, whole_uncounted = counts(server, syndrome)

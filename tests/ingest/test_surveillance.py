@@ -97,3 +97,39 @@ def test_empty_store_and_bad_queries(tmp_path: Path, store: ParquetStore) -> Non
         counts.counts(start="2026-02-01", end="2026-01-01")
     with pytest.raises(InvalidInput, match="start 'soon' is not a date"):
         counts.counts(start="soon")
+
+
+def test_weekly_bounds_name_whole_weeks(store: ParquetStore) -> None:
+    """``end`` on a Monday (how a weekly period is labelled) counts that whole week, not one day."""
+    df = SurveillanceCounts(store).counts("ili", "W", end="2026-01-05")
+    assert list(df.index) == [pd.Timestamp("2026-01-05")] and df.loc["2026-01-05"].to_dict() == {
+        "US-MA": 2, "US-NY": 1}  # the NY case is on the Wednesday
+
+
+def test_period_under_way_is_left_out(store: ParquetStore) -> None:
+    """Cases up to Monday 2026-01-12; asked on Wednesday 2026-01-14, that week has not ended: its counts
+    are partial, so the last week is the one before. Days end at midnight."""
+    counts = SurveillanceCounts(store)
+    weekly = counts.counts("ili", "W", completed_by=dt.date(2026, 1, 14))
+    assert list(weekly.index) == [pd.Timestamp("2026-01-05")]
+    assert list(counts.counts("ili", "W", completed_by=dt.date(2026, 1, 19)).index)[-1] == pd.Timestamp(
+        "2026-01-12")  # Monday the 19th: the week of the 12th has ended
+    daily = counts.counts("ili", "D", completed_by=dt.date(2026, 1, 12))
+    assert daily.index[-1] == pd.Timestamp("2026-01-11")
+    daily = counts.counts("ili", "D", completed_by=dt.date(2026, 1, 13))
+    assert daily.index[-1] == pd.Timestamp("2026-01-12")
+    with pytest.raises(InvalidInput, match=r"end: the week 2026-01-12 to 2026-01-18 has not ended \(today is "
+                                           r"2026-01-14\)"):
+        counts.counts("ili", "W", end="2026-01-13", completed_by=dt.date(2026, 1, 14))
+    assert counts.counts("ili", "W", completed_by=dt.date(2026, 1, 5)).empty  # nothing has ended yet
+
+
+def test_columns_no_stored_file_has_are_read_as_nulls_of_their_type(tmp_path: Path) -> None:
+    """Files written by an older release (or another writer) without snomed_code, county or the UTC
+    offsets still count: the missing columns are nulls of their schema type."""
+    s = ParquetStore(str(tmp_path)).open()
+    s.commit({"condition": conditions([("c1", "p1", "US-MA", "J10.1", None, day(5))]).drop_columns(
+        ["snomed_code", "recorded"])})
+    counts = SurveillanceCounts(s)
+    assert counts.counts("ili", "D").to_dict("list") == {"US-MA": [1]}
+    assert counts.counts("ili", "D", level="county").empty and counts.uncounted("ili", level="county") == 1

@@ -8,6 +8,7 @@ import json
 
 import grpc
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from healthai.store import ParquetStore
@@ -95,3 +96,65 @@ def test_stored_coverage_flags_missing_and_partial_regions(store_server):
     }
     history = np.array(r.stored_history).reshape(W, 4)
     np.testing.assert_array_equal(history, [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0]])
+
+
+def test_stored_window_leaves_out_the_week_under_way(tmp_path, make_server):
+    """A live store: cases every day up to today. This week's counts are partial (a drop that did not
+    happen), so the window ends with last week and the forecast starts with this week."""
+    repo = tmp_path / "models"
+    regions = ["US-MA", "US-NY", "US-CT", "US-VT"]
+    write_forecast_version(repo, "forecast_tiny", 1, regions, window=W, steps=S)
+    today = dt.datetime.now(dt.UTC).date()
+    this_monday = today - dt.timedelta(days=today.weekday())
+    first = this_monday - dt.timedelta(weeks=6)
+    days = [first + dt.timedelta(days=d) for d in range(7 * 6 + today.weekday() + 1)]
+    store = ParquetStore(str(tmp_path / "store")).open()
+    store.commit({"condition": _conditions([(region, "J10.1", d) for d in days for region in regions])})
+    stub = forecast_pb2_grpc.ForecastStub(make_server(repo, surveillance=SurveillanceCounts(store)).channel)
+
+    def forecast(end_date: str = "") -> forecast_pb2.ForecastResponse:
+        stored = forecast_pb2.StoredHistory(end_date=end_date)
+        request = forecast_pb2.ForecastRequest(model_name="forecast_tiny", stored=stored)
+        return stub.Forecast(request, timeout=10)
+
+    r = forecast()
+    assert r.first_forecast_period == this_monday.isoformat()
+    np.testing.assert_array_equal(np.array(r.stored_history).reshape(W, 4), np.full((W, 4), 7.0))  # whole
+    r = forecast(end_date=(this_monday - dt.timedelta(days=7)).isoformat())
+    assert r.first_forecast_period == this_monday.isoformat()  # a week's Monday names the whole week
+    np.testing.assert_array_equal(np.array(r.stored_history).reshape(W, 4), np.full((W, 4), 7.0))
+    with pytest.raises(grpc.RpcError) as err:
+        forecast(end_date=today.isoformat())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"stored.end_date: the week {this_monday} to ")
+    assert "has not ended" in err.value.details()
+
+
+def test_stored_window_of_a_county_model_counts_by_county(tmp_path, make_server):
+    """A model whose regions are US county FIPS codes is answered from county counts: the records name
+    the county, or only a ZIP code."""
+    from healthai.normalize.context import NormalizeContext
+    from healthai.normalize.flat import normalize_table
+
+    repo = tmp_path / "models"
+    counties = ["25017", "25025", "25027"]  # Middlesex, Suffolk, Worcester (MA)
+    write_forecast_version(repo, "forecast_ma_counties", 1, counties, window=W, steps=S)
+    places = [{"county": "Middlesex"}, {"postal_code": "02138"}, {"county": "25025"}, {"county": "Worcester"},
+              {"postal_code": "01609"}]
+    rows = [(f"c{w}-{i}", MONDAY + dt.timedelta(weeks=w, days=2), place)
+            for w in range(6) for i, place in enumerate(places[: 2 + w % 4])]
+    table = pa.table({
+        "condition_id": [r[0] for r in rows], "patient_id": [r[0] for r in rows],
+        "code": ["J10.1"] * len(rows),
+        "onset": [r[1].isoformat() for r in rows], "state": ["MA"] * len(rows),
+        "county": [r[2].get("county") for r in rows], "postal_code": [r[2].get("postal_code") for r in rows]})
+    ctx = NormalizeContext.create(key=bytes(32), reference_date=dt.date(2026, 6, 1))
+    store = ParquetStore(str(tmp_path / "store")).open()
+    store.commit({"condition": normalize_table("condition", table, ctx=ctx, source="s").tables["condition"]})
+    stub = forecast_pb2_grpc.ForecastStub(make_server(repo, surveillance=SurveillanceCounts(store)).channel)
+    r = stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_ma_counties",
+                                                   stored=forecast_pb2.StoredHistory()), timeout=10)
+    history = np.array(r.stored_history).reshape(W, 3)
+    # weeks 2..5 hold 4, 5, 2, 3 cases: Middlesex (name, ZIP 02138), Suffolk, Worcester (name, ZIP 01609)
+    np.testing.assert_array_equal(history, [[2, 1, 1], [2, 1, 2], [2, 0, 0], [2, 1, 0]])
+    assert [c.region_id for c in r.coverage] == counties

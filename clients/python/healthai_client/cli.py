@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
                    help="--history: negative counts (reporting corrections) are refused, as train forecast "
                         "refuses them; clip sets them to 0 (a model trained with --negatives clip)")
-    p.add_argument("--end-date", help="last period of the stored window (ISO date)")
+    p.add_argument("--end-date", help="last period of the stored window: an ISO date in it "
+                   "(default: the last period that has ended)")
     p.add_argument("--regions", default="", help="comma-separated region ids to report")
     p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")
     p.add_argument("--quantiles", default="", help="comma-separated levels in (0,1), e.g. 0.05,0.5,0.95")

@@ -16,7 +16,7 @@ from healthai.v1 import common_pb2, ingest_pb2
 
 # flat-record kind -> (FlatRecords field, message fields by type: strings, optional doubles, optional bools).
 # Field names equal healthai.normalize.flat.INPUT_COLUMNS (asserted in tests).
-_LOCATION = ("state", "country", "region")
+_LOCATION = ("state", "country", "region", "county", "postal_code")
 FLAT_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     records.PATIENT: ("patients", ("patient_id", "sex", "birth_date", "deceased_date", *_LOCATION), (),
                       ("deceased",)),

@@ -10,9 +10,10 @@ confirmed by trying the ≤ 31 days of the stored month, which is no more than t
 The store calls the guard inside its commit (after catching up on every other writer's commits, before
 claiming the sequence), so an event is checked against every Patient committed before it — in the
 same payload or an earlier one, by this process or another replica on the same store, from FHIR, flat
-records, Arrow or Kafka alike. An event date (UTC day) equal to the birth date is cut to the first day
-of the birth month (the second when the birth date is the first); ``CommitResult.generalized`` names
-the records, which get a DATE_GENERALIZED warning.
+records, Arrow or Kafka alike. An event date equal to the birth date (its UTC day, or its day as
+written when its ``<name>_utc_offset_min`` is known) is cut to the first day of the birth month (the
+second when the birth date is the first); ``CommitResult.generalized`` names the records, which get a
+DATE_GENERALIZED warning.
 
 A Patient committed *after* its events: the guard remembers, per patient without a known birth date,
 the part files holding their events ("orphans", learnt from every commit, this process's or caught
@@ -32,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healthai.normalize.dates import EVENT_COLUMNS
+from healthai.normalize.dates import EVENT_COLUMNS, local_dates
 from healthai.normalize.identity import Pseudonymizer
-from healthai.normalize.records import PATIENT
+from healthai.normalize.records import OFFSET_SUFFIX, PATIENT
 
 TOKEN_COLUMN = "birth_date_token"
 WATCH = {PATIENT: ("patient_id", "birth_year", "birth_month", TOKEN_COLUMN),
@@ -161,23 +162,42 @@ class BirthDateGuard:
         for name in EVENT_COLUMNS[kind]:
             if name not in table.column_names:
                 continue
-            col = table[name]
-            same = pc.and_(pc.equal(pc.year(col), year), pc.equal(pc.month(col), month))
+            col, offset_name = table[name], name + OFFSET_SUFFIX
+            offsets = table[offset_name] if offset_name in table.column_names else None
+            same = _in_month(col, year, month)
+            if offsets is not None:  # the date as written may be the birth date while the UTC one is not
+                same = pc.or_(same, _in_month(pc.add(col, _minutes(offsets)), year, month))
             rows = np.flatnonzero(pc.fill_null(same, False).to_numpy(zero_copy_only=False))
             if not len(rows):
                 continue
             values = col.to_pylist()
+            offset_values = offsets.to_pylist() if offsets is not None else [None] * len(values)
             hit = False
             for i in rows.tolist():
-                day = values[i].date()
-                if birth_token(self._ps, pids[i].as_py(), day) == known[pids[i].as_py()][2]:
-                    values[i] = dt.datetime(day.year, day.month, 2 if day.day == 1 else 1, tzinfo=dt.UTC)
-                    changed.add(i)
-                    hit = True
+                pid = pids[i].as_py()
+                for day in sorted(local_dates(values[i], offset_values[i])):
+                    if birth_token(self._ps, pid, day) == known[pid][2]:
+                        values[i] = dt.datetime(day.year, day.month, 2 if day.day == 1 else 1, tzinfo=dt.UTC)
+                        offset_values[i] = None  # the cut value is a date
+                        changed.add(i)
+                        hit = True
+                        break
             if hit:
                 table = table.set_column(table.schema.get_field_index(name), name,
                                          pa.array(values, table.schema.field(name).type))
+                if offsets is not None:
+                    table = table.set_column(table.schema.get_field_index(offset_name), offset_name,
+                                             pa.array(offset_values, table.schema.field(offset_name).type))
         if not changed or "resource_id" not in table.column_names:
             return table, []
         rids = table["resource_id"]
         return table, sorted({rids[i].as_py() for i in changed})
+
+
+def _in_month(times: pa.ChunkedArray | pa.Array, year: pa.Array, month: pa.Array) -> pa.Array:
+    return pc.and_(pc.equal(pc.year(times), year), pc.equal(pc.month(times), month))
+
+
+def _minutes(offsets: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """UTC offsets in minutes (null: none known) → durations to add to UTC times."""
+    return pc.multiply(pc.fill_null(pc.cast(offsets, pa.int64()), 0), 60_000_000).cast(pa.duration("us"))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from healthai.normalize import codes
+from healthai.normalize import codes, counties
 from healthai.normalize.codes import Icd10Codes, icd10_codes
 from healthai.normalize.dates import DatePolicy
 from healthai.normalize.identity import Pseudonymizer
@@ -75,6 +75,7 @@ class NormalizeContext:
                 known = ", ".join(codes.ALIAS_TARGETS)
                 raise ValueError(f"code system {uri!r}: {name!r} is not one of {known}")
         load_tables()  # ISO 3166-2 tables for non-US addresses: loaded here, not on a request
+        counties.load_tables()  # and the US county names and ZIP codes
         return cls(
             pseudonymizer=pseudo,
             snomed_map=smap,

@@ -8,8 +8,9 @@
   pseudonym with the pseudonym key (HMAC): intervals within a patient are exact, calendar dates are
   not. Day-level surveillance counts are then blurred by up to a year; use it for research extracts.
 
-Under both, no stored date equals a patient's full birth date: an event date equal to it (the birth
-encounter and the observations made on it) is cut to the first day of the birth month (the second
+Under both, no stored date equals a patient's full birth date: an event date equal to it, in UTC or
+as written (the local date: the UTC time plus the offset it was written in, ``<name>_utc_offset_min``;
+the birth encounter and the observations made on it) is cut to the first day of the birth month (the second
 when the birth date is the first), with a ``DATE_GENERALIZED`` warning. Here for Patients in the
 same FHIR payload (with the element path); for Patients stored earlier (any payload, format or
 replica) the store's commit does it with keyed birth-date tokens (:mod:`.birth_guard`).
@@ -24,11 +25,13 @@ from collections.abc import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from healthai.normalize.fhir_types import utc_offset_minutes
 from healthai.normalize.identity import Pseudonymizer
 from healthai.normalize.records import (
     CONDITION,
     ENCOUNTER,
     OBSERVATION,
+    OFFSET_SUFFIX,
     Issue,
     IssueCode,
     RecordOutcome,
@@ -44,6 +47,26 @@ _MAX_SHIFT_DAYS = 364
 # FHIR element of each event column (for the field path of a DATE_GENERALIZED warning)
 _ELEMENT = {"start": "period.start", "end": "period.end", "onset": "onset[x]", "abatement": "abatement[x]",
             "recorded": "recordedDate", "effective": "effective[x]"}
+
+
+def add_utc_offsets(rows: Mapping[str, list[dict]]) -> None:
+    """Fill each event time's ``<name>_utc_offset_min`` from the offset it was parsed with (FHIR rows,
+    before they become tables, which keep UTC only)."""
+    minutes: dict[int, int | None] = {}  # per time zone object (few in a payload; equal ones differ:
+    for kind, columns in EVENT_COLUMNS.items():  # DATE_ONLY == UTC), alive while the rows are
+        for row in rows.get(kind, ()):
+            for name in columns:
+                value = row.get(name)
+                if value is not None:
+                    tz = id(value.tzinfo)
+                    if tz not in minutes:
+                        minutes[tz] = utc_offset_minutes(value)
+                    row[name + OFFSET_SUFFIX] = minutes[tz]
+
+
+def local_dates(t: dt.datetime, offset_min: int | None) -> set[dt.date]:
+    """The UTC date of an event time, and its date as written when the offset is known."""
+    return {t.date()} if offset_min is None else {t.date(), (t + dt.timedelta(minutes=offset_min)).date()}
 
 
 class DatePolicy(enum.StrEnum):
@@ -113,13 +136,17 @@ def _generalize_birth(
     rids = table["resource_id"].to_pylist()
     for name in columns:
         values = table[name].to_pylist()
+        offset_name = name + OFFSET_SUFFIX
+        has_offsets = offset_name in table.column_names
+        offsets = table[offset_name].to_pylist() if has_offsets else [None] * len(values)
         changed = False
         for i in hits:
             t = values[i]
             birth = birth_dates[pids[i]]
-            if t is None or t.date() != birth:
+            if t is None or birth not in local_dates(t, offsets[i]):
                 continue
             values[i] = dt.datetime(birth.year, birth.month, 2 if birth.day == 1 else 1, tzinfo=dt.UTC)
+            offsets[i] = None  # the cut value is a date
             changed = True
             outcome = by_id.get(rids[i])
             if outcome is not None:
@@ -128,6 +155,9 @@ def _generalize_birth(
         if changed:
             col = pa.array(values, table.schema.field(name).type)
             table = table.set_column(table.schema.get_field_index(name), name, col)
+            if has_offsets:
+                col = pa.array(offsets, table.schema.field(offset_name).type)
+                table = table.set_column(table.schema.get_field_index(offset_name), offset_name, col)
     return table
 
 

@@ -267,6 +267,7 @@ def normalize_fhir(
             status = Status.ACCEPTED_WITH_WARNINGS
         outcomes[i] = RecordOutcome(i, rtype, pid, status, rec.issues)
         paths[pid] = base
+    dates.add_utc_offsets(rows)
     tables = {k: pa.Table.from_pylist(v, schema=SCHEMAS[k]) for k, v in rows.items()}
     done = [o for o in outcomes if o is not None]
     tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates=index.birth_dates,

@@ -62,7 +62,7 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
             "resource_id": rec.pid,
             "patient_id": patient,
             "encounter_id": encounter,
-            "region": rec.patient_region(res, "subject"),
+            **rec.patient_place(res, "subject"),
             "clinical_status": clinical,
             "verification_status": verification,
             "onset": onset,

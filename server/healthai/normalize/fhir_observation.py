@@ -38,7 +38,7 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
         "resource_id": rec.pid,
         "patient_id": patient,
         "encounter_id": encounter,
-        "region": rec.patient_region(res, "subject"),
+        **rec.patient_place(res, "subject"),
         "status": status,
         "category": category,
         "effective": effective,

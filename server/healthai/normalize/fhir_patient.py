@@ -7,6 +7,7 @@ from typing import Any
 
 from healthai.normalize import codes
 from healthai.normalize.birth_guard import birth_token
+from healthai.normalize.counties import address_county
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
 from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, first_code, parse_datetime, partial_date_end
 from healthai.normalize.identity import generalize_date, region_code
@@ -39,8 +40,8 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
             "deceasedBoolean must be true or false",
             rec.path("deceasedBoolean"),
         )
-    region = rec.attempt(_region, rec, res.get("address"))
-    rec.refs.patient_region[rec.index] = region
+    place = rec.attempt(_place, rec, res.get("address")) or {"region": None, "county": None}
+    rec.refs.patient_place[rec.index] = place
     idents: list[str] = []
     raw = res.get("identifier") or []
     if not isinstance(raw, list):
@@ -64,7 +65,7 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
             "deceased": bool(deceased) if deceased is not None else None,
             "deceased_year": dy,
             "deceased_month": dm,
-            "region": region,
+            **place,
             "identifier_pseudonyms": idents,
             "birth_date_token": (birth_token(rec.ctx.pseudonymizer, rec.pid, rec.refs.birth_dates[rec.pid])
                                  if rec.pid in rec.refs.birth_dates else None),
@@ -100,7 +101,9 @@ def _birth(rec: Rec, res: dict) -> tuple[int | None, int | None]:
     return by, bm
 
 
-def _region(rec: Rec, addresses: Any) -> str | None:
+def _place(rec: Rec, addresses: Any) -> dict[str, str | None] | None:
+    """The region (ISO 3166-2) and US county (FIPS: from ``district``, else ``postalCode``) of the
+    current home address."""
     if addresses is None:
         return None
     if not isinstance(addresses, list):
@@ -111,7 +114,11 @@ def _region(rec: Rec, addresses: Any) -> str | None:
     for a in usable:
         state, country = a.get("state"), a.get("country")
         if isinstance(state, str):
-            return region_code(state, country if isinstance(country, str) else None)
+            region = region_code(state, country if isinstance(country, str) else None)
+            district, postal = a.get("district"), a.get("postalCode")
+            county = address_county(region, district if isinstance(district, str) else None,
+                                    postal if isinstance(postal, str) else None)
+            return {"region": region, "county": county}
     return None
 
 
@@ -179,7 +186,7 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
             "record_key": rec.pid,
             "resource_id": rec.pid,
             "patient_id": patient,
-            "region": rec.patient_region(res, "subject"),
+            **rec.patient_place(res, "subject"),
             "status": status,
             "class_code": class_code,
             "type_system": codes.system_name(tsys) if tsys else None,

@@ -51,7 +51,8 @@ class RefIndex:
     def __init__(self) -> None:
         self._by_key: dict[str, int] = {}
         self._info: dict[int, tuple[str, str | None, dict]] = {}
-        self.patient_region: dict[int, str | None] = {}
+        # each Patient's place: {"region": ISO 3166-2, "county": US county FIPS}, either may be None
+        self.patient_place: dict[int, dict[str, str | None]] = {}
         # full birth dates of this payload's Patients by pseudonym: in memory only (dates policy)
         self.birth_dates: dict[str, dt.date] = {}
         self.latest = dt.datetime.max.replace(tzinfo=dt.UTC)  # events after this are impossible
@@ -198,11 +199,13 @@ class Rec:
                         self.path(f"{field}.reference"))
         return self.ctx.pseudonymizer.pseudonym(record_system(self.source, rtype), f"{self.pid}{ref}")
 
-    def patient_region(self, res: dict, field: str) -> str | None:
+    def patient_place(self, res: dict, field: str) -> dict[str, str | None]:
+        """{"region", "county"} of the Patient ``field`` references, when it is in the payload."""
         value = res.get(field)
         ref = value.get("reference") if isinstance(value, dict) else None
         target = self.refs.resolve(ref) if isinstance(ref, str) else None
-        return self.refs.patient_region.get(target) if target is not None else None
+        place = self.refs.patient_place.get(target) if target is not None else None
+        return place or {"region": None, "county": None}
 
     # ------------------------------------------------------------ values
     def time(self, res: dict, field: str, *, sub: str | None = None) -> Any:
@@ -215,7 +218,7 @@ class Rec:
         if value is None:
             return None
         try:
-            t = parse_datetime(value)
+            t = parse_datetime(value, keep_offset=True)  # its local date is kept: utc_offset_minutes
         except ValueError as e:  # the message never quotes the value: dates identify
             self.reject(IssueCode.INVALID_FIELD, f"{path}: {e}", self.path(path))
         if t > self.refs.latest:

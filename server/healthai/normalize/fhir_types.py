@@ -160,9 +160,15 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
 
-def parse_datetime(text: object) -> dt.datetime:
+# the time zone of a date without a time: a local date, kept as its own midnight in UTC
+DATE_ONLY = dt.timezone(dt.timedelta(0), "date")
+
+
+def parse_datetime(text: object, *, keep_offset: bool = False) -> dt.datetime:
     """FHIR date / dateTime / instant → aware UTC datetime (partial dates → first instant).
 
+    ``keep_offset``: a dateTime keeps the offset it was written in (the same instant; its local date
+    is the date as written). A date without a time has the time zone ``DATE_ONLY`` (UTC midnight).
     Raises ValueError (message never echoes the value: it may be a birth date).
     """
     if not isinstance(text, str):
@@ -171,7 +177,7 @@ def parse_datetime(text: object) -> dt.datetime:
         parts = [int(p) for p in text.split("-")]
         parts += [1] * (3 - len(parts))
         try:
-            return dt.datetime(parts[0], parts[1], parts[2], tzinfo=dt.UTC)
+            return dt.datetime(parts[0], parts[1], parts[2], tzinfo=DATE_ONLY)
         except ValueError:
             raise ValueError("not a valid calendar date") from None
     if len(text) < 16 or text[10] != "T":
@@ -182,7 +188,15 @@ def parse_datetime(text: object) -> dt.datetime:
         raise ValueError("not a FHIR date/dateTime (YYYY-MM-DDThh:mm:ss+zz:zz)") from None
     if value.tzinfo is None:
         raise ValueError("a dateTime with a time must carry a time zone")
-    return value.astimezone(dt.UTC)
+    return value if keep_offset else value.astimezone(dt.UTC)
+
+
+def utc_offset_minutes(value: dt.datetime | None) -> int | None:
+    """The UTC offset (minutes) a parsed time was written in; None for a date without a time."""
+    if value is None or value.tzinfo is DATE_ONLY:
+        return None
+    offset = value.utcoffset()
+    return None if offset is None else int(offset.total_seconds()) // 60
 
 
 def partial_date_end(text: object) -> dt.datetime | None:

@@ -12,8 +12,12 @@ extra columns are ignored; ``REQUIRED_COLUMNS`` must exist, else InvalidInput na
   status, category, effective, state, region. Two rows with the same observation_id and different
   loinc are the components of one panel. Observation rows have record_key ``pseudonym(id)#loinc``.
 
+Every kind also takes county (a US county FIPS or name, in the row's state) and postal_code (a
+ZIP code, for the county when no county is given; not stored).
+
 Ids are raw local ids (pseudonymized here). Dates/times: Arrow date or timestamp (naive = UTC) or
-ISO-8601 strings. ``unit`` may be omitted (null): the value is then taken to be in the code's
+ISO-8601 strings; the UTC offset a time was written in (its ``±hh:mm``, or the column's time zone) is
+kept in ``<name>_utc_offset_min``. ``unit`` may be omitted (null): the value is then taken to be in the code's
 canonical UCUM unit (``units.CANONICAL``); for codes without one it is stored unitless. Each row is
 one record; per-row problems become per-row outcomes.
 """
@@ -26,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
-from healthai.normalize import birth_guard, dates
+from healthai.normalize import birth_guard, dates, flat_codes
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
@@ -37,53 +41,23 @@ from healthai.normalize.records import (
     ENCOUNTER,
     KINDS,
     OBSERVATION,
+    OFFSET_SUFFIX,
     PATIENT,
     SCHEMAS,
     NormalizedBatch,
 )
 from healthai.normalize.redact import describe
 
+# where the record happened: a state (name or postal code) and country, or an ISO 3166-2 region; a US
+# county (FIPS or name) or a ZIP code gives the county (the ZIP code itself is not stored)
+_LOCATION = ("state", "country", "region", "county", "postal_code")
 INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
-    PATIENT: ("patient_id", "sex", "birth_date", "deceased", "deceased_date", "state", "country", "region"),
-    ENCOUNTER: (
-        "encounter_id",
-        "patient_id",
-        "status",
-        "class_code",
-        "start",
-        "end",
-        "state",
-        "country",
-        "region",
-    ),
-    CONDITION: (
-        "condition_id",
-        "patient_id",
-        "code",
-        "code_system",
-        "encounter_id",
-        "clinical_status",
-        "onset",
-        "recorded",
-        "state",
-        "country",
-        "region",
-    ),
-    OBSERVATION: (
-        "observation_id",
-        "patient_id",
-        "loinc",
-        "value",
-        "unit",
-        "panel_loinc",
-        "encounter_id",
-        "status",
-        "category",
-        "effective",
-        "state",
-        "country",
-        "region",
-    ),
+    PATIENT: ("patient_id", "sex", "birth_date", "deceased", "deceased_date", *_LOCATION),
+    ENCOUNTER: ("encounter_id", "patient_id", "status", "class_code", "start", "end", *_LOCATION),
+    CONDITION: ("condition_id", "patient_id", "code", "code_system", "encounter_id", "clinical_status",
+                "onset", "recorded", *_LOCATION),
+    OBSERVATION: ("observation_id", "patient_id", "loinc", "value", "unit", "panel_loinc", "encounter_id",
+                  "status", "category", "effective", *_LOCATION),
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     PATIENT: ("patient_id",),
@@ -132,7 +106,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
     elif kind == ENCOUNTER:
         out.update(_encounter(t, ctx))
     elif kind == CONDITION:
-        out.update(fc.condition_codes(t, ctx))
+        out.update(flat_codes.condition_codes(t, ctx))
         out.update(
             {
                 "clinical_status": t.string("clinical_status"),
@@ -141,7 +115,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
             }
         )
     else:
-        out.update(fc.observation_values(t))
+        out.update(flat_codes.observation_values(t))
         out.update(
             {
                 "status": t.string("status"),
@@ -153,6 +127,9 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         dup_key = pc.binary_join_element_wise(pc.fill_null(ids, ""), pc.fill_null(loinc, ""), "#")
         # a flat observation row is identified by (observation_id, loinc): stable across re-sends
         out["record_key"] = pc.binary_join_element_wise(rid, pc.fill_null(loinc, ""), "#")
+    out["county"] = t.county(out["region"])
+    for name in dates.EVENT_COLUMNS.get(kind, ()):
+        out[name + OFFSET_SUFFIX] = t.utc_offset(name)
     t.flags.duplicates(dup_key, id_col)
     rejected = t.flags.rejected()
     outcomes = t.flags.outcomes(_RESOURCE[kind], rid)

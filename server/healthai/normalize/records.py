@@ -25,6 +25,16 @@ OBSERVATION = "observation"
 KINDS: tuple[str, ...] = (PATIENT, ENCOUNTER, CONDITION, OBSERVATION)
 
 _TS = pa.timestamp("us", tz="UTC")
+# Every event time (UTC) has a companion column ``<name>_utc_offset_min``: the UTC offset, in minutes,
+# the time was written in (-300 for 20:00-05:00), null for a date without a time or a time given
+# without a zone. The event's local date (surveillance counts by it) is the UTC time plus this offset.
+OFFSET_SUFFIX = "_utc_offset_min"
+_OFFSET = pa.int16()
+
+
+def _event(name: str) -> list[pa.Field]:
+    return [pa.field(name, _TS), pa.field(name + OFFSET_SUFFIX, _OFFSET)]
+
 
 _COMMON = [
     pa.field("source", pa.string(), nullable=False),
@@ -44,6 +54,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("deceased_year", pa.int16()),
             pa.field("deceased_month", pa.int8()),
             pa.field("region", pa.string()),  # ISO 3166-2, e.g. US-MA; null when unknown
+            pa.field("county", pa.string()),  # US county FIPS, e.g. 25017 (healthai.normalize.counties)
             pa.field("identifier_pseudonyms", pa.list_(pa.string())),
             # keyed token of the full birth date (never the date): healthai.normalize.birth_guard
             pa.field("birth_date_token", pa.string()),
@@ -53,12 +64,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             *_COMMON,
             pa.field("region", pa.string()),
+            pa.field("county", pa.string()),
             pa.field("status", pa.string()),
             pa.field("class_code", pa.string()),  # v3 ActCode: AMB, IMP, EMER, ...
             pa.field("type_system", pa.string()),
             pa.field("type_code", pa.string()),
-            pa.field("start", _TS),
-            pa.field("end", _TS),
+            *_event("start"),
+            *_event("end"),
         ]
     ),
     CONDITION: pa.schema(
@@ -66,6 +78,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             *_COMMON,
             pa.field("encounter_id", pa.string()),
             pa.field("region", pa.string()),
+            pa.field("county", pa.string()),
             pa.field("code_system", pa.string()),  # ICD10CM | ICD9CM | SNOMED | OTHER (primary coding)
             pa.field("code", pa.string()),  # primary code as sent (ICD-10 in canonical dotted form)
             pa.field("icd10_code", pa.string()),  # dotted ICD-10-CM: sent or mapped from SNOMED
@@ -75,9 +88,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("snomed_mapped", pa.bool_()),  # True when snomed_code came from the map
             pa.field("clinical_status", pa.string()),
             pa.field("verification_status", pa.string()),
-            pa.field("onset", _TS),
-            pa.field("abatement", _TS),
-            pa.field("recorded", _TS),
+            *_event("onset"),
+            *_event("abatement"),
+            *_event("recorded"),
         ]
     ),
     OBSERVATION: pa.schema(
@@ -85,6 +98,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             *_COMMON,
             pa.field("encounter_id", pa.string()),
             pa.field("region", pa.string()),
+            pa.field("county", pa.string()),
             pa.field("status", pa.string()),
             pa.field("category", pa.string()),  # vital-signs | laboratory | survey | ...
             pa.field("loinc", pa.string()),
@@ -94,7 +108,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("original_value", pa.float64()),
             pa.field("original_unit", pa.string()),
             pa.field("value_code", pa.string()),  # coded value, "system|code"
-            pa.field("effective", _TS),
+            *_event("effective"),
             pa.field("loinc_valid", pa.bool_()),  # format + mod-10 check digit; null: no LOINC code
             pa.field("data_absent_reason", pa.string()),  # "system|code" when the value is absent
         ]

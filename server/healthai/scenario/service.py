@@ -14,13 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
-from healthai.errors import Overloaded, TooLarge
+from healthai.errors import InvalidInput, Overloaded, TooLarge
 from healthai.observability.context import note
 from healthai.ops.metapop import MobilityGraph
 from healthai.scenario import convert
@@ -36,7 +36,8 @@ SERVICE_NAME = "healthai.v1.Scenario"
 
 class Surveillance(Protocol):
     def counts(
-        self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, regions: Any = None
+        self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, regions: Any = None,
+        *, completed_by: date | None = None,
     ) -> Any: ...
 
 
@@ -103,9 +104,14 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
                     raise FieldError(
                         f"end_date {end!r} is not an ISO date", field=f"{field}.stored.end_date"
                     ) from e
-            df = await asyncio.to_thread(
-                self.surveillance.counts, syndrome=req.stored.syndrome or "ili", freq="D", end=end
-            )
+            today = datetime.now(UTC).date()  # today's counts are partial: calibrate to days that ended
+            try:
+                df = await asyncio.to_thread(self.surveillance.counts, syndrome=req.stored.syndrome or "ili",
+                                             freq="D", end=end, completed_by=today)
+            except InvalidInput as e:
+                if e.field != "end":
+                    raise
+                raise FieldError(e.message.removeprefix("end: "), field=f"{field}.stored.end_date") from None
             if df.empty:
                 raise FieldError("no stored counts to calibrate to", field=f"{field}.stored")
             return [str(c) for c in df.columns], df.to_numpy(np.float64), str(df.index[-1].date())

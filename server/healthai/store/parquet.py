@@ -336,11 +336,32 @@ class ParquetStore:
         """Paths (filesystem paths, in commit order) of the committed part files of one kind."""
         return [path for _, path in self._part_files(f"kind={kind}")]
 
-    def read_files(self, paths: list[str], columns: list[str] | None = None) -> pa.Table:
-        tables = [pq.read_table(path, columns=columns, filesystem=self.filesystem) for path in paths]
+    def read_files(self, paths: list[str], columns: list[str] | None = None,
+                   schema: pa.Schema | None = None) -> pa.Table:
+        """Rows of the given part files. A requested column that a file lacks (written before the column
+        existed) is null in its rows; one no file has gets its type from ``schema`` when given."""
+        tables = [self._read_columns(path, columns) for path in paths]
         if not tables:
             return pa.table({c: pa.array([], pa.string()) for c in columns or []})
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
+        if columns is None:
+            return table
+        for name in columns:
+            if name not in table.column_names:
+                typ = schema.field(name).type if schema is not None and name in schema.names else pa.null()
+                table = table.append_column(name, pa.nulls(table.num_rows, typ))
+        return table.select(columns)
+
+    def _read_columns(self, path: str, columns: list[str] | None) -> pa.Table:
+        try:
+            return pq.read_table(path, columns=columns, filesystem=self.filesystem)
+        except pa.ArrowInvalid:
+            if columns is None:
+                raise
+            have = set(pq.read_schema(path, filesystem=self.filesystem).names)
+            if have.issuperset(columns):
+                raise  # not a missing column
+            return pq.read_table(path, columns=[c for c in columns if c in have], filesystem=self.filesystem)
 
     def _new_rows(self, kind: str, table: pa.Table) -> tuple[list[bool], list[str]]:
         seen = self._index.get(kind, set())

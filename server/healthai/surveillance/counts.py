@@ -8,13 +8,17 @@ Query API::
 ``df`` is a pandas DataFrame: the index (``period``, datetime64, midnight UTC dates, naive) holds
 every period start from ``start`` (or the first case) to ``end`` (or the last case) with no gaps —
 days for ``freq="D"``, weeks starting Monday for ``freq="W"``; columns are region codes (ISO 3166-2,
-e.g. ``US-MA``; sorted; ``regions`` adds/keeps exactly those), values are int64 counts (0 where
+e.g. ``US-MA``), or US county FIPS codes with ``level="county"`` (e.g. ``25017``: from the address's
+county name or ZIP code, :mod:`healthai.normalize.counties`); sorted; ``regions`` adds/keeps exactly
+those; values are int64 counts (0 where
 none). No cases and no bounds gives an empty frame.
 
 What is counted: the number of distinct patients per region and day with at least one condition
 matching the syndrome (see :mod:`healthai.surveillance.syndromes`), or with a positive result of
 one of its laboratory tests (dated by its effective time), dated by the condition's onset
-(its recorded date when onset is absent, its encounter's start when both are). A condition stored
+(its recorded date when onset is absent, its encounter's start when both are). The day is the date
+as the sender wrote it: a diagnosis at 2024-01-09T20:30-05:00 counts on January 9, not on the UTC
+date (January 10); times stored before the offsets were kept count on their UTC date. A condition stored
 without its patient (a bulk export sends Patient and Condition in separate files) takes the region
 of its patient's or encounter's stored row (:mod:`healthai.surveillance.links`), whichever payload
 came first. Weekly counts are the sum of the daily counts. Conditions still without a region or a
@@ -36,14 +40,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
+from healthai.normalize.counties import FIPS
+from healthai.normalize.records import OFFSET_SUFFIX, SCHEMAS
 from healthai.store import ParquetStore
-from healthai.surveillance.links import StoredLinks, utc_days
+from healthai.surveillance.links import LEVELS, StoredLinks, event_days
 from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
 
 CONDITION_KIND, OBSERVATION_KIND = "condition", "observation"
-_LAB_COLUMNS = ["patient_id", "encounter_id", "region", "loinc", "value_code", "status", "effective"]
-_COLUMNS = ["patient_id", "encounter_id", "region", "icd10_code", "snomed_code", "onset", "recorded"]
-_CASE_COLUMNS = ["patient_id", "encounter_id", "region", "day"]
+_LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "status", "effective",
+                "effective" + OFFSET_SUFFIX]
+_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", "onset", "recorded",
+            "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX]
+_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day"]
 FREQS = ("D", "W")
 
 
@@ -53,7 +61,7 @@ class _State:
 
     sequence: int = -1
     files: set[str] = field(default_factory=set)
-    cases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["patient_id", "region", "day"]))
+    cases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day"]))
     pending: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
     daily: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(dtype="int64"))
 
@@ -63,14 +71,20 @@ class SurveillanceCounts:
         self.store = store
         self.syndromes = dict(SYNDROMES if syndromes is None else syndromes)
         self._lock = threading.Lock()
-        self._state: dict[str, _State] = {}
+        self._state: dict[tuple[str, str], _State] = {}  # by (syndrome, level)
         self._links = StoredLinks(store)
 
     def counts(self, syndrome: str = "ili", freq: str = "D", start: date | str | None = None,
-               end: date | str | None = None, regions: Sequence[str] | None = None) -> pd.DataFrame:
+               end: date | str | None = None, regions: Sequence[str] | None = None, *,
+               completed_by: date | None = None, level: str = "region") -> pd.DataFrame:
+        """Counts per period (see the module docstring). Weekly, ``start`` and ``end`` name the weeks
+        that hold them, each counted whole. ``completed_by`` (e.g. today): only periods that ended
+        before that day, so an unfinished day or week (fewer cases so far, not fewer cases) is left out
+        when it is the last one; an ``end`` inside one is refused. ``level``: columns are regions
+        (ISO 3166-2) or US counties (``county``: 5-digit FIPS)."""
         if freq not in FREQS:
             raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
-        daily = self._daily(syndrome)
+        daily = self._daily(syndrome, level)
         lo = _to_timestamp(start, "start") if start is not None else None
         hi = _to_timestamp(end, "end") if end is not None else None
         if lo is not None and hi is not None and lo > hi:
@@ -81,9 +95,14 @@ class SurveillanceCounts:
             hi = daily.index.max() if len(daily) else None
         columns = sorted(daily.columns) if regions is None else list(regions)
         if lo is None or hi is None:
-            return pd.DataFrame(columns=columns, dtype="int64").rename_axis("period")
+            return _empty(columns)
         if freq == "W":
             lo = lo - pd.Timedelta(days=lo.day_of_week)
+            hi = hi + pd.Timedelta(days=6 - hi.day_of_week)
+        if completed_by is not None:
+            hi = _last_ended(hi, pd.Timestamp(completed_by), freq, explicit=end is not None)
+            if hi < lo:
+                return _empty(columns)
         index = pd.date_range(lo, hi, freq="D", name="period")
         out = daily.reindex(index=index, columns=columns, fill_value=0).astype("int64")
         if freq == "W":
@@ -92,40 +111,70 @@ class SurveillanceCounts:
         out.columns.name = None
         return out
 
-    def uncounted(self, syndrome: str = "ili") -> int:
-        """Matching conditions left out because they lack a region or a date."""
-        self._daily(syndrome)
-        return len(self._state[syndrome].pending)
+    def uncounted(self, syndrome: str = "ili", level: str = "region") -> int:
+        """Matching conditions left out because they lack a place (of ``level``) or a date."""
+        self._daily(syndrome, level)
+        return len(self._state[syndrome, level].pending)
 
-    def _daily(self, syndrome: str) -> pd.DataFrame:
+    def _daily(self, syndrome: str, level: str) -> pd.DataFrame:
         if syndrome not in self.syndromes:
             raise InvalidInput(f"syndrome {syndrome!r} is not one of {', '.join(sorted(self.syndromes))}",
                                field="syndrome")
+        if level not in LEVELS:
+            raise InvalidInput(f"level {level!r} is not one of {', '.join(LEVELS)}", field="level")
         with self._lock:
-            state = self._state.setdefault(syndrome, _State())
+            state = self._state.setdefault((syndrome, level), _State())
             sequence = self.store.sequence
             if sequence == state.sequence:
                 return state.daily
             definition = self.syndromes[syndrome]
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            new = _cases(self.store.read_files(new_files), definition) if new_files else None
+            new = None
+            if new_files:
+                conditions = self.store.read_files(new_files, _COLUMNS, SCHEMAS[CONDITION_KIND])
+                new = _cases(conditions, definition, level)
             pending = _concat(state.pending, new)
             lab_files = [f for f in self.store.files(OBSERVATION_KIND) if f not in state.files] \
                 if definition.lab_loincs else []
             if lab_files:
-                tests = self.store.read_files(lab_files, _LAB_COLUMNS)
-                pending = _concat(pending, _lab_cases(tests, definition))
+                tests = self.store.read_files(lab_files, _LAB_COLUMNS, SCHEMAS[OBSERVATION_KIND])
+                pending = _concat(pending, _lab_cases(tests, definition, level))
             state.files.update(new_files + lab_files)
-            if len(pending):  # some case lacks a region or a date: look in the rest of the store
+            if len(pending):  # some case lacks a place or a date: look in the rest of the store
                 self._links.refresh()
-                pending = self._links.fill(pending)
-            done = pending["region"].notna() & pending["day"].notna()
+                pending = self._links.fill(pending, level)
+            done = pending["place"].notna() & pending["day"].notna()
             state.pending = pending[~done].reset_index(drop=True)
             if done.any():
                 state.cases = _concat(state.cases, _counted(pending[done]))
                 state.daily = _daily_counts(state.cases)
             state.sequence = sequence
             return state.daily
+
+
+def place_level(region_ids: Sequence[str]) -> str:
+    """The level a model's regions are counted at: ``county`` when every id is a 5-digit US county FIPS
+    code (``25017``), else ``region`` (ISO 3166-2)."""
+    return "county" if region_ids and all(FIPS.match(str(r)) for r in region_ids) else "region"
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns, dtype="int64").rename_axis("period")
+
+
+def _last_ended(hi: pd.Timestamp, completed_by: pd.Timestamp, freq: str, *, explicit: bool) -> pd.Timestamp:
+    """The last day of the last period up to ``hi`` that ended before ``completed_by``."""
+    if hi < completed_by:
+        return hi
+    unit = "week" if freq == "W" else "day"
+    first = hi - pd.Timedelta(days=6 if freq == "W" else 0)
+    if explicit:
+        span = f"{first.date()} to {hi.date()}" if freq == "W" else str(hi.date())
+        raise InvalidInput(f"end: the {unit} {span} has not ended (today is {completed_by.date()}); its "
+                           f"counts would be partial. Give an earlier end, or none for the last {unit} "
+                           "that has ended", field="end")
+    last_day = completed_by - pd.Timedelta(days=1)
+    return last_day - pd.Timedelta(days=(last_day.day_of_week + 1) % 7) if freq == "W" else last_day
 
 
 def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:
@@ -136,8 +185,8 @@ def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:
     return ts.tz_localize(None).normalize() if ts.tzinfo else ts.normalize()
 
 
-def _cases(conditions: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
-    """(patient_id, encounter_id, region, day) of the conditions matching the syndrome; region and
+def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame:
+    """(patient_id, encounter_id, place, day) of the conditions matching the syndrome; place and
     day may be missing (filled from the rest of the store, or left uncounted)."""
     if conditions.num_rows == 0:
         return pd.DataFrame(columns=_CASE_COLUMNS)
@@ -151,23 +200,20 @@ def _cases(conditions: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
         in_list = pc.is_in(table["snomed_code"], value_set=pa.array(sorted(syndrome.snomed_codes)))
         mask = pc.or_kleene(mask, pc.fill_null(in_list, False))
     cases = table.filter(mask)
-    when = cases["onset"] if "onset" in cases.column_names else None
-    if when is not None and "recorded" in cases.column_names:
-        when = pc.coalesce(when, cases["recorded"])
-
-    def column(name: str) -> list:
-        return cases[name].to_pylist() if name in cases.column_names else [None] * cases.num_rows
-
+    onset = pc.is_valid(cases["onset"])
+    when = pc.if_else(onset, cases["onset"], cases["recorded"].cast(cases["onset"].type))
+    offset = pc.if_else(onset, pc.cast(cases["onset" + OFFSET_SUFFIX], pa.int16()),
+                        pc.cast(cases["recorded" + OFFSET_SUFFIX], pa.int16()))
     return pd.DataFrame({
-        "patient_id": column("patient_id"),
-        "encounter_id": column("encounter_id"),
-        "region": column("region"),
-        "day": utc_days(when if when is not None else [None] * cases.num_rows).to_numpy(),
+        "patient_id": cases["patient_id"].to_pylist(),
+        "encounter_id": cases["encounter_id"].to_pylist(),
+        "place": cases[level].to_pylist(),
+        "day": event_days(when, offset).to_numpy(),
     })
 
 
-def _lab_cases(observations: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
-    """(patient_id, encounter_id, region, day) of positive results of the syndrome's tests."""
+def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame:
+    """(patient_id, encounter_id, place, day) of positive results of the syndrome's tests."""
     if observations.num_rows == 0:
         return pd.DataFrame(columns=_CASE_COLUMNS)
     codes = pc.replace_substring_regex(observations["value_code"], r"^.*\|", "")  # "system|code"
@@ -178,15 +224,15 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome) -> pd.DataFrame:
     return pd.DataFrame({
         "patient_id": tests["patient_id"].to_pylist(),
         "encounter_id": tests["encounter_id"].to_pylist(),
-        "region": tests["region"].to_pylist(),
-        "day": utc_days(tests["effective"]).to_numpy(),
+        "place": tests[level].to_pylist(),
+        "day": event_days(tests["effective"], tests["effective" + OFFSET_SUFFIX]).to_numpy(),
     })
 
 
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:
-    """Cases with a region and a day → (patient_id, region, day); rows without a patient each count once."""
+    """Cases with a place and a day → (patient_id, place, day); rows without a patient each count once."""
     row_ids = pd.Series([f"row-{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
-    return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "region": cases["region"],
+    return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "place": cases["place"],
                          "day": cases["day"]})
 
 
@@ -198,8 +244,8 @@ def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _daily_counts(cases: pd.DataFrame) -> pd.DataFrame:
-    """Distinct patients per region and day: a frame indexed by day, one column per region."""
-    per_day = cases.drop_duplicates(["region", "day", "patient_id"]).groupby(["day", "region"]).size()
+    """Distinct patients per place and day: a frame indexed by day, one column per place."""
+    per_day = cases.drop_duplicates(["place", "day", "patient_id"]).groupby(["day", "place"]).size()
     if not len(per_day):
         return pd.DataFrame(dtype="int64")
-    return per_day.unstack("region", fill_value=0).astype("int64")
+    return per_day.unstack("place", fill_value=0).astype("int64")

@@ -155,6 +155,28 @@ def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list
     return ids, weights, names
 
 
+def graph_region_ids(path: Path | str, id_property: str | None = None) -> list[str]:
+    """The region ids of a graph file, in file order (the file fully checked)."""
+    return _parse(Path(path), id_property)[0]
+
+
+def _parse(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str], str]:
+    """(ids, weights, names, format) of a graph file."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file", field="graph")
+    if path.suffix.lower() in (".geojson", ".json"):
+        ids, weights, names = _geojson(path, id_property)
+        return ids, weights, names, "geojson"
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    if {"source", "target"} <= set(lower):
+        return *_edge_list(frame, path, lower), [], "edge_list"
+    return *_square(frame, path), [], "adjacency"
+
+
 def read_graph(
     path: Path | str,
     *,
@@ -166,24 +188,7 @@ def read_graph(
     """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the regions of
     ``regions_from``: the series, or a scenario's population file)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file", field="graph")
-    names: list[str] = []
-    if path.suffix.lower() in (".geojson", ".json"):
-        ids, weights, names = _geojson(path, id_property)
-        kind = "geojson"
-    else:
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (ValueError, OSError) as exc:
-            raise InputFileError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
-        lower = {str(c).strip().lower(): c for c in frame.columns}
-        if {"source", "target"} <= set(lower):
-            ids, weights = _edge_list(frame, path, lower)
-            kind = "edge_list"
-        else:
-            ids, weights = _square(frame, path)
-            kind = "adjacency"
+    ids, weights, names, kind = _parse(path, id_property)
     only_graph = [r for r in ids if r not in set(region_ids)]
     only_series = [r for r in region_ids if r not in set(ids)]
     if only_graph or only_series:

@@ -7,8 +7,9 @@ diagnosis with neither onset nor recorded date (MIMIC-IV on FHIR writes them so)
 keyed pseudonyms are the same in every payload, so the stored patient and encounter rows supply
 both, whatever order the payloads came in:
 
-- region: the condition's own, else its patient's stored region, else its encounter's;
-- day: onset, else recorded, else its encounter's start (UTC date).
+- place (region, or US county): the condition's own, else its patient's stored one, else its
+  encounter's;
+- day: onset, else recorded, else its encounter's start (the local date: :func:`event_days`).
 
 Each patient and encounter part file is read once, and only when some condition needs it.
 When a patient was stored more than once, the latest row with a region wins.
@@ -19,26 +20,35 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from healthai.normalize.records import OFFSET_SUFFIX, SCHEMAS
 from healthai.store import ParquetStore
 
 PATIENT_KIND, ENCOUNTER_KIND = "patient", "encounter"
+LEVELS = ("region", "county")  # where a case is counted: ISO 3166-2 region, or US county (FIPS)
+START_OFFSET = "start" + OFFSET_SUFFIX
 
 
-def utc_days(values: pa.ChunkedArray | pa.Array | list) -> pd.Series:
-    """Timestamps → naive midnight-UTC days (NaT where missing)."""
-    days = pd.to_datetime(pd.Series(values.to_pylist() if hasattr(values, "to_pylist") else values,
-                                    dtype="object"), utc=True)
-    return days.dt.tz_localize(None).dt.normalize()
+def event_days(times: pa.ChunkedArray | pa.Array | list,
+               offsets: pa.ChunkedArray | pa.Array | None = None) -> pd.Series:
+    """UTC timestamps → the local dates they were written on (UTC time plus ``offsets``, the UTC offsets
+    in minutes, where known; the UTC date elsewhere), as naive midnights (NaT where missing)."""
+    days = pd.to_datetime(pd.Series(times.to_pylist() if hasattr(times, "to_pylist") else times,
+                                    dtype="object"), utc=True).dt.tz_localize(None)
+    if offsets is not None:
+        minutes = pd.Series(offsets.to_pylist(), dtype="float64").fillna(0).to_numpy()
+        days = days + pd.to_timedelta(minutes, unit="min")
+    return days.dt.normalize()
 
 
 class StoredLinks:
-    """Pseudonymous patient id → region and encounter id → (region, start day), read incrementally."""
+    """Pseudonymous patient id → place and encounter id → (place, start day), read incrementally; a
+    place is a region (ISO 3166-2) or a US county (FIPS), one map per level."""
 
     def __init__(self, store: ParquetStore) -> None:
         self.store = store
         self._read: set[str] = set()
-        self.patient_region = pd.Series(dtype="object")
-        self.encounter_region = pd.Series(dtype="object")
+        self.patient_place = {level: pd.Series(dtype="object") for level in LEVELS}
+        self.encounter_place = {level: pd.Series(dtype="object") for level in LEVELS}
         self.encounter_day = pd.Series(dtype="datetime64[ns]")
 
     def refresh(self) -> None:
@@ -47,24 +57,26 @@ class StoredLinks:
             new = [f for f in self.store.files(kind) if f not in self._read]
             if not new:
                 continue
-            columns = ["resource_id", "region"] + (["start"] if kind == ENCOUNTER_KIND else [])
-            table = self.store.read_files(new, columns=columns)
+            columns = ["resource_id", *LEVELS] + (["start", START_OFFSET] if kind == ENCOUNTER_KIND else [])
+            table = self.store.read_files(new, columns=columns, schema=SCHEMAS[kind])
             ids = pd.Series(table["resource_id"].to_pylist(), dtype="object")
-            regions = pd.Series(table["region"].to_pylist(), index=ids, dtype="object").dropna()
-            if kind == PATIENT_KIND:
-                self.patient_region = _updated(self.patient_region, regions)
-            else:
-                self.encounter_region = _updated(self.encounter_region, regions)
-                days = pd.Series(utc_days(table["start"]).to_numpy(), index=ids).dropna()
+            places = self.patient_place if kind == PATIENT_KIND else self.encounter_place
+            for level in LEVELS:
+                found = pd.Series(table[level].to_pylist(), index=ids, dtype="object").dropna()
+                places[level] = _updated(places[level], found)
+            if kind == ENCOUNTER_KIND:
+                days = event_days(table["start"], table[START_OFFSET])
+                days = pd.Series(days.to_numpy(), index=ids).dropna()
                 self.encounter_day = _updated(self.encounter_day, days)
             self._read.update(new)
 
-    def fill(self, cases: pd.DataFrame) -> pd.DataFrame:
-        """``cases`` (patient_id, encounter_id, region, day) with missing regions and days filled."""
-        region = cases["region"].fillna(_lookup(self.patient_region, cases["patient_id"]))
-        region = region.fillna(_lookup(self.encounter_region, cases["encounter_id"]))
+    def fill(self, cases: pd.DataFrame, level: str = "region") -> pd.DataFrame:
+        """``cases`` (patient_id, encounter_id, place, day) with missing places (of ``level``) and days
+        filled."""
+        place = cases["place"].fillna(_lookup(self.patient_place[level], cases["patient_id"]))
+        place = place.fillna(_lookup(self.encounter_place[level], cases["encounter_id"]))
         day = pd.to_datetime(cases["day"]).fillna(_lookup(self.encounter_day, cases["encounter_id"]))
-        return cases.assign(region=region, day=day)
+        return cases.assign(place=place, day=day)
 
 
 def _lookup(known: pd.Series, keys: pd.Series) -> pd.Series:

@@ -7,10 +7,11 @@ instead of a series file. Both return an ``EpiData`` whose ``report`` says what 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
-from healthai.surveillance.graph_file import read_graph
+from healthai.surveillance.graph_file import graph_region_ids, read_graph
 from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
 from healthai_training.epi.data import (
     DEFAULT_SPLIT,
@@ -118,20 +119,25 @@ def load_store(
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
     Regions of the graph with no stored case at all are refused, never zero-filled."""
-    from healthai.surveillance import SurveillanceCounts
+    from healthai.surveillance import SurveillanceCounts, place_level
 
     step = step or "W"
     store = open_existing_store(uri)
+    today = dt.datetime.now(dt.UTC).date()
     try:
         counts = SurveillanceCounts(store)
-        frame = counts.counts(syndrome=syndrome, freq=step)
-        uncounted = counts.uncounted(syndrome)
+        level = place_level(graph_region_ids(graph, id_property))  # US county FIPS ids: county counts
+        frame = counts.counts(syndrome=syndrome, freq=step, completed_by=today,  # the period under way is
+                              level=level)                                       # partial: left out
+        uncounted = counts.uncounted(syndrome, level)
     finally:
         store.close()
     if frame.empty:
-        raise TrainingInputError(f"{uri}: the store holds no {syndrome!r} cases", field="from_store")
+        raise TrainingInputError(f"{uri}: the store holds no {syndrome!r} cases in periods that have ended "
+                                 f"before today ({today})", field="from_store")
     table = series_from_frame(frame, step=step, where=f"{uri} ({syndrome})", negatives=negatives)
-    source = {"store": {"uri": uri, "syndrome": syndrome, "uncounted_conditions": uncounted}}
+    source = {"store": {"uri": uri, "syndrome": syndrome, "level": level, "uncounted_conditions": uncounted,
+                        "last_period": frame.index[-1].date().isoformat()}}
     return _combine(
         table,
         Path(graph),

@@ -4,6 +4,7 @@ window or from the surveillance counts the Ingest service stores."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any, Protocol
 
 import grpc
@@ -16,14 +17,15 @@ from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
 from healthai.serving.wire import PACKED_FAST_MIN, extend_float32, packed_float32
+from healthai.surveillance.counts import place_level
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Forecast"
 
 
 class Surveillance(Protocol):
-    def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None
-               ) -> pd.DataFrame: ...
+    def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, *,
+               completed_by: dt.date | None = None, level: str = "region") -> pd.DataFrame: ...
 
 
 def _region_columns(ids: list[str], card: ForecastCard, field: str) -> list[int]:
@@ -73,8 +75,15 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
     """[W, N] counts from the store at the model's step, the first forecast period (ISO date) and each
     region's coverage. A region with no stored case up to the window's end has no data (not zero
     cases): refused unless ``stored.allow_missing_regions``, and then flagged in its coverage."""
-    frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
-                                end=stored.end_date or None)
+    try:  # the period under way (today's, this week's) is not complete yet: never part of the window
+        frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
+                                    end=stored.end_date or None, completed_by=dt.datetime.now(dt.UTC).date(),
+                                    level=place_level(card.region_ids))
+    except InvalidInput as e:
+        if e.field != "end":
+            raise
+        detail = e.message.removeprefix("end: ")
+        raise InvalidInput(f"stored.end_date: {detail}", field="stored.end_date") from None
     if len(frame) < card.window:
         raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
                            f"at least {card.window}", field="stored")

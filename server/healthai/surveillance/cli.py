@@ -1,0 +1,83 @@
+"""``healthai counts``: a store's surveillance counts as CSV, for analysts and for ``train forecast
+--series`` / ``train backtest --series`` / ``healthai-client forecast --history`` (the long format
+``region,period,count`` they read; ``--wide``: ``period`` + one column per region).
+
+    healthai counts --store var/store --syndrome ili --step W --level county --out counts.csv
+
+The period under way (today's, this week's) is left out unless ``--include-unfinished``: its counts
+are partial. Exit 2 on bad input (an unknown syndrome, a store folder that does not exist, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from healthai.errors import InvalidInput
+from healthai.surveillance.links import LEVELS
+from healthai.surveillance.syndromes import SYNDROMES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("counts", help="a store's surveillance counts (region or county x day or week), CSV")
+    p.add_argument("--store", required=True, help="store URI: a folder (as `serve --store-uri`) or s3://...")
+    p.add_argument("--syndrome", default="ili", help=f"one of {', '.join(sorted(SYNDROMES))} (default ili)")
+    p.add_argument("--step", choices=("W", "D"), default="W", help="weeks (Monday to Sunday) or days")
+    p.add_argument("--level", choices=LEVELS, default="region",
+                   help="region: ISO 3166-2 (US-MA); county: US county FIPS (25017)")
+    p.add_argument("--start", help="first period: an ISO date in it")
+    p.add_argument("--end", help="last period: an ISO date in it (default: the last one that has ended)")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="keep the day or week under way (its counts are partial)")
+    p.add_argument("--wide", action="store_true",
+                   help="period + one column per region (default: long region,period,count)")
+    p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
+    p.set_defaults(func=_counts)
+
+
+def _counts(args: argparse.Namespace) -> int:
+    from healthai.store import ParquetStore
+    from healthai.surveillance.counts import SurveillanceCounts
+
+    if "://" not in args.store and not Path(args.store).expanduser().is_dir():
+        print(f"healthai counts: store {args.store}: no such directory", file=sys.stderr)
+        return 2
+    store = ParquetStore(args.store).open()
+    today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
+    try:
+        counts = SurveillanceCounts(store)
+        frame = counts.counts(args.syndrome, args.step, start=args.start, end=args.end, completed_by=today,
+                              level=args.level)
+        uncounted = counts.uncounted(args.syndrome, args.level)
+    except InvalidInput as e:
+        print(f"healthai counts: {e.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    table = _wide(frame) if args.wide else _long(frame)
+    table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
+    where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {len(frame.columns)} {args.level}s"
+    print(f"healthai counts: {args.syndrome}, {where}, {int(frame.to_numpy().sum())} cases; {uncounted} "
+          f"matching records wait for a {args.level} or a date", file=sys.stderr)
+    return 0
+
+
+def _periods(frame: pd.DataFrame) -> list[str]:
+    return [t.date().isoformat() for t in frame.index]
+
+
+def _long(frame: pd.DataFrame) -> pd.DataFrame:
+    periods = _periods(frame)
+    rows = [(str(region), period, int(n)) for region in frame.columns
+            for period, n in zip(periods, frame[region].to_numpy(), strict=True)]
+    return pd.DataFrame(rows, columns=["region", "period", "count"])
+
+
+def _wide(frame: pd.DataFrame) -> pd.DataFrame:
+    wide = frame.copy()
+    wide.insert(0, "period", _periods(frame))
+    return wide
