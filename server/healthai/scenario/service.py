@@ -27,7 +27,9 @@ from healthai.scenario import convert
 from healthai.scenario.calibrate import Fit, calibrate
 from healthai.scenario.errors import FieldError
 from healthai.scenario.model import Disease, Result, Scenario, run
+from healthai.scenario.observed import stored_columns
 from healthai.scenario.settings import ScenarioSettings
+from healthai.surveillance.counts import place_level
 from healthai.v1 import scenario_pb2, scenario_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ SERVICE_NAME = "healthai.v1.Scenario"
 class Surveillance(Protocol):
     def counts(
         self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, regions: Any = None,
-        *, completed_by: date | None = None,
+        *, completed_by: date | None = None, level: str = "region",
     ) -> Any: ...
 
 
@@ -82,7 +84,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
 
     # ---- request -> job ----
     async def _counts(
-        self, req: scenario_pb2.CalibrateRequest, field: str
+        self, req: scenario_pb2.CalibrateRequest, field: str, graph: MobilityGraph
     ) -> tuple[list[str], np.ndarray, str]:
         which = req.WhichOneof("counts")
         if which == "observed":
@@ -105,9 +107,12 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
                         f"end_date {end!r} is not an ISO date", field=f"{field}.stored.end_date"
                     ) from e
             today = datetime.now(UTC).date()  # today's counts are partial: calibrate to days that ended
+            query = {"syndrome": req.stored.syndrome or "ili", "freq": "D", "end": end, "completed_by": today}
             try:
-                df = await asyncio.to_thread(self.surveillance.counts, syndrome=req.stored.syndrome or "ili",
-                                             freq="D", end=end, completed_by=today)
+                df = await asyncio.to_thread(self.surveillance.counts, **query)
+                if place_level(graph.ids) == "county":  # states whose every case has a county: by county
+                    counties = await asyncio.to_thread(self.surveillance.counts, **query, level="county")
+                    df = stored_columns(df, counties, graph.ids)
             except InvalidInput as e:
                 if e.field != "end":
                     raise
@@ -120,7 +125,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
     async def _calibrate(
         self, req: scenario_pb2.CalibrateRequest, graph: MobilityGraph, disease: Disease, field: str
     ) -> tuple[Fit, str]:
-        ids, counts, last = await self._counts(req, field)
+        ids, counts, last = await self._counts(req, field, graph)
         fit = await asyncio.to_thread(
             calibrate, graph, disease, ids, counts, window_days=req.window_days or 28
         )
