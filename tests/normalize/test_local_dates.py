@@ -64,12 +64,13 @@ def test_fhir_condition_keeps_utc_and_the_offset(ctx: NormalizeContext) -> None:
 
 
 def test_flat_strings_keep_their_offsets(ctx: NormalizeContext) -> None:
-    table = pa.table({"condition_id": ["a", "b", "c", "d", "e"], "patient_id": ["p"] * 5,
-                      "code": ["J10.1"] * 5, "code_system": ["ICD10CM"] * 5,
+    table = pa.table({"condition_id": ["a", "b", "c", "d", "e", "f"], "patient_id": ["p"] * 6,
+                      "code": ["J10.1"] * 6, "code_system": ["ICD10CM"] * 6,
                       "onset": ["2024-01-09T20:30:00-05:00", "2024-01-09T20:30:00+0530",
-                                "2024-01-09T20:30:00Z", "2024-01-09", None]})
+                                "2024-01-09T20:30:00Z", "2024-01-09", None,
+                                "2024-01-09T20:30:00.123456-08:00"]})
     out = normalize_table("condition", table, ctx=ctx, source="s")
-    assert out.tables["condition"]["onset" + OFFSET_SUFFIX].to_pylist() == [-300, 330, 0, None, None]
+    assert out.tables["condition"]["onset" + OFFSET_SUFFIX].to_pylist() == [-300, 330, 0, None, None, -480]
     assert out.tables["condition"]["onset"][0].as_py() == dt.datetime(2024, 1, 10, 1, 30, tzinfo=UTC)
 
 

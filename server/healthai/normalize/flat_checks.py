@@ -7,6 +7,7 @@ Per-row checks run once per *distinct* value (places, ids) and are broadcast bac
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -156,9 +157,11 @@ class Cols:
             return _zone_offsets(col)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             return None
-        zone = pc.struct_field(pc.extract_regex(col, r"T.*?(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)$"), "zone")
-        enc = pc.dictionary_encode(zone)
-        minutes = [_zone_minutes(z) for z in enc.dictionary.to_pylist()]
+        # the zone is at the end of a date-time: its last 6 characters, parsed once per distinct tail
+        tail = pc.if_else(pc.match_substring(col, "T"), pc.utf8_slice_codeunits(col, -6),
+                          pa.scalar(None, pa.string()))
+        enc = pc.dictionary_encode(tail)
+        minutes = [_zone_minutes(t) for t in enc.dictionary.to_pylist()]
         return pc.take(pa.array(minutes, pa.int16()), enc.indices)
 
     def _parse_strings(self, col: pa.Array, name: str) -> pa.Array:
@@ -221,8 +224,16 @@ class Cols:
         return derived if explicit is None else pc.coalesce(explicit, derived)
 
 
-def _zone_minutes(zone: str) -> int | None:
-    """``Z``, ``±hh``, ``±hhmm`` or ``±hh:mm`` → minutes east of UTC (None beyond ±18 h)."""
+_ZONE = re.compile(r"(Z|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def _zone_minutes(tail: str) -> int | None:
+    """The zone a date-time ends with (``Z``, ``±hh``, ``±hhmm`` or ``±hh:mm``) → minutes east of UTC;
+    None without one or beyond ±18 h."""
+    m = _ZONE.search(tail)
+    if m is None:
+        return None
+    zone = m.group(1)
     if zone == "Z":
         return 0
     digits = zone[1:].replace(":", "")
