@@ -106,6 +106,18 @@ def test_weekly_bounds_name_whole_weeks(store: ParquetStore) -> None:
         "US-MA": 2, "US-NY": 1}  # the NY case is on the Wednesday
 
 
+def test_mmwr_weeks_start_on_sunday(store: ParquetStore) -> None:
+    counts = SurveillanceCounts(store)
+    df = counts.counts("ili", "W", week_start="sunday")  # cases on Mon 5, Wed 7 and Mon 12 January
+    assert list(df.index) == [pd.Timestamp("2026-01-04"), pd.Timestamp("2026-01-11")]
+    assert df["US-MA"].tolist() == [2, 0] and df["US-NY"].tolist() == [1, 1]
+    # the week of Sunday the 11th ends on Saturday the 17th
+    assert len(counts.counts("ili", "W", week_start="sunday", completed_by=dt.date(2026, 1, 17))) == 1
+    assert len(counts.counts("ili", "W", week_start="sunday", completed_by=dt.date(2026, 1, 18))) == 2
+    with pytest.raises(InvalidInput, match="week_start 'someday' is not a day of the week"):
+        counts.counts("ili", "W", week_start="someday")
+
+
 def test_period_under_way_is_left_out(store: ParquetStore) -> None:
     """Cases up to Monday 2026-01-12; asked on Wednesday 2026-01-14, that week has not ended: its counts
     are partial, so the last week is the one before. Days end at midnight."""

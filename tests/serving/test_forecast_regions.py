@@ -158,3 +158,24 @@ def test_stored_window_of_a_county_model_counts_by_county(tmp_path, make_server)
     # weeks 2..5 hold 4, 5, 2, 3 cases: Middlesex (name, ZIP 02138), Suffolk, Worcester (name, ZIP 01609)
     np.testing.assert_array_equal(history, [[2, 1, 1], [2, 1, 2], [2, 0, 0], [2, 1, 0]])
     assert [c.region_id for c in r.coverage] == counties
+
+
+@pytest.mark.parametrize(("week_start", "first_period", "last_weeks"),
+                         [("sunday", "2026-02-15", [7, 7, 7, 7]), ("monday", "2026-02-16", [7, 7, 7, 6])])
+def test_stored_window_counts_the_weeks_the_model_was_trained_on(tmp_path, make_server, week_start,
+                                                                 first_period, last_weeks):
+    """A model trained on MMWR epiweeks (its card: week_start sunday) reads the store in Sunday-to-Saturday
+    weeks; one trained on ISO weeks in Monday-to-Sunday weeks. Cases every day, Sun 4 Jan - Sat 14 Feb."""
+    repo = tmp_path / "models"
+    regions = ["US-MA", "US-NY", "US-CT", "US-VT"]
+    version = write_forecast_version(repo, "forecast_tiny", 1, regions, window=W, steps=S)
+    card = json.loads((version / "model_card.json").read_text())
+    (version / "model_card.json").write_text(json.dumps({**card, "week_start": week_start}))
+    days = [dt.date(2026, 1, 4) + dt.timedelta(days=d) for d in range(42)]
+    store = ParquetStore(str(tmp_path / "store")).open()
+    store.commit({"condition": _conditions([(region, "J10.1", d) for d in days for region in regions])})
+    stub = forecast_pb2_grpc.ForecastStub(make_server(repo, surveillance=SurveillanceCounts(store)).channel)
+    request = forecast_pb2.ForecastRequest(model_name="forecast_tiny", stored=forecast_pb2.StoredHistory())
+    r = stub.Forecast(request, timeout=10)
+    assert r.first_forecast_period == first_period
+    np.testing.assert_array_equal(np.array(r.stored_history).reshape(W, 4)[:, 0], last_weeks)

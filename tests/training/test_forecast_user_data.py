@@ -15,9 +15,10 @@ import pytest
 from healthai.errors import InputFileError
 from healthai.surveillance.series_file import mmwr_week_start, read_series
 from healthai_training import cli
-from healthai_training.epi.data import US_STATES
+from healthai_training.epi.data import US_STATES, EpiData
 from healthai_training.epi.user_data import load_files, load_store
 from healthai_training.errors import TrainingInputError
+from healthai_training.runs import _week_start
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 NEW_ENGLAND = {
@@ -104,6 +105,18 @@ def test_epiweeks_iso_weeks_and_daily_steps(tmp_path: Path) -> None:
         tmp_path / "d.csv", index=False
     )
     assert read_series(tmp_path / "d.csv").step == "D"
+
+
+def test_a_model_of_mmwr_weeks_says_its_weeks_start_on_sunday() -> None:
+    """Trained on CDC epiweeks, a model's card says so, and ``Forecast --stored`` counts Sunday weeks."""
+    def data(periods: list[str], step: str = "W") -> EpiData:
+        return EpiData(name="x", series=np.zeros((len(periods), 1)), adjacency=np.zeros((1, 1)),
+                       region_ids=("a",), step=step, periods=tuple(periods))
+
+    assert _week_start(data(["2018-12-23", "2018-12-30"])) == {"week_start": "sunday"}
+    assert _week_start(data(["2021-01-04", "2021-01-11"])) == {"week_start": "monday"}
+    assert _week_start(data(["2021-01-01", "2021-01-02"], step="D")) == {}
+    assert _week_start(data([])) == {}
 
 
 def test_geojson_neighbours_share_a_boundary(tmp_path: Path) -> None:
@@ -259,6 +272,7 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     # the stacked default: its window holds the 2-season mean (2 × 52 + 2), its weights came from the
     # rolling origins before the test split (0.8 × 360 = 288)
     assert card["step"] == "W" and card["season_length"] == 52 and card["window"] == 106
+    assert card["week_start"] == "monday"  # the series' weeks: Forecast --stored counts the same weeks
     assert card["stack"]["rolling_origins"] == [104, 156, 208, 260]
     assert card["split"]["fractions"] == [0.6, 0.2, 0.2] and card["split"]["test_weeks"][0] == int(0.8 * 360)
     assert card["data"]["graph"]["edges"] == len(BORDERS) and card["data"]["negative_counts"] == 0

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from healthai.surveillance.counts import WEEK_DAYS
 from healthai_training.errors import TrainingInputError
 
 
@@ -27,6 +28,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         help="the store's surveillance counts (a ParquetStore path or URI) instead of --series",
     )
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
+    data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
+                      help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
+                           "sunday: MMWR weeks)")
     data.add_argument(
         "--graph",
         type=Path,
@@ -88,7 +92,8 @@ def user_data(args: argparse.Namespace):
         id_property=args.graph_id_property,
     )
     if args.from_store is not None:
-        return user_data.load_store(args.from_store, syndrome=args.syndrome, **common)
+        return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
+                                    **common)
     return user_data.load_files(series=args.series, **common)
 
 

@@ -3,6 +3,7 @@ optionally export into a model repository."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -208,6 +209,14 @@ def _data_section(data: epi_data.EpiData) -> dict[str, Any]:
     return {"dataset": data.name, "periods": data.n_weeks, "regions": data.n_regions, **data.report}
 
 
+def _week_start(data: epi_data.EpiData) -> dict[str, str]:
+    """A weekly model's first day of the week (its periods' weekday: ``sunday`` for MMWR epiweeks), so
+    ``Forecast --stored`` counts the store in the same weeks."""
+    if data.step != "W" or not data.periods:
+        return {}
+    return {"week_start": dt.date.fromisoformat(data.periods[0]).strftime("%A").lower()}
+
+
 def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
     a, b = data.split_points
     training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
@@ -245,6 +254,7 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
         **({"stack": result.metrics["stack"]} if "stack" in result.metrics else {}),
         training=training,
         step=data.step,
+        **_week_start(data),
         season_length=data.season,
         region_ids=list(data.region_ids),
         region_names=list(data.region_names),

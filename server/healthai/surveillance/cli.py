@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from healthai.errors import InvalidInput
+from healthai.surveillance.counts import WEEK_DAYS
 from healthai.surveillance.links import LEVELS
 from healthai.surveillance.syndromes import SYNDROMES
 
@@ -26,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("counts", help="a store's surveillance counts (region or county x day or week), CSV")
     p.add_argument("--store", required=True, help="store URI: a folder (as `serve --store-uri`) or s3://...")
     p.add_argument("--syndrome", default="ili", help=f"one of {', '.join(sorted(SYNDROMES))} (default ili)")
-    p.add_argument("--step", choices=("W", "D"), default="W", help="weeks (Monday to Sunday) or days")
+    p.add_argument("--step", choices=("W", "D"), default="W", help="weeks or days")
+    p.add_argument("--week-start", choices=WEEK_DAYS, default="monday",
+                   help="the day weeks begin on: monday (ISO weeks) or sunday (MMWR weeks)")
     p.add_argument("--level", choices=LEVELS, default="region",
                    help="region: ISO 3166-2 (US-MA); county: US county FIPS (25017)")
     p.add_argument("--start", help="first period: an ISO date in it")
@@ -51,7 +54,7 @@ def _counts(args: argparse.Namespace) -> int:
     try:
         counts = SurveillanceCounts(store)
         frame = counts.counts(args.syndrome, args.step, start=args.start, end=args.end, completed_by=today,
-                              level=args.level)
+                              level=args.level, week_start=args.week_start)
         uncounted = counts.uncounted(args.syndrome, args.level)
     except InvalidInput as e:
         print(f"healthai counts: {e.message}", file=sys.stderr)

@@ -5,13 +5,13 @@ Query API::
     counts = SurveillanceCounts(store)          # store: healthai.store.ParquetStore (opened)
     df = counts.counts(syndrome="ili", freq="D", start=None, end=None, regions=None)
 
-``df`` is a pandas DataFrame: the index (``period``, datetime64, midnight UTC dates, naive) holds
-every period start from ``start`` (or the first case) to ``end`` (or the last case) with no gaps —
-days for ``freq="D"``, weeks starting Monday for ``freq="W"``; columns are region codes (ISO 3166-2,
-e.g. ``US-MA``), or US county FIPS codes with ``level="county"`` (e.g. ``25017``: from the address's
-county name or ZIP code, :mod:`healthai.normalize.counties`); sorted; ``regions`` adds/keeps exactly
-those; values are int64 counts (0 where
-none). No cases and no bounds gives an empty frame.
+``df`` is a pandas DataFrame: the index (``period``, datetime64, midnight dates, naive) holds every
+period start from ``start`` (or the first case) to ``end`` (or the last case) with no gaps — days for
+``freq="D"``, weeks for ``freq="W"`` (starting Monday; ``week_start="sunday"`` for MMWR weeks).
+Columns are region codes (ISO 3166-2, e.g. ``US-MA``), or US county FIPS codes with
+``level="county"`` (e.g. ``25017``: from the address's county name or ZIP code,
+:mod:`healthai.normalize.counties`); sorted; ``regions`` adds/keeps exactly those. Values are int64
+counts (0 where none). No cases and no bounds gives an empty frame.
 
 What is counted: the number of distinct patients per region and day with at least one condition
 matching the syndrome (see :mod:`healthai.surveillance.syndromes`), or with a positive result of
@@ -76,14 +76,17 @@ class SurveillanceCounts:
 
     def counts(self, syndrome: str = "ili", freq: str = "D", start: date | str | None = None,
                end: date | str | None = None, regions: Sequence[str] | None = None, *,
-               completed_by: date | None = None, level: str = "region") -> pd.DataFrame:
+               completed_by: date | None = None, level: str = "region", week_start: str = "monday"
+               ) -> pd.DataFrame:
         """Counts per period (see the module docstring). Weekly, ``start`` and ``end`` name the weeks
         that hold them, each counted whole. ``completed_by`` (e.g. today): only periods that ended
         before that day, so an unfinished day or week (fewer cases so far, not fewer cases) is left out
         when it is the last one; an ``end`` inside one is refused. ``level``: columns are regions
-        (ISO 3166-2) or US counties (``county``: 5-digit FIPS)."""
+        (ISO 3166-2) or US counties (``county``: 5-digit FIPS). ``week_start``: the day weeks begin on,
+        ``monday`` (ISO weeks) or ``sunday`` (MMWR weeks, CDC's epiweeks), or any other day."""
         if freq not in FREQS:
             raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
+        first_day = week_day(week_start)
         daily = self._daily(syndrome, level)
         lo = _to_timestamp(start, "start") if start is not None else None
         hi = _to_timestamp(end, "end") if end is not None else None
@@ -97,8 +100,8 @@ class SurveillanceCounts:
         if lo is None or hi is None:
             return _empty(columns)
         if freq == "W":
-            lo = lo - pd.Timedelta(days=lo.day_of_week)
-            hi = hi + pd.Timedelta(days=6 - hi.day_of_week)
+            lo = lo - pd.Timedelta(days=(lo.day_of_week - first_day) % 7)
+            hi = hi + pd.Timedelta(days=(first_day - 1 - hi.day_of_week) % 7)
         if completed_by is not None:
             hi = _last_ended(hi, pd.Timestamp(completed_by), freq, explicit=end is not None)
             if hi < lo:
@@ -106,7 +109,8 @@ class SurveillanceCounts:
         index = pd.date_range(lo, hi, freq="D", name="period")
         out = daily.reindex(index=index, columns=columns, fill_value=0).astype("int64")
         if freq == "W":
-            out = out.groupby(out.index - pd.to_timedelta(out.index.day_of_week, unit="D")).sum()
+            starts = out.index - pd.to_timedelta((out.index.day_of_week - first_day) % 7, unit="D")
+            out = out.groupby(starts).sum()
             out.index.name = "period"
         out.columns.name = None
         return out
@@ -152,6 +156,18 @@ class SurveillanceCounts:
             return state.daily
 
 
+WEEK_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def week_day(name: str) -> int:
+    """``monday`` → 0 … ``sunday`` → 6 (pandas ``day_of_week``)."""
+    day = str(name).strip().lower()
+    if day not in WEEK_DAYS:
+        raise InvalidInput(f"week_start {name!r} is not a day of the week (monday, sunday, ...)",
+                           field="week_start")
+    return WEEK_DAYS.index(day)
+
+
 def place_level(region_ids: Sequence[str]) -> str:
     """The level a model's regions are counted at: ``county`` when every id is a 5-digit US county FIPS
     code (``25017``), else ``region`` (ISO 3166-2)."""
@@ -174,7 +190,8 @@ def _last_ended(hi: pd.Timestamp, completed_by: pd.Timestamp, freq: str, *, expl
                            f"counts would be partial. Give an earlier end, or none for the last {unit} "
                            "that has ended", field="end")
     last_day = completed_by - pd.Timedelta(days=1)
-    return last_day - pd.Timedelta(days=(last_day.day_of_week + 1) % 7) if freq == "W" else last_day
+    week_end = (last_day.day_of_week - hi.day_of_week) % 7  # days back from last_day to a week's end
+    return last_day - pd.Timedelta(days=week_end) if freq == "W" else last_day
 
 
 def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:

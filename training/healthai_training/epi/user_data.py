@@ -108,6 +108,7 @@ def load_store(
     *,
     graph: Path | str,
     syndrome: str = "ili",
+    week_start: str = "monday",
     step: str | None = None,
     season: int | None = None,
     split: tuple[float, float, float] = DEFAULT_SPLIT,
@@ -128,7 +129,7 @@ def load_store(
         counts = SurveillanceCounts(store)
         level = place_level(graph_region_ids(graph, id_property))  # US county FIPS ids: county counts
         frame = counts.counts(syndrome=syndrome, freq=step, completed_by=today,  # the period under way is
-                              level=level)                                       # partial: left out
+                              level=level, week_start=week_start)                # partial: left out
         uncounted = counts.uncounted(syndrome, level)
     finally:
         store.close()

@@ -11,6 +11,7 @@ import numpy as np
 from healthai.serving.forecast.regions import iso_alias
 from healthai.serving.runtime.manager import LoadedVersion
 from healthai.serving.runtime.repository import RepositoryError
+from healthai.surveillance.counts import WEEK_DAYS
 
 FORECAST_INPUT = "history"
 FORECAST_OUTPUT = "forecast"
@@ -28,6 +29,7 @@ class ForecastCard:
     step: str  # pandas frequency of one step: "W" or "D"
     region_names: tuple[str, ...] = ()  # display names in column order ("" where unknown)
     has_point: bool = False  # the model outputs its own point forecast (else: the 0.5 quantile)
+    week_start: str = "monday"  # weekly models: the day their weeks begin on (sunday: MMWR weeks)
 
     @property
     def n_regions(self) -> int:
@@ -77,7 +79,11 @@ def parse_forecast_card(card: dict[str, Any], graph: dict[str, Any], dims: tuple
     step = str(_first(card, "step", "freq", "time_step") or "W")[:1].upper()
     names = graph.get("region_names") or card.get("region_names") or []
     names = tuple(str(n) for n in names) if len(names) == len(region_ids) else ("",) * len(region_ids)
-    return ForecastCard(window, horizons, levels_arr, region_ids, aliases, "D" if step == "D" else "W", names)
+    week_start = str(card.get("week_start") or "monday").lower()
+    if week_start not in WEEK_DAYS:
+        raise RepositoryError(f"{where}: week_start {week_start!r} is not a day of the week")
+    return ForecastCard(window, horizons, levels_arr, region_ids, aliases, "D" if step == "D" else "W", names,
+                        week_start=week_start)
 
 
 def inspect_forecast(loaded: LoadedVersion) -> None:

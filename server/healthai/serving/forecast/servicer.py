@@ -25,7 +25,8 @@ SERVICE_NAME = "healthai.v1.Forecast"
 
 class Surveillance(Protocol):
     def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, *,
-               completed_by: dt.date | None = None, level: str = "region") -> pd.DataFrame: ...
+               completed_by: dt.date | None = None, level: str = "region", week_start: str = "monday"
+               ) -> pd.DataFrame: ...
 
 
 def _region_columns(ids: list[str], card: ForecastCard, field: str) -> list[int]:
@@ -78,7 +79,7 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
     try:  # the period under way (today's, this week's) is not complete yet: never part of the window
         frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
                                     end=stored.end_date or None, completed_by=dt.datetime.now(dt.UTC).date(),
-                                    level=place_level(card.region_ids))
+                                    level=place_level(card.region_ids), week_start=card.week_start)
     except InvalidInput as e:
         if e.field != "end":
             raise
