@@ -21,13 +21,21 @@ from .test_synthea_e2e import bundles
 ZIPS = {"02138": "25017", "02108": "25025", "01609": "25027"}  # Middlesex, Suffolk, Worcester
 
 
+# birth dates and the ILINet age group each gives in December 2025 (one patient has none)
+BIRTHS = {"2021-01-15": "0-4", "2020-11": "5-24", "1990-06-01": "25-49", "1961": "50-64", "1950-03-03": "65+",
+          None: "unknown"}
+
+
 def flu_bundle(i: int) -> dict:
     """A patient with a ZIP code and an influenza diagnosis one evening (local time, -05:00)."""
     zip_code = list(ZIPS)[i % 3]
+    birth = list(BIRTHS)[i % len(BIRTHS)]
     onset = (dt.datetime(2025, 12, 1, 19, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
              + dt.timedelta(days=(i * 5) % 27)).isoformat()
-    patient = {"resourceType": "Patient", "id": f"p{i}", "gender": "female", "birthDate": "1980-01-01",
+    patient = {"resourceType": "Patient", "id": f"p{i}", "gender": "female",
                "address": [{"use": "home", "state": "MA", "postalCode": zip_code, "country": "US"}]}
+    if birth is not None:
+        patient["birthDate"] = birth
     condition = {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p{i}"},
                  "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J10.1"}]},
                  "onsetDateTime": onset}
@@ -76,3 +84,19 @@ def test_weekly_wide_and_bad_input(store_dir: Path, tmp_path: Path, capsys) -> N
     assert main(["counts", "--store", str(store_dir), "--syndrome", "cholera"]) == 2
     assert "syndrome 'cholera' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_counts_by_age_group(store_dir: Path, tmp_path: Path) -> None:
+    """ILINet's age groups, from the stored birth year and month; a patient without one is unknown."""
+    out = tmp_path / "ages.csv"
+    assert main(["counts", "--store", str(store_dir), "--by-age", "--step", "D", "--out", str(out)]) == 0
+    rows = pd.read_csv(out, dtype={"region": str})
+    assert list(rows.columns) == ["region", "age_group", "period", "count"]
+    per_group = rows.groupby("age_group")["count"].sum().to_dict()
+    assert per_group == {group: 10 for group in BIRTHS.values()}  # 60 patients, six birth dates
+    assert set(rows["region"]) == {"US-MA"}
+    counts = SurveillanceCounts(ParquetStore(str(store_dir)).open())
+    by_age = counts.counts_by_age("ili", "W", level="county")
+    assert by_age.to_numpy().sum() == counts.counts("ili", "W", level="county").to_numpy().sum() == 60
+    assert set(by_age.columns.get_level_values(0)) == set(ZIPS.values())
+    assert main(["counts", "--store", str(store_dir), "--by-age", "--wide"]) == 2

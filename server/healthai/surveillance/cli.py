@@ -1,6 +1,7 @@
 """``healthai counts``: a store's surveillance counts as CSV, for analysts and for ``train forecast
 --series`` / ``train backtest --series`` / ``healthai-client forecast --history`` (the long format
-``region,period,count`` they read; ``--wide``: ``period`` + one column per region).
+``region,period,count`` they read; ``--wide``: ``period`` + one column per region; ``--by-age``:
+``region,age_group,period,count`` in ILINet's age groups).
 
     healthai counts --store var/store --syndrome ili --step W --level county --out counts.csv
 
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", help="last period: an ISO date in it (default: the last one that has ended)")
     p.add_argument("--include-unfinished", action="store_true",
                    help="keep the day or week under way (its counts are partial)")
+    p.add_argument("--by-age", action="store_true",
+                   help="one row per region, age group (ILINet: 0-4, 5-24, 25-49, 50-64, 65+, unknown) and "
+                        "period: region,age_group,period,count")
     p.add_argument("--wide", action="store_true",
                    help="period + one column per region (default: long region,period,count)")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
@@ -46,6 +50,9 @@ def _counts(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
     from healthai.surveillance.counts import SurveillanceCounts
 
+    if args.by_age and args.wide:
+        print("healthai counts: --by-age writes long rows only (not --wide)", file=sys.stderr)
+        return 2
     if "://" not in args.store and not Path(args.store).expanduser().is_dir():
         print(f"healthai counts: store {args.store}: no such directory", file=sys.stderr)
         return 2
@@ -53,15 +60,17 @@ def _counts(args: argparse.Namespace) -> int:
     today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
     try:
         counts = SurveillanceCounts(store)
-        frame = counts.counts(args.syndrome, args.step, start=args.start, end=args.end, completed_by=today,
-                              level=args.level, week_start=args.week_start)
+        query = {"start": args.start, "end": args.end, "completed_by": today, "level": args.level,
+                 "week_start": args.week_start}
+        frame = (counts.counts_by_age if args.by_age else counts.counts)(args.syndrome, args.step, **query)
         uncounted = counts.uncounted(args.syndrome, args.level)
     except InvalidInput as e:
         print(f"healthai counts: {e.message}", file=sys.stderr)
         return 2
     finally:
         store.close()
-    table = _wide(frame) if args.wide else _long(frame)
+    keys = ["region", "age_group"] if args.by_age else ["region"]
+    table = _wide(frame) if args.wide else _long(frame, keys)
     table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
     where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {len(frame.columns)} {args.level}s"
     print(f"healthai counts: {args.syndrome}, {where}, {int(frame.to_numpy().sum())} cases; {uncounted} "
@@ -73,11 +82,12 @@ def _periods(frame: pd.DataFrame) -> list[str]:
     return [t.date().isoformat() for t in frame.index]
 
 
-def _long(frame: pd.DataFrame) -> pd.DataFrame:
+def _long(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``keys`` (region[, age_group]),period,count rows: one per column (a tuple by age) and period."""
     periods = _periods(frame)
-    rows = [(str(region), period, int(n)) for region in frame.columns
-            for period, n in zip(periods, frame[region].to_numpy(), strict=True)]
-    return pd.DataFrame(rows, columns=["region", "period", "count"])
+    rows = [(*(col if isinstance(col, tuple) else (col,)), period, int(n)) for col in frame.columns
+            for period, n in zip(periods, frame[col].to_numpy(), strict=True)]
+    return pd.DataFrame(rows, columns=[*keys, "period", "count"])
 
 
 def _wide(frame: pd.DataFrame) -> pd.DataFrame:

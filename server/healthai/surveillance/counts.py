@@ -29,6 +29,7 @@ the matching cases are kept in memory); a query after a commit reads just the ne
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", 
             "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX]
 _CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day"]
 FREQS = ("D", "W")
+AGE_GROUPS = (0, 5, 25, 50, 65)  # ILINet's age groups: 0-4, 5-24, 25-49, 50-64, 65+
 
 
 @dataclass
@@ -84,36 +86,32 @@ class SurveillanceCounts:
         when it is the last one; an ``end`` inside one is refused. ``level``: columns are regions
         (ISO 3166-2) or US counties (``county``: 5-digit FIPS). ``week_start``: the day weeks begin on,
         ``monday`` (ISO weeks) or ``sunday`` (MMWR weeks, CDC's epiweeks), or any other day."""
-        if freq not in FREQS:
-            raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
-        first_day = week_day(week_start)
         daily = self._daily(syndrome, level)
-        lo = _to_timestamp(start, "start") if start is not None else None
-        hi = _to_timestamp(end, "end") if end is not None else None
-        if lo is not None and hi is not None and lo > hi:
-            raise InvalidInput(f"start {lo.date()} is after end {hi.date()}", field="start")
-        if lo is None:
-            lo = daily.index.min() if len(daily) else None
-        if hi is None:
-            hi = daily.index.max() if len(daily) else None
-        columns = sorted(daily.columns) if regions is None else list(regions)
-        if lo is None or hi is None:
-            return _empty(columns)
-        if freq == "W":
-            lo = lo - pd.Timedelta(days=(lo.day_of_week - first_day) % 7)
-            hi = hi + pd.Timedelta(days=(first_day - 1 - hi.day_of_week) % 7)
-        if completed_by is not None:
-            hi = _last_ended(hi, pd.Timestamp(completed_by), freq, explicit=end is not None)
-            if hi < lo:
-                return _empty(columns)
-        index = pd.date_range(lo, hi, freq="D", name="period")
-        out = daily.reindex(index=index, columns=columns, fill_value=0).astype("int64")
-        if freq == "W":
-            starts = out.index - pd.to_timedelta((out.index.day_of_week - first_day) % 7, unit="D")
-            out = out.groupby(starts).sum()
-            out.index.name = "period"
-        out.columns.name = None
-        return out
+        return _periods(daily, freq, start, end, None if regions is None else list(regions), completed_by,
+                        week_start)
+
+    def counts_by_age(self, syndrome: str = "ili", freq: str = "D", start: date | str | None = None,
+                      end: date | str | None = None, *, completed_by: date | None = None,
+                      level: str = "region", week_start: str = "monday",
+                      age_groups: Sequence[int] = AGE_GROUPS) -> pd.DataFrame:
+        """:meth:`counts` with columns (place, age group): the patient's age on the case's day, from the
+        stored birth year and month (the day is never stored: an age may be a month early), in groups
+        starting at ``age_groups`` (ILINet's 0-4, 5-24, 25-49, 50-64, 65+); ``unknown`` without a
+        stored birth year."""
+        edges = sorted({int(a) for a in age_groups})
+        if not edges or edges[0] != 0:
+            raise InvalidInput(f"age_groups {list(age_groups)} must start at 0", field="age_groups")
+        self._daily(syndrome, level)
+        with self._lock:
+            self._links.refresh()
+            cases = self._state[syndrome, level].cases
+            born = _lookup_births(self._links.patient_birth, cases["patient_id"])
+        groups = _age_groups(cases["day"], born, edges)
+        per_day = cases.assign(group=groups).drop_duplicates(["place", "group", "day", "patient_id"]) \
+            .groupby(["day", "place", "group"]).size()
+        daily = per_day.unstack(["place", "group"], fill_value=0).astype("int64") if len(per_day) else \
+            pd.DataFrame(dtype="int64")
+        return _periods(daily, freq, start, end, None, completed_by, week_start)
 
     def uncounted(self, syndrome: str = "ili", level: str = "region") -> int:
         """Matching conditions left out because they lack a place (of ``level``) or a date."""
@@ -172,6 +170,54 @@ def place_level(region_ids: Sequence[str]) -> str:
     """The level a model's regions are counted at: ``county`` when every id is a 5-digit US county FIPS
     code (``25017``), else ``region`` (ISO 3166-2)."""
     return "county" if region_ids and all(FIPS.match(str(r)) for r in region_ids) else "region"
+
+
+def _periods(daily: pd.DataFrame, freq: str, start: date | str | None, end: date | str | None,
+             columns: list | None, completed_by: date | None, week_start: str) -> pd.DataFrame:
+    """Daily counts (day x column) → every period from ``start`` to ``end`` (see ``counts``)."""
+    if freq not in FREQS:
+        raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
+    first_day = week_day(week_start)
+    lo = _to_timestamp(start, "start") if start is not None else None
+    hi = _to_timestamp(end, "end") if end is not None else None
+    if lo is not None and hi is not None and lo > hi:
+        raise InvalidInput(f"start {lo.date()} is after end {hi.date()}", field="start")
+    if lo is None:
+        lo = daily.index.min() if len(daily) else None
+    if hi is None:
+        hi = daily.index.max() if len(daily) else None
+    columns = sorted(daily.columns) if columns is None else columns
+    if lo is None or hi is None:
+        return _empty(columns)
+    if freq == "W":
+        lo = lo - pd.Timedelta(days=(lo.day_of_week - first_day) % 7)
+        hi = hi + pd.Timedelta(days=(first_day - 1 - hi.day_of_week) % 7)
+    if completed_by is not None:
+        hi = _last_ended(hi, pd.Timestamp(completed_by), freq, explicit=end is not None)
+        if hi < lo:
+            return _empty(columns)
+    index = pd.date_range(lo, hi, freq="D", name="period")
+    out = daily.reindex(index=index, columns=columns, fill_value=0).astype("int64")
+    if freq == "W":
+        starts = out.index - pd.to_timedelta((out.index.day_of_week - first_day) % 7, unit="D")
+        out = out.groupby(starts).sum()
+        out.index.name = "period"
+    out.columns.names = [None] * out.columns.nlevels
+    return out
+
+
+def _lookup_births(births: pd.Series, patients: pd.Series) -> pd.Series:
+    """Month index (year * 12 + month - 1) of each case's patient's birth; NaN where unknown."""
+    return pd.Series(births.reindex(patients.to_numpy()).to_numpy(dtype="float64"), index=patients.index)
+
+
+def _age_groups(days: pd.Series, born: pd.Series, edges: list[int]) -> pd.Series:
+    """Age group label of each case ("0-4", ..., "65+", "unknown") from its day and birth month."""
+    days = pd.to_datetime(days)
+    months = (days.dt.year * 12 + days.dt.month - 1).to_numpy(dtype="float64") - born.to_numpy()
+    labels = [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)] + [f"{edges[-1]}+"]
+    groups = pd.cut(months // 12, bins=[*edges, float("inf")], right=False, labels=labels)
+    return pd.Series(groups.astype(object), index=days.index).fillna("unknown")
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

@@ -50,6 +50,7 @@ class StoredLinks:
         self.patient_place = {level: pd.Series(dtype="object") for level in LEVELS}
         self.encounter_place = {level: pd.Series(dtype="object") for level in LEVELS}
         self.encounter_day = pd.Series(dtype="datetime64[ns]")
+        self.patient_birth = pd.Series(dtype="float64")  # birth year * 12 + month - 1 (month unknown: June)
 
     def refresh(self) -> None:
         """Read the patient and encounter files committed since the last call."""
@@ -57,13 +58,18 @@ class StoredLinks:
             new = [f for f in self.store.files(kind) if f not in self._read]
             if not new:
                 continue
-            columns = ["resource_id", *LEVELS] + (["start", START_OFFSET] if kind == ENCOUNTER_KIND else [])
+            columns = ["resource_id", *LEVELS] + (["start", START_OFFSET] if kind == ENCOUNTER_KIND else
+                                                  ["birth_year", "birth_month"])
             table = self.store.read_files(new, columns=columns, schema=SCHEMAS[kind])
             ids = pd.Series(table["resource_id"].to_pylist(), dtype="object")
             places = self.patient_place if kind == PATIENT_KIND else self.encounter_place
             for level in LEVELS:
                 found = pd.Series(table[level].to_pylist(), index=ids, dtype="object").dropna()
                 places[level] = _updated(places[level], found)
+            if kind == PATIENT_KIND:
+                year = pd.Series(table["birth_year"].to_pylist(), index=ids, dtype="float64")
+                month = pd.Series(table["birth_month"].to_pylist(), index=ids, dtype="float64").fillna(6)
+                self.patient_birth = _updated(self.patient_birth, (year * 12 + month - 1).dropna())
             if kind == ENCOUNTER_KIND:
                 days = event_days(table["start"], table[START_OFFSET])
                 days = pd.Series(days.to_numpy(), index=ids).dropna()
