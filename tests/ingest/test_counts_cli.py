@@ -95,6 +95,7 @@ def test_counts_by_age_group(store_dir: Path, tmp_path: Path) -> None:
     per_group = rows.groupby("age_group")["count"].sum().to_dict()
     assert per_group == {group: 10 for group in BIRTHS.values()}  # 60 patients, six birth dates
     assert set(rows["region"]) == {"US-MA"}
+    assert list(dict.fromkeys(rows["age_group"])) == list(BIRTHS.values())  # youngest first, unknown last
     counts = SurveillanceCounts(ParquetStore(str(store_dir)).open())
     by_age = counts.counts_by_age("ili", "W", level="county")
     assert by_age.to_numpy().sum() == counts.counts("ili", "W", level="county").to_numpy().sum() == 60

@@ -72,7 +72,9 @@ def _counts(args: argparse.Namespace) -> int:
     keys = ["region", "age_group"] if args.by_age else ["region"]
     table = _wide(frame) if args.wide else _long(frame, keys)
     table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
-    where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {len(frame.columns)} {args.level}s"
+    places = frame.columns.get_level_values(0).nunique() if len(frame.columns) else 0
+    noun = {"region": "regions", "county": "counties"}[args.level]
+    where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {places} {noun}"
     print(f"healthai counts: {args.syndrome}, {where}, {int(frame.to_numpy().sum())} cases; {uncounted} "
           f"matching records wait for a {args.level} or a date", file=sys.stderr)
     return 0

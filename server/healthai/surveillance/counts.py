@@ -106,12 +106,14 @@ class SurveillanceCounts:
             self._links.refresh()
             cases = self._state[syndrome, level].cases
             born = _lookup_births(self._links.patient_birth, cases["patient_id"])
-        groups = _age_groups(cases["day"], born, edges)
+        groups, labels = _age_groups(cases["day"], born, edges)
         per_day = cases.assign(group=groups).drop_duplicates(["place", "group", "day", "patient_id"]) \
             .groupby(["day", "place", "group"]).size()
-        daily = per_day.unstack(["place", "group"], fill_value=0).astype("int64") if len(per_day) else \
-            pd.DataFrame(dtype="int64")
-        return _periods(daily, freq, start, end, None, completed_by, week_start)
+        if not len(per_day):
+            return _periods(pd.DataFrame(dtype="int64"), freq, start, end, None, completed_by, week_start)
+        daily = per_day.unstack(["place", "group"], fill_value=0).astype("int64")
+        order = sorted(daily.columns, key=lambda c: (c[0], labels.index(c[1])))  # groups youngest first
+        return _periods(daily, freq, start, end, pd.MultiIndex.from_tuples(order), completed_by, week_start)
 
     def uncounted(self, syndrome: str = "ili", level: str = "region") -> int:
         """Matching conditions left out because they lack a place (of ``level``) or a date."""
@@ -173,7 +175,7 @@ def place_level(region_ids: Sequence[str]) -> str:
 
 
 def _periods(daily: pd.DataFrame, freq: str, start: date | str | None, end: date | str | None,
-             columns: list | None, completed_by: date | None, week_start: str) -> pd.DataFrame:
+             columns: list | pd.Index | None, completed_by: date | None, week_start: str) -> pd.DataFrame:
     """Daily counts (day x column) → every period from ``start`` to ``end`` (see ``counts``)."""
     if freq not in FREQS:
         raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
@@ -211,13 +213,14 @@ def _lookup_births(births: pd.Series, patients: pd.Series) -> pd.Series:
     return pd.Series(births.reindex(patients.to_numpy()).to_numpy(dtype="float64"), index=patients.index)
 
 
-def _age_groups(days: pd.Series, born: pd.Series, edges: list[int]) -> pd.Series:
-    """Age group label of each case ("0-4", ..., "65+", "unknown") from its day and birth month."""
+def _age_groups(days: pd.Series, born: pd.Series, edges: list[int]) -> tuple[pd.Series, list[str]]:
+    """Age group label of each case ("0-4", ..., "65+", "unknown") from its day and birth month, and
+    the labels in order."""
     days = pd.to_datetime(days)
     months = (days.dt.year * 12 + days.dt.month - 1).to_numpy(dtype="float64") - born.to_numpy()
     labels = [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)] + [f"{edges[-1]}+"]
     groups = pd.cut(months // 12, bins=[*edges, float("inf")], right=False, labels=labels)
-    return pd.Series(groups.astype(object), index=days.index).fillna("unknown")
+    return pd.Series(groups.astype(object), index=days.index).fillna("unknown"), [*labels, "unknown"]
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
