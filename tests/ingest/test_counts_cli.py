@@ -101,3 +101,18 @@ def test_counts_by_age_group(store_dir: Path, tmp_path: Path) -> None:
     assert by_age.to_numpy().sum() == counts.counts("ili", "W", level="county").to_numpy().sum() == 60
     assert set(by_age.columns.get_level_values(0)) == set(ZIPS.values())
     assert main(["counts", "--store", str(store_dir), "--by-age", "--wide"]) == 2
+
+
+def test_small_cells_are_left_empty_for_publication(store_dir: Path, tmp_path: Path, capsys) -> None:
+    full, published = tmp_path / "full.csv", tmp_path / "published.csv"
+    common = ["counts", "--store", str(store_dir), "--level", "county", "--step", "W"]
+    assert main([*common, "--out", str(full)]) == 0
+    assert main([*common, "--suppress-below", "5", "--out", str(published)]) == 0
+    before = pd.read_csv(full, dtype={"region": str})
+    after = pd.read_csv(published, dtype={"region": str})
+    small = before["count"].between(1, 4)
+    assert small.any() and (~small & (before["count"] >= 5)).any()  # the test has both kinds
+    assert after["count"][small].isna().all()
+    assert (after["count"][~small] == before["count"][~small]).all()  # zeros and large counts kept
+    assert f"{int(small.sum())} cells under 5 left empty" in capsys.readouterr().err
+    assert main([*common, "--suppress-below", "-1"]) == 2

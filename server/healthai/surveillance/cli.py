@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "period: region,age_group,period,count")
     p.add_argument("--wide", action="store_true",
                    help="period + one column per region (default: long region,period,count)")
+    p.add_argument("--suppress-below", type=int, default=0, metavar="N",
+                   help="for publication: write counts from 1 to N-1 as empty cells (small-cell suppression; "
+                        "no complementary suppression). Such a file is not a training series")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
     p.set_defaults(func=_counts)
 
@@ -50,6 +53,9 @@ def _counts(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
     from healthai.surveillance.counts import SurveillanceCounts
 
+    if args.suppress_below < 0:
+        print("healthai counts: --suppress-below must be >= 0", file=sys.stderr)
+        return 2
     if args.by_age and args.wide:
         print("healthai counts: --by-age writes long rows only (not --wide)", file=sys.stderr)
         return 2
@@ -71,12 +77,16 @@ def _counts(args: argparse.Namespace) -> int:
         store.close()
     keys = ["region", "age_group"] if args.by_age else ["region"]
     table = _wide(frame) if args.wide else _long(frame, keys)
+    table, suppressed = _suppress(table, [c for c in table.columns if c not in (*keys, "period")],
+                                  args.suppress_below)
     table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
     places = frame.columns.get_level_values(0).nunique() if len(frame.columns) else 0
     noun = {"region": "regions", "county": "counties"}[args.level]
     where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {places} {noun}"
     print(f"healthai counts: {args.syndrome}, {where}, {int(frame.to_numpy().sum())} cases; {uncounted} "
-          f"matching records wait for a {args.level} or a date", file=sys.stderr)
+          f"matching records wait for a {args.level} or a date"
+          + (f"; {suppressed} cells under {args.suppress_below} left empty" if args.suppress_below else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -90,6 +100,16 @@ def _long(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     rows = [(*(col if isinstance(col, tuple) else (col,)), period, int(n)) for col in frame.columns
             for period, n in zip(periods, frame[col].to_numpy(), strict=True)]
     return pd.DataFrame(rows, columns=[*keys, "period", "count"])
+
+
+def _suppress(table: pd.DataFrame, columns: list[str], below: int) -> tuple[pd.DataFrame, int]:
+    """``table`` with the counts from 1 to ``below`` - 1 of ``columns`` emptied, and how many."""
+    if below <= 1:
+        return table, 0
+    table = table.astype({c: "Int64" for c in columns})
+    small = (table[columns] > 0) & (table[columns] < below)
+    table[columns] = table[columns].mask(small)
+    return table, int(small.to_numpy().sum())
 
 
 def _wide(frame: pd.DataFrame) -> pd.DataFrame:
