@@ -89,6 +89,7 @@ def county_fips(state: str | None, name: str | None) -> str | None:
             or (counties.get(base) or counties.get(_compact(base)) if base else None))
 
 
+@functools.cache
 def only_county(state: str) -> str | None:
     """The FIPS of a state with a single county (the District of Columbia: 11001)."""
     fips = set(_index().get(state, {}).values())

@@ -29,7 +29,7 @@ from healthai.scenario.errors import FieldError
 from healthai.scenario.model import Disease, Result, Scenario, run
 from healthai.scenario.observed import stored_columns
 from healthai.scenario.settings import ScenarioSettings
-from healthai.surveillance.counts import place_level
+from healthai.surveillance.counts import end_refused, place_level
 from healthai.v1 import scenario_pb2, scenario_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
             except InvalidInput as e:
                 if e.field != "end":
                     raise
-                raise FieldError(e.message.removeprefix("end: "), field=f"{field}.stored.end_date") from None
+                raise end_refused(e, f"{field}.stored.end_date") from None
             if df.empty:
                 raise FieldError("no stored counts to calibrate to", field=f"{field}.stored")
             return [str(c) for c in df.columns], df.to_numpy(np.float64), str(df.index[-1].date())

@@ -90,13 +90,13 @@ def _counts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _periods(frame: pd.DataFrame) -> list[str]:
+def _period_labels(frame: pd.DataFrame) -> list[str]:
     return [t.date().isoformat() for t in frame.index]
 
 
 def _long(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """``keys`` (region[, age_group]),period,count rows: one per column (a tuple by age) and period."""
-    periods = _periods(frame)
+    periods = _period_labels(frame)
     rows = [(*(col if isinstance(col, tuple) else (col,)), period, int(n)) for col in frame.columns
             for period, n in zip(periods, frame[col].to_numpy(), strict=True)]
     return pd.DataFrame(rows, columns=[*keys, "period", "count"])
@@ -114,5 +114,5 @@ def _suppress(table: pd.DataFrame, columns: list[str], below: int) -> tuple[pd.D
 
 def _wide(frame: pd.DataFrame) -> pd.DataFrame:
     wide = frame.copy()
-    wide.insert(0, "period", _periods(frame))
+    wide.insert(0, "period", _period_labels(frame))
     return wide

@@ -44,7 +44,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize.counties import FIPS
 from healthai.normalize.records import OFFSET_SUFFIX, SCHEMAS
 from healthai.store import ParquetStore
-from healthai.surveillance.links import LEVELS, StoredLinks, event_days
+from healthai.surveillance.links import LEVELS, StoredLinks, event_days, lookup
 from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
 
 CONDITION_KIND, OBSERVATION_KIND = "condition", "observation"
@@ -105,7 +105,7 @@ class SurveillanceCounts:
         with self._lock:
             self._links.refresh()
             cases = self._state[syndrome, level].cases
-            born = _lookup_births(self._links.patient_birth, cases["patient_id"])
+            born = lookup(self._links.patient_birth, cases["patient_id"])  # birth month index, NaN unknown
         groups, labels = _age_groups(cases["day"], born, edges)
         per_day = cases.assign(group=groups).drop_duplicates(["place", "group", "day", "patient_id"]) \
             .groupby(["day", "place", "group"]).size()
@@ -208,11 +208,6 @@ def _periods(daily: pd.DataFrame, freq: str, start: date | str | None, end: date
     return out
 
 
-def _lookup_births(births: pd.Series, patients: pd.Series) -> pd.Series:
-    """Month index (year * 12 + month - 1) of each case's patient's birth; NaN where unknown."""
-    return pd.Series(births.reindex(patients.to_numpy()).to_numpy(dtype="float64"), index=patients.index)
-
-
 def _age_groups(days: pd.Series, born: pd.Series, edges: list[int]) -> tuple[pd.Series, list[str]]:
     """Age group label of each case ("0-4", ..., "65+", "unknown") from its day and birth month, and
     the labels in order."""
@@ -221,6 +216,11 @@ def _age_groups(days: pd.Series, born: pd.Series, edges: list[int]) -> tuple[pd.
     labels = [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)] + [f"{edges[-1]}+"]
     groups = pd.cut(months // 12, bins=[*edges, float("inf")], right=False, labels=labels)
     return pd.Series(groups.astype(object), index=days.index).fillna("unknown"), [*labels, "unknown"]
+
+
+def end_refused(e: InvalidInput, field: str) -> InvalidInput:
+    """A refused ``end`` of :meth:`SurveillanceCounts.counts`, said for the caller's own field."""
+    return InvalidInput(f"{field}: {e.message.removeprefix('end: ')}", field=field)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

@@ -79,13 +79,13 @@ class StoredLinks:
     def fill(self, cases: pd.DataFrame, level: str = "region") -> pd.DataFrame:
         """``cases`` (patient_id, encounter_id, place, day) with missing places (of ``level``) and days
         filled."""
-        place = cases["place"].fillna(_lookup(self.patient_place[level], cases["patient_id"]))
-        place = place.fillna(_lookup(self.encounter_place[level], cases["encounter_id"]))
-        day = pd.to_datetime(cases["day"]).fillna(_lookup(self.encounter_day, cases["encounter_id"]))
+        place = cases["place"].fillna(lookup(self.patient_place[level], cases["patient_id"]))
+        place = place.fillna(lookup(self.encounter_place[level], cases["encounter_id"]))
+        day = pd.to_datetime(cases["day"]).fillna(lookup(self.encounter_day, cases["encounter_id"]))
         return cases.assign(place=place, day=day)
 
 
-def _lookup(known: pd.Series, keys: pd.Series) -> pd.Series:
+def lookup(known: pd.Series, keys: pd.Series) -> pd.Series:
     """``known[key]`` for each key (missing where unknown), aligned with ``keys``."""
     return pd.Series(known.reindex(keys.to_numpy()).to_numpy(), index=keys.index)
 

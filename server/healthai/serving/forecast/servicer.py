@@ -17,7 +17,7 @@ from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
 from healthai.serving.wire import PACKED_FAST_MIN, extend_float32, packed_float32
-from healthai.surveillance.counts import place_level
+from healthai.surveillance.counts import end_refused, place_level
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Forecast"
@@ -83,8 +83,7 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
     except InvalidInput as e:
         if e.field != "end":
             raise
-        detail = e.message.removeprefix("end: ")
-        raise InvalidInput(f"stored.end_date: {detail}", field="stored.end_date") from None
+        raise end_refused(e, "stored.end_date") from None
     if len(frame) < card.window:
         raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
                            f"at least {card.window}", field="stored")
