@@ -14,7 +14,7 @@ SOURCES := $(shell find csrc proto server training/healthai_training clients/pyt
 setup: $(STAMP)
 
 $(DEPS): requirements-runtime.txt requirements-build.txt requirements-dev.txt training/requirements.txt \
-         requirements-kafka.txt training/requirements-federated.txt
+         requirements-kafka.txt requirements-privacy.txt training/requirements-federated.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt

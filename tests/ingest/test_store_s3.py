@@ -125,3 +125,24 @@ def test_late_patient_rewrite_on_s3(s3_uri: str) -> None:
                for p in store.files("encounter")]
     assert on_disk == [GENERALIZED]
     assert not [k for k in _objects(s3_uri) if ".pending-" in k]
+
+
+def test_private_release_ledger_on_s3(s3_uri: str) -> None:
+    """A private count release's ledger entry is one object per release (S3 has no append)."""
+    from healthai.normalize.fhir import normalize_fhir
+    from healthai.surveillance import SurveillanceCounts
+    from healthai.surveillance.release import private_counts, record, spent
+
+    from .test_counts_cli import flu_bundle
+
+    store = ParquetStore(s3_uri).open()
+    for i in range(6):
+        out = normalize_fhir(flu_bundle(i), ctx=context(), source="s")
+        store.commit({k: t for k, t in out.tables.items() if t.num_rows})
+    assert spent(store) == (0.0, 0)
+    for eps in (0.5, 0.25):
+        release = private_counts(SurveillanceCounts(store), epsilon=eps, regions=["US-MA"], freq="W",
+                                 start="2025-12-01", end="2025-12-28")
+        record(store, release, {"use": "test"})
+    assert spent(ParquetStore(s3_uri).open()) == (pytest.approx(0.75), 2)
+    assert len([k for k in _objects(s3_uri) if k.startswith("store/privacy/release-")]) == 2

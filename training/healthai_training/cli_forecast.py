@@ -31,6 +31,17 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
                            "sunday: MMWR weeks)")
+    data.add_argument("--count-epsilon", type=float, default=None,
+                      help="with --from-store: train on the counts released under this epsilon-DP per "
+                           "patient (discrete Laplace, OpenDP; recorded in the store's privacy ledger); the "
+                           "card's privacy unit is then the patient")
+    data.add_argument("--count-start", default=None,
+                      help="with --count-epsilon (required): the first period, an ISO date in it")
+    data.add_argument("--count-end", default=None,
+                      help="with --count-epsilon: the last period, an ISO date in it (default: the last "
+                           "period that has ended)")
+    data.add_argument("--max-cases-per-patient", type=int, default=None, metavar="C",
+                      help="with --count-epsilon: place-days one patient may add (default 4)")
     data.add_argument(
         "--graph",
         type=Path,
@@ -73,6 +84,14 @@ def user_data(args: argparse.Namespace):
     """The --series / --from-store data, or None for --dataset."""
     from healthai_training.epi import user_data
 
+    private = {k: getattr(args, f"count_{k}", None) for k in ("epsilon", "start", "end")}
+    private["max_cases_per_patient"] = getattr(args, "max_cases_per_patient", None)
+    if args.from_store is None or private["epsilon"] is None:
+        for flag, value in private.items():
+            if value is not None:
+                needs = "--from-store" if args.from_store is None else "--count-epsilon"
+                name = flag if flag == "max_cases_per_patient" else f"count_{flag}"
+                raise TrainingInputError(f"--{name.replace('_', '-')} needs {needs}", field=name)
     if args.series is None and args.from_store is None:
         for flag in ("graph", "step", "season_length", "split"):
             if getattr(args, flag) is not None:
@@ -93,7 +112,7 @@ def user_data(args: argparse.Namespace):
     )
     if args.from_store is not None:
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
-                                    **common)
+                                    private=private if private["epsilon"] is not None else None, **common)
     return user_data.load_files(series=args.series, **common)
 
 

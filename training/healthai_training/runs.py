@@ -217,6 +217,29 @@ def _week_start(data: epi_data.EpiData) -> dict[str, str]:
     return {"week_start": dt.date.fromisoformat(data.periods[0]).strftime("%A").lower()}
 
 
+def card_privacy(privacy: dict[str, Any], data: epi_data.EpiData) -> dict[str, Any]:
+    """The card's privacy block: DP-SGD's (per training window), or, when the training series were
+    counts released under epsilon-DP per patient (``--count-epsilon``), that guarantee, which covers the
+    weights and everything computed from them (post-processing), with DP-SGD's beside it if used."""
+    counts = data.report.get("store", {}).get("privacy")
+    if counts is None:
+        return privacy
+    return {
+        "private": True,
+        "privacy_unit": "patient",
+        "epsilon": counts["epsilon"],
+        "delta": counts["delta"],
+        "accountant": "OpenDP privacy map of the counts' release (discrete Laplace, L1 sensitivity = "
+                      "max_cases_per_patient)",
+        "training_counts": counts,
+        "guarantee": "epsilon-DP per patient for the weights and the card's metrics: both are computed "
+                     "only from the released noisy counts (the metrics are against those counts too). "
+                     "Forecast --stored feeds the store's exact recent counts to the model, so its "
+                     "answers are not covered",
+        **({"dp_sgd": privacy} if privacy.get("private") else {}),
+    }
+
+
 def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
     a, b = data.split_points
     training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
@@ -226,7 +249,7 @@ def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastC
         name=name,
         task=f"{'daily' if data.step == 'D' else 'weekly'} counts per region: steps 1..S ahead, quantiles",
         metrics=result.metrics["test"],
-        privacy=result.privacy,
+        privacy=card_privacy(result.privacy, data),
         data=_data_section(data),
         split={
             "method": "chronological " + "/".join(f"{round(100 * f):g}" for f in data.split),

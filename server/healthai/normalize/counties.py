@@ -97,6 +97,12 @@ def only_county(state: str) -> str | None:
 
 
 @functools.cache
+def all_counties() -> tuple[str, ...]:
+    """Every county FIPS code of the Census 2024 Gazetteer (states, DC and Puerto Rico), sorted."""
+    return tuple(sorted({fips for counties in _index().values() for fips in counties.values()}))
+
+
+@functools.cache
 def _zip_index() -> dict[str, tuple[str, str | None]]:
     """ZIP code (5 digits) -> (state postal code, county FIPS or None), retired ZIP codes included."""
     import zipcodes  # one pass over its table (42,000 ZIP codes): its per-code lookup is a scan

@@ -21,6 +21,7 @@ import pandas as pd
 from healthai.errors import InvalidInput
 from healthai.surveillance.counts import WEEK_DAYS
 from healthai.surveillance.links import LEVELS
+from healthai.surveillance.release import DEFAULT_MAX_CASES_PER_PATIENT
 from healthai.surveillance.syndromes import SYNDROMES
 
 
@@ -46,6 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for publication: write counts from 1 to N-1 as empty cells (small-cell suppression; "
                         "no complementary suppression). Such a file is not a training series")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
+    dp = p.add_argument_group("differential privacy (per patient; healthai.surveillance.release)")
+    dp.add_argument("--epsilon", type=float, default=None,
+                    help="release the counts under epsilon-DP per patient (discrete Laplace noise, OpenDP); "
+                         "needs --start, --end and the places (--regions or --graph; county level: all US "
+                         "counties by default). Recorded in the store's privacy ledger")
+    dp.add_argument("--max-cases-per-patient", type=int, default=DEFAULT_MAX_CASES_PER_PATIENT, metavar="C",
+                    help=f"with --epsilon: place-days one patient may add (default "
+                         f"{DEFAULT_MAX_CASES_PER_PATIENT}); the noise scale is C / epsilon")
+    dp.add_argument("--regions", help="with --epsilon: the places to release, comma-separated")
+    dp.add_argument("--graph", type=Path,
+                    help="with --epsilon: the places to release are this graph file's region ids")
+    dp.add_argument("--keep-negative", action="store_true",
+                    help="with --epsilon: keep negative noisy counts (unbiased sums; default: clamp to 0)")
+    dp.add_argument("--budget", type=float, default=None,
+                    help="with --epsilon: refuse when this store's recorded releases and this one would "
+                         "spend more than this epsilon in all")
     p.set_defaults(func=_counts)
 
 
@@ -62,13 +79,25 @@ def _counts(args: argparse.Namespace) -> int:
     if "://" not in args.store and not Path(args.store).expanduser().is_dir():
         print(f"healthai counts: store {args.store}: no such directory", file=sys.stderr)
         return 2
+    private = any(v is not None for v in (args.epsilon, args.regions, args.graph, args.budget)) \
+        or args.keep_negative or args.max_cases_per_patient != DEFAULT_MAX_CASES_PER_PATIENT
+    if private and args.epsilon is None:
+        print("healthai counts: --regions, --graph, --budget, --keep-negative and --max-cases-per-patient "
+              "go with --epsilon", file=sys.stderr)
+        return 2
     store = ParquetStore(args.store).open()
     today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
+    release = None
     try:
         counts = SurveillanceCounts(store)
         query = {"start": args.start, "end": args.end, "completed_by": today, "level": args.level,
                  "week_start": args.week_start}
-        frame = (counts.counts_by_age if args.by_age else counts.counts)(args.syndrome, args.step, **query)
+        if private:
+            release = _private(store, counts, args, query)
+            frame = release.frame
+        else:
+            query_counts = counts.counts_by_age if args.by_age else counts.counts
+            frame = query_counts(args.syndrome, args.step, **query)
         uncounted = counts.uncounted(args.syndrome, args.level)
     except InvalidInput as e:
         print(f"healthai counts: {e.message}", file=sys.stderr)
@@ -83,11 +112,54 @@ def _counts(args: argparse.Namespace) -> int:
     places = frame.columns.get_level_values(0).nunique() if len(frame.columns) else 0
     noun = {"region": "regions", "county": "counties"}[args.level]
     where = f"{len(frame)} {'weeks' if args.step == 'W' else 'days'} x {places} {noun}"
-    print(f"healthai counts: {args.syndrome}, {where}, {int(frame.to_numpy().sum())} cases; {uncounted} "
+    total = f"{int(frame.to_numpy().sum())} {'noisy ' if release else ''}cases"
+    print(f"healthai counts: {args.syndrome}, {where}, {total}; {uncounted} "
           f"matching records wait for a {args.level} or a date"
           + (f"; {suppressed} cells under {args.suppress_below} left empty" if args.suppress_below else ""),
           file=sys.stderr)
+    if release is not None:
+        _say_private(release, args)
     return 0
+
+
+def _private(store, counts, args: argparse.Namespace, query: dict):
+    """The private release of the asked counts, checked against --budget and recorded in the ledger."""
+    from healthai.surveillance import release as dp_release
+    from healthai.surveillance.graph_file import graph_region_ids
+
+    if args.regions is not None and args.graph is not None:
+        raise InvalidInput("give the places by --regions or --graph, not both", field="regions")
+    regions = (args.regions.split(",") if args.regions is not None
+               else graph_region_ids(args.graph) if args.graph is not None else None)
+    spent, n = dp_release.spent(store)
+    if args.budget is not None and spent + args.epsilon > args.budget + 1e-12:
+        raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {spent:g}; another "
+                           f"{args.epsilon:g} would pass the budget of {args.budget:g}", field="epsilon")
+    out = dp_release.private_counts(
+        counts, epsilon=args.epsilon, regions=regions, syndrome=args.syndrome, freq=args.step,
+        max_cases_per_patient=args.max_cases_per_patient, nonnegative=not args.keep_negative,
+        by_age=args.by_age, **query)
+    what = {"syndrome": args.syndrome, "step": args.step, "level": args.level, "week_start": args.week_start,
+            "by_age": args.by_age, "use": "healthai counts", "out": str(args.out) if args.out else None}
+    args.ledger_entry = dp_release.record(store, out, what)
+    args.spent = (spent + out.epsilon, n + 1)
+    if args.out is not None:  # the ledger entry, beside the published file
+        with store.filesystem.open_input_stream(args.ledger_entry) as f:
+            args.out.with_suffix(".privacy.json").write_bytes(f.read())
+    return out
+
+
+def _say_private(release, args: argparse.Namespace) -> None:
+    """For the operator (stderr): the guarantee, what the bound left out, the store's running total."""
+    card = release.card()
+    clamped = ", negatives clamped to 0" if card["nonnegative"] else ""
+    print(f"healthai counts: private release: epsilon {card['epsilon']:g} per patient (delta 0, OpenDP), "
+          f"at most {card['max_cases_per_patient']} place-days per patient, noise scale "
+          f"{card['noise_scale']:g} (sd {card['noise_sd']:.1f} "
+          f"per cell{clamped}); left out: {release.left_out_by_bound} "
+          f"case-days beyond the bound, {release.unattributed} cases "
+          f"without a patient (operator only: not in the release). This store's releases: {args.spent[1]}, "
+          f"epsilon {args.spent[0]:g} in all; ledger {args.ledger_entry}", file=sys.stderr)
 
 
 def _period_labels(frame: pd.DataFrame) -> list[str]:

@@ -55,6 +55,7 @@ _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", 
 _CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day"]
 FREQS = ("D", "W")
 AGE_GROUPS = (0, 5, 25, 50, 65)  # ILINet's age groups: 0-4, 5-24, 25-49, 50-64, 65+
+UNATTRIBUTED = "row-"  # the patient_id of a case stored without a patient (each counts once)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class SurveillanceCounts:
         (ISO 3166-2) or US counties (``county``: 5-digit FIPS). ``week_start``: the day weeks begin on,
         ``monday`` (ISO weeks) or ``sunday`` (MMWR weeks, CDC's epiweeks), or any other day."""
         daily = self._daily(syndrome, level)
-        return _periods(daily, freq, start, end, None if regions is None else list(regions), completed_by,
+        return period_table(daily, freq, start, end, None if regions is None else list(regions), completed_by,
                         week_start)
 
     def counts_by_age(self, syndrome: str = "ili", freq: str = "D", start: date | str | None = None,
@@ -98,6 +99,24 @@ class SurveillanceCounts:
         stored birth year and month (the day is never stored: an age may be a month early), in groups
         starting at ``age_groups`` (ILINet's 0-4, 5-24, 25-49, 50-64, 65+); ``unknown`` without a
         stored birth year."""
+        cases, labels = self.aged_cases(syndrome, level, age_groups)
+        daily = daily_counts(cases, ("place", "group"))
+        if daily.empty:
+            return period_table(daily, freq, start, end, None, completed_by, week_start)
+        order = sorted(daily.columns, key=lambda c: (c[0], labels.index(c[1])))  # groups youngest first
+        columns = pd.MultiIndex.from_tuples(order)
+        return period_table(daily, freq, start, end, columns, completed_by, week_start)
+
+    def cases(self, syndrome: str = "ili", level: str = "region") -> pd.DataFrame:
+        """The counted cases, one row each: ``patient_id`` (the stored pseudonym; ``row-…`` for a row
+        stored without a patient), ``place`` and ``day``. A copy: what the counts are made of."""
+        self._daily(syndrome, level)
+        with self._lock:
+            return self._state[syndrome, level].cases.copy()
+
+    def aged_cases(self, syndrome: str = "ili", level: str = "region", age_groups: Sequence[int] = AGE_GROUPS
+                   ) -> tuple[pd.DataFrame, list[str]]:
+        """:meth:`cases` with a ``group`` column (see :meth:`counts_by_age`), and the labels in order."""
         edges = sorted({int(a) for a in age_groups})
         if not edges or edges[0] != 0:
             raise InvalidInput(f"age_groups {list(age_groups)} must start at 0", field="age_groups")
@@ -107,13 +126,7 @@ class SurveillanceCounts:
             cases = self._state[syndrome, level].cases
             born = lookup(self._links.patient_birth, cases["patient_id"])  # birth month index, NaN unknown
         groups, labels = _age_groups(cases["day"], born, edges)
-        per_day = cases.assign(group=groups).drop_duplicates(["place", "group", "day", "patient_id"]) \
-            .groupby(["day", "place", "group"]).size()
-        if not len(per_day):
-            return _periods(pd.DataFrame(dtype="int64"), freq, start, end, None, completed_by, week_start)
-        daily = per_day.unstack(["place", "group"], fill_value=0).astype("int64")
-        order = sorted(daily.columns, key=lambda c: (c[0], labels.index(c[1])))  # groups youngest first
-        return _periods(daily, freq, start, end, pd.MultiIndex.from_tuples(order), completed_by, week_start)
+        return cases.assign(group=groups), labels
 
     def uncounted(self, syndrome: str = "ili", level: str = "region") -> int:
         """Matching conditions left out because they lack a place (of ``level``) or a date."""
@@ -151,7 +164,7 @@ class SurveillanceCounts:
             state.pending = pending[~done].reset_index(drop=True)
             if done.any():
                 state.cases = _concat(state.cases, _counted(pending[done]))
-                state.daily = _daily_counts(state.cases)
+                state.daily = daily_counts(state.cases)
             state.sequence = sequence
             return state.daily
 
@@ -174,8 +187,8 @@ def place_level(region_ids: Sequence[str]) -> str:
     return "county" if region_ids and all(FIPS.match(str(r)) for r in region_ids) else "region"
 
 
-def _periods(daily: pd.DataFrame, freq: str, start: date | str | None, end: date | str | None,
-             columns: list | pd.Index | None, completed_by: date | None, week_start: str) -> pd.DataFrame:
+def period_table(daily: pd.DataFrame, freq: str, start: date | str | None, end: date | str | None,
+                 columns: list | pd.Index | None, completed_by: date | None, week_start: str) -> pd.DataFrame:
     """Daily counts (day x column) → every period from ``start`` to ``end`` (see ``counts``)."""
     if freq not in FREQS:
         raise InvalidInput(f"freq {freq!r} is not one of {', '.join(FREQS)}", field="freq")
@@ -297,7 +310,7 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
 
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:
     """Cases with a place and a day → (patient_id, place, day); rows without a patient each count once."""
-    row_ids = pd.Series([f"row-{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
+    row_ids = pd.Series([f"{UNATTRIBUTED}{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
     return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "place": cases["place"],
                          "day": cases["day"]})
 
@@ -309,9 +322,11 @@ def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
-def _daily_counts(cases: pd.DataFrame) -> pd.DataFrame:
-    """Distinct patients per place and day: a frame indexed by day, one column per place."""
-    per_day = cases.drop_duplicates(["place", "day", "patient_id"]).groupby(["day", "place"]).size()
+def daily_counts(cases: pd.DataFrame, cell: Sequence[str] = ("place",)) -> pd.DataFrame:
+    """Distinct patients per cell (place, or place and age group) and day: a frame indexed by day, one
+    column per cell."""
+    cell = list(cell)
+    per_day = cases.drop_duplicates([*cell, "day", "patient_id"]).groupby(["day", *cell]).size()
     if not len(per_day):
         return pd.DataFrame(dtype="int64")
-    return per_day.unstack("place", fill_value=0).astype("int64")
+    return per_day.unstack(cell, fill_value=0).astype("int64")

@@ -117,28 +117,44 @@ def load_store(
     id_property: str | None = None,
     window: int = 0,
     horizon: int = 0,
+    private: dict | None = None,
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
-    Regions of the graph with no stored case at all are refused, never zero-filled."""
+    Regions of the graph with no stored case at all are refused, never zero-filled. ``private``
+    (``{"epsilon": ..., "start": ..., "max_cases_per_patient": ...}``): the counts are released under
+    epsilon-DP per patient first (``healthai.surveillance.release``: every graph region from ``start`` to
+    the last period that has ended, recorded in the store's privacy ledger), and the model is trained
+    on the noisy counts, negative ones kept (clamping them at 0 would bias every small count upwards);
+    ``report["store"]["privacy"]`` is the release's card."""
     from healthai.surveillance import SurveillanceCounts, place_level
 
     step = step or "W"
     store = open_existing_store(uri)
     today = dt.datetime.now(dt.UTC).date()
+    regions = graph_region_ids(graph, id_property)
+    release = None
     try:
         counts = SurveillanceCounts(store)
-        level = place_level(graph_region_ids(graph, id_property))  # US county FIPS ids: county counts
-        frame = counts.counts(syndrome=syndrome, freq=step, completed_by=today,  # the period under way is
-                              level=level, week_start=week_start)                # partial: left out
+        level = place_level(regions)  # US county FIPS ids: county counts
+        if private is not None:
+            release = _private_release(store, counts, private, regions=regions, syndrome=syndrome, step=step,
+                                       level=level, week_start=week_start, today=today)
+            frame = release.frame
+        else:
+            frame = counts.counts(syndrome=syndrome, freq=step, completed_by=today,  # the period under way
+                                  level=level, week_start=week_start)                # is partial: left out
         uncounted = counts.uncounted(syndrome, level)
     finally:
         store.close()
     if frame.empty:
         raise TrainingInputError(f"{uri}: the store holds no {syndrome!r} cases in periods that have ended "
                                  f"before today ({today})", field="from_store")
+    if release is not None:
+        negatives = "keep"  # the noise is unbiased only with its negative values
     table = series_from_frame(frame, step=step, where=f"{uri} ({syndrome})", negatives=negatives)
     source = {"store": {"uri": uri, "syndrome": syndrome, "level": level, "uncounted_conditions": uncounted,
-                        "last_period": frame.index[-1].date().isoformat()}}
+                        "last_period": frame.index[-1].date().isoformat(),
+                        **({"privacy": release.card()} if release is not None else {})}}
     return _combine(
         table,
         Path(graph),
@@ -151,3 +167,33 @@ def load_store(
         horizon=horizon,
         source=source,
     )
+
+
+def _private_release(store, counts, private: dict, *, regions: list[str], syndrome: str, step: str,
+                     level: str, week_start: str, today: dt.date):
+    """The counts of every graph region from ``private["start"]`` to ``private["end"]`` (default: the last
+    period that ended before ``today``: fixed by the date, not the data) under epsilon-DP per patient,
+    recorded in the store's ledger."""
+    from healthai.errors import InvalidInput
+    from healthai.surveillance.counts import week_day
+    from healthai.surveillance.release import DEFAULT_MAX_CASES_PER_PATIENT, private_counts, record
+
+    if private.get("start") is None:
+        raise TrainingInputError("--count-start DATE is required with --count-epsilon: a first period taken "
+                                 "from the data would show when the first case was", field="count_start")
+    days_into_week = (today.weekday() - week_day(week_start)) % 7 if step == "W" else 0
+    end = private.get("end") or today - dt.timedelta(days=days_into_week + 1)  # default: the last ended
+    bound = private.get("max_cases_per_patient")
+    bound = DEFAULT_MAX_CASES_PER_PATIENT if bound is None else bound
+    try:
+        release = private_counts(counts, epsilon=private["epsilon"], start=private["start"], end=end,
+                                 regions=regions, syndrome=syndrome, freq=step, level=level,
+                                 week_start=week_start, completed_by=today, max_cases_per_patient=bound,
+                                 nonnegative=False)  # unbiased: clamping would lift every small count
+    except InvalidInput as e:
+        flags = {"epsilon": "count_epsilon", "start": "count_start", "end": "count_end"}
+        field = flags.get(e.field or "", e.field)
+        raise TrainingInputError(e.message, field=field or "count_epsilon") from e
+    record(store, release, {"syndrome": syndrome, "step": step, "level": level, "week_start": week_start,
+                            "use": "healthai train forecast --from-store"})
+    return release

@@ -64,13 +64,17 @@ def card_section(d: DefaultForecaster) -> dict:
     }
 
 
-def _test_metrics(model: StackedForecaster, final: OriginForecasts, series: np.ndarray,
-                  horizons: tuple[int, ...], levels: np.ndarray) -> dict[str, dict]:
+def test_metrics(model: StackedForecaster, final: OriginForecasts, series: np.ndarray,
+                 horizons: tuple[int, ...], levels: np.ndarray, inputs: np.ndarray | None = None
+                 ) -> dict[str, dict]:
+    """The stack's metrics on the test periods of ``series`` (its windows from ``inputs``, default the
+    same series: a benchmark can feed noisy counts and score against exact ones)."""
+    inputs = series if inputs is None else inputs
     out = {}
     targets = np.arange(final.origin, final.end)
     targets = targets[targets - max(horizons) + 1 - model.window >= 0]
     for h in horizons:
-        x = torch.tensor(epi_data.windows(series, targets - h + 1, model.window), dtype=torch.float32)
+        x = torch.tensor(epi_data.windows(inputs, targets - h + 1, model.window), dtype=torch.float32)
         with torch.no_grad():
             q, point = (t.numpy()[:, h - 1].astype(np.float64) for t in model(x))
         y = series[targets]
@@ -128,7 +132,7 @@ def train_default(
         offsets=np.stack([fits[s].offsets for s in steps]),
         season=data.season,
     ).eval()
-    test = _test_metrics(model, final, data.series, cfg.horizons, levels)
+    test = test_metrics(model, final, data.series, cfg.horizons, levels)
     logger.info("stack: %d rolling origins %s, members %s", len(origins), origins, names)
     return DefaultForecaster(model, final, fits, origins, test)
 
