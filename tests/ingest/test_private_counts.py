@@ -109,7 +109,9 @@ def test_refusals_name_the_field(counts: SurveillanceCounts) -> None:
              ({"epsilon": float("nan"), "level": "county", **DECEMBER}, "epsilon"),
              ({"epsilon": 1, "level": "county", "max_cases_per_patient": 0, **DECEMBER},
               "max_cases_per_patient"),
-             ({"epsilon": 1, "regions": [], "level": "county", **DECEMBER}, "regions")]
+             ({"epsilon": 1, "regions": [], "level": "county", **DECEMBER}, "regions"),
+             ({"epsilon": 1, "regions": ["25017"], "level": "region", **DECEMBER}, "regions"),  # a county id
+             ({"epsilon": 1, "regions": ["US-MA"], "level": "county", **DECEMBER}, "regions")]
     for kwargs, field in cases:
         with pytest.raises(InvalidInput) as e:
             private_counts(counts, **kwargs)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from healthai.errors import InvalidInput
+from healthai.normalize.counties import FIPS
 from healthai.store import ParquetStore
 from healthai.surveillance.counts import (
     AGE_GROUPS,
@@ -52,6 +54,7 @@ from healthai.surveillance.counts import (
     period_table,
 )
 
+ISO_3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 DEFAULT_MAX_CASES_PER_PATIENT = 4  # place-days a patient adds to one release (why: below)
 MECHANISM = "discrete Laplace on every cell (OpenDP make_laplace, integer vector, L1 sensitivity = bound)"
 LEDGER_DIR = "privacy"
@@ -168,6 +171,13 @@ def _places(regions: Sequence[str] | None, level: str) -> list[str]:
         places = sorted({str(r).strip() for r in regions if str(r).strip()})
         if not places:
             raise InvalidInput("regions is empty", field="regions")
+        county = level == "county"
+        pattern = FIPS if county else ISO_3166_2
+        kind = "5-digit US county FIPS codes" if county else "ISO 3166-2 codes (US-MA)"
+        wrong = [p for p in places if not pattern.match(p)]
+        if wrong:  # such a cell holds no case: a release of noise alone, its epsilon spent for nothing
+            raise InvalidInput(f"regions: {wrong[:3]} are not {kind}, the places counted at level {level!r}",
+                               field="regions")
         return places
     if level == "county":
         from healthai.normalize.counties import all_counties
