@@ -24,7 +24,7 @@ from healthai_training.forecast.origins import (
     no_fold_anchor,
 )
 from healthai_training.forecast.stacked_model import StackedForecaster, members_window
-from healthai_training.forecast.stacking import FitSet, StackFit, fit_stack
+from healthai_training.forecast.stacking import BAG_MIN_SETS, FitSet, StackFit, fit_stack
 from healthai_training.forecast.train import ForecastConfig
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ def card_section(d: DefaultForecaster) -> dict:
         "others (with no other set, the target is half that member, half the best of the others); in "
         "window20 mode the validation periods judge the ST-GNN like any fit set, and with no fold (no "
         "other set) the target is half the best member, half the ST-GNN",
+        "bagging": f"from {BAG_MIN_SETS} fit sets, the weights are the mean of the fit on all sets and of "
+        "each leave-one-set-out refit",
         "fit_sets": "validation periods of the final model + the seasons after each rolling origin "
         "inside the training data (each forecast by a model trained before it)",
         "rolling_origins": d.origins,

@@ -12,7 +12,9 @@
   with no other set, nothing can judge it, and the target hedges: half that member, half the best of
   the other members. With no fold at all in window20 mode (short histories: the validation periods
   are the only evidence), the target hedges toward the ST-GNN: half its choice, half the ST-GNN
-  (``anchor``, ``origins.no_fold_anchor``). Recency: a fit set one season older
+  (``anchor``, ``origins.no_fold_anchor``). From three fit sets the weights are bagged: the mean of
+  the fit on all the sets and of the refits that each leave one set out (λ and the best member are
+  hard choices that a small change in the evidence flips). Recency: a fit set one season older
   than the newest counts ``RECENCY`` times as much in the least squares, in choosing the best member
   and in the folds' errors (members change as the training data grow; seasons differ). The bands are
   calibrated from the folds' out-of-sample residuals plus the final weights' residuals on every fit
@@ -39,6 +41,9 @@ ST-GNN like any set): found on seen series, pre-registered and adopted on three 
 (RESULTS.md, "eleventh session").
 The twelfth session added the window20 no-fold hedge toward the ST-GNN (``anchor``): found on seen
 series, pre-registered and adopted on three new short series (RESULTS.md, "twelfth session").
+Stop 30 added the bagging (``BAG_MIN_SETS``): found on the dev sets (noise far below the counts'
+size flipped the us_states fixed-split stack at h = 3 between the ST-GNN and the 2-season mean),
+pre-registered and adopted on three new series (RESULTS.md, "Bagged stack weights").
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from scipy.optimize import minimize
 SHRINKAGE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_SHRINKAGE = 1.0  # no fold to choose on: the member best on the fit sets
 RECENCY = 0.5  # weight of a fit set per season of age (half-life one season)
+BAG_MIN_SETS = 3  # from this many fit sets, the weights are averaged over leave-one-set-out refits
 
 
 @dataclass
@@ -165,11 +171,33 @@ def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, seaso
               anchor: str | None = None) -> StackFit:
     """Per-horizon stack over ``names`` (every set must hold them) with shrinkage and bands;
     ``season`` (periods) is the unit of the recency weighting. ``anchor``: with no fold, the target
-    is half its own choice and half this member (``origins.no_fold_anchor``)."""
+    is half its own choice and half this member (``origins.no_fold_anchor``). From ``BAG_MIN_SETS``
+    fit sets, the weights are the mean of the fit on all of them and of the refits that each leave
+    one set out (bagging: the shrinkage and the best member are hard choices, which a small change
+    in the evidence can flip); the bands then come from those weights."""
+    fit, fold_residuals = _fit(sets, names, levels, season=season, anchor=anchor)
+    if len(sets) < BAG_MIN_SETS:
+        return fit
+    refits = [_fit([s for s in sets if s is not out], names, levels, season=season, anchor=anchor)[0]
+              for out in sets]
+    weights = np.mean([fit.weights, *(r.weights for r in refits)], axis=0)
+    weights = weights / weights.sum()
+    residuals = np.concatenate([*fold_residuals, *(_root_residuals(_members(s, names) @ weights, s.y)
+                                                   for s in sets)])
+    return StackFit(list(names), weights, fit.shrinkage, fit.best, np.quantile(residuals, levels), fit.folds)
+
+
+def _members(s: FitSet, names: list[str]) -> np.ndarray:
+    return np.stack([s.points[n] for n in names], -1)
+
+
+def _fit(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: int, anchor: str | None
+         ) -> tuple[StackFit, list[np.ndarray]]:
+    """One stack fitted on ``sets`` (the rule without bagging), and its folds' out-of-sample residuals."""
     sets = sorted(sets, key=lambda s: (s.start, s.end))
 
     def members(s: FitSet) -> np.ndarray:
-        return np.stack([s.points[n] for n in names], -1)
+        return _members(s, names)
 
     folds = []  # (held-out set, weights fitted on the sets that end before it starts)
     for held in sets:
@@ -191,10 +219,12 @@ def fit_stack(sets: list[FitSet], names: list[str], levels: np.ndarray, *, seaso
         target = 0.5 * target + 0.5 * np.eye(len(names))[names.index(anchor)]
     weights = lam * target + (1 - lam) * w_ls
     weights = weights / weights.sum()
+    fold_residuals = list(residuals)
     residuals = np.concatenate([*residuals, *(_root_residuals(members(s) @ weights, s.y) for s in sets)])
     shares = zip(names, target, strict=True)
     best = " + ".join(n if share == 1 else f"{share:g} {n}" for n, share in shares if share)
-    return StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
+    fit = StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
+    return fit, fold_residuals
 
 
 def _bands(point: np.ndarray, offsets: np.ndarray) -> np.ndarray:
