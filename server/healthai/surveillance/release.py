@@ -127,9 +127,9 @@ def private_counts(counts: SurveillanceCounts, *, epsilon: float, start: date | 
                    nonnegative=nonnegative, left_out_by_bound=beyond, unattributed=int((~attributed).sum()))
 
 
-def record(store: ParquetStore, release: Release, what: dict) -> str:
+def record(store: ParquetStore, release: Release, what: dict) -> tuple[str, str]:
     """Write the release's ledger entry (its card, ``what`` was released, its periods, when) into the store's
-    ``privacy/`` folder: one file per release, so object stores (no appends) work too. Its path."""
+    ``privacy/`` folder: one file per release, so object stores (no appends) work too. Its path and text."""
     index = release.frame.index
     entry = {"released_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **what,
              "first_period": str(index[0].date()) if len(index) else None,
@@ -137,9 +137,10 @@ def record(store: ParquetStore, release: Release, what: dict) -> str:
     directory = f"{store.root}/{LEDGER_DIR}"
     store.filesystem.create_dir(directory, recursive=True)
     path = f"{directory}/release-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.json"
+    text = json.dumps(entry, indent=1) + "\n"
     with store.filesystem.open_output_stream(path) as f:
-        f.write((json.dumps(entry, indent=1) + "\n").encode())
-    return path
+        f.write(text.encode())
+    return path, text
 
 
 def spent(store: ParquetStore) -> tuple[float, int]:

@@ -196,9 +196,6 @@ def _fit(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: in
     """One stack fitted on ``sets`` (the rule without bagging), and its folds' out-of-sample residuals."""
     sets = sorted(sets, key=lambda s: (s.start, s.end))
 
-    def members(s: FitSet) -> np.ndarray:
-        return _members(s, names)
-
     folds = []  # (held-out set, weights fitted on the sets that end before it starts)
     for held in sets:
         before = [s for s in sets if s.end <= held.start]
@@ -207,11 +204,12 @@ def _fit(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: in
     residuals = []
     if folds:
         age = recency([h for h, _, _ in folds], season)
-        errors = [float(sum(a * (((members(h) @ (lam * b + (1 - lam) * w)) - h.y) ** 2).sum()
+        errors = [float(sum(a * (((_members(h, names) @ (lam * b + (1 - lam) * w)) - h.y) ** 2).sum()
                             for a, (h, w, b) in zip(age, folds, strict=True)))
                   for lam in SHRINKAGE_GRID]
         lam = max(lam for lam, e in zip(SHRINKAGE_GRID, errors, strict=True) if e <= min(errors) * (1 + 1e-9))
-        residuals = [_root_residuals(members(h) @ (lam * b + (1 - lam) * w), h.y) for h, w, b in folds]
+        residuals = [_root_residuals(_members(h, names) @ (lam * b + (1 - lam) * w), h.y)
+                     for h, w, b in folds]
     else:
         lam = DEFAULT_SHRINKAGE
     w_ls, target = _shrunk(sets, names, season)
@@ -220,7 +218,8 @@ def _fit(sets: list[FitSet], names: list[str], levels: np.ndarray, *, season: in
     weights = lam * target + (1 - lam) * w_ls
     weights = weights / weights.sum()
     fold_residuals = list(residuals)
-    residuals = np.concatenate([*residuals, *(_root_residuals(members(s) @ weights, s.y) for s in sets)])
+    residuals = np.concatenate([*residuals,
+                                *(_root_residuals(_members(s, names) @ weights, s.y) for s in sets)])
     shares = zip(names, target, strict=True)
     best = " + ".join(n if share == 1 else f"{share:g} {n}" for n, share in shares if share)
     fit = StackFit(list(names), weights, float(lam), best, np.quantile(residuals, levels), len(folds))
