@@ -113,3 +113,23 @@ def test_negative_counts_are_clipped_only_when_asked(server: str, tmp_path: Path
     assert main([*argv, "--negatives", "clip"]) == 0
     got = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(got["quantiles"], expected_forecast(np.maximum(history, 0)), rtol=1e-5)
+
+
+def test_a_headerless_matrix_history_takes_the_trainers_region_ids(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The published benchmarks' layout (``train forecast --series-start``): no header, no dates; the
+    columns are named by ``--region-ids`` (or by position, r01 ..., which this model does not know)."""
+    history = np.arange(12, dtype=np.float32).reshape(4, 3) + 5
+    path = tmp_path / "series.txt"
+    np.savetxt(path, history, fmt="%g", delimiter=",")
+    (tmp_path / "ids.txt").write_text("".join(f"{r},name {r}\n" for r in REGIONS))
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server, "--json"]
+    assert main([*argv, "--region-ids", str(tmp_path / "ids.txt")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(history), rtol=1e-5)
+    assert main(argv) != 0  # by position: r01, r02, r03
+    assert "r01" in capsys.readouterr().err
+    (tmp_path / "two.txt").write_text("US-MA\nUS-NY\n")
+    assert main([*argv, "--region-ids", str(tmp_path / "two.txt")]) == 2
+    assert "3 columns but the region-ids file names 2 regions" in capsys.readouterr().err

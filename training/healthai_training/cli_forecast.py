@@ -27,6 +27,12 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="the store's surveillance counts (a ParquetStore path or URI) instead of --series",
     )
+    data.add_argument("--series-start", default=None, metavar="DATE",
+                      help="--series is a headerless matrix (rows = periods, columns = regions, as the "
+                           "published benchmarks ship it): the first row's period (needs --step)")
+    data.add_argument("--region-ids", type=Path, default=None, metavar="FILE",
+                      help="names of a headerless matrix's columns (series and graph), one per line: id or "
+                           "id,name (default: by position, r01, r02, ...)")
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
@@ -46,7 +52,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         "--graph",
         type=Path,
         default=None,
-        help="edge list CSV (source,target[,weight]), square adjacency CSV with id header, or GeoJSON",
+        help="edge list CSV (source,target[,weight]), square adjacency CSV (with an id header, or none: "
+        "regions by position or --region-ids), or GeoJSON",
     )
     data.add_argument(
         "--graph-id-property", default=None, help="GeoJSON: the properties key holding region ids"
@@ -92,9 +99,11 @@ def user_data(args: argparse.Namespace):
                 needs = "--from-store" if args.from_store is None else "--count-epsilon"
                 name = flag if flag == "max_cases_per_patient" else f"count_{flag}"
                 raise TrainingInputError(f"--{name.replace('_', '-')} needs {needs}", field=name)
+    if getattr(args, "series_start", None) is not None and args.series is None:
+        raise TrainingInputError("--series-start needs --series (a headerless matrix)", field="series_start")
     if args.series is None and args.from_store is None:
-        for flag in ("graph", "step", "season_length", "split"):
-            if getattr(args, flag) is not None:
+        for flag in ("graph", "step", "season_length", "split", "region_ids"):
+            if getattr(args, flag, None) is not None:
                 raise TrainingInputError(
                     f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
                 )
@@ -109,11 +118,13 @@ def user_data(args: argparse.Namespace):
         negatives=args.negatives,
         allow_isolated=args.allow_isolated,
         id_property=args.graph_id_property,
+        region_ids=getattr(args, "region_ids", None),
     )
     if args.from_store is not None:
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
                                     private=private if private["epsilon"] is not None else None, **common)
-    return user_data.load_files(series=args.series, **common)
+    start = getattr(args, "series_start", None)
+    return user_data.load_files(series=args.series, series_start=start, **common)
 
 
 MODES = ("window20", "seasonal")

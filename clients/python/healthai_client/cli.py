@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--history", type=Path,
                      help="the series as `train forecast --series` takes it (CSV/Parquet, long region,period,"
                           "count or wide period + regions: dated), a CSV of region-id columns (rows: steps, "
-                          "oldest first) or JSON {region: [counts...]}")
+                          "oldest first), a headerless matrix (.csv/.txt) or JSON {region: [counts...]}")
+    p.add_argument("--region-ids", type=Path, metavar="FILE",
+                   help="--history as a headerless matrix: its columns' ids, one per line (id or id,name), "
+                        "as given to train forecast (default: by position, r01, r02, ...)")
     p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
                    help="--history: negative counts (reporting corrections) are refused, as train forecast "
                         "refuses them; clip sets them to 0 (a model trained with --negatives clip)")

@@ -256,10 +256,19 @@ def _print_forecast(r: ForecastResult) -> None:
             print(f"{region:<12} {h:>3} {r.point[hi, ri]:>10.2f}  {qs}")
 
 
+def _region_ids(path: Path) -> tuple[str, ...]:
+    from healthai.surveillance.matrix_file import read_region_ids  # errors are ValueErrors
+
+    return read_region_ids(path)[0]
+
+
 def forecast(args: argparse.Namespace) -> int:
     from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
 
-    history = read_history(args.history, negatives=args.negatives) if args.history else None
+    history = None
+    if args.history:
+        ids = _region_ids(args.region_ids) if getattr(args, "region_ids", None) else None
+        history = read_history(args.history, negatives=args.negatives, region_ids=ids)
     with make_client(args) as client:
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,

@@ -6,6 +6,9 @@
   period becomes the forecast's reference date, so hubverse rows and plots are dated.
 - CSV whose header is only region ids (rows: steps, oldest first), or JSON ``{region: [counts]}``:
   no dates; give ``--reference-date`` for hubverse rows.
+- A headerless matrix (``.csv``/``.txt``, first row all numbers: the published benchmarks' layout, as
+  ``train forecast --series-start`` takes it): no dates; its columns are named as the trainer names
+  them, by position (``r01``, ...) or by ``region_ids`` (a ``--region-ids`` file's ids).
 
 Negative counts (reporting corrections) are refused, as ``train forecast`` refuses them, unless
 ``negatives="clip"`` (set to 0, as the model was trained with ``--negatives clip``) or ``"keep"``
@@ -25,7 +28,7 @@ from healthai_client.exchange import STEP_DAYS
 from healthai_client.requests import load_json
 from healthai_client.results import ForecastResult
 
-_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ class HistoryFile:
                        step=result.step or self.step or "")
 
 
-def read_history(path: Path | str, *, negatives: str = "refuse") -> HistoryFile:
+def read_history(
+    path: Path | str, *, negatives: str = "refuse", region_ids: tuple[str, ...] | None = None
+) -> HistoryFile:
     """The history in ``path`` (format by suffix and header; see the module docstring)."""
     path = Path(path)
     if not path.is_file():
@@ -67,8 +72,10 @@ def read_history(path: Path | str, *, negatives: str = "refuse") -> HistoryFile:
     if suffix == ".json":
         undated = _from_json(path)
     elif suffix not in _TABLE_SUFFIXES:
-        raise ValueError(f"history file {str(path)!r}: expected .csv, .parquet or .json")
-    elif suffix == ".csv" and "period" not in _csv_header(path):
+        raise ValueError(f"history file {str(path)!r}: expected .csv, .txt, .parquet or .json")
+    elif suffix in (".csv", ".txt") and all(_is_number(c) for c in _csv_header(path)):
+        undated = _from_matrix(path, region_ids)
+    elif suffix in (".csv", ".txt") and "period" not in _csv_header(path):
         undated = _from_header_csv(path)
     else:
         table = read_series(path, negatives=negatives)
@@ -105,6 +112,16 @@ def _from_header_csv(path: Path) -> HistoryFile:
     if not rows:
         raise ValueError(f"{path}: no history rows after the header")
     return HistoryFile(tuple(header), np.asarray(rows, dtype=np.float64))
+
+
+def _from_matrix(path: Path, region_ids: tuple[str, ...] | None) -> HistoryFile:
+    from healthai.surveillance.matrix_file import column_ids  # InputFileError is a ValueError
+
+    try:
+        counts = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: a headerless matrix must hold numbers only ({exc})") from None
+    return HistoryFile(column_ids(counts.shape[1], region_ids, path, "history"), counts)
 
 
 def _from_json(path: Path) -> HistoryFile:

@@ -6,7 +6,9 @@ Formats (by content / suffix):
 - edge list CSV with header ``source, target[, weight]``: undirected (an edge given both ways must
   carry the same weight); weight defaults to 1;
 - square adjacency CSV whose header row holds the region ids (optionally after a leading ``region``
-  column whose cells repeat the ids in the same order);
+  column whose cells repeat the ids in the same order), or with no header at all (``n`` rows of ``n``
+  numbers, the published benchmarks' ``*-adj.txt``): its regions are then named by position or by a
+  region-ids file (``matrix_file``);
 - GeoJSON (``.geojson`` / ``.json``) FeatureCollection of Polygon / MultiPolygon features; the id is
   ``properties.<id_property>`` (default: ``id``, ``region``, ``code``, else the feature ``id``) and the
   optional display name ``properties.name``. Two regions are neighbours when their boundaries share a
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from healthai.errors import InputFileError
+from healthai.surveillance.matrix_file import column_ids, read_headerless
 
 ID_PROPERTIES = ("id", "region", "code")
 
@@ -71,10 +74,13 @@ def _edge_list(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> tuple[l
     return ids, weights
 
 
-def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
+def _square(frame: pd.DataFrame, path: Path, headerless: bool = False) -> tuple[list[str], dict]:
+    """A square adjacency; ``headerless``: ``frame``'s columns were named by ``matrix_file``, not a
+    header row, so data start on line 1."""
     cols = [str(c).strip() for c in frame.columns]
-    labelled = cols[0].lower() in ("region", "id", "") or cols[0].startswith("Unnamed")
+    labelled = not headerless and (cols[0].lower() in ("region", "id", "") or cols[0].startswith("Unnamed"))
     ids = cols[1:] if labelled else cols
+    line = 1 if headerless else 2  # the file line of the first row of weights
     body = frame.iloc[:, 1:] if labelled else frame
     if len(body) != len(ids) or len(set(ids)) != len(ids):
         raise InputFileError(
@@ -96,7 +102,8 @@ def _square(frame: pd.DataFrame, path: Path) -> tuple[list[str], dict]:
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise InputFileError(
-            f"{path}: row {r + 2}, column {ids[c]!r}: {body.iloc[r, c]!r} is not a weight >= 0", field="graph"
+            f"{path}: row {r + line}, column {ids[c]!r}: {body.iloc[r, c]!r} is not a weight >= 0",
+            field="graph",
         )
     if not np.allclose(mat, mat.T):
         r, c = np.argwhere(~np.isclose(mat, mat.T))[0]
@@ -155,18 +162,26 @@ def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list
     return ids, weights, names
 
 
-def graph_region_ids(path: Path | str, id_property: str | None = None) -> list[str]:
+def graph_region_ids(
+    path: Path | str, id_property: str | None = None, matrix_ids: tuple[str, ...] | None = None
+) -> list[str]:
     """The region ids of a graph file, in file order (the file fully checked)."""
-    return _parse(Path(path), id_property)[0]
+    return _parse(Path(path), id_property, matrix_ids)[0]
 
 
-def _parse(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str], str]:
-    """(ids, weights, names, format) of a graph file."""
+def _parse(
+    path: Path, id_property: str | None, matrix_ids: tuple[str, ...] | None = None
+) -> tuple[list[str], dict, list[str], str]:
+    """(ids, weights, names, format) of a graph file; ``matrix_ids`` name a headerless square's rows."""
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="graph")
     if path.suffix.lower() in (".geojson", ".json"):
         ids, weights, names = _geojson(path, id_property)
         return ids, weights, names, "geojson"
+    cells = read_headerless(path, "graph")
+    if cells is not None and cells.shape[0] == cells.shape[1]:  # n × n numbers: no id header
+        cells.columns = list(column_ids(cells.shape[1], matrix_ids, path, "graph"))
+        return *_square(cells, path, headerless=True), [], "headerless adjacency"
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, OSError) as exc:
@@ -184,17 +199,22 @@ def read_graph(
     allow_isolated: bool = False,
     id_property: str | None = None,
     regions_from: str = "series",
+    matrix_ids: tuple[str, ...] | None = None,
 ) -> GraphFile:
     """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the regions of
-    ``regions_from``: the series, or a scenario's population file)."""
+    ``regions_from``: the series, or a scenario's population file). A headerless square's rows are
+    named ``matrix_ids`` (a region-ids file), else by position (``matrix_file.positional_ids``)."""
     path = Path(path)
-    ids, weights, names, kind = _parse(path, id_property)
+    ids, weights, names, kind = _parse(path, id_property, matrix_ids)
     only_graph = [r for r in ids if r not in set(region_ids)]
     only_series = [r for r in region_ids if r not in set(ids)]
     if only_graph or only_series:
+        hint = (" (the graph has no id header: its rows are named by position, r01 ...; name them with "
+                "--region-ids FILE)" if kind == "headerless adjacency" and matrix_ids is None else "")
         raise InputFileError(
             f"{path}: regions differ: {len(only_series)} in the {regions_from} but not the graph "
-            f"{only_series[:5]}, {len(only_graph)} in the graph but not the {regions_from} {only_graph[:5]}",
+            f"{only_series[:5]}, {len(only_graph)} in the graph but not the {regions_from} {only_graph[:5]}"
+            + hint,
             field="graph",
         )
     col = {r: i for i, r in enumerate(region_ids)}

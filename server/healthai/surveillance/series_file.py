@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from healthai.errors import InputFileError
+from healthai.surveillance.matrix_file import column_ids, read_headerless
 
 STEPS = {"W": 7, "D": 1}
 NEGATIVES = ("refuse", "clip", "keep")
@@ -237,8 +238,19 @@ def _label(period: object) -> str:
     return str(period.date()) if isinstance(period, pd.Timestamp) else str(period)
 
 
-def read_series(path: Path | str, *, step: str | None = None, negatives: str = "refuse") -> SeriesTable:
+def read_series(
+    path: Path | str,
+    *,
+    step: str | None = None,
+    negatives: str = "refuse",
+    start: str | None = None,
+    region_ids: tuple[str, ...] | None = None,
+) -> SeriesTable:
+    """``start`` (the first period, in any period format): ``path`` is a headerless matrix (rows =
+    periods, columns = regions; ``matrix_file``), its columns named by ``region_ids`` or by position."""
     path = Path(path)
+    if start is not None:
+        return _matrix(path, start=start, step=step, negatives=negatives, region_ids=region_ids)
     frame = _read_frame(path)
     lower = {str(c).strip().lower(): c for c in frame.columns}
     if {"region", "period", "count"} <= set(lower):
@@ -253,7 +265,8 @@ def read_series(path: Path | str, *, step: str | None = None, negatives: str = "
     else:
         raise InputFileError(
             f"{path}: need columns region, period, count (long) or period + one column per region (wide); "
-            f"got {[str(c) for c in frame.columns][:6]}",
+            f"got {[str(c) for c in frame.columns][:6]}. A headerless matrix (rows = periods, columns = "
+            "regions, as the published benchmarks ship) needs --series-start DATE and --step",
             field="series",
         )
     return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout)
@@ -276,3 +289,34 @@ def series_from_frame(
         last_period=str(periods[-1].date()),
     )
     return SeriesTable(periods=periods, region_ids=ids, values=values, step=step, report=report)
+
+
+def _matrix(
+    path: Path, *, start: str, step: str | None, negatives: str, region_ids: tuple[str, ...] | None
+) -> SeriesTable:
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file", field="series")
+    if step not in STEPS:
+        raise InputFileError(
+            "a headerless matrix has no dates: --step W or D is required with --series-start", field="step"
+        )
+    cells = read_headerless(path, "series") if path.suffix.lower() not in (".parquet", ".pq") else None
+    if cells is None:
+        raise InputFileError(
+            f"{path}: --series-start is for a headerless matrix of counts, but the first row is not all "
+            "numbers (a file with a header names its periods: drop --series-start)",
+            field="series_start",
+        )
+    first = parse_period(start, where="--series-start")
+    periods = pd.date_range(first, periods=len(cells), freq=f"{STEPS[step]}D")
+    ids = column_ids(cells.shape[1], region_ids, path, "series")
+    rows = np.arange(len(cells)) + 1  # no header: data start on line 1
+    values = {
+        rid: _numbers(cells[c], path=path, label=f"column {j + 1} ({rid})", rows=rows)
+        for j, (rid, c) in enumerate(zip(ids, cells.columns, strict=True))
+    }
+    table = series_from_frame(
+        pd.DataFrame(values, index=periods), step=step, where=str(path), negatives=negatives, layout="matrix"
+    )
+    table.report["ids"] = "region-ids file" if region_ids is not None else "by position"
+    return table

@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from healthai.surveillance.graph_file import graph_region_ids, read_graph
+from healthai.surveillance.matrix_file import read_region_ids
 from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
 from healthai_training.epi.data import (
     DEFAULT_SPLIT,
@@ -42,12 +43,19 @@ def _combine(
     window: int,
     horizon: int,
     source: dict,
+    named: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
 ) -> EpiData:
+    """``named``: (ids, names) of a region-ids file (headerless matrices' columns)."""
     split = check_split(split)
     season = DEFAULT_SEASON[table.step] if season is None else int(season)
     if season < 5:
         raise TrainingInputError(f"season length must be >= 5 periods, got {season}", field="season")
-    g = read_graph(graph, region_ids=table.region_ids, allow_isolated=allow_isolated, id_property=id_property)
+    g = read_graph(graph, region_ids=table.region_ids, allow_isolated=allow_isolated, id_property=id_property,
+                   matrix_ids=named[0] if named else None)
+    region_names = g.region_names
+    if named and any(named[1]) and not any(region_names):
+        by_id = dict(zip(*named, strict=True))
+        region_names = tuple(by_id.get(r, "") for r in table.region_ids)
     kept = table.report.get("negatives") == "keep"
     x = validate_series(table.values, window=window, horizon=horizon, split=split, allow_negative=kept)
     adjacency = validate_adjacency(g.adjacency, n_regions=x.shape[1])
@@ -68,7 +76,7 @@ def _combine(
         step=table.step,
         season=season,
         periods=tuple(str(p.date()) for p in table.periods),
-        region_names=g.region_names,
+        region_names=region_names,
         report=report,
     )
 
@@ -85,10 +93,18 @@ def load_files(
     id_property: str | None = None,
     window: int = 0,
     horizon: int = 0,
+    series_start: str | None = None,
+    region_ids: Path | str | None = None,
 ) -> EpiData:
-    """Series + graph files → ``EpiData`` (``window``/``horizon``: the model's, for the length check)."""
-    table = read_series(series, step=step, negatives=negatives)
+    """Series + graph files → ``EpiData`` (``window``/``horizon``: the model's, for the length check).
+    ``series_start``: the series is a headerless matrix whose first row is this period; ``region_ids``: a
+    file naming a headerless matrix's columns (series and graph), else they are named by position."""
+    named = read_region_ids(region_ids) if region_ids is not None else None
+    table = read_series(series, step=step, negatives=negatives, start=series_start,
+                        region_ids=named[0] if named else None)
     source = {"series": {"file": str(series), "sha256": _sha256(Path(series))}}
+    if named:
+        source["region_ids"] = {"file": str(region_ids), "sha256": _sha256(Path(region_ids))}
     return _combine(
         table,
         Path(graph),
@@ -100,6 +116,7 @@ def load_files(
         window=window,
         horizon=horizon,
         source=source,
+        named=named,
     )
 
 
@@ -118,6 +135,7 @@ def load_store(
     window: int = 0,
     horizon: int = 0,
     private: dict | None = None,
+    region_ids: Path | str | None = None,
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
     Regions of the graph with no stored case at all are refused, never zero-filled. ``private``
@@ -131,7 +149,8 @@ def load_store(
     step = step or "W"
     store = open_existing_store(uri)
     today = dt.datetime.now(dt.UTC).date()
-    regions = graph_region_ids(graph, id_property)
+    named = read_region_ids(region_ids) if region_ids is not None else None
+    regions = graph_region_ids(graph, id_property, named[0] if named else None)
     release = None
     try:
         counts = SurveillanceCounts(store)
@@ -166,6 +185,7 @@ def load_store(
         window=window,
         horizon=horizon,
         source=source,
+        named=named,
     )
 
 
