@@ -18,7 +18,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize.fhir import normalize_fhir
 from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
-from healthai.surveillance.release import private_counts, spent
+from healthai.surveillance.release import private_counts, record, spent
 
 from .conftest import context
 from .test_counts_cli import ZIPS, flu_bundle
@@ -144,6 +144,31 @@ def test_cli_release_card_ledger_and_budget(store_dir: Path, tmp_path: Path, cap
     assert "start is required for a private release" in capsys.readouterr().err
     assert main(["counts", "--store", str(store_dir), "--regions", "US-MA"]) == 2  # no --epsilon
     assert "go with --epsilon" in capsys.readouterr().err
+
+
+def test_a_concurrent_release_is_counted_before_the_budget_lets_another_through(
+    counts: SurveillanceCounts, tmp_path: Path
+) -> None:
+    """Two releases at once: the one that loses the ledger number re-reads the ledger (with the winner's
+    entry in it) and checks the budget again, instead of both passing a check made before either wrote."""
+    store = ParquetStore(str(tmp_path / "ledger")).open()
+    release = private_counts(counts, epsilon=1, regions=["US-MA"], freq="W", **DECEMBER)
+    assert record(store, release, {"use": "first"}, budget=3)[0].endswith("privacy/release-00000001.json")
+    create, raced = store.create_exclusive, []
+
+    def another_process_wins(rel: str, body: bytes) -> bool | None:
+        if not raced:  # between this release's check and its write, another one takes the next number
+            raced.append(rel)
+            assert create(rel, json.dumps({"epsilon": 1.5}).encode())
+        return create(rel, body)
+
+    store.create_exclusive = another_process_wins  # type: ignore[method-assign]
+    with pytest.raises(InvalidInput, match="2 recorded releases have spent 2.5; another 1 would pass"):
+        record(store, release, {"use": "second"}, budget=3)
+    assert raced == ["privacy/release-00000002.json"] and spent(store) == (2.5, 2)
+    path, text = record(store, release, {"use": "third"}, budget=3.5)  # room for it: the next number
+    assert path.endswith("release-00000003.json") and json.loads(text)["use"] == "third"
+    assert spent(store) == (3.5, 3)
 
 
 class _StoredCases:

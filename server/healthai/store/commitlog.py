@@ -108,21 +108,27 @@ class LocalCommitLog:
 
     def claim(self, entry: Entry) -> bool:
         """Create the entry of ``entry.sequence`` exclusively (content included); False if taken."""
-        if not self.dir.is_dir():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self.dir.parent)
-        tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
+        return self.create(f"{LOG_DIR}/{entry.sequence:012d}.json", _body(entry))
+
+    def create(self, rel: str, body: bytes) -> bool:
+        """Create ``rel`` (under the store root) with ``body``, atomically and only if it does not exist
+        (False then); durable when it returns."""
+        path = self.root / rel
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(path.parent.parent)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
         with open(tmp, "wb") as f:
-            f.write(_body(entry))
+            f.write(body)
             f.flush()
             os.fsync(f.fileno())
         try:
-            os.link(tmp, self.dir / f"{entry.sequence:012d}.json")
+            os.link(tmp, path)
         except FileExistsError:
             return False
         finally:
             tmp.unlink()
-        fsync_dir(self.dir)
+        fsync_dir(path.parent)
         return True
 
     def write_pending(self, names: list[tuple[str, pa.Table]]) -> None:
@@ -193,11 +199,15 @@ class S3CommitLog:
         return _entry(sequence, obj["Body"].read())
 
     def claim(self, entry: Entry) -> bool:
+        return self.create(f"{LOG_DIR}/{entry.sequence:012d}.json", _body(entry))
+
+    def create(self, rel: str, body: bytes) -> bool:
+        """PUT ``rel`` (under the store prefix) with ``If-None-Match: *``: False if it exists."""
         from botocore.exceptions import ClientError
 
         try:
-            self.client.put_object(Bucket=self.bucket, Key=f"{self.dir}{entry.sequence:012d}.json",
-                                   Body=_body(entry), IfNoneMatch="*", ContentType="application/json")
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{rel}",
+                                   Body=body, IfNoneMatch="*", ContentType="application/json")
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             # 412: the entry exists; 409: a concurrent conditional PUT of the same key (one of them wins)

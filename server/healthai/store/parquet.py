@@ -136,6 +136,12 @@ class ParquetStore:
                     if kind in guard.watch:
                         guard.observe(kind, self._read_indexed(kind, path), self._rel(path))
 
+    def create_exclusive(self, rel: str, body: bytes) -> bool | None:
+        """Create the file ``rel`` (under the store root) with ``body`` atomically, only if it does not
+        exist: True, or False when it does; None when this store has no exclusive create (no commit log,
+        e.g. ``gs://``)."""
+        return None if self._log is None else self._log.create(rel, body)
+
     @property
     def sequence(self) -> int:
         """Sequence of the last commit that wrote something (changes whenever the data does)."""

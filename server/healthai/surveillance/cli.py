@@ -141,7 +141,8 @@ def _private(store, counts, args: argparse.Namespace, query: dict):
         by_age=args.by_age, **query)
     what = {"syndrome": args.syndrome, "step": args.step, "level": args.level, "week_start": args.week_start,
             "by_age": args.by_age, "use": "healthai counts", "out": str(args.out) if args.out else None}
-    args.ledger_entry, entry = dp_release.record(store, out, what)
+    args.ledger_entry, entry = dp_release.record(store, out, what, budget=args.budget)  # checked again:
+    # another release may have been recorded since the check above
     args.spent = (spent + out.epsilon, n + 1)
     if args.out is not None:  # the ledger entry, beside the published file
         args.out.with_suffix(".privacy.json").write_text(entry)

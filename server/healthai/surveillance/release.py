@@ -58,6 +58,7 @@ ISO_3166_2 = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 DEFAULT_MAX_CASES_PER_PATIENT = 4  # place-days a patient adds to one release (why: below)
 MECHANISM = "discrete Laplace on every cell (OpenDP make_laplace, integer vector, L1 sensitivity = bound)"
 LEDGER_DIR = "privacy"
+_NUMBERED = re.compile(r"^release-(\d{8})\.json$")
 UNIT_NOTE = ("a patient is one stored patient pseudonym (keyed on the sender's identifier): a person two "
              "hospitals send under different identifiers is two patients, and their guarantee is 2 x epsilon")
 # Why C = 4 by default (chosen from first principles, on no data): a weekly ILI count is of distinct
@@ -127,32 +128,57 @@ def private_counts(counts: SurveillanceCounts, *, epsilon: float, start: date | 
                    nonnegative=nonnegative, left_out_by_bound=beyond, unattributed=int((~attributed).sum()))
 
 
-def record(store: ParquetStore, release: Release, what: dict) -> tuple[str, str]:
+def record(
+    store: ParquetStore, release: Release, what: dict, *, budget: float | None = None
+) -> tuple[str, str]:
     """Write the release's ledger entry (its card, ``what`` was released, its periods, when) into the store's
-    ``privacy/`` folder: one file per release, so object stores (no appends) work too. Its path and text."""
+    ``privacy/`` folder: one file per release, so object stores (no appends) work too. Its path and text.
+
+    Entries are numbered (``release-00000001.json`` ...) and each is created exclusively (the store's
+    commit-log primitive: ``link(2)`` locally, a conditional PUT on S3), so with a ``budget`` two
+    processes releasing at once cannot both pass it: the one that loses the number re-reads the ledger,
+    with the winner's entry in it, and checks again (``InvalidInput`` when the budget would be passed;
+    the noisy table, never shown, is then dropped and costs nothing). Stores without exclusive create
+    (``gs://``) get a unique name instead, and a budget is then checked against what was recorded before."""
     index = release.frame.index
     entry = {"released_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **what,
              "first_period": str(index[0].date()) if len(index) else None,
              "last_period": str(index[-1].date()) if len(index) else None, **release.card()}
-    directory = f"{store.root}/{LEDGER_DIR}"
-    store.filesystem.create_dir(directory, recursive=True)
-    path = f"{directory}/release-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.json"
     text = json.dumps(entry, indent=1) + "\n"
-    with store.filesystem.open_output_stream(path) as f:
-        f.write(text.encode())
-    return path, text
+    directory = f"{store.root}/{LEDGER_DIR}"
+    while True:
+        total, n, last = _ledger(store)
+        if budget is not None and total + release.epsilon > budget + 1e-12:
+            raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {total:g}; another "
+                               f"{release.epsilon:g} would pass the budget of {budget:g}", field="epsilon")
+        name = f"release-{last + 1:08d}.json"
+        created = store.create_exclusive(f"{LEDGER_DIR}/{name}", text.encode())
+        if created is None:
+            name = f"release-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.json"
+            store.filesystem.create_dir(directory, recursive=True)
+            with store.filesystem.open_output_stream(f"{directory}/{name}") as f:
+                f.write(text.encode())
+        if created is not False:
+            return f"{directory}/{name}", text
 
 
 def spent(store: ParquetStore) -> tuple[float, int]:
     """(the epsilon every recorded release of this store has spent in all, how many releases)."""
+    return _ledger(store)[:2]
+
+
+def _ledger(store: ParquetStore) -> tuple[float, int, int]:
+    """(epsilon spent, releases, the highest entry number) of the store's ledger."""
     selector = pafs.FileSelector(f"{store.root}/{LEDGER_DIR}", allow_not_found=True)
-    total, n = 0.0, 0
+    total, n, last = 0.0, 0, 0
     for info in store.filesystem.get_file_info(selector):
         if info.type == pafs.FileType.File and info.base_name.startswith("release-"):
             with store.filesystem.open_input_stream(info.path) as f:
                 total += float(json.loads(f.read())["epsilon"])
             n += 1
-    return total, n
+            if match := _NUMBERED.match(info.base_name):
+                last = max(last, int(match.group(1)))
+    return total, n, last
 
 
 def _check(epsilon: float, bound: int, start: date | str | None, end: date | str | None) -> None:
