@@ -163,7 +163,7 @@ def test_a_concurrent_release_is_counted_before_the_budget_lets_another_through(
         return create(rel, body)
 
     store.create_exclusive = another_process_wins  # type: ignore[method-assign]
-    with pytest.raises(InvalidInput, match="2 recorded releases have spent 2.5; another 1 would pass"):
+    with pytest.raises(InvalidInput, match=r"2 recorded releases have spent 2\.5; another 1 would pass"):
         record(store, release, {"use": "second"}, budget=3)
     assert raced == ["privacy/release-00000002.json"] and spent(store) == (2.5, 2)
     path, text = record(store, release, {"use": "third"}, budget=3.5)  # room for it: the next number
