@@ -121,6 +121,7 @@ def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool) -> None:
     assert out["horizons"] == [2, 3, 5, 10, 15] and out["origins"] == [104, 156]
     assert {"healthai", "healthai_stacked", "last_value", "lag52"} <= set(out["models"])
     assert all(len(v) == 5 for v in out["models"]["healthai_stacked"].values() if isinstance(v, list))
+    assert all(-1 <= r <= 1 for m in out["models"].values() for r in m["pcc"])  # the benchmarks' PCC
     run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert (run_dir / "backtest.png").is_file() and "| h |" in (run_dir / "tables.md").read_text()
     if ensemble:  # one cached ST-GNN per seed and origin; the run says which seeds

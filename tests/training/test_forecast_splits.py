@@ -71,6 +71,10 @@ def test_score_points_and_refusals(three_states: epi_data.EpiData) -> None:
     }
     exact = score_points(three_states, splits, {"models": {"peer": truth}})["models"]["peer"]
     assert exact["rmse"] == [0.0, 0.0] and exact["coverage_95"] == [None, None]
+    assert exact["pcc"] == pytest.approx([1.0, 1.0])
+    flat = {h: [np.full_like(p, 7.0) for p in ps] for h, ps in truth.items()}  # constant: no correlation
+    flat_row = score_points(three_states, splits, {"models": {"peer": flat}})["models"]["peer"]
+    assert flat_row["pcc"] == [None, None] and json.dumps(flat_row, allow_nan=False)
     off = {h: [p + 2.0 for p in ps] for h, ps in truth.items()}
     row = score_points(three_states, splits, {"models": {"peer": off}})["models"]["peer"]
     assert row["rmse"] == pytest.approx([2.0, 2.0]) and row["wis"] == row["mae"] == pytest.approx([2.0, 2.0])

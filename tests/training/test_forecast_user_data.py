@@ -288,6 +288,7 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     }
     assert out["models"]["healthai"]["rmse"] == [line["rmse"][str(h)] for h in out["horizons"]]
     assert all(0 <= c <= 1 for c in out["models"]["healthai"]["coverage_95"])
+    assert all(-1 <= r <= 1 for m in out["models"].values() for r in m["pcc"])
     metrics = json.loads((Path(line["run_dir"]) / "metrics.json").read_text())
     assert metrics["data"]["series"]["sha256"] and metrics["test"]["2"]["baselines"]["last_value"]["rmse"] > 0
 

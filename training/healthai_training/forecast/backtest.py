@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from healthai_training.epi import data as epi_data
+from healthai_training.epi import metrics
 from healthai_training.errors import TrainingInputError
 from healthai_training.forecast.origins import MEMBERS, forecasts_at, no_fold_anchor
+from healthai_training.forecast.results_json import json_number
 from healthai_training.forecast.stacking import FitSet, calibrate, fit_stack
 from healthai_training.forecast.train import ForecastConfig
 
@@ -76,6 +78,7 @@ def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray, point: np.ndarray) -
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
+        "pcc": metrics.pcc(y, point),  # the published benchmarks' PCC: pooled over periods x regions
         "wis": float(np.mean(wis(y, q, levels))),
         "coverage50": _coverage(y, q, levels, 0.5),
         "coverage95": _coverage(y, q, levels, 0.95),
@@ -214,6 +217,7 @@ def results_json(result: dict) -> dict:
     keys = (
         ("rmse", "rmse"),
         ("mae", "mae"),
+        ("pcc", "pcc"),
         ("wis", "wis"),
         ("coverage_50", "coverage50"),
         ("coverage_95", "coverage95"),
@@ -221,7 +225,7 @@ def results_json(result: dict) -> dict:
     models = {}
     for name, rows in result["models"].items():
         if all(h in rows for h in hs):
-            models[name] = {out: [rows[h][k] for h in hs] for out, k in keys}
+            models[name] = {out: [json_number(rows[h][k]) for h in hs] for out, k in keys}
             models[name]["relative_wis"] = {
                 b: [rows[h]["relative_wis"].get(b) for h in hs] for b in rows[hs[0]]["relative_wis"]
             }

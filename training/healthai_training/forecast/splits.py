@@ -20,6 +20,7 @@ from healthai_training.epi import baselines, metrics
 from healthai_training.epi import data as epi_data
 from healthai_training.errors import TrainingInputError
 from healthai_training.forecast.backtest import VAL_FRACTION, backtest_origins
+from healthai_training.forecast.results_json import json_number
 
 FORMAT = "healthai.backtest-splits/1"
 
@@ -142,10 +143,11 @@ def score_points(
                 ys.append(data.series[t])
                 ps.append(p)
             y, p = np.concatenate(ys), np.concatenate(ps)
-            rows.append({"rmse": metrics.rmse(y, p), "mae": metrics.mae(y, p)})
+            rows.append({"rmse": metrics.rmse(y, p), "mae": metrics.mae(y, p), "pcc": metrics.pcc(y, p)})
         models[name] = {
             "rmse": [r["rmse"] for r in rows],
             "mae": [r["mae"] for r in rows],
+            "pcc": [json_number(r["pcc"]) for r in rows],
             "wis": [r["mae"] for r in rows],  # a point forecast's WIS is its absolute error
             "coverage_50": [None] * len(rows),
             "coverage_95": [None] * len(rows),
