@@ -130,3 +130,27 @@ def test_cli_trains_and_exports_a_headerless_matrix_with_its_region_names(tmp_pa
     assert card["region_names"] == graph["region_names"] == ["Alpha", "Beta", "Gamma", "Delta"]
     assert _run(["train", "forecast", "--series-start", "2020-01-06", "--runs-dir", str(tmp_path)]) == 2
     assert "--series-start needs --series" in capsys.readouterr().out
+
+
+def test_a_model_trained_on_a_matrix_forecasts_from_the_same_file(tmp_path: Path, capsys) -> None:
+    """Positional ids end to end: train on the matrix, serve the export, send the same file as history."""
+    from healthai.app.settings import Settings
+    from healthai.app.testing import serve_in_thread
+    from healthai.serving.plugin import plugin as serving_plugin
+    from healthai.serving.settings import ServingSettings
+    from healthai_client.cli import main as client_main
+
+    series, ring, repo = _matrix(tmp_path), _write(tmp_path, "adj.txt", RING), tmp_path / "repo"
+    assert _run(["train", "forecast", "--series", str(series), "--graph", str(ring), "--series-start",
+                 "2020-01-06", "--step", "W", "--epochs", "1", "--no-stack", "--runs-dir",
+                 str(tmp_path / "runs"), "--export-to", str(repo), "--model-name", "forecast_matrix"]) == 0
+    capsys.readouterr()
+    serving = ServingSettings(model_repository=repo, reload_poll_s=0.0)
+    settings = Settings(port=0, dev_mode=True, serving=serving)
+    with serve_in_thread(settings, [serving_plugin(settings=settings)]) as running:
+        argv = ["forecast", "-m", "forecast_matrix", "--history", str(series), "--json",
+                "--address", f"127.0.0.1:{running.port}"]
+        assert client_main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["region_ids"] == ["r01", "r02", "r03", "r04"]
+    assert np.all(np.isfinite(np.asarray(got["quantiles"])))
