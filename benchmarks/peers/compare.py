@@ -68,12 +68,14 @@ def markdown(ours: dict, peers: dict, *, metrics: tuple[str, ...] = ("rmse", "ma
     rows = {**ours["models"], **peers["models"]}
     lines = ["| h | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for i, h in enumerate(ours["horizons"]):
-        for m in metrics:
+        for m in metrics:  # PCC (higher is better, null for a constant forecast) with three decimals
+            values = [rows[k][m][i] for k in names if rows[k].get(m) and rows[k][m][i] is not None]
+            best = (max if m == "pcc" else min)(values, default=None)
             cells = []
             for n in names:
-                best = min(rows[k][m][i] for k in names)
-                v = rows[n][m][i]
-                cells.append(f"**{v:.1f}**" if v == best else f"{v:.1f}")
+                v = rows[n][m][i] if rows[n].get(m) else None
+                text = "–" if v is None else f"{v:.3f}" if m == "pcc" else f"{v:.1f}"
+                cells.append(f"**{text}**" if v is not None and v == best else text)
             lines.append(f"| {h} | {m.upper()} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -103,7 +105,7 @@ def main() -> int:
     t = sub.add_parser("table")
     t.add_argument("--ours", type=Path, required=True, help="healthai train backtest --json output")
     t.add_argument("--peers", type=Path, required=True, help="compare.py score output")
-    t.add_argument("--metrics", default="rmse,mae,wis", help="rows per horizon, e.g. rmse,mae")
+    t.add_argument("--metrics", default="rmse,mae,wis", help="rows per horizon, e.g. rmse,mae,pcc")
     t.set_defaults(func=cmd_table)
     args = p.parse_args()
     return args.func(args)
