@@ -133,3 +133,7 @@ def test_a_headerless_matrix_history_takes_the_trainers_region_ids(
     (tmp_path / "two.txt").write_text("US-MA\nUS-NY\n")
     assert main([*argv, "--region-ids", str(tmp_path / "two.txt")]) == 2
     assert "3 columns but the region-ids file names 2 regions" in capsys.readouterr().err
+    named = tmp_path / "named.csv"
+    named.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join(f"{v:g}" for v in r) for r in history))
+    assert main([*argv[:4], str(named), *argv[5:], "--region-ids", str(tmp_path / "ids.txt")]) == 2
+    assert "but this history names its regions" in capsys.readouterr().err

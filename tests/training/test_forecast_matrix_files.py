@@ -15,6 +15,7 @@ from healthai.surveillance.matrix_file import positional_ids
 from healthai_training import cli
 from healthai_training.epi.data import load_epi
 from healthai_training.epi.user_data import load_files
+from healthai_training.errors import TrainingInputError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 RING = "1,1,0,1\n1,1,1,0\n0,1,1,1\n1,0,1,1\n"  # four regions on a ring, self-loops on the diagonal
@@ -112,6 +113,12 @@ def test_series_start_refuses_a_header_and_a_headerless_graph_asks_for_ids(tmp_p
     assert err.value.field == "series_start"
     with pytest.raises(InputFileError, match="name them with --region-ids FILE"):
         load_files(series=named, graph=ring)
+    edges = _write(tmp_path, "e.csv", "source,target\na,b\nb,c\nc,d\nd,a\n")
+    ids = _write(tmp_path, "ids.txt", "a\nb\nc\nd\n")
+    with pytest.raises(TrainingInputError, match="both name their regions") as err:  # nothing to name
+        load_files(series=named, graph=edges, region_ids=ids)
+    assert err.value.field == "region_ids"
+    assert load_files(series=named, graph=ring, region_ids=ids).region_ids == ("a", "b", "c", "d")
 
 
 def test_cli_trains_and_exports_a_headerless_matrix_with_its_region_names(tmp_path: Path, capsys) -> None:

@@ -69,13 +69,18 @@ def read_history(
 
     from healthai.surveillance.series_file import apply_negatives, read_series
 
+    header = _csv_header(path) if suffix in (".csv", ".txt") else []
+    matrix = bool(header) and all(_is_number(c) for c in header)
+    if region_ids is not None and not matrix:
+        raise ValueError(f"{path}: region ids name the columns of a headerless matrix, but this history "
+                         "names its regions")
     if suffix == ".json":
         undated = _from_json(path)
     elif suffix not in _TABLE_SUFFIXES:
         raise ValueError(f"history file {str(path)!r}: expected .csv, .txt, .parquet or .json")
-    elif suffix in (".csv", ".txt") and all(_is_number(c) for c in _csv_header(path)):
+    elif matrix:
         undated = _from_matrix(path, region_ids)
-    elif suffix in (".csv", ".txt") and "period" not in _csv_header(path):
+    elif suffix in (".csv", ".txt") and "period" not in header:
         undated = _from_header_csv(path)
     else:
         table = read_series(path, negatives=negatives)

@@ -52,6 +52,9 @@ def _combine(
         raise TrainingInputError(f"season length must be >= 5 periods, got {season}", field="season")
     g = read_graph(graph, region_ids=table.region_ids, allow_isolated=allow_isolated, id_property=id_property,
                    matrix_ids=named[0] if named else None)
+    if named and table.report.get("layout") != "matrix" and g.report["format"] != "headerless adjacency":
+        raise TrainingInputError("--region-ids names the columns of a headerless matrix, but the series and "
+                                 "the graph both name their regions", field="region_ids")
     region_names = g.region_names
     if named and any(named[1]) and not any(region_names):
         by_id = dict(zip(*named, strict=True))
