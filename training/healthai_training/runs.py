@@ -235,7 +235,8 @@ def card_privacy(privacy: dict[str, Any], data: epi_data.EpiData) -> dict[str, A
         "guarantee": "epsilon-DP per patient for the weights and the card's metrics: both are computed "
                      "only from the released noisy counts (the metrics are against those counts too). "
                      "Forecast --stored feeds the store's exact recent counts to the model, so its "
-                     "answers are not covered",
+                     "answers are not covered, unless the server runs with stored_counts = private "
+                     "(it then reads the newest DP release: each release spends its own epsilon)",
         **({"dp_sgd": privacy} if privacy.get("private") else {}),
     }
 

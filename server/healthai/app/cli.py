@@ -42,7 +42,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags the user gave (argparse defaults are None), as Settings fields."""
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
-             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy")
+             "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy",
+             "stored_counts")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
     flags.update(normalize_flags(args))
     if args.dev:
@@ -125,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-grace-s", type=float, help="seconds to drain in-flight calls on SIGTERM")
     p.add_argument("--date-policy", choices=("full", "shift"),
                    help="event dates: as sent (full, default) or a keyed per-patient shift")
+    p.add_argument("--stored-counts", choices=("exact", "private"),
+                   help="what Forecast --stored and Scenario stored calibration read: exact counts "
+                        "(default) or only those released under DP (healthai counts --epsilon)")
     add_normalize_flags(p)
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from healthai import observability, security
 from healthai.app.server import ServicePlugin, build_server
@@ -27,12 +28,18 @@ def build_plugins(settings: Settings) -> list[ServicePlugin]:
     """Ingest always; the serving plugin (Risk/Forecast/KServe) when ``settings.serving.enabled``."""
     ingest = IngestPlugin(settings)
     plugins: list[ServicePlugin] = [ingest]
+    surveillance: Any = ingest.surveillance
+    if settings.stored_counts == "private":  # callers see released (noisy) counts, never exact ones
+        from healthai.surveillance.released import ReleasedCounts
+
+        surveillance = ReleasedCounts(ingest.store)
+        log.info("stored counts: private releases only (the newest matching release in the store's ledger)")
     if settings.serving.enabled:
         serving = importlib.import_module("healthai.serving.plugin")
-        plugins.append(serving.plugin(settings=settings, surveillance=ingest.surveillance))
+        plugins.append(serving.plugin(settings=settings, surveillance=surveillance))
     if settings.scenario.enabled:
         scenario = importlib.import_module("healthai.scenario.plugin")
-        plugins.append(scenario.plugin(settings=settings, surveillance=ingest.surveillance))
+        plugins.append(scenario.plugin(settings=settings, surveillance=surveillance))
     return plugins
 
 

@@ -67,6 +67,11 @@ class Settings(BaseModel):
     # beyond it a new call is refused RESOURCE_EXHAUSTED by gRPC core itself. None = gRPC's default.
     max_pending_rpcs: int | None = Field(None, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # What Forecast --stored and Scenario's stored calibration read: the store's exact surveillance
+    # counts, or only the counts released from it under epsilon-DP per patient (the newest matching
+    # `healthai counts --epsilon --store` release; healthai.surveillance.released). The server spends
+    # no privacy itself: every release is made, and recorded in the ledger, by the operator.
+    stored_counts: Literal["exact", "private"] = "exact"
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

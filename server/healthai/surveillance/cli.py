@@ -140,7 +140,8 @@ def _private(store, counts, args: argparse.Namespace, query: dict):
         max_cases_per_patient=args.max_cases_per_patient, nonnegative=not args.keep_negative,
         by_age=args.by_age, **query)
     what = {"syndrome": args.syndrome, "step": args.step, "level": args.level, "week_start": args.week_start,
-            "by_age": args.by_age, "use": "healthai counts", "out": str(args.out) if args.out else None}
+            "by_age": args.by_age, "use": "healthai counts", "out": str(args.out) if args.out else None,
+            "complete_periods": query["completed_by"] is not None}
     args.ledger_entry, entry = dp_release.record(store, out, what, budget=args.budget)  # checked again:
     # another release may have been recorded since the check above
     args.spent = (spent + out.epsilon, n + 1)

@@ -25,6 +25,8 @@ clamped cells overstates the total (``nonnegative=False`` keeps the unbiased int
 Each release spends its epsilon; releases of the same patients add up (sequential composition).
 :func:`record` writes one ledger entry per release into the store's ``privacy/`` folder and
 :func:`spent` sums them, so a budget can be enforced across releases (``healthai counts --budget``).
+The released table itself is kept beside its entry, so a server set to answer from private releases
+only (``stored_counts = "private"``) can read it back (:mod:`healthai.surveillance.released`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
 from healthai.normalize.counties import FIPS
@@ -144,11 +148,16 @@ def record(
     entry = {"released_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **what,
              "first_period": str(index[0].date()) if len(index) else None,
              "last_period": str(index[-1].date()) if len(index) else None, **release.card()}
-    text = json.dumps(entry, indent=1) + "\n"
     directory = f"{store.root}/{LEDGER_DIR}"
+    if release.frame.columns.nlevels == 1 and len(index):  # the released table itself, for
+        entry["table"] = f"table-{uuid.uuid4().hex}.parquet"  # ``released.ReleasedCounts`` (by-age: none)
+        _write_table(store, f"{directory}/{entry['table']}", release.frame)
+    text = json.dumps(entry, indent=1) + "\n"
     while True:
         total, n, last = _ledger(store)
         if budget is not None and total + release.epsilon > budget + 1e-12:
+            if "table" in entry:  # never released: its table goes too
+                store.filesystem.delete_file(f"{directory}/{entry['table']}")
             raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {total:g}; another "
                                f"{release.epsilon:g} would pass the budget of {budget:g}", field="epsilon")
         name = f"release-{last + 1:08d}.json"
@@ -160,6 +169,16 @@ def record(
                 f.write(text.encode())
         if created is not False:
             return f"{directory}/{name}", text
+
+
+def _write_table(store: ParquetStore, path: str, frame: pd.DataFrame) -> None:
+    """The noisy table, long (period, place, count), beside its ledger entry (written before it)."""
+    rows, cols = frame.shape
+    table = pa.table({"period": pa.array(np.repeat(frame.index.date, cols), pa.date32()),
+                      "place": pa.array(np.tile(np.asarray(frame.columns, dtype=str), rows)),
+                      "count": pa.array(frame.to_numpy(dtype="int64").ravel())})
+    store.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, filesystem=store.filesystem)
 
 
 def spent(store: ParquetStore) -> tuple[float, int]:

@@ -218,5 +218,6 @@ def _private_release(store, counts, private: dict, *, regions: list[str], syndro
         field = flags.get(e.field or "", e.field)
         raise TrainingInputError(e.message, field=field or "count_epsilon") from e
     record(store, release, {"syndrome": syndrome, "step": step, "level": level, "week_start": week_start,
+                            "by_age": False, "complete_periods": True,
                             "use": "healthai train forecast --from-store"})
     return release

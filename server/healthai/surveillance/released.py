@@ -1,0 +1,112 @@
+"""Surveillance counts read back from the store's private releases, never from its exact counts.
+
+A server set to ``stored_counts = "private"`` hands this source to Forecast (``--stored``) and Scenario
+(stored calibration) instead of :class:`~healthai.surveillance.SurveillanceCounts`. What a caller
+then sees (the forecast, the ``stored_history`` window, the coverage, a calibration) is computed from
+counts released under epsilon-DP per patient (``healthai counts --epsilon ... --store``, or a
+``train forecast --count-epsilon`` release): post-processing, which spends no further privacy. The
+server never releases anything itself, so the store's ledger stays the whole account of what was
+spent.
+
+For each request the newest release of the same syndrome, step, level and week start (a complete
+release: its periods had all ended) whose table is kept is read; its negative noisy counts are set to
+0 (the models take counts), which biases small counts upwards (``release.Release.card``). A request
+for a region the release does not hold finds no column, as if nothing were stored for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from healthai.errors import InvalidInput
+from healthai.store import ParquetStore
+from healthai.surveillance.counts import week_day
+from healthai.surveillance.release import LEDGER_DIR
+
+
+class ReleasedCounts:
+    """``counts()`` as :class:`~healthai.surveillance.SurveillanceCounts` answers it, from releases."""
+
+    def __init__(self, store: ParquetStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}  # ledger files never change once written: read each once
+        self._tables: dict[str, pd.DataFrame] = {}
+
+    def counts(self, syndrome: str = "ili", freq: str = "D", start: dt.date | str | None = None,
+               end: dt.date | str | None = None, regions: Sequence[str] | None = None, *,
+               completed_by: dt.date | None = None, level: str = "region", week_start: str = "monday"
+               ) -> pd.DataFrame:
+        """The newest matching release's counts (period x place), from ``start`` to ``end`` (periods
+        holding them); ``completed_by`` is met already (only complete releases are read)."""
+        entry = self.newest(syndrome=syndrome, step=freq, level=level, week_start=week_start)
+        frame = self._table(entry["table"]).clip(lower=0)  # post-processing: costs no privacy
+        if start is not None:
+            frame = frame[frame.index >= _period(start, freq, week_start, "start")]
+        if end is not None:
+            last = _period(end, freq, week_start, "end")
+            if last > frame.index[-1]:
+                raise InvalidInput(f"end: the newest private release of {syndrome!r} counts ends with the "
+                                   f"period of {frame.index[-1].date()}; release later periods first "
+                                   "(healthai counts --epsilon ... --store)", field="end")
+            frame = frame[frame.index <= last]
+        if regions is not None:
+            frame = frame[[r for r in regions if r in frame.columns]]
+        return frame
+
+    def newest(self, *, syndrome: str, step: str, level: str, week_start: str) -> dict:
+        """The ledger entry of the release ``counts`` reads; InvalidInput naming ``stored`` if none."""
+        matching = []
+        for name, entry in self._ledger():
+            same = (entry.get("syndrome"), entry.get("step"), entry.get("level")) == (syndrome, step, level)
+            weeks_agree = step == "D" or entry.get("week_start") == week_start
+            if same and weeks_agree and entry.get("table") and entry.get("complete_periods") is True \
+                    and not entry.get("by_age"):
+                matching.append((entry.get("last_period") or "", name, entry))
+        if not matching:
+            weeks = f", weeks starting {week_start}" if step == "W" else ""
+            unit = "week" if step == "W" else "day"
+            raise InvalidInput(
+                f"stored: this server answers from private releases only (stored_counts = private), and the "
+                f"store holds none of {syndrome!r} counts by {level} and {unit}{weeks}: release them first "
+                "(healthai counts --epsilon E --store ... --start ... --end ...)", field="stored")
+        return max(matching, key=lambda m: m[:2])[2]
+
+    def _ledger(self) -> list[tuple[str, dict]]:
+        fs = self.store.filesystem
+        selector = pafs.FileSelector(f"{self.store.root}/{LEDGER_DIR}", allow_not_found=True)
+        names = [i.path for i in fs.get_file_info(selector)
+                 if i.type == pafs.FileType.File and i.base_name.startswith("release-")]
+        with self._lock:
+            for path in names:
+                if path not in self._entries:
+                    with fs.open_input_stream(path) as f:
+                        self._entries[path] = json.loads(f.read())
+            return [(p.rsplit("/", 1)[-1], self._entries[p]) for p in names]
+
+    def _table(self, name: str) -> pd.DataFrame:
+        with self._lock:
+            if name not in self._tables:
+                path = f"{self.store.root}/{LEDGER_DIR}/{name}"
+                long = pq.read_table(path, filesystem=self.store.filesystem).to_pandas()
+                wide = long.pivot(index="period", columns="place", values="count")
+                wide.index = pd.DatetimeIndex(wide.index, name="period")
+                wide.columns.name = None
+                self._tables[name] = wide.astype("int64")
+            return self._tables[name]
+
+
+def _period(value: dt.date | str, step: str, week_start: str, name: str) -> pd.Timestamp:
+    """The start of the period holding ``value``."""
+    try:
+        day = pd.Timestamp(value).normalize()
+    except ValueError as e:
+        raise InvalidInput(f"{name} {value!r} is not a date", field=name) from e
+    return day - pd.Timedelta(days=(day.day_of_week - week_day(week_start)) % 7) if step == "W" else day
