@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "healthai.triton.cli",  # triton prepare
     "healthai.ingest.kafka.cli",  # ingest-kafka
     "healthai.surveillance.cli",  # counts
+    "healthai.surveillance.ledger_cli",  # privacy-ledger
 )
 
 

@@ -5,6 +5,7 @@ OpenDP release, real gRPC server)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import grpc
@@ -125,3 +126,21 @@ def test_a_refused_release_keeps_no_table_and_the_setting_picks_the_source(store
         plugins = build_plugins(settings)
         assert isinstance(plugins[1].surveillance, kind)
         assert isinstance(plugins[2].servicer.surveillance, kind)  # Scenario's stored calibration too
+
+
+def test_privacy_ledger_lists_each_release_and_the_total(store: Path, tmp_path: Path, capsys) -> None:
+    _release(store, tmp_path / "one.csv", WEEKS - 1)
+    _release(store, tmp_path / "two.csv", WEEKS - 1, "--keep-negative")
+    capsys.readouterr()
+    assert main(["privacy-ledger", "--store", str(store)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("entry\treleased_at\tuse") and len(lines) == 3
+    assert lines[1].startswith("release-00000001.json") and "healthai counts" in lines[1]
+    assert lines[2].endswith("\tyes") and "2 releases, epsilon 2 spent in all" in err
+    assert main(["privacy-ledger", "--store", str(store), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["epsilon_spent"] == pytest.approx(2.0) and [r["entry"] for r in doc["releases"]] == [
+        "release-00000001.json", "release-00000002.json"]
+    assert doc["releases"][1]["nonnegative"] is False
+    assert main(["privacy-ledger", "--store", str(tmp_path / "nowhere")]) == 2

@@ -186,18 +186,22 @@ def spent(store: ParquetStore) -> tuple[float, int]:
     return _ledger(store)[:2]
 
 
-def _ledger(store: ParquetStore) -> tuple[float, int, int]:
-    """(epsilon spent, releases, the highest entry number) of the store's ledger."""
+def entries(store: ParquetStore) -> list[tuple[str, dict]]:
+    """Every ledger entry of the store: (file name, entry), in name order (numbered entries in order)."""
     selector = pafs.FileSelector(f"{store.root}/{LEDGER_DIR}", allow_not_found=True)
-    total, n, last = 0.0, 0, 0
+    out = []
     for info in store.filesystem.get_file_info(selector):
         if info.type == pafs.FileType.File and info.base_name.startswith("release-"):
             with store.filesystem.open_input_stream(info.path) as f:
-                total += float(json.loads(f.read())["epsilon"])
-            n += 1
-            if match := _NUMBERED.match(info.base_name):
-                last = max(last, int(match.group(1)))
-    return total, n, last
+                out.append((info.base_name, json.loads(f.read())))
+    return sorted(out, key=lambda e: e[0])
+
+
+def _ledger(store: ParquetStore) -> tuple[float, int, int]:
+    """(epsilon spent, releases, the highest entry number) of the store's ledger."""
+    found = entries(store)
+    numbers = [int(m.group(1)) for name, _ in found if (m := _NUMBERED.match(name))]
+    return sum(float(e["epsilon"]) for _, e in found), len(found), max(numbers, default=0)
 
 
 def _check(epsilon: float, bound: int, start: date | str | None, end: date | str | None) -> None:
