@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from healthai_training.cli_forecast import add_data_flags, user_data
 from healthai_training.epi import data as epi_data
 from healthai_training.forecast.splits import baseline_points, export_splits, score_points
 from healthai_training.forecast.train import HORIZONS
@@ -21,7 +22,11 @@ OURS = ("healthai_stacked", "healthai", "last_value", "lag52", "seasonal_mean_2x
 
 
 def _load(args: argparse.Namespace) -> epi_data.EpiData:
-    return epi_data.load_epi(args.dataset, data_root=args.data_root)
+    """``--dataset``, or the user's own files exactly as ``train backtest --series ...`` reads them."""
+    data = user_data(args)
+    if (data is None) == (args.dataset is None):
+        raise SystemExit("give --dataset or --series/--from-store (with --graph), not both")
+    return data if data is not None else epi_data.load_epi(args.dataset, data_root=args.data_root)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -92,7 +97,8 @@ def main() -> int:
     sub = p.add_subparsers(required=True)
     for name, fn in (("export", cmd_export), ("score", cmd_score)):
         s = sub.add_parser(name)
-        s.add_argument("--dataset", choices=sorted(epi_data.DATASETS), required=True)
+        s.add_argument("--dataset", choices=sorted(epi_data.DATASETS))
+        add_data_flags(s)  # or your own series and graph, as train backtest takes them
         s.add_argument("--data-root", type=Path, default=Path("../shared/data"))
         s.add_argument("--out", type=Path, required=True)
         s.set_defaults(func=fn)
