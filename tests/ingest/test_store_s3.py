@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -128,10 +129,13 @@ def test_late_patient_rewrite_on_s3(s3_uri: str) -> None:
 
 
 def test_private_release_ledger_on_s3(s3_uri: str) -> None:
-    """A private count release's ledger entry is one object per release (S3 has no append)."""
+    """A private count release's ledger entry is one object per release (S3 has no append), numbered and
+    created by a conditional PUT; its table is read back as a server in ``stored_counts = private`` does."""
+    from healthai.errors import InvalidInput
     from healthai.normalize.fhir import normalize_fhir
     from healthai.surveillance import SurveillanceCounts
     from healthai.surveillance.release import private_counts, record, spent
+    from healthai.surveillance.released import ReleasedCounts
 
     from .test_counts_cli import flu_bundle
 
@@ -140,9 +144,17 @@ def test_private_release_ledger_on_s3(s3_uri: str) -> None:
         out = normalize_fhir(flu_bundle(i), ctx=context(), source="s")
         store.commit({k: t for k, t in out.tables.items() if t.num_rows})
     assert spent(store) == (0.0, 0)
+    what = {"use": "test", "syndrome": "ili", "step": "W", "level": "region", "week_start": "monday",
+            "complete_periods": True}
     for eps in (0.5, 0.25):
         release = private_counts(SurveillanceCounts(store), epsilon=eps, regions=["US-MA"], freq="W",
                                  start="2025-12-01", end="2025-12-28")
-        record(store, release, {"use": "test"})
+        record(store, release, what)
     assert spent(ParquetStore(s3_uri).open()) == (pytest.approx(0.75), 2)
-    assert len([k for k in _objects(s3_uri) if k.startswith("store/privacy/release-")]) == 2
+    ledger = sorted(k for k in _objects(s3_uri) if k.startswith("store/privacy/release-"))
+    assert ledger == ["store/privacy/release-00000001.json", "store/privacy/release-00000002.json"]
+    with pytest.raises(InvalidInput, match=r"would pass the budget of 0\.9"):
+        record(store, release, what, budget=0.9)
+    assert len([k for k in _objects(s3_uri) if k.startswith("store/privacy/table-")]) == 2  # none left
+    back = ReleasedCounts(ParquetStore(s3_uri).open()).counts("ili", "W")
+    np.testing.assert_array_equal(back.to_numpy(), np.maximum(release.frame.to_numpy(), 0))  # the newest
