@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from healthai_training.common import resolve_device, seed_everything
+from healthai_training.common import seed_everything
 from healthai_training.epi import baselines, metrics
 from healthai_training.epi import data as epi_data
 from healthai_training.errors import TrainingInputError
@@ -33,6 +33,7 @@ from healthai_training.forecast.config import (  # noqa: F401  (re-exported)
     ForecastConfig,
     validate_config,
 )
+from healthai_training.forecast.device import forecast_device
 from healthai_training.forecast.graph import RegionGraph
 from healthai_training.forecast.model import STGNNForecaster
 from healthai_training.privacy import make_private, privacy_report, validate_privacy
@@ -227,7 +228,7 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     sample_rate = min(1.0, cfg.batch_size / len(x_tr))
     validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)
 
-    device = resolve_device(cfg.device)
+    device = forecast_device(cfg.device)  # a GPU only where our native graph op passes its self-check
     gen = seed_everything(cfg.seed)
     graph = RegionGraph.from_adjacency(data.adjacency, data.region_ids)
     model = _new_model(graph, cfg, lo, hi).to(device)
