@@ -80,7 +80,7 @@ def test_region_ids_file_names_both_matrices_and_lines_up_a_named_graph(tmp_path
      "4 columns but the region-ids file names 3 regions"),
     ({"series_start": "2020-01-06", "step": "W", "region_ids": "a\nb\na\nc\n"}, RING, "region_ids",
      "line 3: region 'a' appears twice"),
-    ({"series_start": "someday", "step": "W"}, RING, "series", "--series-start: period 'someday'"),
+    ({"series_start": "someday", "step": "W"}, RING, "series_start", "--series-start: period 'someday'"),
     ({"series_start": "2020-01-06", "step": "W"}, "1,1,0,1\n1,1,1,0\n0,1,1,1\n0,0,1,1\n", "graph",
      "not symmetric: r01→r04 is 1 but r04→r01 is 0"),
     ({"series_start": "2020-01-06", "step": "W"}, "1,1,0\n1,1,1\n0,1,1\n", "graph",

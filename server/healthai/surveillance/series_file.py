@@ -307,7 +307,10 @@ def _matrix(
             "numbers (a file with a header names its periods: drop --series-start)",
             field="series_start",
         )
-    first = parse_period(start, where="--series-start")
+    try:
+        first = parse_period(start, where="--series-start")
+    except InputFileError as e:
+        raise InputFileError(e.message, field="series_start") from None
     periods = pd.date_range(first, periods=len(cells), freq=f"{STEPS[step]}D")
     ids = column_ids(cells.shape[1], region_ids, path, "series")
     rows = np.arange(len(cells)) + 1  # no header: data start on line 1
