@@ -225,7 +225,7 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
     run_dir = make_run_dir(args.runs_dir, f"{kind}-{data.name}-{args.mode}-{tag}")
     write_json(run_dir / "backtest.json", {**result, "config": settings, "data": data.report})
     tables = "\n\n".join(
-        f"{m.upper()}\n" + backtest.markdown_table(result, metric=m) for m in ("rmse", "wis")
+        f"{m.upper()}\n" + backtest.markdown_table(result, metric=m) for m in ("rmse", "wis", "pcc")
     )
     (run_dir / "tables.md").write_text(tables + "\n")
     backtest.plot(result, run_dir / "backtest.png", title=f"{data.name}: rolling origins {result['origins']}")

@@ -235,11 +235,10 @@ def results_json(result: dict) -> dict:
 def markdown_table(result: dict, *, metric: str = "rmse") -> str:
     names = [n for n in ("healthai_stacked", "healthai", *BASELINES) if n in result["models"]]
     lines = ["| h | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    digits = 3 if metric == "pcc" else 1
     for h in result["horizons"]:
-        cells = [
-            f"{result['models'][n][str(h)][metric]:.1f}" if str(h) in result["models"][n] else "–"
-            for n in names
-        ]
+        values = [json_number(result["models"][n].get(str(h), {}).get(metric)) for n in names]
+        cells = [f"{v:.{digits}f}" if v is not None else "–" for v in values]
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
