@@ -171,6 +171,24 @@ def test_a_concurrent_release_is_counted_before_the_budget_lets_another_through(
     assert spent(store) == (3.5, 3)
 
 
+def test_cli_release_places_from_a_headerless_graph_named_by_region_ids(store_dir: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    graph = tmp_path / "adj.txt"
+    graph.write_text("1,1,0\n1,1,1\n0,1,1\n")
+    (tmp_path / "ids.txt").write_text("".join(f"{c}\n" for c in ZIPS.values()))
+    december = ["--start", DECEMBER["start"], "--end", DECEMBER["end"]]
+    common = ["counts", "--store", str(store_dir), "--level", "county", "--epsilon", "1", "--graph",
+              str(graph), *december]
+    out = tmp_path / "c.csv"
+    assert main([*common, "--region-ids", str(tmp_path / "ids.txt"), "--out", str(out)]) == 0
+    assert set(pd.read_csv(out, dtype={"region": str})["region"]) == set(ZIPS.values())
+    assert main(common) == 2  # by position (r01 ...): not county ids, refused before any release
+    assert "r01" in capsys.readouterr().err
+    assert main(["counts", "--store", str(store_dir), "--epsilon", "1", "--regions", "US-MA",
+                 "--region-ids", str(tmp_path / "ids.txt"), *december]) == 2
+    assert "it needs --graph" in capsys.readouterr().err
+
+
 class _StoredCases:
     """The one method ``private_counts`` reads: cases as ``SurveillanceCounts.cases`` gives them."""
 

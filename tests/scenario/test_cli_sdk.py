@@ -173,6 +173,12 @@ def test_own_regions_from_a_graph_file_and_a_population_file(
     by_hand = {"region_ids": ["R-A", "R-B", "R-C", "R-D"], "population": [50000, 20000, 80000, 10000],
                "edges": [(0, 1, 1.0), (1, 0, 1.0), (1, 2, 1.0), (2, 1, 1.0), (2, 3, 1.0), (3, 2, 1.0)]}
     assert sorted(graph["edges"]) == sorted(by_hand["edges"]) and graph["population"] == by_hand["population"]
+    # the same chain as a headerless adjacency (a benchmark's *-adj.txt), its rows named by --region-ids
+    (tmp_path / "chain-adj.txt").write_text("1,1,0,0\n1,1,1,0\n0,1,1,1\n0,0,1,1\n")
+    (tmp_path / "ids.txt").write_text("R-A\nR-B\nR-C\nR-D\n")
+    matrix = read_scenario_graph(tmp_path / "chain-adj.txt", tmp_path / "people.csv",
+                                 region_ids=tmp_path / "ids.txt")
+    assert sorted(matrix["edges"]) == sorted(by_hand["edges"])
     job = {"horizon_days": 120, "runs": 1, "deterministic": True, "seed_infections": {"R-A": 20}}
     with Client(address, api_key=keys["planner"], timeout=120) as c:
         got, expected = c.scenario(graph, **job), c.scenario(by_hand, **job)
@@ -186,6 +192,12 @@ def test_own_regions_from_a_graph_file_and_a_population_file(
     assert main([*argv, "--population", str(tmp_path / "people.csv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["region_ids"] == by_hand["region_ids"]
     assert main(argv) == 2 and "needs --population" in capsys.readouterr().err
+    adj = ["scenario", "--graph", str(tmp_path / "chain-adj.txt"), "--population",
+           str(tmp_path / "people.csv"), "--seed-infections", "R-A=20", "--horizon", "30", "--runs", "2",
+           *auth, "--json"]
+    assert main(adj) == 2 and "name them with --region-ids FILE" in capsys.readouterr().err  # r01 ...
+    assert main([*adj, "--region-ids", str(tmp_path / "ids.txt")]) == 0
+    assert json.loads(capsys.readouterr().out)["region_ids"] == by_hand["region_ids"]
     (tmp_path / "people.csv").write_text("region,population\nR-A,50000\nR-B,20000\nR-C,80000\n")
     assert main([*argv, "--population", str(tmp_path / "people.csv")]) == 2
     assert "1 in the graph but not the population file people.csv ['R-D']" in capsys.readouterr().err

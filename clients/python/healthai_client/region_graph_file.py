@@ -47,25 +47,32 @@ def read_populations(path: Path | str) -> dict[str, int]:
     return out
 
 
-def read_scenario_graph(graph: Path | str, population: Path | str, *,
-                        id_property: str | None = None) -> dict[str, Any]:
-    """{"region_ids", "population", "edges": [(src, dst, weight)]} for ``Client.scenario/calibrate``."""
+def read_scenario_graph(graph: Path | str, population: Path | str, *, id_property: str | None = None,
+                        region_ids: Path | str | None = None) -> dict[str, Any]:
+    """{"region_ids", "population", "edges": [(src, dst, weight)]} for ``Client.scenario/calibrate``;
+    ``region_ids``: a file naming a headerless adjacency's rows (else they are ``r01`` ...)."""
     from healthai.surveillance.graph_file import read_graph
+    from healthai.surveillance.matrix_file import read_region_ids
 
     people = read_populations(population)
     ids = tuple(people)
+    named = read_region_ids(region_ids)[0] if region_ids is not None else None
     adjacency = read_graph(graph, region_ids=ids, allow_isolated=True, id_property=id_property,
-                           regions_from=f"population file {Path(population).name}").adjacency
+                           regions_from=f"population file {Path(population).name}",
+                           matrix_ids=named).adjacency
     off = adjacency - np.diag(np.diag(adjacency))
     src, dst = np.nonzero(off)  # both directions of every neighbour pair
     return {"region_ids": list(ids), "population": [people[r] for r in ids],
             "edges": [(int(s), int(d), float(off[s, d])) for s, d in zip(src, dst, strict=True)]}
 
 
-def scenario_graph_arg(graph: str, population: Path | None) -> str | dict[str, Any]:
+def scenario_graph_arg(graph: str, population: Path | None,
+                       region_ids: Path | None = None) -> str | dict[str, Any]:
     """``--graph``: a named graph, or with ``--population`` a graph file."""
     if population is None:
         if Path(graph).is_file():
             raise ValueError(f"--graph {graph}: a graph file needs --population FILE (region, population)")
+        if region_ids is not None:
+            raise ValueError("--region-ids names a headerless --graph file's rows: it needs --population")
         return graph
-    return read_scenario_graph(graph, population)
+    return read_scenario_graph(graph, population, region_ids=region_ids)

@@ -95,7 +95,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def scenario(args: argparse.Namespace) -> int:
     opts = _options(args)
-    graph = scenario_graph_arg(args.graph, args.population)
+    graph = scenario_graph_arg(args.graph, args.population, args.region_ids)
     if args.plot and args.regions and args.plot_regions:
         missing = set(args.plot_regions.split(",")) - set(args.regions.split(","))
         if missing:
@@ -163,7 +163,7 @@ def scenario(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
-    graph = scenario_graph_arg(args.graph, args.population)
+    graph = scenario_graph_arg(args.graph, args.population, args.region_ids)
     with make_client(args) as client:
         fit = client.calibrate(
             graph,
@@ -197,6 +197,8 @@ def add_scenario_parsers(sub: Any) -> None:
                         "GeoJSON: what train forecast --graph takes) with --population")
     p.add_argument("--population", type=Path, metavar="FILE",
                    help="with a --graph file: CSV region,population (the regions simulated)")
+    p.add_argument("--region-ids", type=Path, metavar="FILE",
+                   help="a headerless adjacency --graph: its rows' region ids, one per line (id or id,name)")
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument("--seed-infections", help="REGION=COUNT,... infectious at day 0")
     start.add_argument("--calibrate-observed", type=Path, help="CSV of daily counts to calibrate to first")
@@ -245,6 +247,8 @@ def add_scenario_parsers(sub: Any) -> None:
                         "GeoJSON: what train forecast --graph takes) with --population")
     p.add_argument("--population", type=Path, metavar="FILE",
                    help="with a --graph file: CSV region,population (the regions simulated)")
+    p.add_argument("--region-ids", type=Path, metavar="FILE",
+                   help="a headerless adjacency --graph: its rows' region ids, one per line (id or id,name)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--observed", type=Path, help="CSV: header of region ids, one row per day")
     src.add_argument("--stored", nargs="?", const="ili", metavar="SYNDROME")

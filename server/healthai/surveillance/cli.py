@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--regions", help="with --epsilon: the places to release, comma-separated")
     dp.add_argument("--graph", type=Path,
                     help="with --epsilon: the places to release are this graph file's region ids")
+    dp.add_argument("--region-ids", type=Path, metavar="FILE",
+                    help="with a headerless adjacency --graph: its rows' region ids, one per line")
     dp.add_argument("--keep-negative", action="store_true",
                     help="with --epsilon: keep negative noisy counts (unbiased sums; default: clamp to 0)")
     dp.add_argument("--budget", type=float, default=None,
@@ -79,11 +81,12 @@ def _counts(args: argparse.Namespace) -> int:
     if "://" not in args.store and not Path(args.store).expanduser().is_dir():
         print(f"healthai counts: store {args.store}: no such directory", file=sys.stderr)
         return 2
-    private = any(v is not None for v in (args.epsilon, args.regions, args.graph, args.budget)) \
+    private = any(v is not None for v in (args.epsilon, args.regions, args.graph, args.budget,
+                                          args.region_ids)) \
         or args.keep_negative or args.max_cases_per_patient != DEFAULT_MAX_CASES_PER_PATIENT
     if private and args.epsilon is None:
-        print("healthai counts: --regions, --graph, --budget, --keep-negative and --max-cases-per-patient "
-              "go with --epsilon", file=sys.stderr)
+        print("healthai counts: --regions, --graph, --region-ids, --budget, --keep-negative and "
+              "--max-cases-per-patient go with --epsilon", file=sys.stderr)
         return 2
     store = ParquetStore(args.store).open()
     today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
@@ -126,11 +129,16 @@ def _private(store, counts, args: argparse.Namespace, query: dict):
     """The private release of the asked counts, checked against --budget and recorded in the ledger."""
     from healthai.surveillance import release as dp_release
     from healthai.surveillance.graph_file import graph_region_ids
+    from healthai.surveillance.matrix_file import read_region_ids
 
     if args.regions is not None and args.graph is not None:
         raise InvalidInput("give the places by --regions or --graph, not both", field="regions")
+    if args.region_ids is not None and args.graph is None:
+        raise InvalidInput("--region-ids names a headerless --graph file's rows: it needs --graph",
+                           field="region_ids")
+    named = read_region_ids(args.region_ids)[0] if args.region_ids is not None else None
     regions = (args.regions.split(",") if args.regions is not None
-               else graph_region_ids(args.graph) if args.graph is not None else None)
+               else graph_region_ids(args.graph, None, named) if args.graph is not None else None)
     spent, n = dp_release.spent(store)
     if args.budget is not None and spent + args.epsilon > args.budget + 1e-12:
         raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {spent:g}; another "
