@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="with a headerless adjacency --graph: its rows' region ids, one per line")
     dp.add_argument("--keep-negative", action="store_true",
                     help="with --epsilon: keep negative noisy counts (unbiased sums; default: clamp to 0)")
+    dp.add_argument("--stream", metavar="NAME",
+                    help="with --epsilon: a continual release: each call releases only the periods that "
+                         "ended since the stream's last one, each patient bounded to C place-days per "
+                         "calendar year over all of them, so a year costs epsilon once (its first "
+                         "call defines the stream: places, step, epsilon, C, --start)")
     dp.add_argument("--budget", type=float, default=None,
                     help="with --epsilon: refuse when this store's recorded releases and this one would "
                          "spend more than this epsilon in all")
@@ -82,10 +87,10 @@ def _counts(args: argparse.Namespace) -> int:
         print(f"healthai counts: store {args.store}: no such directory", file=sys.stderr)
         return 2
     private = any(v is not None for v in (args.epsilon, args.regions, args.graph, args.budget,
-                                          args.region_ids)) \
+                                          args.region_ids, args.stream)) \
         or args.keep_negative or args.max_cases_per_patient != DEFAULT_MAX_CASES_PER_PATIENT
     if private and args.epsilon is None:
-        print("healthai counts: --regions, --graph, --region-ids, --budget, --keep-negative and "
+        print("healthai counts: --regions, --graph, --region-ids, --stream, --budget, --keep-negative and "
               "--max-cases-per-patient go with --epsilon", file=sys.stderr)
         return 2
     store = ParquetStore(args.store).open()
@@ -97,6 +102,10 @@ def _counts(args: argparse.Namespace) -> int:
                  "week_start": args.week_start}
         if private:
             release = _private(store, counts, args, query)
+            if release is None:  # a stream with no newly ended period
+                print(f"healthai counts: stream {args.stream}: no period has ended since its last release; "
+                      "nothing released, nothing spent", file=sys.stderr)
+                return 0
             frame = release.frame
         else:
             query_counts = counts.counts_by_age if args.by_age else counts.counts
@@ -140,6 +149,8 @@ def _private(store, counts, args: argparse.Namespace, query: dict):
     regions = (args.regions.split(",") if args.regions is not None
                else graph_region_ids(args.graph, None, named) if args.graph is not None else None)
     spent, n = dp_release.spent(store)
+    if args.stream is not None:
+        return _stream_release(store, counts, args, query, regions, spent, n)
     if args.budget is not None and spent + args.epsilon > args.budget + 1e-12:
         raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {spent:g}; another "
                            f"{args.epsilon:g} would pass the budget of {args.budget:g}", field="epsilon")
@@ -158,10 +169,42 @@ def _private(store, counts, args: argparse.Namespace, query: dict):
     return out
 
 
+def _stream_release(store, counts, args: argparse.Namespace, query: dict, regions, spent: float, n: int):
+    """The periods of stream ``--stream`` that ended since its last release (``stream``), or None."""
+    from healthai.surveillance import stream
+
+    if args.by_age or query["completed_by"] is None:
+        raise InvalidInput("--stream releases whole ended periods by place: not with --by-age or "
+                           "--include-unfinished", field="stream")
+    if args.start is None:
+        raise InvalidInput("start is required for a private release: periods taken from the data would "
+                           "show when the first and last cases were (a stream's start: its first period)",
+                           field="start")
+    spec = stream.define(store, name=args.stream, syndrome=args.syndrome, step=args.step, level=args.level,
+                         week_start=args.week_start, places=regions, epsilon=args.epsilon,
+                         max_cases_per_patient=args.max_cases_per_patient, start=args.start)
+    what = {"use": "healthai counts --stream", "out": str(args.out) if args.out else None}
+    out = stream.release_new_periods(counts, store, spec, completed_by=query["completed_by"], end=args.end,
+                                     nonnegative=not args.keep_negative, budget=args.budget, what=what)
+    if out is None:
+        return None
+    args.ledger_entry = out.path
+    args.spent = (spent + out.charged, n + 1)
+    args.charged = (out.charged, out.years)
+    if args.out is not None:
+        args.out.with_suffix(".privacy.json").write_text(out.text)
+    return out.release
+
+
 def _say_private(release, args: argparse.Namespace) -> None:
     """For the operator (stderr): the guarantee, what the bound left out, the store's running total."""
     card = release.card()
     clamped = ", negatives clamped to 0" if card["nonnegative"] else ""
+    if getattr(args, "charged", None) is not None:
+        charged, years = args.charged
+        print(f"healthai counts: stream {args.stream}: periods of {', '.join(map(str, years))}; epsilon "
+              f"{card['epsilon']:g} per patient and calendar year over all the stream's releases, "
+              f"{charged:g} charged now (a year's first release)", file=sys.stderr)
     print(f"healthai counts: private release: epsilon {card['epsilon']:g} per patient (delta 0, OpenDP), "
           f"at most {card['max_cases_per_patient']} place-days per patient, noise scale "
           f"{card['noise_scale']:g} (sd {card['noise_sd']:.1f} "

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-SHOWN = ("released_at", "use", "syndrome", "level", "step", "first_period", "last_period", "cells",
-         "epsilon", "max_cases_per_patient")
+SHOWN = ("released_at", "use", "stream", "syndrome", "level", "step", "first_period", "last_period", "cells",
+         "epsilon", "epsilon_charged", "max_cases_per_patient")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,13 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ledger(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
-    from healthai.surveillance.release import entries
+    from healthai.surveillance.release import entries, spent
 
     if "://" not in args.store and not Path(args.store).expanduser().is_dir():
         print(f"healthai privacy-ledger: store {args.store}: no such directory", file=sys.stderr)
         return 2
-    found = entries(ParquetStore(args.store))
-    total = sum(float(e["epsilon"]) for _, e in found)
+    store = ParquetStore(args.store)
+    found = entries(store)
+    total = spent(store)[0]
     if args.json:
         releases = [{"entry": name, **e} for name, e in found]
         print(json.dumps({"epsilon_spent": total, "releases": releases}, indent=1))

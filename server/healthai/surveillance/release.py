@@ -133,8 +133,9 @@ def private_counts(counts: SurveillanceCounts, *, epsilon: float, start: date | 
 
 
 def record(
-    store: ParquetStore, release: Release, what: dict, *, budget: float | None = None
-) -> tuple[str, str]:
+    store: ParquetStore, release: Release, what: dict, *, budget: float | None = None,
+    charged: float | None = None, number: int | None = None,
+) -> tuple[str, str] | None:
     """Write the release's ledger entry (its card, ``what`` was released, its periods, when) into the store's
     ``privacy/`` folder: one file per release, so object stores (no appends) work too. Its path and text.
 
@@ -143,7 +144,12 @@ def record(
     processes releasing at once cannot both pass it: the one that loses the number re-reads the ledger,
     with the winner's entry in it, and checks again (``InvalidInput`` when the budget would be passed;
     the noisy table, never shown, is then dropped and costs nothing). Stores without exclusive create
-    (``gs://``) get a unique name instead, and a budget is then checked against what was recorded before."""
+    (``gs://``) get a unique name instead, and a budget is then checked against what was recorded before.
+
+    ``charged``: the epsilon this entry adds to the store's total when it is not the release's own (a
+    stream's later releases in a calendar year: ``stream``); ``number``: claim exactly this entry number
+    or nothing (None returned, the table removed): a caller whose release depends on the ledger (a
+    stream) recomputes when another entry came first."""
     index = release.frame.index
     entry = {"released_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **what,
              "first_period": str(index[0].date()) if len(index) else None,
@@ -152,16 +158,29 @@ def record(
     if release.frame.columns.nlevels == 1 and len(index):  # the released table itself, for
         entry["table"] = f"table-{uuid.uuid4().hex}.parquet"  # ``released.ReleasedCounts`` (by-age: none)
         _write_table(store, f"{directory}/{entry['table']}", release.frame)
+    cost = release.epsilon if charged is None else charged
+    if charged is not None:
+        entry["epsilon_charged"] = charged
     text = json.dumps(entry, indent=1) + "\n"
+
+    def drop_table() -> None:  # never released: its table goes too
+        if "table" in entry:
+            store.filesystem.delete_file(f"{directory}/{entry['table']}")
+
     while True:
         total, n, last = _ledger(store)
-        if budget is not None and total + release.epsilon > budget + 1e-12:
-            if "table" in entry:  # never released: its table goes too
-                store.filesystem.delete_file(f"{directory}/{entry['table']}")
+        if number is not None and number != last + 1:
+            drop_table()
+            return None
+        if budget is not None and total + cost > budget + 1e-12:
+            drop_table()
             raise InvalidInput(f"epsilon: this store's {n} recorded releases have spent {total:g}; another "
-                               f"{release.epsilon:g} would pass the budget of {budget:g}", field="epsilon")
+                               f"{cost:g} would pass the budget of {budget:g}", field="epsilon")
         name = f"release-{last + 1:08d}.json"
         created = store.create_exclusive(f"{LEDGER_DIR}/{name}", text.encode())
+        if created is False and number is not None:
+            drop_table()
+            return None
         if created is None:
             name = f"release-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.json"
             store.filesystem.create_dir(directory, recursive=True)
@@ -201,7 +220,8 @@ def _ledger(store: ParquetStore) -> tuple[float, int, int]:
     """(epsilon spent, releases, the highest entry number) of the store's ledger."""
     found = entries(store)
     numbers = [int(m.group(1)) for name, _ in found if (m := _NUMBERED.match(name))]
-    return sum(float(e["epsilon"]) for _, e in found), len(found), max(numbers, default=0)
+    spent = sum(float(e.get("epsilon_charged", e["epsilon"])) for _, e in found)
+    return spent, len(found), max(numbers, default=0)
 
 
 def _check(epsilon: float, bound: int, start: date | str | None, end: date | str | None) -> None:

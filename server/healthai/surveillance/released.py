@@ -9,7 +9,8 @@ server never releases anything itself, so the store's ledger stays the whole acc
 spent.
 
 For each request the newest release of the same syndrome, step, level and week start (a complete
-release: its periods had all ended) whose table is kept is read; its negative noisy counts are set to
+release: its periods had all ended) whose table is kept is read (a stream's releases together:
+``healthai.surveillance.stream``); its negative noisy counts are set to
 0 (the models take counts), which biases small counts upwards (``release.Release.card``). A request
 for a region the release does not hold finds no column, as if nothing were stored for it.
 """
@@ -46,8 +47,9 @@ class ReleasedCounts:
                ) -> pd.DataFrame:
         """The newest matching release's counts (period x place), from ``start`` to ``end`` (periods
         holding them); ``completed_by`` is met already (only complete releases are read)."""
-        entry = self.newest(syndrome=syndrome, step=freq, level=level, week_start=week_start)
-        frame = self._table(entry["table"]).clip(lower=0)  # post-processing: costs no privacy
+        source = self.newest(syndrome=syndrome, step=freq, level=level, week_start=week_start)
+        frame = pd.concat([self._table(t) for t in source["tables"]]).sort_index()
+        frame = frame.clip(lower=0)  # post-processing: costs no privacy
         if start is not None:
             frame = frame[frame.index >= _period(start, freq, week_start, "start")]
         if end is not None:
@@ -62,22 +64,27 @@ class ReleasedCounts:
         return frame
 
     def newest(self, *, syndrome: str, step: str, level: str, week_start: str) -> dict:
-        """The ledger entry of the release ``counts`` reads; InvalidInput naming ``stored`` if none."""
-        matching = []
+        """What ``counts`` reads: ``{"tables", "last_period", "entry"}`` of the newest matching release,
+        a stream's releases (``stream``) taken together; InvalidInput naming ``stored`` if none."""
+        sources: dict[tuple[str, str], dict] = {}
         for name, entry in self._ledger():
             same = (entry.get("syndrome"), entry.get("step"), entry.get("level")) == (syndrome, step, level)
             weeks_agree = step == "D" or entry.get("week_start") == week_start
             if same and weeks_agree and entry.get("table") and entry.get("complete_periods") is True \
                     and not entry.get("by_age"):
-                matching.append((entry.get("last_period") or "", name, entry))
-        if not matching:
+                key = ("stream", entry["stream"]) if entry.get("stream") else ("release", name)
+                src = sources.setdefault(key, {"tables": [], "last_period": "", "entry": name})
+                src["tables"].append(entry["table"])
+                src["last_period"] = max(src["last_period"], entry.get("last_period") or "")
+                src["entry"] = max(src["entry"], name)
+        if not sources:
             weeks = f", weeks starting {week_start}" if step == "W" else ""
             unit = "week" if step == "W" else "day"
             raise InvalidInput(
                 f"stored: this server answers from private releases only (stored_counts = private), and the "
                 f"store holds none of {syndrome!r} counts by {level} and {unit}{weeks}: release them first "
                 "(healthai counts --epsilon E --store ... --start ... --end ...)", field="stored")
-        return max(matching, key=lambda m: m[:2])[2]
+        return max(sources.values(), key=lambda s: (s["last_period"], s["entry"]))
 
     def _ledger(self) -> list[tuple[str, dict]]:
         fs = self.store.filesystem
