@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -158,3 +159,33 @@ def test_private_release_ledger_on_s3(s3_uri: str) -> None:
     assert len([k for k in _objects(s3_uri) if k.startswith("store/privacy/table-")]) == 2  # none left
     back = ReleasedCounts(ParquetStore(s3_uri).open()).counts("ili", "W")
     np.testing.assert_array_equal(back.to_numpy(), np.maximum(release.frame.to_numpy(), 0))  # the newest
+
+
+def test_private_stream_on_s3(s3_uri: str) -> None:
+    """A continual release on S3: the definition, each entry and its contributions are objects created
+    by conditional PUT; the second call releases only the new week, bounded by the first call's count."""
+    from healthai.errors import InvalidInput
+    from healthai.normalize.fhir import normalize_fhir
+    from healthai.surveillance import SurveillanceCounts
+    from healthai.surveillance import stream as dp_stream
+    from healthai.surveillance.released import ReleasedCounts
+
+    from .test_private_counts import EXACT, frequent_patient
+
+    store = ParquetStore(s3_uri).open()
+    out = normalize_fhir(frequent_patient(), ctx=context(), source="s")
+    store.commit({k: t for k, t in out.tables.items() if t.num_rows})
+    settings = {"name": "weekly", "syndrome": "ili", "step": "W", "level": "county", "week_start": "monday",
+                "places": ["25017"], "epsilon": EXACT, "max_cases_per_patient": 4, "start": "2025-12-01"}
+    spec = dp_stream.define(store, **settings)
+    with pytest.raises(InvalidInput, match="was defined with max_cases_per_patient = 4"):
+        dp_stream.define(store, **{**settings, "max_cases_per_patient": 5})
+    weeks = [dp_stream.release_new_periods(SurveillanceCounts(store), store, spec, end=end,
+                                           completed_by=dt.date(2026, 1, 20)).release.frame["25017"].tolist()
+             for end in ("2025-12-07", "2025-12-14")]
+    assert weeks == [[4], [0]]
+    keys = _objects(s3_uri)
+    assert "store/privacy/streams/weekly.json" in keys
+    assert len([k for k in keys if k.startswith("store/privacy/streams/contributions-")]) == 2
+    back = ReleasedCounts(ParquetStore(s3_uri).open()).counts("ili", "W", level="county")
+    assert back["25017"].tolist() == [4, 0]
