@@ -256,6 +256,14 @@ def _last_ended(hi: pd.Timestamp, completed_by: pd.Timestamp, freq: str, *, expl
     return last_day - pd.Timedelta(days=week_end) if freq == "W" else last_day
 
 
+def period_start(value: date | str, freq: str, week_start: str = "monday", name: str = "date"
+                 ) -> pd.Timestamp:
+    """The start of the day or week (weeks beginning on ``week_start``) holding ``value``; InvalidInput
+    naming ``name`` when it is not a date."""
+    day = _to_timestamp(value, name)
+    return day - pd.Timedelta(days=(day.day_of_week - week_day(week_start)) % 7) if freq == "W" else day
+
+
 def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)

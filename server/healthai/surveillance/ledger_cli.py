@@ -25,14 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ledger(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
-    from healthai.surveillance.release import entries, spent
+    from healthai.surveillance.release import entries, epsilon_spent
 
     if "://" not in args.store and not Path(args.store).expanduser().is_dir():
         print(f"healthai privacy-ledger: store {args.store}: no such directory", file=sys.stderr)
         return 2
-    store = ParquetStore(args.store)
-    found = entries(store)
-    total = spent(store)[0]
+    found = entries(ParquetStore(args.store))
+    total = epsilon_spent(found)
     if args.json:
         releases = [{"entry": name, **e} for name, e in found]
         print(json.dumps({"epsilon_spent": total, "releases": releases}, indent=1))

@@ -114,13 +114,7 @@ def private_counts(counts: SurveillanceCounts, *, epsilon: float, start: date | 
     else:
         cases, cell, columns = counts.cases(syndrome, level), ["place"], places
     window = period_table(pd.DataFrame(dtype="int64"), freq, start, end, [], completed_by, week_start).index
-    last_day = window[-1] + pd.Timedelta(days=6 if freq == "W" else 0) if len(window) else None
-    days = pd.to_datetime(cases["day"])
-    inside = cases["place"].isin(places) & (days >= window[0]) & (days <= last_day) if len(window) else \
-        pd.Series(False, index=cases.index)
-    cases = cases[inside]
-    attributed = ~cases["patient_id"].astype(str).str.startswith(UNATTRIBUTED)
-    distinct = cases[attributed].drop_duplicates([*cell, "day", "patient_id"])  # as counts() counts
+    distinct, unattributed = distinct_cases(cases, places, window, freq, cell)
     kept, beyond = _bound(distinct, max_cases_per_patient)
     exact = period_table(daily_counts(kept, cell), freq, start, end, columns, completed_by, week_start)
     scale = max_cases_per_patient / epsilon
@@ -129,7 +123,20 @@ def private_counts(counts: SurveillanceCounts, *, epsilon: float, start: date | 
         noisy = np.maximum(noisy, 0)
     frame = pd.DataFrame(noisy, index=exact.index, columns=exact.columns)
     return Release(frame=frame, epsilon=spent, max_cases_per_patient=max_cases_per_patient, scale=scale,
-                   nonnegative=nonnegative, left_out_by_bound=beyond, unattributed=int((~attributed).sum()))
+                   nonnegative=nonnegative, left_out_by_bound=beyond, unattributed=unattributed)
+
+
+def distinct_cases(cases: pd.DataFrame, places: Sequence[str], periods: pd.DatetimeIndex, freq: str,
+                   cell: Sequence[str] = ("place",)) -> tuple[pd.DataFrame, int]:
+    """The cases of ``places`` in ``periods``, one per patient, cell and day (as ``counts()`` counts), and
+    how many were left out for having no patient (nobody to bound)."""
+    if not len(periods):
+        return cases.iloc[:0], 0
+    days = pd.to_datetime(cases["day"])
+    last_day = periods[-1] + pd.Timedelta(days=6 if freq == "W" else 0)
+    cases = cases[cases["place"].isin(places) & (days >= periods[0]) & (days <= last_day)]
+    attributed = ~cases["patient_id"].astype(str).str.startswith(UNATTRIBUTED)
+    return cases[attributed].drop_duplicates([*cell, "day", "patient_id"]), int((~attributed).sum())
 
 
 def record(
@@ -205,23 +212,35 @@ def spent(store: ParquetStore) -> tuple[float, int]:
     return _ledger(store)[:2]
 
 
-def entries(store: ParquetStore) -> list[tuple[str, dict]]:
-    """Every ledger entry of the store: (file name, entry), in name order (numbered entries in order)."""
+def entries(store: ParquetStore, cache: dict[str, dict] | None = None) -> list[tuple[str, dict]]:
+    """Every ledger entry of the store: (file name, entry), in name order (numbered entries in order).
+    ``cache`` (path -> entry) is read and filled: an entry never changes once written."""
     selector = pafs.FileSelector(f"{store.root}/{LEDGER_DIR}", allow_not_found=True)
+    cache = {} if cache is None else cache
     out = []
     for info in store.filesystem.get_file_info(selector):
         if info.type == pafs.FileType.File and info.base_name.startswith("release-"):
-            with store.filesystem.open_input_stream(info.path) as f:
-                out.append((info.base_name, json.loads(f.read())))
+            if info.path not in cache:
+                with store.filesystem.open_input_stream(info.path) as f:
+                    cache[info.path] = json.loads(f.read())
+            out.append((info.base_name, cache[info.path]))
     return sorted(out, key=lambda e: e[0])
+
+
+def last_number(found: list[tuple[str, dict]]) -> int:
+    """The highest entry number among ``entries()`` (0 for none)."""
+    return max((int(m.group(1)) for name, _ in found if (m := _NUMBERED.match(name))), default=0)
+
+
+def epsilon_spent(found: list[tuple[str, dict]]) -> float:
+    """What ``entries()`` charged in all (a stream's later releases in a year charge 0)."""
+    return sum(float(e.get("epsilon_charged", e["epsilon"])) for _, e in found)
 
 
 def _ledger(store: ParquetStore) -> tuple[float, int, int]:
     """(epsilon spent, releases, the highest entry number) of the store's ledger."""
     found = entries(store)
-    numbers = [int(m.group(1)) for name, _ in found if (m := _NUMBERED.match(name))]
-    spent = sum(float(e.get("epsilon_charged", e["epsilon"])) for _, e in found)
-    return spent, len(found), max(numbers, default=0)
+    return epsilon_spent(found), len(found), last_number(found)
 
 
 def _check(epsilon: float, bound: int, start: date | str | None, end: date | str | None) -> None:

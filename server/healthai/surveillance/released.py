@@ -18,18 +18,16 @@ for a region the release does not hold finds no column, as if nothing were store
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Sequence
 
 import pandas as pd
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
-from healthai.surveillance.counts import week_day
-from healthai.surveillance.release import LEDGER_DIR
+from healthai.surveillance.counts import period_start
+from healthai.surveillance.release import LEDGER_DIR, entries
 
 
 class ReleasedCounts:
@@ -51,9 +49,9 @@ class ReleasedCounts:
         frame = pd.concat([self._table(t) for t in source["tables"]]).sort_index()
         frame = frame.clip(lower=0)  # post-processing: costs no privacy
         if start is not None:
-            frame = frame[frame.index >= _period(start, freq, week_start, "start")]
+            frame = frame[frame.index >= period_start(start, freq, week_start, "start")]
         if end is not None:
-            last = _period(end, freq, week_start, "end")
+            last = period_start(end, freq, week_start, "end")
             if last > frame.index[-1]:
                 raise InvalidInput(f"end: the newest private release of {syndrome!r} counts ends with the "
                                    f"period of {frame.index[-1].date()}; release later periods first "
@@ -87,16 +85,8 @@ class ReleasedCounts:
         return max(sources.values(), key=lambda s: (s["last_period"], s["entry"]))
 
     def _ledger(self) -> list[tuple[str, dict]]:
-        fs = self.store.filesystem
-        selector = pafs.FileSelector(f"{self.store.root}/{LEDGER_DIR}", allow_not_found=True)
-        names = [i.path for i in fs.get_file_info(selector)
-                 if i.type == pafs.FileType.File and i.base_name.startswith("release-")]
         with self._lock:
-            for path in names:
-                if path not in self._entries:
-                    with fs.open_input_stream(path) as f:
-                        self._entries[path] = json.loads(f.read())
-            return [(p.rsplit("/", 1)[-1], self._entries[p]) for p in names]
+            return entries(self.store, cache=self._entries)
 
     def _table(self, name: str) -> pd.DataFrame:
         with self._lock:
@@ -109,11 +99,3 @@ class ReleasedCounts:
                 self._tables[name] = wide.astype("int64")
             return self._tables[name]
 
-
-def _period(value: dt.date | str, step: str, week_start: str, name: str) -> pd.Timestamp:
-    """The start of the period holding ``value``."""
-    try:
-        day = pd.Timestamp(value).normalize()
-    except ValueError as e:
-        raise InvalidInput(f"{name} {value!r} is not a date", field=name) from e
-    return day - pd.Timedelta(days=(day.day_of_week - week_day(week_start)) % 7) if step == "W" else day

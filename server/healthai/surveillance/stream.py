@@ -41,9 +41,9 @@ from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
 from healthai.surveillance import release as dp_release
 from healthai.surveillance.counts import (
-    UNATTRIBUTED,
     SurveillanceCounts,
     daily_counts,
+    period_start,
     period_table,
     week_day,
 )
@@ -82,7 +82,7 @@ def define(store: ParquetStore, *, name: str, syndrome: str, step: str, level: s
     if not _NAME.match(name or ""):
         raise InvalidInput(f"stream {name!r}: use 1-64 letters, digits, '.', '_' or '-'", field="stream")
     dp_release._check(epsilon, max_cases_per_patient, start, start)
-    first = _period_start(start, step, week_start)
+    first = period_start(start, step, week_start, "start")
     spec = StreamSpec(name, syndrome, step, level, week_start, tuple(dp_release._places(places, level)),
                       float(epsilon), int(max_cases_per_patient), first.date().isoformat())
     rel = f"{STREAM_DIR}/{name}.json"
@@ -110,7 +110,6 @@ def release_new_periods(counts: SurveillanceCounts, store: ParquetStore, spec: S
     released yet, recorded in the ledger; None when there is none."""
     for _ in range(MAX_TRIES):
         found = dp_release.entries(store)
-        numbers = [int(m.group(1)) for n, _ in found if (m := dp_release._NUMBERED.match(n))]
         mine = [e for _, e in found if e.get("stream") == spec.name]
         new = _new_periods(spec, mine, completed_by, end)
         if not len(new):
@@ -140,7 +139,7 @@ def release_new_periods(counts: SurveillanceCounts, store: ParquetStore, spec: S
                  "contributions": name}
         try:
             done = dp_release.record(store, out, entry, budget=budget, charged=eps * len(new_years),
-                                     number=max(numbers, default=0) + 1)
+                                     number=dp_release.last_number(found) + 1)
         except InvalidInput:
             store.filesystem.delete_file(f"{store.root}/{STREAM_DIR}/{name}")
             raise
@@ -157,8 +156,8 @@ def _new_periods(spec: StreamSpec, mine: list[dict], completed_by: dt.date, end:
     released = [pd.Timestamp(p) for e in mine for p in e.get("periods", [])]
     first = max(released) + length if released else pd.Timestamp(spec.start)
     today = pd.Timestamp(completed_by)
-    last = _period_start(str(end), spec.step, spec.week_start) if end is not None else \
-        _period_start(str(today.date()), spec.step, spec.week_start) - length  # the last that has ended
+    last = period_start(end, spec.step, spec.week_start, "end") if end is not None else \
+        period_start(today, spec.step, spec.week_start) - length  # the last period that has ended
     if last + length > today:
         raise InvalidInput(f"end: the period of {end} has not ended (today is {today.date()}); its counts "
                            "would be partial", field="end")
@@ -170,12 +169,8 @@ def _bounded_cases(counts: SurveillanceCounts, store: ParquetStore, spec: Stream
     """The new periods' distinct place-days per patient, each patient and year kept to what the bound
     leaves after earlier releases; how many were left out by it and without a patient; and what this
     release counts per (patient, year)."""
-    cases = counts.cases(spec.syndrome, spec.level)
-    days = pd.to_datetime(cases["day"])
-    last_day = new[-1] + pd.Timedelta(days=6 if spec.step == "W" else 0)
-    cases = cases[cases["place"].isin(spec.places) & (days >= new[0]) & (days <= last_day)]
-    attributed = ~cases["patient_id"].astype(str).str.startswith(UNATTRIBUTED)
-    distinct = cases[attributed].drop_duplicates(["place", "day", "patient_id"])
+    distinct, unattributed = dp_release.distinct_cases(counts.cases(spec.syndrome, spec.level), spec.places,
+                                                       new, spec.step)
     day = pd.to_datetime(distinct["day"])
     if spec.step == "W":  # the year of the period the day falls in
         day = day - pd.to_timedelta((day.dt.day_of_week - week_day(spec.week_start)) % 7, unit="D")
@@ -188,7 +183,7 @@ def _bounded_cases(counts: SurveillanceCounts, store: ParquetStore, spec: Stream
     keep = rank < spec.max_cases_per_patient - before
     kept = shuffled[keep]
     counted = kept.groupby(["patient_id", "year"]).size().rename("n").reset_index()
-    return kept, int((~keep).sum()), int((~attributed).sum()), counted
+    return kept, int((~keep).sum()), unattributed, counted
 
 
 def _used(store: ParquetStore, mine: list[dict]) -> pd.Series:
@@ -208,10 +203,3 @@ def _write_contributions(store: ParquetStore, name: str, counted: pd.DataFrame) 
     store.filesystem.create_dir(f"{store.root}/{STREAM_DIR}", recursive=True)
     pq.write_table(table, f"{store.root}/{STREAM_DIR}/{name}", filesystem=store.filesystem)
 
-
-def _period_start(value: str, step: str, week_start: str) -> pd.Timestamp:
-    try:
-        day = pd.Timestamp(value).normalize()
-    except ValueError as e:
-        raise InvalidInput(f"start {value!r} is not a date", field="start") from e
-    return day - pd.Timedelta(days=(day.day_of_week - week_day(week_start)) % 7) if step == "W" else day
