@@ -150,6 +150,37 @@ def test_forecast_from_a_daily_wide_file_is_dated(server: str, tmp_path: Path) -
             c.forecast(model=FORECAST_MODEL, history=read_history(daily))
 
 
+def test_a_history_with_gaps_is_refused_or_filled_in_time(server: str, tmp_path: Path, capsys) -> None:
+    """Missing cells of a dated history are refused, as train forecast refuses them; missing="interpolate"
+    fills them from the region's own counts and the CLI says how many it filled."""
+    from healthai_client.cli import main as client_main
+
+    history = np.arange(18, dtype=np.float64).reshape(6, 3) * 10
+    gaps = ((2, 0), (5, 2))
+    rows = [f"2026-W0{t + 1}," + ",".join("" if (t, j) in gaps else f"{v:g}" for j, v in enumerate(row))
+            for t, row in enumerate(history)]
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join(["period," + ",".join(REGIONS), *rows]) + "\n")
+    with pytest.raises(ValueError, match="--missing interpolate"):
+        read_history(path)
+    sent = read_history(path, missing="interpolate")
+    filled = history.copy()
+    filled[5, 2] = history[4, 2]  # the last period carries the region's last count
+    np.testing.assert_allclose(sent.counts, filled)  # the middle gap lies on the line it interrupts
+    assert (sent.filled, sent.filled_last) == (2, (REGIONS[2],))
+    with Client(server) as c:
+        r = c.forecast(model=FORECAST_MODEL, history=sent)
+    np.testing.assert_allclose(r.quantiles, expected_forecast(filled.astype(np.float32)), rtol=1e-5)
+    assert client_main(["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--missing", "interpolate",
+                        "--json", "--address", server]) == 0
+    assert f"filled 2 missing cells by interpolation in time; last period filled for {REGIONS[2]}" in (
+        capsys.readouterr().err)
+    undated = tmp_path / "undated.json"
+    undated.write_text(json.dumps({r: [1.0, 2.0] for r in REGIONS}))
+    with pytest.raises(ValueError, match="needs a dated history"):
+        read_history(undated, missing="interpolate")
+
+
 def test_invalid_argument_is_not_retried(server: str) -> None:
     with Client(server, retry=RetryPolicy(max_attempts=5)) as c, \
             pytest.raises(HealthAIClientError, match="features") as info:

@@ -80,6 +80,14 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         help="negative counts (reporting corrections): refuse (default), clip to 0, or keep",
     )
     data.add_argument(
+        "--missing",
+        choices=("refuse", "interpolate"),
+        default=None,
+        help="missing cells or periods of --series (empty, NA, X): refuse (default), or interpolate in time "
+        "from the region's own counts (first/last count carried to the ends), counted in the run report "
+        "and left out of every score",
+    )
+    data.add_argument(
         "--scaling",
         choices=("per-region", "global"),
         default=None,
@@ -102,7 +110,7 @@ def user_data(args: argparse.Namespace):
     if getattr(args, "series_start", None) is not None and args.series is None:
         raise TrainingInputError("--series-start needs --series (a headerless matrix)", field="series_start")
     if args.series is None and args.from_store is None:
-        for flag in ("graph", "step", "season_length", "split", "region_ids"):
+        for flag in ("graph", "step", "season_length", "split", "region_ids", "missing"):
             if getattr(args, flag, None) is not None:
                 raise TrainingInputError(
                     f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
@@ -121,10 +129,21 @@ def user_data(args: argparse.Namespace):
         region_ids=getattr(args, "region_ids", None),
     )
     if args.from_store is not None:
+        if getattr(args, "missing", None) is not None:
+            raise TrainingInputError("--missing is for --series files: the store's counts have no missing "
+                                     "cells (a day without cases counts 0)", field="missing")
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
                                     private=private if private["epsilon"] is not None else None, **common)
     start = getattr(args, "series_start", None)
-    return user_data.load_files(series=args.series, series_start=start, **common)
+    data = user_data.load_files(series=args.series, series_start=start,
+                                missing=getattr(args, "missing", None) or "refuse", **common)
+    if data.imputed is not None:
+        r = data.report
+        last = r.get("missing_in_last_period") or []
+        print(f"missing: {r['missing_cells']} cells ({r['missing_share']:.1%}) filled in time, used as "
+              "inputs only (never a training target or a scored truth)"
+              + (f"; the last period was filled for {', '.join(last[:5])}" if last else ""), file=sys.stderr)
+    return data
 
 
 MODES = ("window20", "seasonal")

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
                    help="--history: negative counts (reporting corrections) are refused, as train forecast "
                         "refuses them; clip sets them to 0 (a model trained with --negatives clip)")
+    p.add_argument("--missing", choices=("refuse", "interpolate"), default="refuse",
+                   help="--history with a period column: missing cells or periods are refused, as train "
+                        "forecast refuses them; interpolate fills them in time from the region's own counts")
     p.add_argument("--end-date", help="last period of the stored window: an ISO date in it "
                    "(default: the last period that has ended)")
     p.add_argument("--regions", default="", help="comma-separated region ids to report")

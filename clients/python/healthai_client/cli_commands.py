@@ -268,7 +268,11 @@ def forecast(args: argparse.Namespace) -> int:
     history = None
     if args.history:
         ids = _region_ids(args.region_ids) if getattr(args, "region_ids", None) else None
-        history = read_history(args.history, negatives=args.negatives, region_ids=ids)
+        history = read_history(args.history, negatives=args.negatives, region_ids=ids,
+                               missing=getattr(args, "missing", "refuse"))
+        if history.filled:
+            last = f"; last period filled for {', '.join(history.filled_last)}" if history.filled_last else ""
+            print(f"filled {history.filled} missing cells by interpolation in time{last}", file=sys.stderr)
     with make_client(args) as client:
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,

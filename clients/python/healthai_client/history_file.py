@@ -12,7 +12,9 @@
 
 Negative counts (reporting corrections) are refused, as ``train forecast`` refuses them, unless
 ``negatives="clip"`` (set to 0, as the model was trained with ``--negatives clip``) or ``"keep"``
-(sent as they are; the served models refuse them).
+(sent as they are; the served models refuse them). Missing cells or periods of a dated file are
+refused too, unless ``missing="interpolate"`` (filled in time from the region's own counts, as
+``train forecast --missing interpolate`` fills them; ``HistoryFile.filled`` counts them).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class HistoryFile:
     counts: np.ndarray  # float64 [steps, regions], oldest first
     last_period: dt.date | None = None  # None: the file has no periods
     step: str | None = None  # "W" or "D" when the file has periods
+    filled: int = 0  # cells filled by missing="interpolate"
+    filled_last: tuple[str, ...] = ()  # regions whose last period was filled (their last count carried)
 
     def first_forecast_period(self) -> str:
         """Horizon 1's period start (ISO date), or "" without periods."""
@@ -58,7 +62,11 @@ class HistoryFile:
 
 
 def read_history(
-    path: Path | str, *, negatives: str = "refuse", region_ids: tuple[str, ...] | None = None
+    path: Path | str,
+    *,
+    negatives: str = "refuse",
+    region_ids: tuple[str, ...] | None = None,
+    missing: str = "refuse",
 ) -> HistoryFile:
     """The history in ``path`` (format by suffix and header; see the module docstring)."""
     path = Path(path)
@@ -83,8 +91,13 @@ def read_history(
     elif suffix in (".csv", ".txt") and "period" not in header:
         undated = _from_header_csv(path)
     else:
-        table = read_series(path, negatives=negatives)
-        return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step)
+        table = read_series(path, negatives=negatives, missing=missing)
+        return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step,
+                           filled=int(table.report.get("missing_cells", 0)),
+                           filled_last=tuple(table.report.get("missing_in_last_period", ())))
+    if missing != "refuse":
+        raise ValueError(f"{path}: missing={missing!r} needs a dated history (a 'period' column): without "
+                         "dates the gaps between steps are unknown")
     steps = pd.Index([f"step {t + 1}" for t in range(len(undated.counts))])  # no dates: name the step
     counts, _ = apply_negatives(undated.counts, steps, undated.region_ids, str(path), negatives)
     return replace(undated, counts=counts)

@@ -5,7 +5,9 @@ epiweeks (``201902``); weekly or daily.
 Nothing is changed silently: missing or duplicate periods, missing region × period cells, non-numeric
 or non-finite counts stop with an error naming the file, row and column; negative counts (reporting
 corrections) are refused unless ``negatives="clip"`` (set to 0) or ``"keep"``, and either way counted
-in the report.
+in the report. Missing cells and periods are refused unless ``missing="interpolate"``
+(:mod:`healthai.surveillance.series_gaps`: filled in time from the region's own counts, counted in the
+report and kept as a mask so that scores leave them out).
 
 Shared by ``healthai train forecast --series`` and ``healthai-client forecast --history`` (the same
 file a model was trained on can be sent to it).
@@ -23,6 +25,7 @@ import pandas as pd
 
 from healthai.errors import InputFileError
 from healthai.surveillance.matrix_file import column_ids, read_headerless
+from healthai.surveillance.series_gaps import check_missing, fill_missing, is_missing_text
 
 STEPS = {"W": 7, "D": 1}
 NEGATIVES = ("refuse", "clip", "keep")
@@ -37,6 +40,7 @@ class SeriesTable:
     values: np.ndarray  # float64 [T, N]
     step: str  # "W" or "D"
     report: dict = field(default_factory=dict)
+    imputed: np.ndarray | None = None  # bool [T, N]: cells filled by --missing interpolate
 
 
 def mmwr_week_start(year: int, week: int) -> dt.date:
@@ -98,29 +102,41 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise InputFileError(f"{path}: cannot read as CSV or Parquet ({exc})", field="series") from exc
 
 
-def _numbers(column: pd.Series, *, path: Path, label: str, rows: np.ndarray) -> np.ndarray:
-    """Column → float64; error naming the first row (1-based data row) that is not a finite number."""
+def _numbers(
+    column: pd.Series, *, path: Path, label: str, rows: np.ndarray, allow_missing: bool = False
+) -> np.ndarray:
+    """Column → float64; error naming the first row (1-based data row) that is not a finite number.
+    ``allow_missing``: empty cells and missing marks (``NA``, ``X``, ...) become NaN."""
+    absent = np.zeros(len(column), dtype=bool)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(np.float64, na_value=np.nan)  # Parquet: already numbers
+        absent = np.isnan(values) & column.isna().to_numpy()
     else:
         text = column.astype(str).str.strip()
+        if allow_missing:
+            absent = (is_missing_text(text) | column.isna()).to_numpy()
         values = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(values)
+    bad = ~np.isfinite(values) & ~(absent & allow_missing)
     if bad.any():
         i = int(np.argmax(bad))
+        hint = (
+            "not a number nor a missing mark" if allow_missing
+            else "missing values are refused: --missing interpolate fills them in time, counted in the report"
+        )
         raise InputFileError(
-            f"{path}: row {rows[i]}, {label}: count {column.iloc[i]!r} is not a finite number "
-            "(missing values are not filled in; fix or drop the period)",
+            f"{path}: row {rows[i]}, {label}: count {str(column.iloc[i])!r} is not a finite number ({hint})",
             field="series",
         )
+    values = np.where(absent, np.nan, values)
     return values
 
 
-def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.DataFrame:
+def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str], allow_missing: bool) -> pd.DataFrame:
     rows = np.arange(len(frame)) + 2  # header is line 1
     region = frame[cols["region"]].astype(str).str.strip()
     period = _periods(frame[cols["period"]], path, rows)
-    count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows)
+    count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows,
+                     allow_missing=allow_missing)
     if (region == "").any():
         raise InputFileError(
             f"{path}: row {rows[int(np.argmax(region == ''))]}: empty region id", field="series"
@@ -136,17 +152,18 @@ def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str]) -> pd.D
         )
     wide = long.pivot(index="period", columns="region", values="count").sort_index()
     missing = wide.isna()
-    if missing.to_numpy().any():
+    if missing.to_numpy().any() and not allow_missing:
         t, j = np.argwhere(missing.to_numpy())[0]
         raise InputFileError(
             f"{path}: region {wide.columns[j]!r} has no row for period {wide.index[t].date()} "
-            f"({int(missing.to_numpy().sum())} region × period cells missing; nothing is zero-filled)",
+            f"({int(missing.to_numpy().sum())} region × period cells missing; nothing is zero-filled: "
+            "--missing interpolate fills them in time, counted in the report)",
             field="series",
         )
     return wide
 
 
-def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
+def _wide(frame: pd.DataFrame, path: Path, period_col: str, allow_missing: bool) -> pd.DataFrame:
     rows = np.arange(len(frame)) + 2
     period = _periods(frame[period_col], path, rows)
     regions = [c for c in frame.columns if c != period_col]
@@ -160,7 +177,7 @@ def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
             f"{path}: region columns must be distinct and named, got {names}", field="series"
         )
     values = {
-        n: _numbers(frame[c], path=path, label=f"column {n!r}", rows=rows)
+        n: _numbers(frame[c], path=path, label=f"column {n!r}", rows=rows, allow_missing=allow_missing)
         for n, c in zip(names, regions, strict=True)
     }
     wide = pd.DataFrame(values, index=period)
@@ -172,7 +189,10 @@ def _wide(frame: pd.DataFrame, path: Path, period_col: str) -> pd.DataFrame:
     return wide.sort_index()
 
 
-def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) -> str:
+def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None, *, allow_gaps: bool = False
+               ) -> str:
+    """``step`` or the smallest gap's; periods must be whole steps apart and, unless ``allow_gaps``,
+    consecutive."""
     if len(periods) < 2:
         raise InputFileError(f"{path}: need at least two periods, got {len(periods)}", field="series")
     gaps = np.diff(periods.to_numpy()).astype("timedelta64[D]").astype(int)
@@ -195,12 +215,13 @@ def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None) ->
             f"not a whole number of {step} steps",
             field="series",
         )
-    if np.any(gaps > STEPS[step]):
+    if np.any(gaps > STEPS[step]) and not allow_gaps:
         i = int(np.argmax(gaps > STEPS[step]))
         missing = int((gaps // STEPS[step] - 1).sum())
         raise InputFileError(
             f"{path}: missing periods: nothing between {periods[i].date()} and {periods[i + 1].date()} "
-            f"({missing} {step} periods missing in all; gaps are not filled in)",
+            f"({missing} {step} periods missing in all; gaps are not filled in: --missing interpolate "
+            "fills them in time, counted in the report)",
             field="series",
         )
     return step
@@ -245,12 +266,16 @@ def read_series(
     negatives: str = "refuse",
     start: str | None = None,
     region_ids: tuple[str, ...] | None = None,
+    missing: str = "refuse",
 ) -> SeriesTable:
     """``start`` (the first period, in any period format): ``path`` is a headerless matrix (rows =
-    periods, columns = regions; ``matrix_file``), its columns named by ``region_ids`` or by position."""
+    periods, columns = regions; ``matrix_file``), its columns named by ``region_ids`` or by position.
+    ``missing``: "refuse" (default) or "interpolate" (``series_gaps``)."""
     path = Path(path)
+    allow = check_missing(missing) == "interpolate"
     if start is not None:
-        return _matrix(path, start=start, step=step, negatives=negatives, region_ids=region_ids)
+        return _matrix(path, start=start, step=step, negatives=negatives, region_ids=region_ids,
+                       missing=missing)
     frame = _read_frame(path)
     lower = {str(c).strip().lower(): c for c in frame.columns}
     if {"region", "period", "count"} <= set(lower):
@@ -259,9 +284,9 @@ def read_series(
             raise InputFileError(
                 f"{path}: long format takes region, period, count; also got {sorted(extra)}", field="series"
             )
-        wide, layout = _long_to_wide(frame, path, lower), "long"
+        wide, layout = _long_to_wide(frame, path, lower, allow), "long"
     elif "period" in lower:
-        wide, layout = _wide(frame, path, lower["period"]), "wide"
+        wide, layout = _wide(frame, path, lower["period"], allow), "wide"
     else:
         raise InputFileError(
             f"{path}: need columns region, period, count (long) or period + one column per region (wide); "
@@ -269,17 +294,32 @@ def read_series(
             "regions, as the published benchmarks ship) needs --series-start DATE and --step",
             field="series",
         )
-    return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout)
+    return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout,
+                             missing=missing)
 
 
 def series_from_frame(
-    frame: pd.DataFrame, *, step: str | None, where: str, negatives: str = "refuse", layout: str = "store"
+    frame: pd.DataFrame,
+    *,
+    step: str | None,
+    where: str,
+    negatives: str = "refuse",
+    layout: str = "store",
+    missing: str = "refuse",
 ) -> SeriesTable:
     """A wide frame indexed by period start (a file's, or the store's surveillance counts)."""
     periods = pd.DatetimeIndex(frame.index)
-    step = infer_step(periods, where, step)
+    interpolate = check_missing(missing) == "interpolate"
+    step = infer_step(periods, where, step, allow_gaps=interpolate)
+    if interpolate:  # absent periods become rows of missing cells
+        periods = pd.date_range(periods[0], periods[-1], freq=f"{STEPS[step]}D")
+        frame = frame.reindex(periods)
     ids = tuple(str(c) for c in frame.columns)
     values, report = apply_negatives(frame.to_numpy(np.float64), periods, ids, where, negatives)
+    imputed = None
+    if interpolate:
+        values, imputed, gaps = fill_missing(values, periods, ids, where)
+        report.update(gaps)
     report.update(
         layout=layout,
         step=step,
@@ -288,11 +328,13 @@ def series_from_frame(
         first_period=str(periods[0].date()),
         last_period=str(periods[-1].date()),
     )
-    return SeriesTable(periods=periods, region_ids=ids, values=values, step=step, report=report)
+    return SeriesTable(periods=periods, region_ids=ids, values=values, step=step, report=report,
+                       imputed=imputed)
 
 
 def _matrix(
-    path: Path, *, start: str, step: str | None, negatives: str, region_ids: tuple[str, ...] | None
+    path: Path, *, start: str, step: str | None, negatives: str, region_ids: tuple[str, ...] | None,
+    missing: str,
 ) -> SeriesTable:
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="series")
@@ -315,11 +357,13 @@ def _matrix(
     ids = column_ids(cells.shape[1], region_ids, path, "series")
     rows = np.arange(len(cells)) + 1  # no header: data start on line 1
     values = {
-        rid: _numbers(cells[c], path=path, label=f"column {j + 1} ({rid})", rows=rows)
+        rid: _numbers(cells[c], path=path, label=f"column {j + 1} ({rid})", rows=rows,
+                      allow_missing=missing == "interpolate")
         for j, (rid, c) in enumerate(zip(ids, cells.columns, strict=True))
     }
     table = series_from_frame(
-        pd.DataFrame(values, index=periods), step=step, where=str(path), negatives=negatives, layout="matrix"
+        pd.DataFrame(values, index=periods), step=step, where=str(path), negatives=negatives, layout="matrix",
+        missing=missing,
     )
     table.report["ids"] = "region-ids file" if region_ids is not None else "by position"
     return table

@@ -102,6 +102,7 @@ class EpiData:
     region_names: tuple[str, ...] = ()  # display names in column order, when known
     report: dict = field(default_factory=dict)  # what loading did (negatives, isolated nodes, sources)
     cuts: tuple[int, int] | None = None  # explicit (val start, test start), e.g. a backtest origin
+    imputed: np.ndarray | None = None  # bool [T, N]: cells filled by --missing interpolate (never scored)
 
 
     @property

@@ -16,7 +16,8 @@ and the baselines ``last_value``, ``lag52`` (lag one season),
 ``seasonal_mean_2x5`` (same periods ±2 in the two prior seasons) and ``seasonal_naive_drift``, each
 calibrated from its own residuals on the same sets. Scores pooled over origins × periods × regions:
 RMSE and MAE of the point forecast (the ST-GNN's median, the stack, the baseline itself), WIS and
-50 % / 95 % coverage of the quantiles; relative WIS against every baseline.
+50 % / 95 % coverage of the quantiles; relative WIS against every baseline. Cells filled by
+``--missing interpolate`` (``EpiData.imputed``) are forecast but never scored.
 
 WIS uses ``scoringrules.interval_score`` for the interval terms (scoringrules 0.10.0's
 ``weighted_interval_score`` adds ``0.5 × median`` instead of ``0.5 × |y − median|``; the median term is
@@ -49,6 +50,7 @@ class _Pooled:
     y: list[np.ndarray]
     q: dict[str, list[np.ndarray]]  # quantiles (WIS, coverage)
     p: dict[str, list[np.ndarray]]  # point forecasts (RMSE, MAE): the baseline itself, not a shifted median
+    observed: list[np.ndarray]  # bool, like y: False where the truth was filled in (not scored)
 
 
 def backtest_origins(n: int, season: int, *, first_seasons: int = 2) -> list[int]:
@@ -73,7 +75,11 @@ def _coverage(y: np.ndarray, q: np.ndarray, levels: np.ndarray, nominal: float) 
     return float(np.mean((y >= q[..., lo]) & (y <= q[..., hi])))
 
 
-def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray, point: np.ndarray) -> dict[str, float]:
+def score(y: np.ndarray, q: np.ndarray, levels: np.ndarray, point: np.ndarray,
+          observed: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics pooled over the cells of ``y``; ``observed`` (bool, like ``y``) keeps only those cells."""
+    if observed is not None:
+        y, q, point = y[observed], q[observed], point[observed]
     err = y - point
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),
@@ -118,8 +124,9 @@ def _one_origin(
         past.setdefault(h, []).append(test)
         if pooled is None:
             continue
-        row = pooled.setdefault(h, _Pooled([], {}, {}))
+        row = pooled.setdefault(h, _Pooled([], {}, {}, []))
         row.y.append(test.y)
+        row.observed.append(observed_cells(data, test))
         row.q.setdefault("healthai", []).append(f.test_q[h])
         row.p.setdefault("healthai", []).append(test.points["healthai"])
         stacked = fit.combine(test.points)
@@ -130,6 +137,13 @@ def _one_origin(
             if n in test.points and own:
                 row.q.setdefault(n, []).append(calibrate(test.points[n], own, levels))
                 row.p.setdefault(n, []).append(test.points[n])
+
+
+def observed_cells(data: epi_data.EpiData, s: FitSet) -> np.ndarray:
+    """bool [V, N]: the cells of a set's truth that were observed (not filled by --missing)."""
+    if data.imputed is None:
+        return np.ones_like(s.y, dtype=bool)
+    return ~data.imputed[s.start:s.end]
 
 
 def inner_origins(before: int, cfg: ForecastConfig, season: int, first_seasons: int = 2) -> list[int]:
@@ -191,11 +205,11 @@ def _summary(
     levels = np.asarray(config.quantiles)
     out: dict[str, dict] = {}
     for h, row in sorted(pooled.items()):
-        y = np.concatenate(row.y)
+        y, observed = np.concatenate(row.y), np.concatenate(row.observed)
         for name, parts in row.q.items():
             if len(parts) == len(row.y):
                 point = np.concatenate(row.p[name])
-                out.setdefault(name, {})[str(h)] = score(y, np.concatenate(parts), levels, point)
+                out.setdefault(name, {})[str(h)] = score(y, np.concatenate(parts), levels, point, observed)
     for name in list(out):
         for h, s in out[name].items():
             s["relative_wis"] = {

@@ -67,10 +67,11 @@ def card_section(d: DefaultForecaster) -> dict:
 
 
 def test_metrics(model: StackedForecaster, final: OriginForecasts, series: np.ndarray,
-                 horizons: tuple[int, ...], levels: np.ndarray, inputs: np.ndarray | None = None
-                 ) -> dict[str, dict]:
+                 horizons: tuple[int, ...], levels: np.ndarray, inputs: np.ndarray | None = None,
+                 imputed: np.ndarray | None = None) -> dict[str, dict]:
     """The stack's metrics on the test periods of ``series`` (its windows from ``inputs``, default the
-    same series: a benchmark can feed noisy counts and score against exact ones)."""
+    same series: a benchmark can feed noisy counts and score against exact ones); cells ``imputed``
+    (bool like ``series``: filled by --missing interpolate) are not scored."""
     inputs = series if inputs is None else inputs
     out = {}
     targets = np.arange(final.origin, final.end)
@@ -79,18 +80,20 @@ def test_metrics(model: StackedForecaster, final: OriginForecasts, series: np.nd
         x = torch.tensor(epi_data.windows(inputs, targets - h + 1, model.window), dtype=torch.float32)
         with torch.no_grad():
             q, point = (t.numpy()[:, h - 1].astype(np.float64) for t in model(x))
-        y = series[targets]
+        seen = np.ones(series[targets].shape, bool) if imputed is None else ~imputed[targets]
+        y = series[targets][seen]
+        q, point = q[seen], point[seen]
         row = metrics.point_metrics(y, point)
         row["wis"] = metrics.weighted_interval_score(y, q, levels)
         row["coverage50"] = metrics.coverage(y, q, levels, 0.5)
         row["coverage95"] = metrics.coverage(y, q, levels, 0.95)
         keep = np.isin(np.arange(final.origin, final.end), targets)
-        own = final.test_q[h][keep]
+        own = final.test_q[h][keep][seen]
         row["healthai_alone"] = {**metrics.point_metrics(y, own[..., final.model.median_index]),
                                  "wis": metrics.weighted_interval_score(y, own, levels),
                                  "coverage50": metrics.coverage(y, own, levels, 0.5),
                                  "coverage95": metrics.coverage(y, own, levels, 0.95)}
-        row["baselines"] = {n: metrics.point_metrics(y, p[keep])
+        row["baselines"] = {n: metrics.point_metrics(y, p[keep][seen])
                             for n, p in final.test[h].points.items() if n != "healthai"}
         out[str(h)] = row
     return out
@@ -134,7 +137,7 @@ def train_default(
         offsets=np.stack([fits[s].offsets for s in steps]),
         season=data.season,
     ).eval()
-    test = test_metrics(model, final, data.series, cfg.horizons, levels)
+    test = test_metrics(model, final, data.series, cfg.horizons, levels, imputed=data.imputed)
     logger.info("stack: %d rolling origins %s, members %s", len(origins), origins, names)
     return DefaultForecaster(model, final, fits, origins, test)
 

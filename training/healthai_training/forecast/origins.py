@@ -51,6 +51,8 @@ def _key(data: epi_data.EpiData, cfg: ForecastConfig, val_start: int, origin: in
     h = hashlib.sha256(json.dumps([settings, val_start, origin, data.season], sort_keys=True).encode())
     h.update(np.ascontiguousarray(data.series[:origin], np.float64).tobytes())
     h.update(np.ascontiguousarray(data.adjacency, np.float64).tobytes())
+    if data.imputed is not None:  # filled cells are not training targets
+        h.update(np.ascontiguousarray(data.imputed[:origin]).tobytes())
     return h.hexdigest()[:24]
 
 

@@ -140,8 +140,9 @@ def score_points(
                         f"forecasts, got shape {p.shape}",
                         field="predictions",
                     )
-                ys.append(data.series[t])
-                ps.append(p)
+                seen = np.ones(p.shape, bool) if data.imputed is None else ~data.imputed[t]
+                ys.append(data.series[t][seen])  # cells filled by --missing interpolate are not scored
+                ps.append(p[seen])
             y, p = np.concatenate(ys), np.concatenate(ps)
             rows.append({"rmse": metrics.rmse(y, p), "mae": metrics.mae(y, p), "pcc": metrics.pcc(y, p)})
         models[name] = {

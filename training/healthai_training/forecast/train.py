@@ -62,7 +62,7 @@ def _split_tensors(
     loss_steps: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Windows whose step-1 target lies in ``split`` (train / val / trainval); targets outside the
-    split are masked out."""
+    split, and cells filled by --missing interpolate (``data.imputed``), are masked out."""
     if split == "trainval":  # refit
         targets = np.concatenate([epi_data.target_weeks(data, "train"), epi_data.target_weeks(data, "val")])
     else:
@@ -76,8 +76,11 @@ def _split_tensors(
         mask &= np.isin(np.arange(1, steps + 1), loss_steps)[None, :]
     y = data.series[np.minimum(tgt_idx, data.n_weeks - 1)]  # [B, S, N]
     y_scaled = (y - lo) / np.maximum(hi - lo, 1e-6)
+    cells = np.broadcast_to(mask[:, :, None], y.shape).copy()
+    if data.imputed is not None:  # a filled-in count is an input, never a target
+        cells &= ~data.imputed[np.minimum(tgt_idx, data.n_weeks - 1)]
     as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    return as_t(x), as_t(y_scaled), as_t(np.broadcast_to(mask[:, :, None], y.shape).copy())
+    return as_t(x), as_t(y_scaled), as_t(cells)
 
 
 def region_weights(cfg: ForecastConfig, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
@@ -120,7 +123,7 @@ def evaluate(
     model: STGNNForecaster, data: epi_data.EpiData, horizons: tuple[int, ...], split: str = "test"
 ) -> tuple[dict, dict]:
     """Per-horizon RMSE/MAE/PCC (median), WIS, 50%/95% coverage on ``split`` weeks, next to the
-    baselines."""
+    baselines; cells filled by --missing interpolate are not scored."""
     model.eval()
     levels = np.asarray(model.quantiles)
     targets = epi_data.target_weeks(data, split)
@@ -130,14 +133,16 @@ def evaluate(
             ends = targets - h + 1
             x = torch.tensor(epi_data.windows(data.series, ends, model.window), dtype=torch.float32)
             q = model(x.to(model.scale_min.device)).cpu().numpy()[:, h - 1]  # [B, N, Q]
-            y = data.series[targets]
-            point = q[..., model.median_index]
+            seen = np.ones(q.shape[:2], bool) if data.imputed is None else ~data.imputed[targets]
+            y = data.series[targets][seen]
+            point = q[..., model.median_index][seen]
+            q_seen = q[seen]
             row = metrics.point_metrics(y, point)
-            row["wis"] = metrics.weighted_interval_score(y, q, levels)
-            row["coverage50"] = metrics.coverage(y, q, levels, 0.5)
-            row["coverage95"] = metrics.coverage(y, q, levels, 0.95)
+            row["wis"] = metrics.weighted_interval_score(y, q_seen, levels)
+            row["coverage50"] = metrics.coverage(y, q_seen, levels, 0.5)
+            row["coverage95"] = metrics.coverage(y, q_seen, levels, 0.95)
             row["baselines"] = {
-                name: metrics.point_metrics(y, b)
+                name: metrics.point_metrics(y, b[seen])
                 for name, b in baselines.all_baselines(data.series, targets, h, season=data.season).items()
             }
             out[str(h)] = row
