@@ -33,6 +33,13 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("--region-ids", type=Path, default=None, metavar="FILE",
                       help="names of a headerless matrix's columns (series and graph), one per line: id or "
                            "id,name (default: by position, r01, r02, ...)")
+    data.add_argument("--columns", type=_names, default=None, metavar="REGION,PERIOD,COUNT",
+                      help="a long --series file's own column names for region, period and count (its other "
+                           "columns are ignored); hubverse target data (location, target_end_date, "
+                           "observation) is recognised without it")
+    data.add_argument("--target", default=None, metavar="NAME",
+                      help="a long --series file with a 'target' column holding several series: the one "
+                           "to use")
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
@@ -110,7 +117,7 @@ def user_data(args: argparse.Namespace):
     if getattr(args, "series_start", None) is not None and args.series is None:
         raise TrainingInputError("--series-start needs --series (a headerless matrix)", field="series_start")
     if args.series is None and args.from_store is None:
-        for flag in ("graph", "step", "season_length", "split", "region_ids", "missing"):
+        for flag in ("graph", "step", "season_length", "split", "region_ids", "missing", "columns", "target"):
             if getattr(args, flag, None) is not None:
                 raise TrainingInputError(
                     f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
@@ -132,11 +139,17 @@ def user_data(args: argparse.Namespace):
         if getattr(args, "missing", None) is not None:
             raise TrainingInputError("--missing is for --series files: the store's counts have no missing "
                                      "cells (a day without cases counts 0)", field="missing")
+        for flag in ("columns", "target"):
+            if getattr(args, flag, None) is not None:
+                raise TrainingInputError(f"--{flag} is for --series files, not the store's counts",
+                                         field=flag)
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
                                     private=private if private["epsilon"] is not None else None, **common)
     start = getattr(args, "series_start", None)
     data = user_data.load_files(series=args.series, series_start=start,
-                                missing=getattr(args, "missing", None) or "refuse", **common)
+                                missing=getattr(args, "missing", None) or "refuse",
+                                columns=getattr(args, "columns", None), target=getattr(args, "target", None),
+                                **common)
     if data.imputed is not None:
         r = data.report
         last = r.get("missing_in_last_period") or []
@@ -177,6 +190,10 @@ def resolve_mode(mode: str | None, data, settings: dict) -> str:
     data.report["mode"] = {"mode": "window20", "why": why}
     print(f"mode: window20 ({why})", file=sys.stderr)
     return "window20"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(","))
 
 
 def _split(text: str) -> tuple[float, ...]:

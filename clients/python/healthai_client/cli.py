@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
                    help="--history: negative counts (reporting corrections) are refused, as train forecast "
                         "refuses them; clip sets them to 0 (a model trained with --negatives clip)")
+    p.add_argument("--columns", type=lambda t: tuple(n.strip() for n in t.split(",")), default=None,
+                   metavar="REGION,PERIOD,COUNT",
+                   help="--history as a long file with its own column names (hubverse target data is "
+                        "recognised without it)")
+    p.add_argument("--target", default=None, metavar="NAME",
+                   help="--history with a 'target' column holding several series: the one to send")
     p.add_argument("--missing", choices=("refuse", "interpolate"), default="refuse",
                    help="--history with a period column: missing cells or periods are refused, as train "
                         "forecast refuses them; interpolate fills them in time from the region's own counts")

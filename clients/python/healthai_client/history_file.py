@@ -1,7 +1,9 @@
 """A forecast's explicit history from a file: the series a model was trained on works as it is.
 
-- CSV or Parquet with a ``period`` column, *long* (``region, period, count``) or *wide* (``period`` +
-  one column per region), read by the trainer's own reader (:mod:`healthai.surveillance.series_file`:
+- CSV or Parquet with a ``period`` column, *long* (``region, period, count``, or a file's own names
+  given as ``columns``; hubverse target data ``location, target_end_date, observation`` is
+  recognised, ``target`` picks one of its series) or *wide* (``period`` + one column per region),
+  read by the trainer's own reader (:mod:`healthai.surveillance.series_file`:
   the same period formats, the same checks for missing, duplicate and non-numeric cells). The last
   period becomes the forecast's reference date, so hubverse rows and plots are dated.
 - CSV whose header is only region ids (rows: steps, oldest first), or JSON ``{region: [counts]}``:
@@ -67,6 +69,8 @@ def read_history(
     negatives: str = "refuse",
     region_ids: tuple[str, ...] | None = None,
     missing: str = "refuse",
+    columns: tuple[str, ...] | None = None,
+    target: str | None = None,
 ) -> HistoryFile:
     """The history in ``path`` (format by suffix and header; see the module docstring)."""
     path = Path(path)
@@ -88,19 +92,27 @@ def read_history(
         raise ValueError(f"history file {str(path)!r}: expected .csv, .txt, .parquet or .json")
     elif matrix:
         undated = _from_matrix(path, region_ids)
-    elif suffix in (".csv", ".txt") and "period" not in header:
+    elif suffix in (".csv", ".txt") and not _dated(header, columns):
         undated = _from_header_csv(path)
     else:
-        table = read_series(path, negatives=negatives, missing=missing)
+        table = read_series(path, negatives=negatives, missing=missing, columns=columns, target=target)
         return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step,
                            filled=int(table.report.get("missing_cells", 0)),
                            filled_last=tuple(table.report.get("missing_in_last_period", ())))
     if missing != "refuse":
         raise ValueError(f"{path}: missing={missing!r} needs a dated history (a 'period' column): without "
                          "dates the gaps between steps are unknown")
+    if columns is not None or target is not None:
+        raise ValueError(f"{path}: columns and target name a long file's columns; this history has none")
     steps = pd.Index([f"step {t + 1}" for t in range(len(undated.counts))])  # no dates: name the step
     counts, _ = apply_negatives(undated.counts, steps, undated.region_ids, str(path), negatives)
     return replace(undated, counts=counts)
+
+
+def _dated(header: list[str], columns: tuple[str, ...] | None) -> bool:
+    """A CSV header of a series with periods: ours, named by ``columns``, or hubverse target data."""
+    hubverse = {"location", "observation"} <= set(header) and bool({"target_end_date", "date"} & set(header))
+    return "period" in header or columns is not None or hubverse
 
 
 def _csv_header(path: Path) -> list[str]:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from healthai.errors import InputFileError
 from healthai.surveillance.matrix_file import column_ids, read_headerless
+from healthai.surveillance.series_columns import long_columns
 from healthai.surveillance.series_gaps import check_missing, fill_missing, is_missing_text
 
 STEPS = {"W": 7, "D": 1}
@@ -131,11 +132,12 @@ def _numbers(
     return values
 
 
-def _long_to_wide(frame: pd.DataFrame, path: Path, cols: dict[str, str], allow_missing: bool) -> pd.DataFrame:
-    rows = np.arange(len(frame)) + 2  # header is line 1
-    region = frame[cols["region"]].astype(str).str.strip()
-    period = _periods(frame[cols["period"]], path, rows)
-    count = _numbers(frame[cols["count"]], path=path, label="column count", rows=rows,
+def _long_to_wide(frame: pd.DataFrame, path: Path, allow_missing: bool) -> pd.DataFrame:
+    """``frame``: columns region, period, count; its index the rows' positions in the file."""
+    rows = frame.index.to_numpy() + 2  # header is line 1
+    region = frame["region"].astype(str).str.strip()
+    period = _periods(frame["period"], path, rows)
+    count = _numbers(frame["count"], path=path, label="column count", rows=rows,
                      allow_missing=allow_missing)
     if (region == "").any():
         raise InputFileError(
@@ -267,35 +269,44 @@ def read_series(
     start: str | None = None,
     region_ids: tuple[str, ...] | None = None,
     missing: str = "refuse",
+    columns: tuple[str, ...] | None = None,
+    target: str | None = None,
 ) -> SeriesTable:
     """``start`` (the first period, in any period format): ``path`` is a headerless matrix (rows =
     periods, columns = regions; ``matrix_file``), its columns named by ``region_ids`` or by position.
-    ``missing``: "refuse" (default) or "interpolate" (``series_gaps``)."""
+    ``missing``: "refuse" (default) or "interpolate" (``series_gaps``). ``columns`` / ``target``: a
+    long file's region, period and count columns and which of its targets (``series_columns``)."""
     path = Path(path)
     allow = check_missing(missing) == "interpolate"
     if start is not None:
+        if columns is not None or target is not None:
+            raise InputFileError("--columns and --target name a long file's columns; a headerless matrix has "
+                                 "none", field="columns" if columns is not None else "target")
         return _matrix(path, start=start, step=step, negatives=negatives, region_ids=region_ids,
                        missing=missing)
-    frame = _read_frame(path)
+    frame = _read_frame(path).reset_index(drop=True)
     lower = {str(c).strip().lower(): c for c in frame.columns}
-    if {"region", "period", "count"} <= set(lower):
-        extra = set(lower) - {"region", "period", "count"}
-        if extra:
-            raise InputFileError(
-                f"{path}: long format takes region, period, count; also got {sorted(extra)}", field="series"
-            )
-        wide, layout = _long_to_wide(frame, path, lower, allow), "long"
+    picked: dict = {}
+    if found := long_columns(frame, path, columns, target):
+        long, layout, picked = found
+        wide = _long_to_wide(long, path, allow)
+    elif target is not None:
+        raise InputFileError(f"{path}: --target chooses a series of a long file with a 'target' column",
+                             field="target")
     elif "period" in lower:
         wide, layout = _wide(frame, path, lower["period"], allow), "wide"
     else:
         raise InputFileError(
-            f"{path}: need columns region, period, count (long) or period + one column per region (wide); "
-            f"got {[str(c) for c in frame.columns][:6]}. A headerless matrix (rows = periods, columns = "
+            f"{path}: need columns region, period, count (long; --columns REGION,PERIOD,COUNT names "
+            "your own) or period + one column per region (wide); got "
+            f"{[str(c) for c in frame.columns][:6]}. A headerless matrix (rows = periods, columns = "
             "regions, as the published benchmarks ship) needs --series-start DATE and --step",
             field="series",
         )
-    return series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout,
-                             missing=missing)
+    table = series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout,
+                              missing=missing)
+    table.report.update(picked)
+    return table
 
 
 def series_from_frame(
