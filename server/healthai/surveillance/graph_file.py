@@ -15,6 +15,9 @@ Formats (by content / suffix):
   vertex (queen contiguity on exact coordinates, which holds for topologically clean boundaries such
   as Census or Natural Earth files).
 
+Or a built-in graph by name (``us-counties``, ``us-states``: ``builtin_graphs``), cut down to the
+series' regions.
+
 Regions present in one file but not the other, unknown ids, duplicate edges, negative or non-finite
 weights and isolated regions (no neighbour; refused unless ``allow_isolated``) stop with an error.
 """
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from healthai.errors import InputFileError
+from healthai.surveillance.builtin_graphs import BUILTIN_GRAPHS, builtin_graph, is_builtin
 from healthai.surveillance.matrix_file import column_ids, read_headerless
 
 ID_PROPERTIES = ("id", "region", "code")
@@ -166,6 +170,9 @@ def graph_region_ids(
     path: Path | str, id_property: str | None = None, matrix_ids: tuple[str, ...] | None = None
 ) -> list[str]:
     """The region ids of a graph file, in file order (the file fully checked)."""
+    if is_builtin(path):
+        raise InputFileError(f"{path}: a built-in graph spans the country and names no regions of its own; "
+                             "here the graph must list your regions: give a graph file", field="graph")
     return _parse(Path(path), id_property, matrix_ids)[0]
 
 
@@ -205,12 +212,21 @@ def read_graph(
     ``regions_from``: the series, or a scenario's population file). A headerless square's rows are
     named ``matrix_ids`` (a region-ids file), else by position (``matrix_file.positional_ids``)."""
     path = Path(path)
-    ids, weights, names, kind = _parse(path, id_property, matrix_ids)
-    only_graph = [r for r in ids if r not in set(region_ids)]
+    builtin = is_builtin(path)
+    if builtin:  # cut down to the series' regions
+        ids, weights, names = builtin_graph(str(path), tuple(region_ids))
+        kind = f"built-in {path} (Census 2024 county adjacency)"
+    else:
+        ids, weights, names, kind = _parse(path, id_property, matrix_ids)
+    only_graph = [] if builtin else [r for r in ids if r not in set(region_ids)]
     only_series = [r for r in region_ids if r not in set(ids)]
     if only_graph or only_series:
         hint = (" (the graph has no id header: its rows are named by position, r01 ...; name them with "
                 "--region-ids FILE)" if kind == "headerless adjacency" and matrix_ids is None else "")
+        if builtin:
+            hint = (f" ({path} knows " + ("2-digit state FIPS codes (25) or USPS codes (MA)" if str(path) ==
+                    BUILTIN_GRAPHS[1] else "5-digit county FIPS codes (25017)") + "; a national total is no "
+                    "region: drop it)")
         raise InputFileError(
             f"{path}: regions differ: {len(only_series)} in the {regions_from} but not the graph "
             f"{only_series[:5]}, {len(only_graph)} in the graph but not the {regions_from} {only_graph[:5]}"

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+from healthai.surveillance.builtin_graphs import ADJACENCY_FILE, is_builtin
 from healthai.surveillance.graph_file import graph_region_ids, read_graph
 from healthai.surveillance.matrix_file import read_region_ids
 from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
@@ -28,7 +29,8 @@ DEFAULT_SEASON = {"W": 52, "D": 365}  # periods per season when --season-length 
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Of the file, or of the shipped file a built-in graph is read from."""
+    return hashlib.sha256(Path(ADJACENCY_FILE if is_builtin(path) else path).read_bytes()).hexdigest()
 
 
 def _combine(
@@ -155,10 +157,10 @@ def load_store(
     from healthai.surveillance import SurveillanceCounts, place_level
 
     step = step or "W"
+    named = read_region_ids(region_ids) if region_ids is not None else None
+    regions = graph_region_ids(graph, id_property, named[0] if named else None)  # checked before the store
     store = open_existing_store(uri)
     today = dt.datetime.now(dt.UTC).date()
-    named = read_region_ids(region_ids) if region_ids is not None else None
-    regions = graph_region_ids(graph, id_property, named[0] if named else None)
     release = None
     try:
         counts = SurveillanceCounts(store)
