@@ -60,8 +60,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="edge list CSV (source,target[,weight]), square adjacency CSV (with an id header, or none: "
-        "regions by position or --region-ids), or GeoJSON; or a built-in graph: us-states (FIPS or USPS ids), "
-        "us-counties (county FIPS ids)",
+        "regions by position or --region-ids), or GeoJSON; or a built-in graph: us-states (FIPS or USPS "
+        "ids), us-counties (county FIPS ids)",
     )
     data.add_argument(
         "--graph-id-property", default=None, help="GeoJSON: the properties key holding region ids"
