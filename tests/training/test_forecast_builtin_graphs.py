@@ -81,3 +81,25 @@ def test_cli_trains_fips_states_on_the_built_in_graph(shared_data: Path, tmp_pat
                                "us-states"])
     with pytest.raises(InputFileError, match="spans the country"):
         user_data(store)
+
+
+def test_a_national_total_beside_its_states_is_left_out_by_name(shared_data: Path, tmp_path: Path) -> None:
+    """FluSight-style target data: three states and the US total, on the built-in state graph."""
+    from healthai_training.epi.user_data import load_files
+
+    data = us_states_subset(shared_data, 60)
+    days = pd.date_range("2023-10-07", periods=60, freq="7D")
+    states = ("25", "33", "50")
+    rows = [(str(d.date()), f, data.series[t, j]) for t, d in enumerate(days) for j, f in enumerate(states)]
+    rows += [(str(d.date()), "US", data.series[t].sum()) for t, d in enumerate(days)]
+    series = tmp_path / "target-data.csv"
+    pd.DataFrame(rows, columns=["date", "location", "observation"]).to_csv(series, index=False)
+    with pytest.raises(InputFileError, match=r"\['US'\].*a national total is no region"):
+        load_files(series=series, graph="us-states")
+    got = load_files(series=series, graph="us-states", exclude=("US",))
+    assert got.region_ids == ("25", "33", "50") and got.report["excluded_regions"] == ["US"]
+    assert got.region_names == ("MA", "NH", "VT")
+    np.testing.assert_array_equal(got.series, data.series)
+    with pytest.raises(InputFileError, match=r"--exclude-regions names \['72'\]") as e:
+        load_files(series=series, graph="us-states", exclude=("US", "72"))
+    assert e.value.field == "exclude_regions"

@@ -40,6 +40,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("--target", default=None, metavar="NAME",
                       help="a long --series file with a 'target' column holding several series: the one "
                            "to use")
+    data.add_argument("--exclude-regions", type=_names, default=(), metavar="IDS",
+                      help="comma-separated regions of --series to leave out (a national total such as US "
+                           "beside its states)")
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
@@ -118,8 +121,9 @@ def user_data(args: argparse.Namespace):
     if getattr(args, "series_start", None) is not None and args.series is None:
         raise TrainingInputError("--series-start needs --series (a headerless matrix)", field="series_start")
     if args.series is None and args.from_store is None:
-        for flag in ("graph", "step", "season_length", "split", "region_ids", "missing", "columns", "target"):
-            if getattr(args, flag, None) is not None:
+        for flag in ("graph", "step", "season_length", "split", "region_ids", "missing", "columns", "target",
+                     "exclude_regions"):
+            if getattr(args, flag, None) not in (None, ()):
                 raise TrainingInputError(
                     f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
                 )
@@ -140,9 +144,10 @@ def user_data(args: argparse.Namespace):
         if getattr(args, "missing", None) is not None:
             raise TrainingInputError("--missing is for --series files: the store's counts have no missing "
                                      "cells (a day without cases counts 0)", field="missing")
-        for flag in ("columns", "target"):
-            if getattr(args, flag, None) is not None:
-                raise TrainingInputError(f"--{flag} is for --series files, not the store's counts",
+        for flag in ("columns", "target", "exclude_regions"):
+            if getattr(args, flag, None):
+                flag_name = flag.replace("_", "-")
+                raise TrainingInputError(f"--{flag_name} is for --series files, not the store's counts",
                                          field=flag)
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
                                     private=private if private["epsilon"] is not None else None, **common)
@@ -150,7 +155,7 @@ def user_data(args: argparse.Namespace):
     data = user_data.load_files(series=args.series, series_start=start,
                                 missing=getattr(args, "missing", None) or "refuse",
                                 columns=getattr(args, "columns", None), target=getattr(args, "target", None),
-                                **common)
+                                exclude=getattr(args, "exclude_regions", ()), **common)
     if data.imputed is not None:
         r = data.report
         last = r.get("missing_in_last_period") or []

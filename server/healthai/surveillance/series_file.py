@@ -271,11 +271,13 @@ def read_series(
     missing: str = "refuse",
     columns: tuple[str, ...] | None = None,
     target: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> SeriesTable:
     """``start`` (the first period, in any period format): ``path`` is a headerless matrix (rows =
     periods, columns = regions; ``matrix_file``), its columns named by ``region_ids`` or by position.
     ``missing``: "refuse" (default) or "interpolate" (``series_gaps``). ``columns`` / ``target``: a
-    long file's region, period and count columns and which of its targets (``series_columns``)."""
+    long file's region, period and count columns and which of its targets (``series_columns``).
+    ``exclude``: region ids left out (a national total beside its states, say)."""
     path = Path(path)
     allow = check_missing(missing) == "interpolate"
     if start is not None:
@@ -283,7 +285,7 @@ def read_series(
             raise InputFileError("--columns and --target name a long file's columns; a headerless matrix has "
                                  "none", field="columns" if columns is not None else "target")
         return _matrix(path, start=start, step=step, negatives=negatives, region_ids=region_ids,
-                       missing=missing)
+                       missing=missing, exclude=exclude)
     frame = _read_frame(path).reset_index(drop=True)
     lower = {str(c).strip().lower(): c for c in frame.columns}
     picked: dict = {}
@@ -304,7 +306,7 @@ def read_series(
             field="series",
         )
     table = series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout,
-                              missing=missing)
+                              missing=missing, exclude=exclude)
     table.report.update(picked)
     return table
 
@@ -317,8 +319,11 @@ def series_from_frame(
     negatives: str = "refuse",
     layout: str = "store",
     missing: str = "refuse",
+    exclude: tuple[str, ...] = (),
 ) -> SeriesTable:
     """A wide frame indexed by period start (a file's, or the store's surveillance counts)."""
+    if exclude:
+        frame = _without(frame, exclude, where)
     periods = pd.DatetimeIndex(frame.index)
     interpolate = check_missing(missing) == "interpolate"
     step = infer_step(periods, where, step, allow_gaps=interpolate)
@@ -327,6 +332,8 @@ def series_from_frame(
         frame = frame.reindex(periods)
     ids = tuple(str(c) for c in frame.columns)
     values, report = apply_negatives(frame.to_numpy(np.float64), periods, ids, where, negatives)
+    if exclude:
+        report["excluded_regions"] = list(exclude)
     imputed = None
     if interpolate:
         values, imputed, gaps = fill_missing(values, periods, ids, where)
@@ -343,9 +350,21 @@ def series_from_frame(
                        imputed=imputed)
 
 
+def _without(frame: pd.DataFrame, exclude: tuple[str, ...], where: str) -> pd.DataFrame:
+    names = [str(c) for c in frame.columns]
+    unknown = [r for r in exclude if r not in names]
+    if unknown:
+        raise InputFileError(f"{where}: --exclude-regions names {unknown[:5]}, not regions of the series "
+                             f"({names[:6]} ...)", field="exclude_regions")
+    kept = [c for c, n in zip(frame.columns, names, strict=True) if n not in set(exclude)]
+    if not kept:
+        raise InputFileError(f"{where}: --exclude-regions leaves no region", field="exclude_regions")
+    return frame[kept]
+
+
 def _matrix(
     path: Path, *, start: str, step: str | None, negatives: str, region_ids: tuple[str, ...] | None,
-    missing: str,
+    missing: str, exclude: tuple[str, ...],
 ) -> SeriesTable:
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="series")
@@ -374,7 +393,7 @@ def _matrix(
     }
     table = series_from_frame(
         pd.DataFrame(values, index=periods), step=step, where=str(path), negatives=negatives, layout="matrix",
-        missing=missing,
+        missing=missing, exclude=exclude,
     )
     table.report["ids"] = "region-ids file" if region_ids is not None else "by position"
     return table

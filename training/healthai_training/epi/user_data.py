@@ -104,6 +104,7 @@ def load_files(
     missing: str = "refuse",
     columns: tuple[str, ...] | None = None,
     target: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> EpiData:
     """Series + graph files → ``EpiData`` (``window``/``horizon``: the model's, for the length check).
     ``series_start``: the series is a headerless matrix whose first row is this period; ``region_ids``: a
@@ -111,7 +112,7 @@ def load_files(
     named = read_region_ids(region_ids) if region_ids is not None else None
     table = read_series(series, step=step, negatives=negatives, start=series_start,
                         region_ids=named[0] if named else None, missing=missing, columns=columns,
-                        target=target)
+                        target=target, exclude=exclude)
     source = {"series": {"file": str(series), "sha256": _sha256(Path(series))}}
     if named:
         source["region_ids"] = {"file": str(region_ids), "sha256": _sha256(Path(region_ids))}
