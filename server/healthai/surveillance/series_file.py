@@ -132,12 +132,14 @@ def _numbers(
     return values
 
 
-def _long_to_wide(frame: pd.DataFrame, path: Path, allow_missing: bool) -> pd.DataFrame:
-    """``frame``: columns region, period, count; its index the rows' positions in the file."""
+def _long_to_wide(frame: pd.DataFrame, path: Path, allow_missing: bool, count_column: str = "count"
+                  ) -> pd.DataFrame:
+    """``frame``: columns region, period, count (``count_column`` in the file); its index the rows'
+    positions in the file."""
     rows = frame.index.to_numpy() + 2  # header is line 1
     region = frame["region"].astype(str).str.strip()
     period = _periods(frame["period"], path, rows)
-    count = _numbers(frame["count"], path=path, label="column count", rows=rows,
+    count = _numbers(frame["count"], path=path, label=f"column {count_column}", rows=rows,
                      allow_missing=allow_missing)
     if (region == "").any():
         raise InputFileError(
@@ -291,7 +293,7 @@ def read_series(
     picked: dict = {}
     if found := long_columns(frame, path, columns, target):
         long, layout, picked = found
-        wide = _long_to_wide(long, path, allow)
+        wide = _long_to_wide(long, path, allow, picked.get("columns", {}).get("count", "count"))
     elif target is not None:
         raise InputFileError(f"{path}: --target chooses a series of a long file with a 'target' column",
                              field="target")
