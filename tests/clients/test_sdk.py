@@ -181,6 +181,25 @@ def test_a_history_with_gaps_is_refused_or_filled_in_time(server: str, tmp_path:
         read_history(undated, missing="interpolate")
 
 
+def test_cli_sends_one_target_of_hubverse_target_data(server: str, tmp_path: Path, capsys) -> None:
+    from healthai_client.cli import main as client_main
+
+    history = np.arange(18, dtype=np.float64).reshape(6, 3) * 10
+    rows = ["location,target,target_end_date,observation"]
+    for t, row in enumerate(history):
+        day = str(np.datetime64("2026-01-03") + np.timedelta64(7 * t, "D"))
+        for region, v in zip(REGIONS, row, strict=True):
+            rows += [f"{region},inc ili,{day},{v:g}", f"{region},ili rate,{day},{v / 1000:g}"]
+    path = tmp_path / "target-data.csv"
+    path.write_text("\n".join(rows) + "\n")
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--json", "--address", server]
+    assert client_main(argv) == 2
+    assert "--history-target NAME" in capsys.readouterr().err
+    assert client_main([*argv, "--history-target", "inc ili"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(history.astype(np.float32)), rtol=1e-5)
+
+
 def test_invalid_argument_is_not_retried(server: str) -> None:
     with Client(server, retry=RetryPolicy(max_attempts=5)) as c, \
             pytest.raises(HealthAIClientError, match="features") as info:

@@ -56,7 +56,7 @@ def test_own_column_names_ignore_the_rest_and_name_what_is_wrong(tmp_path: Path)
                     "A,Alpha,2020-01-13,3\nB,Beta,2020-01-13,oops\n")
     with pytest.raises(InputFileError, match="--columns REGION,PERIOD,COUNT names your own"):
         read_series(path)
-    with pytest.raises(InputFileError, match=r"row 5, column count: count 'oops'"):  # the file's own row
+    with pytest.raises(InputFileError, match=r"row 5, column cases: count 'oops'"):  # the file's own row
         read_series(path, columns=("geo", "week", "cases"))
     path.write_text(path.read_text().replace("oops", "4"))
     table = read_series(path, columns=("geo", "week", "cases"))

@@ -112,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="REGION,PERIOD,COUNT",
                    help="--history as a long file with its own column names (hubverse target data is "
                         "recognised without it)")
-    p.add_argument("--target", default=None, metavar="NAME",
-                   help="--history with a 'target' column holding several series: the one to send")
+    p.add_argument("--history-target", default=None, metavar="NAME",
+                   help="--history with a 'target' column holding several series: the one to send (--target "
+                        "names the hubverse rows written)")
     p.add_argument("--missing", choices=("refuse", "interpolate"), default="refuse",
                    help="--history with a period column: missing cells or periods are refused, as train "
                         "forecast refuses them; interpolate fills them in time from the region's own counts")

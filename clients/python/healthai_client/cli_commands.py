@@ -270,7 +270,8 @@ def forecast(args: argparse.Namespace) -> int:
         ids = _region_ids(args.region_ids) if getattr(args, "region_ids", None) else None
         history = read_history(args.history, negatives=args.negatives, region_ids=ids,
                                missing=getattr(args, "missing", "refuse"),
-                               columns=getattr(args, "columns", None), target=getattr(args, "target", None))
+                               columns=getattr(args, "columns", None),
+                               target=getattr(args, "history_target", None))
         if history.filled:
             last = f"; last period filled for {', '.join(history.filled_last)}" if history.filled_last else ""
             print(f"filled {history.filled} missing cells by interpolation in time{last}", file=sys.stderr)

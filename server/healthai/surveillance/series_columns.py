@@ -78,7 +78,8 @@ def _one_target(frame: pd.DataFrame, path: Path, lower: dict, pick: tuple[str, .
     targets = sorted(values.unique())
     if target is None and len(targets) > 1:
         raise InputFileError(f"{path}: the file holds {len(targets)} targets {targets[:6]}: choose one with "
-                             "--target NAME", field="target")
+                             "--target NAME (healthai-client forecast: --history-target NAME)",
+                             field="target")
     chosen = target if target is not None else targets[0]
     if chosen not in targets:
         raise InputFileError(f"{path}: no target {chosen!r}; the file holds {targets[:6]}", field="target")

@@ -158,10 +158,12 @@ def load_store(
     from healthai.surveillance import SurveillanceCounts, place_level
 
     step = step or "W"
-    named = read_region_ids(region_ids) if region_ids is not None else None
-    regions = graph_region_ids(graph, id_property, named[0] if named else None)  # checked before the store
+    if is_builtin(graph):  # before the store is opened
+        graph_region_ids(graph)
     store = open_existing_store(uri)
     today = dt.datetime.now(dt.UTC).date()
+    named = read_region_ids(region_ids) if region_ids is not None else None
+    regions = graph_region_ids(graph, id_property, named[0] if named else None)
     release = None
     try:
         counts = SurveillanceCounts(store)
