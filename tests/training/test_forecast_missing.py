@@ -171,3 +171,36 @@ def test_load_files_carries_the_mask_only_when_something_was_filled(tmp_path: Pa
     assert filled.imputed is not None and int(filled.imputed.sum()) == 6
     whole = _write(tmp_path, "period,A,B\n2020-01-06,1,2\n2020-01-13,2,3\n", "w.csv")
     assert load_files(series=whole, graph=graph, missing="interpolate").imputed is None
+
+
+def test_no_stack_weight_or_band_is_fitted_to_a_filled_cell(shared_data: Path) -> None:
+    from healthai_training.forecast.backtest import observed_only
+    from healthai_training.forecast.stacking import FitSet, fit_stack
+
+    data = us_states_subset(shared_data, 200)
+    imputed = np.zeros(data.series.shape, bool)
+    imputed[60:70, 2] = True
+    rng = np.random.default_rng(1)
+    levels = np.asarray(FLUSIGHT_QUANTILES)
+
+    def sets(wild: float) -> list[FitSet]:
+        out = []
+        for start in (40, 92, 144):
+            y = data.series[start:start + 52].copy()
+            y[imputed[start:start + 52]] *= wild  # the filled cells' "truth" is whatever was filled in
+            points = {n: y * rng.uniform(0.8, 1.2, y.shape) for n in ("healthai", "last_value", "lag52")}
+            out.append(FitSet(points, y, start, start + 52))
+        return out
+
+    masked = replace(data, imputed=imputed)
+    rng = np.random.default_rng(1)
+    a = fit_stack([observed_only(masked, s) for s in sets(1.0)], ["healthai", "last_value", "lag52"], levels)
+    rng = np.random.default_rng(1)
+    b = fit_stack([observed_only(masked, s) for s in sets(50.0)], ["healthai", "last_value", "lag52"], levels)
+    np.testing.assert_allclose(a.weights, b.weights)
+    np.testing.assert_allclose(a.offsets, b.offsets)
+    assert observed_only(masked, sets(1.0)[0]).y.shape == (52 * 3 - 10,)  # weeks 60-69 of region 2
+    assert observed_only(masked, sets(1.0)[1]).y.shape == (52, 3)  # nothing filled there: unchanged
+    rng = np.random.default_rng(1)
+    unmasked = fit_stack(sets(50.0), ["healthai", "last_value", "lag52"], levels)
+    assert not np.allclose(unmasked.offsets, b.offsets)  # the filled cells would have moved the bands

@@ -17,7 +17,8 @@ and the baselines ``last_value``, ``lag52`` (lag one season),
 calibrated from its own residuals on the same sets. Scores pooled over origins × periods × regions:
 RMSE and MAE of the point forecast (the ST-GNN's median, the stack, the baseline itself), WIS and
 50 % / 95 % coverage of the quantiles; relative WIS against every baseline. Cells filled by
-``--missing interpolate`` (``EpiData.imputed``) are forecast but never scored.
+``--missing interpolate`` (``EpiData.imputed``) are forecast but never scored, and no stack weight or
+band is fitted to them.
 
 WIS uses ``scoringrules.interval_score`` for the interval terms (scoringrules 0.10.0's
 ``weighted_interval_score`` adds ``0.5 × median`` instead of ``0.5 × |y − median|``; the median term is
@@ -116,7 +117,7 @@ def _one_origin(
     levels = np.asarray(f.model.quantiles)
     for h in cfg.horizons:
         key, test, val = str(h), f.test[h], f.val.get(h)
-        sets = ([val] if val is not None else []) + past.get(h, [])
+        sets = [observed_only(data, s) for s in ([val] if val is not None else []) + past.get(h, [])]
         names = stack_members(test, val)
         usable = [x for x in sets if all(n in x.points for n in names)]
         fit = fit_stack(usable, names, levels, season=data.season, anchor=no_fold_anchor(cfg))
@@ -144,6 +145,14 @@ def observed_cells(data: epi_data.EpiData, s: FitSet) -> np.ndarray:
     if data.imputed is None:
         return np.ones_like(s.y, dtype=bool)
     return ~data.imputed[s.start:s.end]
+
+
+def observed_only(data: epi_data.EpiData, s: FitSet) -> FitSet:
+    """A fit set's observed cells only (flattened): a cell filled by --missing is no truth to fit to."""
+    keep = observed_cells(data, s)
+    if keep.all():
+        return s
+    return FitSet({n: p[keep] for n, p in s.points.items()}, s.y[keep], s.start, s.end, s.selected)
 
 
 def inner_origins(before: int, cfg: ForecastConfig, season: int, first_seasons: int = 2) -> list[int]:

@@ -15,7 +15,7 @@ import torch
 
 from healthai_training.epi import data as epi_data
 from healthai_training.epi import metrics
-from healthai_training.forecast.backtest import inner_origins, stack_members
+from healthai_training.forecast.backtest import inner_origins, observed_only, stack_members
 from healthai_training.forecast.origins import (
     OriginForecasts,
     Trainer,
@@ -127,7 +127,7 @@ def train_default(
     names = [n for n in names if members_window((n,), data.season) <= val_start]
     fits = {}
     for s in steps:
-        sets = ([final.val[s]] if s in final.val else []) + past.get(s, [])
+        sets = [observed_only(data, x) for x in ([final.val[s]] if s in final.val else []) + past.get(s, [])]
         fits[s] = fit_stack([x for x in sets if all(n in x.points for n in names)], names, levels,
                             season=data.season, anchor=no_fold_anchor(cfg))
     model = StackedForecaster(
