@@ -47,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for publication: write counts from 1 to N-1 as empty cells (small-cell suppression; "
                         "no complementary suppression). Such a file is not a training series")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
+    nc = p.add_argument_group("nowcast (reporting delays; healthai.surveillance.nowcast)")
+    nc.add_argument("--nowcast", action="store_true",
+                    help="add the latest periods' counts corrected for reporting delay, learnt from the "
+                         "store's ingest dates: region,period,count,days_since_end,completeness,nowcast")
+    nc.add_argument("--as-of", metavar="DATE",
+                    help="with --nowcast: what the store held on this day (default today, UTC)")
+    nc.add_argument("--max-delay", type=int, default=28, metavar="DAYS",
+                    help="with --nowcast: a period is complete this many days after it ended (default 28)")
     dp = p.add_argument_group("differential privacy (per patient; healthai.surveillance.release)")
     dp.add_argument("--epsilon", type=float, default=None,
                     help="release the counts under epsilon-DP per patient (discrete Laplace noise, OpenDP); "
@@ -73,6 +81,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_counts)
 
 
+def _nowcast(args: argparse.Namespace) -> int:
+    from healthai.store import ParquetStore
+    from healthai.surveillance.nowcast import nowcast
+
+    clash = [flag for flag, on in (("--wide", args.wide), ("--by-age", args.by_age),
+                                   ("--epsilon", args.epsilon is not None), ("--end", args.end is not None),
+                                   ("--include-unfinished", args.include_unfinished),
+                                   ("--suppress-below", args.suppress_below > 0)) if on]
+    if not args.nowcast or clash:
+        print("healthai counts: --as-of and --max-delay go with --nowcast" if not args.nowcast else
+              f"healthai counts: --nowcast writes long rows of every period that has ended by --as-of, "
+              f"exact counts only: not with {', '.join(clash)}", file=sys.stderr)
+        return 2
+    store = ParquetStore(args.store).open()
+    try:
+        got = nowcast(store, syndrome=args.syndrome, freq=args.step, level=args.level,
+                      week_start=args.week_start, as_of=args.as_of, start=args.start,
+                      max_delay=args.max_delay)
+    except InvalidInput as e:
+        print(f"healthai counts: {e.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    got.table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
+    f = got.completeness
+    shown = ", ".join(f"{d} d {f[d]:.0%}" for d in sorted({0, 7, 14, len(f) - 1}) if d < len(f))
+    print(f"healthai counts: nowcast: chain ladder on {got.cases_in_window} cases of the periods "
+          f"{got.window[0]} to {got.window[1]}, pooled over places; complete by days after a period's end: "
+          f"{shown}; {got.backfilled} cases stored later than {args.max_delay} days (backfill) count as "
+          "observed only. No interval: the completeness's own error is not modelled", file=sys.stderr)
+    return 0
+
+
 def _counts(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
     from healthai.surveillance.counts import SurveillanceCounts
@@ -93,6 +134,8 @@ def _counts(args: argparse.Namespace) -> int:
         print("healthai counts: --regions, --graph, --region-ids, --stream, --budget, --keep-negative and "
               "--max-cases-per-patient go with --epsilon", file=sys.stderr)
         return 2
+    if args.nowcast or args.as_of is not None or args.max_delay != 28:
+        return _nowcast(args)
     store = ParquetStore(args.store).open()
     today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
     release = None

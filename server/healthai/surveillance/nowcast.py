@@ -1,0 +1,139 @@
+"""Nowcasts of the latest periods' counts, corrected for reporting delay (``healthai counts --nowcast``).
+
+Records reach the store days or weeks after the diagnosis, so the last periods' counts are low: not
+fewer cases, cases not stored yet. A case is *reported* on the ingest date of the part file it was
+first stored in (the UTC day of the commit; a record sent again is not stored again). Its *delay* is
+that day minus the last day of its period (0 or less: stored by the time the period ended).
+
+Method (the multiplicative chain ladder of reporting-triangle nowcasts): the target is each period's
+count of cases reported within ``max_delay`` days of its end. From the *mature* periods (ended at
+least ``max_delay`` days before ``as_of``), the latest ``window_days`` of them, pooled over places,
+F(d) = the share of those cases reported within d days. A period that ended d < ``max_delay`` days
+before ``as_of`` has its observed count (cases reported up to ``as_of``) divided by F(d). Older
+periods are mature: their nowcast is what was observed. Cases reported later than ``max_delay``
+(backfill, a bulk load of history) are kept in the observed count but tell nothing about F.
+
+Assumptions, said in the output: the delay distribution is the same in every place and has not
+changed over the estimation window; no interval is given (F's own error and over-dispersion would
+have to be modelled). Refused, naming the field, when the window holds fewer than ``MIN_CASES``
+cases or a completeness below ``MIN_COMPLETENESS`` would be divided by.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from healthai.errors import InvalidInput
+from healthai.normalize.records import SCHEMAS
+from healthai.store import ParquetStore
+from healthai.surveillance import counts as sc
+from healthai.surveillance.links import StoredLinks
+from healthai.surveillance.syndromes import Syndrome
+
+MAX_DELAY_DAYS = 28
+WINDOW_DAYS = 84
+MIN_CASES = 20
+MIN_COMPLETENESS = 0.05
+_INGEST = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")
+
+
+@dataclass(frozen=True)
+class Nowcast:
+    table: pd.DataFrame  # region, period, count (observed), days_since_end, completeness, nowcast
+    completeness: pd.Series  # F(d), d = 0..max_delay days after a period's end
+    cases_in_window: int  # mature cases (delay <= max_delay) F was estimated from
+    window: tuple[str, str]  # first and last period start of the estimation window
+    backfilled: int  # cases reported more than max_delay days after their period ended
+
+    def card(self) -> dict:
+        return {"method": "multiplicative chain ladder on the store's ingest dates, pooled over places",
+                "max_delay_days": int(len(self.completeness) - 1), "estimated_on_periods": list(self.window),
+                "cases_in_window": self.cases_in_window, "backfilled_cases": self.backfilled,
+                "completeness_by_days_since_end": [round(float(v), 4) for v in self.completeness],
+                "interval": "none (F's own error and over-dispersion are not modelled)"}
+
+
+def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
+    """Counted cases (patient_id, place, day) with the day each was first stored (``reported``)."""
+    parts = []
+    for kind, columns, extract in ((sc.CONDITION_KIND, sc._COLUMNS, sc._cases),
+                                   (sc.OBSERVATION_KIND, sc._LAB_COLUMNS, sc._lab_cases)):
+        if kind == sc.OBSERVATION_KIND and not definition.lab_loincs:
+            continue
+        by_day: dict[str, list[str]] = {}
+        for path in store.files(kind):
+            match = _INGEST.search(path)
+            if match:
+                by_day.setdefault(match[1], []).append(path)
+        for day, paths in by_day.items():
+            found = extract(store.read_files(paths, columns, SCHEMAS[kind]), definition, level)
+            parts.append(found.assign(reported=pd.Timestamp(day)))
+    empty = pd.DataFrame(columns=[*sc._CASE_COLUMNS, "reported"])
+    cases = pd.concat(parts, ignore_index=True) if parts else empty
+    if cases["place"].isna().any() or cases["day"].isna().any():
+        links = StoredLinks(store)
+        links.refresh()
+        cases = links.fill(cases, level)
+    cases = cases[cases["place"].notna() & cases["day"].notna()]
+    counted = sc._counted(cases).assign(reported=cases["reported"], day=pd.to_datetime(cases["day"]))
+    return counted.sort_values("reported").drop_duplicates(["patient_id", "place", "day"])
+
+
+def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", level: str = "region",
+            week_start: str = "monday", as_of: date | str | None = None, start: date | str | None = None,
+            max_delay: int = MAX_DELAY_DAYS, window_days: int = WINDOW_DAYS,
+            syndromes: dict[str, Syndrome] | None = None) -> Nowcast:
+    """Every period that ended before ``as_of`` (default today, UTC), from ``start``: observed counts of
+    the cases reported up to ``as_of`` and their nowcast (see the module docstring)."""
+    definitions = dict(sc.SYNDROMES if syndromes is None else syndromes)
+    if syndrome not in definitions:
+        raise InvalidInput(f"syndrome {syndrome!r} is not one of {', '.join(sorted(definitions))}",
+                           field="syndrome")
+    if not 1 <= max_delay <= 365:
+        raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
+    today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(date.today())
+    cases = reported_cases(store, syndrome, level, definitions[syndrome])
+    cases = cases[cases["reported"] <= today]  # what was known on as_of
+    length = 7 if freq == "W" else 1
+    back = (cases["day"].dt.day_of_week - sc.week_day(week_start)) % 7 if freq == "W" else 0
+    cases = cases.assign(period=cases["day"] - pd.to_timedelta(back, unit="D"))
+    ends = cases["period"] + pd.Timedelta(days=length - 1)
+    cases = cases.assign(delay=(cases["reported"] - ends).dt.days.clip(lower=0), end=ends)
+    cases = cases[cases["end"] < today]  # periods that have ended
+    mature_end = today - pd.Timedelta(days=max_delay)
+    oldest = mature_end - pd.Timedelta(days=window_days)
+    window = cases[(cases["end"] <= mature_end) & (cases["end"] > oldest)]
+    timely = window[window["delay"] <= max_delay]
+    if len(timely) < MIN_CASES:
+        raise InvalidInput(
+            f"as_of: the {window_days} days of periods that ended {max_delay} or more days before "
+            f"{today.date()} hold {len(timely)} cases stored within {max_delay} days; a nowcast needs "
+            f"{MIN_CASES} (a store loaded in bulk has no delays to learn from)", field="as_of")
+    share = np.bincount(timely["delay"].to_numpy(int), minlength=max_delay + 1).cumsum() / len(timely)
+    completeness = pd.Series(share, index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
+    observed = sc.period_table(sc.daily_counts(cases[["patient_id", "place", "day"]]), freq, start, None,
+                               None, today.date(), week_start)
+    return Nowcast(_table(observed, completeness, today, length, max_delay), completeness, len(timely),
+                   (str(window["period"].min().date()), str(window["period"].max().date())),
+                   int((cases["delay"] > max_delay).sum()))
+
+
+def _table(observed: pd.DataFrame, completeness: pd.Series, today: pd.Timestamp, length: int,
+           max_delay: int) -> pd.DataFrame:
+    long = observed.reset_index().melt(id_vars="period", var_name="region", value_name="count")
+    long = long.sort_values(["region", "period"], kind="stable").reset_index(drop=True)
+    since = (today - (long["period"] + pd.Timedelta(days=length - 1))).dt.days
+    f = completeness.reindex(since.clip(upper=max_delay).to_numpy()).to_numpy().copy()
+    f[since.to_numpy() >= max_delay] = 1.0
+    if (f < MIN_COMPLETENESS).any():
+        raise InvalidInput(f"as_of: by the delays in the store, the latest period is {float(f.min()):.1%} "
+                           "complete: too little to scale up (in a store loaded in bulk the delays are the "
+                           "load's, not reporting's)", field="as_of")
+    return pd.DataFrame({"region": long["region"], "period": long["period"].dt.date.astype(str),
+                         "count": long["count"].astype("int64"), "days_since_end": since.astype("int64"),
+                         "completeness": f.round(4), "nowcast": (long["count"] / f).round(2)})

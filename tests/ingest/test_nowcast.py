@@ -1,0 +1,135 @@
+"""Nowcasts of the latest weeks from the store's ingest dates (``healthai counts --nowcast``): real FHIR
+through the normalizer, a real Parquet store whose commits are dated as the records arrived."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from healthai.cli import main
+from healthai.errors import InvalidInput
+from healthai.normalize.fhir import normalize_fhir
+from healthai.store import ParquetStore
+from healthai.surveillance import SurveillanceCounts
+from healthai.surveillance.nowcast import nowcast
+
+from .conftest import context
+
+FIRST = dt.date(2026, 1, 5)  # a Monday: ISO weeks
+WEEKS = 14
+AS_OF = FIRST + dt.timedelta(weeks=WEEKS)  # the Monday after the last week
+
+
+def _bundle(i: int, day: dt.date, state: str) -> dict:
+    patient = {"resourceType": "Patient", "id": f"p{i}", "gender": "female", "birthDate": "1980-03-03",
+               "address": [{"use": "home", "state": state, "country": "US"}]}
+    condition = {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p{i}"},
+                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J11.1"}]},
+                 "onsetDateTime": f"{day.isoformat()}T09:00:00-05:00"}
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient},
+                                                                      {"resource": condition}]}
+
+
+def _fill(root: Path, *, bulk: dt.date | None = None) -> pd.DataFrame:
+    """About 40 influenza cases a week in two states, each stored 0-20 days after its onset (or all on
+    ``bulk``); returns every case with its onset and storage day."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40 * WEEKS):
+        day = FIRST + dt.timedelta(days=int(rng.integers(0, 7 * WEEKS)))
+        delay = int(min(rng.geometric(0.2) - 1, 20))
+        rows.append((i, day, "MA" if i % 3 else "NH", bulk or day + dt.timedelta(days=delay)))
+    cases = pd.DataFrame(rows, columns=["i", "day", "state", "stored"])
+    store = ParquetStore(str(root)).open()
+    ctx = context()
+    for stored, group in cases.groupby("stored"):
+        tables: dict[str, list] = {}
+        for r in group.itertuples():
+            out = normalize_fhir(_bundle(r.i, r.day, r.state), ctx=ctx, source="s")
+            for kind, table in out.tables.items():
+                if table.num_rows:
+                    tables.setdefault(kind, []).append(table)
+        store.commit({k: pa.concat_tables(v) for k, v in tables.items()},
+                     now=dt.datetime.combine(stored, dt.time(12), dt.UTC))
+    store.close()
+    return cases
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("live")
+    return root, _fill(root)
+
+
+def _truth(cases: pd.DataFrame) -> pd.Series:
+    week = pd.to_datetime(cases["day"]) - pd.to_timedelta(pd.to_datetime(cases["day"]).dt.day_of_week, "D")
+    return cases.groupby(week).size()
+
+
+def test_the_latest_weeks_are_scaled_up_toward_what_arrives_later(live) -> None:
+    root, cases = live
+    store = ParquetStore(str(root)).open()
+    try:
+        got = nowcast(store, as_of=AS_OF, max_delay=21, window_days=56)
+    finally:
+        store.close()
+    truth = _truth(cases)
+    table = got.table.assign(period=pd.to_datetime(got.table["period"]))
+    per_week = table.groupby("period")[["count", "nowcast"]].sum()
+    last3 = per_week.index[-3:]
+    observed_gap = abs(per_week.loc[last3, "count"].sum() - truth.loc[last3].sum())
+    nowcast_gap = abs(per_week.loc[last3, "nowcast"].sum() - truth.loc[last3].sum())
+    assert per_week.loc[last3, "count"].sum() < truth.loc[last3].sum()  # not stored yet
+    assert nowcast_gap < 0.5 * observed_gap
+    f = got.completeness.to_numpy()
+    # geometric(0.2) delays from onset: about half a week's cases are stored by the day it ends
+    assert np.all(np.diff(f) >= 0) and f[-1] == 1.0 and 0.4 < f[0] < 0.7 < f[7] < 0.97
+    old = table[table["days_since_end"] >= 21]
+    assert (old["nowcast"] == old["count"]).all() and (old["completeness"] == 1.0).all()
+    assert got.card()["max_delay_days"] == 21 and got.cases_in_window >= 20
+
+
+def test_observed_counts_are_the_stores_counts(live) -> None:
+    root, _ = live
+    store = ParquetStore(str(root)).open()
+    try:
+        got = nowcast(store, as_of=AS_OF + dt.timedelta(days=60), max_delay=21)
+        exact = SurveillanceCounts(store).counts("ili", "W", completed_by=AS_OF + dt.timedelta(days=60))
+    finally:
+        store.close()
+    wide = got.table.pivot(index="period", columns="region", values="count")
+    np.testing.assert_array_equal(wide.to_numpy(), exact.to_numpy())
+    assert (got.table["nowcast"] == got.table["count"]).all()  # everything is mature by then
+
+
+def test_a_store_loaded_in_bulk_has_no_delays_to_learn_from(tmp_path: Path) -> None:
+    _fill(tmp_path / "bulk", bulk=AS_OF)
+    store = ParquetStore(str(tmp_path / "bulk")).open()
+    try:
+        with pytest.raises(InvalidInput, match="a store loaded in bulk has no delays") as e:
+            nowcast(store, as_of=AS_OF - dt.timedelta(days=1))  # nothing stored yet
+        assert e.value.field == "as_of"
+        with pytest.raises(InvalidInput, match=r"the latest period is 0\.0% complete.*loaded in bulk"):
+            nowcast(store, as_of=AS_OF + dt.timedelta(days=10))  # the load's delays, 10 days and more
+        settled = nowcast(store, as_of=AS_OF + dt.timedelta(days=60))  # every period mature: as observed
+        assert (settled.table["nowcast"] == settled.table["count"]).all()
+    finally:
+        store.close()
+
+
+def test_cli_writes_the_nowcast_columns(live, tmp_path: Path, capsys) -> None:
+    root, _ = live
+    out = tmp_path / "nowcast.csv"
+    assert main(["counts", "--store", str(root), "--nowcast", "--as-of", AS_OF.isoformat(),
+                 "--max-delay", "21", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["region", "period", "count", "days_since_end", "completeness", "nowcast"]
+    assert set(table["region"]) == {"US-MA", "US-NH"}
+    assert "nowcast: chain ladder" in capsys.readouterr().err
+    assert main(["counts", "--store", str(root), "--nowcast", "--wide"]) == 2
+    assert "--nowcast writes long rows" in capsys.readouterr().err
