@@ -281,7 +281,8 @@ def forecast(args: argparse.Namespace) -> int:
                             regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),
                             quantile_levels=_csv_list(args.quantiles, float),
                             model_version=args.model_version,
-                            allow_missing_regions=args.allow_missing_regions)
+                            allow_missing_regions=args.allow_missing_regions,
+                            nowcast=getattr(args, "nowcast", False))
     if args.hubverse:
         reference_date(r, args.reference_date)  # fail before writing anything
     print_json(r) if args.json else _print_forecast(r)
@@ -291,6 +292,10 @@ def forecast(args: argparse.Namespace) -> int:
         elif c["covered_periods"] < c["window_periods"]:
             print(f"warning: {c['region_id']}: stored counts cover {c['covered_periods']} of the "
                   f"{c['window_periods']} window periods (from {c['first_stored_period']})", file=sys.stderr)
+    added = sum(c.get("nowcast_added", 0.0) for c in r.coverage)
+    if getattr(args, "nowcast", False):
+        print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods",
+              file=sys.stderr)
     if args.hubverse:
         n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)
         print(f"wrote {n} hubverse rows to {args.hubverse}", file=sys.stderr)

@@ -230,18 +230,21 @@ class Client:
                  stored: str | bool | None = None, end_date: str | None = None,
                  regions: Sequence[str] = (), horizons: Sequence[int] = (),
                  quantile_levels: Sequence[float] = (), model_version: int = 0,
-                 allow_missing_regions: bool = False, timeout: float | None = None) -> ForecastResult:
+                 allow_missing_regions: bool = False, nowcast: bool = False,
+                 timeout: float | None = None) -> ForecastResult:
         """Forecast from an explicit ``history`` ({region: counts oldest first}, (region_ids,
         [steps x regions]), or a ``read_history(path)`` file, whose periods date the result) or from the
         stored surveillance counts (``stored=True`` or a syndrome;
         regions without stored counts are refused unless ``allow_missing_regions``, then flagged in
-        ``ForecastResult.coverage``)."""
+        ``ForecastResult.coverage``; ``nowcast``: the window's latest periods corrected for reporting
+        delay first, each region's ``nowcast_added`` in the coverage)."""
         sent = history if isinstance(history, HistoryFile) else None
         if sent is not None:
             history = (list(sent.region_ids), sent.counts)
         request = forecast_request(graph, model=model, history=history, stored=stored, end_date=end_date,
                                    regions=regions, horizons=horizons, quantile_levels=quantile_levels,
-                                   model_version=model_version, allow_missing_regions=allow_missing_regions)
+                                   model_version=model_version, allow_missing_regions=allow_missing_regions,
+                                   nowcast=nowcast)
         reply = self._invoke(lambda s: s.forecast.Forecast, request, timeout=timeout)
         result = ForecastResult.from_proto(reply)
         if history is not None:  # keep what was sent, for plots

@@ -175,11 +175,14 @@ def forecast_request(graph: str | None, *, model: str | None = None,
                      regions: Sequence[str] = (), horizons: Sequence[int] = (),
                      quantile_levels: Sequence[float] = (),
                      model_version: int = 0,
-                     allow_missing_regions: bool = False) -> forecast_pb2.ForecastRequest:
+                     allow_missing_regions: bool = False,
+                     nowcast: bool = False) -> forecast_pb2.ForecastRequest:
     if not graph and not model:
         raise ValueError("give graph (e.g. 'japan') or model")
     if (history is None) == (not stored):
         raise ValueError("give exactly one of history (explicit counts) or stored (stored counts)")
+    if nowcast and not stored:
+        raise ValueError("nowcast corrects stored counts for reporting delay: it needs stored")
     request = forecast_pb2.ForecastRequest(graph=graph or "", model_name=model or "",
                                            model_version=model_version, region_ids=list(regions),
                                            horizons=[int(h) for h in horizons],
@@ -200,7 +203,8 @@ def forecast_request(graph: str | None, *, model: str | None = None,
     else:
         syndrome = stored if isinstance(stored, str) else ""
         request.stored.CopyFrom(forecast_pb2.StoredHistory(syndrome=syndrome, end_date=end_date or "",
-                                                           allow_missing_regions=allow_missing_regions))
+                                                           allow_missing_regions=allow_missing_regions,
+                                                           nowcast=nowcast))
     return request
 
 

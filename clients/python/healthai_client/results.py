@@ -154,7 +154,8 @@ class ForecastResult:
         regions = tuple(r.region_ids)
         coverage = tuple({"region_id": c.region_id, "first_stored_period": c.first_stored_period,
                           "covered_periods": c.covered_periods, "window_periods": c.window_periods,
-                          "cases_in_window": c.cases_in_window} for c in r.coverage)
+                          "cases_in_window": c.cases_in_window, "nowcast_added": c.nowcast_added}
+                         for c in r.coverage)
         history = (np.asarray(r.stored_history, dtype=np.float32).reshape(-1, n)
                    if len(r.stored_history) and n else None)
         return cls(r.model_name, r.model_version, regions, tuple(r.horizons),

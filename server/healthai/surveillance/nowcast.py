@@ -22,6 +22,7 @@ cases or a completeness below ``MIN_COMPLETENESS`` would be divided by.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import date
 
@@ -40,6 +41,8 @@ WINDOW_DAYS = 84
 MIN_CASES = 20
 MIN_COMPLETENESS = 0.05
 _INGEST = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")
+_CACHE: dict[tuple, tuple[int, pd.DataFrame]] = {}  # (store, syndrome, level) -> (sequence, cases)
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,21 @@ def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: S
     return counted.sort_values("reported").drop_duplicates(["patient_id", "place", "day"])
 
 
+def _reported_cached(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
+    """:func:`reported_cases`, read again only after a commit (the Forecast RPC asks often)."""
+    key, sequence = (id(store), str(store.root), syndrome, level), store.sequence
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None and hit[0] == sequence:
+        return hit[1]
+    cases = reported_cases(store, syndrome, level, definition)
+    with _CACHE_LOCK:
+        if len(_CACHE) > 32:
+            _CACHE.clear()
+        _CACHE[key] = (sequence, cases)
+    return cases
+
+
 def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", level: str = "region",
             week_start: str = "monday", as_of: date | str | None = None, start: date | str | None = None,
             max_delay: int = MAX_DELAY_DAYS, window_days: int = WINDOW_DAYS,
@@ -97,7 +115,7 @@ def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", leve
     if not 1 <= max_delay <= 365:
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
     today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(date.today())
-    cases = reported_cases(store, syndrome, level, definitions[syndrome])
+    cases = _reported_cached(store, syndrome, level, definitions[syndrome])
     cases = cases[cases["reported"] <= today]  # what was known on as_of
     length = 7 if freq == "W" else 1
     back = (cases["day"].dt.day_of_week - sc.week_day(week_start)) % 7 if freq == "W" else 0

@@ -76,6 +76,8 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
     """[W, N] counts from the store at the model's step, the first forecast period (ISO date) and each
     region's coverage. A region with no stored case up to the window's end has no data (not zero
     cases): refused unless ``stored.allow_missing_regions``, and then flagged in its coverage."""
+    if stored.nowcast:
+        _can_nowcast(surveillance)
     try:  # the period under way (today's, this week's) is not complete yet: never part of the window
         frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
                                     end=stored.end_date or None, completed_by=dt.datetime.now(dt.UTC).date(),
@@ -84,15 +86,20 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
         if e.field != "end":
             raise
         raise end_refused(e, "stored.end_date") from None
+    observed = frame
+    if stored.nowcast:
+        frame = _nowcast(surveillance, stored, card, frame)
     if len(frame) < card.window:
         raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
                            f"at least {card.window}", field="stored")
     history = np.zeros((len(frame), card.n_regions), np.float64)
+    added = np.zeros_like(history)
     matched = 0
     for code in frame.columns:
         col = card.region_aliases.get(str(code))
         if col is not None:
             history[:, col] += frame[code].to_numpy(dtype=np.float64)
+            added[:, col] += (frame[code] - observed[code]).to_numpy(dtype=np.float64)
             matched += 1
     if len(frame.columns) and not matched:
         raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
@@ -106,7 +113,8 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
         coverage.append(forecast_pb2.RegionCoverage(
             region_id=rid, first_stored_period=stored_from,
             covered_periods=int(min(card.window, max(0, len(frame) - max(first[j], start)))),
-            window_periods=card.window, cases_in_window=float(history[start:, j].sum())))
+            window_periods=card.window, cases_in_window=float((history - added)[start:, j].sum()),
+            nowcast_added=float(added[start:, j].sum())))
     missing = [c.region_id for c in coverage if not c.first_stored_period]
     if missing and not stored.allow_missing_regions:
         raise InvalidInput(f"stored: {len(missing)} of the model's {card.n_regions} regions have no stored "
@@ -116,6 +124,31 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
     step = pd.Timedelta(days=7 if card.step == "W" else 1)
     window = history[start:].astype(np.float32)
     return window, (frame.index[-1] + step).date().isoformat(), coverage
+
+
+def _can_nowcast(surveillance: Surveillance) -> None:
+    from healthai.surveillance.released import ReleasedCounts
+
+    if isinstance(surveillance, ReleasedCounts) or not hasattr(surveillance, "store"):
+        raise InvalidInput("stored.nowcast: this server answers from DP releases, which hold no ingest dates",
+                           field="stored.nowcast")
+
+
+def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard,
+             frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its latest periods corrected for reporting delay (``healthai.surveillance.nowcast``)."""
+    from healthai.surveillance.nowcast import nowcast
+
+    try:
+        got = nowcast(surveillance.store, syndrome=stored.syndrome or "ili", freq=card.step,
+                      level=place_level(card.region_ids), week_start=card.week_start,
+                      as_of=dt.datetime.now(dt.UTC).date())
+    except InvalidInput as e:
+        raise InvalidInput(f"stored.nowcast: {e.message.removeprefix('as_of: ')}",
+                           field="stored.nowcast") from None
+    wide = got.table.pivot(index="period", columns="region", values="nowcast")
+    wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index), name=frame.index.name)
+    return wide.reindex(index=frame.index, columns=frame.columns).fillna(frame.astype(np.float64))
 
 
 def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
