@@ -237,6 +237,17 @@ def test_flat_observations_properties(ctx, rows) -> None:
     assert len(keys) == len(set(keys))
 
 
+def test_a_value_that_overflows_in_its_unit_conversion_is_impossible(ctx) -> None:
+    """7e307 inches is finite, its centimetres are not: rejected as FHIR rejects it, with no overflow."""
+    t = pa.table({"observation_id": ["o1", "o2"], "patient_id": ["p", "p"], "loinc": ["8302-2", "8302-2"],
+                  "value": [7.077532027016992e307, 70.0], "unit": ["in", "in"]})
+    b = normalize_table("observation", t, ctx=ctx, source="s")
+    bad, good = b.outcomes
+    assert bad.status is Status.REJECTED and good.status is not Status.REJECTED
+    assert [(i.code, i.message) for i in bad.issues] == [("VALUE_IMPOSSIBLE", "value is not a finite number")]
+    assert b.tables["observation"]["value"].to_pylist() == [pytest.approx(177.8)]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     codes=st.lists(

@@ -146,9 +146,9 @@ def observation_values(t: Cols) -> dict[str, Any]:
         if spec is not None:
             low[j], high[j] = spec.low, spec.high
     raw = np.asarray(pc.fill_null(value, np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
-    conv = raw * factor[idx] + offset[idx]
-    with np.errstate(invalid="ignore"):
-        impossible = (~np.isfinite(raw) & ~np.isnan(raw)) | (
+    with np.errstate(over="ignore", invalid="ignore"):  # a finite value may overflow in the conversion
+        conv = raw * factor[idx] + offset[idx]
+        impossible = (~np.isfinite(raw) & ~np.isnan(raw)) | (np.isfinite(raw) & np.isinf(conv)) | (
             np.isfinite(conv) & ((conv < low[idx]) | (conv > high[idx]))
         )
     missing = np.asarray(pc.is_null(value).to_numpy(zero_copy_only=False), bool) | np.isnan(raw)
@@ -188,7 +188,10 @@ def _range_msgs(loinc: pa.Array, conv: np.ndarray, mask: np.ndarray) -> np.ndarr
     lo = loinc.to_pylist() if mask.any() else []
     for i in np.flatnonzero(mask).tolist():
         spec = units.CANONICAL.get(lo[i] or "")
-        msgs[i] = units.out_of_range(spec, float(conv[i])) if spec else "value is not a finite number"
+        if spec is not None and np.isfinite(conv[i]):
+            msgs[i] = units.out_of_range(spec, float(conv[i]))
+        else:  # no range to name, or a value that overflowed in the conversion
+            msgs[i] = "value is not a finite number"
     return msgs
 
 
