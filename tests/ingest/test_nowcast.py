@@ -133,3 +133,27 @@ def test_cli_writes_the_nowcast_columns(live, tmp_path: Path, capsys) -> None:
     assert "nowcast: chain ladder" in capsys.readouterr().err
     assert main(["counts", "--store", str(root), "--nowcast", "--wide"]) == 2
     assert "--nowcast writes long rows" in capsys.readouterr().err
+
+
+def test_the_cache_reads_only_new_files_and_matches_a_full_read(live, tmp_path: Path) -> None:
+    import shutil
+
+    from healthai.surveillance.nowcast import _reported_cached, reported_cases
+    from healthai.surveillance.syndromes import SYNDROMES
+
+    root = tmp_path / "copy"
+    shutil.copytree(live[0], root)
+    store = ParquetStore(str(root)).open()
+    try:
+        before = _reported_cached(store, "ili", "region", SYNDROMES["ili"]).copy()
+        late = normalize_fhir(_bundle(99_999, AS_OF - dt.timedelta(days=3), "NH"), ctx=context(), source="s")
+        store.commit({k: t for k, t in late.tables.items() if t.num_rows},
+                     now=dt.datetime.combine(AS_OF, dt.time(12), dt.UTC))
+        after = _reported_cached(store, "ili", "region", SYNDROMES["ili"])
+        full = reported_cases(store, "ili", "region", SYNDROMES["ili"])
+    finally:
+        store.close()
+    on_day = pd.Timestamp(AS_OF)
+    assert len(after) == len(before) + 1
+    assert (after["reported"] == on_day).sum() == (before["reported"] == on_day).sum() + 1
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), full.reset_index(drop=True))

@@ -21,6 +21,7 @@ cases or a completeness below ``MIN_COMPLETENESS`` would be divided by.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ WINDOW_DAYS = 84
 MIN_CASES = 20
 MIN_COMPLETENESS = 0.05
 _INGEST = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")
-_CACHE: dict[tuple, tuple[int, pd.DataFrame]] = {}  # (store, syndrome, level) -> (sequence, cases)
+_CACHE: dict[tuple, dict] = {}  # (store, syndrome, level) -> files read, their rows, the cases
 _CACHE_LOCK = threading.Lock()
 
 
@@ -63,7 +64,13 @@ class Nowcast:
 
 def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
     """Counted cases (patient_id, place, day) with the day each was first stored (``reported``)."""
-    parts = []
+    return _counted_cases(store, level, _extracted(store, [], set(), definition, level))
+
+
+def _extracted(store: ParquetStore, parts: list[pd.DataFrame], seen: set[str], definition: Syndrome,
+               level: str) -> list[pd.DataFrame]:
+    """``parts`` plus the matching rows of the part files not in ``seen`` (added to it), each with the
+    ingest day of its file (``reported``); place and day may still be missing."""
     for kind, columns, extract in ((sc.CONDITION_KIND, sc._COLUMNS, sc._cases),
                                    (sc.OBSERVATION_KIND, sc._LAB_COLUMNS, sc._lab_cases)):
         if kind == sc.OBSERVATION_KIND and not definition.lab_loincs:
@@ -71,11 +78,19 @@ def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: S
         by_day: dict[str, list[str]] = {}
         for path in store.files(kind):
             match = _INGEST.search(path)
-            if match:
+            if match and path not in seen:
                 by_day.setdefault(match[1], []).append(path)
+                seen.add(path)
         for day, paths in by_day.items():
             found = extract(store.read_files(paths, columns, SCHEMAS[kind]), definition, level)
-            parts.append(found.assign(reported=pd.Timestamp(day)))
+            if len(found):
+                parts.append(found.assign(reported=pd.Timestamp(day)))
+    return parts
+
+
+def _counted_cases(store: ParquetStore, level: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The extracted rows with places and days filled from the rest of the store, one per patient,
+    place and day (the earliest stored)."""
     empty = pd.DataFrame(columns=[*sc._CASE_COLUMNS, "reported"])
     cases = pd.concat(parts, ignore_index=True) if parts else empty
     if cases["place"].isna().any() or cases["day"].isna().any():
@@ -84,22 +99,24 @@ def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: S
         cases = links.fill(cases, level)
     cases = cases[cases["place"].notna() & cases["day"].notna()]
     counted = sc._counted(cases).assign(reported=cases["reported"], day=pd.to_datetime(cases["day"]))
-    return counted.sort_values("reported").drop_duplicates(["patient_id", "place", "day"])
+    return counted.sort_values("reported", kind="stable").drop_duplicates(["patient_id", "place", "day"])
 
 
 def _reported_cached(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
-    """:func:`reported_cases`, read again only after a commit (the Forecast RPC asks often)."""
+    """:func:`reported_cases`, reading only the part files committed since the last call (the
+    Forecast RPC asks often)."""
     key, sequence = (id(store), str(store.root), syndrome, level), store.sequence
     with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-    if hit is not None and hit[0] == sequence:
-        return hit[1]
-    cases = reported_cases(store, syndrome, level, definition)
-    with _CACHE_LOCK:
-        if len(_CACHE) > 32:
+        state = _CACHE.setdefault(key, {"sequence": None, "parts": [], "seen": set(), "cases": None})
+        if len(_CACHE) > 32:  # stores opened and dropped: forget the others
             _CACHE.clear()
-        _CACHE[key] = (sequence, cases)
-    return cases
+            _CACHE[key] = state
+        if state["sequence"] != sequence:
+            parts = _extracted(store, state["parts"], state["seen"], definition, level)
+            state["parts"] = [pd.concat(parts, ignore_index=True)] if len(parts) > 1 else parts
+            state["cases"] = _counted_cases(store, level, state["parts"])
+            state["sequence"] = sequence
+        return state["cases"]
 
 
 def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", level: str = "region",
@@ -114,7 +131,8 @@ def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", leve
                            field="syndrome")
     if not 1 <= max_delay <= 365:
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
-    today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(date.today())
+    utc_today = dt.datetime.now(dt.UTC).date()
+    today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(utc_today)
     cases = _reported_cached(store, syndrome, level, definitions[syndrome])
     cases = cases[cases["reported"] <= today]  # what was known on as_of
     length = 7 if freq == "W" else 1
