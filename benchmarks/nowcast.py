@@ -4,7 +4,8 @@ For each scenario a store is filled with weekly influenza cases in four regions,
 day it "arrives" (onset + a delay drawn from the scenario's distribution). At several as-of Mondays the
 latest weeks are nowcast (``healthai.surveillance.nowcast``) and compared with their final counts
 (every case, whenever it arrives). Printed side by side per scenario: the mean absolute error of the
-last ``--weeks`` weeks' counts as stored by then, and of their nowcast, and the ratio.
+last ``--weeks`` weeks' counts as stored by then, and of their nowcast, the ratio, and how often the
+nowcast's 90 % interval held the final count.
 
 Scenarios: ``fast`` (geometric, mean 3 days), ``slow`` (geometric, mean 9 days), ``weekday`` (nothing
 stored on weekends: the Monday backlog), ``slowing`` (delays doubling over the season: the
@@ -77,10 +78,10 @@ def fill(root: Path, name: str, seed: int) -> pd.DataFrame:
     return cases
 
 
-def score(root: Path, cases: pd.DataFrame, weeks: int) -> tuple[float, float, int]:
+def score(root: Path, cases: pd.DataFrame, weeks: int) -> tuple[float, float, float, int]:
     final = cases.assign(week=cases["onset"] // 7).groupby(["week", "region"]).size()
     store = ParquetStore(str(root)).open()
-    errors_observed, errors_nowcast = [], []
+    errors_observed, errors_nowcast, covered = [], [], []
     try:
         for as_of_week in range(16, WEEKS, 2):
             as_of = FIRST + dt.timedelta(weeks=as_of_week)
@@ -91,9 +92,12 @@ def score(root: Path, cases: pd.DataFrame, weeks: int) -> tuple[float, float, in
             truth = final.reindex(cells, fill_value=0).to_numpy()
             errors_observed.extend(np.abs(last["count"].to_numpy() - truth))
             errors_nowcast.extend(np.abs(last["nowcast"].to_numpy() - truth))
+            lo, hi = last["nowcast_q05"].to_numpy(), last["nowcast_q95"].to_numpy()
+            covered.extend((lo <= truth) & (truth <= hi))
     finally:
         store.close()
-    return float(np.mean(errors_observed)), float(np.mean(errors_nowcast)), len(errors_observed)
+    return (float(np.mean(errors_observed)), float(np.mean(errors_nowcast)), float(np.mean(covered)),
+            len(covered))
 
 
 def main() -> None:
@@ -101,12 +105,14 @@ def main() -> None:
     ap.add_argument("--weeks", type=int, default=3, help="the latest weeks scored at each as-of date")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print("| scenario | cells | MAE stored by then | MAE nowcast | nowcast / stored |\n|---|---|---|---|---|")
+    print("| scenario | cells | MAE stored by then | MAE nowcast | nowcast / stored | 90 % coverage |")
+    print("|---|---|---|---|---|---|")
     for name in ("fast", "slow", "weekday", "slowing", "growing"):
         with tempfile.TemporaryDirectory() as tmp:
             cases = fill(Path(tmp) / "store", name, args.seed)
-            observed, nowcasted, cells = score(Path(tmp) / "store", cases, args.weeks)
-        print(f"| {name} | {cells} | {observed:.2f} | {nowcasted:.2f} | {nowcasted / observed:.2f} |")
+            observed, nowcasted, coverage, cells = score(Path(tmp) / "store", cases, args.weeks)
+        print(f"| {name} | {cells} | {observed:.2f} | {nowcasted:.2f} | {nowcasted / observed:.2f} | "
+              f"{coverage:.2f} |")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,12 @@ def test_the_latest_weeks_are_scaled_up_toward_what_arrives_later(live) -> None:
     assert np.all(np.diff(f) >= 0) and f[-1] == 1.0 and 0.4 < f[0] < 0.7 < f[7] < 0.97
     old = table[table["days_since_end"] >= 21]
     assert (old["nowcast"] == old["count"]).all() and (old["completeness"] == 1.0).all()
+    assert (old["nowcast_q05"] == old["count"]).all() and (old["nowcast_q95"] == old["count"]).all()
+    recent = table[table["days_since_end"] < 21]
+    assert (recent["nowcast_q05"] >= recent["count"]).all()
+    assert (recent["nowcast_q05"] <= recent["nowcast"]).all()
+    assert (recent["nowcast"] <= recent["nowcast_q95"]).all()
+    assert (recent["nowcast_q95"] > recent["nowcast_q05"]).any()
     assert got.card()["max_delay_days"] == 21 and got.cases_in_window >= 20
 
 
@@ -128,7 +134,8 @@ def test_cli_writes_the_nowcast_columns(live, tmp_path: Path, capsys) -> None:
     assert main(["counts", "--store", str(root), "--nowcast", "--as-of", AS_OF.isoformat(),
                  "--max-delay", "21", "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["region", "period", "count", "days_since_end", "completeness", "nowcast"]
+    assert list(table.columns) == ["region", "period", "count", "days_since_end", "completeness", "nowcast",
+                                   "nowcast_q05", "nowcast_q95"]
     assert set(table["region"]) == {"US-MA", "US-NH"}
     assert "nowcast: chain ladder" in capsys.readouterr().err
     assert main(["counts", "--store", str(root), "--nowcast", "--wide"]) == 2

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     nc = p.add_argument_group("nowcast (reporting delays; healthai.surveillance.nowcast)")
     nc.add_argument("--nowcast", action="store_true",
                     help="add the latest periods' counts corrected for reporting delay, learnt from the "
-                         "store's ingest dates: region,period,count,days_since_end,completeness,nowcast")
+                         "store's ingest dates: region,period,count,days_since_end,completeness,nowcast and "
+                         "its 90 %% interval nowcast_q05,nowcast_q95")
     nc.add_argument("--as-of", metavar="DATE",
                     help="with --nowcast: what the store held on this day (default today, UTC)")
     nc.add_argument("--max-delay", type=int, default=28, metavar="DAYS",
@@ -110,7 +111,8 @@ def _nowcast(args: argparse.Namespace) -> int:
     print(f"healthai counts: nowcast: chain ladder on {got.cases_in_window} cases of the periods "
           f"{got.window[0]} to {got.window[1]}, pooled over places; complete by days after a period's end: "
           f"{shown}; {got.backfilled} cases stored later than {args.max_delay} days (backfill) count as "
-          "observed only. No interval: the completeness's own error is not modelled", file=sys.stderr)
+          "observed only. The 90 % interval takes the completeness as known: too narrow when delays "
+          "change", file=sys.stderr)
     return 0
 
 

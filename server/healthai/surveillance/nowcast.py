@@ -13,9 +13,13 @@ before ``as_of`` has its observed count (cases reported up to ``as_of``) divided
 periods are mature: their nowcast is what was observed. Cases reported later than ``max_delay``
 (backfill, a bulk load of history) are kept in the observed count but tell nothing about F.
 
+The 90 % interval (``nowcast_q05``, ``nowcast_q95``) treats the observed count O as a binomial thinning
+of the final count N with probability F, under a flat prior on N: the cases still to come are then
+negative binomial, N − O ~ NB(O + 1, F). It takes F as known, so it ignores F's own error and any
+change in the delays: ``benchmarks/nowcast.py`` measures how often it covers.
+
 Assumptions, said in the output: the delay distribution is the same in every place and has not
-changed over the estimation window; no interval is given (F's own error and over-dispersion would
-have to be modelled). Refused, naming the field, when the window holds fewer than ``MIN_CASES``
+changed over the estimation window. Refused, naming the field, when the window holds fewer than ``MIN_CASES``
 cases or a completeness below ``MIN_COMPLETENESS`` would be divided by.
 """
 
@@ -29,6 +33,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from scipy.stats import nbinom
 
 from healthai.errors import InvalidInput
 from healthai.normalize.records import SCHEMAS
@@ -59,7 +64,8 @@ class Nowcast:
                 "max_delay_days": int(len(self.completeness) - 1), "estimated_on_periods": list(self.window),
                 "cases_in_window": self.cases_in_window, "backfilled_cases": self.backfilled,
                 "completeness_by_days_since_end": [round(float(v), 4) for v in self.completeness],
-                "interval": "none (F's own error and over-dispersion are not modelled)"}
+                "interval": "90 %: cases still to come ~ NegBin(observed + 1, F), F taken as known (its own "
+                "error and changing delays are not modelled)"}
 
 
 def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
@@ -170,6 +176,9 @@ def _table(observed: pd.DataFrame, completeness: pd.Series, today: pd.Timestamp,
         raise InvalidInput(f"as_of: by the delays in the store, the latest period is {float(f.min()):.1%} "
                            "complete: too little to scale up (in a store loaded in bulk the delays are the "
                            "load's, not reporting's)", field="as_of")
+    count = long["count"].to_numpy(np.int64)
+    lo, hi = (count + np.where(f < 1.0, nbinom.ppf(q, count + 1, np.minimum(f, 1.0)), 0.0)
+              for q in (0.05, 0.95))  # the cases still to come: NB(count + 1, F)
     return pd.DataFrame({"region": long["region"], "period": long["period"].dt.date.astype(str),
-                         "count": long["count"].astype("int64"), "days_since_end": since.astype("int64"),
-                         "completeness": f.round(4), "nowcast": (long["count"] / f).round(2)})
+                         "count": count, "days_since_end": since.astype("int64"), "completeness": f.round(4),
+                         "nowcast": (count / f).round(2), "nowcast_q05": lo, "nowcast_q95": hi})
