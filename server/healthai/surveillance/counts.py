@@ -30,9 +30,10 @@ the matching cases are kept in memory); a query after a commit reads just the ne
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -52,7 +53,8 @@ _LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "s
                 "effective" + OFFSET_SUFFIX]
 _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", "onset", "recorded",
             "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX]
-_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day"]
+_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day", "reported"]
+_INGEST_DATE = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # a part file's folder: the day it was stored
 FREQS = ("D", "W")
 AGE_GROUPS = (0, 5, 25, 50, 65)  # ILINet's age groups: 0-4, 5-24, 25-49, 50-64, 65+
 UNATTRIBUTED = "row-"  # the patient_id of a case stored without a patient (each counts once)
@@ -64,7 +66,8 @@ class _State:
 
     sequence: int = -1
     files: set[str] = field(default_factory=set)
-    cases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day"]))
+    cases: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day", "reported"]))
     pending: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
     daily: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(dtype="int64"))
 
@@ -109,7 +112,8 @@ class SurveillanceCounts:
 
     def cases(self, syndrome: str = "ili", level: str = "region") -> pd.DataFrame:
         """The counted cases, one row each: ``patient_id`` (the stored pseudonym; ``row-…`` for a row
-        stored without a patient), ``place`` and ``day``. A copy: what the counts are made of."""
+        stored without a patient), ``place``, ``day`` and ``reported`` (the day the store first held the
+        record: its part file's ingest date). A copy: what the counts are made of."""
         self._daily(syndrome, level)
         with self._lock:
             return self._state[syndrome, level].cases.copy()
@@ -146,16 +150,12 @@ class SurveillanceCounts:
                 return state.daily
             definition = self.syndromes[syndrome]
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            new = None
-            if new_files:
-                conditions = self.store.read_files(new_files, _COLUMNS, SCHEMAS[CONDITION_KIND])
-                new = _cases(conditions, definition, level)
-            pending = _concat(state.pending, new)
+            pending = _concat(state.pending, _read_cases(self.store, new_files, CONDITION_KIND, _COLUMNS,
+                                                         lambda t: _cases(t, definition, level)))
             lab_files = [f for f in self.store.files(OBSERVATION_KIND) if f not in state.files] \
                 if definition.lab_loincs else []
-            if lab_files:
-                tests = self.store.read_files(lab_files, _LAB_COLUMNS, SCHEMAS[OBSERVATION_KIND])
-                pending = _concat(pending, _lab_cases(tests, definition, level))
+            pending = _concat(pending, _read_cases(self.store, lab_files, OBSERVATION_KIND, _LAB_COLUMNS,
+                                                   lambda t: _lab_cases(t, definition, level)))
             state.files.update(new_files + lab_files)
             if len(pending):  # some case lacks a place or a date: look in the rest of the store
                 self._links.refresh()
@@ -316,11 +316,25 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
     })
 
 
+def _read_cases(store: ParquetStore, paths: list[str], kind: str, columns: list[str],
+                extract: Callable[[pa.Table], pd.DataFrame]) -> pd.DataFrame | None:
+    """The cases of the part files ``paths``, each with its file's ingest day (``reported``)."""
+    by_day: dict[str, list[str]] = {}
+    for path in paths:
+        match = _INGEST_DATE.search(path)
+        by_day.setdefault(match[1] if match else "", []).append(path)
+    parts = [extract(store.read_files(group, columns, SCHEMAS[kind])).assign(
+        reported=pd.Timestamp(day) if day else pd.NaT) for day, group in by_day.items()]
+    found = [p for p in parts if len(p)]
+    return pd.concat(found, ignore_index=True) if found else None
+
+
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:
-    """Cases with a place and a day → (patient_id, place, day); rows without a patient each count once."""
+    """Cases with a place and a day → (patient_id, place, day, reported); rows without a patient each
+    count once."""
     row_ids = pd.Series([f"{UNATTRIBUTED}{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
     return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "place": cases["place"],
-                         "day": cases["day"]})
+                         "day": cases["day"], "reported": cases["reported"]})
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:

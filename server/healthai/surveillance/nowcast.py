@@ -19,15 +19,14 @@ negative binomial, N − O ~ NB(O + 1, F). It takes F as known, so it ignores F'
 change in the delays: ``benchmarks/nowcast.py`` measures how often it covers.
 
 Assumptions, said in the output: the delay distribution is the same in every place and has not
-changed over the estimation window. Refused, naming the field, when the window holds fewer than ``MIN_CASES``
-cases or a completeness below ``MIN_COMPLETENESS`` would be divided by.
+changed over the estimation window. Refused, naming the field, when the window holds fewer than
+``MIN_CASES`` cases or a completeness below ``MIN_COMPLETENESS`` would be divided by. The cases and
+their report days come from :meth:`SurveillanceCounts.cases <healthai.surveillance.SurveillanceCounts.cases>`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import threading
 from dataclasses import dataclass
 from datetime import date
 
@@ -36,19 +35,13 @@ import pandas as pd
 from scipy.stats import nbinom
 
 from healthai.errors import InvalidInput
-from healthai.normalize.records import SCHEMAS
 from healthai.store import ParquetStore
 from healthai.surveillance import counts as sc
-from healthai.surveillance.links import StoredLinks
-from healthai.surveillance.syndromes import Syndrome
 
 MAX_DELAY_DAYS = 28
 WINDOW_DAYS = 84
 MIN_CASES = 20
 MIN_COMPLETENESS = 0.05
-_INGEST = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")
-_CACHE: dict[tuple, dict] = {}  # (store, syndrome, level) -> files read, their rows, the cases
-_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,78 +61,23 @@ class Nowcast:
                 "error and changing delays are not modelled)"}
 
 
-def reported_cases(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
-    """Counted cases (patient_id, place, day) with the day each was first stored (``reported``)."""
-    return _counted_cases(store, level, _extracted(store, [], set(), definition, level))
-
-
-def _extracted(store: ParquetStore, parts: list[pd.DataFrame], seen: set[str], definition: Syndrome,
-               level: str) -> list[pd.DataFrame]:
-    """``parts`` plus the matching rows of the part files not in ``seen`` (added to it), each with the
-    ingest day of its file (``reported``); place and day may still be missing."""
-    for kind, columns, extract in ((sc.CONDITION_KIND, sc._COLUMNS, sc._cases),
-                                   (sc.OBSERVATION_KIND, sc._LAB_COLUMNS, sc._lab_cases)):
-        if kind == sc.OBSERVATION_KIND and not definition.lab_loincs:
-            continue
-        by_day: dict[str, list[str]] = {}
-        for path in store.files(kind):
-            match = _INGEST.search(path)
-            if match and path not in seen:
-                by_day.setdefault(match[1], []).append(path)
-                seen.add(path)
-        for day, paths in by_day.items():
-            found = extract(store.read_files(paths, columns, SCHEMAS[kind]), definition, level)
-            if len(found):
-                parts.append(found.assign(reported=pd.Timestamp(day)))
-    return parts
-
-
-def _counted_cases(store: ParquetStore, level: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The extracted rows with places and days filled from the rest of the store, one per patient,
-    place and day (the earliest stored)."""
-    empty = pd.DataFrame(columns=[*sc._CASE_COLUMNS, "reported"])
-    cases = pd.concat(parts, ignore_index=True) if parts else empty
-    if cases["place"].isna().any() or cases["day"].isna().any():
-        links = StoredLinks(store)
-        links.refresh()
-        cases = links.fill(cases, level)
-    cases = cases[cases["place"].notna() & cases["day"].notna()]
-    counted = sc._counted(cases).assign(reported=cases["reported"], day=pd.to_datetime(cases["day"]))
-    return counted.sort_values("reported", kind="stable").drop_duplicates(["patient_id", "place", "day"])
-
-
-def _reported_cached(store: ParquetStore, syndrome: str, level: str, definition: Syndrome) -> pd.DataFrame:
-    """:func:`reported_cases`, reading only the part files committed since the last call (the
-    Forecast RPC asks often)."""
-    key, sequence = (id(store), str(store.root), syndrome, level), store.sequence
-    with _CACHE_LOCK:
-        state = _CACHE.setdefault(key, {"sequence": None, "parts": [], "seen": set(), "cases": None})
-        if len(_CACHE) > 32:  # stores opened and dropped: forget the others
-            _CACHE.clear()
-            _CACHE[key] = state
-        if state["sequence"] != sequence:
-            parts = _extracted(store, state["parts"], state["seen"], definition, level)
-            state["parts"] = [pd.concat(parts, ignore_index=True)] if len(parts) > 1 else parts
-            state["cases"] = _counted_cases(store, level, state["parts"])
-            state["sequence"] = sequence
-        return state["cases"]
-
-
-def nowcast(store: ParquetStore, *, syndrome: str = "ili", freq: str = "W", level: str = "region",
-            week_start: str = "monday", as_of: date | str | None = None, start: date | str | None = None,
-            max_delay: int = MAX_DELAY_DAYS, window_days: int = WINDOW_DAYS,
-            syndromes: dict[str, Syndrome] | None = None) -> Nowcast:
+def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "ili", freq: str = "W",
+            level: str = "region", week_start: str = "monday", as_of: date | str | None = None,
+            start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
+            window_days: int = WINDOW_DAYS) -> Nowcast:
     """Every period that ended before ``as_of`` (default today, UTC), from ``start``: observed counts of
-    the cases reported up to ``as_of`` and their nowcast (see the module docstring)."""
-    definitions = dict(sc.SYNDROMES if syndromes is None else syndromes)
-    if syndrome not in definitions:
-        raise InvalidInput(f"syndrome {syndrome!r} is not one of {', '.join(sorted(definitions))}",
-                           field="syndrome")
+    the cases reported up to ``as_of`` and their nowcast (see the module docstring). ``source``: a
+    store, or its :class:`~healthai.surveillance.SurveillanceCounts` (which reads each file once, so a
+    server asking often reads only what was committed since)."""
     if not 1 <= max_delay <= 365:
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
     utc_today = dt.datetime.now(dt.UTC).date()
     today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(utc_today)
-    cases = _reported_cached(store, syndrome, level, definitions[syndrome])
+    counts = source if isinstance(source, sc.SurveillanceCounts) else sc.SurveillanceCounts(source)
+    cases = counts.cases(syndrome, level)  # each case with the day the store first held it
+    cases = cases.assign(day=pd.to_datetime(cases["day"]), reported=pd.to_datetime(cases["reported"]))
+    cases = cases.sort_values("reported", kind="stable")
+    cases = cases.drop_duplicates(["patient_id", "place", "day"])  # a patient-day: its first report
     cases = cases[cases["reported"] <= today]  # what was known on as_of
     length = 7 if freq == "W" else 1
     back = (cases["day"].dt.day_of_week - sc.week_day(week_start)) % 7 if freq == "W" else 0

@@ -127,9 +127,9 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
 
 
 def _can_nowcast(surveillance: Surveillance) -> None:
-    from healthai.surveillance.released import ReleasedCounts
+    from healthai.surveillance import SurveillanceCounts
 
-    if isinstance(surveillance, ReleasedCounts) or not hasattr(surveillance, "store"):
+    if not isinstance(surveillance, SurveillanceCounts):  # ReleasedCounts: private mode
         raise InvalidInput("stored.nowcast: this server answers from DP releases, which hold no ingest dates",
                            field="stored.nowcast")
 
@@ -140,7 +140,7 @@ def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, car
     from healthai.surveillance.nowcast import nowcast
 
     try:
-        got = nowcast(surveillance.store, syndrome=stored.syndrome or "ili", freq=card.step,
+        got = nowcast(surveillance, syndrome=stored.syndrome or "ili", freq=card.step,
                       level=place_level(card.region_ids), week_start=card.week_start,
                       as_of=dt.datetime.now(dt.UTC).date())
     except InvalidInput as e:
