@@ -111,8 +111,9 @@ def read_history(
 
 def _dated(header: list[str], columns: tuple[str, ...] | None) -> bool:
     """A CSV header of a series with periods: ours, named by ``columns``, or hubverse target data."""
-    hubverse = {"location", "observation"} <= set(header) and bool({"target_end_date", "date"} & set(header))
-    return "period" in header or columns is not None or hubverse
+    from healthai.surveillance.series_columns import hubverse_date
+
+    return "period" in header or columns is not None or hubverse_date(header) is not None
 
 
 def _csv_header(path: Path) -> list[str]:

@@ -25,6 +25,14 @@ OURS = ("region", "period", "count")
 HUBVERSE_DATES = ("target_end_date", "date")
 
 
+def hubverse_date(names) -> str | None:
+    """The date column of hubverse time-series target data with these (lower-case) column names, or
+    None when they are not that layout."""
+    if not {"location", "observation"} <= set(names):
+        return None
+    return next((d for d in HUBVERSE_DATES if d in names), None)
+
+
 def long_columns(
     frame: pd.DataFrame, path: Path, columns: tuple[str, ...] | None, target: str | None
 ) -> tuple[pd.DataFrame, str, dict] | None:
@@ -51,8 +59,8 @@ def long_columns(
                 field="series",
             )
         pick, layout = OURS, "long"
-    elif {"location", "observation"} <= set(lower) and (dates := [d for d in HUBVERSE_DATES if d in lower]):
-        pick, layout = ("location", dates[0], "observation"), "hubverse time series"
+    elif date := hubverse_date(lower):
+        pick, layout = ("location", date, "observation"), "hubverse time series"
     else:
         return None
     report: dict = {}

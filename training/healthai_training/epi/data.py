@@ -105,6 +105,10 @@ class EpiData:
     imputed: np.ndarray | None = None  # bool [T, N]: cells filled by --missing interpolate (never scored)
 
 
+    def observed(self, rows: np.ndarray) -> np.ndarray:
+        """bool [len(rows), N]: the cells of those periods that were observed, not filled by --missing."""
+        return observed_cells(self.imputed, rows, self.n_regions)
+
     @property
     def n_weeks(self) -> int:
         return int(self.series.shape[0])
@@ -116,6 +120,11 @@ class EpiData:
     @property
     def split_points(self) -> tuple[int, int]:
         return self.cuts if self.cuts is not None else split_points(self.n_weeks, self.split)
+
+
+def observed_cells(imputed: np.ndarray | None, rows: np.ndarray, n_regions: int) -> np.ndarray:
+    """bool [len(rows), n_regions]: False where ``imputed`` (cells filled by --missing) says so."""
+    return np.ones((len(rows), n_regions), bool) if imputed is None else ~imputed[rows]
 
 
 def validate_adjacency(

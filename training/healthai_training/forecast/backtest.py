@@ -127,7 +127,7 @@ def _one_origin(
             continue
         row = pooled.setdefault(h, _Pooled([], {}, {}, []))
         row.y.append(test.y)
-        row.observed.append(observed_cells(data, test))
+        row.observed.append(data.observed(np.arange(test.start, test.end)))
         row.q.setdefault("healthai", []).append(f.test_q[h])
         row.p.setdefault("healthai", []).append(test.points["healthai"])
         stacked = fit.combine(test.points)
@@ -140,16 +140,9 @@ def _one_origin(
                 row.p.setdefault(n, []).append(test.points[n])
 
 
-def observed_cells(data: epi_data.EpiData, s: FitSet) -> np.ndarray:
-    """bool [V, N]: the cells of a set's truth that were observed (not filled by --missing)."""
-    if data.imputed is None:
-        return np.ones_like(s.y, dtype=bool)
-    return ~data.imputed[s.start:s.end]
-
-
 def observed_only(data: epi_data.EpiData, s: FitSet) -> FitSet:
     """A fit set's observed cells only (flattened): a cell filled by --missing is no truth to fit to."""
-    keep = observed_cells(data, s)
+    keep = data.observed(np.arange(s.start, s.end))
     if keep.all():
         return s
     return FitSet({n: p[keep] for n, p in s.points.items()}, s.y[keep], s.start, s.end, s.selected)

@@ -80,7 +80,7 @@ def test_metrics(model: StackedForecaster, final: OriginForecasts, series: np.nd
         x = torch.tensor(epi_data.windows(inputs, targets - h + 1, model.window), dtype=torch.float32)
         with torch.no_grad():
             q, point = (t.numpy()[:, h - 1].astype(np.float64) for t in model(x))
-        seen = np.ones(series[targets].shape, bool) if imputed is None else ~imputed[targets]
+        seen = epi_data.observed_cells(imputed, targets, series.shape[1])
         y = series[targets][seen]
         q, point = q[seen], point[seen]
         row = metrics.point_metrics(y, point)

@@ -140,7 +140,7 @@ def score_points(
                         f"forecasts, got shape {p.shape}",
                         field="predictions",
                     )
-                seen = np.ones(p.shape, bool) if data.imputed is None else ~data.imputed[t]
+                seen = data.observed(t)
                 ys.append(data.series[t][seen])  # cells filled by --missing interpolate are not scored
                 ps.append(p[seen])
             y, p = np.concatenate(ys), np.concatenate(ps)

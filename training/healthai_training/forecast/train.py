@@ -133,7 +133,7 @@ def evaluate(
             ends = targets - h + 1
             x = torch.tensor(epi_data.windows(data.series, ends, model.window), dtype=torch.float32)
             q = model(x.to(model.scale_min.device)).cpu().numpy()[:, h - 1]  # [B, N, Q]
-            seen = np.ones(q.shape[:2], bool) if data.imputed is None else ~data.imputed[targets]
+            seen = data.observed(targets)
             y = data.series[targets][seen]
             point = q[..., model.median_index][seen]
             q_seen = q[seen]
