@@ -200,6 +200,34 @@ def test_cli_sends_one_target_of_hubverse_target_data(server: str, tmp_path: Pat
     np.testing.assert_allclose(got["quantiles"], expected_forecast(history.astype(np.float32)), rtol=1e-5)
 
 
+def test_a_national_total_beside_the_regions_is_left_out_by_name(server: str, tmp_path: Path, capsys) -> None:
+    """FluSight-style target data holds a ``US`` row beside the states: the server refuses a region its
+    model does not know, and ``--exclude-regions US`` leaves it out, as train forecast does."""
+    from healthai_client.cli import main as client_main
+
+    history = np.arange(18, dtype=np.float64).reshape(6, 3) * 10
+    rows = ["location,target_end_date,observation"]
+    for t, row in enumerate(history):
+        day = str(np.datetime64("2026-01-03") + np.timedelta64(7 * t, "D"))
+        rows += [f"{region},{day},{v:g}" for region, v in zip(REGIONS, row, strict=True)]
+        rows.append(f"US,{day},{row.sum():g}")
+    path = tmp_path / "target-data.csv"
+    path.write_text("\n".join(rows) + "\n")
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--json", "--address", server]
+    assert client_main(argv) != 0
+    assert "history.region_ids" in capsys.readouterr().err
+    assert client_main([*argv, "--exclude-regions", "US"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["quantiles"], expected_forecast(history.astype(np.float32)), rtol=1e-5)
+    assert sorted(read_history(path, exclude=("US",)).region_ids) == sorted(REGIONS)
+    with pytest.raises(ValueError, match="--exclude-regions names"):
+        read_history(path, exclude=("XX",))
+    undated = tmp_path / "undated.json"
+    undated.write_text(json.dumps({r: [1.0, 2.0] for r in REGIONS}))
+    with pytest.raises(ValueError, match="exclude leaves regions out of a dated history"):
+        read_history(undated, exclude=("US",))
+
+
 def test_invalid_argument_is_not_retried(server: str) -> None:
     with Client(server, retry=RetryPolicy(max_attempts=5)) as c, \
             pytest.raises(HealthAIClientError, match="features") as info:

@@ -75,12 +75,6 @@ def test_cli_trains_fips_states_on_the_built_in_graph(shared_data: Path, tmp_pat
     graph = json.loads((run_dir / "metrics.json").read_text())["data"]["graph"]
     assert graph["format"] == "built-in us-states (Census 2024 county adjacency)" and graph["edges"] == 3
     assert graph["sha256"] == hashlib.sha256(ADJACENCY_FILE.read_bytes()).hexdigest()
-    from healthai_training.cli_forecast import user_data
-
-    store = parser.parse_args(["train", "forecast", "--from-store", str(tmp_path / "none"), "--graph",
-                               "us-states"])
-    with pytest.raises(InputFileError, match="spans the country"):
-        user_data(store)
 
 
 def test_a_national_total_beside_its_states_is_left_out_by_name(shared_data: Path, tmp_path: Path) -> None:

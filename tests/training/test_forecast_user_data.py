@@ -360,6 +360,8 @@ def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: P
 
 def test_from_store_refuses_a_missing_directory_instead_of_creating_it(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-store"
+    graph = tmp_path / "graph.csv"
+    graph.write_text("source,target\nUS-MA,US-NH\n")  # the graph is read first: it needs no data
     with pytest.raises(TrainingInputError, match="no such directory"):
-        load_store(str(missing), graph=tmp_path / "graph.csv", syndrome="ili")
+        load_store(str(missing), graph=graph, syndrome="ili")
     assert not missing.exists()  # a typo never leaves an empty store behind

@@ -32,7 +32,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                            "published benchmarks ship it): the first row's period (needs --step)")
     data.add_argument("--region-ids", type=Path, default=None, metavar="FILE",
                       help="names of a headerless matrix's columns (series and graph), one per line: id or "
-                           "id,name (default: by position, r01, r02, ...)")
+                           "id,name (default: by position, r01, r02, ...); with --from-store and a built-in "
+                           "graph: the model's regions (default: every region the store has cases in)")
     data.add_argument("--columns", type=_names, default=None, metavar="REGION,PERIOD,COUNT",
                       help="a long --series file's own column names for region, period and count (its other "
                            "columns are ignored); hubverse target data (location, target_end_date, "
@@ -41,8 +42,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                       help="a long --series file with a 'target' column holding several series: the one "
                            "to use")
     data.add_argument("--exclude-regions", type=_names, default=(), metavar="IDS",
-                      help="comma-separated regions of --series to leave out (a national total such as US "
-                           "beside its states)")
+                      help="comma-separated regions to leave out: of --series (a national total such as US "
+                           "beside its states), or with --from-store of the model's regions")
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
@@ -63,8 +64,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="edge list CSV (source,target[,weight]), square adjacency CSV (with an id header, or none: "
-        "regions by position or --region-ids), or GeoJSON; or a built-in graph: us-states (FIPS or USPS "
-        "ids), us-counties (county FIPS ids)",
+        "regions by position or --region-ids), or GeoJSON; or a built-in graph: us-states (FIPS, USPS or "
+        "ISO 3166-2 ids), us-counties (county FIPS ids)",
     )
     data.add_argument(
         "--graph-id-property", default=None, help="GeoJSON: the properties key holding region ids"
@@ -144,13 +145,14 @@ def user_data(args: argparse.Namespace):
         if getattr(args, "missing", None) is not None:
             raise TrainingInputError("--missing is for --series files: the store's counts have no missing "
                                      "cells (a day without cases counts 0)", field="missing")
-        for flag in ("columns", "target", "exclude_regions"):
+        for flag in ("columns", "target"):
             if getattr(args, flag, None):
                 flag_name = flag.replace("_", "-")
                 raise TrainingInputError(f"--{flag_name} is for --series files, not the store's counts",
                                          field=flag)
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
-                                    private=private if private["epsilon"] is not None else None, **common)
+                                    private=private if private["epsilon"] is not None else None,
+                                    exclude=getattr(args, "exclude_regions", ()), **common)
     start = getattr(args, "series_start", None)
     data = user_data.load_files(series=args.series, series_start=start,
                                 missing=getattr(args, "missing", None) or "refuse",

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-target", default=None, metavar="NAME",
                    help="--history with a 'target' column holding several series: the one to send (--target "
                         "names the hubverse rows written)")
+    p.add_argument("--exclude-regions", type=lambda t: tuple(n.strip() for n in t.split(",") if n.strip()),
+                   default=(), metavar="IDS",
+                   help="--history with a period column: comma-separated regions to leave out (a national "
+                        "total such as US beside its states), as train forecast --exclude-regions")
     p.add_argument("--missing", choices=("refuse", "interpolate"), default="refuse",
                    help="--history with a period column: missing cells or periods are refused, as train "
                         "forecast refuses them; interpolate fills them in time from the region's own counts")

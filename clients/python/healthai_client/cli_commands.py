@@ -271,7 +271,8 @@ def forecast(args: argparse.Namespace) -> int:
         history = read_history(args.history, negatives=args.negatives, region_ids=ids,
                                missing=getattr(args, "missing", "refuse"),
                                columns=getattr(args, "columns", None),
-                               target=getattr(args, "history_target", None))
+                               target=getattr(args, "history_target", None),
+                               exclude=getattr(args, "exclude_regions", ()))
         if history.filled:
             last = f"; last period filled for {', '.join(history.filled_last)}" if history.filled_last else ""
             print(f"filled {history.filled} missing cells by interpolation in time{last}", file=sys.stderr)

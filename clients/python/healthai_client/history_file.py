@@ -71,8 +71,11 @@ def read_history(
     missing: str = "refuse",
     columns: tuple[str, ...] | None = None,
     target: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> HistoryFile:
-    """The history in ``path`` (format by suffix and header; see the module docstring)."""
+    """The history in ``path`` (format by suffix and header; see the module docstring). ``exclude``:
+    a dated file's regions left out (a national total such as ``US`` beside its states), as
+    ``train forecast --exclude-regions`` leaves them out."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"history file {str(path)!r}: no such file")
@@ -95,7 +98,8 @@ def read_history(
     elif suffix in (".csv", ".txt") and not _dated(header, columns):
         undated = _from_header_csv(path)
     else:
-        table = read_series(path, negatives=negatives, missing=missing, columns=columns, target=target)
+        table = read_series(path, negatives=negatives, missing=missing, columns=columns, target=target,
+                            exclude=tuple(exclude))
         return HistoryFile(table.region_ids, table.values, table.periods[-1].date(), table.step,
                            filled=int(table.report.get("missing_cells", 0)),
                            filled_last=tuple(table.report.get("missing_in_last_period", ())))
@@ -104,6 +108,9 @@ def read_history(
                          "dates the gaps between steps are unknown")
     if columns is not None or target is not None:
         raise ValueError(f"{path}: columns and target name a long file's columns; this history has none")
+    if exclude:
+        raise ValueError(f"{path}: exclude leaves regions out of a dated history (a 'period' column); this "
+                         "one names the regions to send itself")
     steps = pd.Index([f"step {t + 1}" for t in range(len(undated.counts))])  # no dates: name the step
     counts, _ = apply_negatives(undated.counts, steps, undated.region_ids, str(path), negatives)
     return replace(undated, counts=counts)

@@ -5,11 +5,14 @@ Both come from the Census Bureau's 2024 County Adjacency File in ``healthai/data
 
 - ``us-counties``: counties and county equivalents (Connecticut's planning regions, Puerto Rico's
   municipios, the island areas), 5-digit FIPS ids (``25017``), named ``"Middlesex County, MA"``;
-- ``us-states``: the states, DC, Puerto Rico and the island areas, 2-digit FIPS ids (``25``) or USPS
-  codes (``MA``), named by USPS code; two states are neighbours when any of their counties are.
+- ``us-states``: the states, DC, Puerto Rico and the island areas, 2-digit FIPS ids (``25``), USPS
+  codes (``MA``) or ISO 3166-2 codes (``US-MA``, as the store counts them), named by USPS code; two
+  states are neighbours when any of their counties are.
 
 A series covers only some regions (one state's counties, a few states): the graph is cut down to the
-series' regions. A series region the graph does not know (``US``, a national total) is refused.
+series' regions. A series region the graph does not know (``US``, a national total) is refused. From
+the store (``train forecast --from-store``) the regions are the store's own at the graph's level
+(``store_level``): county FIPS codes for ``us-counties``, ISO 3166-2 codes for ``us-states``.
 """
 
 from __future__ import annotations
@@ -50,11 +53,30 @@ def _borders(name: str) -> tuple[dict[str, str], frozenset[tuple[str, str]]]:
     return names, frozenset(edges)
 
 
+def store_level(name: str) -> str:
+    """The level the store counts a built-in graph's regions at (``SurveillanceCounts.counts``)."""
+    return "county" if name == BUILTIN_GRAPHS[0] else "region"
+
+
+def _aliases(name: str, names: dict[str, str]) -> dict[str, str]:
+    """State FIPS code by USPS code (``MA``) and by ISO 3166-2 code (``US-MA``); none for counties."""
+    if name != BUILTIN_GRAPHS[1]:
+        return {}
+    return {alias: fips for fips, usps in names.items() for alias in (usps, f"US-{usps}")}
+
+
+def known_regions(name: str, region_ids: tuple[str, ...]) -> list[str]:
+    """Those of ``region_ids`` that built-in graph ``name`` knows, in their order."""
+    names, _ = _borders(name)
+    alias = _aliases(name, names)
+    return [r for r in region_ids if r in names or r in alias]
+
+
 def builtin_graph(name: str, region_ids: tuple[str, ...]) -> tuple[list[str], dict, list[str]]:
     """(ids, weights, names) of built-in graph ``name`` cut down to ``region_ids`` (which may use USPS
-    codes for states); ids the graph does not know are left for the caller to report."""
+    or ISO 3166-2 codes for states); ids the graph does not know are left for the caller to report."""
     names, edges = _borders(name)
-    alias = {usps: fips for fips, usps in names.items()} if name == "us-states" else {}
+    alias = _aliases(name, names)
     known = {r: r if r in names else alias[r] for r in region_ids if r in names or r in alias}
     by_fips = {fips: r for r, fips in known.items()}
     weights = {(r, r): 1.0 for r in known}

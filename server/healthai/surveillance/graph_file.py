@@ -207,10 +207,12 @@ def read_graph(
     id_property: str | None = None,
     regions_from: str = "series",
     matrix_ids: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> GraphFile:
     """The graph of ``path`` as an adjacency in the order of ``region_ids`` (the regions of
     ``regions_from``: the series, or a scenario's population file). A headerless square's rows are
-    named ``matrix_ids`` (a region-ids file), else by position (``matrix_file.positional_ids``)."""
+    named ``matrix_ids`` (a region-ids file), else by position (``matrix_file.positional_ids``).
+    ``exclude``: regions of the file left out with their edges (``--exclude-regions``)."""
     path = Path(path)
     builtin = is_builtin(path)
     if builtin:  # cut down to the series' regions
@@ -218,15 +220,20 @@ def read_graph(
         kind = f"built-in {path} (Census 2024 county adjacency)"
     else:
         ids, weights, names, kind = _parse(path, id_property, matrix_ids)
+        if exclude:
+            dropped = set(exclude)
+            names = [n for r, n in zip(ids, names, strict=True) if r not in dropped] if names else names
+            ids = [r for r in ids if r not in dropped]
+            weights = {pair: w for pair, w in weights.items() if not dropped & set(pair)}
     only_graph = [] if builtin else [r for r in ids if r not in set(region_ids)]
     only_series = [r for r in region_ids if r not in set(ids)]
     if only_graph or only_series:
         hint = (" (the graph has no id header: its rows are named by position, r01 ...; name them with "
                 "--region-ids FILE)" if kind == "headerless adjacency" and matrix_ids is None else "")
         if builtin:
-            hint = (f" ({path} knows " + ("2-digit state FIPS codes (25) or USPS codes (MA)" if str(path) ==
-                    BUILTIN_GRAPHS[1] else "5-digit county FIPS codes (25017)") + "; a national total is no "
-                    "region: drop it)")
+            codes = ("2-digit state FIPS codes (25), USPS codes (MA) or ISO 3166-2 codes (US-MA)"
+                     if str(path) == BUILTIN_GRAPHS[1] else "5-digit county FIPS codes (25017)")
+            hint = f" ({path} knows {codes}; a national total is no region: drop it)"
         raise InputFileError(
             f"{path}: regions differ: {len(only_series)} in the {regions_from} but not the graph "
             f"{only_series[:5]}, {len(only_graph)} in the graph but not the {regions_from} {only_graph[:5]}"

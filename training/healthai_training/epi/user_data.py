@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sys
 from pathlib import Path
 
-from healthai.surveillance.builtin_graphs import ADJACENCY_FILE, is_builtin
+from healthai.surveillance.builtin_graphs import ADJACENCY_FILE, is_builtin, known_regions, store_level
 from healthai.surveillance.graph_file import graph_region_ids, read_graph
 from healthai.surveillance.matrix_file import read_region_ids
 from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
@@ -46,14 +47,16 @@ def _combine(
     horizon: int,
     source: dict,
     named: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> EpiData:
-    """``named``: (ids, names) of a region-ids file (headerless matrices' columns)."""
+    """``named``: (ids, names) of a region-ids file (headerless matrices' columns); ``exclude``: regions
+    left out of the graph too."""
     split = check_split(split)
     season = DEFAULT_SEASON[table.step] if season is None else int(season)
     if season < 5:
         raise TrainingInputError(f"season length must be >= 5 periods, got {season}", field="season")
     g = read_graph(graph, region_ids=table.region_ids, allow_isolated=allow_isolated, id_property=id_property,
-                   matrix_ids=named[0] if named else None)
+                   matrix_ids=named[0] if named else None, exclude=exclude)
     if named and table.report.get("layout") != "matrix" and g.report["format"] != "headerless adjacency":
         raise TrainingInputError("--region-ids names the columns of a headerless matrix, but the series and "
                                  "the graph both name their regions", field="region_ids")
@@ -128,6 +131,7 @@ def load_files(
         horizon=horizon,
         source=source,
         named=named,
+        exclude=exclude,
     )
 
 
@@ -147,27 +151,41 @@ def load_store(
     horizon: int = 0,
     private: dict | None = None,
     region_ids: Path | str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
-    Regions of the graph with no stored case at all are refused, never zero-filled. ``private``
-    (``{"epsilon": ..., "start": ..., "max_cases_per_patient": ...}``): the counts are released under
-    epsilon-DP per patient first (``healthai.surveillance.release``: every graph region from ``start`` to
-    the last period that has ended, recorded in the store's privacy ledger), and the model is trained
-    on the noisy counts, negative ones kept (clamping them at 0 would bias every small count upwards);
-    ``report["store"]["privacy"]`` is the release's card."""
+
+    The model's regions are the graph file's; with a built-in graph (``us-counties``, ``us-states``),
+    those of ``region_ids`` (a file, one id per line) or else every region the store counted a case
+    in (at the graph's level) that the graph knows. ``exclude`` leaves some out. A model region with
+    no stored case at all is refused, never zero-filled; cases stored for other regions (patients
+    living elsewhere) are left out and counted in ``report["store"]["outside_regions"]``.
+    ``private`` (``{"epsilon": ..., "start": ..., "max_cases_per_patient": ...}``): the counts are
+    released under epsilon-DP per patient first (``healthai.surveillance.release``: every model region
+    from ``start`` to the last period that has ended, recorded in the store's privacy ledger), and the
+    model is trained on the noisy counts, negative ones kept (clamping them at 0 would bias every
+    small count upwards); ``report["store"]["privacy"]`` is the release's card. Its regions must not
+    come from the data (which regions had a case is itself what the release protects): with a built-in
+    graph, ``region_ids`` is then required."""
     from healthai.surveillance import SurveillanceCounts, place_level
 
     step = step or "W"
-    if is_builtin(graph):  # before the store is opened
-        graph_region_ids(graph)
-    store = open_existing_store(uri)
-    today = dt.datetime.now(dt.UTC).date()
+    builtin = is_builtin(graph)
     named = read_region_ids(region_ids) if region_ids is not None else None
-    regions = graph_region_ids(graph, id_property, named[0] if named else None)
+    if builtin and private is not None and named is None:
+        raise TrainingInputError(f"--count-epsilon with --graph {graph} needs --region-ids FILE: the regions "
+                                 "the store has cases in are what the release protects", field="region_ids")
+    regions = None if builtin else graph_region_ids(graph, id_property, named[0] if named else None)
+    if builtin and named is not None:
+        regions = list(named[0])
+    if regions is not None:
+        regions = _without_excluded(regions, exclude, f"the graph {graph}")
+    store = open_existing_store(uri)  # after every check that needs no data
+    today = dt.datetime.now(dt.UTC).date()
     release = None
     try:
         counts = SurveillanceCounts(store)
-        level = place_level(regions)  # US county FIPS ids: county counts
+        level = store_level(str(graph)) if builtin else place_level(regions)  # county FIPS: county counts
         if private is not None:
             release = _private_release(store, counts, private, regions=regions, syndrome=syndrome, step=step,
                                        level=level, week_start=week_start, today=today)
@@ -181,12 +199,22 @@ def load_store(
     if frame.empty:
         raise TrainingInputError(f"{uri}: the store holds no {syndrome!r} cases in periods that have ended "
                                  f"before today ({today})", field="from_store")
+    if regions is None:  # a built-in graph: the regions the store counted that the graph knows
+        regions = _without_excluded(known_regions(str(graph), tuple(frame.columns)), exclude,
+                                    f"the store's {syndrome!r} regions known to {graph}")
+    frame, outside = _model_regions(frame, regions, where=f"{uri} ({syndrome})")
     if release is not None:
         negatives = "keep"  # the noise is unbiased only with its negative values
     table = series_from_frame(frame, step=step, where=f"{uri} ({syndrome})", negatives=negatives)
+    if exclude:
+        table.report["excluded_regions"] = list(exclude)
     source = {"store": {"uri": uri, "syndrome": syndrome, "level": level, "uncounted_conditions": uncounted,
-                        "last_period": frame.index[-1].date().isoformat(),
+                        "outside_regions": outside, "last_period": frame.index[-1].date().isoformat(),
                         **({"privacy": release.card()} if release is not None else {})}}
+    if outside["cases"]:
+        n = outside["regions"]
+        print(f"store: {outside['cases']} {syndrome} cases in {n} region{'s' * (n != 1)} outside the model's "
+              f"{len(regions)} left out (e.g. {', '.join(outside['examples'])})", file=sys.stderr)
     return _combine(
         table,
         Path(graph),
@@ -198,8 +226,37 @@ def load_store(
         window=window,
         horizon=horizon,
         source=source,
-        named=named,
+        named=None if builtin else named,
+        exclude=exclude,
     )
+
+
+def _without_excluded(regions: list[str], exclude: tuple[str, ...], what: str) -> list[str]:
+    unknown = [r for r in exclude if r not in set(regions)]
+    if unknown:
+        raise TrainingInputError(f"--exclude-regions names {unknown[:5]}, not regions of {what} "
+                                 f"({regions[:6]} ...)", field="exclude_regions")
+    kept = [r for r in regions if r not in set(exclude)]
+    if not kept:
+        after = " after --exclude-regions" if exclude else ""
+        raise TrainingInputError(f"no region left: {what} has none{after}",
+                                 field="exclude_regions" if exclude else "graph")
+    return kept
+
+
+def _model_regions(frame, regions: list[str], *, where: str):
+    """The store's counts cut to the model's ``regions`` (in that order), and what was left out:
+    ``{"regions", "cases", "examples"}``. A model region without a stored case is refused."""
+    absent = [r for r in regions if r not in frame.columns]
+    if absent:
+        raise TrainingInputError(
+            f"{where}: {len(absent)} of the model's {len(regions)} regions have no stored case at all "
+            f"{absent[:5]}; a region is never filled with zeros: ingest its records, or leave it out with "
+            "--exclude-regions", field="graph")
+    others = [c for c in frame.columns if c not in set(regions)]
+    outside = {"regions": len(others), "cases": int(frame[others].to_numpy().sum()) if others else 0,
+               "examples": [str(c) for c in others[:3]]}
+    return frame[regions], outside
 
 
 def _private_release(store, counts, private: dict, *, regions: list[str], syndrome: str, step: str,
