@@ -69,6 +69,24 @@ def bundle(region: str, weeks: range, cases: np.ndarray) -> bytes:
     return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode()
 
 
+def normalized_store(root: Path, weekly: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    """A Parquet store of ``bundle``s normalized without a server ({region: [WEEKS] cases}, one commit per
+    region), and the graph file of ``EDGES``: (store path, graph path) under ``root``."""
+    from healthai.normalize.fhir import normalize_fhir
+    from healthai.store import ParquetStore
+    from tests.ingest.conftest import context
+
+    store = ParquetStore(str(root / "store")).open()
+    for region, cases in weekly.items():
+        out = normalize_fhir(bundle(region, range(WEEKS), cases), ctx=context(), source="s")
+        store.commit({k: t for k, t in out.tables.items() if t.num_rows})
+    store.close()
+    graph = root / "graph.csv"
+    with graph.open("w", newline="") as f:
+        csv.writer(f).writerows([("source", "target"), *EDGES])
+    return root / "store", graph
+
+
 class Server:
     """Ingest + serving in one process (the app's own plugins), on a loop in a background thread."""
 

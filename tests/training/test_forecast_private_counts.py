@@ -5,19 +5,16 @@ the card says the guarantee the release's accountant (OpenDP) reports, and the s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from healthai.normalize.fhir import normalize_fhir
 from healthai.store import ParquetStore
 from healthai.surveillance.release import spent
 from healthai_training import cli
 from healthai_training.errors import TrainingInputError
-from tests.ingest.conftest import context
-from tests.training.test_forecast_loop import EDGES, FIRST_MONDAY, REGIONS, WEEKS, bundle, weekly_cases
+from tests.training.test_forecast_loop import FIRST_MONDAY, REGIONS, WEEKS, normalized_store, weekly_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 LAST_SUNDAY = "2024-04-07"  # the end of week 170 (FIRST_MONDAY + 170 weeks - 1 day)
@@ -27,16 +24,7 @@ assert str(FIRST_MONDAY.fromordinal(FIRST_MONDAY.toordinal() + 7 * WEEKS - 1)) =
 @pytest.fixture(scope="module")
 def store_and_graph(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("private")
-    store = ParquetStore(str(root / "store")).open()
-    cases = weekly_cases()
-    for j, region in enumerate(REGIONS.values()):
-        out = normalize_fhir(bundle(region, range(WEEKS), cases[:, j]), ctx=context(), source="s")
-        store.commit({k: t for k, t in out.tables.items() if t.num_rows})
-    store.close()
-    graph = root / "graph.csv"
-    with graph.open("w", newline="") as f:
-        csv.writer(f).writerows([("source", "target"), *EDGES])
-    return root / "store", graph
+    return normalized_store(root, dict(zip(REGIONS.values(), weekly_cases().T, strict=True)))
 
 
 def run(argv: list[str], capsys) -> dict:

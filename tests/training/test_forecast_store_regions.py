@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthai.normalize.fhir import normalize_fhir
-from healthai.store import ParquetStore
 from healthai_training import cli
 from healthai_training.cli_forecast import user_data
 from healthai_training.epi.user_data import load_store
 from healthai_training.errors import TrainingInputError
-from tests.ingest.conftest import context
-from tests.training.test_forecast_loop import EDGES, REGIONS, WEEKS, bundle, weekly_cases
+from tests.training.test_forecast_loop import EDGES, REGIONS, WEEKS, normalized_store, weekly_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 VISITORS = ("US-RI", range(0, WEEKS, 20))  # a few cases of Rhode Island residents, every 20th week
@@ -29,18 +26,10 @@ VISITORS = ("US-RI", range(0, WEEKS, 20))  # a few cases of Rhode Island residen
 @pytest.fixture(scope="module")
 def store_and_graph(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("regions")
-    store = ParquetStore(str(root / "store")).open()
-    cases = weekly_cases()
     visitors = np.zeros(WEEKS)
     visitors[list(VISITORS[1])] = 1
-    for region, column in [*zip(REGIONS.values(), cases.T, strict=True), (VISITORS[0], visitors)]:
-        out = normalize_fhir(bundle(region, range(WEEKS), column), ctx=context(), source="s")
-        store.commit({k: t for k, t in out.tables.items() if t.num_rows})
-    store.close()
-    graph = root / "graph.csv"
-    with graph.open("w", newline="") as f:
-        csv.writer(f).writerows([("source", "target"), *EDGES])
-    return root / "store", graph
+    return normalized_store(root, {**dict(zip(REGIONS.values(), weekly_cases().T, strict=True)),
+                                   VISITORS[0]: visitors})
 
 
 def test_a_graph_file_names_the_regions_and_cases_elsewhere_are_counted_out(store_and_graph, capsys) -> None:
