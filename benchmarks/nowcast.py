@@ -4,13 +4,15 @@ For each scenario a store is filled with weekly influenza cases in four regions,
 day it "arrives" (onset + a delay drawn from the scenario's distribution). At several as-of Mondays the
 latest weeks are nowcast (``healthai.surveillance.nowcast``) and compared with their final counts
 (every case, whenever it arrives). Printed side by side per scenario: the mean absolute error of the
-last ``--weeks`` weeks' counts as stored by then, and of their nowcast, the ratio, and how often the
-nowcast's 90 % interval held the final count.
+last ``--weeks`` weeks' counts as stored by then, and of their nowcast with one delay distribution
+pooled over places and with each place's own, partially pooled (the default), the ratios, and how
+often each nowcast's 90 % interval held the final count.
 
 Scenarios: ``fast`` (geometric, mean 3 days), ``slow`` (geometric, mean 9 days), ``weekday`` (nothing
 stored on weekends: the Monday backlog), ``slowing`` (delays doubling over the season: the
 chain ladder learns from older, faster periods, so it under-corrects), ``growing`` (an epidemic
-doubling every six weeks, fast delays).
+doubling every six weeks, fast delays), ``regional`` (two regions' records arrive in 2 days on
+average, the other two's in 12: one pooled distribution is wrong for both).
 
     .venv/bin/python benchmarks/nowcast.py --weeks 3
 """
@@ -35,8 +37,11 @@ FIRST = dt.date(2025, 9, 1)  # a Monday
 WEEKS = 30
 
 
-def delays(name: str, rng: np.random.Generator, onset: np.ndarray) -> np.ndarray:
+def delays(name: str, rng: np.random.Generator, onset: np.ndarray, region: np.ndarray) -> np.ndarray:
     n = len(onset)
+    if name == "regional":  # the first two regions fast (mean 2 days), the others slow (mean 12)
+        mean = np.where(np.isin(region, REGIONS[:2]), 2.0, 12.0)
+        return rng.geometric(1 / (mean + 1)) - 1
     if name == "fast" or name == "growing":
         return rng.geometric(1 / 4, n) - 1
     if name == "slow":
@@ -58,8 +63,9 @@ def fill(root: Path, name: str, seed: int) -> pd.DataFrame:
     if name == "growing":
         per_day = 10.0 * 2 ** (np.arange(7 * WEEKS) / 42)
     onset = np.repeat(np.arange(7 * WEEKS), rng.poisson(per_day))
-    delay = delays(name, rng, onset)
-    cases = pd.DataFrame({"onset": onset, "stored": onset + delay, "region": rng.choice(REGIONS, len(onset))})
+    region = rng.choice(REGIONS, len(onset))
+    delay = delays(name, rng, onset, region)
+    cases = pd.DataFrame({"onset": onset, "stored": onset + delay, "region": region})
     store = ParquetStore(str(root)).open()
     for day, group in cases.groupby("stored"):
         n = len(group)
@@ -78,14 +84,15 @@ def fill(root: Path, name: str, seed: int) -> pd.DataFrame:
     return cases
 
 
-def score(root: Path, cases: pd.DataFrame, weeks: int) -> tuple[float, float, float, int]:
+def score(root: Path, cases: pd.DataFrame, weeks: int, pooling: str) -> tuple[float, float, float, int]:
+    """(MAE as stored by then, MAE of the nowcast, 90 % interval coverage, cells) with ``pooling``."""
     final = cases.assign(week=cases["onset"] // 7).groupby(["week", "region"]).size()
     store = ParquetStore(str(root)).open()
     errors_observed, errors_nowcast, covered = [], [], []
     try:
         for as_of_week in range(16, WEEKS, 2):
             as_of = FIRST + dt.timedelta(weeks=as_of_week)
-            table = nowcast(store, as_of=as_of).table
+            table = nowcast(store, as_of=as_of, pooling=pooling).table
             table = table.assign(week=(pd.to_datetime(table["period"]) - pd.Timestamp(FIRST)).dt.days // 7)
             last = table[table["week"] >= as_of_week - weeks]
             cells = list(zip(last["week"], last["region"], strict=True))
@@ -105,14 +112,17 @@ def main() -> None:
     ap.add_argument("--weeks", type=int, default=3, help="the latest weeks scored at each as-of date")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print("| scenario | cells | MAE stored by then | MAE nowcast | nowcast / stored | 90 % coverage |")
-    print("|---|---|---|---|---|---|")
-    for name in ("fast", "slow", "weekday", "slowing", "growing"):
+    print("| scenario | cells | MAE stored by then | MAE nowcast, pooled | MAE nowcast, per place (default) "
+          "| pooled / stored | per place / stored | 90 % coverage, pooled | 90 % coverage, per place |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("fast", "slow", "weekday", "slowing", "growing", "regional"):
         with tempfile.TemporaryDirectory() as tmp:
             cases = fill(Path(tmp) / "store", name, args.seed)
-            observed, nowcasted, coverage, cells = score(Path(tmp) / "store", cases, args.weeks)
-        print(f"| {name} | {cells} | {observed:.2f} | {nowcasted:.2f} | {nowcasted / observed:.2f} | "
-              f"{coverage:.2f} |")
+            observed, pooled, pooled_cover, cells = score(Path(tmp) / "store", cases, args.weeks, "pooled")
+            _, partial, partial_cover, _ = score(Path(tmp) / "store", cases, args.weeks, "partial")
+        ratios = f"{pooled / observed:.2f} | {partial / observed:.2f}"
+        print(f"| {name} | {cells} | {observed:.2f} | {pooled:.2f} | {partial:.2f} | {ratios} | "
+              f"{pooled_cover:.2f} | {partial_cover:.2f} |")
 
 
 if __name__ == "__main__":

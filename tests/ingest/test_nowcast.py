@@ -16,7 +16,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize.fhir import normalize_fhir
 from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
-from healthai.surveillance.nowcast import nowcast
+from healthai.surveillance.nowcast import POOLINGS, nowcast
 
 from .conftest import context
 
@@ -35,15 +35,18 @@ def _bundle(i: int, day: dt.date, state: str) -> dict:
                                                                       {"resource": condition}]}
 
 
-def _fill(root: Path, *, bulk: dt.date | None = None) -> pd.DataFrame:
-    """About 40 influenza cases a week in two states, each stored 0-20 days after its onset (or all on
-    ``bulk``); returns every case with its onset and storage day."""
+def _fill(root: Path, *, bulk: dt.date | None = None, pace: dict[str, float] | None = None) -> pd.DataFrame:
+    """About 40 influenza cases a week in two states, each stored 0-20 days after its onset (geometric,
+    success probability ``pace[state]``, default 0.2 in both; or all on ``bulk``); returns every case
+    with its onset and storage day."""
+    pace = pace or {"MA": 0.2, "NH": 0.2}
     rng = np.random.default_rng(0)
     rows = []
     for i in range(40 * WEEKS):
         day = FIRST + dt.timedelta(days=int(rng.integers(0, 7 * WEEKS)))
-        delay = int(min(rng.geometric(0.2) - 1, 20))
-        rows.append((i, day, "MA" if i % 3 else "NH", bulk or day + dt.timedelta(days=delay)))
+        state = "MA" if i % 3 else "NH"
+        delay = int(min(rng.geometric(pace[state]) - 1, 20))
+        rows.append((i, day, state, bulk or day + dt.timedelta(days=delay)))
     cases = pd.DataFrame(rows, columns=["i", "day", "state", "stored"])
     store = ParquetStore(str(root)).open()
     ctx = context()
@@ -126,6 +129,36 @@ def test_a_store_loaded_in_bulk_has_no_delays_to_learn_from(tmp_path: Path) -> N
         assert (settled.table["nowcast"] == settled.table["count"]).all()
     finally:
         store.close()
+
+
+def test_each_place_reports_at_its_own_pace(tmp_path: Path) -> None:
+    """Massachusetts' records arrive in a day on average, New Hampshire's in eleven: one pooled delay
+    distribution over-corrects one and under-corrects the other; each place's own (partially pooled
+    toward the pooled one, the default) follows both."""
+    cases = _fill(tmp_path / "paced", pace={"MA": 0.5, "NH": 0.08})
+    truth = cases.assign(period=pd.to_datetime(cases["day"]) - pd.to_timedelta(
+        pd.to_datetime(cases["day"]).dt.day_of_week, "D"), region="US-" + cases["state"])
+    final = truth.groupby(["region", "period"]).size()
+    store = ParquetStore(str(tmp_path / "paced")).open()
+    try:
+        got = {p: nowcast(store, as_of=AS_OF, max_delay=21, window_days=56, pooling=p) for p in POOLINGS}
+        with pytest.raises(InvalidInput, match="pooling 'none' is not one of partial, pooled") as e:
+            nowcast(store, as_of=AS_OF, pooling="none")
+        assert e.value.field == "pooling"
+    finally:
+        store.close()
+    errors = {}
+    for pooling, result in got.items():
+        recent = result.table[result.table["days_since_end"] < 21]
+        cells = list(zip(recent["region"], pd.to_datetime(recent["period"]), strict=True))
+        errors[pooling] = np.abs(recent["nowcast"].to_numpy() - final.reindex(cells, fill_value=0).to_numpy())
+    assert errors["partial"].sum() < 0.5 * errors["pooled"].sum()
+    latest = got["partial"].table.groupby("region")["completeness"].min()
+    assert latest["US-MA"] > 0.8 and latest["US-NH"] < 0.5  # the last week, a day after it ended
+    card = got["partial"].card()
+    assert card["pooling"] == "partial" and "weight of 20 cases" in card["method"]
+    pooled = got["pooled"].table.groupby("region")["completeness"].min()
+    assert pooled["US-MA"] == pooled["US-NH"]
 
 
 def test_cli_writes_the_nowcast_columns(live, tmp_path: Path, capsys) -> None:

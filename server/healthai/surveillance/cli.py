@@ -109,10 +109,11 @@ def _nowcast(args: argparse.Namespace) -> int:
     f = got.completeness
     shown = ", ".join(f"{d} d {f[d]:.0%}" for d in sorted({0, 7, 14, len(f) - 1}) if d < len(f))
     print(f"healthai counts: nowcast: chain ladder on {got.cases_in_window} cases of the periods "
-          f"{got.window[0]} to {got.window[1]}, pooled over places; complete by days after a period's end: "
-          f"{shown}; {got.backfilled} cases stored later than {args.max_delay} days (backfill) count as "
-          "observed only. The 90 % interval takes the completeness as known: too narrow when delays "
-          "change", file=sys.stderr)
+          f"{got.window[0]} to {got.window[1]}, each place's own delays shrunk toward the pooled ones (the "
+          f"completeness column); pooled, complete by days after a period's end: {shown}; "
+          f"{got.backfilled} cases stored later than {args.max_delay} days (backfill) count as observed "
+          "only. The 90 % interval takes the completeness as known: too narrow when delays change",
+          file=sys.stderr)
     return 0
 
 

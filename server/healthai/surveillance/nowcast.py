@@ -7,19 +7,26 @@ that day minus the last day of its period (0 or less: stored by the time the per
 
 Method (the multiplicative chain ladder of reporting-triangle nowcasts): the target is each period's
 count of cases reported within ``max_delay`` days of its end. From the *mature* periods (ended at
-least ``max_delay`` days before ``as_of``), the latest ``window_days`` of them, pooled over places,
-F(d) = the share of those cases reported within d days. A period that ended d < ``max_delay`` days
-before ``as_of`` has its observed count (cases reported up to ``as_of``) divided by F(d). Older
-periods are mature: their nowcast is what was observed. Cases reported later than ``max_delay``
-(backfill, a bulk load of history) are kept in the observed count but tell nothing about F.
+least ``max_delay`` days before ``as_of``), the latest ``window_days`` of them, F(d) = the share of
+those cases reported within d days. A period that ended d < ``max_delay`` days before ``as_of`` has
+its observed count (cases reported up to ``as_of``) divided by F(d). Older periods are mature: their
+nowcast is what was observed. Cases reported later than ``max_delay`` (backfill, a bulk load of
+history) are kept in the observed count but tell nothing about F.
+
+Places report at their own pace (one hospital sends daily, another in a weekly batch), so each place
+has its own F, partially pooled (``pooling="partial"``, the default): its delay counts plus
+``PRIOR_CASES`` cases spread as the pooled delays are (a Dirichlet prior centred on the pooled F),
+so a place with few cases keeps close to the pooled F and one with many follows its own.
+``PRIOR_CASES`` is ``MIN_CASES``, the fewest cases F is learned from at all: set before any
+benchmark, not tuned. ``pooling="pooled"``: one F for every place.
 
 The 90 % interval (``nowcast_q05``, ``nowcast_q95``) treats the observed count O as a binomial thinning
 of the final count N with probability F, under a flat prior on N: the cases still to come are then
 negative binomial, N − O ~ NB(O + 1, F). It takes F as known, so it ignores F's own error and any
 change in the delays: ``benchmarks/nowcast.py`` measures how often it covers.
 
-Assumptions, said in the output: the delay distribution is the same in every place and has not
-changed over the estimation window. Refused, naming the field, when the window holds fewer than
+Assumptions, said in the output: the delay distribution has not changed over the estimation window
+(and, pooled, is the same in every place). Refused, naming the field, when the window holds fewer than
 ``MIN_CASES`` cases or a completeness below ``MIN_COMPLETENESS`` would be divided by. The cases and
 their report days come from :meth:`SurveillanceCounts.cases <healthai.surveillance.SurveillanceCounts.cases>`.
 """
@@ -42,20 +49,26 @@ MAX_DELAY_DAYS = 28
 WINDOW_DAYS = 84
 MIN_CASES = 20
 MIN_COMPLETENESS = 0.05
+PRIOR_CASES = MIN_CASES  # weight of the pooled delays in each place's F (partial pooling)
+POOLINGS = ("partial", "pooled")
 
 
 @dataclass(frozen=True)
 class Nowcast:
     table: pd.DataFrame  # region, period, count (observed), days_since_end, completeness, nowcast
-    completeness: pd.Series  # F(d), d = 0..max_delay days after a period's end
+    completeness: pd.Series  # pooled F(d), d = 0..max_delay days after a period's end
     cases_in_window: int  # mature cases (delay <= max_delay) F was estimated from
     window: tuple[str, str]  # first and last period start of the estimation window
     backfilled: int  # cases reported more than max_delay days after their period ended
+    pooling: str = "partial"
 
     def card(self) -> dict:
-        return {"method": "multiplicative chain ladder on the store's ingest dates, pooled over places",
+        places = ("each place's own delays plus the pooled delays with the weight of "
+                  f"{PRIOR_CASES} cases" if self.pooling == "partial" else "pooled over places")
+        return {"method": f"multiplicative chain ladder on the store's ingest dates, F per place: {places}",
                 "max_delay_days": int(len(self.completeness) - 1), "estimated_on_periods": list(self.window),
                 "cases_in_window": self.cases_in_window, "backfilled_cases": self.backfilled,
+                "pooling": self.pooling,
                 "completeness_by_days_since_end": [round(float(v), 4) for v in self.completeness],
                 "interval": "90 %: cases still to come ~ NegBin(observed + 1, F), F taken as known (its own "
                 "error and changing delays are not modelled)"}
@@ -64,13 +77,15 @@ class Nowcast:
 def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "ili", freq: str = "W",
             level: str = "region", week_start: str = "monday", as_of: date | str | None = None,
             start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
-            window_days: int = WINDOW_DAYS) -> Nowcast:
+            window_days: int = WINDOW_DAYS, pooling: str = "partial") -> Nowcast:
     """Every period that ended before ``as_of`` (default today, UTC), from ``start``: observed counts of
     the cases reported up to ``as_of`` and their nowcast (see the module docstring). ``source``: a
     store, or its :class:`~healthai.surveillance.SurveillanceCounts` (which reads each file once, so a
     server asking often reads only what was committed since)."""
     if not 1 <= max_delay <= 365:
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
+    if pooling not in POOLINGS:
+        raise InvalidInput(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}", field="pooling")
     utc_today = dt.datetime.now(dt.UTC).date()
     today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(utc_today)
     counts = source if isinstance(source, sc.SurveillanceCounts) else sc.SurveillanceCounts(source)
@@ -94,21 +109,37 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
             f"as_of: the {window_days} days of periods that ended {max_delay} or more days before "
             f"{today.date()} hold {len(timely)} cases stored within {max_delay} days; a nowcast needs "
             f"{MIN_CASES} (a store loaded in bulk has no delays to learn from)", field="as_of")
-    share = np.bincount(timely["delay"].to_numpy(int), minlength=max_delay + 1).cumsum() / len(timely)
-    completeness = pd.Series(share, index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
+    histogram = np.bincount(timely["delay"].to_numpy(int), minlength=max_delay + 1)
+    completeness = pd.Series(histogram.cumsum() / len(timely),
+                             index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
     observed = sc.period_table(sc.daily_counts(cases[["patient_id", "place", "day"]]), freq, start, None,
                                None, today.date(), week_start)
-    return Nowcast(_table(observed, completeness, today, length, max_delay), completeness, len(timely),
+    by_place = _by_place(timely, histogram / len(timely), observed.columns, pooling)
+    return Nowcast(_table(observed, by_place, today, length, max_delay), completeness, len(timely),
                    (str(window["period"].min().date()), str(window["period"].max().date())),
-                   int((cases["delay"] > max_delay).sum()))
+                   int((cases["delay"] > max_delay).sum()), pooling)
 
 
-def _table(observed: pd.DataFrame, completeness: pd.Series, today: pd.Timestamp, length: int,
+def _by_place(timely: pd.DataFrame, pooled: np.ndarray, places: pd.Index, pooling: str) -> pd.DataFrame:
+    """F(d) per place [max_delay + 1, places]: its delay counts plus ``PRIOR_CASES`` cases spread as the
+    pooled shares ``pooled`` are, normalised (``pooling="pooled"``: the pooled F for every place)."""
+    prior = pooled * (PRIOR_CASES if pooling == "partial" else 1.0)
+    columns = {}
+    for place in places:
+        own = timely.loc[timely["place"] == place, "delay"].to_numpy(int) if pooling == "partial" else []
+        counts = np.bincount(own, minlength=len(pooled)) + prior
+        columns[place] = np.append(counts.cumsum()[:-1] / counts.sum(), 1.0)  # all by max_delay
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(pooled)), columns=places)
+
+
+def _table(observed: pd.DataFrame, by_place: pd.DataFrame, today: pd.Timestamp, length: int,
            max_delay: int) -> pd.DataFrame:
     long = observed.reset_index().melt(id_vars="period", var_name="region", value_name="count")
     long = long.sort_values(["region", "period"], kind="stable").reset_index(drop=True)
     since = (today - (long["period"] + pd.Timedelta(days=length - 1))).dt.days
-    f = completeness.reindex(since.clip(upper=max_delay).to_numpy()).to_numpy().copy()
+    rows = since.clip(lower=0, upper=max_delay).to_numpy()
+    cols = by_place.columns.get_indexer(long["region"])
+    f = by_place.to_numpy()[rows, cols].copy()
     f[since.to_numpy() >= max_delay] = 1.0
     if (f < MIN_COMPLETENESS).any():
         raise InvalidInput(f"as_of: by the delays in the store, the latest period is {float(f.min()):.1%} "
