@@ -16,7 +16,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize.fhir import normalize_fhir
 from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
-from healthai.surveillance.nowcast import POOLINGS, nowcast
+from healthai.surveillance.nowcast import DEVELOPMENTS, POOLINGS, nowcast
 
 from .conftest import context
 
@@ -35,10 +35,11 @@ def _bundle(i: int, day: dt.date, state: str) -> dict:
                                                                       {"resource": condition}]}
 
 
-def _fill(root: Path, *, bulk: dt.date | None = None, pace: dict[str, float] | None = None) -> pd.DataFrame:
+def _fill(root: Path, *, bulk: dt.date | None = None, pace: dict[str, float] | None = None,
+          loaded_before: dt.date | None = None) -> pd.DataFrame:
     """About 40 influenza cases a week in two states, each stored 0-20 days after its onset (geometric,
-    success probability ``pace[state]``, default 0.2 in both; or all on ``bulk``); returns every case
-    with its onset and storage day."""
+    success probability ``pace[state]``, default 0.2 in both; or all on ``bulk``; or, with onset before
+    ``loaded_before``, on that day); returns every case with its onset and storage day."""
     pace = pace or {"MA": 0.2, "NH": 0.2}
     rng = np.random.default_rng(0)
     rows = []
@@ -46,7 +47,8 @@ def _fill(root: Path, *, bulk: dt.date | None = None, pace: dict[str, float] | N
         day = FIRST + dt.timedelta(days=int(rng.integers(0, 7 * WEEKS)))
         state = "MA" if i % 3 else "NH"
         delay = int(min(rng.geometric(pace[state]) - 1, 20))
-        rows.append((i, day, state, bulk or day + dt.timedelta(days=delay)))
+        loaded = loaded_before if loaded_before is not None and day < loaded_before else None
+        rows.append((i, day, state, bulk or loaded or day + dt.timedelta(days=delay)))
     cases = pd.DataFrame(rows, columns=["i", "day", "state", "stored"])
     store = ParquetStore(str(root)).open()
     ctx = context()
@@ -123,10 +125,11 @@ def test_a_store_loaded_in_bulk_has_no_delays_to_learn_from(tmp_path: Path) -> N
         with pytest.raises(InvalidInput, match="a store loaded in bulk has no delays") as e:
             nowcast(store, as_of=AS_OF - dt.timedelta(days=1))  # nothing stored yet
         assert e.value.field == "as_of"
-        with pytest.raises(InvalidInput, match=r"the latest period is 0\.0% complete.*loaded in bulk"):
-            nowcast(store, as_of=AS_OF + dt.timedelta(days=10))  # the load's delays, 10 days and more
+        with pytest.raises(InvalidInput, match=r"hold 0 cases.*loaded in bulk.*1 days stored more records "
+                                                 "late than in time"):
+            nowcast(store, as_of=AS_OF + dt.timedelta(days=10))  # the load's delays are not reporting's
         settled = nowcast(store, as_of=AS_OF + dt.timedelta(days=60))  # every period mature: as observed
-        assert (settled.table["nowcast"] == settled.table["count"]).all()
+        assert (settled.table["nowcast"] == settled.table["count"]).all() and settled.load_days == 1
     finally:
         store.close()
 
@@ -159,6 +162,52 @@ def test_each_place_reports_at_its_own_pace(tmp_path: Path) -> None:
     assert card["pooling"] == "partial" and "weight of 20 cases" in card["method"]
     pooled = got["pooled"].table.groupby("region")["completeness"].min()
     assert pooled["US-MA"] == pooled["US-NH"]
+
+
+def test_a_load_of_history_before_the_live_feed_teaches_no_delays(tmp_path: Path) -> None:
+    """An agency loads seven weeks of history in one day, then its feed goes live: that day's delays
+    (up to seven weeks) are the load's, not reporting's, so the nowcast learns from the live days."""
+    go_live = FIRST + dt.timedelta(weeks=7)
+    _fill(tmp_path / "loaded", loaded_before=go_live)
+    store = ParquetStore(str(tmp_path / "loaded")).open()
+    try:
+        got = nowcast(store, as_of=AS_OF, max_delay=21, window_days=56)
+    finally:
+        store.close()
+    assert got.load_days == 1 and got.card()["load_days"] == 1
+    f = got.completeness.to_numpy()
+    assert 0.4 < f[0] < 0.7 < f[7] < 0.97  # geometric(0.2) delays, as learned from a live feed
+
+
+def test_the_triangle_sees_delays_lengthen_before_the_mature_periods_do(tmp_path: Path) -> None:
+    """Delays jump from about 1 day to about 11 in the last four weeks: the development factors of
+    the latest periods show it, the mature periods' shares cannot yet."""
+    store_dir = tmp_path / "slowing"
+    rng = np.random.default_rng(1)
+    store = ParquetStore(str(store_dir)).open()
+    ctx, by_day = context(), {}
+    for i in range(60 * WEEKS):
+        day = FIRST + dt.timedelta(days=int(rng.integers(0, 7 * WEEKS)))
+        p = 0.08 if day >= AS_OF - dt.timedelta(weeks=4) else 0.5
+        stored = day + dt.timedelta(days=int(min(rng.geometric(p) - 1, 20)))
+        by_day.setdefault(stored, []).append((i, day))
+    for stored, rows in sorted(by_day.items()):
+        tables: dict[str, list] = {}
+        for i, day in rows:
+            for kind, table in normalize_fhir(_bundle(i, day, "MA"), ctx=ctx, source="s").tables.items():
+                if table.num_rows:
+                    tables.setdefault(kind, []).append(table)
+        store.commit({k: pa.concat_tables(v) for k, v in tables.items()},
+                     now=dt.datetime.combine(stored, dt.time(12), dt.UTC))
+    try:
+        got = {d: nowcast(store, as_of=AS_OF, max_delay=21, window_days=56, development=d)
+               for d in DEVELOPMENTS}
+    finally:
+        store.close()
+    assert got["triangle"].completeness[1] < got["mature"].completeness[1] - 0.04  # slower, seen sooner
+    last = {d: g.table["nowcast"].iloc[-1] for d, g in got.items()}
+    assert last["triangle"] > last["mature"]  # the latest week scaled up further
+    assert got["triangle"].card()["development"] == "triangle"
 
 
 def test_cli_writes_the_nowcast_columns(live, tmp_path: Path, capsys) -> None:

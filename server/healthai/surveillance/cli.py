@@ -108,12 +108,13 @@ def _nowcast(args: argparse.Namespace) -> int:
     got.table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
     f = got.completeness
     shown = ", ".join(f"{d} d {f[d]:.0%}" for d in sorted({0, 7, 14, len(f) - 1}) if d < len(f))
-    print(f"healthai counts: nowcast: chain ladder on {got.cases_in_window} cases of the periods "
-          f"{got.window[0]} to {got.window[1]}, each place's own delays shrunk toward the pooled ones (the "
-          f"completeness column); pooled, complete by days after a period's end: {shown}; "
-          f"{got.backfilled} cases stored later than {args.max_delay} days (backfill) count as observed "
-          "only. The 90 % interval takes the completeness as known: too narrow when delays change",
-          file=sys.stderr)
+    print(f"healthai counts: nowcast: chain ladder on the reporting triangle of the periods {got.window[0]} "
+          f"to {got.window[1]} ({got.cases_in_window} cases in the mature ones), each place's own delays "
+          f"shrunk toward the pooled ones (the completeness column); pooled, complete by days after a "
+          f"period's end: {shown}; {got.backfilled} cases stored later than {args.max_delay} days "
+          f"(backfill) count as observed only; {got.load_days} days that stored more late records than "
+          "timely ones (loads of history) teach no delays. The 90 % interval takes the completeness as "
+          "known: too narrow when delays change", file=sys.stderr)
     return 0
 
 

@@ -6,16 +6,22 @@ first stored in (the UTC day of the commit; a record sent again is not stored ag
 that day minus the last day of its period (0 or less: stored by the time the period ended).
 
 Method (the multiplicative chain ladder of reporting-triangle nowcasts): the target is each period's
-count of cases reported within ``max_delay`` days of its end. From the *mature* periods (ended at
-least ``max_delay`` days before ``as_of``), the latest ``window_days`` of them, F(d) = the share of
-those cases reported within d days. A period that ended d < ``max_delay`` days before ``as_of`` has
-its observed count (cases reported up to ``as_of``) divided by F(d). Older periods are mature: their
-nowcast is what was observed. Cases reported later than ``max_delay`` (backfill, a bulk load of
-history) are kept in the observed count but tell nothing about F.
+count of cases reported within ``max_delay`` days of its end. F(d), the share of those cases reported
+within d days, is a product of development factors, F(d) = prod_{k >= d} S_k / T_k: S_k and T_k count
+the cases reported within k and k + 1 days of their period's end, over every period of the window
+(the ``window_days`` before the mature ones, which ended at least ``max_delay`` days before
+``as_of``, and every period since) that is at least k + 1 days past its end. So the first days'
+factors learn from the latest periods too, and a change in the delays shows sooner than in the
+mature periods' shares alone (``development="mature"``, the earlier estimator). A period that ended
+d < ``max_delay`` days before ``as_of`` has its observed count (cases reported up to ``as_of``)
+divided by F(d). Older periods are mature: their nowcast is what was observed. Cases reported later
+than ``max_delay`` (backfill) are kept in the observed count but tell nothing about F, and neither
+does a day that stored more such late records than timely ones: a load of history (a bulk load, a
+migration), whose delays are the load's.
 
 Places report at their own pace (one hospital sends daily, another in a weekly batch), so each place
 has its own F, partially pooled (``pooling="partial"``, the default): its delay counts plus
-``PRIOR_CASES`` cases spread as the pooled delays are (a Dirichlet prior centred on the pooled F),
+``PRIOR_CASES`` cases developed as the pooled F (a virtual mature period added to its triangle),
 so a place with few cases keeps close to the pooled F and one with many follows its own.
 ``PRIOR_CASES`` is ``MIN_CASES``, the fewest cases F is learned from at all: set before any
 benchmark, not tuned. ``pooling="pooled"``: one F for every place.
@@ -51,6 +57,7 @@ MIN_CASES = 20
 MIN_COMPLETENESS = 0.05
 PRIOR_CASES = MIN_CASES  # weight of the pooled delays in each place's F (partial pooling)
 POOLINGS = ("partial", "pooled")
+DEVELOPMENTS = ("triangle", "mature")
 
 
 @dataclass(frozen=True)
@@ -61,14 +68,20 @@ class Nowcast:
     window: tuple[str, str]  # first and last period start of the estimation window
     backfilled: int  # cases reported more than max_delay days after their period ended
     pooling: str = "partial"
+    development: str = "triangle"
+    load_days: int = 0  # report days left out of learning: they stored more late records than timely ones
 
     def card(self) -> dict:
         places = ("each place's own delays plus the pooled delays with the weight of "
                   f"{PRIOR_CASES} cases" if self.pooling == "partial" else "pooled over places")
-        return {"method": f"multiplicative chain ladder on the store's ingest dates, F per place: {places}",
+        developed = ("development factors over every period of the window, the latest ones as far as they "
+                     "have developed" if self.development == "triangle" else "the mature periods' shares")
+        return {"method": f"multiplicative chain ladder on the store's ingest dates ({developed}), F per "
+                f"place: {places}",
                 "max_delay_days": int(len(self.completeness) - 1), "estimated_on_periods": list(self.window),
                 "cases_in_window": self.cases_in_window, "backfilled_cases": self.backfilled,
-                "pooling": self.pooling,
+                "load_days": self.load_days,
+                "pooling": self.pooling, "development": self.development,
                 "completeness_by_days_since_end": [round(float(v), 4) for v in self.completeness],
                 "interval": "90 %: cases still to come ~ NegBin(observed + 1, F), F taken as known (its own "
                 "error and changing delays are not modelled)"}
@@ -77,7 +90,8 @@ class Nowcast:
 def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "ili", freq: str = "W",
             level: str = "region", week_start: str = "monday", as_of: date | str | None = None,
             start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
-            window_days: int = WINDOW_DAYS, pooling: str = "partial") -> Nowcast:
+            window_days: int = WINDOW_DAYS, pooling: str = "partial", development: str = "triangle"
+            ) -> Nowcast:
     """Every period that ended before ``as_of`` (default today, UTC), from ``start``: observed counts of
     the cases reported up to ``as_of`` and their nowcast (see the module docstring). ``source``: a
     store, or its :class:`~healthai.surveillance.SurveillanceCounts` (which reads each file once, so a
@@ -86,6 +100,9 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
     if pooling not in POOLINGS:
         raise InvalidInput(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}", field="pooling")
+    if development not in DEVELOPMENTS:
+        raise InvalidInput(f"development {development!r} is not one of {', '.join(DEVELOPMENTS)}",
+                           field="development")
     utc_today = dt.datetime.now(dt.UTC).date()
     today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(utc_today)
     counts = source if isinstance(source, sc.SurveillanceCounts) else sc.SurveillanceCounts(source)
@@ -100,36 +117,69 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     ends = cases["period"] + pd.Timedelta(days=length - 1)
     cases = cases.assign(delay=(cases["reported"] - ends).dt.days.clip(lower=0), end=ends)
     cases = cases[cases["end"] < today]  # periods that have ended
+    loads = _load_days(cases, max_delay)
+    live = cases[~cases["reported"].isin(loads)]  # what reporting's delays can be learned from
     mature_end = today - pd.Timedelta(days=max_delay)
     oldest = mature_end - pd.Timedelta(days=window_days)
-    window = cases[(cases["end"] <= mature_end) & (cases["end"] > oldest)]
+    window = live[(live["end"] <= mature_end) & (live["end"] > oldest)]
     timely = window[window["delay"] <= max_delay]
-    if len(timely) < MIN_CASES:
+    observed = sc.period_table(sc.daily_counts(cases[["patient_id", "place", "day"]]), freq, start, None,
+                               None, today.date(), week_start)
+    immature = observed.empty or observed.index[-1] + pd.Timedelta(days=length - 1) > mature_end
+    if len(timely) < MIN_CASES and immature:
         raise InvalidInput(
             f"as_of: the {window_days} days of periods that ended {max_delay} or more days before "
             f"{today.date()} hold {len(timely)} cases stored within {max_delay} days; a nowcast needs "
-            f"{MIN_CASES} (a store loaded in bulk has no delays to learn from)", field="as_of")
-    histogram = np.bincount(timely["delay"].to_numpy(int), minlength=max_delay + 1)
-    completeness = pd.Series(histogram.cumsum() / len(timely),
-                             index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
-    observed = sc.period_table(sc.daily_counts(cases[["patient_id", "place", "day"]]), freq, start, None,
-                               None, today.date(), week_start)
-    by_place = _by_place(timely, histogram / len(timely), observed.columns, pooling)
-    return Nowcast(_table(observed, by_place, today, length, max_delay), completeness, len(timely),
-                   (str(window["period"].min().date()), str(window["period"].max().date())),
-                   int((cases["delay"] > max_delay).sum()), pooling)
+            f"{MIN_CASES} (a store loaded in bulk has no delays to learn from: {len(loads)} days stored "
+            "more records late than in time and count as loads)", field="as_of")
+    developing = live[(live["end"] > oldest) & (live["delay"] <= max_delay)]
+    if development == "mature":
+        developing = developing[developing["end"] <= mature_end]
+    age = (today - developing["end"]).dt.days.to_numpy(int)
+    delay = developing["delay"].to_numpy(int)
+    immature = immature and len(timely) >= MIN_CASES  # else every period is mature: nothing to correct
+    pooled = _completeness(delay, age, max_delay) if immature else np.ones(max_delay + 1)
+    completeness = pd.Series(pooled, index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
+    by_place = {}
+    for place in observed.columns:
+        mine = (developing["place"] == place).to_numpy()
+        by_place[place] = (_completeness(delay[mine], age[mine], max_delay, prior=pooled)
+                           if pooling == "partial" and immature else pooled)
+    table = _table(observed, pd.DataFrame(by_place, columns=observed.columns), today, length, max_delay)
+    return Nowcast(table, completeness, len(timely),
+                   (str(developing["period"].min().date()), str(developing["period"].max().date())),
+                   int((cases["delay"] > max_delay).sum()), pooling, development, len(loads))
 
 
-def _by_place(timely: pd.DataFrame, pooled: np.ndarray, places: pd.Index, pooling: str) -> pd.DataFrame:
-    """F(d) per place [max_delay + 1, places]: its delay counts plus ``PRIOR_CASES`` cases spread as the
-    pooled shares ``pooled`` are, normalised (``pooling="pooled"``: the pooled F for every place)."""
-    prior = pooled * (PRIOR_CASES if pooling == "partial" else 1.0)
-    columns = {}
-    for place in places:
-        own = timely.loc[timely["place"] == place, "delay"].to_numpy(int) if pooling == "partial" else []
-        counts = np.bincount(own, minlength=len(pooled)) + prior
-        columns[place] = np.append(counts.cumsum()[:-1] / counts.sum(), 1.0)  # all by max_delay
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(pooled)), columns=places)
+def _load_days(cases: pd.DataFrame, max_delay: int) -> pd.Index:
+    """Report days that stored more records late (more than ``max_delay`` days after their period) than
+    in time: loads of history (a bulk load, a migration), whose delays are the load's, not reporting's.
+    A live feed's odd late correction is a minority of its day."""
+    late = (cases["delay"] > max_delay).groupby(cases["reported"]).mean()
+    return late.index[late > 0.5]
+
+
+def _completeness(delay: np.ndarray, age: np.ndarray, max_delay: int, prior: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """F(d), d = 0..max_delay, by development factors: ``F(d) = prod_{k >= d} S_k / T_k`` where S_k and
+    T_k count the cases reported within k and k + 1 days of their period's end, over the periods at
+    least k + 1 days past their end (``age``; ``delay`` <= max_delay: timely cases only). ``prior``:
+    a virtual period of ``PRIOR_CASES`` cases developed as ``prior`` (F) is added (partial pooling)."""
+    d = max_delay
+    last = np.minimum(age - 1, d - 1)  # the latest factor each case's period has reached
+    s = _ranges(delay, last, d)  # k in [delay, last]: within k days, period past k + 1
+    t = _ranges(np.maximum(delay - 1, 0), last, d)  # k in [delay - 1, last]: within k + 1 days
+    if prior is not None:
+        s, t = s + PRIOR_CASES * prior[:-1], t + PRIOR_CASES * prior[1:]
+    ratio = np.divide(s, t, out=np.ones(d), where=t > 0)
+    return np.append(np.cumprod(ratio[::-1])[::-1], 1.0)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """How many of the integer ranges [lo, hi] (inclusive; empty where lo > hi) hold each of 0..n-1."""
+    keep = lo <= hi
+    starts = np.bincount(lo[keep], minlength=n + 1)[: n + 1]
+    return np.cumsum(starts - np.bincount(hi[keep] + 1, minlength=n + 1)[: n + 1])[:n].astype(np.float64)
 
 
 def _table(observed: pd.DataFrame, by_place: pd.DataFrame, today: pd.Timestamp, length: int,
