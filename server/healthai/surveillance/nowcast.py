@@ -140,11 +140,10 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     immature = immature and len(timely) >= MIN_CASES  # else every period is mature: nothing to correct
     pooled = _completeness(delay, age, max_delay) if immature else np.ones(max_delay + 1)
     completeness = pd.Series(pooled, index=pd.RangeIndex(max_delay + 1, name="days_since_end"))
-    by_place = {}
-    for place in observed.columns:
-        mine = (developing["place"] == place).to_numpy()
-        by_place[place] = (_completeness(delay[mine], age[mine], max_delay, prior=pooled)
-                           if pooling == "partial" and immature else pooled)
+    rows = developing.groupby("place").indices if pooling == "partial" and immature else {}
+    none = np.zeros(0, int)
+    by_place = {place: _completeness(delay[rows.get(place, none)], age[rows.get(place, none)], max_delay,
+                                     prior=pooled) if rows else pooled for place in observed.columns}
     table = _table(observed, pd.DataFrame(by_place, columns=observed.columns), today, length, max_delay)
     return Nowcast(table, completeness, len(timely),
                    (str(developing["period"].min().date()), str(developing["period"].max().date())),
