@@ -4,9 +4,10 @@ For each scenario a store is filled with weekly influenza cases in four regions,
 day it "arrives" (onset + a delay drawn from the scenario's distribution). At several as-of Mondays the
 latest weeks are nowcast (``healthai.surveillance.nowcast``) and compared with their final counts
 (every case, whenever it arrives). Printed side by side per scenario: the mean absolute error of the
-last ``--weeks`` weeks' counts as stored by then, and of their nowcast by three variants (``VARIANTS``:
+last ``--weeks`` weeks' counts as stored by then, and of their nowcast by four variants (``VARIANTS``:
 one delay distribution pooled over places or each place's own, partially pooled; completeness from
-the mature periods' shares or from development factors over the whole reporting triangle, the
+the mature periods' shares or from development factors over the whole reporting triangle; the
+interval with the completeness taken as known or with its estimation error; the last is the
 default), the ratios, and how often each nowcast's 90 % interval held the final count.
 
 Scenarios: ``fast`` (geometric, mean 3 days), ``slow`` (geometric, mean 9 days), ``weekday`` (nothing
@@ -36,10 +37,11 @@ TS = pa.timestamp("us", tz="UTC")
 REGIONS = ("US-MA", "US-NY", "US-CA", "US-TX")
 FIRST = dt.date(2025, 9, 1)  # a Monday
 WEEKS = 30
-VARIANTS = {  # name: (pooling, development)
-    "pooled, mature periods (stop 32)": ("pooled", "mature"),
-    "per place, mature periods": ("partial", "mature"),
-    "per place, triangle (default)": ("partial", "triangle"),
+VARIANTS = {  # name: (pooling, development, interval)
+    "pooled, mature periods, F known (stop 32)": ("pooled", "mature", "known"),
+    "per place, mature periods, F known": ("partial", "mature", "known"),
+    "per place, triangle, F known": ("partial", "triangle", "known"),
+    "per place, triangle, F's error (default)": ("partial", "triangle", "beta"),
 }
 
 
@@ -90,7 +92,7 @@ def fill(root: Path, name: str, seed: int) -> pd.DataFrame:
     return cases
 
 
-def score(root: Path, cases: pd.DataFrame, weeks: int, pooling: str, development: str
+def score(root: Path, cases: pd.DataFrame, weeks: int, pooling: str, development: str, interval: str
           ) -> tuple[float, float, float, int]:
     """(MAE as stored by then, MAE of the nowcast, 90 % interval coverage, cells) of one variant."""
     final = cases.assign(week=cases["onset"] // 7).groupby(["week", "region"]).size()
@@ -99,7 +101,8 @@ def score(root: Path, cases: pd.DataFrame, weeks: int, pooling: str, development
     try:
         for as_of_week in range(16, WEEKS, 2):
             as_of = FIRST + dt.timedelta(weeks=as_of_week)
-            table = nowcast(store, as_of=as_of, pooling=pooling, development=development).table
+            table = nowcast(store, as_of=as_of, pooling=pooling, development=development,
+                            interval=interval).table
             table = table.assign(week=(pd.to_datetime(table["period"]) - pd.Timestamp(FIRST)).dt.days // 7)
             last = table[table["week"] >= as_of_week - weeks]
             cells = list(zip(last["week"], last["region"], strict=True))

@@ -103,6 +103,17 @@ def test_the_latest_weeks_are_scaled_up_toward_what_arrives_later(live) -> None:
     assert (recent["nowcast"] <= recent["nowcast_q95"]).all()
     assert (recent["nowcast_q95"] > recent["nowcast_q05"]).any()
     assert got.card()["max_delay_days"] == 21 and got.cases_in_window >= 20
+    assert "Beta(n F, n (1 - F))" in got.card()["interval"]
+    store = ParquetStore(str(root)).open()
+    try:  # F's own error widens the interval (a little: hundreds of cases behind F); the point stays
+        known = nowcast(store, as_of=AS_OF, max_delay=21, window_days=56, interval="known").table
+    finally:
+        store.close()
+    assert (known["nowcast"] == got.table["nowcast"]).all()
+    assert (got.table["nowcast_q05"] <= known["nowcast_q05"]).all()
+    assert (got.table["nowcast_q95"] >= known["nowcast_q95"]).all()
+    assert (got.table["nowcast_q95"] - got.table["nowcast_q05"]).sum() > (
+        known["nowcast_q95"] - known["nowcast_q05"]).sum()
 
 
 def test_observed_counts_are_the_stores_counts(live) -> None:

@@ -113,8 +113,8 @@ def _nowcast(args: argparse.Namespace) -> int:
           f"shrunk toward the pooled ones (the completeness column); pooled, complete by days after a "
           f"period's end: {shown}; {got.backfilled} cases stored later than {args.max_delay} days "
           f"(backfill) count as observed only; {got.load_days} days that stored more late records than "
-          "timely ones (loads of history) teach no delays. The 90 % interval takes the completeness as "
-          "known: too narrow when delays change", file=sys.stderr)
+          "timely ones (loads of history) teach no delays. The 90 % interval counts the completeness's "
+          "estimation error, not a change in the delays: too narrow when they change", file=sys.stderr)
     return 0
 
 

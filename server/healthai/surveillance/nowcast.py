@@ -27,9 +27,12 @@ so a place with few cases keeps close to the pooled F and one with many follows 
 benchmark, not tuned. ``pooling="pooled"``: one F for every place.
 
 The 90 % interval (``nowcast_q05``, ``nowcast_q95``) treats the observed count O as a binomial thinning
-of the final count N with probability F, under a flat prior on N: the cases still to come are then
-negative binomial, N − O ~ NB(O + 1, F). It takes F as known, so it ignores F's own error and any
-change in the delays: ``benchmarks/nowcast.py`` measures how often it covers.
+of the final count N with probability F, under a flat prior on N: given F, the cases still to come
+are negative binomial, N − O ~ NB(O + 1, F). F is as uncertain as the cases behind it
+(``interval="beta"``, the default): F ~ Beta(n F, n (1 − F)), n = the place's timely cases in the
+mature periods (+ ``PRIOR_CASES`` when partially pooled), so N − O is beta-negative-binomial
+(``interval="known"``: F taken as known). A change in the delays is not modelled:
+``benchmarks/nowcast.py`` measures how often it covers.
 
 Assumptions, said in the output: the delay distribution has not changed over the estimation window
 (and, pooled, is the same in every place). Refused, naming the field, when the window holds fewer than
@@ -45,7 +48,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from scipy.stats import nbinom
+from scipy.stats import betanbinom, nbinom
 
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
@@ -58,6 +61,7 @@ MIN_COMPLETENESS = 0.05
 PRIOR_CASES = MIN_CASES  # weight of the pooled delays in each place's F (partial pooling)
 POOLINGS = ("partial", "pooled")
 DEVELOPMENTS = ("triangle", "mature")
+INTERVALS = ("beta", "known")  # F's own estimation error in the interval, or F taken as known
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Nowcast:
     pooling: str = "partial"
     development: str = "triangle"
     load_days: int = 0  # report days left out of learning: they stored more late records than timely ones
+    interval: str = "beta"
 
     def card(self) -> dict:
         places = ("each place's own delays plus the pooled delays with the weight of "
@@ -83,15 +88,17 @@ class Nowcast:
                 "load_days": self.load_days,
                 "pooling": self.pooling, "development": self.development,
                 "completeness_by_days_since_end": [round(float(v), 4) for v in self.completeness],
-                "interval": "90 %: cases still to come ~ NegBin(observed + 1, F), F taken as known (its own "
-                "error and changing delays are not modelled)"}
+                "interval": "90 %: cases still to come ~ NegBin(observed + 1, F), " + (
+                    "F ~ Beta(n F, n (1 - F)) with n the cases behind the place's F (its estimation error; "
+                    "changing delays are not modelled)" if self.interval == "beta" else
+                    "F taken as known (its own error and changing delays are not modelled)")}
 
 
 def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "ili", freq: str = "W",
             level: str = "region", week_start: str = "monday", as_of: date | str | None = None,
             start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
-            window_days: int = WINDOW_DAYS, pooling: str = "partial", development: str = "triangle"
-            ) -> Nowcast:
+            window_days: int = WINDOW_DAYS, pooling: str = "partial", development: str = "triangle",
+            interval: str = "beta") -> Nowcast:
     """Every period that ended before ``as_of`` (default today, UTC), from ``start``: observed counts of
     the cases reported up to ``as_of`` and their nowcast (see the module docstring). ``source``: a
     store, or its :class:`~healthai.surveillance.SurveillanceCounts` (which reads each file once, so a
@@ -100,6 +107,8 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
         raise InvalidInput(f"max_delay must be 1 to 365 days, got {max_delay}", field="max_delay")
     if pooling not in POOLINGS:
         raise InvalidInput(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}", field="pooling")
+    if interval not in INTERVALS:
+        raise InvalidInput(f"interval {interval!r} is not one of {', '.join(INTERVALS)}", field="interval")
     if development not in DEVELOPMENTS:
         raise InvalidInput(f"development {development!r} is not one of {', '.join(DEVELOPMENTS)}",
                            field="development")
@@ -144,10 +153,15 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     none = np.zeros(0, int)
     by_place = {place: _completeness(delay[rows.get(place, none)], age[rows.get(place, none)], max_delay,
                                      prior=pooled) if rows else pooled for place in observed.columns}
-    table = _table(observed, pd.DataFrame(by_place, columns=observed.columns), today, length, max_delay)
+    evidence = None
+    if interval == "beta":  # the cases behind each place's F: its timely mature ones (+ the prior's)
+        own = timely.groupby("place").size().reindex(observed.columns, fill_value=0).astype(np.float64)
+        evidence = own + PRIOR_CASES if pooling == "partial" else own * 0 + len(timely)
+    table = _table(observed, pd.DataFrame(by_place, columns=observed.columns), today, length, max_delay,
+                   evidence)
     return Nowcast(table, completeness, len(timely),
                    (str(developing["period"].min().date()), str(developing["period"].max().date())),
-                   int((cases["delay"] > max_delay).sum()), pooling, development, len(loads))
+                   int((cases["delay"] > max_delay).sum()), pooling, development, len(loads), interval)
 
 
 def _load_days(cases: pd.DataFrame, max_delay: int) -> pd.Index:
@@ -181,8 +195,23 @@ def _ranges(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
     return np.cumsum(starts - np.bincount(hi[keep] + 1, minlength=n + 1)[: n + 1])[:n].astype(np.float64)
 
 
+def _still_to_come(q: float, count: np.ndarray, f: np.ndarray, evidence: np.ndarray | None) -> np.ndarray:
+    """Quantile ``q`` of the cases not stored yet: NB(count + 1, F) given F (the count a binomial
+    thinning of the final one, a flat prior on it); with ``evidence`` n, F ~ Beta(n F, n (1 - F)), so
+    beta-negative-binomial. Zero where F = 1 (mature)."""
+    out = np.zeros(len(count))
+    open_ = f < 1.0
+    if evidence is None:
+        out[open_] = nbinom.ppf(q, count[open_] + 1, f[open_])
+    else:
+        n = evidence[open_]
+        out[open_] = betanbinom.ppf(q, count[open_] + 1, n * f[open_], n * (1.0 - f[open_]))
+    return out
+
+
 def _table(observed: pd.DataFrame, by_place: pd.DataFrame, today: pd.Timestamp, length: int,
-           max_delay: int) -> pd.DataFrame:
+           max_delay: int, evidence: pd.Series | None) -> pd.DataFrame:
+    """The long table; ``evidence``: cases behind each place's F (None: F taken as known)."""
     long = observed.reset_index().melt(id_vars="period", var_name="region", value_name="count")
     long = long.sort_values(["region", "period"], kind="stable").reset_index(drop=True)
     since = (today - (long["period"] + pd.Timedelta(days=length - 1))).dt.days
@@ -195,8 +224,9 @@ def _table(observed: pd.DataFrame, by_place: pd.DataFrame, today: pd.Timestamp, 
                            "complete: too little to scale up (in a store loaded in bulk the delays are the "
                            "load's, not reporting's)", field="as_of")
     count = long["count"].to_numpy(np.int64)
-    lo, hi = (count + np.where(f < 1.0, nbinom.ppf(q, count + 1, np.minimum(f, 1.0)), 0.0)
-              for q in (0.05, 0.95))  # the cases still to come: NB(count + 1, F)
+    lo, hi = (count + _still_to_come(q, count, f, None if evidence is None else
+                                     evidence.reindex(long["region"]).to_numpy(np.float64))
+              for q in (0.05, 0.95))
     return pd.DataFrame({"region": long["region"], "period": long["period"].dt.date.astype(str),
                          "count": count, "days_since_end": since.astype("int64"), "completeness": f.round(4),
                          "nowcast": (count / f).round(2), "nowcast_q05": lo, "nowcast_q95": hi})
