@@ -6,7 +6,9 @@
     healthai counts --store var/store --syndrome ili --step W --level county --out counts.csv
 
 The period under way (today's, this week's) is left out unless ``--include-unfinished``: its counts
-are partial. Exit 2 on bad input (an unknown syndrome, a store folder that does not exist, ...).
+are partial. ``--nowcast`` corrects the latest periods for reporting delay (``nowcast``); ``--alerts
+C1|C2|C3`` flags counts that stand out from their region's recent past (``cli_alerts``,
+``aberration``). Exit 2 on bad input (an unknown syndrome, a store folder that does not exist, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from healthai.errors import InvalidInput
+from healthai.surveillance import cli_alerts
 from healthai.surveillance.counts import WEEK_DAYS
 from healthai.surveillance.links import LEVELS
 from healthai.surveillance.release import DEFAULT_MAX_CASES_PER_PATIENT
@@ -56,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="with --nowcast: what the store held on this day (default today, UTC)")
     nc.add_argument("--max-delay", type=int, default=28, metavar="DAYS",
                     help="with --nowcast: a period is complete this many days after it ended (default 28)")
+    cli_alerts.add_arguments(p)
     dp = p.add_argument_group("differential privacy (per patient; healthai.surveillance.release)")
     dp.add_argument("--epsilon", type=float, default=None,
                     help="release the counts under epsilon-DP per patient (discrete Laplace noise, OpenDP); "
@@ -138,6 +142,8 @@ def _counts(args: argparse.Namespace) -> int:
         print("healthai counts: --regions, --graph, --region-ids, --stream, --budget, --keep-negative and "
               "--max-cases-per-patient go with --epsilon", file=sys.stderr)
         return 2
+    if args.alerts is not None or args.alert_threshold is not None:
+        return cli_alerts.run(args)
     if args.nowcast or args.as_of is not None or args.max_delay != 28:
         return _nowcast(args)
     store = ParquetStore(args.store).open()
