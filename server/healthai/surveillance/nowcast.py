@@ -156,11 +156,12 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     evidence = None
     if interval == "beta":  # the cases behind each place's F: its timely mature ones (+ the prior's)
         own = timely.groupby("place").size().reindex(observed.columns, fill_value=0).astype(np.float64)
-        evidence = own + PRIOR_CASES if pooling == "partial" else own * 0 + len(timely)
+        evidence = own + PRIOR_CASES if pooling == "partial" else pd.Series(float(len(timely)), own.index)
     table = _table(observed, pd.DataFrame(by_place, columns=observed.columns), today, length, max_delay,
                    evidence)
+    span = developing["period"]
     return Nowcast(table, completeness, len(timely),
-                   (str(developing["period"].min().date()), str(developing["period"].max().date())),
+                   (str(span.min().date()), str(span.max().date())) if len(span) else ("", ""),
                    int((cases["delay"] > max_delay).sum()), pooling, development, len(loads), interval)
 
 
