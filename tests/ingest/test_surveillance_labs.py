@@ -66,3 +66,18 @@ def test_positive_influenza_tests_are_counted_per_region_and_day(tmp_path: Path)
     store_payloads(store, [lab_result("o8", "p3", "92141-1", DETECTED, "2026-01-12T09:00:00Z")])
     weekly = counts.counts("flu_lab", "W")
     assert weekly.loc[pd.Timestamp("2026-01-12"), "US-NY"] == 1 and counts.uncounted("flu_lab") == 0
+
+
+def test_a_syndrome_without_diagnosis_codes_reads_a_store_with_diagnoses(tmp_path: Path) -> None:
+    """flu_lab has no diagnosis codes: its empty code set once met a store's stored conditions as a
+    null-typed array, and the count stopped with an Arrow type error."""
+    store = ParquetStore(str(tmp_path)).open()
+    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J11.1"},
+                                     {"system": SNOMED, "code": "6142004"}]},
+                 "onsetDateTime": "2026-01-05T09:00:00Z"}
+    store_payloads(store, [patient("p1", "MA"), condition,
+                           lab_result("o1", "p1", "92142-9", DETECTED, "2026-01-06T09:00:00Z")])
+    counts = SurveillanceCounts(store)
+    assert counts.counts("flu_lab", "W").loc[pd.Timestamp("2026-01-05"), "US-MA"] == 1
+    assert counts.counts("ili", "W").loc[pd.Timestamp("2026-01-05"), "US-MA"] == 1

@@ -272,6 +272,12 @@ def _to_timestamp(value: date | str, name: str) -> pd.Timestamp:
     return ts.tz_localize(None).normalize() if ts.tzinfo else ts.normalize()
 
 
+def _strings(values) -> pa.Array:
+    """A value set for ``pc.is_in``, typed: an empty set (``flu_lab`` has no diagnosis codes) is
+    still a string array, not a null one that no string column can be compared with."""
+    return pa.array(sorted(values), pa.string())
+
+
 def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame:
     """(patient_id, encounter_id, place, day) of the conditions matching the syndrome; place and
     day may be missing (filled from the rest of the store, or left uncounted)."""
@@ -284,7 +290,7 @@ def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame
         for prefix in syndrome.icd10_prefixes:
             mask = pc.or_kleene(mask, pc.fill_null(pc.starts_with(icd10, prefix), False))
     if "snomed_code" in table.column_names:
-        in_list = pc.is_in(table["snomed_code"], value_set=pa.array(sorted(syndrome.snomed_codes)))
+        in_list = pc.is_in(table["snomed_code"], value_set=_strings(syndrome.snomed_codes))
         mask = pc.or_kleene(mask, pc.fill_null(in_list, False))
     cases = table.filter(mask)
     onset = pc.is_valid(cases["onset"])
@@ -304,9 +310,9 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
     if observations.num_rows == 0:
         return pd.DataFrame(columns=_CASE_COLUMNS)
     codes = pc.replace_substring_regex(observations["value_code"], r"^.*\|", "")  # "system|code"
-    mask = pc.and_kleene(pc.is_in(observations["loinc"], value_set=pa.array(sorted(syndrome.lab_loincs))),
-                         pc.is_in(codes, value_set=pa.array(sorted(POSITIVE))))
-    mask = pc.and_kleene(mask, pc.is_in(observations["status"], value_set=pa.array(sorted(RESULT_STATUS))))
+    mask = pc.and_kleene(pc.is_in(observations["loinc"], value_set=_strings(syndrome.lab_loincs)),
+                         pc.is_in(codes, value_set=_strings(POSITIVE)))
+    mask = pc.and_kleene(mask, pc.is_in(observations["status"], value_set=_strings(RESULT_STATUS)))
     tests = observations.filter(pc.fill_null(mask, False))
     return pd.DataFrame({
         "patient_id": tests["patient_id"].to_pylist(),
