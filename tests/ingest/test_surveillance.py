@@ -91,7 +91,8 @@ def test_empty_store_and_bad_queries(tmp_path: Path, store: ParquetStore) -> Non
     counts = SurveillanceCounts(store)
     with pytest.raises(InvalidInput, match="freq 'M' is not one of D, W"):
         counts.counts(freq="M")
-    with pytest.raises(InvalidInput, match="syndrome 'cholera' is not one of flu_lab, ili"):
+    with pytest.raises(InvalidInput,
+                       match="syndrome 'cholera' is not one of covid, covid_lab, flu_lab, ili, rsv, rsv_lab"):
         counts.counts("cholera")
     with pytest.raises(InvalidInput, match="start 2026-02-01 is after end 2026-01-01"):
         counts.counts(start="2026-02-01", end="2026-01-01")

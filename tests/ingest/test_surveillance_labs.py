@@ -81,3 +81,37 @@ def test_a_syndrome_without_diagnosis_codes_reads_a_store_with_diagnoses(tmp_pat
     counts = SurveillanceCounts(store)
     assert counts.counts("flu_lab", "W").loc[pd.Timestamp("2026-01-05"), "US-MA"] == 1
     assert counts.counts("ili", "W").loc[pd.Timestamp("2026-01-05"), "US-MA"] == 1
+
+
+def test_covid_and_rsv_by_diagnosis_and_by_test_as_synthea_codes_them(tmp_path: Path) -> None:
+    """Synthea's COVID-19 module writes SNOMED CT 840539006 and a SARS-CoV-2 RNA panel (94531-1) with a
+    coded result; other senders U07.1 or an RSV bronchiolitis code. Each syndrome counts its own."""
+    store = ParquetStore(str(tmp_path)).open()
+
+    def condition(cid: str, pid: str, system: str, code: str, day: str) -> dict:
+        return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{pid}"},
+                "code": {"coding": [{"system": system, "code": code}]}, "onsetDateTime": f"{day}T09:00:00Z"}
+
+    icd10 = "http://hl7.org/fhir/sid/icd-10-cm"
+    store_payloads(store, [
+        patient("p1", "MA"), patient("p2", "MA"), patient("p3", "NY"), patient("p4", "NY"),
+        condition("c1", "p1", SNOMED, "840539006", "2026-01-05"),          # COVID-19 (Synthea)
+        condition("c2", "p2", icd10, "U07.1", "2026-01-06"),               # COVID-19
+        condition("c3", "p3", SNOMED, "840544004", "2026-01-06"),          # suspected COVID-19: no case
+        condition("c4", "p4", icd10, "J21.0", "2026-01-07"),               # RSV bronchiolitis
+        lab_result("o1", "p1", "94531-1", DETECTED, "2026-01-05T08:00:00Z"),   # SARS-CoV-2 RNA panel
+        lab_result("o2", "p3", "94558-4", NOT_DETECTED, "2026-01-06T08:00:00Z"),  # antigen, negative
+        lab_result("o3", "p4", "92131-2", DETECTED, "2026-01-07T08:00:00Z"),   # RSV RNA
+    ])
+    counts = SurveillanceCounts(store)
+    week = pd.Timestamp("2026-01-05")
+
+    def weekly(syndrome: str) -> dict:
+        frame = counts.counts(syndrome, "W")
+        return {r: int(frame.loc[week, r]) for r in frame.columns}
+
+    assert weekly("covid") == {"US-MA": 2}
+    assert weekly("covid_lab") == {"US-MA": 1}
+    assert weekly("rsv") == {"US-NY": 1}
+    assert weekly("rsv_lab") == {"US-NY": 1}
+    assert counts.counts("ili", "W").empty

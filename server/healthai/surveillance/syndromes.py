@@ -22,6 +22,21 @@ SNOMED CT 260373001 Detected, 10828004 Positive, 52101004 Present; LOINC answers
 LA6576-8 Positive). It is dated by its effective time. Kept apart from ``ili``: a series must not
 change meaning the day a laboratory starts reporting.
 
+COVID-19 (``covid``) — ICD-10-CM **U07.1** (COVID-19) or **J12.82** (pneumonia due to coronavirus
+disease 2019), or SNOMED CT 840539006 (disease caused by SARS-CoV-2, the code Synthea writes).
+Suspected COVID-19 (SNOMED CT 840544004) and post-COVID conditions (U09.9) are not cases.
+
+Lab-confirmed COVID-19 (``covid_lab``) — a positive SARS-CoV-2 RNA (NAA) or antigen test, by the rules
+of ``flu_lab``: ``COVID_TESTS`` (94309-2, 94500-6, 94759-8, 94845-5 RNA in unspecified, respiratory,
+nasopharyngeal and saliva specimens; 94533-7, 94534-5 the N and RdRp genes; 94531-1 the respiratory RNA
+panel, which Synthea reports with a coded result; 94558-4, 95209-3, 97097-0 antigen by rapid
+immunoassay).
+
+RSV (``rsv``) — ICD-10-CM **B97.4** (RSV as the cause of a disease classified elsewhere), **J12.1** (RSV
+pneumonia), **J20.5** (acute bronchitis due to RSV), **J21.0** (acute bronchiolitis due to RSV), or
+SNOMED CT 55735004 (RSV infection). Lab-confirmed RSV (``rsv_lab``): a positive RSV RNA test (92131-2
+respiratory, 85479-4 upper respiratory specimen, NAA).
+
 Symptom-only definitions (fever plus cough or sore throat) need chief-complaint text, which the
 ingest path drops for privacy; they are out of scope.
 """
@@ -70,4 +85,37 @@ FLU_LAB = Syndrome(
     lab_loincs=FLU_TESTS,
 )
 
-SYNDROMES: dict[str, Syndrome] = {ILI.name: ILI, FLU_LAB.name: FLU_LAB}
+COVID = Syndrome(
+    name="covid",
+    description="COVID-19: ICD-10-CM U07.1, J12.82 or SNOMED CT 840539006",
+    icd10_prefixes=("U07.1", "J12.82"),
+    snomed_codes=frozenset({"840539006"}),
+)
+COVID_TESTS = frozenset({
+    "94309-2", "94500-6", "94759-8", "94845-5",  # SARS-CoV-2 RNA: unspecified, respiratory, NP, saliva
+    "94533-7", "94534-5",  # N gene, RdRp gene, respiratory specimen
+    "94531-1",  # SARS-CoV-2 RNA panel, respiratory specimen (Synthea codes its result)
+    "94558-4", "95209-3", "97097-0",  # antigen, rapid immunoassay
+})
+COVID_LAB = Syndrome(
+    name="covid_lab",
+    description="lab-confirmed COVID-19: a positive SARS-CoV-2 RNA or antigen test",
+    icd10_prefixes=(),
+    snomed_codes=frozenset(),
+    lab_loincs=COVID_TESTS,
+)
+RSV = Syndrome(
+    name="rsv",
+    description="RSV: ICD-10-CM B97.4, J12.1, J20.5, J21.0 or SNOMED CT 55735004",
+    icd10_prefixes=("B97.4", "J12.1", "J20.5", "J21.0"),
+    snomed_codes=frozenset({"55735004"}),
+)
+RSV_LAB = Syndrome(
+    name="rsv_lab",
+    description="lab-confirmed RSV: a positive RSV RNA test",
+    icd10_prefixes=(),
+    snomed_codes=frozenset(),
+    lab_loincs=frozenset({"92131-2", "85479-4"}),
+)
+
+SYNDROMES: dict[str, Syndrome] = {s.name: s for s in (ILI, FLU_LAB, COVID, COVID_LAB, RSV, RSV_LAB)}
