@@ -112,3 +112,17 @@ def test_cli_trains_and_exports_a_model_on_the_store_regions(store_and_graph, tm
     card = json.loads((repo / "forecast_states/1/model_card.json").read_text())
     text = json.dumps(card)
     assert all(r in text for r in REGIONS.values()) and "US-RI" in text  # excluded, and said so
+
+
+def test_an_agency_syndrome_trains_from_the_store(store_and_graph, tmp_path: Path) -> None:
+    """A syndrome of the agency's own file (here influenza by another name) counts as the built-in
+    one does, and the run report keeps its definition."""
+    store, graph = store_and_graph
+    path = tmp_path / "syndromes.toml"
+    path.write_text('[syndromes.influenza]\ndescription = "influenza, J10-J11"\nicd10 = ["J10", "J11"]\n')
+    mine = load_store(str(store), graph=graph, syndrome="influenza", syndromes=path)
+    np.testing.assert_array_equal(mine.series, load_store(str(store), graph=graph).series)
+    assert mine.report["store"]["syndrome_definition"] == {
+        "description": "influenza, J10-J11", "icd10": ["J10", "J11"], "snomed": [], "lab_loinc": []}
+    with pytest.raises(TrainingInputError, match=r"--syndrome 'influenza' is not one of.*--syndromes FILE"):
+        load_store(str(store), graph=graph, syndrome="influenza")

@@ -45,6 +45,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                       help="comma-separated regions to leave out: of --series (a national total such as US "
                            "beside its states), or with --from-store of the model's regions")
     data.add_argument("--syndrome", default="ili", help="with --from-store: which syndrome's counts")
+    data.add_argument("--syndromes", type=Path, default=None, metavar="FILE",
+                      help="with --from-store: a TOML file of your own syndromes ([syndromes.NAME]: icd10, "
+                           "snomed, lab_loinc) beside the built-in ones")
     data.add_argument("--week-start", default="monday", choices=WEEK_DAYS,
                       help="with --from-store and weekly steps: the day weeks begin on (monday: ISO weeks; "
                            "sunday: MMWR weeks)")
@@ -123,7 +126,7 @@ def user_data(args: argparse.Namespace):
         raise TrainingInputError("--series-start needs --series (a headerless matrix)", field="series_start")
     if args.series is None and args.from_store is None:
         for flag in ("graph", "step", "season_length", "split", "region_ids", "missing", "columns", "target",
-                     "exclude_regions"):
+                     "exclude_regions", "syndromes"):
             if getattr(args, flag, None) not in (None, ()):
                 raise TrainingInputError(
                     f"--{flag.replace('_', '-')} needs --series or --from-store", field=flag
@@ -152,7 +155,8 @@ def user_data(args: argparse.Namespace):
                                          field=flag)
         return user_data.load_store(args.from_store, syndrome=args.syndrome, week_start=args.week_start,
                                     private=private if private["epsilon"] is not None else None,
-                                    exclude=getattr(args, "exclude_regions", ()), **common)
+                                    exclude=getattr(args, "exclude_regions", ()),
+                                    syndromes=getattr(args, "syndromes", None), **common)
     start = getattr(args, "series_start", None)
     data = user_data.load_files(series=args.series, series_start=start,
                                 missing=getattr(args, "missing", None) or "refuse",

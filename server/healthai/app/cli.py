@@ -43,7 +43,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     names = ("host", "port", "health_port", "max_message_bytes", "max_records_per_request", "store_uri",
              "pseudonym_key_file", "snomed_map_nlm", "omop_concept", "omop_concept_relationship",
              "shutdown_grace_s", "max_concurrent_rpcs", "max_pending_rpcs", "log_level", "date_policy",
-             "stored_counts")
+             "stored_counts", "syndromes_file")
     flags: dict[str, Any] = {name: getattr(args, name) for name in names}
     flags.update(normalize_flags(args))
     if args.dev:
@@ -129,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stored-counts", choices=("exact", "private"),
                    help="what Forecast --stored and Scenario stored calibration read: exact counts "
                         "(default) or only those released under DP (healthai counts --epsilon)")
+    p.add_argument("--syndromes-file", type=Path,
+                   help="TOML file of your own syndromes ([syndromes.NAME]: icd10, snomed, lab_loinc) beside "
+                        "the built-in ones, for Forecast --stored")
     add_normalize_flags(p)
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")

@@ -72,6 +72,9 @@ class Settings(BaseModel):
     # `healthai counts --epsilon --store` release; healthai.surveillance.released). The server spends
     # no privacy itself: every release is made, and recorded in the ledger, by the operator.
     stored_counts: Literal["exact", "private"] = "exact"
+    # An agency's own case definitions beside the built-in syndromes (TOML [syndromes.NAME] tables:
+    # healthai.surveillance.syndrome_file), for Forecast --stored's StoredHistory.syndrome.
+    syndromes_file: Path | None = None
     serving: ServingSettings = Field(default_factory=ServingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

@@ -12,6 +12,7 @@ from healthai.ingest.service import IngestCore, IngestServicer
 from healthai.normalize.context import NormalizeContext
 from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
+from healthai.surveillance.syndrome_file import load_syndromes
 from healthai.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class IngestPlugin:
             code_systems=settings.code_systems,
         )
         self.store = ParquetStore(settings.store_uri)
-        self.surveillance = SurveillanceCounts(self.store)
+        self.surveillance = SurveillanceCounts(self.store, syndromes=load_syndromes(settings.syndromes_file))
         self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request,
                                max_response_bytes=settings.max_message_bytes - 1024)
 

@@ -31,7 +31,10 @@ from healthai.surveillance.syndromes import SYNDROMES
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("counts", help="a store's surveillance counts (region or county x day or week), CSV")
     p.add_argument("--store", required=True, help="store URI: a folder (as `serve --store-uri`) or s3://...")
-    p.add_argument("--syndrome", default="ili", help=f"one of {', '.join(sorted(SYNDROMES))} (default ili)")
+    p.add_argument("--syndrome", default="ili",
+                   help=f"one of {', '.join(sorted(SYNDROMES))} or of --syndromes (default ili)")
+    p.add_argument("--syndromes", type=Path, metavar="FILE",
+                   help="TOML file of your own syndromes ([syndromes.NAME]: icd10, snomed, lab_loinc)")
     p.add_argument("--step", choices=("W", "D"), default="W", help="weeks or days")
     p.add_argument("--week-start", choices=WEEK_DAYS, default="monday",
                    help="the day weeks begin on: monday (ISO weeks) or sunday (MMWR weeks)")
@@ -86,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_counts)
 
 
+def surveillance_counts(store, args: argparse.Namespace):
+    """The store's counts with the built-in syndromes and those of ``--syndromes FILE``."""
+    from healthai.surveillance.counts import SurveillanceCounts
+    from healthai.surveillance.syndrome_file import load_syndromes
+
+    return SurveillanceCounts(store, syndromes=load_syndromes(getattr(args, "syndromes", None)))
+
+
 def _nowcast(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
     from healthai.surveillance.nowcast import nowcast
@@ -101,7 +112,8 @@ def _nowcast(args: argparse.Namespace) -> int:
         return 2
     store = ParquetStore(args.store).open()
     try:
-        got = nowcast(store, syndrome=args.syndrome, freq=args.step, level=args.level,
+        got = nowcast(surveillance_counts(store, args), syndrome=args.syndrome, freq=args.step,
+                      level=args.level,
                       week_start=args.week_start, as_of=args.as_of, start=args.start,
                       max_delay=args.max_delay)
     except InvalidInput as e:
@@ -124,7 +136,6 @@ def _nowcast(args: argparse.Namespace) -> int:
 
 def _counts(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
-    from healthai.surveillance.counts import SurveillanceCounts
 
     if args.suppress_below < 0:
         print("healthai counts: --suppress-below must be >= 0", file=sys.stderr)
@@ -150,7 +161,7 @@ def _counts(args: argparse.Namespace) -> int:
     today = None if args.include_unfinished else dt.datetime.now(dt.UTC).date()
     release = None
     try:
-        counts = SurveillanceCounts(store)
+        counts = surveillance_counts(store, args)
         query = {"start": args.start, "end": args.end, "completed_by": today, "level": args.level,
                  "week_start": args.week_start}
         if private:

@@ -28,7 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
     from healthai.surveillance.aberration import alerts
-    from healthai.surveillance.counts import SurveillanceCounts
     from healthai.surveillance.nowcast import nowcast
 
     clash = [flag for flag, on in (("--wide", args.wide), ("--by-age", args.by_age),
@@ -45,16 +44,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.nowcast and (args.as_of is not None or args.max_delay != 28):
         print("healthai counts: --as-of and --max-delay go with --nowcast", file=sys.stderr)
         return 2
+    from healthai.surveillance.cli import surveillance_counts
+
     store = ParquetStore(args.store).open()
     try:
+        counts = surveillance_counts(store, args)
         if args.nowcast:
-            got = nowcast(store, syndrome=args.syndrome, freq=args.step, level=args.level,
+            got = nowcast(counts, syndrome=args.syndrome, freq=args.step, level=args.level,
                           week_start=args.week_start, as_of=args.as_of, start=args.start,
                           max_delay=args.max_delay)
             frame = got.table.pivot(index="period", columns="region", values="nowcast")
             frame.index = pd.DatetimeIndex(frame.index)
         else:
-            frame = SurveillanceCounts(store).counts(
+            frame = counts.counts(
                 args.syndrome, args.step, start=args.start, end=args.end, level=args.level,
                 completed_by=dt.datetime.now(dt.UTC).date(), week_start=args.week_start)
         table = alerts(frame, args.alerts, args.alert_threshold)

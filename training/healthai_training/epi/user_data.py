@@ -152,6 +152,7 @@ def load_store(
     private: dict | None = None,
     region_ids: Path | str | None = None,
     exclude: tuple[str, ...] = (),
+    syndromes: Path | str | None = None,
 ) -> EpiData:
     """The store's surveillance counts (distinct patients per region and period) → ``EpiData``.
 
@@ -166,8 +167,11 @@ def load_store(
     model is trained on the noisy counts, negative ones kept (clamping them at 0 would bias every
     small count upwards); ``report["store"]["privacy"]`` is the release's card. Its regions must not
     come from the data (which regions had a case is itself what the release protects): with a built-in
-    graph, ``region_ids`` is then required."""
+    graph, ``region_ids`` is then required. ``syndromes``: a TOML file of the agency's own syndromes
+    (``healthai.surveillance.syndrome_file``); the one used is recorded in the report."""
+    from healthai.errors import InvalidInput
     from healthai.surveillance import SurveillanceCounts, place_level
+    from healthai.surveillance.syndrome_file import load_syndromes
 
     step = step or "W"
     builtin = is_builtin(graph)
@@ -180,11 +184,18 @@ def load_store(
         regions = list(named[0])
     if regions is not None:
         regions = _without_excluded(regions, exclude, f"the graph {graph}")
+    try:
+        definitions = load_syndromes(syndromes)
+    except InvalidInput as e:
+        raise TrainingInputError(e.message, field="syndromes") from e
+    if syndrome not in definitions:
+        raise TrainingInputError(f"--syndrome {syndrome!r} is not one of {', '.join(sorted(definitions))}"
+                                 + ("" if syndromes else " (your own: --syndromes FILE)"), field="syndrome")
     store = open_existing_store(uri)  # after every check that needs no data
     today = dt.datetime.now(dt.UTC).date()
     release = None
     try:
-        counts = SurveillanceCounts(store)
+        counts = SurveillanceCounts(store, syndromes=definitions)
         level = store_level(str(graph)) if builtin else place_level(regions)  # county FIPS: county counts
         if private is not None:
             release = _private_release(store, counts, private, regions=regions, syndrome=syndrome, step=step,
@@ -208,7 +219,12 @@ def load_store(
     table = series_from_frame(frame, step=step, where=f"{uri} ({syndrome})", negatives=negatives)
     if exclude:
         table.report["excluded_regions"] = list(exclude)
+    chosen = definitions[syndrome]
     source = {"store": {"uri": uri, "syndrome": syndrome, "level": level, "uncounted_conditions": uncounted,
+                        "syndrome_definition": {"description": chosen.description,
+                                                "icd10": list(chosen.icd10_prefixes),
+                                                "snomed": sorted(chosen.snomed_codes),
+                                                "lab_loinc": sorted(chosen.lab_loincs)},
                         "outside_regions": outside, "last_period": frame.index[-1].date().isoformat(),
                         **({"privacy": release.card()} if release is not None else {})}}
     if outside["cases"]:
