@@ -77,13 +77,15 @@ FLU_TESTS = frozenset({
 POSITIVE = frozenset({"260373001", "10828004", "52101004", "LA11882-0", "LA6576-8"})
 RESULT_STATUS = frozenset({"final", "amended", "corrected"})
 
-FLU_LAB = Syndrome(
-    name="flu_lab",
-    description="lab-confirmed influenza: a positive influenza A or B RNA or antigen test",
-    icd10_prefixes=(),
-    snomed_codes=frozenset(),
-    lab_loincs=FLU_TESTS,
-)
+
+def _lab(name: str, description: str, tests: frozenset[str]) -> Syndrome:
+    """A syndrome of laboratory results only: a positive coded result of one of ``tests`` is a case."""
+    return Syndrome(name=name, description=description, icd10_prefixes=(), snomed_codes=frozenset(),
+                    lab_loincs=tests)
+
+
+FLU_LAB = _lab("flu_lab", "lab-confirmed influenza: a positive influenza A or B RNA or antigen test",
+               FLU_TESTS)
 
 COVID = Syndrome(
     name="covid",
@@ -97,25 +99,14 @@ COVID_TESTS = frozenset({
     "94531-1",  # SARS-CoV-2 RNA panel, respiratory specimen (Synthea codes its result)
     "94558-4", "95209-3", "97097-0",  # antigen, rapid immunoassay
 })
-COVID_LAB = Syndrome(
-    name="covid_lab",
-    description="lab-confirmed COVID-19: a positive SARS-CoV-2 RNA or antigen test",
-    icd10_prefixes=(),
-    snomed_codes=frozenset(),
-    lab_loincs=COVID_TESTS,
-)
+COVID_LAB = _lab("covid_lab", "lab-confirmed COVID-19: a positive SARS-CoV-2 RNA or antigen test",
+                 COVID_TESTS)
 RSV = Syndrome(
     name="rsv",
     description="RSV: ICD-10-CM B97.4, J12.1, J20.5, J21.0 or SNOMED CT 55735004",
     icd10_prefixes=("B97.4", "J12.1", "J20.5", "J21.0"),
     snomed_codes=frozenset({"55735004"}),
 )
-RSV_LAB = Syndrome(
-    name="rsv_lab",
-    description="lab-confirmed RSV: a positive RSV RNA test",
-    icd10_prefixes=(),
-    snomed_codes=frozenset(),
-    lab_loincs=frozenset({"92131-2", "85479-4"}),
-)
+RSV_LAB = _lab("rsv_lab", "lab-confirmed RSV: a positive RSV RNA test", frozenset({"92131-2", "85479-4"}))
 
 SYNDROMES: dict[str, Syndrome] = {s.name: s for s in (ILI, FLU_LAB, COVID, COVID_LAB, RSV, RSV_LAB)}
