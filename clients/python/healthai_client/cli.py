@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", type=int, default=0)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--stored", nargs="?", const="ili", metavar="SYNDROME",
-                     help="use the stored surveillance counts (default syndrome ili)")
+                     help="use the stored surveillance counts of this syndrome (default ili; also flu_lab, "
+                          "covid, covid_lab, rsv, rsv_lab or one of the server's syndromes file)")
     src.add_argument("--history", type=Path,
                      help="the series as `train forecast --series` takes it (CSV/Parquet, long region,period,"
                           "count or wide period + regions: dated), a CSV of region-id columns (rows: steps, "
