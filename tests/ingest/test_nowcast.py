@@ -260,3 +260,19 @@ def test_the_cache_reads_only_new_files_and_matches_a_full_read(live, tmp_path: 
         return cases.sort_values(["patient_id", "day", "reported"]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(rows(after), rows(full))
+
+
+def test_development_factors_by_hand() -> None:
+    """A reporting triangle small enough to work out: period A ended 10 days ago (cases stored 0, 0, 1, 2
+    and 3 days after its end), period B 2 days ago (0 and 1). Factor k uses every period at least
+    k + 1 days past its end: S0/T0 = (2 + 1)/(3 + 2), S1/T1 = (3 + 2)/(4 + 2), S2/T2 = 4/5 (A only), so
+    F = (0.4, 2/3, 0.8, 1). A's shares alone would say (0.4, 0.6, 0.8, 1): B's quick second case
+    raises F(1). A place with no cases of its own keeps the prior (the pooled F) exactly."""
+    from healthai.surveillance.nowcast import _completeness
+
+    delay = np.array([0, 0, 1, 2, 3, 0, 1])
+    age = np.array([10] * 5 + [2] * 2)
+    np.testing.assert_allclose(_completeness(delay, age, 3), [0.4, 2 / 3, 0.8, 1.0])
+    np.testing.assert_allclose(_completeness(delay[:5], age[:5], 3), [0.4, 0.6, 0.8, 1.0])
+    pooled = np.array([0.5, 0.7, 0.9, 1.0])
+    np.testing.assert_allclose(_completeness(delay[:0], age[:0], 3, prior=pooled), pooled)
