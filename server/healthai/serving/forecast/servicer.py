@@ -148,7 +148,10 @@ def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, car
                            field="stored.nowcast") from None
     wide = got.table.pivot(index="period", columns="region", values="nowcast")
     wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index), name=frame.index.name)
-    return wide.reindex(index=frame.index, columns=frame.columns).fillna(frame.astype(np.float64))
+    stored = frame.astype(np.float64)
+    # never below what is stored: records dated after the server's UTC day (a writer's clock ahead)
+    # are in the counts but not in the nowcast's as-of view
+    return np.maximum(wide.reindex(index=frame.index, columns=frame.columns).fillna(stored), stored)
 
 
 def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
