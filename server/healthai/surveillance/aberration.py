@@ -15,9 +15,9 @@ EARS was designed for daily counts with little history; weekly counts work the s
 sd below ``MIN_SD`` (one case) is raised to it: a sparse series with a constant baseline would
 otherwise alarm on any case (``earsC``'s ``minSigma``; our choice of value, not fitted to any data).
 Each row also carries the count from which an alarm is raised (``upper_bound``; 0 when C3's two
-periods before already add up to the threshold). Periods without
-a full baseline are left out. Counts are taken as given: run it on nowcasts to judge the latest
-periods, whose records are not all stored yet (``healthai counts --alerts C2 --nowcast``).
+periods before already add up to the threshold). Periods without a full baseline are left out.
+Counts are taken as given: run it on nowcasts to judge the latest periods, whose records are not all
+stored yet (``healthai counts --alerts C2 --nowcast``).
 """
 
 from __future__ import annotations
