@@ -352,16 +352,24 @@ def series_from_frame(
                        imputed=imputed)
 
 
-def _without(frame: pd.DataFrame, exclude: tuple[str, ...], where: str) -> pd.DataFrame:
-    names = [str(c) for c in frame.columns]
+def without_regions(names: list[str], exclude: tuple[str, ...], where: str, of: str = "the series"
+                    ) -> list[str]:
+    """``names`` less ``exclude`` (``--exclude-regions``): each excluded id must be one of them, and one
+    region at least must be left."""
     unknown = [r for r in exclude if r not in names]
     if unknown:
-        raise InputFileError(f"{where}: --exclude-regions names {unknown[:5]}, not regions of the series "
+        raise InputFileError(f"{where}: --exclude-regions names {unknown[:5]}, not regions of {of} "
                              f"({names[:6]} ...)", field="exclude_regions")
-    kept = [c for c, n in zip(frame.columns, names, strict=True) if n not in set(exclude)]
+    kept = [n for n in names if n not in set(exclude)]
     if not kept:
         raise InputFileError(f"{where}: --exclude-regions leaves no region", field="exclude_regions")
-    return frame[kept]
+    return kept
+
+
+def _without(frame: pd.DataFrame, exclude: tuple[str, ...], where: str) -> pd.DataFrame:
+    names = [str(c) for c in frame.columns]
+    kept = set(without_regions(names, exclude, where))
+    return frame.loc[:, [n in kept for n in names]]
 
 
 def _matrix(

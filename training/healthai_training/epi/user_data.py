@@ -12,10 +12,11 @@ import hashlib
 import sys
 from pathlib import Path
 
+from healthai.errors import InputFileError
 from healthai.surveillance.builtin_graphs import ADJACENCY_FILE, is_builtin, known_regions, store_level
 from healthai.surveillance.graph_file import graph_region_ids, read_graph
 from healthai.surveillance.matrix_file import read_region_ids
-from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame
+from healthai.surveillance.series_file import SeriesTable, read_series, series_from_frame, without_regions
 from healthai_training.epi.data import (
     DEFAULT_SPLIT,
     EpiData,
@@ -183,7 +184,7 @@ def load_store(
     if builtin and named is not None:
         regions = list(named[0])
     if regions is not None:
-        regions = _without_excluded(regions, exclude, f"the graph {graph}")
+        regions = _excluding(regions, exclude, str(graph), "the graph")
     try:
         definitions = load_syndromes(syndromes)
     except InvalidInput as e:
@@ -211,8 +212,11 @@ def load_store(
         raise TrainingInputError(f"{uri}: the store holds no {syndrome!r} cases in periods that have ended "
                                  f"before today ({today})", field="from_store")
     if regions is None:  # a built-in graph: the regions the store counted that the graph knows
-        regions = _without_excluded(known_regions(str(graph), tuple(frame.columns)), exclude,
-                                    f"the store's {syndrome!r} regions known to {graph}")
+        known = known_regions(str(graph), tuple(frame.columns))
+        if not known:
+            raise TrainingInputError(f"{uri} ({syndrome}): none of the store's regions "
+                                     f"{list(frame.columns[:5])} is in {graph}", field="graph")
+        regions = _excluding(known, exclude, f"{uri} ({syndrome})", f"the store's regions in {graph}")
     frame, outside = _model_regions(frame, regions, where=f"{uri} ({syndrome})")
     if release is not None:
         negatives = "keep"  # the noise is unbiased only with its negative values
@@ -247,17 +251,12 @@ def load_store(
     )
 
 
-def _without_excluded(regions: list[str], exclude: tuple[str, ...], what: str) -> list[str]:
-    unknown = [r for r in exclude if r not in set(regions)]
-    if unknown:
-        raise TrainingInputError(f"--exclude-regions names {unknown[:5]}, not regions of {what} "
-                                 f"({regions[:6]} ...)", field="exclude_regions")
-    kept = [r for r in regions if r not in set(exclude)]
-    if not kept:
-        after = " after --exclude-regions" if exclude else ""
-        raise TrainingInputError(f"no region left: {what} has none{after}",
-                                 field="exclude_regions" if exclude else "graph")
-    return kept
+def _excluding(regions: list[str], exclude: tuple[str, ...], where: str, of: str) -> list[str]:
+    """``series_file.without_regions``, refusing as the trainer refuses (``TrainingInputError``)."""
+    try:
+        return without_regions(regions, exclude, where, of)
+    except InputFileError as e:
+        raise TrainingInputError(e.message, field=e.field) from None
 
 
 def _model_regions(frame, regions: list[str], *, where: str):
