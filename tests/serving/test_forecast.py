@@ -81,7 +81,7 @@ def _conditions(rows: list[tuple[str, str, dt.date]]) -> pa.Table:
 
 @pytest.mark.parametrize("graph_ids", [REGIONS, ["Massachusetts", "New York", "Connecticut"]],
                          ids=["iso-codes", "state-names"])
-def test_stored_surveillance_counts_weekly(tmp_path, make_server, graph_ids):
+def test_stored_surveillance_counts_weekly(tmp_path, make_server, graph_ids, capsys):
     repo = tmp_path / "models"  # stored counts are keyed by ISO 3166-2; graphs may name states instead
     write_forecast_version(repo, "forecast_tiny", 1, graph_ids, window=W, steps=S)
     monday = dt.date(2026, 1, 5)
@@ -105,6 +105,13 @@ def test_stored_surveillance_counts_weekly(tmp_path, make_server, graph_ids):
     np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected, rtol=1e-5)
     assert r.first_forecast_period == (monday + dt.timedelta(weeks=5)).isoformat()
     assert list(r.region_ids) == graph_ids
+    from healthai_client.cli import main as client_main
+
+    # a store of history forecasts from where its data stops, and the CLI says horizon 1 has ended
+    address = f"127.0.0.1:{server.port}"
+    assert client_main(["forecast", "--graph", "tiny", "--stored", "--address", address]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: horizon 1 ({r.first_forecast_period}) ended on 2026-02-15, before today" in err
     other = tmp_path / "other"  # a graph none of whose regions has stored counts: refused, not zeros
     write_forecast_version(other, "forecast_tiny", 1, ["JP-col00", "JP-col01"], window=W, steps=S)
     other_server = make_server(other, surveillance=SurveillanceCounts(store))

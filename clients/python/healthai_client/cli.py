@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--history with a period column: missing cells or periods are refused, as train "
                         "forecast refuses them; interpolate fills them in time from the region's own counts")
     p.add_argument("--end-date", help="last period of the stored window: an ISO date in it "
-                   "(default: the last period that has ended)")
+                   "(default: the period of the store's last case, if it has ended, else the last ended "
+                   "one; a store whose data stopped earlier forecasts from where it stopped)")
     p.add_argument("--regions", default="", help="comma-separated region ids to report")
     p.add_argument("--horizons", default="", help="comma-separated steps ahead, e.g. 1,2,4")
     p.add_argument("--quantiles", default="", help="comma-separated levels in (0,1), e.g. 0.05,0.5,0.95")
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--stored: forecast even when some regions have no stored counts (flagged)")
     p.add_argument("--nowcast", action="store_true",
                    help="--stored: correct the window's latest periods for reporting delay first (a chain "
-                        "ladder on the store's ingest dates, as healthai counts --nowcast)")
+                        "ladder on the store's ingest dates, as healthai counts --nowcast); the quantiles "
+                        "carry the nowcast's uncertainty")
     p.add_argument("--hubverse", type=Path, metavar="FILE",
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
     p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import datetime as dt
 import json
 import sys
 from collections import Counter
@@ -245,6 +246,15 @@ def _csv_list(text: str, cast: type) -> list[Any]:
         raise ValueError(f"cannot parse {text!r} as a comma-separated list of {cast.__name__}") from e
 
 
+def _ended_already(r: ForecastResult) -> str:
+    """The last day of horizon 1's period when it is before today (UTC): a stored window that stops
+    where the store's data stops, not at the latest period; else ""."""
+    if not r.first_forecast_period:
+        return ""
+    end = dt.date.fromisoformat(r.first_forecast_period) + dt.timedelta(days=(7 if r.step == "W" else 1) - 1)
+    return end.isoformat() if end < dt.datetime.now(dt.UTC).date() else ""
+
+
 def _print_forecast(r: ForecastResult) -> None:
     start = f"; horizon 1 = {r.first_forecast_period}" if r.first_forecast_period else ""
     print(f"model {r.model_name} v{r.model_version}; step {r.step or '?'}{start}")
@@ -293,9 +303,14 @@ def forecast(args: argparse.Namespace) -> int:
         elif c["covered_periods"] < c["window_periods"]:
             print(f"warning: {c['region_id']}: stored counts cover {c['covered_periods']} of the "
                   f"{c['window_periods']} window periods (from {c['first_stored_period']})", file=sys.stderr)
+    if history is None and not args.end_date and (stale := _ended_already(r)):
+        print(f"warning: horizon 1 ({r.first_forecast_period}) ended on {stale}, before today: the store's "
+              "latest case is in the period before it. Ingest newer data, or give --end-date to forecast "
+              "from a later period (its days with no case count as zeros)", file=sys.stderr)
     added = sum(c.get("nowcast_added", 0.0) for c in r.coverage)
     if getattr(args, "nowcast", False):
-        print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods",
+        print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods; the "
+              f"quantiles mix the forecasts of {r.nowcast_draws} draws of their final counts",
               file=sys.stderr)
     if args.hubverse:
         n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", choices=LEVELS, default="region",
                    help="region: ISO 3166-2 (US-MA); county: US county FIPS (25017)")
     p.add_argument("--start", help="first period: an ISO date in it")
-    p.add_argument("--end", help="last period: an ISO date in it (default: the last one that has ended)")
+    p.add_argument("--end", help="last period: an ISO date in it (default: the period of the last case, "
+                   "or the last that has ended when the case is in the period under way; later periods "
+                   "with no case are not listed: give --end to list them as zeros)")
     p.add_argument("--include-unfinished", action="store_true",
                    help="keep the day or week under way (its counts are partial)")
     p.add_argument("--by-age", action="store_true",

@@ -14,7 +14,8 @@ Columns are region codes (ISO 3166-2, e.g. ``US-MA``), or US county FIPS codes w
 counts (0 where none). No cases and no bounds gives an empty frame.
 
 What is counted: the number of distinct patients per region and day with at least one condition
-matching the syndrome (see :mod:`healthai.surveillance.syndromes`), or with a positive result of
+matching the syndrome (see :mod:`healthai.surveillance.syndromes`; not one whose verification status
+is ``refuted`` or ``entered-in-error``), or with a positive result of
 one of its laboratory tests (dated by its effective time), dated by the condition's onset
 (its recorded date when onset is absent, its encounter's start when both are). The day is the date
 as the sender wrote it: a diagnosis at 2024-01-09T20:30-05:00 counts on January 9, not on the UTC
@@ -52,7 +53,8 @@ CONDITION_KIND, OBSERVATION_KIND = "condition", "observation"
 _LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "status", "effective",
                 "effective" + OFFSET_SUFFIX]
 _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", "onset", "recorded",
-            "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX]
+            "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX, "verification_status"]
+NOT_A_CASE = ("refuted", "entered-in-error")  # a Condition's verificationStatus that withdraws it
 _CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day", "reported"]
 _INGEST_DATE = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # a part file's folder: the day it was stored
 FREQS = ("D", "W")
@@ -292,6 +294,9 @@ def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame
     if "snomed_code" in table.column_names:
         in_list = pc.is_in(table["snomed_code"], value_set=_strings(syndrome.snomed_codes))
         mask = pc.or_kleene(mask, pc.fill_null(in_list, False))
+    if "verification_status" in table.column_names:  # ruled out, or recorded by mistake: not a case
+        withdrawn = pc.is_in(table["verification_status"], value_set=_strings(NOT_A_CASE))
+        mask = pc.and_kleene(mask, pc.invert(pc.fill_null(withdrawn, False)))
     cases = table.filter(mask)
     onset = pc.is_valid(cases["onset"])
     when = pc.if_else(onset, cases["onset"], cases["recorded"].cast(cases["onset"].type))

@@ -48,7 +48,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from scipy.stats import betanbinom, nbinom
+from scipy.stats import beta, betanbinom, nbinom
 
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
@@ -75,6 +75,7 @@ class Nowcast:
     development: str = "triangle"
     load_days: int = 0  # report days left out of learning: they stored more late records than timely ones
     interval: str = "beta"
+    evidence: pd.Series | None = None  # per place: the cases behind its F (interval "beta")
 
     def card(self) -> dict:
         places = ("each place's own delays plus the pooled delays with the weight of "
@@ -115,7 +116,17 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     utc_today = dt.datetime.now(dt.UTC).date()
     today = sc._to_timestamp(as_of, "as_of") if as_of is not None else pd.Timestamp(utc_today)
     counts = source if isinstance(source, sc.SurveillanceCounts) else sc.SurveillanceCounts(source)
-    cases = counts.cases(syndrome, level)  # each case with the day the store first held it
+    return nowcast_cases(counts.cases(syndrome, level), today=today, freq=freq, week_start=week_start,
+                         start=start, max_delay=max_delay, window_days=window_days, pooling=pooling,
+                         development=development, interval=interval)
+
+
+def nowcast_cases(cases: pd.DataFrame, *, today: pd.Timestamp, freq: str = "W", week_start: str = "monday",
+                  start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
+                  window_days: int = WINDOW_DAYS, pooling: str = "partial", development: str = "triangle",
+                  interval: str = "beta") -> Nowcast:
+    """:func:`nowcast` of ``cases`` (``patient_id, place, day, reported``: each case with the day the
+    store first held it) as known on ``today``; the options are checked by :func:`nowcast`."""
     cases = cases.assign(day=pd.to_datetime(cases["day"]), reported=pd.to_datetime(cases["reported"]))
     cases = cases.sort_values("reported", kind="stable")
     cases = cases.drop_duplicates(["patient_id", "place", "day"])  # a patient-day: its first report
@@ -162,7 +173,33 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     span = developing["period"]
     return Nowcast(table, completeness, len(timely),
                    (str(span.min().date()), str(span.max().date())) if len(span) else ("", ""),
-                   int((cases["delay"] > max_delay).sum()), pooling, development, len(loads), interval)
+                   int((cases["delay"] > max_delay).sum()), pooling, development, len(loads), interval,
+                   evidence)
+
+
+def final_count_draws(got: Nowcast, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """[draws, rows of ``got.table``]: samples of each period's final count, as the interval models it:
+    observed + cases still to come ~ NB(count + 1, F). With ``interval="beta"`` F is drawn from
+    Beta(n F, n (1 - F)) once per place and draw, so a place's periods share its F's error (an F
+    estimated too high leaves every recent period short); a draw of F is floored at
+    ``MIN_COMPLETENESS``, the least the point nowcast divides by. Mature rows are their counts."""
+    table = got.table
+    count = table["count"].to_numpy(np.float64)
+    out = np.repeat(count[None], draws, axis=0)
+    f = table["completeness"].to_numpy(np.float64)
+    open_ = np.flatnonzero(f < 1.0)
+    if not len(open_):
+        return out
+    f_open = np.broadcast_to(f[open_], (draws, len(open_)))
+    if got.interval == "beta" and got.evidence is not None:
+        region = table["region"].to_numpy()[open_]
+        n = got.evidence.reindex(region).to_numpy(np.float64)
+        places, which = np.unique(region, return_inverse=True)
+        u = rng.uniform(size=(draws, len(places)))[:, which]
+        f_open = beta.ppf(u, n * f[open_], n * (1.0 - f[open_]))
+    f_open = np.clip(f_open, MIN_COMPLETENESS, 1.0)
+    out[:, open_] += rng.negative_binomial(count[open_] + 1, f_open)
+    return out
 
 
 def _load_days(cases: pd.DataFrame, max_delay: int) -> pd.Index:

@@ -4,29 +4,21 @@ window or from the surveillance counts the Ingest service stores."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from typing import Any, Protocol
 
 import grpc
 import numpy as np
-import pandas as pd
 
 from healthai.errors import InvalidInput, NotFound
 from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORECAST_POINT, ForecastCard
+from healthai.serving.forecast.mixture import mixture_quantiles
+from healthai.serving.forecast.stored import Surveillance, stored_window
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
 from healthai.serving.wire import PACKED_FAST_MIN, extend_float32, packed_float32
-from healthai.surveillance.counts import end_refused, place_level
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc
 
 SERVICE_NAME = "healthai.v1.Forecast"
-
-
-class Surveillance(Protocol):
-    def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, *,
-               completed_by: dt.date | None = None, level: str = "region", week_start: str = "monday"
-               ) -> pd.DataFrame: ...
 
 
 def _region_columns(ids: list[str], card: ForecastCard, field: str) -> list[int]:
@@ -71,89 +63,6 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
     return window
 
 
-def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard
-                  ) -> tuple[np.ndarray, str, list[forecast_pb2.RegionCoverage]]:
-    """[W, N] counts from the store at the model's step, the first forecast period (ISO date) and each
-    region's coverage. A region with no stored case up to the window's end has no data (not zero
-    cases): refused unless ``stored.allow_missing_regions``, and then flagged in its coverage."""
-    if stored.nowcast:
-        _can_nowcast(surveillance)
-    try:  # the period under way (today's, this week's) is not complete yet: never part of the window
-        frame = surveillance.counts(syndrome=stored.syndrome or "ili", freq=card.step,
-                                    end=stored.end_date or None, completed_by=dt.datetime.now(dt.UTC).date(),
-                                    level=place_level(card.region_ids), week_start=card.week_start)
-    except InvalidInput as e:
-        if e.field != "end":
-            raise
-        raise end_refused(e, "stored.end_date") from None
-    observed = frame
-    if stored.nowcast:
-        frame = _nowcast(surveillance, stored, card, frame)
-    if len(frame) < card.window:
-        raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
-                           f"at least {card.window}", field="stored")
-    history = np.zeros((len(frame), card.n_regions), np.float64)
-    added = np.zeros_like(history)
-    matched = 0
-    for code in frame.columns:
-        col = card.region_aliases.get(str(code))
-        if col is not None:
-            history[:, col] += frame[code].to_numpy(dtype=np.float64)
-            added[:, col] += (frame[code] - observed[code]).to_numpy(dtype=np.float64)
-            matched += 1
-    if len(frame.columns) and not matched:
-        raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
-                           f"of this model's graph (e.g. {list(card.region_ids[:3])})", field="stored")
-    seen = history > 0
-    first = np.where(seen.any(axis=0), seen.argmax(axis=0), len(frame))  # first period with a case
-    start = len(frame) - card.window
-    coverage = []
-    for j, rid in enumerate(card.region_ids):
-        stored_from = frame.index[first[j]].date().isoformat() if first[j] < len(frame) else ""
-        coverage.append(forecast_pb2.RegionCoverage(
-            region_id=rid, first_stored_period=stored_from,
-            covered_periods=int(min(card.window, max(0, len(frame) - max(first[j], start)))),
-            window_periods=card.window, cases_in_window=float((history - added)[start:, j].sum()),
-            nowcast_added=float(added[start:, j].sum())))
-    missing = [c.region_id for c in coverage if not c.first_stored_period]
-    if missing and not stored.allow_missing_regions:
-        raise InvalidInput(f"stored: {len(missing)} of the model's {card.n_regions} regions have no stored "
-                           f"counts (e.g. {missing[:5]}); their input would be invented zeros. Ingest their "
-                           "data, or set stored.allow_missing_regions to forecast with them flagged",
-                           field="stored")
-    step = pd.Timedelta(days=7 if card.step == "W" else 1)
-    window = history[start:].astype(np.float32)
-    return window, (frame.index[-1] + step).date().isoformat(), coverage
-
-
-def _can_nowcast(surveillance: Surveillance) -> None:
-    from healthai.surveillance import SurveillanceCounts
-
-    if not isinstance(surveillance, SurveillanceCounts):  # ReleasedCounts: private mode
-        raise InvalidInput("stored.nowcast: this server answers from DP releases, which hold no ingest dates",
-                           field="stored.nowcast")
-
-
-def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard,
-             frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its latest periods corrected for reporting delay (``healthai.surveillance.nowcast``)."""
-    from healthai.surveillance.nowcast import nowcast
-
-    try:
-        got = nowcast(surveillance, syndrome=stored.syndrome or "ili", freq=card.step,
-                      level=place_level(card.region_ids), week_start=card.week_start,
-                      as_of=dt.datetime.now(dt.UTC).date())
-    except InvalidInput as e:
-        raise InvalidInput(f"stored.nowcast: {e.message.removeprefix('as_of: ')}",
-                           field="stored.nowcast") from None
-    wide = got.table.pivot(index="period", columns="region", values="nowcast")
-    wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index), name=frame.index.name)
-    stored = frame.astype(np.float64)
-    # never below what is stored: records dated after the server's UTC day (a writer's clock ahead)
-    # are in the counts but not in the nowcast's as-of view
-    return np.maximum(wide.reindex(index=frame.index, columns=frame.columns).fillna(stored), stored)
-
-
 def interpolate_levels(forecast: np.ndarray, model_levels: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """[S, N, Q] at the model's levels -> [S, N, len(levels)], linear in the level (the model's own
     levels: the forecast itself, which is what the formula gives for them)."""
@@ -182,6 +91,16 @@ def check_levels(raw: list[float], card: ForecastCard) -> np.ndarray:
             raise InvalidInput(f"quantile_levels[{i}]: {q:g} is outside the model's range [{model[0]:g}, "
                                f"{model[-1]:g}]", field=f"quantile_levels[{i}]")
     return levels
+
+
+async def _infer_rows(loaded: LoadedVersion, batch: np.ndarray, outputs: tuple[str, ...],
+                      timeout: float | None) -> dict[str, np.ndarray]:
+    """The model on every row of ``batch``, in requests of at most its ``max_batch_size`` rows."""
+    size = loaded.scheduler.max_batch_size
+    parts = await asyncio.gather(*(
+        loaded.scheduler.infer(InferRequest({FORECAST_INPUT: batch[i:i + size]}, outputs=outputs),
+                               timeout=timeout) for i in range(0, len(batch), size)))
+    return {name: np.concatenate([part[name] for part in parts]) for name in outputs}
 
 
 class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
@@ -238,32 +157,36 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             horizon_rows.append(card.horizons.index(h))
         horizon_rows = horizon_rows or list(range(len(card.horizons)))
         levels = check_levels(list(request.quantile_levels), card)
-        first_period, coverage = "", []
+        first_period, coverage, draws = "", [], None
         source = request.WhichOneof("history_source")
         if source == "history":
             window = explicit_window(request.history, card)
         elif source == "stored":
             if self.surveillance is None:
                 raise InvalidInput("stored: this server keeps no surveillance counts", field="stored")
-            window, first_period, coverage = await asyncio.to_thread(stored_window, self.surveillance,
-                                                                     request.stored, card)
+            got = await asyncio.to_thread(stored_window, self.surveillance, request.stored, card)
+            window, first_period, coverage, draws = got.window, got.first_period, got.coverage, got.draws
         else:
             raise InvalidInput("history or stored: one is required", field="history_source")
         outputs = (FORECAST_OUTPUT, FORECAST_POINT) if card.has_point else (FORECAST_OUTPUT,)
-        result = await loaded.scheduler.infer(InferRequest({FORECAST_INPUT: window[None]}, outputs=outputs),
-                                              timeout=context.time_remaining())
-        full = result[FORECAST_OUTPUT][0][horizon_rows][:, out_cols]  # [H, R, Q_model]
+        batch = window[None] if draws is None else np.concatenate([window[None], draws])
+        result = await _infer_rows(loaded, batch, outputs, context.time_remaining())
+        full = result[FORECAST_OUTPUT][:, horizon_rows][:, :, out_cols]  # [B, H, R, Q_model]
         full = np.sort(full, axis=-1)  # rearrangement: quantiles never cross
-        quantiles = interpolate_levels(full, card.quantile_levels, levels)
+        if draws is None:
+            quantiles = interpolate_levels(full[0], card.quantile_levels, levels)
+        else:  # the point window's forecast is not a draw: the mixture is over the draws' alone
+            quantiles = await asyncio.to_thread(mixture_quantiles, full[1:], card.quantile_levels, levels)
         if card.has_point:  # the stacked default: its own point forecast (a weighted mean of members)
             point = np.asarray(result[FORECAST_POINT][0][horizon_rows][:, out_cols], np.float32)
         else:
-            point = interpolate_levels(full, card.quantile_levels, np.array([0.5]))[..., 0]
+            point = interpolate_levels(full[0], card.quantile_levels, np.array([0.5]))[..., 0]
         response = forecast_pb2.ForecastResponse(
             model_name=loaded.name, model_version=loaded.version,
             region_ids=[card.region_ids[c] for c in out_cols],
             horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
-            first_forecast_period=first_period, step=card.step, coverage=coverage)
+            first_forecast_period=first_period, step=card.step, coverage=coverage,
+            nowcast_draws=0 if draws is None else len(draws))
         if source == "stored":
             extend_float32(response, "stored_history", window[:, out_cols])
         extend_float32(response, "point", point)

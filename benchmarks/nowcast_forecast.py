@@ -1,0 +1,141 @@
+"""What a forecast from a nowcast gains when its interval carries the nowcast's uncertainty.
+
+``Forecast --stored --nowcast`` runs the model on the nowcast's point window (the point forecast) and on
+``NOWCAST_DRAWS`` windows of draws of the latest periods' final counts; the quantiles are the mixture
+of the draws' forecasts (``healthai.serving.forecast.mixture``). This benchmark measures it against
+the alternatives, side by side on the same origins:
+
+- ``complete``: the window as it will be once every case has arrived (what no one has on the day);
+- ``stored``: the counts as stored by the origin (no nowcast);
+- ``point``: the nowcast's point window, the model's own quantiles (before this change);
+- ``mixture``: the point forecast of ``point``, the quantiles of the draws' mixture (the default).
+
+Data: the served ``forecast_us_states`` v1 (the stacked default, run by ONNX Runtime) on the real
+weekly ILI counts of the US-states data set, at origins every ``--every`` weeks in its fixed split's
+test portion (weeks the model was not fitted on). The cases of the 16 weeks before each origin are
+given an onset day and a report delay (``fast``: geometric, mean 3 days; ``slow``: mean 9 days), and
+nowcast as of the origin's Monday by the server's own code (``nowcast_cases``, defaults). Older weeks
+are complete. Scored against the complete counts: WIS, 50 % and 95 % interval coverage per horizon.
+
+    .venv/bin/python benchmarks/nowcast_forecast.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from healthai.serving.forecast.mixture import mixture_quantiles
+from healthai.serving.forecast.stored import NOWCAST_DRAWS, NOWCAST_SEED
+from healthai.surveillance.nowcast import final_count_draws, nowcast_cases
+from healthai_training.forecast.backtest import wis
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "server/healthai/data/models/forecast_us_states/1"
+SERIES = ROOT.parent / "shared/data/epi/us_states/state360.txt"
+RECENT_WEEKS = 16  # the nowcast's estimation window (84 days) and maximum delay (28 days), in weeks
+FIRST_MONDAY = pd.Timestamp("2010-01-04")  # week 0 of the series (any Monday: only weekdays matter)
+DELAY_MEANS = {"fast": 3.0, "slow": 9.0}
+VARIANTS = ("complete", "stored", "point", "mixture")
+HORIZONS = (1, 2, 3, 5)
+
+
+def recent_cases(series: np.ndarray, origin: int, mean_delay: float, rng: np.random.Generator
+                 ) -> pd.DataFrame:
+    """Every case of the RECENT_WEEKS weeks before ``origin``: region, onset day, report day."""
+    weeks = series[origin - RECENT_WEEKS:origin].round().astype(np.int64)  # [weeks, regions]
+    week = np.repeat(np.repeat(np.arange(RECENT_WEEKS), weeks.shape[1]), weeks.ravel())
+    region = np.repeat(np.tile(np.arange(weeks.shape[1]), RECENT_WEEKS), weeks.ravel())
+    start = FIRST_MONDAY + pd.Timedelta(weeks=origin - RECENT_WEEKS)
+    day = start + pd.to_timedelta(7 * week + rng.integers(0, 7, len(week)), unit="D")
+    delay = rng.geometric(1 / (mean_delay + 1), len(week)) - 1
+    return pd.DataFrame({"patient_id": np.arange(len(week)), "place": region, "day": day,
+                         "reported": day + pd.to_timedelta(delay, unit="D")})
+
+
+def windows(series: np.ndarray, origin: int, window: int, cases: pd.DataFrame
+            ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The window of each variant ([W, N]) and the draws' windows ([K, W, N]) as of the origin."""
+    today = FIRST_MONDAY + pd.Timedelta(weeks=origin)
+    got = nowcast_cases(cases, today=today, freq="W")
+    n = series.shape[1]
+
+    def wide(values: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame({"period": got.table["period"], "region": got.table["region"], "v": values})
+        table = frame.pivot(index="period", columns="region", values="v")
+        # a small state whose every recent case is still to come has no row: nothing stored, 0
+        return table.reindex(columns=range(n)).fillna(0.0).to_numpy(np.float64)[-RECENT_WEEKS:]
+    complete = series[origin - window:origin].astype(np.float64)
+    stored, point = complete.copy(), complete.copy()
+    stored[-RECENT_WEEKS:] = wide(got.table["count"].to_numpy(np.float64))
+    nowcast = wide(got.table["nowcast"].to_numpy(np.float64))
+    point[-RECENT_WEEKS:] = np.maximum(nowcast, stored[-RECENT_WEEKS:])
+    drawn = final_count_draws(got, NOWCAST_DRAWS, np.random.default_rng(NOWCAST_SEED))
+    draws = np.repeat(complete[None], NOWCAST_DRAWS, axis=0)
+    draws[:, -RECENT_WEEKS:] = np.stack([wide(d) for d in drawn])
+    return {"complete": complete, "stored": stored, "point": point}, draws
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--every", type=int, default=2, help="weeks between origins")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    series = np.loadtxt(SERIES, delimiter=",")
+    levels = np.array(pd.read_json(MODEL / "model_card.json", typ="series")["quantile_levels"])
+    session = ort.InferenceSession(str(MODEL / "model.standard.onnx"), providers=["CPUExecutionProvider"])
+    window = session.get_inputs()[0].shape[1]
+    test_start = int(0.7 * len(series))  # the fixed 50/20/30 split the served model was fitted by
+    origins = list(range(test_start, len(series) - max(HORIZONS) + 1, args.every))
+    lo95, hi95 = int(np.argmin(abs(levels - 0.025))), int(np.argmin(abs(levels - 0.975)))
+    lo50, hi50 = int(np.argmin(abs(levels - 0.25))), int(np.argmin(abs(levels - 0.75)))
+    print(f"forecast_us_states v1, {len(origins)} origins (weeks {origins[0]}-{origins[-1]}), "
+          f"{NOWCAST_DRAWS} draws; horizons {HORIZONS}")
+    gaps: dict[str, list[float]] = {"point": [], "mixture": []}
+    ratios = []
+    for scenario, mean_delay in DELAY_MEANS.items():
+        rng = np.random.default_rng(args.seed)
+        scores = {v: {h: {"wis": [], "c50": [], "c95": []} for h in HORIZONS} for v in VARIANTS}
+        added = []
+        began = time.perf_counter()
+        for origin in origins:
+            plain, draws = windows(series, origin, window, recent_cases(series, origin, mean_delay, rng))
+            recent = max(plain["complete"][-4:].sum(), 1)
+            added.append((plain["point"] - plain["stored"]).sum() / recent)
+            batch = np.concatenate([np.stack([plain[v] for v in ("complete", "stored", "point")]), draws])
+            quantiles = np.sort(session.run(["forecast"], {"history": batch.astype(np.float32)})[0], axis=-1)
+            mixed = mixture_quantiles(quantiles[3:], levels, levels)
+            by_variant = {"complete": quantiles[0], "stored": quantiles[1], "point": quantiles[2],
+                          "mixture": mixed}
+            for v, q in by_variant.items():
+                for h in HORIZONS:
+                    y, qh = series[origin + h - 1], q[h - 1]
+                    scores[v][h]["wis"].append(wis(y, qh, levels).mean())
+                    scores[v][h]["c50"].append(np.mean((y >= qh[:, lo50]) & (y <= qh[:, hi50])))
+                    scores[v][h]["c95"].append(np.mean((y >= qh[:, lo95]) & (y <= qh[:, hi95])))
+        print(f"\n{scenario} delays (mean {mean_delay:g} days; the nowcast added {np.mean(added):.0%} of the "
+              f"last 4 weeks' final count on average; {time.perf_counter() - began:.0f} s)")
+        print("| horizon | WIS complete / stored / point / mixture | mixture ÷ point | "
+              "50 % coverage (same order) | 95 % coverage (same order) |")
+        print("|---|---|---|---|---|")
+        for h in HORIZONS:
+            w = [np.mean(scores[v][h]["wis"]) for v in VARIANTS]
+            c50 = [np.mean(scores[v][h]["c50"]) for v in VARIANTS]
+            c95 = [np.mean(scores[v][h]["c95"]) for v in VARIANTS]
+            print(f"| {h} | {' / '.join(f'{x:.1f}' for x in w)} | {w[3] / w[2]:.3f} | "
+                  f"{' / '.join(f'{x:.2f}' for x in c50)} | {' / '.join(f'{x:.2f}' for x in c95)} |")
+            ratios.append(w[3] / w[2])
+            for i, v in ((2, "point"), (3, "mixture")):
+                gaps[v].append(abs(c95[i] - 0.95) + abs(c50[i] - 0.5))
+    print(f"\nover every scenario and horizon: mean |coverage95 - 0.95| + |coverage50 - 0.50|, point "
+          f"{np.mean(gaps['point']):.4f}, mixture {np.mean(gaps['mixture']):.4f}; WIS mixture ÷ point, "
+          f"geometric mean {np.exp(np.mean(np.log(ratios))):.4f}")
+
+
+if __name__ == "__main__":
+    main()
