@@ -54,6 +54,33 @@ def test_ingest_fhir_ok_then_csv_with_a_bad_row_is_partial(server: str, fhir_bun
     assert result["outcomes"][1]["issues"][0]["field_path"].endswith("[1].value")
 
 
+def test_ingest_csv_empty_cells_are_no_value_and_a_text_value_loses_its_row_only(
+        server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conditions = tmp_path / "conditions.csv"  # empty code_system (default ICD-10-CM) and recorded
+    conditions.write_text("condition_id,patient_id,code,code_system,onset,recorded\n"
+                          "cli-e1,cli-p1,J10.1,,2025-12-01,\n")
+    assert main(["ingest", str(conditions), "--address", server, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[str(conditions)]
+    assert (result["accepted"], result["rejected"]) == (1, 0)
+    observations = tmp_path / "observations.csv"  # one lab feed value in words: that row only
+    observations.write_text("observation_id,patient_id,loinc,value,unit\n"
+                            "cli-v1,cli-p1,8480-6,120,mmHg\ncli-v2,cli-p1,8480-6,high,mmHg\n")
+    assert main(["ingest", str(observations), "--address", server, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)[str(observations)]
+    assert (result["accepted"], result["rejected"]) == (1, 1)
+    issue = result["outcomes"][1]["issues"][0]
+    assert issue["code"] == "VALUE_NOT_NUMERIC" and "high" not in issue["message"]
+
+
+def test_ingest_ndjson_names_a_malformed_line(server: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    export = tmp_path / "Condition.ndjson"
+    export.write_text('{"resourceType": "Patient", "id": "nd1"}\n{"resourceType": "Patient", "id": \n\n')
+    assert main(["ingest", str(export), "--address", server]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: malformed JSON" in err and "nothing from this file was sent" in err
+
+
 def test_ingest_stream_reports_rejections_per_file(server: str, fhir_bundle: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "observations.csv"

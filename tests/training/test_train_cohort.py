@@ -183,7 +183,7 @@ BASE = '[cohort]\nname = "t"\ntarget = "y"\npatient_id = "pid"\n'
     [
         ('[features.age]\ntype = "numeric"\ncolumn = "agee"\n', None, "features.age: unknown column 'agee'"),
         ('[features.age]\ntype = "numeric"\n', {"age": ["old"] + [50] * 29},
-         "features.age: column 'age' has non-numeric values in 1 rows (first: 1), e.g. 'old'"),
+         "features.age: column 'age' has non-numeric values in 1 rows (first: 1) (values not shown)"),
         ('[features.age]\ntype = "numeric"\nmin = 0\nmax = 65\n', None,
          "column 'age' has values outside [0, 65] in 5 rows (first: 4, 10, 16"),
         ('[features.age]\ntype = "numeric"\n', {"y": [0, 1, 2] * 10}, "target 'y' must be binary 0/1"),
@@ -204,6 +204,39 @@ def test_bad_spec_or_table_names_the_field(tmp_path: Path, spec: str, change, me
     with pytest.raises(InputFileError) as info:
         build_cohort(df, load_spec(_spec(tmp_path, BASE + spec)), seed=0, source="t")
     assert message in str(info.value.message)
+
+
+def test_errors_do_not_show_identifiers(tmp_path: Path) -> None:
+    """A spec that names the patient id column as the target, or a numeric feature: no id is shown."""
+    df = _frame().assign(pid=[f"MRN-{i:05d}" for i in range(30)])
+    wrong_target = BASE.replace('target = "y"', 'target = "pid"') + '[features.age]\ntype = "numeric"\n'
+    with pytest.raises(InputFileError) as info:
+        build_cohort(df, load_spec(_spec(tmp_path, wrong_target)), seed=0, source="t")
+    assert "found 30 distinct values (not shown)" in info.value.message and "MRN" not in info.value.message
+    wrong_feature = BASE + '[features.age]\ntype = "numeric"\ncolumn = "pid"\n'
+    with pytest.raises(InputFileError) as info:
+        build_cohort(df, load_spec(_spec(tmp_path, wrong_feature)), seed=0, source="t")
+    assert "non-numeric values in 30 rows" in info.value.message and "MRN" not in info.value.message
+    labels = _frame().assign(y=["yes", "no"] * 15)  # a few labels are shown: to write positive = [...]
+    with pytest.raises(InputFileError, match=r"found values \['no', 'yes'\]"):
+        build_cohort(labels, load_spec(_spec(tmp_path, BASE + '[features.age]\ntype = "numeric"\n')), seed=0,
+                     source="t")
+
+
+def test_a_missing_category_is_filled_as_the_most_frequent_one(tmp_path: Path) -> None:
+    """Flag by flag, every share under 0.5 would fill none of a group's flags, against the group's
+    exactly-one rule (Score would refuse the row): the group's mode is one category."""
+    from healthai_training.risk.domains import feature_domains
+
+    df = _frame().assign(kind=[None, "x", "y", "z", "y", "w"] + ["x", "x", "y", "z", "y", "w"] * 4)
+    spec = BASE + '[features.kind]\ntype = "categorical"\ncategories = ["x", "y", "z", "w"]\n'
+    data = build_cohort(df, load_spec(_spec(tmp_path, spec)), seed=0, source="t")
+    filled = {n: v for n, v in data.imputation["values"].items() if n.startswith("kind_")}
+    assert sorted(filled.values()) == [0.0, 0.0, 0.0, 1.0]
+    train = np.asarray(data.x[data.split["train"]])[:, [f.name.startswith("kind_") for f in data.features]]
+    mode = ["x", "y", "z", "w"][int(np.argmax(train.mean(axis=0)))]
+    assert filled[f"kind_{mode}"] == 1.0
+    assert feature_domains(data)[1]["one_hot"][0]["rule"] == "exactly_one"
 
 
 def test_spec_needs_exactly_one_privacy_unit(tmp_path: Path) -> None:

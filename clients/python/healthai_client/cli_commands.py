@@ -81,11 +81,13 @@ def _read_table(path: Path) -> Any:
 
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        # every column as text: the server parses ids, codes and dates itself
+        # every column as text: the server parses ids, codes and dates itself; an empty cell is no value
+        # (null), as in every CSV export, not an empty string the server would judge as one
         with path.open(newline="") as f:
             names = next(csv.reader(f), [])
         types = {n: pa.string() for n in names if n != "value"}
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, null_values=[""]))
     if suffix == ".parquet":
         return pq.read_table(path)
     with pa.OSFile(str(path), "rb") as f:

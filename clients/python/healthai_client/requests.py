@@ -45,11 +45,29 @@ def fhir_request(data: bytes | str | Path, source: str, detail: str = "all") -> 
             raise ValueError(f"FHIR file {str(path)!r}: {e.strerror}") from e
         if path.suffix == ".ndjson":  # FHIR bulk export: one resource per line -> a JSON array
             lines = [ln for ln in data.splitlines() if ln.strip()]
+            _check_lines(path, data)
             data = b"[" + b",".join(lines) + b"]"
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"data must be bytes or a path, got {type(data).__name__}")
     return ingest_pb2.IngestRequest(source=source, fhir=ingest_pb2.FhirPayload(json=bytes(data)),
                                     outcome_detail=outcome_detail(detail))  # type: ignore[arg-type]
+
+
+def _check_lines(path: Path, data: bytes) -> None:
+    """Each line of an NDJSON file is one JSON value: a malformed one is named by its line in the file
+    (joined into one array, the server could only name a column of one long line)."""
+    bad = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+                bad.append(f"line {number}: malformed JSON ({why})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"FHIR file {str(path)!r}: {'; '.join(bad[:3])}{more}; nothing from this file was "
+                         "sent: fix or remove those lines")
 
 
 def _record(cls: Any, item: Mapping[str, Any] | Any, where: str) -> Any:

@@ -59,10 +59,9 @@ def describe_rows(mask: np.ndarray, limit: int = 5) -> str:
 def _numeric(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(values) & df[column].notna().to_numpy()
-    if bad.any():
-        first = df[column].to_numpy()[np.flatnonzero(bad)[0]]
-        raise _err(f"{where}: column {column!r} has non-numeric values in {describe_rows(bad)}, "
-                   f"e.g. {first!r}", where)
+    if bad.any():  # the cells are not shown: a column named by mistake may hold identifiers
+        raise _err(f"{where}: column {column!r} has non-numeric values in {describe_rows(bad)} (values not "
+                   "shown)", where)
     return values
 
 

@@ -100,6 +100,9 @@ class Flags:
         return out
 
 
+_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+
+
 class Cols:
     """Typed access to the input table's columns; conversion failures become per-row flags."""
 
@@ -116,6 +119,21 @@ class Cols:
             return pc.cast(col, typ)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise InvalidInput(f"{self.kind}.{name} must be {typ}, got {col.type}", field=name) from None
+
+    def number(self, name: str) -> pa.Array | None:
+        """A float64 column. Text (a CSV column with one non-numeric cell is read as text) is parsed row
+        by row: a cell that is not a number (``high``, a censored ``<5``) rejects its row, not the batch."""
+        if name not in self.table.column_names:
+            return None
+        col = self.table.column(name).combine_chunks()
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            return self.column(name, pa.float64())
+        text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        numeric = pc.match_substring_regex(text, _NUMBER)
+        bad = pc.and_kleene(pc.invert(numeric), pc.not_equal(text, ""))
+        self.flags.add(np_mask(bad), "VALUE_NOT_NUMERIC", f"{name} is not a number (value withheld; a "
+                       "censored result such as '<5' is not stored)", name, error=True)
+        return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
 
     def string(self, name: str, *, required: bool = False) -> pa.Array | None:
         col = self.column(name, pa.string())

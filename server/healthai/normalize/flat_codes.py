@@ -107,7 +107,7 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
 def observation_values(t: Cols) -> dict[str, Any]:
     """Canonical values/units per (loinc, unit) pair, LOINC check digits, possible ranges."""
     loinc = pc.utf8_trim_whitespace(t.string("loinc", required=True))
-    value = t.column("value", pa.float64())
+    value = t.number("value")
     unit = t.string("unit")
     if unit is None:
         unit = pa.nulls(t.n, pa.string())

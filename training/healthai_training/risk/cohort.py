@@ -37,8 +37,11 @@ def _target(df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
     else:
         values = sorted(map(str, pd.unique(raw)))
         if not raw.isin([0, 1, True, False]).all():
+            # a few labels are shown (to write positive = [...]); many are likely identifiers: not shown
+            found = (f"found values {values}" if len(values) <= 8 and spec.target != spec.patient_id
+                     else f"found {len(values)} distinct values (not shown)")
             raise _err(f"{where}: target {spec.target!r} must be binary 0/1 (or set positive = [...]); "
-                       f"found values {values[:8]}", where)
+                       f"{found}", where)
         y = raw.to_numpy(dtype=np.float32)
     if len(np.unique(y)) < 2:
         raise _err(f"{where}: target {spec.target!r} has a single class", where)
@@ -75,7 +78,14 @@ def build_cohort(
     else:  # flags take the training mode, so they stay 0/1 (their valid domain)
         means = np.nanmean(x[split["train"]], axis=0)
         flags = np.array([f.unit == "flag" for f in table.features])
+        shares = means.copy()
         means = np.where(flags, (means >= 0.5).astype(np.float64), means)
+        for group in dict.fromkeys(f.group for f in table.features if f.group):
+            # a one-hot group's mode is its most frequent category: that flag 1, the others 0, so a
+            # missing category is still exactly one (flag by flag, every share under 0.5 gives none)
+            members = [j for j, f in enumerate(table.features) if f.group == group]
+            means[members] = 0.0
+            means[members[int(np.nanargmax(shares[members]))]] = 1.0
     for j in np.flatnonzero(table.impute):
         if np.isnan(means[j]):
             raise _err(f"features: {names[j]} has no value in any training row", f"features.{names[j]}")
