@@ -45,6 +45,11 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
         else rec.attempt(rec.time, res, "abatementPeriod", sub="end")
     )
     recorded = rec.attempt(rec.time, res, "recordedDate")
+    given = res.get("onsetDateTime")
+    if onset is not None and isinstance(given, str) and len(given) in (4, 7):  # YYYY or YYYY-MM
+        unit = "year" if len(given) == 4 else "month"
+        rec.warn(IssueCode.DATE_PARTIAL, f"onsetDateTime gives only a {unit}: stored as its first day, "
+                 "where daily and weekly counts place the case", rec.path("onsetDateTime"))
     for name in _UNDATED_CHOICES:
         if name in res:  # an age, range or text is not a date: said, not silently dropped
             rec.warn(IssueCode.NOT_STORED, f"{name} is not stored (only dateTime and Period onsets and "

@@ -114,11 +114,24 @@ def _place(rec: Rec, addresses: Any) -> dict[str, str | None] | None:
     for a in usable:
         state, country = a.get("state"), a.get("country")
         if isinstance(state, str):
+            where = rec.path(f"address[{next(i for i, x in enumerate(addresses) if x is a)}]")
             region = region_code(state, country if isinstance(country, str) else None)
+            if region is None:  # said: an integrator would otherwise never learn why nothing is counted
+                rec.warn(IssueCode.INVALID_FIELD, "state is not a state or subdivision known for the "
+                         "address's country (value withheld): the patient has no region, so their cases are "
+                         "not counted until a record gives one", f"{where}.state")
             district, postal = a.get("district"), a.get("postalCode")
             county = address_county(region, district if isinstance(district, str) else None,
                                     postal if isinstance(postal, str) else None)
+            if county is None and region is not None and region.startswith("US-") and (
+                    isinstance(district, str) or isinstance(postal, str)):
+                rec.warn(IssueCode.INVALID_FIELD, "district / postalCode give no county of the address's "
+                         "state (value withheld): the patient is counted by state, not by county",
+                         f"{where}.postalCode" if isinstance(postal, str) else f"{where}.district")
             return {"region": region, "county": county}
+    if usable:
+        rec.warn(IssueCode.MISSING_FIELD, "no current address has a state: the patient has no region, so "
+                 "their cases are not counted until a record gives one", rec.path("address"))
     return None
 
 

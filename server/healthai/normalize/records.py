@@ -158,6 +158,7 @@ class IssueCode(enum.StrEnum):
     SNOMED_INVALID = "SNOMED_INVALID"  # not an SCTID (format, partition, Verhoeff): kept as OTHER
     UNIT_NOT_UCUM = "UNIT_NOT_UCUM"  # a non-UCUM unit spelling converted to its UCUM unit
     DATE_GENERALIZED = "DATE_GENERALIZED"  # an event date equal to the full birth date, cut to its month
+    DATE_PARTIAL = "DATE_PARTIAL"  # a year or month given for a day: stored as its first day
     NOT_STORED = "NOT_STORED"  # accepted, but nothing of it is stored (the message says why)
 
 
