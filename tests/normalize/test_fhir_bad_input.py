@@ -396,3 +396,18 @@ def test_reference_strings_with_escapes() -> None:
     assert reference_strings(json.dumps(doc)) == want
     assert reference_strings(json.dumps(doc, indent=1, ensure_ascii=False)) == want
 
+
+
+def test_a_coding_system_that_is_not_a_string_is_no_system(ctx) -> None:
+    """A list where a system URI belongs: the code is read with no system (never the list's repr)."""
+    cond = condition(ICD10, "J10.1")
+    cond["code"]["coding"][0]["system"] = [ICD10]
+    obs = observation("8480-6", 120.0, "mm[Hg]")
+    obs["code"]["coding"][0]["system"] = ["http://loinc.org"]
+    batch = run(ctx, patient(), cond, obs)
+    for kind in ("condition", "observation"):
+        table = batch.tables.get(kind)
+        if table is not None and table.num_rows:
+            for column in table.column_names:
+                values = table[column].to_pylist()
+                assert not any(isinstance(v, str) and "['" in v for v in values), (kind, column)

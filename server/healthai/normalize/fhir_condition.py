@@ -27,9 +27,9 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     row = code_condition(
         rec,
         [
-            (j, c.get("system"), str(c["code"]))
-            for j, c in enumerate(codings)
-            if isinstance(c, dict) and c.get("code")
+            (j, c.get("system") if isinstance(c.get("system"), str) else None, str(c["code"]))
+            for j, c in enumerate(codings)  # a system that is not a string (a list) is no system
+            if isinstance(c, dict) and isinstance(c.get("code"), str | int) and c.get("code")
         ],
     )
     _, clinical = first_code(res.get("clinicalStatus"))

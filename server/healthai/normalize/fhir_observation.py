@@ -176,13 +176,14 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
     for j, c in enumerate(codings):
         if not isinstance(c, dict) or not c.get("code"):
             continue
-        code, name = str(c["code"]).strip(), rec.ctx.system_name(c.get("system"))
+        system = c.get("system") if isinstance(c.get("system"), str) else None  # a list is no system
+        code, name = str(c["code"]).strip(), rec.ctx.system_name(system)
         if name == codes.LOINC:
             loincs.append((j, code))
             continue
         if name == codes.SNOMED and not codes.snomed_valid(code):
             rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
-        other = other or f"{c.get('system') or ''}|{code}"
+        other = other or f"{system or ''}|{code}"
     if loincs:
         # EHRs list a panel or section code (8716-3 Vital signs) before the measurement's own (9279-1):
         # the first code we know the unit of wins, else the first LOINC code

@@ -149,7 +149,8 @@ def nowcast_cases(cases: pd.DataFrame, *, today: pd.Timestamp, freq: str = "W", 
     if len(timely) < MIN_CASES and immature:
         raise InvalidInput(
             f"as_of: the {window_days} days of periods that ended {max_delay} or more days before "
-            f"{today.date()} hold {len(timely)} cases stored within {max_delay} days; a nowcast needs "
+            f"{today.date()} hold {len(timely)} case{'s' if len(timely) != 1 else ''} stored within "
+            f"{max_delay} days; a nowcast needs "
             f"{MIN_CASES} (a store loaded in bulk has no delays to learn from: {len(loads)} days stored "
             "more records late than in time and count as loads)", field="as_of")
     developing = live[(live["end"] > oldest) & (live["delay"] <= max_delay)]
