@@ -270,3 +270,19 @@ def test_backoff_grows_exponentially_with_full_jitter() -> None:
         assert max(samples) > 0.9 * cap  # jitter spans the whole range
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_a_header_of_numeric_region_ids_is_a_header_not_a_row_of_counts(tmp_path: Path) -> None:
+    """FIPS codes are numbers too: a first row with a leading zero, or naming the model's regions, is
+    the header (a headerless matrix stays one when it names none)."""
+    zeros = tmp_path / "fips.csv"
+    zeros.write_text("01001,01003\n5,6\n7,8\n")
+    got = read_history(zeros)
+    assert got.region_ids == ("01001", "01003") and got.counts.tolist() == [[5, 6], [7, 8]]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("25017,25025\n5,6\n7,8\n")
+    assert read_history(plain, known_regions=["25017", "25025", "25027"]).counts.tolist() == [[5, 6], [7, 8]]
+    matrix = read_history(plain)  # names no region of the model: the published matrices' layout
+    assert matrix.counts.tolist() == [[25017, 25025], [5, 6], [7, 8]]
+    with pytest.raises(ValueError, match="this history names its regions"):
+        read_history(zeros, region_ids=("a", "b"))

@@ -312,6 +312,12 @@ def test_cli_refuses_short_series_and_graph_without_series(
     assert "series of 100 periods is too short" in capsys.readouterr().out
     assert _run(["train", "forecast", "--graph", str(edges), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "--graph needs --series or --from-store" in capsys.readouterr().out
+    # a season shorter than the horizon + 2 (a weekly pattern asked of the seasonal members): refused
+    for command in ("forecast", "backtest"):
+        argv = _train_argv(shortest, edges, tmp_path, "--season-length", "7")
+        argv[1] = command
+        assert _run(argv) == 2
+        assert "season length must be >= 17 periods (the 15-period horizon + 2" in capsys.readouterr().out
 
 
 def test_default_mode_is_the_window_below_two_seasons_of_seasonal_windows(

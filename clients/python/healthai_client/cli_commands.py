@@ -16,7 +16,7 @@ import numpy as np
 
 from healthai_client.client import Client
 from healthai_client.cohort_table import read_cohort_rows, score_rows, write_scores
-from healthai_client.history_file import read_history
+from healthai_client.history_file import numeric_first_row, read_history
 from healthai_client.requests import KINDS, load_json
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
 from healthai_client.retry import RetryPolicy
@@ -278,17 +278,23 @@ def forecast(args: argparse.Namespace) -> int:
     from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
 
     history = None
-    if args.history:
-        ids = _region_ids(args.region_ids) if getattr(args, "region_ids", None) else None
-        history = read_history(args.history, negatives=args.negatives, region_ids=ids,
-                               missing=getattr(args, "missing", "refuse"),
-                               columns=getattr(args, "columns", None),
-                               target=getattr(args, "history_target", None),
-                               exclude=getattr(args, "exclude_regions", ()))
-        if history.filled:
-            last = f"; last period filled for {', '.join(history.filled_last)}" if history.filled_last else ""
-            print(f"filled {history.filled} missing cells by interpolation in time{last}", file=sys.stderr)
     with make_client(args) as client:
+        if args.history:
+            known = None
+            if numeric_first_row(args.history):  # numeric region ids (FIPS) or a headerless matrix?
+                regions = client.regions(args.graph, model=args.model, model_version=args.model_version)
+                known = [r["id"] for r in regions] + [a for r in regions for a in r["aliases"]]
+            ids = _region_ids(args.region_ids) if getattr(args, "region_ids", None) else None
+            history = read_history(args.history, negatives=args.negatives, region_ids=ids,
+                                   missing=getattr(args, "missing", "refuse"),
+                                   columns=getattr(args, "columns", None),
+                                   target=getattr(args, "history_target", None),
+                                   exclude=getattr(args, "exclude_regions", ()), known_regions=known)
+            if history.filled:
+                last = (f"; last period filled for {', '.join(history.filled_last)}" if history.filled_last
+                        else "")
+                print(f"filled {history.filled} missing cells by interpolation in time{last}",
+                      file=sys.stderr)
         r = client.forecast(args.graph, model=args.model, history=history,
                             stored=args.stored if history is None else None, end_date=args.end_date,
                             regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),

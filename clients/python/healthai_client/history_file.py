@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,10 +74,13 @@ def read_history(
     columns: tuple[str, ...] | None = None,
     target: str | None = None,
     exclude: tuple[str, ...] = (),
+    known_regions: Collection[str] | None = None,
 ) -> HistoryFile:
     """The history in ``path`` (format by suffix and header; see the module docstring). ``exclude``:
     a dated file's regions left out (a national total such as ``US`` beside its states), as
-    ``train forecast --exclude-regions`` leaves them out."""
+    ``train forecast --exclude-regions`` leaves them out. ``known_regions`` (the model's ids and
+    aliases): a CSV whose first row is all numbers is a header when it names them (FIPS codes), not a
+    headerless matrix; a leading zero (``01001``) names a region anyway."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"history file {str(path)!r}: no such file")
@@ -85,7 +90,7 @@ def read_history(
     from healthai.surveillance.series_file import apply_negatives, read_series
 
     header = _csv_header(path) if suffix in (".csv", ".txt") else []
-    matrix = bool(header) and all(_is_number(c) for c in header)
+    matrix = bool(header) and all(_is_number(c) for c in header) and not names_regions(header, known_regions)
     if region_ids is not None and not matrix:
         raise ValueError(f"{path}: region ids name the columns of a headerless matrix, but this history "
                          "names its regions")
@@ -121,6 +126,25 @@ def _dated(header: list[str], columns: tuple[str, ...] | None) -> bool:
     from healthai.surveillance.series_columns import hubverse_date
 
     return "period" in header or columns is not None or hubverse_date(header) is not None
+
+
+def numeric_first_row(path: Path | str) -> bool:
+    """Whether a CSV's first row is all numbers: a headerless matrix, or a header of numeric region ids
+    (FIPS codes), which only the model's regions can tell apart (``read_history(known_regions=...)``)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".txt") or not path.is_file():
+        return False
+    header = _csv_header(path)
+    return bool(header) and all(_is_number(c) for c in header)
+
+
+def names_regions(header: list[str], known: Collection[str] | None) -> bool:
+    """An all-number first row that names regions, not counts: a cell with a leading zero (FIPS
+    ``01001``; a count is never written so), or every cell a distinct region of the model."""
+    if any(re.fullmatch(r"0\d+", c) for c in header):
+        return True
+    known_lower = {k.lower() for k in known} if known is not None else set()
+    return bool(known_lower) and len(set(header)) == len(header) and set(header) <= known_lower
 
 
 def _csv_header(path: Path) -> list[str]:

@@ -54,8 +54,7 @@ def _combine(
     left out of the graph too."""
     split = check_split(split)
     season = DEFAULT_SEASON[table.step] if season is None else int(season)
-    if season < 5:
-        raise TrainingInputError(f"season length must be >= 5 periods, got {season}", field="season")
+    _check_season(season)
     g = read_graph(graph, region_ids=table.region_ids, allow_isolated=allow_isolated, id_property=id_property,
                    matrix_ids=named[0] if named else None, exclude=exclude)
     if named and table.report.get("layout") != "matrix" and g.report["format"] != "headerless adjacency":
@@ -90,6 +89,22 @@ def _combine(
         imputed=table.imputed if table.imputed is not None and table.imputed.any() else None,
     )
 
+
+
+def _check_season(season: int) -> None:
+    """The season must be longer than the horizon plus 2: the stack's seasonal members and the
+    baselines read the periods one season before each target (± 2), which must have happened by the
+    forecast origin."""
+    from healthai_training.forecast.config import ForecastConfig
+    from healthai_training.forecast.model import SEASON_HALF_WIDTH
+
+    least = ForecastConfig.steps + SEASON_HALF_WIDTH
+    if season < least:
+        raise TrainingInputError(
+            f"season length must be >= {least} periods (the {ForecastConfig.steps}-period horizon + "
+            f"{SEASON_HALF_WIDTH}: the seasonal members read the same periods a season before each target, "
+            f"which must be observed by the forecast origin), got {season}. A weekly pattern in daily "
+            "counts is learnt from the input window: keep the default season (365 days)", field="season")
 
 def load_files(
     *,
