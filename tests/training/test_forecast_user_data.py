@@ -181,6 +181,7 @@ def _write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
             "1 negative counts, first -3 for region 'b' at 2020-01-06; pass --negatives clip",
         ),
         ("period,a,b\nsoon,1,2\n", None, {}, "row 2: period 'soon' is not an ISO date"),
+        ("period,a,a\n2020-01-06,1,2\n", None, {}, r"the header names \['a'\] more than once"),
         (  # each distinct label is parsed once; the error names the first row that holds it
             "region,period,count\na,2020-01-06,1\nb,2020-01-06,1\na,2020-1-13,1\nb,2020-1-13,1\n",
             None,
@@ -318,6 +319,13 @@ def test_cli_refuses_short_series_and_graph_without_series(
         argv[1] = command
         assert _run(argv) == 2
         assert "season length must be >= 17 periods (the 15-period horizon + 2" in capsys.readouterr().out
+    # outputs that could not be written are refused before training, not after it
+    missing = tmp_path / "no" / "such" / "m.json"
+    assert _run(_train_argv(shortest, edges, tmp_path, "--json", str(missing))) == 2
+    assert f"--json {missing}: the folder {missing.parent} does not exist" in capsys.readouterr().out
+    for name in ("../escaped", "my model", ".hidden"):
+        assert _run(_train_argv(shortest, edges, tmp_path, "--model-name", name)) == 2
+        assert f"--model-name {name!r}: a model name is one folder name" in capsys.readouterr().out
 
 
 def test_default_mode_is_the_window_below_two_seasons_of_seasonal_windows(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from pathlib import Path
 
 from healthai.errors import InputFileError
@@ -211,6 +212,22 @@ def _domains(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a repository folder: no path, no space
+
+
+def _refused_outputs(args: argparse.Namespace) -> str:
+    """Why the run's outputs could not be written (a --json folder that does not exist, a model name
+    that is not one folder name), or ""."""
+    out = getattr(args, "json", None)
+    if out is not None and not Path(out).parent.is_dir():
+        return f"--json {out}: the folder {Path(out).parent} does not exist"
+    name = getattr(args, "model_name", None)
+    if name is not None and not MODEL_NAME.fullmatch(name):
+        return (f"--model-name {name!r}: a model name is one folder name of the repository: letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit")
+    return ""
+
+
 def _guard(func):
     def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -219,6 +236,10 @@ def _guard(func):
         import torch
 
         torch.set_num_threads(args.threads)
+        refused = _refused_outputs(args)  # before hours of training, not after
+        if refused:
+            print(f"error: {refused}")
+            return 2
         try:
             return func(args)
         except InputFileError as exc:  # TrainingInputError, or a file the shared readers refused

@@ -15,6 +15,7 @@ versions: each region × period keeps its latest version, the others are counted
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -110,3 +111,14 @@ def _latest_version(frame: pd.DataFrame, path: Path, lower: dict, pick: tuple[st
     report["as_of"] = {"versions": int(as_of.nunique()), "latest": str(as_of.max().date()),
                        "rows_superseded": int((~keep).sum())}
     return frame[keep]
+
+
+def check_header_once(path: Path) -> None:
+    """A CSV header that names a column twice is refused: pandas would rename the repeat (``01001.1``)
+    and the error would blame the graph for a region it never heard of."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = [c.strip() for c in next(csv.reader(f), [])]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise InputFileError(f"{path}: the header names {twice[:5]} more than once (each region or field is "
+                             "one column)", field="series")

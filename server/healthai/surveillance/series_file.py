@@ -25,7 +25,7 @@ import pandas as pd
 
 from healthai.errors import InputFileError
 from healthai.surveillance.matrix_file import column_ids, read_headerless
-from healthai.surveillance.series_columns import long_columns
+from healthai.surveillance.series_columns import check_header_once, long_columns
 from healthai.surveillance.series_gaps import check_missing, fill_missing, is_missing_text
 
 STEPS = {"W": 7, "D": 1}
@@ -98,9 +98,11 @@ def _read_frame(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, OSError) as exc:
         raise InputFileError(f"{path}: cannot read as CSV or Parquet ({exc})", field="series") from exc
+    check_header_once(path)
+    return frame
 
 
 def _numbers(
