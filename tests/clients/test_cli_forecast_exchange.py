@@ -65,8 +65,11 @@ def test_the_training_series_file_is_a_dated_history(server: str, tmp_path: Path
     assert "horizon 1 = 2026-01-11" in out  # MMWR 2026-W01 starts Sun 4 Jan; one week on
     with hub.open(newline="") as f:
         first = next(csv.DictReader(f))
-    assert (first["reference_date"], first["target_end_date"]) == ("2026-01-04", "2026-01-11")
+    # hubs date weeks by their last day: MMWR 2026-W01 ends Sat 10 Jan, horizon 1 (W02) Sat 17 Jan
+    assert (first["reference_date"], first["target_end_date"]) == ("2026-01-10", "2026-01-17")
     assert float(first["value"]) == pytest.approx(float(expected_forecast(history)[0, 0, 0]), rel=1e-5)
+    assert main([*argv, "--hubverse", str(hub), "--reference-date", "2020-01-01"]) == 2  # not relabelled
+    assert "this forecast is dated (horizon 1 starts on 2026-01-11" in capsys.readouterr().err
 
     wide = tmp_path / "series.parquet"  # wide layout, ISO dates, Parquet: the same answer
     import pandas as pd

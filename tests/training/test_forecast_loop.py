@@ -184,10 +184,10 @@ def test_ingest_to_forecast_from_the_new_version(tmp_path: Path, capsys) -> None
     with (tmp_path / "hub.csv").open(newline="") as f:
         hub = list(csv.DictReader(f))
     assert rows == len(hub) == len(after.region_ids) * len(after.horizons) * len(after.quantile_levels)
-    reference = (FIRST_MONDAY + dt.timedelta(weeks=WEEKS - 1)).isoformat()
+    reference = (FIRST_MONDAY + dt.timedelta(weeks=WEEKS - 1, days=6)).isoformat()  # weeks by their end
     assert {r["reference_date"] for r in hub} == {reference}
     h2 = next(r for r in hub if r["horizon"] == "2" and r["location"] == "US-MA")
-    assert h2["target_end_date"] == (FIRST_MONDAY + dt.timedelta(weeks=WEEKS + 1)).isoformat()
+    assert h2["target_end_date"] == (FIRST_MONDAY + dt.timedelta(weeks=WEEKS + 1, days=6)).isoformat()
     assert h2["output_type"] == "quantile"
     plot_forecast(after, tmp_path / "fan.png")
     assert (tmp_path / "fan.png").read_bytes()[:4] == b"\x89PNG"

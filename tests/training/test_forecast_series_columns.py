@@ -46,6 +46,8 @@ def test_hubverse_target_data_needs_a_target_and_keeps_the_latest_version(tmp_pa
     assert r["layout"] == "hubverse time series" and r["target"] == "wk inc flu hosp"
     assert r["as_of"] == {"versions": 2, "latest": "2024-11-02", "rows_superseded": 1}
     assert r["columns"] == {"region": "location", "period": "target_end_date", "count": "observation"}
+    # hubs date a week by its last day (Saturday, MMWR): the series' periods are week starts (Sunday)
+    assert str(table.periods[0].date()) == "2024-09-29" and table.periods[0].day_name() == "Sunday"
     with pytest.raises(InputFileError, match="no target 'deaths'"):
         read_series(path, target="deaths")
 
@@ -82,7 +84,7 @@ def test_the_client_sends_hubverse_target_data_as_history(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="choose one with --target"):
         read_history(path)
     sent = read_history(path, target="wk flu hosp rate")
-    assert sent.region_ids == ("01", "06") and sent.last_period.isoformat() == "2024-10-26"
+    assert sent.region_ids == ("01", "06") and sent.last_period.isoformat() == "2024-10-20"  # W43's Sunday
     np.testing.assert_allclose(sent.counts[:, 1], [1.0, 1.01, 1.02, 1.03])
 
 
@@ -108,6 +110,8 @@ def test_cli_trains_on_hubverse_target_data(shared_data: Path, tmp_path: Path, c
     report = json.loads((run_dir / "metrics.json").read_text())["data"]
     assert report["layout"] == "hubverse time series" and report["target"] == "wk inc flu hosp"
     assert report["ignored_columns"] == ["location_name"] and report["periods"] == 160
+    card = json.loads(next(run_dir.glob("models/*/1/model_card.json")).read_text())
+    assert card["week_start"] == "sunday"  # Saturday week ends: MMWR weeks, as --stored counts them
     args = parser.parse_args([*argv, "--columns", "location,target_end_date"])
     assert args.func(args) == 2
     assert "columns takes three distinct names" in capsys.readouterr().out

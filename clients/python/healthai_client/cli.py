@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
     p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")
     p.add_argument("--reference-date", help="hubverse reference date for a --history without periods "
-                   "(its last period, ISO date; a dated history gives its own)")
+                   "(the last day of its last period, ISO date; a dated or stored history gives its own "
+                   "and refuses another)")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="draw each region's recent history with the quantile fan")
     p.set_defaults(func=cmd.forecast)

@@ -2,10 +2,13 @@
 
 Hubverse (https://hubverse.io, model-output format): one row per location × horizon × quantile level
 with ``reference_date, target, horizon, location, target_end_date, output_type, output_type_id,
-value``. Dates here are period starts as the server labels them (Monday for weekly counts): the
-reference date is the last observed period and ``target_end_date = reference_date + horizon ×
-step``. With stored history the server says which period horizon 1 is; with an explicit history the
-caller gives the reference date.
+value``. Dates are period *ends*, as hubs date weeks (FluSight: the Saturday ending an MMWR week):
+the reference date is the last day of the last observed period and ``target_end_date =
+reference_date + horizon × step``, the last day of the target period (a model of MMWR weeks writes
+Saturdays; of ISO weeks, Sundays). Horizon h is the h-th period after the last observed one (a hub
+whose horizon 0 is the week of its reference date may number them one lower). With stored or dated
+history the server's horizon 1 dates them; an undated history needs the reference date from the
+caller, taken as given.
 """
 
 from __future__ import annotations
@@ -25,17 +28,22 @@ STEP_DAYS = {"W": 7, "D": 1}
 
 
 def reference_date(result: ForecastResult, given: str | None = None) -> dt.date:
-    """The forecast origin: ``given`` (ISO date), else the period before the server's horizon 1."""
-    if given:
-        try:
-            return dt.date.fromisoformat(given)
-        except ValueError:
-            raise ValueError(f"reference date {given!r} is not an ISO date (YYYY-MM-DD)") from None
-    if not result.first_forecast_period:
+    """The forecast origin: the last day before the server's horizon 1, or ``given`` (ISO date) for a
+    forecast without dates; a dated forecast refuses ``given`` rather than relabel its rows."""
+    if result.first_forecast_period:
+        origin = dt.date.fromisoformat(result.first_forecast_period) - dt.timedelta(days=1)
+        if given and given != origin.isoformat():
+            raise ValueError(f"reference date {given}: this forecast is dated (horizon 1 starts on "
+                             f"{result.first_forecast_period}, so its reference date is {origin}); "
+                             "--reference-date is for a history without periods")
+        return origin
+    if not given:
         raise ValueError("this forecast has no dates (explicit history): give the reference date "
-                         "(--reference-date YYYY-MM-DD, the last period of the history)")
-    step = STEP_DAYS.get(result.step or "W", 7)
-    return dt.date.fromisoformat(result.first_forecast_period) - dt.timedelta(days=step)
+                         "(--reference-date YYYY-MM-DD, the last day of the history's last period)")
+    try:
+        return dt.date.fromisoformat(given)
+    except ValueError:
+        raise ValueError(f"reference date {given!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
 def hubverse_rows(result: ForecastResult, *, target: str = "inc ili",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +312,11 @@ def read_series(
     table = series_from_frame(wide, step=step, where=str(path), negatives=negatives, layout=layout,
                               missing=missing, exclude=exclude)
     table.report.update(picked)
+    if layout == "hubverse time series" and table.step == "W":  # dated by the week's end (Saturday)
+        starts = table.periods - pd.Timedelta(days=6)
+        table.report.update(first_period=str(starts[0].date()), last_period=str(starts[-1].date()),
+                            period_labels="week ends (hubverse target data): each week starts 6 days earlier")
+        table = replace(table, periods=starts)
     return table
 
 
