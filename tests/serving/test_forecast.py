@@ -4,6 +4,7 @@ interpolation, the standard-opset fallback, and every bad-input status."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 
 import grpc
@@ -208,3 +209,25 @@ def test_bad_input_status(stub, kw, code, message):
         stub.Forecast(forecast_pb2.ForecastRequest(**kw), timeout=10)
     assert err.value.code() == code
     assert message in err.value.details()
+
+
+def test_a_model_trained_on_kept_negatives_takes_them(tmp_path, make_server) -> None:
+    """``train forecast --negatives keep`` (reporting corrections as negative counts): its card says so,
+    and its own series, corrections included, is a history it takes; other models refuse them."""
+    repo = tmp_path / "models"
+    vdir = write_forecast_version(repo, "forecast_kept", 1, REGIONS, window=W, steps=S)
+    card = json.loads((vdir / "model_card.json").read_text())
+    (vdir / "model_card.json").write_text(json.dumps({**card, "data": {"negatives": "keep",
+                                                                        "negative_counts": 2}}))
+    stub = forecast_pb2_grpc.ForecastStub(make_server(repo).channel)
+    counts = np.ones((W, 3), np.float32)
+    counts[1, 2] = -2.0
+    history = forecast_pb2.History(region_ids=REGIONS, counts=counts.ravel().tolist())
+    r = stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_kept", history=history), timeout=10)
+    expected = counts.mean(axis=0)[None, :] * forecast_factors(S)[:, 2:3]
+    np.testing.assert_allclose(np.array(r.point).reshape(S, 3), expected, rtol=1e-5)
+    counts[1, 2] = np.nan  # still a count: not NaN
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_kept", history=forecast_pb2.History(
+            region_ids=REGIONS, counts=counts.ravel().tolist())), timeout=10)
+    assert "value nan is not a finite count" in err.value.details()

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "as given to train forecast (default: by position, r01, r02, ...)")
     p.add_argument("--negatives", choices=("refuse", "clip", "keep"), default="refuse",
                    help="--history: negative counts (reporting corrections) are refused, as train forecast "
-                        "refuses them; clip sets them to 0 (a model trained with --negatives clip)")
+                        "refuses them; clip sets them to 0 (a model trained with --negatives clip); keep "
+                        "sends them (only a model trained with --negatives keep takes them)")
     p.add_argument("--columns", type=lambda t: tuple(n.strip() for n in t.split(",")), default=None,
                    metavar="REGION,PERIOD,COUNT",
                    help="--history as a long file with its own column names (hubverse target data is "

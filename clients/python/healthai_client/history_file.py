@@ -14,9 +14,10 @@
 
 Negative counts (reporting corrections) are refused, as ``train forecast`` refuses them, unless
 ``negatives="clip"`` (set to 0, as the model was trained with ``--negatives clip``) or ``"keep"``
-(sent as they are; the served models refuse them). Missing cells or periods of a dated file are
-refused too, unless ``missing="interpolate"`` (filled in time from the region's own counts, as
-``train forecast --missing interpolate`` fills them; ``HistoryFile.filled`` counts them).
+(sent as they are; only a model trained with ``--negatives keep`` takes them). Missing cells or
+periods of a dated file are refused too, unless ``missing="interpolate"`` (filled in time from the
+region's own counts, as ``train forecast --missing interpolate`` fills them; ``HistoryFile.filled``
+counts them).
 """
 
 from __future__ import annotations

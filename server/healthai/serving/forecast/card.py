@@ -30,6 +30,7 @@ class ForecastCard:
     region_names: tuple[str, ...] = ()  # display names in column order ("" where unknown)
     has_point: bool = False  # the model outputs its own point forecast (else: the 0.5 quantile)
     week_start: str = "monday"  # weekly models: the day their weeks begin on (sunday: MMWR weeks)
+    negatives: bool = False  # trained with negative counts kept (corrections): its history may hold them
 
     @property
     def n_regions(self) -> int:
@@ -82,8 +83,9 @@ def parse_forecast_card(card: dict[str, Any], graph: dict[str, Any], dims: tuple
     week_start = str(card.get("week_start") or "monday").lower()
     if week_start not in WEEK_DAYS:
         raise RepositoryError(f"{where}: week_start {week_start!r} is not a day of the week")
+    data = card.get("data") if isinstance(card.get("data"), dict) else {}
     return ForecastCard(window, horizons, levels_arr, region_ids, aliases, "D" if step == "D" else "W", names,
-                        week_start=week_start)
+                        week_start=week_start, negatives=data.get("negatives") == "keep")
 
 
 def inspect_forecast(loaded: LoadedVersion) -> None:
