@@ -122,8 +122,10 @@ def _numbers(
     bad = ~np.isfinite(values) & ~(absent & allow_missing)
     if bad.any():
         i = int(np.argmax(bad))
+        cell = str(column.iloc[i]).strip()
+        missing_mark = cell == "" or bool(is_missing_text(pd.Series([cell])).iloc[0]) or column.isna().iloc[i]
         hint = (
-            "not a number nor a missing mark" if allow_missing
+            "not a number nor a missing mark" if allow_missing or not missing_mark
             else "missing values are refused: --missing interpolate fills them in time, counted in the report"
         )
         raise InputFileError(
