@@ -182,7 +182,7 @@ def _write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
         ),
         ("period,a,b\nsoon,1,2\n", None, {}, "row 2: period 'soon' is not an ISO date"),
         ("period,a,a\n2020-01-06,1,2\n", None, {}, r"the header names \['a'\] more than once"),
-        ("period,a,b\n2020-01-06,1,twelve\n", None, {}, r"'twelve' is not a finite number \(not a number nor"),
+        ("period,a,b\n2020-01-06,1,twelve\n", None, {}, r"'twelve' is not a finite number \(not a number"),
         (  # each distinct label is parsed once; the error names the first row that holds it
             "region,period,count\na,2020-01-06,1\nb,2020-01-06,1\na,2020-1-13,1\nb,2020-1-13,1\n",
             None,
@@ -380,3 +380,23 @@ def test_from_store_refuses_a_missing_directory_instead_of_creating_it(tmp_path:
     with pytest.raises(TrainingInputError, match="no such directory"):
         load_store(str(missing), graph=graph, syndrome="ili")
     assert not missing.exists()  # a typo never leaves an empty store behind
+
+
+def test_a_served_models_graph_json_is_a_graph_file(tmp_path: Path, shared_data: Path) -> None:
+    """A forecaster's exported graph.json trains the next one: the same neighbours as the adjacency it
+    was built from (the shipped US-states model and its data set's ``state-adj.txt``)."""
+    from healthai.surveillance.graph_file import read_graph
+
+    exported = Path(__file__).parents[2] / "server/healthai/data/models/forecast_us_states/1/graph.json"
+    ids = tuple(json.loads(exported.read_text())["region_ids"])
+    got = read_graph(exported, region_ids=ids, allow_isolated=True)  # Alaska, Hawaii
+    assert got.region_ids == ids and got.report["format"] == "graph.json"
+    adjacency = np.loadtxt(shared_data / "epi/us_states/state-adj.txt", delimiter=",")
+    np.testing.assert_array_equal(got.adjacency > 0, (adjacency + np.eye(len(ids))) > 0)
+    broken = tmp_path / "graph.json"
+    broken.write_text(json.dumps({"region_ids": ["a", "b"], "indptr": [0, 1], "indices": [0]}))
+    with pytest.raises(InputFileError, match="indptr / indices do not describe 2 regions"):
+        read_graph(broken, region_ids=("a", "b"))
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(InputFileError, match="neither a GeoJSON FeatureCollection"):
+        read_graph(tmp_path / "other.json", region_ids=("a", "b"))

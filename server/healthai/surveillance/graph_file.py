@@ -13,7 +13,9 @@ Formats (by content / suffix):
   ``properties.<id_property>`` (default: ``id``, ``region``, ``code``, else the feature ``id``) and the
   optional display name ``properties.name``. Two regions are neighbours when their boundaries share a
   vertex (queen contiguity on exact coordinates, which holds for topologically clean boundaries such
-  as Census or Natural Earth files).
+  as Census or Natural Earth files);
+- a served forecaster's ``graph.json`` (``region_ids`` and a CSR ``indptr, indices, weights``), so a
+  model's graph trains the next one.
 
 Or a built-in graph by name (``us-counties``, ``us-states``: ``builtin_graphs``), cut down to the
 series' regions.
@@ -129,12 +131,17 @@ def _rings(geometry: dict[str, Any]) -> list[list]:
     raise ValueError(f"geometry type {kind!r} (need Polygon or MultiPolygon)")
 
 
-def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str]]:
+def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str], str]:
     try:
         doc = json.loads(path.read_text())
-        features = doc["features"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{path}: not a GeoJSON FeatureCollection ({exc})", field="graph") from exc
+    except (OSError, ValueError) as exc:
+        raise InputFileError(f"{path}: not JSON ({exc})", field="graph") from exc
+    if isinstance(doc, dict) and "region_ids" in doc and "indptr" in doc:
+        return (*_model_graph(path, doc), "graph.json")
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(features, list):
+        raise InputFileError(f"{path}: neither a GeoJSON FeatureCollection (no 'features' list) nor a "
+                             "served forecaster's graph.json ('region_ids', 'indptr')", field="graph")
     ids, names, vertex_owner = [], [], {}
     weights: dict[tuple[str, str], float] = {}
     for k, feat in enumerate(features):
@@ -163,7 +170,32 @@ def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list
                     if other != rid:
                         weights[(min(rid, other), max(rid, other))] = 1.0
                 vertex_owner[vertex].add(rid)
-    return ids, weights, names
+    return ids, weights, names, "geojson"
+
+
+def _model_graph(path: Path, doc: dict) -> tuple[list[str], dict, list[str]]:
+    """A served forecaster's ``graph.json`` (CSR: ``indptr``, ``indices``, ``weights``), so a model's
+    graph trains the next one."""
+    try:
+        ids = [str(r) for r in doc["region_ids"]]
+        indptr, indices = np.asarray(doc["indptr"], np.int64), np.asarray(doc["indices"], np.int64)
+        values = np.asarray(doc.get("weights") or np.ones(len(indices)), np.float64)
+        ok = (len(indptr) == len(ids) + 1 and indptr[0] == 0 and indptr[-1] == len(indices) == len(values)
+              and np.all(np.diff(indptr) >= 0) and (len(indices) == 0 or 0 <= indices.min() <= indices.max()
+                                                    < len(ids)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: a graph.json needs region_ids, indptr, indices ({exc})",
+                             field="graph") from exc
+    if not ok:
+        raise InputFileError(f"{path}: graph.json's indptr / indices do not describe {len(ids)} regions",
+                             field="graph")
+    weights = {}
+    for i in range(len(ids)):
+        for k in range(indptr[i], indptr[i + 1]):
+            a, b = ids[i], ids[indices[k]]
+            weights[(min(a, b), max(a, b))] = float(values[k])
+    names = doc.get("region_names") if isinstance(doc.get("region_names"), list) else []
+    return ids, weights, [str(n) for n in names] if len(names) == len(ids) else [""] * len(ids)
 
 
 def graph_region_ids(
@@ -183,8 +215,7 @@ def _parse(
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="graph")
     if path.suffix.lower() in (".geojson", ".json"):
-        ids, weights, names = _geojson(path, id_property)
-        return ids, weights, names, "geojson"
+        return _geojson(path, id_property)
     cells = read_headerless(path, "graph")
     if cells is not None and cells.shape[0] == cells.shape[1]:  # n × n numbers: no id header
         cells.columns = list(column_ids(cells.shape[1], matrix_ids, path, "graph"))
