@@ -79,3 +79,9 @@ def test_counts_and_the_server_count_a_syndrome_of_the_file(tmp_path: Path, caps
     with pytest.raises(InvalidInput, match="needs at least one code"):
         path.write_text('[syndromes.measles]\ndescription = "measles"')
         IngestPlugin(settings)
+
+
+def test_dotless_icd10_codes_are_read_as_ingest_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "syndromes.toml"
+    path.write_text('[syndromes.flu_b]\nicd10 = ["J101", "j10.81", "J11"]\n')
+    assert load_syndromes(path)["flu_b"].icd10_prefixes == ("J10.1", "J10.81", "J11")

@@ -22,6 +22,7 @@ from healthai.surveillance.syndromes import SYNDROMES, Syndrome
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ICD10 = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")  # a category (B05) or a code (J12.82)
+DOTLESS_ICD10 = re.compile(r"^[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}$")
 SNOMED_ID = re.compile(r"^[1-9][0-9]{5,17}$")
 LOINC_CODE = re.compile(r"^[0-9]{1,7}-[0-9]$")
 KEYS = {"description", "icd10", "snomed", "lab_loinc"}
@@ -80,6 +81,8 @@ def _codes(spec: dict, key: str, pattern: re.Pattern[str], where: str, upper: bo
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise InvalidInput(f"{where}: {key} must be a list of strings", field="syndromes")
     codes = [v.strip().upper() if upper else v.strip() for v in values]
+    if pattern is ICD10:  # J101 as ingest reads it too: J10.1 (the store holds dotted codes)
+        codes = [f"{c[:3]}.{c[3:]}" if DOTLESS_ICD10.match(c) else c for c in codes]
     bad = [c for c in codes if not pattern.match(c)]
     if bad:
         raise InvalidInput(f"{where}: {key} {bad[:3]} are not valid codes", field="syndromes")
