@@ -243,7 +243,8 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
             _warn_non_ucum(rec, unit, unit_path)
         except units.UnitError as e:
             if e.code == IssueCode.UNIT_UNKNOWN:
-                rec.warn(IssueCode.UNIT_UNKNOWN, f"{e}; value kept unconverted", rec.path(unit_path))
+                rec.warn(IssueCode.UNIT_UNKNOWN, f"{e}; the value is kept as sent (original_value, "
+                         "original_unit), not as a canonical value", rec.path(unit_path))
             elif e.code == IssueCode.VALUE_IMPOSSIBLE:
                 rec.reject(IssueCode.VALUE_IMPOSSIBLE, str(e), rec.path(f"{path}.value"))
             else:
