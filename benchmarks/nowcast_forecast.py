@@ -18,6 +18,10 @@ nowcast as of the origin's Monday by the server's own code (``nowcast_cases``, d
 are complete. Scored against the complete counts: WIS, 50 % and 95 % interval coverage per horizon.
 
     .venv/bin/python benchmarks/nowcast_forecast.py
+    .venv/bin/python benchmarks/nowcast_forecast.py --model runs/.../models/NAME/1 --series counts.csv
+
+``--model`` / ``--series``: another exported forecaster and the wide series (``period`` + one column
+per region) it was trained on with the default 50/20/30 split.
 """
 
 from __future__ import annotations
@@ -81,20 +85,32 @@ def windows(series: np.ndarray, origin: int, window: int, cases: pd.DataFrame
     return {"complete": complete, "stored": stored, "point": point}, draws
 
 
+def _series(path: Path, model: Path) -> np.ndarray:
+    """[T, N] counts in the model's region order (graph.json)."""
+    if path.suffix == ".txt":
+        return np.loadtxt(path, delimiter=",")
+    ids = pd.read_json(model / "graph.json", typ="series")["region_ids"]
+    return pd.read_csv(path, dtype={"period": str})[[str(r) for r in ids]].to_numpy(np.float64)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--every", type=int, default=2, help="weeks between origins")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=MODEL, help="an exported forecaster's version folder")
+    ap.add_argument("--series", type=Path, default=SERIES, help="its series: state360.txt or a wide CSV")
     args = ap.parse_args()
-    series = np.loadtxt(SERIES, delimiter=",")
-    levels = np.array(pd.read_json(MODEL / "model_card.json", typ="series")["quantile_levels"])
-    session = ort.InferenceSession(str(MODEL / "model.standard.onnx"), providers=["CPUExecutionProvider"])
+    series = _series(args.series, args.model)
+    levels = np.array(pd.read_json(args.model / "model_card.json", typ="series")["quantile_levels"])
+    onnx_file = args.model / "model.standard.onnx"
+    onnx_file = onnx_file if onnx_file.is_file() else args.model / "model.onnx"
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     window = session.get_inputs()[0].shape[1]
     test_start = int(0.7 * len(series))  # the fixed 50/20/30 split the served model was fitted by
     origins = list(range(test_start, len(series) - max(HORIZONS) + 1, args.every))
     lo95, hi95 = int(np.argmin(abs(levels - 0.025))), int(np.argmin(abs(levels - 0.975)))
     lo50, hi50 = int(np.argmin(abs(levels - 0.25))), int(np.argmin(abs(levels - 0.75)))
-    print(f"forecast_us_states v1, {len(origins)} origins (weeks {origins[0]}-{origins[-1]}), "
+    print(f"{args.model}, {len(origins)} origins (weeks {origins[0]}-{origins[-1]}), "
           f"{NOWCAST_DRAWS} draws; horizons {HORIZONS}")
     gaps: dict[str, list[float]] = {"point": [], "mixture": []}
     ratios = []

@@ -182,6 +182,7 @@ def _write(tmp_path: Path, text: str, name: str = "s.csv") -> Path:
         ),
         ("period,a,b\nsoon,1,2\n", None, {}, "row 2: period 'soon' is not an ISO date"),
         ("period,a,a\n2020-01-06,1,2\n", None, {}, r"the header names \['a'\] more than once"),
+        ("period,a,b,c\n2020-01-06,1,2,3\n2020-01-13,1,2,3\n", None, {}, r"by a row to itself, e.g. c,c"),
         ("period,a,b\n2020-01-06,1,twelve\n", None, {}, r"'twelve' is not a finite number \(not a number"),
         (  # each distinct label is parsed once; the error names the first row that holds it
             "region,period,count\na,2020-01-06,1\nb,2020-01-06,1\na,2020-1-13,1\nb,2020-1-13,1\n",
