@@ -108,46 +108,19 @@ def test_a_private_server_refuses_to_nowcast(store: Path, tmp_path: Path, make_s
     assert err.value.details().startswith("stored.nowcast: this server answers from DP releases")
 
 
-def test_the_interval_mixes_forecasts_of_the_nowcasts_draws(store: Path, tmp_path: Path,
-                                                            make_server) -> None:
-    """The quantiles are the mixture of the model's forecasts from draws of the final counts (worked
-    out here from the same draws and the tiny model's formula); the point is the point window's."""
-    from healthai.serving.forecast.card import parse_forecast_card
-    from healthai.serving.forecast.mixture import mixture_quantiles
-    from healthai.serving.forecast.stored import NOWCAST_DRAWS, stored_window
-
-    from .tiny_models import QUANTILES, forecast_factors
-
+def test_a_nowcast_forecast_is_the_models_forecast_of_the_nowcast_window(store: Path, tmp_path: Path,
+                                                                         make_server) -> None:
+    """Point and quantiles are the model's on the nowcast window, as an explicit history of it gives
+    them: the nowcast's own uncertainty is not mixed in (benchmarks/nowcast_forecast.py: no better
+    calibrated at state-level counts, worse at small ones)."""
     repo = tmp_path / "models"
-    write_forecast_version(repo, "forecast_tiny", 1, REGIONS, window=W, steps=S)  # max_batch_size 8
-    counts = SurveillanceCounts(ParquetStore(str(store)).open())
-    server = make_server(repo, surveillance=counts)
+    write_forecast_version(repo, "forecast_tiny", 1, REGIONS, window=W, steps=S)
+    server = make_server(repo, surveillance=SurveillanceCounts(ParquetStore(str(store)).open()))
     stub = forecast_pb2_grpc.ForecastStub(server.channel)
     got = stub.Forecast(forecast_pb2.ForecastRequest(
         model_name="forecast_tiny", stored=forecast_pb2.StoredHistory(nowcast=True)), timeout=20)
-    assert got.nowcast_draws == NOWCAST_DRAWS
     window = np.array(got.stored_history, np.float32).reshape(W, 3)
     one = stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_tiny", history=forecast_pb2.History(
         region_ids=REGIONS, counts=window.ravel().tolist())), timeout=20)
-    assert one.nowcast_draws == 0
-    np.testing.assert_allclose(got.point, one.point, rtol=1e-5)  # the point reads the nowcast's point
-
-    card = parse_forecast_card({"window": W, "quantile_levels": QUANTILES, "step": "W"},
-                               {"region_ids": REGIONS}, (W, 3), S, len(QUANTILES), "test")
-    drawn = stored_window(counts, forecast_pb2.StoredHistory(nowcast=True), card)
-    np.testing.assert_allclose(drawn.window, window)
-    assert drawn.draws.shape == (NOWCAST_DRAWS, W, 3)
-    assert (drawn.draws >= np.array(stub.Forecast(forecast_pb2.ForecastRequest(
-        model_name="forecast_tiny", stored=forecast_pb2.StoredHistory()), timeout=20).stored_history
-        ).reshape(W, 3) - 1e-3).all()  # never below what is stored
-    assert (drawn.draws[:, 0] == drawn.draws[0, 0]).all()  # the oldest week is mature: no draw
-    assert drawn.draws[:, -1].std(axis=0).min() > 0  # the latest week is drawn
-    forecasts = drawn.draws.mean(axis=1)[:, None, :, None] * forecast_factors(S)[None, :, None, :]
-    expected = mixture_quantiles(forecasts, np.array(QUANTILES), np.array(QUANTILES))
-    quantiles = np.array(got.quantiles).reshape(S, 3, len(QUANTILES))
-    np.testing.assert_allclose(quantiles, expected, rtol=1e-4)
-    single = np.array(one.quantiles).reshape(S, 3, len(QUANTILES))
-    assert ((quantiles[..., -1] - quantiles[..., 0]) > (single[..., -1] - single[..., 0])).all()
-    again = stub.Forecast(forecast_pb2.ForecastRequest(
-        model_name="forecast_tiny", stored=forecast_pb2.StoredHistory(nowcast=True)), timeout=20)
-    assert list(again.quantiles) == list(got.quantiles)  # the same store and day: the same answer
+    np.testing.assert_allclose(got.point, one.point, rtol=1e-5)
+    np.testing.assert_allclose(got.quantiles, one.quantiles, rtol=1e-5)

@@ -134,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--stored: forecast even when some regions have no stored counts (flagged)")
     p.add_argument("--nowcast", action="store_true",
                    help="--stored: correct the window's latest periods for reporting delay first (a chain "
-                        "ladder on the store's ingest dates, as healthai counts --nowcast); the quantiles "
-                        "carry the nowcast's uncertainty")
+                        "ladder on the store's ingest dates, as healthai counts --nowcast)")
     p.add_argument("--hubverse", type=Path, metavar="FILE",
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
     p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")

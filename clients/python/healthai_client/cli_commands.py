@@ -317,8 +317,7 @@ def forecast(args: argparse.Namespace) -> int:
               "from a later period (its days with no case count as zeros)", file=sys.stderr)
     added = sum(c.get("nowcast_added", 0.0) for c in r.coverage)
     if getattr(args, "nowcast", False):
-        print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods; the "
-              f"quantiles mix the forecasts of {r.nowcast_draws} draws of their final counts",
+        print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods",
               file=sys.stderr)
     if args.hubverse:
         n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)

@@ -123,7 +123,6 @@ class ForecastResult:
     # cases_in_window}; a region with no first_stored_period had no data (its input was zeros)
     coverage: tuple[dict[str, Any], ...] = ()
     history: np.ndarray | None = None  # [steps, regions] the model read (stored), or what was sent
-    nowcast_draws: int = 0  # stored nowcast: draws of the final counts whose forecasts the quantiles mix
 
     def with_history(self, region_ids: list[str], counts: np.ndarray) -> ForecastResult:
         """This result with the explicit history that was sent, reordered to ``region_ids`` here."""
@@ -162,4 +161,4 @@ class ForecastResult:
         return cls(r.model_name, r.model_version, regions, tuple(r.horizons),
                    tuple(round(float(x), 6) for x in r.quantile_levels), point, quantiles,
                    r.first_forecast_period, r.step, {rid: i for i, rid in enumerate(regions)},
-                   coverage, history, r.nowcast_draws)
+                   coverage, history)

@@ -48,7 +48,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta, betanbinom, nbinom
+from scipy.stats import betanbinom, nbinom
 
 from healthai.errors import InvalidInput
 from healthai.store import ParquetStore
@@ -176,31 +176,6 @@ def nowcast_cases(cases: pd.DataFrame, *, today: pd.Timestamp, freq: str = "W", 
                    (str(span.min().date()), str(span.max().date())) if len(span) else ("", ""),
                    int((cases["delay"] > max_delay).sum()), pooling, development, len(loads), interval,
                    evidence)
-
-
-def final_count_draws(got: Nowcast, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """[draws, rows of ``got.table``]: samples of each period's final count, as the interval models it:
-    observed + cases still to come ~ NB(count + 1, F). With ``interval="beta"`` F is drawn from
-    Beta(n F, n (1 - F)) once per place and draw, so a place's periods share its F's error (an F
-    estimated too high leaves every recent period short); a draw of F is floored at
-    ``MIN_COMPLETENESS``, the least the point nowcast divides by. Mature rows are their counts."""
-    table = got.table
-    count = table["count"].to_numpy(np.float64)
-    out = np.repeat(count[None], draws, axis=0)
-    f = table["completeness"].to_numpy(np.float64)
-    open_ = np.flatnonzero(f < 1.0)
-    if not len(open_):
-        return out
-    f_open = np.broadcast_to(f[open_], (draws, len(open_)))
-    if got.interval == "beta" and got.evidence is not None:
-        region = table["region"].to_numpy()[open_]
-        n = got.evidence.reindex(region).to_numpy(np.float64)
-        places, which = np.unique(region, return_inverse=True)
-        u = rng.uniform(size=(draws, len(places)))[:, which]
-        f_open = beta.ppf(u, n * f[open_], n * (1.0 - f[open_]))
-    f_open = np.clip(f_open, MIN_COMPLETENESS, 1.0)
-    out[:, open_] += rng.negative_binomial(count[open_] + 1, f_open)
-    return out
 
 
 def _load_days(cases: pd.DataFrame, max_delay: int) -> pd.Index:

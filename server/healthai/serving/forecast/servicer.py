@@ -10,7 +10,6 @@ import numpy as np
 
 from healthai.errors import InvalidInput, NotFound
 from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORECAST_POINT, ForecastCard
-from healthai.serving.forecast.mixture import mixture_quantiles
 from healthai.serving.forecast.stored import Surveillance, stored_window
 from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
@@ -95,16 +94,6 @@ def check_levels(raw: list[float], card: ForecastCard) -> np.ndarray:
     return levels
 
 
-async def _infer_rows(loaded: LoadedVersion, batch: np.ndarray, outputs: tuple[str, ...],
-                      timeout: float | None) -> dict[str, np.ndarray]:
-    """The model on every row of ``batch``, in requests of at most its ``max_batch_size`` rows."""
-    size = loaded.scheduler.max_batch_size
-    parts = await asyncio.gather(*(
-        loaded.scheduler.infer(InferRequest({FORECAST_INPUT: batch[i:i + size]}, outputs=outputs),
-                               timeout=timeout) for i in range(0, len(batch), size)))
-    return {name: np.concatenate([part[name] for part in parts]) for name in outputs}
-
-
 class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
     def __init__(self, manager: ModelManager, settings: ServingSettings,
                  surveillance: Surveillance | None) -> None:
@@ -159,7 +148,7 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             horizon_rows.append(card.horizons.index(h))
         horizon_rows = horizon_rows or list(range(len(card.horizons)))
         levels = check_levels(list(request.quantile_levels), card)
-        first_period, coverage, draws = "", [], None
+        first_period, coverage = "", []
         source = request.WhichOneof("history_source")
         if source == "history":
             window = explicit_window(request.history, card)
@@ -167,28 +156,24 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             if self.surveillance is None:
                 raise InvalidInput("stored: this server keeps no surveillance counts", field="stored")
             got = await asyncio.to_thread(stored_window, self.surveillance, request.stored, card)
-            window, first_period, coverage, draws = got.window, got.first_period, got.coverage, got.draws
+            window, first_period, coverage = got.window, got.first_period, got.coverage
         else:
             raise InvalidInput("history or stored: one is required", field="history_source")
         outputs = (FORECAST_OUTPUT, FORECAST_POINT) if card.has_point else (FORECAST_OUTPUT,)
-        batch = window[None] if draws is None else np.concatenate([window[None], draws])
-        result = await _infer_rows(loaded, batch, outputs, context.time_remaining())
-        full = result[FORECAST_OUTPUT][:, horizon_rows][:, :, out_cols]  # [B, H, R, Q_model]
+        result = await loaded.scheduler.infer(InferRequest({FORECAST_INPUT: window[None]}, outputs=outputs),
+                                              timeout=context.time_remaining())
+        full = result[FORECAST_OUTPUT][0][horizon_rows][:, out_cols]  # [H, R, Q_model]
         full = np.sort(full, axis=-1)  # rearrangement: quantiles never cross
-        if draws is None:
-            quantiles = interpolate_levels(full[0], card.quantile_levels, levels)
-        else:  # the point window's forecast is not a draw: the mixture is over the draws' alone
-            quantiles = await asyncio.to_thread(mixture_quantiles, full[1:], card.quantile_levels, levels)
+        quantiles = interpolate_levels(full, card.quantile_levels, levels)
         if card.has_point:  # the stacked default: its own point forecast (a weighted mean of members)
             point = np.asarray(result[FORECAST_POINT][0][horizon_rows][:, out_cols], np.float32)
         else:
-            point = interpolate_levels(full[0], card.quantile_levels, np.array([0.5]))[..., 0]
+            point = interpolate_levels(full, card.quantile_levels, np.array([0.5]))[..., 0]
         response = forecast_pb2.ForecastResponse(
             model_name=loaded.name, model_version=loaded.version,
             region_ids=[card.region_ids[c] for c in out_cols],
             horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
-            first_forecast_period=first_period, step=card.step, coverage=coverage,
-            nowcast_draws=0 if draws is None else len(draws))
+            first_forecast_period=first_period, step=card.step, coverage=coverage)
         if source == "stored":
             extend_float32(response, "stored_history", window[:, out_cols])
         extend_float32(response, "point", point)

@@ -1,10 +1,10 @@
 """Forecast history from the store: the surveillance counts the Ingest service keeps, at the model's
-step and in its region order, with each region's coverage; optionally nowcast for reporting delay.
+step and in its region order, with each region's coverage; optionally nowcast for reporting delay
+(the window's latest periods are the nowcast's point: ``healthai.surveillance.nowcast``).
 
-With ``stored.nowcast`` the window's latest periods are the nowcast's point (what the point forecast
-reads), and ``NOWCAST_DRAWS`` more windows hold draws of their final counts
-(``healthai.surveillance.nowcast.final_count_draws``): the servicer runs the model on each and answers
-with their mixture's quantiles (``mixture.py``), so the interval carries the nowcast's uncertainty.
+The forecast's interval does not carry the nowcast's own uncertainty: mixing the model's forecasts
+over draws of the final counts was measured (``benchmarks/nowcast_forecast.py``) and was no better
+calibrated at state-level counts and worse at small ones, so it is not done.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from healthai.serving.forecast.card import ForecastCard
 from healthai.surveillance.counts import end_refused, place_level
 from healthai.v1 import forecast_pb2
 
-NOWCAST_DRAWS = 32  # windows of final-count draws the model is run on (one batch)
-NOWCAST_SEED = 0  # the same store and day give the same answer
-
 
 class Surveillance(Protocol):
     def counts(self, syndrome: str = "ili", freq: str = "D", start: Any = None, end: Any = None, *,
@@ -36,7 +33,6 @@ class StoredWindow:
     window: np.ndarray  # [W, N] float32, the model's region order
     first_period: str  # ISO date of the first forecast period
     coverage: list[forecast_pb2.RegionCoverage]
-    draws: np.ndarray | None = None  # [NOWCAST_DRAWS, W, N] float32 with stored.nowcast
 
 
 def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard
@@ -55,23 +51,19 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
             raise
         raise end_refused(e, "stored.end_date") from None
     observed = frame
-    draws = None
     if stored.nowcast:
-        frame, draws = _nowcast(surveillance, stored, card, frame)
+        frame = _nowcast(surveillance, stored, card, frame)
     if len(frame) < card.window:
         raise InvalidInput(f"stored: {len(frame)} {card.step} periods of stored counts; the model needs "
                            f"at least {card.window}", field="stored")
     history = np.zeros((len(frame), card.n_regions), np.float64)
     added = np.zeros_like(history)
-    drawn = None if draws is None else np.zeros((len(draws), *history.shape), np.float64)
     matched = 0
-    for i, code in enumerate(frame.columns):
+    for code in frame.columns:
         col = card.region_aliases.get(str(code))
         if col is not None:
             history[:, col] += frame[code].to_numpy(dtype=np.float64)
             added[:, col] += (frame[code] - observed[code]).to_numpy(dtype=np.float64)
-            if drawn is not None:
-                drawn[:, :, col] += draws[:, :, i]
             matched += 1
     if len(frame.columns) and not matched:
         raise InvalidInput(f"stored: none of the stored regions (e.g. {list(frame.columns[:3])}) is a region "
@@ -86,7 +78,7 @@ def stored_window(surveillance: Surveillance, stored: forecast_pb2.StoredHistory
                            field="stored")
     step = pd.Timedelta(days=7 if card.step == "W" else 1)
     return StoredWindow(history[start:].astype(np.float32), (frame.index[-1] + step).date().isoformat(),
-                        coverage, None if drawn is None else drawn[:, start:].astype(np.float32))
+                        coverage)
 
 
 def _coverage(index: pd.DatetimeIndex, history: np.ndarray, added: np.ndarray, card: ForecastCard,
@@ -113,10 +105,9 @@ def _can_nowcast(surveillance: Surveillance) -> None:
 
 
 def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, card: ForecastCard,
-             frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """``frame`` with its latest periods corrected for reporting delay (``healthai.surveillance.nowcast``),
-    and [NOWCAST_DRAWS, periods, columns] draws of the same frame's final counts."""
-    from healthai.surveillance.nowcast import final_count_draws, nowcast
+             frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its latest periods corrected for reporting delay (``healthai.surveillance.nowcast``)."""
+    from healthai.surveillance.nowcast import nowcast
 
     try:
         got = nowcast(surveillance, syndrome=stored.syndrome or "ili", freq=card.step,
@@ -125,18 +116,10 @@ def _nowcast(surveillance: Surveillance, stored: forecast_pb2.StoredHistory, car
     except InvalidInput as e:
         raise InvalidInput(f"stored.nowcast: {e.message.removeprefix('as_of: ')}",
                            field="stored.nowcast") from None
-    table = got.table
-    wide = table.pivot(index="period", columns="region", values="nowcast")
+    wide = got.table.pivot(index="period", columns="region", values="nowcast")
     wide.index = pd.DatetimeIndex(pd.to_datetime(wide.index), name=frame.index.name)
     stored_counts = frame.astype(np.float64)
     # never below what is stored: records dated after the server's UTC day (a writer's clock ahead)
     # are in the counts but not in the nowcast's as-of view
-    point = np.maximum(wide.reindex(index=frame.index, columns=frame.columns).fillna(stored_counts),
-                       stored_counts)
-    rows = frame.index.get_indexer(pd.to_datetime(table["period"]))
-    cols = frame.columns.get_indexer(table["region"])
-    keep = (rows >= 0) & (cols >= 0) & (table["completeness"].to_numpy() < 1.0)
-    values = final_count_draws(got, NOWCAST_DRAWS, np.random.default_rng(NOWCAST_SEED))[:, keep]
-    draws = np.repeat(stored_counts.to_numpy()[None], NOWCAST_DRAWS, axis=0)
-    draws[:, rows[keep], cols[keep]] = np.maximum(values, draws[:, rows[keep], cols[keep]])
-    return point, draws
+    return np.maximum(wide.reindex(index=frame.index, columns=frame.columns).fillna(stored_counts),
+                      stored_counts)

@@ -1,25 +1,51 @@
-"""Quantiles of an equal-weight mixture of forecasts, each given by its quantiles.
+"""The experiment of ``nowcast_forecast.py``: draws of the final counts behind a nowcast, and the
+quantiles of an equal-weight mixture of forecasts given by their quantiles (tried as the server's
+answer to ``Forecast --stored --nowcast``, measured, and not adopted: see that benchmark).
 
-A forecast from a nowcast is a forecast from each plausible final count of the latest periods: the
-model is run once per draw of the nowcast (``healthai.surveillance.nowcast.final_count_draws``) and
-the answer is their mixture, so its interval carries what the latest counts may still become.
-Averaging the draws' quantiles (Vincentization) would keep each draw's width and drop the spread
-between them; the mixture keeps both.
-
-Each forecast's quantile function is taken as piecewise linear through its levels, extended linearly
-to levels 0 and 1 (not below zero when its lowest quantile is a count >= 0), and read at S stratified
-levels (m + 0.5) / S; the pooled values' quantiles at the requested levels (Hazen's plotting positions,
-which give one forecast's own quantiles back between its levels) are the mixture's. S is as many as
-``POOLED_VALUES`` allows over every cell, from ``MIN_STRATA`` (a county-scale graph) to
-``MAX_STRATA`` (a few dozen regions); more strata, a finer reading of each forecast's tails.
+Mixture: each forecast's quantile function is taken as piecewise linear through its levels, extended
+linearly to levels 0 and 1 (not below zero when its lowest quantile is a count >= 0), and read at S
+stratified levels (m + 0.5) / S; the pooled values' quantiles at the requested levels (Hazen's
+plotting positions) are the mixture's. S is as many as ``POOLED_VALUES`` allows over every cell,
+from ``MIN_STRATA`` to ``MAX_STRATA``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import beta
+
+from healthai.surveillance.nowcast import MIN_COMPLETENESS, Nowcast
 
 MIN_STRATA, MAX_STRATA = 32, 256  # levels read per forecast: draws x strata pooled values per cell
 POOLED_VALUES = 1 << 23  # pooled values over every cell (strata), and held at once (region chunks)
+
+
+def final_count_draws(got: Nowcast, draws: int, rng: np.random.Generator, *, centred: bool = False
+                      ) -> np.ndarray:
+    """[draws, rows of ``got.table``]: samples of each period's final count, as the interval models it:
+    observed + cases still to come ~ NB(count + 1, F). With ``interval="beta"`` F is drawn from
+    Beta(n F, n (1 - F)) once per place and draw, so a place's periods share its F's error (an F
+    estimated too high leaves every recent period short); a draw of F is floored at
+    ``MIN_COMPLETENESS``, the least the point nowcast divides by. Mature rows are their counts.
+    ``centred``: NB(count, F) instead (a prior ∝ 1 / N: its mean is the point nowcast, count / F)."""
+    table = got.table
+    count = table["count"].to_numpy(np.float64)
+    out = np.repeat(count[None], draws, axis=0)
+    f = table["completeness"].to_numpy(np.float64)
+    open_ = np.flatnonzero(f < 1.0)
+    if not len(open_):
+        return out
+    f_open = np.broadcast_to(f[open_], (draws, len(open_)))
+    if got.interval == "beta" and got.evidence is not None:
+        region = table["region"].to_numpy()[open_]
+        n = got.evidence.reindex(region).to_numpy(np.float64)
+        places, which = np.unique(region, return_inverse=True)
+        u = rng.uniform(size=(draws, len(places)))[:, which]
+        f_open = beta.ppf(u, n * f[open_], n * (1.0 - f[open_]))
+    f_open = np.clip(f_open, MIN_COMPLETENESS, 1.0)
+    r = np.broadcast_to(count[open_] + (0 if centred else 1), f_open.shape)
+    out[:, open_] += np.where(r > 0, rng.negative_binomial(np.maximum(r, 1), f_open), 0)
+    return out
 
 
 def mixture_quantiles(quantiles: np.ndarray, levels: np.ndarray, out_levels: np.ndarray) -> np.ndarray:
