@@ -72,3 +72,10 @@ def test_healthai_counts_lists_trailing_zeros_up_to_its_end(store_dir: Path, cap
                  "--end", "2025-12-02"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1].split(",")[:3] == ["US-VT", "2025-12-02", "0"] and len(out) == 1 + 9
+    assert main(["counts", "--store", str(store_dir), "--step", "W", "--syndrome", "ili"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1].startswith("US-VT,2025-11-24,")  # the table ends with the last case
+    assert "no case after the period of 2025-11-24; the periods since then that have ended are not " \
+           "listed: --end " in err
+    week_end = dt.date.fromisoformat(err.split("--end ")[1].split()[0])
+    assert week_end.weekday() == 6 and week_end < dt.datetime.now(dt.UTC).date()  # a Sunday that ended

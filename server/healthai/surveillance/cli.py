@@ -136,6 +136,20 @@ def _nowcast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_last_case(last: pd.Timestamp, today: dt.date, step: str, week_start: str) -> None:
+    """The table ends with the last case's period; say so when later periods have ended too (a store
+    of history, a quiet feed): their zeros are listed only when --end names them."""
+    from healthai.surveillance.counts import week_day
+
+    ended = pd.Timestamp(today) - pd.Timedelta(days=1)  # the last day that has ended
+    if step == "W":  # back to the last day of the last week that has ended
+        ended -= pd.Timedelta(days=(ended.day_of_week - (week_day(week_start) - 1)) % 7)
+    period_end = last + pd.Timedelta(days=6 if step == "W" else 0)
+    if ended > period_end:
+        print(f"healthai counts: no case after the period of {last.date()}; the periods since then that "
+              f"have ended are not listed: --end {ended.date()} lists them as zeros", file=sys.stderr)
+
+
 def _counts(args: argparse.Namespace) -> int:
     from healthai.store import ParquetStore
 
@@ -195,6 +209,8 @@ def _counts(args: argparse.Namespace) -> int:
           f"matching records wait for a {args.level} or a date"
           + (f"; {suppressed} cells under {args.suppress_below} left empty" if args.suppress_below else ""),
           file=sys.stderr)
+    if release is None and args.end is None and today is not None and len(frame):
+        _say_last_case(frame.index[-1], today, args.step, args.week_start)
     if release is not None:
         _say_private(release, args)
     return 0
