@@ -117,3 +117,12 @@ def test_refuses_to_start_without_a_pseudonym_key(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "healthai.app", "serve", "--port", "99999"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "port" in bad.stderr
+
+
+def test_a_tls_file_that_cannot_serve_stops_start_up_with_its_setting_named(tmp_path: Path) -> None:
+    """A certificate file that does not exist: exit 2 and one line naming the setting, no traceback."""
+    cmd = [sys.executable, "-m", "healthai.app", "serve", *args(tmp_path / "s"), "--port", "0",
+           "--dev", "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "missing.key")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "cannot start: tls_cert_file=" in done.stderr and "Traceback" not in done.stderr

@@ -106,6 +106,10 @@ def _serve(args: argparse.Namespace) -> int:
     except HealthAIError as e:  # start-up refused (no pseudonym key, unreadable map, port in use)
         log.error("cannot start: %s", e.message)
         return 2
+    except ValueError as e:  # a setting's file refused at start-up (TLS pair, API keys): the message names it
+        log.debug("start-up refused", exc_info=True)
+        log.error("cannot start: %s", e)
+        return 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:

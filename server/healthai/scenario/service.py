@@ -147,7 +147,8 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         if work > cap:  # before any calibration or allocation
             raise TooLarge(
                 f"work runs x regions x days = {work:,} is over this call's cap {cap:,}"
-                + (" (use RunStream)" if cap < self.settings.max_work else ""),
+                + (" (use RunStream: healthai-client scenario --stream)" if cap < self.settings.max_work
+                   else ""),
                 field="runs",
             )
         if req.sample_trajectories > min(self.settings.max_sample_trajectories, runs):
