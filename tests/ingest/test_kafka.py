@@ -197,3 +197,11 @@ def test_sasl_without_password_is_refused_with_the_field() -> None:
     with pytest.raises(InvalidInput) as exc:
         ks.client_config({})
     assert exc.value.field == "kafka.sasl_username"
+
+
+def test_the_dead_letter_topic_cannot_be_the_consumed_one() -> None:
+    """Each rejected message would be dead-lettered into the topic being read, and read again forever."""
+    from healthai.ingest.kafka.settings import KafkaSettings
+
+    with pytest.raises(ValueError, match="dead letters need a topic of their own"):
+        KafkaSettings(topic="health-events", dlq_topic="health-events")

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from healthai.errors import InputFileError
 from healthai_training.errors import TrainingInputError
 from healthai_training.federated.deploy import TASK_START_WINDOW_S
 
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 def _tls(args: argparse.Namespace):
     from healthai_training.federated.deploy import Tls
 
+    given = [f for f in ("tls_cert", "tls_key") if getattr(args, f, None) is not None]
+    if args.tls_ca is None and given:  # never a plaintext link the user asked to be TLS
+        raise TrainingInputError(f"--{given[0].replace('_', '-')} needs --tls-ca (TLS is on only with a CA)",
+                                 field="tls_ca")
     return None if args.tls_ca is None else Tls(ca=args.tls_ca, cert=getattr(args, "tls_cert", None),
                                                 key=getattr(args, "tls_key", None))
 
@@ -41,7 +46,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         task_start_window=args.task_start_window,
         seed=args.seed, secagg_max_weight=args.secagg_max_weight,
     )
-    workdir = args.workdir or Path(args.runs_dir) / "federation"
+    workdir = (args.workdir or Path(args.runs_dir) / "federation").resolve()  # flwr runs in it: no relative
     report = run_federation(settings, workdir=workdir, host=args.host, port=args.port, tls=_tls(args),
                             site_keys=tuple(args.site_key), timeout=args.timeout)
     run_dir, card = export_federated(report, settings, runs_dir=args.runs_dir, name=args.model_name,
@@ -97,7 +102,7 @@ def _guard(func):
                 print("error: flwr is not installed; pip install -r training/requirements-federated.txt")
                 return 2
             raise
-        except TrainingInputError as exc:
+        except InputFileError as exc:  # TrainingInputError, or a table / spec the shared readers refused
             print(f"error: {exc.message}")
             return 2
 

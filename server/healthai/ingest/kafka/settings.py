@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from healthai.errors import InvalidInput
 
@@ -46,6 +46,13 @@ class KafkaSettings(BaseModel):
     sasl_password_file: Path | None = None  # or env HEALTHAI_KAFKA_SASL_PASSWORD
     properties: dict[str, str] = Field(default_factory=dict)  # any other librdkafka property
     client_id: str = Field(default_factory=lambda: f"healthai-ingest-{socket.gethostname()}")
+
+    @model_validator(mode="after")
+    def _dlq_is_another_topic(self) -> KafkaSettings:
+        if self.dlq_topic.strip() == self.topic.strip():  # each rejected message would be read again, forever
+            raise ValueError(f"dlq_topic {self.dlq_topic!r} is the consumed topic: dead letters need a topic "
+                             "of their own")
+        return self
 
     def client_config(self, environ: dict[str, str] | None = None) -> dict[str, str | int]:
         """librdkafka properties shared by the consumer and the DLQ producer."""
