@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from healthai.errors import HealthAIError
+
 # Modules exposing ``register(subparsers)``; each adds its sub-commands with ``set_defaults(func=...)``
 # where ``func(args) -> int`` is the exit code. Imported lazily so ``healthai --help`` stays fast.
 SUBCOMMAND_MODULES = (
@@ -58,7 +60,11 @@ def _register_missing(sub: argparse._SubParsersAction, module: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except HealthAIError as e:  # a refusal no command caught itself (a store that cannot be opened): one line
+        print(f"healthai {args.command}: {e.message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -79,3 +79,11 @@ def test_healthai_counts_lists_trailing_zeros_up_to_its_end(store_dir: Path, cap
            "listed: --end " in err
     week_end = dt.date.fromisoformat(err.split("--end ")[1].split()[0])
     assert week_end.weekday() == 6 and week_end < dt.datetime.now(dt.UTC).date()  # a Sunday that ended
+
+
+def test_a_store_that_cannot_be_opened_is_one_line(capsys) -> None:
+    """An object store nobody answers at (the discard port): exit 2, the URI without its query."""
+    uri = "s3://nobucket/x?region=us-east-1&endpoint_override=127.0.0.1:9&scheme=http"
+    assert main(["counts", "--store", uri, "--syndrome", "ili"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("healthai counts: store_uri 's3://nobucket/x': cannot open the store")

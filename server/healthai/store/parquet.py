@@ -148,6 +148,14 @@ class ParquetStore:
         return self._sequence
 
     def open(self) -> ParquetStore:
+        try:
+            return self._open_store()
+        except OSError as exc:  # an unreachable object store, a bucket that does not exist, no permission
+            where = self.uri.split("?", 1)[0]  # the query may hold credentials
+            raise InvalidInput(f"store_uri {where!r}: cannot open the store ({exc})",
+                               field="store_uri") from exc
+
+    def _open_store(self) -> ParquetStore:
         with self._lock:
             self.filesystem.create_dir(self.root, recursive=True)
             if isinstance(self._log, S3CommitLog) and not self._log.check_conditional_put():
