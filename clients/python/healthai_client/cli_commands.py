@@ -253,7 +253,10 @@ def _ended_already(r: ForecastResult) -> str:
     where the store's data stops, not at the latest period; else ""."""
     if not r.first_forecast_period:
         return ""
-    end = dt.date.fromisoformat(r.first_forecast_period) + dt.timedelta(days=(7 if r.step == "W" else 1) - 1)
+    from healthai_client.exchange import STEP_DAYS
+
+    last_day = STEP_DAYS.get(r.step or "W", 7) - 1
+    end = dt.date.fromisoformat(r.first_forecast_period) + dt.timedelta(days=last_day)
     return end.isoformat() if end < dt.datetime.now(dt.UTC).date() else ""
 
 

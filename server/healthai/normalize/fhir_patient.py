@@ -108,13 +108,14 @@ def _place(rec: Rec, addresses: Any) -> dict[str, str | None] | None:
         return None
     if not isinstance(addresses, list):
         rec.reject(IssueCode.INVALID_FIELD, "address must be an array", rec.path("address"))
-    usable = [a for a in addresses if isinstance(a, dict) and a.get("use") not in ("old", "billing")]
+    usable = [(i, a) for i, a in enumerate(addresses)
+              if isinstance(a, dict) and a.get("use") not in ("old", "billing")]
     # a current home address first: one whose period has ended (the patient moved) only as a last resort
-    usable.sort(key=lambda a: (_ended(rec, a), a.get("use") != "home"))
-    for a in usable:
+    usable.sort(key=lambda ia: (_ended(rec, ia[1]), ia[1].get("use") != "home"))
+    for i, a in usable:
         state, country = a.get("state"), a.get("country")
         if isinstance(state, str):
-            where = rec.path(f"address[{next(i for i, x in enumerate(addresses) if x is a)}]")
+            where = rec.path(f"address[{i}]")
             region = region_code(state, country if isinstance(country, str) else None)
             if region is None:  # said: an integrator would otherwise never learn why nothing is counted
                 rec.warn(IssueCode.INVALID_FIELD, "state is not a state or subdivision known for the "

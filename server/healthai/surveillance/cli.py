@@ -139,13 +139,10 @@ def _nowcast(args: argparse.Namespace) -> int:
 def _say_last_case(last: pd.Timestamp, today: dt.date, step: str, week_start: str) -> None:
     """The table ends with the last case's period; say so when later periods have ended too (a store
     of history, a quiet feed): their zeros are listed only when --end names them."""
-    from healthai.surveillance.counts import week_day
+    from healthai.surveillance.counts import period_start
 
-    ended = pd.Timestamp(today) - pd.Timedelta(days=1)  # the last day that has ended
-    if step == "W":  # back to the last day of the last week that has ended
-        ended -= pd.Timedelta(days=(ended.day_of_week - (week_day(week_start) - 1)) % 7)
-    period_end = last + pd.Timedelta(days=6 if step == "W" else 0)
-    if ended > period_end:
+    ended = period_start(today, step, week_start) - pd.Timedelta(days=1)  # the last ended period's last day
+    if ended > last + pd.Timedelta(days=6 if step == "W" else 0):
         print(f"healthai counts: no case after the period of {last.date()}; the periods since then that "
               f"have ended are not listed: --end {ended.date()} lists them as zeros", file=sys.stderr)
 

@@ -131,7 +131,8 @@ def _rings(geometry: dict[str, Any]) -> list[list]:
     raise ValueError(f"geometry type {kind!r} (need Polygon or MultiPolygon)")
 
 
-def _geojson(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str], str]:
+def _json_graph(path: Path, id_property: str | None) -> tuple[list[str], dict, list[str], str]:
+    """A GeoJSON FeatureCollection (neighbours computed) or a served forecaster's graph.json."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -215,7 +216,7 @@ def _parse(
     if not path.is_file():
         raise InputFileError(f"{path}: no such file", field="graph")
     if path.suffix.lower() in (".geojson", ".json"):
-        return _geojson(path, id_property)
+        return _json_graph(path, id_property)
     cells = read_headerless(path, "graph")
     if cells is not None and cells.shape[0] == cells.shape[1]:  # n × n numbers: no id header
         cells.columns = list(column_ids(cells.shape[1], matrix_ids, path, "graph"))

@@ -90,21 +90,21 @@ def _combine(
     )
 
 
-
 def _check_season(season: int) -> None:
     """The season must be longer than the horizon plus 2: the stack's seasonal members and the
     baselines read the periods one season before each target (± 2), which must have happened by the
-    forecast origin."""
+    forecast origin (``max_seasonal_steps``, as the seasonal mode checks it)."""
     from healthai_training.forecast.config import ForecastConfig
-    from healthai_training.forecast.model import SEASON_HALF_WIDTH
+    from healthai_training.forecast.model import SEASON_HALF_WIDTH, max_seasonal_steps
 
-    least = ForecastConfig.steps + SEASON_HALF_WIDTH
-    if season < least:
+    steps = ForecastConfig.steps
+    if max_seasonal_steps(season) < steps:
         raise TrainingInputError(
-            f"season length must be >= {least} periods (the {ForecastConfig.steps}-period horizon + "
+            f"season length must be >= {steps + SEASON_HALF_WIDTH} periods (the {steps}-period horizon + "
             f"{SEASON_HALF_WIDTH}: the seasonal members read the same periods a season before each target, "
             f"which must be observed by the forecast origin), got {season}. A weekly pattern in daily "
             "counts is learnt from the input window: keep the default season (365 days)", field="season")
+
 
 def load_files(
     *,

@@ -76,10 +76,9 @@ def build_cohort(
     if impute == "midpoint":
         means = np.array([fill_value(table.domains[n], n) for n in names])
     else:  # flags take the training mode, so they stay 0/1 (their valid domain)
-        means = np.nanmean(x[split["train"]], axis=0)
+        shares = np.nanmean(x[split["train"]], axis=0)  # a flag's mean is its share of training rows
         flags = np.array([f.unit == "flag" for f in table.features])
-        shares = means.copy()
-        means = np.where(flags, (means >= 0.5).astype(np.float64), means)
+        means = np.where(flags, (shares >= 0.5).astype(np.float64), shares)
         for group in dict.fromkeys(f.group for f in table.features if f.group):
             # a one-hot group's mode is its most frequent category: that flag 1, the others 0, so a
             # missing category is still exactly one (flag by flag, every share under 0.5 gives none)
