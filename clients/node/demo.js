@@ -73,6 +73,9 @@ async function main() {
       out.forecast = { model_name: r.model_name, model_version: Number(r.model_version), region_ids: r.region_ids,
         horizons: r.horizons, quantile_levels: r.quantile_levels, point: r.point, quantiles: r.quantiles };
     }
+  } catch (e) {
+    e.done = out; // the steps that succeeded before the failing one
+    throw e;
   } finally {
     client.close();
   }
@@ -80,6 +83,7 @@ async function main() {
 }
 
 main().catch((e) => {
+  if (e.done && Object.keys(e.done).length) process.stdout.write(`${JSON.stringify(e.done)}\n`);
   process.stderr.write(`healthai node demo: ${e.message}\n`);
   process.exit(e.failedCheck ? 1 : e.code !== undefined ? 3 : 2);
 });

@@ -34,6 +34,18 @@ async def _reflected_services(ch: grpc.aio.Channel) -> set[str]:
     return set()
 
 
+async def _reflected_services_v1(ch: grpc.aio.Channel) -> set[str]:
+    """The same question through ``grpc.reflection.v1`` (same messages on the wire)."""
+    info = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    call = info(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                      reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health")]))
+    replies = [reply async for reply in call]
+    assert replies[1].file_descriptor_response.file_descriptor_proto  # descriptors, not just names
+    return {s.name for s in replies[0].list_services_response.service}
+
+
 def test_life_cycle_health_reflection_and_port_zero() -> None:
     events: list[str] = []
 
@@ -51,6 +63,7 @@ def test_life_cycle_health_reflection_and_port_zero() -> None:
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
             assert {SERVICE, "grpc.health.v1.Health",
                     "grpc.reflection.v1alpha.ServerReflection"} <= await _reflected_services(ch)
+            assert await _reflected_services_v1(ch) == await _reflected_services(ch)
             watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
             assert (await watch.read()).status == SERVING
             stopping = asyncio.create_task(running.stop(grace=1.0))

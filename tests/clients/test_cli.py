@@ -44,6 +44,9 @@ def test_ingest_fhir_ok_then_csv_with_a_bad_row_is_partial(server: str, fhir_bun
     assert main(["ingest", str(fhir_bundle), "--address", server, "--source", "cli-test"]) == 0
     out = capsys.readouterr().out
     assert f"{fhir_bundle}:" in out and " 0 rejected" in out
+    assert main(["ingest", str(fhir_bundle), "--address", server, "--source", "cli-test"]) == 0
+    again = capsys.readouterr().out  # a re-send: said as such, not as warnings
+    assert "already stored from this source (not stored again)" in again and "ALREADY_STORED" not in again
     csv = tmp_path / "observations.csv"
     csv.write_text("observation_id,patient_id,loinc,value,unit\n"
                    "cli-o1,cli-p1,8480-6,120,mmHg\n"

@@ -140,3 +140,86 @@ def test_a_headerless_matrix_history_takes_the_trainers_region_ids(
     named.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join(f"{v:g}" for v in r) for r in history))
     assert main([*argv[:4], str(named), *argv[5:], "--region-ids", str(tmp_path / "ids.txt")]) == 2
     assert "but this history names its regions" in capsys.readouterr().err
+
+
+def test_plots_without_matplotlib_say_so_before_calling(server, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A serving-only install has no matplotlib: --plot is refused up front (exit 2, one line), and
+    load --out writes its JSON without the PNG instead of a traceback after the run."""
+    import importlib.util
+
+    from healthai_client import plotting
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(plotting.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    path = tmp_path / "weeks.csv"
+    path.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join("1" for _ in REGIONS) for _ in range(30)))
+    argv = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server,
+            "--plot", str(tmp_path / "fan.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib" in err and "Traceback" not in err and not (tmp_path / "fan.png").exists()
+    out = tmp_path / "echo"
+    assert main(["load", "--address", server, "--rpc", "echo", "-c", "1", "-n", "5", "--out", str(out)]) == 0
+    assert "--out writes JSON only" in capsys.readouterr().err
+    assert out.with_suffix(".json").exists() and not out.with_suffix(".png").exists()
+
+
+def test_plot_regions_are_chosen_or_the_busiest(server, tmp_path: Path, capsys) -> None:
+    from healthai_client.exchange import plot_regions
+
+    history = np.array([[1, 50, 3]] * 6, dtype=np.float32)
+    path = tmp_path / "weeks.csv"
+    path.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in history))
+    base = ["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server]
+    chosen = f"{REGIONS[2]},{REGIONS[0]}"
+    assert main([*base, "--plot", str(tmp_path / "two.png"), "--plot-regions", chosen]) == 0
+    assert f"--plot draws 2 of {len(REGIONS)} regions" in capsys.readouterr().err
+    assert (tmp_path / "two.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([*base, "--plot", str(tmp_path / "x.png"), "--plot-regions", "nowhere"]) == 2
+    from healthai_client import Client
+
+    with Client(server) as client:
+        from healthai_client.history_file import read_history
+
+        result = client.forecast(model=FORECAST_MODEL, history=read_history(path))
+    assert plot_regions(result, max_regions=1) == [REGIONS[1]]  # the busiest
+    assert plot_regions(result) == list(REGIONS)
+
+
+def test_a_history_of_other_weeks_than_the_models_is_said(server, tmp_path: Path, capsys) -> None:
+    """The tiny model's weeks start on Mondays (its card's default): MMWR weeks (Sundays) are dated by
+    the history, with a warning; Monday weeks are not."""
+    import datetime as dt
+
+    def dated(first: dt.date) -> Path:
+        path = tmp_path / f"{first}.csv"
+        rows = [f"{first + dt.timedelta(weeks=k)}," + ",".join(["3"] * len(REGIONS)) for k in range(6)]
+        path.write_text("period," + ",".join(REGIONS) + "\n" + "\n".join(rows) + "\n")
+        return path
+
+    base = ["forecast", "-m", FORECAST_MODEL, "--address", server, "--history"]
+    assert main([*base, str(dated(dt.date(2025, 11, 2)))]) == 0  # Sundays
+    err = capsys.readouterr().err
+    assert "weeks start on sundays" in err and "on mondays" in err and "UserWarning" not in err
+    assert main([*base, str(dated(dt.date(2025, 11, 3)))]) == 0  # Mondays
+    assert "weeks start on" not in capsys.readouterr().err
+
+
+def test_hubverse_locations_as_us_fips(server, tmp_path: Path) -> None:
+    from healthai_client.exchange import fips_locations
+
+    regions = [{"id": "Alabama", "aliases": ["US-AL"]}, {"id": "US-MA", "aliases": []},
+               {"id": "25017", "aliases": []}]
+    assert fips_locations(regions) == {"Alabama": "01", "US-MA": "25", "25017": "25017"}
+    with pytest.raises(ValueError, match="no US FIPS code for \\['JP-13'\\]"):
+        fips_locations([{"id": "JP-13", "aliases": []}])
+    history = np.arange(12, dtype=np.float32).reshape(4, 3) + 5
+    path = tmp_path / "weeks.csv"
+    path.write_text(",".join(REGIONS) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in history))
+    out = tmp_path / "hub.csv"
+    assert main(["forecast", "-m", FORECAST_MODEL, "--history", str(path), "--address", server, "--hubverse",
+                 str(out), "--reference-date", "2026-01-03", "--hubverse-location", "fips"]) == 0
+    with out.open(newline="") as f:
+        locations = {row["location"] for row in csv.DictReader(f)}
+    assert locations == set(fips_locations([{"id": r, "aliases": []} for r in REGIONS]).values())

@@ -3,6 +3,7 @@ runs ingest -> score -> forecast against a real server; its answers are checked 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,6 +56,13 @@ def test_cpp_reports_status_of_a_refused_call(demo_binary: Path, server: str) ->
                           timeout=120, check=False)
     assert proc.returncode == 3
     assert "Forecast.Forecast failed: INVALID_ARGUMENT" in proc.stderr
+    assert proc.stdout == ""  # no step done
+    done = demo_args(server, Path("unused"), "cpp-test")[6:12]  # a risk step that succeeds first
+    proc = subprocess.run([str(demo_binary), "--address", server, *done, "--forecast-model", "forecast_tiny",
+                           "--regions", "US-MA", "--history", "1,2"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 3 and "INVALID_ARGUMENT" in proc.stderr
+    assert set(json.loads(proc.stdout)) == {"score"}  # what was done before the failing step
 
 
 def test_cpp_over_mutual_tls_with_api_key(demo_binary: Path, secure_server: Secure,

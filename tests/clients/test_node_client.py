@@ -3,6 +3,7 @@ against a real server; its answers are checked here."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .pki import Secure
-from .polyglot import check_demo_output, demo_args, tls_args
+from .polyglot import FORECAST_MODEL, check_demo_output, demo_args, tls_args
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
@@ -39,6 +40,12 @@ def test_node_reports_status_of_a_refused_call(node_client: Path, server: str) -
                           timeout=120, check=False)
     assert proc.returncode == 3
     assert "NOT_FOUND" in proc.stderr and "no_such_model" in proc.stderr
+    done = demo_args(server, Path("unused"), "node-test")[6:12]  # a risk step that succeeds first
+    proc = subprocess.run(["node", "demo.js", "--address", server, *done, "--forecast-model", FORECAST_MODEL,
+                           "--regions", "US-MA", "--history", "1,2"], cwd=node_client, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 3 and "INVALID_ARGUMENT" in proc.stderr
+    assert set(json.loads(proc.stdout)) == {"score"}  # what was done before the failing step
 
 
 def test_node_over_mutual_tls_with_api_key(node_client: Path, secure_server: Secure,

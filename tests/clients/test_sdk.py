@@ -286,3 +286,24 @@ def test_a_header_of_numeric_region_ids_is_a_header_not_a_row_of_counts(tmp_path
     assert matrix.counts.tolist() == [[25017, 25025], [5, 6], [7, 8]]
     with pytest.raises(ValueError, match="this history names its regions"):
         read_history(zeros, region_ids=("a", "b"))
+
+
+def test_a_large_arrow_table_travels_in_parts_numbered_as_one(server: str, monkeypatch) -> None:
+    """Over ARROW_PART_BYTES a table goes as several parts of one stream: one batch id, and each
+    outcome (and its field path) names its row of the whole table."""
+    from healthai_client import requests as req
+
+    monkeypatch.setattr(req, "ARROW_PART_BYTES", 4096)
+    n = 400
+    values = [120.0] * n
+    values[333] = 9999.0  # impossible systolic pressure: that row alone is rejected
+    table = pa.table({"observation_id": [f"bp-{i}" for i in range(n)], "patient_id": ["p-parts"] * n,
+                      "loinc": ["8480-6"] * n, "value": values, "unit": ["mm[Hg]"] * n})
+    assert len(req.arrow_parts(table)) > 3
+    with Client(server, source="sdk-parts") as c:
+        r = c.ingest_arrow(table, "observation")
+    assert (r.accepted, r.rejected, r.stored.get("observation")) == (n - 1, 1, n - 1)
+    (bad,) = r.rejected_outcomes()
+    assert bad.index == 333 and bad.request_index == 0
+    assert bad.issues[0].field_path == "arrow.rows[333].value"
+    assert [o.index for o in r.outcomes] == list(range(n))

@@ -76,6 +76,27 @@ def test_leftover_temp_file_from_a_crash_is_ignored(tmp_path: Path) -> None:
     assert reopened.commit({"patient": rows("a", ["p2"])}).stored == {"patient": 1}
 
 
+def test_pending_files_of_commits_that_never_completed_are_swept_on_open(tmp_path: Path) -> None:
+    """A writer killed after writing its pending files but before its claim leaves them behind (31 MB in a
+    tester's kill -9 run): the next open removes those older than ORPHAN_AGE_S, and only those."""
+    import os
+    import time
+
+    from healthai.store.commitlog import ORPHAN_AGE_S
+
+    store = ParquetStore(str(tmp_path)).open()
+    done = store.commit({"patient": rows("a", ["p1"])})
+    folder = (tmp_path / done.files[0]).parent
+    old, fresh = folder / ".pending-dead-0-patient.parquet", folder / ".pending-live-0-patient.parquet"
+    for path in (old, fresh):
+        pq.write_table(rows("a", ["ghost"]), path)
+    stale = time.time() - ORPHAN_AGE_S - 60
+    os.utime(old, (stale, stale))
+    reopened = ParquetStore(str(tmp_path)).open()
+    assert not old.exists() and fresh.exists()  # a commit in flight elsewhere keeps its files
+    assert reopened.read("patient")["record_key"].to_pylist() == ["p1"]
+
+
 def test_file_uri_and_mock_filesystem(tmp_path: Path) -> None:
     store = ParquetStore(f"file://{tmp_path}/nested").open()
     assert store.commit({"patient": rows("a", ["p"])}).stored == {"patient": 1}

@@ -151,3 +151,19 @@ def test_unique_reverse_lookup() -> None:
     assert omop.unique_snomed("E11.9") == "44054006"
     assert omop.unique_snomed("E11.21") is None  # two concepts: ambiguous, left empty
     assert omop.unique_snomed("Z00.0") is None
+
+
+def test_nlm_map_files_that_give_no_map_are_refused_and_a_bom_is_read(tmp_path) -> None:
+    text = NLM_MAP.read_text()
+    bom = tmp_path / "bom.txt"
+    bom.write_text("\ufeff" + text, encoding="utf-8")  # saved by a Windows editor
+    assert len(SnomedIcd10Map.load_nlm(bom)) == len(SnomedIcd10Map.load_nlm(NLM_MAP))
+    other = tmp_path / "intl.txt"  # the international ICD-10 map (refset 447562003), not ICD-10-CM
+    other.write_text(text.replace("6011000124106", "447562003"))
+    with pytest.raises(InvalidInput, match=r"no active row of the ICD-10-CM map refset.*447562003"):
+        SnomedIcd10Map.load_nlm(other)
+    header, *rows = text.splitlines()
+    cut = tmp_path / "cut.txt"  # every line cut after its fifth field
+    cut.write_text("\n".join([header, *("\t".join(r.split("\t")[:5]) for r in rows)]) + "\n")
+    with pytest.raises(InvalidInput, match="fewer fields than the header"):
+        SnomedIcd10Map.load_nlm(cut)

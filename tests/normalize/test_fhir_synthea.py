@@ -103,9 +103,14 @@ def test_with_the_fixture_map_conditions_get_icd10(bundle_paths, ctx_with_map) -
     dirk = next(p for p in bundle_paths if p.name.startswith("Dirk_Kuhlman"))
     batch = normalize_fhir(dirk.read_bytes(), ctx=ctx_with_map, source="synthea")
     cond = batch.tables["condition"].to_pylist()
-    mapped = {r["snomed_code"]: r["icd10_code"] for r in cond if r["icd10_mapped"]}
-    assert mapped["44054006"] == "E11.9"
-    assert mapped["127013003"] == "E11.21"
+    mapped: dict[str, set[str]] = {}
+    for r in cond:
+        if r["icd10_mapped"]:
+            mapped.setdefault(r["snomed_code"], set()).add(r["icd10_code"])
+    assert mapped["44054006"] == {"E11.9"}
+    assert mapped["127013003"] == {"E11.21", "N18.9"}  # two map groups: both apply, one row each
+    renal = [r for r in cond if r["snomed_code"] == "127013003"]
+    assert sorted(r["record_key"].endswith("#group2") for r in renal) == [False, True] * (len(renal) // 2)
 
 
 def test_region_and_generalized_birth_dates(normalized) -> None:

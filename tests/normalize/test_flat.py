@@ -301,3 +301,46 @@ def test_blank_patient_id_is_one_missing_field(ctx) -> None:
         [("MISSING_FIELD", "[2].patient_id")],
     ]
     assert b.tables["patient"].num_rows == 1
+
+
+def test_arrow_nanosecond_times_and_repeated_columns(ctx) -> None:
+    """pandas' default nanosecond timestamps are taken (cut to microseconds); a column named twice is
+    refused naming it, not an internal error."""
+    ns = pa.array([1709280000123456789], pa.timestamp("ns", tz="UTC"))
+    t = pa.table({"observation_id": ["o1"], "patient_id": ["p1"], "loinc": ["2345-7"], "unit": ["mg/dL"],
+                  "value": [99.0], "effective": ns})
+    b = normalize_table("observation", t, ctx=ctx, source="s")
+    assert statuses(b) == [Status.ACCEPTED]
+    assert b.tables["observation"]["effective"][0].as_py() == dt.datetime(2024, 3, 1, 8, 0, 0, 123456,
+                                                                            tzinfo=dt.UTC)
+    schema = pa.schema([("observation_id", pa.string()), ("patient_id", pa.string()),
+                        ("loinc", pa.string()), ("value", pa.float64()), ("value", pa.float64())])
+    twice = pa.Table.from_arrays([pa.array(["o2"]), pa.array(["p1"]), pa.array(["2345-7"]),
+                                  pa.array([100.0]), pa.array([200.0])], schema=schema)
+    with pytest.raises(InvalidInput, match="column\\(s\\) 'value' more than once") as err:
+        normalize_table("observation", twice, ctx=ctx, source="s")
+    assert err.value.field == "value"
+
+
+def test_birth_and_death_dates_are_the_local_dates_written(ctx) -> None:
+    """A birth date-time late on New Year's Eve in Chicago is a December birth, however it is sent."""
+    tz_aware = pa.array([dt.datetime(1989, 1, 1, 2, 0, tzinfo=dt.UTC)],
+                        pa.timestamp("us", tz="America/Chicago"))
+    for birth in (pa.array(["1988-12-31T20:00:00-06:00"]), tz_aware):
+        t = pa.table({"patient_id": ["MRN-9"], "birth_date": birth,
+                      "deceased_date": pa.array(["2020-12-31T23:30:00-05:00"])})
+        row = normalize_table("patient", t, ctx=ctx, source="s").tables["patient"].to_pylist()[0]
+        assert (row["birth_year"], row["birth_month"]) == (1988, 12)
+        assert (row["deceased_year"], row["deceased_month"]) == (2020, 12)
+
+
+def test_a_snomed_code_of_two_map_groups_gets_both_icd10_codes(ctx_with_map) -> None:
+    """127013003 (diabetic renal disease) maps to E11.21 in group 1 and N18.9 in group 2: both apply,
+    so Charlson sees the renal disease too."""
+    t = pa.table({"condition_id": ["c1"], "patient_id": ["p1"], "code": ["127013003"],
+                  "code_system": ["SNOMED"]})
+    b = normalize_table("condition", t, ctx=ctx_with_map, source="s")
+    rows = b.tables["condition"].to_pylist()
+    assert [(r["icd10_code"], r["record_key"].endswith("#group2")) for r in rows] == [
+        ("E11.21", False), ("N18.9", True)]
+    assert len(b.outcomes) == 1 and rows[0]["resource_id"] == rows[1]["resource_id"]

@@ -231,3 +231,29 @@ def test_a_model_trained_on_kept_negatives_takes_them(tmp_path, make_server) -> 
         stub.Forecast(forecast_pb2.ForecastRequest(model_name="forecast_kept", history=forecast_pb2.History(
             region_ids=REGIONS, counts=counts.ravel().tolist())), timeout=10)
     assert "value nan is not a finite count" in err.value.details()
+
+
+def test_kserve_infer_on_a_forecaster_takes_the_counts_forecast_takes(tmp_path, repo, make_server) -> None:
+    """ModelInfer on a forecaster checks its counts as Forecast does: negatives are refused, naming the
+    tensor cell and region, unless the model was trained with them kept."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    vdir = write_forecast_version(repo, "forecast_kept", 1, REGIONS, window=W, steps=S)
+    card = json.loads((vdir / "model_card.json").read_text())
+    (vdir / "model_card.json").write_text(json.dumps({**card, "data": {"negatives": "keep"}}))
+    server = make_server(repo)
+    counts = np.ones((1, W, 3), np.float32)
+    counts[0, 2, 1] = -3.0
+
+    def infer(model: str) -> np.ndarray:
+        tensor = triton.InferInput("history", list(counts.shape), "FP32")
+        tensor.set_data_from_numpy(counts)
+        with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+            return client.infer(model, [tensor]).as_numpy("forecast")
+
+    with pytest.raises(InferenceServerException) as err:
+        infer("forecast_tiny")
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "history[0][2][1] (region US-NY): value -3.0 is not a finite count >= 0" in err.value.message()
+    assert infer("forecast_kept").shape == (1, S, 3, len(QUANTILES))

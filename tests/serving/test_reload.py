@@ -107,3 +107,16 @@ def test_fixed_version_and_in_place_change_are_picked_up_by_the_watcher(risk_rep
     (removed / "3").rmdir()
     while score(stub).model_version != 1:  # removing the newest falls back to the previous
         assert time.monotonic() < deadline, "removal not picked up"
+
+
+def test_a_version_corrupted_in_place_keeps_its_previous_load_and_the_index_says_why(risk_repo, make_server):
+    server = make_server(risk_repo)
+    stub = risk_pb2_grpc.RiskStub(server.channel)
+    (risk_repo / "risk_tiny" / "1" / "model.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    server.poll()
+    assert score(stub).model_version == 1  # still the earlier, good session
+    with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+        (entry,) = client.get_model_repository_index(as_json=True)["models"]
+    assert entry["state"] == "READY"
+    assert "serving its previous load; the changed files were refused" in entry["reason"]
+    assert "not a valid ONNX model" in entry["reason"]

@@ -181,3 +181,18 @@ def test_derivable_features_say_from_what():
         assert sources[name] == "diagnoses"
     assert "age" not in sources and "num_medications" not in sources
     assert len(sources) == 1 + 9 + 17 + 1
+
+
+def test_missing_flags_left_out_are_derived_from_their_features() -> None:
+    """A store-cohort card: bmi and charlson_index may be missing (flags bmi_missing,
+    charlson_index_missing). A caller who sends bmi and diagnoses need not send either flag; a flag whose
+    feature is absent too stays an error naming the feature."""
+    card = ("age_years", "bmi", "bmi_missing", "charlson_index", "charlson_index_missing")
+    flags = (("bmi_missing", "bmi"), ("charlson_index_missing", "charlson_index"))
+    x = np.array([[71.0, 31.0], [64.0, np.nan]], np.float32)
+    diagnoses = [(["I50.9", "E11.9"], "icd10"), (["J10.1"], "")]
+    out = derive_features(card, ("age_years", "bmi"), x, diagnoses=diagnoses, flags=flags)
+    assert out[:, [2, 4]].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # the NaN's flag is set by imputation
+    assert out[0, 3] == 2.0 and np.isnan(out[1, 1])  # CHF + diabetes; the NaN is left to imputation
+    with pytest.raises(InvalidInput, match="bmi: give it"):
+        derive_features(card, ("age_years",), x[:, :1], diagnoses=[(["I50.9"], "")] * 2, flags=flags)

@@ -119,8 +119,8 @@ def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool) -> None:
     assert args.func(args) == 0
     out = json.loads((tmp_path / "bt.json").read_text())
     assert out["horizons"] == [2, 3, 5, 10, 15] and out["origins"] == [104, 156]
-    assert {"healthai", "healthai_stacked", "last_value", "lag52"} <= set(out["models"])
-    assert all(len(v) == 5 for v in out["models"]["healthai_stacked"].values() if isinstance(v, list))
+    assert {"healthai", "stgnn", "last_value", "lag52"} <= set(out["models"])  # healthai: the default (stack)
+    assert all(len(v) == 5 for v in out["models"]["healthai"].values() if isinstance(v, list))
     assert all(-1 <= r <= 1 for m in out["models"].values() for r in m["pcc"])  # the benchmarks' PCC
     run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert (run_dir / "backtest.png").is_file() and "| h |" in (run_dir / "tables.md").read_text()

@@ -264,7 +264,7 @@ def test_cli_own_files_run_card_export_and_json(new_england: pd.DataFrame, tmp_p
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     progress = [r.getMessage() for r in caplog.records if r.name.startswith("healthai_training")]
     assert "origin 104: trained" in " ".join(progress)  # a long run says what it is doing
-    assert any(m.startswith("exported forecast_ne v1") for m in progress), progress
+    assert any(m.startswith("exported forecast_ne to the run folder as v1") for m in progress), progress
     # no --model-name: named after the series file, never after the benchmark --dataset default
     assert Path(line["run_dir"]).name.startswith("forecast-ne-seasonal-nonprivate-seed0-stacked")
     assert not (tmp_path / "repo/forecast_japan").exists()
@@ -355,7 +355,7 @@ def test_default_mode_is_the_window_below_two_seasons_of_seasonal_windows(
     assert data.report["mode"] == {"mode": "seasonal", "why": "default"}
 
 
-def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: Path) -> None:
+def test_daily_series_with_kept_negatives_trains_on_a_364_day_season(tmp_path: Path) -> None:
     from healthai_training.forecast.train import ForecastConfig, train_forecaster
 
     rng = np.random.default_rng(3)
@@ -367,10 +367,10 @@ def test_daily_series_with_kept_negatives_trains_on_a_365_day_season(tmp_path: P
     frame.to_csv(tmp_path / "daily.csv", index=False)
     graph = _write(tmp_path, "source,target\nx,y\ny,z\n", "g.csv")
     data = load_files(series=tmp_path / "daily.csv", graph=graph, negatives="keep")
-    assert (data.step, data.season, data.report["negative_counts"]) == ("D", 365, 2)
-    cfg = ForecastConfig(seasonal=True, season=365, steps=7, horizons=(1, 7), epochs=1, hidden=4)
+    assert (data.step, data.season, data.report["negative_counts"]) == ("D", 364, 2)
+    cfg = ForecastConfig(seasonal=True, season=364, steps=7, horizons=(1, 7), epochs=1, hidden=4)
     result = train_forecaster(data=data, config=cfg)
-    assert result.model.window == 367 and result.model.season == 365
+    assert result.model.window == 366 and result.model.season == 364
     assert set(result.metrics["test"]["7"]["baselines"]) >= {"last_value", "lag52", "seasonal_naive_drift"}
 
 

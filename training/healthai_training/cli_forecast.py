@@ -83,7 +83,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         "--season-length",
         type=int,
         default=None,
-        help="periods per season (default 52 for weeks, 365 for days)",
+        help="periods per season (default 52 for weeks, 364 for days: 52 weeks, so a season back is the "
+        "same weekday)",
     )
     data.add_argument(
         "--split", type=_split, default=None, help="TRAIN,VAL,TEST fractions (default 0.5,0.2,0.3)"

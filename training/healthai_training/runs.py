@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import re
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from healthai_training.epi import data as epi_data
 from healthai_training.export import base_card, export_risk
 from healthai_training.forecast.export import export_forecaster
 from healthai_training.forecast.train import ForecastConfig, train_forecaster
+from healthai_training.publish import publish
 from healthai_training.risk import metrics as risk_metrics
 from healthai_training.risk.data import RiskData, load_heart
 from healthai_training.risk.domains import with_domains
@@ -34,41 +34,6 @@ FORECAST_MODEL_NAMES = {"japan": "forecast_japan", "us_states": "forecast_us_sta
 def model_name_for(dataset: str) -> str:
     """A model-repository-safe default name: ``forecast_<dataset>`` in [a-z0-9_]."""
     return "forecast_" + (re.sub(r"[^a-z0-9_]+", "_", dataset.lower()).strip("_") or "custom")
-
-
-def publish(model_dir: Path, repo: Path | None, *, new_version: bool = False) -> int | None:
-    """Copy an exported ``<name>/`` folder into ``repo``: replacing the same versions there, or with
-    ``new_version`` as the next version number (staged under a dot name, then renamed, so a serving
-    repository never shows a half-written version). Returns the version written last."""
-    if repo is None:
-        return None
-    dest = Path(repo) / model_dir.name
-    versions = sorted(
-        (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    if not new_version:
-        for version in versions:
-            shutil.rmtree(dest / version.name, ignore_errors=True)
-        shutil.copytree(model_dir, dest, dirs_exist_ok=True)
-        logger.info("published %s to %s", model_dir.name, repo)
-        return int(versions[-1].name) if versions else None
-    dest.mkdir(parents=True, exist_ok=True)
-    existing = [int(p.name) for p in dest.iterdir() if p.is_dir() and p.name.isdigit()]
-    number = max(existing, default=0) + 1
-    staging = dest / f".staging-{number}"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(versions[-1], staging)
-    card_path = staging / "model_card.json"
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-        write_json(card_path, {**card, "version": number})
-    for f in (p for p in model_dir.iterdir() if p.is_file()):  # config.pbtxt
-        tmp = dest / f".{f.name}.tmp"
-        shutil.copyfile(f, tmp)
-        tmp.replace(dest / f.name)
-    staging.rename(dest / str(number))
-    logger.info("published %s as version %d to %s", model_dir.name, number, repo)
-    return number
 
 
 def load_risk_data(dataset: str, *, data_root: Path, seed: int) -> RiskData:
@@ -126,7 +91,6 @@ def add_domains_to_card(card_path: Path, *, data_root: Path) -> dict[str, Any]:
     """Writes the valid domains into an existing risk card (``healthai train domains``): data set and
     seed from the card's metrics, the training code's loader; the model and every other card field
     are left as they are. Returns the new card."""
-    import json
 
     from healthai_training.errors import TrainingInputError
 
@@ -369,6 +333,7 @@ def run_forecast(
             title=f"{name} {mode} ({eps})",
         )
     h = str(config.horizons[0])
+    unit = "day" if getattr(data, "step", "W") == "D" else "week"
     targets = epi_data.target_weeks(data, "test")
     busiest = list(np.argsort(-data.series[targets].sum(axis=0))[:3])
     plots.forecast_vs_actual(
@@ -380,7 +345,7 @@ def run_forecast(
         busiest,
         list(data.region_ids),
         run_dir / f"forecast_h{h}.png",
-        title=f"{name}: test weeks, {h} weeks ahead" + (" (ST-GNN member)" if stack else ""),
+        title=f"{name}: test {unit}s, {h} {unit}(s) ahead" + (" (ST-GNN member)" if stack else ""),
     )
     card = forecast_card(data, result, name, config)
     torch.save(result.model.state_dict(), run_dir / "model_state.pt")

@@ -99,6 +99,14 @@ std::string Get(const std::map<std::string, std::string>& args, const std::strin
   return it == args.end() ? std::string() : it->second;
 }
 
+// One JSON object of the steps done (nothing when none was).
+void PrintParts(const std::vector<std::string>& parts) {
+  if (parts.empty()) return;
+  std::string out = "{";
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? "," : "") + parts[i];
+  std::cout << out << "}\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,17 +182,18 @@ int main(int argc, char** argv) {
                       ",\"quantiles\":" + Array(r.quantiles(), Num) + "}");
     }
   } catch (const CheckFailed& e) {
+    PrintParts(parts);  // the steps that succeeded before the failing one
     std::cerr << "healthai C++ demo: " << e.what() << "\n";
     return 1;
   } catch (const healthai::RpcError& e) {
+    PrintParts(parts);
     std::cerr << "healthai C++ demo: " << e.what() << "\n";
     return 3;
   } catch (const std::exception& e) {
+    PrintParts(parts);
     std::cerr << "healthai C++ demo: " << e.what() << "\n";
     return 2;
   }
-  std::string out = "{";
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? "," : "") + parts[i];
-  std::cout << out << "}\n";
+  PrintParts(parts);
   return 0;
 }

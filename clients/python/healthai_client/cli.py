@@ -138,11 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hubverse", type=Path, metavar="FILE",
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
     p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")
+    p.add_argument("--hubverse-location", choices=("id", "fips"), default="id",
+                   help="hubverse location codes: the model's region ids (default), or US FIPS codes "
+                   "(2-digit states, as FluSight's hubs use; county ids are FIPS already)")
     p.add_argument("--reference-date", help="hubverse reference date for a --history without periods "
                    "(the last day of its last period, ISO date; a dated or stored history gives its own "
                    "and refuses another)")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
-                   help="draw each region's recent history with the quantile fan")
+                   help="draw each region's recent history with the quantile fan (at most 12 regions: "
+                   "the busiest, or --plot-regions)")
+    p.add_argument("--plot-regions", metavar="ID,ID", default="",
+                   help="the regions --plot draws (comma-separated ids of the forecast)")
     p.set_defaults(func=cmd.forecast)
 
     p = sub.add_parser("regions", help="a forecaster's regions: id, name, accepted aliases")

@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import numpy as np
 
 from healthai_client.client import Client
 from healthai_client.cohort_table import read_cohort_rows, score_rows, write_scores
-from healthai_client.history_file import numeric_first_row, read_history
+from healthai_client.history_file import HistoryWeekWarning, numeric_first_row, read_history
+from healthai_client.plotting import require_plotting
 from healthai_client.requests import KINDS, load_json
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
 from healthai_client.retry import RetryPolicy
@@ -118,9 +120,13 @@ def _print_ingest(path: Path, r: IngestResult, show: int) -> None:
     stored = ", ".join(f"{k}={v}" for k, v in sorted(r.stored.items())) or "nothing new"
     print(f"{path}: {r.accepted} accepted, {r.rejected} rejected; stored {stored}; "
           f"{r.duplicates} duplicates; batch {r.batch_id} seq {r.sequence}")
+    again = sum(any(i.code == "ALREADY_STORED" for i in o.issues) for o in r.outcomes)
+    if again:
+        print(f"  {again} already stored from this source (not stored again)")
     warned = sum(s == "accepted_with_warnings" for s in r.statuses)
     if warned:
-        codes = Counter(i.code for o in r.outcomes if o.status == "accepted_with_warnings" for i in o.issues)
+        codes = Counter(i.code for o in r.outcomes if o.status == "accepted_with_warnings" for i in o.issues
+                        if i.code != "ALREADY_STORED")
         top = ", ".join(f"{code} {n}" for code, n in codes.most_common(5))
         print(f"  {warned} accepted with warnings" + (f" ({top})" if top else ""))
     for o in r.rejected_outcomes()[:show]:
@@ -278,8 +284,16 @@ def _region_ids(path: Path) -> tuple[str, ...]:
 
 
 def forecast(args: argparse.Namespace) -> int:
-    from healthai_client.exchange import plot_forecast, reference_date, write_hubverse
+    from healthai_client.exchange import (
+        fips_locations,
+        plot_forecast,
+        plot_regions,
+        reference_date,
+        write_hubverse,
+    )
 
+    if args.plot:
+        require_plotting("--plot")
     history = None
     with make_client(args) as client:
         if args.history:
@@ -298,15 +312,23 @@ def forecast(args: argparse.Namespace) -> int:
                         else "")
                 print(f"filled {history.filled} missing cells by interpolation in time{last}",
                       file=sys.stderr)
-        r = client.forecast(args.graph, model=args.model, history=history,
-                            stored=args.stored if history is None else None, end_date=args.end_date,
-                            regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),
-                            quantile_levels=_csv_list(args.quantiles, float),
-                            model_version=args.model_version,
-                            allow_missing_regions=args.allow_missing_regions,
-                            nowcast=getattr(args, "nowcast", False))
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", HistoryWeekWarning)
+            r = client.forecast(args.graph, model=args.model, history=history,
+                                stored=args.stored if history is None else None, end_date=args.end_date,
+                                regions=_csv_list(args.regions, str), horizons=_csv_list(args.horizons, int),
+                                quantile_levels=_csv_list(args.quantiles, float),
+                                model_version=args.model_version,
+                                allow_missing_regions=args.allow_missing_regions,
+                                nowcast=getattr(args, "nowcast", False))
+        for w in said:
+            print(f"warning: {w.message}", file=sys.stderr)
+    locations = None
     if args.hubverse:
         reference_date(r, args.reference_date)  # fail before writing anything
+        if getattr(args, "hubverse_location", "id") == "fips":
+            with make_client(args) as client:
+                locations = fips_locations(client.regions(model=r.model_name, model_version=r.model_version))
     print_json(r) if args.json else _print_forecast(r)
     for c in r.coverage:
         if not c["first_stored_period"]:
@@ -323,10 +345,16 @@ def forecast(args: argparse.Namespace) -> int:
         print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods",
               file=sys.stderr)
     if args.hubverse:
-        n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date)
+        n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date,
+                           locations=locations)
         print(f"wrote {n} hubverse rows to {args.hubverse}", file=sys.stderr)
     if args.plot:
-        plot_forecast(r, args.plot)
+        chosen = [x.strip() for x in args.plot_regions.split(",") if x.strip()]
+        regions = plot_regions(r, chosen)
+        if len(regions) < len(r.region_ids):
+            print(f"--plot draws {len(regions)} of {len(r.region_ids)} regions"
+                  + ("" if chosen else " (the busiest; --plot-regions chooses)"), file=sys.stderr)
+        plot_forecast(r, args.plot, regions)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 

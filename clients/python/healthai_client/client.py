@@ -43,6 +43,7 @@ from healthai_client.connection import (
 from healthai_client.errors import HealthAIClientError
 from healthai_client.history_file import HistoryFile
 from healthai_client.requests import (
+    arrow_parts,
     arrow_request,
     fhir_request,
     flat_request,
@@ -191,9 +192,16 @@ class Client:
     def ingest_arrow(self, table: Any, kind: str, *, source: str | None = None,
                      outcome_detail: str = "all", timeout: float | None = None) -> IngestResult:
         """A ``pyarrow.Table``/``RecordBatch`` of one record kind (patient, encounter, condition,
-        observation); columns named like the flat record's fields."""
-        request = arrow_request(table, kind, source or self.source, outcome_detail)
-        return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request, timeout=timeout))
+        observation); columns named like the flat record's fields. A table over ``ARROW_PART_BYTES``
+        travels in parts of one IngestStream (one batch id); outcomes are still numbered by table row."""
+        parts = arrow_parts(table)
+        if len(parts) == 1:
+            request = arrow_request(table, kind, source or self.source, outcome_detail)
+            return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request,
+                                                        timeout=timeout))
+        result = self.ingest_stream([(part, kind) for part in parts], source=source,
+                                    outcome_detail=outcome_detail, timeout=timeout)
+        return result.renumbered(np.cumsum([0, *(p.num_rows for p in parts[:-1])]).tolist())
 
     def ingest_stream(self, items: Iterable[bytes | str | Path | tuple[Any, str] | Mapping[str, Any]], *,
                       source: str | None = None, outcome_detail: str = "all",

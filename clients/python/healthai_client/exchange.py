@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from healthai_client.plotting import pyplot
 from healthai_client.results import ForecastResult
 
 HUBVERSE_COLUMNS = ("reference_date", "target", "horizon", "location", "target_end_date", "output_type",
@@ -46,8 +48,34 @@ def reference_date(result: ForecastResult, given: str | None = None) -> dt.date:
         raise ValueError(f"reference date {given!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
-def hubverse_rows(result: ForecastResult, *, target: str = "inc ili",
-                  reference: str | None = None) -> list[dict[str, Any]]:
+def fips_locations(regions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Region id -> its US FIPS code (a state's 2 digits from its ISO 3166-2 id or alias; a county id is
+    its 5-digit FIPS already), for hubs that key locations by FIPS. ValueError naming regions without one."""
+    from healthai.scenario.graphs import STATE_USPS
+
+    state_fips = {f"US-{usps}": fips for fips, usps in STATE_USPS.items()}
+    state_fips["US-PR"] = "72"
+    out: dict[str, str] = {}
+    for region in regions:
+        rid = str(region["id"])
+        if rid.isdigit() and len(rid) in (2, 5):
+            out[rid] = rid
+            continue
+        iso = next((a for a in (rid, *region.get("aliases", ())) if a in state_fips), None)
+        if iso is not None:
+            out[rid] = state_fips[iso]
+    missing = [str(r["id"]) for r in regions if str(r["id"]) not in out]
+    if missing:
+        raise ValueError(f"--hubverse-location fips: no US FIPS code for {missing[:5]} (only US states and "
+                         "counties have one)")
+    return out
+
+
+def hubverse_rows(result: ForecastResult, *, target: str = "inc ili", reference: str | None = None,
+                  locations: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of the hubverse model-output table; ``locations`` maps region ids to the hub's location
+    codes (default: the ids)."""
+    locations = locations or {}
     origin = reference_date(result, reference)
     step = STEP_DAYS.get(result.step or "W", 7)
     rows = []
@@ -56,15 +84,16 @@ def hubverse_rows(result: ForecastResult, *, target: str = "inc ili",
             end = (origin + dt.timedelta(days=step * h)).isoformat()
             for qi, level in enumerate(result.quantile_levels):
                 rows.append({"reference_date": origin.isoformat(), "target": target, "horizon": int(h),
-                             "location": region, "target_end_date": end, "output_type": "quantile",
-                             "output_type_id": float(level), "value": float(result.quantiles[hi, ri, qi])})
+                             "location": locations.get(region, region), "target_end_date": end,
+                             "output_type": "quantile", "output_type_id": float(level),
+                             "value": float(result.quantiles[hi, ri, qi])})
     return rows
 
 
 def write_hubverse(result: ForecastResult, path: Path, *, target: str = "inc ili",
-                   reference: str | None = None) -> int:
+                   reference: str | None = None, locations: Mapping[str, str] | None = None) -> int:
     """CSV (or Parquet by suffix) in hubverse model-output format; returns the row count."""
-    rows = hubverse_rows(result, target=target, reference=reference)
+    rows = hubverse_rows(result, target=target, reference=reference, locations=locations)
     if path.suffix.lower() == ".parquet":
         import pandas as pd
 
@@ -77,15 +106,32 @@ def write_hubverse(result: ForecastResult, path: Path, *, target: str = "inc ili
     return len(rows)
 
 
-def plot_forecast(result: ForecastResult, path: Path, *, max_regions: int = 12, recent: int = 26) -> None:
-    """One panel per region: the last ``recent`` periods of history and the quantile fan (central 50%,
-    80%, 95% bands where the levels exist) with the median."""
-    import matplotlib
+def plot_regions(result: ForecastResult, chosen: Sequence[str] = (), *, max_regions: int = 12,
+                 recent: int = 26) -> list[str]:
+    """The regions a plot draws: ``chosen`` (ids of the result), else all of them up to ``max_regions``,
+    else the ``max_regions`` busiest (most cases in the last ``recent`` periods, else the highest
+    forecasts), in the result's order."""
+    ids = list(result.region_ids)
+    if chosen:
+        unknown = [r for r in chosen if r not in ids]
+        if unknown:
+            raise ValueError(f"--plot-regions {unknown} are not regions of this forecast (e.g. {ids[:3]})")
+        return list(chosen)
+    if len(ids) <= max_regions:
+        return ids
+    hist = result.history
+    load = (np.nansum(hist[-recent:], axis=0) if hist is not None and len(hist)
+            else np.asarray(result.point).sum(axis=0))
+    top = sorted(np.argsort(-load, kind="stable")[:max_regions].tolist())
+    return [ids[i] for i in top]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    regions = list(result.region_ids)[:max_regions]
+def plot_forecast(result: ForecastResult, path: Path, regions: Sequence[str] | None = None, *,
+                  recent: int = 26) -> None:
+    """One panel per region (``regions``; default: ``plot_regions``): the last ``recent`` periods of
+    history and the quantile fan (central 50%, 80%, 95% bands where the levels exist) with the median."""
+    plt = pyplot("--plot")
+    regions = list(regions) if regions else plot_regions(result, recent=recent)
     cols = min(3, len(regions))
     rows = (len(regions) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)

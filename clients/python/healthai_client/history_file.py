@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,8 +63,31 @@ class HistoryFile:
             kind = "weekly" if self.step == "W" else "daily"
             raise ValueError(f"the history is {kind} but model {result.model_name} v{result.model_version} "
                              f"forecasts step {result.step!r}")
+        mismatch = self.week_mismatch(result)
+        if mismatch:
+            warnings.warn(mismatch, HistoryWeekWarning, stacklevel=3)
         return replace(result, first_forecast_period=self.first_forecast_period(),
                        step=result.step or self.step or "")
+
+    def week_mismatch(self, result: ForecastResult) -> str | None:
+        """Why the forecast's dates are not the model's weeks: a weekly history whose weeks start on
+        another weekday than the model's (ISO weeks sent to a model of MMWR weeks); None when they agree."""
+        if self.last_period is None or self.step != "W" or not result.week_start:
+            return None
+        mine = WEEKDAYS[self.last_period.weekday()]
+        if mine == result.week_start:
+            return None
+        return (f"the history's weeks start on {mine}s, model {result.model_name}'s on {result.week_start}s "
+                "(its card's week_start): the forecast is dated by the history's weeks, so its periods are "
+                f"not the model's (re-bin the counts into {result.week_start}-to-"
+                f"{WEEKDAYS[(WEEKDAYS.index(result.week_start) + 6) % 7]} weeks)")
+
+
+class HistoryWeekWarning(UserWarning):
+    """A dated weekly history whose weeks are not the model's (``HistoryFile.week_mismatch``)."""
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def read_history(

@@ -100,6 +100,22 @@ def flat_request(source: str, detail: str = "all",
                                     outcome_detail=outcome_detail(detail))  # type: ignore[arg-type]
 
 
+ARROW_PART_BYTES = 16 * 1024 * 1024  # a message well under the server's (and proxies') size limits
+
+
+def arrow_parts(table: Any, max_bytes: int | None = None) -> list[Any]:
+    """``table`` as slices of at most about ``max_bytes`` (``ARROW_PART_BYTES``) each; itself when it fits."""
+    import pyarrow as pa
+
+    max_bytes = max_bytes or ARROW_PART_BYTES
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if not isinstance(table, pa.Table) or table.nbytes <= max_bytes or table.num_rows < 2:
+        return [table]
+    rows = max(1, int(table.num_rows * max_bytes / table.nbytes))
+    return [table.slice(start, rows) for start in range(0, table.num_rows, rows)]
+
+
 def arrow_request(table: Any, kind: str, source: str, detail: str = "all") -> ingest_pb2.IngestRequest:
     import pyarrow as pa
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,6 +53,16 @@ class IngestResult:
 
     def rejected_outcomes(self) -> list[RecordOutcome]:
         return [o for o in self.outcomes if o.status == "rejected"]
+
+    def renumbered(self, offsets: list[int]) -> IngestResult:
+        """The result of one table sent in parts (stream items): each outcome's index, and its issues'
+        ``[i]`` field paths, as a row of the whole table (part k starts at row ``offsets[k]``)."""
+        def row(o: RecordOutcome) -> RecordOutcome:
+            shift = offsets[o.request_index]
+            issues = tuple(replace(i, field_path=_shift_path(i.field_path, shift)) for i in o.issues)
+            return replace(o, index=o.index + shift, issues=issues, request_index=0)
+
+        return replace(self, outcomes=tuple(row(o) for o in self.outcomes))
 
     @classmethod
     def from_proto(cls, r: ingest_pb2.IngestResponse) -> IngestResult:
@@ -123,6 +134,7 @@ class ForecastResult:
     # cases_in_window}; a region with no first_stored_period had no data (its input was zeros)
     coverage: tuple[dict[str, Any], ...] = ()
     history: np.ndarray | None = None  # [steps, regions] the model read (stored), or what was sent
+    week_start: str = ""  # weekly models: the weekday their weeks start on ("sunday": MMWR weeks)
 
     def with_history(self, region_ids: list[str], counts: np.ndarray) -> ForecastResult:
         """This result with the explicit history that was sent, reordered to ``region_ids`` here."""
@@ -161,4 +173,13 @@ class ForecastResult:
         return cls(r.model_name, r.model_version, regions, tuple(r.horizons),
                    tuple(round(float(x), 6) for x in r.quantile_levels), point, quantiles,
                    r.first_forecast_period, r.step, {rid: i for i, rid in enumerate(regions)},
-                   coverage, history)
+                   coverage, history, r.week_start)
+
+
+def _shift_path(path: str, shift: int) -> str:
+    """``arrow.rows[3].value`` -> ``arrow.rows[3 + shift].value`` (the first row index; other paths kept)."""
+    match = _ROW_PATH.match(path)
+    return f"{match[1]}[{int(match[2]) + shift}{path[match.end(2):]}" if match else path
+
+
+_ROW_PATH = re.compile(r"^([A-Za-z_.]*)\[(\d+)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from healthai_client.cli_commands import make_client, print_json
+from healthai_client.plotting import require_plotting
 from healthai_client.region_graph_file import scenario_graph_arg
 
 _IV_KEYS = {
@@ -96,6 +97,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def scenario(args: argparse.Namespace) -> int:
     opts = _options(args)
     graph = scenario_graph_arg(args.graph, args.population, args.region_ids)
+    if args.plot:
+        require_plotting("--plot")
     if args.plot and args.regions and args.plot_regions:
         missing = set(args.plot_regions.split(",")) - set(args.regions.split(","))
         if missing:

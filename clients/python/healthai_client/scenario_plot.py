@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from healthai_client.plotting import pyplot
 from healthai_client.scenario import ScenarioResult
 
 
@@ -36,13 +37,7 @@ def period_days(r: ScenarioResult) -> np.ndarray:
 def plot_scenario(
     result: ScenarioResult, baseline: ScenarioResult | None, regions: Sequence[str], path: Path
 ) -> Path:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise OSError("--plot needs matplotlib (pip install matplotlib)") from e
+    plt = pyplot("--plot")
     unknown = [r for r in regions if r not in result.region_ids]
     if unknown:
         raise ValueError(f"plot regions {unknown} are not in the result")

@@ -140,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent-rpcs", type=int,
                    help="admission control: calls beyond this many in progress get RESOURCE_EXHAUSTED")
     p.add_argument("--max-pending-rpcs", type=int,
-                   help="admission control: calls waiting to be picked up beyond this get RESOURCE_EXHAUSTED")
+                   help="admission control: calls waiting to be picked up beyond this are refused by gRPC "
+                   "core (the caller sees CANCELLED)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--serving", action=argparse.BooleanOptionalAction, default=None,
                    help="mount the Risk/Forecast/KServe services (default: settings.serving.enabled)")

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from healthai.app.interceptors import ErrorMappingInterceptor
 from healthai.app.settings import Settings
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 OVERALL = ""  # the health service name that stands for the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 @runtime_checkable
@@ -124,8 +125,7 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
     for plugin in plugins:
         plugin.add_to_server(server)
         names.extend(plugin.service_names)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    _add_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     address = f"{settings.host}:{settings.port}"
     try:
         port = add_port(server, address) if add_port else server.add_insecure_port(address)
@@ -135,6 +135,20 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         raise InvalidInput(f"cannot bind {address}", field="port")
     return RunningServer(server=server, port=port, health=health, plugins=list(plugins), settings=settings,
                          health_server=_health_only_server(settings, health))
+
+
+def _add_reflection(names: list[str], server: grpc.aio.Server) -> None:
+    """Server reflection as ``grpc.reflection.v1alpha`` and as ``grpc.reflection.v1`` (what newer grpcurl
+    and Postman ask first). grpcio-reflection ships only v1alpha; v1's messages are the same on the
+    wire (same fields, same numbers), so its one method is the same servicer under the v1 name. Only
+    v1alpha is listed: its descriptors are the ones the pool holds."""
+    servicer = reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
 
 
 def _health_only_server(settings: Settings, health: health_aio.HealthServicer) -> grpc.aio.Server | None:

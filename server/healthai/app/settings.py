@@ -94,6 +94,11 @@ class Settings(BaseModel):
             raise ValueError("give one SNOMED map: snomed_map_nlm or the OMOP files, not both")
         return self
 
+    def random_key(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether ``pseudonym_key`` makes up a per-process key (dev mode without a key)."""
+        environ = os.environ if environ is None else environ
+        return self.pseudonym_key_file is None and not environ.get(KEY_ENV)
+
     def pseudonym_key(self, environ: Mapping[str, str] | None = None) -> bytes:
         """The HMAC key: file, then env; a random key in dev mode; otherwise InvalidInput."""
         environ = os.environ if environ is None else environ

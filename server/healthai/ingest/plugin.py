@@ -8,6 +8,7 @@ import logging
 import grpc
 
 from healthai.app.settings import Settings
+from healthai.ingest.key_check import check_store_key
 from healthai.ingest.service import IngestCore, IngestServicer
 from healthai.normalize.context import NormalizeContext
 from healthai.store import ParquetStore
@@ -28,6 +29,7 @@ class IngestPlugin:
 
     def __init__(self, settings: Settings, ctx: NormalizeContext | None = None) -> None:
         self.settings = settings
+        self._fixed_key = ctx is not None or not settings.random_key()  # a dev key changes every start
         self.ctx = ctx or NormalizeContext.create(
             key=settings.pseudonym_key(),
             snomed_map_nlm=settings.snomed_map_nlm,
@@ -47,6 +49,8 @@ class IngestPlugin:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.open)
+        if self._fixed_key:
+            await asyncio.to_thread(check_store_key, self.store, self.ctx.pseudonymizer)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.store.close)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from healthai.normalize.dates import DatePolicy
 from healthai.normalize.identity import Pseudonymizer
 from healthai.normalize.maps import SnomedIcd10Map
 from healthai.normalize.subdivisions import load_tables
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -69,6 +72,9 @@ class NormalizeContext:
             if omop_concept is None or omop_relationship is None:
                 raise ValueError("OMOP map needs both CONCEPT and CONCEPT_RELATIONSHIP files")
             smap = SnomedIcd10Map.load_omop(omop_concept, omop_relationship)
+        if smap is not None:
+            log.info("SNOMED CT <-> ICD-10-CM map %s: %d SNOMED CT concepts (read at start-up; a changed "
+                     "file is read on the next start)", smap.name, len(smap))
         aliases = dict(code_systems or {})
         for uri, name in aliases.items():
             if name not in codes.ALIAS_TARGETS:

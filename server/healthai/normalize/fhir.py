@@ -14,11 +14,13 @@ its entries, so outcome indices count records in that flattened order (field pat
 - unknown or missing ``resourceType`` → REJECTED ``WRONG_RESOURCE_TYPE``.
 
 References are resolved inside the payload (``urn:uuid:`` fullUrls, ``Type/id``, absolute URLs
-ending in ``Type/id``, ``#contained``); each one that does not resolve is flagged
-``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A repeated ``Type/id`` or
-fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that are not JSON, nest deeper
-than ``MAX_JSON_DEPTH`` levels, or whose top level is not a resource, a Bundle or an array →
-:class:`healthai.errors.InvalidInput`.
+ending in ``Type/id``, ``#contained``, and conditional references ``Type?search`` of a transaction:
+:class:`healthai.normalize.fhir_resources.RefIndex`); each one that does not resolve is flagged
+``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A subject that is a contained
+Patient is normalized as a patient of that record only (:func:`.fhir_patient.contained_subject`).
+A repeated ``Type/id`` or fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that
+are not JSON, nest deeper than ``MAX_JSON_DEPTH`` levels, or whose top level is not a resource, a
+Bundle or an array → :class:`healthai.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -61,10 +63,15 @@ _NORMALIZERS = {
     "Condition": fhir_condition.normalize_condition,
     "Observation": fhir_observation.normalize_observation,
 }
+_SUBJECT_TYPES = frozenset({"Encounter", "Condition", "Observation"})  # stored, with a Patient subject
 
 
-def parse_payload(payload: bytes | str | dict | list) -> tuple[list[tuple[str, Any, str | None]], str | None]:
-    """((field path prefix, resource, fullUrl) per record, JSON text or None when given parsed).
+Record = tuple[str, Any, str | None, str | None]  # field path prefix, resource, fullUrl, conditional URL
+
+
+def parse_payload(payload: bytes | str | dict | list) -> tuple[list[Record], str | None]:
+    """((field path prefix, resource, fullUrl, conditional URL) per record, JSON text or None when
+    given parsed).
 
     Raises InvalidInput for undecodable JSON or a bad top level.
     """
@@ -85,9 +92,9 @@ def parse_payload(payload: bytes | str | dict | list) -> tuple[list[tuple[str, A
     return _records(doc), text
 
 
-def _records(doc: Any) -> list[tuple[str, Any, str | None]]:
+def _records(doc: Any) -> list[Record]:
     if isinstance(doc, list):
-        return [(f"[{i}]", item, None) for i, item in enumerate(doc)]
+        return [(f"[{i}]", item, None, None) for i, item in enumerate(doc)]
     if not isinstance(doc, dict):
         raise InvalidInput(f"FHIR payload must be a JSON object or array, got {type(doc).__name__}")
     rtype = doc.get("resourceType")
@@ -101,7 +108,7 @@ def _records(doc: Any) -> list[tuple[str, Any, str | None]]:
                 ),
                 field="resourceType",
             )
-        return [("", doc, None)]
+        return [("", doc, None, None)]
     btype = doc.get("type")
     if not isinstance(btype, str) or btype not in BUNDLE_TYPES:
         accepted = f"(one of {', '.join(sorted(BUNDLE_TYPES))})"
@@ -117,11 +124,11 @@ def _records(doc: Any) -> list[tuple[str, Any, str | None]]:
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            out.append((f"entry[{i}]", None, None))
+            out.append((f"entry[{i}]", None, None, None))
             continue
         request = entry.get("request")
         if "resource" not in entry and isinstance(request, dict) and request.get("method") == "DELETE":
-            out.append((f"entry[{i}].request.method", _DELETE, None))
+            out.append((f"entry[{i}].request.method", _DELETE, None, None))
             continue
         full_url = entry.get("fullUrl")
         resource = entry.get("resource")
@@ -130,11 +137,23 @@ def _records(doc: Any) -> list[tuple[str, Any, str | None]]:
         if _nested_bundle(resource):
             # a Bundle inside a Bundle (an eICR document in its reporting message): the Bundle itself
             # (without its entries), then its entries, each a record of its own
-            out.append((path, {k: v for k, v in resource.items() if k != "entry"}, url))
-            out.extend((f"{path}.{p}", r, u) for p, r, u in _records(resource))
+            out.append((path, {k: v for k, v in resource.items() if k != "entry"}, url, None))
+            out.extend((f"{path}.{p}", r, u, c) for p, r, u, c in _records(resource))
             continue
-        out.append((path, resource, url))
+        out.append((path, resource, url, _conditional_url(request)))
     return out
+
+
+def _conditional_url(request: Any) -> str | None:
+    """``Type?search`` of a conditional update (PUT) or conditional create (POST + ifNoneExist)."""
+    if not isinstance(request, dict) or not isinstance(url := request.get("url"), str):
+        return None
+    method, if_none = request.get("method"), request.get("ifNoneExist")
+    if method == "PUT" and "?" in url:
+        return url
+    if method == "POST" and isinstance(if_none, str) and if_none.strip("?"):
+        return f"{url.partition('?')[0]}?{if_none.lstrip('?')}"
+    return None
 
 
 def _nested_bundle(resource: Any) -> bool:
@@ -168,7 +187,7 @@ def normalize_fhir(
     index = fr.RefIndex()
     index.latest = ctx.latest_allowed()
     pending: list[tuple[int, str, dict, str]] = []
-    for i, (path, res, full_url) in enumerate(records):
+    for i, (path, res, full_url, conditional) in enumerate(records):
         base = path or "resource"
         if res is _DELETE:
             outcomes[i] = _rejected(
@@ -226,6 +245,8 @@ def normalize_fhir(
                 f"{base}.id",
             )
             continue
+        if conditional is not None:
+            index.add_conditional(i, rtype, conditional)
         pending.append((i, rtype, res, base))
 
     to_check = _needing_reference_check(text, index, pending)
@@ -244,6 +265,8 @@ def normalize_fhir(
             rec.issues += strict_issues(res, base)
         rec.issues += unknown_elements(res, rtype, base)
         normalizer = _NORMALIZERS.get(rtype)
+        # a contained Patient as subject: its row is stored with the record's
+        contained = fhir_patient.contained_subject(rec, res) if rtype in _SUBJECT_TYPES else None
         if normalizer is None:
             rec.warn(
                 IssueCode.RESOURCE_TYPE_NOT_STORED,
@@ -259,6 +282,7 @@ def normalize_fhir(
         status = status_of(rec.issues)  # strict errors reject even when the normalizer succeeded
         if status is not Status.REJECTED and kind_rows:
             rows[rtype.lower()].extend(kind_rows)
+            rows["patient"].extend([contained] if contained else [])
         elif status is not Status.REJECTED and normalizer is not None and not any(
             i.code == IssueCode.NOT_STORED for i in rec.issues  # the normalizer said why already
         ):

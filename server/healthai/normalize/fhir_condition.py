@@ -75,7 +75,20 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
             "recorded": recorded,
         }
     )
-    return [row]
+    return [row, *further_group_rows(rec.ctx.snomed_map, row)]
+
+
+def further_group_rows(snomed_map: Any, row: dict) -> list[dict]:
+    """A SNOMED CT concept mapped to several ICD-10-CM map groups (every group applies) is stored as its
+    row (group 1) plus one row per further group, keyed ``<record key>#group<g>``: Charlson and the
+    syndromes see every code, and counts of distinct patients are unchanged."""
+    if snomed_map is None or not row["icd10_mapped"] or not row["snomed_code"]:
+        return []
+    groups = snomed_map.map_groups(row["snomed_code"])
+    if len(groups) < 2 or groups[0] != row["icd10_code"]:
+        return []
+    return [{**row, "record_key": f"{row['record_key']}#group{g}", "icd10_code": code}
+            for g, code in enumerate(groups[1:], start=2)]
 
 
 def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict:

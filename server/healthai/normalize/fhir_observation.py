@@ -97,7 +97,8 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
 
 
 _EMPTY: dict[str, Any] = {"value": None, "unit": None, "original_value": None, "original_unit": None,
-                          "value_code": None, "data_absent_reason": None}
+                          "value_code": None, "data_absent_reason": None, "value_comparator": None}
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})  # R4 quantity-comparator ("ad" is R5 only)
 
 
 _SNOMED_INVALID = "code under the SNOMED CT system is not an SCTID (digits, partition, Verhoeff check)"
@@ -219,18 +220,24 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
                 "valueQuantity.value must be a finite number",
                 rec.path(f"{path}.value"),
             )
-        if q.get("comparator") is not None:
+        comparator = q.get("comparator")
+        if comparator is not None and (not isinstance(comparator, str) or comparator not in COMPARATORS):
+            rec.reject(IssueCode.INVALID_FIELD, "valueQuantity.comparator is not <, <=, >= or >",
+                       rec.path(f"{path}.comparator"))
+        if comparator is not None:
             rec.warn(
                 IssueCode.VALUE_CENSORED,
-                "valueQuantity has a comparator: the value is a bound, stored as is",
+                "valueQuantity has a comparator: the value is a bound, stored with value_comparator",
                 rec.path(f"{path}.comparator"),
             )
         unit = q.get("code") if q.get("system") == codes.UCUM_SYSTEM and q.get("code") else q.get("unit")
         unit_path = f"{path}.code" if unit is q.get("code") else f"{path}.unit"
+        _check_unit_conflict(rec, q, path)
         out = {
             **empty,
             "original_value": float(raw),
-            "original_unit": unit if isinstance(unit, str) else None,
+            "original_unit": unit if isinstance(unit, str) and units.looks_like_unit(unit) else None,
+            "value_comparator": comparator,
         }
         if loinc is None:
             out["value"], out["unit"] = float(raw), units.ucum(unit) or out["original_unit"]
@@ -243,8 +250,9 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
             _warn_non_ucum(rec, unit, unit_path)
         except units.UnitError as e:
             if e.code == IssueCode.UNIT_UNKNOWN:
-                rec.warn(IssueCode.UNIT_UNKNOWN, f"{e}; the value is kept as sent (original_value, "
-                         "original_unit), not as a canonical value", rec.path(unit_path))
+                kept = "original_value, original_unit" if out["original_unit"] else "original_value"
+                rec.warn(IssueCode.UNIT_UNKNOWN, f"{e}; the value is kept as sent ({kept}), not as a "
+                         "canonical value", rec.path(unit_path))
             elif e.code == IssueCode.VALUE_IMPOSSIBLE:
                 rec.reject(IssueCode.VALUE_IMPOSSIBLE, str(e), rec.path(f"{path}.value"))
             else:
@@ -280,6 +288,18 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
             )
             return empty
     return None
+
+
+def _check_unit_conflict(rec: Rec, q: dict, path: str) -> None:
+    """A display ``unit`` that names another unit than the UCUM ``code``: the code is read (FHIR: the
+    code is the computable one), and the sender hears of the mismatch."""
+    shown, code = q.get("unit"), q.get("code")
+    if q.get("system") != codes.UCUM_SYSTEM or not isinstance(shown, str) or not isinstance(code, str):
+        return
+    read_shown, read_code = units.ucum(shown), units.ucum(code)
+    if read_shown is not None and read_code is not None and read_shown != read_code:
+        rec.warn(IssueCode.UNIT_CONFLICT, f"valueQuantity.unit names {read_shown!r} but its UCUM code is "
+                 f"{read_code!r}: the value is read in {read_code!r}", rec.path(f"{path}.unit"))
 
 
 def _warn_non_ucum(rec: Rec, unit: object, path: str) -> None:

@@ -11,7 +11,7 @@ from healthai.normalize.counties import address_county
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
 from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, first_code, parse_datetime, partial_date_end
 from healthai.normalize.identity import generalize_date, region_code
-from healthai.normalize.records import IssueCode
+from healthai.normalize.records import Issue, IssueCode, Severity
 
 
 # ---------------------------------------------------------------------------- Patient
@@ -71,6 +71,39 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
                                  if rec.pid in rec.refs.birth_dates else None),
         }
     ]
+
+
+def contained_subject(rec: Rec, res: dict) -> dict | None:
+    """The patient row of the Patient contained in ``res`` that its ``subject`` references (``#p1``),
+    or None. Normalized as any Patient (only what a Patient row keeps: sex, birth year and month, region,
+    county, identifier pseudonyms), with the pseudonym of :meth:`Rec.contained_pseudonym`, so the record
+    gets its region and its age. Its problems are warnings of the record (an invalid contained Patient
+    is not stored; the record is), and a warning says the patient is this record's only."""
+    subject = res.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    contained = res.get("contained")
+    if not isinstance(ref, str) or not ref.startswith("#") or not isinstance(contained, list):
+        return None
+    found = [(j, c) for j, c in enumerate(contained) if isinstance(c, dict) and c.get("id") == ref[1:]]
+    if not found or found[0][1].get("resourceType") != "Patient":
+        return None  # a wrong type is rejected by the record's normalizer
+    j, target = found[0]
+    pid = rec.contained_pseudonym("Patient", ref)
+    sub = Rec(rec.index, rec.path(f"contained[{j}]"), rec.source, pid, rec.ctx, rec.refs)
+    try:
+        rows = normalize_patient(sub, target)
+    except Reject:
+        rows = []
+    # normalize_patient files the place under the record's index: moved to the contained map
+    place = rec.refs.patient_place.pop(rec.index, None)
+    rec.refs.contained_place[pid] = place or {"region": None, "county": None}
+    note = " (contained Patient: not stored)"
+    rec.issues += [i if i.severity is Severity.WARNING else
+                   Issue(i.code, i.message + note, i.field_path, Severity.WARNING) for i in sub.issues]
+    rec.warn(IssueCode.REFERENCE_CONTAINED, "subject is a contained Patient: it has no identity outside "
+             "this resource, so it is used and stored as a patient of this record only (the same person's "
+             "other records count as another patient)", rec.path("subject.reference"))
+    return rows[0] if rows else None
 
 
 def _birth(rec: Rec, res: dict) -> tuple[int | None, int | None]:

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.fhir_types import parse_datetime
@@ -45,14 +46,35 @@ class Reject(Exception):
     """Raised by ``Rec.reject`` after recording the error issue."""
 
 
+Search = tuple[str, tuple[tuple[str, str], ...]]  # (resource type, sorted search parameters)
+
+
+def conditional_search(url: str) -> Search | None:
+    """(type, sorted decoded parameters) of a conditional URL ``Type?name=value&...``; None if none."""
+    head, sep, query = url.partition("?")
+    rtype = head.rstrip("/").rsplit("/", 1)[-1]
+    params = tuple(sorted(parse_qsl(query, keep_blank_values=True)))
+    return (rtype, params) if sep and rtype and params else None
+
+
 class RefIndex:
-    """Where each resource of the payload is: by fullUrl and by ``Type/id``."""
+    """Where each resource of the payload is: by fullUrl, by ``Type/id`` and by conditional URL.
+
+    A conditional reference (``Patient?identifier=sys|val``, FHIR transaction semantics) resolves to
+    the entry whose conditional update (PUT ``request.url``) or conditional create (POST
+    ``request.ifNoneExist``) has the same type and parameters, in any order; else, for a lone
+    ``identifier`` search, to the one resource of that type in the payload carrying that identifier.
+    """
 
     def __init__(self) -> None:
         self._by_key: dict[str, int] = {}
         self._info: dict[int, tuple[str, str | None, dict]] = {}
+        self._searches: dict[Search, int | None] = {}  # conditional URL -> entry (None: several)
+        self._found: dict[Search, int | None] = {}  # conditional references met, resolved or not
         # each Patient's place: {"region": ISO 3166-2, "county": US county FIPS}, either may be None
         self.patient_place: dict[int, dict[str, str | None]] = {}
+        # place of each contained Patient used as a subject, by its pseudonym
+        self.contained_place: dict[str, dict[str, str | None]] = {}
         # full birth dates of this payload's Patients by pseudonym: in memory only (dates policy)
         self.birth_dates: dict[str, dt.date] = {}
         self.latest = dt.datetime.max.replace(tzinfo=dt.UTC)  # events after this are impossible
@@ -67,6 +89,12 @@ class RefIndex:
         self._info[i] = (rtype, rid, res)
         return None
 
+    def add_conditional(self, i: int, rtype: str, url: str) -> None:
+        """Entry ``i`` is created or updated conditionally on ``url`` (``Type?params``)."""
+        key = conditional_search(url)
+        if key is not None and key[0] == rtype:
+            self._searches[key] = i if self._searches.get(key, i) == i else None
+
     def id_of(self, i: int) -> str | None:
         return self._info[i][1]
 
@@ -74,6 +102,13 @@ class RefIndex:
         return self._info[i][0]
 
     def resolve(self, ref: str) -> int | None:
+        if "?" in ref:  # a conditional reference: never split on '/' (its search may hold URLs)
+            key = conditional_search(ref)
+            if key is None:
+                return None
+            if key not in self._found:
+                self._found[key] = self._searches[key] if key in self._searches else self._by_identifier(key)
+            return self._found[key]
         hit = self._by_key.get(ref)
         if hit is not None or "/" not in ref:
             return hit
@@ -81,6 +116,24 @@ class RefIndex:
         if len(parts) >= 4 and parts[-2] == "_history":
             parts = parts[:-2]
         return self._by_key.get("/".join(parts[-2:])) if len(parts) >= 2 else None
+
+    def _by_identifier(self, key: Search) -> int | None:
+        """The one resource of the type whose identifier matches a lone ``identifier`` token search."""
+        rtype, params = key
+        if len(params) != 1 or params[0][0] != "identifier" or "," in params[0][1]:
+            return None
+        token = params[0][1]  # "system|value"; "value": any system; "|value": no system
+        system, value = token.split("|", 1) if "|" in token else (None, token)
+        hits = [i for i, (t, _rid, res) in self._info.items()
+                if t == rtype and value and _has_identifier(res, system, value)]
+        return hits[0] if len(hits) == 1 else None
+
+
+def _has_identifier(res: dict, system: str | None, value: str) -> bool:
+    idents = res.get("identifier")
+    return any(isinstance(d, dict) and d.get("value") == value
+               and (system is None or (d.get("system") or "") == system)
+               for d in (idents if isinstance(idents, list) else [idents]))
 
 
 class Rec:
@@ -129,13 +182,16 @@ class Rec:
         if _all_resolve(res, self.refs):
             return
         for path, ref in _references(res, ""):
-            if not _resolves(ref, self.refs, res):
+            if _resolves(ref, self.refs, res):
+                continue
+            if "?" in ref and not ref.startswith("#"):  # never quoted: its identifier is patient data
+                message = ("conditional reference (a search; criteria withheld) matches no single entry of "
+                           "this payload (a conditional create or update with the same criteria, or the one "
+                           "resource with that identifier): it cannot be resolved inside this payload")
+            else:
                 kind = "urn:uuid" if ref.startswith("urn:") else "reference"
-                self.warn(
-                    IssueCode.REFERENCE_UNRESOLVED,
-                    f"{kind} does not resolve inside this payload",
-                    self.path(f"{path}.reference"),
-                )
+                message = f"{kind} does not resolve inside this payload"
+            self.warn(IssueCode.REFERENCE_UNRESOLVED, message, self.path(f"{path}.reference"))
 
     def linked_id(self, res: dict, field: str, rtype: str, *, required: bool) -> str | None:
         """Pseudonym of the resource that ``res[field]`` references (must be of ``rtype``)."""
@@ -177,6 +233,15 @@ class Rec:
                     self.path(f"{field}.reference"),
                 )
             rid = self.refs.id_of(target) or ""
+        elif "?" in ref:  # conditional, not in this payload (warned): keyed by its normalized search
+            key = conditional_search(ref)
+            if (key[0] if key else ref.partition("?")[0].rsplit("/", 1)[-1]) != rtype:
+                self.reject(
+                    IssueCode.INVALID_FIELD,
+                    f"{field} must reference a {rtype}",
+                    self.path(f"{field}.reference"),
+                )
+            rid = f"{rtype}?{'&'.join(f'{k}={v}' for k, v in key[1])}" if key else ref
         else:
             stem = ref.rstrip("/").split("/")
             if len(stem) >= 2 and stem[-2] != rtype and not ref.startswith("urn:"):
@@ -197,14 +262,25 @@ class Rec:
         if target is not None and target.get("resourceType") != rtype:
             self.reject(IssueCode.INVALID_FIELD, f"{field} must reference a {rtype}",
                         self.path(f"{field}.reference"))
+        return self.contained_pseudonym(rtype, ref)
+
+    def contained_pseudonym(self, rtype: str, ref: str) -> str:
+        """A contained resource has no identity outside its container (FHIR), so it is keyed by the
+        container's pseudonym + ``#id``: stable across re-sends, never merged with another record's
+        ``#p1``. Its identifiers are not used as its identity (a contained Patient's are stored as
+        ``identifier_pseudonyms``, as any Patient's)."""
         return self.ctx.pseudonymizer.pseudonym(record_system(self.source, rtype), f"{self.pid}{ref}")
 
     def patient_place(self, res: dict, field: str) -> dict[str, str | None]:
-        """{"region", "county"} of the Patient ``field`` references, when it is in the payload."""
+        """{"region", "county"} of the Patient ``field`` references, when it is in the payload (an
+        entry, or a Patient contained in ``res``)."""
         value = res.get(field)
         ref = value.get("reference") if isinstance(value, dict) else None
-        target = self.refs.resolve(ref) if isinstance(ref, str) else None
-        place = self.refs.patient_place.get(target) if target is not None else None
+        if isinstance(ref, str) and ref.startswith("#"):
+            place = self.refs.contained_place.get(self.contained_pseudonym("Patient", ref))
+        else:
+            target = self.refs.resolve(ref) if isinstance(ref, str) else None
+            place = self.refs.patient_place.get(target) if target is not None else None
         return place or {"region": None, "county": None}
 
     # ------------------------------------------------------------ values

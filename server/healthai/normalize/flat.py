@@ -7,10 +7,16 @@ extra columns are ignored; ``REQUIRED_COLUMNS`` must exist, else InvalidInput na
   deceased_date, state (name or postal code), country, region (ISO 3166-2; overrides state).
 - encounter: **encounter_id, patient_id**; status, class_code, start, end, state, region.
 - condition: **condition_id, patient_id, code**; code_system (ICD10CM | ICD9CM | SNOMED or a FHIR
-  system URI; default ICD10CM), encounter_id, clinical_status, onset, recorded, state, region.
+  system URI; default ICD10CM), encounter_id, clinical_status, verification_status, onset, recorded,
+  state, region.
 - observation: **observation_id, patient_id, loinc, value**; unit, panel_loinc, encounter_id,
   status, category, effective, state, region. Two rows with the same observation_id and different
   loinc are the components of one panel. Observation rows have record_key ``pseudonym(id)#loinc``.
+  A censored ``value`` (``<5``, ``>=600``) stores its bound with ``value_comparator``.
+
+Coded columns take their FHIR value set's codes (any case): status and class_code (v3 ActCode, or HL7
+v2's E/I/O), clinical_status, verification_status, category. Other text there is not stored (it may be
+a name in the wrong column): a warning, or a rejected row for an observation's status (as for FHIR).
 
 Every kind also takes county (a US county FIPS or name, in the row's state) and postal_code (a
 ZIP code, for the county when no county is given; not stored).
@@ -33,7 +39,8 @@ from healthai.errors import InvalidInput
 from healthai.normalize import birth_guard, dates, flat_codes
 from healthai.normalize import flat_checks as fc
 from healthai.normalize.context import NormalizeContext
-from healthai.normalize.fhir_resources import ENCOUNTER_STATUS
+from healthai.normalize.fhir_condition import further_group_rows
+from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, OBSERVATION_STATUS
 from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import record_system
 from healthai.normalize.records import (
@@ -55,7 +62,7 @@ INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     PATIENT: ("patient_id", "sex", "birth_date", "deceased", "deceased_date", *_LOCATION),
     ENCOUNTER: ("encounter_id", "patient_id", "status", "class_code", "start", "end", *_LOCATION),
     CONDITION: ("condition_id", "patient_id", "code", "code_system", "encounter_id", "clinical_status",
-                "onset", "recorded", *_LOCATION),
+                "verification_status", "onset", "recorded", *_LOCATION),
     OBSERVATION: ("observation_id", "patient_id", "loinc", "value", "unit", "panel_loinc", "encounter_id",
                   "status", "category", "effective", *_LOCATION),
 }
@@ -71,6 +78,21 @@ _ID_COLUMN = {
     CONDITION: "condition_id",
     OBSERVATION: "observation_id",
 }
+# FHIR R4 value sets of the coded columns (condition-clinical, condition-ver-status, observation-status,
+# observation-category; v3 ActEncounterCode, with HL7 v2 table 0004's E, I, O): anything else is text
+CLINICAL_STATUS = ("active", "recurrence", "relapse", "inactive", "remission", "resolved")
+VERIFICATION_STATUS = ("unconfirmed", "provisional", "differential", "confirmed", "refuted",
+                       "entered-in-error")
+OBSERVATION_CATEGORY = ("social-history", "vital-signs", "imaging", "laboratory", "procedure", "survey",
+                        "exam", "therapy", "activity")
+ENCOUNTER_CLASS = {**{c.lower(): c for c in ("AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC",
+                                              "PRENC", "SS", "VR")}, "e": "EMER", "i": "IMP", "o": "AMB"}
+
+
+def _same(codes: tuple[str, ...] | frozenset[str]) -> dict[str, str]:
+    return {c.lower(): c for c in codes}
+
+
 _RESOURCE = {PATIENT: "Patient", ENCOUNTER: "Encounter", CONDITION: "Condition", OBSERVATION: "Observation"}
 
 
@@ -85,6 +107,10 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         raise InvalidInput("source must be a non-empty name", field="source")
     if not isinstance(table, pa.Table):
         raise InvalidInput(f"expected a pyarrow.Table, got {type(table).__name__}")
+    repeated = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if repeated:  # which of two 'value' columns is the value? the sender must say
+        raise InvalidInput(f"{kind} records name column(s) {', '.join(map(repr, repeated))} more than once",
+                           field=repeated[0])
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in table.column_names]
     if missing:
         raise InvalidInput(f"{kind} records lack required column(s): {', '.join(missing)}", field=missing[0])
@@ -109,7 +135,8 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         out.update(flat_codes.condition_codes(t, ctx))
         out.update(
             {
-                "clinical_status": t.string("clinical_status"),
+                "clinical_status": t.coded("clinical_status", _same(CLINICAL_STATUS)),
+                "verification_status": t.coded("verification_status", _same(VERIFICATION_STATUS)),
                 "onset": t.time("onset", ctx),
                 "recorded": t.time("recorded", ctx),
             }
@@ -118,8 +145,8 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         out.update(flat_codes.observation_values(t))
         out.update(
             {
-                "status": t.string("status"),
-                "category": t.string("category"),
+                "status": t.coded("status", _same(OBSERVATION_STATUS), error=True),
+                "category": t.coded("category", _same(OBSERVATION_CATEGORY)),
                 "effective": t.time("effective", ctx),
             }
         )
@@ -149,10 +176,19 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         columns.append(pc.filter(arr, keep).cast(f.type))
     tables = {k: SCHEMAS[k].empty_table() for k in KINDS}
     tables[kind] = pa.Table.from_arrays(columns, schema=schema)
+    if kind == CONDITION and ctx.snomed_map is not None:
+        tables[kind] = _with_further_groups(tables[kind], ctx)
     if ctx.date_policy is not dates.DatePolicy.FULL:
         tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates={},
                              outcomes=outcomes)
     return NormalizedBatch(outcomes, tables)
+
+
+def _with_further_groups(table: pa.Table, ctx: NormalizeContext) -> pa.Table:
+    """Conditions plus a row per further ICD-10-CM map group of their mapped SNOMED CT concepts."""
+    mapped = table.filter(pc.fill_null(table["icd10_mapped"], False))
+    extra = [r for row in mapped.to_pylist() for r in further_group_rows(ctx.snomed_map, row)]
+    return pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)]) if extra else table
 
 
 def _patient(t: fc.Cols, ctx: NormalizeContext, pid: pa.Array) -> dict[str, Any]:
@@ -166,7 +202,7 @@ def _patient(t: fc.Cols, ctx: NormalizeContext, pid: pa.Array) -> dict[str, Any]
             "sex",
             error=True,
         )
-    birth = t.time("birth_date", ctx)
+    birth = t.local_time("birth_date", ctx)
     by = bm = None
     if birth is not None:
         by, bm = pc.year(birth), pc.month(birth)
@@ -179,7 +215,7 @@ def _patient(t: fc.Cols, ctx: NormalizeContext, pid: pa.Array) -> dict[str, Any]
             "birth_date",
             error=True,
         )
-    death = t.time("deceased_date", ctx)
+    death = t.local_time("deceased_date", ctx)
     deceased = t.column("deceased", pa.bool_())
     dy = dm = None
     if death is not None:
@@ -236,7 +272,8 @@ def _encounter(t: fc.Cols, ctx: NormalizeContext) -> dict[str, Any]:
             "status",
             error=True,
         )
-    return {"status": status, "class_code": t.string("class_code"), "start": start, "end": end}
+    class_code = t.coded("class_code", ENCOUNTER_CLASS)
+    return {"status": status, "class_code": class_code, "start": start, "end": end}
 
 
 def outcome_counts(batch: NormalizedBatch) -> dict[str, int]:

@@ -8,6 +8,7 @@ Per-row checks run once per *distinct* value (places, ids) and are broadcast bac
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ class Flags:
 
 
 _NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+_CENSORED = r"^(?P<op><=|>=|<|>)\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)$"
 
 
 class Cols:
@@ -131,9 +133,39 @@ class Cols:
         text = pc.utf8_trim_whitespace(col.cast(pa.string()))
         numeric = pc.match_substring_regex(text, _NUMBER)
         bad = pc.and_kleene(pc.invert(numeric), pc.not_equal(text, ""))
-        self.flags.add(np_mask(bad), "VALUE_NOT_NUMERIC", f"{name} is not a number (value withheld; a "
-                       "censored result such as '<5' is not stored)", name, error=True)
+        self.flags.add(np_mask(bad), "VALUE_NOT_NUMERIC", f"{name} is not a number (value withheld)", name,
+                       error=True)
         return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
+
+    def censored_number(self, name: str) -> tuple[pa.Array | None, pa.Array | None]:
+        """``number`` that also reads a censored result (``<5``, ``>= 600``): its bound as the number and
+        its comparator (null elsewhere), with a VALUE_CENSORED warning, as FHIR's Quantity.comparator."""
+        col = self.table.column(name).combine_chunks() if name in self.table.column_names else None
+        if col is None or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            return self.number(name), None
+        text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        parts = pc.extract_regex(text, _CENSORED)
+        comparator = pc.struct_field(parts, "op")
+        censored = pc.fill_null(pc.is_valid(comparator), False)
+        self.flags.add(np_mask(censored), "VALUE_CENSORED", f"{name} is a censored result: its bound is "
+                       "stored, with value_comparator", name, error=False)
+        bound = pc.if_else(censored, pc.struct_field(parts, "number"), text)
+        self.table = self.table.set_column(self.table.column_names.index(name), name, bound)
+        return self.number(name), comparator
+
+    def coded(self, name: str, allowed: Mapping[str, str], *, error: bool = False) -> pa.Array | None:
+        """A column of codes from a value set (``allowed``: lower-cased spelling -> code). Other text is not
+        a code and never stored (it may be a name in the wrong column): null with a warning, or the row
+        rejected with ``error``."""
+        col = self.string(name)
+        if col is None:
+            return None
+        out = map_values(col, dict(allowed))
+        bad = pc.and_kleene(pc.is_null(out), pc.not_equal(pc.utf8_trim_whitespace(col), ""))
+        known = ", ".join(sorted(set(allowed.values())))
+        self.flags.add(np_mask(bad), "INVALID_FIELD", f"{name} is not one of {known} (value withheld)"
+                       + ("" if error else ": not stored"), name, error=error)
+        return out
 
     def string(self, name: str, *, required: bool = False) -> pa.Array | None:
         col = self.column(name, pa.string())
@@ -150,7 +182,7 @@ class Cols:
         col = self.table.column(name).combine_chunks()
         if pa.types.is_timestamp(col.type):
             out = col if col.type.tz else pc.assume_timezone(col, "UTC")
-            out = pc.cast(out, _TS)
+            out = pc.cast(out, _TS, safe=False)  # nanoseconds (pandas' default) are cut to microseconds
         elif pa.types.is_date(col.type):
             out = pc.assume_timezone(pc.cast(col, pa.timestamp("us")), "UTC")
         elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type):
@@ -162,7 +194,20 @@ class Cols:
         late = pc.greater(out, scalar_day(ctx))
         self.flags.add(np_mask(late), "DATE_IMPOSSIBLE", f"{name} is in the future{ctx.future_hint()}", name,
                        error=True)
+        early = pc.less(pc.year(out), ctx.min_birth_year)  # before anyone alive was born: a typo
+        self.flags.add(np_mask(early), "DATE_IMPOSSIBLE", f"{name} is before {ctx.min_birth_year}", name,
+                       error=True)
         return out
+
+    def local_time(self, name: str, ctx: NormalizeContext) -> pa.Array | None:
+        """``time`` moved by the offset it was written in: its year, month and day are the local ones
+        (a birth date-time ``1988-12-31T20:00-06:00`` is in December 1988, not in January 1989)."""
+        times = self.time(name, ctx)
+        offsets = self.utc_offset(name)
+        if times is None or offsets is None:
+            return times
+        micros = pc.multiply(pc.fill_null(pc.cast(offsets, pa.int64()), 0), 60_000_000)
+        return pc.add(times, pc.cast(micros, pa.duration("us")))
 
     def utc_offset(self, name: str) -> pa.Array | None:
         """The UTC offset (minutes) each time of column ``name`` was written in: an ISO string's ``Z`` or

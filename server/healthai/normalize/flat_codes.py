@@ -107,7 +107,7 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
 def observation_values(t: Cols) -> dict[str, Any]:
     """Canonical values/units per (loinc, unit) pair, LOINC check digits, possible ranges."""
     loinc = pc.utf8_trim_whitespace(t.string("loinc", required=True))
-    value = t.number("value")
+    value, comparator = t.censored_number("value")
     unit = t.string("unit")
     if unit is None:
         unit = pa.nulls(t.n, pa.string())
@@ -178,9 +178,18 @@ def observation_values(t: Cols) -> dict[str, Any]:
         "value": pa.array(conv, pa.float64(), mask=np.isnan(conv)),
         "unit": pc.take(pa.array(target, pa.string()), pa.array(idx)),
         "original_value": value,
-        "original_unit": unit,
+        "original_unit": _unit_text(unit),
+        "value_comparator": comparator,
         "loinc_valid": pa.array(~bad_mask, pa.bool_(), mask=np_mask(pc.is_null(loinc))),
     }
+
+
+def _unit_text(unit: pa.Array) -> pa.Array:
+    """The units as sent, null where the text is not a unit (a name in the wrong column: never stored)."""
+    enc = pc.dictionary_encode(unit)
+    keep = [units.looks_like_unit(u) for u in enc.dictionary.to_pylist()]
+    shaped = pc.take(pa.array(keep, pa.bool_()), enc.indices)
+    return pc.if_else(pc.fill_null(shaped, False), unit, pa.scalar(None, pa.string()))
 
 
 def _range_msgs(loinc: pa.Array, conv: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -20,12 +20,15 @@ canonical form (ICD-10-CM dotted upper case, SNOMED as digits).
 from __future__ import annotations
 
 import csv
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from healthai.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 NLM_ICD10CM_REFSET = "6011000124106"
 _NLM_COLUMNS = (
@@ -43,7 +46,7 @@ def _dot(code: str) -> str:
 @contextmanager
 def _read_tsv(path: Path, required: tuple[str, ...]) -> Iterator[csv.DictReader]:
     try:
-        fh = path.open(encoding="utf-8", newline="")
+        fh = path.open(encoding="utf-8-sig", newline="")  # a byte-order mark is not part of the header
     except OSError as e:
         raise InvalidInput(f"cannot read map file {path}: {e.strerror}", field=str(path)) from None
     with fh:
@@ -86,8 +89,14 @@ class SnomedIcd10Map:
         path = Path(path)
         best: dict[tuple[str, int], tuple[int, str]] = {}
         out = cls(f"NLM {path.name}")
+        short: list[int] = []
+        refsets: set[str] = set()
         with _read_tsv(path, _NLM_COLUMNS) as reader:
             for row in reader:
+                if None in row.values():  # fewer fields than the header: a cut or mangled line
+                    short.append(reader.line_num)
+                    continue
+                refsets.add(row["refsetId"])
                 if row["active"] != "1" or row["refsetId"] != NLM_ICD10CM_REFSET:
                     continue
                 target = (row["mapTarget"] or "").strip()
@@ -109,6 +118,18 @@ class SnomedIcd10Map:
                     out._add(snomed, target, conditional=True)
         for (snomed, _group), (_p, target) in sorted(best.items()):
             out._add(snomed, target)
+        if short and len(short) * 100 > reader.line_num:  # more than 1 % of the lines: not this format
+            raise InvalidInput(f"{path.name}: {len(short)} line(s) have fewer fields than the header "
+                               f"(first: line {short[0]}); is it the tab-separated RF2 file?",
+                               field=str(path))
+        if short:
+            log.warning("%s: %d line(s) with fewer fields than the header skipped (first: line %d)",
+                        path.name, len(short), short[0])
+        if not len(out):
+            others = ", ".join(sorted(refsets - {NLM_ICD10CM_REFSET})[:3]) or "none"
+            raise InvalidInput(f"{path.name}: no active row of the ICD-10-CM map refset {NLM_ICD10CM_REFSET} "
+                               f"(refsets found: {others}); the NLM SNOMED CT to ICD-10-CM map is the file "
+                               "der2_iisssccRefset_ExtendedMapSnapshot_US1000124_*.txt", field=str(path))
         return out
 
     @classmethod
@@ -129,6 +150,9 @@ class SnomedIcd10Map:
                 a, b = concepts.get(row["concept_id_1"]), concepts.get(row["concept_id_2"])
                 if a and b and a[0] == "ICD10CM" and b[0] == "SNOMED":
                     out._add(b[1], a[1])
+        if not len(out):
+            raise InvalidInput(f"{relationship_path.name}: no valid ICD10CM 'Maps to' SNOMED relationship "
+                               f"between the concepts of {concept_path.name}", field=str(relationship_path))
         return out
 
     # ------------------------------------------------------------ lookups
@@ -142,6 +166,11 @@ class SnomedIcd10Map:
         if all_rules or not out:
             out += [c for c in self._conditional.get(snomed, ()) if c not in out]
         return out
+
+    def map_groups(self, snomed: str) -> list[str]:
+        """The unconditional target of each map group of a concept, in group order. Every group applies
+        (127013003 diabetic renal disease: E11.21 and N18.9); [] without unconditional targets."""
+        return list(self._primary.get(snomed, ()))
 
     def icd10_to_snomed(self, icd10: str) -> list[str]:
         """SNOMED concepts mapping to an ICD-10-CM code (dotted or not), sorted; [] when none."""

@@ -111,6 +111,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             *_event("effective"),
             pa.field("loinc_valid", pa.bool_()),  # format + mod-10 check digit; null: no LOINC code
             pa.field("data_absent_reason", pa.string()),  # "system|code" when the value is absent
+            pa.field("value_comparator", pa.string()),  # <, <=, >=, >: value is a bound (censored result)
         ]
     ),
 }
@@ -142,6 +143,7 @@ class IssueCode(enum.StrEnum):
     RESOURCE_TYPE_NOT_STORED = "RESOURCE_TYPE_NOT_STORED"  # valid FHIR type we do not normalize
     DUPLICATE_ID = "DUPLICATE_ID"
     REFERENCE_UNRESOLVED = "REFERENCE_UNRESOLVED"
+    REFERENCE_CONTAINED = "REFERENCE_CONTAINED"  # subject is a contained Patient: of that record only
     ICD10_INVALID = "ICD10_INVALID"
     ICD9_INVALID = "ICD9_INVALID"
     LOINC_INVALID = "LOINC_INVALID"
@@ -151,6 +153,7 @@ class IssueCode(enum.StrEnum):
     UNIT_INCOMPATIBLE = "UNIT_INCOMPATIBLE"
     VALUE_MISSING = "VALUE_MISSING"
     VALUE_IMPOSSIBLE = "VALUE_IMPOSSIBLE"
+    UNIT_CONFLICT = "UNIT_CONFLICT"  # Quantity.unit and Quantity.code name different units (code read)
     VALUE_CENSORED = "VALUE_CENSORED"  # Quantity.comparator (<, <=, >=, >): the value is a bound
     DATE_IMPOSSIBLE = "DATE_IMPOSSIBLE"
     UNKNOWN_ELEMENT = "UNKNOWN_ELEMENT"  # a JSON key that is not an element of the FHIR R4 type: ignored

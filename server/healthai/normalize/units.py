@@ -13,6 +13,7 @@ ranges are deliberately wide (they catch unit mix-ups and typos, not abnormal re
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from healthai.normalize.redact import number, withheld
@@ -20,7 +21,7 @@ from healthai.normalize.redact import number, withheld
 # Non-UCUM spellings → UCUM. Keys are compared case-sensitively first, then lower-cased.
 UNIT_ALIASES: dict[str, str] = {
     "mm[Hg]": "mm[Hg]", "mmHg": "mm[Hg]", "mm Hg": "mm[Hg]", "mmhg": "mm[Hg]",
-    "millimeter of mercury": "mm[Hg]",
+    "millimeter of mercury": "mm[Hg]", "kPa": "kPa", "kpa": "kPa",
     "Cel": "Cel", "C": "Cel", "°C": "Cel", "degC": "Cel", "deg C": "Cel", "celsius": "Cel", "℃": "Cel",
     "[degF]": "[degF]", "F": "[degF]", "°F": "[degF]", "degF": "[degF]", "deg F": "[degF]",
     "fahrenheit": "[degF]",
@@ -53,6 +54,7 @@ _ALIASES_LOWER = {k.lower(): v for k, v in UNIT_ALIASES.items()}
 # base_value = value * factor + offset. Any two units of one base convert to each other (conversion).
 _LINEAR: dict[str, tuple[str, float, float]] = {
     "mm[Hg]": ("mm[Hg]", 1.0, 0.0),
+    "kPa": ("mm[Hg]", 7.500615758, 0.0),  # 1 kPa = 1000 / 133.322387415 mm[Hg]
     "Cel": ("Cel", 1.0, 0.0),
     "[degF]": ("Cel", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
     "/min": ("/min", 1.0, 0.0),
@@ -183,6 +185,22 @@ def ucum(unit: str | None) -> str | None:
     return UNIT_ALIASES.get(u) or _ALIASES_LOWER.get(u.lower())
 
 
+_UNIT_SHAPE = re.compile(r"^[A-Za-z0-9%\[\]{}()/.*^_'+\-µμ°²³]{1,24}$")
+_UNIT_SYNTAX = frozenset("[]{}/.*^%0123456789²³")
+
+
+def looks_like_unit(text: str) -> bool:
+    """Whether unit text we cannot read may still be stored (``unit`` of an unknown code, ``original_unit``):
+    a unit we know, or UCUM-shaped text: no spaces, at most 24 characters, and unit syntax (``/``, ``.``,
+    ``^``, digits, brackets, ``%``), at most 5 characters (``U``, ``IU``, ``kat``) or lower case
+    (``furlongs``). A capitalised word in the unit column (a name) is none of these: free text is never
+    stored."""
+    u = text.strip()
+    if ucum(u) is not None:
+        return True
+    return bool(_UNIT_SHAPE.match(u)) and (len(u) <= 5 or any(c in _UNIT_SYNTAX for c in u) or u.islower())
+
+
 UCUM_UNITS = frozenset(UNIT_ALIASES.values())
 # Valid (case-sensitive) UCUM spellings other than our canonical one: an annotation ({beats}) means 1,
 # ``1/min`` is ``/min``, ``M`` is molar. The liter's second symbol ``l`` is handled in non_ucum.
@@ -213,10 +231,12 @@ def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
     if spec is not None and unit is not None and unit.strip() in spec.lax_units:
         return spec.unit, 1.0, 0.0
     if u is None:
-        if spec is None and unit:
+        if spec is None and unit and looks_like_unit(unit):
             return unit.strip(), 1.0, 0.0  # unknown code and unit: kept as sent
         if unit is None:
             raise UnitError("UNIT_UNKNOWN", "unit is missing (not a UCUM unit or spelling)")
+        if not looks_like_unit(unit):
+            raise UnitError("UNIT_UNKNOWN", f"unit is free text, not a unit {withheld(unit)}: not stored")
         raise UnitError("UNIT_UNKNOWN", f"unit is not a recognised UCUM unit or spelling {withheld(unit)}")
     if spec is None:
         return u, 1.0, 0.0  # an unknown analyte's meq/L stays meq/L: its ion charge is unknown

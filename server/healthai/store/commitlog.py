@@ -28,8 +28,10 @@ offline to test one, so on ``gs://`` stores de-duplication stays per process (se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 LOG_DIR = "_commits"
+ORPHAN_AGE_S = 3600.0  # a pending file this old belongs to no commit in flight
 # Columns unique per row by construction (the record key and the resource pseudonym): a dictionary
 # of them is built only to be abandoned for plain encoding; skipping it writes faster and smaller.
 _NO_DICTIONARY = frozenset({"resource_id", "record_key"})
@@ -159,6 +162,19 @@ class LocalCommitLog:
 
     def discard(self, pending: str) -> None:
         (self.root / pending).unlink(missing_ok=True)
+
+    def sweep_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
+        """Delete pending files no entry will ever name: a writer that died before its claim leaves them.
+        Call after a full catch-up (every claimed entry's files are promoted by then); only files older
+        than ``older_than_s`` go, so another writer's commit in flight (seconds) is never touched."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.glob("kind=*/*/.pending-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
 
 class S3CommitLog:

@@ -180,7 +180,10 @@ class ParquetStore:
             self._sequence = 0
             rows += self._catch_up(skip=listed)
             self._sequence = max(self._sequence, highest)  # stores written before the log existed
+            swept = self._log.sweep_orphans() if isinstance(self._log, LocalCommitLog) else 0
             self._open = True
+        if swept:
+            log.info("store %s: removed %d pending file(s) of commits that never completed", self.uri, swept)
         log.info("store %s opened: %d rows indexed, sequence %d", self.uri, rows, self._sequence)
         return self
 

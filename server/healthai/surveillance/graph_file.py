@@ -265,7 +265,8 @@ def read_graph(
         if builtin:
             codes = ("2-digit state FIPS codes (25), USPS codes (MA) or ISO 3166-2 codes (US-MA)"
                      if str(path) == BUILTIN_GRAPHS[1] else "5-digit county FIPS codes (25017)")
-            hint = f" ({path} knows {codes}; a national total is no region: drop it)"
+            hint = (f" ({path} knows {codes}; a national total is no region: drop it, e.g. "
+                    "--exclude-regions US)")
         elif kind == "edge_list" and only_series and not only_graph:
             hint = (f" (an edge list names a region without neighbours by a row to itself, e.g. "
                     f"{only_series[0]},{only_series[0]}, with --allow-isolated; or --exclude-regions)")

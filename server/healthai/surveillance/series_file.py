@@ -63,24 +63,32 @@ def parse_period(value: object, *, where: str) -> pd.Timestamp:
         text = text[:-2]
     try:
         if m := _ISO_WEEK.match(text):
+            if int(m[2]) == 53 and dt.date(int(m[1]), 12, 28).isocalendar()[1] != 53:
+                raise _NoWeek53(f"{where}: period {text!r}: ISO year {m[1]} has 52 weeks")
             return pd.Timestamp(dt.date.fromisocalendar(int(m[1]), int(m[2]), 1))
         if m := _EPIWEEK.match(text):
             year, week = int(m[1]), int(m[2])
-            if not 1 <= week <= 53 or (
-                week == 53 and mmwr_week_start(year, 53) >= mmwr_week_start(year + 1, 1)
-            ):
+            if week == 53 and mmwr_week_start(year, 53) >= mmwr_week_start(year + 1, 1):
+                raise _NoWeek53(f"{where}: period {text!r}: MMWR year {year} has 52 weeks")
+            if not 1 <= week <= 53:
                 raise ValueError(f"week {week}")
             return pd.Timestamp(mmwr_week_start(year, week))
         ts = pd.Timestamp(dt.date.fromisoformat(text[:10]))
         if len(text) > 10 and text[10] not in "T ":
             raise ValueError(text)
         return ts
+    except _NoWeek53 as e:
+        raise InputFileError(str(e), field="series") from None
     except ValueError:
         raise InputFileError(
             f"{where}: period {text!r} is not an ISO date (2019-01-07), ISO week (2019-W02) or "
             "MMWR epiweek (201902)",
             field="series",
         ) from None
+
+
+class _NoWeek53(ValueError):
+    """A week 53 in a year that has 52: a week the calendar does not have."""
 
 
 def _periods(column: pd.Series, path: Path, rows: np.ndarray) -> pd.DatetimeIndex:
@@ -219,8 +227,8 @@ def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None, *,
     if smallest < STEPS[step] or np.any(gaps % STEPS[step]):
         i = int(np.argmax((gaps < STEPS[step]) | (gaps % STEPS[step] != 0)))
         raise InputFileError(
-            f"{path}: periods {periods[i].date()} and {periods[i + 1].date()} are {gaps[i]} days apart, "
-            f"not a whole number of {step} steps",
+            f"{path}: periods {periods[i].date()} and {periods[i + 1].date()} are {gaps[i]} day(s) apart, "
+            f"not a whole number of {'weeks' if step == 'W' else 'days'}",
             field="series",
         )
     if np.any(gaps > STEPS[step]) and not allow_gaps:

@@ -27,7 +27,8 @@ from healthai_training.epi.data import (
 from healthai_training.errors import TrainingInputError
 from healthai_training.stores import open_existing_store
 
-DEFAULT_SEASON = {"W": 52, "D": 365}  # periods per season when --season-length is not given
+DEFAULT_SEASON = {"W": 52, "D": 364}  # periods per season when --season-length is not given; 364 days
+# = 52 weeks: a season back is the same weekday, so day-of-week reporting patterns line up
 
 
 def _sha256(path: Path) -> str:
@@ -103,7 +104,7 @@ def _check_season(season: int) -> None:
             f"season length must be >= {steps + SEASON_HALF_WIDTH} periods (the {steps}-period horizon + "
             f"{SEASON_HALF_WIDTH}: the seasonal members read the same periods a season before each target, "
             f"which must be observed by the forecast origin), got {season}. A weekly pattern in daily "
-            "counts is learnt from the input window: keep the default season (365 days)", field="season")
+            "counts is learnt from the input window: keep the default season (364 days)", field="season")
 
 
 def load_files(

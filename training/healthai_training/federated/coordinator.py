@@ -168,7 +168,7 @@ def export_federated(
     report: dict[str, Any], settings: FederationSettings, *, runs_dir: Path, name: str,
     export_repo: Path | None,
 ) -> tuple[Path, dict[str, Any]]:
-    from healthai_training.runs import publish
+    from healthai_training.publish import publish
 
     features = task.model_features(load_spec(settings.spec))
     net = task.new_model_for(features, hidden=settings.hidden)

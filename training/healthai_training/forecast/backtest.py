@@ -228,7 +228,9 @@ def _summary(
 
 
 def results_json(result: dict) -> dict:
-    """Issue 12's machine-readable layout (plus relative WIS and the origins)."""
+    """Issue 12's machine-readable layout (plus relative WIS and the origins). ``healthai`` is the default
+    forecaster (the stack, ``healthai_stacked`` in the tables) and ``stgnn`` the ST-GNN alone, so the
+    key means the same model as in ``train forecast --json``."""
     hs = [str(h) for h in result["horizons"]]
     keys = (
         ("rmse", "rmse"),
@@ -245,6 +247,8 @@ def results_json(result: dict) -> dict:
             models[name]["relative_wis"] = {
                 b: [rows[h]["relative_wis"].get(b) for h in hs] for b in rows[hs[0]]["relative_wis"]
             }
+    if "healthai_stacked" in models:  # as in `train forecast --json`: "healthai" is the default forecaster
+        models = {"healthai": models.pop("healthai_stacked"), "stgnn": models.pop("healthai"), **models}
     return {"horizons": result["horizons"], "origins": result["origins"], "models": models}
 
 

@@ -46,7 +46,7 @@ class ForecastConfig:
     # the epoch kept: least validation RMSE of the median ("rmse": the stack uses only the median), or
     # least mean pinball loss over the levels ("wis": where the model's own quantiles are served)
     select_on: str = "rmse"
-    season: int = 52  # periods per season (52 weeks; 365 for daily series)
+    season: int = 52  # periods per season (52 weeks; 364 days for daily series)
     scaling: str = "per-region"  # min-max on training rows: "per-region" or "global"
     seed: int = 0
     device: str = "auto"

@@ -1,8 +1,8 @@
 """Export a forecaster into a Triton-layout folder, in two ONNX variants, with its region graph.
 
-``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation, softplus and each ST-GNN's quantile
-head as the custom-domain nodes ``healthai::CsrAggregate``, ``healthai::Softplus`` and
-``healthai::QuantileHead``, needs ``healthai.ops.ort_library_path()``),
+``<out_dir>/config.pbtxt``, ``<out_dir>/1/model.onnx`` (aggregation and each ST-GNN's quantile head as
+the custom-domain nodes ``healthai::CsrAggregate`` and ``healthai::QuantileHead``, needs
+``healthai.ops.ort_library_path()``),
 ``<out_dir>/1/model.standard.onnx`` (standard opset only), ``<out_dir>/1/graph.json`` and
 ``<out_dir>/1/model_card.json``.
 ONNX input ``history`` FP32 [-1, W, N] raw weekly counts; output ``forecast`` FP32 [-1, S, N, Q]; the
@@ -120,7 +120,7 @@ def export_forecaster(
     extra = ""
     if "custom" in variants:
         extra += (
-            "# model.onnx holds our custom nodes healthai::CsrAggregate, Softplus and QuantileHead (load\n"
+            "# model.onnx holds our custom nodes healthai::CsrAggregate and QuantileHead (load\n"
             "# the op library of `healthai info` via model_operations { op_library_filename: ... }); stock\n"
             "# Triton: default_model_filename: "
             '"model.standard.onnx"\n'
@@ -154,6 +154,6 @@ def export_forecaster(
     }
     write_json(vdir / "model_card.json", {**(card or {}), **meta, "version": version})
     checked = ", ".join(f"{v} {e:.1e}" for v, e in errors.items()) or "not checked"
-    logger.info("exported %s v%d (variants %s; parity max rel err: %s)", out.name, version,
-                "/".join(variants), checked)
+    logger.info("exported %s to the run folder as v%d (variants %s; parity max rel err: %s)", out.name,
+                version, "/".join(variants), checked)
     return errors

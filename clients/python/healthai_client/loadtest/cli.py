@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from healthai_client.loadtest.multiproc import run_load_processes
 from healthai_client.loadtest.report import text_summary, write_json, write_png
 from healthai_client.loadtest.rss import RssSampler
 from healthai_client.loadtest.runner import LoadConfig, LoadResult, run_load
+from healthai_client.plotting import HINT, can_plot
 from healthai_client.requests import load_json
 from healthai_client.retry import RetryPolicy
 
@@ -108,6 +110,8 @@ def sweep_table(results: list[LoadResult]) -> str:
 
 def load(args: argparse.Namespace) -> int:
     configs = _configs(args)
+    if args.out and not can_plot():
+        print(f"--out writes JSON only: its PNG {HINT}", file=sys.stderr)
     workload = build_workload(args)
     results: list[LoadResult] = []
     with contextlib.ExitStack() as stack:
@@ -136,7 +140,8 @@ def load(args: argparse.Namespace) -> int:
                     f"-c{cfg.concurrency}" if cfg.mode == "closed" else f"-r{cfg.rate:g}")
                 out = args.out.with_name(args.out.name + suffix)
                 write_json(result, out.with_suffix(".json"))
-                write_png(result, out.with_suffix(".png"))
+                if can_plot():
+                    write_png(result, out.with_suffix(".png"))
             if not args.json:
                 print(text_summary(result))
     if args.json:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from healthai_client.loadtest.runner import LoadResult
+from healthai_client.plotting import pyplot
 
 MAX_POINTS = 50_000  # calls drawn in the latency-over-time scatter
 
@@ -18,11 +19,7 @@ def write_json(result: LoadResult, path: Path) -> None:
 
 
 def write_png(result: LoadResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("--out's PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
     t = np.asarray(result.send_offsets_s)

@@ -48,6 +48,7 @@ from healthai.errors import HealthAIError, InvalidInput, TooLarge
 from healthai.ingest.kafka import batching, decode
 from healthai.ingest.kafka.dlq import DeadLetters, DlqEntry
 from healthai.ingest.kafka.metrics import KafkaMetrics
+from healthai.ingest.key_check import check_store_key
 from healthai.ingest.service import IngestCore
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.records import KINDS, SCHEMAS, Severity
@@ -97,6 +98,7 @@ class KafkaIngest:
             date_policy=settings.date_policy, reference_date=settings.latest_event_date,
             code_systems=settings.code_systems)
         self.store = ParquetStore(settings.store_uri)
+        self._key_is_random = ctx is None and settings.random_key()
         self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request)
         self.source = ks.source or ks.topic
         base = ks.client_config()
@@ -125,6 +127,8 @@ class KafkaIngest:
     # ------------------------------------------------------------------ lifecycle
     def run(self, stop: threading.Event) -> int:
         self.store.open()
+        if not self._key_is_random:
+            check_store_key(self.store, self.ctx.pseudonymizer)
         self.dlq.check_partitions(self.ks.topic)
         self.consumer.subscribe([self.ks.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s (dlq %s)", self.ks.topic, self.ks.group_id, self.ks.dlq_topic)

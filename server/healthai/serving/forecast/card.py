@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from healthai.errors import InvalidInput
 from healthai.serving.forecast.regions import iso_alias
 from healthai.serving.runtime.manager import LoadedVersion
 from healthai.serving.runtime.repository import RepositoryError
@@ -111,3 +112,20 @@ def inspect_forecast(loaded: LoadedVersion) -> None:
             raise RepositoryError(f"{where}: '{FORECAST_POINT}' must be [-1,S,N] like '{FORECAST_OUTPUT}'")
         card = replace(card, has_point=True)
     loaded.extras["forecast"] = card
+
+
+def check_infer_history(loaded: LoadedVersion, inputs: dict[str, np.ndarray]) -> None:
+    """KServe ModelInfer on a forecaster: the same counts as Forecast takes (no-op for other models):
+    finite, and >= 0 unless the model was trained with negative counts kept."""
+    card = loaded.extras.get("forecast")
+    x = inputs.get(FORECAST_INPUT)
+    if card is None or x is None:
+        return
+    bad = ~np.isfinite(x) | ((x < 0) & (not card.negatives))
+    if bad.any():
+        b, t, j = (int(i) for i in np.argwhere(bad)[0])
+        what = ("a finite count" if card.negatives
+                else "a finite count >= 0 (this model was not trained on negative counts)")
+        raise InvalidInput(f"{FORECAST_INPUT}[{b}][{t}][{j}] (region {card.region_ids[j]}): value "
+                           f"{x[b, t, j]} is not {what}", field=FORECAST_INPUT)
+

@@ -133,7 +133,8 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
                    for i, rid in enumerate(card.region_ids)]
         return forecast_pb2.RegionsResponse(
             model_name=loaded.name, model_version=loaded.version, regions=regions, window=card.window,
-            step=card.step, horizons=list(card.horizons), quantile_levels=card.quantile_levels.tolist())
+            step=card.step, horizons=list(card.horizons), quantile_levels=card.quantile_levels.tolist(),
+            week_start=card.week_start if card.step == "W" else "")
 
     async def Forecast(self, request: forecast_pb2.ForecastRequest,
                        context: grpc.aio.ServicerContext) -> forecast_pb2.ForecastResponse:
@@ -173,7 +174,8 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             model_name=loaded.name, model_version=loaded.version,
             region_ids=[card.region_ids[c] for c in out_cols],
             horizons=[card.horizons[h] for h in horizon_rows], quantile_levels=levels.tolist(),
-            first_forecast_period=first_period, step=card.step, coverage=coverage)
+            first_forecast_period=first_period, step=card.step, coverage=coverage,
+            week_start=card.week_start if card.step == "W" else "")
         if source == "stored":
             extend_float32(response, "stored_history", window[:, out_cols])
         extend_float32(response, "point", point)

@@ -19,6 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 import healthai
 from healthai.errors import HealthAIError, InvalidInput, Unimplemented
+from healthai.serving.forecast.card import check_infer_history
 from healthai.serving.kserve.unimplemented import refuse_unimplemented
 from healthai.serving.risk.task import check_infer_inputs
 from healthai.serving.runtime.contract import InferRequest
@@ -167,6 +168,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             inputs = decode_inputs(request, rt.inputs, rt.config.max_batch_size)
             check_infer_inputs(loaded, inputs)
+            check_infer_history(loaded, inputs)
             wanted = _wanted_outputs(request, rt.outputs)
         except HealthAIError:  # refused before queueing: still a failed request of this model
             loaded.scheduler.stats.record_failure(arrived)

@@ -67,6 +67,7 @@ class _Plan:
     charlson_groups: tuple[tuple[int, int], ...]  # (card column, index in charlson.GROUPS)
     charlson_index: int | None  # card column of charlson_index
     diagnosis_features: tuple[str, ...]  # the card features above, by name (for messages)
+    flags_zero: np.ndarray  # card columns of missing flags left out, whose feature is given or derived
 
     @property
     def needs_diagnoses(self) -> bool:
@@ -74,7 +75,7 @@ class _Plan:
 
 
 @lru_cache(maxsize=256)
-def _plan(card: tuple[str, ...], given: tuple[str, ...]) -> _Plan:
+def _plan(card: tuple[str, ...], given: tuple[str, ...], flags: tuple[tuple[str, str], ...] = ()) -> _Plan:
     card_pos = {n: j for j, n in enumerate(card)}
     given_pos: dict[str, int] = {}
     for i, name in enumerate(given):
@@ -91,8 +92,13 @@ def _plan(card: tuple[str, ...], given: tuple[str, ...]) -> _Plan:
     groups: list[tuple[int, int]] = []
     index = None
     not_derivable: list[str] = []
+    zeros: list[int] = []
+    marks = dict(flags)  # missing flag -> the feature it marks
     for name in missing:
-        if name == "age_risk" and AGE_INPUT in given_pos:
+        if name in marks and marks[name] not in not_derivable and (
+                marks[name] in given_pos or marks[name] in derivable_features((marks[name],))):
+            zeros.append(card_pos[name])  # 0: the value is there; imputation sets 1 where it is NaN
+        elif name == "age_risk" and AGE_INPUT in given_pos:
             age_risk = (card_pos[name], given_pos[AGE_INPUT])
         elif name in _PRIMARY:
             primary.append((card_pos[name], _PRIMARY[name]))
@@ -121,6 +127,7 @@ def _plan(card: tuple[str, ...], given: tuple[str, ...]) -> _Plan:
         charlson_groups=tuple(groups),
         charlson_index=index,
         diagnosis_features=diag_names,
+        flags_zero=np.array(zeros, dtype=np.intp),
     )
 
 
@@ -130,15 +137,18 @@ def derive_features(
     x_given: np.ndarray,
     *,
     diagnoses: Sequence[Diagnosis] | None = None,
+    flags: tuple[tuple[str, str], ...] = (),
 ) -> np.ndarray:
     """[n, len(card_names)] float32 in the card's order from the given columns plus derived ones.
 
     ``x_given``: [n, len(given_names)]. Given columns are taken as they are; ``age_risk`` is derived
     from an ``age`` column (years), ``primary_dx_*``/``charlson_*``/``charlson_index`` from
-    ``diagnoses`` (one ``(codes, system)`` per patient, system "icd9" or "icd10"/""). Raises
+    ``diagnoses`` (one ``(codes, system)`` per patient, system "icd9" or "icd10"/""); a missing flag of
+    ``flags`` (flag, feature) left out is 0 when its feature is given or derived (the card's imputation
+    sets it to 1 where the value is NaN). Raises
     ``InvalidInput`` naming what is missing and what would let the server derive it.
     """
-    plan = _plan(tuple(card_names), tuple(given_names))
+    plan = _plan(tuple(card_names), tuple(given_names), flags)
     x_given = np.asarray(x_given, dtype=np.float32)
     if x_given.ndim != 2 or x_given.shape[1] != len(given_names):
         raise InvalidInput(f"features: shape {x_given.shape} does not match {len(given_names)} feature_names",
@@ -148,6 +158,7 @@ def derive_features(
     n = x_given.shape[0]
     out = np.empty((n, plan.n_card), dtype=np.float32)
     out[:, plan.take_dst] = x_given[:, plan.take_src]
+    out[:, plan.flags_zero] = 0.0
     if plan.age_risk is not None:
         dst, src = plan.age_risk
         age = x_given[:, src].astype(np.float64)
@@ -226,7 +237,8 @@ def _flatten(
     if need_primary and not is_icd9.all():
         i = int(np.argmin(is_icd9))
         raise InvalidInput(f"{DIAGNOSES}[{i}].system: primary_dx_* (Strack 2014 groups) are defined on "
-                           "ICD-9-CM only; give primary_dx_* or ICD-9-CM codes",
+                           "ICD-9-CM only; give primary_dx_*, or the codes as ICD-9-CM (system ICD9CM: "
+                           "in the SDK {'codes': [...], 'system': 'ICD9CM'}; a plain list is ICD-10-CM)",
                            field=f"{DIAGNOSES}[{i}].system")
     flat = np.array(list(chain.from_iterable(c for c, _ in entries)), dtype=object)
     owner = np.repeat(np.arange(len(entries), dtype=np.intp), lengths)

@@ -28,6 +28,11 @@ class Imputation:
     values: np.ndarray  # float32 [K]: what training filled in
     indicators: np.ndarray  # intp [K]: the column of each one's missing flag, -1 for none
 
+    def flag_sources(self, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """(missing flag, the feature it marks) by name: a caller may leave the flags out."""
+        return tuple((names[f], names[c]) for c, f in zip(self.columns.tolist(), self.indicators.tolist(),
+                                                          strict=True) if f >= 0)
+
     def fill(self, x: np.ndarray) -> np.ndarray:
         """``x`` [patients x F] with NaNs of the imputable columns filled (a copy only when needed)."""
         missing = np.isnan(x[:, self.columns])

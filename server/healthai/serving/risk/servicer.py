@@ -90,7 +90,8 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
     else:
         x = np.fromiter(request.features, dtype=np.float32, count=count).reshape(n, f)
     if derive:
-        x = derive_features(card.feature_names, names, x, diagnoses=request.diagnoses)
+        flags = card.imputation.flag_sources(tuple(card.feature_names)) if card.imputation else ()
+        x = derive_features(card.feature_names, names, x, diagnoses=request.diagnoses, flags=flags)
         finite = False  # the derived columns are new values
     elif order is not None:
         x = x[:, order]

@@ -151,12 +151,20 @@ class ModelManager:
         return [self._loaded[name][v] for v in sorted(self._loaded.get(name, {}))]
 
     def index(self) -> list[IndexEntry]:
-        entries = [IndexEntry(n, v, "READY") for n, vs in self._loaded.items() for v in vs]
+        entries = [IndexEntry(n, v, "READY", self._kept_reason(n, v))
+                   for n, vs in self._loaded.items() for v in vs]
         entries += [IndexEntry(n, v, "UNAVAILABLE", reason) for (n, v), (_, reason) in self._refused.items()
                     if v not in self._loaded.get(n, {})]
         entries += [IndexEntry(n, v, "UNAVAILABLE", "unloaded")
                     for n, vs in self._unloaded.items() for v in vs]
         return sorted(entries, key=lambda e: (e.name, e.version))
+
+    def _kept_reason(self, name: str, version: int) -> str:
+        """Why a READY version serves an earlier load: its folder changed and the change was refused."""
+        refused = self._refused.get((name, version))
+        if refused is None:
+            return ""
+        return f"serving its previous load; the changed files were refused: {refused[1]}"
 
     def _refused_reason(self, name: str) -> str:
         return "; ".join(r for (n, _), (_, r) in sorted(self._refused.items()) if n == name)
