@@ -7,6 +7,7 @@ Per-row checks run once per *distinct* value (places, ids) and are broadcast bac
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -194,7 +195,8 @@ class Cols:
         late = pc.greater(out, scalar_day(ctx))
         self.flags.add(np_mask(late), "DATE_IMPOSSIBLE", f"{name} is in the future{ctx.future_hint()}", name,
                        error=True)
-        early = pc.less(pc.year(out), ctx.min_birth_year)  # before anyone alive was born: a typo
+        first = pa.scalar(dt.datetime(ctx.min_birth_year, 1, 1, tzinfo=dt.UTC), _TS)
+        early = pc.less(out, first)  # before anyone alive was born: a typo
         self.flags.add(np_mask(early), "DATE_IMPOSSIBLE", f"{name} is before {ctx.min_birth_year}", name,
                        error=True)
         return out
