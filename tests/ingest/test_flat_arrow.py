@@ -43,7 +43,7 @@ def test_flat_records_of_all_kinds(ingest_server: IngestServer) -> None:
                                                start="2026-01-05T09:00:00Z", region="US-NY")],
         conditions=[ingest_pb2.ConditionRecord(condition_id="c1", patient_id="p1", code="j101",
                                                onset="2026-01-05", region="US-NY"),
-                    ingest_pb2.ConditionRecord(condition_id="c2", patient_id="p1", code="XX")],
+                    ingest_pb2.ConditionRecord(condition_id="c2", patient_id="p1", code="XX9")],
         observations=[
             ingest_pb2.ObservationRecord(observation_id="o1", patient_id="p1", loinc="29463-7", value=70,
                                          unit="kg"),
@@ -83,7 +83,7 @@ def test_flat_records_of_all_kinds(ingest_server: IngestServer) -> None:
     assert sorted(zip(obs["loinc"].to_pylist(), obs["unit"].to_pylist(), strict=True)) == [
         ("29463-7", "kg"), ("8462-4", "mm[Hg]"), ("8480-6", "mm[Hg]")]
     cond = ingest_server.plugin.store.read("condition")
-    assert cond["icd10_code"].to_pylist() == ["J10.1", None] and cond["code"].to_pylist()[1] == "XX"
+    assert cond["icd10_code"].to_pylist() == ["J10.1", None] and cond["code"].to_pylist()[1] == "XX9"
     assert ingest_server.plugin.surveillance.counts().loc["2026-01-05", "US-NY"] == 1
 
 

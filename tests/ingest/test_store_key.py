@@ -50,3 +50,18 @@ def test_serve_with_another_key_stops_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "cannot start: the store" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_dev_servers_random_key_is_checked_but_never_recorded(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HEALTHAI_PSEUDONYM_KEY", raising=False)
+    fresh = tmp_path / "fresh"
+    settings = make_settings(fresh)  # dev mode, no key: a random one
+    with serve_in_thread(settings, [IngestPlugin(settings)]):
+        pass
+    assert not (fresh / KEY_CHECK_FILE).exists()  # the next start's key will differ: nothing to keep
+    keyed = tmp_path / "keyed"
+    _start(keyed, context())
+    settings = make_settings(keyed)
+    refused = r"another pseudonym key.*--dev without a key makes a random one"
+    with pytest.raises(InvalidInput, match=refused), serve_in_thread(settings, [IngestPlugin(settings)]):
+        pass

@@ -92,3 +92,16 @@ def test_a_date_before_anyone_alive_was_born_is_impossible(ctx) -> None:
     b = normalize_table("observation", obs, ctx=ctx, source="s")
     assert [o.status for o in b.outcomes] == [Status.REJECTED, Status.ACCEPTED]
     assert "effective is before 1880" in b.outcomes[0].issues[0].message
+
+
+def test_flat_code_text_that_is_no_code_is_not_stored(ctx) -> None:
+    cond = pa.table({"condition_id": ["a", "b", "c", "d"], "patient_id": ["p1"] * 4,
+                     "code": ["Quenneville-Ostrowski", "J10.1", "J10.1", "XYZ-9"],
+                     "code_system": ["ICD10CM", "Marguerite", "http://example.org/codes", "urn:oid:1.2.3"]})
+    b = normalize_table("condition", cond, ctx=ctx, source="s")
+    rows = b.tables["condition"].to_pylist()
+    assert [r["code"] for r in rows] == [None, "|J10.1", "http://example.org/codes|J10.1",
+                                         "urn:oid:1.2.3|XYZ-9"]
+    assert [o.issues[0].code for o in b.outcomes] == ["CODE_NOT_STORED", "CODE_SYSTEM_UNKNOWN",
+                                                      "CODE_SYSTEM_UNKNOWN", "CODE_SYSTEM_UNKNOWN"]
+    assert "Quenneville" not in str(b.tables) + str(b.outcomes) and "Marguerite" not in str(b.tables)

@@ -194,5 +194,6 @@ def test_missing_flags_left_out_are_derived_from_their_features() -> None:
     out = derive_features(card, ("age_years", "bmi"), x, diagnoses=diagnoses, flags=flags)
     assert out[:, [2, 4]].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # the NaN's flag is set by imputation
     assert out[0, 3] == 2.0 and np.isnan(out[1, 1])  # CHF + diabetes; the NaN is left to imputation
-    with pytest.raises(InvalidInput, match="bmi: give it"):
+    with pytest.raises(InvalidInput, match="bmi: give it") as err:
         derive_features(card, ("age_years",), x[:, :1], diagnoses=[(["I50.9"], "")] * 2, flags=flags)
+    assert "bmi_missing" not in err.value.message  # derived once bmi is sent (NaN when unmeasured)

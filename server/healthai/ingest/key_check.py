@@ -28,10 +28,13 @@ def key_check(pseudonymizer: Pseudonymizer) -> str:
     return pseudonymizer.pseudonym("urn:healthai:key-check", "1")
 
 
-def check_store_key(store: ParquetStore, pseudonymizer: Pseudonymizer) -> None:
-    """Record this key's check in an open store that has none; InvalidInput if it holds another."""
+def check_store_key(store: ParquetStore, pseudonymizer: Pseudonymizer, *, record: bool = True) -> None:
+    """Record this key's check in an open store that has none (unless not ``record``: a dev server's
+    random key, meant to change); InvalidInput if the store holds another key's."""
     mine = key_check(pseudonymizer)
     found = _read(store)
+    if found is None and not record:
+        return
     if found is None:
         body = json.dumps({"key_check": mine, "of": "HMAC-SHA-256(key, 'urn:healthai:key-check|1')"}).encode()
         created = store.create_exclusive(KEY_CHECK_FILE, body)
@@ -52,7 +55,8 @@ def check_store_key(store: ParquetStore, pseudonymizer: Pseudonymizer) -> None:
             f"the store {_where(store)} was written under another pseudonym key than {KEY_SETTING}: "
             "the same patients would get new pseudonyms and every re-sent record would be stored and "
             "counted twice. Start with the key it was written under, or use a new store (a new key means "
-            "re-ingesting into a new store)", field="pseudonym_key_file")
+            "re-ingesting into a new store)" + ("" if record else "; --dev without a key makes a random one"),
+            field="pseudonym_key_file")
 
 
 def _read(store: ParquetStore) -> str | None:

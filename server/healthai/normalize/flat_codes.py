@@ -4,6 +4,7 @@ or unit checked once, broadcast back with ``take``). Messages quote a value only
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,21 @@ _SHORT = {
 }
 
 
+_CODE_SHAPE = re.compile(r"(?=.*\d)[A-Za-z0-9][A-Za-z0-9.\-]{0,19}")  # ICD-10/9, SCTID: has a digit
+_URI = re.compile(r"^(https?://|urn:|[a-z][a-z0-9+.\-]*:)\S+$", re.IGNORECASE)
+_SYSTEM_NAME = re.compile(r"[A-Z][A-Z0-9_.\-]{0,15}")  # LOCAL, CPT, ICD10PCS
+
+
 def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
     name = _SHORT.get(system.strip().upper()) or ctx.system_name(system)
     icd10 = icd9 = snomed = None
     mapped, issue = False, None
     value = code.strip()
+    if name in (codes.ICD10CM, codes.ICD9CM, codes.SNOMED) and not _CODE_SHAPE.fullmatch(value):
+        # no digit, spaces, too long: text typed into the code column (a name), not a code: never stored
+        problem = "is not shaped like a code (free text): not stored"
+        return name, None, None, None, None, False, ("CODE_NOT_STORED", describe("code", code, problem,
+                                                                                   Syntax.ICD10)), False
     if name == codes.ICD10CM:
         icd10 = codes.canonical_icd10(code, ctx.icd10)
         value = icd10 or value.upper()
@@ -95,11 +106,11 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
                 describe("SNOMED CT code", value, f"has no ICD-10-CM code: {why}", Syntax.SNOMED),
             )
     else:
-        value = f"{system}|{value}"
-        issue = (
-            "CODE_SYSTEM_UNKNOWN",
-            describe("code_system", system, "is not ICD-10-CM, ICD-9-CM or SNOMED CT", _SHORT),
-        )
+        named = _URI.match(system.strip()) is not None or _SYSTEM_NAME.fullmatch(system.strip()) is not None
+        value = f"{system.strip() if named else ''}|{value}"  # other text (a name) is never stored
+        problem = "is not ICD-10-CM, ICD-9-CM or SNOMED CT" + (
+            "" if named else ", nor a URI or an upper-case system name: not stored")
+        issue = ("CODE_SYSTEM_UNKNOWN", describe("code_system", system, problem, _SHORT))
     snomed_mapped = name == codes.ICD10CM and snomed is not None
     return name, value, icd10, icd9, snomed, mapped, issue, snomed_mapped
 

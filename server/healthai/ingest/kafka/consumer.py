@@ -127,8 +127,7 @@ class KafkaIngest:
     # ------------------------------------------------------------------ lifecycle
     def run(self, stop: threading.Event) -> int:
         self.store.open()
-        if not self._key_is_random:
-            check_store_key(self.store, self.ctx.pseudonymizer)
+        check_store_key(self.store, self.ctx.pseudonymizer, record=not self._key_is_random)
         self.dlq.check_partitions(self.ks.topic)
         self.consumer.subscribe([self.ks.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s (dlq %s)", self.ks.topic, self.ks.group_id, self.ks.dlq_topic)

@@ -111,8 +111,9 @@ def _plan(card: tuple[str, ...], given: tuple[str, ...], flags: tuple[tuple[str,
     diag_names = tuple(card[j] for j, _ in primary) + tuple(card[j] for j, _ in groups) + (
         (card[index],) if index is not None else ())
     if not_derivable:
+        named = [n for n in not_derivable if marks.get(n) not in not_derivable]  # a flag goes with its value
         hints = [f"{n}: give it, or give an '{AGE_INPUT}' column" if n == "age_risk" else f"{n}: give it"
-                 for n in not_derivable]
+                 for n in named]
         if diag_names:
             hints.append(f"{', '.join(diag_names)}: give them, or give {DIAGNOSES}")
         raise InvalidInput(f"feature_names: missing model features ({'; '.join(hints)})",
