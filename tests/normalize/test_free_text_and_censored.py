@@ -105,3 +105,12 @@ def test_flat_code_text_that_is_no_code_is_not_stored(ctx) -> None:
     assert [o.issues[0].code for o in b.outcomes] == ["CODE_NOT_STORED", "CODE_SYSTEM_UNKNOWN",
                                                       "CODE_SYSTEM_UNKNOWN", "CODE_SYSTEM_UNKNOWN"]
     assert "Quenneville" not in str(b.tables) + str(b.outcomes) and "Marguerite" not in str(b.tables)
+
+
+def test_flat_loinc_text_that_is_no_loinc_rejects_its_row(ctx) -> None:
+    obs = pa.table({"observation_id": ["a", "b"], "patient_id": ["p1"] * 2,
+                    "loinc": ["987-65-4329", "8480-5"], "value": [1.0, 120.0], "unit": ["mm[Hg]"] * 2})
+    b = normalize_table("observation", obs, ctx=ctx, source="s")
+    assert [o.status for o in b.outcomes] == [Status.REJECTED, Status.ACCEPTED_WITH_WARNINGS]
+    assert [[i.code for i in o.issues] for o in b.outcomes] == [["LOINC_INVALID"], ["LOINC_INVALID"]]
+    assert "987-65" not in str(b.tables) + str(b.outcomes)  # the check digit only is a warning

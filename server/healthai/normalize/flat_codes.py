@@ -172,11 +172,17 @@ def observation_values(t: Cols) -> dict[str, Any]:
         converted = not_ucum[idx] & ~impossible & ~missing  # as for FHIR: only on a converted value
         f.add(converted, "UNIT_NOT_UCUM", not_ucum_msgs[idx], "unit", error=False)
     luniq = pc.unique(loinc)
+    # not even LOINC's shape (an SSN in the column): the row goes, the text is never stored
+    shapeless = [c for c in luniq.to_pylist() if c and not codes.loinc_shaped(c)]
+    if shapeless:
+        f.add(np_mask(pc.is_in(loinc, pa.array(shapeless, pa.string()))), "LOINC_INVALID",
+              "loinc is not a LOINC code (digits, a dash, a check digit: 8480-6): not stored", "loinc",
+              error=True)
     bad_loinc = [c for c in luniq.to_pylist() if c is not None and not codes.loinc_valid(c)]
     bad_mask = np_mask(pc.is_in(loinc, pa.array(bad_loinc, pa.string())))
     if bad_loinc:
         f.add(
-            bad_mask,
+            bad_mask & ~np_mask(pc.is_in(loinc, pa.array(shapeless, pa.string()))),
             "LOINC_INVALID",
             "LOINC code fails the format or mod-10 check digit",
             "loinc",
