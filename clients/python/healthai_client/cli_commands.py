@@ -323,11 +323,10 @@ def forecast(args: argparse.Namespace) -> int:
                                 nowcast=getattr(args, "nowcast", False))
         for w in said:
             print(f"warning: {w.message}", file=sys.stderr)
-    locations = None
-    if args.hubverse:
-        reference_date(r, args.reference_date)  # fail before writing anything
-        if getattr(args, "hubverse_location", "id") == "fips":
-            with make_client(args) as client:
+        locations = None
+        if args.hubverse:
+            reference_date(r, args.reference_date)  # fail before writing anything
+            if getattr(args, "hubverse_location", "id") == "fips":
                 locations = fips_locations(client.regions(model=r.model_name, model_version=r.model_version))
     print_json(r) if args.json else _print_forecast(r)
     for c in r.coverage:

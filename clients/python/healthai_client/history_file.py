@@ -74,20 +74,20 @@ class HistoryFile:
         another weekday than the model's (ISO weeks sent to a model of MMWR weeks); None when they agree."""
         if self.last_period is None or self.step != "W" or not result.week_start:
             return None
-        mine = WEEKDAYS[self.last_period.weekday()]
+        from healthai.surveillance.counts import WEEK_DAYS
+
+        mine = WEEK_DAYS[self.last_period.weekday()]
         if mine == result.week_start:
             return None
         return (f"the history's weeks start on {mine}s, model {result.model_name}'s on {result.week_start}s "
                 "(its card's week_start): the forecast is dated by the history's weeks, so its periods are "
                 f"not the model's (re-bin the counts into {result.week_start}-to-"
-                f"{WEEKDAYS[(WEEKDAYS.index(result.week_start) + 6) % 7]} weeks)")
+                f"{WEEK_DAYS[(WEEK_DAYS.index(result.week_start) + 6) % 7]} weeks)")
 
 
 class HistoryWeekWarning(UserWarning):
     """A dated weekly history whose weeks are not the model's (``HistoryFile.week_mismatch``)."""
 
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def read_history(

@@ -46,13 +46,13 @@ def check_store_key(store: ParquetStore, pseudonymizer: Pseudonymizer, *, record
             found = _read(store)
         if found is None:
             if store.sequence:
-                log.warning("store %s holds data written before it recorded its pseudonym key; this key is "
+                log.warning("store %r holds data written before it recorded its pseudonym key; this key is "
                             "recorded now (data written under another key would not deduplicate)",
-                            _where(store))
+                            store.display_uri)
             return
     if found != mine:
         raise InvalidInput(
-            f"the store {_where(store)} was written under another pseudonym key than {KEY_SETTING}: "
+            f"the store {store.display_uri!r} was written under another pseudonym key than {KEY_SETTING}: "
             "the same patients would get new pseudonyms and every re-sent record would be stored and "
             "counted twice. Start with the key it was written under, or use a new store (a new key means "
             "re-ingesting into a new store)" + ("" if record else "; --dev without a key makes a random one"),
@@ -71,7 +71,3 @@ def _read(store: ParquetStore) -> str | None:
             return None
         raise InvalidInput(f"the store's {KEY_CHECK_FILE} is unreadable ({type(e).__name__}): restore it or "
                            "remove it to record the current key", field="store_uri") from None
-
-
-def _where(store: ParquetStore) -> str:
-    return repr(store.uri.split("?", 1)[0])  # the query may hold credentials

@@ -29,7 +29,7 @@ class IngestPlugin:
 
     def __init__(self, settings: Settings, ctx: NormalizeContext | None = None) -> None:
         self.settings = settings
-        self._fixed_key = ctx is not None or not settings.random_key()
+        self._key_is_random = ctx is None and settings.random_key()
         self.ctx = ctx or NormalizeContext.create(
             key=settings.pseudonym_key(),
             snomed_map_nlm=settings.snomed_map_nlm,
@@ -49,8 +49,9 @@ class IngestPlugin:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.open)
-        # a dev server's random key changes on every start: it is checked against the store's, never recorded
-        await asyncio.to_thread(check_store_key, self.store, self.ctx.pseudonymizer, record=self._fixed_key)
+        # a dev server's random key changes on every start: checked against the store's, never recorded
+        await asyncio.to_thread(check_store_key, self.store, self.ctx.pseudonymizer,
+                                record=not self._key_is_random)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.store.close)

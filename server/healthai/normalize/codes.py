@@ -224,12 +224,12 @@ def loinc_check_digit(body: str) -> int:
     return (10 - total % 10) % 10
 
 
-@lru_cache(maxsize=8192)
 def loinc_shaped(code: str) -> bool:
     """LOINC's form, NNNNN-N, whatever its check digit."""
     return _LOINC.match(code.strip()) is not None
 
 
+@lru_cache(maxsize=8192)
 def loinc_valid(code: str) -> bool:
     m = _LOINC.match(code.strip())
     return bool(m) and loinc_check_digit(m.group(1)) == int(m.group(2))

@@ -123,36 +123,28 @@ class Cols:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise InvalidInput(f"{self.kind}.{name} must be {typ}, got {col.type}", field=name) from None
 
-    def number(self, name: str) -> pa.Array | None:
-        """A float64 column. Text (a CSV column with one non-numeric cell is read as text) is parsed row
-        by row: a cell that is not a number (``high``, a censored ``<5``) rejects its row, not the batch."""
+    def number(self, name: str) -> tuple[pa.Array | None, pa.Array | None]:
+        """A float64 column and the comparator of each censored result (null elsewhere). Text (a CSV
+        column with one non-numeric cell is read as text) is parsed row by row: a censored result (``<5``,
+        ``>= 600``) gives its bound and comparator, with a VALUE_CENSORED warning (as FHIR's
+        Quantity.comparator); a cell that is not a number (``high``) rejects its row, not the batch."""
         if name not in self.table.column_names:
-            return None
+            return None, None
         col = self.table.column(name).combine_chunks()
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            return self.column(name, pa.float64())
-        text = pc.utf8_trim_whitespace(col.cast(pa.string()))
-        numeric = pc.match_substring_regex(text, _NUMBER)
-        bad = pc.and_kleene(pc.invert(numeric), pc.not_equal(text, ""))
-        self.flags.add(np_mask(bad), "VALUE_NOT_NUMERIC", f"{name} is not a number (value withheld)", name,
-                       error=True)
-        return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
-
-    def censored_number(self, name: str) -> tuple[pa.Array | None, pa.Array | None]:
-        """``number`` that also reads a censored result (``<5``, ``>= 600``): its bound as the number and
-        its comparator (null elsewhere), with a VALUE_CENSORED warning, as FHIR's Quantity.comparator."""
-        col = self.table.column(name).combine_chunks() if name in self.table.column_names else None
-        if col is None or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            return self.number(name), None
+            return self.column(name, pa.float64()), None
         text = pc.utf8_trim_whitespace(col.cast(pa.string()))
         parts = pc.extract_regex(text, _CENSORED)
         comparator = pc.struct_field(parts, "op")
         censored = pc.fill_null(pc.is_valid(comparator), False)
         self.flags.add(np_mask(censored), "VALUE_CENSORED", f"{name} is a censored result: its bound is "
                        "stored, with value_comparator", name, error=False)
-        bound = pc.if_else(censored, pc.struct_field(parts, "number"), text)
-        self.table = self.table.set_column(self.table.column_names.index(name), name, bound)
-        return self.number(name), comparator
+        text = pc.if_else(censored, pc.struct_field(parts, "number"), text)
+        numeric = pc.match_substring_regex(text, _NUMBER)
+        bad = pc.and_kleene(pc.invert(numeric), pc.not_equal(text, ""))
+        self.flags.add(np_mask(bad), "VALUE_NOT_NUMERIC", f"{name} is not a number (value withheld)", name,
+                       error=True)
+        return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64()), comparator
 
     def coded(self, name: str, allowed: Mapping[str, str], *, error: bool = False) -> pa.Array | None:
         """A column of codes from a value set (``allowed``: lower-cased spelling -> code). Other text is not

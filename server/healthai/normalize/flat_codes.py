@@ -118,7 +118,7 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
 def observation_values(t: Cols) -> dict[str, Any]:
     """Canonical values/units per (loinc, unit) pair, LOINC check digits, possible ranges."""
     loinc = pc.utf8_trim_whitespace(t.string("loinc", required=True))
-    value, comparator = t.censored_number("value")
+    value, comparator = t.number("value")
     unit = t.string("unit")
     if unit is None:
         unit = pa.nulls(t.n, pa.string())
@@ -174,15 +174,16 @@ def observation_values(t: Cols) -> dict[str, Any]:
     luniq = pc.unique(loinc)
     # not even LOINC's shape (an SSN in the column): the row goes, the text is never stored
     shapeless = [c for c in luniq.to_pylist() if c and not codes.loinc_shaped(c)]
+    shapeless_mask = np_mask(pc.is_in(loinc, pa.array(shapeless, pa.string())))
     if shapeless:
-        f.add(np_mask(pc.is_in(loinc, pa.array(shapeless, pa.string()))), "LOINC_INVALID",
+        f.add(shapeless_mask, "LOINC_INVALID",
               "loinc is not a LOINC code (digits, a dash, a check digit: 8480-6): not stored", "loinc",
               error=True)
     bad_loinc = [c for c in luniq.to_pylist() if c is not None and not codes.loinc_valid(c)]
     bad_mask = np_mask(pc.is_in(loinc, pa.array(bad_loinc, pa.string())))
     if bad_loinc:
         f.add(
-            bad_mask & ~np_mask(pc.is_in(loinc, pa.array(shapeless, pa.string()))),
+            bad_mask & ~shapeless_mask,
             "LOINC_INVALID",
             "LOINC code fails the format or mod-10 check digit",
             "loinc",

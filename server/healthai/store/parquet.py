@@ -143,6 +143,11 @@ class ParquetStore:
         return None if self._log is None else self._log.create(rel, body)
 
     @property
+    def display_uri(self) -> str:
+        """The URI without its query, which may hold credentials: for messages and logs."""
+        return self.uri.split("?", 1)[0]
+
+    @property
     def sequence(self) -> int:
         """Sequence of the last commit that wrote something (changes whenever the data does)."""
         return self._sequence
@@ -151,8 +156,7 @@ class ParquetStore:
         try:
             return self._open_store()
         except OSError as exc:  # an unreachable object store, a bucket that does not exist, no permission
-            where = self.uri.split("?", 1)[0]  # the query may hold credentials
-            raise InvalidInput(f"store_uri {where!r}: cannot open the store ({exc})",
+            raise InvalidInput(f"store_uri {self.display_uri!r}: cannot open the store ({exc})",
                                field="store_uri") from exc
 
     def _open_store(self) -> ParquetStore:

@@ -37,6 +37,17 @@ class ForecastCard:
     def n_regions(self) -> int:
         return len(self.region_ids)
 
+    def refused_counts(self, x: np.ndarray) -> np.ndarray:
+        """Where ``x`` holds a count this model does not take: not finite, or negative unless it was
+        trained with negative counts kept (reporting corrections)."""
+        return ~np.isfinite(x) | ((x < 0) & (not self.negatives))
+
+    @property
+    def count_rule(self) -> str:
+        """What a count must be, for refusals of ``refused_counts``."""
+        return ("a finite count" if self.negatives
+                else "a finite count >= 0 (this model was not trained on negative counts)")
+
 
 def _first(card: dict[str, Any], *keys: str) -> Any:
     for k in keys:
@@ -121,11 +132,8 @@ def check_infer_history(loaded: LoadedVersion, inputs: dict[str, np.ndarray]) ->
     x = inputs.get(FORECAST_INPUT)
     if card is None or x is None:
         return
-    bad = ~np.isfinite(x) | ((x < 0) & (not card.negatives))
+    bad = card.refused_counts(x)
     if bad.any():
         b, t, j = (int(i) for i in np.argwhere(bad)[0])
-        what = ("a finite count" if card.negatives
-                else "a finite count >= 0 (this model was not trained on negative counts)")
         raise InvalidInput(f"{FORECAST_INPUT}[{b}][{t}][{j}] (region {card.region_ids[j]}): value "
-                           f"{x[b, t, j]} is not {what}", field=FORECAST_INPUT)
-
+                           f"{x[b, t, j]} is not {card.count_rule}", field=FORECAST_INPUT)

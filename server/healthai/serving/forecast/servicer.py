@@ -52,13 +52,11 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
     x = (packed_float32(history, "counts", count) if count >= PACKED_FAST_MIN
          else np.fromiter(history.counts, dtype=np.float32, count=count)).reshape(steps, card.n_regions)
     x = x[-card.window:]
-    bad = ~np.isfinite(x) | ((x < 0) & (not card.negatives))  # negatives: a model trained on them keeps them
+    bad = card.refused_counts(x)
     if bad.any():
         t, j = np.argwhere(bad)[0]
-        what = ("a finite count" if card.negatives
-                else "a finite count >= 0 (this model was not trained on negative counts)")
         raise InvalidInput(f"history.counts[{steps - card.window + t}][{history.region_ids[j]}]: "
-                           f"value {x[t, j]} is not {what}", field="history.counts")
+                           f"value {x[t, j]} is not {card.count_rule}", field="history.counts")
     window = np.empty_like(x)
     window[:, cols] = x
     return window
