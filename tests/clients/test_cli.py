@@ -176,3 +176,26 @@ def test_score_a_cohort_table_with_its_spec(server: str, tmp_path: Path,
     assert "column 'sex' has values outside its domain in 1 rows (first: 1)" in capsys.readouterr().err
     assert main(["score", "-m", COHORT_MODEL, "--table", str(table), "--address", server]) == 2
     assert "--table needs --spec" in capsys.readouterr().err
+
+
+def test_ingest_prints_a_rejections_errors_not_its_warnings_and_says_what_was_revised(
+        server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def bundle(value: float, when: str) -> Path:
+        obs = {"resourceType": "Observation", "id": f"rv-{when[:4]}", "status": "final", "colour": "blue",
+               "subject": {"reference": "Patient/rv-p"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+               "effectiveDateTime": when, "valueQuantity": {"value": value, "unit": "mm[Hg]",
+                                                            "system": "http://unitsofmeasure.org",
+                                                            "code": "mm[Hg]"}}
+        path = tmp_path / f"b{value:g}{when[:4]}.json"
+        path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
+                                    "entry": [{"resource": obs}]}))
+        return path
+
+    assert main(["ingest", str(bundle(120, "not-a-date")), "--address", server, "--source", "rv"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  rejected #")]
+    assert len(lines) == 1 and "UNKNOWN_ELEMENT" not in lines[0] and "effectiveDateTime" in lines[0]
+    assert main(["ingest", str(bundle(120, "2025-11-03")), "--address", server, "--source", "rv"]) == 0
+    capsys.readouterr()
+    assert main(["ingest", str(bundle(125, "2025-11-03")), "--address", server, "--source", "rv"]) == 0
+    assert "1 stored as a new version of a record already stored (replacing it)" in capsys.readouterr().out

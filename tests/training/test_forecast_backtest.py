@@ -82,8 +82,8 @@ def test_no_choice_sees_data_after_its_origin(three_states) -> None:
     assert set(h4["relative_wis"]) == set(BASELINES) and 0 <= h4["coverage95"] <= 1
 
 
-@pytest.mark.parametrize("ensemble", [False, True])
-def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool) -> None:
+@pytest.mark.parametrize(("ensemble", "horizons"), [(False, None), (True, None), (False, "1,2")])
+def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool, horizons: str | None) -> None:
     series = tmp_path / "s.csv"
     rng = np.random.default_rng(2)
     t = np.arange(170)
@@ -114,13 +114,15 @@ def test_cli_backtest_json(tmp_path: Path, capsys, ensemble: bool) -> None:
             "--json",
             str(tmp_path / "bt.json"),
             *(["--ensemble", "--seeds", "0,1", "--cache-dir", str(tmp_path / "cache")] if ensemble else []),
+            *(["--horizons", horizons] if horizons else []),
         ]
     )
     assert args.func(args) == 0
     out = json.loads((tmp_path / "bt.json").read_text())
-    assert out["horizons"] == [2, 3, 5, 10, 15] and out["origins"] == [104, 156]
+    steps = [1, 2] if horizons else [2, 3, 5, 10, 15]  # next week is scored when asked for
+    assert out["horizons"] == steps and out["origins"] == [104, 156]
     assert {"healthai", "stgnn", "last_value", "lag52"} <= set(out["models"])  # healthai: the default (stack)
-    assert all(len(v) == 5 for v in out["models"]["healthai"].values() if isinstance(v, list))
+    assert all(len(v) == len(steps) for v in out["models"]["healthai"].values() if isinstance(v, list))
     assert all(-1 <= r <= 1 for m in out["models"].values() for r in m["pcc"])  # the benchmarks' PCC
     run_dir = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
     assert (run_dir / "backtest.png").is_file() and "| h |" in (run_dir / "tables.md").read_text()

@@ -209,6 +209,16 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(","))
 
 
+def _horizons(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--horizons must be whole steps like 1,2,3, got {text!r}") from exc
+    if not steps or steps[0] < 1 or steps[-1] > 15:
+        raise argparse.ArgumentTypeError(f"--horizons must lie in 1..15 (the model's steps), got {text!r}")
+    return steps
+
+
 def _split(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(s) for s in text.split(","))
@@ -265,6 +275,7 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
         season=data.season,
         seed=args.seeds[0],
         device=args.device,
+        **({"horizons": args.horizons} if args.horizons else {}),
     )
     seeds = tuple(args.seeds) if args.ensemble else ()
     result = backtest.run_backtest(data=data, config=cfg, fixed_split=args.fixed_split,
@@ -292,6 +303,9 @@ def register_backtest(kinds, guard, common, forecast_flags: tuple[str, ...]) -> 
                     help="default: seasonal when the training split holds two seasons of seasonal "
                     "windows, else window20")
     bt.add_argument("--json", type=Path, default=None, help="write per-horizon metrics as JSON")
+    bt.add_argument("--horizons", type=_horizons, default=None, metavar="H,H,...",
+                    help="steps ahead to score, each in 1..15 (default 2,3,5,10,15, the papers' horizons; "
+                    "e.g. 1,2,3,4 for the next four weeks)")
     bt.add_argument(
         "--fixed-split",
         action="store_true",

@@ -123,16 +123,22 @@ def _print_ingest(path: Path, r: IngestResult, show: int) -> None:
     again = sum(any(i.code == "ALREADY_STORED" for i in o.issues) for o in r.outcomes)
     if again:
         print(f"  {again} already stored from this source (not stored again)")
+    revised = sum(any(i.code == "REVISED" for i in o.issues) for o in r.outcomes)
+    if revised:
+        print(f"  {revised} stored as a new version of a record already stored (replacing it)")
     warned = sum(s == "accepted_with_warnings" for s in r.statuses)
     if warned:
         codes = Counter(i.code for o in r.outcomes if o.status == "accepted_with_warnings" for i in o.issues
-                        if i.code != "ALREADY_STORED")
+                        if i.code not in ("ALREADY_STORED", "REVISED"))
         top = ", ".join(f"{code} {n}" for code, n in codes.most_common(5))
         print(f"  {warned} accepted with warnings" + (f" ({top})" if top else ""))
     for o in r.rejected_outcomes()[:show]:
-        for issue in o.issues or ():
+        errors = [i for i in o.issues if i.severity == "error"] or list(o.issues)  # the causes first
+        for issue in errors:
             print(f"  rejected #{o.index} {o.resource_type}: {issue.code} at {issue.field_path}: "
                   f"{issue.message}")
+        if len(o.issues) > len(errors):
+            print(f"    (and {len(o.issues) - len(errors)} warning(s) on it; --json for all)")
     if r.rejected > show:
         print(f"  ... {r.rejected - show} more rejected (use --json for all)")
 

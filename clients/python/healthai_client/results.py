@@ -45,6 +45,7 @@ class IngestResult:
     stored: dict[str, int]
     duplicates: int
     files: tuple[str, ...]
+    revised: int = 0  # rows stored as a new version of a record already stored (they replace it)
 
     @property
     def partial(self) -> bool:
@@ -83,7 +84,7 @@ class IngestResult:
         statuses = tuple(_enum_label(common_pb2.RecordStatus, s, "RECORD_STATUS_") for s in r.statuses)
         return cls(accepted=r.accepted, rejected=r.rejected, outcomes=outcomes, statuses=statuses,
                    batch_id=rc.batch_id, sequence=rc.sequence, stored=dict(rc.stored),
-                   duplicates=rc.duplicates, files=tuple(rc.files))
+                   duplicates=rc.duplicates, files=tuple(rc.files), revised=rc.revised)
 
 
 @dataclass(frozen=True)

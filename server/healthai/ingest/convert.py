@@ -146,6 +146,7 @@ def receipt_to_proto(batch_id: str, commits: Sequence[CommitResult]) -> ingest_p
         first_sequence=min(sequences, default=0),
         stored=stored,
         duplicates=sum(c.duplicates for c in commits),
+        revised=sum(len(ids) for c in commits for ids in c.revised.values()),
         files=[f for c in commits for f in c.files],
     )
 
@@ -162,6 +163,20 @@ def mark_already_stored(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: Co
             o.issues.append(common_pb2.Issue(
                 code="ALREADY_STORED", severity=common_pb2.SEVERITY_INFO,
                 message="already stored from this source (same record key); not stored again"))
+
+
+def mark_revised(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
+    """Add an INFO issue REVISED to outcomes whose rows were stored as a new version of a record
+    already stored (same source + record key, other content)."""
+    revised = {PROTO_KIND[k]: set(ids) for k, ids in commit.revised.items() if k in PROTO_KIND}
+    if not revised:
+        return
+    for o in outcomes:
+        if o.status != common_pb2.RECORD_STATUS_REJECTED and o.source_id in revised.get(o.kind, ()):
+            o.issues.append(common_pb2.Issue(
+                code="REVISED", severity=common_pb2.SEVERITY_INFO,
+                message="a new version of a record already stored from this source (same record key, "
+                        "other content): it replaces the earlier version in reads and counts"))
 
 
 def mark_generalized(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:

@@ -115,6 +115,7 @@ def _finish(response: ingest_pb2.IngestResponse, commits: list[CommitResult], ba
     ``statuses`` stays complete)."""
     for commit in commits:
         convert.mark_already_stored(response.outcomes, commit)
+        convert.mark_revised(response.outcomes, commit)
         convert.mark_generalized(response.outcomes, commit)
     response.receipt.CopyFrom(convert.receipt_to_proto(batch_id, commits))
     response.rejected = sum(1 for s in response.statuses if s == common_pb2.RECORD_STATUS_REJECTED)
@@ -160,8 +161,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 response = ingest_pb2.IngestResponse()
                 response.statuses.extend(convert.add_outcomes(response.outcomes, request, batch.outcomes))
                 _count_records(request, response.statuses)
-                log.info("batch %s: %d records, stored %s, %d duplicates", batch_id, len(batch.outcomes),
-                         commit.stored, commit.duplicates)
+                log.info("batch %s: %d records, stored %s (%d new versions), %d duplicates", batch_id,
+                         len(batch.outcomes), commit.stored, sum(map(len, commit.revised.values())),
+                         commit.duplicates)
                 return _finish(response, [commit], batch_id, self.core.max_response_bytes)
 
         return await asyncio.to_thread(work)

@@ -44,9 +44,9 @@ import pyarrow.parquet as pq
 
 LOG_DIR = "_commits"
 ORPHAN_AGE_S = 3600.0  # a pending file this old belongs to no commit in flight
-# Columns unique per row by construction (the record key and the resource pseudonym): a dictionary
-# of them is built only to be abandoned for plain encoding; skipping it writes faster and smaller.
-_NO_DICTIONARY = frozenset({"resource_id", "record_key"})
+# Columns unique per row by construction (the record key, the resource pseudonym, the content digest): a
+# dictionary of them is built only to be abandoned for plain encoding; skipping it writes faster and smaller.
+_NO_DICTIONARY = frozenset({"resource_id", "record_key", "row_digest"})
 
 
 def write_part(table: pa.Table, where: Any, filesystem: pafs.FileSystem | None = None) -> None:

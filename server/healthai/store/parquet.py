@@ -12,13 +12,15 @@ name and move it. A crash between two files of one commit can leave part of an u
 commit on disk; the sender retries and idempotency drops what is already there.
 
 Idempotency: every row carries ``source`` and ``record_key``; a (kind, source, record_key) stored once
-is never stored again, within a commit or across restarts (the key index is rebuilt from the dataset
-when the store opens). On a local (or NFS) filesystem this also holds across processes sharing the
-directory (replicas of ``healthai serve`` and of the Kafka consumer): commits go through a
-create-exclusive commit log (:mod:`healthai.store.commitlog`), and a writer indexes every commit it
-has not seen before writing. On S3 (and S3-compatible stores with conditional PUT) the same log is
-kept with ``If-None-Match: *`` PUTs through boto3 (a runtime requirement), so the guarantee holds
-there too; without boto3, and on GCS and other pyarrow filesystems, dedup is per process.
+is never stored again with the same content, within a commit or across restarts (the key index is
+rebuilt from the dataset when the store opens). Sent again with other content it is stored as a new
+version, and reads take each key's latest version (:mod:`healthai.store.versions`). On a local (or
+NFS) filesystem this also holds across processes sharing the directory (replicas of ``healthai serve``
+and of the Kafka consumer): commits go through a create-exclusive commit log
+(:mod:`healthai.store.commitlog`), and a writer indexes every commit it has not seen before writing.
+On S3 (and S3-compatible stores with conditional PUT) the same log is kept with ``If-None-Match: *``
+PUTs through boto3 (a runtime requirement), so the guarantee holds there too; without boto3, and on
+GCS and other pyarrow filesystems, dedup is per process.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
 from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, write_part
+from healthai.store.versions import DIGEST_COLUMN, VersionIndex, digests_of, latest_rows, with_digests
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ class CommitResult:
     batch_id: str
     sequence: int  # 0 when nothing new was written
     stored: dict[str, int] = field(default_factory=dict)  # new rows per kind
-    duplicates: int = 0  # rows dropped because (kind, source, record_key) was already stored
+    duplicates: int = 0  # rows dropped: (kind, source, record_key) already stored with the same content
+    revised: dict[str, list[str]] = field(default_factory=dict)  # kind -> resource ids stored as new versions
     files: list[str] = field(default_factory=list)  # relative to the store root
     skipped: dict[str, pa.Table] = field(default_factory=dict)  # the duplicate rows per kind (not written)
     generalized: dict[str, list[str]] = field(default_factory=dict)  # kind -> resource ids the guard changed
@@ -101,6 +105,11 @@ def _check_keys(kind: str, table: pa.Table) -> None:
                              "needs a key (normalizer contract)")
 
 
+def _kind_of(rel: str) -> str:
+    """The kind of a part file named relative to the store root (``kind=<kind>/...``)."""
+    return rel.split("/", 1)[0].removeprefix("kind=")
+
+
 def _keys(table: pa.Table) -> list[str]:
     source = pc.cast(table[SOURCE_COLUMN], pa.string())
     ident = pc.cast(table[ID_COLUMN], pa.string())
@@ -118,7 +127,7 @@ class ParquetStore:
         self._log: LocalCommitLog | S3CommitLog | None = (
             LocalCommitLog(self.root) if self._local else _object_store_log(uri, self.filesystem, self.root))
         self._lock = threading.Lock()
-        self._index: dict[str, set[str]] = {}
+        self._index = VersionIndex()
         self._sequence = 0
         self._open = False
         self._guard: CommitGuard | None = None
@@ -152,6 +161,14 @@ class ParquetStore:
         """Sequence of the last commit that wrote something (changes whenever the data does)."""
         return self._sequence
 
+    def refresh(self) -> int:
+        """Index the commits other processes sharing the store (replicas) made since this one's last
+        look, and return the sequence: reads and counts then see their rows, latest versions included."""
+        with self._lock:
+            if self._open and self._log is not None:
+                self._catch_up()
+            return self._sequence
+
     def open(self) -> ParquetStore:
         try:
             return self._open_store()
@@ -174,7 +191,7 @@ class ParquetStore:
                 assert match is not None
                 highest = max(highest, int(match.group(1)))
                 table = self._read_indexed(kind, path)
-                self._index.setdefault(kind, set()).update(_keys(table))
+                self._index.add(kind, _keys(table), digests_of(table))
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, self._rel(path))
                 listed.add(self._rel(path))
@@ -200,10 +217,16 @@ class ParquetStore:
         return sorted({kind for kind, _ in self._part_files()})
 
     def count(self, kind: str) -> int:
-        return len(self._index.get(kind, ()))
+        """Distinct records (keys) stored of ``kind``; a record stored in several versions counts once."""
+        return self._index.count(kind)
 
     def contains(self, kind: str, source: str, source_id: str) -> bool:
-        return f"{source}{_SEP}{source_id}" in self._index.get(kind, ())
+        return (kind, f"{source}{_SEP}{source_id}") in self._index
+
+    def superseded(self, kind: str) -> int:
+        """Rows of ``kind`` stored as a later version of a record already stored (0: every read of the
+        files gives each record once)."""
+        return self._index.superseded.get(kind, 0)
 
     def commit(self, tables: dict[str, pa.Table], *, batch_id: str | None = None,
                now: dt.datetime | None = None) -> CommitResult:
@@ -227,16 +250,23 @@ class ParquetStore:
                     self._catch_up()
                 work, generalized, rewrites = (self._guard.apply(tables, self._read_rel)
                                                if self._guard is not None else (tables, {}, {}))
+                rewrites = {rel: with_digests(_kind_of(rel), t) for rel, t in rewrites.items()}
                 fresh: dict[str, tuple[pa.Table, list[str]]] = {}
                 skipped: dict[str, pa.Table] = {}
+                revised: dict[str, list[str]] = {}
                 for kind, table in work.items():
-                    keep, new_keys = self._new_rows(kind, table)
-                    if len(new_keys) < table.num_rows:
+                    table = with_digests(kind, table)
+                    keys = _keys(table)
+                    keep, versions = self._index.split(kind, keys, table[DIGEST_COLUMN].to_pylist())
+                    if versions and "resource_id" in table.column_names:
+                        revised[kind] = table["resource_id"].take(versions).to_pylist()
+                    if not all(keep):
                         mask = pa.array(keep)
                         skipped[kind] = table.filter(pc.invert(mask))
                         table = table.filter(mask)
-                    if new_keys:
-                        fresh[kind] = (table, new_keys)
+                        keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
+                    if keys:
+                        fresh[kind] = (table, keys)
                 duplicates = sum(t.num_rows for t in skipped.values())
                 if not fresh:
                     return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates,
@@ -254,9 +284,11 @@ class ParquetStore:
                     break
             self._sequence = sequence
             for kind, (table, new_keys) in fresh.items():
-                self._index.setdefault(kind, set()).update(new_keys)
+                self._index.add(kind, new_keys, table[DIGEST_COLUMN].to_pylist())
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, next(f for f in files if f.startswith(f"kind={kind}/")))
+            for rel, table in rewrites.items():
+                self._index.refresh(_kind_of(rel), _keys(table), table[DIGEST_COLUMN].to_pylist())
         if rewrites:
             log.info("commit %d rewrote %d earlier file(s): event dates on a birth date learnt now",
                      sequence, len(rewrites))
@@ -266,6 +298,7 @@ class ParquetStore:
                            for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
                             stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped,
+                            revised=revised,
                             generalized={k: ids for k, ids in generalized.items() if ids},
                             rewritten=sorted(rewrites))
 
@@ -304,12 +337,14 @@ class ParquetStore:
             for pending, final in entry.replaces:  # rewrites of committed files: roll forward
                 with contextlib.suppress(FileNotFoundError):
                     self._log.promote(pending, final)
+                rewritten = self._read_keys(_kind_of(final), pending, final)
+                self._index.refresh(_kind_of(final), _keys(rewritten), digests_of(rewritten))
             for pending, final in entry.files:
                 if final in skip:  # indexed from the listing already
                     continue
-                kind = final.split("/", 1)[0].removeprefix("kind=")
+                kind = _kind_of(final)
                 table = self._read_keys(kind, pending, final)
-                self._index.setdefault(kind, set()).update(_keys(table))
+                self._index.add(kind, _keys(table), digests_of(table))
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, final)
                 rows += table.num_rows
@@ -336,21 +371,27 @@ class ParquetStore:
         """The key columns of a part file, plus those the guard watches (when the file has them)."""
         columns = [SOURCE_COLUMN, ID_COLUMN]
         watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
-        if watched:
-            have = set(pq.read_schema(path, filesystem=self.filesystem).names)
-            columns += [c for c in watched if c in have and c not in columns]
+        have = set(pq.read_schema(path, filesystem=self.filesystem).names)
+        columns += [c for c in (DIGEST_COLUMN, *watched) if c in have and c not in columns]
         return pq.read_table(path, columns=columns, filesystem=self.filesystem)
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows of one kind (schemas of older files are unified); empty table if none.
+        """The stored records of one kind, each in its latest version (schemas of older files are
+        unified); empty table if none.
 
         With a guard, rows pass through it (e.g. an event date equal to a birth date learnt after
         the event was stored is generalized here)."""
-        if self._guard is None:
-            return self.read_files(self.files(kind), columns)
-        extra = [c for c in self._guard.read_needs if columns is not None and c not in columns]
+        self.refresh()
+        needs = list(self._guard.read_needs) if self._guard is not None else []
+        if self.superseded(kind):
+            needs += [SOURCE_COLUMN, ID_COLUMN]
+        extra = [c for c in dict.fromkeys(needs) if columns is not None and c not in columns]
         wanted = (columns or []) + extra or None
-        table = self._guard.apply_read(kind, self.read_files(self.files(kind), wanted))
+        table = self.read_files(self.files(kind), wanted)
+        if self.superseded(kind) and table.num_rows:
+            table = latest_rows(table)
+        if self._guard is not None:
+            table = self._guard.apply_read(kind, table)
         return table.select(columns) if columns is not None and extra else table
 
     def files(self, kind: str) -> list[str]:
@@ -383,23 +424,6 @@ class ParquetStore:
             if have.issuperset(columns):
                 raise  # not a missing column
             return pq.read_table(path, columns=[c for c in columns if c in have], filesystem=self.filesystem)
-
-    def _new_rows(self, kind: str, table: pa.Table) -> tuple[list[bool], list[str]]:
-        seen = self._index.get(kind, set())
-        keys = _keys(table)
-        unique = set(keys)
-        if len(unique) == len(keys) and seen.isdisjoint(unique):  # the common case, in C
-            return [True] * len(keys), keys
-        batch: set[str] = set()
-        keep: list[bool] = []
-        new_keys: list[str] = []
-        for key in keys:
-            is_new = key not in seen and key not in batch
-            keep.append(is_new)
-            if is_new:
-                batch.add(key)
-                new_keys.append(key)
-        return keep, new_keys
 
     def _part_files(self, under: str = "") -> Iterable[tuple[str, str]]:
         """(kind, path) of every committed part file (below ``under``), in sequence order."""

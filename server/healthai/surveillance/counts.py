@@ -24,8 +24,12 @@ without its patient (a bulk export sends Patient and Condition in separate files
 of its patient's or encounter's stored row (:mod:`healthai.surveillance.links`), whichever payload
 came first. Weekly counts are the sum of the daily counts. Conditions still without a region or a
 date are not counted (:meth:`SurveillanceCounts.uncounted` reports how many); they are counted as
-soon as the rows they lack are stored. Incremental: each committed Parquet file is read once (only
-the matching cases are kept in memory); a query after a commit reads just the new files.
+soon as the rows they lack are stored. A record stored again with other content (a Condition re-sent
+as ``entered-in-error``, a corrected lab result: :mod:`healthai.store.versions`) counts as its latest
+version: the cases of its earlier versions are withdrawn, and its case, if it still is one, is reported
+on the day the new version was stored. Incremental: each committed Parquet file is read once (only
+the matching cases are kept in memory); a query after a commit, this process's or another replica's,
+reads just the new files.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize.counties import FIPS
 from healthai.normalize.records import OFFSET_SUFFIX, SCHEMAS
 from healthai.store import ParquetStore
+from healthai.store.versions import latest_rows
 from healthai.surveillance.links import LEVELS, StoredLinks, event_days, lookup
 from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
 
@@ -55,7 +60,8 @@ _LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "s
 _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", "onset", "recorded",
             "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX, "verification_status"]
 NOT_A_CASE = ("refuted", "entered-in-error")  # a Condition's verificationStatus that withdraws it
-_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day", "reported"]
+_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day", "reported", "key"]
+_KEYS = ["source", "record_key"]  # a stored record's key: a later version replaces its cases
 _INGEST_DATE = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # a part file's folder: the day it was stored
 FREQS = ("D", "W")
 AGE_GROUPS = (0, 5, 25, 50, 65)  # ILINet's age groups: 0-4, 5-24, 25-49, 50-64, 65+
@@ -69,9 +75,10 @@ class _State:
     sequence: int = -1
     files: set[str] = field(default_factory=set)
     cases: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day", "reported"]))
+        default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day", "reported", "key"]))
     pending: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
     daily: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(dtype="int64"))
+    replaced: set[str] = field(default_factory=set)  # keys of records re-stored since the last read
 
 
 class SurveillanceCounts:
@@ -118,7 +125,7 @@ class SurveillanceCounts:
         record: its part file's ingest date). A copy: what the counts are made of."""
         self._daily(syndrome, level)
         with self._lock:
-            return self._state[syndrome, level].cases.copy()
+            return self._state[syndrome, level].cases.drop(columns="key")
 
     def aged_cases(self, syndrome: str = "ili", level: str = "region", age_groups: Sequence[int] = AGE_GROUPS
                    ) -> tuple[pd.DataFrame, list[str]]:
@@ -129,7 +136,7 @@ class SurveillanceCounts:
         self._daily(syndrome, level)
         with self._lock:
             self._links.refresh()
-            cases = self._state[syndrome, level].cases
+            cases = self._state[syndrome, level].cases.drop(columns="key")
             born = lookup(self._links.patient_birth, cases["patient_id"])  # birth month index, NaN unknown
         groups, labels = _age_groups(cases["day"], born, edges)
         return cases.assign(group=groups), labels
@@ -147,25 +154,31 @@ class SurveillanceCounts:
             raise InvalidInput(f"level {level!r} is not one of {', '.join(LEVELS)}", field="level")
         with self._lock:
             state = self._state.setdefault((syndrome, level), _State())
-            sequence = self.store.sequence
+            sequence = self.store.refresh()  # other replicas' commits too
             if sequence == state.sequence:
                 return state.daily
             definition = self.syndromes[syndrome]
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            pending = _concat(state.pending, _read_cases(self.store, new_files, CONDITION_KIND, _COLUMNS,
-                                                         lambda t: _cases(t, definition, level)))
+            found = _read_cases(self.store, new_files, CONDITION_KIND, _COLUMNS,
+                                lambda t: _cases(t, definition, level), state.replaced)
             lab_files = [f for f in self.store.files(OBSERVATION_KIND) if f not in state.files] \
                 if definition.lab_loincs else []
-            pending = _concat(pending, _read_cases(self.store, lab_files, OBSERVATION_KIND, _LAB_COLUMNS,
-                                                   lambda t: _lab_cases(t, definition, level)))
+            labs = _read_cases(self.store, lab_files, OBSERVATION_KIND, _LAB_COLUMNS,
+                               lambda t: _lab_cases(t, definition, level), state.replaced)
+            retract = bool(state.replaced)
+            if retract:  # earlier versions of records stored again: their cases go
+                state.cases = state.cases[~state.cases["key"].isin(state.replaced)]
+                state.pending = state.pending[~state.pending["key"].isin(state.replaced)]
+                state.replaced = set()
+            pending = _concat(_concat(state.pending, found), labs)
             state.files.update(new_files + lab_files)
             if len(pending):  # some case lacks a place or a date: look in the rest of the store
                 self._links.refresh()
                 pending = self._links.fill(pending, level)
             done = pending["place"].notna() & pending["day"].notna()
             state.pending = pending[~done].reset_index(drop=True)
-            if done.any():
-                state.cases = _concat(state.cases, _counted(pending[done]))
+            if done.any() or retract:
+                state.cases = _concat(state.cases, _counted(pending[done])).reset_index(drop=True)
                 state.daily = daily_counts(state.cases)
             state.sequence = sequence
             return state.daily
@@ -297,7 +310,7 @@ def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame
     if "verification_status" in table.column_names:  # ruled out, or recorded by mistake: not a case
         withdrawn = pc.is_in(table["verification_status"], value_set=_strings(NOT_A_CASE))
         mask = pc.and_kleene(mask, pc.invert(pc.fill_null(withdrawn, False)))
-    cases = table.filter(mask)
+    cases = conditions.filter(mask)
     onset = pc.is_valid(cases["onset"])
     when = pc.if_else(onset, cases["onset"], cases["recorded"].cast(cases["onset"].type))
     offset = pc.if_else(onset, pc.cast(cases["onset" + OFFSET_SUFFIX], pa.int16()),
@@ -307,6 +320,7 @@ def _cases(conditions: pa.Table, syndrome: Syndrome, level: str) -> pd.DataFrame
         "encounter_id": cases["encounter_id"].to_pylist(),
         "place": cases[level].to_pylist(),
         "day": event_days(when, offset).to_numpy(),
+        "reported": cases["reported"].to_pandas(), "key": cases["key"].to_pylist(),
     })
 
 
@@ -324,20 +338,33 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
         "encounter_id": tests["encounter_id"].to_pylist(),
         "place": tests[level].to_pylist(),
         "day": event_days(tests["effective"], tests["effective" + OFFSET_SUFFIX]).to_numpy(),
+        "reported": tests["reported"].to_pandas(), "key": tests["key"].to_pylist(),
     })
 
 
 def _read_cases(store: ParquetStore, paths: list[str], kind: str, columns: list[str],
-                extract: Callable[[pa.Table], pd.DataFrame]) -> pd.DataFrame | None:
-    """The cases of the part files ``paths``, each with its file's ingest day (``reported``)."""
+                extract: Callable[[pa.Table], pd.DataFrame], replaced: set[str]) -> pd.DataFrame | None:
+    """The cases of the part files ``paths``, each with its file's ingest day (``reported``) and its
+    record's ``key``. When the store holds later versions of some records of ``kind``, only each
+    record's latest version in these files counts, and every key they hold is added to ``replaced``
+    (its cases read before are withdrawn)."""
+    if not paths:
+        return None
     by_day: dict[str, list[str]] = {}
     for path in paths:
         match = _INGEST_DATE.search(path)
         by_day.setdefault(match[1] if match else "", []).append(path)
-    parts = [extract(store.read_files(group, columns, SCHEMAS[kind])).assign(
-        reported=pd.Timestamp(day) if day else pd.NaT) for day, group in by_day.items()]
-    found = [p for p in parts if len(p)]
-    return pd.concat(found, ignore_index=True) if found else None
+    days = [pa.scalar(pd.Timestamp(day) if day else None, pa.timestamp("ns")) for day in by_day]
+    tables = [store.read_files(group, columns + _KEYS, SCHEMAS[kind]) for group in by_day.values()]
+    table = pa.concat_tables([t.append_column("reported", pa.repeat(day, t.num_rows))
+                              for t, day in zip(tables, days, strict=True)], promote_options="permissive")
+    table = table.append_column("key", pc.binary_join_element_wise(
+        kind, pc.cast(table["source"], pa.string()), pc.cast(table["record_key"], pa.string()), "\x1f"))
+    if store.superseded(kind):
+        replaced.update(table["key"].to_pylist())
+        table = latest_rows(table)
+    found = extract(table)
+    return found if len(found) else None
 
 
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:
@@ -345,7 +372,7 @@ def _counted(cases: pd.DataFrame) -> pd.DataFrame:
     count once."""
     row_ids = pd.Series([f"{UNATTRIBUTED}{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
     return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "place": cases["place"],
-                         "day": cases["day"], "reported": cases["reported"]})
+                         "day": cases["day"], "reported": cases["reported"], "key": cases["key"]})
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:

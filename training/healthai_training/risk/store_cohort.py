@@ -136,8 +136,7 @@ def read_store(uri: str) -> dict[str, pd.DataFrame]:
                                      field="from_store")
         frames = {}
         for kind, cols in columns.items():
-            files = store.files(kind)
-            frames[kind] = (store.read_files(files, cols).to_pandas() if files else
+            frames[kind] = (store.read(kind, cols).to_pandas() if store.files(kind) else  # latest versions
                             pd.DataFrame({c: pd.Series(dtype=object) for c in cols}))
     finally:
         store.close()

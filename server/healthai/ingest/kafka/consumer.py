@@ -278,8 +278,9 @@ class KafkaIngest:
             raise
         self.metrics.batch(b.counts, stored=sum(commit.stored.values()), duplicates=commit.duplicates,
                            dead=len(b.dead), messages=b.messages)
-        log.info("batch of %d messages: stored %s, %d duplicates, %d dead-lettered", b.messages,
-                 commit.stored, commit.duplicates, len(b.dead))
+        log.info("batch of %d messages: stored %s (%d new versions of stored records), %d duplicates, "
+                 "%d dead-lettered", b.messages, commit.stored, sum(map(len, commit.revised.values())),
+                 commit.duplicates, len(b.dead))
 
     def _decode(self, m: Any) -> batching.Pending:
         headers = decode.headers_of(m.headers())

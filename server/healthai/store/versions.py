@@ -1,0 +1,170 @@
+"""Row versions: a record re-sent with other content replaces the one stored before.
+
+Every stored row carries ``row_digest``, a 64-bit hash of its content. A row whose (kind, source,
+record_key) is already stored is a duplicate when its digest equals the latest stored version's, and a
+new version otherwise: it is written, and from then on every read takes the latest version of each key
+(commit order; row order within a commit). So a Condition re-sent as ``entered-in-error``, or an
+Observation whose value was corrected, counts as sent last; re-sending the same content stores nothing.
+
+The digest leaves out the key itself (and ``resource_id``, which the key names) and, except on
+patients, ``region`` and ``county``: on other kinds those come from the Patient sent in the same
+payload, not from the record, so a Condition sent first in a bundle and again alone (a bulk export) is
+the same record. Rows stored before digests existed have none (null): a record re-sent against such a
+row is treated as a duplicate, as it always was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DIGEST_COLUMN = "row_digest"
+KEY_COLUMNS = ("source", "record_key")
+_CONTEXT = ("region", "county")  # taken from the payload's Patient on every kind but patient
+_SAME_AS_KEY = ("resource_id",)  # the record key names the resource: hashing it adds nothing
+_SEP = "\x1f"
+_SEED, _PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_DICTIONARY_FROM = 2048  # rows: below, encoding a dictionary costs more than it saves
+
+
+def row_digests(kind: str, table: pa.Table) -> pa.Array:
+    """int64 content digests of ``table``'s rows (see the module docstring): per column, a hash of the
+    value (pandas' SipHash for text, a 64-bit mix of the bits for numbers and times) salted with the
+    column's name, folded in in name order. A null leaves the digest as it is, so a column that a row
+    lacks (added to the schema after the row was stored) and a null one are the same content."""
+    skip = {*KEY_COLUMNS, *_SAME_AS_KEY, DIGEST_COLUMN, *(() if kind == "patient" else _CONTEXT)}
+    digest = np.full(table.num_rows, _SEED, np.uint64)
+    for name in sorted(c for c in table.column_names if c not in skip):
+        col = table[name]
+        if col.null_count == len(col):
+            continue
+        salt = np.uint64(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little"))
+        with np.errstate(over="ignore"):
+            folded = (digest ^ (_column_hash(col) + salt)) * _PRIME
+        digest = folded if col.null_count == 0 else np.where(
+            pc.is_valid(col).to_numpy(zero_copy_only=False), folded, digest)
+    return pa.array(digest.view(np.int64))
+
+
+def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
+    """A uint64 hash of each value (anything at null positions)."""
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):  # identifier pseudonyms
+        col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), _SEP)
+    if pa.types.is_large_string(col.type):
+        col = pc.cast(col, pa.string())
+    if pa.types.is_string(col.type) and len(col) < _DICTIONARY_FROM:
+        values = (col if col.null_count == 0 else pc.fill_null(col, "")).to_numpy(zero_copy_only=False)
+        return pd.util.hash_array(values.astype(object, copy=False), categorize=False)
+    if pa.types.is_string(col.type):  # a long column: hash each distinct text once (most hold few)
+        col = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    if pa.types.is_dictionary(col.type):
+        words = pc.cast(col.dictionary, pa.string()).to_numpy(zero_copy_only=False).astype(object, copy=False)
+        hashed = pd.util.hash_array(words, categorize=False)
+        indices = col.indices if col.null_count == 0 else pc.fill_null(col.indices, 0)
+        return hashed[indices.to_numpy(zero_copy_only=False)] if len(words) else np.zeros(len(col), np.uint64)
+    if pa.types.is_timestamp(col.type):
+        col = pc.cast(col, pa.int64())
+    elif pa.types.is_date(col.type):
+        col = pc.cast(pc.cast(col, pa.date32()), pa.int32())
+    if not pa.types.is_float64(col.type):
+        col = pc.cast(col, pa.float64())
+    bits = (col if col.null_count == 0 else pc.fill_null(col, 0.0)).to_numpy(zero_copy_only=False)
+    return _mix(bits.view(np.uint64))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def with_digests(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` with its ``row_digest`` column (computed here, replacing any sent)."""
+    digests = row_digests(kind, table)
+    if DIGEST_COLUMN in table.column_names:
+        return table.set_column(table.column_names.index(DIGEST_COLUMN), DIGEST_COLUMN, digests)
+    return table.append_column(DIGEST_COLUMN, digests)
+
+
+def digests_of(table: pa.Table) -> list[int | None]:
+    """The stored digests of ``table`` (None for rows stored before digests existed)."""
+    if DIGEST_COLUMN not in table.column_names:
+        return [None] * table.num_rows
+    return table[DIGEST_COLUMN].to_pylist()
+
+
+class VersionIndex:
+    """Per kind: key → the latest stored version's digest, and how many rows replaced an earlier one."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, dict[str, int | None]] = {}
+        self.superseded: dict[str, int] = {}  # kind -> rows stored as a later version of a stored key
+
+    def clear(self) -> None:
+        self._latest.clear()
+        self.superseded.clear()
+
+    def count(self, kind: str) -> int:
+        return len(self._latest.get(kind, ()))
+
+    def __contains__(self, kind_key: tuple[str, str]) -> bool:
+        kind, key = kind_key
+        return key in self._latest.get(kind, ())
+
+    def add(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]) -> None:
+        """Index stored rows (in commit order): each is its key's latest version."""
+        latest = self._latest.setdefault(kind, {})
+        before = len(latest)
+        if len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys):  # no versions: in C
+            latest.update(zip(keys, digests, strict=True))
+            return
+        for key, digest in zip(keys, digests, strict=True):
+            latest[key] = digest
+        self.superseded[kind] = self.superseded.get(kind, 0) + len(keys) - (len(latest) - before)
+
+    def refresh(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]) -> None:
+        """Rows rewritten in place (the birth-date guard's generalized dates): their new digests become
+        their keys' latest. Should a key have a later version elsewhere, re-sending that version stores
+        it once more: an extra row, never a wrong read."""
+        self._latest.setdefault(kind, {}).update(zip(keys, digests, strict=True))
+
+    def split(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]
+              ) -> tuple[list[bool], list[int]]:
+        """Which incoming rows to store (new keys, and changed versions of stored ones), and the
+        positions of those that are new versions. A row equal to its key's latest version (stored, or
+        earlier in this batch) is a duplicate; a stored row without a digest matches anything."""
+        latest = self._latest.get(kind, {})
+        if len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys):  # the common case, in C
+            return [True] * len(keys), []
+        batch: dict[str, int | None] = {}
+        keep: list[bool] = []
+        versions: list[int] = []
+        for i, (key, digest) in enumerate(zip(keys, digests, strict=True)):
+            if key in batch:
+                known, stored = batch[key], True
+            elif key in latest:
+                known, stored = latest[key], True
+            else:
+                known, stored = None, False
+            store = not stored or (known is not None and known != digest)
+            keep.append(store)
+            if store:
+                if stored:
+                    versions.append(i)
+                batch[key] = digest
+        return keep, versions
+
+
+def latest_rows(table: pa.Table) -> pa.Table:
+    """The last row of each (source, record_key) in ``table`` (rows in commit order)."""
+    keys = pc.binary_join_element_wise(pc.cast(table["source"], pa.string()),
+                                       pc.cast(table["record_key"], pa.string()), _SEP)
+    last = ~pd.Series(keys.to_numpy(zero_copy_only=False)).duplicated(keep="last").to_numpy()
+    return table if last.all() else table.filter(pa.array(last))
