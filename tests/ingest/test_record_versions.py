@@ -31,7 +31,8 @@ def _bundle(verification: str = "confirmed", flu_result: str = "260373001") -> d
                  "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J10.1"}]},
                  "verificationStatus": {"coding": [{"system": VERIFICATION, "code": verification}]},
                  "onsetDateTime": "2025-11-24"}
-    lab = {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+    lab = {"resourceType": "Observation", "id": "o1", "status": "final",
+           "subject": {"reference": "Patient/p1"},
            "code": {"coding": [{"system": "http://loinc.org", "code": "92142-9"}]},
            "effectiveDateTime": "2025-11-25",
            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": flu_result}]}}

@@ -109,9 +109,12 @@ def test_the_region_is_the_current_home_address(ctx: NormalizeContext) -> None:
     assert region.to_pylist() == ["US-WI"]
 
 
-def test_a_coding_that_is_not_an_array_is_no_coding(ctx: NormalizeContext) -> None:
-    """``first_code`` (status concepts, encounter types) met ``"coding": 5`` with a TypeError."""
+def test_a_coding_that_is_not_an_array_is_rejected(ctx: NormalizeContext) -> None:
+    """``"coding": 5`` once met a TypeError, then was read as no coding; it is a wrongly typed element
+    (R4 ``coding`` is an array), rejected as every other one is."""
     cond = condition([{"system": "http://snomed.info/sct", "code": "6142004"}])
     cond["clinicalStatus"] = {"coding": 5}
     out = normalize_fhir([cond], ctx=ctx, source="s")
-    assert out.tables["condition"]["clinical_status"].to_pylist() == [None]
+    assert out.tables["condition"].num_rows == 0
+    assert [(i.code, i.field_path) for i in out.outcomes[0].issues if i.severity == "ERROR"] == [
+        ("INVALID_FIELD", "[0].clinicalStatus.coding")]

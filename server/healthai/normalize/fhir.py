@@ -13,10 +13,18 @@ its entries, so outcome indices count records in that flattened order (field pat
   duplicates and dangling references, nothing stored);
 - unknown or missing ``resourceType`` → REJECTED ``WRONG_RESOURCE_TYPE``.
 
+Every element read is type-checked where it is read (:mod:`healthai.normalize.fhir_read`): an ``id``, a
+Coding's ``code``, a Quantity's ``unit`` that is not a string, a ``coding`` that is not an array, a STU3
+status string where R4 has a CodeableConcept → that record is REJECTED ``INVALID_FIELD`` (field path,
+never the value); the other records are stored.
+
 References are resolved inside the payload (``urn:uuid:`` fullUrls, ``Type/id``, absolute URLs
-ending in ``Type/id``, ``#contained``, and conditional references ``Type?search`` of a transaction:
-:class:`healthai.normalize.fhir_resources.RefIndex`); each one that does not resolve is flagged
-``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A subject that is a contained
+ending in ``Type/id``, either with ``/_history/vid``, ``#contained``, and conditional references
+``Type?search`` of a transaction: :class:`healthai.normalize.fhir_resources.RefIndex`); each one that
+does not resolve is flagged ``REFERENCE_UNRESOLVED`` (a warning: the target may already be stored). A
+subject ``Patient?identifier=system|value`` not in the payload is keyed by that identifier's pseudonym,
+which the counts link to the stored Patient carrying it (:mod:`healthai.surveillance.links`); any other
+unresolved search is never linked, and its warning says so. A subject that is a contained
 Patient is normalized as a patient of that record only (:func:`.fhir_patient.contained_subject`).
 A repeated ``Type/id`` or fullUrl → the later entries are REJECTED ``DUPLICATE_ID``. Payloads that
 are not JSON, nest deeper than ``MAX_JSON_DEPTH`` levels, or whose top level is not a resource, a
@@ -34,6 +42,7 @@ from healthai.errors import InvalidInput
 from healthai.normalize import dates, fhir_condition, fhir_observation, fhir_patient
 from healthai.normalize import fhir_resources as fr
 from healthai.normalize.context import NormalizeContext
+from healthai.normalize.fhir_read import json_type
 from healthai.normalize.fhir_strict import strict_issues
 from healthai.normalize.fhir_types import ID_PATTERN, R4_RESOURCE_TYPES
 from healthai.normalize.fhir_unknown import unknown_elements
@@ -219,14 +228,20 @@ def normalize_fhir(
                 f"{base}.resourceType",
             )
             continue
+        raw_id = res.get("id")
+        if raw_id is not None and not isinstance(raw_id, str):  # never read as "no id" (fullUrl instead)
+            outcomes[i] = _rejected(
+                i, rtype, IssueCode.INVALID_FIELD, f"id must be a string, not {json_type(raw_id)}",
+                f"{base}.id",
+            )
+            continue
         rid = _local_id(res, full_url)
         if rid is None and rtype in _NORMALIZERS:
             outcomes[i] = _rejected(
                 i, rtype, IssueCode.MISSING_FIELD, f"{rtype} has no id and no fullUrl", f"{base}.id"
             )
             continue
-        raw_id = res.get("id")
-        if raw_id is not None and (not isinstance(raw_id, str) or not ID_PATTERN.match(raw_id)):
+        if raw_id is not None and not ID_PATTERN.match(raw_id):
             outcomes[i] = _rejected(
                 i,
                 rtype,
@@ -260,7 +275,7 @@ def normalize_fhir(
         pid = ps.pseudonym(record_system(source, rtype), rid) if rid else ""
         rec = fr.Rec(i, base, source, pid, ctx, index)
         if to_check is None or i in to_check:
-            rec.check_references(res)
+            rec.check_references(res, stored=rtype in _SUBJECT_TYPES)
         if ctx.strict_fhir:
             rec.issues += strict_issues(res, base)
         rec.issues += unknown_elements(res, rtype, base)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthai.normalize import codes
+from healthai.normalize import codes, fhir_read
 from healthai.normalize.fhir_resources import Rec, Reject
-from healthai.normalize.fhir_types import first_code
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe
 
@@ -19,21 +18,15 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     # Independent fields are read with rec.attempt: every error of the resource is reported.
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
-    concept = res.get("code")
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    uncoded = first_code(concept)[1] is None
-    if uncoded:  # valid R4 (code is 0..1, text-only allowed): accepted, not stored, below
-        codings = []
-    row = code_condition(
-        rec,
-        [
-            (j, c.get("system") if isinstance(c.get("system"), str) else None, str(c["code"]))
-            for j, c in enumerate(codings)  # a system that is not a string (a list) is no system
-            if isinstance(c, dict) and isinstance(c.get("code"), str | int) and c.get("code")
-        ],
-    )
-    _, clinical = first_code(res.get("clinicalStatus"))
-    _, verification = first_code(res.get("verificationStatus"))
+    # every coding is type-checked where read (a code that is not a string rejects the record)
+    found = rec.attempt(fhir_read.codings, rec, res.get("code"), "code")
+    uncoded = found == []  # valid R4 (code is 0..1, text-only allowed): accepted, not stored, below
+    row = code_condition(rec, found or [])
+    # R4 statuses are CodeableConcepts: a STU3 string ("refuted") is rejected, never read as no status
+    _, clinical = rec.attempt(fhir_read.first, rec, res.get("clinicalStatus"),
+                              "clinicalStatus") or (None, None)
+    _, verification = rec.attempt(fhir_read.first, rec, res.get("verificationStatus"),
+                                  "verificationStatus") or (None, None)
     onset = (
         rec.attempt(rec.time, res, "onsetDateTime")
         if "onsetDateTime" in res

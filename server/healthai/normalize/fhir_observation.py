@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from healthai.normalize import codes, units
+from healthai.normalize import codes, fhir_read, units
 from healthai.normalize.fhir_resources import OBSERVATION_STATUS, Rec, Reject
-from healthai.normalize.fhir_types import first_code
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe, field_key, number
 
@@ -15,8 +14,10 @@ from healthai.normalize.redact import Syntax, describe, field_key, number
 def normalize_observation(rec: Rec, res: dict) -> list[dict]:
     # Independent fields are read with rec.attempt: every error of the resource is reported.
     status = rec.attempt(rec.code_str, res, "status", OBSERVATION_STATUS, required=True)
-    text_only = _text_only(res.get("code"))
-    coded = None if text_only else rec.attempt(_code, rec, res.get("code"), "code")
+    concept = res.get("code")
+    found = rec.attempt(fhir_read.codings, rec, concept, "code")  # None: a wrongly typed element
+    text_only = found == [] and isinstance(concept, dict) and bool(concept.get("text"))
+    coded = None if text_only or found is None else rec.attempt(_code, rec, found, "code")
     loinc, other = coded or (None, None)
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     encounter = rec.attempt(rec.linked_id, res, "encounter", "Encounter", required=False)
@@ -25,14 +26,7 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
         rec.warn(IssueCode.NOT_STORED, "code has text but no coding: an uncoded observation is not stored",
                  rec.path("code"))
         return []
-    category = None
-    cats = res.get("category")
-    if isinstance(cats, list):
-        for c in cats:
-            codings = c.get("coding") if isinstance(c, dict) else None
-            if isinstance(codings, list) and codings and isinstance(codings[0], dict):
-                category = codings[0].get("code")
-                break
+    category = rec.attempt(_category, rec, res.get("category"))
     base = {
         "source": rec.source,
         "resource_id": rec.pid,
@@ -48,11 +42,12 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
     if comps is not None and not isinstance(comps, list):
         rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "component must be an array", rec.path("component"))
         comps = None
-    own = rec.attempt(_value, rec, res, loinc, "")
+    absent = _absent(rec, res, "")
+    own = rec.attempt(_value, rec, res, loinc, "", absent)
     no_value = own is None and not rec.failed  # no value[x] at all
     if own is not None or (not comps and not rec.failed):
         # no value and no components: stored with its dataAbsentReason (null value), never dropped
-        own = own or {**_EMPTY, "data_absent_reason": _absent(res)}
+        own = own or {**_EMPTY, "data_absent_reason": absent}
         code = loinc or other
         rows.append({**base, "record_key": rec.pid, "loinc": code, "panel_loinc": None,
                      "loinc_valid": codes.loinc_valid(loinc) if loinc else None, **own})
@@ -63,13 +58,16 @@ def normalize_observation(rec: Rec, res: dict) -> list[dict]:
             rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "component must be an object",
                         rec.path(f"component[{j}]"))
             continue
-        c_loinc, c_other = rec.attempt(_code, rec, comp.get("code"), f"component[{j}].code") or (None, None)
+        c_found = rec.attempt(fhir_read.codings, rec, comp.get("code"), f"component[{j}].code")
+        c_loinc, c_other = (None, None) if c_found is None else \
+            rec.attempt(_code, rec, c_found, f"component[{j}].code") or (None, None)
         c_code = c_loinc or c_other
-        value = rec.attempt(_value, rec, comp, c_loinc, f"component[{j}].")
+        c_absent = _absent(rec, comp, f"component[{j}].")
+        value = rec.attempt(_value, rec, comp, c_loinc, f"component[{j}].", c_absent)
         if c_code is None:
             continue
         if value is None:
-            value = {**_EMPTY, "data_absent_reason": _absent(comp) or _absent(res)}
+            value = {**_EMPTY, "data_absent_reason": c_absent or absent}
         seen[c_code] = value["value"]
         # pid#code as before; a repeated code (two systolic readings) adds its index for a unique key,
         # the first occurrence keeps pid#code (the key of the row stored before keys were unique)
@@ -104,13 +102,21 @@ COMPARATORS = frozenset({"<", "<=", ">=", ">"})  # R4 quantity-comparator ("ad" 
 _SNOMED_INVALID = "code under the SNOMED CT system is not an SCTID (digits, partition, Verhoeff check)"
 
 
-def _absent(res: dict) -> str | None:
-    """``system|code`` of a dataAbsentReason (``...|unknown`` when it has text only)."""
+def _absent(rec: Rec, res: dict, prefix: str) -> str | None:
+    """``system|code`` of a dataAbsentReason (``|unknown`` when it has text only; a wrongly typed one
+    rejects the record)."""
     concept = res.get("dataAbsentReason")
     if concept is None:
         return None
-    system, code = first_code(concept)
+    system, code = rec.attempt(fhir_read.first, rec, concept, f"{prefix}dataAbsentReason") or (None, None)
     return f"{system or ''}|{code}" if code else "|unknown"
+
+
+def _category(rec: Rec, cats: Any) -> str | None:
+    """The code of the first coding of the first category that has one (every category type-checked)."""
+    found = [fhir_read.codings(rec, c, f"category[{k}]")
+             for k, c in enumerate(fhir_read.array(rec, cats, "category"))]
+    return next((f[0][2] for f in found if f), None)
 
 
 def _effective(rec: Rec, res: dict) -> Any:
@@ -158,15 +164,10 @@ def _check_bp(rec: Rec, seen: dict[str, float | None]) -> None:
         )
 
 
-def _text_only(concept: Any) -> bool:
-    """A CodeableConcept with text and no coding that has a code."""
-    return isinstance(concept, dict) and bool(concept.get("text")) and first_code(concept)[1] is None
-
-
-def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
-    """(LOINC code, other "system|code") of a CodeableConcept; rejects a missing code."""
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    if not isinstance(codings, list) or not any(isinstance(c, dict) and c.get("code") for c in codings):
+def _code(rec: Rec, found: list[fhir_read.Coding], field: str) -> tuple[str | None, str | None]:
+    """(LOINC code, other "system|code") of a CodeableConcept's codings (:func:`.fhir_read.codings`);
+    rejects a missing code."""
+    if not found:
         rec.reject(
             IssueCode.MISSING_FIELD,
             f"{field}.coding with at least one code is required",
@@ -174,11 +175,8 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
         )
     other = None
     loincs: list[tuple[int, str]] = []
-    for j, c in enumerate(codings):
-        if not isinstance(c, dict) or not c.get("code"):
-            continue
-        system = c.get("system") if isinstance(c.get("system"), str) else None  # a list is no system
-        code, name = str(c["code"]).strip(), rec.ctx.system_name(system)
+    for j, system, raw in found:
+        code, name = raw.strip(), rec.ctx.system_name(system)
         if name == codes.LOINC:
             loincs.append((j, code))
             continue
@@ -202,9 +200,10 @@ def _code(rec: Rec, concept: Any, field: str) -> tuple[str | None, str | None]:
     return None, other
 
 
-def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
-    """Value columns of an Observation or component, or None when it has no value[x]."""
-    empty = {**_EMPTY, "data_absent_reason": _absent(res)}
+def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | None) -> dict | None:
+    """Value columns of an Observation or component (``absent``: its dataAbsentReason, :func:`_absent`),
+    or None when it has no value[x]."""
+    empty = {**_EMPTY, "data_absent_reason": absent}
     q = res.get("valueQuantity")
     if q is not None:
         path = f"{prefix}valueQuantity"
@@ -230,6 +229,8 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
                 "valueQuantity has a comparator: the value is a bound, stored with value_comparator",
                 rec.path(f"{path}.comparator"),
             )
+        for key in ("unit", "system", "code"):  # Quantity's string / uri / code primitives
+            fhir_read.string(rec, q, key, path)
         unit = q.get("code") if q.get("system") == codes.UCUM_SYSTEM and q.get("code") else q.get("unit")
         unit_path = f"{path}.code" if unit is q.get("code") else f"{path}.unit"
         _check_unit_conflict(rec, q, path)
@@ -260,11 +261,11 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
         return out
     cc = res.get("valueCodeableConcept")
     if cc is not None:
-        codings = cc.get("coding") if isinstance(cc, dict) else None
-        for c in codings if isinstance(codings, list) else ():
-            if isinstance(c, dict) and c.get("code"):
-                return {**empty, "value_code": f"{c.get('system') or ''}|{c['code']}"}
-        return empty  # text only: free text is dropped
+        found = fhir_read.codings(rec, cc, f"{prefix}valueCodeableConcept")
+        if not found:
+            return empty  # text only: free text is dropped
+        _, system, code = min(found, key=lambda c: _standard_rank(rec, c))
+        return {**empty, "value_code": f"{system or ''}|{code}"}
     for key in ("valueInteger", "valueBoolean"):
         if key in res:
             v = res[key]
@@ -288,6 +289,20 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str) -> dict | None:
             )
             return empty
     return None
+
+
+def _standard_rank(rec: Rec, found: fhir_read.Coding) -> tuple[int, int]:
+    """Which coding of a coded result is stored (lowest first): the codings of one CodeableConcept name
+    the same result (R4 2.24.0.2), and EHRs list their local code first. The lab syndromes match
+    SNOMED CT and LOINC answer codes (``syndromes.POSITIVE``), so SNOMED CT (a valid SCTID) wins, then
+    LOINC, then any other system we know, then the first coding."""
+    j, system, code = found
+    name = rec.ctx.system_name(system)
+    if name == codes.SNOMED:
+        rank = 0 if codes.snomed_valid(code.strip()) else 3
+    else:
+        rank = 1 if name == codes.LOINC else 3 if name == codes.OTHER else 2
+    return rank, j
 
 
 def _check_unit_conflict(rec: Rec, q: dict, path: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from healthai.normalize import codes
+from healthai.normalize import codes, fhir_read
 from healthai.normalize.birth_guard import birth_token
 from healthai.normalize.counties import address_county
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
-from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, first_code, parse_datetime, partial_date_end
+from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, parse_datetime, partial_date_end
 from healthai.normalize.identity import generalize_date, region_code
 from healthai.normalize.records import Issue, IssueCode, Severity
 
@@ -42,15 +42,7 @@ def normalize_patient(rec: Rec, res: dict) -> list[dict]:
         )
     place = rec.attempt(_place, rec, res.get("address")) or {"region": None, "county": None}
     rec.refs.patient_place[rec.index] = place
-    idents: list[str] = []
-    raw = res.get("identifier") or []
-    if not isinstance(raw, list):
-        path = rec.path("identifier")
-        rec.attempt(rec.reject, IssueCode.INVALID_FIELD, "identifier must be an array", path)
-        raw = []
-    for ident in raw:
-        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-            idents.append(rec.ctx.pseudonymizer.pseudonym(str(ident.get("system") or ""), ident["value"]))
+    idents = rec.attempt(_identifiers, rec, res.get("identifier")) or []
     if rec.failed:
         raise Reject
     return [
@@ -106,6 +98,21 @@ def contained_subject(rec: Rec, res: dict) -> dict | None:
     return rows[0] if rows else None
 
 
+def _identifiers(rec: Rec, raw: Any) -> list[str]:
+    """Keyed pseudonyms of the identifiers (``system|value``; no system: ``|value``): how a conditional
+    reference ``Patient?identifier=system|value`` sent in another payload finds this patient."""
+    out = []
+    for j, ident in enumerate(fhir_read.array(rec, raw, "identifier")):
+        where = f"identifier[{j}]"
+        if not isinstance(ident, dict):
+            rec.reject(IssueCode.INVALID_FIELD, f"{where} must be an Identifier object", rec.path(where))
+        system = fhir_read.string(rec, ident, "system", where)
+        value = fhir_read.string(rec, ident, "value", where)
+        if value is not None:
+            out.append(rec.ctx.pseudonymizer.pseudonym(system or "", value))
+    return out
+
+
 def _birth(rec: Rec, res: dict) -> tuple[int | None, int | None]:
     """(year, month) of birthDate; the full date is kept in memory for this payload only (the dates
     policy: no stored event date may equal it)."""
@@ -141,13 +148,17 @@ def _place(rec: Rec, addresses: Any) -> dict[str, str | None] | None:
         return None
     if not isinstance(addresses, list):
         rec.reject(IssueCode.INVALID_FIELD, "address must be an array", rec.path("address"))
+    for i, a in enumerate(addresses):
+        _check_address(rec, a, f"address[{i}]")
+    # not yet in use (period.start after today): never the patient's region
+    future = [i for i, a in enumerate(addresses) if _not_started(rec, a)]
     usable = [(i, a) for i, a in enumerate(addresses)
-              if isinstance(a, dict) and a.get("use") not in ("old", "billing")]
+              if a.get("use") not in ("old", "billing") and i not in future]
     # a current home address first: one whose period has ended (the patient moved) only as a last resort
     usable.sort(key=lambda ia: (_ended(rec, ia[1]), ia[1].get("use") != "home"))
     for i, a in usable:
         state, country = a.get("state"), a.get("country")
-        if isinstance(state, str):
+        if state is not None:
             where = rec.path(f"address[{i}]")
             region = region_code(state, country if isinstance(country, str) else None)
             if region is None:  # said: an integrator would otherwise never learn why nothing is counted
@@ -163,19 +174,48 @@ def _place(rec: Rec, addresses: Any) -> dict[str, str | None] | None:
                          "state (value withheld): the patient is counted by state, not by county",
                          f"{where}.postalCode" if isinstance(postal, str) else f"{where}.district")
             return {"region": region, "county": county}
-    if usable:
-        rec.warn(IssueCode.MISSING_FIELD, "no current address has a state: the patient has no region, so "
-                 "their cases are not counted until a record gives one", rec.path("address"))
+    if usable or future:
+        later = " (an address whose period starts after today is not current)" if future else ""
+        rec.warn(IssueCode.MISSING_FIELD, f"no current address has a state{later}: the patient has no "
+                 "region, so their cases are not counted until a record gives one", rec.path("address"))
     return None
 
 
-def _ended(rec: Rec, address: dict) -> bool:
+_ADDRESS_STRINGS = ("use", "state", "country", "district", "postalCode")
+
+
+def _check_address(rec: Rec, address: Any, where: str) -> None:
+    """The Address elements read are of their R4 types (an object; strings; ``period`` an object)."""
+    if not isinstance(address, dict):
+        rec.reject(IssueCode.INVALID_FIELD, f"{where} must be an Address object", rec.path(where))
+    for key in _ADDRESS_STRINGS:
+        fhir_read.string(rec, address, key, where)
     period = address.get("period")
-    end = period.get("end") if isinstance(period, dict) else None
+    if period is not None and not isinstance(period, dict):
+        rec.reject(IssueCode.INVALID_FIELD, f"{where}.period must be a Period object",
+                   rec.path(f"{where}.period"))
+
+
+def _period_day(address: dict, key: str) -> dt.date | None:
+    """The (UTC) date of the address's ``period.start`` / ``period.end``; None when absent or unreadable."""
+    period = address.get("period")
+    value = period.get(key) if isinstance(period, dict) else None
     try:
-        return isinstance(end, str) and parse_datetime(end).date() < rec.ctx.today()
+        return parse_datetime(value).date() if isinstance(value, str) else None
     except ValueError:
-        return False
+        return None
+
+
+def _ended(rec: Rec, address: dict) -> bool:
+    end = _period_day(address, "end")
+    return end is not None and end < rec.ctx.today()
+
+
+def _not_started(rec: Rec, address: dict) -> bool:
+    """The address is not in use yet: its period starts after today (R4: "time period when address
+    was/is in use"), e.g. a planned move sent ahead of time."""
+    start = _period_day(address, "start")
+    return start is not None and start > rec.ctx.today()
 
 
 # HL7 v2 table 0004 (patient class) → the v3 ActCode class the visit counts use; other v2 classes
@@ -209,6 +249,10 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
     if not isinstance(cls, dict) or not isinstance(cls.get("code"), str):
         code = IssueCode.MISSING_FIELD if cls is None else IssueCode.INVALID_FIELD
         rec.attempt(rec.reject, code, "class is required: a Coding with a code (R4)", rec.path("class"))
+    else:
+        rec.attempt(fhir_read.coding, rec, cls, "class")  # its system too
+    types = rec.attempt(fhir_read.array, rec, res.get("type"), "type") or []
+    tsys, tcode = (rec.attempt(fhir_read.first, rec, types[0], "type[0]") if types else None) or (None, None)
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     start = rec.attempt(rec.time, res, "period", sub="start")
     end = rec.attempt(rec.time, res, "period", sub="end")
@@ -225,8 +269,6 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
     if rec.failed:
         raise Reject
     class_code = _encounter_class(rec, cls)
-    types = res.get("type")
-    tsys, tcode = first_code(types[0]) if isinstance(types, list) and types else (None, None)
     return [
         {
             "source": rec.source,

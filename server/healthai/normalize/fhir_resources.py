@@ -57,6 +57,24 @@ def conditional_search(url: str) -> Search | None:
     return (rtype, params) if sep and rtype and params else None
 
 
+def identifier_token(key: Search | None) -> tuple[str | None, str] | None:
+    """(system, value) of a search on one identifier token (``identifier=system|value``; ``|value``: no
+    system, ``value``: any system → system None); None for any other search."""
+    if key is None or len(key[1]) != 1 or key[1][0][0] != "identifier" or "," in key[1][0][1]:
+        return None
+    token = key[1][0][1]
+    system, value = token.split("|", 1) if "|" in token else (None, token)
+    return (system, value) if value else None
+
+
+def stored_identifier(key: Search | None) -> tuple[str, str] | None:
+    """(system, value) of a conditional reference that finds a Patient stored from another payload: a
+    search on one ``identifier`` token that names its system (``|value``: none), the way a stored
+    Patient's ``identifier_pseudonyms`` are keyed; None otherwise."""
+    found = identifier_token(key) if key is not None and key[0] == "Patient" else None
+    return (found[0], found[1]) if found is not None and found[0] is not None else None
+
+
 class RefIndex:
     """Where each resource of the payload is: by fullUrl, by ``Type/id`` and by conditional URL.
 
@@ -119,13 +137,12 @@ class RefIndex:
 
     def _by_identifier(self, key: Search) -> int | None:
         """The one resource of the type whose identifier matches a lone ``identifier`` token search."""
-        rtype, params = key
-        if len(params) != 1 or params[0][0] != "identifier" or "," in params[0][1]:
+        token = identifier_token(key)  # "system|value"; "value": any system; "|value": no system
+        if token is None:
             return None
-        token = params[0][1]  # "system|value"; "value": any system; "|value": no system
-        system, value = token.split("|", 1) if "|" in token else (None, token)
+        system, value = token
         hits = [i for i, (t, _rid, res) in self._info.items()
-                if t == rtype and value and _has_identifier(res, system, value)]
+                if t == key[0] and _has_identifier(res, system, value)]
         return hits[0] if len(hits) == 1 else None
 
 
@@ -177,17 +194,16 @@ class Rec:
         return any(i.severity is Severity.ERROR for i in self.issues)
 
     # ------------------------------------------------------------ references
-    def check_references(self, res: dict) -> None:
-        """Flag every ``reference`` string in the resource that does not resolve in the payload."""
+    def check_references(self, res: dict, *, stored: bool = False) -> None:
+        """Flag every ``reference`` string in the resource that does not resolve in the payload
+        (``stored``: the resource is stored with its ``subject`` Patient)."""
         if _all_resolve(res, self.refs):
             return
         for path, ref in _references(res, ""):
             if _resolves(ref, self.refs, res):
                 continue
             if "?" in ref and not ref.startswith("#"):  # never quoted: its identifier is patient data
-                message = ("conditional reference (a search; criteria withheld) matches no single entry of "
-                           "this payload (a conditional create or update with the same criteria, or the one "
-                           "resource with that identifier): it cannot be resolved inside this payload")
+                message = _CONDITIONAL + _conditional_outcome(ref, stored and path == "subject")
             else:
                 kind = "urn:uuid" if ref.startswith("urn:") else "reference"
                 message = f"{kind} does not resolve inside this payload"
@@ -233,7 +249,7 @@ class Rec:
                     self.path(f"{field}.reference"),
                 )
             rid = self.refs.id_of(target) or ""
-        elif "?" in ref:  # conditional, not in this payload (warned): keyed by its normalized search
+        elif "?" in ref:  # conditional, not in this payload (warned)
             key = conditional_search(ref)
             if (key[0] if key else ref.partition("?")[0].rsplit("/", 1)[-1]) != rtype:
                 self.reject(
@@ -241,9 +257,17 @@ class Rec:
                     f"{field} must reference a {rtype}",
                     self.path(f"{field}.reference"),
                 )
+            token = stored_identifier(key)
+            if token is not None:
+                # the identifier's keyed pseudonym, as stored in the Patient's identifier_pseudonyms:
+                # the counts link the record to that Patient (surveillance.links), from any payload
+                return self.ctx.pseudonymizer.pseudonym(*token)
+            # any other search: keyed by its normalized search (never linked to a stored Patient)
             rid = f"{rtype}?{'&'.join(f'{k}={v}' for k, v in key[1])}" if key else ref
         else:
             stem = ref.rstrip("/").split("/")
+            if len(stem) >= 4 and stem[-2] == "_history":  # version-specific: Type/id/_history/vid (R4)
+                stem = stem[:-2]
             if len(stem) >= 2 and stem[-2] != rtype and not ref.startswith("urn:"):
                 self.reject(
                     IssueCode.INVALID_FIELD,
@@ -317,6 +341,22 @@ class Rec:
                 self.path(field),
             )
         return value
+
+
+_CONDITIONAL = ("conditional reference (a search; criteria withheld) matches no single entry of this payload "
+                "(a conditional create or update with the same criteria, or the one resource with that "
+                "identifier): it cannot be resolved inside this payload")
+
+
+def _conditional_outcome(ref: str, subject: bool) -> str:
+    """What becomes of an unresolved conditional reference (the store runs no searches)."""
+    if not subject:
+        return "; the store runs no searches, so it is never linked"
+    if stored_identifier(conditional_search(ref)) is not None:
+        return ("; the record is linked by that identifier to the Patient stored with it (sent in this "
+                "payload or any other): its cases are counted once that Patient and its region are stored")
+    return ("; it is never linked to a stored Patient (only a search on one identifier=system|value is), "
+            "so the record gets no region or age from its patient")
 
 
 def _references(node: Any, path: str):

@@ -158,6 +158,8 @@ R4_RESOURCE_TYPES = frozenset(
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+# a dateTime whose seconds are 60 (R4's regex allows them: leap seconds), with any fraction
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:)60(?:\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
 
 
 # the time zone of a date without a time: a local date, kept as its own midnight in UTC
@@ -166,6 +168,8 @@ DATE_ONLY = dt.timezone(dt.timedelta(0), "date")
 
 def parse_datetime(text: object, *, keep_offset: bool = False) -> dt.datetime:
     """FHIR date / dateTime / instant → aware UTC datetime (partial dates → first instant).
+
+    A leap second (``23:59:60``, valid R4) is read as ``23:59:59.999999``: the same day, in order.
 
     ``keep_offset``: a dateTime keeps the offset it was written in (the same instant; its local date
     is the date as written). A date without a time has the time zone ``DATE_ONLY`` (UTC midnight).
@@ -182,6 +186,9 @@ def parse_datetime(text: object, *, keep_offset: bool = False) -> dt.datetime:
             raise ValueError("not a valid calendar date") from None
     if len(text) < 16 or text[10] != "T":
         raise ValueError("not a FHIR date/dateTime (YYYY-MM-DDThh:mm:ss+zz:zz)")
+    leap = _LEAP_SECOND.match(text)
+    if leap:  # R4 allows second 60 (a leap second); Python has none: kept as the last instant of :59
+        text = f"{leap[1]}59.999999{leap[2] or ''}"
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -217,18 +224,3 @@ def partial_date_end(text: object) -> dt.datetime | None:
 
 # a date without a time is a local date: up to this far from UTC either way
 LOCAL_DATE_SLACK = dt.timedelta(hours=14)
-
-
-def first_code(concept: object, system: str | None = None) -> tuple[str | None, str | None]:
-    """(system, code) of the first coding (optionally of one system) of a CodeableConcept."""
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    if not isinstance(codings, list):  # absent, or not an array: no coding
-        return None, None
-    for coding in codings:
-        if (
-            isinstance(coding, dict)
-            and coding.get("code")
-            and (system is None or coding.get("system") == system)
-        ):
-            return coding.get("system"), str(coding["code"])
-    return None, None

@@ -7,6 +7,11 @@ diagnosis with neither onset nor recorded date (MIMIC-IV on FHIR writes them so)
 keyed pseudonyms are the same in every payload, so the stored patient and encounter rows supply
 both, whatever order the payloads came in:
 
+- patient: a record whose subject was a conditional reference ``Patient?identifier=system|value``
+  that its payload could not resolve carries the keyed pseudonym of that identifier
+  (:meth:`healthai.normalize.fhir_resources.Rec.linked_id`), the value every stored Patient keeps in
+  ``identifier_pseudonyms``: it is replaced by the pseudonym of the stored Patient carrying that
+  identifier (the latest stored, when several do), so it is counted as that patient;
 - place (region, or US county): the condition's own, else its patient's stored one, else its
   encounter's;
 - day: onset, else recorded, else its encounter's start (the local date: :func:`event_days`).
@@ -51,6 +56,7 @@ class StoredLinks:
         self.encounter_place = {level: pd.Series(dtype="object") for level in LEVELS}
         self.encounter_day = pd.Series(dtype="datetime64[ns]")
         self.patient_birth = pd.Series(dtype="float64")  # birth year * 12 + month - 1 (month unknown: June)
+        self.patient_by_identifier = pd.Series(dtype="object")  # identifier pseudonym -> patient pseudonym
 
     def refresh(self) -> None:
         """Read the patient and encounter files committed since the last call."""
@@ -59,7 +65,7 @@ class StoredLinks:
             if not new:
                 continue
             columns = ["resource_id", *LEVELS] + (["start", START_OFFSET] if kind == ENCOUNTER_KIND else
-                                                  ["birth_year", "birth_month"])
+                                                  ["birth_year", "birth_month", "identifier_pseudonyms"])
             table = self.store.read_files(new, columns=columns, schema=SCHEMAS[kind])
             ids = pd.Series(table["resource_id"].to_pylist(), dtype="object")
             places = self.patient_place if kind == PATIENT_KIND else self.encounter_place
@@ -70,6 +76,10 @@ class StoredLinks:
                 year = pd.Series(table["birth_year"].to_pylist(), index=ids, dtype="float64")
                 month = pd.Series(table["birth_month"].to_pylist(), index=ids, dtype="float64").fillna(6)
                 self.patient_birth = _updated(self.patient_birth, (year * 12 + month - 1).dropna())
+                idents = pd.Series(table["identifier_pseudonyms"].to_pylist(), index=ids, dtype="object")
+                idents = idents.explode().dropna()
+                self.patient_by_identifier = _updated(
+                    self.patient_by_identifier, pd.Series(idents.index.to_numpy(), index=idents.to_numpy()))
             if kind == ENCOUNTER_KIND:
                 days = event_days(table["start"], table[START_OFFSET])
                 days = pd.Series(days.to_numpy(), index=ids).dropna()
@@ -77,8 +87,10 @@ class StoredLinks:
             self._read.update(new)
 
     def fill(self, cases: pd.DataFrame, level: str = "region") -> pd.DataFrame:
-        """``cases`` (patient_id, encounter_id, place, day) with missing places (of ``level``) and days
-        filled."""
+        """``cases`` (patient_id, encounter_id, place, day) with patients linked by identifier, and
+        missing places (of ``level``) and days filled."""
+        patient = lookup(self.patient_by_identifier, cases["patient_id"]).fillna(cases["patient_id"])
+        cases = cases.assign(patient_id=patient)
         place = cases["place"].fillna(lookup(self.patient_place[level], cases["patient_id"]))
         place = place.fillna(lookup(self.encounter_place[level], cases["encounter_id"]))
         day = pd.to_datetime(cases["day"]).fillna(lookup(self.encounter_day, cases["encounter_id"]))
