@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "cpu/metapop_cpu.h"
+#include "metapop_cell.h"
 #ifdef HEALTHAI_WITH_CUDA
 #include "cuda/metapop_cuda.h"
 #endif
@@ -83,12 +84,17 @@ void check_metapop(const MetapopProblem& p) {
   check_schedule(p.contact, "contact", p, 0.0);
   check_schedule(p.travel, "travel", p, 0.0);
   check_schedule(p.vacc, "vacc", p, 0.0);
-  for (int64_t t = 0; t < p.steps; ++t) {  // travel can only move the contacts that exist
-    for (int64_t i = 0; i < p.n_regions; ++i) {
-      const double s = metapop_row_sum(p, i) * p.travel[t * p.n_regions + i];
-      if (s > 1.0 + 1e-9) {
-        throw std::invalid_argument("travel[" + std::to_string(t) + ", " + std::to_string(i) + "] times the away weight is " +
-                                    std::to_string(s) + " > 1");
+  // travel can only move the contacts that exist: first a region's own multiplier times its weights,
+  // then the away weight a_i with each edge's multiplier (metapop_cell.h, edge_travel)
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int64_t t = 0; t < p.steps; ++t) {
+      for (int64_t i = 0; i < p.n_regions; ++i) {
+        const double s = pass == 0 ? metapop_row_sum(p, i) * p.travel[t * p.n_regions + i] : metapop::away_row(p, t, i);
+        if (s > 1.0 + 1e-9) {
+          const char* how = pass == 0 ? "" : " (each edge times the smaller multiplier of its ends, the larger if both >= 1)";
+          throw std::invalid_argument("travel[" + std::to_string(t) + ", " + std::to_string(i) + "] times the away weight" +
+                                      how + " is " + std::to_string(s) + " > 1");
+        }
       }
     }
   }
@@ -108,6 +114,14 @@ void check_metapop_state(const MetapopProblem& p, const MetapopState<T>& st) {
     }
     if (!(std::isfinite(p.hosp_rate) && p.hosp_rate > 0.0)) {
       throw std::invalid_argument("hosp_rate must be finite and > 0, got " + std::to_string(p.hosp_rate));
+    }
+  }
+  if constexpr (std::is_integral_v<T>) {  // tau-leaping: the stage exits' probabilities are rate * dt
+    const double dt = 1.0 / p.substeps, h_rate = st.h != nullptr ? p.hosp_rate : 0.0;
+    const double top = std::fmax(std::fmax(p.sigma, p.gamma), h_rate) * dt;
+    if (top > 1.0) {
+      throw std::invalid_argument("sigma, gamma and hosp_rate times dt = 1/substeps must be <= 1, got " +
+                                  std::to_string(top) + ": use more substeps");
     }
   }
   for (int64_t i = 0; i < p.n_regions; ++i) {

@@ -1,11 +1,17 @@
 // Metapopulation SEIR engine: shared problem type, value checks and the device-dispatching step.
-// Model per region i and run k (W = CSR mobility weights, row sums s_i <= 1, self excluded):
-//   force  lambda = beta_k * contact_i(t) * ((1 - travel_i(t) s_i) I_i/N_i + travel_i(t) sum_j w_ij I_j/N_j)
+// Model per region i and run k (W = CSR mobility weights: w_ij the fraction of i's residents' contacts
+// made in j, row sums <= 1, self excluded; m_i(t) travel and c_i(t) contact multipliers):
+//   force  lambda = beta_k * c_i * ((1 - a_i) I_i/N_i + sum_j w_ij f_ij I_j/N_j),  a_i = sum_j w_ij f_ij
+// with f_ij = min(m_i, m_j) when that is < 1, else max(m_i, m_j) (metapop_cell.h, edge_travel): a
+// region's travel multiplier scales its mobility edges both ways, its residents' contacts elsewhere
+// and other residents' contacts in it; the contacts not made away are made at home; m_r = 0 cuts r off.
 //   S -> E at lambda, E -> I at sigma, I leaves at gamma, S -> R (vaccination) at vacc_i(t).
 // Optional hospital compartment H (state.h given): a fraction hosp_frac of those leaving I enter H
 // (not infectious), the rest R; H -> R at hosp_rate. Without H, everyone leaving I enters R.
 // Stochastic mode: tau-leaping with binomial transitions (integer compartments, S+E+I+R = N kept
-// exactly). Deterministic mode: the same equations as an ODE, classical RK4.
+// exactly); S -> E and vaccination with probability 1 - e^(-rate dt), the stage exits (E -> I, I out,
+// H -> R) with rate * dt (metapop_cell.h, sojourn_leap): mean stays of 1/rate and the ODE's final size. Deterministic mode: the same equations as an
+// ODE, classical RK4.
 #pragma once
 
 #include <cstdint>
@@ -58,7 +64,7 @@ struct MetapopState {
 // state, S+E+I(+H)+R = N with non-negative entries. Throws std::invalid_argument / std::out_of_range
 // naming the argument, the position and the value.
 void check_metapop(const MetapopProblem& p);
-// Sum of the away weights of region i (s_i).
+// Sum of the away weights of region i (s_i, without travel multipliers).
 double metapop_row_sum(const MetapopProblem& p, int64_t i);
 template <typename T>
 void check_metapop_state(const MetapopProblem& p, const MetapopState<T>& st);

@@ -10,18 +10,49 @@
 
 namespace healthai::metapop {
 
-// Force of infection of cell (i, k) on day t (local to the call): own = I_i/N_i, away = sum_j w_ij I_j/N_j,
-// row = sum_j w_ij.
+// Travel multiplier of the edge between regions with multipliers a and b: the stricter (smaller)
+// when either restricts (< 1), else the larger. So a region's multiplier scales its edges both ways
+// (its residents' contacts away and visitors' contacts in it), one multiplier for all regions scales
+// every edge by it, and 0 cuts a region off.
+HAI_HD double edge_travel(double a, double b) {
+  const double lo = a < b ? a : b, hi = a < b ? b : a;
+  return lo < 1.0 ? lo : hi;
+}
+
+// Coefficient of neighbour j's prevalence on edge e of region i on day t (local to the call):
+// w_ij times the edge's travel multiplier, over N_j. With multipliers of 1: w_ij / N_j to the bit.
+HAI_HD double edge_coef(const MetapopProblem& p, int64_t t, int64_t i, int64_t e) {
+  const int64_t j = p.indices[e];
+  const double* m = p.travel + t * p.n_regions;
+  return p.weights[e] * edge_travel(m[i], m[j]) / static_cast<double>(p.population[j]);
+}
+
+// Away weight of region i on day t: a_i = sum_j w_ij edge_travel(m_i, m_j) (<= 1, checked).
+HAI_HD double away_row(const MetapopProblem& p, int64_t t, int64_t i) {
+  const double* m = p.travel + t * p.n_regions;
+  double row = 0.0;
+  for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) row += p.weights[e] * edge_travel(m[i], m[p.indices[e]]);
+  return row;
+}
+
+// Force of infection of cell (i, k) on day t (local to the call): own = I_i/N_i,
+// away = sum_j edge_coef * I_j, row = away_row (a_i): the contacts not made away are made at home.
 HAI_HD double force(const MetapopProblem& p, int64_t i, int64_t k, int64_t t, double own, double away, double row) {
   const int64_t x = t * p.n_regions + i;
-  const double tr = p.travel[x];
-  return p.beta[k] * p.contact[x] * ((1.0 - tr * row) * own + tr * away);
+  return p.beta[k] * p.contact[x] * ((1.0 - row) * own + away);
 }
+
+// The leap out of a stage with exit rate `rate` (E -> I, I -> out, H -> R) over dt: probability
+// rate * dt, not 1 - e^(-rate dt). Entrants join at a sub-step's end and are counted there, so a stay
+// lasts 1/p sub-steps on average; p = rate * dt makes that 1/rate days, as in the ODE (1 - e^(-rate dt)
+// adds about half a sub-step: with the I stage, an R0 too large by gamma dt / 2, and a larger
+// prevalence). The final size is then the ODE's at any dt. Needs rate * dt <= 1 (checked).
+HAI_HD rng::Leap sojourn_leap(double rate, double dt) { return rng::Leap::of_probability(rate * dt); }
 
 // One tau-leap of dt days for cell x = i * runs + k; gsub is the global sub-step (RNG counter).
 // I is read from i_now (the sub-step's start, which the neighbours' pressure also reads) and the new
 // I written to st.i (another buffer, or the same one when the caller has a snapshot of i_now).
-// onset / recovery: the constant E -> I and I -> R leaps of this dt, with their look-up tables;
+// onset / recovery: the constant E -> I and I -> R leaps of this dt (sojourn_leap), with their tables;
 // general: the tables for the other draws (log-factorials only; empty on the device); admit /
 // discharge (+ tables): the hospital leaps (probability hosp_frac of those leaving I; H -> R), with st.h.
 HAI_HD void leap(const MetapopProblem& p, const MetapopState<int32_t>& st, const int32_t* i_now, int64_t i, int64_t k, int64_t t,

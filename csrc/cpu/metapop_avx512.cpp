@@ -312,15 +312,15 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
                         int64_t t, uint32_t gsub, double dt, const uint8_t* infectious, double row, const Leaps& L,
                         bool day_end) {
   using namespace avx512::x16;
-  // gather_live's terms in its order: the neighbours j with some I > 0, weight w_ij / N_j
+  // gather_live's terms in its order: the neighbours j with some I > 0, weight metapop::edge_coef
   thread_local std::vector<std::pair<const int32_t*, double>> live;
   live.clear();
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e];
-    if (infectious[j]) live.emplace_back(i_now + j * p.runs, p.weights[e] / static_cast<double>(p.population[j]));
+    if (infectious[j]) live.emplace_back(i_now + j * p.runs, metapop::edge_coef(p, t, i, e));
   }
   const int64_t xr = t * p.n_regions + i, runs = p.runs;
-  const double tr = p.travel[xr], cx = p.contact[xr], vdt = p.vacc[xr] * dt;
+  const double cx = p.contact[xr], vdt = p.vacc[xr] * dt;
   const double inv_n = 1.0 / static_cast<double>(p.population[i]);
   const Leap3 onset(L.onset), recovery(L.recovery), admit(L.admit), discharge(L.discharge);
   const V peak_day = set1(static_cast<double>(p.step0 + t + 1));
@@ -344,10 +344,9 @@ void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& st
       continue;
     }
     const V S = load_i32(lanes, st.s + x0), E = load_i32(lanes, st.e + x0), I = load_i32(lanes, i_now + x0);
-    // metapop::force: beta_k contact ((1 - travel row) I/N + travel away)
+    // metapop::force: beta_k contact ((1 - row) I/N + away)
     const V own = mul(I, set1(inv_n));
-    const V lambda = mul(mul(loadu(lanes, p.beta + k0), set1(cx)),
-                         add(mul(set1(1.0 - tr * row), own), mul(set1(tr), away)));
+    const V lambda = mul(mul(loadu(lanes, p.beta + k0), set1(cx)), add(mul(set1(1.0 - row), own), away));
     const V new_e = binomial_rate(s, lanes, S, mul(lambda, set1(dt)), L.general);
     const V new_v = vdt > 0.0 ? binomial_rate(s, lanes & ~s.fallback, sub(S, new_e), set1(vdt), L.general) : zero();
     const V new_i = binomial(s, lanes & ~s.fallback, E, onset.p, onset.q, onset.log_q, L.onset_tab);

@@ -20,15 +20,15 @@ constexpr int64_t kBlock = 32;  // regions per task
 
 int64_t blocks(const MetapopProblem& p) { return (p.n_regions + kBlock - 1) / kBlock; }
 
-// acc[k] = sum_j w_ij / N_j * v[j, k] for region i; returns the row sum of w.
+// acc[k] = sum_j edge_coef * v[j, k] for region i on day t; returns metapop::away_row.
 template <typename T>
-double gather(const MetapopProblem& p, int64_t i, const T* v, double* acc) {
+double gather(const MetapopProblem& p, int64_t i, int64_t t, const T* v, double* acc) {
   std::fill(acc, acc + p.runs, 0.0);
   double row = 0.0;
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e];
-    const double w = p.weights[e] / static_cast<double>(p.population[j]);
-    row += p.weights[e];
+    const double w = metapop::edge_coef(p, t, i, e);
+    row += p.weights[e] * metapop::edge_travel(p.travel[t * p.n_regions + i], p.travel[t * p.n_regions + j]);
     const T* src = v + j * p.runs;
     for (int64_t k = 0; k < p.runs; ++k) acc[k] += w * static_cast<double>(src[k]);
   }
@@ -83,15 +83,16 @@ bool any_nonzero(const int32_t* v, int64_t n) {
   return acc != 0;
 }
 
-// acc[k] = sum_j w_ij / N_j * I[j, k] over the neighbours j with some I > 0 (flag infectious[j]):
-// the others add +0.0 to every entry, which leaves the sum's bits unchanged, so skipping them gives
-// exactly gather()'s result.
-void gather_live(const MetapopProblem& p, int64_t i, const int32_t* v, const uint8_t* infectious, double* acc) {
+// acc[k] = sum_j edge_coef * I[j, k] over the neighbours j with some I > 0 (flag infectious[j]) on
+// day t: the others add +0.0 to every entry, which leaves the sum's bits unchanged, so skipping them
+// gives exactly gather()'s result.
+void gather_live(const MetapopProblem& p, int64_t i, int64_t t, const int32_t* v, const uint8_t* infectious,
+                 double* acc) {
   std::fill(acc, acc + p.runs, 0.0);
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e];
     if (!infectious[j]) continue;
-    const double w = p.weights[e] / static_cast<double>(p.population[j]);
+    const double w = metapop::edge_coef(p, t, i, e);
     const int32_t* src = v + j * p.runs;
     for (int64_t k = 0; k < p.runs; ++k) acc[k] += w * static_cast<double>(src[k]);
   }
@@ -117,10 +118,10 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   int32_t* i_now = st.i;
   const double dt = 1.0 / p.substeps;
   Leaps L;
-  L.onset = rng::Leap::of(p.sigma * dt);
-  L.recovery = rng::Leap::of(p.gamma * dt);
+  L.onset = metapop::sojourn_leap(p.sigma, dt);
+  L.recovery = metapop::sojourn_leap(p.gamma, dt);
   L.admit = rng::Leap::of_probability(p.hosp_frac);
-  L.discharge = rng::Leap::of(p.hosp_rate * dt);
+  L.discharge = metapop::sojourn_leap(p.hosp_rate, dt);
   std::vector<double> onset_pow, recovery_pow, discharge_pow, admit_pow;
   const bool tables = p.lookup_tables;
   L.onset_tab = leap_tables(L.onset, onset_pow, tables);
@@ -131,8 +132,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
   const bool simd = tables && p.simd && avx512_usable();  // the vector kernel reads the tables
   // Peaks only rise: with none below 0 at the start, a quiet region's day (I = 0) never sets one.
   const bool negative_peaks = std::any_of(st.peak_value, st.peak_value + cells, [](int32_t v) { return v < 0; });
-  std::vector<double> row(p.n_regions);  // away weight sums, summed in gather()'s order
-  for (int64_t i = 0; i < p.n_regions; ++i) row[i] = metapop_row_sum(p, i);
+  std::vector<double> row(p.n_regions);  // the day's metapop::away_row per region
   // Per region: some I > 0 (infectious) and some E (or H) > 0 (busy), for the state at the start of
   // the sub-step (_now) and the state it writes (_next).
   std::vector<uint8_t> inf_now(p.n_regions), busy_now(p.n_regions), inf_next(p.n_regions), busy_next(p.n_regions);
@@ -147,6 +147,9 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
     }
   });
   for (int64_t t = 0; t < p.steps; ++t) {
+    parallel_for(blocks(p), num_threads, [&](int64_t b) {
+      for (int64_t i = b * kBlock; i < std::min(p.n_regions, (b + 1) * kBlock); ++i) row[i] = metapop::away_row(p, t, i);
+    });
     for (int sub = 0; sub < p.substeps; ++sub) {
       const auto gsub = static_cast<uint32_t>((p.step0 + t) * p.substeps + sub);
       const bool day_end = sub == p.substeps - 1;
@@ -171,7 +174,7 @@ void metapop_stochastic_cpu(const MetapopProblem& p, const MetapopState<int32_t>
           if (simd) {
             leap_region_avx512(p, out, i_now, i, t, gsub, dt, inf_now.data(), row[i], L, day_end);
           } else {
-            gather_live(p, i, i_now, skip ? inf_now.data() : every.data(), acc.data());
+            gather_live(p, i, t, i_now, skip ? inf_now.data() : every.data(), acc.data());
             const double inv_n = 1.0 / static_cast<double>(p.population[i]);
             const int32_t* own = i_now + i * p.runs;
             for (int64_t k = 0; k < p.runs; ++k) {
@@ -218,7 +221,7 @@ void metapop_deterministic_cpu(const MetapopProblem& p, const MetapopState<doubl
           std::vector<double> acc(p.runs);
           const int64_t end = std::min(p.n_regions, (b + 1) * kBlock);
           for (int64_t i = b * kBlock; i < end; ++i) {
-            const double row = gather(p, i, zi.data(), acc.data());
+            const double row = gather(p, i, t, zi.data(), acc.data());
             const double inv_n = 1.0 / static_cast<double>(p.population[i]);
             for (int64_t k = 0; k < p.runs; ++k) {
               const int64_t x = i * p.runs + k;

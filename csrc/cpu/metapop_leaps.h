@@ -19,8 +19,8 @@ bool avx512_usable();
 
 // metapop::leap for every run k of region i in one sub-step, sixteen runs per step: the neighbours'
 // pressure summed as gather_live (metapop_cpu.cpp) does over the neighbours flagged infectious, row
-// the region's away weight. Needs the look-up tables (L.general with log-factorials). Cells the
-// vectors do not cover (a rare path, a short run tail) are done by metapop::leap itself, so every
+// the region's metapop::away_row of day t. Needs the look-up tables (L.general with log-factorials).
+// Cells the vectors do not cover (a rare path, a short run tail) are done by metapop::leap itself, so every
 // cell gets exactly the scalar (and CUDA) result.
 void leap_region_avx512(const MetapopProblem& p, const MetapopState<int32_t>& out, const int32_t* i_now, int64_t i,
                         int64_t t, uint32_t gsub, double dt, const uint8_t* infectious, double row,

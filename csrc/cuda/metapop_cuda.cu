@@ -10,14 +10,14 @@ constexpr int kThreads = 256;
 
 unsigned grid_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-// away = sum_j w_ij / N_j * v[j, k]; row = sum_j w_ij (same order as the CPU gather).
+// away = sum_j edge_coef * v[j, k]; row = metapop::away_row on day t (same order as the CPU gather).
 template <typename T>
-__device__ double gather(const MetapopProblem& p, int64_t i, int64_t k, const T* v, double* row) {
+__device__ double gather(const MetapopProblem& p, int64_t i, int64_t k, int64_t t, const T* v, double* row) {
   double away = 0.0, r = 0.0;
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e];
-    away += p.weights[e] / static_cast<double>(p.population[j]) * static_cast<double>(v[j * p.runs + k]);
-    r += p.weights[e];
+    away += metapop::edge_coef(p, t, i, e) * static_cast<double>(v[j * p.runs + k]);
+    r += p.weights[e] * metapop::edge_travel(p.travel[t * p.n_regions + i], p.travel[t * p.n_regions + j]);
   }
   *row = r;
   return away;
@@ -25,17 +25,18 @@ __device__ double gather(const MetapopProblem& p, int64_t i, int64_t k, const T*
 
 __global__ void leap_kernel(MetapopProblem p, MetapopState<int32_t> st, const int32_t* snapshot, int64_t t,
                             uint32_t gsub, double dt, bool day_end) {
-  const rng::Leap onset = rng::Leap::of(p.sigma * dt), recovery = rng::Leap::of(p.gamma * dt);
-  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = rng::Leap::of(p.hosp_rate * dt);
+  const rng::Leap onset = metapop::sojourn_leap(p.sigma, dt), recovery = metapop::sojourn_leap(p.gamma, dt);
+  const rng::Leap admit = rng::Leap::of_probability(p.hosp_frac), discharge = metapop::sojourn_leap(p.hosp_rate, dt);
   const rng::DrawTables none;  // no look-up tables on the device: it computes the bits the CPU looks up
   const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= p.n_regions * p.runs) return;
   const int64_t i = x / p.runs, k = x % p.runs;
   double row;
-  const double away = gather(p, i, k, snapshot, &row);
+  const double away = gather(p, i, k, t, snapshot, &row);
   const double own = snapshot[x] * (1.0 / static_cast<double>(p.population[i]));
-  metapop::leap(p, st, snapshot, i, k, t, gsub, dt, metapop::force(p, i, k, t, own, away, row), onset, recovery, none, none,
-                none, admit, discharge, none, none, day_end);
+  const double lambda = metapop::force(p, i, k, t, own, away, row);
+  metapop::leap(p, st, snapshot, i, k, t, gsub, dt, lambda, onset, recovery, none, none, none, admit, discharge, none,
+                none, day_end);
 }
 
 __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double* k_prev, double* k_cur,
@@ -50,8 +51,8 @@ __global__ void rk4_stage_kernel(MetapopProblem p, const double* y, const double
   double away = 0.0, row = 0.0;
   for (int64_t e = p.indptr[i]; e < p.indptr[i + 1]; ++e) {
     const int64_t j = p.indices[e], xj = j * p.runs + k;
-    away += p.weights[e] / static_cast<double>(p.population[j]) * (y[2 * cells + xj] + c * k_prev[2 * cells + xj]);
-    row += p.weights[e];
+    away += metapop::edge_coef(p, t, i, e) * (y[2 * cells + xj] + c * k_prev[2 * cells + xj]);
+    row += p.weights[e] * metapop::edge_travel(p.travel[t * p.n_regions + i], p.travel[t * p.n_regions + j]);
   }
   const double zs = y[x] + c * k_prev[x], ze = y[cells + x] + c * k_prev[cells + x];
   const double zi = y[2 * cells + x] + c * k_prev[2 * cells + x];

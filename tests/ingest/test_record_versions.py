@@ -22,6 +22,7 @@ from .conftest import IngestServer
 
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 SNOMED = "http://snomed.info/sct"
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 
 
 def _bundle(verification: str = "confirmed", flu_result: str = "260373001") -> dict:
@@ -138,3 +139,105 @@ def test_digests_are_stable_across_calls_and_copies(kind: str) -> None:
                       "when": pa.array([0, None], pa.timestamp("us", tz="UTC"))})
     assert row_digests(kind, table) == row_digests(kind, copy.deepcopy(table))
     assert row_digests(kind, table)[0] != row_digests(kind, table)[1]
+
+
+def _ili(cid: str, pid: str, status: str = "confirmed", onset: str = "2025-11-24") -> dict:
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{pid}"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J11.1"}]},
+            "verificationStatus": {"coding": [{"system": VERIFICATION, "code": status}]},
+            "onsetDateTime": onset}
+
+
+def _patient(pid: str, state: str = "VT", birth: str = "1970-03-04") -> dict:
+    return {"resourceType": "Patient", "id": pid, "gender": "male", "birthDate": birth,
+            "address": [{"use": "home", "state": state, "country": "US"}]}
+
+
+def _resources(*resources: dict) -> dict:
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+
+
+def _places(store: ParquetStore) -> dict[str, int]:
+    frame = SurveillanceCounts(store).counts("ili", "D", start="2025-11-24", end="2025-11-24")
+    return {c: int(frame[c].sum()) for c in frame.columns if frame[c].sum()}
+
+
+def test_a_birth_date_rewrite_keeps_the_later_versions_of_its_files_rows(
+        ingest_server: IngestServer) -> None:
+    birthday = _ili("y", "p2", onset="1970-03-04")  # an event on the birth date: the guard rewrites it
+    _send(ingest_server, _resources(_ili("x", "p2"), birthday))  # the Patient comes later (bulk export)
+    assert _send(ingest_server, _resources(_ili("x", "p2", "entered-in-error"))).receipt.revised == 1
+    assert _send(ingest_server, _resources(_patient("p2"))).receipt.stored["patient"] == 1  # rewrites file 1
+    assert _places(ingest_server.plugin.store) == {}
+    back = _send(ingest_server, _resources(_ili("x", "p2")))  # re-confirmed: a version, not a duplicate
+    assert back.receipt.revised == 1 and _places(ingest_server.plugin.store) == {"US-VT": 1}
+    assert _send(ingest_server, _resources(_ili("x", "p2"))).receipt.duplicates == 1
+    assert _send(ingest_server, _resources(birthday)).receipt.duplicates == 1  # its generalized self
+    reopened = ParquetStore(str(ingest_server.store_dir)).open()  # a restart indexes the same versions
+    assert reopened.commit({}).duplicates == 0 and _places(reopened) == {"US-VT": 1}
+
+
+def test_a_patient_stored_anew_moves_the_cases_it_placed_for_every_reader(
+        ingest_server: IngestServer) -> None:
+    _send(ingest_server, _resources(_patient("p3", "VT")))
+    _send(ingest_server, _resources(_ili("c3", "p3")))  # sent alone: its place comes from the patient
+    running = SurveillanceCounts(ingest_server.plugin.store)
+    assert running.counts("ili", "D")["US-VT"].sum() == 1
+    assert _send(ingest_server, _resources(_patient("p3", "NH"))).receipt.revised == 1
+    fresh = SurveillanceCounts(ParquetStore(str(ingest_server.store_dir)).open())
+    for reader in (running, fresh):
+        frame = reader.counts("ili", "D", start="2025-11-24", end="2025-11-24")
+        assert {c: int(frame[c].sum()) for c in frame.columns} == {"US-NH": 1}
+
+
+def test_a_flat_conditions_corrected_state_is_a_new_version(ingest_server: IngestServer) -> None:
+    def send(state: str) -> ingest_pb2.IngestResponse:
+        row = ingest_pb2.ConditionRecord(condition_id="f1", patient_id="fp1", code="J10.1",
+                                         onset="2025-11-24", state=state, country="US")
+        request = ingest_pb2.IngestRequest(source="lab", flat=ingest_pb2.FlatRecords(conditions=[row]))
+        return ingest_server.stub.IngestBatch(request, timeout=30)
+
+    send("VT")
+    assert send("VT").receipt.duplicates == 1
+    assert send("NH").receipt.revised == 1 and _places(ingest_server.plugin.store) == {"US-NH": 1}
+
+
+def test_a_corrected_birth_date_guards_the_events_stored_after_it(ingest_server: IngestServer) -> None:
+    _send(ingest_server, _resources(_patient("p4", birth="1976-01-16")))
+    assert _send(ingest_server, _resources(_patient("p4", birth="1980-03-05"))).receipt.revised == 1
+    _send(ingest_server, _resources(_ili("c4", "p4", onset="1980-03-05T10:00:00Z")))
+    onset = ingest_server.plugin.store.read("condition", ["onset"])["onset"].to_pylist()
+    assert [(d.year, d.month, d.day) for d in onset] == [(1980, 3, 1)]  # cut to the birth month
+
+
+def test_an_update_that_leaves_the_case_as_it_was_keeps_its_first_report_day(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from healthai.normalize.fhir import normalize_fhir
+
+    from .conftest import context
+
+    store = ParquetStore(str(tmp_path)).open()
+    condition = _ili("c5", "p5")
+    resolved = {**condition, "clinicalStatus": {"coding": [{"code": "resolved", "system": CLINICAL}]}}
+    for day, resource in ((1, condition), (20, resolved)):
+        tables = normalize_fhir(_resources(_patient("p5"), resource), ctx=context(), source="s").tables
+        store.commit({k: t for k, t in tables.items() if t.num_rows},
+                     now=dt.datetime(2025, 12, day, tzinfo=dt.UTC))
+    assert store.superseded("condition") == 1  # stored again: a new version
+    cases = SurveillanceCounts(store).cases("ili")
+    assert cases["reported"].tolist() == [pd.Timestamp("2025-12-01")]
+
+
+def test_the_latest_version_is_the_last_committed_whatever_its_ingest_day(tmp_path: Path) -> None:
+    import datetime as dt
+
+    store = ParquetStore(str(tmp_path)).open()
+    row = {"source": ["s"], "record_key": ["k"], "resource_id": ["k"], "patient_id": ["p"],
+           "region": ["US-VT"], "icd10_code": ["J10.1"], "onset": pa.array([0], pa.timestamp("us", tz="UTC"))}
+    for status, day in (("entered-in-error", 2), ("confirmed", 1), ("entered-in-error", 2)):
+        store.commit({"condition": pa.table({**row, "verification_status": [status]})},
+                     now=dt.datetime(2025, 12, day, tzinfo=dt.UTC))  # a replica's clock a day behind
+    assert store.read("condition", ["verification_status"])["verification_status"].to_pylist() == [
+        "entered-in-error"]
+    assert SurveillanceCounts(store).cases("ili").empty

@@ -41,7 +41,7 @@ def test_row_unique_key_columns_are_not_dictionary_encoded(tmp_path: Path) -> No
     dictionary = {meta.column(i).path_in_schema: "RLE_DICTIONARY" in meta.column(i).encodings
                   for i in range(meta.num_columns)}
     assert dictionary == {"source": True, "record_key": False, "value": True, "resource_id": False,
-                          "region": True, "row_digest": False}
+                          "region": True, "row_digest": False, "row_place_digest": True}
     assert store.read("observation").equals(pq.read_table(tmp_path / result.files[0]))
 
 

@@ -179,7 +179,10 @@ BAD = [
     ({"seed_infections": None, "state": scenario_pb2.State(s=[1], e=[0], i=[0], r=[0])}, "state.s"),
     ({"report_regions": ["r00", "zz"]}, "report_regions[1]"),
     ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "a"], population=[1, 2])}, "graph.regions"),
-    ({"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "b"], population=[5, 0])}, "graph.population"),
+    (
+        {"graph": scenario_pb2.ScenarioGraph(region_ids=["a", "b"], population=[5, 0])},
+        "graph.population[1] (region b)",
+    ),
     (
         {
             "graph": scenario_pb2.ScenarioGraph(

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 def run(case: str, *, simd: bool, threads: int = 1, tables: bool = True) -> np.ndarray:
     if case == "flips":
-        # E -> I with p = 1 - exp(-0.8) > 1/2 (the complementary leap), admissions with p = 0.7 (flipped
+        # E -> I with p = sigma dt = 0.8 > 1/2 (the complementary leap), admissions with p = 0.7 (flipped
         # too), contact spikes that push S -> E past p = 1/2, vaccination drawing on S (inversion and
         # BTRS), two sub-steps, 37 runs: two full vectors of 16 and a partial one of 5.
         g, runs, days, i0 = grid_graph(4, pop_scale=300_000, seed=5), 37, 50, 400
@@ -39,6 +39,9 @@ def run(case: str, *, simd: bool, threads: int = 1, tables: bool = True) -> np.n
     contact[20:23, ::2] = 25.0
     vacc = np.zeros((days, n))
     vacc[30:, : n // 2] = 0.9
+    travel = np.ones((days, n))  # travel restricted in one region, raised in another: per-edge multipliers
+    travel[10:40, 5] = 0.2
+    travel[25:, n - 2] = 2.0
     onsets = advance(
         g,
         st,
@@ -46,7 +49,7 @@ def run(case: str, *, simd: bool, threads: int = 1, tables: bool = True) -> np.n
         sigma=sigma,
         gamma=0.25,
         contact=contact,
-        travel=np.ones((days, n)),
+        travel=travel,
         vacc=vacc,
         seed=31,
         substeps=substeps,

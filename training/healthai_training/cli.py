@@ -98,6 +98,8 @@ def _train_risk(args: argparse.Namespace) -> int:
         raise TrainingInputError("--spec needs --table FILE (the cohort table)", field="table")
     dataset = args.dataset or "diabetes130"
     defaults = risk_defaults(dataset, private=not args.non_private) if args.table is None else {}
+    if args.new_version and args.export_to is None:
+        raise TrainingInputError("--new-version needs --export-to REPOSITORY", field="new_version")
     results = []
     for seed in args.seeds:
         cfg = RiskConfig(
@@ -108,19 +110,18 @@ def _train_risk(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             config=cfg,
             runs_dir=args.runs_dir,
-            export_repo=args.export_to,
+            export_repo=None,  # published below (version chosen here: --new-version)
             model_name=args.model_name,
-            export=not args.no_export,
+            export=not args.no_export or args.export_to is not None,
             table=args.table,
             spec=args.spec,
             size_to_cohort=_overrides(args) if args.table is not None else None,
         )
         results.append(result)
-        print(
-            json.dumps(
-                {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
-            )
-        )
+        line = {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
+        if args.export_to is not None:
+            line["published"] = _publish_risk(run_dir, args)
+        print(json.dumps(line))
     if args.json is not None:  # issue 12: {"auroc", "auprc", "brier", "epsilon"} (mean over seeds)
         keys = ("auroc", "auprc", "brier")
         summary = {k: float(sum(r["test"][k] for r in results) / len(results)) for k in keys}
@@ -128,6 +129,15 @@ def _train_risk(args: argparse.Namespace) -> int:
         summary["epsilon"] = None if None in eps else float(max(eps))
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _publish_risk(run_dir: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Publish the run's exported model into ``--export-to`` (version 1, or the next with --new-version)."""
+    from healthai_training.publish import publish
+
+    (model_dir,) = [p for p in (run_dir / "models").iterdir() if p.is_dir()]
+    version = publish(model_dir, args.export_to, new_version=args.new_version)
+    return {"repository": str(args.export_to), "model": model_dir.name, "version": version}
 
 
 FORECAST_FLAGS = (  # forecaster options that override FORECAST_DEFAULTS when given
@@ -265,6 +275,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _privacy_args(risk, default_epsilon=1.2)
     risk.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     risk.add_argument("--no-export", action="store_true", help="skip the ONNX export into the run folder")
+    risk.add_argument(
+        "--new-version",
+        action="store_true",
+        help="with --export-to: publish as the next version number (hot reload) instead of version 1",
+    )
     add_store_flags(risk)
     risk.set_defaults(func=_guard(_train_risk))
     fc = kinds.add_parser("forecast", help="spatio-temporal GNN forecaster on weekly ILI counts")

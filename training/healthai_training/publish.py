@@ -28,8 +28,15 @@ def publish(model_dir: Path, repo: Path | None, *, new_version: bool = False) ->
         for version in versions:
             shutil.rmtree(dest / version.name, ignore_errors=True)
         shutil.copytree(model_dir, dest, dirs_exist_ok=True)
-        logger.info("published %s to %s", model_dir.name, repo)
-        return int(versions[-1].name) if versions else None
+        written = [int(v.name) for v in versions]
+        logger.info("published %s as version %s to %s", model_dir.name, ", ".join(map(str, written)), repo)
+        newer = newer_versions(dest, max(written, default=0))
+        if newer:
+            logger.warning("%s: version %d in %s is newer than the version %d just written and stays the "
+                           "one served (the newest is served unless a request pins one): publish with "
+                           "--new-version, or remove version(s) %s", model_dir.name, newer[-1], repo,
+                           max(written), ", ".join(map(str, newer)))
+        return written[-1] if written else None
     dest.mkdir(parents=True, exist_ok=True)
     existing = [int(p.name) for p in dest.iterdir() if p.is_dir() and p.name.isdigit()]
     number = max(existing, default=0) + 1
@@ -47,6 +54,12 @@ def publish(model_dir: Path, repo: Path | None, *, new_version: bool = False) ->
     staging.rename(dest / str(number))
     logger.info("published %s as version %d to %s", model_dir.name, number, repo)
     return number
+
+
+def newer_versions(dest: Path, version: int) -> list[int]:
+    """Version numbers above ``version`` in a model's repository folder, ascending."""
+    found = dest.iterdir() if dest.is_dir() else ()
+    return sorted(int(p.name) for p in found if p.is_dir() and p.name.isdigit() and int(p.name) > version)
 
 
 _DIMS = re.compile(r"dims:\s*\[[^\]]*\]")

@@ -199,14 +199,19 @@ def _score_input(args: argparse.Namespace) -> tuple[list[dict[str, float]], list
     diagnoses = None
     if any("diagnoses" in r for r in raw):
         diagnoses = [_codes(r.pop("diagnoses", "")) for r in raw]
+    missing_cells = {"", "na", "nan", "null"}  # sent as NaN: the server fills it where the card allows
     rows = []
     for i, r in enumerate(raw):
         row = {}
         for k, v in r.items():
+            if v is None or (isinstance(v, str) and v.strip().lower() in missing_cells):
+                row[k] = float("nan")  # else the server names the feature and how to send it
+                continue
             try:
                 row[k] = float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"{args.input}: patient {i}, feature {k!r}: {v!r} is not a number") from None
+                raise ValueError(f"{args.input}: patient {i}, feature {k!r}: {v!r} is not a number (a "
+                                 "missing value: an empty cell, NA or null)") from None
         rows.append(row)
     return rows, diagnoses
 

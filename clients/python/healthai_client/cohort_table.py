@@ -12,12 +12,14 @@ the card (``imputation``), as training filled it. Rows that training would have 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from healthai_client.errors import HealthAIClientError
 from healthai_client.results import ScoreResult
 
 
@@ -53,11 +55,29 @@ def score_rows(client: Any, model: str, rows: CohortRows, *, batch: int, top_fea
         raise ValueError(f"--batch must be >= 1, got {batch}")
     parts: list[ScoreResult] = []
     for start in range(0, len(rows.x), batch):
-        parts.append(client.score(model, rows.x[start:start + batch], feature_names=rows.feature_names,
-                                  top_features=top_features, model_version=model_version))
+        try:
+            parts.append(client.score(model, rows.x[start:start + batch], feature_names=rows.feature_names,
+                                      top_features=top_features, model_version=model_version))
+        except HealthAIClientError as exc:
+            raise in_table(exc, start) from None
         model_version = parts[0].model_version  # a reload mid-table does not mix versions
     patients = tuple(p for part in parts for p in part.patients)
     return ScoreResult(parts[0].model_name, parts[0].model_version, patients)
+
+
+_PATIENT = re.compile(r"features\[(\d+)\]")
+
+
+def in_table(exc: HealthAIClientError, start: int) -> HealthAIClientError:
+    """The server's error for a batch starting at table row ``start`` (0-based), naming the row of the
+    whole table: ``features[i]`` becomes ``table row R (features[start + i])``, R 1-based as a data row
+    of a spreadsheet (the numbering of training's errors); the patient id is not shown."""
+    def whole(m: re.Match[str]) -> str:
+        row = start + int(m.group(1))
+        return f"table row {row + 1} (features[{row}])"
+
+    message = _PATIENT.sub(whole, exc.message)
+    return HealthAIClientError(exc.code, message, address=exc.address, attempts=exc.attempts)
 
 
 def write_scores(path: Path, result: ScoreResult, patient_ids: tuple[str, ...] | None = None) -> int:

@@ -66,7 +66,7 @@ def scenario_request(
     graph: str | Mapping[str, Any],
     *,
     horizon_days: int,
-    runs: int = 100,
+    runs: int | None = None,
     seed: int = 0,
     disease: Mapping[str, float] | None = None,
     mobility: float | None = None,
@@ -85,7 +85,7 @@ def scenario_request(
         graph=g,
         disease=d,
         horizon_days=horizon_days,
-        runs=runs,
+        runs=runs or 0,  # 0: the server's default, 100 runs (1 with deterministic)
         seed=seed,
         period_days=period_days,
         quantile_levels=list(quantile_levels),

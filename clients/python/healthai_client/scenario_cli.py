@@ -31,6 +31,27 @@ _IV_KEYS = {
 }
 
 
+# The graph reader's hint for a region without edges names train forecast's flags; scenario and
+# calibrate read isolated regions anyway (a self-row) and have no --exclude-regions.
+_TRAIN_HINT = ", with --allow-isolated; or --exclude-regions)"
+_SCENARIO_HINT = "; or leave it out of the --population file)"
+
+
+def _graph(args: argparse.Namespace) -> str | dict[str, Any]:
+    try:
+        return scenario_graph_arg(args.graph, args.population, args.region_ids)
+    except ValueError as e:
+        if _TRAIN_HINT not in str(e):
+            raise
+        raise ValueError(str(e).replace(_TRAIN_HINT, _SCENARIO_HINT)) from None
+
+
+def table_level(levels: Any) -> tuple[int, str]:
+    """The level the table prints (0.5, else the one nearest it) and its label (q50, q95, ...)."""
+    k = min(range(len(levels)), key=lambda j: abs(float(levels[j]) - 0.5))
+    return k, f"q{round(float(levels[k]) * 100, 3):g}"
+
+
 def parse_intervention(text: str) -> dict[str, Any]:
     """'regions=06037,06059;start=21;end=90;contact=0.7' -> Intervention fields."""
     out: dict[str, Any] = {}
@@ -96,7 +117,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def scenario(args: argparse.Namespace) -> int:
     opts = _options(args)
-    graph = scenario_graph_arg(args.graph, args.population, args.region_ids)
+    graph = _graph(args)
     if args.plot:
         require_plotting("--plot")
     if args.plot and args.regions and args.plot_regions:
@@ -135,7 +156,9 @@ def scenario(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    median = result.quantile(0.5) if 0.5 in result.levels else result.mean
+    mid, q = table_level(result.levels)
+    # onsets: the sum of the per-period medians, or of the means when 0.5 was not requested
+    onsets, what = (result.quantiles[..., mid], q) if q == "q50" else (result.mean, "mean")
     print(
         f"{result.runs} runs, work {result.work:,}, {result.elapsed_s:.2f} s"
         + (
@@ -146,18 +169,17 @@ def scenario(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    print(f"{'region':<10} {'onsets (q50 sum)':>16} {'peak day q50':>13} {'peak size q50':>14}")
-    mid = len(result.levels) // 2
+    print(f"{'region':<10} {f'onsets ({what} sum)':>17} {f'peak day {q}':>14} {f'peak size {q}':>15}")
     for k, rid in enumerate(result.region_ids[: args.show]):
         print(
-            f"{rid:<10} {median[:, k].sum():>16.0f} {result.peak_day[k, mid]:>13.0f} "
-            f"{result.peak_size[k, mid]:>14.0f}"
+            f"{rid:<10} {onsets[:, k].sum():>17.0f} {result.peak_day[k, mid]:>14.0f} "
+            f"{result.peak_size[k, mid]:>15.0f}"
         )
     if result.hospital_total_quantiles is not None:
         peak = result.hospital_total_quantiles[:, mid]
         k = int(peak.argmax())
         print(
-            f"hospital occupancy, all regions (q50 at period ends): peak {peak[k]:.0f} beds "
+            f"hospital occupancy, all regions ({q} at period ends): peak {peak[k]:.0f} beds "
             f"in the period from day {int(result.period_start_day[k])}"
         )
     if args.plot:
@@ -166,7 +188,7 @@ def scenario(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
-    graph = scenario_graph_arg(args.graph, args.population, args.region_ids)
+    graph = _graph(args)
     with make_client(args) as client:
         fit = client.calibrate(
             graph,
@@ -214,7 +236,7 @@ def add_scenario_parsers(sub: Any) -> None:
     )
     p.add_argument("--window", type=int, default=0, help="calibration window in days (default 28)")
     p.add_argument("--horizon", type=int, required=True, help="days to simulate")
-    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--runs", type=int, help="stochastic runs (default 100; --deterministic: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--r0", type=float)
     p.add_argument("--latent-days", type=float)

@@ -21,6 +21,11 @@ up, and at ``open``). The commit that first stores the Patient's token also rewr
 the dates generalized (same rows and keys; the commit log promotes the rewrite over the file, so
 replicas and a crash roll it forward like any commit). ``ParquetStore.read`` applies the guard as
 well, which also covers files written before this guard existed.
+
+A Patient stored again with another birth date (a correction: a new version, see
+:mod:`healthai.store.versions`) guards the events stored from then on, and ``ParquetStore.read``; events
+stored earlier on the corrected date are not rewritten in their files (the guard keeps files only for
+patients whose birth date it has not seen).
 """
 
 from __future__ import annotations
@@ -76,8 +81,8 @@ class BirthDateGuard:
         return len(self._births)
 
     def observe(self, kind: str, table: pa.Table, path: str) -> None:
-        """Committed rows (in commit order): learn patients' tokens (first row wins, as in the
-        store), note event files of patients whose birth date is not known yet."""
+        """Committed rows (in commit order): learn patients' tokens (the latest version wins, as in the
+        store's reads), note event files of patients whose birth date is not known yet."""
         if kind == PATIENT and TOKEN_COLUMN in table.column_names:
             for pid in self._learn(self._births, table):
                 self._orphans.pop(pid, None)  # whoever stored the token rewrote those files
@@ -140,11 +145,14 @@ class BirthDateGuard:
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _learn(into: dict[str, tuple[int, int, str]], table: pa.Table,
-               skip: Mapping[str, object] | None = None) -> list[str]:
+               skip: Mapping[str, tuple[int, int, str]] | None = None) -> list[str]:
         cols = [table[c].to_pylist() for c in WATCH[PATIENT]]
         new = []
         for pid, year, month, token in zip(*cols, strict=True):
-            if pid and token and year and month and pid not in into and (skip is None or pid not in skip):
+            if not (pid and token and year and month):
+                continue
+            known = into.get(pid) or (skip.get(pid) if skip is not None else None)
+            if known is None or known[2] != token:  # new, or a corrected birth date
                 into[pid] = (int(year), int(month), token)
                 new.append(pid)
         return new

@@ -29,7 +29,7 @@ import numpy as np
 from healthai.ops.metapop import MobilityGraph, SeirState, advance
 from healthai.scenario.errors import FieldError
 from healthai.scenario.graphs import state_of
-from healthai.scenario.model import Disease
+from healthai.scenario.model import Disease, substeps_for
 
 RATES = np.geomspace(0.02, 1.0, 8)
 R0_COARSE = np.linspace(0.4, 4.0, 19)
@@ -160,7 +160,7 @@ def _simulate(
             contact=ones,
             travel=ones,
             vacc=none,
-            substeps=1,
+            substeps=substeps_for(disease, "deterministic"),
         )
         for g, cols in enumerate(groups):
             out[t, g] = daily[cols].sum(axis=0)

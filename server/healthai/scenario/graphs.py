@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from healthai.errors import NotFound
+from healthai.errors import InvalidInput, NotFound
 from healthai.ops.metapop import MobilityGraph
 from healthai.scenario.errors import FieldError
 
@@ -128,8 +128,12 @@ def explicit_graph(
     if len(set(ids)) != n:
         raise FieldError("graph region ids must be unique", field="graph.regions")
     pop = np.asarray(population, dtype=np.int64)
-    if pop.shape != (n,) or np.any(pop <= 0) or np.any(pop > 2_000_000_000):
-        raise FieldError("every region needs a population in [1, 2e9]", field="graph.population")
+    if pop.shape != (n,):
+        raise FieldError(f"{pop.size} populations for {n} regions", field="graph.population")
+    bad = np.flatnonzero((pop <= 0) | (pop > 2_000_000_000))
+    if len(bad):
+        i, f = int(bad[0]), f"graph.population[{bad[0]}]"
+        raise InvalidInput(f"{f} (region {ids[i]}): {pop[i]} is not in [1, 2e9]", field=f)
     if not 0.0 <= mobility <= 1.0:
         raise FieldError(f"mobility must be in [0, 1], got {mobility}", field="graph.mobility")
     arr = np.asarray(edges, dtype=np.float64).reshape(-1, 3)

@@ -12,13 +12,30 @@ import scipy.integrate
 import scipy.sparse
 
 from healthai.ops.metapop import MobilityGraph
+from healthai.scenario.model import away_rows, edge_travel
 
 
-def mobility_matrix(graph: MobilityGraph) -> scipy.sparse.csr_matrix:
-    """A[i, j] = w_ij / N_j, so that A @ I gives sum_j w_ij I_j / N_j."""
+def mobility_matrix(graph: MobilityGraph, travel: np.ndarray | None = None) -> scipy.sparse.csr_matrix:
+    """A[i, j] = w_ij f_ij / N_j (f: the edges' travel multipliers for one day's [n], else 1), so that
+    A @ I gives sum_j w_ij f_ij I_j / N_j."""
     n = graph.n_regions
-    w = graph.weights / graph.population[graph.indices]
+    f = 1.0 if travel is None else edge_travel(graph, travel)
+    w = graph.weights * f / graph.population[graph.indices]
     return scipy.sparse.csr_matrix((w, graph.indices, graph.indptr), shape=(n, n))
+
+
+def coupling(graph: MobilityGraph, travel: np.ndarray) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """One day's mobility_matrix and home fractions 1 - a_i for its travel multipliers [n]."""
+    return mobility_matrix(graph, travel), 1.0 - away_rows(graph, travel)
+
+
+def force(
+    a: scipy.sparse.csr_matrix, home: np.ndarray, inv_n: np.ndarray, I: np.ndarray, contact: np.ndarray  # noqa: E741
+) -> np.ndarray:
+    """lambda / beta: contact_i ((1 - a_i) I_i/N_i + sum_j w_ij f_ij I_j/N_j) (``coupling``'s a, home);
+    I [n] or [n, runs]."""
+    col = (lambda v: v[:, None]) if I.ndim == 2 else (lambda v: v)
+    return col(contact) * (col(home * inv_n) * I + a @ I)
 
 
 class NumpyEngine:
@@ -33,8 +50,7 @@ class NumpyEngine:
         hosp_frac: float = 0.0,
         hosp_rate: float = 0.0,
     ) -> None:
-        self.a = mobility_matrix(graph)
-        self.row = graph.away_fraction()
+        self.graph = graph
         self.inv_n = 1.0 / graph.population.astype(np.float64)
         self.beta = np.asarray(beta, np.float64)
         self.sigma, self.gamma = sigma, gamma
@@ -55,25 +71,19 @@ class NumpyEngine:
     ) -> np.ndarray:
         """One tau-leap of all cells [n, runs] in place (and H, the hospital compartment, when given);
         returns the onsets."""
-        away = self.a @ I
-        own = I * self.inv_n[:, None]
-        lam = (
-            self.beta[None, :]
-            * contact[:, None]
-            * ((1.0 - travel * self.row)[:, None] * own + travel[:, None] * away)
-        )
+        lam = self.beta[None, :] * force(*coupling(self.graph, travel), self.inv_n, I, contact)
         b = self.rng.binomial
         new_e = b(S, -np.expm1(-lam * dt))
         # no draw where nothing can happen (the native engine skips those cells the same way)
         new_v = b(S - new_e, -np.expm1(-vacc[:, None] * dt) * np.ones_like(lam)) if vacc.any() else 0
-        new_i = b(E, -np.expm1(-self.sigma * dt))
-        new_r = b(I, -np.expm1(-self.gamma * dt))
+        new_i = b(E, self.sigma * dt)  # stage exits: rate * dt (csrc/metapop_cell.h, sojourn_leap)
+        new_r = b(I, self.gamma * dt)
         S -= new_e + new_v
         E += new_e - new_i
         I += new_i - new_r  # noqa: E741
         if H is not None:
             new_h = b(new_r, self.hosp_frac)
-            new_d = b(H, -np.expm1(-self.hosp_rate * dt))
+            new_d = b(H, self.hosp_rate * dt)
             H += new_h - new_d
             new_r = new_r - new_h + new_d
         R += new_r + new_v
@@ -98,8 +108,6 @@ def solve_ode(
     and the daily onsets [days, n]. Schedules [days, n] are piecewise constant per day; H (hospital
     occupancy, from 0) is fed by hosp_frac of the I -> out flow and empties at hosp_rate."""
     n = graph.n_regions
-    a = mobility_matrix(graph)
-    row = graph.away_fraction()
     inv_n = 1.0 / graph.population.astype(np.float64)
     ones = np.ones((days, n))
     contact = ones if contact is None else contact
@@ -108,13 +116,15 @@ def solve_ode(
     y = np.concatenate([np.asarray(c, np.float64) for c in start] + [np.zeros(n), np.zeros(n)])
     out = [y.copy()]
     for t in range(days):
-        c, tr, v = contact[t], travel[t], vacc[t]
+        c, v = contact[t], vacc[t]
+        a, home = coupling(graph, travel[t])
 
         def rhs(
-            _: float, z: np.ndarray, c: np.ndarray = c, tr: np.ndarray = tr, v: np.ndarray = v
+            _: float, z: np.ndarray, c: np.ndarray = c, v: np.ndarray = v,
+            a: scipy.sparse.csr_matrix = a, home: np.ndarray = home,
         ) -> np.ndarray:
             S, E, I, H = z[:n], z[n : 2 * n], z[2 * n : 3 * n], z[5 * n :]  # noqa: E741
-            lam = beta * c * ((1.0 - tr * row) * I * inv_n + tr * (a @ I))
+            lam = beta * force(a, home, inv_n, I, c)
             admit, discharge = hosp_frac * gamma * I, hosp_rate * H
             return np.concatenate(
                 [

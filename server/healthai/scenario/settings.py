@@ -16,8 +16,9 @@ class ScenarioSettings(BaseModel):
     # Folder of named graphs: <graphs_dir>/us_counties holds the Census county files. The default is
     # the package's copy (healthai/data/graphs, public-domain Census files; see its README).
     graphs_dir: Path = DEFAULT_GRAPHS_DIR
-    # Work = runs x regions x days x substeps. Run (unary) takes up to unary_max_work, RunStream up
-    # to max_work; more is RESOURCE_EXHAUSTED. The default admits the county graph x 1,000 runs x 365 days.
+    # Work = runs x regions x days (sub-steps per day not counted). Run (unary) takes up to unary_max_work,
+    # RunStream up to max_work; more is RESOURCE_EXHAUSTED. The default admits the county graph x 1,000 runs
+    # x 365 days.
     unary_max_work: int = Field(50_000_000, ge=1)
     max_work: int = Field(1_500_000_000, ge=1)
     # Jobs computing at once (each uses every engine thread) and jobs waiting; beyond: RESOURCE_EXHAUSTED.

@@ -43,7 +43,14 @@ import pyarrow.parquet as pq
 
 from healthai.errors import InvalidInput
 from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, write_part
-from healthai.store.versions import DIGEST_COLUMN, VersionIndex, digests_of, latest_rows, with_digests
+from healthai.store.versions import (
+    DIGEST_COLUMN,
+    PLACE_COLUMN,
+    VersionIndex,
+    digests_of,
+    latest_rows,
+    with_digests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ ID_COLUMN = "record_key"
 _PART = re.compile(r"^part-(\d{12})-([0-9a-f]{32})\.parquet$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 _SEP = "\x1f"
+_Fresh = tuple[pa.Table, list[str], list[bytes | None]]  # rows to write of one kind, their keys, versions
 
 
 @dataclass(frozen=True)
@@ -250,14 +258,16 @@ class ParquetStore:
                     self._catch_up()
                 work, generalized, rewrites = (self._guard.apply(tables, self._read_rel)
                                                if self._guard is not None else (tables, {}, {}))
+                rewritten_from = {rel: digests_of(t) for rel, t in rewrites.items()}
                 rewrites = {rel: with_digests(_kind_of(rel), t) for rel, t in rewrites.items()}
-                fresh: dict[str, tuple[pa.Table, list[str]]] = {}
+                fresh: dict[str, _Fresh] = {}
                 skipped: dict[str, pa.Table] = {}
                 revised: dict[str, list[str]] = {}
                 for kind, table in work.items():
                     table = with_digests(kind, table)
                     keys = _keys(table)
-                    keep, versions = self._index.split(kind, keys, table[DIGEST_COLUMN].to_pylist())
+                    digests = digests_of(table)
+                    keep, versions = self._index.split(kind, keys, digests)
                     if versions and "resource_id" in table.column_names:
                         revised[kind] = table["resource_id"].take(versions).to_pylist()
                     if not all(keep):
@@ -265,8 +275,9 @@ class ParquetStore:
                         skipped[kind] = table.filter(pc.invert(mask))
                         table = table.filter(mask)
                         keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
+                        digests = [d for d, kept in zip(digests, keep, strict=True) if kept]
                     if keys:
-                        fresh[kind] = (table, keys)
+                        fresh[kind] = (table, keys, digests)
                 duplicates = sum(t.num_rows for t in skipped.values())
                 if not fresh:
                     return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates,
@@ -274,7 +285,7 @@ class ParquetStore:
                 sequence = self._sequence + 1
                 if self._log is None:
                     files = [self._write(kind, today, sequence, batch_id, table)
-                             for kind, (table, _) in fresh.items()]
+                             for kind, (table, _, _) in fresh.items()]
                     for rel, table in rewrites.items():  # object stores: a PUT replaces atomically
                         write_part(table, f"{self.root}/{rel}", self.filesystem)
                     break
@@ -283,12 +294,12 @@ class ParquetStore:
                     files = claimed
                     break
             self._sequence = sequence
-            for kind, (table, new_keys) in fresh.items():
-                self._index.add(kind, new_keys, table[DIGEST_COLUMN].to_pylist())
+            for kind, (table, new_keys, digests) in fresh.items():
+                self._index.add(kind, new_keys, digests)
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, next(f for f in files if f.startswith(f"kind={kind}/")))
             for rel, table in rewrites.items():
-                self._index.refresh(_kind_of(rel), _keys(table), table[DIGEST_COLUMN].to_pylist())
+                self._index.refresh(_kind_of(rel), _keys(table), rewritten_from[rel], digests_of(table))
         if rewrites:
             log.info("commit %d rewrote %d earlier file(s): event dates on a birth date learnt now",
                      sequence, len(rewrites))
@@ -297,17 +308,17 @@ class ParquetStore:
             generalized = {k: [r for r in ids if r in written[k]]
                            for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
-                            stored={kind: t.num_rows for kind, (t, _) in fresh.items()}, skipped=skipped,
+                            stored={kind: t.num_rows for kind, (t, _, _) in fresh.items()}, skipped=skipped,
                             revised=revised,
                             generalized={k: ids for k, ids in generalized.items() if ids},
                             rewritten=sorted(rewrites))
 
-    def _commit_logged(self, fresh: dict[str, tuple[pa.Table, list[str]]], day: str, sequence: int,
+    def _commit_logged(self, fresh: dict[str, _Fresh], day: str, sequence: int,
                        batch_id: str, attempt: int, rewrites: dict[str, pa.Table]) -> list[str] | None:
         """Pending files, the exclusive claim of ``sequence``, the renames; None if the claim is lost."""
         assert self._log is not None
         names = []
-        for kind, (table, _) in fresh.items():
+        for kind, (table, _, _) in fresh.items():
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
             names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet", table))
@@ -335,10 +346,7 @@ class ParquetStore:
         for sequence in self._log.sequences_after(self._sequence):
             entry = self._log.read(sequence)
             for pending, final in entry.replaces:  # rewrites of committed files: roll forward
-                with contextlib.suppress(FileNotFoundError):
-                    self._log.promote(pending, final)
-                rewritten = self._read_keys(_kind_of(final), pending, final)
-                self._index.refresh(_kind_of(final), _keys(rewritten), digests_of(rewritten))
+                self._index_rewrite(pending, final)
             for pending, final in entry.files:
                 if final in skip:  # indexed from the listing already
                     continue
@@ -352,6 +360,22 @@ class ParquetStore:
                     self._log.promote(pending, final)
             self._sequence = sequence
         return rows
+
+    def _index_rewrite(self, pending: str, final: str) -> None:
+        """Promote another writer's rewrite of a committed file, re-indexing the rows it changed. Once the
+        writer has promoted it, the rows before are gone: they are left as indexed (a re-send of such a
+        row is then stored once more: an extra row, never a wrong read)."""
+        assert self._log is not None
+        kind = _kind_of(final)
+        try:
+            new = self._read_indexed(kind, f"{self.root}/{pending}")  # still pending: final is the old
+            old = self._read_indexed(kind, f"{self.root}/{final}")
+        except FileNotFoundError:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._log.promote(pending, final)
+        if _keys(old) == _keys(new):  # the same rows in the same order, as a rewrite keeps them
+            self._index.refresh(kind, _keys(old), digests_of(old), digests_of(new))
 
     def _read_keys(self, kind: str, pending: str, final: str) -> pa.Table:
         for rel in (final, pending, final):  # the writer may rename between our two looks
@@ -372,7 +396,7 @@ class ParquetStore:
         columns = [SOURCE_COLUMN, ID_COLUMN]
         watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
         have = set(pq.read_schema(path, filesystem=self.filesystem).names)
-        columns += [c for c in (DIGEST_COLUMN, *watched) if c in have and c not in columns]
+        columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
         return pq.read_table(path, columns=columns, filesystem=self.filesystem)
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:

@@ -6,11 +6,13 @@ new version otherwise: it is written, and from then on every read takes the late
 (commit order; row order within a commit). So a Condition re-sent as ``entered-in-error``, or an
 Observation whose value was corrected, counts as sent last; re-sending the same content stores nothing.
 
-The digest leaves out the key itself (and ``resource_id``, which the key names) and, except on
-patients, ``region`` and ``county``: on other kinds those come from the Patient sent in the same
-payload, not from the record, so a Condition sent first in a bundle and again alone (a bulk export) is
-the same record. Rows stored before digests existed have none (null): a record re-sent against such a
-row is treated as a duplicate, as it always was.
+The digest leaves out the key itself (and ``resource_id``, which the key names). On every kind but
+patient, ``region`` and ``county`` get a digest of their own (``row_place_digest``; 0 when both are
+null): a FHIR Condition's place comes from the Patient sent in the same payload, so a row without one
+is the same record as a stored row that has one (a Condition sent in a bundle, then alone in a bulk
+export), while a row with another place (a flat record's corrected ``state``) is a new version. Rows
+stored before digests existed have none (null): a record re-sent against such a row is treated as a
+duplicate, as it always was.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DIGEST_COLUMN = "row_digest"
+PLACE_COLUMN = "row_place_digest"
 KEY_COLUMNS = ("source", "record_key")
 _CONTEXT = ("region", "county")  # taken from the payload's Patient on every kind but patient
 _SAME_AS_KEY = ("resource_id",)  # the record key names the resource: hashing it adds nothing
 _SEP = "\x1f"
 _SEED, _PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_NO_PLACE = bytes(8)
 _DICTIONARY_FROM = 2048  # rows: below, encoding a dictionary costs more than it saves
 
 
@@ -37,9 +41,22 @@ def row_digests(kind: str, table: pa.Table) -> pa.Array:
     value (pandas' SipHash for text, a 64-bit mix of the bits for numbers and times) salted with the
     column's name, folded in in name order. A null leaves the digest as it is, so a column that a row
     lacks (added to the schema after the row was stored) and a null one are the same content."""
-    skip = {*KEY_COLUMNS, *_SAME_AS_KEY, DIGEST_COLUMN, *(() if kind == "patient" else _CONTEXT)}
-    digest = np.full(table.num_rows, _SEED, np.uint64)
-    for name in sorted(c for c in table.column_names if c not in skip):
+    context = () if kind == "patient" else _CONTEXT
+    skip = {*KEY_COLUMNS, *_SAME_AS_KEY, DIGEST_COLUMN, PLACE_COLUMN, *context}
+    return _fold(table, sorted(c for c in table.column_names if c not in skip), _SEED)
+
+
+def place_digests(kind: str, table: pa.Table) -> pa.Array:
+    """int64 digests of the rows' ``region`` and ``county`` (0 where both are null; 0 on patients, whose
+    place is in :func:`row_digests`)."""
+    if kind == "patient":
+        return pa.array(np.zeros(table.num_rows, np.int64))
+    return _fold(table, [c for c in _CONTEXT if c in table.column_names], np.uint64(0))
+
+
+def _fold(table: pa.Table, columns: list[str], seed: np.uint64) -> pa.Array:
+    digest = np.full(table.num_rows, seed, np.uint64)
+    for name in columns:
         col = table[name]
         if col.null_count == len(col):
             continue
@@ -86,25 +103,44 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def with_digests(kind: str, table: pa.Table) -> pa.Table:
-    """``table`` with its ``row_digest`` column (computed here, replacing any sent)."""
-    digests = row_digests(kind, table)
-    if DIGEST_COLUMN in table.column_names:
-        return table.set_column(table.column_names.index(DIGEST_COLUMN), DIGEST_COLUMN, digests)
-    return table.append_column(DIGEST_COLUMN, digests)
+    """``table`` with its ``row_digest`` and ``row_place_digest`` columns (computed here)."""
+    for name, digests in ((DIGEST_COLUMN, row_digests(kind, table)),
+                          (PLACE_COLUMN, place_digests(kind, table))):
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, digests)
+        else:
+            table = table.append_column(name, digests)
+    return table
 
 
-def digests_of(table: pa.Table) -> list[int | None]:
-    """The stored digests of ``table`` (None for rows stored before digests existed)."""
+def digests_of(table: pa.Table) -> list[bytes | None]:
+    """Each row's version as the index keeps it: 16 bytes, the content digest then the place digest
+    (None for rows stored before digests existed)."""
     if DIGEST_COLUMN not in table.column_names:
         return [None] * table.num_rows
-    return table[DIGEST_COLUMN].to_pylist()
+    core = pc.fill_null(table[DIGEST_COLUMN], 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    place = (pc.fill_null(table[PLACE_COLUMN], 0).to_numpy(zero_copy_only=False).astype(np.int64)
+             if PLACE_COLUMN in table.column_names else np.zeros(table.num_rows, np.int64))
+    both = np.ascontiguousarray(np.stack([core, place], 1)).view("V16").ravel().tolist()
+    if table[DIGEST_COLUMN].null_count:
+        valid = pc.is_valid(table[DIGEST_COLUMN]).to_pylist()
+        both = [b if ok else None for b, ok in zip(both, valid, strict=True)]
+    return both
+
+
+def _same(stored: bytes | None, incoming: bytes | None) -> bool:
+    """Is ``incoming`` the stored version? Yes when the stored row predates digests, or when the contents
+    match and the incoming row's place is none or the same."""
+    if stored is None or stored == incoming:
+        return True
+    return incoming is not None and stored[:8] == incoming[:8] and incoming[8:] == _NO_PLACE
 
 
 class VersionIndex:
     """Per kind: key → the latest stored version's digest, and how many rows replaced an earlier one."""
 
     def __init__(self) -> None:
-        self._latest: dict[str, dict[str, int | None]] = {}
+        self._latest: dict[str, dict[str, bytes | None]] = {}
         self.superseded: dict[str, int] = {}  # kind -> rows stored as a later version of a stored key
 
     def clear(self) -> None:
@@ -118,7 +154,7 @@ class VersionIndex:
         kind, key = kind_key
         return key in self._latest.get(kind, ())
 
-    def add(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]) -> None:
+    def add(self, kind: str, keys: Sequence[str], digests: Sequence[bytes | None]) -> None:
         """Index stored rows (in commit order): each is its key's latest version."""
         latest = self._latest.setdefault(kind, {})
         before = len(latest)
@@ -129,21 +165,25 @@ class VersionIndex:
             latest[key] = digest
         self.superseded[kind] = self.superseded.get(kind, 0) + len(keys) - (len(latest) - before)
 
-    def refresh(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]) -> None:
-        """Rows rewritten in place (the birth-date guard's generalized dates): their new digests become
-        their keys' latest. Should a key have a later version elsewhere, re-sending that version stores
-        it once more: an extra row, never a wrong read."""
-        self._latest.setdefault(kind, {}).update(zip(keys, digests, strict=True))
+    def refresh(self, kind: str, keys: Sequence[str], before: Sequence[bytes | None],
+                after: Sequence[bytes | None]) -> None:
+        """Rows rewritten in place (the birth-date guard's generalized dates): a row the rewrite changed
+        becomes its key's latest version again only if it was the latest (a key whose latest version
+        is in a later file keeps it)."""
+        latest = self._latest.setdefault(kind, {})
+        for key, old, new in zip(keys, before, after, strict=True):
+            if old != new and key in latest and latest[key] == old:
+                latest[key] = new
 
-    def split(self, kind: str, keys: Sequence[str], digests: Sequence[int | None]
+    def split(self, kind: str, keys: Sequence[str], digests: Sequence[bytes | None]
               ) -> tuple[list[bool], list[int]]:
         """Which incoming rows to store (new keys, and changed versions of stored ones), and the
-        positions of those that are new versions. A row equal to its key's latest version (stored, or
-        earlier in this batch) is a duplicate; a stored row without a digest matches anything."""
+        positions of those that are new versions. A row that is its key's latest version (stored, or
+        earlier in this batch: :func:`_same`) is a duplicate."""
         latest = self._latest.get(kind, {})
         if len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys):  # the common case, in C
             return [True] * len(keys), []
-        batch: dict[str, int | None] = {}
+        batch: dict[str, bytes | None] = {}
         keep: list[bool] = []
         versions: list[int] = []
         for i, (key, digest) in enumerate(zip(keys, digests, strict=True)):
@@ -153,7 +193,7 @@ class VersionIndex:
                 known, stored = latest[key], True
             else:
                 known, stored = None, False
-            store = not stored or (known is not None and known != digest)
+            store = not stored or not _same(known, digest)
             keep.append(store)
             if store:
                 if stored:

@@ -27,7 +27,9 @@ date are not counted (:meth:`SurveillanceCounts.uncounted` reports how many); th
 soon as the rows they lack are stored. A record stored again with other content (a Condition re-sent
 as ``entered-in-error``, a corrected lab result: :mod:`healthai.store.versions`) counts as its latest
 version: the cases of its earlier versions are withdrawn, and its case, if it still is one, is reported
-on the day the new version was stored. Incremental: each committed Parquet file is read once (only
+on the day the new version was stored (on its first day when the case itself did not change); a case
+that took its place or day from its patient or encounter takes them from their latest versions
+(:mod:`healthai.surveillance.case_versions`). Incremental: each committed Parquet file is read once (only
 the matching cases are kept in memory); a query after a commit, this process's or another replica's,
 reads just the new files.
 """
@@ -35,10 +37,9 @@ reads just the new files.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -48,9 +49,16 @@ import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
 from healthai.normalize.counties import FIPS
-from healthai.normalize.records import OFFSET_SUFFIX, SCHEMAS
+from healthai.normalize.records import OFFSET_SUFFIX
 from healthai.store import ParquetStore
-from healthai.store.versions import latest_rows
+from healthai.surveillance.case_versions import (
+    INTERNAL,
+    keep_first_report,
+    links_changed,
+    read_cases,
+    unlink,
+    withdraw,
+)
 from healthai.surveillance.links import LEVELS, StoredLinks, event_days, lookup
 from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
 
@@ -60,9 +68,7 @@ _LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "s
 _COLUMNS = ["patient_id", "encounter_id", *LEVELS, "icd10_code", "snomed_code", "onset", "recorded",
             "onset" + OFFSET_SUFFIX, "recorded" + OFFSET_SUFFIX, "verification_status"]
 NOT_A_CASE = ("refuted", "entered-in-error")  # a Condition's verificationStatus that withdraws it
-_CASE_COLUMNS = ["patient_id", "encounter_id", "place", "day", "reported", "key"]
-_KEYS = ["source", "record_key"]  # a stored record's key: a later version replaces its cases
-_INGEST_DATE = re.compile(r"ingest_date=(\d{4}-\d{2}-\d{2})")  # a part file's folder: the day it was stored
+_CASE_COLUMNS = ["patient_id", "place", "day", "reported", *INTERNAL]
 FREQS = ("D", "W")
 AGE_GROUPS = (0, 5, 25, 50, 65)  # ILINet's age groups: 0-4, 5-24, 25-49, 50-64, 65+
 UNATTRIBUTED = "row-"  # the patient_id of a case stored without a patient (each counts once)
@@ -75,10 +81,11 @@ class _State:
     sequence: int = -1
     files: set[str] = field(default_factory=set)
     cases: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day", "reported", "key"]))
+        default_factory=lambda: pd.DataFrame(columns=["patient_id", "place", "day", "reported", *INTERNAL]))
     pending: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
     daily: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(dtype="int64"))
     replaced: set[str] = field(default_factory=set)  # keys of records re-stored since the last read
+    links: int = 0  # case_versions.links_changed when the cases were last filled
 
 
 class SurveillanceCounts:
@@ -125,7 +132,7 @@ class SurveillanceCounts:
         record: its part file's ingest date). A copy: what the counts are made of."""
         self._daily(syndrome, level)
         with self._lock:
-            return self._state[syndrome, level].cases.drop(columns="key")
+            return self._state[syndrome, level].cases.drop(columns=INTERNAL)
 
     def aged_cases(self, syndrome: str = "ili", level: str = "region", age_groups: Sequence[int] = AGE_GROUPS
                    ) -> tuple[pd.DataFrame, list[str]]:
@@ -136,7 +143,7 @@ class SurveillanceCounts:
         self._daily(syndrome, level)
         with self._lock:
             self._links.refresh()
-            cases = self._state[syndrome, level].cases.drop(columns="key")
+            cases = self._state[syndrome, level].cases.drop(columns=INTERNAL)
             born = lookup(self._links.patient_birth, cases["patient_id"])  # birth month index, NaN unknown
         groups, labels = _age_groups(cases["day"], born, edges)
         return cases.assign(group=groups), labels
@@ -159,26 +166,31 @@ class SurveillanceCounts:
                 return state.daily
             definition = self.syndromes[syndrome]
             new_files = [f for f in self.store.files(CONDITION_KIND) if f not in state.files]
-            found = _read_cases(self.store, new_files, CONDITION_KIND, _COLUMNS,
-                                lambda t: _cases(t, definition, level), state.replaced)
+            found = read_cases(self.store, new_files, CONDITION_KIND, _COLUMNS,
+                               lambda t: _cases(t, definition, level), state.replaced)
             lab_files = [f for f in self.store.files(OBSERVATION_KIND) if f not in state.files] \
                 if definition.lab_loincs else []
-            labs = _read_cases(self.store, lab_files, OBSERVATION_KIND, _LAB_COLUMNS,
-                               lambda t: _lab_cases(t, definition, level), state.replaced)
-            retract = bool(state.replaced)
-            if retract:  # earlier versions of records stored again: their cases go
-                state.cases = state.cases[~state.cases["key"].isin(state.replaced)]
-                state.pending = state.pending[~state.pending["key"].isin(state.replaced)]
+            labs = read_cases(self.store, lab_files, OBSERVATION_KIND, _LAB_COLUMNS,
+                              lambda t: _lab_cases(t, definition, level), state.replaced)
+            changed = bool(state.replaced)
+            withdrawn = state.cases.iloc[:0]
+            if changed:  # earlier versions of records stored again: their cases go
+                state.cases, state.pending, withdrawn = withdraw(state.cases, state.pending, state.replaced)
                 state.replaced = set()
             pending = _concat(_concat(state.pending, found), labs)
+            links = links_changed(self.store)
+            if links != state.links:  # a patient or encounter stored anew: fill those cases again
+                state.cases, again = unlink(state.cases)
+                pending, changed, state.links = _concat(pending, again), True, links
             state.files.update(new_files + lab_files)
             if len(pending):  # some case lacks a place or a date: look in the rest of the store
                 self._links.refresh()
                 pending = self._links.fill(pending, level)
             done = pending["place"].notna() & pending["day"].notna()
             state.pending = pending[~done].reset_index(drop=True)
-            if done.any() or retract:
-                state.cases = _concat(state.cases, _counted(pending[done])).reset_index(drop=True)
+            if done.any() or changed:
+                counted = keep_first_report(_counted(pending[done]), withdrawn)
+                state.cases = _concat(state.cases, counted).reset_index(drop=True)
                 state.daily = daily_counts(state.cases)
             state.sequence = sequence
             return state.daily
@@ -342,37 +354,13 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
     })
 
 
-def _read_cases(store: ParquetStore, paths: list[str], kind: str, columns: list[str],
-                extract: Callable[[pa.Table], pd.DataFrame], replaced: set[str]) -> pd.DataFrame | None:
-    """The cases of the part files ``paths``, each with its file's ingest day (``reported``) and its
-    record's ``key``. When the store holds later versions of some records of ``kind``, only each
-    record's latest version in these files counts, and every key they hold is added to ``replaced``
-    (its cases read before are withdrawn)."""
-    if not paths:
-        return None
-    by_day: dict[str, list[str]] = {}
-    for path in paths:
-        match = _INGEST_DATE.search(path)
-        by_day.setdefault(match[1] if match else "", []).append(path)
-    days = [pa.scalar(pd.Timestamp(day) if day else None, pa.timestamp("ns")) for day in by_day]
-    tables = [store.read_files(group, columns + _KEYS, SCHEMAS[kind]) for group in by_day.values()]
-    table = pa.concat_tables([t.append_column("reported", pa.repeat(day, t.num_rows))
-                              for t, day in zip(tables, days, strict=True)], promote_options="permissive")
-    table = table.append_column("key", pc.binary_join_element_wise(
-        kind, pc.cast(table["source"], pa.string()), pc.cast(table["record_key"], pa.string()), "\x1f"))
-    if store.superseded(kind):
-        replaced.update(table["key"].to_pylist())
-        table = latest_rows(table)
-    found = extract(table)
-    return found if len(found) else None
-
-
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:
     """Cases with a place and a day → (patient_id, place, day, reported); rows without a patient each
     count once."""
     row_ids = pd.Series([f"{UNATTRIBUTED}{uuid.uuid4().hex}" for _ in range(len(cases))], index=cases.index)
     return pd.DataFrame({"patient_id": cases["patient_id"].fillna(row_ids), "place": cases["place"],
-                         "day": cases["day"], "reported": cases["reported"], "key": cases["key"]})
+                         "day": cases["day"], "reported": cases["reported"],
+                         **{c: cases[c] for c in INTERNAL}})
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:

@@ -33,7 +33,17 @@ def _target(df: pd.DataFrame, spec: CohortSpec) -> np.ndarray:
         empty = describe_rows(raw.isna().to_numpy())
         raise _err(f"{where}: target {spec.target!r} is empty in {empty}", where)
     if spec.positive is not None:
-        y = raw.isin(list(spec.positive)).to_numpy(dtype=np.float32)
+        positive = raw.isin(list(spec.positive))
+        negative = raw[~positive].value_counts()
+        if len(negative) > 1:  # every label that is not positive would silently become negative
+            shown = (", ".join(f"{v!r} ({c} rows)" for v, c in negative.items())
+                     if len(negative) <= 8 and spec.target != spec.patient_id
+                     else f"{len(negative)} distinct values (not shown)")
+            raise _err(f"{where}: target {spec.target!r} is not binary: positive = {list(spec.positive)} "
+                       f"matches {int(positive.sum())} rows and the other rows hold several values: {shown}; "
+                       "a target holds one negative value (add the positive ones to positive = [...], "
+                       "fix or drop the others)", where)
+        y = positive.to_numpy(dtype=np.float32)
     else:
         values = sorted(map(str, pd.unique(raw)))
         if not raw.isin([0, 1, True, False]).all():
@@ -85,6 +95,7 @@ def build_cohort(
             members = [j for j, f in enumerate(table.features) if f.group == group]
             means[members] = 0.0
             means[members[int(np.nanargmax(shares[members]))]] = 1.0
+    missing = np.isnan(x)  # a DP run re-imputes these cells with DP values (risk.release)
     for j in np.flatnonzero(table.impute):
         if np.isnan(means[j]):
             raise _err(f"features: {names[j]} has no value in any training row", f"features.{names[j]}")
@@ -116,6 +127,7 @@ def build_cohort(
         groups=groups if spec.patient_id else None,
         domains=table.domains,
         imputation=imputation,
+        missing=missing,
     )
 
 

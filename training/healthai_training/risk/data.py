@@ -35,6 +35,8 @@ class RiskData:
     # cohort specs: the card's ``imputation`` block ({"values": {feature: fill}, "indicators": {feature:
     # indicator}, "rule"}): Score fills a missing (NaN) value of those features as training did
     imputation: dict[str, object] | None = None
+    # [n, F] bool: cells that were missing and imputed (a DP run re-imputes them from ``risk.release``)
+    missing: np.ndarray | None = None
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], *, dataset: str) -> None:
@@ -150,6 +152,7 @@ def load_heart(path: Path | str, *, seed: int = 0) -> RiskData:
     return RiskData(
         name="heart",
         x=impute_with_train_mean(x, split["train"]),
+        missing=np.isnan(x),
         y=y,
         features=list(HEART_FEATURES),
         split=split,

@@ -189,6 +189,7 @@ def load_diabetes(folder: Path | str, *, seed: int = 0, encounter: str = "random
     return RiskData(
         name="diabetes130",
         x=impute_with_train_mean(x, split["train"]),
+        missing=np.isnan(x),
         y=y,
         features=specs,
         split=split,

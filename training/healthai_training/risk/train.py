@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -14,11 +14,18 @@ from tqdm import tqdm
 
 from healthai_training.common import resolve_device, seed_everything
 from healthai_training.errors import TrainingInputError
-from healthai_training.privacy import PrivacySettings, make_private, privacy_report, validate_privacy
+from healthai_training.privacy import (
+    PrivacySettings,
+    make_private,
+    opacus_sample_rate,
+    privacy_report,
+    validate_privacy,
+)
 from healthai_training.risk import metrics
 from healthai_training.risk.data import RiskData
 from healthai_training.risk.model import CalibratedRisk, RiskNet, fit_platt
 from healthai_training.risk.patients import patient_tensors, train_epoch
+from healthai_training.risk.release import accountant_entries, impute, release
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ class RiskResult:
     privacy: dict[str, object]
     test_probabilities: np.ndarray
     test_labels: np.ndarray
-    baseline: np.ndarray  # training mean per feature (occlusion baseline)
+    baseline: np.ndarray  # training mean per feature (occlusion baseline; DP runs: the released one)
     risk_bands: list[dict[str, object]]
 
 
@@ -82,10 +89,24 @@ def risk_bands(prevalence: float) -> list[dict[str, object]]:
 
 
 def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
-    """Validate, train (private unless ``config.privacy.epsilon`` is None), calibrate, evaluate."""
+    """Validate, train (private unless ``config.privacy.epsilon`` is None), calibrate, evaluate.
+
+    A private run releases nothing exact about its training patients: the standardisation, baselines,
+    imputation values and base rate come from ``risk.release`` (DP, composed into the reported epsilon,
+    listed in ``privacy.released`` and ``privacy.mechanisms``); ``data`` itself is not changed."""
     cfg = config
     _validate(data, cfg)
     tr, va, te = (data.split[k] for k in ("train", "val", "test"))
+    examples = len(np.unique(data.groups[tr])) if data.groups is not None else len(tr)
+    sample_rate = opacus_sample_rate(examples, cfg.batch_size)  # the rate the accountant uses
+    sigma = validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)  # DP-SGD alone
+    if cfg.privacy.private:  # composed with the DP statistics (risk.release)
+        extra = accountant_entries(float(cfg.privacy.epsilon), cfg.privacy.delta)
+        sigma = validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs, extra=extra)
+    rel = None
+    if cfg.privacy.private:
+        rel = release(data, epsilon=float(cfg.privacy.epsilon), delta=cfg.privacy.delta)
+        data = replace(data, x=impute(data, rel))
     x, y = torch.tensor(data.x), torch.tensor(data.y).reshape(-1, 1)
     if data.groups is not None:  # one example per patient: patient-level DP (patients.py)
         px, py, pmask, rows_capped = patient_tensors(
@@ -94,11 +115,12 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
         train_set = TensorDataset(px, py, pmask)
     else:
         train_set, rows_capped = TensorDataset(x[tr], y[tr]), 0
-    sample_rate = min(1.0, cfg.batch_size / len(train_set))
-    validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)
     device = resolve_device(cfg.device)
     gen = seed_everything(cfg.seed)
-    mean, std = data.x[tr].mean(axis=0), data.x[tr].std(axis=0)
+    if rel is not None:
+        mean, std = rel.mean.astype(np.float32), rel.std.astype(np.float32)
+    else:
+        mean, std = data.x[tr].mean(axis=0), data.x[tr].std(axis=0)
     # Optionally divide standardised inputs by sqrt(F): per-example gradient norms then sit near the
     # clipping norm instead of ~sqrt(F) times above it (less clipping bias under DP-SGD).
     spread = std * np.sqrt(len(mean)) if cfg.shrink_inputs else std
@@ -118,6 +140,7 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
             settings=cfg.privacy,
             epochs=cfg.epochs,
             generator=gen,
+            noise_multiplier=sigma,
         )
     loss_fn = nn.BCEWithLogitsLoss()
     curve, best_state, best_val = [], None, float("inf")
@@ -160,7 +183,11 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
         sample_rate=sample_rate,
         epochs=cfg.epochs,
         unit=data.description["privacy_unit"],
+        examples=len(train_set),
+        extra=rel.mechanisms if rel is not None else (),
     )
+    if rel is not None:
+        privacy["released"] = rel.card_block([f.name for f in data.features])
     return RiskResult(
         model=calibrated,
         metrics=results,
@@ -169,5 +196,5 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
         test_probabilities=p_test,
         test_labels=data.y[te],
         baseline=mean,
-        risk_bands=risk_bands(float(data.y[tr].mean())),
+        risk_bands=risk_bands(rel.prevalence if rel is not None else float(data.y[tr].mean())),
     )

@@ -9,6 +9,10 @@ training mean; flags: the mode) and, for ``indicator``, the flag that marks it::
 
 A NaN in one of those features is replaced by its value and sets its indicator to 1. Any other
 non-finite value (NaN elsewhere, ±inf) is still refused, and cards without the block fill nothing.
+An indicator follows its feature, as in training: 1 where the feature is NaN (then filled), 0 where it
+has a value other than the card's fill value (a flag sent as 1 next to a measured value is set to 0:
+training never produced that pair; a row already filled with the card's value keeps its 1). Risk.Score
+and KServe ModelInfer alike (:meth:`Imputation.derive_flags`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,28 @@ class Imputation:
         """(missing flag, the feature it marks) by name: a caller may leave the flags out."""
         return tuple((names[f], names[c]) for c, f in zip(self.columns.tolist(), self.indicators.tolist(),
                                                           strict=True) if f >= 0)
+
+    def derive_flags(self, x: np.ndarray) -> np.ndarray:
+        """``x`` with each missing flag 0 where its feature has a value that is not the card's fill value
+        (a copy only when one changes)."""
+        if not self._flagged.size:
+            return x
+        values = x[:, self._flagged]
+        wrong = ~np.isnan(values) & (values != self.values[self.indicators >= 0]) & (x[:, self._flags] != 0)
+        if not wrong.any():
+            return x
+        x = np.array(x, dtype=np.float32, copy=True)
+        for k in np.flatnonzero(wrong.any(axis=0)):
+            x[wrong[:, k], self._flags[k]] = 0.0
+        return x
+
+    @property
+    def _flagged(self) -> np.ndarray:
+        return self.columns[self.indicators >= 0]
+
+    @property
+    def _flags(self) -> np.ndarray:
+        return self.indicators[self.indicators >= 0]
 
     def fill(self, x: np.ndarray) -> np.ndarray:
         """``x`` [patients x F] with NaNs of the imputable columns filled (a copy only when needed)."""

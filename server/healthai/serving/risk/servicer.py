@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from healthai.errors import InvalidInput
+from healthai.serving.risk.card import RiskCard
 from healthai.serving.risk.charlson import charlson_indices
 from healthai.serving.risk.features import derive_features
 from healthai.serving.risk.task import RiskTask
@@ -95,15 +96,25 @@ def feature_matrix(request: risk_pb2.ScoreRequest, task: RiskTask, max_patients:
         finite = False  # the derived columns are new values
     elif order is not None:
         x = x[:, order]
-    if card.imputation is not None and not finite:
-        x = card.imputation.fill(x)  # NaN where the card's cohort spec allows missing: as training did
+    if card.imputation is not None:
+        x = card.imputation.derive_flags(x)  # a flag follows its feature's value (0 where present)
+        if not finite:
+            x = card.imputation.fill(x)  # NaN where the card's cohort spec allows missing: as training did
     if not finite and not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
-        hint = " (a missing value is filled only for the features the card's imputation block lists)" if (
-            np.isnan(x[i, j])) else ""
+        hint = _missing_hint(card) if np.isnan(x[i, j]) else ""
         raise InvalidInput(f"features[{i}].{card.feature_names[j]}: non-finite value {x[i, j]}{hint}",
                            field=f"features[{i}].{card.feature_names[j]}")
     return x
+
+
+def _missing_hint(card: RiskCard) -> str:
+    """How to send a missing value of a feature this model does not fill."""
+    if card.imputation is None:
+        return (" (this model fills no missing value: send the feature's baseline from its model card, and "
+                "set its <name>_missing flag to 1 where the card has one)")
+    filled = ", ".join(card.feature_names[c] for c in card.imputation.columns.tolist())
+    return f" (this model fills a missing value only for {filled}; send any other feature's value)"
 
 
 class RiskServicer(risk_pb2_grpc.RiskServicer):

@@ -158,8 +158,11 @@ def distinct_rows(x: np.ndarray, want: np.ndarray | None) -> tuple[np.ndarray, n
 
 
 def check_infer_inputs(loaded: LoadedVersion, inputs: dict[str, np.ndarray]) -> None:
-    """KServe ModelInfer on a risk model: the same feature domains as Risk.Score (no-op otherwise)."""
+    """KServe ModelInfer on a risk model: missing flags derived from their features and the same feature
+    domains as Risk.Score (no-op otherwise); ``inputs`` is updated in place."""
     task = loaded.extras.get("risk")
+    if task is not None and RISK_INPUT in inputs and task.card.imputation is not None:
+        inputs[RISK_INPUT] = task.card.imputation.derive_flags(inputs[RISK_INPUT])  # as Risk.Score does
     if task is not None and task.card.domains is not None and RISK_INPUT in inputs:
         task.card.domains.check(inputs[RISK_INPUT])
 

@@ -1,0 +1,199 @@
+"""What a DP risk model publishes about its training patients besides the DP-SGD weights, computed
+under differential privacy (patient level) and composed into the card's epsilon.
+
+A card (and the ONNX graph, which folds the standardisation in) releases per feature a mean and a
+standard deviation (standardisation, occlusion ``baseline``), the ``imputation`` values, the risk
+bands' base rate, and the clipping bounds that set the served domain where neither the spec nor the
+clinical limits bound a feature. Each patient contributes once: the mean of their training rows.
+
+Two Gaussian mechanisms, each a ``(noise_multiplier, sample_rate=1, steps=1)`` entry of the card's
+``privacy.mechanisms`` (RDP composition with DP-SGD gives the card's epsilon):
+
+1. ``bounds``: per numeric feature a histogram of patients over signed powers of two (73 bins, |v| from
+   2^-6 to 2^30); each patient adds 1 to one bin per feature (L2 sensitivity sqrt(numeric features)).
+   The outermost bins whose noisy count passes ``THRESHOLD`` noise standard deviations give [lo, hi]
+   (bin edges, never a patient's value), cut to the clinical limits.
+2. ``moments``: per patient, centred to [-1/2, 1/2] within [lo, hi]: each feature's value and whether
+   it was observed, each numeric feature's square, the label; plus 1 (the patient count). L2
+   sensitivity sqrt(1 + (coordinates - 1) / 4).
+
+Noise: each mechanism's multiplier is sqrt(2) times the one that alone is (``SHARE`` * epsilon, delta)-DP
+(the two together are then exactly that Gaussian); DP-SGD's multiplier is chosen so the composition is
+the target. The noise is drawn from OS entropy, never from the run's (published) seed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from healthai_training.errors import PrivacyBudgetError, TrainingInputError
+from healthai_training.risk.data import RiskData
+
+SHARE = 0.25  # of the target epsilon, as a stand-alone (epsilon, delta) of both mechanisms together
+THRESHOLD = 4.0  # bin counts must pass this many noise standard deviations
+K_MIN, K_MAX = -6, 30  # |v| < 2^K_MIN is the zero bin; bins [2^k, 2^(k+1)) up to 2^K_MAX (last one open)
+MIN_STD = 0.02  # floor of a standard deviation, as a share of the clipping range
+RULE = ("DP (Gaussian, patient level, composed into privacy.epsilon): clipping bounds from a noisy "
+        "histogram over signed powers of two; means, standard deviations, observed shares and the base "
+        "rate from noisy clipped sums of each training patient's row mean (healthai_training.risk.release)")
+
+
+@dataclass(frozen=True)
+class Release:
+    mean: np.ndarray  # [F] standardisation mean and occlusion baseline
+    std: np.ndarray  # [F] standardisation scale
+    fill: np.ndarray  # [F] imputation value (flags: the mode; one-hot groups: the most frequent)
+    bounds: np.ndarray  # [F, 2] clipping range (flags [0, 1])
+    prevalence: float  # training base rate (risk bands)
+    mechanisms: tuple[dict[str, Any], ...]
+
+    def card_block(self, names: list[str]) -> dict[str, Any]:
+        """``privacy.released``: every released statistic by feature, and how it was computed."""
+        return {"rule": RULE, "share_of_epsilon": SHARE, "prevalence": self.prevalence,
+                "features": {n: {"mean": float(self.mean[j]), "std": float(self.std[j]),
+                                 "fill": float(self.fill[j]), "bounds": [float(v) for v in self.bounds[j]]}
+                             for j, n in enumerate(names)}}
+
+
+def noise_multiplier(epsilon: float, delta: float) -> float:
+    """Each mechanism's multiplier: sqrt(2) x the Gaussian's that alone is (SHARE * epsilon, delta)-DP."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sigma = get_noise_multiplier(target_epsilon=SHARE * epsilon, target_delta=delta, sample_rate=1.0,
+                                         steps=1, accountant="rdp")
+    except ValueError as exc:
+        raise PrivacyBudgetError(f"epsilon={epsilon} at delta={delta} cannot be reached: its share for the "
+                                 f"released statistics ({SHARE:g}) is too small ({exc})",
+                                 field="epsilon") from exc
+    return math.sqrt(2.0) * float(sigma)
+
+
+def accountant_entries(epsilon: float, delta: float) -> tuple[tuple[float, float, int], ...]:
+    sigma = noise_multiplier(epsilon, delta)
+    return ((sigma, 1.0, 1), (sigma, 1.0, 1))
+
+
+def _per_patient(values: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean over each patient's observed rows (NaN: none), observed 0/1) per column."""
+    seen = ~np.isnan(values)
+    sums, counts = np.zeros((n, values.shape[1])), np.zeros((n, values.shape[1]))
+    np.add.at(sums, groups, np.where(seen, values, 0.0))
+    np.add.at(counts, groups, seen.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), (counts > 0).astype(np.float64)
+
+
+def _bins(v: np.ndarray) -> np.ndarray:
+    """Bin index per value: 0 .. 2 * (K_MAX - K_MIN) + 2; the zero bin is K_MAX - K_MIN + 1."""
+    zero = K_MAX - K_MIN + 1
+    k = np.clip(np.floor(np.log2(np.maximum(np.abs(v), 2.0 ** K_MIN))), K_MIN, K_MAX - 1) - K_MIN + 1
+    return np.where(np.abs(v) < 2.0 ** K_MIN, zero, np.where(v > 0, zero + k, zero - k)).astype(int)
+
+
+def _edges(b: int) -> tuple[float, float]:
+    zero = K_MAX - K_MIN + 1
+    if b == zero:
+        return -(2.0 ** K_MIN), 2.0 ** K_MIN
+    k = abs(b - zero) + K_MIN - 1
+    lo, hi = 2.0 ** k, 2.0 ** (k + 1)
+    return (lo, hi) if b > zero else (-hi, -lo)
+
+
+def _bounds(patient: np.ndarray, features: list[Any], sigma: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    numeric = [j for j, f in enumerate(features) if f.unit != "flag"]
+    bounds = np.tile([0.0, 1.0], (len(features), 1))
+    scale = sigma * math.sqrt(max(len(numeric), 1))
+    n_bins = 2 * (K_MAX - K_MIN) + 3
+    for j in numeric:
+        v = patient[:, j][~np.isnan(patient[:, j])]
+        counts = np.bincount(_bins(v), minlength=n_bins) + rng.normal(0.0, scale, n_bins)
+        passing = np.flatnonzero(counts > THRESHOLD * scale)
+        c_lo, c_hi = features[j].limits or (None, None)
+        lo, hi = (_edges(int(passing[0]))[0], _edges(int(passing[-1]))[1]) if len(passing) else (None, None)
+        lo = c_lo if lo is None or (c_lo is not None and c_lo > lo) else lo
+        hi = c_hi if hi is None or (c_hi is not None and c_hi < hi) else hi
+        if lo is None or hi is None or not lo < hi:
+            raise TrainingInputError(
+                f"features.{features[j].name}: too few training patients to bound it under DP (a noisy "
+                f"histogram bin needs about {THRESHOLD * scale:.0f}); give min and max in the spec",
+                field=features[j].name)
+        bounds[j] = (lo, hi)
+    return bounds, {"name": "bounds", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
+                    "sensitivity": math.sqrt(len(numeric)), "noise_std": scale,
+                    "threshold": THRESHOLD * scale, "releases": "clipping bounds of numeric features"}
+
+
+def release(data: RiskData, *, epsilon: float, delta: float,
+            rng: np.random.Generator | None = None) -> Release:
+    """The DP statistics of ``data``'s training patients (cells in ``data.missing`` count as missing)."""
+    rng = rng or np.random.default_rng()  # OS entropy: the run's seed is published in the card
+    sigma = noise_multiplier(epsilon, delta)
+    tr = data.split["train"]
+    x = np.asarray(data.x[tr], np.float64).copy()
+    if data.missing is not None:
+        x[data.missing[tr]] = np.nan
+    groups = pd_codes(data.groups[tr]) if data.groups is not None else np.arange(len(tr))
+    n_pat, features = int(groups.max()) + 1, data.features
+    patient, _ = _per_patient(x, groups, n_pat)
+    bounds, first = _bounds(patient, features, sigma, rng)
+    lo, width = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+    u = (np.clip(x, lo, bounds[:, 1]) - lo) / width  # rows scaled to [0, 1]
+    mean_u, observed = _per_patient(u, groups, n_pat)
+    sq_u, _ = _per_patient(u * u, groups, n_pat)
+    numeric = np.array([f.unit != "flag" for f in features])
+    y, _ = _per_patient(np.asarray(data.y[tr], np.float64)[:, None], groups, n_pat)
+    coords = np.column_stack([np.ones(n_pat), observed * (np.nan_to_num(mean_u) - 0.5),
+                              observed[:, numeric] * (np.nan_to_num(sq_u[:, numeric]) - 0.5), observed - 0.5,
+                              y - 0.5])
+    sensitivity = math.sqrt(1.0 + (coords.shape[1] - 1) / 4.0)
+    noisy = coords.sum(axis=0) + rng.normal(0.0, sigma * sensitivity, coords.shape[1])
+    f, k = len(features), int(numeric.sum())
+    count = max(noisy[0], 1.0)
+    seen = np.clip(noisy[1 + f + k: 1 + 2 * f + k] + count / 2, 1.0, count)
+    mu = np.clip(noisy[1:1 + f] / seen + 0.5, 0.0, 1.0)
+    second = np.clip(noisy[1 + f:1 + f + k] / seen[numeric] + 0.5, 0.0, 1.0)
+    var = mu * (1 - mu)  # flags: p(1 - p)
+    var[numeric] = second - mu[numeric] ** 2
+    std = width * np.sqrt(np.maximum(var, MIN_STD ** 2))
+    mean = lo + width * mu
+    fill = np.where(numeric, mean, (mu >= 0.5).astype(np.float64))
+    for group in dict.fromkeys(ft.group for ft in features if ft.group):
+        members = [j for j, ft in enumerate(features) if ft.group == group]
+        fill[members] = 0.0
+        fill[members[int(np.argmax(mu[members]))]] = 1.0
+    prevalence = float(np.clip(noisy[-1] / count + 0.5, 1e-3, 1 - 1e-3))
+    second_mech = {"name": "moments", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
+                   "sensitivity": sensitivity, "noise_std": sigma * sensitivity,
+                   "releases": "means, standard deviations, imputation values, base rate"}
+    return Release(mean, std, fill, bounds, prevalence, (first, second_mech))
+
+
+def pd_codes(groups: np.ndarray) -> np.ndarray:
+    """Patient codes 0..P-1 of the given rows."""
+    return np.unique(groups, return_inverse=True)[1].reshape(-1)
+
+
+def impute(data: RiskData, rel: Release) -> np.ndarray:
+    """``data.x`` with its missing cells (``data.missing``) filled with the released values, and every
+    numeric value winsorised to the served domain (Score refuses values outside it, so training does
+    not fit them: one outlier would otherwise dwarf the DP standardisation)."""
+    from healthai_training.risk.domains import dp_range
+
+    x = np.array(data.x, dtype=np.float32, copy=True)
+    if data.missing is not None:
+        rows, cols = np.nonzero(data.missing)
+        x[rows, cols] = rel.fill[cols]
+    for j, f in enumerate(data.features):
+        if f.unit != "flag":
+            lo, hi = dp_range(list(rel.bounds[j]), f.limits)
+            x[:, j] = np.clip(x[:, j], lo, hi)
+    return x
