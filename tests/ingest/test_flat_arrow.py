@@ -218,3 +218,29 @@ def test_concurrent_resends_store_each_record_once(ingest_server: IngestServer) 
     assert sum(r.receipt.stored.get("observation", 0) for r in replies) == 300
     assert sum(r.receipt.duplicates for r in replies) == 5 * 300
     assert ingest_server.plugin.store.read("observation").num_rows == 300
+
+
+def test_a_compressed_batch_that_decodes_past_the_limit_is_refused_before_decoding(
+        ingest_server: IngestServer) -> None:
+    size = convert.MAX_DECODED_BYTES + 2**20  # one value: a few kilobytes of zstd on the wire
+    junk = pa.array(["A" * size], pa.large_string())
+    table = pa.table({"patient_id": ["p1"], "sex": ["female"], "junk": junk})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    del table, junk
+    payload = sink.getvalue().to_pybytes()
+    assert len(payload) < 64 * 1024
+    request = ingest_pb2.IngestRequest(source="lab", arrow=ingest_pb2.ArrowRecords(
+        kind=S.RECORD_KIND_PATIENT, ipc_stream=payload))
+    with pytest.raises(grpc.RpcError) as err:
+        ingest_server.stub.IngestBatch(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "decodes to 257 MiB, more than the 256 MiB one request may hold" in err.value.details()
+    small = pa.table({"patient_id": ["p2"], "sex": ["female"]})  # compressed within the limit: read
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, small.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(small)
+    ok = ingest_server.stub.IngestBatch(ingest_pb2.IngestRequest(source="lab", arrow=ingest_pb2.ArrowRecords(
+        kind=S.RECORD_KIND_PATIENT, ipc_stream=sink.getvalue().to_pybytes())), timeout=30)
+    assert ok.accepted == 1

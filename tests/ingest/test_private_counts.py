@@ -144,6 +144,11 @@ def test_cli_release_card_ledger_and_budget(store_dir: Path, tmp_path: Path, cap
     assert "start is required for a private release" in capsys.readouterr().err
     assert main(["counts", "--store", str(store_dir), "--regions", "US-MA"]) == 2  # no --epsilon
     assert "go with --epsilon" in capsys.readouterr().err
+    for eps in ("1e-300", "1e300"):  # noise that drowns everything; exact counts called private
+        at = common.index("--epsilon") + 1
+        assert main([*common[:at], eps, *common[at + 1:]]) == 2
+        assert "is outside [0.001, 20]" in capsys.readouterr().err
+    assert spent(ParquetStore(str(store_dir)))[1] == n + 1  # nothing recorded
 
 
 def test_a_concurrent_release_is_counted_before_the_budget_lets_another_through(

@@ -49,6 +49,9 @@ REFUSED = [
     (["--tls-cert", "cert", "--tls-key", "key", "--require-client-cert"],
      ["--require-client-cert", "needs tls_client_ca_file (--tls-client-ca)"]),
     (["--tls-key", "key", "--tls-client-ca", "ca", "--require-client-cert"], ["--tls-cert", "--tls-key"]),
+    # a client CA that would verify nothing: gRPC asks for no certificate unless it requires one
+    (["--tls-cert", "cert", "--tls-key", "key", "--tls-client-ca", "ca"],
+     ["--tls-client-ca", "needs require_client_cert (--require-client-cert)", "would verify nothing"]),
 ]
 
 
@@ -67,13 +70,12 @@ def test_inconsistent_tls_flags_refuse_to_start(files: dict[str, Path], flags: l
 
 def test_consistent_tls_flags_are_accepted(files: dict[str, Path]) -> None:
     combos = [[], ["--tls-cert", "cert", "--tls-key", "key"],
-              ["--tls-cert", "cert", "--tls-key", "key", "--tls-client-ca", "ca"],
               ["--tls-cert", "cert", "--tls-key", "key", "--tls-client-ca", "ca", "--require-client-cert"]]
     modes = []
     for flags in combos:
         args = serve_args([str(files[f]) if f in files else f for f in flags])
         modes.append(load_settings(environ={}, flags=cli._flags(args)).security.tls_mode)
-    assert modes == ["plaintext", "TLS", "TLS (client certificates verified when presented)", "mTLS"]
+    assert modes == ["plaintext", "TLS", "mTLS"]
 
 
 @pytest.mark.parametrize(("security", "expected"), [

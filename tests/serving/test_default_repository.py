@@ -45,7 +45,7 @@ def test_risk_and_kserve_on_default_models(server, name):
     x = np.repeat(d.typical_patient(card.baseline), 2, axis=0)  # two valid, different patients
     derived = {v.column for v in d.derived}
     ranged = [j for j in range(card.n_features) if not d.binary[j] and j not in derived]
-    mid = (d.lo + d.hi) / 2
+    mid = d.lo + 0.7 * (d.hi - d.lo)  # not the midpoint: a DP card's baseline may be just that
     x[1, ranged] = np.where(d.integer, np.floor(mid), mid)[ranged]
     for v in d.derived:
         x[:, v.column] = v.fn(x[:, v.sources].astype(np.float64))

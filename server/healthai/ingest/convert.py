@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
@@ -10,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
+from healthai.ingest.arrow_guard import decoded_bytes
 from healthai.normalize import records
 from healthai.store import CommitResult
 from healthai.v1 import common_pb2, ingest_pb2
@@ -17,6 +19,7 @@ from healthai.v1 import common_pb2, ingest_pb2
 # flat-record kind -> (FlatRecords field, message fields by type: strings, optional doubles, optional bools).
 # Field names equal healthai.normalize.flat.INPUT_COLUMNS (asserted in tests).
 _LOCATION = ("state", "country", "region", "county", "postal_code")
+MAX_DECODED_BYTES = 256 * 2**20  # an Arrow payload's decoded size (compressed batches can be bombs)
 FLAT_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     records.PATIENT: ("patients", ("patient_id", "sex", "birth_date", "deceased_date", *_LOCATION), (),
                       ("deceased",)),
@@ -86,10 +89,18 @@ def arrow_table(arrow: ingest_pb2.ArrowRecords) -> tuple[str, pa.Table]:
         raise InvalidInput(f"arrow.kind {arrow.kind} is not one of {names}", field="arrow.kind")
     if not arrow.ipc_stream:
         raise InvalidInput("arrow.ipc_stream is empty", field="arrow.ipc_stream")
+    stream = pa.py_buffer(arrow.ipc_stream)
     try:
-        with pa.ipc.open_stream(pa.py_buffer(arrow.ipc_stream)) as reader:
+        size = decoded_bytes(stream)  # before decoding anything: compressed batches may be bombs
+        if size > MAX_DECODED_BYTES:
+            raise InvalidInput(f"arrow.ipc_stream decodes to {size / 2**20:,.0f} MiB, more than the "
+                               f"{MAX_DECODED_BYTES // 2**20} MiB one request may hold: send it in parts",
+                               field="arrow.ipc_stream")
+        with pa.ipc.open_stream(stream) as reader:
             table = reader.read_all()
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError, ValueError, struct.error) as e:
+        if isinstance(e, InvalidInput):
+            raise
         raise InvalidInput(f"arrow.ipc_stream is not a valid Arrow IPC stream: {e}",
                            field="arrow.ipc_stream") from e
     return kind, table

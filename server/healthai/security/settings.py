@@ -73,6 +73,11 @@ class SecuritySettings(BaseModel):
         if self.require_client_cert and self.tls_client_ca_file is None:
             raise ValueError(f"{_FLAG['require_client_cert']} needs tls_client_ca_file (--tls-client-ca), "
                              "the CA that client certificates must chain to")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is not None \
+                and not self.require_client_cert:
+            raise ValueError(f"{_FLAG['tls_client_ca_file']} needs require_client_cert "
+                             "(--require-client-cert): gRPC's server cannot ask for a client certificate "
+                             "without requiring one, so the CA alone would verify nothing")
         for key_name in self.method_scopes:
             _check_method_key(key_name, "method_scopes")
         for name in self.open_services:
@@ -81,14 +86,10 @@ class SecuritySettings(BaseModel):
 
     @property
     def tls_mode(self) -> str:
-        """'plaintext', 'TLS', 'TLS (client certificates verified when presented)' or 'mTLS'."""
+        """'plaintext', 'TLS' or 'mTLS'."""
         if self.tls_cert_file is None:
             return "plaintext"
-        if self.require_client_cert:
-            return "mTLS"
-        if self.tls_client_ca_file is not None:
-            return "TLS (client certificates verified when presented)"
-        return "TLS"
+        return "mTLS" if self.require_client_cert else "TLS"
 
     @property
     def auth_mode(self) -> str:

@@ -27,6 +27,7 @@ from healthai.surveillance.links import LEVELS
 from healthai.surveillance.release import DEFAULT_MAX_CASES_PER_PATIENT
 from healthai.surveillance.syndromes import SYNDROMES
 
+EPSILON_RANGE = (1e-3, 20.0)  # what a per-patient count release can meaningfully claim (the CLI's bounds)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("counts", help="a store's surveillance counts (region or county x day or week), CSV")
@@ -165,6 +166,12 @@ def _counts(args: argparse.Namespace) -> int:
     if private and args.epsilon is None:
         print("healthai counts: --regions, --graph, --region-ids, --stream, --budget, --keep-negative and "
               "--max-cases-per-patient go with --epsilon", file=sys.stderr)
+        return 2
+    if args.epsilon is not None and not EPSILON_RANGE[0] <= args.epsilon <= EPSILON_RANGE[1]:
+        print(f"healthai counts: --epsilon {args.epsilon:g} is outside [{EPSILON_RANGE[0]:g}, "
+              f"{EPSILON_RANGE[1]:g}]: below, the noise drowns every count; above, the counts are as good "
+              "as exact and the release would be recorded as private while protecting no one",
+              file=sys.stderr)
         return 2
     if args.alerts is not None or args.alert_threshold is not None:
         return cli_alerts.run(args)

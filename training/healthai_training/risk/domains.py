@@ -41,12 +41,13 @@ DP_RULE = ("numeric: [clinical_min, clinical_max] (the spec's min/max or the fea
            "value is published. Flags and one-hot groups as for non-private models")
 SCOPE = (
     "(epsilon, delta) covers what is computed from the training patients: the weights (DP-SGD) and "
-    "privacy.released (standardisation in the graph, baselines, imputation values, the risk bands' "
-    "base rate, the clipping bounds behind open-ended served domains), composed in epsilon "
-    "(privacy.mechanisms). Released without noise: counts (data.rows, data.patients, split sizes, "
-    "metrics.training_examples, domains.rows), the one-hot rules and integer checks verified on "
-    "training rows, and what is computed on validation and test patients, who are not training "
-    "patients: the 2 Platt calibration parameters (validation) and the metrics")
+    "privacy.released (standardisation in the graph, baselines and imputation values: from the spec's "
+    "or clinical bounds alone where a feature has both, else DP estimates with the clipping bounds "
+    "behind open-ended served domains, composed in epsilon: privacy.mechanisms). Released without "
+    "noise: counts (data.rows, data.patients, split sizes, metrics.training_examples, domains.rows), "
+    "the one-hot rules and integer checks verified on training rows, and what is computed on "
+    "validation and test patients, who are not training patients: the 2 Platt calibration parameters "
+    "and the risk bands' base rate (validation) and the metrics")
 AGE_RISK_TOLERANCE = 1e-3  # callers may round age_risk to 3 decimals
 
 

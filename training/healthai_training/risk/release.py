@@ -1,25 +1,30 @@
-"""What a DP risk model publishes about its training patients besides the DP-SGD weights, computed
-under differential privacy (patient level) and composed into the card's epsilon.
+"""What a DP risk model publishes about its training patients besides the DP-SGD weights: nothing
+exact. A card (and the ONNX graph, which folds the standardisation in) releases per feature a centre and
+a scale (standardisation, occlusion ``baseline``), the ``imputation`` values and the clipping bounds
+behind the served domain.
 
-A card (and the ONNX graph, which folds the standardisation in) releases per feature a mean and a
-standard deviation (standardisation, occlusion ``baseline``), the ``imputation`` values, the risk
-bands' base rate, and the clipping bounds that set the served domain where neither the spec nor the
-clinical limits bound a feature. Each patient contributes once: the mean of their training rows.
+Public first: a feature bounded on both sides by the spec's ``min``/``max`` or its clinical limits (and
+every 0/1 flag) takes them from those bounds alone — centre the midpoint, scale a quarter of the range,
+fill the midpoint (flags: 0; a one-hot group: its first category) — so it costs no privacy and adds no
+noise (a noisy mean of a few hundred patients is off by a good share of its range, which costs more
+accuracy than a data-free centre does). The risk bands' base rate is the validation split's, released
+exactly like the Platt parameters fitted on those patients (``privacy.scope``).
 
-Two Gaussian mechanisms, each a ``(noise_multiplier, sample_rate=1, steps=1)`` entry of the card's
-``privacy.mechanisms`` (RDP composition with DP-SGD gives the card's epsilon):
+Only numeric features open on a side are estimated from the training patients, each patient once (the
+mean of their rows), by two Gaussian mechanisms, each a ``(noise_multiplier, sample_rate=1, steps=1)``
+entry of the card's ``privacy.mechanisms`` (RDP composition with DP-SGD gives the card's epsilon):
 
-1. ``bounds``: per numeric feature a histogram of patients over signed powers of two (73 bins, |v| from
-   2^-6 to 2^30); each patient adds 1 to one bin per feature (L2 sensitivity sqrt(numeric features)).
-   The outermost bins whose noisy count passes ``THRESHOLD`` noise standard deviations give [lo, hi]
-   (bin edges, never a patient's value), cut to the clinical limits.
-2. ``moments``: per patient, centred to [-1/2, 1/2] within [lo, hi]: each feature's value and whether
-   it was observed, each numeric feature's square, the label; plus 1 (the patient count). L2
-   sensitivity sqrt(1 + (coordinates - 1) / 4).
+1. ``bounds``: per such feature a histogram of patients over signed powers of two (73 bins, |v| from
+   2^-6 to 2^30); each patient adds 1 to one bin per feature. The outermost bins whose noisy count
+   passes ``THRESHOLD`` noise standard deviations give [lo, hi] (bin edges, never a patient's value),
+   cut to the limit of the bounded side.
+2. ``moments``: per patient, centred to [-1/2, 1/2] within [lo, hi]: each such feature's value, square
+   and whether it was observed; plus 1 (the patient count).
 
-Noise: each mechanism's multiplier is sqrt(2) times the one that alone is (``SHARE`` * epsilon, delta)-DP
-(the two together are then exactly that Gaussian); DP-SGD's multiplier is chosen so the composition is
-the target. The noise is drawn from OS entropy, never from the run's (published) seed.
+Noise: each mechanism's multiplier is sqrt(2) times the one that alone is (``SHARE`` * epsilon,
+delta)-DP; DP-SGD's multiplier is chosen so the composition is the target. With every feature bounded
+no mechanism runs and DP-SGD has the whole budget. The noise is drawn from OS entropy, never from the
+run's (published) seed.
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ SHARE = 0.25  # of the target epsilon, as a stand-alone (epsilon, delta) of both
 THRESHOLD = 4.0  # bin counts must pass this many noise standard deviations
 K_MIN, K_MAX = -6, 30  # |v| < 2^K_MIN is the zero bin; bins [2^k, 2^(k+1)) up to 2^K_MAX (last one open)
 MIN_STD = 0.02  # floor of a standard deviation, as a share of the clipping range
-RULE = ("DP (Gaussian, patient level, composed into privacy.epsilon): clipping bounds from a noisy "
-        "histogram over signed powers of two; means, standard deviations, observed shares and the base "
-        "rate from noisy clipped sums of each training patient's row mean (healthai_training.risk.release)")
+RULE = ("features bounded on both sides (spec min/max or clinical limits) and flags: from the bounds "
+        "alone, no data (centre the midpoint, scale a quarter of the range, fill the midpoint; flags 0; "
+        "one-hot groups their first category). Numeric features open on a side: DP (Gaussian, patient "
+        "level, composed into privacy.epsilon): clipping bounds from a noisy histogram over signed "
+        "powers of two, means and standard deviations from noisy clipped sums of each training "
+        "patient's row mean. Base rate: the validation split's (healthai_training.risk.release)")
 
 
 @dataclass(frozen=True)
@@ -52,11 +60,15 @@ class Release:
     prevalence: float  # training base rate (risk bands)
     mechanisms: tuple[dict[str, Any], ...]
 
+    estimated: tuple[str, ...] = ()  # features whose statistics are DP estimates (the rest: public)
+
     def card_block(self, names: list[str]) -> dict[str, Any]:
         """``privacy.released``: every released statistic by feature, and how it was computed."""
-        return {"rule": RULE, "share_of_epsilon": SHARE, "prevalence": self.prevalence,
+        return {"rule": RULE, "share_of_epsilon": SHARE if self.mechanisms else 0.0,
+                "prevalence": self.prevalence, "prevalence_from": "validation split",
                 "features": {n: {"mean": float(self.mean[j]), "std": float(self.std[j]),
-                                 "fill": float(self.fill[j]), "bounds": [float(v) for v in self.bounds[j]]}
+                                 "fill": float(self.fill[j]), "bounds": [float(v) for v in self.bounds[j]],
+                                 "from": "DP estimate" if n in self.estimated else "public bounds"}
                              for j, n in enumerate(names)}}
 
 
@@ -76,7 +88,17 @@ def noise_multiplier(epsilon: float, delta: float) -> float:
     return math.sqrt(2.0) * float(sigma)
 
 
-def accountant_entries(epsilon: float, delta: float) -> tuple[tuple[float, float, int], ...]:
+def public(features: list[Any]) -> np.ndarray:
+    """Per feature: True for a flag, or a numeric feature bounded on both sides (no data needed)."""
+    return np.array([f.unit == "flag" or (f.limits is not None and None not in f.limits[:2])
+                     for f in features], dtype=bool)
+
+
+def accountant_entries(epsilon: float, delta: float, features: list[Any]
+                       ) -> tuple[tuple[float, float, int], ...]:
+    """The Gaussian mechanisms :func:`release` will run for ``features`` (none when all are public)."""
+    if public(features).all():
+        return ()
     sigma = noise_multiplier(epsilon, delta)
     return ((sigma, 1.0, 1), (sigma, 1.0, 1))
 
@@ -107,13 +129,13 @@ def _edges(b: int) -> tuple[float, float]:
     return (lo, hi) if b > zero else (-hi, -lo)
 
 
-def _bounds(patient: np.ndarray, features: list[Any], sigma: float,
-            rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-    numeric = [j for j, f in enumerate(features) if f.unit != "flag"]
-    bounds = np.tile([0.0, 1.0], (len(features), 1))
-    scale = sigma * math.sqrt(max(len(numeric), 1))
+def _bounds(patient: np.ndarray, features: list[Any], open_: list[int], sigma: float,
+            rng: np.random.Generator) -> tuple[dict[int, tuple[float, float]], dict[str, Any]]:
+    """DP clipping bounds of the features ``open_`` (numeric, open on a side)."""
+    scale = sigma * math.sqrt(len(open_))
     n_bins = 2 * (K_MAX - K_MIN) + 3
-    for j in numeric:
+    out: dict[int, tuple[float, float]] = {}
+    for j in open_:
         v = patient[:, j][~np.isnan(patient[:, j])]
         counts = np.bincount(_bins(v), minlength=n_bins) + rng.normal(0.0, scale, n_bins)
         passing = np.flatnonzero(counts > THRESHOLD * scale)
@@ -126,55 +148,73 @@ def _bounds(patient: np.ndarray, features: list[Any], sigma: float,
                 f"features.{features[j].name}: too few training patients to bound it under DP (a noisy "
                 f"histogram bin needs about {THRESHOLD * scale:.0f}); give min and max in the spec",
                 field=features[j].name)
-        bounds[j] = (lo, hi)
-    return bounds, {"name": "bounds", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
-                    "sensitivity": math.sqrt(len(numeric)), "noise_std": scale,
-                    "threshold": THRESHOLD * scale, "releases": "clipping bounds of numeric features"}
+        out[j] = (lo, hi)
+    return out, {"name": "bounds", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
+                 "sensitivity": math.sqrt(len(open_)), "noise_std": scale,
+                 "threshold": THRESHOLD * scale,
+                 "releases": "clipping bounds of numeric features open on a side"}
+
+
+def _public_statistics(features: list[Any]) -> tuple[np.ndarray, ...]:
+    """(bounds, centre, scale, fill) from the bounds alone (open features: placeholders)."""
+    f = len(features)
+    bounds, mean, std, fill = np.tile([0.0, 1.0], (f, 1)), np.full(f, 0.5), np.full(f, 0.5), np.zeros(f)
+    for j, ft in enumerate(features):
+        if ft.unit != "flag" and ft.limits is not None and None not in ft.limits[:2]:
+            lo, hi = float(ft.limits[0]), float(ft.limits[1])
+            bounds[j], std[j] = (lo, hi), max((hi - lo) / 4, 1e-6)
+            mean[j] = fill[j] = (lo + hi) / 2
+    for group in dict.fromkeys(ft.group for ft in features if ft.group):
+        members = [j for j, ft in enumerate(features) if ft.group == group]
+        fill[members] = 0.0
+        fill[members[0]] = 1.0
+    return bounds, mean, std, fill
 
 
 def release(data: RiskData, *, epsilon: float, delta: float,
             rng: np.random.Generator | None = None) -> Release:
-    """The DP statistics of ``data``'s training patients (cells in ``data.missing`` count as missing)."""
+    """What a DP card releases about ``data``'s training patients (cells in ``data.missing`` count as
+    missing): public statistics where the bounds allow, DP estimates elsewhere."""
     rng = rng or np.random.default_rng()  # OS entropy: the run's seed is published in the card
+    features = data.features
+    bounds, mean, std, fill = _public_statistics(features)
+    prevalence = float(np.clip(np.mean(data.y[data.split["val"]]), 1e-3, 1 - 1e-3))
+    open_ = [j for j, ok in enumerate(public(features)) if not ok]
+    if not open_:
+        return Release(mean, std, fill, bounds, prevalence, ())
     sigma = noise_multiplier(epsilon, delta)
     tr = data.split["train"]
-    x = np.asarray(data.x[tr], np.float64).copy()
+    x = np.asarray(data.x[tr], np.float64)[:, open_].copy()
     if data.missing is not None:
-        x[data.missing[tr]] = np.nan
+        x[data.missing[tr][:, open_]] = np.nan
     groups = pd_codes(data.groups[tr]) if data.groups is not None else np.arange(len(tr))
-    n_pat, features = int(groups.max()) + 1, data.features
+    n_pat = int(groups.max()) + 1
     patient, _ = _per_patient(x, groups, n_pat)
-    bounds, first = _bounds(patient, features, sigma, rng)
-    lo, width = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
-    u = (np.clip(x, lo, bounds[:, 1]) - lo) / width  # rows scaled to [0, 1]
+    found, first = _bounds(patient, [features[j] for j in open_], list(range(len(open_))), sigma, rng)
+    lo = np.array([found[k][0] for k in range(len(open_))])
+    width = np.array([found[k][1] - found[k][0] for k in range(len(open_))])
+    u = (np.clip(x, lo, lo + width) - lo) / width  # rows scaled to [0, 1]
     mean_u, observed = _per_patient(u, groups, n_pat)
     sq_u, _ = _per_patient(u * u, groups, n_pat)
-    numeric = np.array([f.unit != "flag" for f in features])
-    y, _ = _per_patient(np.asarray(data.y[tr], np.float64)[:, None], groups, n_pat)
     coords = np.column_stack([np.ones(n_pat), observed * (np.nan_to_num(mean_u) - 0.5),
-                              observed[:, numeric] * (np.nan_to_num(sq_u[:, numeric]) - 0.5), observed - 0.5,
-                              y - 0.5])
+                              observed * (np.nan_to_num(sq_u) - 0.5), observed - 0.5])
     sensitivity = math.sqrt(1.0 + (coords.shape[1] - 1) / 4.0)
     noisy = coords.sum(axis=0) + rng.normal(0.0, sigma * sensitivity, coords.shape[1])
-    f, k = len(features), int(numeric.sum())
+    k = len(open_)
     count = max(noisy[0], 1.0)
-    seen = np.clip(noisy[1 + f + k: 1 + 2 * f + k] + count / 2, 1.0, count)
-    mu = np.clip(noisy[1:1 + f] / seen + 0.5, 0.0, 1.0)
-    second = np.clip(noisy[1 + f:1 + f + k] / seen[numeric] + 0.5, 0.0, 1.0)
-    var = mu * (1 - mu)  # flags: p(1 - p)
-    var[numeric] = second - mu[numeric] ** 2
-    std = width * np.sqrt(np.maximum(var, MIN_STD ** 2))
-    mean = lo + width * mu
-    fill = np.where(numeric, mean, (mu >= 0.5).astype(np.float64))
-    for group in dict.fromkeys(ft.group for ft in features if ft.group):
-        members = [j for j, ft in enumerate(features) if ft.group == group]
-        fill[members] = 0.0
-        fill[members[int(np.argmax(mu[members]))]] = 1.0
-    prevalence = float(np.clip(noisy[-1] / count + 0.5, 1e-3, 1 - 1e-3))
+    seen = np.clip(noisy[1 + 2 * k:1 + 3 * k] + count / 2, 1.0, count)
+    mu = np.clip(noisy[1:1 + k] / seen + 0.5, 0.0, 1.0)
+    second = np.clip(noisy[1 + k:1 + 2 * k] / seen + 0.5, 0.0, 1.0)
+    var = np.maximum(second - mu ** 2, MIN_STD ** 2)
+    for i, j in enumerate(open_):
+        bounds[j] = (lo[i], lo[i] + width[i])
+        mean[j] = fill[j] = lo[i] + width[i] * mu[i]
+        std[j] = width[i] * math.sqrt(var[i])
     second_mech = {"name": "moments", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
                    "sensitivity": sensitivity, "noise_std": sigma * sensitivity,
-                   "releases": "means, standard deviations, imputation values, base rate"}
-    return Release(mean, std, fill, bounds, prevalence, (first, second_mech))
+                   "releases": "means, standard deviations and imputation values of those features"}
+    return Release(mean, std, fill, bounds, prevalence, (first, second_mech),
+                   tuple(features[j].name for j in open_))
 
 
 def pd_codes(groups: np.ndarray) -> np.ndarray:

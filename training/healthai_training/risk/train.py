@@ -101,7 +101,7 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     sample_rate = opacus_sample_rate(examples, cfg.batch_size)  # the rate the accountant uses
     sigma = validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs)  # DP-SGD alone
     if cfg.privacy.private:  # composed with the DP statistics (risk.release)
-        extra = accountant_entries(float(cfg.privacy.epsilon), cfg.privacy.delta)
+        extra = accountant_entries(float(cfg.privacy.epsilon), cfg.privacy.delta, data.features)
         sigma = validate_privacy(cfg.privacy, sample_rate=sample_rate, epochs=cfg.epochs, extra=extra)
     rel = None
     if cfg.privacy.private:
