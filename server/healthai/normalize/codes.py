@@ -38,10 +38,13 @@ __all__ = [
     "canonical_who_icd10",
     "icd10_codes",
     "is_icd9_format",
+    "local_code_shaped",
     "loinc_check_digit",
     "loinc_valid",
+    "shaped",
     "snomed_valid",
     "system_name",
+    "system_text_ok",
 ]
 
 ICD10CM_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -247,3 +250,56 @@ def snomed_valid(code: str) -> bool:
 
     c = code.strip()
     return bool(_SCTID.match(c)) and c[-3:-1] in _SCT_PARTITIONS and verhoeff_valid(c)
+
+
+# ---------------------------------------------------------------- is the text a code at all?
+# Text that has not even the syntax of a code of its system (an SSN under ICD-10-CM, a name typed into
+# the code) is never stored; a well-shaped code that is not valid (check digit, not in the code set) is
+# stored and flagged.
+_ICD10_LOOSE = re.compile(r"[A-Z][0-9A-Z]{2,6}")
+_ICD9_SHAPE = re.compile(r"[0-9VE]\d{0,4}(?:\.\d{0,3})?")
+_SNOMED_SHAPE = re.compile(r"\d{1,18}")
+_LOINC_OTHER = re.compile(r"L[A-Z]\d{1,8}-\d")  # LOINC answer (LA11882-0), part (LP...) and group codes
+_LOCAL_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,39}")  # one token: no space, @, parentheses
+_PERSONAL = re.compile(
+    r"\d{3}-\d{2}-\d{4}"  # a US SSN
+    r"|\+?\d{0,3}[-.]?\d{3}[-.]\d{3}[-.]\d{4}"  # a phone number
+    r"|[A-Z][a-z]+(?:[-_.][A-Z][a-z]+)+"  # capitalised words: a (double) name
+)
+_HTTP_SYSTEM = re.compile(
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?(?::\d{1,5})?(?:/[A-Za-z0-9._~%!$&'()*+,;=:/\-]*)?",
+    re.IGNORECASE,
+)  # no user info (name@host), query or fragment
+_URN_SYSTEM = re.compile(r"urn:[a-z0-9][a-z0-9\-]{0,31}:[A-Za-z0-9()+,\-.:=;$_!*'%/]+", re.IGNORECASE)
+_SYSTEM_NAME = re.compile(r"[A-Z][A-Z0-9_.\-]{0,15}")  # LOCAL, CPT, ICD10PCS
+
+
+def shaped(name: str, code: str) -> bool:
+    """Whether ``code`` has the syntax of a code of system ``name`` (ICD10CM, ICD9CM, SNOMED, LOINC; any
+    other: :func:`local_code_shaped`), valid or not."""
+    c = code.strip().upper()
+    if name == ICD10CM:  # loose: XX9 is kept (not in the set, flagged); never without a digit (a name)
+        bare = c.replace(".", "", 1)
+        return _ICD10_LOOSE.fullmatch(bare) is not None and any(ch.isdigit() for ch in bare)
+    if name == ICD9CM:
+        return _ICD9_SHAPE.fullmatch(c) is not None
+    if name == SNOMED:
+        return _SNOMED_SHAPE.fullmatch(c) is not None
+    if name == LOINC:
+        return loinc_shaped(c) or _LOINC_OTHER.fullmatch(c) is not None
+    return local_code_shaped(code)
+
+
+def local_code_shaped(code: str) -> bool:
+    """A code of a system we do not know: one token of at most 40 letters, digits and ``. _ : / -``, not
+    shaped like an SSN, a phone number or a hyphenated name (a single word cannot be told from a code)."""
+    c = code.strip()
+    return _LOCAL_CODE.fullmatch(c) is not None and _PERSONAL.fullmatch(c) is None
+
+
+def system_text_ok(system: str) -> bool:
+    """A code system's text that may be stored: an http(s) URL without user info, query or fragment, a
+    URN (``urn:oid:1.2.3``), or an upper-case system name (``LOCAL``); other text may be an e-mail or a
+    name."""
+    s = system.strip()
+    return len(s) <= 255 and any(p.fullmatch(s) for p in (_HTTP_SYSTEM, _URN_SYSTEM, _SYSTEM_NAME))

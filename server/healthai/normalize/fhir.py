@@ -18,6 +18,10 @@ Coding's ``code``, a Quantity's ``unit`` that is not a string, a ``coding`` that
 status string where R4 has a CodeableConcept → that record is REJECTED ``INVALID_FIELD`` (field path,
 never the value); the other records are stored.
 
+Coded elements store only codes (:mod:`healthai.normalize.fhir_coded`): a status outside its required
+value set, a code without its system's syntax, a system that is no URI → not stored, warned, withheld.
+A number too large to read (309+ or 4,301+ digits) rejects its record, never the payload.
+
 References are resolved inside the payload (``urn:uuid:`` fullUrls, ``Type/id``, absolute URLs
 ending in ``Type/id``, either with ``/_history/vid``, ``#contained``, and conditional references
 ``Type?search`` of a transaction: :class:`healthai.normalize.fhir_resources.RefIndex`); each one that
@@ -95,10 +99,31 @@ def parse_payload(payload: bytes | str | dict | list) -> tuple[list[Record], str
             raise InvalidInput(f"JSON arrays/objects nest more than {MAX_JSON_DEPTH} levels deep; "
                                f"the limit is {MAX_JSON_DEPTH}")
         try:
-            doc = json.loads(text.removeprefix("\ufeff"))
+            doc = _loads(text.removeprefix("\ufeff"))
         except json.JSONDecodeError as e:
             raise InvalidInput(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        except ValueError:  # a number Python cannot read (never expected: _loads reads long integers)
+            raise InvalidInput("FHIR payload holds a JSON number that cannot be read") from None
     return _records(doc), text
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``; an integer past Python's int-digits limit (4,300, ``sys.get_int_max_str_digits``)
+    makes it raise ValueError: the text is then read again with such integers as ±infinity, so that the
+    record holding one is rejected (its element is not a finite number), not the payload."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=_int_or_infinity)
+
+
+def _int_or_infinity(digits: str) -> int | float:
+    try:
+        return int(digits)
+    except ValueError:  # too many digits for int(): far past any float
+        return float(digits)
 
 
 def _records(doc: Any) -> list[Record]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from healthai.normalize import codes, fhir_read
+from healthai.normalize.fhir_coded import pair, storable, value_set_code
 from healthai.normalize.fhir_resources import Rec, Reject
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe
+from healthai.normalize.value_sets import CLINICAL_STATUS, VERIFICATION_STATUS, same
 
+_CLINICAL, _VERIFICATION = same(CLINICAL_STATUS), same(VERIFICATION_STATUS)
 _UNDATED_CHOICES = ("onsetAge", "onsetRange", "onsetString", "abatementAge", "abatementRange",
                     "abatementString")
 
@@ -21,12 +24,15 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     # every coding is type-checked where read (a code that is not a string rejects the record)
     found = rec.attempt(fhir_read.codings, rec, res.get("code"), "code")
     uncoded = found == []  # valid R4 (code is 0..1, text-only allowed): accepted, not stored, below
-    row = code_condition(rec, found or [])
-    # R4 statuses are CodeableConcepts: a STU3 string ("refuted") is rejected, never read as no status
-    _, clinical = rec.attempt(fhir_read.first, rec, res.get("clinicalStatus"),
-                              "clinicalStatus") or (None, None)
-    _, verification = rec.attempt(fhir_read.first, rec, res.get("verificationStatus"),
-                                  "verificationStatus") or (None, None)
+    # a code that is not shaped like one (an SSN under ICD-10-CM) is never stored: warned, left out
+    kept = [c for c in found or [] if storable(rec, c, "code")]
+    no_code = bool(found) and not kept
+    row = code_condition(rec, kept)
+    # R4 statuses are CodeableConcepts: a STU3 string ("refuted") is rejected, never read as no status;
+    # their value sets are required bindings: any other text is not stored
+    clinical = rec.attempt(value_set_code, rec, res.get("clinicalStatus"), "clinicalStatus", _CLINICAL)
+    verification = rec.attempt(value_set_code, rec, res.get("verificationStatus"), "verificationStatus",
+                               _VERIFICATION)
     onset = (
         rec.attempt(rec.time, res, "onsetDateTime")
         if "onsetDateTime" in res
@@ -52,6 +58,10 @@ def normalize_condition(rec: Rec, res: dict) -> list[dict]:
     if uncoded:
         rec.warn(IssueCode.NOT_STORED, "code has no coding (absent or text only): a condition without a "
                  "code cannot be counted or scored, so it is not stored", rec.path("code"))
+        return []
+    if no_code:
+        rec.warn(IssueCode.NOT_STORED, "code has no coding shaped like a code: a condition without a code "
+                 "cannot be counted or scored, so it is not stored", rec.path("code"))
         return []
     row.update(
         {
@@ -124,12 +134,12 @@ def code_condition(rec: Rec, codings: list[tuple[int, str | None, str]]) -> dict
             problem = "is not an SCTID (digits, partition, Verhoeff check); kept as system|code"
             message = describe("SNOMED CT code", code, problem, Syntax.SNOMED)
             rec.warn(IssueCode.SNOMED_INVALID, message, where)
-            name, value = codes.OTHER, f"{system or ''}|{code}"
+            name, value = codes.OTHER, pair(rec, (j, system, code), "code")
         elif name == codes.SNOMED:
             value = code.strip()
             out["snomed_code"] = out["snomed_code"] or value
         else:
-            value = f"{system or ''}|{code}"
+            value = pair(rec, (j, system, code), "code")
         if out["code"] is None or (out["code_system"] == codes.OTHER and name != codes.OTHER):
             # the primary code: the first coding of a known system, else the first coding
             out["code_system"], out["code"] = name, value

@@ -6,9 +6,11 @@ import math
 from typing import Any
 
 from healthai.normalize import codes, fhir_read, units
+from healthai.normalize.fhir_coded import pair, storable
 from healthai.normalize.fhir_resources import OBSERVATION_STATUS, Rec, Reject
 from healthai.normalize.records import IssueCode
 from healthai.normalize.redact import Syntax, describe, field_key, number
+from healthai.normalize.value_sets import OBSERVATION_CATEGORY, same
 
 
 def normalize_observation(rec: Rec, res: dict) -> list[dict]:
@@ -108,15 +110,22 @@ def _absent(rec: Rec, res: dict, prefix: str) -> str | None:
     concept = res.get("dataAbsentReason")
     if concept is None:
         return None
-    system, code = rec.attempt(fhir_read.first, rec, concept, f"{prefix}dataAbsentReason") or (None, None)
-    return f"{system or ''}|{code}" if code else "|unknown"
+    field = f"{prefix}dataAbsentReason"
+    found = rec.attempt(fhir_read.codings, rec, concept, field) or []
+    kept = [c for c in found if storable(rec, c, field)]  # text that is no code: never stored
+    return pair(rec, kept[0], field) if kept else "|unknown"
+
+
+_CATEGORY = same(OBSERVATION_CATEGORY)
 
 
 def _category(rec: Rec, cats: Any) -> str | None:
-    """The code of the first coding of the first category that has one (every category type-checked)."""
-    found = [fhir_read.codings(rec, c, f"category[{k}]")
-             for k, c in enumerate(fhir_read.array(rec, cats, "category"))]
-    return next((f[0][2] for f in found if f), None)
+    """The first observation-category code of the categories, else the first other code shaped like a
+    code (every category type-checked; text that is no code is never stored)."""
+    found = [(k, c) for k, cat in enumerate(fhir_read.array(rec, cats, "category"))
+             for c in fhir_read.codings(rec, cat, f"category[{k}]")]
+    hit = next((_CATEGORY[c[2].strip().lower()] for _, c in found if c[2].strip().lower() in _CATEGORY), None)
+    return hit or next((c[2] for k, c in found if storable(rec, c, f"category[{k}]")), None)
 
 
 def _effective(rec: Rec, res: dict) -> Any:
@@ -173,16 +182,22 @@ def _code(rec: Rec, found: list[fhir_read.Coding], field: str) -> tuple[str | No
             f"{field}.coding with at least one code is required",
             rec.path(f"{field}.coding"),
         )
+    kept = [c for c in found if storable(rec, c, field)]  # an SSN under LOINC is no code: never stored
+    if found and not kept:
+        lost_loinc = any(rec.ctx.system_name(system) == codes.LOINC for _, system, _ in found)
+        rec.reject(IssueCode.LOINC_INVALID if lost_loinc else IssueCode.CODE_NOT_STORED,
+                   f"{field} has no coding shaped like a code: the observation is not stored",
+                   rec.path(f"{field}.coding"))
     other = None
     loincs: list[tuple[int, str]] = []
-    for j, system, raw in found:
+    for j, system, raw in kept:
         code, name = raw.strip(), rec.ctx.system_name(system)
         if name == codes.LOINC:
             loincs.append((j, code))
             continue
         if name == codes.SNOMED and not codes.snomed_valid(code):
             rec.warn(IssueCode.SNOMED_INVALID, _SNOMED_INVALID, rec.path(f"{field}.coding[{j}].code"))
-        other = other or f"{system or ''}|{code}"
+        other = other or pair(rec, (j, system, raw), field, code)
     if loincs:
         # EHRs list a panel or section code (8716-3 Vital signs) before the measurement's own (9279-1):
         # the first code we know the unit of wins, else the first LOINC code
@@ -213,7 +228,7 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | No
         if raw is None:
             rec.warn(IssueCode.VALUE_MISSING, "valueQuantity has no value", rec.path(f"{path}.value"))
             return empty
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        if _finite(raw) is None:
             rec.reject(
                 IssueCode.INVALID_FIELD,
                 "valueQuantity.value must be a finite number",
@@ -261,11 +276,11 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | No
         return out
     cc = res.get("valueCodeableConcept")
     if cc is not None:
-        found = fhir_read.codings(rec, cc, f"{prefix}valueCodeableConcept")
+        field = f"{prefix}valueCodeableConcept"
+        found = [c for c in fhir_read.codings(rec, cc, field) if storable(rec, c, field)]
         if not found:
-            return empty  # text only: free text is dropped
-        _, system, code = min(found, key=lambda c: _standard_rank(rec, c))
-        return {**empty, "value_code": f"{system or ''}|{code}"}
+            return empty  # text only, or text that is no code: free text is dropped
+        return {**empty, "value_code": pair(rec, min(found, key=lambda c: _standard_rank(rec, c)), field)}
     for key in ("valueInteger", "valueBoolean"):
         if key in res:
             v = res[key]
@@ -273,6 +288,8 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | No
                 rec.reject(
                     IssueCode.INVALID_FIELD, f"{key} has the wrong JSON type", rec.path(f"{prefix}{key}")
                 )
+            if not isinstance(v, bool) and _finite(v) is None:  # 309+ digits: past any float
+                rec.reject(IssueCode.INVALID_FIELD, f"{key} is too large", rec.path(f"{prefix}{key}"))
             if loinc is not None and not isinstance(v, bool):
                 try:
                     units.check_range(loinc, float(v))
@@ -289,6 +306,18 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | No
             )
             return empty
     return None
+
+
+def _finite(raw: Any) -> float | None:
+    """A JSON number as a finite float; None for any other type, NaN/infinity and integers too large for a
+    float (``float()`` of a 309-digit integer raises OverflowError)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    try:
+        value = float(raw)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _standard_rank(rec: Rec, found: fhir_read.Coding) -> tuple[int, int]:

@@ -8,10 +8,12 @@ from typing import Any
 from healthai.normalize import codes, fhir_read
 from healthai.normalize.birth_guard import birth_token
 from healthai.normalize.counties import address_county
+from healthai.normalize.fhir_coded import storable
 from healthai.normalize.fhir_resources import ENCOUNTER_STATUS, GENDERS, Rec, Reject
 from healthai.normalize.fhir_types import LOCAL_DATE_SLACK, parse_datetime, partial_date_end
 from healthai.normalize.identity import generalize_date, region_code
 from healthai.normalize.records import Issue, IssueCode, Severity
+from healthai.normalize.value_sets import ACT_ENCOUNTER_CODES
 
 
 # ---------------------------------------------------------------------------- Patient
@@ -227,12 +229,17 @@ _V3_SYSTEMS = frozenset({"http://terminology.hl7.org/CodeSystem/v3-ActCode", "ht
 
 
 def _encounter_class(rec: Rec, cls: dict) -> str | None:
-    """The v3 ActCode of ``class`` (AMB, EMER, IMP, ...): as sent, or from HL7 v2 table 0004. A class in
-    a sender's own system (Epic's OIDs) is not one: said, and stored as unknown."""
+    """The v3 ActEncounterCode of ``class`` (AMB, EMER, IMP, ...): as sent, or from HL7 v2 table 0004. A
+    class in a sender's own system (Epic's OIDs) is not one: said, and stored as unknown. Other text
+    under v3 is no encounter class (it may be a name or an identifier): not stored, withheld."""
     system, code = cls.get("system"), cls["code"].strip()
     uri = codes.canonical_uri(system) if isinstance(system, str) else None
     if system is None or uri in _V3_SYSTEMS:
-        return code
+        if code.upper() in ACT_ENCOUNTER_CODES:
+            return code.upper()
+        rec.warn(IssueCode.INVALID_FIELD, f"class is not one of {', '.join(sorted(ACT_ENCOUNTER_CODES))} "
+                 "(value withheld): not stored", rec.path("class.code"))
+        return None
     if uri in _V2_SYSTEMS and code.upper() in _V2_CLASS:
         return _V2_CLASS[code.upper()]
     rec.warn(IssueCode.CODE_SYSTEM_UNKNOWN, "class is neither a v3 ActCode nor an HL7 v2 patient class "
@@ -252,7 +259,9 @@ def normalize_encounter(rec: Rec, res: dict) -> list[dict]:
     else:
         rec.attempt(fhir_read.coding, rec, cls, "class")  # its system too
     types = rec.attempt(fhir_read.array, rec, res.get("type"), "type") or []
-    tsys, tcode = (rec.attempt(fhir_read.first, rec, types[0], "type[0]") if types else None) or (None, None)
+    # the first coding of type[0] shaped like a code (text that is no code is never stored)
+    tcodings = (rec.attempt(fhir_read.codings, rec, types[0], "type[0]") if types else None) or []
+    _, tsys, tcode = next((c for c in tcodings if storable(rec, c, "type[0]")), (None, None, None))
     patient = rec.attempt(rec.linked_id, res, "subject", "Patient", required=True)
     start = rec.attempt(rec.time, res, "period", sub="start")
     end = rec.attempt(rec.time, res, "period", sub="end")

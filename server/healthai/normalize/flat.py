@@ -17,6 +17,8 @@ extra columns are ignored; ``REQUIRED_COLUMNS`` must exist, else InvalidInput na
 Coded columns take their FHIR value set's codes (any case): status and class_code (v3 ActCode, or HL7
 v2's E/I/O), clinical_status, verification_status, category. Other text there is not stored (it may be
 a name in the wrong column): a warning, or a rejected row for an observation's status (as for FHIR).
+A code without its system's syntax (an SSN under ICD10CM), a code_system that is no URI or system name
+(``http://name@host``), and a loinc or panel_loinc not shaped like a LOINC code are never stored either.
 
 Every kind also takes county (a US county FIPS or name, in the row's state) and postal_code (a
 ZIP code, for the county when no county is given; not stored).
@@ -54,6 +56,13 @@ from healthai.normalize.records import (
     NormalizedBatch,
 )
 from healthai.normalize.redact import describe
+from healthai.normalize.value_sets import (
+    CLINICAL_STATUS,
+    ENCOUNTER_CLASS,
+    OBSERVATION_CATEGORY,
+    VERIFICATION_STATUS,
+    same,
+)
 
 # where the record happened: a state (name or postal code) and country, or an ISO 3166-2 region; a US
 # county (FIPS or name) or a ZIP code gives the county (the ZIP code itself is not stored)
@@ -78,21 +87,6 @@ _ID_COLUMN = {
     CONDITION: "condition_id",
     OBSERVATION: "observation_id",
 }
-# FHIR R4 value sets of the coded columns (condition-clinical, condition-ver-status, observation-status,
-# observation-category; v3 ActEncounterCode, with HL7 v2 table 0004's E, I, O): anything else is text
-CLINICAL_STATUS = ("active", "recurrence", "relapse", "inactive", "remission", "resolved")
-VERIFICATION_STATUS = ("unconfirmed", "provisional", "differential", "confirmed", "refuted",
-                       "entered-in-error")
-OBSERVATION_CATEGORY = ("social-history", "vital-signs", "imaging", "laboratory", "procedure", "survey",
-                        "exam", "therapy", "activity")
-ENCOUNTER_CLASS = {**{c.lower(): c for c in ("AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC",
-                                              "PRENC", "SS", "VR")}, "e": "EMER", "i": "IMP", "o": "AMB"}
-
-
-def _same(codes: tuple[str, ...] | frozenset[str]) -> dict[str, str]:
-    return {c.lower(): c for c in codes}
-
-
 _RESOURCE = {PATIENT: "Patient", ENCOUNTER: "Encounter", CONDITION: "Condition", OBSERVATION: "Observation"}
 
 
@@ -135,8 +129,8 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         out.update(flat_codes.condition_codes(t, ctx))
         out.update(
             {
-                "clinical_status": t.coded("clinical_status", _same(CLINICAL_STATUS)),
-                "verification_status": t.coded("verification_status", _same(VERIFICATION_STATUS)),
+                "clinical_status": t.coded("clinical_status", same(CLINICAL_STATUS)),
+                "verification_status": t.coded("verification_status", same(VERIFICATION_STATUS)),
                 "onset": t.time("onset", ctx),
                 "recorded": t.time("recorded", ctx),
             }
@@ -145,8 +139,8 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         out.update(flat_codes.observation_values(t))
         out.update(
             {
-                "status": t.coded("status", _same(OBSERVATION_STATUS), error=True),
-                "category": t.coded("category", _same(OBSERVATION_CATEGORY)),
+                "status": t.coded("status", same(OBSERVATION_STATUS), error=True),
+                "category": t.coded("category", same(OBSERVATION_CATEGORY)),
                 "effective": t.time("effective", ctx),
             }
         )

@@ -4,7 +4,6 @@ or unit checked once, broadcast back with ``take``). Messages quote a value only
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import pyarrow.compute as pc
 from healthai.normalize import codes, units
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.flat_checks import Cols, np_mask
-from healthai.normalize.redact import Syntax, describe
+from healthai.normalize.redact import Syntax, describe, withheld
 
 
 def condition_codes(t: Cols, ctx: NormalizeContext) -> dict[str, Any]:
@@ -56,9 +55,8 @@ _SHORT = {
 }
 
 
-_CODE_SHAPE = re.compile(r"(?=.*\d)[A-Za-z0-9][A-Za-z0-9.\-]{0,19}")  # ICD-10/9, SCTID: has a digit
-_URI = re.compile(r"^(https?://|urn:|[a-z][a-z0-9+.\-]*:)\S+$", re.IGNORECASE)
-_SYSTEM_NAME = re.compile(r"[A-Z][A-Z0-9_.\-]{0,15}")  # LOCAL, CPT, ICD10PCS
+_SYNTAX = {codes.ICD10CM: "an ICD-10-CM code", codes.ICD9CM: "an ICD-9-CM code",
+           codes.SNOMED: "a SNOMED CT concept id"}
 
 
 def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
@@ -66,11 +64,11 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
     icd10 = icd9 = snomed = None
     mapped, issue = False, None
     value = code.strip()
-    if name in (codes.ICD10CM, codes.ICD9CM, codes.SNOMED) and not _CODE_SHAPE.fullmatch(value):
-        # no digit, spaces, too long: text typed into the code column (a name), not a code: never stored
-        problem = "is not shaped like a code (free text): not stored"
-        return name, None, None, None, None, False, ("CODE_NOT_STORED", describe("code", code, problem,
-                                                                                   Syntax.ICD10)), False
+    if not codes.shaped(name, value):
+        # not the system's syntax (an SSN under ICD-10-CM, a name, an e-mail): not a code, never stored
+        problem = f"is not shaped like {_SYNTAX.get(name, 'a code')} (free text): not stored"
+        return name, None, None, None, None, False, ("CODE_NOT_STORED", f"code {problem} {withheld(code)}"), \
+            False
     if name == codes.ICD10CM:
         icd10 = codes.canonical_icd10(code, ctx.icd10)
         value = icd10 or value.upper()
@@ -106,7 +104,7 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
                 describe("SNOMED CT code", value, f"has no ICD-10-CM code: {why}", Syntax.SNOMED),
             )
     else:
-        named = _URI.match(system.strip()) is not None or _SYSTEM_NAME.fullmatch(system.strip()) is not None
+        named = codes.system_text_ok(system)  # not an e-mail (http://name@host) or a name
         value = f"{system.strip() if named else ''}|{value}"  # other text (a name) is never stored
         problem = "is not ICD-10-CM, ICD-9-CM or SNOMED CT" + (
             "" if named else ", nor a URI or an upper-case system name: not stored")
@@ -122,7 +120,7 @@ def observation_values(t: Cols) -> dict[str, Any]:
     unit = t.string("unit")
     if unit is None:
         unit = pa.nulls(t.n, pa.string())
-    panel = t.string("panel_loinc")
+    panel = _panel_loinc(t)
     pair = pc.binary_join_element_wise(pc.fill_null(loinc, ""), pc.fill_null(unit, "\x00"), "\x1f")
     enc = pc.dictionary_encode(pair)
     idx = enc.indices.to_numpy(zero_copy_only=False)
@@ -200,6 +198,25 @@ def observation_values(t: Cols) -> dict[str, Any]:
         "value_comparator": comparator,
         "loinc_valid": pa.array(~bad_mask, pa.bool_(), mask=np_mask(pc.is_null(loinc))),
     }
+
+
+def _panel_loinc(t: Cols) -> pa.Array | None:
+    """panel_loinc, checked as loinc is: text not even shaped like a LOINC code (an SSN) rejects the row and
+    is never stored; a wrong check digit is flagged."""
+    panel = t.string("panel_loinc")
+    if panel is None:
+        return None
+    panel = pc.utf8_trim_whitespace(panel)
+    uniq = [c for c in pc.unique(panel).to_pylist() if c]
+    shapeless = np_mask(pc.is_in(panel, pa.array([c for c in uniq if not codes.loinc_shaped(c)],
+                                                 pa.string())))
+    t.flags.add(shapeless, "LOINC_INVALID", "panel_loinc is not a LOINC code (digits, a dash, a check digit: "
+                "85354-9): not stored", "panel_loinc", error=True)
+    bad = np_mask(pc.is_in(panel, pa.array([c for c in uniq if not codes.loinc_valid(c)], pa.string())))
+    t.flags.add(bad & ~shapeless, "LOINC_INVALID", "panel_loinc fails the LOINC mod-10 check digit",
+                "panel_loinc", error=False)
+    empty = pc.equal(panel, "")
+    return pc.if_else(pc.or_kleene(pa.array(shapeless), empty), pa.scalar(None, pa.string()), panel)
 
 
 def _unit_text(unit: pa.Array) -> pa.Array:

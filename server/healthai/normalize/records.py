@@ -149,7 +149,7 @@ class IssueCode(enum.StrEnum):
     LOINC_INVALID = "LOINC_INVALID"
     CODE_UNMAPPED = "CODE_UNMAPPED"  # SNOMED/other code with no ICD-10-CM mapping available
     CODE_SYSTEM_UNKNOWN = "CODE_SYSTEM_UNKNOWN"
-    CODE_NOT_STORED = "CODE_NOT_STORED"  # flat: text in the code column that is no code (kept out)
+    CODE_NOT_STORED = "CODE_NOT_STORED"  # text in a code or system that is no code (an SSN): not stored
     UNIT_UNKNOWN = "UNIT_UNKNOWN"
     UNIT_INCOMPATIBLE = "UNIT_INCOMPATIBLE"
     VALUE_MISSING = "VALUE_MISSING"

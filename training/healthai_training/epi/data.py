@@ -231,16 +231,28 @@ SCALINGS = ("per-region", "global")
 def minmax_fit(
     series: np.ndarray, n_train: int, scaling: str = "per-region"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max over the training rows, per region or one pair for all regions (broadcast to [N]);
-    flat regions get max = min + 1."""
+    """Min and max over the training rows, per region or one pair for all regions (broadcast to [N]).
+
+    A region flat over the training rows (a place that reported zeros before it reported at all) gets
+    the span of all regions' training rows (1 when every region is flat): with a span of 1, its first
+    hundreds of cases would reach the network as inputs in the hundreds and wreck its forecasts and its
+    neighbours' (:func:`flat_regions` names them for a warning)."""
     if scaling not in SCALINGS:
         raise TrainingInputError(f"scaling must be one of {SCALINGS}, got {scaling!r}", field="scaling")
     lo = series[:n_train].min(axis=0)
     hi = series[:n_train].max(axis=0)
     if scaling == "global":
         lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
-    hi = np.where(hi > lo, hi, lo + 1.0)
+    pooled = float(hi.max() - lo.min()) if hi.size else 0.0
+    hi = np.where(hi > lo, hi, lo + (pooled if pooled > 0 else 1.0))
     return lo, hi
+
+
+def flat_regions(series: np.ndarray, n_train: int, region_ids: tuple[str, ...]) -> list[str]:
+    """The regions whose counts never change over the first ``n_train`` rows."""
+    rows = series[:n_train]
+    flat = np.flatnonzero(rows.max(axis=0) <= rows.min(axis=0)) if len(rows) else np.array([], int)
+    return [region_ids[j] for j in flat]
 
 
 def target_weeks(data: EpiData, split: str) -> np.ndarray:

@@ -224,6 +224,12 @@ def train_forecaster(*, data: epi_data.EpiData, config: ForecastConfig) -> Forec
     window = cfg.effective_window
     a, _ = data.split_points
     lo, hi = epi_data.minmax_fit(data.series, a, cfg.scaling)
+    flat = epi_data.flat_regions(data.series, a, data.region_ids)
+    if flat:
+        logger.warning("%d region(s) never change over the training split (%s%s): scaled by all regions' "
+                       "training range; their forecasts learn nothing from their own history until it is "
+                       "in the training split", len(flat), ", ".join(flat[:8]),
+                       ", ..." if len(flat) > 8 else "")
     x_tr, y_tr, m_tr = _split_tensors(data, window, cfg.steps, lo, hi, "train", cfg.loss_steps)
     x_va, y_va, m_va = _split_tensors(data, window, cfg.steps, lo, hi, "val", cfg.loss_steps)
     weights = region_weights(cfg, lo, hi)
