@@ -223,3 +223,11 @@ def test_hubverse_locations_as_us_fips(server, tmp_path: Path) -> None:
     with out.open(newline="") as f:
         locations = {row["location"] for row in csv.DictReader(f)}
     assert locations == set(fips_locations([{"id": r, "aliases": []} for r in REGIONS]).values())
+
+
+def test_the_hubverse_target_names_the_stored_syndrome() -> None:
+    from healthai_client.cli_commands import hubverse_target
+
+    assert hubverse_target(None, "covid", None) == "inc covid"  # --stored covid: not labelled ILI
+    assert hubverse_target(None, None, object()) == "inc ili"  # a history file: the documented default
+    assert hubverse_target("inc flu hosp", "covid", None) == "inc flu hosp"  # --target wins

@@ -204,3 +204,12 @@ def test_no_stack_weight_or_band_is_fitted_to_a_filled_cell(shared_data: Path) -
     rng = np.random.default_rng(1)
     unmasked = fit_stack(sets(50.0), ["healthai", "last_value", "lag52"], levels)
     assert not np.allclose(unmasked.offsets, b.offsets)  # the filled cells would have moved the bands
+
+
+def test_step_d_on_a_weekly_series_is_refused_not_interpolated(tmp_path: Path) -> None:
+    path = tmp_path / "weekly.csv"
+    weeks = pd.date_range("2024-01-01", periods=20, freq="7D")
+    path.write_text("period,a\n" + "".join(f"{d.date()},{10 + i}\n" for i, d in enumerate(weeks)))
+    for missing in ("refuse", "interpolate"):  # the advice to interpolate would invent 6 days in 7
+        with pytest.raises(InputFileError, match=r"this is a weekly series; train it with --step W"):
+            read_series(path, step="D", missing=missing)

@@ -85,3 +85,10 @@ def test_score_points_and_refusals(three_states: epi_data.EpiData) -> None:
     other = replace(three_states, series=three_states.series + 1.0)
     with pytest.raises(TrainingInputError, match="series differs"):
         score_points(other, splits, {"models": {"peer": truth}})
+
+
+def test_a_too_short_series_names_the_training_periods_and_no_seasonal_window_it_does_not_use() -> None:
+    with pytest.raises(TrainingInputError) as err:
+        epi_data.validate_series(np.ones((60, 3)), window=20, horizon=15, split=(0.5, 0.2, 0.3))
+    assert "the training split (30 periods) must hold window + horizon = 20 + 15 periods" in str(err.value)
+    assert "seasonal" not in str(err.value)

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ladder on the store's ingest dates, as healthai counts --nowcast)")
     p.add_argument("--hubverse", type=Path, metavar="FILE",
                    help="also write hubverse model-output rows (CSV, or Parquet by suffix)")
-    p.add_argument("--target", default="inc ili", help="hubverse target name (default 'inc ili')")
+    p.add_argument("--target", default=None,
+                   help="hubverse target name (default 'inc <syndrome>' of --stored, else 'inc ili')")
     p.add_argument("--hubverse-location", choices=("id", "fips"), default="id",
                    help="hubverse location codes: the model's region ids (default), or US FIPS codes "
                    "(2-digit states, as FluSight's hubs use; county ids are FIPS already)")

@@ -355,7 +355,8 @@ def forecast(args: argparse.Namespace) -> int:
         print(f"nowcast: {added:.1f} cases not stored yet added to the window's latest periods",
               file=sys.stderr)
     if args.hubverse:
-        n = write_hubverse(r, args.hubverse, target=args.target, reference=args.reference_date,
+        n = write_hubverse(r, args.hubverse, target=hubverse_target(args.target, args.stored, history),
+                           reference=args.reference_date,
                            locations=locations)
         print(f"wrote {n} hubverse rows to {args.hubverse}", file=sys.stderr)
     if args.plot:
@@ -367,6 +368,13 @@ def forecast(args: argparse.Namespace) -> int:
         plot_forecast(r, args.plot, regions)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def hubverse_target(target: str | None, stored: str | None, history: object) -> str:
+    """``--target``, else ``inc <syndrome>`` of the stored counts forecast, else ``inc ili``."""
+    if target:
+        return target
+    return f"inc {stored}" if history is None and stored else "inc ili"
 
 
 def regions(args: argparse.Namespace) -> int:

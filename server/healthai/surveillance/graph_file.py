@@ -12,8 +12,9 @@ Formats (by content / suffix):
 - GeoJSON (``.geojson`` / ``.json``) FeatureCollection of Polygon / MultiPolygon features; the id is
   ``properties.<id_property>`` (default: ``id``, ``region``, ``code``, else the feature ``id``) and the
   optional display name ``properties.name``. Two regions are neighbours when their boundaries share a
-  vertex (queen contiguity on exact coordinates, which holds for topologically clean boundaries such
-  as Census or Natural Earth files);
+  vertex (queen contiguity on coordinates rounded to 6 decimals — about 0.1 m in degrees — which holds
+  for topologically clean boundaries such as Census or Natural Earth files; a border where one polygon
+  has a vertex and the other none, a T-junction, is not found: an edge list states such borders);
 - a served forecaster's ``graph.json`` (``region_ids`` and a CSR ``indptr, indices, weights``), so a
   model's graph trains the next one.
 
@@ -166,12 +167,15 @@ def _json_graph(path: Path, id_property: str | None) -> tuple[list[str], dict, l
         weights[(rid, rid)] = 1.0
         for ring in rings:
             for x, y, *_ in ring:
-                vertex = (round(float(x), 9), round(float(y), 9))
+                vertex = (round(float(x), VERTEX_DECIMALS), round(float(y), VERTEX_DECIMALS))
                 for other in vertex_owner.setdefault(vertex, set()):
                     if other != rid:
                         weights[(min(rid, other), max(rid, other))] = 1.0
                 vertex_owner[vertex].add(rid)
     return ids, weights, names, "geojson"
+
+
+VERTEX_DECIMALS = 6  # GeoJSON vertices that round alike are one (about 0.1 m in degrees)
 
 
 def _model_graph(path: Path, doc: dict) -> tuple[list[str], dict, list[str]]:
@@ -285,7 +289,9 @@ def read_graph(
     if isolated and not allow_isolated:
         raise InputFileError(
             f"{path}: {len(isolated)} isolated regions (no neighbour): {isolated[:5]}; they would learn from "
-            "their own history only. Pass --allow-isolated to train anyway",
+            "their own history only. Pass --allow-isolated to train anyway"
+            + (" (GeoJSON neighbours share a boundary vertex, to 6 decimals: simplified or reprojected "
+               "borders may share none; an edge list CSV states the borders)" if kind == "geojson" else ""),
             field="graph",
         )
     by_id = dict(zip(ids, names, strict=False)) if names else {}

@@ -224,6 +224,12 @@ def infer_step(periods: pd.DatetimeIndex, path: Path | str, step: str | None, *,
         step = guessed
     if step not in STEPS:
         raise InputFileError(f"step must be W or D, got {step!r}", field="step")
+    if step == "D" and smallest >= 7 and not np.any(gaps % 7):  # weekly totals are not daily counts
+        raise InputFileError(
+            f"{path}: --step D, but every period is a whole number of weeks after the one before "
+            f"(the closest {smallest} days apart): this is a weekly series; train it with --step W",
+            field="step",
+        )
     if smallest < STEPS[step] or np.any(gaps % STEPS[step]):
         i = int(np.argmax((gaps < STEPS[step]) | (gaps % STEPS[step] != 0)))
         raise InputFileError(

@@ -178,10 +178,10 @@ def validate_series(
     # The training split alone must hold at least one full window + horizon.
     n_train = split_points(x.shape[0], split)[0]
     if n_train < window + horizon:
+        seasonal = " (a seasonal window spans one season + 2 periods)" if window > 20 else ""
         raise TrainingInputError(
-            f"series of {x.shape[0]} periods is too short: the training split ({split[0]:g} = {n_train} "
-            f"periods) must hold window + horizon = {window} + {horizon} periods (a seasonal window spans "
-            "one season + 2 periods)",
+            f"series of {x.shape[0]} periods is too short: the training split ({n_train} periods) must "
+            f"hold window + horizon = {window} + {horizon} periods{seasonal}",
             field="series",
         )
     return x
