@@ -17,6 +17,7 @@ duplicate, as it always was.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -33,6 +34,8 @@ _SAME_AS_KEY = ("resource_id",)  # the record key names the resource: hashing it
 _SEP = "\x1f"
 _SEED, _PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 _NO_PLACE = bytes(8)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _DICTIONARY_FROM = 2048  # rows: below, encoding a dictionary costs more than it saves
 
 
@@ -56,16 +59,20 @@ def place_digests(kind: str, table: pa.Table) -> pa.Array:
 
 def _fold(table: pa.Table, columns: list[str], seed: np.uint64) -> pa.Array:
     digest = np.full(table.num_rows, seed, np.uint64)
-    for name in columns:
-        col = table[name]
-        if col.null_count == len(col):
-            continue
-        salt = np.uint64(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little"))
-        with np.errstate(over="ignore"):
-            folded = (digest ^ (_column_hash(col) + salt)) * _PRIME
-        digest = folded if col.null_count == 0 else np.where(
-            pc.is_valid(col).to_numpy(zero_copy_only=False), folded, digest)
+    with np.errstate(over="ignore"):
+        for name in columns:
+            col = table[name]
+            if col.null_count == len(col):
+                continue
+            folded = (digest ^ (_column_hash(col) + _salt(name))) * _PRIME
+            digest = folded if col.null_count == 0 else np.where(
+                pc.is_valid(col).to_numpy(zero_copy_only=False), folded, digest)
     return pa.array(digest.view(np.int64))
+
+
+@functools.cache
+def _salt(name: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little"))
 
 
 def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
@@ -95,11 +102,10 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every input bit moves every output bit."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+    """splitmix64's finalizer: every input bit moves every output bit (in ``_fold``'s errstate)."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
 
 
 def with_digests(kind: str, table: pa.Table) -> pa.Table:
