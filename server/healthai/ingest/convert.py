@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -165,29 +165,29 @@ def receipt_to_proto(batch_id: str, commits: Sequence[CommitResult]) -> ingest_p
 def mark_already_stored(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
     """Add an INFO issue ALREADY_STORED to non-rejected outcomes whose rows were skipped as duplicates
     (same source + record key stored before): idempotent re-sends are visible per record."""
-    skipped = {PROTO_KIND[k]: set(t["resource_id"].to_pylist()) for k, t in commit.skipped.items()
-               if k in PROTO_KIND and "resource_id" in t.column_names}
-    if not skipped:
-        return
-    for o in outcomes:
-        if o.status != common_pb2.RECORD_STATUS_REJECTED and o.source_id in skipped.get(o.kind, ()):
-            o.issues.append(common_pb2.Issue(
-                code="ALREADY_STORED", severity=common_pb2.SEVERITY_INFO,
-                message="already stored from this source (same record key); not stored again"))
+    skipped = {k: t["resource_id"].to_pylist() for k, t in commit.skipped.items()
+               if "resource_id" in t.column_names}
+    _mark_info(outcomes, skipped, "ALREADY_STORED",
+               "already stored from this source (same record key); not stored again")
 
 
 def mark_revised(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
     """Add an INFO issue REVISED to outcomes whose rows were stored as a new version of a record
     already stored (same source + record key, other content)."""
-    revised = {PROTO_KIND[k]: set(ids) for k, ids in commit.revised.items() if k in PROTO_KIND}
-    if not revised:
+    _mark_info(outcomes, commit.revised, "REVISED",
+               "a new version of a record already stored from this source (same record key, other content): "
+               "it replaces the earlier version in reads and counts")
+
+
+def _mark_info(outcomes: Sequence[ingest_pb2.RecordOutcome], ids: Mapping[str, Sequence[str]], code: str,
+               message: str) -> None:
+    """An INFO issue ``code`` on the non-rejected outcomes of the resources ``ids`` (kind -> ids)."""
+    by_kind = {PROTO_KIND[k]: set(v) for k, v in ids.items() if k in PROTO_KIND}
+    if not by_kind:
         return
     for o in outcomes:
-        if o.status != common_pb2.RECORD_STATUS_REJECTED and o.source_id in revised.get(o.kind, ()):
-            o.issues.append(common_pb2.Issue(
-                code="REVISED", severity=common_pb2.SEVERITY_INFO,
-                message="a new version of a record already stored from this source (same record key, "
-                        "other content): it replaces the earlier version in reads and counts"))
+        if o.status != common_pb2.RECORD_STATUS_REJECTED and o.source_id in by_kind.get(o.kind, ()):
+            o.issues.append(common_pb2.Issue(code=code, severity=common_pb2.SEVERITY_INFO, message=message))
 
 
 def mark_generalized(outcomes: Sequence[ingest_pb2.RecordOutcome], commit: CommitResult) -> None:
