@@ -137,4 +137,4 @@ def test_the_log_line_of_a_domain_error_withholds_the_values_its_message_quotes(
         results = asyncio.run(_call_all_shapes(b"notfound"))
     assert all(r.details() == "model 'm' not found" for r in results)  # the caller still reads it
     lines = [r.getMessage() for r in caplog.records if "NOT_FOUND" in r.getMessage()]
-    assert lines and all("model '…' not found" in line and "'m'" not in line for line in lines)
+    assert lines and all("model … not found" in line and "'m'" not in line for line in lines)

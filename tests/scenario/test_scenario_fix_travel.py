@@ -108,3 +108,13 @@ def test_one_multiplier_everywhere_scales_every_edge_once() -> None:
         edges = range(g.indptr[i], g.indptr[i + 1])
         expect = sum(g.weights[e] * (0.3 if i == 4 or g.indices[e] == 4 else 1.0) for e in edges)
         assert touched[i] == pytest.approx(expect, rel=1e-12)
+
+
+def test_a_graph_with_neither_name_nor_regions_names_the_field_once(tmp_path) -> None:
+    from healthai.errors import InvalidInput
+    from healthai.scenario.convert import graph_from
+    from healthai.v1 import scenario_pb2
+
+    with pytest.raises(InvalidInput) as err:
+        graph_from(scenario_pb2.ScenarioGraph(), tmp_path)
+    assert str(err.value) == "graph: a name or region_ids + population is required"

@@ -167,7 +167,7 @@ def test_exact_bounds_are_accepted_and_one_step_beyond_is_not(server, model) -> 
 
 READMISSION_CASES = [
     ({"num_procedures": 2.5}, "features[0].num_procedures=2.5 is not a whole number"),
-    ({"number_inpatient": 1000}, "features[0].number_inpatient=1000 is outside [0, 16]"),  # the DP domain
+    ({"number_inpatient": -1}, "features[0].number_inpatient=-1 is outside [0, 3.40282e+38]"),  # open above
     ({"hba1c_above_7": 1, "hba1c_measured": 0}, "features[0].hba1c_above_7=1 needs hba1c_measured=1"),
     ({"age": 30, "age_risk": 0.9}, "features[0].age_risk=0.9 does not match age_risk(age) = 0.1192"),
     ({"charlson_chf": 1, "charlson_index": 0},

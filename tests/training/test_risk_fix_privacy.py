@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 from opacus.accountants import RDPAccountant
@@ -83,9 +84,16 @@ def test_dp_card_recomputes_its_epsilon_and_leaks_no_training_value(tmp_path: Pa
     assert card["imputation"]["values"]["crp"] == released["crp"]["fill"]
     domain = {f["name"]: f["domain"] for f in card["features"]}
     assert (domain["age"]["min"], domain["age"]["max"]) == (18.0, 110.0)  # the spec's, not the data's
-    lo, hi = released["crp"]["bounds"]
-    assert domain["crp"]["min"] == 0.0 and domain["crp"]["max"] == pytest.approx(2 * hi - lo)
+    _, hi = released["crp"]["bounds"]
+    assert domain["crp"]["min"] == 0.0 and domain["crp"]["max"] == pytest.approx(np.finfo(np.float32).max)
     assert math.log2(hi).is_integer()  # a histogram edge, never a patient's value
+    # an open side stays open: the model scores a value past the DP bound as the bound, as it trained
+    session = ort.InferenceSession(str(tmp_path / "repo/risk_fix/1/model.onnx"))
+    names = [f["name"] for f in card["features"]]
+    rows = np.tile(np.array([f["baseline"] for f in card["features"]], np.float32), (3, 1))
+    rows[:, names.index("crp")] = [hi, 10 * hi, 1e6]
+    probability = session.run(None, {session.get_inputs()[0].name: rows})[0].reshape(-1)
+    assert probability[1] == pytest.approx(probability[0]) and probability[2] == pytest.approx(probability[0])
     assert "Platt" in p["scope"] and "counts" in p["scope"]
     assert card["domains"]["rows"].endswith(f"rows of {patients} patients)")
 

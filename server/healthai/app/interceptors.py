@@ -3,8 +3,8 @@
 ``healthai.errors.HealthAIError`` (and subclasses) -> its ``.code`` and ``.message``; an abort the
 handler already raised passes through; anything else -> INTERNAL with a generic message carrying an
 incident id, and the traceback logged under that id (frames and exception types only: exception
-messages may quote input data and are never logged; a domain error is logged with the values its
-message quotes replaced by '…'). Works for all four RPC shapes. When a
+messages may quote input data and are never logged; a domain error is logged with what its message
+quotes or puts in parentheses replaced by '…'). Works for all four RPC shapes. When a
 request-streaming call fails, the rest of the client's stream is read and dropped (bounded,
 ``security.handlers.drain_requests``) before the status, so the client reads that status.
 """
@@ -24,12 +24,13 @@ from healthai.errors import HealthAIError, stack_summary
 from healthai.security.handlers import drain_requests
 
 log = logging.getLogger(__name__)
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # values a message quotes (a model name, a region id, ...)
+# values a message quotes or names in parentheses (a model name, a region id, a KServe input's name)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^()]*\)")
 
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, HealthAIError):  # the caller reads the message; the log keeps no value it quotes
-        log.info("%s -> %s: %s", method, exc.code.name, _QUOTED.sub("'…'", exc.message))
+        log.info("%s -> %s: %s", method, exc.code.name, _QUOTED.sub("…", exc.message))
         await context.abort(exc.code, exc.message)
     incident = uuid.uuid4().hex[:12]
     log.error("%s failed (incident %s): %s\n%s", method, incident, type(exc).__name__, stack_summary(exc))

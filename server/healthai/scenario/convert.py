@@ -32,7 +32,7 @@ def graph_from(msg: scenario_pb2.ScenarioGraph, graphs_dir: Path) -> MobilityGra
             )
         return county_graph(graphs_dir / msg.name, mobility)
     if not msg.region_ids:
-        raise FieldError("graph: a name or region_ids + population is required", field="graph")
+        raise FieldError("a name or region_ids + population is required", field="graph")
     if len(msg.population) != len(msg.region_ids):
         raise FieldError(
             f"{len(msg.population)} populations for {len(msg.region_ids)} regions", field="graph.population"

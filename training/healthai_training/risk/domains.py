@@ -37,8 +37,9 @@ RULE = ("numeric: [min(lo, max(clinical_min, lo - span)), max(hi, min(clinical_m
         "[lo, hi] = observed range on the training split, span = hi - lo; flags: 0 or 1; one-hot "
         "groups: exactly one set when every training row has one, else at most one")
 DP_RULE = ("numeric: [clinical_min, clinical_max] (the spec's min/max or the feature's limits); an open "
-           "side: the DP clipping bound (privacy.released) plus one span of those bounds; no observed "
-           "value is published. Flags and one-hot groups as for non-private models")
+           "side stays open (+-3.4e38) and the model clips a value past its DP clipping bound "
+           "(privacy.released) to the bound, as training did; no observed value is published. Flags and "
+           "one-hot groups as for non-private models")
 SCOPE = (
     "(epsilon, delta) covers what is computed from the training patients: the weights (DP-SGD) and "
     "privacy.released (standardisation in the graph, baselines and imputation values: from the spec's "
@@ -80,12 +81,14 @@ def numeric_range(lo: float, hi: float, limits: tuple[float | None, float | None
     return [float(low), float(high)]
 
 
+OPEN = float(np.finfo(np.float32).max)  # a served range's open side (a DP model clips past its bound)
+
+
 def dp_range(bounds: list[float], limits: tuple[float | None, float | None] | None) -> list[float]:
-    """A DP model's range: the clinical limits; an open side the DP bound plus one span of the bounds."""
+    """A DP model's served range: the clinical limits; an open side stays open (±float32 max), since
+    the model clips a value past its DP bound to the bound, as training did (``risk.model.Clip``)."""
     c_lo, c_hi = limits or (None, None)
-    lo, hi = float(bounds[0]), float(bounds[1])
-    span = hi - lo
-    return [float(c_lo) if c_lo is not None else lo - span, float(c_hi) if c_hi is not None else hi + span]
+    return [float(c_lo) if c_lo is not None else -OPEN, float(c_hi) if c_hi is not None else OPEN]
 
 
 def _feature_domain(spec: Any, v: np.ndarray, bounds: list[float] | None = None) -> dict[str, Any]:

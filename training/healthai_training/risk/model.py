@@ -10,11 +10,13 @@ from torch import nn
 class RiskNet(nn.Module):
     """Raw features [B, F] → logit [B, 1]; standardisation constants are buffers."""
 
-    def __init__(self, *, mean: np.ndarray, std: np.ndarray, hidden: int = 32) -> None:
+    def __init__(self, *, mean: np.ndarray, std: np.ndarray, hidden: int = 32,
+                 clip: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
         n = len(mean)
+        self.clip = Clip(*clip) if clip is not None else None  # a DP model's clipping bounds
         self.body = (
             nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, 1))
             if hidden
@@ -22,7 +24,21 @@ class RiskNet(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.body((features - self.mean) / self.std)
+        x = self.clip(features) if self.clip is not None else features
+        return self.body((x - self.mean) / self.std)
+
+
+class Clip(nn.Module):
+    """Each feature held to [low, high]: a DP model's clipping bounds of features open on a side, so a
+    value past the bound is scored as the bound, as training saw it (exported as ONNX Max and Min)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(high, dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(features, self.low), self.high)
 
 
 class CalibratedRisk(nn.Module):
@@ -60,7 +76,8 @@ class CalibratedRisk(nn.Module):
                 folded.weight.copy_(weight.float())
                 folded.bias.copy_(bias.float())
             out.append(folded)
-        return nn.Sequential(*out, nn.Sigmoid()).eval()
+        clip = [self.net.clip] if self.net.clip is not None else []
+        return nn.Sequential(*clip, *out, nn.Sigmoid()).eval()
 
 
 def fit_platt(logits: torch.Tensor, labels: torch.Tensor, *, steps: int = 200) -> tuple[float, float]:

@@ -5,10 +5,11 @@ behind the served domain.
 
 Public first: a feature bounded on both sides by the spec's ``min``/``max`` or its clinical limits (and
 every 0/1 flag) takes them from those bounds alone — centre the midpoint, scale a quarter of the range,
-fill the midpoint (flags: 0; a one-hot group: its first category) — so it costs no privacy and adds no
-noise (a noisy mean of a few hundred patients is off by a good share of its range, which costs more
-accuracy than a data-free centre does). The risk bands' base rate is the validation split's, released
-exactly like the Platt parameters fitted on those patients (``privacy.scope``).
+fill the midpoint (flags: centre and fill 0, scale 1/2; a one-hot group: filled as its first
+category) — so it costs no privacy and adds no noise (a noisy mean of a few hundred patients is off
+by a good share of its range, which costs more accuracy than a data-free centre does). The risk
+bands' base rate is the validation split's, released exactly like the Platt parameters fitted on
+those patients (``privacy.scope``).
 
 Only numeric features open on a side are estimated from the training patients, each patient once (the
 mean of their rows), by two Gaussian mechanisms, each a ``(noise_multiplier, sample_rate=1, steps=1)``
@@ -44,7 +45,8 @@ THRESHOLD = 4.0  # bin counts must pass this many noise standard deviations
 K_MIN, K_MAX = -6, 30  # |v| < 2^K_MIN is the zero bin; bins [2^k, 2^(k+1)) up to 2^K_MAX (last one open)
 MIN_STD = 0.02  # floor of a standard deviation, as a share of the clipping range
 RULE = ("features bounded on both sides (spec min/max or clinical limits) and flags: from the bounds "
-        "alone, no data (centre the midpoint, scale a quarter of the range, fill the midpoint; flags 0; "
+        "alone, no data (centre the midpoint, scale a quarter of the range, fill the midpoint; flags "
+        "centre and fill 0; "
         "one-hot groups their first category). Numeric features open on a side: DP (Gaussian, patient "
         "level, composed into privacy.epsilon): clipping bounds from a noisy histogram over signed "
         "powers of two, means and standard deviations from noisy clipped sums of each training "
@@ -157,8 +159,8 @@ def _bounds(patient: np.ndarray, features: list[Any], open_: list[int], sigma: f
 
 def _public_statistics(features: list[Any]) -> tuple[np.ndarray, ...]:
     """(bounds, centre, scale, fill) from the bounds alone (open features: placeholders)."""
-    f = len(features)
-    bounds, mean, std, fill = np.tile([0.0, 1.0], (f, 1)), np.full(f, 0.5), np.full(f, 0.5), np.zeros(f)
+    f = len(features)  # flags: centred on 0 (absent), so an explanation credits a flag only when set
+    bounds, mean, std, fill = np.tile([0.0, 1.0], (f, 1)), np.zeros(f), np.full(f, 0.5), np.zeros(f)
     for j, ft in enumerate(features):
         if ft.unit != "flag" and ft.limits is not None and None not in ft.limits[:2]:
             lo, hi = float(ft.limits[0]), float(ft.limits[1])
@@ -224,16 +226,17 @@ def pd_codes(groups: np.ndarray) -> np.ndarray:
 
 def impute(data: RiskData, rel: Release) -> np.ndarray:
     """``data.x`` with its missing cells (``data.missing``) filled with the released values, and every
-    numeric value winsorised to the served domain (Score refuses values outside it, so training does
-    not fit them: one outlier would otherwise dwarf the DP standardisation)."""
-    from healthai_training.risk.domains import dp_range
-
+    value winsorised to its clipping bounds (the model's :class:`~healthai_training.risk.model.Clip`
+    does the same at Score time; one outlier would otherwise dwarf the DP standardisation)."""
     x = np.array(data.x, dtype=np.float32, copy=True)
     if data.missing is not None:
         rows, cols = np.nonzero(data.missing)
         x[rows, cols] = rel.fill[cols]
-    for j, f in enumerate(data.features):
-        if f.unit != "flag":
-            lo, hi = dp_range(list(rel.bounds[j]), f.limits)
-            x[:, j] = np.clip(x[:, j], lo, hi)
-    return x
+    return np.clip(x, rel.bounds[:, 0].astype(np.float32), rel.bounds[:, 1].astype(np.float32))
+
+
+def clip_bounds(rel: Release) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's clipping bounds (float32 [F] each), or None when every feature is bounded by its spec
+    or clinical limits (Score refuses values outside those: nothing to clip)."""
+    return None if not rel.estimated else (rel.bounds[:, 0].astype(np.float32),
+                                           rel.bounds[:, 1].astype(np.float32))

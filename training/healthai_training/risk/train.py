@@ -25,7 +25,7 @@ from healthai_training.risk import metrics
 from healthai_training.risk.data import RiskData
 from healthai_training.risk.model import CalibratedRisk, RiskNet, fit_platt
 from healthai_training.risk.patients import patient_tensors, train_epoch
-from healthai_training.risk.release import accountant_entries, impute, release
+from healthai_training.risk.release import accountant_entries, clip_bounds, impute, release
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def train_risk(*, data: RiskData, config: RiskConfig) -> RiskResult:
     # Optionally divide standardised inputs by sqrt(F): per-example gradient norms then sit near the
     # clipping norm instead of ~sqrt(F) times above it (less clipping bias under DP-SGD).
     spread = std * np.sqrt(len(mean)) if cfg.shrink_inputs else std
-    net = RiskNet(mean=mean, std=spread, hidden=cfg.hidden).to(device)
+    net = RiskNet(mean=mean, std=spread, hidden=cfg.hidden,
+                  clip=clip_bounds(rel) if rel is not None else None).to(device)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
