@@ -59,7 +59,8 @@ ID_COLUMN = "record_key"
 _PART = re.compile(r"^part-(\d{12})-([0-9a-f]{32})\.parquet$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 _SEP = "\x1f"
-_Fresh = tuple[pa.Table, list[str], list[bytes | None]]  # rows to write of one kind, their keys, versions
+# rows to write of one kind, their keys and versions, and whether every key is new (none a version)
+_Fresh = tuple[pa.Table, list[str], list[bytes | None], bool]
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ class ParquetStore:
                         keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
                         digests = [d for d, kept in zip(digests, keep, strict=True) if kept]
                     if keys:
-                        fresh[kind] = (table, keys, digests)
+                        fresh[kind] = (table, keys, digests, not versions and len(keys) == len(keep))
                 duplicates = sum(t.num_rows for t in skipped.values())
                 if not fresh:
                     return CommitResult(batch_id=batch_id, sequence=0, duplicates=duplicates,
@@ -285,7 +286,7 @@ class ParquetStore:
                 sequence = self._sequence + 1
                 if self._log is None:
                     files = [self._write(kind, today, sequence, batch_id, table)
-                             for kind, (table, _, _) in fresh.items()]
+                             for kind, (table, *_) in fresh.items()]
                     for rel, table in rewrites.items():  # object stores: a PUT replaces atomically
                         write_part(table, f"{self.root}/{rel}", self.filesystem)
                     break
@@ -294,8 +295,8 @@ class ParquetStore:
                     files = claimed
                     break
             self._sequence = sequence
-            for kind, (table, new_keys, digests) in fresh.items():
-                self._index.add(kind, new_keys, digests)
+            for kind, (table, new_keys, digests, all_new) in fresh.items():
+                self._index.add(kind, new_keys, digests, new=all_new)
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, next(f for f in files if f.startswith(f"kind={kind}/")))
             for rel, table in rewrites.items():
@@ -308,7 +309,7 @@ class ParquetStore:
             generalized = {k: [r for r in ids if r in written[k]]
                            for k, ids in generalized.items() if k in fresh}
         return CommitResult(batch_id=batch_id, sequence=sequence, duplicates=duplicates, files=files,
-                            stored={kind: t.num_rows for kind, (t, _, _) in fresh.items()}, skipped=skipped,
+                            stored={kind: t.num_rows for kind, (t, *_) in fresh.items()}, skipped=skipped,
                             revised=revised,
                             generalized={k: ids for k, ids in generalized.items() if ids},
                             rewritten=sorted(rewrites))
@@ -318,7 +319,7 @@ class ParquetStore:
         """Pending files, the exclusive claim of ``sequence``, the renames; None if the claim is lost."""
         assert self._log is not None
         names = []
-        for kind, (table, _, _) in fresh.items():
+        for kind, (table, *_) in fresh.items():
             rel_dir = f"kind={kind}/ingest_date={day}"
             pending = f"{rel_dir}/.pending-{batch_id}-{attempt}-{kind}.parquet"
             names.append((pending, f"{rel_dir}/part-{sequence:012d}-{batch_id}.parquet", table))

@@ -160,11 +160,13 @@ class VersionIndex:
         kind, key = kind_key
         return key in self._latest.get(kind, ())
 
-    def add(self, kind: str, keys: Sequence[str], digests: Sequence[bytes | None]) -> None:
-        """Index stored rows (in commit order): each is its key's latest version."""
+    def add(self, kind: str, keys: Sequence[str], digests: Sequence[bytes | None], *, new: bool = False
+            ) -> None:
+        """Index stored rows (in commit order): each is its key's latest version. ``new``: the caller
+        knows every key is distinct and not indexed yet (:meth:`split` kept them all, none a version)."""
         latest = self._latest.setdefault(kind, {})
         before = len(latest)
-        if len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys):  # no versions: in C
+        if new or (len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys)):  # no versions: in C
             latest.update(zip(keys, digests, strict=True))
             return
         for key, digest in zip(keys, digests, strict=True):
@@ -187,7 +189,8 @@ class VersionIndex:
         positions of those that are new versions. A row that is its key's latest version (stored, or
         earlier in this batch: :func:`_same`) is a duplicate."""
         latest = self._latest.get(kind, {})
-        if len(set(keys)) == len(keys) and latest.keys().isdisjoint(keys):  # the common case, in C
+        unique = set(keys)
+        if len(unique) == len(keys) and latest.keys().isdisjoint(unique):  # the common case, in C
             return [True] * len(keys), []
         batch: dict[str, bytes | None] = {}
         keep: list[bool] = []
