@@ -49,6 +49,7 @@ from healthai.store.versions import (
     VersionIndex,
     digests_of,
     latest_rows,
+    record_keys,
     with_digests,
 )
 
@@ -120,9 +121,7 @@ def _kind_of(rel: str) -> str:
 
 
 def _keys(table: pa.Table) -> list[str]:
-    source = pc.cast(table[SOURCE_COLUMN], pa.string())
-    ident = pc.cast(table[ID_COLUMN], pa.string())
-    return pc.binary_join_element_wise(source, ident, _SEP).to_pylist()
+    return record_keys(table).to_pylist()
 
 
 class ParquetStore:
@@ -393,12 +392,15 @@ class ParquetStore:
         return pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem)
 
     def _read_indexed(self, kind: str, path: str) -> pa.Table:
-        """The key columns of a part file, plus those the guard watches (when the file has them)."""
-        columns = [SOURCE_COLUMN, ID_COLUMN]
+        """The key and version columns of a part file, plus those the guard watches (when the file has
+        them): one open, its footer read once."""
         watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
-        have = set(pq.read_schema(path, filesystem=self.filesystem).names)
-        columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
-        return pq.read_table(path, columns=columns, filesystem=self.filesystem)
+        with self.filesystem.open_input_file(path) as f:
+            part = pq.ParquetFile(f)
+            have = set(part.schema_arrow.names)
+            columns = [SOURCE_COLUMN, ID_COLUMN]
+            columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
+            return part.read(columns=columns)
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
         """The stored records of one kind, each in its latest version (schemas of older files are

@@ -211,9 +211,13 @@ class VersionIndex:
         return keep, versions
 
 
+def record_keys(table: pa.Table) -> pa.Array:
+    """Each row's ``source`` + separator + ``record_key``: the key the index and every read go by."""
+    return pc.binary_join_element_wise(*(pc.cast(table[c], pa.string()) for c in KEY_COLUMNS), _SEP)
+
+
 def latest_rows(table: pa.Table) -> pa.Table:
     """The last row of each (source, record_key) in ``table`` (rows in commit order)."""
-    keys = pc.binary_join_element_wise(pc.cast(table["source"], pa.string()),
-                                       pc.cast(table["record_key"], pa.string()), _SEP)
+    keys = record_keys(table)
     last = ~pd.Series(keys.to_numpy(zero_copy_only=False)).duplicated(keep="last").to_numpy()
     return table if last.all() else table.filter(pa.array(last))

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from healthai.normalize.records import SCHEMAS
 from healthai.store import ParquetStore
-from healthai.store.versions import latest_rows
+from healthai.store.versions import latest_rows, record_keys
 
 KEYS = ["source", "record_key"]  # a stored record's key: a later version replaces its cases
 OWN = ["own_place", "own_day"]  # the record's own place and day (null: taken from the links)
@@ -57,8 +57,7 @@ def read_cases(store: ParquetStore, paths: list[str], kind: str, columns: list[s
         stamp = pa.scalar(pd.Timestamp(day) if day else None, pa.timestamp("ns"))
         tables.append(table.append_column("reported", pa.repeat(stamp, table.num_rows)))
     table = pa.concat_tables(tables, promote_options="permissive")
-    table = table.append_column("key", pc.binary_join_element_wise(
-        kind, pc.cast(table["source"], pa.string()), pc.cast(table["record_key"], pa.string()), "\x1f"))
+    table = table.append_column("key", pc.binary_join_element_wise(kind, record_keys(table), "\x1f"))
     earlier = None
     if store.superseded(kind):
         replaced.update(table["key"].to_pylist())

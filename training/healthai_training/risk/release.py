@@ -131,13 +131,13 @@ def _edges(b: int) -> tuple[float, float]:
     return (lo, hi) if b > zero else (-hi, -lo)
 
 
-def _bounds(patient: np.ndarray, features: list[Any], open_: list[int], sigma: float,
-            rng: np.random.Generator) -> tuple[dict[int, tuple[float, float]], dict[str, Any]]:
-    """DP clipping bounds of the features ``open_`` (numeric, open on a side)."""
-    scale = sigma * math.sqrt(len(open_))
+def _bounds(patient: np.ndarray, features: list[Any], sigma: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """DP clipping bounds [F, 2] of ``features`` (numeric, open on a side; ``patient``'s columns)."""
+    scale = sigma * math.sqrt(len(features))
     n_bins = 2 * (K_MAX - K_MIN) + 3
-    out: dict[int, tuple[float, float]] = {}
-    for j in open_:
+    out = np.zeros((len(features), 2))
+    for j in range(len(features)):
         v = patient[:, j][~np.isnan(patient[:, j])]
         counts = np.bincount(_bins(v), minlength=n_bins) + rng.normal(0.0, scale, n_bins)
         passing = np.flatnonzero(counts > THRESHOLD * scale)
@@ -152,7 +152,7 @@ def _bounds(patient: np.ndarray, features: list[Any], open_: list[int], sigma: f
                 field=features[j].name)
         out[j] = (lo, hi)
     return out, {"name": "bounds", "noise_multiplier": sigma, "sample_rate": 1.0, "steps": 1,
-                 "sensitivity": math.sqrt(len(open_)), "noise_std": scale,
+                 "sensitivity": math.sqrt(len(features)), "noise_std": scale,
                  "threshold": THRESHOLD * scale,
                  "releases": "clipping bounds of numeric features open on a side"}
 
@@ -192,9 +192,8 @@ def release(data: RiskData, *, epsilon: float, delta: float,
     groups = pd_codes(data.groups[tr]) if data.groups is not None else np.arange(len(tr))
     n_pat = int(groups.max()) + 1
     patient, _ = _per_patient(x, groups, n_pat)
-    found, first = _bounds(patient, [features[j] for j in open_], list(range(len(open_))), sigma, rng)
-    lo = np.array([found[k][0] for k in range(len(open_))])
-    width = np.array([found[k][1] - found[k][0] for k in range(len(open_))])
+    found, first = _bounds(patient, [features[j] for j in open_], sigma, rng)
+    lo, width = found[:, 0], found[:, 1] - found[:, 0]
     u = (np.clip(x, lo, lo + width) - lo) / width  # rows scaled to [0, 1]
     mean_u, observed = _per_patient(u, groups, n_pat)
     sq_u, _ = _per_patient(u * u, groups, n_pat)
