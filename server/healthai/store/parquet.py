@@ -393,14 +393,13 @@ class ParquetStore:
 
     def _read_indexed(self, kind: str, path: str) -> pa.Table:
         """The key and version columns of a part file, plus those the guard watches (when the file has
-        them): one open, its footer read once."""
+        them). Two reads, not one open: on S3 a writer may promote (copy, then delete) the object between
+        a footer read and a data read, and only a read that fails at its start says FileNotFoundError."""
+        columns = [SOURCE_COLUMN, ID_COLUMN]
         watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
-        with self.filesystem.open_input_file(path) as f:
-            part = pq.ParquetFile(f)
-            have = set(part.schema_arrow.names)
-            columns = [SOURCE_COLUMN, ID_COLUMN]
-            columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
-            return part.read(columns=columns)
+        have = set(pq.read_schema(path, filesystem=self.filesystem).names)
+        columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
+        return pq.read_table(path, columns=columns, filesystem=self.filesystem)
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
         """The stored records of one kind, each in its latest version (schemas of older files are
