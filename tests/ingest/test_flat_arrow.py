@@ -113,6 +113,11 @@ def test_arrow_batches_and_their_errors(ingest_server: IngestServer) -> None:
         kind=S.RECORD_KIND_PATIENT, ipc_stream=b"not arrow at all")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert msg.startswith("arrow.ipc_stream is not a valid Arrow IPC stream")
+    for wrong in (S.RECORD_KIND_PATIENT, S.RECORD_KIND_ENCOUNTER):  # would store empty patients/encounters
+        code, msg = error(arrow_request(wrong, table.append_column("encounter_id", pa.array(["e1"] * 3))))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert msg.endswith("hold the column(s) of observation records (observation_id, loinc, value): "
+                            "send this table with kind observation")
     code, msg = error(arrow_request(S.RECORD_KIND_UNSPECIFIED, table))
     assert (code, msg) == (grpc.StatusCode.INVALID_ARGUMENT,
                            "arrow.kind 0 is not one of RECORD_KIND_PATIENT, RECORD_KIND_ENCOUNTER, "

@@ -1,7 +1,9 @@
 """Typed flat records (one Arrow table per kind) → normalized rows, vectorized.
 
 ``normalize_table(kind, table, ctx=..., source=...)``. Input columns per kind (``INPUT_COLUMNS``;
-extra columns are ignored; ``REQUIRED_COLUMNS`` must exist, else InvalidInput naming them):
+extra columns are ignored; ``REQUIRED_COLUMNS`` must exist, else InvalidInput naming them; a table
+holding every required column of another kind, one of them foreign to this kind, is refused as that
+kind's table sent under the wrong kind: its rows would replace stored records with empty ones):
 
 - patient: **patient_id**; sex (male/female/other/unknown or M/F/O/U), birth_date, deceased,
   deceased_date, state (name or postal code), country, region (ISO 3166-2; overrides state).
@@ -90,6 +92,18 @@ _ID_COLUMN = {
 _RESOURCE = {PATIENT: "Patient", ENCOUNTER: "Encounter", CONDITION: "Condition", OBSERVATION: "Observation"}
 
 
+def _refuse_other_kind(kind: str, columns: list[str]) -> None:
+    """InvalidInput when ``columns`` are another kind's table (every column it requires, one of them not
+    a ``kind`` column): an observation table sent as patients would store each patient again, empty."""
+    looks_like = [(len(required), other, foreign) for other, required in REQUIRED_COLUMNS.items()
+                  if other != kind and all(c in columns for c in required)
+                  and (foreign := [c for c in required if c not in INPUT_COLUMNS[kind]])]
+    if looks_like:  # the kind whose table it is most surely (an observation table holds encounter_id too)
+        _, other, foreign = max(looks_like)
+        raise InvalidInput(f"{kind} records hold the column(s) of {other} records ({', '.join(foreign)}): "
+                           f"send this table with kind {other}", field=foreign[0])
+
+
 @gc_paused()  # the payload's objects are freed by reference counting
 def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source: str) -> NormalizedBatch:
     """Normalize a flat table of one kind. One outcome per row; rows of non-rejected records."""
@@ -108,6 +122,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in table.column_names]
     if missing:
         raise InvalidInput(f"{kind} records lack required column(s): {', '.join(missing)}", field=missing[0])
+    _refuse_other_kind(kind, table.column_names)
     t = fc.Cols(table, fc.Flags(table.num_rows), kind)
     ps = ctx.pseudonymizer
     id_col = _ID_COLUMN[kind]
