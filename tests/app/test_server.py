@@ -52,15 +52,19 @@ def test_life_cycle_health_reflection_and_port_zero() -> None:
     async def scenario() -> None:
         plugin = ProbePlugin(events)
         assert isinstance(plugin, ServicePlugin)
-        running = build_server(Settings(port=0, dev_mode=True), [plugin, ProbePlugin(events, "second")])
-        assert running.port > 0
+        running = build_server(Settings(port=0, health_port=0, dev_mode=True),
+                               [plugin, ProbePlugin(events, "second")])
+        assert running.port > 0 and running.health_port not in (None, 0, running.port)
         await running.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.health_port}") as probe:
+            assert await _health(probe, OVERALL) == SERVING
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             assert await _health(ch, OVERALL) == SERVING
             assert await _health(ch, SERVICE) == SERVING
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await _health(ch, "healthai.v1.Nope")
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "no health status for 'healthai.v1.Nope'" in err.value.details()
             assert {SERVICE, "grpc.health.v1.Health",
                     "grpc.reflection.v1alpha.ServerReflection"} <= await _reflected_services(ch)
             assert await _reflected_services_v1(ch) == await _reflected_services(ch)

@@ -117,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="settings file (TOML, or YAML with PyYAML)")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port (default 50051; 0 picks a free one)")
-    p.add_argument("--health-port", type=int, help="extra plaintext port serving only grpc.health.v1")
+    p.add_argument("--health-port", type=int,
+                   help="extra plaintext port serving only grpc.health.v1 (0 picks a free one: logged)")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     p.add_argument("--max-message-bytes", type=int)
     p.add_argument("--max-records-per-request", type=int)

@@ -32,6 +32,18 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
+class HealthServicer(health_aio.HealthServicer):
+    """grpc.health.v1 that names what it does not know (the stock one answers NOT_FOUND, no message)."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+                    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in self._server_status:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"service: no health status for {request.service!r} (this server has "
+                                f"{', '.join(repr(s) for s in sorted(self._server_status))})")
+        return await super().Check(request, context)
+
+
 @runtime_checkable
 class ServicePlugin(Protocol):
     service_names: Sequence[str]  # full gRPC service names, e.g. "healthai.v1.Ingest"
@@ -51,6 +63,7 @@ class RunningServer:
     plugins: list[ServicePlugin]
     settings: Settings
     health_server: grpc.aio.Server | None = None  # plaintext health-only port (settings.health_port)
+    health_port: int | None = None  # the port it bound (settings.health_port 0 picks a free one)
     _started: list[ServicePlugin] = field(default_factory=list)
 
     @property
@@ -73,7 +86,7 @@ class RunningServer:
         for name in [*self.service_names, OVERALL]:
             await self.health.set(name, SERVING)
         sec = self.settings.security
-        health_port = self.settings.health_port
+        health_port = self.health_port
         log.info("serving %s on %s:%d; transport: %s; auth: %s%s", ", ".join(self.service_names),
                  self.settings.host, self.port, sec.tls_mode, sec.auth_mode,
                  f"; plaintext health-only port {health_port}" if self.health_server and health_port else "")
@@ -119,7 +132,7 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
                     ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs)]
     server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options,
                              maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
-    health = health_aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names: list[str] = []
     for plugin in plugins:
@@ -133,8 +146,9 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         raise InvalidInput(f"cannot bind {address}: {e}", field="port") from e
     if port == 0:
         raise InvalidInput(f"cannot bind {address}", field="port")
+    health_server, health_port = _health_only_server(settings, health)
     return RunningServer(server=server, port=port, health=health, plugins=list(plugins), settings=settings,
-                         health_server=_health_only_server(settings, health))
+                         health_server=health_server, health_port=health_port)
 
 
 def _add_reflection(names: list[str], server: grpc.aio.Server) -> None:
@@ -151,10 +165,12 @@ def _add_reflection(names: list[str], server: grpc.aio.Server) -> None:
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
 
 
-def _health_only_server(settings: Settings, health: health_aio.HealthServicer) -> grpc.aio.Server | None:
-    """A plaintext server with only the health service, for probes that cannot speak TLS (kubelet)."""
+def _health_only_server(settings: Settings, health: health_aio.HealthServicer
+                        ) -> tuple[grpc.aio.Server | None, int | None]:
+    """A plaintext server with only the health service, for probes that cannot speak TLS (kubelet), and
+    the port it bound."""
     if settings.health_port is None:
-        return None
+        return None, None
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"{settings.host}:{settings.health_port}"
@@ -164,4 +180,4 @@ def _health_only_server(settings: Settings, health: health_aio.HealthServicer) -
         raise InvalidInput(f"cannot bind health_port {address}: {e}", field="health_port") from e
     if port == 0:
         raise InvalidInput(f"cannot bind health_port {address}", field="health_port")
-    return server
+    return server, port

@@ -41,7 +41,7 @@ class Settings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)  # 0 = pick a free port
-    health_port: int | None = Field(None, ge=1, le=65535)  # extra plaintext health-only port (probes)
+    health_port: int | None = Field(None, ge=0, le=65535)  # plaintext health-only port (probes; 0: free)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_records_per_request: int = Field(1_000_000, ge=1)
     store_uri: str = "./var/store"  # a local directory or any pyarrow filesystem URI
