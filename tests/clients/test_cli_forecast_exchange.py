@@ -16,7 +16,13 @@ from .model_repo import FORECAST_MODEL, REGIONS, expected_forecast
 
 def test_regions_lists_the_model_graph(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["regions", "-m", FORECAST_MODEL, "--address", server, "--json"]) == 0
-    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == REGIONS
+    info = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in info["regions"]] == REGIONS
+    assert info["model_name"] == FORECAST_MODEL and info["model_version"] >= 1 and info["horizons"]
+    assert info["window"] > 0 and info["step"] and len(info["quantile_levels"]) > 1
+    assert main(["regions", "-m", FORECAST_MODEL, "--address", server]) == 0
+    head, first = capsys.readouterr().out.splitlines()[:2]
+    assert head.startswith(f"# {FORECAST_MODEL} v") and "horizons" in head and first.startswith(REGIONS[0])
     assert main(["regions", "-m", "forecast_nope", "--address", server]) == 4
 
 

@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the regions --plot draws (comma-separated ids of the forecast)")
     p.set_defaults(func=cmd.forecast)
 
-    p = sub.add_parser("regions", help="a forecaster's regions: id, name, accepted aliases")
+    p = sub.add_parser("regions", help="a forecaster's regions (id, name, accepted aliases), "
+                       "window, step and horizons (--json: one object)")
     p.add_argument("--graph", "-g", help="named region graph, e.g. japan")
     p.add_argument("--model", "-m", help="model name (instead of --graph)")
     p.add_argument("--model-version", type=int, default=0)

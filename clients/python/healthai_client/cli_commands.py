@@ -379,11 +379,14 @@ def hubverse_target(target: str | None, stored: str | None, history: object) -> 
 
 def regions(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        rows = client.regions(args.graph, model=args.model, model_version=args.model_version)
+        info = client.model_info(args.graph, model=args.model, model_version=args.model_version)
     if args.json:
-        print_json(rows)
+        print_json(info)
         return 0
-    for r in rows:
+    weeks = f" (weeks start {info['week_start']})" if info["week_start"] else ""
+    print(f"# {info['model_name']} v{info['model_version']}: step {info['step']}{weeks}, window "
+          f"{info['window']}, horizons {', '.join(map(str, info['horizons']))}")
+    for r in info["regions"]:
         aliases = f"  ({', '.join(r['aliases'])})" if r["aliases"] else ""
         print(f"{r['id']:<16} {r['name']}{aliases}")
     return 0

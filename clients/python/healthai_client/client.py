@@ -264,12 +264,21 @@ class Client:
     def regions(self, graph: str | None = None, *, model: str | None = None, model_version: int = 0,
                 timeout: float | None = None) -> list[dict[str, Any]]:
         """A forecaster's regions in column order: [{"id", "name", "aliases"}]."""
+        return self.model_info(graph, model=model, model_version=model_version, timeout=timeout)["regions"]
+
+    def model_info(self, graph: str | None = None, *, model: str | None = None, model_version: int = 0,
+                   timeout: float | None = None) -> dict[str, Any]:
+        """What a forecaster takes and returns: {"model_name", "model_version", "window", "step",
+        "horizons", "quantile_levels", "week_start", "regions": [{"id", "name", "aliases"}]}."""
         if not graph and not model:
             raise ValueError("give graph (e.g. 'japan') or model")
         request = forecast_pb2.RegionsRequest(graph=graph or "", model_name=model or "",
                                               model_version=model_version)
-        reply = self._invoke(lambda s: s.forecast.Regions, request, timeout=timeout)
-        return [{"id": r.id, "name": r.name, "aliases": list(r.aliases)} for r in reply.regions]
+        r = self._invoke(lambda s: s.forecast.Regions, request, timeout=timeout)
+        return {"model_name": r.model_name, "model_version": r.model_version, "window": r.window,
+                "step": r.step, "horizons": list(r.horizons),
+                "quantile_levels": [round(q, 6) for q in r.quantile_levels], "week_start": r.week_start,
+                "regions": [{"id": x.id, "name": x.name, "aliases": list(x.aliases)} for x in r.regions]}
 
     # -- Scenario ---------------------------------------------------------------------------------
 
