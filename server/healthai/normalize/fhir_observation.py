@@ -246,24 +246,24 @@ def _value(rec: Rec, res: dict, loinc: str | None, prefix: str, absent: str | No
             )
         for key in ("unit", "system", "code"):  # Quantity's string / uri / code primitives
             fhir_read.string(rec, q, key, path)
-        unit = q.get("code") if q.get("system") == codes.UCUM_SYSTEM and q.get("code") else q.get("unit")
-        unit_path = f"{path}.code" if unit is q.get("code") else f"{path}.unit"
-        _check_unit_conflict(rec, q, path)
+        unit, unit_path = _quantity_unit(rec, q, path, loinc)
         out = {
             **empty,
             "original_value": float(raw),
             "original_unit": unit if isinstance(unit, str) and units.looks_like_unit(unit) else None,
             "value_comparator": comparator,
         }
+        if unit is _CONFLICT:  # code and display unit disagree, and no UCUM system says which is right
+            return out
         if loinc is None:
             out["value"], out["unit"] = float(raw), units.ucum(unit) or out["original_unit"]
-            _warn_non_ucum(rec, unit, unit_path)
+            _warn_non_ucum(rec, unit, unit_path, None)
             return out
         try:
             out["value"], out["unit"] = units.convert(
                 loinc, float(raw), unit if isinstance(unit, str) else None
             )
-            _warn_non_ucum(rec, unit, unit_path)
+            _warn_non_ucum(rec, unit, unit_path, loinc)
         except units.UnitError as e:
             if e.code == IssueCode.UNIT_UNKNOWN:
                 kept = "original_value, original_unit" if out["original_unit"] else "original_value"
@@ -334,20 +334,44 @@ def _standard_rank(rec: Rec, found: fhir_read.Coding) -> tuple[int, int]:
     return rank, j
 
 
-def _check_unit_conflict(rec: Rec, q: dict, path: str) -> None:
-    """A display ``unit`` that names another unit than the UCUM ``code``: the code is read (FHIR: the
-    code is the computable one), and the sender hears of the mismatch."""
+_CONFLICT = object()  # a Quantity's unit that cannot be read: its code and display unit disagree
+
+
+def _quantity_unit(rec: Rec, q: dict, path: str, loinc: str | None) -> tuple[Any, str]:
+    """(unit to read, its path) of a Quantity. Under UCUM (:func:`.units.is_ucum_system`: its URI, OID or
+    a near miss) the ``code`` is read (FHIR: the code is the computable one), and a display ``unit``
+    naming another unit is a UNIT_CONFLICT warning. Without a UCUM system the display unit is read, but
+    one that names another unit than the ``code`` is never read silently: UNIT_CONFLICT, and ``_CONFLICT``
+    (the value is kept as sent, in original_value only)."""
     shown, code = q.get("unit"), q.get("code")
-    if q.get("system") != codes.UCUM_SYSTEM or not isinstance(shown, str) or not isinstance(code, str):
-        return
-    read_shown, read_code = units.ucum(shown), units.ucum(code)
-    if read_shown is not None and read_code is not None and read_shown != read_code:
-        rec.warn(IssueCode.UNIT_CONFLICT, f"valueQuantity.unit names {read_shown!r} but its UCUM code is "
-                 f"{read_code!r}: the value is read in {read_code!r}", rec.path(f"{path}.unit"))
+    coded = isinstance(code, str) and bool(code.strip())
+    if coded and units.is_ucum_system(q.get("system")):
+        _check_unit_conflict(rec, shown, code, path, loinc, ucum=True)
+        return code, f"{path}.code"
+    if coded and _check_unit_conflict(rec, shown, code, path, loinc, ucum=False):
+        return _CONFLICT, f"{path}.unit"
+    return shown, f"{path}.unit"
 
 
-def _warn_non_ucum(rec: Rec, unit: object, path: str) -> None:
-    read_as = units.non_ucum(unit) if isinstance(unit, str) else None
+def _check_unit_conflict(rec: Rec, shown: object, code: str, path: str, loinc: str | None, *,
+                         ucum: bool) -> bool:
+    """Warns (UNIT_CONFLICT) and returns True when the display ``unit`` and the ``code`` name other units;
+    the warning says which one is read (``ucum``: the code, under a UCUM system; else neither)."""
+    if not isinstance(shown, str):
+        return False
+    read_shown, read_code = units.ucum(shown, loinc), units.ucum(code, loinc)
+    if read_shown is None or read_code is None or read_shown == read_code:
+        return False
+    what = "its UCUM code" if ucum else "its code (system not UCUM)"
+    outcome = (f"the value is read in {read_code!r}" if ucum else
+               "neither is read: the value is kept as sent (original_value), not as a canonical value")
+    rec.warn(IssueCode.UNIT_CONFLICT, f"valueQuantity.unit names {read_shown!r} but {what} is "
+             f"{read_code!r}: {outcome}", rec.path(f"{path}.unit"))
+    return True
+
+
+def _warn_non_ucum(rec: Rec, unit: object, path: str, loinc: str | None) -> None:
+    read_as = units.non_ucum(unit, loinc) if isinstance(unit, str) else None
     if read_as is not None:
         rec.warn(
             IssueCode.UNIT_NOT_UCUM,

@@ -119,6 +119,10 @@ class RefIndex:
     def type_of(self, i: int) -> str:
         return self._info[i][0]
 
+    def resource_of(self, i: int) -> dict:
+        """Entry ``i``'s resource, as sent."""
+        return self._info[i][2]
+
     def resolve(self, ref: str) -> int | None:
         if "?" in ref:  # a conditional reference: never split on '/' (its search may hold URLs)
             key = conditional_search(ref)

@@ -169,9 +169,11 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
     t.flags.duplicates(dup_key, id_col)
     rejected = t.flags.rejected()
     outcomes = t.flags.outcomes(_RESOURCE[kind], rid)
-    keep = pa.array(~rejected)
+    unstored = out.pop("_not_stored", None)  # conditions whose code is no code: accepted, not stored
+    kept = ~rejected if unstored is None else ~rejected & ~unstored
+    keep = pa.array(kept)
     schema = SCHEMAS[kind]
-    n_keep = int((~rejected).sum())
+    n_keep = int(kept.sum())
     columns = []
     for f in schema:
         if f.name == "source":

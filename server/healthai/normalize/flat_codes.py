@@ -1,5 +1,10 @@
 """Flat path: code and value checks of condition and observation rows, vectorized (each distinct code
 or unit checked once, broadcast back with ``take``). Messages quote a value only through :mod:`.redact`.
+
+Condition codes get the FHIR path's checks (:func:`.codes.check_icd10`: WHO-only codes under a WHO
+ICD-10 URI, ICD10_NOT_BILLABLE, misplaced dots); a flat row carries no sex or birth date, so a SNOMED CT
+concept whose map rules depend on them is left unmapped with a CODE_UNMAPPED issue saying so. A row whose
+code is not shaped like a code is not stored (NOT_STORED), as over FHIR.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from healthai.normalize.redact import Syntax, describe, withheld
 
 
 def condition_codes(t: Cols, ctx: NormalizeContext) -> dict[str, Any]:
-    """code, code_system, icd10/icd9/snomed columns; flags invalid and unmapped codes per row."""
+    """code, code_system, icd10/icd9/snomed columns; flags invalid and unmapped codes per row.
+    ``_not_stored``: rows whose code is not shaped like a code (accepted with a warning, not stored)."""
     code = t.string("code", required=True)
     system = t.string("code_system")
     system = (
@@ -36,9 +42,10 @@ def condition_codes(t: Cols, ctx: NormalizeContext) -> dict[str, Any]:
     cols["snomed_mapped"] = pc.take(pa.array([r[7] for r in results], pa.bool_()), idx)
     idx_np = idx.to_numpy(zero_copy_only=False)
     for j, r in enumerate(results):
-        if r[6] is not None:
-            err_code, msg = r[6]
+        for err_code, msg in r[6]:
             t.flags.add(idx_np == j, err_code, msg, "code", error=False)
+    cols["_not_stored"] = np.array([r[1] is None for r in results], bool)[idx_np] if results \
+        else np.zeros(t.n, bool)
     return cols
 
 
@@ -65,19 +72,21 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
     mapped, issue = False, None
     value = code.strip()
     if not codes.shaped(name, value):
-        # not the system's syntax (an SSN under ICD-10-CM, a name, an e-mail): not a code, never stored
+        # not the system's syntax (an SSN under ICD-10-CM, a name, an e-mail): not a code, never stored;
+        # nor is the row (as over FHIR)
         problem = f"is not shaped like {_SYNTAX.get(name, 'a code')} (free text): not stored"
-        return name, None, None, None, None, False, ("CODE_NOT_STORED", f"code {problem} {withheld(code)}"), \
-            False
+        found = [("CODE_NOT_STORED", f"code {problem} {withheld(code)}")]
+        if value:  # a blank code is missing: the row is rejected for it
+            found.append(("NOT_STORED", "code is not shaped like a code: a condition without a code cannot "
+                          "be counted or scored, so it is not stored"))
+        return name, None, None, None, None, False, found, False
     if name == codes.ICD10CM:
-        icd10 = codes.canonical_icd10(code, ctx.icd10)
+        who = codes.canonical_uri(system) in codes.WHO_ICD10_SYSTEMS  # WHO-only codes (E14.9) too
+        icd10, found = codes.check_icd10(code, ctx.icd10, who=who)
         value = icd10 or value.upper()
-        if icd10 is None:
-            issue = (
-                "ICD10_INVALID",
-                describe("code", code, f"is not in ICD-10-CM ({ctx.icd10.release})", Syntax.ICD10),
-            )
-        elif ctx.snomed_map is not None:
+        if found is not None:
+            issue = (found[0], describe("code", code, found[1], Syntax.ICD10))
+        if icd10 is not None and ctx.snomed_map is not None:
             snomed = ctx.snomed_map.unique_snomed(icd10)
     elif name == codes.ICD9CM:
         icd9 = codes.canonical_icd9(code)
@@ -90,13 +99,18 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
         issue = ("SNOMED_INVALID", describe("SNOMED CT code", code, problem, Syntax.SNOMED))
     elif name == codes.SNOMED:
         snomed = value
-        targets = ctx.snomed_map.snomed_to_icd10(value) if ctx.snomed_map else []
-        if targets:
-            icd10, mapped = targets[0], True
+        found = ctx.snomed_map.lookup(value) if ctx.snomed_map else None  # no sex or age: unknown
+        if found is not None and found.targets:
+            icd10, mapped = found.targets[0], True
+            _, bad = codes.check_icd10(icd10, ctx.icd10)  # as if sent directly: not reportable
+            if bad is not None:
+                problem = f"maps to ICD-10-CM {icd10}, which {bad[1]}"
+                issue = (bad[0], describe("SNOMED CT code", value, problem, Syntax.SNOMED))
         else:
             why = (
                 "no SNOMED CT → ICD-10-CM map is loaded"
                 if ctx.snomed_map is None
+                else found.reason if found is not None and found.reason
                 else "not in the loaded map"
             )
             issue = (
@@ -110,7 +124,7 @@ def _code_one(system: str, code: str, ctx: NormalizeContext) -> tuple:
             "" if named else ", nor a URI or an upper-case system name: not stored")
         issue = ("CODE_SYSTEM_UNKNOWN", describe("code_system", system, problem, _SHORT))
     snomed_mapped = name == codes.ICD10CM and snomed is not None
-    return name, value, icd10, icd9, snomed, mapped, issue, snomed_mapped
+    return name, value, icd10, icd9, snomed, mapped, [issue] if issue else [], snomed_mapped
 
 
 def observation_values(t: Cols) -> dict[str, Any]:
@@ -134,7 +148,7 @@ def observation_values(t: Cols) -> dict[str, Any]:
     not_ucum_msgs = np.empty(len(uniq), dtype=object)
     for j, key in enumerate(uniq):
         lc, u = key.split("\x1f", 1)
-        read_as = units.non_ucum(u) if u != "\x00" else None
+        read_as = units.non_ucum(u, lc) if u != "\x00" else None
         if read_as is not None:
             not_ucum[j] = True
             not_ucum_msgs[j] = describe("unit", u, f"is not a UCUM code: read as {read_as!r}", Syntax.UNIT)

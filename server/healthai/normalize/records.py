@@ -145,6 +145,7 @@ class IssueCode(enum.StrEnum):
     REFERENCE_UNRESOLVED = "REFERENCE_UNRESOLVED"
     REFERENCE_CONTAINED = "REFERENCE_CONTAINED"  # subject is a contained Patient: of that record only
     ICD10_INVALID = "ICD10_INVALID"
+    ICD10_NOT_BILLABLE = "ICD10_NOT_BILLABLE"  # a category with subcodes / no 7th character: kept, flagged
     ICD9_INVALID = "ICD9_INVALID"
     LOINC_INVALID = "LOINC_INVALID"
     CODE_UNMAPPED = "CODE_UNMAPPED"  # SNOMED/other code with no ICD-10-CM mapping available
@@ -154,7 +155,7 @@ class IssueCode(enum.StrEnum):
     UNIT_INCOMPATIBLE = "UNIT_INCOMPATIBLE"
     VALUE_MISSING = "VALUE_MISSING"
     VALUE_IMPOSSIBLE = "VALUE_IMPOSSIBLE"
-    UNIT_CONFLICT = "UNIT_CONFLICT"  # Quantity.unit and Quantity.code name different units (code read)
+    UNIT_CONFLICT = "UNIT_CONFLICT"  # Quantity.unit and .code differ (code read under UCUM; else neither)
     VALUE_CENSORED = "VALUE_CENSORED"  # Quantity.comparator (<, <=, >=, >): the value is a bound
     DATE_IMPOSSIBLE = "DATE_IMPOSSIBLE"
     UNKNOWN_ELEMENT = "UNKNOWN_ELEMENT"  # a JSON key that is not an element of the FHIR R4 type: ignored

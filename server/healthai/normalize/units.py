@@ -8,6 +8,15 @@ concentrations (glucose, creatinine, cholesterol, ...), with the ion's charge fr
 (1 meq/L calcium = 0.5 mmol/L; sodium 1:1), and with a code's own units (HbA1c IFCC mmol/mol → NGSP %).
 A value outside the code's physiologically possible range (after conversion) is impossible: the
 ranges are deliberately wide (they catch unit mix-ups and typos, not abnormal results).
+
+Units are matched case-sensitively first, then with case ignored (``MG/DL`` is mg/dL), unless ignoring
+case makes the unit ambiguous (``MM``: mm or mM = mmol/L; ``G/L``: g/L, or giga per litre = 10*9/L as
+French labs write cell counts). An ambiguous unit is read as the one reading of the code's dimension
+(``MM`` on a height is mm, ``G/L`` on glucose is g/L); when none or both fit, or the code has no
+canonical unit (a WBC count), nothing is guessed: UNIT_UNKNOWN, the value is withheld as for an unknown
+unit. Valid UCUM units of another dimension (``mg`` on a glucose concentration) are UNIT_INCOMPATIBLE.
+The Quantity's unit system is UCUM when it is ``http://unitsofmeasure.org``, UCUM's OID
+(``urn:oid:2.16.840.1.113883.6.8``) or a near miss of the URI (:func:`is_ucum_system`).
 """
 
 from __future__ import annotations
@@ -16,9 +25,19 @@ import math
 import re
 from dataclasses import dataclass
 
+from healthai.normalize.codes import UCUM_SYSTEM, canonical_uri
 from healthai.normalize.redact import number, withheld
 
-# Non-UCUM spellings → UCUM. Keys are compared case-sensitively first, then lower-cased.
+UCUM_SYSTEMS = frozenset({UCUM_SYSTEM, "urn:oid:2.16.840.1.113883.6.8"})  # the URI and UCUM's OID
+
+
+def is_ucum_system(system: object) -> bool:
+    """Whether a Quantity's ``system`` names UCUM: its URI, its OID, or a near miss of them
+    (``https://``, a trailing ``/``, spaces: :func:`.codes.canonical_uri`)."""
+    return isinstance(system, str) and canonical_uri(system) in UCUM_SYSTEMS
+
+
+# Non-UCUM spellings → UCUM. Keys are compared case-sensitively first, then with case ignored (_FOLDED).
 UNIT_ALIASES: dict[str, str] = {
     "mm[Hg]": "mm[Hg]", "mmHg": "mm[Hg]", "mm Hg": "mm[Hg]", "mmhg": "mm[Hg]",
     "millimeter of mercury": "mm[Hg]", "kPa": "kPa", "kpa": "kPa",
@@ -47,21 +66,38 @@ UNIT_ALIASES: dict[str, str] = {
     "{score}": "{score}", "score": "{score}",
     # equivalents: mmol/L only through the analyte's ion charge (CodeUnit.valence, see conversion)
     "meq/L": "meq/L", "mEq/L": "meq/L", "meq/l": "meq/L",
+    # other valid UCUM units: read (a wrong dimension is UNIT_INCOMPATIBLE, not an unknown unit)
+    "K": "K", "mg": "mg", "ug": "ug", "µg": "ug", "ng": "ng", "Pa": "Pa",
+    "L": "L", "l": "L", "dL": "dL", "mL": "mL", "uL": "uL", "µL": "uL",
+    "mol": "mol", "mmol": "mmol", "umol": "umol",
+    "nmol/L": "nmol/L", "pmol/L": "pmol/L", "mg/mL": "mg/mL", "ng/mL": "ng/mL", "ng/dL": "ng/dL",
+    "pg/mL": "pg/mL",
+    "10*9/L": "10*9/L", "10*12/L": "10*12/L", "10*3/uL": "10*3/uL", "10*6/uL": "10*6/uL", "/uL": "/uL",
+    "U/L": "U/L", "[IU]/L": "[IU]/L",
 }  # fmt: skip
-_ALIASES_LOWER = {k.lower(): v for k, v in UNIT_ALIASES.items()}
+# Readings of a unit once its case is ignored: usually one; several make the unit ambiguous (see module
+# docstring). "G/L" is also giga per litre (10*9/L) as French labs write cell counts.
+_FOLDED: dict[str, tuple[str, ...]] = {}
+for _sent, _read in [*UNIT_ALIASES.items(), ("g/l", "10*9/L")]:
+    _FOLDED[_sent.lower()] = tuple(dict.fromkeys([*_FOLDED.get(_sent.lower(), ()), _read]))
 
 # Linear conversions to a dimension's base unit: unit -> (base, factor, offset);
 # base_value = value * factor + offset. Any two units of one base convert to each other (conversion).
 _LINEAR: dict[str, tuple[str, float, float]] = {
     "mm[Hg]": ("mm[Hg]", 1.0, 0.0),
     "kPa": ("mm[Hg]", 7.500615758, 0.0),  # 1 kPa = 1000 / 133.322387415 mm[Hg]
+    "Pa": ("mm[Hg]", 7.500615758e-3, 0.0),
     "Cel": ("Cel", 1.0, 0.0),
     "[degF]": ("Cel", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+    "K": ("Cel", 1.0, -273.15),
     "/min": ("/min", 1.0, 0.0),
     "kg": ("kg", 1.0, 0.0),
     "g": ("kg", 1e-3, 0.0),
     "[lb_av]": ("kg", 0.45359237, 0.0),
     "[oz_av]": ("kg", 0.028349523125, 0.0),
+    "mg": ("kg", 1e-6, 0.0),
+    "ug": ("kg", 1e-9, 0.0),
+    "ng": ("kg", 1e-12, 0.0),
     "cm": ("cm", 1.0, 0.0),
     "m": ("cm", 100.0, 0.0),
     "mm": ("cm", 0.1, 0.0),
@@ -75,9 +111,27 @@ _LINEAR: dict[str, tuple[str, float, float]] = {
     "mg/L": ("g/L", 1e-3, 0.0),
     "ug/mL": ("g/L", 1e-3, 0.0),
     "ug/dL": ("g/L", 1e-5, 0.0),
+    "mg/mL": ("g/L", 1.0, 0.0),
+    "ng/mL": ("g/L", 1e-6, 0.0),
+    "ng/dL": ("g/L", 1e-8, 0.0),
+    "pg/mL": ("g/L", 1e-9, 0.0),
     "mol/L": ("mmol/L", 1e3, 0.0),
     "mmol/L": ("mmol/L", 1.0, 0.0),
     "umol/L": ("mmol/L", 1e-3, 0.0),
+    "nmol/L": ("mmol/L", 1e-6, 0.0),
+    "pmol/L": ("mmol/L", 1e-9, 0.0),
+    "L": ("L", 1.0, 0.0),
+    "dL": ("L", 0.1, 0.0),
+    "mL": ("L", 1e-3, 0.0),
+    "uL": ("L", 1e-6, 0.0),
+    "mol": ("mmol", 1e3, 0.0),
+    "mmol": ("mmol", 1.0, 0.0),
+    "umol": ("mmol", 1e-3, 0.0),
+    "10*9/L": ("10*9/L", 1.0, 0.0),
+    "10*3/uL": ("10*9/L", 1.0, 0.0),
+    "10*12/L": ("10*9/L", 1e3, 0.0),
+    "10*6/uL": ("10*9/L", 1e3, 0.0),
+    "/uL": ("10*9/L", 1e-3, 0.0),
     "%": ("%", 1.0, 0.0),
     "mL/min/{1.73_m2}": ("mL/min/{1.73_m2}", 1.0, 0.0),
     "{score}": ("{score}", 1.0, 0.0),
@@ -177,12 +231,24 @@ class UnitError(ValueError):
         self.code = code
 
 
-def ucum(unit: str | None) -> str | None:
-    """UCUM spelling of a unit as sent (``mmHg`` → ``mm[Hg]``); None when not recognised."""
+def readings(unit: str | None) -> tuple[str, ...]:
+    """UCUM units a unit as sent may be: its exact spelling's, else those with case ignored (several when
+    ignoring case is ambiguous: ``MM`` → mm, mmol/L); none when not recognised."""
     if unit is None:
-        return None
+        return ()
     u = unit.strip()
-    return UNIT_ALIASES.get(u) or _ALIASES_LOWER.get(u.lower())
+    exact = UNIT_ALIASES.get(u)
+    return (exact,) if exact else _FOLDED.get(u.lower(), ())
+
+
+def ucum(unit: str | None, loinc: str | None = None) -> str | None:
+    """UCUM spelling of a unit as sent (``mmHg`` → ``mm[Hg]``); None when not recognised, or when ignoring
+    its case is ambiguous and the code's dimension (``loinc``) does not pick one reading."""
+    found = readings(unit)
+    if len(found) > 1:
+        spec = CANONICAL.get(loinc) if loinc else None
+        found = tuple(u for u in found if spec is not None and _to_canonical(spec, u) is not None)
+    return found[0] if len(found) == 1 else None
 
 
 _UNIT_SHAPE = re.compile(r"^[A-Za-z0-9%\[\]{}()/.*^_'+\-µμ°²³]{1,24}$")
@@ -207,13 +273,14 @@ UCUM_UNITS = frozenset(UNIT_ALIASES.values())
 _UCUM_SYNONYMS = frozenset({"1/min", "{beats}/min", "{breaths}/min", "mM"})
 
 
-def non_ucum(unit: str | None) -> str | None:
-    """The UCUM unit a non-UCUM spelling (``C``, ``mmHg``, ``lbs``, ``mEq/L``) was read as; None when the
-    unit is already valid UCUM (``mg/dl``, ``{beats}/min``, ``meq/L``) or unknown."""
+def non_ucum(unit: str | None, loinc: str | None = None) -> str | None:
+    """The UCUM unit a non-UCUM spelling (``C``, ``mmHg``, ``lbs``, ``mEq/L``, ``MM`` on a height) was read
+    as for ``loinc``; None when the unit is already valid UCUM (``mg/dl``, ``{beats}/min``, ``meq/L``),
+    unknown or ambiguous (:func:`ucum`)."""
     if unit is None:
         return None
     u = unit.strip()
-    read_as = ucum(u)
+    read_as = ucum(u, loinc)
     if read_as is None or u in UCUM_UNITS or u in _UCUM_SYNONYMS:
         return None
     # every "L" of a canonical spelling is the liter, whose symbol may also be "l" (mg/dl, mmol/l)
@@ -226,20 +293,36 @@ def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
     Raises UnitError(UNIT_UNKNOWN) for a unit we cannot read and UnitError(UNIT_INCOMPATIBLE) for a
     unit of another dimension. For LOINC codes without a canonical entry the unit is only respelled.
     """
-    u = ucum(unit)
     spec = CANONICAL.get(loinc)
     if spec is not None and unit is not None and unit.strip() in spec.lax_units:
         return spec.unit, 1.0, 0.0
+    u = ucum(unit, loinc)
     if u is None:
+        found = readings(unit)
+        if len(found) > 1:  # e.g. MM (mm or mmol/L): never guessed
+            which = " or ".join(repr(r) for r in found)
+            why = (f"LOINC {loinc} has no canonical unit to choose by" if spec is None else
+                   f"not exactly one converts to {spec.unit!r} for LOINC {loinc}")
+            raise UnitError("UNIT_UNKNOWN", f"unit is ambiguous when its case is ignored ({which}) and {why}")
         if spec is None and unit and looks_like_unit(unit):
             return unit.strip(), 1.0, 0.0  # unknown code and unit: kept as sent
         if unit is None:
             raise UnitError("UNIT_UNKNOWN", "unit is missing (not a UCUM unit or spelling)")
         if not looks_like_unit(unit):
             raise UnitError("UNIT_UNKNOWN", f"unit is free text, not a unit {withheld(unit)}: not stored")
-        raise UnitError("UNIT_UNKNOWN", f"unit is not a recognised UCUM unit or spelling {withheld(unit)}")
+        raise UnitError("UNIT_UNKNOWN", "unit is not a UCUM unit or spelling this server converts "
+                        f"(value withheld: {len(unit.strip())} characters)")
     if spec is None:
         return u, 1.0, 0.0  # an unknown analyte's meq/L stays meq/L: its ion charge is unknown
+    found_conv = _to_canonical(spec, u)
+    if found_conv is not None:
+        return found_conv
+    # u is a UCUM unit of our table and loinc a key of CANONICAL: neither is free text
+    raise UnitError("UNIT_INCOMPATIBLE", f"unit {u!r} cannot be converted to {spec.unit!r} for LOINC {loinc}")
+
+
+def _to_canonical(spec: CodeUnit, u: str) -> tuple[str, float, float] | None:
+    """(canonical unit, factor, offset) from the UCUM unit ``u`` of our table; None: another dimension."""
     scale = 1.0  # unit -> u
     if u == MEQ and spec.valence:  # divalent calcium: 1 meq/L = 0.5 mmol/L; sodium 1:1
         u, scale = "mmol/L", 1.0 / spec.valence
@@ -251,8 +334,7 @@ def conversion(loinc: str, unit: str | None) -> tuple[str, float, float]:
         return spec.unit, scale * lin[1] / target[1], (lin[2] - target[2]) / target[1]
     if lin is not None and spec.per_mmol_l and lin[0] == "mmol/L":
         return spec.unit, scale * lin[1] * spec.per_mmol_l, 0.0
-    # u is a UCUM unit of our table and loinc a key of CANONICAL: neither is free text
-    raise UnitError("UNIT_INCOMPATIBLE", f"unit {u!r} cannot be converted to {spec.unit!r} for LOINC {loinc}")
+    return None
 
 
 def convert(loinc: str, value: float, unit: str | None) -> tuple[float, str]:

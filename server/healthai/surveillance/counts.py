@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
+from healthai.normalize import codes as code_systems
 from healthai.normalize.counties import FIPS
 from healthai.normalize.records import OFFSET_SUFFIX
 from healthai.store import ParquetStore
@@ -60,7 +61,13 @@ from healthai.surveillance.case_versions import (
     withdraw,
 )
 from healthai.surveillance.links import LEVELS, StoredLinks, event_days, lookup
-from healthai.surveillance.syndromes import POSITIVE, RESULT_STATUS, SYNDROMES, Syndrome
+from healthai.surveillance.syndromes import (
+    POSITIVE_LOINC,
+    POSITIVE_SNOMED,
+    RESULT_STATUS,
+    SYNDROMES,
+    Syndrome,
+)
 
 CONDITION_KIND, OBSERVATION_KIND = "condition", "observation"
 _LAB_COLUMNS = ["patient_id", "encounter_id", *LEVELS, "loinc", "value_code", "status", "effective",
@@ -340,9 +347,8 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
     """(patient_id, encounter_id, place, day) of positive results of the syndrome's tests."""
     if observations.num_rows == 0:
         return pd.DataFrame(columns=_CASE_COLUMNS)
-    codes = pc.replace_substring_regex(observations["value_code"], r"^.*\|", "")  # "system|code"
     mask = pc.and_kleene(pc.is_in(observations["loinc"], value_set=_strings(syndrome.lab_loincs)),
-                         pc.is_in(codes, value_set=_strings(POSITIVE)))
+                         _positive(observations["value_code"]))
     mask = pc.and_kleene(mask, pc.is_in(observations["status"], value_set=_strings(RESULT_STATUS)))
     tests = observations.filter(pc.fill_null(mask, False))
     return pd.DataFrame({
@@ -352,6 +358,22 @@ def _lab_cases(observations: pa.Table, syndrome: Syndrome, level: str) -> pd.Dat
         "day": event_days(tests["effective"], tests["effective" + OFFSET_SUFFIX]).to_numpy(),
         "reported": tests["reported"].to_pandas(), "key": tests["key"].to_pylist(),
     })
+
+
+def _positive(value_codes: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Whether each stored ``system|code`` is a positive result: a SNOMED CT code of ``POSITIVE_SNOMED``
+    under the SNOMED CT system, or a LOINC answer of ``POSITIVE_LOINC`` under LOINC's (each by its URI,
+    OID or a near miss, :func:`healthai.normalize.codes.system_name`); a local system's code is not."""
+    systems = pc.replace_substring_regex(value_codes, r"\|.*$", "")  # split at the first "|"
+    found = pc.utf8_trim_whitespace(pc.replace_substring_regex(value_codes, r"^[^|]*\|", ""))
+    named = [s for s in pc.unique(systems).to_pylist() if s is not None]
+    of = {name: _strings({s for s in named if code_systems.system_name(s) == name})
+          for name in (code_systems.SNOMED, code_systems.LOINC)}
+    snomed = pc.and_kleene(pc.is_in(systems, value_set=of[code_systems.SNOMED]),
+                           pc.is_in(found, value_set=_strings(POSITIVE_SNOMED)))
+    loinc = pc.and_kleene(pc.is_in(systems, value_set=of[code_systems.LOINC]),
+                          pc.is_in(found, value_set=_strings(POSITIVE_LOINC)))
+    return pc.or_kleene(snomed, loinc)
 
 
 def _counted(cases: pd.DataFrame) -> pd.DataFrame:

@@ -18,9 +18,11 @@ Lab-confirmed influenza (``flu_lab``) — an Observation counts when its LOINC c
 B test (RNA by NAA or antigen by rapid immunoassay, in respiratory, upper respiratory or nasopharyngeal
 specimens: ``FLU_TESTS``, the single-pathogen influenza codes of CDC ReportStream's routing filter),
 its status is final, amended or corrected, and its coded value is a positive result (``POSITIVE``:
-SNOMED CT 260373001 Detected, 10828004 Positive, 52101004 Present; LOINC answers LA11882-0 Detected,
-LA6576-8 Positive). It is dated by its effective time. Kept apart from ``ili``: a series must not
-change meaning the day a laboratory starts reporting.
+SNOMED CT 260373001 Detected, 10828004 Positive, 52101004 Present, under the SNOMED CT system; LOINC
+answers LA11882-0 Detected, LA6576-8 Positive, under the LOINC system — each system by its URI, OID or a
+near miss of them, :func:`healthai.normalize.codes.system_name`; the same code under another system, a
+laboratory's local one, is no positive result). It is dated by its effective time. Kept apart from
+``ili``: a series must not change meaning the day a laboratory starts reporting.
 
 COVID-19 (``covid``) — ICD-10-CM **U07.1** (COVID-19) or **J12.82** (pneumonia due to coronavirus
 disease 2019), or SNOMED CT 840539006 (disease caused by SARS-CoV-2, the code Synthea writes).
@@ -74,7 +76,9 @@ FLU_TESTS = frozenset({
     "76078-5", "76080-1",  # influenza A / B RNA, nasopharynx, NAA
     "80382-5", "80383-3",  # influenza A / B antigen, upper respiratory specimen, rapid immunoassay
 })
-POSITIVE = frozenset({"260373001", "10828004", "52101004", "LA11882-0", "LA6576-8"})
+POSITIVE_SNOMED = frozenset({"260373001", "10828004", "52101004"})  # Detected, Positive, Present
+POSITIVE_LOINC = frozenset({"LA11882-0", "LA6576-8"})  # LOINC answers Detected, Positive
+POSITIVE = POSITIVE_SNOMED | POSITIVE_LOINC
 RESULT_STATUS = frozenset({"final", "amended", "corrected"})
 
 

@@ -48,7 +48,7 @@ from healthai.normalize.features import VOID_ENCOUNTER_STATUS
 from healthai_training.errors import TrainingInputError
 from healthai_training.risk.cohort import CohortSpec, build_cohort, parse_spec
 from healthai_training.risk.data import RiskData
-from healthai_training.risk.store_features import index_features
+from healthai_training.risk.store_features import censored_counts, index_features
 from healthai_training.risk.store_options import INDEX_ENCOUNTERS, OUTCOMES, PER_PATIENT, StoreCohortOptions
 from healthai_training.stores import open_existing_store
 
@@ -126,7 +126,7 @@ def read_store(uri: str) -> dict[str, pd.DataFrame]:
         "patient": ["patient_id", "sex", "birth_year", "birth_month", "deceased_year", "deceased_month"],
         "encounter": ["source", "patient_id", "resource_id", "status", "class_code", "start", "end"],
         "condition": ["patient_id", "icd10_code", "icd9_code", "verification_status", "onset", "recorded"],
-        "observation": ["patient_id", "loinc", "value", "unit", "effective", "status"],
+        "observation": ["patient_id", "loinc", "value", "unit", "effective", "status", "value_comparator"],
     }
     store = open_existing_store(uri)
     try:
@@ -221,7 +221,8 @@ def build_store_cohort(source: str | dict[str, pd.DataFrame],
     kept = [name for name in LIMITS if name not in dropped]
     table = index[["patient_id", "encounter_id", "at", *kept, TARGET]].rename(columns={"at": "discharge"})
     report = {"options": dict(opts.__dict__), "data_end": {k: v.isoformat() for k, v in ends.items()},
-              "counts": counts, "measured_patients": measured, "features_left_out": dropped}
+              "counts": counts, "measured_patients": measured, "features_left_out": dropped,
+              "censored_latest_values": censored_counts(index)}
     return StoreCohort(table=table.reset_index(drop=True), spec_toml=spec_toml(opts, kept), report=report)
 
 

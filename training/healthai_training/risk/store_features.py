@@ -11,6 +11,12 @@ admission):
 - latest value at or before ``at`` of each LOINC code list (status not void, value present, stored
   in the code's canonical unit — ingest converts; rows in another unit are ignored); undated rows
   count as the earliest, as in ``patient_features``; ``bmi`` falls back to weight / height²;
+- a censored latest value (stored ``value_comparator`` ``<``, ``<=``, ``>=``, ``>``: ``<40`` is stored
+  as 40) is used as its bound, as ``patient_features`` does at serving time (the model must see what
+  the Risk service will compute), but never silently: each measurement has a ``<name>_censored``
+  flag column (the bound was used; for a computed ``bmi``, its weight or height was a bound), which
+  :func:`censored_counts` sums for the cohort report; frames without ``value_comparator`` (stores
+  written before it was kept) have no censored values;
 - ``charlson_index``: Charlson (original weights) over ICD-10-CM (else ICD-9-CM) codes of
   conditions with onset (else recorded date) at or before ``at`` or undated, not refuted / entered
   in error; NaN (unknown, never a false 0) when one of those conditions has no ICD code (a SNOMED
@@ -46,45 +52,64 @@ MEASUREMENTS: dict[str, tuple[str, ...]] = {
 ENCOUNTER_CLASSES = {"prior_inpatient_365d": "IMP", "prior_emergency_365d": "EMER",
                      "prior_outpatient_365d": "AMB"}
 LOOKBACK = pd.Timedelta(days=365)
+CENSORED_SUFFIX = "_censored"  # per measurement: its latest value is a bound (value_comparator)
 
 
 def _times(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
 
 
-def _asof(index: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
-    """Per index row: the value of the latest ``rows`` entry of its patient at or before ``at``."""
-    out = pd.Series(np.nan, index=index.index, dtype=np.float64)
+def _asof(index: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per index row: ``value`` and ``censored`` (a bound) of the latest ``rows`` entry of its patient at
+    or before ``at``; NaN and False without one."""
+    out = pd.DataFrame({"value": np.nan, "censored": False}, index=index.index)
     if rows.empty:
         return out
     left = index[["patient_id", "at"]].reset_index(names="_row").sort_values("at", kind="stable")
-    right = rows[["patient_id", "effective", "value"]].sort_values("effective", kind="stable")
+    right = rows[["patient_id", "effective", "value", "censored"]].sort_values("effective", kind="stable")
     merged = pd.merge_asof(left, right, left_on="at", right_on="effective", by="patient_id",
                            direction="backward", allow_exact_matches=True)
-    out.loc[merged["_row"].to_numpy()] = merged["value"].to_numpy(np.float64)
+    rows_at = merged["_row"].to_numpy()
+    out.loc[rows_at, "value"] = merged["value"].to_numpy(np.float64)
+    out.loc[rows_at, "censored"] = merged["censored"].eq(True).to_numpy()
     return out
 
 
 def observation_rows(observations: pd.DataFrame) -> pd.DataFrame:
-    """Usable measurement rows: not void, a value, in the code's canonical unit; undated → earliest."""
+    """Usable measurement rows: not void, a value, in the code's canonical unit; undated → earliest;
+    ``censored``: the value is a bound (a ``value_comparator``)."""
     obs = observations[observations["value"].notna() & ~observations["status"].isin(shared.VOID_STATUS)]
     canonical = obs["loinc"].map(lambda c: CANONICAL[c].unit if c in CANONICAL else None)
     obs = obs[obs["unit"].eq(canonical) | canonical.isna()]
+    comparator = obs["value_comparator"] if "value_comparator" in obs else pd.Series(None, index=obs.index)
     return obs.assign(effective=_times(obs["effective"]).fillna(EARLIEST),
-                      value=obs["value"].astype(np.float64))
+                      value=obs["value"].astype(np.float64),
+                      censored=comparator.notna().to_numpy(bool))
 
 
 def measurements(index: pd.DataFrame, observations: pd.DataFrame) -> pd.DataFrame:
+    """Latest value of each measurement (``MEASUREMENTS``) and its ``<name>_censored`` flag."""
     obs = observation_rows(observations)
     out = pd.DataFrame(index=index.index)
+    flags = pd.DataFrame(index=index.index)
     for name, codes in MEASUREMENTS.items():
-        out[name] = _asof(index, obs[obs["loinc"].isin(codes)])
+        latest = _asof(index, obs[obs["loinc"].isin(codes)])
+        out[name], flags[name + CENSORED_SUFFIX] = latest["value"], latest["censored"]
     weight = _asof(index, obs[obs["loinc"] == shared.WEIGHT])
     height = _asof(index, obs[obs["loinc"] == shared.HEIGHT])
-    computed = pd.Series(np.asarray(shared.bmi(weight.to_numpy(), height.to_numpy()), np.float64),
-                         index=index.index)
+    computed = pd.Series(np.asarray(shared.bmi(weight["value"].to_numpy(), height["value"].to_numpy()),
+                                    np.float64), index=index.index)
+    fallback = out["bmi"].isna() & computed.notna()
     out["bmi"] = out["bmi"].fillna(computed)
-    return out
+    flags["bmi" + CENSORED_SUFFIX] |= fallback & (weight["censored"] | height["censored"])
+    return out.join(flags.astype(bool))
+
+
+def censored_counts(features: pd.DataFrame) -> dict[str, int]:
+    """Per measurement: how many rows of ``features`` (index rows of a cohort) use a censored latest value
+    (its bound) — for the cohort report."""
+    return {name: int(features[name + CENSORED_SUFFIX].sum()) for name in MEASUREMENTS
+            if name + CENSORED_SUFFIX in features}
 
 
 def charlson_index(index: pd.DataFrame, conditions: pd.DataFrame, weights: str = "charlson") -> pd.Series:
