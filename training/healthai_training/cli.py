@@ -30,14 +30,32 @@ from healthai_training.errors import TrainingInputError
 from healthai_training.risk.cli_store import add_store_flags
 
 logger = logging.getLogger(__name__)
-DEFAULT_DATA_ROOT = Path("../shared/data")
+DATA_ROOT_HELP = "folder holding risk/ and epi/ (default: ../shared/data beside the repository)"
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # common.DEVICE (not imported: torch)
 
 
 def _seeds(text: str) -> list[int]:
+    """Comma-separated seeds, each once, in order; none at all (an unset shell variable) is refused."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from exc
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one integer seed, got none")
+    return list(dict.fromkeys(seeds))
+
+
+def _device(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"choose auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    """``--threads`` after the sub-command too (``healthai train forecast ... --threads 2``); left
+    unset there, the value given before it (or its default, 1) stands."""
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                   help="torch CPU threads (default 1: the models are small)")
 
 
 def _privacy_args(p: argparse.ArgumentParser, *, default_epsilon: float | None) -> None:
@@ -54,7 +72,7 @@ def _privacy_args(p: argparse.ArgumentParser, *, default_epsilon: float | None) 
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding risk/ and epi/")
+    p.add_argument("--data-root", type=Path, default=None, help=DATA_ROOT_HELP)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument(
         "--export-to",
@@ -64,7 +82,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model-name", default=None)
     p.add_argument("--seeds", type=_seeds, default=[0])
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when present), cpu, cuda or cuda:N")
+    _threads(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -118,7 +138,7 @@ def _train_risk(args: argparse.Namespace) -> int:
             size_to_cohort=_overrides(args) if args.table is not None else None,
         )
         results.append(result)
-        line = {"run_dir": str(run_dir), "test": result["test"], "epsilon": result["privacy"]["epsilon"]}
+        line = {"run_dir": str(run_dir), "test": result["test"], **_privacy_line(result["privacy"])}
         if args.export_to is not None:
             line["published"] = _publish_risk(run_dir, args)
         print(json.dumps(line))
@@ -197,13 +217,21 @@ def _train_forecast(args: argparse.Namespace) -> int:
                 {
                     "run_dir": str(run_dir),
                     "rmse": {h: r["rmse"] for h, r in result["test"].items()},
-                    "epsilon": result["privacy"]["epsilon"],
+                    **_privacy_line(result["privacy"]),
                     **({"published": result["published"]} if "published" in result else {}),
                 }
             )
         )
     write_results_json(args.json, results)
     return 0
+
+
+def _privacy_line(privacy: dict) -> dict[str, object]:
+    """A run's summary line: its epsilon and, when private, the unit it protects (as the card says)."""
+    line: dict[str, object] = {"epsilon": privacy["epsilon"]}
+    if privacy.get("private"):
+        line["privacy_unit"] = privacy["privacy_unit"]
+    return line
 
 
 def _tables(args: argparse.Namespace) -> int:
@@ -246,6 +274,10 @@ def _guard(func):
         import torch
 
         torch.set_num_threads(args.threads)
+        if getattr(args, "data_root", "") is None:  # not per parser: the repository is found at run time
+            from healthai_training.common import default_data_root
+
+            args.data_root = default_data_root()
         refused = _refused_outputs(args)  # before hours of training, not after
         if refused:
             print(f"error: {refused}")
@@ -353,14 +385,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "domains", help="write the features' valid domains into existing risk model cards (no retraining)"
     )
     domains.add_argument("cards", type=Path, nargs="+", help="model_card.json files of risk models")
-    domains.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding risk/")
+    domains.add_argument("--data-root", type=Path, default=None, help=DATA_ROOT_HELP)
+    _threads(domains)
     domains.set_defaults(func=_guard(_domains))
     tables = kinds.add_parser("tables", help="metric tables over seeds (risk + forecaster, DP and not)")
-    tables.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    tables.add_argument("--data-root", type=Path, default=None, help=DATA_ROOT_HELP)
+    _threads(tables)
     tables.add_argument("--runs-dir", type=Path, default=Path("runs"))
     tables.add_argument("--seeds", type=_seeds, default=[0, 1, 2, 3, 4])
     tables.add_argument("--epochs", type=int, default=None, help="forecaster epochs")
-    tables.add_argument("--from-runs", action="store_true", help="only rebuild the tables from --runs-dir")
+    tables.add_argument("--from-runs", action="store_true",
+                        help="only rebuild the tables from the run folders in --runs-dir (no training)")
     tables.add_argument("--only", default="risk,forecast", help="which tables: risk, forecast or both")
     tables.add_argument("--dp-seeds", type=int, default=2, help="seeds for the DP forecaster runs")
     tables.set_defaults(func=_guard(_tables))

@@ -247,7 +247,7 @@ def write_results_json(path: Path | None, results: list[dict]) -> None:
 
 
 def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
-    from healthai_training.common import make_run_dir, write_json
+    from healthai_training.common import data_file, make_run_dir, write_json
     from healthai_training.epi import data as epi_data
     from healthai_training.forecast import backtest
     from healthai_training.forecast.train import ForecastConfig
@@ -257,6 +257,8 @@ def _backtest(args: argparse.Namespace, forecast_flags: tuple[str, ...]) -> int:
     dataset = "custom" if data is not None or args.defaults == "generic" else args.dataset
     args.mode = resolve_mode(args.mode, data, {k: getattr(args, k, None) for k in forecast_flags})
     if data is None:
+        for relative in epi_data.DATASETS[args.dataset]:
+            data_file(args.data_root, relative)
         data = epi_data.load_epi(args.dataset, data_root=args.data_root)
     settings = {
         **forecast_defaults(dataset, args.mode),

@@ -1,4 +1,4 @@
-"""Shared helpers for training runs: seeds, devices, run folders, code version, JSON output."""
+"""Shared helpers for training runs: seeds, devices, data root, run folders, code version, JSON output."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import logging
 import random
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,37 @@ import torch
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # the devices training knows
+DATA_ROOT = Path("../shared/data")  # the built-in data sets, beside the checkout
+
+
+def default_data_root() -> Path:
+    """``../shared/data`` from the working folder when it is there (run from the repository root), else
+    beside the checkout that holds this package or the virtual environment running it (run from any
+    folder); else ``../shared/data`` as it is, which the loaders then refuse naming ``--data-root``."""
+    if DATA_ROOT.is_dir():
+        return DATA_ROOT
+    for anchor in (Path(__file__).resolve(), Path(sys.prefix).resolve()):
+        for folder in anchor.parents:
+            shared = folder.parent / "shared" / "data"
+            if (folder / "training" / "healthai_training").is_dir() and shared.is_dir():
+                return shared
+    return DATA_ROOT
+
+
+def data_file(data_root: Path | str, relative: str | Path) -> Path:
+    """``data_root / relative`` of a built-in data set, or a TrainingInputError naming ``--data-root``
+    and the path tried (never a download)."""
+    path = Path(data_root) / relative
+    if not path.exists():
+        from healthai_training.errors import TrainingInputError
+
+        raise TrainingInputError(
+            f"--data-root {data_root}: {path} not found (the built-in data sets live in ../shared/data "
+            "beside the repository; give --data-root FOLDER)",
+            field="data_root",
+        )
+    return path
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -26,7 +59,12 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is an error, and so is any device
+    but ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not DEVICE.fullmatch(device):
+        from healthai_training.errors import TrainingInputError
+
+        raise TrainingInputError(f"device={device!r}: choose auto, cpu, cuda or cuda:N", field="device")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

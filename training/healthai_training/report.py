@@ -82,14 +82,41 @@ def _ms(values: list[float]) -> str:
     return f"{arr.mean():.1f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.1f}"
 
 
+def privacy_label(privacy: dict[str, Any]) -> str:
+    """``non-private``, ``DP ε=…`` (DP-SGD per training window) or ``DP counts ε=… per patient`` (trained
+    on counts released under ε-DP, ``--count-epsilon``; DP-SGD's ε beside it when both)."""
+    if not privacy.get("private"):
+        return "non-private"
+    if "training_counts" in privacy:
+        sgd = privacy.get("dp_sgd", {})
+        return f"DP counts ε={privacy['epsilon']:g} per patient" + (
+            f" + DP ε={sgd['epsilon']:.2f}" if sgd.get("private") else ""
+        )
+    return f"DP ε={privacy['epsilon']:.2f}"
+
+
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    """``3 seeds``; ``3 runs, 2 seeds`` when a seed ran more than once (each run counts in the means);
+    an ensemble run is one run of its member seeds, never one seed more."""
+    seeds = {m.get("config", {}).get("seed") for m in rows}
+    ens = rows[0].get("ensemble_seeds")
+    if ens:
+        return f"ensemble of seeds {','.join(map(str, ens))}, {len(rows)} run{'s' * (len(rows) > 1)}"
+    if None in seeds or len(seeds) == len(rows):
+        return f"{len(rows)} seed{'s' * (len(rows) > 1)}"
+    return f"{len(rows)} runs, {len(seeds)} seed{'s' * (len(seeds) > 1)}"
+
+
 def forecast_table(rows: list[dict[str, Any]]) -> str:
-    """rows: metrics.json payloads of forecast runs (one per seed) for one dataset × mode × epsilon."""
+    """rows: metrics.json payloads of forecast runs (one per seed) for one dataset × mode × privacy ×
+    model (stack or ST-GNN alone, ensemble or one seed). Data sets without published numbers (your own
+    series) get ``–`` there."""
     first = rows[0]
     ds = first["dataset"]
-    eps = first["privacy"]["epsilon"]
+    model = ", stack" if "stack" in first else ""
     head = (
-        f"### {ds}, mode {first['mode']}, {'non-private' if eps is None else f'DP ε={eps:.2f}'} "
-        f"({len(rows)} seeds)\n\n| h | RMSE | MAE | PCC | WIS | cov50 | cov95 | published | lag52 | "
+        f"### {ds}, mode {first['mode']}{model}, {privacy_label(first['privacy'])} "
+        f"({_seeds_note(rows)})\n\n| h | RMSE | MAE | PCC | WIS | cov50 | cov95 | published | lag52 | "
         "seasonal mean | last value | beats all refs |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
@@ -97,22 +124,20 @@ def forecast_table(rows: list[dict[str, Any]]) -> str:
         get = lambda k, h=h: [r["test"][h][k] for r in rows]  # noqa: E731
         base = first["test"][h]["baselines"]
         mean_rmse = float(np.mean(get("rmse")))
-        refs = [
-            PUBLISHED_RMSE[ds][int(h)],
-            base["lag52"]["rmse"],
-            base["seasonal_mean_2x5"]["rmse"],
-            base["last_value"]["rmse"],
-        ]
+        published = PUBLISHED_RMSE.get(ds, {}).get(int(h))
+        refs = [base.get(k, {}).get("rmse") for k in ("lag52", "seasonal_mean_2x5", "last_value")]
+        known = [r for r in [published, *refs] if r is not None]
+        cells = " | ".join("–" if r is None else f"{r:.0f}" for r in [published, *refs])
         lines.append(
             f"| {h} | {_ms(get('rmse'))} | {_ms(get('mae'))} | {np.mean(get('pcc')):.3f} | "
             f"{_ms(get('wis'))} | {np.mean(get('coverage50')):.2f} | {np.mean(get('coverage95')):.2f} | "
-            f"{refs[0]} | {refs[1]:.0f} | {refs[2]:.0f} | {refs[3]:.0f} | "
-            f"{'yes' if mean_rmse < min(refs) else 'no'} |"
+            f"{cells} | {'yes' if known and mean_rmse < min(known) else 'no'} |"
         )
     mean_3_15 = np.mean(
         [np.mean([r["test"][h]["rmse"] for r in rows]) for h in ("3", "5", "10", "15") if h in first["test"]]
     )
-    tail = f"\nmean RMSE over h=3,5,10,15: {mean_3_15:.1f} (TERN 2026: {TERN_MEAN_3_15[ds]})\n"
+    tern = f" (TERN 2026: {TERN_MEAN_3_15[ds]})" if ds in TERN_MEAN_3_15 else ""
+    tail = f"\nmean RMSE over h=3,5,10,15: {mean_3_15:.1f}{tern}\n"
     return head + "\n".join(lines) + tail
 
 
@@ -133,7 +158,9 @@ def risk_table(rows: list[dict[str, Any]]) -> str:
     for key, rs in by_eps.items():
         t = lambda k, rs=rs: [r["test"][k] for r in rs]  # noqa: E731
         eps = [r["privacy"]["epsilon"] for r in rs if r["privacy"]["epsilon"] is not None]
-        out += f"| {key} | {len(rs)} | {max(eps):.3f} | " if eps else f"| {key} | {len(rs)} | – | "
+        seeds = {r.get("config", {}).get("seed") for r in rs}
+        n = str(len(rs)) if None in seeds or len(seeds) == len(rs) else f"{len(rs)} runs of {len(seeds)}"
+        out += f"| {key} | {n} | {max(eps):.3f} | " if eps else f"| {key} | {n} | – | "
         sd = lambda k, t=t: np.std(t(k), ddof=1) if len(t(k)) > 1 else 0.0  # noqa: E731
         out += (
             f"{np.mean(t('auroc')):.4f} ± {sd('auroc'):.4f} | "
@@ -143,20 +170,30 @@ def risk_table(rows: list[dict[str, Any]]) -> str:
     return out
 
 
+def _forecast_group(m: dict[str, Any]) -> tuple:
+    """Runs averaged in one table: same data set, mode, privacy (kind and target ε) and model (stack or
+    ST-GNN alone; an ensemble apart from single seeds and from other ensembles)."""
+    p = m["privacy"]
+    sgd = p.get("dp_sgd", {}) if "training_counts" in p else p
+    counts = p["epsilon"] if "training_counts" in p else -1.0
+    target = sgd.get("target_epsilon") if sgd.get("private") else None
+    return (m["dataset"], m["mode"], counts, -1.0 if target is None else target, "stack" in m,
+            tuple(m.get("ensemble_seeds") or ()))
+
+
 def tables_from_runs(runs_dir: Path) -> str:
     """Rebuild every table from the ``metrics.json`` files of finished run folders."""
     risk: dict[str, list[dict[str, Any]]] = {}
-    forecast: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+    forecast: dict[tuple, list[dict[str, Any]]] = {}
     for path in sorted(Path(runs_dir).glob("*/metrics.json")):
         m = json.loads(path.read_text())
         if "mode" in m:
-            forecast.setdefault((m["dataset"], m["mode"], m["privacy"].get("target_epsilon")), []).append(m)
+            forecast.setdefault(_forecast_group(m), []).append(m)
         else:
             risk.setdefault(m["dataset"], []).append(m)
-    order = lambda key: (key[0], key[1], -1.0 if key[2] is None else key[2])  # noqa: E731
     by_target = lambda m: m["privacy"].get("target_epsilon") or 0.0  # noqa: E731  (non-private first)
     sections = [risk_table(sorted(rows, key=by_target)) for _, rows in sorted(risk.items())]
-    sections += [forecast_table(forecast[key]) for key in sorted(forecast, key=order)]
+    sections += [forecast_table(forecast[key]) for key in sorted(forecast)]
     return "\n".join(sections)
 
 
@@ -219,8 +256,16 @@ def run_tables(
 
 
 def main_tables(args: Any) -> int:
+    """``healthai train tables``: train and tabulate, or with ``--from-runs`` only rebuild the tables from
+    the run folders; either way they are printed and written to ``<--runs-dir>/tables.md``."""
     if args.from_runs:
-        print(tables_from_runs(args.runs_dir))
+        if not Path(args.runs_dir).is_dir():
+            from healthai_training.errors import TrainingInputError
+
+            raise TrainingInputError(f"--runs-dir {args.runs_dir}: no such folder", field="runs_dir")
+        text = tables_from_runs(args.runs_dir)
+        (Path(args.runs_dir) / "tables.md").write_text(text + "\n")
+        print(text)
         return 0
     text = run_tables(
         data_root=args.data_root,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from healthai_training import plots
-from healthai_training.common import make_run_dir, write_json
+from healthai_training.common import data_file, make_run_dir, write_json
 from healthai_training.epi import data as epi_data
 from healthai_training.export import base_card, export_risk
 from healthai_training.forecast.export import export_forecaster
@@ -38,11 +38,11 @@ def model_name_for(dataset: str) -> str:
 
 def load_risk_data(dataset: str, *, data_root: Path, seed: int) -> RiskData:
     if dataset == "heart":
-        return load_heart(data_root / "risk/uci_heart_disease/heart_disease_4sites.csv", seed=seed)
+        return load_heart(data_file(data_root, "risk/uci_heart_disease/heart_disease_4sites.csv"), seed=seed)
     if dataset == "diabetes130":
         from healthai_training.risk.diabetes import load_diabetes
 
-        return load_diabetes(data_root / "risk/diabetes130", seed=seed)
+        return load_diabetes(data_file(data_root, "risk/diabetes130"), seed=seed)
     from healthai_training.errors import TrainingInputError
 
     raise TrainingInputError(
@@ -205,6 +205,17 @@ def card_privacy(privacy: dict[str, Any], data: epi_data.EpiData) -> dict[str, A
     }
 
 
+def privacy_tag(privacy: dict[str, Any]) -> str:
+    """A forecast run folder's privacy part: ``nonprivate``, ``eps8`` (DP-SGD's target per training
+    window), ``counteps1`` (trained on counts released under epsilon-DP per patient), or both."""
+    counts = "training_counts" in privacy
+    sgd = privacy.get("dp_sgd", {}) if counts else privacy
+    tags = [f"counteps{privacy['epsilon']:g}"] if counts else []
+    if sgd.get("private"):
+        tags.append(f"eps{sgd.get('target_epsilon', sgd['epsilon']):g}")
+    return "-".join(tags) or "nonprivate"
+
+
 def forecast_card(data: epi_data.EpiData, result: Any, name: str, cfg: ForecastConfig) -> dict[str, Any]:
     a, b = data.split_points
     training = {k: v for k, v in asdict(cfg).items() if k != "privacy"}
@@ -298,6 +309,8 @@ def run_forecast(
     spend the privacy budget again per origin); its epoch is then the one with the least validation
     pinball loss over the quantile levels (``select_on="wis"``), not the median's least RMSE."""
     if data is None:
+        for relative in epi_data.DATASETS.get(dataset, ()):
+            data_file(data_root, relative)
         data = epi_data.load_epi(
             dataset, data_root=data_root, window=config.effective_window, horizon=config.steps
         )
@@ -317,13 +330,15 @@ def run_forecast(
         result = train_forecaster(data=data, config=config)
         seed_tag = f"seed{config.seed}"
     mode = "seasonal" if config.seasonal else "window20"
-    eps = "nonprivate" if config.privacy.epsilon is None else f"eps{config.privacy.epsilon:g}"
+    # The run records the card's privacy (DP counts per patient, DP-SGD per training window, or none).
+    privacy = card_privacy(result.privacy, data)
+    eps = privacy_tag(privacy)
     # The user's own series are named after their source, never after the benchmark --dataset
     # default (which would publish over the served forecast_japan).
     label = data.name if data.report else dataset
     run_dir = make_run_dir(runs_dir, f"forecast-{label}-{mode}-{eps}-{seed_tag}")
     name = model_name or FORECAST_MODEL_NAMES.get(label) or model_name_for(label)
-    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": result.privacy, "data": data.report})
+    write_json(run_dir / "metrics.json", {**result.metrics, "privacy": privacy, "data": data.report})
     if result.curve:
         write_json(run_dir / "curve.json", {"curve": result.curve})
         plots.training_curve(
@@ -355,4 +370,4 @@ def run_forecast(
         version = publish(run_dir / "models" / name, export_repo, new_version=new_version)
         if version is not None:
             result.metrics["published"] = {"repository": str(export_repo), "model": name, "version": version}
-    return run_dir, {**result.metrics, "privacy": result.privacy}
+    return run_dir, {**result.metrics, "privacy": privacy}

@@ -168,28 +168,31 @@ def _simulate(
 
 
 def calibrate(
-    graph: MobilityGraph, disease: Disease, ids: Sequence[str], counts: np.ndarray, *, window_days: int = 28
+    graph: MobilityGraph, disease: Disease, ids: Sequence[str], counts: np.ndarray, *, window_days: int = 28,
+    fields: tuple[str, str] = ("observed.region_ids", "observed.counts"),
 ) -> Fit:
     """``counts`` [days, len(ids)] reported daily counts, oldest first; the last ``window_days`` are
-    fitted."""
+    fitted. ``fields``: the request fields of ``ids`` and ``counts``, which errors name (for the store's
+    counts, already cut to the graph by ``observed.within_graph``: ``stored`` twice)."""
     disease.check()
     counts = np.asarray(counts, dtype=np.float64)
+    ids_field, counts_field = fields
     if counts.ndim != 2 or counts.shape[1] != len(ids):
-        raise FieldError(f"counts must be [days x {len(ids)}] values", field="observed.counts")
+        raise FieldError(f"counts must be [days x {len(ids)}] values", field=counts_field)
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-        raise FieldError("counts must be finite and >= 0", field="observed.counts")
+        raise FieldError("counts must be finite and >= 0", field=counts_field)
     if not 7 <= window_days <= 365:
         raise FieldError(f"window_days must be in 7..365, got {window_days}", field="window_days")
     if counts.shape[0] < window_days:
         raise FieldError(
             f"{counts.shape[0]} days of counts, fewer than window_days={window_days}", field="window_days"
         )
-    full_groups = groups_of(graph, ids)
+    full_groups = groups_of(graph, ids, ids_field)
     keep = neighbourhood(graph, np.concatenate(full_groups), hops=2)
     sub, groups = subgraph(graph, keep), [np.searchsorted(keep, cols) for cols in full_groups]
     y = counts[-window_days:]
     if y.sum() <= 0:
-        raise FieldError("no cases in the fitting window: nothing to calibrate to", field="observed.counts")
+        raise FieldError("no cases in the fitting window: nothing to calibrate to", field=counts_field)
     first = y[:7].mean(axis=0)
     days = window_days - 1  # the first day seeds the state; the fit covers the days after it
     target = y[1:]

@@ -27,7 +27,7 @@ from healthai.scenario import convert
 from healthai.scenario.calibrate import Fit, calibrate
 from healthai.scenario.errors import FieldError
 from healthai.scenario.model import Disease, Result, Scenario, run
-from healthai.scenario.observed import stored_columns
+from healthai.scenario.observed import stored_columns, within_graph
 from healthai.scenario.settings import ScenarioSettings
 from healthai.surveillance.counts import end_refused, place_level
 from healthai.v1 import scenario_pb2, scenario_pb2_grpc
@@ -117,8 +117,18 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
                 if e.field != "end":
                     raise
                 raise end_refused(e, f"{field}.stored.end_date") from None
+            df, outside = within_graph(df, graph.ids)  # residents of other regions: left out, counted
+            if outside.regions:
+                note(outside_regions=outside.regions, outside_cases=outside.cases)
+                log.info("calibration: %d stored cases in %d regions outside the graph left out",
+                         outside.cases, outside.regions)
             if df.empty:
-                raise FieldError("no stored counts to calibrate to", field=f"{field}.stored")
+                raise FieldError(
+                    "no stored counts to calibrate to" + (
+                        f" ({outside.cases} cases, all in {outside.regions} regions outside the graph)"
+                        if outside.regions else ""),
+                    field=f"{field}.stored",
+                )
             return [str(c) for c in df.columns], df.to_numpy(np.float64), str(df.index[-1].date())
         raise FieldError("observed or stored counts: one is required", field=f"{field}.counts")
 
@@ -126,8 +136,10 @@ class ScenarioServicer(scenario_pb2_grpc.ScenarioServicer):
         self, req: scenario_pb2.CalibrateRequest, graph: MobilityGraph, disease: Disease, field: str
     ) -> tuple[Fit, str]:
         ids, counts, last = await self._counts(req, field, graph)
+        stored = req.WhichOneof("counts") == "stored"  # errors then name the stored counts, not `observed`
+        fields = (f"{field}.stored",) * 2 if stored else ("observed.region_ids", "observed.counts")
         fit = await asyncio.to_thread(
-            calibrate, graph, disease, ids, counts, window_days=req.window_days or 28
+            calibrate, graph, disease, ids, counts, window_days=req.window_days or 28, fields=fields
         )
         return fit, last
 

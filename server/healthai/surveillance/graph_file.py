@@ -3,8 +3,9 @@ a population file's (``healthai-client scenario --graph FILE --population FILE``
 
 Formats (by content / suffix):
 
-- edge list CSV with header ``source, target[, weight]``: undirected (an edge given both ways must
-  carry the same weight); weight defaults to 1;
+- edge list CSV with header ``source, target[, weight]`` and no other column (a misspelt ``weight``
+  is refused, not read as unweighted): undirected (an edge given both ways must carry the same
+  weight); weight defaults to 1;
 - square adjacency CSV whose header row holds the region ids (optionally after a leading ``region``
   column whose cells repeat the ids in the same order), or with no header at all (``n`` rows of ``n``
   numbers, the published benchmarks' ``*-adj.txt``): its regions are then named by position or by a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +91,13 @@ def _square(frame: pd.DataFrame, path: Path, headerless: bool = False) -> tuple[
     ids = cols[1:] if labelled else cols
     line = 1 if headerless else 2  # the file line of the first row of weights
     body = frame.iloc[:, 1:] if labelled else frame
+    edges = "" if headerless or len(cols) > 3 else (  # 2-3 columns: maybe an edge list's header is wrong
+        f"an edge list needs the header source,target[,weight] (this file's first line is "
+        f"{','.join(cols)!r}); ")
     if len(body) != len(ids) or len(set(ids)) != len(ids):
         raise InputFileError(
-            f"{path}: a square adjacency needs one row per header region ({len(ids)} distinct ids), got "
-            f"{len(body)} rows",
+            f"{path}: {edges}a square adjacency needs a header of its region ids and one row per header "
+            f"region ({len(ids)} distinct ids), got {len(body)} rows",
             field="graph",
         )
     if labelled:
@@ -109,7 +114,9 @@ def _square(frame: pd.DataFrame, path: Path, headerless: bool = False) -> tuple[
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise InputFileError(
-            f"{path}: row {r + line}, column {ids[c]!r}: {body.iloc[r, c]!r} is not a weight >= 0",
+            f"{path}: {edges + 'read as a square adjacency, ' if edges and np.isnan(mat[r, c]) else ''}"
+            f"row {r + line}, column {ids[c]!r}: "
+            f"{body.iloc[r, c]!r} is not a weight >= 0",
             field="graph",
         )
     if not np.allclose(mat, mat.T):
@@ -231,8 +238,29 @@ def _parse(
         raise InputFileError(f"{path}: cannot read as CSV ({exc})", field="graph") from exc
     lower = {str(c).strip().lower(): c for c in frame.columns}
     if {"source", "target"} <= set(lower):
+        _edge_columns(frame, path, lower)
         return *_edge_list(frame, path, lower), [], "edge_list"
     return *_square(frame, path), [], "adjacency"
+
+
+EDGE_COLUMNS = ("source", "target", "weight")
+
+
+def _edge_columns(frame: pd.DataFrame, path: Path, lower: dict[str, str]) -> None:
+    """An edge list has no column but source, target, weight (a misspelt weight column would otherwise
+    leave the graph silently unweighted); an unnamed empty one (a trailing comma) is no column."""
+    extra = [c for c in lower if c not in EDGE_COLUMNS
+             and not (str(lower[c]).startswith("Unnamed:") and (frame[lower[c]].str.strip() == "").all())]
+    if not extra:
+        return
+    hint = ""
+    if "weight" not in lower and (like := [c for c in extra if get_close_matches(c, ["weight"], cutoff=0.6)]):
+        hint = f" (is {str(lower[like[0]]).strip()!r} the weight? name it 'weight')"
+    raise InputFileError(
+        f"{path}: an edge list takes the columns source, target[, weight]; also got "
+        f"{[str(lower[c]).strip() for c in extra]}{hint}",
+        field="graph",
+    )
 
 
 def read_graph(

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-ORDER = ("healthai_stacked", "healthai", "last_value", "lag52", "seasonal_mean_2x5", "seasonal_naive_drift")
+# "healthai_stacked"/"healthai" in older files; "healthai" (the stack) and "stgnn" in today's
+ORDER = ("healthai_stacked", "healthai", "stgnn", "last_value", "lag52", "seasonal_mean_2x5",
+         "seasonal_naive_drift")
 
 
 def _cell(values: list[float], digits: int = 1) -> str:
@@ -22,12 +24,14 @@ def tables(paths: list[Path], published: list[float] | None = None) -> str:
     hs = runs[0]["horizons"]
     names = [n for n in ORDER if all(n in r["models"] for r in runs)]
     head = "| h | metric | " + " | ".join(names) + (" | published |" if published else " |")
-    lines = [f"{len(runs)} seeds; origins {runs[0]['origins']}", "", head,
+    # a file holds no seed: n files are n runs (two runs of one seed are not two seeds)
+    lines = [f"{len(runs)} runs (one per file); origins {runs[0]['origins']}", "", head,
              "|---|---|" + "---|" * (len(names) + bool(published))]
     for i, h in enumerate(hs):
         for metric in ("rmse", "wis"):
             cells = [_cell([r["models"][n][metric][i] for r in runs]) for n in names]
-            best = min(names[1:] if names[0] == "healthai_stacked" else names,
+            stacked = names[0] == "healthai_stacked" or names[:2] == ["healthai", "stgnn"]
+            best = min(names[1:] if stacked else names,
                        key=lambda n: np.mean([r["models"][n][metric][i] for r in runs]))
             bold = [f"**{c}**" if n == best else c for n, c in zip(names, cells, strict=True)]
             extra = ""

@@ -48,6 +48,13 @@ class ForecastCard:
         return ("a finite count" if self.negatives
                 else "a finite count >= 0 (this model was not trained on negative counts)")
 
+    def count_refusal(self, value: float) -> str:
+        """``value X is not ...`` for one cell of ``refused_counts``: NaN and infinity are no count for
+        any model; only a negative count is refused for how the model was trained."""
+        if not np.isfinite(value):
+            return f"value {value} is not a finite count"
+        return f"value {value} is not {self.count_rule}"
+
 
 def _first(card: dict[str, Any], *keys: str) -> Any:
     for k in keys:
@@ -135,5 +142,5 @@ def check_infer_history(loaded: LoadedVersion, inputs: dict[str, np.ndarray]) ->
     bad = card.refused_counts(x)
     if bad.any():
         b, t, j = (int(i) for i in np.argwhere(bad)[0])
-        raise InvalidInput(f"{FORECAST_INPUT}[{b}][{t}][{j}] (region {card.region_ids[j]}): value "
-                           f"{x[b, t, j]} is not {card.count_rule}", field=FORECAST_INPUT)
+        raise InvalidInput(f"{FORECAST_INPUT}[{b}][{t}][{j}] (region {card.region_ids[j]}): "
+                           f"{card.count_refusal(float(x[b, t, j]))}", field=FORECAST_INPUT)
