@@ -82,6 +82,21 @@ def test_probes_are_native_grpc_on_the_health_port(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_never_target_the_main_port(overlay: str) -> None:
+    """The main port sheds load (gRPC core's pending-call limit, max_concurrent_rpcs): a probe there
+    could fail on a busy pod and get it restarted mid-load. Every overlay probes the health-only port."""
+    objects = render(f"overlays/{overlay}")
+    env = settings_env(objects)
+    assert env.get("HEALTHAI_HEALTH_PORT"), "HEALTHAI_HEALTH_PORT unset: the probes would hit the main port"
+    assert int(env["HEALTHAI_HEALTH_PORT"]) != int(env["HEALTHAI_PORT"])
+    container = server_container(objects)
+    health = [p for p in container["ports"] if p["containerPort"] == int(env["HEALTHAI_HEALTH_PORT"])]
+    assert [p["name"] for p in health] == ["grpc-health"]
+    for name in PROBES:
+        assert container[name]["grpc"]["port"] == int(env["HEALTHAI_HEALTH_PORT"]), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_metrics_port_is_exposed_where_prometheus_looks(overlay: str) -> None:
     objects = render(f"overlays/{overlay}")
     env = settings_env(objects)

@@ -4,7 +4,8 @@ calls finish inside theirs, the server keeps doing useful work, the process surv
 is back to normal within seconds of the load stopping.
 
 Two limits work together (settings ``max_concurrent_rpcs`` and ``max_pending_rpcs``):
-- calls in progress beyond ``max_concurrent_rpcs`` are refused by grpc.aio: RESOURCE_EXHAUSTED;
+- calls in progress beyond ``max_concurrent_rpcs`` are refused by the server's admission interceptor:
+  RESOURCE_EXHAUSTED;
 - calls that gRPC core holds because the Python server has not picked them up yet (its event loop
   is saturated) are refused by gRPC core beyond ``max_pending_rpcs`` — and gRPC core refuses those
   with CANCELLED, not RESOURCE_EXHAUSTED (its backlog protector cancels the stream). Without this

@@ -1,7 +1,8 @@
 """Retry policy: exponential backoff with full jitter, for UNAVAILABLE only.
 
 Only UNAVAILABLE is retried: the call did not reach a working server (connection refused, server
-draining, model not loaded yet). Every other status — INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED
+draining, model not loaded yet, or the server's store cannot be written right now: nothing of the
+batch was acknowledged). Every other status — INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED
 (overload: retrying would feed it), DEADLINE_EXCEEDED — is final. Ingest is safe to retry because the
 service is idempotent on (source, record id); Score and Forecast are read-only.
 """

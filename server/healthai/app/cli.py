@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -75,8 +76,28 @@ def _describe(error: Any) -> str:
     lines = []
     for e in error.errors():
         where = ".".join(str(part) for part in e["loc"]) or "settings"
+        if e["type"] == "extra_forbidden":  # a misspelt key, at the top or in a [section]: never ignored
+            lines.append(f"  {where}: unknown setting{_did_you_mean(e['loc'])}")
+            continue
         lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """`` (did you mean 'api_keys_file'?)`` for the settings section a misspelt key sits in."""
+    from pydantic import BaseModel
+
+    from healthai.app.settings import Settings
+
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def settings_or_none(command: str, config: Path | None, flags: dict[str, Any]) -> Any:

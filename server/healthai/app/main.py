@@ -3,6 +3,9 @@
 Shutdown order: every service's health -> NOT_SERVING, ``server.stop(grace)`` (no new calls,
 in-flight calls drain), plugins stop in reverse order (the Ingest plugin closes its store; every
 acknowledged record is already fsynced), exit code 0.
+
+Start-up refusals (a store it cannot write, a port file it cannot write, a damaged store file) raise
+``HealthAIError`` before anything is served: ``healthai serve`` prints ``cannot start: ...`` and exits 2.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from healthai import observability, security
 from healthai.app.server import ServicePlugin, build_server
 from healthai.app.settings import Settings
+from healthai.errors import InvalidInput
 from healthai.ingest.plugin import IngestPlugin
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ def build_plugins(settings: Settings) -> list[ServicePlugin]:
 async def run(settings: Settings, *, port_file: Path | None = None,
               stop_event: asyncio.Event | None = None) -> int:
     stop_event = stop_event or asyncio.Event()
+    if port_file is not None:  # refused before anything listens, not after "serving" was logged
+        _check_port_file(port_file)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
@@ -64,14 +70,42 @@ async def run(settings: Settings, *, port_file: Path | None = None,
     gc.collect()
     gc.freeze()
     if port_file is not None:
-        tmp = port_file.with_name(port_file.name + ".tmp")
-        tmp.write_text(f"{running.port}\n")
-        os.replace(tmp, port_file)
+        try:
+            _write_port_file(port_file, running.port)
+        except InvalidInput:
+            await running.stop()
+            obs.close()
+            raise
     await stop_event.wait()
     log.info("signal received")
     await running.stop()
     obs.close()
     return 0
+
+
+def _port_file_error(port_file: Path, e: OSError) -> InvalidInput:
+    return InvalidInput(f"port_file (--port-file) {str(port_file)!r}: cannot write it ({e.strerror})",
+                        field="port_file")
+
+
+def _check_port_file(port_file: Path) -> None:
+    """Whether the port file can be written where asked (its directory exists, is writable)."""
+    probe = port_file.with_name(port_file.name + ".tmp")
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise _port_file_error(port_file, e) from e
+
+
+def _write_port_file(port_file: Path, port: int) -> None:
+    """Atomically: a reader sees no file or the whole port number."""
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    try:
+        tmp.write_text(f"{port}\n")
+        os.replace(tmp, port_file)
+    except OSError as e:
+        raise _port_file_error(port_file, e) from e
 
 
 def configure_logging(level: str) -> None:

@@ -6,14 +6,22 @@ A plugin is anything with ``service_names``, ``add_to_server(server)`` and async
     running = build_server(settings, plugins)   # creates, registers, binds -> running.port
     await running.start()                        # plugins start, server starts, health SERVING
     await running.stop()                         # health NOT_SERVING, drain (grace), plugins stop
+
+Admission control (``settings.max_concurrent_rpcs``) is our own interceptor, not grpc.aio's
+``maximum_concurrent_rpcs``: that one also refused health checks (kubelet restarted a busy pod) and
+refused calls before any interceptor saw them (no metric, no audit line, no log). Ours exempts
+grpc.health.v1 and reflection; a refused call is RESOURCE_EXHAUSTED, counted
+(``healthai_grpc_server_handled_total``, ``healthai_grpc_server_shed_total``), audited, and logged
+(one WARNING per ``SHED_LOG_INTERVAL_S`` with the number refused).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,7 +30,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from healthai.app.interceptors import ErrorMappingInterceptor
 from healthai.app.settings import Settings
-from healthai.errors import InvalidInput
+from healthai.errors import InvalidInput, Overloaded
+from healthai.observability.metrics import RPC_SHED
+from healthai.security.handlers import aborting_handler, handler_kind, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,9 @@ OVERALL = ""  # the health service name that stands for the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# never refused by the concurrency limit: probes and tooling must get an answer from a busy server
+UNLIMITED_SERVICES = frozenset({"grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1})
+SHED_LOG_INTERVAL_S = 10.0
 
 
 class HealthServicer(health_aio.HealthServicer):
@@ -42,6 +55,83 @@ class HealthServicer(health_aio.HealthServicer):
                                 f"service: no health status for {request.service!r} (this server has "
                                 f"{', '.join(repr(s) for s in sorted(self._server_status))})")
         return await super().Check(request, context)
+
+
+class _Slot:
+    """wrap_handler hooks: one call in progress for the limit (taken at start, given back at the end)."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: ConcurrencyLimit) -> None:
+        self.limiter = limiter
+
+    def start(self, context: grpc.aio.ServicerContext) -> None:
+        self.limiter.active += 1
+
+    def finish(self, state: None, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+        self.limiter.active -= 1
+
+
+class ConcurrencyLimit(grpc.aio.ServerInterceptor):
+    """``max_concurrent_rpcs``: a call that finds ``limit`` calls in progress is refused at once with
+    RESOURCE_EXHAUSTED (a client stream is drained first, see ``aborting_handler``). Health and
+    reflection are never limited nor counted. The innermost interceptor: it aborts by itself, and the
+    observability interceptor outside it counts and audits the refusal like any other status."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0  # calls in progress (the event loop's own counter: no lock needed)
+        self.shed = 0  # calls refused since the last WARNING
+        self._logged_at = -SHED_LOG_INTERVAL_S
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}  # per method: built once
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        limited = self._handlers.get(method)
+        if limited is not None:
+            return limited
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, _, name = method.lstrip("/").partition("/")
+        limited = handler if service in UNLIMITED_SERVICES else self._limited(handler, service, name)
+        self._handlers[method] = limited
+        return limited
+
+    def _limited(self, handler: grpc.RpcMethodHandler, service: str, name: str) -> grpc.RpcMethodHandler:
+        kind, _ = handler_kind(handler)
+        _, admitted = handler_kind(wrap_handler(handler, _Slot(self)))  # coroutines, all four shapes
+        error = Overloaded(f"server busy: its limit of {self.limit} calls in progress (max_concurrent_rpcs) "
+                           "is reached; retry with backoff")
+        _, refused = handler_kind(aborting_handler(handler, error))
+        shed_counter = RPC_SHED.labels(service, name)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.active >= self.limit:  # checked and taken in one step of the loop: no overshoot
+                shed_counter.inc()
+                self._note_shed()
+                return await refused(request, context)
+            return await admitted(request, context)
+
+        factory = {"unary_unary": grpc.unary_unary_rpc_method_handler,
+                   "unary_stream": grpc.unary_stream_rpc_method_handler,
+                   "stream_unary": grpc.stream_unary_rpc_method_handler,
+                   "stream_stream": grpc.stream_stream_rpc_method_handler}[kind]
+        return factory(behavior, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+
+    def _note_shed(self) -> None:
+        self.shed += 1
+        now = time.monotonic()
+        if now - self._logged_at >= SHED_LOG_INTERVAL_S:
+            log.warning("max_concurrent_rpcs (%d) reached: %d call(s) refused RESOURCE_EXHAUSTED since the "
+                        "last report (at most one report per %.0f s)", self.limit, self.shed,
+                        SHED_LOG_INTERVAL_S)
+            self._logged_at, self.shed = now, 0
 
 
 @runtime_checkable
@@ -64,6 +154,7 @@ class RunningServer:
     settings: Settings
     health_server: grpc.aio.Server | None = None  # plaintext health-only port (settings.health_port)
     health_port: int | None = None  # the port it bound (settings.health_port 0 picks a free one)
+    limit: ConcurrencyLimit | None = None  # settings.max_concurrent_rpcs, when set
     _started: list[ServicePlugin] = field(default_factory=list)
 
     @property
@@ -117,8 +208,9 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
                  add_port: Callable[[grpc.aio.Server, str], int] | None = None) -> RunningServer:
     """Create the server with the interceptor, plugins, health and reflection; bind host:port.
 
-    ``interceptors`` (e.g. metrics, authentication) run before the error-mapping one, which is always
-    last so it sees every domain error raised by a handler. ``add_port(server, address) -> port``
+    ``interceptors`` (e.g. metrics, authentication) run before the error-mapping one, which is last
+    of those so it sees every domain error raised by a handler; only ``ConcurrencyLimit``
+    (``max_concurrent_rpcs``, aborting by itself) runs inside it. ``add_port(server, address) -> port``
     replaces the plain-text bind (e.g. for TLS). Port 0 picks a free port; ``RunningServer.port`` is
     the bound one. Must run inside an event loop.
     """
@@ -130,8 +222,10 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
     if settings.max_pending_rpcs is not None:  # gRPC core refuses calls beyond its pending queue
         options += [("grpc.server.max_pending_requests", settings.max_pending_rpcs),
                     ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs)]
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor()], options=options,
-                             maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+    limit = ConcurrencyLimit(settings.max_concurrent_rpcs) if settings.max_concurrent_rpcs else None
+    innermost = [limit] if limit is not None else []
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorMappingInterceptor(), *innermost],
+                             options=options)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names: list[str] = []
@@ -148,7 +242,7 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         raise InvalidInput(f"cannot bind {address}", field="port")
     health_server, health_port = _health_only_server(settings, health)
     return RunningServer(server=server, port=port, health=health, plugins=list(plugins), settings=settings,
-                         health_server=health_server, health_port=health_port)
+                         health_server=health_server, health_port=health_port, limit=limit)
 
 
 def _add_reflection(names: list[str], server: grpc.aio.Server) -> None:

@@ -62,7 +62,7 @@ class Settings(BaseModel):
     shutdown_grace_s: float = Field(10.0, ge=0)
     # Admission control: RPCs in progress at once; beyond it a call is answered RESOURCE_EXHAUSTED at
     # once instead of queueing without bound. None = no limit.
-    max_concurrent_rpcs: int | None = Field(None, ge=1)
+    max_concurrent_rpcs: int | None = Field(None, ge=1)  # calls being handled (health, reflection exempt)
     # Calls that arrived but that the server has not yet picked up (gRPC core's pending queue);
     # beyond it a new call is refused RESOURCE_EXHAUSTED by gRPC core itself. None = gRPC's default.
     max_pending_rpcs: int | None = Field(None, ge=1)

@@ -9,14 +9,19 @@ key stops at start-up. Changing the key means a new store: re-ingest into it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import uuid
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from healthai.errors import InvalidInput
 from healthai.normalize.identity import Pseudonymizer
 from healthai.store import ParquetStore
+from healthai.store.commitlog import LOG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +33,36 @@ def key_check(pseudonymizer: Pseudonymizer) -> str:
     return pseudonymizer.pseudonym("urn:healthai:key-check", "1")
 
 
+def check_store_writable(store: ParquetStore) -> None:
+    """A writer's start-up check of a local store: a file can be created (and removed) in its root and in
+    its commit log. InvalidInput naming ``store_uri`` and the OS's reason otherwise (a read-only
+    directory or mount, a full disk), rather than a server that starts and then fails every ingest."""
+    if store.filesystem.type_name != "local":  # object stores: S3's log probes its conditional PUT
+        return
+    root = Path(store.root)  # created by ``open``; the log's directory by its first commit
+    for directory in (d for d in (root, root / LOG_DIR) if d.is_dir()):
+        probe = directory / f".probe-{uuid.uuid4().hex}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"probe")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+            raise InvalidInput(
+                f"store_uri {store.display_uri!r}: the store cannot be written ({name}: {e.strerror or e} "
+                f"in {str(directory)!r}); every ingested batch is written there: give this user write "
+                "access to it (or free space)", field="store_uri") from e
+
+
 def check_store_key(store: ParquetStore, pseudonymizer: Pseudonymizer, *, record: bool = True) -> None:
-    """Record this key's check in an open store that has none (unless not ``record``: a dev server's
-    random key, meant to change); InvalidInput if the store holds another key's."""
+    """Check that the open store can be written (``check_store_writable``), then record this key's check
+    in it if it has none (unless not ``record``: a dev server's random key, meant to change);
+    InvalidInput if the store holds another key's."""
+    check_store_writable(store)
     mine = key_check(pseudonymizer)
     found = _read(store)
     if found is None and not record:

@@ -3,13 +3,17 @@
 Per request: the payload is normalized (``healthai.normalize``), the rows of accepted records are
 committed to the store (fsynced) and only then is the response sent. Whole-request problems (no
 source, no payload, malformed JSON, a bad Arrow stream, too many records) are gRPC errors; problems
-of single records are outcomes (a rejected record writes nothing, its siblings are still stored).
+of single records are outcomes (a rejected record writes nothing, its siblings are still stored). A
+store the OS refuses to write (full disk, read-only mount) is UNAVAILABLE naming the OS's reason (errno
+and path logged): nothing was acknowledged, and the SDK's retry is safe (idempotent store).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 
@@ -82,10 +86,38 @@ class IngestCore:
     def commit(self, tables: dict[str, pa.Table], batch_id: str) -> CommitResult:
         return self.store.commit({k: t for k, t in tables.items() if t.num_rows}, batch_id=batch_id)
 
+    def commit_or_unavailable(self, tables: dict[str, pa.Table], batch_id: str) -> CommitResult:
+        """``commit``; a store the OS refuses to write (full disk, read-only mount, lost permission) is
+        ``StoreUnavailable``, which the SDK retries: the batch was not acknowledged, and a retry is safe
+        (a commit that became durable before the error is found by the next one, its records reported
+        already stored)."""
+        try:
+            return self.commit(tables, batch_id)
+        except OSError as e:
+            reason = _os_reason(e)
+            log.error("batch %s: the store %s cannot be written: %s%s", batch_id, self.store.display_uri,
+                      reason, f" ({e.filename})" if e.filename else "")
+            raise StoreUnavailable(f"the store cannot be written ({reason}); nothing was acknowledged: "
+                                   "retry later (records already stored are recognized)") from e
+
     def _check_count(self, n: int, what: str) -> None:
         if n > self.max_records:
             raise TooLarge(f"request holds {n} {what}; the limit is max_records_per_request="
                            f"{self.max_records}", field="max_records_per_request")
+
+
+class StoreUnavailable(HealthAIError):
+    """The store cannot be written now: UNAVAILABLE, which callers retry (the message names the OS's
+    reason, never the store's path or a record's value)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _os_reason(e: OSError) -> str:
+    """``ENOSPC: No space left on device`` (errno name and text); pyarrow's errors may carry no errno."""
+    if e.errno is not None and e.errno in errno.errorcode:
+        return f"{errno.errorcode[e.errno]}: {e.strerror or os.strerror(e.errno)}"
+    return type(e).__name__
 
 
 def _check_source(source: str) -> str:
@@ -155,7 +187,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
         def work() -> ingest_pb2.IngestResponse:  # CPU-bound: off the event loop
             batch = self.core.normalize(request)
-            commit = self.core.commit(batch.tables, batch_id)
+            commit = self.core.commit_or_unavailable(batch.tables, batch_id)
             with gc_paused():  # one message per record (no I/O from here on)
                 warn_generalized(batch.outcomes, commit.generalized)
                 response = ingest_pb2.IngestResponse()
@@ -190,7 +222,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
         def flush() -> None:
             if pending:
-                commits.append(self.core.commit(_merge(pending).tables, batch_id))
+                commits.append(self.core.commit_or_unavailable(_merge(pending).tables, batch_id))
                 pending.clear()
 
         request_index = 0

@@ -13,7 +13,8 @@ Wiring (in ``healthai.app.main.run``)::
 
 Servicers add counts to the audit line with ``observability.note(records=..., patients=...)`` and
 report their internals with ``observe_batch_size``, ``set_queue_depth``/``track_queue_depth``,
-``set_model_loaded`` and ``count_ingest_records``.
+``set_model_loaded`` and ``count_ingest_records`` (the model manager and its schedulers report loaded
+versions, batch sizes and queue depths this way).
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ class Observability:
             )
         ]
         if settings.metrics_enabled and settings.metrics_port is not None:
-            self.metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port)
+            try:  # a busy port is InvalidInput(field="metrics_port"): stop what started above first
+                self.metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port)
+            except BaseException:
+                self.close()
+                raise
             log.info("metrics on %s", self.metrics_server.url)
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 servicers call for batch sizes, queue depth, loaded model versions and ingest outcomes.
 
 All metrics live in ``REGISTRY`` (ours, not prometheus_client's global one) and are served by
-``MetricsServer`` on their own HTTP port. Label values are checked against a strict pattern, so
-free text — and with it any patient data — cannot become a label.
+``MetricsServer`` on their own HTTP port (a port it cannot bind is ``InvalidInput`` naming
+``metrics_port``, like the gRPC port: ``healthai serve`` prints ``cannot start: ...``). Label values
+are checked against a strict pattern, so free text — and with it any patient data — cannot become a
+label.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+
+from healthai.errors import InvalidInput
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -42,6 +46,10 @@ RPC_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+RPC_SHED = Counter(
+    "healthai_grpc_server_shed",
+    "RPCs refused RESOURCE_EXHAUSTED by the max_concurrent_rpcs limit (also in handled_total).",
+    _RPC, registry=REGISTRY)
 RPC_IN_FLIGHT = Gauge("healthai_grpc_server_in_flight", "RPCs being handled now.", _RPC, registry=REGISTRY)
 BATCH_SIZE = Histogram(
     "healthai_batch_size",
@@ -81,13 +89,30 @@ def observe_batch_size(model: str, size: int) -> None:
     BATCH_SIZE.labels(_label("model", model)).observe(size)
 
 
+def batch_size_observer(model: str) -> Callable[[float], None]:
+    """``observe_batch_size`` for one model with its label looked up once (a scheduler's hot path)."""
+    return BATCH_SIZE.labels(_label("model", model)).observe
+
+
 def set_queue_depth(queue: str, depth: int) -> None:
     QUEUE_DEPTH.labels(_label("queue", queue)).set(depth)
+
+
+_TRACKED: dict[str, Callable[[], float]] = {}  # queue -> the function its series reads now
 
 
 def track_queue_depth(queue: str, depth: Callable[[], float]) -> None:
     """Read ``depth()`` at every scrape instead of pushing updates (e.g. ``lambda: q.qsize()``)."""
     QUEUE_DEPTH.labels(_label("queue", queue)).set_function(depth)
+    _TRACKED[queue] = depth
+
+
+def untrack_queue_depth(queue: str, depth: Callable[[], float]) -> None:
+    """Drop the series of ``queue`` if ``depth`` still feeds it (a replacement that tracks the same
+    queue name meanwhile keeps its series)."""
+    if _TRACKED.get(queue) is depth:
+        del _TRACKED[queue]
+        QUEUE_DEPTH.remove(queue)
 
 
 def set_model_loaded(model: str, version: str | int, loaded: bool = True) -> None:
@@ -111,7 +136,11 @@ class MetricsServer:
     def __init__(self, host: str, port: int) -> None:
         self._httpd: WSGIServer
         self._thread: threading.Thread
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=REGISTRY)
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=host, registry=REGISTRY)
+        except OSError as e:  # port in use, address not on this host: a start-up error naming the setting
+            raise InvalidInput(f"cannot bind metrics_port {host}:{port}: {e.strerror or e}",
+                               field="metrics_port") from e
         self.host = host
         self.port = int(self._httpd.server_address[1])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ObservabilitySettings(BaseModel):
@@ -18,6 +18,8 @@ class ObservabilitySettings(BaseModel):
     ``tracing_otlp_endpoint`` (gRPC); ``console`` prints them (debugging); ``global`` uses whatever
     tracer provider the host process installed (e.g. ``opentelemetry-instrument``).
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
 
     audit_enabled: bool = True
     audit_log_file: Path | None = None  # None → stdout (application logs go to stderr)

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,21 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refusing(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a ``keys`` action; a refusal (a client name or time the key file would not hold, a key file
+    the server would reject, one it cannot read or write) is one line on stderr and exit 2."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(args)
+        except ValueError as e:
+            print(f"healthai keys {args.keys_command}: {e}", file=sys.stderr)
+        except OSError as e:
+            print(f"healthai keys {args.keys_command}: {str(args.file)!r}: {e.strerror}", file=sys.stderr)
+        return 2
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     keys = sub.add_parser("keys", help="manage API keys (hashed key file)")
     actions = keys.add_subparsers(dest="keys_command", required=True)
@@ -75,14 +91,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--client", required=True, help="calling system's name (appears in audit lines)")
     create.add_argument("--scope", action="append", choices=SCOPES, required=True, help="repeat per scope")
     create.add_argument("--expires-at", help="ISO 8601 time with zone, e.g. 2027-01-01T00:00:00Z")
-    create.set_defaults(func=_create)
+    create.set_defaults(func=_refusing(_create))
     listing = actions.add_parser("list", help="list key ids, clients, scopes (never secrets)")
     listing.add_argument("--file", type=Path, required=True)
-    listing.set_defaults(func=_list)
+    listing.set_defaults(func=_refusing(_list))
     revoke = actions.add_parser("revoke", help="remove a key by id")
     revoke.add_argument("--file", type=Path, required=True)
     revoke.add_argument("--key-id", required=True)
-    revoke.set_defaults(func=_revoke)
+    revoke.set_defaults(func=_refusing(_revoke))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scope = Literal["ingest", "score", "forecast", "inference", "admin", "scenario"]
 SCOPES: tuple[Scope, ...] = ("ingest", "score", "forecast", "inference", "admin", "scenario")
@@ -47,6 +47,8 @@ class SecuritySettings(BaseModel):
     ``require_client_cert`` is also set (client certificates must chain to ``tls_client_ca_file``).
     Authorization is on when ``api_keys_file`` is set (see ``healthai.security.keys`` for the format).
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
 
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 class ServingSettings(BaseModel):
     """How models are found, run and batched. Every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
 
     enabled: bool = True
     model_repository: Path = DEFAULT_MODEL_REPOSITORY

@@ -121,35 +121,46 @@ class LocalCommitLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(path.parent.parent)
         tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
             os.link(tmp, path)
         except FileExistsError:
             return False
-        finally:
-            tmp.unlink()
+        finally:  # also when the write failed (a full disk): no temporary file is left behind
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         fsync_dir(path.parent)
         return True
 
     def write_pending(self, names: list[tuple[str, pa.Table]]) -> None:
-        """Write and fsync each file, then fsync their directories: durable before any entry names them."""
+        """Write and fsync each file, then fsync their directories: durable before any entry names them.
+        On an error (a full disk) the files written so far are removed before it propagates: no entry
+        names them, and a full disk is not filled further by each retry."""
         dirs = set()
-        for rel, table in names:
-            path = self.root / rel
-            created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for p in created:
-                fsync_dir(p.parent)
-            with open(path, "wb") as f:
-                write_part(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            dirs.add(path.parent)
-        for d in dirs:
-            fsync_dir(d)
+        written: list[Path] = []
+        try:
+            for rel, table in names:
+                path = self.root / rel
+                created = [p for p in (path.parent.parent, path.parent) if not p.exists()]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                for p in created:
+                    fsync_dir(p.parent)
+                written.append(path)
+                with open(path, "wb") as f:
+                    write_part(table, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                dirs.add(path.parent)
+            for d in dirs:
+                fsync_dir(d)
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
 
     def promote(self, pending: str, final: str) -> None:
         """Rename pending to final; done already (by another process rolling forward) is fine.

@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from healthai.errors import InvalidInput
-from healthai.store.commitlog import Entry, LocalCommitLog, S3CommitLog, write_part
+from healthai.errors import FailedPrecondition, InvalidInput
+from healthai.store.commitlog import LOG_DIR, Entry, LocalCommitLog, S3CommitLog, write_part
 from healthai.store.versions import (
     DIGEST_COLUMN,
     PLACE_COLUMN,
@@ -198,7 +198,7 @@ class ParquetStore:
                 match = _PART.match(name)
                 assert match is not None
                 highest = max(highest, int(match.group(1)))
-                table = self._read_indexed(kind, path)
+                table = self._index_part(kind, path)
                 self._index.add(kind, _keys(table), digests_of(table))
                 if self._guard is not None and kind in self._guard.watch:
                     self._guard.observe(kind, table, self._rel(path))
@@ -380,16 +380,35 @@ class ParquetStore:
     def _read_keys(self, kind: str, pending: str, final: str) -> pa.Table:
         for rel in (final, pending, final):  # the writer may rename between our two looks
             try:
-                return self._read_indexed(kind, f"{self.root}/{rel}")
+                return self._index_part(kind, f"{self.root}/{rel}")
             except FileNotFoundError:
                 continue
-        raise RuntimeError(f"commit log names {final}, which is missing: the store was altered")
+        raise FailedPrecondition(
+            f"store_uri: the commit log ({LOG_DIR}/) names {final!r} (under the store root), which is "
+            "missing (so is its pending name): the store was altered, and it does not open without these "
+            "committed rows: restore the file from a backup", field="store_uri")
 
     def _rel(self, path: str) -> str:
         return path[len(self.root):].lstrip("/")
 
     def _read_rel(self, rel: str) -> pa.Table:
         return pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem)
+
+    def _index_part(self, kind: str, path: str) -> pa.Table:
+        """``_read_indexed`` of a committed file; one that cannot be read (damaged, truncated, not
+        readable by this user) is FailedPrecondition naming it and what to do: never skipped silently."""
+        try:
+            return self._read_indexed(kind, path)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as e:
+            rel = self._rel(path)
+            detail = (str(e).splitlines() or [""])[0].replace(self.root, "<store root>")
+            raise FailedPrecondition(
+                f"store_uri: {rel!r} (under the store root) cannot be read ({type(e).__name__}: {detail}). "
+                "It holds committed rows, not a leftover (a commit's files keep hidden .pending-/.tmp- "
+                "names until it is committed; leftovers are never read), and the store does not open "
+                "without them: restore the file from a backup", field="store_uri") from e
 
     def _read_indexed(self, kind: str, path: str) -> pa.Table:
         """The key and version columns of a part file, plus those the guard watches (when the file has

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from healthai.errors import InvalidInput, NotFound
+from healthai.observability.context import note
 from healthai.serving.forecast.card import FORECAST_INPUT, FORECAST_OUTPUT, FORECAST_POINT, ForecastCard
 from healthai.serving.forecast.stored import Surveillance, stored_window
 from healthai.serving.runtime.contract import InferRequest
@@ -56,7 +57,7 @@ def explicit_window(history: forecast_pb2.History, card: ForecastCard) -> np.nda
     if bad.any():
         t, j = np.argwhere(bad)[0]
         raise InvalidInput(f"history.counts[{steps - card.window + t}][{history.region_ids[j]}]: "
-                           f"value {x[t, j]} is not {card.count_rule}", field="history.counts")
+                           f"{card.count_refusal(float(x[t, j]))}", field="history.counts")
     window = np.empty_like(x)
     window[:, cols] = x
     return window
@@ -147,6 +148,7 @@ class ForecastServicer(forecast_pb2_grpc.ForecastServicer):
             horizon_rows.append(card.horizons.index(h))
         horizon_rows = horizon_rows or list(range(len(card.horizons)))
         levels = check_levels(list(request.quantile_levels), card)
+        note(regions=len(out_cols), horizons=len(horizon_rows))  # the audit line's counts
         first_period, coverage = "", []
         source = request.WhichOneof("history_source")
         if source == "history":

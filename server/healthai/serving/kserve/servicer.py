@@ -19,6 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 import healthai
 from healthai.errors import HealthAIError, InvalidInput, Unimplemented
+from healthai.observability.context import note
 from healthai.serving.forecast.card import check_infer_history
 from healthai.serving.kserve.unimplemented import refuse_unimplemented
 from healthai.serving.risk.task import check_infer_inputs
@@ -173,8 +174,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except HealthAIError:  # refused before queueing: still a failed request of this model
             loaded.scheduler.stats.record_failure(arrived)
             raise
-        result = await loaded.scheduler.infer(InferRequest(inputs, outputs=wanted),
-                                              timeout=context.time_remaining())
+        infer_request = InferRequest(inputs, outputs=wanted)
+        note(rows=infer_request.rows, inputs=len(inputs))  # the audit line's counts
+        result = await loaded.scheduler.infer(infer_request, timeout=context.time_remaining())
         response = service_pb2.ModelInferResponse(model_name=rt.name, model_version=str(rt.version),
                                                   id=request.id)
         for name, array in result.items():

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from healthai.errors import InvalidInput
+from healthai.observability.context import note
 from healthai.serving.risk.card import RiskCard
 from healthai.serving.risk.charlson import charlson_indices
 from healthai.serving.risk.features import derive_features
@@ -137,6 +138,7 @@ class RiskServicer(risk_pb2_grpc.RiskServicer):
         card = task.card
         x = feature_matrix(request, task, self.settings.max_patients_per_request)
         n = len(x)
+        note(patients=n)  # the audit line's count (never an identifier)
         if request.diagnoses and len(request.diagnoses) != n:
             raise InvalidInput(f"diagnoses: {len(request.diagnoses)} entries for {n} patients",
                                field="diagnoses")

@@ -9,6 +9,11 @@ swaps each in once warm (a version that fails keeps its previous load serving, a
 ``unload_model`` stops serving a model at once — requests already queued or running on it finish
 there. An explicitly unloaded model stays unloaded: repository scans skip it, whatever changes on
 disk, until ``load_model`` names it again (or the server restarts, which loads the whole repository).
+
+A repository folder that does not exist refuses start-up (``InvalidInput`` naming
+``serving.model_repository``); an existing empty one starts with no model and loads what appears.
+Served versions are reported as ``healthai_model_version_loaded{model,version}``. A refusal is logged
+once per distinct content of what was refused (the version's files, or the model's config.pbtxt).
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from healthai.errors import FailedPrecondition, NotFound, NotReady
+from healthai.errors import FailedPrecondition, InvalidInput, NotFound, NotReady
+from healthai.observability import metrics
 from healthai.serving.runtime.onnx import OnnxModel
 from healthai.serving.runtime.repository import (
     RepositoryError,
     VersionDir,
+    config_fingerprint,
     read_config,
     scan_models,
     scan_versions,
@@ -93,10 +100,20 @@ class ModelManager:
         self._watcher: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._scan_lock = asyncio.Lock()
+        self._root_missing = False  # the repository folder vanished after start (warned once)
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Load the repository; InvalidInput when its folder does not exist (a typo, a volume not
+        mounted): a server that reports ready while serving nothing would only fail every call."""
+        if not await asyncio.to_thread(self.root.is_dir):
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise InvalidInput(
+                "serving.model_repository (--model-repository, HEALTHAI_SERVING__MODEL_REPOSITORY): "
+                f"{self.root} {what}; point it at a model repository (an empty directory is fine: models "
+                "are loaded as they appear), or run without serving (--no-serving)",
+                field="serving.model_repository")
         await self.poll_once()
         self.started = True
         if self.settings.reload_poll_s > 0:
@@ -110,6 +127,7 @@ class ModelManager:
                 await self._watcher
         for versions in self._loaded.values():
             for loaded in versions.values():
+                _report_loaded(loaded, False)
                 await self._retire(loaded)
         self._loaded.clear()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -174,13 +192,14 @@ class ModelManager:
         """One scan of the repository: load new/changed versions, retire removed ones."""
         async with self._scan_lock:
             models = await asyncio.to_thread(scan_models, self.root)
+            self._check_root(models)
             for name, model_dir in models.items():
                 if name not in self._unloaded:  # explicitly unloaded: only load_model brings it back
                     await self._sync_model(name, model_dir)
             for name in [n for n in self._loaded if n not in models]:
                 log.info("model %s removed from the repository; unloading", name)
                 for loaded in self._loaded.pop(name).values():
-                    self._retire_later(loaded)
+                    self._retire_later(loaded, gone=True)
 
     async def load_model(self, name: str) -> None:
         """(Re)load every selected version of ``name`` from the repository, even unchanged ones, and
@@ -212,7 +231,7 @@ class ModelManager:
                 del self._refused[key]
             self._unloaded[name] = sorted({*self._unloaded.get(name, []), *versions})
             for loaded in versions.values():
-                self._retire_later(loaded)
+                self._retire_later(loaded, gone=True)
         log.info("model %s unloaded by request (version(s) %s); in-flight requests finish on it; "
                  "repository scans leave it unloaded until it is loaded again", name,
                  sorted(versions) or "none")
@@ -224,7 +243,8 @@ class ModelManager:
             found = await asyncio.to_thread(scan_versions, model_dir)
             config = await asyncio.to_thread(read_config, model_dir)
         except (RepositoryError, OSError) as exc:
-            self._refuse(name, 0, (), str(exc))
+            # fingerprinted by config.pbtxt: logged once per content, retried on every scan
+            self._refuse(name, 0, await asyncio.to_thread(config_fingerprint, model_dir), str(exc))
             return [str(exc)]
         self._refused.pop((name, 0), None)
         failures: list[str] = []
@@ -243,13 +263,14 @@ class ModelManager:
                 failures.append(f"version {version}: {self._refused[(name, version)][1]}")
                 continue
             current[version] = loaded  # the swap: new requests resolve to the new runtime from here
+            _report_loaded(loaded, True)
             if have is not None:
                 self._retire_later(have)
             log.info("model %s version %d ready (%s)%s", name, version, loaded.runtime.model_file.name,
                      " — replaced the previous load" if have is not None else "")
         for version in [v for v in current if v not in wanted]:
             log.info("model %s version %d removed; unloading after in-flight requests", name, version)
-            self._retire_later(current.pop(version))
+            self._retire_later(current.pop(version), gone=True)
         for key in [k for k in self._refused if k[0] == name and k[1] not in found and k[1] != 0]:
             del self._refused[key]
         if not current:
@@ -304,12 +325,31 @@ class ModelManager:
         return _instances(config)
 
     def _refuse(self, name: str, version: int, fingerprint: tuple[Any, ...], reason: str) -> None:
+        """Record a refusal; log it unless the same files were refused for the same reason before
+        (an empty fingerprint — Triton not reachable — is logged every time)."""
         serving = sorted(self._loaded.get(name, {}))
-        log.error("model %s version %s REFUSED: %s — %s", name, version or "(all)", reason,
-                  f"still serving version(s) {serving}" if serving else "no version of it is served")
+        again = bool(fingerprint) and self._refused.get((name, version)) == (fingerprint, reason)
+        log.log(logging.DEBUG if again else logging.ERROR, "model %s version %s REFUSED: %s — %s", name,
+                version or "(all)", reason,
+                f"still serving version(s) {serving}" if serving else "no version of it is served")
         self._refused[(name, version)] = (fingerprint, reason)
 
-    def _retire_later(self, loaded: LoadedVersion) -> None:
+    def _check_root(self, models: dict[str, Path]) -> None:
+        """Warn once when the repository folder disappears after start (its models are unloaded as
+        removed), and once when it is back."""
+        missing = not models and not self.root.is_dir()
+        if missing and not self._root_missing:
+            log.warning("model repository %s does not exist (any more); no models are served until it is "
+                        "back", self.root)
+        elif self._root_missing and not missing:
+            log.info("model repository %s is back", self.root)
+        self._root_missing = missing
+
+    def _retire_later(self, loaded: LoadedVersion, *, gone: bool = False) -> None:
+        """Close ``loaded`` once its queued requests finish; ``gone``: no load of that version serves
+        any more (not a replacement by a newer load of it)."""
+        if gone:
+            _report_loaded(loaded, False)
         task = asyncio.get_running_loop().create_task(self._retire(loaded))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
@@ -322,3 +362,11 @@ class ModelManager:
 
 def _instances(config: model_config_pb2.ModelConfig) -> int:
     return max(sum(g.count for g in config.instance_group), 1)
+
+
+def _report_loaded(loaded: LoadedVersion, serving: bool) -> None:
+    """healthai_model_version_loaded; a name that cannot be a label value is not reported."""
+    try:
+        metrics.set_model_loaded(loaded.name, loaded.version, serving)
+    except ValueError:
+        log.debug("model %r: not reported in healthai_model_version_loaded (not a label value)", loaded.name)

@@ -79,6 +79,12 @@ def _fingerprint(*paths: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def config_fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """The fingerprint of a model's config.pbtxt (() when it has none)."""
+    config = model_dir / CONFIG_FILE
+    return _fingerprint(config) if config.is_file() else ()
+
+
 def scan_versions(model_dir: Path) -> dict[int, VersionDir]:
     """Every numbered sub-folder of a model folder (Triton's layout; other names are ignored)."""
     versions: dict[int, VersionDir] = {}
@@ -91,9 +97,9 @@ def scan_versions(model_dir: Path) -> dict[int, VersionDir]:
 
 
 def scan_models(root: Path) -> dict[str, Path]:
-    """Model name -> folder, for every sub-folder holding a config.pbtxt or a numbered version."""
+    """Model name -> folder, for every sub-folder holding a config.pbtxt or a numbered version; {} when
+    ``root`` is not a directory (the model manager refuses to start then, and warns once if it goes)."""
     if not root.is_dir():
-        log.warning("model repository %s does not exist; no models are served", root)
         return {}
     models = {}
     for child in sorted(root.iterdir()):

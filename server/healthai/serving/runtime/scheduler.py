@@ -34,6 +34,9 @@ there before anything runs inline.
 A full queue answers RESOURCE_EXHAUSTED at once; a request whose deadline passed is not executed; a
 cancelled request leaves the queue immediately; a cancelled caller never loses the other requests of
 a batch it started (a thread reports completion to the scheduler, not to the caller).
+
+Metrics: every execution's rows go to ``healthai_batch_size{model}``; the queue's length is read at
+each scrape as ``healthai_queue_depth{queue="<model>-v<version>"}`` (the series goes when it closes).
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from healthai.errors import DeadlineExceeded, HealthAIError, InternalError, NotReady, Overloaded
+from healthai.observability import metrics
 from healthai.serving.runtime import idle
 from healthai.serving.runtime.contract import InferRequest, InferResult, ModelRuntime
 from healthai.serving.runtime.execution import ExecutionCost, ExecutionThreads
@@ -102,6 +107,8 @@ class Scheduler:
         self._idle_hook = False  # our flush is registered to run when the loop goes idle
         self._threads = ExecutionThreads(loop, instances, f"{runtime.name}-v{runtime.version}")
         self._workers = [loop.create_task(self._work()) for _ in range(instances)]
+        self._depth = self._queue.__len__  # what healthai_queue_depth reads (one object: untracked by it)
+        self._observe_rows, self._depth_queue = _metrics(self, f"{runtime.name}-v{runtime.version}")
 
     @property
     def queued(self) -> int:
@@ -158,6 +165,8 @@ class Scheduler:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await asyncio.to_thread(self._threads.shutdown)
+        if self._depth_queue is not None:
+            metrics.untrack_queue_depth(self._depth_queue, self._depth)
 
     # -- batches --------------------------------------------------------------------------------
     def _busy_since_last_arrival(self) -> bool:
@@ -316,8 +325,10 @@ class Scheduler:
         start = time.perf_counter_ns()
         results = self.runtime.execute(requests)
         end = time.perf_counter_ns()
+        rows = sum(r.batch_size for r in requests)
+        self._observe_rows(rows)
         if self._inline_max_ns:
-            self.cost.add(sum(r.batch_size for r in requests), end - start)
+            self.cost.add(rows, end - start)
         # a runtime that bypasses the executor: its whole execute counts as the model run
         return results, (start, clock.first_ns or start, clock.last_ns or end, end)
 
@@ -375,3 +386,20 @@ class Scheduler:
                 s.record_execution(rows, succeeded, timing)
         finally:
             self._release()
+
+
+def _metrics(scheduler: Scheduler, queue: str) -> tuple[Callable[[float], None], str | None]:
+    """(the batch-size observer, the tracked queue name) of a scheduler; a model name that cannot be
+    a metric label (``metrics._label``) reports nothing rather than refusing the model."""
+    observe: Callable[[float], None] = _no_observer
+    try:
+        observe = metrics.batch_size_observer(scheduler.runtime.name)
+        metrics.track_queue_depth(queue, scheduler._depth)
+    except ValueError:
+        log.debug("model %r: no batch size / queue depth metrics (not a label value)", scheduler.runtime.name)
+        return observe, None
+    return observe, queue
+
+
+def _no_observer(rows: float) -> None:
+    return None
