@@ -5,6 +5,11 @@
     healthai federate site --superlink coordinator:9092 --table site.csv --spec cohort.toml --site north
     healthai federate keygen keys/north.key      # north.key stays at the site, north.key.pub goes to
                                                  # the coordinator (--site-key)
+
+Relative paths are the caller's (resolved before Flower runs in its own folders). SIGTERM or SIGINT
+stops the coordinator's SuperLink and everything under it (exit 128 + signal). A site first waits
+up to ``--connect-timeout`` seconds for the SuperLink's address to accept connections (naming the
+address and the error), then exits 2; Flower's own reconnection is bounded by the same time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import argparse
 import json
 import logging
 import os
+import signal
+import socket
+import time
 from pathlib import Path
 
 from healthai.errors import InputFileError
@@ -29,11 +37,15 @@ def _tls(args: argparse.Namespace):
     if args.tls_ca is None and given:  # never a plaintext link the user asked to be TLS
         raise TrainingInputError(f"--{given[0].replace('_', '-')} needs --tls-ca (TLS is on only with a CA)",
                                  field="tls_ca")
-    return None if args.tls_ca is None else Tls(ca=args.tls_ca, cert=getattr(args, "tls_cert", None),
-                                                key=getattr(args, "tls_key", None))
+    if args.tls_ca is None:
+        return None
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    return Tls(ca=args.tls_ca.resolve(), cert=cert.resolve() if cert else None,
+               key=key.resolve() if key else None)
 
 
 def _coordinator(args: argparse.Namespace) -> int:
+    from healthai_training.federated import deploy
     from healthai_training.federated.coordinator import FederationSettings, export_federated, run_federation
 
     settings = FederationSettings(
@@ -47,18 +59,57 @@ def _coordinator(args: argparse.Namespace) -> int:
         seed=args.seed, secagg_max_weight=args.secagg_max_weight,
     )
     workdir = (args.workdir or Path(args.runs_dir) / "federation").resolve()  # flwr runs in it: no relative
-    report = run_federation(settings, workdir=workdir, host=args.host, port=args.port, tls=_tls(args),
-                            site_keys=tuple(args.site_key), timeout=args.timeout)
+    try:
+        with deploy.stop_on_signals():  # every child stopped (run_federation's finally), then exit
+            report = run_federation(settings, workdir=workdir, host=args.host, port=args.port, tls=_tls(args),
+                                    site_keys=tuple(k.resolve() for k in args.site_key), timeout=args.timeout)
+    except deploy.Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"error: stopped by {name}; the SuperLink and every process under it were stopped")
+        return 128 + exc.signum
     run_dir, card = export_federated(report, settings, runs_dir=args.runs_dir, name=args.model_name,
                                      export_repo=args.export_to)
     summary = {"run_dir": str(run_dir), "mean_site_accuracy": card["metrics"]["mean_site_accuracy"],
                "epsilon": card["privacy"]["epsilon"], "refused": len(report["refused"]),
+               "refused_sites": sorted({str(r.get("site", r["node_id"])) for r in report["refused"]}),
                "failed_sites_by_round": report.get("failed_sites", {}),
                "wall_time_s": report["wall_time_s"]}
     print(json.dumps(summary))
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _address(superlink: str) -> tuple[str, int]:
+    host, sep, port = superlink.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TrainingInputError(f"--superlink must be HOST:PORT, got {superlink!r}", field="superlink")
+    return host, int(port)
+
+
+def wait_for_superlink(superlink: str, *, timeout: float, site: str) -> None:
+    """Until ``superlink`` accepts a TCP connection; a clean error naming it after ``timeout`` s."""
+    host, port = _address(superlink)
+    deadline = time.monotonic() + timeout
+    logged = 0.0
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                logger.info("site %s: SuperLink %s is reachable", site, superlink)
+                return
+        except OSError as exc:
+            error = exc.strerror or str(exc) or type(exc).__name__
+            now = time.monotonic()
+            if now >= deadline:
+                raise TrainingInputError(f"SuperLink {superlink} not reachable after {timeout:.0f} s: "
+                                         f"{error} (check --superlink, and that the coordinator runs)",
+                                         field="superlink") from exc
+            if now - logged >= 30:
+                logger.warning("site %s: SuperLink %s not reachable (%s); retrying for up to %.0f s more",
+                               site, superlink, error, deadline - now)
+                logged = now
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def _site(args: argparse.Namespace) -> int:
@@ -75,9 +126,11 @@ def _site(args: argparse.Namespace) -> int:
     cmd = deploy.supernode_command(superlink=args.superlink, table=args.table, spec=args.spec,
                                    site=args.site, seed=args.seed, tls_ca=args.tls_ca, auth_key=args.auth_key,
                                    runtime_port=args.runtime_port, task_start_window=args.task_start_window,
+                                   max_wait_time=args.connect_timeout,
                                    extra_config={"record-updates": str(args.record_updates.resolve())}
                                    if args.record_updates else None)
     home = Path(args.flwr_home or Path.home() / ".flwr-healthai" / args.site)
+    wait_for_superlink(args.superlink, timeout=args.connect_timeout, site=args.site)
     # exec: this process becomes the SuperNode (signals, SIGKILL included, reach it; no orphan)
     os.execve(cmd[0], cmd, deploy.tool_env(home))
     return 1  # not reached
@@ -165,6 +218,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     site.add_argument("--task-start-window", type=float, default=TASK_START_WINDOW_S,
                       help="seconds a ClientApp process may take to start (Flower's own: 30)")
     site.add_argument("--flwr-home", type=Path, default=None)
+    site.add_argument("--connect-timeout", type=float, default=600.0,
+                      help="seconds to wait for the SuperLink (before and while connecting), then exit")
     site.add_argument("--record-updates", type=Path, default=None,
                       help="keep this site's own plain updates here (audit of secure aggregation)")
     site.set_defaults(func=_guard(_site))

@@ -3,7 +3,11 @@
 Node config (set by ``healthai federate site``): ``table``, ``spec`` (the site's cohort), ``site``
 (its name), ``seed``; optional ``record-updates`` (a folder where the site keeps its own plain
 updates, to audit secure aggregation) and ``fault`` (drills: ``wrong-shape`` or ``nan`` updates).
-Each round's config from the ServerApp carries the shared training settings. The RDP accountant's
+Each round's config from the ServerApp carries the shared training settings and the coordinator's
+cohort spec (``spec-digest``, ``spec-canonical``): a site whose own spec differs refuses to train or
+evaluate (``task.SpecMismatchError``, naming what differs) and every update carries the site's
+digest back. Every reply carries the site's name (``SITE_RECORD``; in the reason of an error reply,
+``[site NAME]``), so the coordinator names a site whose first reply is an error. The RDP accountant's
 history is kept in the node's run state, so the epsilon reported each round is cumulative.
 
 Flower starts one ClientApp process per message; of SecAgg+'s four stages only the masked-vector
@@ -23,6 +27,11 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 logger = logging.getLogger(__name__)
 STATE_KEY = "healthai-dp-accountant"
+SITE_RECORD = "healthai.site"  # config record {"site": name} on every reply
+
+
+class SiteError(RuntimeError):
+    """A ClientApp failure, its message prefixed ``[site NAME]`` (Flower's error reply has only a reason)."""
 
 
 class SiteClient(NumPyClient):
@@ -32,7 +41,7 @@ class SiteClient(NumPyClient):
         cfg = context.node_config
         self.site = str(cfg.get("site", "site"))
         self.seed = int(cfg.get("seed", 0))
-        self.data, _ = task.load_site(str(cfg["table"]), str(cfg["spec"]), seed=self.seed)
+        self.data, self.spec = task.load_site(str(cfg["table"]), str(cfg["spec"]), seed=self.seed)
         self.train_rows = np.concatenate([self.data.split["train"], self.data.split["val"]])
         self.test_rows = self.data.split["test"]
         self.record = cfg.get("record-updates")
@@ -55,6 +64,7 @@ class SiteClient(NumPyClient):
         from healthai_training.federated import task
 
         rnd = int(config["server-round"])
+        digest = task.check_spec(self.spec, config)  # before any training
         cfg = task.LocalConfig(
             rounds=int(config["rounds"]), local_epochs=int(config["local-epochs"]),
             batch_size=int(config["batch-size"]), lr=float(config["lr"]),
@@ -78,22 +88,35 @@ class SiteClient(NumPyClient):
             np.savez(folder / f"{self.site}-round{rnd}.npz", *weights, num_examples=len(train))
         metrics = {"epsilon": out["epsilon"], "train_loss": out["train_loss"],
                    "noise_multiplier": out["noise_multiplier"], "sample_rate": out["sample_rate"],
-                   "site": self.site}
+                   "site": self.site, "spec-digest": digest}
         logger.info("site %s round %d: epsilon so far %.3f", self.site, rnd, out["epsilon"])
         return weights, len(train), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
         from healthai_training.federated import task
 
+        digest = task.check_spec(self.spec, config)
         net = task.new_model(self.data, hidden=int(config["hidden"]))
         task.set_weights(net, parameters, who=f"global model sent to site {self.site}")
         res = task.evaluate(net, self.data, self.test_rows)
         return res["brier"], len(self.test_rows), {"accuracy": res["accuracy"], "auroc": res["auroc"],
-                                                   "site": self.site}
+                                                   "site": self.site, "spec-digest": digest}
 
 
 def _client_fn(context: Context):
     return SiteClient(context).to_client()
+
+
+def site_named(msg: Message, ctxt: Context, call_next):
+    """Name this site on every reply: a config record, or ``[site NAME]`` in an error's reason."""
+    site = str(ctxt.node_config.get("site", "site"))
+    try:
+        out = call_next(msg, ctxt)
+    except Exception as exc:
+        raise SiteError(f"[site {site}] {exc}") from exc
+    if not out.has_error():
+        out.content.config_records[SITE_RECORD] = ConfigRecord({"site": site})
+    return out
 
 
 def secagg_when_asked(msg: Message, ctxt: Context, call_next):
@@ -104,4 +127,4 @@ def secagg_when_asked(msg: Message, ctxt: Context, call_next):
     return call_next(msg, ctxt)
 
 
-app = ClientApp(client_fn=_client_fn, mods=[secagg_when_asked])
+app = ClientApp(client_fn=_client_fn, mods=[site_named, secagg_when_asked])

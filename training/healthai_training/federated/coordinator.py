@@ -3,7 +3,10 @@
 The exported model is a risk model like any other (``features`` FP32 [-1, F] raw values →
 ``probability``): the spec's domain scaling is inside the graph; no Platt step (the coordinator holds
 no patients to calibrate on). The card lists the sites, rounds, strategy, SecAgg+, refused updates,
-the sites that failed each round (and why) and each site's accountant epsilon after every round.
+the sites that failed each round (and why), each site's accountant epsilon after every round, the
+cohort spec's SHA-256 every site agreed to (``data.spec_sha256``) and the ``imputation`` sites did
+(domain midpoints, flags 0: Risk.Score fills a missing value the spec allows the same way). Metrics
+a site could not compute (AUROC of a one-class test split, epsilon of a non-private run) are null.
 """
 
 from __future__ import annotations
@@ -98,16 +101,25 @@ def run_federation(
     ``on_ready(address)`` is called once the SuperLink listens (tests start their sites there).
     """
     settings.validate()
+    keys = deploy.check_site_keys(site_keys)
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "out"
+    out.mkdir(exist_ok=True)
+    for stale in ("superlink.db", "superlink.db-journal", "superlink.db-wal", "superlink.db-shm",
+                  "out/report.json", f"out/{deploy.REGISTERED}"):
+        (workdir / stale).unlink(missing_ok=True)  # each run: a fresh SuperLink state, no old report
     app = deploy.write_app(workdir / "app", settings.run_config(out))
-    deploy.write_connection(workdir / "flwr-home", f"{host}:{port}", tls)
     started = time.monotonic()
+    if keys:  # registered before the SuperLink sites dial listens (see deploy.register_sites)
+        nodes = deploy.register_sites(workdir, keys, host=host, tls=tls,
+                                      task_start_window=settings.task_start_window)
+        registered = json.dumps({str(k): v for k, v in nodes.items()}, indent=2)
+        (out / deploy.REGISTERED).write_text(registered + "\n")
+    deploy.write_connection(workdir / "flwr-home", f"{host}:{port}", tls)
     link = deploy.start_superlink(host=host, port=port, workdir=workdir, tls=tls,
                                   supernode_auth=supernode_auth or bool(site_keys),
                                   task_start_window=settings.task_start_window)
     try:
-        deploy.register_sites(workdir, site_keys)
         if on_ready is not None:
             on_ready(f"{host}:{port}")
         deploy.run_cli(["run", str(app), "coordinator", "--stream"], workdir, timeout=timeout,
@@ -170,7 +182,8 @@ def export_federated(
 ) -> tuple[Path, dict[str, Any]]:
     from healthai_training.publish import publish
 
-    features = task.model_features(load_spec(settings.spec))
+    spec = load_spec(settings.spec)
+    features = task.model_features(spec)
     net = task.new_model_for(features, hidden=settings.hidden)
     task.set_weights(net, report["weights"], who="final global model")
     model = CalibratedRisk(net, 1.0, 0.0).eval()
@@ -182,7 +195,10 @@ def export_federated(
     sites = sorted({s for r in report["rounds"] for s in r["fit"]})
     card = base_card(
         name=name, task="binary risk (federated)", metrics=metrics, privacy=privacy,
-        data={"sites": sites, "spec": str(settings.spec), "note": "site data never left the sites"},
+        data={"sites": sites, "spec": str(settings.spec), "spec_sha256": task.spec_digest(spec),
+              "spec_agreed": "every site's spec was checked against this one each round (sites refuse "
+              "another spec; updates without its digest are refused)",
+              "note": "site data never left the sites"},
         split={"method": "per site: random by patient (train+val for training, test for evaluation)",
                "calibration": "none (the coordinator holds no patients)"},
         inputs=[{"name": "features", "datatype": "FP32", "shape": [-1, len(names)]}],
@@ -195,13 +211,16 @@ def export_federated(
                     "failed_sites_by_round": report.get("failed_sites", {}),
                     "wall_time_s": report["wall_time_s"],
                     "settings": {k: v for k, v in asdict(settings).items() if k not in ("extra",)}},
+        imputation=task.spec_imputation(spec),  # what every site did (build_cohort impute="midpoint")
     )
     card_features = [{"name": f.name, "description": f.description, "unit": f.unit,
                       "baseline": fill_value(domains[f.name], f.name),
                       "domain": served_domain(domains[f.name])}
                      for f in names]
     run_dir = make_run_dir(runs_dir, f"federated-{name}-{settings.strategy}")
-    write_json(run_dir / "metrics.json", {**metrics, "privacy": privacy, "refused": report["refused"]})
+    card = task.json_safe(card)  # JSON has no NaN: null (an AUROC note says why where it is one)
+    write_json(run_dir / "metrics.json",
+               task.json_safe({**metrics, "privacy": privacy, "refused": report["refused"]}))
     export_risk(model=model, features=card_features, card={**card, "features": card_features},
                 repo=run_dir / "models", name=name)
     publish(run_dir / "models" / name, export_repo)

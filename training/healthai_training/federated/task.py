@@ -2,7 +2,13 @@
 
 The model is the risk model of ``healthai_training.risk`` with data-independent preprocessing, so
 nothing about a site's data leaves it except the DP-trained weights: each feature is scaled by its
-spec domain (``(x - min) / (max - min)``) and missing values are imputed with the domain midpoint.
+spec domain (``(x - min) / (max - min)``) and missing values are imputed with the domain midpoint
+(flags 0; ``spec_imputation`` is that rule as the card's ``imputation`` block).
+
+Every site must build its cohort with the coordinator's spec: ``canonical_spec`` is what must agree
+(target, features in order, types, columns, units, domains, categories, labels, missing and
+out-of-domain policies; not the free-text names and descriptions), ``spec_digest`` its SHA-256, sent
+with every round's config and returned with every update; ``spec_differences`` names what differs.
 
 Privacy at a site: DP-SGD (Opacus, Poisson sampling of patients, clip ``max_grad_norm``). The noise
 multiplier is chosen once so that all ``rounds x local_epochs`` epochs together meet the site's
@@ -12,24 +18,29 @@ so the epsilon reported each round is what the site has spent so far.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from opacus import PrivacyEngine
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from torch.utils.data import DataLoader, TensorDataset
 
+from healthai.cohort.features import cohort_features
 from healthai_training.errors import PrivacyBudgetError, TrainingInputError
 from healthai_training.risk import metrics
 from healthai_training.risk.cohort import (
     CohortSpec,
     build_cohort,
+    fill_value,
     load_spec,
     midpoint,
     read_table,
@@ -41,6 +52,91 @@ from healthai_training.risk.patients import patient_tensors, train_epoch
 
 logger = logging.getLogger(__name__)
 ACCOUNTANT = "rdp"
+SPEC_MISMATCH = "cohort spec differs from the coordinator's"  # marks the refusal in error replies
+
+
+class SpecMismatchError(TrainingInputError):
+    """This site's cohort spec is not the coordinator's: it refuses to train or evaluate."""
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)  # 700 and 700.0 are the same bound
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _norm(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    return str(value)
+
+
+def canonical_spec(spec: CohortSpec) -> dict[str, Any]:
+    """What every site's spec must share with the coordinator's (descriptions and names left out)."""
+    features = []
+    for rule in spec.features:
+        raw = asdict(rule)
+        raw.pop("description", None)
+        features.append(_norm(raw))
+    return {"target": spec.target, "positive": _norm(spec.positive), "features": features}
+
+
+def canonical_json(spec: CohortSpec) -> str:
+    return json.dumps(canonical_spec(spec), sort_keys=True, separators=(",", ":"))
+
+
+def spec_digest(spec: CohortSpec) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def spec_differences(site: dict[str, Any], coordinator: dict[str, Any], *, limit: int = 6) -> list[str]:
+    """What differs between two canonical specs, as ``where: site X, coordinator Y`` lines."""
+    out = [f"{k}: site {site.get(k)!r}, coordinator {coordinator.get(k)!r}" for k in ("target", "positive")
+           if site.get(k) != coordinator.get(k)]
+    mine = {f["name"]: f for f in site.get("features", [])}
+    theirs = {f["name"]: f for f in coordinator.get("features", [])}
+    if list(mine) != list(theirs):
+        out.append(f"features (in order): site {list(mine)}, coordinator {list(theirs)}")
+    for name in (n for n in theirs if n in mine):
+        for key in sorted(set(mine[name]) | set(theirs[name])):
+            if mine[name].get(key) != theirs[name].get(key):
+                out.append(f"features.{name}.{key}: site {mine[name].get(key)!r}, "
+                           f"coordinator {theirs[name].get(key)!r}")
+    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def check_spec(spec: CohortSpec, config: dict[str, Any]) -> str:
+    """Refuse (``SpecMismatchError``) a round whose coordinator spec is not this site's; its digest."""
+    digest = spec_digest(spec)
+    theirs = config.get("spec-digest")
+    if theirs is None or str(theirs) == digest:
+        return digest
+    try:
+        diff = spec_differences(canonical_spec(spec), json.loads(str(config.get("spec-canonical", "{}"))))
+    except ValueError:
+        diff = []
+    raise SpecMismatchError(f"{SPEC_MISMATCH} (sha256 {digest[:12]} here, {str(theirs)[:12]} "
+                            f"at the coordinator): {'; '.join(diff) or 'see the coordinator spec'}; "
+                            "use the coordinator's spec", field="spec")
+
+
+def spec_imputation(spec: CohortSpec) -> dict[str, Any]:
+    """The card's ``imputation`` block for what sites do: domain midpoints (flags 0), from the spec alone."""
+    columns = sorted({c for rule in spec.features for c in rule.columns})
+    table = cohort_features(pd.DataFrame({c: pd.Series([], dtype=float) for c in columns}), spec)
+    return {"values": {n: fill_value(table.domains[n], n) for n in table.names if n in table.imputable},
+            "indicators": dict(table.indicators), "rule": "domain midpoint (flags: 0)"}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN / inf float as None (JSON has no NaN; strict parsers refuse it)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
