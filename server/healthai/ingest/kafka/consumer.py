@@ -5,7 +5,9 @@ Per batch (at most ``batch_max_messages`` messages and ``batch_max_bytes`` of va
 1. each message is normalized like an Ingest request (:mod:`.decode`); an unreadable message is
    rejected whole;
 2. the accepted rows of all messages go to the store in one durable commit (fsynced), on a writer
-   thread while the next batch is normalized;
+   thread while the next batch is normalized; each kind's rows in the batch's message order, so
+   within a partition a record's latest version is the one at the highest offset (Kafka orders
+   nothing across partitions, nor does this);
 3. rejected records go to the dead-letter topic (:mod:`.dlq`), acknowledged by the brokers;
 4. only then are the offsets committed (synchronously).
 
@@ -25,7 +27,10 @@ this cannot cover is a consumer expelled by session timeout (heartbeats lost) wh
 reach the DLQ brokers; only Kafka transactions fence that (KIP-447), which librdkafka's mock cluster
 does not implement (its TxnOffsetCommit neither checks the generation nor stores offsets).
 
-SIGTERM finishes the batch, commits, leaves the group and exits 0. Memory is bounded by the batch
+Brokers unreachable: at start-up the consumer waits ``connect_timeout_s`` for their metadata (SIGTERM
+ends the wait), then refuses to start; mid-run librdkafka keeps retrying while :mod:`.health` logs each
+distinct error once plus periodic summaries and reports the outage (``healthai_kafka_broker_up`` 0, no
+lag). SIGTERM finishes the batch, commits, leaves the group and exits 0. Memory is bounded by the batch
 limits plus librdkafka's prefetch queue (``fetch_queue_kbytes``).
 """
 
@@ -47,6 +52,7 @@ from healthai.app.settings import Settings
 from healthai.errors import HealthAIError, InvalidInput, TooLarge
 from healthai.ingest.kafka import batching, decode
 from healthai.ingest.kafka.dlq import DeadLetters, DlqEntry
+from healthai.ingest.kafka.health import BrokerState, Throttle
 from healthai.ingest.kafka.metrics import KafkaMetrics
 from healthai.ingest.key_check import check_store_key
 from healthai.ingest.service import IngestCore
@@ -102,21 +108,28 @@ class KafkaIngest:
         self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request)
         self.source = ks.source or ks.topic
         base = ks.client_config()
+        self._throttle = Throttle()
+        self.metrics = KafkaMetrics(ks.topic)
+        self._broker = BrokerState(self.metrics.broker_up)
+        # the consumer's librdkafka logs go through the throttle (served by ``consume``); the producer's
+        # and the peek consumer's only from CRITICAL (they are not polled while idle, and their brokers'
+        # errors are the consumer's); ``properties`` may override either
         self.consumer = ck.Consumer({
-            **base, "group.id": ks.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "logger": self._throttle, "statistics.interval.ms": 5000, **base,
+            "stats_cb": self._broker.stats, "group.id": ks.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "queued.max.messages.kbytes": ks.fetch_queue_kbytes,
             "session.timeout.ms": ks.session_timeout_ms, "max.poll.interval.ms": ks.max_poll_interval_ms,
             "error_cb": self._error, **ks.properties})
-        producer = ck.Producer({**base, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                                "message.timeout.ms": ks.dlq_timeout_ms, **ks.properties})
+        producer = ck.Producer({"log_level": 2, **base, "enable.idempotence": True, "acks": "all",
+                                "linger.ms": 5, "message.timeout.ms": ks.dlq_timeout_ms, **ks.properties})
         props = {**base, **ks.properties}
         self._max_poll_s = int(props.get("max.poll.interval.ms", ks.max_poll_interval_ms)) / 1000
         self._dlq_s = int(props.get("message.timeout.ms", ks.dlq_timeout_ms)) / 1000
         self._last_poll = time.monotonic()
-        peek = ck.Consumer({**base, "group.id": f"{ks.group_id}.dlq-peek", "enable.auto.commit": False,
-                            **ks.properties})
+        peek = ck.Consumer({"log_level": 2, **base, "group.id": f"{ks.group_id}.dlq-peek",
+                            "enable.auto.commit": False, **ks.properties})
         self.dlq = DeadLetters(producer, peek, ks.dlq_topic, timeout_s=self._dlq_s)
-        self.metrics = KafkaMetrics(ks.topic)
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         # one writer thread: the store commit of batch k overlaps the normalization of batch k + 1
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kafka-writer")
@@ -127,14 +140,26 @@ class KafkaIngest:
     # ------------------------------------------------------------------ lifecycle
     def run(self, stop: threading.Event) -> int:
         self.store.open()
-        check_store_key(self.store, self.ctx.pseudonymizer, record=not self._key_is_random)
-        self.dlq.check_partitions(self.ks.topic)
+        try:
+            check_store_key(self.store, self.ctx.pseudonymizer, record=not self._key_is_random)
+            started = self.dlq.check_partitions(self.ks.topic, stop, self.ks.connect_timeout_s)
+        except BaseException:
+            self._close()
+            raise
+        if not started:
+            self._close()
+            log.info("stopped while waiting for the brokers")
+            return 0
+        self._broker.set(True)
         self.consumer.subscribe([self.ks.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s (dlq %s)", self.ks.topic, self.ks.group_id, self.ks.dlq_topic)
         try:
             while not stop.is_set():
                 msgs = self.consumer.consume(self.ks.batch_max_messages, self.ks.poll_timeout_s)
                 self._last_poll = time.monotonic()
+                if any(m.error() is None for m in msgs):
+                    self._broker.set(True)
+                self._throttle.flush()
                 try:
                     for chunk in self._chunks(msgs):
                         prepared = self.prepare(chunk)  # normalizing this batch overlaps the last write
@@ -151,12 +176,16 @@ class KafkaIngest:
                 log.warning("last batch abandoned: %s", e)
         finally:
             self._writer.shutdown(wait=True)
-            self.consumer.close()  # leaves the group: partitions move to the other consumers at once
-            self.dlq.producer.flush(10)
-            self.dlq.peek.close()
-            self.store.close()
+            self._close()
         log.info("stopped: %d dead-lettered", self.dlq.sent)
         return 0
+
+    def _close(self) -> None:
+        self._broker.closing = True
+        self.consumer.close()  # leaves the group: partitions move to the other consumers at once
+        self.dlq.producer.flush(10)
+        self.dlq.peek.close()
+        self.store.close()
 
     def _chunks(self, msgs: list[Any]) -> list[list[Any]]:
         out: list[list[Any]] = [[]]
@@ -165,7 +194,7 @@ class KafkaIngest:
             err = m.error()
             if err is not None:
                 if err.code() != self.ck.KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
+                    self._throttle.emit(logging.WARNING, f"kafka: consumer error: {err.str()}")
                     if err.fatal():
                         raise RuntimeError(f"fatal Kafka error: {err}")
                 continue
@@ -210,7 +239,12 @@ class KafkaIngest:
                            f"{self._dlq_s:.1f} s")
 
     def _error(self, err: Any) -> None:
-        log.warning("kafka: %s", err)
+        """librdkafka's ``error_cb`` (served by ``consume``): counted, logged through the throttle."""
+        self.metrics.client_error(err.name())
+        if err.code() == self.ck.KafkaError._ALL_BROKERS_DOWN:
+            self._broker.set(False, err.str())
+        self._throttle.emit(logging.ERROR if err.fatal() else logging.WARNING,
+                            f"kafka: {err.str()}")  # the text of librdkafka's log line: logged once
 
     # ------------------------------------------------------------------ one batch
     def process(self, msgs: list[Any]) -> None:
@@ -219,9 +253,9 @@ class KafkaIngest:
 
     def prepare(self, msgs: list[Any]) -> Prepared:
         """Normalize a batch: the rows to store, the DLQ entries, the offsets to commit."""
-        pending = [self._decode(m) for m in msgs]
-        tables = batching.normalize_flat(self.ctx, [p for p in pending if p.fmt != decode.FHIR and
-                                                    p.error is None])
+        pending = [self._decode(m, pos) for pos, m in enumerate(msgs)]
+        rows = batching.normalize_flat(self.ctx, [p for p in pending if p.fmt != decode.FHIR and
+                                                  p.error is None])
         for m, p in zip(msgs, pending, strict=True):
             if p.fmt == decode.FHIR and p.error is None:
                 try:
@@ -230,12 +264,14 @@ class KafkaIngest:
                     p.error = e
                     continue
                 p.add(batch.outcomes)
-                tables += [t for t in batch.tables.values() if t.num_rows]
+                rows += [batching.Rows(t, [p]) for t in batch.tables.values() if t.num_rows]
         dead: list[DlqEntry] = []
         counts: Counter[tuple[str, str]] = Counter()
         for m, p in zip(msgs, pending, strict=True):
             if p.error is not None:
                 reason = "MESSAGE_TOO_LARGE" if isinstance(p.error, TooLarge) else "MESSAGE_INVALID"
+                log.warning("message %s[%d]@%d rejected whole (%s at %s): %s", m.topic(), m.partition(),
+                            m.offset(), reason, p.error.field or "-", p.error.message)
                 dead.append(DlqEntry(m.topic(), m.partition(), m.offset(), 0, -1, reason, p.error.field or "",
                                      p.error.message, original=m.value() or b"",
                                      original_headers=list(m.headers() or [])))
@@ -252,14 +288,16 @@ class KafkaIngest:
                     first.message, o.resource_type,
                     [{"code": i.code, "field_path": i.field_path, "message": i.message,
                       "severity": i.severity.value} for i in o.issues]))
-        merged: dict[str, list[pa.Table]] = {}
-        for t in tables:
-            if t.num_rows:
-                merged.setdefault(_kind_of(t), []).append(t)
+        # each kind's rows in offset order (per partition): the store's latest version of a record is
+        # its last row in the commit, so a correction later in the batch must come later here
+        merged: dict[str, list[batching.Rows]] = {}
+        for r in rows:
+            if r.table.num_rows:
+                merged.setdefault(_kind_of(r.table), []).append(r)
         offsets: dict[int, Any] = {}
         for m in msgs:
             offsets[m.partition()] = self.ck.TopicPartition(m.topic(), m.partition(), m.offset() + 1)
-        return Prepared({k: pa.concat_tables(v) for k, v in merged.items()}, dead, counts,
+        return Prepared({k: batching.in_batch_order(v) for k, v in merged.items()}, dead, counts,
                         list(offsets.values()), len(msgs))
 
     def finish(self, b: Prepared) -> None:
@@ -282,9 +320,9 @@ class KafkaIngest:
                  "%d dead-lettered", b.messages, commit.stored, sum(map(len, commit.revised.values())),
                  commit.duplicates, len(b.dead))
 
-    def _decode(self, m: Any) -> batching.Pending:
+    def _decode(self, m: Any, pos: int) -> batching.Pending:
         headers = decode.headers_of(m.headers())
-        p = batching.Pending("unknown", headers=headers)
+        p = batching.Pending("unknown", pos, headers=headers)
         try:
             p.fmt = decode.message_format(headers)
             if p.fmt != decode.FHIR:
@@ -304,7 +342,7 @@ class KafkaIngest:
 
     def _update_lag(self) -> None:
         now = time.monotonic()
-        if now - self._lag_at < 1.0:
+        if now - self._lag_at < 1.0 or self._broker.up is False:  # in an outage the lag is unknown
             return
         self._lag_at = now
         try:

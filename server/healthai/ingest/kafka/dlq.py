@@ -7,7 +7,9 @@ origin (``healthai-origin-topic|partition|offset``), the position of the record 
 message's rejects), ``healthai-reason`` (an issue code) and ``healthai-field-path``. The value of a
 rejected record is JSON: reason, field path, message, resource type, record index and every issue of
 the record (no record content: the record stays in the source topic at that offset). An unreadable
-message is dead-lettered whole: its original value and headers, so it can be replayed once fixed.
+message is dead-lettered whole: its original value and headers, so it can be replayed once fixed, plus
+``healthai-message``, the error text (the same text an Ingest RPC returns: it names the part at fault
+and, by the rule of :mod:`healthai.normalize.redact`, never quotes a patient value).
 
 Exactly once without Kafka transactions: each consumer produces DLQ entries of a source partition in
 source order to one DLQ partition (idempotent producer, acks=all), so the DLQ partition's last message
@@ -22,10 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthai.errors import InvalidInput
+from healthai.errors import HealthAIError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,14 @@ H_INDEX = "healthai-record-index"
 H_SEQ = "healthai-dlq-seq"
 H_REASON = "healthai-reason"
 H_PATH = "healthai-field-path"
+H_MESSAGE = "healthai-message"  # whole-message rejects: why (record rejects carry it in their JSON value)
+MAX_MESSAGE_CHARS = 1000
+_STEP_S = 1.0  # start-up metadata requests: each this long at most, so SIGTERM is honoured promptly
+
+
+class BrokersUnreachable(HealthAIError):
+    """No broker answered at start-up within ``connect_timeout_s``."""
+
 
 
 @dataclass(slots=True)
@@ -63,7 +74,8 @@ class DlqEntry:
                    (H_SEQ, str(self.seq).encode()), (H_REASON, self.reason.encode()),
                    (H_PATH, self.field_path.encode())]
         if self.original is not None:
-            return self.key(), self.original, headers + self.original_headers
+            why = [(H_MESSAGE, self.message[:MAX_MESSAGE_CHARS].encode())]
+            return self.key(), self.original, headers + why + self.original_headers
         body = {"reason": self.reason, "field_path": self.field_path, "message": self.message,
                 "resource_type": self.resource_type, "record_index": self.index, "issues": self.issues}
         headers.append(("content-type", b"application/json"))
@@ -90,17 +102,44 @@ class DeadLetters:
         self.watermarks: dict[int, tuple[int, int] | None] = {}
         self.ends: dict[int, int] = {}  # DLQ partition -> its end offset when this consumer last saw it
         self.sent = 0
+        self.waiting = False  # the start-up wait for the brokers was logged
         self._peek_lock = threading.Lock()  # on_assign (poll thread) and send (writer thread)
 
-    def check_partitions(self, source_topic: str) -> None:
-        src = self.producer.list_topics(source_topic, timeout=self.timeout_s).topics[source_topic]
-        dlq = self.producer.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
+    def check_partitions(self, source_topic: str, stop: threading.Event | None = None,
+                         wait_s: float | None = None) -> bool:
+        """Check the DLQ has as many partitions as ``source_topic``, waiting up to ``wait_s`` for the
+        brokers (in 1 s steps, so ``stop`` ends the wait at once). False when stopped; raises
+        :class:`BrokersUnreachable` after ``wait_s``, InvalidInput on a bad topic."""
+        from confluent_kafka import KafkaException
+
+        wait_s = self.timeout_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                src = self.producer.list_topics(source_topic, timeout=_STEP_S).topics[source_topic]
+                dlq = self.producer.list_topics(self.topic, timeout=_STEP_S).topics[self.topic]
+                break
+            except KafkaException as e:
+                err = e.args[0] if e.args else None
+                why = err.str() if hasattr(err, "str") else str(e)
+                if stop is not None and stop.is_set():
+                    return False
+                if time.monotonic() >= deadline:
+                    raise BrokersUnreachable(f"no Kafka broker answered within {wait_s:g} s "
+                                             f"(kafka.bootstrap_servers): {why}",
+                                             field="kafka.bootstrap_servers") from None
+                if not self.waiting:
+                    log.warning("kafka: waiting up to %g s for the brokers: %s", wait_s, why)
+                    self.waiting = True
+            if stop is not None and stop.wait(0.1):
+                return False
         if src.error is not None or dlq.error is not None:
             raise InvalidInput(f"topic metadata unavailable: {src.error or dlq.error}", field="kafka.topic")
         if len(dlq.partitions) < len(src.partitions):
             raise InvalidInput(f"dlq_topic {self.topic!r} has {len(dlq.partitions)} partitions; it needs at "
                                f"least as many as {source_topic!r} ({len(src.partitions)})",
                                field="kafka.dlq_topic")
+        return True
 
     def load_watermark(self, partition: int) -> None:
         """Read the last DLQ message of ``partition`` (called on assignment)."""

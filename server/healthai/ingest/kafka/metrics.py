@@ -20,6 +20,11 @@ DEAD = Counter("healthai_kafka_dead_lettered", "Entries written to the dead-lett
                registry=REGISTRY)
 MESSAGES = Counter("healthai_kafka_messages", "Messages processed and committed.", ("topic",),
                    registry=REGISTRY)
+BROKER_UP = Gauge("healthai_kafka_broker_up", "1 while the consumer reaches a Kafka broker, 0 during an "
+                  "outage (the lag series are then withdrawn: unknown, not 0).", ("topic",),
+                  registry=REGISTRY)
+CLIENT_ERRORS = Counter("healthai_kafka_client_errors", "Errors librdkafka reported (broker unreachable, "
+                        "authentication, ...), by error name.", ("topic", "error"), registry=REGISTRY)
 LAG = Gauge("healthai_kafka_consumer_lag", "Messages behind the high watermark, per assigned partition.",
             ("topic", "partition"), registry=REGISTRY)
 
@@ -27,6 +32,7 @@ LAG = Gauge("healthai_kafka_consumer_lag", "Messages behind the high watermark, 
 class KafkaMetrics:
     def __init__(self, topic: str) -> None:
         self.topic = topic
+        self._lagging: set[int] = set()  # partitions with a lag series
 
     def batch(self, counts: Counts[tuple[str, str]], *, stored: int, duplicates: int, dead: int,
               messages: int) -> None:
@@ -40,7 +46,18 @@ class KafkaMetrics:
 
     def lag(self, partition: int, value: int) -> None:
         LAG.labels(self.topic, str(partition)).set(value)
+        self._lagging.add(partition)
 
     def drop_lag(self, partition: int) -> None:
+        self._lagging.discard(partition)
         with suppress(KeyError):
             LAG.remove(self.topic, str(partition))
+
+    def broker_up(self, up: bool) -> None:
+        BROKER_UP.labels(self.topic).set(1 if up else 0)
+        if not up:  # the last lag seen is not the lag now: withdraw it
+            for partition in list(self._lagging):
+                self.drop_lag(partition)
+
+    def client_error(self, name: str) -> None:
+        CLIENT_ERRORS.labels(self.topic, name).inc()

@@ -34,6 +34,8 @@ class KafkaSettings(BaseModel):
     # abandoned before its DLQ entries (its partitions' next owner re-consumes it): see consumer.py
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     dlq_timeout_ms: int = Field(30_000, ge=100)  # DLQ produce bound (message.timeout.ms and flush)
+    # start-up waits this long for the brokers' metadata, then exits 2 ("cannot start"); SIGTERM ends it
+    connect_timeout_s: float = Field(30.0, gt=0)
     # TLS / SASL, passed through to librdkafka
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_ca_location: Path | None = None
