@@ -70,9 +70,9 @@ def test_flat_rows_take_a_county_fips_name_or_zip_code(ctx: NormalizeContext) ->
                       "county": ["25025", "Hampshire", None, "Gotham", None],
                       "postal_code": [None, None, "02138", None, "02138"]})
     out = normalize_table("patient", table, ctx=ctx, source="s")
-    assert out.tables["patient"]["county"].to_pylist() == ["25025", "25015", "25017", None, None]
+    assert out.tables["patient"]["county"].to_pylist() == ["25025", "25015", "25017", None, "25017"]
     issues = [[(i.code, i.field_path) for i in o.issues] for o in out.outcomes]
-    assert issues[3] == [("INVALID_FIELD", "[3].county")] and issues[4] == []  # no state: no county, no guess
+    assert issues[3] == [("INVALID_FIELD", "[3].county")] and issues[4] == []  # the ZIP places it
     assert "02138" not in json.dumps(out.tables["patient"].to_pylist(), default=str)
 
 

@@ -80,7 +80,9 @@ def test_bad_version_is_refused_and_previous_keeps_serving(risk_repo, make_serve
     assert score(stub).model_version == 1
     with pytest.raises(grpc.RpcError) as err:
         score(stub, version=2)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and expected in err.value.details()
+    # refused at load: FAILED_PRECONDITION (clients retry only UNAVAILABLE), the reason without server paths
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and expected in err.value.details()
+    assert str(risk_repo) not in err.value.details()
     with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
         index = client.get_model_repository_index(as_json=True)["models"]
     assert [(m["version"], m["state"]) for m in index] == [("1", "READY"), ("2", "UNAVAILABLE")]

@@ -135,11 +135,11 @@ def test_bad_input_status(stub, values, kw, code, message):
     assert message in err.details()
 
 
-def test_model_with_no_loadable_version_is_unavailable(tmp_path, make_server):
+def test_model_with_no_loadable_version_is_failed_precondition(tmp_path, make_server):
     bad = tmp_path / "models" / "risk_broken" / "1"
     bad.mkdir(parents=True)
     (bad / "model.onnx").write_bytes(b"not an onnx file")
     stub = risk_pb2_grpc.RiskStub(make_server(tmp_path / "models").channel)
     err = _status(stub, np.zeros(4), model_name="risk_broken")
-    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # refused at load: retrying cannot help
     assert "not a valid ONNX model" in err.details()

@@ -43,12 +43,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def without_domains(repo: Path) -> Path:
-    """Triton runs models without reading our cards' feature domains (the healthai servicers in front
-    check them); a healthai stand-in for Triton must not check them either: its KServe endpoint would
-    refuse the backend's zero-filled warm-up and these tests' random patients."""
+    """Triton runs models without reading our cards' feature domains or imputation (the healthai
+    servicers in front apply them); a healthai stand-in for Triton must not apply them either: its KServe
+    endpoint would refuse the backend's zero-filled warm-up and these tests' random patients, and derive
+    missing flags the in-process model is given as they are."""
     for card_path in repo.glob("risk_*/*/model_card.json"):
         card = json.loads(card_path.read_text())
         card.pop("domains", None)
+        card.pop("imputation", None)
         for feature in card["features"]:
             feature.pop("domain", None)
         card_path.write_text(json.dumps(card))

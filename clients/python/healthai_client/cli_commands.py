@@ -183,13 +183,14 @@ def _score_input(args: argparse.Namespace) -> tuple[list[dict[str, float]], list
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--set {item!r} must be NAME=VALUE")
+            if name.strip() in row:
+                raise ValueError(f"--set names {name.strip()!r} twice; give each feature once")
             row[name.strip()] = float(value)
         return [row], None
     if not args.input:
         raise ValueError("give --input FILE or --set NAME=VALUE")
     if args.input.suffix.lower() == ".csv":
-        with args.input.open(newline="") as f:
-            raw = list(csv.DictReader(f))
+        raw = _read_score_csv(args.input)
     else:
         raw = load_json(args.input)
         if isinstance(raw, dict):
@@ -214,6 +215,31 @@ def _score_input(args: argparse.Namespace) -> tuple[list[dict[str, float]], list
                                  "missing value: an empty cell, NA or null)") from None
         rows.append(row)
     return rows, diagnoses
+
+
+def _read_score_csv(path: Path) -> list[dict[str, Any]]:
+    """Patients of a CSV, one per row: ValueError for a header naming a column twice or none, and for a
+    row with more or fewer cells than the header (a cell is never dropped or guessed)."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        seen: set[str] = set()
+        for j, name in enumerate(header):
+            if not name.strip():
+                raise ValueError(f"{str(path)!r}: header column {j + 1} has no name")
+            if name in seen:
+                raise ValueError(f"{str(path)!r}: header names column {name!r} twice (columns "
+                                 f"{header.index(name) + 1} and {j + 1}); give each feature once")
+            seen.add(name)
+        rows = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            if len(cells) != len(header):
+                raise ValueError(f"{str(path)!r}: line {reader.line_num} has {len(cells)} cells for the "
+                                 f"{len(header)} columns of the header")
+            rows.append(dict(zip(header, cells, strict=True)))
+    return rows
 
 
 def _codes(value: Any) -> list[str]:

@@ -4,7 +4,8 @@
 handler already raised passes through; anything else -> INTERNAL with a generic message carrying an
 incident id, and the traceback logged under that id (frames and exception types only: exception
 messages may quote input data and are never logged; a domain error is logged with what its message
-quotes or puts in parentheses replaced by '…'). Works for all four RPC shapes. When a
+quotes or puts in parentheses replaced by '…', and a number given to a field by '<value>':
+``features[0].age=<value> is outside [18, 110]``). Works for all four RPC shapes. When a
 request-streaming call fails, the rest of the client's stream is read and dropped (bounded,
 ``security.handlers.drain_requests``) before the status, so the client reads that status.
 """
@@ -26,11 +27,20 @@ from healthai.security.handlers import drain_requests
 log = logging.getLogger(__name__)
 # values a message quotes or names in parentheses (a model name, a region id, a KServe input's name)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^()]*\)")
+# a value given to a field (`features[0].age=110.01`: an age over 89 is PHI); bounds and counts stay
+_VALUE = re.compile(r"=\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)(?![\w.])",
+                    re.IGNORECASE)
+
+
+def redact(message: str) -> str:
+    """A domain error's message as the log keeps it: quoted and parenthesised values replaced by '…',
+    a value after '=' by '<value>'."""
+    return _VALUE.sub("=<value>", _QUOTED.sub("…", message))
 
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, HealthAIError):  # the caller reads the message; the log keeps no value it quotes
-        log.info("%s -> %s: %s", method, exc.code.name, _QUOTED.sub("…", exc.message))
+        log.info("%s -> %s: %s", method, exc.code.name, redact(exc.message))
         await context.abort(exc.code, exc.message)
     incident = uuid.uuid4().hex[:12]
     log.error("%s failed (incident %s): %s\n%s", method, incident, type(exc).__name__, stack_summary(exc))

@@ -27,7 +27,7 @@ from healthai.normalize.birth_guard import BirthDateGuard
 from healthai.normalize.context import NormalizeContext
 from healthai.normalize.dates import warn_generalized
 from healthai.normalize.fhir import normalize_fhir
-from healthai.normalize.flat import normalize_table
+from healthai.normalize.flat import normalize_table, normalize_tables
 from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.records import NormalizedBatch
 from healthai.store import CommitResult, ParquetStore, new_batch_id
@@ -71,8 +71,7 @@ class IngestCore:
             flat = request.flat
             self._check_count(sum(len(getattr(flat, attr)) for attr, *_ in convert.FLAT_KINDS.values()),
                               "flat records")
-            return _merge([normalize_table(kind, table, ctx=self.ctx, source=source)
-                           for kind, table in convert.flat_tables(flat).items()])
+            return _merge(normalize_tables(convert.flat_tables(flat), ctx=self.ctx, source=source))
         if payload == "arrow":
             kind, table = convert.arrow_table(request.arrow)
             self._check_count(table.num_rows, "Arrow records")

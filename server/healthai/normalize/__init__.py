@@ -14,6 +14,8 @@ Entry points
 - ``flat.normalize_table(kind, table: pa.Table, *, ctx, source) -> NormalizedBatch`` — typed flat
   records, vectorized (columns per kind: ``flat.INPUT_COLUMNS`` / ``flat.REQUIRED_COLUMNS``).
   Missing required column → ``InvalidInput`` naming it. A null ``unit`` means the canonical unit.
+  ``flat.normalize_tables(tables, *, ctx, source)`` — the kinds of one request, patients first: a row
+  without a place of its own takes its patient's from the same request.
 
 Results (``records``)
 ---------------------

@@ -10,7 +10,9 @@ are found too. An address in the District of Columbia, a one-county state, is in
 gives the county the US
 Postal Service lists it under (package ``zipcodes``, offline; a ZIP crossing a county line counts
 in its main county), and only when its state agrees with the address. Connecticut's 2022 planning
-regions have no ZIP list yet: its ZIP codes give no county. Nothing is guessed; unknown is None.
+regions have no ZIP list yet: its ZIP codes give no county. An address with no state is placed by a
+county FIPS code alone (``25017``: Massachusetts), else by its ZIP code alone (the state and county the
+ZIP table lists it under): :func:`address_place`. Nothing is guessed; unknown is None.
 The ZIP code itself is never stored.
 """
 
@@ -21,6 +23,8 @@ import functools
 import re
 import unicodedata
 from pathlib import Path
+
+from healthai.normalize.identity import region_code
 
 GAZETTEER = Path(__file__).resolve().parent.parent / "data" / "graphs" / "us_counties" / \
     "2024_Gaz_counties_national.txt"
@@ -116,6 +120,12 @@ def _zip_index() -> dict[str, tuple[str, str | None]]:
     return index
 
 
+@functools.cache
+def _fips_states() -> dict[str, str]:
+    """County FIPS -> state postal code."""
+    return {fips: state for state, counties in _index().items() for fips in counties.values()}
+
+
 def zip_county(state: str | None, postal_code: str) -> str | None:
     """FIPS of the county a US ZIP code is listed under, when that county is in ``state`` (or any state
     when ``state`` is None)."""
@@ -142,3 +152,21 @@ def address_county(region: str | None, district: str | None, postal_code: str | 
     if county is None and postal_code:
         county = zip_county(state, postal_code)
     return county or only_county(state)
+
+
+def address_place(region: str | None, district: str | None, postal_code: str | None
+                  ) -> tuple[str | None, str | None]:
+    """(region, county) of a US address. With ``region`` (ISO 3166-2): it and :func:`address_county`.
+    Without: a county FIPS code (``district``) gives its state and itself; else a ZIP code gives the
+    state the ZIP table lists it in and its county (a county name needs the ZIP's state); else
+    (None, None). The caller says whether the address is in the US at all (no state, no country: US)."""
+    if region is not None:
+        return region, address_county(region, district, postal_code)
+    text = district.strip() if district else ""
+    state = _fips_states().get(text) if FIPS.match(text) else None
+    if state is None and postal_code:
+        m = _ZIP.match(postal_code.strip())
+        found = _zip_index().get(m.group(1)) if m else None
+        state = found[0] if found else None
+    region = region_code(state) if state is not None else None  # a military ZIP (AE, AP) is no state
+    return (region, address_county(region, district, postal_code)) if region else (None, None)

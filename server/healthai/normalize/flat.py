@@ -23,10 +23,16 @@ A code without its system's syntax (an SSN under ICD10CM), a code_system that is
 (``http://name@host``), and a loinc or panel_loinc not shaped like a LOINC code are never stored either.
 
 Every kind also takes county (a US county FIPS or name, in the row's state) and postal_code (a
-ZIP code, for the county when no county is given; not stored).
+ZIP code, for the county when no county is given; not stored). A row with no state or region (and no
+country but the US) is placed by a county FIPS code alone (its state and county), else by a ZIP code
+alone (the state and county the ZIP table lists it under; one it does not list is warned: no place).
+Tables of one request (:func:`normalize_tables`): an encounter, condition or observation row with no
+place of its own takes its patient row's, and keeps it when the patient later moves (as FHIR).
 
-Ids are raw local ids (pseudonymized here). Dates/times: Arrow date or timestamp (naive = UTC) or
-ISO-8601 strings; the UTC offset a time was written in (its ``±hh:mm``, or the column's time zone) is
+Ids are raw local ids (pseudonymized here). Dates/times: Arrow date or timestamp, or ISO-8601 strings
+(YYYY, YYYY-MM, YYYY-MM-DD or a date-time); a timestamp or date-time without a time zone is UTC. A
+year or month alone is its first day: an onset so given is warned (DATE_PARTIAL, as FHIR's
+onsetDateTime). The UTC offset a time was written in (its ``±hh:mm``, or the column's time zone) is
 kept in ``<name>_utc_offset_min``. ``unit`` may be omitted (null): the value is then taken to be in the code's
 canonical UCUM unit (``units.CANONICAL``); for codes without one it is stored unitless. Each row is
 one record; per-row problems become per-row outcomes.
@@ -34,6 +40,7 @@ one record; per-row problems become per-row outcomes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -55,6 +62,7 @@ from healthai.normalize.records import (
     OFFSET_SUFFIX,
     PATIENT,
     SCHEMAS,
+    IssueCode,
     NormalizedBatch,
 )
 from healthai.normalize.redact import describe
@@ -105,8 +113,11 @@ def _refuse_other_kind(kind: str, columns: list[str]) -> None:
 
 
 @gc_paused()  # the payload's objects are freed by reference counting
-def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source: str) -> NormalizedBatch:
-    """Normalize a flat table of one kind. One outcome per row; rows of non-rejected records."""
+def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source: str,
+                    patients: pa.Table | None = None) -> NormalizedBatch:
+    """Normalize a flat table of one kind. One outcome per row; rows of non-rejected records.
+    ``patients``: the normalized patient rows of the same request, whose places rows without their
+    own take (:func:`normalize_tables`)."""
     if kind not in KINDS:
         raise InvalidInput(
             describe("record kind", kind, f"is unknown (one of {', '.join(KINDS)})", KINDS), field="kind"
@@ -146,7 +157,7 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
             {
                 "clinical_status": t.coded("clinical_status", same(CLINICAL_STATUS)),
                 "verification_status": t.coded("verification_status", same(VERIFICATION_STATUS)),
-                "onset": t.time("onset", ctx),
+                "onset": _onset(t, ctx),
                 "recorded": t.time("recorded", ctx),
             }
         )
@@ -163,7 +174,9 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         dup_key = pc.binary_join_element_wise(pc.fill_null(ids, ""), pc.fill_null(loinc, ""), "#")
         # a flat observation row is identified by (observation_id, loinc): stable across re-sends
         out["record_key"] = pc.binary_join_element_wise(rid, pc.fill_null(loinc, ""), "#")
-    out["county"] = t.county(out["region"])
+    out["region"], out["county"] = t.place(out["region"])
+    if patients is not None and kind != PATIENT:
+        _take_patient_place(out, patients)
     for name in dates.EVENT_COLUMNS.get(kind, ()):
         out[name + OFFSET_SUFFIX] = t.utc_offset(name)
     t.flags.duplicates(dup_key, id_col)
@@ -193,6 +206,50 @@ def normalize_table(kind: str, table: pa.Table, *, ctx: NormalizeContext, source
         tables = dates.apply(tables, policy=ctx.date_policy, pseudonymizer=ps, birth_dates={},
                              outcomes=outcomes)
     return NormalizedBatch(outcomes, tables)
+
+
+def normalize_tables(tables: Mapping[str, pa.Table], *, ctx: NormalizeContext, source: str
+                     ) -> list[NormalizedBatch]:
+    """Normalize the flat tables of one request (kind -> table), one batch per kind in the order given.
+    The patients come first: an encounter, condition or observation row without its own place (no
+    region, county or ZIP code giving one) takes the place of its patient's row in the request, and is
+    stored with it, as a FHIR resource sent with its Patient: a later address of the patient does not
+    move it. Rows whose patient is not in the request take the stored patient's latest place when
+    counted (``surveillance.links``)."""
+    done: dict[str, NormalizedBatch] = {}
+    if PATIENT in tables:
+        done[PATIENT] = normalize_table(PATIENT, tables[PATIENT], ctx=ctx, source=source)
+    patients = done[PATIENT].tables[PATIENT] if PATIENT in done else None
+    for kind, table in tables.items():
+        if kind != PATIENT:
+            done[kind] = normalize_table(kind, table, ctx=ctx, source=source, patients=patients)
+    return [done[kind] for kind in tables]
+
+
+def _take_patient_place(out: dict[str, Any], patients: pa.Table) -> None:
+    """Rows with neither region nor county take their patient's (a patient row of the same request)."""
+    if patients.num_rows == 0:
+        return
+    own = pc.or_kleene(pc.is_valid(out["region"]), pc.is_valid(out["county"]))
+    at = pc.index_in(out["patient_id"], value_set=patients["patient_id"].combine_chunks())
+    for name in ("region", "county"):
+        theirs = pc.take(patients[name].combine_chunks(), at)
+        out[name] = pc.if_else(own, out[name], theirs)
+
+
+def _onset(t: fc.Cols, ctx: NormalizeContext) -> pa.Array | None:
+    """The onset; a year or month alone (``2026``, ``2026-03``) is its first day, with DATE_PARTIAL (as
+    FHIR's onsetDateTime): daily and weekly counts place the case there."""
+    onset = t.time("onset", ctx)
+    raw = t.table.column("onset").combine_chunks() if onset is not None else None
+    if raw is None or not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
+        return onset
+    length = pc.utf8_length(pc.utf8_trim_whitespace(raw))
+    for n, unit in ((4, "year"), (7, "month")):
+        mask = fc.np_mask(pc.and_kleene(pc.equal(length, n), pc.is_valid(onset)))
+        t.flags.add(mask, IssueCode.DATE_PARTIAL, f"onset gives only a {unit}: stored as its first day, "
+                    "where daily and weekly counts place the case", "onset", error=False)
+    return onset
 
 
 def _with_further_groups(table: pa.Table, ctx: NormalizeContext) -> pa.Table:
@@ -295,4 +352,4 @@ def outcome_counts(batch: NormalizedBatch) -> dict[str, int]:
     return counts
 
 
-__all__ = ["INPUT_COLUMNS", "REQUIRED_COLUMNS", "normalize_table", "outcome_counts"]
+__all__ = ["INPUT_COLUMNS", "REQUIRED_COLUMNS", "normalize_table", "normalize_tables", "outcome_counts"]

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from healthai.errors import InvalidInput
 from healthai.normalize.context import NormalizeContext
-from healthai.normalize.counties import address_county
+from healthai.normalize.counties import address_place
 from healthai.normalize.fhir_types import parse_datetime
 from healthai.normalize.gc_pause import gc_paused
 from healthai.normalize.identity import Pseudonymizer, region_code
@@ -234,26 +234,42 @@ class Cols:
         bad = np.zeros(len(col), dtype=bool)
         for i in rest.tolist():
             try:
-                values[i] = parse_datetime(col[i].as_py())
+                values[i] = _parse_time(col[i].as_py())
             except ValueError:
                 bad[i] = True
         self.flags.add(bad, "INVALID_FIELD", f"{name} is not an ISO-8601 date or date-time", name, error=True)
         return pa.array(values, _TS)
 
-    def county(self, region: pa.Array) -> pa.Array:
-        """US county FIPS of each row: from ``county`` (a FIPS or a county name of the row's state), else
-        from ``postal_code`` (a ZIP code), else the state's only county (DC). A county given but not found
-        is flagged and stored unknown."""
-        county, postal = self.string("county"), self.string("postal_code")
+    def place(self, region: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Region and US county FIPS of each row. The county: from ``county`` (a FIPS or a county name of
+        the row's state), else from ``postal_code`` (a ZIP code), else the state's only county (DC). A row
+        with no region (nor a country other than the US) is placed by a county FIPS code alone, else by a
+        ZIP code alone (its state and county: :func:`.counties.address_place`). A county given but not
+        found is flagged and stored unknown; so is a ZIP code that is a row's only place and gives none."""
+        county, postal, country = self.string("county"), self.string("postal_code"), self.string("country")
         empty = pa.nulls(self.n, pa.string())
         keys = pc.binary_join_element_wise(*(pc.fill_null(c if c is not None else empty, "")
-                                             for c in (region, county, postal)), "\x1f")
-        found = map_values(keys, None, fn=lambda key: address_county(*(p or None for p in key.split("\x1f"))))
+                                             for c in (region, county, postal, country)), "\x1f")
+        enc = pc.dictionary_encode(keys)
+        found = [_place(*(p.strip() or None for p in key.split("\x1f")))
+                 for key in enc.dictionary.to_pylist()]
+        placed = pc.take(pa.array([r for r, _ in found], pa.string()), enc.indices)
+        counties = pc.take(pa.array([c for _, c in found], pa.string()), enc.indices)
+        stated = np_mask(pc.is_valid(region))
         if county is not None:
-            unknown = pc.and_kleene(pc.is_valid(county), pc.is_null(found))
-            self.flags.add(np_mask(unknown), "INVALID_FIELD", "county is not a US county (FIPS or name) of "
+            unknown = np_mask(pc.and_kleene(pc.not_equal(pc.utf8_trim_whitespace(county), ""),
+                                            pc.is_null(counties)))
+            self.flags.add(unknown & stated, "INVALID_FIELD", "county is not a US county (FIPS or name) of "
                            "the row's state; stored as unknown", "county", error=False)
-        return found
+            self.flags.add(unknown & ~stated, "INVALID_FIELD", "county is not a US county FIPS code, and "
+                           "the row has no state to find a county name in; stored as unknown", "county",
+                           error=False)
+        if postal is not None:
+            given = np_mask(pc.not_equal(pc.utf8_trim_whitespace(postal), ""))
+            self.flags.add(given & ~stated & ~np_mask(pc.is_valid(placed)), "INVALID_FIELD", "postal_code is "
+                           "the row's only place and not a US ZIP code the ZIP table lists (value withheld): "
+                           "the row has no place; give its state", "postal_code", error=False)
+        return placed, counties
 
     def region(self) -> pa.Array:
         explicit = self.string("region")
@@ -279,6 +295,26 @@ class Cols:
             joined = pc.binary_join_element_wise(pc.fill_null(state, ""), pc.fill_null(country, ""), "\x1f")
             derived = map_values(joined, None, fn=lambda s: region_code(*s.split("\x1f", 1)))
         return derived if explicit is None else pc.coalesce(explicit, derived)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """An ISO 8601 date or date-time (FHIR's forms); a date-time without a zone is UTC ("naive = UTC",
+    as a timestamp column without a time zone). Raises ValueError."""
+    try:
+        return parse_datetime(text)
+    except ValueError:
+        if len(text) < 16 or text[10] != "T" or _ZONE.search(text[-6:]):
+            raise
+        return parse_datetime(text + "Z")
+
+
+def _place(region: str | None, county: str | None, postal: str | None, country: str | None
+           ) -> tuple[str | None, str | None]:
+    """(region, county) of one row's place columns; a row without region and with a country other than
+    the US is not placed by a county or ZIP code (a 5-digit postal code is no ZIP code there)."""
+    if region is None and country is not None and region_code("DC", country) != "US-DC":
+        return None, None
+    return address_place(region, county, postal)
 
 
 _ZONE = re.compile(r"(Z|[+-]\d{2}(?::?\d{2})?)$")

@@ -125,6 +125,11 @@ def _nowcast(args: argparse.Namespace) -> int:
     finally:
         store.close()
     got.table.to_csv(args.out if args.out is not None else sys.stdout, index=False)
+    if not (got.table["days_since_end"] < args.max_delay).any():  # nothing estimated: no dates to name
+        print(f"healthai counts: nowcast: no period listed ended less than {args.max_delay} days before "
+              f"{args.as_of or 'today'}: every count is final (nowcast = count), nothing to correct",
+              file=sys.stderr)
+        return 0
     f = got.completeness
     shown = ", ".join(f"{d} d {f[d]:.0%}" for d in sorted({0, 7, 14, len(f) - 1}) if d < len(f))
     print(f"healthai counts: nowcast: chain ladder on the reporting triangle of the periods {got.window[0]} "

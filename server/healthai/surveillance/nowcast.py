@@ -118,15 +118,18 @@ def nowcast(source: ParquetStore | sc.SurveillanceCounts, *, syndrome: str = "il
     counts = source if isinstance(source, sc.SurveillanceCounts) else sc.SurveillanceCounts(source)
     return nowcast_cases(counts.cases(syndrome, level), today=today, freq=freq, week_start=week_start,
                          start=start, max_delay=max_delay, window_days=window_days, pooling=pooling,
-                         development=development, interval=interval)
+                         development=development, interval=interval,
+                         unplaced=(level, counts.uncounted(syndrome, level)))
 
 
 def nowcast_cases(cases: pd.DataFrame, *, today: pd.Timestamp, freq: str = "W", week_start: str = "monday",
                   start: date | str | None = None, max_delay: int = MAX_DELAY_DAYS,
                   window_days: int = WINDOW_DAYS, pooling: str = "partial", development: str = "triangle",
-                  interval: str = "beta") -> Nowcast:
+                  interval: str = "beta", unplaced: tuple[str, int] = ("region", 0)) -> Nowcast:
     """:func:`nowcast` of ``cases`` (``patient_id, place, day, reported``: each case with the day the
-    store first held it) as known on ``today``; the options are checked by :func:`nowcast`."""
+    store first held it) as known on ``today``; the options are checked by :func:`nowcast`.
+    ``unplaced``: the level counted and how many matching records were left out of ``cases`` for want
+    of a place of that level or a date (named when too few cases are left)."""
     cases = cases.assign(day=pd.to_datetime(cases["day"]), reported=pd.to_datetime(cases["reported"]))
     cases = cases.sort_values("reported", kind="stable")
     cases = cases.drop_duplicates(["patient_id", "place", "day"])  # a patient-day: its first report
@@ -147,12 +150,18 @@ def nowcast_cases(cases: pd.DataFrame, *, today: pd.Timestamp, freq: str = "W", 
                                None, today.date(), week_start)
     immature = observed.empty or observed.index[-1] + pd.Timedelta(days=length - 1) > mature_end
     if len(timely) < MIN_CASES and immature:
+        level, waiting = unplaced
+        why = []
+        if waiting:  # e.g. at county level, records placed by their state only
+            why.append(f"{waiting} matching record{'s' if waiting != 1 else ''} of the store have no {level} "
+                       "or no date and are not counted at this level")
+        if loads.size or not waiting:
+            why.append(f"a store loaded in bulk has no delays to learn from: {len(loads)} days stored more "
+                       "records late than in time and count as loads")
         raise InvalidInput(
             f"as_of: the {window_days} days of periods that ended {max_delay} or more days before "
             f"{today.date()} hold {len(timely)} case{'s' if len(timely) != 1 else ''} stored within "
-            f"{max_delay} days; a nowcast needs "
-            f"{MIN_CASES} (a store loaded in bulk has no delays to learn from: {len(loads)} days stored "
-            "more records late than in time and count as loads)", field="as_of")
+            f"{max_delay} days; a nowcast needs {MIN_CASES} ({'; '.join(why)})", field="as_of")
     developing = live[(live["end"] > oldest) & (live["delay"] <= max_delay)]
     if development == "mature":
         developing = developing[developing["end"] <= mature_end]

@@ -8,16 +8,20 @@ beside the built-in ones (``syndromes.SYNDROMES``)::
     lab_loinc = []             # LOINC tests whose positive coded result is a case (as flu_lab)
 
 A definition needs at least one code. A built-in name cannot be redefined: a series must not change
-meaning with the file a server was started with. Errors name the file, the syndrome and the key.
+meaning with the file a server was started with. A LOINC code or SNOMED CT id failing its check digit
+(LOINC's mod 10, SNOMED CT's Verhoeff and partition) is refused, as ingest refuses it: no stored record
+could ever match it. Errors name the file, the syndrome, the key and the codes.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from healthai.errors import InvalidInput
+from healthai.normalize.codes import loinc_valid, snomed_valid
 from healthai.surveillance.syndromes import SYNDROMES, Syndrome
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -64,8 +68,10 @@ def _syndrome(path: Path, name: str, spec: object) -> Syndrome:
         raise InvalidInput(f"{where}: unknown keys {unknown} (allowed: {', '.join(sorted(KEYS))})",
                            field="syndromes")
     icd10 = _codes(spec, "icd10", ICD10, where, upper=True)
-    snomed = _codes(spec, "snomed", SNOMED_ID, where)
-    loinc = _codes(spec, "lab_loinc", LOINC_CODE, where)
+    snomed = _checked(_codes(spec, "snomed", SNOMED_ID, where), "snomed", snomed_valid,
+                      "fail the SNOMED CT check digit (Verhoeff) or partition", where)
+    loinc = _checked(_codes(spec, "lab_loinc", LOINC_CODE, where), "lab_loinc", loinc_valid,
+                     "fail the LOINC check digit", where)
     if not (icd10 or snomed or loinc):
         raise InvalidInput(f"{where}: needs at least one code (icd10, snomed or lab_loinc)",
                            field="syndromes")
@@ -86,4 +92,13 @@ def _codes(spec: dict, key: str, pattern: re.Pattern[str], where: str, upper: bo
     bad = [c for c in codes if not pattern.match(c)]
     if bad:
         raise InvalidInput(f"{where}: {key} {bad[:3]} are not valid codes", field="syndromes")
+    return codes
+
+
+def _checked(codes: list[str], key: str, valid: Callable[[str], bool], problem: str, where: str) -> list[str]:
+    """``codes`` when each passes ``valid`` (its check digit); else InvalidInput naming them."""
+    bad = [c for c in codes if not valid(c)]
+    if bad:
+        raise InvalidInput(f"{where}: {key} {bad[:3]} {problem}: no record could match them (a typo?)",
+                           field="syndromes")
     return codes

@@ -3,7 +3,8 @@
 Each loader validates its input (required columns, labels) before anything else, returns raw
 (unstandardised) feature values — the exported model standardises inside its graph — and a
 patient-level split. Missing values are imputed with the training mean, with a ``*_missing``
-indicator where a feature is often absent.
+indicator where a feature is often absent; the card's ``imputation`` block lists them, so Score fills a
+NaN of those features the same way (a DP run's card: the released fill values, ``risk.release``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class RiskData:
     # cohort specs: each feature's declared domain {type, min, max, group} (federated scaling); the
     # card's served domains come from ``risk.domains``
     domains: dict[str, dict[str, object]] | None = None
-    # cohort specs: the card's ``imputation`` block ({"values": {feature: fill}, "indicators": {feature:
-    # indicator}, "rule"}): Score fills a missing (NaN) value of those features as training did
+    # cohort specs and the heart loader: the card's ``imputation`` block ({"values": {feature: fill},
+    # "indicators": {feature: indicator}, "rule"}): Score fills a missing (NaN) value of those features as
+    # training did
     imputation: dict[str, object] | None = None
     # [n, F] bool: cells that were missing and imputed (a DP run re-imputes them from ``risk.release``)
     missing: np.ndarray | None = None
@@ -74,11 +76,20 @@ def patient_split(
     return {name: np.flatnonzero(part == i) for i, name in enumerate(("train", "val", "test"))}
 
 
+def train_means(x: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """Per column the mean of the values present in the training rows (0 where there is none)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: 0
+        means = np.nanmean(np.asarray(x[train_rows], dtype=np.float64), axis=0)
+    return np.where(np.isnan(means), 0.0, means)
+
+
 def impute_with_train_mean(x: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
     """Fill NaN per column with the mean over training rows (0 if the column is all missing there)."""
     x = x.astype(np.float64, copy=True)
-    means = np.nanmean(np.where(np.isnan(x[train_rows]), np.nan, x[train_rows]), axis=0)
-    means = np.where(np.isnan(means), 0.0, means)
+    means = train_means(x, train_rows)
     rows, cols = np.nonzero(np.isnan(x))
     x[rows, cols] = means[cols]
     return x.astype(np.float32)
@@ -122,8 +133,28 @@ HEART_FEATURES = [
 ]
 
 
+# features the heart loader may find missing (NaN, or a 0 blood pressure / cholesterol), each with the
+# flag that marks it (None: none); flags are never missing (a NaN compares as 0), and another numeric
+# column that has a missing cell in some file is filled (and listed) without a flag
+HEART_IMPUTED = {"resting_sbp": None, "cholesterol": "cholesterol_missing",
+                 "max_heart_rate": "exercise_test_missing", "st_depression": "exercise_test_missing"}
+
+
+def imputation_block(features: list[FeatureSpec], fill: np.ndarray, imputed: dict[str, str | None],
+                     rule: str) -> dict[str, object]:
+    """The card's ``imputation`` block: Score fills a NaN of ``imputed`` features with ``fill`` (the
+    value training put in; a DP run's card gets its released fill instead, ``risk.domains``) and sets
+    the marking flag, as the loader did."""
+    index = {f.name: j for j, f in enumerate(features)}
+    return {"values": {n: float(fill[index[n]]) for n in imputed},
+            "indicators": {n: flag for n, flag in imputed.items() if flag},
+            "rule": rule}
+
+
 def load_heart(path: Path | str, *, seed: int = 0) -> RiskData:
-    """``heart_disease_4sites.csv`` → 16 features; slope/ca/thal are left out (absent at 3 of 4 sites)."""
+    """``heart_disease_4sites.csv`` → 16 features; slope/ca/thal are left out (absent at 3 of 4 sites).
+    A missing blood pressure, cholesterol or exercise test value is filled with the training mean (a DP
+    run: the released fill) and flagged (``HEART_IMPUTED``); the card's ``imputation`` block says so."""
     df = pd.read_csv(path)
     require_columns(df, HEART_COLUMNS, dataset="heart")
     y = require_binary_labels(df["target"], dataset="heart", column="target")
@@ -149,10 +180,15 @@ def load_heart(path: Path | str, *, seed: int = 0) -> RiskData:
     ]
     x = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
     split = patient_split(np.arange(len(df)), seed=seed)  # one row per patient
+    missing = np.isnan(x)
+    imputed = dict(HEART_IMPUTED) | {f.name: None for j, f in enumerate(HEART_FEATURES)
+                                     if missing[:, j].any() and f.name not in HEART_IMPUTED}
     return RiskData(
         name="heart",
         x=impute_with_train_mean(x, split["train"]),
-        missing=np.isnan(x),
+        missing=missing,
+        imputation=imputation_block(list(HEART_FEATURES), train_means(x, split["train"]), imputed,
+                                    "training mean"),
         y=y,
         features=list(HEART_FEATURES),
         split=split,

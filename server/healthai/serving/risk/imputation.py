@@ -2,9 +2,12 @@
 
 Cards of models trained on a cohort table (``healthai train risk --table --spec``) list the features
 the spec lets be missing (``missing = "impute" | "indicator"``), the value training put in (the
-training mean; flags: the mode) and, for ``indicator``, the flag that marks it::
+training mean; flags: the mode; a DP model: its released fill, ``privacy.released``) and, for
+``indicator``, the flag that marks it; so do cards of the built-in data sets whose loader fills
+missing values (``heart``: resting_sbp, cholesterol, max_heart_rate, st_depression; the shipped
+risk_heart fills each with its clinical range's midpoint)::
 
-    "imputation": {"values": {"cholesterol": 247.07, ...},
+    "imputation": {"values": {"cholesterol": 525.0, ...},
                    "indicators": {"cholesterol": "cholesterol_missing"}, "rule": "..."}
 
 A NaN in one of those features is replaced by its value and sets its indicator to 1. Any other
@@ -38,17 +41,24 @@ class Imputation:
                                                           strict=True) if f >= 0)
 
     def derive_flags(self, x: np.ndarray) -> np.ndarray:
-        """``x`` with each missing flag 0 where its feature has a value that is not the card's fill value
-        (a copy only when one changes)."""
+        """``x`` with each missing flag 0 where every feature it marks has a value that is not the card's
+        fill value (a copy only when one changes). A flag may mark several features (risk_heart's
+        ``exercise_test_missing``: max_heart_rate or st_depression missing), as training set it."""
         if not self._flagged.size:
             return x
         values = x[:, self._flagged]
-        wrong = ~np.isnan(values) & (values != self.values[self.indicators >= 0]) & (x[:, self._flags] != 0)
-        if not wrong.any():
+        measured = ~np.isnan(values) & (values != self.values[self.indicators >= 0])
+        flags = self._flags
+        wrong = []
+        for flag in np.unique(flags).tolist():
+            rows = measured[:, flags == flag].all(axis=1) & (x[:, flag] != 0)
+            if rows.any():
+                wrong.append((flag, rows))
+        if not wrong:
             return x
         x = np.array(x, dtype=np.float32, copy=True)
-        for k in np.flatnonzero(wrong.any(axis=0)):
-            x[wrong[:, k], self._flags[k]] = 0.0
+        for flag, rows in wrong:
+            x[rows, flag] = 0.0
         return x
 
     @property

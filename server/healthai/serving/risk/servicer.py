@@ -15,7 +15,7 @@ from healthai.errors import InvalidInput
 from healthai.observability.context import note
 from healthai.serving.risk.card import RiskCard
 from healthai.serving.risk.charlson import charlson_indices
-from healthai.serving.risk.features import derive_features
+from healthai.serving.risk.features import CHARLSON_INDEX, derive_features
 from healthai.serving.risk.task import RiskTask
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
 from healthai.serving.settings import ServingSettings
@@ -118,6 +118,24 @@ def _missing_hint(card: RiskCard) -> str:
     return f" (this model fills a missing value only for {filled}; send any other feature's value)"
 
 
+def _check_charlson(x: np.ndarray, task: RiskTask, request: risk_pb2.ScoreRequest, charlson: list[int],
+                    available: list[bool]) -> None:
+    """A charlson_index feature the caller sent must be the one its diagnoses give (the response reports
+    the codes' index beside a probability computed from the feature). Derived ones come from the codes."""
+    column = task.index.get(CHARLSON_INDEX)
+    if column is None or (request.feature_names and CHARLSON_INDEX not in request.feature_names):
+        return
+    sent = x[:, column]
+    off = np.asarray(available) & (sent != np.asarray(charlson, dtype=np.float32))
+    if off.any():
+        i = int(np.argmax(off))
+        field = f"features[{i}].{CHARLSON_INDEX}"
+        raise InvalidInput(f"{field}={float(sent[i]):g} disagrees with diagnoses[{i}], whose codes give "
+                           f"{CHARLSON_INDEX}={charlson[i]}: send the patient's codes and features alike, or "
+                           "leave the charlson_* features out and the server derives them from the codes",
+                           field=field)
+
+
 class RiskServicer(risk_pb2_grpc.RiskServicer):
     def __init__(self, manager: ModelManager, settings: ServingSettings) -> None:
         self.manager = manager
@@ -143,6 +161,8 @@ class RiskServicer(risk_pb2_grpc.RiskServicer):
             raise InvalidInput(f"diagnoses: {len(request.diagnoses)} entries for {n} patients",
                                field="diagnoses")
         charlson, available = charlson_indices(request.diagnoses, n)
+        if request.diagnoses:
+            _check_charlson(x, task, request, charlson, available)
         k = request.top_features if request.HasField("top_features") else self.settings.default_top_features
         k = min(int(k), card.n_features)
         result = await loaded.scheduler.infer(task.request(x, k), timeout=context.time_remaining())

@@ -13,7 +13,11 @@ disk, until ``load_model`` names it again (or the server restarts, which loads t
 A repository folder that does not exist refuses start-up (``InvalidInput`` naming
 ``serving.model_repository``); an existing empty one starts with no model and loads what appears.
 Served versions are reported as ``healthai_model_version_loaded{model,version}``. A refusal is logged
-once per distinct content of what was refused (the version's files, or the model's config.pbtxt).
+once per distinct content of what was refused (the version's files, or the model's config.pbtxt); a call
+for a refused version gets FAILED_PRECONDITION (not UNAVAILABLE: retrying cannot help until the files
+change) with the reason, its paths cut to the repository's. A card whose ``version`` is not its folder's
+number is served as the folder's number with a warning. A negative ``model_version`` is INVALID_ARGUMENT
+(0 is the newest).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,7 @@ from healthai.serving.runtime.triton import TritonModel, TritonNotReachable
 from healthai.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"():;,]+/)*([^\s/'\"():;,]+)")  # -> its file name
 
 
 @dataclass(eq=False)
@@ -142,25 +148,49 @@ class ModelManager:
 
     # -- lookup ---------------------------------------------------------------------------------
     def resolve(self, name: str, version: int = 0) -> LoadedVersion:
-        """The pinned version, or the newest ready one. NotFound / NotReady otherwise."""
+        """The pinned version, or the newest ready one (``version`` 0). InvalidInput for a negative
+        version; NotFound; FailedPrecondition for a version refused at load (its files must change:
+        retrying does not help); NotReady (UNAVAILABLE, retried by clients) while one may still come."""
+        if version < 0:
+            raise InvalidInput(f"model_version: {version} is not a version; give 0 (or leave it out) for the "
+                               "newest, or a version number", field="model_version")
         versions = self._loaded.get(name)
         if not versions:
             if name in self._unloaded:
                 raise NotReady(f"model {name!r} was unloaded (RepositoryModelUnload); "
                                "RepositoryModelLoad serves it again")
-            if any(n == name for n, _ in self._refused):
-                raise NotReady(f"model {name!r} has no loadable version ({self._refused_reason(name)})")
+            refused = sorted(k for k in self._refused if k[0] == name)
+            if refused:
+                raise self._refusal(refused, f"model {name!r} has no loadable version")
             if not self.started:
                 raise NotReady(f"model {name!r} is not loaded yet; the server is starting")
             raise NotFound(f"model {name!r} is not in the model repository (have {sorted(self._loaded)})")
-        if version <= 0:
+        if version == 0:
             return versions[max(versions)]
         if version not in versions:
             if (name, version) in self._refused:
-                raise NotReady(f"model {name!r} version {version} is not ready: "
-                               f"{self._refused[(name, version)][1]}")
+                raise self._refusal([(name, version)], f"model {name!r} version {version} is not served")
             raise NotFound(f"model {name!r} has no version {version} (have {sorted(versions)})")
         return versions[version]
+
+    def _refusal(self, keys: list[tuple[str, int]], what: str) -> FailedPrecondition | NotReady:
+        """Why ``keys`` are not served, for the caller: FailedPrecondition when their files were refused
+        at load (until they change), NotReady when one waits on something that may come back (Triton
+        not reachable: retried on every scan). Repository paths are cut to the model's folder; the
+        server log has the full reason (``_refuse``)."""
+        reasons = "; ".join(self._public_reason(self._refused[k][1]) for k in keys)
+        if all(self._refused[k][0] for k in keys):
+            return FailedPrecondition(f"{what}: refused at load ({reasons}); fix its files in the model "
+                                      "repository (the next scan or RepositoryModelLoad loads them)")
+        return NotReady(f"{what}: not ready ({reasons})")
+
+    def _public_reason(self, reason: str) -> str:
+        """``reason`` without server paths: repository paths relative to the repository, any other
+        absolute path cut to its file name."""
+        root = str(self.root.resolve()) if self.root.is_absolute() else str(self.root)
+        for prefix in dict.fromkeys((str(self.root), root)):
+            reason = reason.replace(prefix.rstrip("/") + "/", "")
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1), reason)
 
     def model_names(self) -> list[str]:
         return sorted(self._loaded)
@@ -183,9 +213,6 @@ class ModelManager:
         if refused is None:
             return ""
         return f"serving its previous load; the changed files were refused: {refused[1]}"
-
-    def _refused_reason(self, name: str) -> str:
-        return "; ".join(r for (n, _), (_, r) in sorted(self._refused.items()) if n == name)
 
     # -- reload ---------------------------------------------------------------------------------
     async def poll_once(self) -> None:
@@ -309,6 +336,7 @@ class ModelManager:
             self._refuse(vdir.model, vdir.version, fingerprint, str(exc))
             return None
         self._refused.pop((vdir.model, vdir.version), None)
+        _warn_card_version(vdir, card)
         return loaded
 
     def _runtime(self, vdir: VersionDir, config: model_config_pb2.ModelConfig) -> OnnxModel | TritonModel:
@@ -358,6 +386,15 @@ class ModelManager:
     async def _retire(loaded: LoadedVersion) -> None:
         await loaded.scheduler.close()  # drains queued + running requests first
         loaded.runtime.unload()
+
+
+def _warn_card_version(vdir: VersionDir, card: dict[str, Any]) -> None:
+    """A card whose ``version`` is not its folder's number was copied from another version, or its folder
+    renamed: served as the folder's number, with a warning (once per load)."""
+    stated = card.get("version")
+    if stated is not None and str(stated) != str(vdir.version):
+        log.warning("model %s version folder %d: its model_card.json says version %s; serving it as "
+                    "version %d (the folder's number)", vdir.model, vdir.version, stated, vdir.version)
 
 
 def _instances(config: model_config_pb2.ModelConfig) -> int:
