@@ -47,6 +47,11 @@ def test_a_file_adds_syndromes_beside_the_built_in_ones(tmp_path: Path) -> None:
     ('[syndromes.measles]\ndescription = "measles"', "needs at least one code"),
     ('[measles]\nicd10 = ["B05"]', r"needs \[syndromes.NAME\] tables and nothing else"),
     ("[syndromes.measles\n", "not TOML"),
+    ('[syndromes.flua]\nlab_loinc = ["92142-8"]',  # flu A RNA is 92142-9
+     r"\[syndromes.flua\]: lab_loinc \['92142-8'\] fail the LOINC check digit"),
+    ('[syndromes.flu2]\nsnomed = ["6142005"]',  # influenza is 6142004
+     r"\[syndromes.flu2\]: snomed \['6142005'\] fail the SNOMED CT check digit"),
+    ('[syndromes.flu3]\nsnomed = ["6142004", "6142014"]', r"snomed \['6142014'\] fail"),
 ])
 def test_a_wrong_file_is_refused_naming_the_syndrome_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "syndromes.toml"
