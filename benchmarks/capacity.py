@@ -26,7 +26,7 @@ import numpy as np
 
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.serving.risk.card import example_patient
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest import LoadConfig, LoadResult, run_load
 from healthai_client.loadtest.workloads import Workload, echo, forecast, score
@@ -38,7 +38,7 @@ CONFIGS = {"no limits": [], "max_concurrent_rpcs 8": ["--max-concurrent-rpcs", "
 
 
 def risk_workload() -> Workload:
-    card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir("risk_heart") / "model_card.json").read_text())
     return score("risk_heart", example_patient(card))
 
 

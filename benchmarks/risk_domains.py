@@ -22,14 +22,14 @@ from serve import latency_pairs, rpc, table  # the sibling benchmark's interleav
 
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.serving.risk.card import parse_risk_card
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai.v1 import diagnostics_pb2, diagnostics_pb2_grpc, risk_pb2, risk_pb2_grpc
 
 MODELS = ("risk_heart", "risk_readmission")
 
 
 def check_cost(name: str, rows: int, number: int) -> float:
-    raw = json.loads((DEFAULT_MODEL_REPOSITORY / name / "1" / "model_card.json").read_text())
+    raw = json.loads((newest_version_dir(name) / "model_card.json").read_text())
     card = parse_risk_card(raw, n_inputs=0, where=name)
     x = (card.baseline * np.random.default_rng(0).uniform(0.5, 1.5, (rows, card.n_features)))
     x = card.domains.project(x)
@@ -43,7 +43,7 @@ def without_domains(src: Path, dst: Path, name: str) -> str:
     shutil.copytree(src / name, dst / new)
     config = dst / new / "config.pbtxt"
     config.write_text(config.read_text().replace(f'name: "{name}"', f'name: "{new}"'))
-    path = dst / new / "1" / "model_card.json"
+    path = newest_version_dir(new, dst) / "model_card.json"
     card = json.loads(path.read_text())
     card.pop("domains")
     for f in card["features"]:
@@ -66,7 +66,7 @@ def rpc_latency(n: int) -> list[list[str]]:
                                           timeout=180)
         try:
             for name in MODELS:
-                raw = json.loads((repo / name / "1" / "model_card.json").read_text())
+                raw = json.loads((newest_version_dir(name, repo) / "model_card.json").read_text())
                 card = parse_risk_card(raw, n_inputs=0, where=name)
                 x = card.baseline * np.random.default_rng(0).uniform(0.5, 1.5, card.n_features)
                 patient = card.domains.project(x[None])[0].tolist()

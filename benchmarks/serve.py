@@ -36,7 +36,7 @@ from serve_load import interleaved, latency_pairs, rpc, rpc_cycle, start, table,
 from healthai.app.testing import stop_server_process
 from healthai.serving.risk.card import parse_risk_card
 from healthai.serving.risk.task import occlusions, top_features
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai.v1 import diagnostics_pb2, diagnostics_pb2_grpc, risk_pb2, risk_pb2_grpc
 
 RISK_MODEL = "risk_readmission"
@@ -81,7 +81,7 @@ def prepare_repository(source: Path, work: Path, names: list[str]) -> tuple[Path
 
 
 def risk_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[str]:
-    card = json.loads((repo / RISK_MODEL / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir(RISK_MODEL, repo) / "model_card.json").read_text())
     f = len(card["features"])
     risk = parse_risk_card(card, n_inputs=f, where=RISK_MODEL)
     one = risk_pb2.ScoreRequest(model_name=RISK_MODEL, features=[0.5] * f)
@@ -150,7 +150,7 @@ def risk_tables(repo: Path, work: Path, args: argparse.Namespace) -> list[str]:
                      f"load average {load})",
                      ["concurrency", "echo", "Score, batching on", "Score, batching off", "on / echo",
                       "server CPU µs/request: echo / on / off", "target", "verdict"], rows_tp))
-    bare = bare_ort(repo / RISK_MODEL / "1" / "model.onnx", f, args.threads)
+    bare = bare_ort(newest_version_dir(RISK_MODEL, repo) / "model.onnx", f, args.threads)
     rows_big = [[label, f"{results[(label, 0)]:,.0f}", "≥ 200,000", verdict(results[(label, 0)] >= 200_000)]
                 for label in big]
     for b, v in bare.items():

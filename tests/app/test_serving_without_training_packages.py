@@ -16,7 +16,7 @@ import pytest
 
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.serving.risk.card import example_patient
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc, ingest_pb2, ingest_pb2_grpc, risk_pb2, risk_pb2_grpc
 
 BLOCKED = ("torch", "opacus", "matplotlib", "onnxscript", "healthai_training")
@@ -55,7 +55,7 @@ def test_serve_ingest_score_forecast_without_training_packages(blocked_env, tmp_
             receipt = ingest_pb2_grpc.IngestStub(channel).IngestBatch(ingest_pb2.IngestRequest(
                 source="no-torch-test", fhir=ingest_pb2.FhirPayload(json=bundle)), timeout=60)
             assert receipt.accepted > 0
-            card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
+            card = json.loads((newest_version_dir("risk_heart") / "model_card.json").read_text())
             patient = list(example_patient(card).values())  # valid for the card's feature domains
             score = risk_pb2_grpc.RiskStub(channel).Score(
                 risk_pb2.ScoreRequest(model_name="risk_heart", features=patient), timeout=30)

@@ -33,7 +33,7 @@ from healthai.app.settings import KEY_ENV, Settings
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.normalize.identity import Pseudonymizer, record_system
 from healthai.serving.risk.card import example_patient
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import newest_version_dir
 from healthai.store import ParquetStore
 from healthai_client import Client, RetryPolicy
 
@@ -112,7 +112,7 @@ def test_sigkill_one_replica_mid_load(replicas: tuple[list[subprocess.Popen[byte
     addresses = [f"127.0.0.1:{p}" for p in ports]
     caplog.set_level(logging.INFO, logger="healthai_client.client")
     load = Load()
-    card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart" / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir("risk_heart") / "model_card.json").read_text())
     features = np.array([list(example_patient(card).values())], np.float32)
     policy = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2)
     with Client(addresses=addresses, retry=policy, timeout=15, source=SOURCE) as client:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from healthai.serving.risk.card import example_patient
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai_client.connection import ConnectionConfig
 from healthai_client.loadtest import LoadConfig, LoadResult, run_load
 from healthai_client.loadtest.workloads import Workload, forecast, score
@@ -23,7 +23,7 @@ FORECAST_MODEL = "forecast_japan"
 
 def risk_workload() -> Workload:
     """Risk.Score, one patient per call (a valid patient near the model's baseline)."""
-    card = json.loads((DEFAULT_MODEL_REPOSITORY / RISK_MODEL / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir(RISK_MODEL) / "model_card.json").read_text())
     return score(RISK_MODEL, example_patient(card))
 
 

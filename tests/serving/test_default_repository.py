@@ -12,7 +12,7 @@ import tritonclient.grpc as triton
 
 from healthai.app.testing import start_server_process, stop_server_process
 from healthai.serving.risk.card import parse_risk_card
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai.v1 import forecast_pb2, forecast_pb2_grpc, risk_pb2, risk_pb2_grpc
 
 RISK_MODELS = ["risk_readmission", "risk_heart"]
@@ -30,7 +30,7 @@ def server(tmp_path_factory):
 
 
 def _card(name: str) -> dict:
-    path = DEFAULT_MODEL_REPOSITORY / name / "1" / "model_card.json"
+    path = newest_version_dir(name) / "model_card.json"
     if not path.is_file():
         pytest.fail(f"default model {name} is missing from {DEFAULT_MODEL_REPOSITORY}")
     return json.loads(path.read_text())
@@ -68,7 +68,7 @@ def test_forecast_on_default_models(server, graph):
     _, channel = server
     name = FORECAST_GRAPHS[graph]
     card = _card(name)
-    regions = json.loads((DEFAULT_MODEL_REPOSITORY / name / "1" / "graph.json").read_text())["region_ids"]
+    regions = json.loads((newest_version_dir(name) / "graph.json").read_text())["region_ids"]
     counts = np.random.default_rng(0).uniform(0, 300, size=(card["window"], len(regions)))
     r = forecast_pb2_grpc.ForecastStub(channel).Forecast(forecast_pb2.ForecastRequest(
         graph=graph, history=forecast_pb2.History(region_ids=regions, counts=counts.reshape(-1).tolist())),

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 
 from healthai.serving.risk.card import parse_risk_card
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, newest_version_dir
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 
 MODEL = "risk_heart"
@@ -24,7 +24,7 @@ MODEL = "risk_heart"
 def patients(n: int) -> tuple[list[str], np.ndarray]:
     import json
 
-    card = json.loads((DEFAULT_MODEL_REPOSITORY / MODEL / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir(MODEL) / "model_card.json").read_text())
     risk = parse_risk_card(card, n_inputs=len(card["features"]), where=MODEL)
     assert risk.domains is not None
     x = risk.baseline * np.random.default_rng(7).uniform(0.6, 1.4, size=(n, risk.n_features))

@@ -22,7 +22,7 @@ from healthai.serving.risk.card import RiskCard, parse_risk_card
 from healthai.serving.risk.domains import FUNCTIONS
 from healthai.serving.risk.features import derivable_features
 from healthai.serving.runtime.repository import RepositoryError
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings, newest_version_dir
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 from tests.serving.conftest import ServerThread
 
@@ -35,7 +35,7 @@ def _copy_model(src: str, dst: Path, name: str, *, domains: bool = True) -> None
     config = dst / name / "config.pbtxt"
     config.write_text(config.read_text().replace(f'name: "{src}"', f'name: "{name}"'))
     if not domains:
-        path = dst / name / "1" / "model_card.json"
+        path = newest_version_dir(name, dst) / "model_card.json"
         card = json.loads(path.read_text())
         card.pop("domains")
         for f in card["features"]:
@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThr
 
 
 def card(name: str) -> RiskCard:
-    raw = json.loads((DEFAULT_MODEL_REPOSITORY / name / "1" / "model_card.json").read_text())
+    raw = json.loads((newest_version_dir(name) / "model_card.json").read_text())
     return parse_risk_card(raw, n_inputs=0, where=name)
 
 
@@ -221,7 +221,7 @@ def test_card_without_domains_still_serves_with_a_warning(server) -> None:
     (lambda c: c["domains"]["one_hot"][0]["features"].append("no_such"), "lists unknown features"),
 ])
 def test_a_malformed_domains_block_refuses_the_version(edit, message) -> None:
-    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    raw = json.loads((newest_version_dir(HEART) / "model_card.json").read_text())
     edit(raw)
     with pytest.raises(RepositoryError, match=message):
         parse_risk_card(raw, n_inputs=16, where=HEART)
@@ -234,14 +234,14 @@ def test_a_malformed_domains_block_refuses_the_version(edit, message) -> None:
     ([1, 2], "imputation must be"),
 ])
 def test_a_malformed_imputation_block_refuses_the_version(block, message) -> None:
-    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    raw = json.loads((newest_version_dir(HEART) / "model_card.json").read_text())
     raw["imputation"] = block
     with pytest.raises(RepositoryError, match=message):
         parse_risk_card(raw, n_inputs=16, where=HEART)
 
 
 def test_imputation_fills_only_nan_of_its_features_and_sets_the_indicator() -> None:
-    raw = json.loads((DEFAULT_MODEL_REPOSITORY / HEART / "1" / "model_card.json").read_text())
+    raw = json.loads((newest_version_dir(HEART) / "model_card.json").read_text())
     names = [f["name"] for f in raw["features"]]
     raw["imputation"] = {"values": {"age": 54.5}, "indicators": {"age": "sex_male"}}  # any flag will do here
     fill = parse_risk_card(raw, n_inputs=16, where=HEART).imputation
@@ -282,7 +282,7 @@ def test_a_patient_with_every_charlson_group_is_scored(server) -> None:
 def test_one_patient_check_agrees_with_the_vectorized_check(model: str) -> None:
     """A lone patient is checked in Python floats: it must accept and refuse exactly what the
     vectorized check (several patients) does, with the same message."""
-    card_json = json.loads((DEFAULT_MODEL_REPOSITORY / model / "1" / "model_card.json").read_text())
+    card_json = json.loads((newest_version_dir(model) / "model_card.json").read_text())
     domains = parse_risk_card(card_json, n_inputs=len(card_json["features"]), where=model).domains
     assert domains is not None
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ import pytest
 from healthai.errors import FailedPrecondition, NotReady
 from healthai.serving.risk.card import RiskCard, parse_risk_card
 from healthai.serving.runtime.manager import ModelManager
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings, newest_version_dir
 from healthai.v1 import risk_pb2, risk_pb2_grpc
 from tests.serving.conftest import ServerThread
 
@@ -33,7 +33,7 @@ HEART_ROW = dict(age=67, sex_male=1, cp_typical_angina=0, cp_atypical_angina=0, 
 
 
 def _card(name: str) -> dict:
-    return json.loads((DEFAULT_MODEL_REPOSITORY / name / "1" / "model_card.json").read_text())
+    return json.loads((newest_version_dir(name) / "model_card.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,8 @@ def test_a_charlson_index_the_codes_contradict_is_refused(server: ServerThread) 
 def test_a_negative_model_version_is_refused(server: ServerThread) -> None:
     err = status(score, server.channel, HEART, [HEART_ROW], model_version=-1)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("model_version: -1")
-    assert score(server.channel, HEART, [HEART_ROW], model_version=0).model_version == 1
+    newest = int(newest_version_dir(HEART).name)
+    assert score(server.channel, HEART, [HEART_ROW], model_version=0).model_version == newest
 
 
 # -- 5. refused versions ---------------------------------------------------------------------------

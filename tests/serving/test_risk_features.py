@@ -17,9 +17,10 @@ from healthai.errors import InvalidInput
 from healthai.normalize import charlson
 from healthai.normalize import features as shared
 from healthai.serving.risk.features import derivable_features, derive_features
+from healthai.serving.settings import newest_version_dir
 from healthai_training.risk.diabetes import load_diabetes, read_diabetes
 
-CARD = Path(__file__).resolve().parents[2] / "server/healthai/data/models/risk_readmission/1/model_card.json"
+CARD = newest_version_dir("risk_readmission") / "model_card.json"
 CARD_NAMES = tuple(f["name"] for f in json.loads(CARD.read_text())["features"])
 DERIVED = tuple(derivable_features(CARD_NAMES))
 RAW_NAMES = tuple(n for n in CARD_NAMES if n not in DERIVED)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY
+from healthai.serving.settings import newest_version_dir
 from healthai_training.cli import register
 from healthai_training.errors import TrainingInputError
 from healthai_training.risk.data import load_heart
@@ -52,7 +52,7 @@ def test_rules_are_verified_on_the_training_rows(heart) -> None:
 def test_train_domains_reproduces_the_committed_card(shared_data: Path, tmp_path: Path) -> None:
     """The committed risk_heart card's domains are what the CLI computes from the data today; the
     rest of the card (weights' metadata, baselines) is byte-for-byte the same JSON."""
-    committed = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart/1/model_card.json").read_text())
+    committed = json.loads((newest_version_dir("risk_heart") / "model_card.json").read_text())
     stripped = json.loads(json.dumps(committed))
     stripped.pop("domains")
     for f in stripped["features"]:
@@ -70,7 +70,7 @@ def test_a_card_from_other_data_is_refused(shared_data: Path, heart) -> None:
     """Domains are only written for the data (and seed) the model was trained on: a non-private card's
     baselines must be that split's training means, the features the loader's. (A DP card's baselines
     come from public bounds, the same for any data: nothing to check them against.)"""
-    dp_card = json.loads((DEFAULT_MODEL_REPOSITORY / "risk_heart/1/model_card.json").read_text())
+    dp_card = json.loads((newest_version_dir("risk_heart") / "model_card.json").read_text())
     card = {**dp_card, "privacy": {"private": False}}
     means = heart.x[heart.split["train"]].mean(axis=0)
     card["features"] = [{**f, "baseline": float(m)} for f, m in zip(dp_card["features"], means, strict=True)]

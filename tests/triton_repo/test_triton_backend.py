@@ -30,7 +30,7 @@ from healthai.serving.runtime.contract import InferRequest
 from healthai.serving.runtime.onnx import OnnxModel
 from healthai.serving.runtime.repository import RepositoryError, VersionDir, read_config, scan_versions
 from healthai.serving.runtime.triton import TritonModel, TritonNotReachable
-from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings
+from healthai.serving.settings import DEFAULT_MODEL_REPOSITORY, ServingSettings, newest_version_dir
 from healthai.triton import prepare_repository
 from healthai_client import Client
 
@@ -184,7 +184,7 @@ def test_rpcs_served_through_triton_backend_equal_in_process(
         monkeypatch.setattr(manager_module, "OnnxModel", triton_runtime)
     settings = Settings(port=0, dev_mode=True, store_uri=str(tmp_path / "store"), log_level="WARNING",
                         serving=serving_settings)
-    card = json.loads((repo / "risk_readmission" / "1" / "model_card.json").read_text())
+    card = json.loads((newest_version_dir("risk_readmission", repo) / "model_card.json").read_text())
     regions = json.loads((repo / "forecast_japan" / "1" / "graph.json").read_text())["region_ids"]
     rng = np.random.default_rng(11)
     patients = [rng.normal(size=(n, len(card["features"]))).astype(np.float32) for n in (1, 1, 3, 1, 250, 1)]
@@ -235,7 +235,8 @@ def test_load_waits_for_a_version_triton_has_not_loaded_yet(
         small_triton: tuple[subprocess.Popen[bytes], str, Path]) -> None:
     _, url, repo = small_triton
     vdir, config = version_dir(repo, "risk_heart")
-    new = VersionDir(vdir.model, 2, repo / "risk_heart" / "2", vdir.fingerprint)
+    later = vdir.version + 1
+    new = VersionDir(vdir.model, later, repo / "risk_heart" / str(later), vdir.fingerprint)
     remote = TritonModel(new, config, url=url, timeout_s=5, ready_wait_s=20)
     with ThreadPoolExecutor(1) as pool:
         loading = pool.submit(remote.load)

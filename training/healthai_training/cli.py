@@ -6,7 +6,7 @@ Examples::
     healthai train risk --dataset diabetes130 --non-private --export-to server/healthai/data/models
     healthai train risk --from-store ./var/store --outcome readmission30 --index-encounter inpatient
     healthai train forecast --dataset japan --mode seasonal --seeds 0,1,2,3,4
-    healthai train domains server/healthai/data/models/risk_*/1/model_card.json
+    healthai train domains server/healthai/data/models/risk_*/2/model_card.json
 """
 
 from __future__ import annotations

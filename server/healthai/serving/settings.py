@@ -10,6 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
+def newest_version_dir(name: str, repository: Path = DEFAULT_MODEL_REPOSITORY) -> Path:
+    """The folder of a model's newest version in a repository (the version served by default)."""
+    versions = [d for d in (repository / name).iterdir() if d.is_dir() and d.name.isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"{repository / name} holds no version folder")
+    return max(versions, key=lambda d: int(d.name))
+
+
 class ServingSettings(BaseModel):
     """How models are found, run and batched. Every field has a working default."""
 
