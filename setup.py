@@ -86,6 +86,7 @@ setup(
         "healthai_client": "clients/python/healthai_client",
     },
     package_data={"healthai": ["*.so", "*.pyi", "py.typed"], "healthai.v1": ["*.pyi"],
+                  "healthai_client": ["py.typed"],
                   **{p: ["*"] for p in data_packages()}},
     ext_modules=[CMakeExtension("healthai._native")],
     cmdclass={"build_ext": CMakeBuild},

@@ -41,7 +41,7 @@ from healthai_client.connection import (
     await_connectivity_pollers,
 )
 from healthai_client.errors import HealthAIClientError
-from healthai_client.history_file import HistoryFile
+from healthai_client.history_file import HistoryFile, read_history
 from healthai_client.requests import (
     arrow_parts,
     arrow_request,
@@ -49,7 +49,7 @@ from healthai_client.requests import (
     flat_request,
     forecast_request,
     score_request,
-    stream_item_request,
+    stream_requests,
 )
 from healthai_client.results import ForecastResult, IngestResult, ScoreResult
 from healthai_client.retry import RetryPolicy
@@ -61,8 +61,9 @@ from healthai_client.scenario import (
     scenario_request,
 )
 
-# {region: counts oldest first}, (region_ids, [steps x regions]) or a history file (dated)
-HistoryInput = Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | HistoryFile
+# {region: counts oldest first}, (region_ids, [steps x regions]), a history file (dated) or a pandas
+# DataFrame (wide: one column per region; periods in a ``period`` column or the index date it)
+HistoryInput = Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | HistoryFile | Any
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +80,14 @@ class _Stubs:
         self.health = health_pb2_grpc.HealthStub(channel)
 
 
+def _check_timeout(timeout: Any) -> float:
+    """A deadline in seconds: a finite number > 0, else a ValueError naming ``timeout``."""
+    number = isinstance(timeout, int | float | np.integer | np.floating) and not isinstance(timeout, bool)
+    if not number or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
 class Client:
     """A connection to one or more healthai servers (thread-safe; share one per process)."""
 
@@ -88,8 +97,7 @@ class Client:
                  server_name: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  retry: RetryPolicy | None = None, source: str = DEFAULT_SOURCE,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, seed: int | None = None) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        _check_timeout(timeout)
         self.config = ConnectionConfig(as_addresses(address, addresses), tls=tls, root_cert=root_cert,
                                        client_cert=client_cert, client_key=client_key,
                                        server_name=server_name, api_key=api_key,
@@ -97,6 +105,7 @@ class Client:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.source = source
+        self._closed = False
         self._channels = [self.config.channel(a) for a in self.config.addresses]
         self._stubs = [_Stubs(ch) for ch in self._channels]
         self._rotation = itertools.count()
@@ -113,6 +122,7 @@ class Client:
 
     @property
     def addresses(self) -> tuple[str, ...]:
+        """The server addresses this client rotates over, in the order given."""
         return self.config.addresses
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -138,7 +148,9 @@ class Client:
         """One logical call: attempts round-robin over the addresses until success, a final status,
         ``retry.max_attempts`` or the deadline. Addresses not yet tried by this call are tried at once;
         once all were tried, each retry waits the policy's jittered backoff."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        if self._closed:
+            raise ValueError("this Client is closed: make a new one (or call it inside its with-block)")
+        deadline = time.monotonic() + (self.timeout if timeout is None else _check_timeout(timeout))
         metadata = self.config.metadata()
         tried: set[int] = set()
         backoffs = 0
@@ -149,8 +161,9 @@ class Client:
             address = self.config.addresses[i]
             try:
                 if remaining <= 0:
-                    raise HealthAIClientError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while "
-                                              "retrying", address=address, attempts=attempt - 1)
+                    raise HealthAIClientError(grpc.StatusCode.DEADLINE_EXCEEDED, f"the deadline passed after "
+                                              f"{attempt - 1} attempt(s), before retrying",
+                                              address=address, attempts=attempt - 1)
                 return method(self._stubs[i])(request, timeout=remaining, metadata=metadata)
             except grpc.RpcError as e:
                 err = HealthAIClientError.from_rpc_error(e, address=address, attempts=attempt)
@@ -171,7 +184,8 @@ class Client:
 
     def ingest_fhir(self, data: bytes | str | Path, *, source: str | None = None,
                     outcome_detail: str = "all", timeout: float | None = None) -> IngestResult:
-        """FHIR R4 JSON: a Bundle, a resource or a JSON array (``bytes``), or a path to such a file.
+        """FHIR R4 JSON: a Bundle, a resource or a JSON array (``bytes``, or a ``str`` of JSON text
+        starting with ``{`` or ``[``), or a path to such a file.
 
         ``outcome_detail="issues"`` asks for full outcomes only of records with warnings or
         rejections (bulk senders); ``IngestResult.statuses`` always has every record's status."""
@@ -184,7 +198,8 @@ class Client:
                     observations: Sequence[Mapping[str, Any] | Any] = (),
                     source: str | None = None, outcome_detail: str = "all",
                     timeout: float | None = None) -> IngestResult:
-        """Typed flat records: dicts with the proto's field names, or the messages themselves."""
+        """Typed flat records: dicts with the proto's field names (``DataFrame.to_dict("records")``:
+        missing values left out, datetimes as ISO 8601), or the messages themselves."""
         request = flat_request(source or self.source, outcome_detail, patients=patients,
                                encounters=encounters, conditions=conditions, observations=observations)
         return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request, timeout=timeout))
@@ -192,32 +207,35 @@ class Client:
     def ingest_arrow(self, table: Any, kind: str, *, source: str | None = None,
                      outcome_detail: str = "all", timeout: float | None = None) -> IngestResult:
         """A ``pyarrow.Table``/``RecordBatch`` of one record kind (patient, encounter, condition,
-        observation); columns named like the flat record's fields. A table over ``ARROW_PART_BYTES``
-        travels in parts of one IngestStream (one batch id); outcomes are still numbered by table row."""
+        observation); columns named like the flat record's fields. A table over ``ARROW_PART_BYTES`` or
+        ``ARROW_PART_ROWS`` rows (the server's default ``max_records_per_request``) travels in parts of one
+        IngestStream (one batch id); outcomes are still numbered by table row."""
         parts = arrow_parts(table)
         if len(parts) == 1:
             request = arrow_request(table, kind, source or self.source, outcome_detail)
             return IngestResult.from_proto(self._invoke(lambda s: s.ingest.IngestBatch, request,
                                                         timeout=timeout))
-        result = self.ingest_stream([(part, kind) for part in parts], source=source,
-                                    outcome_detail=outcome_detail, timeout=timeout)
-        return result.renumbered(np.cumsum([0, *(p.num_rows for p in parts[:-1])]).tolist())
+        return self.ingest_stream([(table, kind)], source=source, outcome_detail=outcome_detail,
+                                  timeout=timeout)
 
     def ingest_stream(self, items: Iterable[bytes | str | Path | tuple[Any, str] | Mapping[str, Any]], *,
                       source: str | None = None, outcome_detail: str = "all",
                       timeout: float | None = None) -> IngestResult:
         """Several payloads in one client stream (one response, one batch id): FHIR bytes or paths,
         ``(pyarrow table, kind)`` pairs, or flat-record dicts (``{"patients": [...], ...}``).
-        ``RecordOutcome.request_index`` is the item's position. The requests are built up front so
-        an UNAVAILABLE retry can resend them all (safe: ingest is idempotent)."""
-        requests = [stream_item_request(item, source or self.source, outcome_detail) for item in items]
+        ``RecordOutcome.request_index`` is the item's position. A table over ``ARROW_PART_BYTES`` or
+        ``ARROW_PART_ROWS`` travels as several messages; its outcomes are still numbered by table row.
+        The requests are built up front so an UNAVAILABLE retry can resend them all (safe: ingest is
+        idempotent)."""
+        requests, origin = stream_requests(items, source or self.source, outcome_detail)
         if not requests:
             raise ValueError("items: nothing to send")
 
         def method(stubs: _Stubs) -> Callable[..., Any]:
             return lambda reqs, **kw: stubs.ingest.IngestStream(iter(reqs), **kw)
 
-        return IngestResult.from_proto(self._invoke(method, requests, timeout=timeout))
+        result = IngestResult.from_proto(self._invoke(method, requests, timeout=timeout))
+        return result if all(o == (k, 0) for k, o in enumerate(origin)) else result.renumbered(origin)
 
     # -- Risk and Forecast ------------------------------------------------------------------------
 
@@ -227,8 +245,10 @@ class Client:
               diagnoses: Sequence[Sequence[str] | Mapping[str, Any]] | None = None,
               top_features: int | None = None, model_version: int = 0,
               timeout: float | None = None) -> ScoreResult:
-        """Risk scores for a batch of patients: a list of {feature: value} dicts, or a 2-D array with
-        ``feature_names`` (None = the model card's order)."""
+        """Risk scores for a batch of patients: a list of {feature: value} dicts, a pandas DataFrame
+        (scored by its column names, any order), or a 2-D array with ``feature_names`` (None = the model
+        card's order, which the array must match). None / NaN / pd.NA: missing, filled or refused by
+        the card."""
         request = score_request(model, features, feature_names=feature_names, diagnoses=diagnoses,
                                 top_features=top_features, model_version=model_version)
         return ScoreResult.from_proto(self._invoke(lambda s: s.risk.Score, request, timeout=timeout))
@@ -241,11 +261,14 @@ class Client:
                  allow_missing_regions: bool = False, nowcast: bool = False,
                  timeout: float | None = None) -> ForecastResult:
         """Forecast from an explicit ``history`` ({region: counts oldest first}, (region_ids,
-        [steps x regions]), or a ``read_history(path)`` file, whose periods date the result) or from the
+        [steps x regions]), a ``read_history(path)`` file or a DataFrame (``read_history(frame)``), whose
+        periods date the result) or from the
         stored surveillance counts (``stored=True`` or a syndrome;
         regions without stored counts are refused unless ``allow_missing_regions``, then flagged in
         ``ForecastResult.coverage``; ``nowcast``: the window's latest periods corrected for reporting
         delay first, each region's ``nowcast_added`` in the coverage)."""
+        if history is not None and hasattr(history, "to_csv") and hasattr(history, "columns"):
+            history = read_history(history)  # a DataFrame, read like the file it would write
         sent = history if isinstance(history, HistoryFile) else None
         if sent is not None:
             history = (list(sent.region_ids), sent.counts)
@@ -286,23 +309,24 @@ class Client:
                  progress: Callable[[int, int], None] | None = None, **options: Any) -> ScenarioResult:
         """Run a what-if scenario (options: see ``healthai_client.scenario.scenario_request``). With
         ``progress`` the server streams (RunStream, any size up to its cap) and ``progress(done_days,
-        horizon_days)`` is called per period; without, one unary Run (small jobs)."""
+        horizon_days)`` is called per period; without, one unary Run (small jobs). Both fail over and retry
+        UNAVAILABLE like every call (a stream retried restarts: ``progress`` counts from 0 again)."""
         request = scenario_request(graph, horizon_days=horizon_days, **options)
         if progress is None:
             return ScenarioResult.from_proto(self._invoke(lambda s: s.scenario.Run, request, timeout=timeout))
-        i = self._next_index()
-        try:
-            for update in self._stubs[i].scenario.RunStream(request, timeout=timeout or self.timeout,
-                                                            metadata=self.config.metadata()):
-                if update.HasField("progress"):
-                    progress(update.progress.days_done, update.progress.horizon_days)
-                else:
-                    return ScenarioResult.from_proto(update.result)
-        except grpc.RpcError as e:
-            address = self.config.addresses[i]
-            raise HealthAIClientError.from_rpc_error(e, address=address, attempts=1) from None
-        raise HealthAIClientError(grpc.StatusCode.INTERNAL, "stream ended without a result",
-                                  address=self.config.addresses[i], attempts=1)
+
+        def stream(stubs: _Stubs) -> Callable[..., ScenarioResult]:
+            def run(req: Any, **kw: Any) -> ScenarioResult:
+                for update in stubs.scenario.RunStream(req, **kw):
+                    if update.HasField("progress"):
+                        progress(update.progress.days_done, update.progress.horizon_days)
+                    else:
+                        return ScenarioResult.from_proto(update.result)
+                raise HealthAIClientError(grpc.StatusCode.INTERNAL, "stream ended without a result",
+                                          address=self.config.addresses[self._stubs.index(stubs)])
+            return run
+
+        return self._invoke(stream, request, timeout=timeout)
 
     def calibrate(self, graph: str | Mapping[str, Any], *, observed: tuple[Sequence[str], Any] | None = None,
                   stored: str | bool | None = None, end_date: str | None = None, window_days: int = 0,
@@ -324,6 +348,7 @@ class Client:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def echo(self, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        """The server sends ``payload`` back (a round trip through auth, TLS and the network)."""
         reply = self._invoke(lambda s: s.diagnostics.Echo, diagnostics_pb2.EchoRequest(payload=payload),
                              timeout=timeout)
         return bytes(reply.payload)
@@ -336,6 +361,10 @@ class Client:
         return tuple(a for a, down in zip(self.config.addresses, self._down, strict=True) if down)
 
     def close(self) -> None:
+        """Closes the channels (idempotent); calls made afterwards raise ValueError."""
+        if self._closed:
+            return
+        self._closed = True
         for ch, watcher in zip(self._channels, self._watchers, strict=False):
             ch.unsubscribe(watcher)
         if self._watchers:

@@ -25,12 +25,18 @@ from healthai_client.results import ScoreResult
 
 @dataclass(frozen=True)
 class CohortRows:
+    """A cohort table's rows as the model's features: pass ``x`` with ``feature_names`` to
+    ``Client.score``."""
+
     feature_names: tuple[str, ...]
     x: np.ndarray  # float32 [patients x features], NaN = missing (filled by the server)
     patient_ids: tuple[str, ...] | None = None  # the spec's patient_id column, when the table has it
 
 
 def read_cohort_rows(table: Path | str, spec: Path | str) -> CohortRows:
+    """The rows of ``table`` (CSV or Parquet) turned into features by the TOML ``spec`` the model was
+    trained with: ``c.score(model, rows.x, feature_names=rows.feature_names)``. ValueError for an
+    empty table or rows the spec's ``drop_row`` policies would drop (named, never left out)."""
     from healthai.cohort.features import cohort_features, describe_rows, read_table
     from healthai.cohort.spec import load_spec
 

@@ -44,8 +44,11 @@ class ConnectionConfig:
         if not self.addresses:
             raise ValueError("addresses: at least one host:port is required")
         for a in self.addresses:
-            if ":" not in a or a.startswith(":"):
-                raise ValueError(f"address {a!r} must be host:port (or a gRPC target such as dns:///h:p)")
+            check_address(a)
+        if self.api_key and any(not " " < ch <= "~" for ch in self.api_key):
+            # gRPC metadata values are printable ASCII: a key read with its newline fails every call
+            raise ValueError("api_key must be printable ASCII without spaces or a newline (strip what you "
+                             "read from a file)")
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key must be given together (mutual TLS)")
 
@@ -87,6 +90,27 @@ class ConnectionConfig:
         if self.uses_tls:
             return grpc.aio.secure_channel(address, self.credentials(), options=self.options())
         return grpc.aio.insecure_channel(address, options=self.options())
+
+
+_URL_SCHEMES = ("http", "https", "grpc", "grpcs")  # not gRPC targets: a common slip
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
+
+
+def check_address(address: str) -> None:
+    """``host:port`` (``[v6]:port``) with a port 1-65535, or a gRPC target (``dns:///h:p``, ``unix:...``);
+    else a ValueError naming the address (a malformed one would only fail later, as UNAVAILABLE)."""
+    scheme = address.split("://", 1)[0].lower() if "://" in address else ""
+    if scheme in _URL_SCHEMES:
+        raise ValueError(f"address {address!r}: a gRPC address has no {scheme}:// prefix; give host:port "
+                         "(and tls=True / --tls for TLS)")
+    if address.lower().startswith(_TARGET_SCHEMES) or scheme:
+        return
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c in host for c in "/ "):
+        raise ValueError(f"address {address!r} must be host:port with a port 1-65535 (or a gRPC target "
+                         "such as dns:///host:port)")
 
 
 def as_addresses(address: str | Sequence[str] | None, addresses: Sequence[str] | None) -> tuple[str, ...]:

@@ -90,9 +90,10 @@ def hubverse_rows(result: ForecastResult, *, target: str = "inc ili", reference:
     return rows
 
 
-def write_hubverse(result: ForecastResult, path: Path, *, target: str = "inc ili",
+def write_hubverse(result: ForecastResult, path: Path | str, *, target: str = "inc ili",
                    reference: str | None = None, locations: Mapping[str, str] | None = None) -> int:
     """CSV (or Parquet by suffix) in hubverse model-output format; returns the row count."""
+    path = Path(path)
     rows = hubverse_rows(result, target=target, reference=reference, locations=locations)
     if path.suffix.lower() == ".parquet":
         import pandas as pd
@@ -126,7 +127,7 @@ def plot_regions(result: ForecastResult, chosen: Sequence[str] = (), *, max_regi
     return [ids[i] for i in top]
 
 
-def plot_forecast(result: ForecastResult, path: Path, regions: Sequence[str] | None = None, *,
+def plot_forecast(result: ForecastResult, path: Path | str, regions: Sequence[str] | None = None, *,
                   recent: int = 26) -> None:
     """One panel per region (``regions``; default: ``plot_regions``): the last ``recent`` periods of
     history and the quantile fan (central 50%, 80%, 95% bands where the levels exist) with the median."""

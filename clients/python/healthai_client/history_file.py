@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
 
 @dataclass(frozen=True)
 class HistoryFile:
+    """A forecast's history read by ``read_history``: pass it as ``Client.forecast(history=...)``; its
+    periods (when it has them) date the result."""
+
     region_ids: tuple[str, ...]
     counts: np.ndarray  # float64 [steps, regions], oldest first
     last_period: dt.date | None = None  # None: the file has no periods
@@ -91,7 +95,7 @@ class HistoryWeekWarning(UserWarning):
 
 
 def read_history(
-    path: Path | str,
+    path: Path | str | Any,
     *,
     negatives: str = "refuse",
     region_ids: tuple[str, ...] | None = None,
@@ -105,7 +109,15 @@ def read_history(
     a dated file's regions left out (a national total such as ``US`` beside its states), as
     ``train forecast --exclude-regions`` leaves them out. ``known_regions`` (the model's ids and
     aliases): a CSV whose first row is all numbers is a header when it names them (FIPS codes), not a
-    headerless matrix; a leading zero (``01001``) names a region anyway."""
+    headerless matrix; a leading zero (``01001``) names a region anyway.
+
+    ``path`` may also be a pandas DataFrame laid out like such a file: wide (one column per region,
+    rows oldest first, periods in a ``period`` column or the index) or long; it is read as its CSV."""
+    if hasattr(path, "to_csv") and hasattr(path, "columns"):
+        return _read_frame(path, negatives=negatives, region_ids=region_ids, missing=missing,
+                           columns=columns, target=target, exclude=exclude, known_regions=known_regions)
+    if not isinstance(path, str | Path):
+        raise ValueError(f"history: give a file path or a pandas DataFrame, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"history file {str(path)!r}: no such file")
@@ -231,3 +243,24 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_frame(frame: Any, **options: Any) -> HistoryFile:
+    """A DataFrame read as the CSV it would write: a meaningful index (dates, a named one) is the
+    ``period`` column unless the frame has one."""
+    import tempfile
+
+    import pandas as pd
+
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name:
+        frame = frame.reset_index()
+        if "period" not in frame.columns:
+            frame = frame.rename(columns={frame.columns[0]: "period"})
+    with tempfile.TemporaryDirectory(prefix="healthai-history-") as folder:
+        path = Path(folder) / "history.csv"
+        frame.to_csv(path, index=False)
+        try:
+            return read_history(path, **options)
+        except ValueError as e:
+            raise ValueError(str(e).replace(f"history file {str(path)!r}", "history DataFrame")
+                             .replace(str(path), "the DataFrame")) from None

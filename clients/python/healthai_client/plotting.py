@@ -19,12 +19,25 @@ def require_plotting(flag: str) -> None:
         raise OSError(f"{flag} {HINT}")
 
 
+class _Figures:
+    """The part of ``matplotlib.pyplot`` the plots use, on Figure + FigureCanvasAgg: drawing a file
+    leaves pyplot's state and the session's backend (a notebook's inline one) untouched."""
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+                 **kw: Any) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots(nrows, ncols, **kw)
+
+    def close(self, fig: Any) -> None:
+        """Nothing to do: the figure is not registered with pyplot (garbage-collected when dropped)."""
+
+
 def pyplot(flag: str) -> Any:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    """``subplots``/``close`` like ``matplotlib.pyplot``'s, drawing with Agg without switching the
+    backend (``matplotlib.use`` is never called)."""
     require_plotting(flag)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures()

@@ -3,6 +3,7 @@ the load harness). Bad arguments raise ValueError naming the argument and the va
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,12 +38,18 @@ def outcome_detail(detail: str) -> int:
 
 
 def fhir_request(data: bytes | str | Path, source: str, detail: str = "all") -> ingest_pb2.IngestRequest:
-    if isinstance(data, str | Path):
+    """``data``: FHIR JSON as bytes, as text (a str starting with ``{`` or ``[``), or a file path
+    (``.ndjson``: one resource per line). Errors never repeat the payload (patient data)."""
+    if isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
+        data = data.encode()
+    elif isinstance(data, str | Path):
         path = Path(data)
         try:
             data = path.read_bytes()
-        except OSError as e:
-            raise ValueError(f"FHIR file {str(path)!r}: {e.strerror}") from e
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the text
+            shown = repr(str(path)) if len(str(path)) <= 256 and "\n" not in str(path) else \
+                f"(a str of {len(str(path))} characters that is neither a path nor JSON text)"
+            raise ValueError(f"FHIR file {shown}: {getattr(e, 'strerror', None) or 'not a path'}") from None
         if path.suffix == ".ndjson":  # FHIR bulk export: one resource per line -> a JSON array
             lines = [ln for ln in data.splitlines() if ln.strip()]
             _check_lines(path, data)
@@ -70,7 +77,57 @@ def _check_lines(path: Path, data: bytes) -> None:
                          "sent: fix or remove those lines")
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN, pandas' NA / NaT and numpy's NaT: a value that is absent (without importing pandas)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return isinstance(value, np.datetime64 | np.timedelta64) and bool(np.isnat(value))
+
+
+_ID_LIKE = ("county", "postal_code")  # with every *_id field: an integral float 25025.0 is "25025"
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _text(key: str, value: Any) -> str:
+    """A flat string field: datetimes in ISO 8601 (a tz offset kept; naive as given), integral floats of
+    id-like fields (county, postal_code, *_id: what pandas makes of an id column with gaps) as integers."""
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value))
+    if isinstance(value, dt.date):  # datetime.date, datetime.datetime and pandas.Timestamp
+        return value.isoformat()
+    if (isinstance(value, float | np.floating) and float(value).is_integer()
+            and (key.endswith("_id") or key in _ID_LIKE)):
+        return str(int(value))
+    return str(value)
+
+
+def _typed(field: Any, key: str, value: Any, where: str) -> Any:
+    """``value`` as the proto field wants it; a value of the wrong type is a ValueError naming the field
+    and the type (never the value: it may be patient data)."""
+    if field.type == field.TYPE_BOOL:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        if isinstance(value, int | np.integer) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[value.strip().lower()]
+        raise ValueError(f"{where}.{key} must be a bool (or 'true'/'false'), got a {type(value).__name__}")
+    if field.type == field.TYPE_DOUBLE:
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(f"{where}.{key} must be a number, got a {type(value).__name__}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}.{key} must be a number, got a {type(value).__name__} that is "
+                             "not one") from None
+    return _text(key, value)
+
+
 def _record(cls: Any, item: Mapping[str, Any] | Any, where: str) -> Any:
+    """One flat record from a dict (e.g. a row of ``DataFrame.to_dict("records")``): missing values
+    (None, NaN, pd.NA, NaT) are left out — except a NaN ``value``, which the server reports."""
     if isinstance(item, cls):
         return item
     if not isinstance(item, Mapping):
@@ -80,11 +137,9 @@ def _record(cls: Any, item: Mapping[str, Any] | Any, where: str) -> Any:
     for key, value in item.items():
         if key not in fields:
             raise ValueError(f"{where}.{key}: not a field of {cls.__name__} ({', '.join(fields)})")
-        if value is None:
+        if _missing(value) and not (key == "value" and isinstance(value, float | np.floating)):
             continue
-        if isinstance(value, float) and np.isnan(value) and key != "value":
-            continue
-        clean[key] = value if fields[key].type in (1, 8) else str(value)  # double, bool stay typed
+        clean[key] = _typed(fields[key], key, value, where)
     return cls(**clean)
 
 
@@ -101,18 +156,22 @@ def flat_request(source: str, detail: str = "all",
 
 
 ARROW_PART_BYTES = 16 * 1024 * 1024  # a message well under the server's (and proxies') size limits
+ARROW_PART_ROWS = 1_000_000  # the server's default max_records_per_request (a limit per message)
 
 
-def arrow_parts(table: Any, max_bytes: int | None = None) -> list[Any]:
-    """``table`` as slices of at most about ``max_bytes`` (``ARROW_PART_BYTES``) each; itself when it fits."""
+def arrow_parts(table: Any, max_bytes: int | None = None, max_rows: int | None = None) -> list[Any]:
+    """``table`` as slices of at most about ``max_bytes`` (``ARROW_PART_BYTES``) and at most ``max_rows``
+    (``ARROW_PART_ROWS``) rows each; itself when it fits."""
     import pyarrow as pa
 
     max_bytes = max_bytes or ARROW_PART_BYTES
+    max_rows = max_rows or ARROW_PART_ROWS
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    if not isinstance(table, pa.Table) or table.nbytes <= max_bytes or table.num_rows < 2:
+    if not isinstance(table, pa.Table) or table.num_rows < 2 or (
+            table.nbytes <= max_bytes and table.num_rows <= max_rows):
         return [table]
-    rows = max(1, int(table.num_rows * max_bytes / table.nbytes))
+    rows = min(max_rows, max(1, int(table.num_rows * max_bytes / max(table.nbytes, 1))))
     return [table.slice(start, rows) for start in range(0, table.num_rows, rows)]
 
 
@@ -146,6 +205,25 @@ def stream_item_request(item: Any, source: str, detail: str) -> ingest_pb2.Inges
                      f"got {type(item).__name__}")
 
 
+def stream_requests(items: Any, source: str,
+                    detail: str) -> tuple[list[ingest_pb2.IngestRequest], list[tuple[int, int]]]:
+    """IngestStream messages for ``items``, with each message's (item index, first row): a
+    (table, kind) item over ``ARROW_PART_BYTES`` / ``ARROW_PART_ROWS`` travels as several messages."""
+    requests: list[ingest_pb2.IngestRequest] = []
+    origin: list[tuple[int, int]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, tuple) and len(item) == 2:
+            start = 0
+            for part in arrow_parts(item[0]):
+                requests.append(arrow_request(part, item[1], source, detail))
+                origin.append((i, start))
+                start += getattr(part, "num_rows", 0)
+        else:
+            requests.append(stream_item_request(item, source, detail))
+            origin.append((i, 0))
+    return requests, origin
+
+
 def _diagnoses(items: Sequence[Sequence[str] | Mapping[str, Any]],
                patients: int) -> list[risk_pb2.DiagnosisCodes]:
     if len(items) != patients:
@@ -162,28 +240,82 @@ def _diagnoses(items: Sequence[Sequence[str] | Mapping[str, Any]],
     return out
 
 
+def _number(value: Any, where: str) -> float:
+    """A feature value as a float: a missing one (None, NaN, pd.NA, NaT) is NaN, which the model card
+    fills (its ``imputation``) or refuses; anything else that is no number is a ValueError naming it."""
+    if _missing(value):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number, got a {type(value).__name__} that is not one") from None
+
+
+def _matrix(features: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError):  # None / pd.NA / numeric text in an object array: value by value
+        rows = np.asarray(features, dtype=object)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2:
+            raise ValueError(f"{what} must be [patients x features], got shape {list(rows.shape)}") from None
+        return np.array([[_number(v, f"{what}[{i}][{j}]") for j, v in enumerate(row)]
+                         for i, row in enumerate(rows)], dtype=np.float32)
+
+
+def _is_frame(features: Any) -> bool:
+    """A pandas DataFrame (or anything with named columns that converts to numpy), without pandas."""
+    return hasattr(features, "columns") and hasattr(features, "to_numpy") and hasattr(features, "__getitem__")
+
+
 def score_request(model: str, features: Any, *, feature_names: Sequence[str] | None = None,
                   diagnoses: Sequence[Sequence[str] | Mapping[str, Any]] | None = None,
                   top_features: int | None = None, model_version: int = 0,
                   raw: bool | None = None) -> risk_pb2.ScoreRequest:
-    """``raw``: send ``features_raw`` (little-endian float32 bytes) instead of the packed ``features``
+    """``features``: a list of {feature: value} dicts, a pandas DataFrame (its column names are the
+    feature names: any column order), or a 2-D array whose columns are ``feature_names`` — without
+    names, the model card's order, which a positional array must then match. Missing values (None,
+    NaN, pd.NA) travel as NaN: the card fills or refuses them.
+
+    ``raw``: send ``features_raw`` (little-endian float32 bytes) instead of the packed ``features``
     list; None = raw from RAW_FEATURES_FROM values on (it is much cheaper to build for big batches)."""
-    if not model:
+    if not model or not isinstance(model, str):
         raise ValueError("model: required (e.g. 'risk_readmission')")
-    names = list(feature_names or ())
-    if isinstance(features, Sequence) and features and isinstance(features[0], Mapping):
-        names = names or list(features[0])
+    if isinstance(feature_names, str):
+        raise ValueError("feature_names must be a list of names, not one string")
+    names = [str(n) for n in (feature_names or ())]
+    if _is_frame(features):
+        columns = [str(c) for c in features.columns]
+        if len(set(columns)) != len(columns):
+            raise ValueError("features: the DataFrame has duplicate column names")
+        if names:  # the named columns, in that order (other columns are left out)
+            missing = [n for n in names if n not in columns]
+            if missing:
+                raise ValueError(f"feature_names {missing} are not columns of the DataFrame")
+            order = [columns.index(n) for n in names]
+        else:
+            names, order = columns, list(range(len(columns)))
+        try:
+            values = np.asarray(features.to_numpy(dtype=np.float32, na_value=np.nan), dtype=np.float32)
+        except (TypeError, ValueError):  # object columns holding None / pd.NA / text
+            values = _matrix(features.to_numpy(dtype=object), "features")
+        matrix = values[:, order] if values.ndim == 2 else values
+    elif isinstance(features, Sequence) and features and isinstance(features[0], Mapping):
+        names = names or [str(k) for k in features[0]]
         rows = []
         for i, row in enumerate(features):
+            if not isinstance(row, Mapping):
+                raise ValueError(f"features[{i}] must be a dict like features[0], got {type(row).__name__}")
             missing = [n for n in names if n not in row]
             extra = [k for k in row if k not in names]
             if missing or extra:
                 raise ValueError(f"features[{i}]: missing {missing} / unexpected {extra} "
                                  f"(every patient needs the same features)")
-            rows.append([float(row[n]) for n in names])
+            rows.append([_number(row[n], f"features[{i}].{n}") for n in names])
         matrix = np.asarray(rows, dtype=np.float32)
     else:
-        matrix = np.asarray(features, dtype=np.float32)
+        matrix = _matrix(features, "features")
         if matrix.ndim == 1:
             matrix = matrix[None, :]
     if matrix.ndim != 2 or matrix.shape[0] == 0:
@@ -191,7 +323,8 @@ def score_request(model: str, features: Any, *, feature_names: Sequence[str] | N
                          f"{list(matrix.shape)}")
     if names and len(names) != matrix.shape[1]:
         raise ValueError(f"feature_names has {len(names)} names but features have {matrix.shape[1]} columns")
-    request = risk_pb2.ScoreRequest(model_name=model, model_version=model_version, feature_names=names)
+    request = risk_pb2.ScoreRequest(model_name=model, model_version=_count(model_version, "model_version"),
+                                    feature_names=names)
     if raw if raw is not None else matrix.size >= RAW_FEATURES_FROM:
         request.features_raw = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
     else:
@@ -199,8 +332,15 @@ def score_request(model: str, features: Any, *, feature_names: Sequence[str] | N
     if diagnoses is not None:
         request.diagnoses.extend(_diagnoses(diagnoses, matrix.shape[0]))
     if top_features is not None:
-        request.top_features = int(top_features)
+        request.top_features = _count(top_features, "top_features")
     return request
+
+
+def _count(value: Any, name: str) -> int:
+    """A whole number >= 0 (bools refused), else a ValueError naming ``name``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def forecast_request(graph: str | None, *, model: str | None = None,

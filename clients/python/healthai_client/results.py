@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +18,9 @@ def _enum_label(enum: Any, value: int, prefix: str) -> str:
 
 @dataclass(frozen=True)
 class RecordIssue:
+    """One finding about a record: a code (e.g. ``MISSING_FIELD``), a message, the field's path in the
+    request (``flat.patients[3].birth_date``) and its severity."""
+
     code: str
     message: str
     field_path: str
@@ -25,6 +29,9 @@ class RecordIssue:
 
 @dataclass(frozen=True)
 class RecordOutcome:
+    """What became of one record: its ``index`` in its request (a table's row), its kind, status and
+    issues; ``request_index``: its item in an ``ingest_stream`` call (0 otherwise)."""
+
     index: int
     kind: str  # patient | encounter | condition | observation | other
     resource_type: str
@@ -34,8 +41,15 @@ class RecordOutcome:
     request_index: int = 0
 
 
+_REPR_OUTCOMES = 5
+
+
 @dataclass(frozen=True)
 class IngestResult:
+    """The server's answer to one ingest call (one batch): counts, every record's status, the outcomes
+    asked for, and the store's receipt (batch id, sequence, rows stored per kind, duplicates, files).
+    Its repr summarizes (counts and the first outcomes): a bundle has thousands of them."""
+
     accepted: int
     rejected: int
     outcomes: tuple[RecordOutcome, ...]  # every record, or only those with issues (outcome_detail)
@@ -47,21 +61,35 @@ class IngestResult:
     files: tuple[str, ...]
     revised: int = 0  # rows stored as a new version of a record already stored (they replace it)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{o.index}:{o.status}" + (f"({o.issues[0].code})" if o.issues else "")
+                          for o in self.outcomes[:_REPR_OUTCOMES])
+        left = len(self.outcomes) - _REPR_OUTCOMES
+        more = f", ... {left} more" if left > 0 else ""
+        return (f"IngestResult(accepted={self.accepted}, rejected={self.rejected}, revised={self.revised}, "
+                f"duplicates={self.duplicates}, stored={self.stored}, batch_id={self.batch_id!r}, "
+                f"sequence={self.sequence}, files={len(self.files)}, outcomes=[{shown}{more}])")
+
     @property
     def partial(self) -> bool:
         """Some records were rejected (the rest were stored)."""
         return self.rejected > 0
 
     def rejected_outcomes(self) -> list[RecordOutcome]:
+        """The outcomes of the records that were refused (not stored), with their issues."""
         return [o for o in self.outcomes if o.status == "rejected"]
 
-    def renumbered(self, offsets: list[int]) -> IngestResult:
-        """The result of one table sent in parts (stream items): each outcome's index, and its issues'
-        ``[i]`` field paths, as a row of the whole table (part k starts at row ``offsets[k]``)."""
+    def renumbered(self, origin: Sequence[int | tuple[int, int]]) -> IngestResult:
+        """The result of tables sent in parts (stream messages): message k came from item
+        ``origin[k][0]`` from its row ``origin[k][1]`` (a plain int: item 0, from that row). Each outcome's
+        ``request_index`` becomes its item's, its index and its issues' ``[i]`` field paths the row of
+        the whole table."""
+        where = [(0, o) if isinstance(o, int | np.integer) else o for o in origin]
+
         def row(o: RecordOutcome) -> RecordOutcome:
-            shift = offsets[o.request_index]
+            item, shift = where[o.request_index]
             issues = tuple(replace(i, field_path=_shift_path(i.field_path, shift)) for i in o.issues)
-            return replace(o, index=o.index + shift, issues=issues, request_index=0)
+            return replace(o, index=o.index + shift, issues=issues, request_index=int(item))
 
         return replace(self, outcomes=tuple(row(o) for o in self.outcomes))
 
@@ -89,6 +117,8 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class PatientScore:
+    """One patient's risk: probability, the card's risk band, Charlson index, top feature contributions."""
+
     probability: float
     risk_band: str
     charlson_index: int | None  # None when unavailable (no codes, or codes that could not be mapped)
@@ -97,12 +127,15 @@ class PatientScore:
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """The scores of one batch, one ``PatientScore`` per patient in the order sent."""
+
     model_name: str
     model_version: int
     patients: tuple[PatientScore, ...]
 
     @property
     def probabilities(self) -> np.ndarray:
+        """Every patient's probability, in the order sent (float32 array)."""
         return np.array([p.probability for p in self.patients], dtype=np.float32)
 
     @classmethod
@@ -121,6 +154,9 @@ class ScoreResult:
 
 @dataclass(frozen=True)
 class ForecastResult:
+    """A forecast: point and quantile values per horizon and region (``at`` picks one), dated by
+    ``first_forecast_period`` when the history had periods, with the history used (for plots)."""
+
     model_name: str
     model_version: int
     region_ids: tuple[str, ...]

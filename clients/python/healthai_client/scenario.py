@@ -95,6 +95,11 @@ def scenario_request(
         interventions=[scenario_pb2.Intervention(**dict(iv)) for iv in interventions],
     )
     if seed_infections is not None:
+        bad = [k for k in seed_infections if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"seed_infections: region ids must be strings (e.g. '01073'), got "
+                             f"{type(bad[0]).__name__} {bad[0]!r} (a number loses a FIPS code's "
+                             "leading zero)")
         req.seed_infections.region_ids.extend(seed_infections)
         req.seed_infections.infectious.extend(int(v) for v in seed_infections.values())
     elif state is not None:
