@@ -14,7 +14,8 @@ commit on disk; the sender retries and idempotency drops what is already there.
 Idempotency: every row carries ``source`` and ``record_key``; a (kind, source, record_key) stored once
 is never stored again with the same content, within a commit or across restarts (the key index is
 rebuilt from the dataset when the store opens). Sent again with other content it is stored as a new
-version, and reads take each key's latest version (:mod:`healthai.store.versions`). On a local (or
+version, and reads take each key's latest version (:mod:`healthai.store.versions`); rows an earlier
+release stored without a digest get theirs from their content when their file is indexed. On a local (or
 NFS) filesystem this also holds across processes sharing the directory (replicas of ``healthai serve``
 and of the Kafka consumer): commits go through a create-exclusive commit log
 (:mod:`healthai.store.commitlog`), and a writer indexes every commit it has not seen before writing.
@@ -48,8 +49,10 @@ from healthai.store.versions import (
     PLACE_COLUMN,
     VersionIndex,
     digests_of,
+    lacks_digests,
     latest_rows,
     record_keys,
+    stored_digests,
     with_digests,
 )
 
@@ -139,6 +142,7 @@ class ParquetStore:
         self._sequence = 0
         self._open = False
         self._guard: CommitGuard | None = None
+        self._undigested = 0  # rows indexed whose digests were computed here (stored before digests)
 
     @property
     def guard(self) -> CommitGuard | None:
@@ -151,7 +155,7 @@ class ParquetStore:
             if self._open:
                 for kind, path in self._part_files():  # in commit order
                     if kind in guard.watch:
-                        guard.observe(kind, self._read_indexed(kind, path), self._rel(path))
+                        guard.observe(kind, self._read_indexed(kind, path, versions=False), self._rel(path))
 
     def create_exclusive(self, rel: str, body: bytes) -> bool | None:
         """Create the file ``rel`` (under the store root) with ``body`` atomically, only if it does not
@@ -192,6 +196,7 @@ class ParquetStore:
                                    "PUT (If-None-Match: *), which replicas need to store each record once",
                                    field="store_uri")
             self._index.clear()
+            self._undigested = 0
             rows, listed, highest = 0, set(), 0
             for kind, path in self._part_files():
                 name = path.rsplit("/", 1)[-1]
@@ -211,6 +216,11 @@ class ParquetStore:
             self._sequence = max(self._sequence, highest)  # stores written before the log existed
             swept = self._log.sweep_orphans() if isinstance(self._log, LocalCommitLog) else 0
             self._open = True
+            undigested = self._undigested
+        if undigested:
+            log.info("store %s: %d row(s) stored by a release before row digests (2026-12-07) indexed with "
+                     "digests computed from their content: corrections of them are stored as new versions",
+                     self.display_uri, undigested)
         if swept:
             log.info("store %s: removed %d pending file(s) of commits that never completed", self.uri, swept)
         log.info("store %s opened: %d rows indexed, sequence %d", self.uri, rows, self._sequence)
@@ -392,7 +402,9 @@ class ParquetStore:
         return path[len(self.root):].lstrip("/")
 
     def _read_rel(self, rel: str) -> pa.Table:
-        return pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem)
+        """A committed file's rows, every column, each with its digests (the guard's rewrites keep them:
+        the index replaces a rewritten row's version only where it was the latest)."""
+        return stored_digests(_kind_of(rel), pq.read_table(f"{self.root}/{rel}", filesystem=self.filesystem))
 
     def _index_part(self, kind: str, path: str) -> pa.Table:
         """``_read_indexed`` of a committed file; one that cannot be read (damaged, truncated, not
@@ -410,15 +422,25 @@ class ParquetStore:
                 "names until it is committed; leftovers are never read), and the store does not open "
                 "without them: restore the file from a backup", field="store_uri") from e
 
-    def _read_indexed(self, kind: str, path: str) -> pa.Table:
+    def _read_indexed(self, kind: str, path: str, *, versions: bool = True) -> pa.Table:
         """The key and version columns of a part file, plus those the guard watches (when the file has
         them). Two reads, not one open: on S3 a writer may promote (copy, then delete) the object between
-        a footer read and a data read, and only a read that fails at its start says FileNotFoundError."""
+        a footer read and a data read, and only a read that fails at its start says FileNotFoundError.
+        A file of rows stored before digests existed is read whole, their digests computed from it
+        (``versions``: the version columns are wanted)."""
         columns = [SOURCE_COLUMN, ID_COLUMN]
         watched = self._guard.watch.get(kind, ()) if self._guard is not None else ()
         have = set(pq.read_schema(path, filesystem=self.filesystem).names)
         columns += [c for c in (DIGEST_COLUMN, PLACE_COLUMN, *watched) if c in have and c not in columns]
-        return pq.read_table(path, columns=columns, filesystem=self.filesystem)
+        if not versions or DIGEST_COLUMN in have:
+            table = pq.read_table(path, columns=columns, filesystem=self.filesystem)
+            if not versions or not lacks_digests(table):
+                return table
+        content = pq.read_table(path, filesystem=self.filesystem)
+        self._undigested += (content[DIGEST_COLUMN].null_count if DIGEST_COLUMN in have
+                             else content.num_rows)
+        wanted = list(dict.fromkeys([*columns, DIGEST_COLUMN, PLACE_COLUMN]))
+        return stored_digests(kind, content).select(wanted)
 
     def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
         """The stored records of one kind, each in its latest version (schemas of older files are

@@ -11,8 +11,10 @@ patient, ``region`` and ``county`` get a digest of their own (``row_place_digest
 null): a FHIR Condition's place comes from the Patient sent in the same payload, so a row without one
 is the same record as a stored row that has one (a Condition sent in a bundle, then alone in a bulk
 export), while a row with another place (a flat record's corrected ``state``) is a new version. Rows
-stored before digests existed have none (null): a record re-sent against such a row is treated as a
-duplicate, as it always was.
+stored before digests existed (an earlier release's files: no ``row_digest`` column, or a null one) get
+theirs computed from their stored content when the store indexes their file (:func:`stored_digests`),
+so they are corrected like any other; a row that this release normalizes differently is stored once
+more, as its new version, when it is re-sent.
 """
 
 from __future__ import annotations
@@ -119,9 +121,32 @@ def with_digests(kind: str, table: pa.Table) -> pa.Table:
     return table
 
 
+def lacks_digests(table: pa.Table) -> bool:
+    """Does ``table`` (rows as stored) hold rows stored before digests existed (no digest, or null)?"""
+    return DIGEST_COLUMN not in table.column_names or table[DIGEST_COLUMN].null_count > 0
+
+
+def stored_digests(kind: str, content: pa.Table) -> pa.Table:
+    """``content`` (a part file's rows, every column) with the digests of its rows stored before digests
+    existed computed from their content as :meth:`commit <healthai.store.ParquetStore.commit>` computes
+    them (:func:`with_digests`); the stored digests of the other rows are kept."""
+    if not lacks_digests(content):
+        return content
+    computed = with_digests(kind, content)
+    if DIGEST_COLUMN not in content.column_names:
+        return computed
+    legacy = pc.is_null(content[DIGEST_COLUMN])
+    for name in (DIGEST_COLUMN, PLACE_COLUMN):
+        stored = (pc.cast(content[name], pa.int64()) if name in content.column_names
+                  else pa.array(np.zeros(content.num_rows, np.int64)))
+        merged = pc.if_else(legacy, computed[name], stored)
+        computed = computed.set_column(computed.column_names.index(name), name, merged)
+    return computed
+
+
 def digests_of(table: pa.Table) -> list[bytes | None]:
     """Each row's version as the index keeps it: 16 bytes, the content digest then the place digest
-    (None for rows stored before digests existed)."""
+    (None for rows without one: :func:`stored_digests` gives stored rows theirs)."""
     if DIGEST_COLUMN not in table.column_names:
         return [None] * table.num_rows
     core = pc.fill_null(table[DIGEST_COLUMN], 0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -135,9 +160,12 @@ def digests_of(table: pa.Table) -> list[bytes | None]:
 
 
 def _same(stored: bytes | None, incoming: bytes | None) -> bool:
-    """Is ``incoming`` the stored version? Yes when the stored row predates digests, or when the contents
-    match and the incoming row's place is none or the same."""
-    if stored is None or stored == incoming:
+    """Is ``incoming`` the stored version? Yes when the contents match and the incoming row's place is none
+    or the same. A stored row without a version (the store gives every row one: :func:`stored_digests`)
+    is never taken for the same: storing a row once more is an extra row, dropping one loses a correction."""
+    if stored is None:
+        return False
+    if stored == incoming:
         return True
     return incoming is not None and stored[:8] == incoming[:8] and incoming[8:] == _NO_PLACE
 
