@@ -58,6 +58,11 @@ def test_missing_feature_values_travel_as_nan() -> None:
         assert np.isnan(request.features[0]) and request.features[1] == 28
     with pytest.raises(ValueError, match=r"features\[0\]\.age must be a number, got a str"):
         score_request(RISK_MODEL, [dict(zip(RISK_FEATURES, ["old", 28, 140, 7.5], strict=True))])
+    with_id = frame.assign(patient_id="p-1")  # a text column left out by feature_names is never read
+    request = score_request(RISK_MODEL, with_id, feature_names=RISK_FEATURES, raw=False)
+    assert list(request.feature_names) == RISK_FEATURES and request.features[1] == 28
+    with pytest.raises(ValueError, match=r"features\.age\[0\]"):
+        score_request(RISK_MODEL, frame.astype(object).assign(age="old"))
     with pytest.raises(ValueError, match="top_features must be a whole number >= 0"):
         score_request(RISK_MODEL, X, top_features=-1)
 
@@ -119,10 +124,15 @@ def test_fhir_json_text_is_sent_and_errors_never_echo_it(server: str) -> None:
               "entry": [{"resource": {"resourceType": "Patient", "id": "js-1", "gender": "female"}}]}
     with Client(server, source="sdk-json-text") as c:
         assert c.ingest_fhir("\n " + json.dumps(bundle)).statuses == ("accepted",)
-    secret = "<Bundle>Jane Doe 1980-05-06 " + "x" * 300
-    with pytest.raises(ValueError, match="neither a path nor JSON text") as e:
-        req.fhir_request(secret, "s")
-    assert "Jane" not in str(e.value) and e.value.__cause__ is None
+    for secret, message in (("<Bundle>Jane Doe 1980-05-06 " + "x" * 300, "FHIR XML is not supported"),
+                            ('<Patient><family value="Jane"/></Patient>', "FHIR XML is not supported"),
+                            ("Jane Doe 1980-05-06 " + "x" * 300, "neither a path nor JSON text"),
+                            ('"Jane Doe", 1980-05-06', "neither a path nor JSON text")):
+        with pytest.raises(ValueError, match=message) as e:
+            req.fhir_request(secret, "s")
+        assert "Jane" not in str(e.value) and e.value.__cause__ is None
+    bom = req.fhir_request("\ufeff" + json.dumps(bundle), "s")  # a byte-order mark before the JSON
+    assert json.loads(bom.fhir.json)["type"] == "collection"
 
 
 def test_plot_forecast_leaves_the_backend_alone(tmp_path: Path) -> None:

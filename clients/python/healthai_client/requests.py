@@ -40,15 +40,20 @@ def outcome_detail(detail: str) -> int:
 def fhir_request(data: bytes | str | Path, source: str, detail: str = "all") -> ingest_pb2.IngestRequest:
     """``data``: FHIR JSON as bytes, as text (a str starting with ``{`` or ``[``), or a file path
     (``.ndjson``: one resource per line). Errors never repeat the payload (patient data)."""
-    if isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
-        data = data.encode()
+    if isinstance(data, str) and not data.strip():
+        raise ValueError("data: empty (give FHIR JSON text, bytes or a file path)")
+    if isinstance(data, str) and data.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
+        data = data.lstrip("\ufeff").encode()
+    elif isinstance(data, str) and data.lstrip()[:1] == "<":
+        raise ValueError("data: FHIR XML is not supported (send FHIR JSON)")
     elif isinstance(data, str | Path):
         path = Path(data)
         try:
             data = path.read_bytes()
         except (OSError, ValueError) as e:  # ValueError: a NUL in the text
-            shown = repr(str(path)) if len(str(path)) <= 256 and "\n" not in str(path) else \
-                f"(a str of {len(str(path))} characters that is neither a path nor JSON text)"
+            text = str(path)  # echoed only when it looks like a path, never like a record
+            shown = repr(text) if len(text) <= 256 and not set(text) & set('\n<>{}"=') else \
+                f"(a str of {len(text)} characters that is neither a path nor JSON text)"
             raise ValueError(f"FHIR file {shown}: {getattr(e, 'strerror', None) or 'not a path'}") from None
         if path.suffix == ".ndjson":  # FHIR bulk export: one resource per line -> a JSON array
             lines = [ln for ln in data.splitlines() if ln.strip()]
@@ -296,11 +301,13 @@ def score_request(model: str, features: Any, *, feature_names: Sequence[str] | N
             order = [columns.index(n) for n in names]
         else:
             names, order = columns, list(range(len(columns)))
+        labels = [list(features.columns)[j] for j in order]
+        chosen = features[labels]  # other columns (a patient id) are never converted
         try:
-            values = np.asarray(features.to_numpy(dtype=np.float32, na_value=np.nan), dtype=np.float32)
-        except (TypeError, ValueError):  # object columns holding None / pd.NA / text
-            values = _matrix(features.to_numpy(dtype=object), "features")
-        matrix = values[:, order] if values.ndim == 2 else values
+            matrix = np.asarray(chosen.to_numpy(dtype=np.float32, na_value=np.nan), dtype=np.float32)
+        except (TypeError, ValueError):  # object columns holding None / pd.NA / text: named per column
+            matrix = np.column_stack([_matrix(features[[label]].to_numpy(dtype=object), f"features.{name}")
+                                      for label, name in zip(labels, names, strict=True)])
     elif isinstance(features, Sequence) and features and isinstance(features[0], Mapping):
         names = names or [str(k) for k in features[0]]
         rows = []
