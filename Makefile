@@ -23,6 +23,7 @@ $(DEPS): requirements-runtime.txt requirements-build.txt requirements-dev.txt tr
 	touch $(DEPS)
 
 $(STAMP): $(DEPS) $(SOURCES)
+	rm -rf build/lib.*/healthai/data  # setuptools keeps files deleted from the source (a withdrawn model)
 	$(BIN)/pip install -q --no-build-isolation --no-deps . ./training
 	$(BIN)/healthai info
 	touch $(STAMP)
