@@ -23,12 +23,12 @@ def _read(path: Path) -> list[dict[str, float]]:
 
 def test_a_repeated_column_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv_file = tmp_path / "dup.csv"
-    csv_file.write_text(f"{HEADER},age\n67,28,140,6.5,30\n")
+    csv_file.write_text(f"{HEADER},age\n67.25,28,140,6.5,30.75\n")
     # refused before any connection: no server needed for the exit code
     assert main(["score", "-m", RISK_MODEL, "--input", str(csv_file), "--address", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "column 'age' twice" in err and "columns 1 and 5" in err
-    assert "67" not in err and "30" not in err  # no cell value echoed
+    assert "67.25" not in err and "30.75" not in err  # no cell value echoed
 
 
 @pytest.mark.parametrize(("row", "cells"), [("67,28,140,6.5,99", 5), ("67,28", 2)])

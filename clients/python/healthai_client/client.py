@@ -31,6 +31,7 @@ from healthai.v1 import (
     forecast_pb2,
     forecast_pb2_grpc,
     ingest_pb2_grpc,
+    risk_pb2,
     risk_pb2_grpc,
     scenario_pb2_grpc,
 )
@@ -56,6 +57,7 @@ from healthai_client.retry import RetryPolicy
 from healthai_client.scenario import (
     Calibration,
     ScenarioResult,
+    check_scenario_options,
     counts_request,
     graph_message,
     scenario_request,
@@ -253,6 +255,27 @@ class Client:
                                 top_features=top_features, model_version=model_version)
         return ScoreResult.from_proto(self._invoke(lambda s: s.risk.Score, request, timeout=timeout))
 
+    def risk_model_info(self, model: str, model_version: int = 0, *,
+                        timeout: float | None = None) -> dict[str, Any]:
+        """What a risk model takes (Risk.Describe, from its model card): {"model_name", "model_version",
+        "features": [{"name", "description", "unit", "kind", "min", "max", "integer", "one_hot_group",
+        "one_hot_rule", "may_be_missing", "missing_flag", "derived", "derived_from"}] in input order
+        (min/max None where open or binary; one_hot_*/missing_flag None where none), "risk_bands",
+        "privacy": {"private", "epsilon", "delta", "privacy_unit"}}."""
+        request = risk_pb2.DescribeRequest(model_name=model, model_version=model_version)
+        r = self._invoke(lambda s: s.risk.Describe, request, timeout=timeout)
+        features = [{"name": f.name, "description": f.description, "unit": f.unit, "kind": f.kind or None,
+                     "min": f.min if f.HasField("min") else None, "max": f.max if f.HasField("max") else None,
+                     "integer": f.integer, "one_hot_group": f.one_hot_group or None,
+                     "one_hot_rule": f.one_hot_rule or None, "may_be_missing": f.may_be_missing,
+                     "missing_flag": f.missing_flag or None, "derived": f.derived,
+                     "derived_from": list(f.derived_from)} for f in r.features]
+        p = r.privacy
+        privacy = {"private": p.private, "epsilon": p.epsilon if p.private else None,
+                   "delta": p.delta if p.private else None, "privacy_unit": p.privacy_unit or None}
+        return {"model_name": r.model_name, "model_version": r.model_version, "features": features,
+                "risk_bands": list(r.risk_bands), "privacy": privacy}
+
     def forecast(self, graph: str | None = None, *, model: str | None = None,
                  history: HistoryInput | None = None,
                  stored: str | bool | None = None, end_date: str | None = None,
@@ -311,6 +334,7 @@ class Client:
         ``progress`` the server streams (RunStream, any size up to its cap) and ``progress(done_days,
         horizon_days)`` is called per period; without, one unary Run (small jobs). Both fail over and retry
         UNAVAILABLE like every call (a stream retried restarts: ``progress`` counts from 0 again)."""
+        check_scenario_options(options)
         request = scenario_request(graph, horizon_days=horizon_days, **options)
         if progress is None:
             return ScenarioResult.from_proto(self._invoke(lambda s: s.scenario.Run, request, timeout=timeout))

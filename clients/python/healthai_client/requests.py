@@ -350,6 +350,54 @@ def _count(value: Any, name: str) -> int:
     return int(value)
 
 
+HISTORY_FORMS = ("{region: counts oldest first}, (region_ids, [steps x regions]), a read_history() file "
+                 "or a pandas DataFrame")
+
+
+def _series(region: Any, values: Any) -> np.ndarray:
+    """One region's counts as float32 [steps]; ValueError naming history and the region otherwise."""
+    where = f"history[{region!r}]"
+    if isinstance(values, str | bytes | Mapping) or not hasattr(values, "__len__"):
+        raise ValueError(f"{where}: counts must be a sequence of numbers oldest first, not a "
+                         f"{type(values).__name__}")
+    try:
+        out = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: counts must be numbers (one is not)") from None
+    if out.ndim != 1:
+        raise ValueError(f"{where}: counts must be one number per step, got shape {list(out.shape)}")
+    return out
+
+
+def history_counts(history: Any) -> tuple[list[str], np.ndarray]:
+    """(region ids, float32 [steps x regions]) of an explicit forecast history; ValueError naming
+    ``history`` (and the region) for any other shape."""
+    if isinstance(history, Mapping):
+        ids = list(history)
+        series = [_series(r, history[r]) for r in ids]
+        if len({len(s) for s in series}) > 1:
+            raise ValueError("history: every region needs the same number of steps")
+        counts = np.stack(series, axis=1) if series else np.zeros((0, 0), np.float32)
+    elif isinstance(history, tuple | list) and len(history) == 2 and not isinstance(history[0], str | bytes):
+        try:
+            ids = list(history[0])
+        except TypeError:
+            raise ValueError(f"history: region_ids must be a sequence, not a {type(history[0]).__name__}") \
+                from None
+        try:
+            counts = np.asarray(history[1], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError("history: counts must be numbers [steps x regions] (one is not)") from None
+    else:
+        raise ValueError(f"history: a {type(history).__name__} is not a history; give {HISTORY_FORMS}")
+    bad = [r for r in ids if not isinstance(r, str)]
+    if bad:
+        raise ValueError(f"history: region ids must be strings, got a {type(bad[0]).__name__}")
+    if counts.ndim != 2 or counts.shape[1] != len(ids):
+        raise ValueError(f"history counts must be [steps x {len(ids)} regions], got {list(counts.shape)}")
+    return ids, counts
+
+
 def forecast_request(graph: str | None, *, model: str | None = None,
                      history: Mapping[str, Sequence[float]] | tuple[Sequence[str], Any] | None = None,
                      stored: str | bool | None = None, end_date: str | None = None,
@@ -369,17 +417,7 @@ def forecast_request(graph: str | None, *, model: str | None = None,
                                            horizons=[int(h) for h in horizons],
                                            quantile_levels=[float(q) for q in quantile_levels])
     if history is not None:
-        if isinstance(history, Mapping):
-            ids = list(history)
-            series = [np.asarray(history[r], dtype=np.float32) for r in ids]
-            if len({len(s) for s in series}) > 1:
-                raise ValueError("history: every region needs the same number of steps")
-            counts = np.stack(series, axis=1) if series else np.zeros((0, 0), np.float32)
-        else:
-            ids, raw = list(history[0]), history[1]
-            counts = np.asarray(raw, dtype=np.float32)
-        if counts.ndim != 2 or counts.shape[1] != len(ids):
-            raise ValueError(f"history counts must be [steps x {len(ids)} regions], got {list(counts.shape)}")
+        ids, counts = history_counts(history)
         request.history.CopyFrom(forecast_pb2.History(region_ids=ids, counts=counts.ravel().tolist()))
     else:
         syndrome = stored if isinstance(stored, str) else ""

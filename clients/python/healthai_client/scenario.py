@@ -92,7 +92,7 @@ def scenario_request(
         sample_trajectories=sample_trajectories,
         report_regions=list(report_regions),
         deterministic=deterministic,
-        interventions=[scenario_pb2.Intervention(**dict(iv)) for iv in interventions],
+        interventions=[_intervention(i, iv) for i, iv in enumerate(interventions)],
     )
     if seed_infections is not None:
         bad = [k for k in seed_infections if not isinstance(k, str)]
@@ -107,6 +107,40 @@ def scenario_request(
     elif calibrate is not None:
         req.calibrate.CopyFrom(counts_request(g, d, **calibrate))
     return req
+
+
+INTERVENTION_KEYS = tuple(f.name for f in scenario_pb2.Intervention.DESCRIPTOR.fields)
+
+
+def _intervention(i: int, iv: Any) -> scenario_pb2.Intervention:
+    """interventions[i] as a message; ValueError naming the key and the accepted ones otherwise."""
+    if not isinstance(iv, Mapping):
+        raise ValueError(f"interventions[{i}]: a {type(iv).__name__} is not an intervention; give a dict "
+                         f"with keys from {list(INTERVENTION_KEYS)}")
+    unknown = [k for k in iv if k not in INTERVENTION_KEYS]
+    if unknown:
+        raise ValueError(f"interventions[{i}]: unknown key {unknown[0]!r}; the keys are "
+                         f"{list(INTERVENTION_KEYS)}")
+    try:
+        return scenario_pb2.Intervention(**dict(iv))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"interventions[{i}]: {e}") from None
+
+
+def scenario_options() -> tuple[str, ...]:
+    """The keyword options ``Client.scenario`` takes besides graph, horizon_days, timeout and progress."""
+    code = scenario_request.__code__
+    names = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+    return tuple(n for n in names if n != "horizon_days")
+
+
+def check_scenario_options(options: Mapping[str, Any]) -> None:
+    """TypeError naming an unknown scenario option and listing the accepted ones."""
+    accepted = scenario_options()
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise TypeError(f"scenario: unknown argument {unknown[0]!r}; the options are "
+                        f"{['horizon_days', *accepted, 'timeout', 'progress']}")
 
 
 @dataclass(frozen=True)

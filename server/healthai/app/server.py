@@ -7,6 +7,13 @@ A plugin is anything with ``service_names``, ``add_to_server(server)`` and async
     await running.start()                        # plugins start, server starts, health SERVING
     await running.stop()                         # health NOT_SERVING, drain (grace), plugins stop
 
+Per-service health is readiness: a plugin with ``bind_health(health: ServiceHealth)`` is given, at build
+time, the setter of its own services' statuses (``health.set_ready(name, ready, reason)``, callable from
+any thread, each transition logged once): Risk/Forecast/KServe are NOT_SERVING while no model of theirs
+is loaded, Ingest while the store cannot be written. The whole-server status (service ``""``, what the
+k8s probes query) stays SERVING from start to stop: it means the process is up, and missing models must
+not get a pod restarted.
+
 Admission control (``settings.max_concurrent_rpcs``) is our own interceptor, not grpc.aio's
 ``maximum_concurrent_rpcs``: that one also refused health checks (kubelet restarted a busy pod) and
 refused calls before any interceptor saw them (no metric, no audit line, no log). Ours exempts
@@ -17,6 +24,7 @@ grpc.health.v1 and reflection; a refused call is RESOURCE_EXHAUSTED, counted
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -134,6 +142,75 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
             self._logged_at, self.shed = now, 0
 
 
+class ServiceHealth:
+    """The plugins' side of the health servicer: readiness of their own services (never ``""``).
+
+    ``set_ready`` records the state at once; the health servicer shows it while the server runs (from
+    ``RunningServer.start``, which publishes what was recorded before, to ``stop``, which turns every
+    service NOT_SERVING). Thread-safe: a call off the event loop is handed to it."""
+
+    def __init__(self, health: health_aio.HealthServicer) -> None:
+        self._health = health
+        self._ready: dict[str, bool] = {}
+        self._names: set[str] = set()  # the services plugins may set (registered by build_server)
+        self._live = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirty: set[str] = set()
+        self._pusher: asyncio.Task[None] | None = None
+
+    def add_services(self, names: Sequence[str]) -> None:
+        self._names.update(names)
+
+    def ready(self, name: str) -> bool:
+        return self._ready.get(name, True)
+
+    def set_ready(self, name: str, ready: bool, reason: str = "") -> None:
+        """SERVING (``ready``) or NOT_SERVING for ``name``, a service of the calling plugin; ``reason``
+        (why not ready, or what made it ready) goes to the log line of the transition."""
+        if name not in self._names:
+            raise ValueError(f"health: {name!r} is not a service of this server's plugins")
+        if self._loop is not None and _running_loop() is not self._loop:  # e.g. a worker thread
+            self._loop.call_soon_threadsafe(self.set_ready, name, ready, reason)
+            return
+        if self.ready(name) == ready:
+            return
+        self._ready[name] = ready
+        # INFO: the cause (a refused model, a store write error) is logged at WARNING/ERROR by its owner
+        if ready:
+            log.info("health: %s SERVING again%s", name, f" ({reason})" if reason else "")
+        else:
+            log.info("health: %s NOT_SERVING: %s", name, reason or "not ready")
+        if self._live:
+            self._dirty.add(name)
+            if self._pusher is None or self._pusher.done():
+                self._pusher = asyncio.get_running_loop().create_task(self._push())
+
+    async def _push(self) -> None:
+        while self._dirty and self._live:
+            name = self._dirty.pop()
+            await self._health.set(name, SERVING if self.ready(name) else NOT_SERVING)
+
+    async def publish(self, names: Sequence[str]) -> None:
+        """At start: every service as recorded (SERVING unless a plugin said otherwise)."""
+        self._loop = asyncio.get_running_loop()
+        self._live = True
+        for name in names:
+            await self._health.set(name, SERVING if self.ready(name) else NOT_SERVING)
+
+    def retire(self) -> None:
+        """At stop: no plugin update reaches the health servicer any more."""
+        self._live = False
+        self._loop = None  # a late call from a worker thread is only recorded (the loop may be closing)
+        self._dirty.clear()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 @runtime_checkable
 class ServicePlugin(Protocol):
     service_names: Sequence[str]  # full gRPC service names, e.g. "healthai.v1.Ingest"
@@ -155,6 +232,7 @@ class RunningServer:
     health_server: grpc.aio.Server | None = None  # plaintext health-only port (settings.health_port)
     health_port: int | None = None  # the port it bound (settings.health_port 0 picks a free one)
     limit: ConcurrencyLimit | None = None  # settings.max_concurrent_rpcs, when set
+    service_health: ServiceHealth | None = None  # what plugins report (``bind_health``)
     _started: list[ServicePlugin] = field(default_factory=list)
 
     @property
@@ -162,7 +240,8 @@ class RunningServer:
         return [name for p in self.plugins for name in p.service_names]
 
     async def start(self) -> None:
-        """Start plugins (in order), then the server; then mark every service SERVING."""
+        """Start plugins (in order), then the server; then mark the whole server SERVING and every service
+        SERVING unless its plugin reported it not ready (``ServiceHealth``)."""
         try:
             for plugin in self.plugins:
                 await plugin.start()
@@ -174,8 +253,10 @@ class RunningServer:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
-        for name in [*self.service_names, OVERALL]:
-            await self.health.set(name, SERVING)
+        if self.service_health is None:
+            self.service_health = ServiceHealth(self.health)
+        await self.service_health.publish(self.service_names)
+        await self.health.set(OVERALL, SERVING)
         sec = self.settings.security
         health_port = self.health_port
         log.info("serving %s on %s:%d; transport: %s; auth: %s%s", ", ".join(self.service_names),
@@ -185,6 +266,8 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, stop accepting calls and drain in-flight ones, then stop plugins."""
         grace = self.settings.shutdown_grace_s if grace is None else grace
+        if self.service_health is not None:
+            self.service_health.retire()
         for name in [*self.service_names, OVERALL]:
             await self.health.set(name, NOT_SERVING)
         log.info("shutting down: draining in-flight calls (grace %.1fs)", grace)
@@ -228,10 +311,15 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
                              options=options)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service_health = ServiceHealth(health)
     names: list[str] = []
     for plugin in plugins:
         plugin.add_to_server(server)
         names.extend(plugin.service_names)
+        service_health.add_services(plugin.service_names)
+        bind = getattr(plugin, "bind_health", None)
+        if bind is not None:  # optional: a plugin that reports its services' readiness
+            bind(service_health)
     _add_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
     address = f"{settings.host}:{settings.port}"
     try:
@@ -242,7 +330,8 @@ def build_server(settings: Settings, plugins: Sequence[ServicePlugin], *,
         raise InvalidInput(f"cannot bind {address}", field="port")
     health_server, health_port = _health_only_server(settings, health)
     return RunningServer(server=server, port=port, health=health, plugins=list(plugins), settings=settings,
-                         health_server=health_server, health_port=health_port, limit=limit)
+                         health_server=health_server, health_port=health_port, limit=limit,
+                         service_health=service_health)
 
 
 def _add_reflection(names: list[str], server: grpc.aio.Server) -> None:

@@ -1,9 +1,13 @@
-"""The Ingest service as a server plugin: owns the normalize context, the store and surveillance."""
+"""The Ingest service as a server plugin: owns the normalize context, the store and surveillance.
+
+Health ``healthai.v1.Ingest`` is NOT_SERVING from a store write error until the next commit succeeds
+(the SDK retries UNAVAILABLE, so a retried batch is what brings it back)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -15,6 +19,9 @@ from healthai.store import ParquetStore
 from healthai.surveillance import SurveillanceCounts
 from healthai.surveillance.syndrome_file import load_syndromes
 from healthai.v1 import ingest_pb2, ingest_pb2_grpc
+
+if TYPE_CHECKING:
+    from healthai.app.server import ServiceHealth
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,12 @@ class IngestPlugin:
         self.surveillance = SurveillanceCounts(self.store, syndromes=load_syndromes(settings.syndromes_file))
         self.core = IngestCore(self.ctx, self.store, settings.max_records_per_request,
                                max_response_bytes=settings.max_message_bytes - 1024)
+
+    def bind_health(self, health: ServiceHealth) -> None:
+        def report(writable: bool, reason: str) -> None:
+            health.set_ready(SERVICE_NAME, writable, reason)
+
+        self.core.on_store_writable = report
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         ingest_pb2_grpc.add_IngestServicer_to_server(IngestServicer(self.core), server)

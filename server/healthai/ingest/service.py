@@ -5,7 +5,9 @@ committed to the store (fsynced) and only then is the response sent. Whole-reque
 source, no payload, malformed JSON, a bad Arrow stream, too many records) are gRPC errors; problems
 of single records are outcomes (a rejected record writes nothing, its siblings are still stored). A
 store the OS refuses to write (full disk, read-only mount) is UNAVAILABLE naming the OS's reason (errno
-and path logged): nothing was acknowledged, and the SDK's retry is safe (idempotent store).
+and path logged): nothing was acknowledged, and the SDK's retry is safe (idempotent store). From that
+error until the next commit succeeds, ``IngestCore.on_store_writable(False, reason)`` has told the plugin
+(health ``healthai.v1.Ingest`` NOT_SERVING); the next successful commit calls it with True.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import asyncio
 import errno
 import logging
 import os
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 import pyarrow as pa
@@ -49,6 +52,11 @@ class IngestCore:
             store.set_guard(BirthDateGuard(ctx.pseudonymizer))
         self.max_records = max_records
         self.max_response_bytes = max_response_bytes
+        # (writable, reason) on each change: False at a store write error, True at the next good commit;
+        # called from the worker thread that committed
+        self.on_store_writable: Callable[[bool, str], None] | None = None
+        self.store_writable = True
+        self._writable_lock = threading.Lock()
 
     def normalize(self, request: ingest_pb2.IngestRequest) -> NormalizedBatch:
         with gc_paused():
@@ -91,13 +99,24 @@ class IngestCore:
         (a commit that became durable before the error is found by the next one, its records reported
         already stored)."""
         try:
-            return self.commit(tables, batch_id)
+            result = self.commit(tables, batch_id)
         except OSError as e:
             reason = _os_reason(e)
             log.error("batch %s: the store %s cannot be written: %s%s", batch_id, self.store.display_uri,
                       reason, f" ({e.filename})" if e.filename else "")
+            self._note_writable(False, f"the store cannot be written ({reason})")
             raise StoreUnavailable(f"the store cannot be written ({reason}); nothing was acknowledged: "
                                    "retry later (records already stored are recognized)") from e
+        self._note_writable(True, "a commit to the store succeeded")
+        return result
+
+    def _note_writable(self, writable: bool, reason: str) -> None:
+        with self._writable_lock:
+            if self.store_writable == writable:
+                return
+            self.store_writable = writable
+            if self.on_store_writable is not None:
+                self.on_store_writable(writable, reason)
 
     def _check_count(self, n: int, what: str) -> None:
         if n > self.max_records:

@@ -1,11 +1,15 @@
 """The serving plugin the server process loads: Risk, Forecast, KServe v2 and Diagnostics over one
-model manager (see ``healthai.app.server.ServicePlugin``)."""
+model manager (see ``healthai.app.server.ServicePlugin``).
+
+Health per service follows the loaded models (after every scan, load and unload): Risk is NOT_SERVING
+while no risk model is loaded, Forecast while no forecast model is, KServe while no model at all is
+(an empty repository volume, every version refused); Diagnostics is always SERVING."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -20,6 +24,9 @@ from healthai.serving.runtime.manager import ModelManager
 from healthai.serving.settings import ServingSettings
 from healthai.v1 import diagnostics_pb2_grpc, forecast_pb2_grpc, risk_pb2_grpc
 
+if TYPE_CHECKING:
+    from healthai.app.server import ServiceHealth
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +37,27 @@ class ServingPlugin:
         self.settings = settings
         self.manager = ModelManager(settings, inspectors=[inspect_risk, inspect_forecast])
         self.surveillance = surveillance
+        self.health: ServiceHealth | None = None
+
+    def bind_health(self, health: ServiceHealth) -> None:
+        self.health = health
+        self.manager.on_change = self._report_health
+
+    def _report_health(self) -> None:
+        """Each service SERVING while a model it can serve is loaded (a risk / forecast model: one its
+        inspector accepted)."""
+        if self.health is None:
+            return
+        loaded = [v for name in self.manager.model_names() for v in self.manager.ready_versions(name)]
+        where = f"model repository {self.settings.model_repository}"
+        for service, kind in ((risk.SERVICE_NAME, "risk"), (forecast.SERVICE_NAME, "forecast")):
+            ready = [v.name for v in loaded if kind in v.extras]
+            self.health.set_ready(service, bool(ready),
+                                  f"{kind} model(s) {sorted(set(ready))} loaded" if ready
+                                  else f"no {kind} model is loaded ({where})")
+        self.health.set_ready(kserve.SERVICE_NAME, bool(loaded),
+                              f"{len(loaded)} model version(s) loaded" if loaded
+                              else f"no model is loaded ({where})")
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         risk_pb2_grpc.add_RiskServicer_to_server(risk.RiskServicer(self.manager, self.settings), server)

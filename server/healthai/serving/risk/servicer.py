@@ -1,4 +1,5 @@
-"""Risk.Score: probability, risk band, Charlson index and top contributing features per patient.
+"""Risk.Score: probability, risk band, Charlson index and top contributing features per patient;
+Risk.Describe: the model card's features and privacy essentials (``describe.py``).
 
 The servicer validates and converts; scoring (bands, occlusion-based top features) runs vectorized
 for the whole batch on the worker thread (``risk_batch.RiskTask``); the batcher counts patients.
@@ -15,6 +16,7 @@ from healthai.errors import InvalidInput
 from healthai.observability.context import note
 from healthai.serving.risk.card import RiskCard
 from healthai.serving.risk.charlson import charlson_indices
+from healthai.serving.risk.describe import describe
 from healthai.serving.risk.features import CHARLSON_INDEX, derive_features
 from healthai.serving.risk.task import RiskTask
 from healthai.serving.runtime.manager import LoadedVersion, ModelManager
@@ -146,6 +148,13 @@ class RiskServicer(risk_pb2_grpc.RiskServicer):
         if task is None:
             raise InvalidInput(f"model_name: {loaded.name!r} is not a risk model", field="model_name")
         return task
+
+    async def Describe(self, request: risk_pb2.DescribeRequest,
+                       context: grpc.aio.ServicerContext) -> risk_pb2.DescribeResponse:
+        if not request.model_name:
+            raise InvalidInput("model_name: required (e.g. 'risk_readmission')", field="model_name")
+        loaded = self.manager.resolve(request.model_name, request.model_version)
+        return describe(self._task(loaded).card, loaded.card, loaded.name, loaded.version)
 
     async def Score(self, request: risk_pb2.ScoreRequest,
                     context: grpc.aio.ServicerContext) -> risk_pb2.ScoreResponse:

@@ -108,6 +108,8 @@ class ModelManager:
         self._scan_lock = asyncio.Lock()
         self._root_missing = False  # the repository folder vanished after start (warned once)
         self.started = False
+        # called (on the event loop) after every scan, load and unload: e.g. to set services' health
+        self.on_change: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -218,15 +220,18 @@ class ModelManager:
     async def poll_once(self) -> None:
         """One scan of the repository: load new/changed versions, retire removed ones."""
         async with self._scan_lock:
-            models = await asyncio.to_thread(scan_models, self.root)
-            self._check_root(models)
-            for name, model_dir in models.items():
-                if name not in self._unloaded:  # explicitly unloaded: only load_model brings it back
-                    await self._sync_model(name, model_dir)
-            for name in [n for n in self._loaded if n not in models]:
-                log.info("model %s removed from the repository; unloading", name)
-                for loaded in self._loaded.pop(name).values():
-                    self._retire_later(loaded, gone=True)
+            try:
+                models = await asyncio.to_thread(scan_models, self.root)
+                self._check_root(models)
+                for name, model_dir in models.items():
+                    if name not in self._unloaded:  # explicitly unloaded: only load_model brings it back
+                        await self._sync_model(name, model_dir)
+                for name in [n for n in self._loaded if n not in models]:
+                    log.info("model %s removed from the repository; unloading", name)
+                    for loaded in self._loaded.pop(name).values():
+                        self._retire_later(loaded, gone=True)
+            finally:
+                self._notify()
 
     async def load_model(self, name: str) -> None:
         """(Re)load every selected version of ``name`` from the repository, even unchanged ones, and
@@ -238,7 +243,10 @@ class ModelManager:
             if name not in models:
                 raise NotFound(f"model {name!r} is not in the model repository (it has {sorted(models)})")
             self._unloaded.pop(name, None)
-            failures = await self._sync_model(name, models[name], force=True)
+            try:
+                failures = await self._sync_model(name, models[name], force=True)
+            finally:
+                self._notify()
         log.info("model %s loaded by request: version(s) %s ready", name,
                  sorted(self._loaded.get(name, {})) or "none")
         if failures:
@@ -259,9 +267,17 @@ class ModelManager:
             self._unloaded[name] = sorted({*self._unloaded.get(name, []), *versions})
             for loaded in versions.values():
                 self._retire_later(loaded, gone=True)
+            self._notify()
         log.info("model %s unloaded by request (version(s) %s); in-flight requests finish on it; "
                  "repository scans leave it unloaded until it is loaded again", name,
                  sorted(versions) or "none")
+
+    def _notify(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a listener's bug must not fail a scan
+                log.exception("model manager on_change listener failed")
 
     async def _sync_model(self, name: str, model_dir: Path, *, force: bool = False) -> list[str]:
         """Bring one model in line with its directory; ``force`` reloads unchanged versions too.
