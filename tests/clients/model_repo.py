@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pyarrow as pa
 from onnx import TensorProto, helper, numpy_helper
 
 RISK_MODEL = "risk_tiny"
@@ -55,6 +56,15 @@ FORECAST_MODEL = "forecast_tiny"
 REGIONS = ["US-MA", "US-NY", "US-CA"]
 WINDOW, STEPS = 4, 3
 QUANTILES = [0.1, 0.5, 0.9]
+
+
+def blood_pressures(n: int, impossible_row: int, prefix: str, patient: str) -> pa.Table:
+    """``n`` systolic pressures of one patient as an Arrow observation table; one row is impossible
+    (9999 mm[Hg]) so that it alone is rejected and its outcome names its row."""
+    values = [120.0] * n
+    values[impossible_row] = 9999.0
+    return pa.table({"observation_id": [f"{prefix}-{i}" for i in range(n)], "patient_id": [patient] * n,
+                     "loinc": ["8480-6"] * n, "value": values, "unit": ["mm[Hg]"] * n})
 
 
 def expected_probability(features: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from .model_repo import (
     REGIONS,
     RISK_FEATURES,
     RISK_MODEL,
+    blood_pressures,
     expected_forecast,
     expected_probability,
 )
@@ -295,10 +296,7 @@ def test_a_large_arrow_table_travels_in_parts_numbered_as_one(server: str, monke
 
     monkeypatch.setattr(req, "ARROW_PART_BYTES", 4096)
     n = 400
-    values = [120.0] * n
-    values[333] = 9999.0  # impossible systolic pressure: that row alone is rejected
-    table = pa.table({"observation_id": [f"bp-{i}" for i in range(n)], "patient_id": ["p-parts"] * n,
-                      "loinc": ["8480-6"] * n, "value": values, "unit": ["mm[Hg]"] * n})
+    table = blood_pressures(n, 333, "bp", "p-parts")
     assert len(req.arrow_parts(table)) > 3
     with Client(server, source="sdk-parts") as c:
         r = c.ingest_arrow(table, "observation")

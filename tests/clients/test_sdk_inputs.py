@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from healthai_client import Client, read_history
@@ -23,6 +22,7 @@ from .model_repo import (
     REGIONS,
     RISK_FEATURES,
     RISK_MODEL,
+    blood_pressures,
     expected_forecast,
     expected_probability,
 )
@@ -99,10 +99,7 @@ def test_a_narrow_table_is_split_by_rows_in_ingest_arrow_and_ingest_stream(serve
     ARROW_PART_BYTES: outcomes keep their table row and their item in the stream."""
     monkeypatch.setattr(req, "ARROW_PART_ROWS", 100)
     n = 350
-    values = [120.0] * n
-    values[233] = 9999.0  # impossible systolic pressure: that row alone is rejected
-    table = pa.table({"observation_id": [f"rows-{i}" for i in range(n)], "patient_id": ["p-rows"] * n,
-                      "loinc": ["8480-6"] * n, "value": values, "unit": ["mm[Hg]"] * n})
+    table = blood_pressures(n, 233, "rows", "p-rows")
     assert table.nbytes < req.ARROW_PART_BYTES
     assert [p.num_rows for p in req.arrow_parts(table)] == [100, 100, 100, 50]
     with Client(server, source="sdk-rows") as c:
