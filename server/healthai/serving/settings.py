@@ -12,10 +12,12 @@ DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "data" / "mo
 
 def newest_version_dir(name: str, repository: Path = DEFAULT_MODEL_REPOSITORY) -> Path:
     """The folder of a model's newest version in a repository (the version served by default)."""
-    versions = [d for d in (repository / name).iterdir() if d.is_dir() and d.name.isdigit()]
+    from healthai.serving.runtime.repository import scan_versions  # the manager's own rule for versions
+
+    versions = scan_versions(repository / name)
     if not versions:
         raise FileNotFoundError(f"{repository / name} holds no version folder")
-    return max(versions, key=lambda d: int(d.name))
+    return versions[max(versions)].path
 
 
 class ServingSettings(BaseModel):
